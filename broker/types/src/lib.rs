@@ -1,0 +1,15 @@
+//! Weir's domain vocabulary and the record batch codec.
+//!
+//! This crate is pure: no I/O, no async, no knowledge of redb, openraft or gRPC. Everything the
+//! other crates agree on about names, offsets and the bytes of a record batch lives here, so the
+//! storage layer, the replication layer and the broker cannot drift apart.
+
+mod batch;
+mod names;
+mod varint;
+
+pub use batch::{
+    BATCH_HEADER_LEN, BatchError, BatchHeader, BatchLimits, BatchView, EncodedBatch, Header,
+    Record, RecordIter,
+};
+pub use names::{InvalidName, Offset, PartitionId, TopicName};
