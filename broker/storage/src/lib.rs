@@ -1,1 +1,27 @@
-//! placeholder
+//! Weir's log store on redb: many raft logs in one database, written by one group-commit thread.
+//!
+//! A node keeps every partition's raft log in a single redb file (and the controller's in a
+//! second, small one). The raft log *is* the partition log: an entry that carries a record batch
+//! is stored once, and the batch's Kafka-style offsets are assigned from the log prefix at append
+//! time and indexed in `offset_index (group, base_offset) → raft index`.
+//!
+//! Writes go to one committer thread per database ([`LogDb::submit`]). It takes the first
+//! request, drains everything else queued (appends of every group, votes, truncations, purges),
+//! commits once with `Durability::Immediate` and quick-repair, and only then completes every
+//! caller: group commit, with no timer, so the bytes per fsync grow with the load. Reads run on
+//! the caller's thread in short read transactions; async callers use `spawn_blocking`.
+//!
+//! The API is synchronous and knows nothing of openraft: the raft layer hands in opaque entry
+//! metadata and, for data entries, an [`EncodedBatch`](weir_types::EncodedBatch).
+
+mod committer;
+mod db;
+mod error;
+pub mod fault;
+mod tables;
+
+pub use db::{
+    BatchRead, GroupId, LogBounds, LogDb, LogDbOptions, MetaKey, NewEntry, StorageStats,
+    StoredEntry, WriteBatch, WriteOp,
+};
+pub use error::{OpenError, ReadError, WriteError};

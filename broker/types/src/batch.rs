@@ -240,7 +240,9 @@ impl EncodedBatch {
             count += 1;
         }
         if count != view.header.record_count {
-            return Err(BatchError::Malformed("record count does not match the payload"));
+            return Err(BatchError::Malformed(
+                "record count does not match the payload",
+            ));
         }
         Ok(Self {
             header: view.header,
@@ -349,7 +351,9 @@ impl<'a> BatchView<'a> {
         let header = read_header(bytes)?;
         let payload = &bytes[BATCH_HEADER_LEN..];
         if payload.len() != header.payload_len as usize {
-            return Err(BatchError::Malformed("payload length does not match the header"));
+            return Err(BatchError::Malformed(
+                "payload length does not match the header",
+            ));
         }
         let computed = crc32c::crc32c(payload);
         if computed != header.crc {

@@ -28,7 +28,9 @@ pub enum InvalidName {
         len: usize,
     },
     /// The name contains a character outside `[A-Za-z0-9._-]`.
-    #[error("topic name contains {found:?}; only ASCII letters, digits, '.', '_' and '-' are allowed")]
+    #[error(
+        "topic name contains {found:?}; only ASCII letters, digits, '.', '_' and '-' are allowed"
+    )]
     BadCharacter {
         /// The first offending character.
         found: char,

@@ -1,0 +1,324 @@
+//! The committer thread: the only writer of a database, and the place group commit happens.
+//!
+//! Invariants:
+//! - Jobs are applied in the order they were submitted, so a group's appends, truncations and
+//!   votes reach the disk in raft's order.
+//! - A caller is completed only after the transaction holding its job committed with
+//!   `Durability::Immediate` (fsync). Lazy jobs have no caller; they ride on the next commit.
+//! - After any failed commit every later job fails with [`WriteError::Failed`]: the file's state
+//!   is unknown, and retrying an fsync that failed can report success for lost data.
+//! - `tails` holds, per group, the offset the next appended batch gets. Only this thread changes
+//!   offsets, so assignment is deterministic in log order.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, mpsc};
+use std::time::Instant;
+
+use redb::{Database, ReadableTable, Table};
+
+use crate::db::{GroupId, LogDbOptions, StorageStats, WriteBatch, WriteOp};
+use crate::error::WriteError;
+use crate::tables::{OFFSET_INDEX, RAFT_LOG, RAFT_META, encode_envelope};
+
+type Done = Box<dyn FnOnce(Result<(), WriteError>) + Send>;
+
+/// A submitted write.
+pub(crate) struct Job {
+    batch: WriteBatch,
+    done: Option<Done>,
+}
+
+impl Job {
+    pub(crate) fn durable(batch: WriteBatch, done: Done) -> Self {
+        Self {
+            batch,
+            done: Some(done),
+        }
+    }
+
+    pub(crate) fn lazy(batch: WriteBatch) -> Self {
+        Self { batch, done: None }
+    }
+
+    fn is_lazy(&self) -> bool {
+        self.done.is_none()
+    }
+
+    fn bytes(&self) -> usize {
+        self.batch
+            .ops
+            .iter()
+            .map(|op| match op {
+                WriteOp::Append { entries, .. } => entries
+                    .iter()
+                    .map(|e| e.meta.len() + e.batch.as_ref().map_or(0, |b| b.bytes().len()))
+                    .sum(),
+                WriteOp::PutMeta { value, .. } => value.len(),
+                _ => 0,
+            })
+            .sum()
+    }
+
+    pub(crate) fn complete(self, result: Result<(), WriteError>) {
+        if let Some(done) = self.done {
+            done(result);
+        }
+    }
+}
+
+/// Lazy jobs waiting for a commit; flushed on their own when this many pile up.
+const MAX_PENDING_LAZY: usize = 4096;
+
+pub(crate) struct Committer {
+    db: Arc<Database>,
+    receiver: mpsc::Receiver<Job>,
+    options: LogDbOptions,
+    stats: Arc<StorageStats>,
+    tails: HashMap<GroupId, u64>,
+    lazy: Vec<Job>,
+    failed: bool,
+}
+
+impl Committer {
+    pub(crate) fn new(
+        db: Arc<Database>,
+        receiver: mpsc::Receiver<Job>,
+        options: LogDbOptions,
+        stats: Arc<StorageStats>,
+    ) -> Self {
+        Self {
+            db,
+            receiver,
+            options,
+            stats,
+            tails: HashMap::new(),
+            lazy: Vec::new(),
+            failed: false,
+        }
+    }
+
+    pub(crate) fn run(mut self) {
+        loop {
+            let first = if self.lazy.is_empty() {
+                match self.receiver.recv() {
+                    Ok(job) => job,
+                    Err(mpsc::RecvError) => break,
+                }
+            } else {
+                match self.receiver.recv_timeout(self.options.lazy_flush_interval) {
+                    Ok(job) => job,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        let lazy = std::mem::take(&mut self.lazy);
+                        self.commit(lazy);
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            };
+            let mut bytes = first.bytes();
+            let mut jobs = vec![first];
+            while bytes < self.options.max_commit_bytes {
+                match self.receiver.try_recv() {
+                    Ok(job) => {
+                        bytes += job.bytes();
+                        jobs.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if jobs.iter().all(Job::is_lazy) && self.lazy.len() + jobs.len() < MAX_PENDING_LAZY {
+                self.lazy.extend(jobs);
+                continue;
+            }
+            // Lazy jobs were submitted earlier than these, so they go first.
+            let mut all = std::mem::take(&mut self.lazy);
+            all.extend(jobs);
+            self.commit(all);
+        }
+        let lazy = std::mem::take(&mut self.lazy);
+        if !lazy.is_empty() {
+            self.commit(lazy);
+        }
+    }
+
+    fn commit(&mut self, jobs: Vec<Job>) {
+        let result = if self.failed {
+            Err(WriteError::Failed)
+        } else {
+            let started = Instant::now();
+            let result = self.write(&jobs);
+            let micros = started.elapsed().as_micros() as u64;
+            match &result {
+                Ok(appended) => {
+                    self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .commit_micros
+                        .fetch_add(micros, Ordering::Relaxed);
+                    self.stats
+                        .appended_bytes
+                        .fetch_add(*appended as u64, Ordering::Relaxed);
+                }
+                Err(error) => {
+                    tracing::error!(error = %error, "log database commit failed; refusing further writes");
+                    self.failed = true;
+                    // Offsets assigned in the failed transaction never reached the disk.
+                    self.tails.clear();
+                }
+            }
+            result.map(|_| ())
+        };
+        let requests = jobs.iter().filter(|j| !j.is_lazy()).count() as u64;
+        self.stats.requests.fetch_add(requests, Ordering::Relaxed);
+        for job in jobs {
+            job.complete(result.clone());
+        }
+    }
+
+    /// Applies every job in one transaction and commits it; returns the bytes appended.
+    fn write(&mut self, jobs: &[Job]) -> Result<usize, WriteError> {
+        let mut txn = self.db.begin_write().map_err(WriteError::commit)?;
+        txn.set_quick_repair(true);
+        let mut appended = 0;
+        {
+            let mut log = txn.open_table(RAFT_LOG).map_err(WriteError::commit)?;
+            let mut meta = txn.open_table(RAFT_META).map_err(WriteError::commit)?;
+            let mut offsets = txn.open_table(OFFSET_INDEX).map_err(WriteError::commit)?;
+            let mut tables = Tables {
+                log: &mut log,
+                meta: &mut meta,
+                offsets: &mut offsets,
+                tails: &mut self.tails,
+            };
+            for job in jobs {
+                for op in &job.batch.ops {
+                    appended += tables.apply(op).map_err(WriteError::commit)?;
+                }
+            }
+        }
+        txn.commit().map_err(WriteError::commit)?;
+        Ok(appended)
+    }
+}
+
+struct Tables<'a, 't> {
+    log: &'a mut Table<'t, (u64, u64), &'static [u8]>,
+    meta: &'a mut Table<'t, (u64, u8), &'static [u8]>,
+    offsets: &'a mut Table<'t, (u64, u64), (u64, u32, i64)>,
+    tails: &'a mut HashMap<GroupId, u64>,
+}
+
+impl Tables<'_, '_> {
+    fn apply(&mut self, op: &WriteOp) -> Result<usize, redb::Error> {
+        let mut appended = 0;
+        match op {
+            WriteOp::Append { group, entries } => {
+                let group = *group;
+                let mut next_offset = self.tail(group)?;
+                for entry in entries {
+                    let value = match &entry.batch {
+                        Some(batch) => {
+                            let header = batch.header();
+                            self.offsets.insert(
+                                (group, next_offset),
+                                (entry.index, header.record_count, header.max_timestamp_ms),
+                            )?;
+                            let value =
+                                encode_envelope(&entry.meta, Some((batch.bytes(), next_offset)));
+                            next_offset += u64::from(header.record_count);
+                            value
+                        }
+                        None => encode_envelope(&entry.meta, None),
+                    };
+                    appended += value.len();
+                    self.log.insert((group, entry.index), value.as_slice())?;
+                }
+                self.tails.insert(group, next_offset);
+            }
+            WriteOp::TruncateAfter { group, last_kept } => {
+                let group = *group;
+                let from = last_kept.map_or(0, |i| i + 1);
+                self.log
+                    .retain_in((group, from)..=(group, u64::MAX), |_, _| false)?;
+                // Offsets grow with the raft index, so the doomed rows are a suffix.
+                let mut doomed = Vec::new();
+                for item in self.offsets.range((group, 0)..=(group, u64::MAX))?.rev() {
+                    let (key, value) = item?;
+                    if value.value().0 < from {
+                        break;
+                    }
+                    doomed.push(key.value().1);
+                }
+                for base in &doomed {
+                    self.offsets.remove((group, *base))?;
+                }
+                if let Some(lowest) = doomed.last() {
+                    self.tails.insert(group, *lowest);
+                }
+            }
+            WriteOp::PurgeUpTo { group, index } => {
+                let group = *group;
+                self.log
+                    .retain_in((group, 0)..=(group, *index), |_, _| false)?;
+                let mut doomed = Vec::new();
+                for item in self.offsets.range((group, 0)..=(group, u64::MAX))? {
+                    let (key, value) = item?;
+                    if value.value().0 > *index {
+                        break;
+                    }
+                    doomed.push(key.value().1);
+                }
+                // Keep the tail row's information: the next offset must survive a purge of the
+                // whole log.
+                let tail = self.tail(group)?;
+                for base in doomed {
+                    self.offsets.remove((group, base))?;
+                }
+                self.tails.insert(group, tail);
+                self.meta
+                    .insert((group, TAIL_META_KEY), tail.to_le_bytes().as_slice())?;
+            }
+            WriteOp::PutMeta { group, key, value } => {
+                self.meta.insert((*group, *key as u8), value.as_ref())?;
+            }
+            WriteOp::DeleteGroup { group } => {
+                let group = *group;
+                self.log
+                    .retain_in((group, 0)..=(group, u64::MAX), |_, _| false)?;
+                self.offsets
+                    .retain_in((group, 0)..=(group, u64::MAX), |_, _| false)?;
+                self.meta
+                    .retain_in((group, 0)..=(group, u8::MAX), |_, _| false)?;
+                self.tails.remove(&group);
+            }
+        }
+        Ok(appended)
+    }
+
+    /// The offset the next batch appended to `group` gets.
+    fn tail(&mut self, group: GroupId) -> Result<u64, redb::Error> {
+        if let Some(tail) = self.tails.get(&group) {
+            return Ok(*tail);
+        }
+        let from_index = self
+            .offsets
+            .range((group, 0)..=(group, u64::MAX))?
+            .next_back()
+            .transpose()?
+            .map(|(k, v)| k.value().1 + u64::from(v.value().1));
+        let tail = match from_index {
+            Some(tail) => tail,
+            // Every batch was purged (or none was ever written): the purge left the tail.
+            None => self
+                .meta
+                .get((group, TAIL_META_KEY))?
+                .and_then(|v| <[u8; 8]>::try_from(v.value()).ok())
+                .map_or(0, u64::from_le_bytes),
+        };
+        self.tails.insert(group, tail);
+        Ok(tail)
+    }
+}
+
+/// Metadata key, private to storage, remembering the next offset across a full purge.
+const TAIL_META_KEY: u8 = 200;

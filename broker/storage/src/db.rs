@@ -1,0 +1,776 @@
+//! The database handle: opening, submitting writes, and reads.
+
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::Bytes;
+use redb::{Database, ReadableDatabase, ReadableTable};
+use weir_types::{EncodedBatch, Offset};
+
+use crate::committer::{Committer, Job};
+use crate::error::{OpenError, ReadError, WriteError};
+use crate::tables::{OFFSET_INDEX, RAFT_LOG, RAFT_META, decode_envelope};
+
+/// Identifies one raft log inside a database. Group ids are never reused, so a deleted topic's
+/// rows can never be mistaken for a new topic's.
+pub type GroupId = u64;
+
+/// Small per-group values stored beside the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum MetaKey {
+    /// The raft vote (term and candidate); must be durable before a vote is granted.
+    Vote = 1,
+    /// The last committed log id.
+    Committed = 2,
+    /// The last purged log id.
+    Purged = 3,
+    /// The state machine's applied state.
+    Applied = 4,
+    /// The current state machine snapshot.
+    Snapshot = 5,
+}
+
+/// One entry to append.
+#[derive(Debug, Clone)]
+pub struct NewEntry {
+    /// Raft log index; entries of one group must be appended in increasing, contiguous order.
+    pub index: u64,
+    /// Opaque metadata from the raft layer (log id, payload kind, membership, …).
+    pub meta: Bytes,
+    /// A record batch, for data entries. The log assigns it the next offsets of the group.
+    pub batch: Option<EncodedBatch>,
+}
+
+/// One entry as read back.
+#[derive(Debug, Clone)]
+pub struct StoredEntry {
+    /// Raft log index.
+    pub index: u64,
+    /// The metadata given at append time.
+    pub meta: Bytes,
+    /// The verified batch, with its assigned base offset in the header.
+    pub batch: Option<EncodedBatch>,
+}
+
+/// One operation in a [`WriteBatch`]. Operations are applied in order.
+#[derive(Debug, Clone)]
+pub enum WriteOp {
+    /// Append entries to a group's log.
+    Append {
+        /// The raft group.
+        group: GroupId,
+        /// Entries in index order, continuing the log.
+        entries: Vec<NewEntry>,
+    },
+    /// Delete every entry after `last_kept` (all of them for `None`), and their offsets.
+    TruncateAfter {
+        /// The raft group.
+        group: GroupId,
+        /// The last index to keep.
+        last_kept: Option<u64>,
+    },
+    /// Delete every entry up to and including `index`, and their offsets.
+    PurgeUpTo {
+        /// The raft group.
+        group: GroupId,
+        /// The last index to delete.
+        index: u64,
+    },
+    /// Set a metadata value.
+    PutMeta {
+        /// The raft group.
+        group: GroupId,
+        /// Which value.
+        key: MetaKey,
+        /// Its bytes.
+        value: Bytes,
+    },
+    /// Delete a group's log, offsets and metadata.
+    DeleteGroup {
+        /// The raft group.
+        group: GroupId,
+    },
+}
+
+/// Operations committed atomically, in one transaction (possibly shared with other batches).
+#[derive(Debug, Clone, Default)]
+pub struct WriteBatch {
+    /// The operations, in order.
+    pub ops: Vec<WriteOp>,
+}
+
+impl WriteBatch {
+    /// A batch of one operation.
+    pub fn one(op: WriteOp) -> Self {
+        Self { ops: vec![op] }
+    }
+}
+
+/// Tuning for a [`LogDb`].
+#[derive(Debug, Clone)]
+pub struct LogDbOptions {
+    /// redb page cache size in bytes.
+    pub cache_bytes: usize,
+    /// Upper bound on the bytes one group commit gathers before committing, so one commit's
+    /// latency stays bounded under a flood of writes.
+    pub max_commit_bytes: usize,
+    /// How long lazy writes (applied-state markers) may wait for a commit to ride on.
+    pub lazy_flush_interval: Duration,
+}
+
+impl Default for LogDbOptions {
+    fn default() -> Self {
+        Self {
+            cache_bytes: 256 * 1024 * 1024,
+            max_commit_bytes: 64 * 1024 * 1024,
+            lazy_flush_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Counters kept by the committer, for metrics and benchmarks.
+#[derive(Debug, Default)]
+pub struct StorageStats {
+    /// Transactions committed (each one fsync).
+    pub commits: AtomicU64,
+    /// Write requests completed (each a caller waiting for durability).
+    pub requests: AtomicU64,
+    /// Bytes of entries appended.
+    pub appended_bytes: AtomicU64,
+    /// Total time spent in commit, in microseconds.
+    pub commit_micros: AtomicU64,
+}
+
+/// The log range of one group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogBounds {
+    /// Index of the first stored entry.
+    pub first_index: Option<u64>,
+    /// Index of the last stored entry.
+    pub last_index: Option<u64>,
+}
+
+/// Result of a batch read for consumers.
+#[derive(Debug, Clone, Default)]
+pub struct BatchRead {
+    /// Verified batches in offset order; the first one may start before the requested offset.
+    pub batches: Vec<EncodedBatch>,
+}
+
+struct Shared {
+    path: PathBuf,
+    db: Arc<Database>,
+    sender: Mutex<Option<mpsc::Sender<Job>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    stats: Arc<StorageStats>,
+}
+
+/// A redb database holding many raft logs, with its committer thread.
+///
+/// Cloning is cheap and shares the database.
+#[derive(Clone)]
+pub struct LogDb {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for LogDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogDb")
+            .field("path", &self.shared.path)
+            .finish()
+    }
+}
+
+impl LogDb {
+    /// Opens (or creates) the database at `path` and starts its committer thread.
+    ///
+    /// After an unclean shutdown redb repairs the file; with quick-repair commits that costs
+    /// O(1) rather than a walk of the whole file.
+    pub fn open(path: impl AsRef<Path>, options: LogDbOptions) -> Result<Self, OpenError> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| OpenError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let repair_path = path.clone();
+        let db = Database::builder()
+            .set_cache_size(options.cache_bytes)
+            .set_repair_callback(move |session| {
+                tracing::warn!(path = %repair_path.display(), progress = session.progress(), "repairing log database after an unclean shutdown");
+            })
+            .create(&path)
+            .map_err(|source| OpenError::Database {
+                path: path.clone(),
+                source: Box::new(source),
+            })?;
+        let tables_err = |e: redb::Error| OpenError::Tables {
+            path: path.clone(),
+            source: Box::new(e),
+        };
+        let mut txn = db.begin_write().map_err(|e| tables_err(e.into()))?;
+        txn.set_quick_repair(true);
+        txn.open_table(RAFT_LOG).map_err(|e| tables_err(e.into()))?;
+        txn.open_table(RAFT_META)
+            .map_err(|e| tables_err(e.into()))?;
+        txn.open_table(OFFSET_INDEX)
+            .map_err(|e| tables_err(e.into()))?;
+        txn.commit().map_err(|e| tables_err(e.into()))?;
+
+        let db = Arc::new(db);
+        let stats = Arc::new(StorageStats::default());
+        let (sender, receiver) = mpsc::channel();
+        let committer = Committer::new(db.clone(), receiver, options, stats.clone());
+        let name = format!(
+            "weir-commit-{}",
+            path.file_stem().and_then(|s| s.to_str()).unwrap_or("db")
+        );
+        let thread = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || committer.run())
+            .map_err(OpenError::Thread)?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                path,
+                db,
+                sender: Mutex::new(Some(sender)),
+                thread: Mutex::new(Some(thread)),
+                stats,
+            }),
+        })
+    }
+
+    /// The file this database lives in.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// Counters of the committer.
+    pub fn stats(&self) -> &StorageStats {
+        &self.shared.stats
+    }
+
+    /// Queues `batch` for the next group commit; `done` runs on the committer thread once it is
+    /// durable (or has failed). `done` must be quick: it delays every other caller.
+    ///
+    /// Batches are committed in submission order.
+    pub fn submit(
+        &self,
+        batch: WriteBatch,
+        done: impl FnOnce(Result<(), WriteError>) + Send + 'static,
+    ) {
+        self.send(Job::durable(batch, Box::new(done)));
+    }
+
+    /// Writes `batch` and blocks until it is durable.
+    pub fn write(&self, batch: WriteBatch) -> Result<(), WriteError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.submit(batch, move |result| {
+            // The receiver only disappears if the caller stopped waiting; nothing to tell then.
+            let _ = tx.send(result);
+        });
+        rx.recv().map_err(|_| WriteError::ShutDown)?
+    }
+
+    /// Queues a write that needs no fsync of its own: it is committed with the next durable
+    /// write, or after [`LogDbOptions::lazy_flush_interval`]. Used for state that can be
+    /// rebuilt from the log after a crash, such as the applied index.
+    pub fn put_lazy(&self, group: GroupId, key: MetaKey, value: Bytes) {
+        self.send(Job::lazy(WriteBatch::one(WriteOp::PutMeta {
+            group,
+            key,
+            value,
+        })));
+    }
+
+    fn send(&self, job: Job) {
+        let guard = self
+            .shared
+            .sender
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match guard.as_ref() {
+            Some(sender) => {
+                if let Err(mpsc::SendError(job)) = sender.send(job) {
+                    job.complete(Err(WriteError::ShutDown));
+                }
+            }
+            None => job.complete(Err(WriteError::ShutDown)),
+        }
+    }
+
+    /// Flushes pending lazy writes, stops the committer thread and waits for it. Later writes
+    /// fail with [`WriteError::ShutDown`]; reads keep working.
+    pub fn shutdown(&self) {
+        let sender = self
+            .shared
+            .sender
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        drop(sender);
+        let thread = self
+            .shared
+            .thread
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(thread) = thread
+            && thread.join().is_err()
+        {
+            tracing::error!(path = %self.shared.path.display(), "committer thread panicked");
+        }
+    }
+
+    /// Reads a metadata value.
+    pub fn meta(&self, group: GroupId, key: MetaKey) -> Result<Option<Bytes>, ReadError> {
+        let txn = self.shared.db.begin_read()?;
+        let table = txn.open_table(RAFT_META)?;
+        Ok(table
+            .get((group, key as u8))?
+            .map(|v| Bytes::copy_from_slice(v.value())))
+    }
+
+    /// The first and last index stored for `group`.
+    pub fn bounds(&self, group: GroupId) -> Result<LogBounds, ReadError> {
+        let txn = self.shared.db.begin_read()?;
+        let table = txn.open_table(RAFT_LOG)?;
+        let mut range = table.range((group, 0)..=(group, u64::MAX))?;
+        let first = range.next().transpose()?.map(|(k, _)| k.value().1);
+        let last = range.next_back().transpose()?.map(|(k, _)| k.value().1);
+        Ok(LogBounds {
+            first_index: first,
+            last_index: last.or(first),
+        })
+    }
+
+    /// Reads the entries of `group` with indexes in `range`, verifying every batch.
+    pub fn entries(
+        &self,
+        group: GroupId,
+        range: RangeInclusive<u64>,
+    ) -> Result<Vec<StoredEntry>, ReadError> {
+        let txn = self.shared.db.begin_read()?;
+        let table = txn.open_table(RAFT_LOG)?;
+        let mut out = Vec::new();
+        for item in table.range((group, *range.start())..=(group, *range.end()))? {
+            let (key, value) = item?;
+            let index = key.value().1;
+            let (meta, batch) = decode_envelope(group, index, value.value())?;
+            out.push(StoredEntry {
+                index,
+                meta: Bytes::copy_from_slice(meta),
+                batch: batch.map(|b| verify_batch(group, index, b)).transpose()?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Reads batches holding offsets from `from` on, up to raft index `max_index` (the applied
+    /// index: nothing uncommitted is ever returned), stopping once `max_bytes` of batches are
+    /// gathered (at least one batch is returned when one is available).
+    pub fn read_batches(
+        &self,
+        group: GroupId,
+        from: Offset,
+        max_index: u64,
+        max_bytes: usize,
+    ) -> Result<BatchRead, ReadError> {
+        let txn = self.shared.db.begin_read()?;
+        let offsets = txn.open_table(OFFSET_INDEX)?;
+        let start_index = match offsets
+            .range((group, 0)..=(group, from.0))?
+            .next_back()
+            .transpose()?
+        {
+            Some((_, v)) => v.value().0,
+            None => match offsets
+                .range((group, 0)..=(group, u64::MAX))?
+                .next()
+                .transpose()?
+            {
+                Some((_, v)) => v.value().0,
+                None => return Ok(BatchRead::default()),
+            },
+        };
+        if start_index > max_index {
+            return Ok(BatchRead::default());
+        }
+        let log = txn.open_table(RAFT_LOG)?;
+        let mut read = BatchRead::default();
+        let mut bytes = 0usize;
+        for item in log.range((group, start_index)..=(group, max_index))? {
+            let (key, value) = item?;
+            let index = key.value().1;
+            let (_, batch) = decode_envelope(group, index, value.value())?;
+            let Some(batch) = batch else { continue };
+            let batch = verify_batch(group, index, batch)?;
+            if batch.header().next_offset() <= from {
+                continue;
+            }
+            bytes += batch.bytes().len();
+            read.batches.push(batch);
+            if bytes >= max_bytes {
+                break;
+            }
+        }
+        Ok(read)
+    }
+
+    /// The first offset still stored in `group`, if any batch is stored.
+    pub fn first_offset(&self, group: GroupId) -> Result<Option<Offset>, ReadError> {
+        let txn = self.shared.db.begin_read()?;
+        let offsets = txn.open_table(OFFSET_INDEX)?;
+        let first = offsets
+            .range((group, 0)..=(group, u64::MAX))?
+            .next()
+            .transpose()?
+            .map(|(k, _)| Offset(k.value().1));
+        Ok(first)
+    }
+
+    /// The first record at or after `from` whose timestamp is at least `timestamp_ms`, looking
+    /// only at entries up to raft index `max_index`. Returns its offset and timestamp.
+    ///
+    /// Scans the offset index (one small row per batch) for the first batch whose maximum
+    /// timestamp qualifies, then decodes that batch only.
+    pub fn offset_for_timestamp(
+        &self,
+        group: GroupId,
+        timestamp_ms: i64,
+        max_index: u64,
+    ) -> Result<Option<(Offset, i64)>, ReadError> {
+        let txn = self.shared.db.begin_read()?;
+        let offsets = txn.open_table(OFFSET_INDEX)?;
+        let log = txn.open_table(RAFT_LOG)?;
+        for item in offsets.range((group, 0)..=(group, u64::MAX))? {
+            let (_, value) = item?;
+            let (index, _, max_ts) = value.value();
+            if index > max_index {
+                break;
+            }
+            if max_ts < timestamp_ms {
+                continue;
+            }
+            let Some(stored) = log.get((group, index))? else {
+                continue;
+            };
+            let (_, Some(batch)) = decode_envelope(group, index, stored.value())? else {
+                continue;
+            };
+            let batch = verify_batch(group, index, batch)?;
+            for record in batch.records() {
+                let (offset, record) = record.map_err(|source| ReadError::Corrupt {
+                    group,
+                    index,
+                    source,
+                })?;
+                if record.timestamp_ms >= timestamp_ms {
+                    return Ok(Some((offset, record.timestamp_ms)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Every group with at least one stored row in its log or its metadata.
+    pub fn groups(&self) -> Result<Vec<GroupId>, ReadError> {
+        let txn = self.shared.db.begin_read()?;
+        let meta = txn.open_table(RAFT_META)?;
+        let log = txn.open_table(RAFT_LOG)?;
+        let mut groups = std::collections::BTreeSet::new();
+        // Skip from group to group rather than scanning every row.
+        let mut next = meta.first()?.map(|(k, _)| k.value().0);
+        while let Some(group) = next {
+            groups.insert(group);
+            next = match group.checked_add(1) {
+                Some(g) => meta
+                    .range((g, 0u8)..)?
+                    .next()
+                    .transpose()?
+                    .map(|(k, _)| k.value().0),
+                None => None,
+            };
+        }
+        let mut next = log.first()?.map(|(k, _)| k.value().0);
+        while let Some(group) = next {
+            groups.insert(group);
+            next = match group.checked_add(1) {
+                Some(g) => log
+                    .range((g, 0u64)..)?
+                    .next()
+                    .transpose()?
+                    .map(|(k, _)| k.value().0),
+                None => None,
+            };
+        }
+        Ok(groups.into_iter().collect())
+    }
+}
+
+fn verify_batch(group: GroupId, index: u64, bytes: &[u8]) -> Result<EncodedBatch, ReadError> {
+    EncodedBatch::verify(Bytes::copy_from_slice(bytes)).map_err(|source| ReadError::Corrupt {
+        group,
+        index,
+        source,
+    })
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Dropping the sender ends the committer loop; join so the file is closed cleanly.
+        self.sender
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(thread) = self
+            .thread
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+        {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_types::{BatchLimits, Record};
+
+    fn batch(values: &[&str]) -> EncodedBatch {
+        let records: Vec<Record> = values
+            .iter()
+            .map(|v| Record {
+                value: Bytes::copy_from_slice(v.as_bytes()),
+                timestamp_ms: 1_000 + v.len() as i64,
+                ..Record::default()
+            })
+            .collect();
+        EncodedBatch::encode(&records, BatchLimits::default()).unwrap()
+    }
+
+    fn data(index: u64, values: &[&str]) -> NewEntry {
+        NewEntry {
+            index,
+            meta: Bytes::from(format!("meta-{index}")),
+            batch: Some(batch(values)),
+        }
+    }
+
+    fn blank(index: u64) -> NewEntry {
+        NewEntry {
+            index,
+            meta: Bytes::from_static(b"blank"),
+            batch: None,
+        }
+    }
+
+    fn append(db: &LogDb, group: GroupId, entries: Vec<NewEntry>) {
+        db.write(WriteBatch::one(WriteOp::Append { group, entries }))
+            .unwrap();
+    }
+
+    fn values(db: &LogDb, group: GroupId, from: u64, max_index: u64) -> Vec<(u64, String)> {
+        let read = db
+            .read_batches(group, Offset(from), max_index, usize::MAX)
+            .unwrap();
+        read.batches
+            .iter()
+            .flat_map(|b| b.records().map(Result::unwrap))
+            .filter(|(o, _)| o.0 >= from)
+            .map(|(o, r)| (o.0, String::from_utf8(r.value.to_vec()).unwrap()))
+            .collect()
+    }
+
+    fn open(dir: &tempfile::TempDir) -> LogDb {
+        LogDb::open(dir.path().join("log.redb"), LogDbOptions::default()).unwrap()
+    }
+
+    #[test]
+    fn offsets_are_assigned_from_the_log_prefix_per_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(&dir);
+        append(
+            &db,
+            7,
+            vec![blank(1), data(2, &["a", "b"]), data(3, &["c"])],
+        );
+        append(&db, 8, vec![data(1, &["x"])]);
+        append(&db, 7, vec![blank(4), data(5, &["d", "e", "f"])]);
+        assert_eq!(
+            values(&db, 7, 0, u64::MAX),
+            vec![
+                (0, "a".into()),
+                (1, "b".into()),
+                (2, "c".into()),
+                (3, "d".into()),
+                (4, "e".into()),
+                (5, "f".into())
+            ]
+        );
+        assert_eq!(values(&db, 8, 0, u64::MAX), vec![(0, "x".into())]);
+        assert_eq!(
+            values(&db, 7, 4, u64::MAX),
+            vec![(4, "e".into()), (5, "f".into())]
+        );
+        // Nothing past the applied index is served.
+        assert_eq!(values(&db, 7, 0, 2), vec![(0, "a".into()), (1, "b".into())]);
+        let entries = db.entries(7, 1..=5).unwrap();
+        assert_eq!(entries.len(), 5);
+        assert_eq!(&entries[0].meta[..], b"blank");
+        assert_eq!(
+            entries[4].batch.as_ref().unwrap().header().base_offset,
+            Offset(3)
+        );
+        assert_eq!(
+            db.bounds(7).unwrap(),
+            LogBounds {
+                first_index: Some(1),
+                last_index: Some(5)
+            }
+        );
+        assert_eq!(db.groups().unwrap(), vec![7, 8]);
+    }
+
+    #[test]
+    fn truncation_rewinds_offsets_and_purge_keeps_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(&dir);
+        append(
+            &db,
+            1,
+            vec![data(1, &["a"]), data(2, &["b", "c"]), data(3, &["d"])],
+        );
+        db.write(WriteBatch::one(WriteOp::TruncateAfter {
+            group: 1,
+            last_kept: Some(1),
+        }))
+        .unwrap();
+        append(&db, 1, vec![data(2, &["B"])]);
+        assert_eq!(
+            values(&db, 1, 0, u64::MAX),
+            vec![(0, "a".into()), (1, "B".into())]
+        );
+
+        db.write(WriteBatch::one(WriteOp::PurgeUpTo { group: 1, index: 2 }))
+            .unwrap();
+        assert_eq!(db.first_offset(1).unwrap(), None);
+        assert_eq!(db.bounds(1).unwrap(), LogBounds::default());
+        drop(db);
+        // The next offset survives a purge of the whole log and a restart.
+        let db = open(&dir);
+        append(&db, 1, vec![data(3, &["z"])]);
+        assert_eq!(values(&db, 1, 0, u64::MAX), vec![(2, "z".into())]);
+        assert_eq!(db.first_offset(1).unwrap(), Some(Offset(2)));
+    }
+
+    #[test]
+    fn data_survives_reopen_and_lazy_writes_are_flushed_on_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(&dir);
+        append(&db, 3, vec![data(1, &["one"]), data(2, &["two"])]);
+        db.put_lazy(3, MetaKey::Applied, Bytes::from_static(b"applied-2"));
+        db.shutdown();
+        assert!(matches!(
+            db.write(WriteBatch::one(WriteOp::DeleteGroup { group: 3 })),
+            Err(WriteError::ShutDown)
+        ));
+        drop(db);
+        let db = open(&dir);
+        assert_eq!(
+            db.meta(3, MetaKey::Applied).unwrap().as_deref(),
+            Some(&b"applied-2"[..])
+        );
+        append(&db, 3, vec![data(3, &["three"])]);
+        assert_eq!(
+            values(&db, 3, 1, u64::MAX),
+            vec![(1, "two".into()), (2, "three".into())]
+        );
+    }
+
+    #[test]
+    fn a_damaged_batch_is_reported_as_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.redb");
+        {
+            let db = LogDb::open(&path, LogDbOptions::default()).unwrap();
+            append(&db, 5, vec![data(1, &["good"]), data(2, &["bad"])]);
+        }
+        assert_eq!(crate::fault::batch_indexes(&path, 5).unwrap(), vec![1, 2]);
+        assert!(crate::fault::flip_last_byte(&path, 5, 2).unwrap());
+        let db = LogDb::open(&path, LogDbOptions::default()).unwrap();
+        let err = db
+            .read_batches(5, Offset(0), u64::MAX, usize::MAX)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ReadError::Corrupt {
+                    group: 5,
+                    index: 2,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        // The batch before the damage is still served.
+        assert_eq!(values(&db, 5, 0, 1), vec![(0, "good".into())]);
+    }
+
+    #[test]
+    fn concurrent_writers_share_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(&dir);
+        let threads: Vec<_> = (0..8u64)
+            .map(|group| {
+                let db = db.clone();
+                std::thread::spawn(move || {
+                    for index in 1..=50 {
+                        append(&db, group, vec![data(index, &["v"])]);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        for group in 0..8 {
+            let got = values(&db, group, 0, u64::MAX);
+            assert_eq!(got.len(), 50);
+            assert_eq!(got.last().unwrap().0, 49);
+        }
+        let requests = db
+            .stats()
+            .requests
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(requests, 400);
+    }
+
+    #[test]
+    fn delete_group_removes_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(&dir);
+        append(&db, 4, vec![data(1, &["a"])]);
+        db.write(WriteBatch::one(WriteOp::PutMeta {
+            group: 4,
+            key: MetaKey::Vote,
+            value: Bytes::from_static(b"v"),
+        }))
+        .unwrap();
+        db.write(WriteBatch::one(WriteOp::DeleteGroup { group: 4 }))
+            .unwrap();
+        assert!(db.groups().unwrap().is_empty());
+        assert!(values(&db, 4, 0, u64::MAX).is_empty());
+        // A recreated group starts at offset 0 again.
+        append(&db, 4, vec![data(1, &["b"])]);
+        assert_eq!(values(&db, 4, 0, u64::MAX), vec![(0, "b".into())]);
+    }
+}

@@ -1,0 +1,99 @@
+//! One error enum per operation: opening, writing and reading.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use weir_types::BatchError;
+
+use crate::db::GroupId;
+
+/// The database could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The directory for the file could not be created.
+    #[error("cannot create directory {path}")]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// redb refused to open or create the file (locked by another process, corrupt, I/O error).
+    #[error("cannot open log database {path}")]
+    Database {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: Box<redb::DatabaseError>,
+    },
+    /// The tables could not be created or checked.
+    #[error("cannot initialise tables in {path}")]
+    Tables {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: Box<redb::Error>,
+    },
+    /// The committer thread could not be started.
+    #[error("cannot start the committer thread")]
+    Thread(#[source] std::io::Error),
+}
+
+/// A write was not made durable. The database refuses every later write too: after a failed
+/// fsync the state of the file is unknown, and acknowledging anything more would be a lie.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    /// The commit (or an operation inside it) failed.
+    #[error("log database commit failed")]
+    Commit(#[source] Arc<redb::Error>),
+    /// A previous commit failed; the database is read-only until restarted.
+    #[error("log database is failed after an earlier write error; restart the node")]
+    Failed,
+    /// The database was shut down.
+    #[error("log database is shut down")]
+    ShutDown,
+}
+
+impl WriteError {
+    pub(crate) fn commit(e: impl Into<redb::Error>) -> Self {
+        Self::Commit(Arc::new(e.into()))
+    }
+}
+
+/// A read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// redb reported an error.
+    #[error("log database read failed")]
+    Database(#[source] Box<redb::Error>),
+    /// A stored batch failed verification: the data on disk is damaged and is not served.
+    #[error("corrupt batch in group {group} at raft index {index}")]
+    Corrupt {
+        /// The raft group.
+        group: GroupId,
+        /// The raft log index of the damaged entry.
+        index: u64,
+        /// What the verification found.
+        #[source]
+        source: BatchError,
+    },
+    /// A stored entry's envelope is unreadable.
+    #[error("corrupt log entry in group {group} at raft index {index}: {reason}")]
+    CorruptEntry {
+        /// The raft group.
+        group: GroupId,
+        /// The raft log index.
+        index: u64,
+        /// What was wrong.
+        reason: &'static str,
+    },
+}
+
+impl<E: Into<redb::Error>> From<E> for ReadError {
+    fn from(e: E) -> Self {
+        Self::Database(Box::new(e.into()))
+    }
+}
