@@ -1,1 +1,29 @@
-//! placeholder
+//! Weir's replication layer: every partition and the controller are openraft groups.
+//!
+//! This is the only crate that touches openraft, so an upgrade of its fast-moving alpha API
+//! touches one crate. Upward it offers two handles, [`PartitionReplica`] (append record batches,
+//! watch the high watermark) and [`ControllerReplica`] (propose metadata commands to a state
+//! machine the broker defines through [`MetadataState`]); downward it adapts openraft's storage
+//! traits to [`weir_storage::LogDb`].
+//!
+//! The raft log is the partition log: a data entry holds one record batch, stored once; its
+//! offsets are assigned by the log store from the log prefix (see `weir-storage`). The partition
+//! state machine therefore only counts: it turns each applied batch into its base offset and
+//! moves the high watermark, which bounds what consumers may read.
+
+mod config;
+mod controller;
+mod error;
+mod log_store;
+mod network;
+mod partition;
+mod snapshot;
+mod types;
+
+pub use config::GroupTimings;
+pub use controller::{ControllerReplica, MetadataState};
+pub use error::{ReplicaError, StartError};
+pub use network::Peers;
+pub use partition::{AppendOutcome, PartitionProgress, PartitionReplica};
+pub use types::{NodeId, Request, Response, TypeConfig};
+pub use weir_storage::GroupId;

@@ -1,0 +1,284 @@
+//! The controller group: a replicated state machine for cluster metadata.
+//!
+//! What the metadata *is* (topics, assignments, …) belongs to the broker, which implements
+//! [`MetadataState`]; this module replicates its commands and snapshots.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{Stream, TryStreamExt};
+use openraft::async_runtime::WatchReceiver;
+use openraft::errors::{LinearizableReadError, RaftError};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, Raft, RaftSnapshotBuilder, ReadPolicy};
+use weir_storage::{GroupId, LogDb};
+
+use crate::config::{GroupKind, GroupTimings, raft_config};
+use crate::error::{ReplicaError, StartError};
+use crate::log_store::GroupLogStore;
+use crate::network::Peers;
+use crate::partition::{stopped, write_error};
+use crate::snapshot;
+use crate::types::{
+    LogId, NodeId, Request, Response, Snapshot, SnapshotBytes, SnapshotMeta, StoredMembership,
+    TypeConfig,
+};
+
+/// Cluster metadata as a deterministic state machine, defined by the broker.
+///
+/// Every replica applies the same commands in the same order, so `apply` must depend only on
+/// the state and the command: no clocks, no randomness, no I/O.
+pub trait MetadataState: Send + Sync + 'static {
+    /// Applies one encoded command and returns the encoded reply for the proposer.
+    fn apply(&mut self, command: &[u8]) -> Bytes;
+    /// Encodes the whole state.
+    fn snapshot(&self) -> Bytes;
+    /// Replaces the state with a decoded snapshot.
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String>;
+}
+
+/// openraft's state machine around a [`MetadataState`].
+pub(crate) struct ControllerStateMachine<S> {
+    db: LogDb,
+    group: GroupId,
+    state: S,
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+}
+
+/// Builds a snapshot captured when the builder was made.
+pub(crate) struct ControllerSnapshot {
+    db: LogDb,
+    group: GroupId,
+    meta: SnapshotMeta,
+    data: SnapshotBytes,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for ControllerSnapshot {
+    type SnapshotData = SnapshotBytes;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        snapshot::build(&self.db, self.group, self.meta.clone(), self.data.clone()).await
+    }
+}
+
+impl<S: MetadataState> RaftStateMachine<TypeConfig> for ControllerStateMachine<S> {
+    type SnapshotData = SnapshotBytes;
+    type SnapshotBuilder = ControllerSnapshot;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        Ok((self.last_applied, self.membership.clone()))
+    }
+
+    async fn apply<St>(&mut self, mut entries: St) -> Result<(), io::Error>
+    where
+        St: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        while let Some((entry, responder)) = entries.try_next().await? {
+            self.last_applied = Some(entry.log_id);
+            let response = match entry.payload {
+                EntryPayload::Normal(Request::Controller(command)) => {
+                    Response::Controller(self.state.apply(&command))
+                }
+                EntryPayload::Normal(Request::Append(_)) => {
+                    tracing::warn!(
+                        group = self.group,
+                        "record batch in the controller log ignored"
+                    );
+                    Response::Nothing
+                }
+                EntryPayload::Blank => Response::Nothing,
+                EntryPayload::Membership(m) => {
+                    self.membership = StoredMembership::new(Some(entry.log_id), m);
+                    Response::Nothing
+                }
+            };
+            if let Some(responder) = responder {
+                responder.send(response);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        ControllerSnapshot {
+            db: self.db.clone(),
+            group: self.group,
+            meta: SnapshotMeta {
+                last_log_id: self.last_applied,
+                last_membership: self.membership.clone(),
+            },
+            data: self.state.snapshot().to_vec(),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        data: SnapshotBytes,
+    ) -> Result<(), io::Error> {
+        self.state
+            .restore(&data)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        self.last_applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        snapshot::store(&self.db, self.group, meta, &data, Vec::new()).await
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        snapshot::load(&self.db, self.group).await
+    }
+}
+
+/// A running replica of the controller group on this node.
+pub struct ControllerReplica<S: MetadataState> {
+    group: GroupId,
+    raft: Raft<TypeConfig, ControllerStateMachine<S>>,
+}
+
+impl<S: MetadataState> Clone for ControllerReplica<S> {
+    fn clone(&self) -> Self {
+        Self {
+            group: self.group,
+            raft: self.raft.clone(),
+        }
+    }
+}
+
+impl<S: MetadataState> ControllerReplica<S> {
+    /// Starts the controller replica; `state` is the empty metadata, rebuilt from the stored
+    /// snapshot and log before this returns.
+    pub async fn start(
+        node_id: NodeId,
+        group: GroupId,
+        db: LogDb,
+        peers: Peers,
+        timings: GroupTimings,
+        state: S,
+    ) -> Result<Self, StartError> {
+        let log_store = GroupLogStore::open(db.clone(), group)
+            .await
+            .map_err(|source| StartError::Storage { group, source })?;
+        let state_machine = ControllerStateMachine {
+            db,
+            group,
+            state,
+            last_applied: None,
+            membership: StoredMembership::default(),
+        };
+        let config = raft_config(timings, GroupKind::Controller)?;
+        let raft = Raft::new(
+            node_id,
+            config,
+            peers.for_group(group),
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(|e| StartError::Raft {
+            group,
+            source: Box::new(e),
+        })?;
+        Ok(Self { group, raft })
+    }
+
+    /// Makes `members` the controller's first voters if it was never initialised.
+    pub async fn initialize(&self, members: &BTreeMap<NodeId, String>) -> Result<(), ReplicaError> {
+        let nodes: BTreeMap<NodeId, openraft::BasicNode> = members
+            .iter()
+            .map(|(id, addr)| (*id, openraft::BasicNode::new(addr.clone())))
+            .collect();
+        match self.raft.initialize(nodes).await {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(openraft::errors::InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(ReplicaError::Unavailable {
+                group: self.group,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Proposes an encoded command; returns the state machine's encoded reply once the
+    /// command is committed and applied.
+    pub async fn propose(&self, command: Bytes) -> Result<Bytes, ReplicaError> {
+        let response = self
+            .raft
+            .client_write(Request::Controller(command))
+            .await
+            .map_err(|e| write_error(self.group, e))?;
+        match response.data {
+            Response::Controller(reply) => Ok(reply),
+            other => Err(ReplicaError::Indeterminate {
+                group: self.group,
+                reason: format!("unexpected state machine response {other:?}"),
+            }),
+        }
+    }
+
+    /// Waits until this replica has applied everything committed before the call (a
+    /// linearizable read barrier on the leader), for at most `timeout`.
+    pub async fn catch_up(&self, timeout: Duration) -> Result<(), ReplicaError> {
+        let group = self.group;
+        let unavailable = |reason: String| ReplicaError::Unavailable { group, reason };
+        let wait = async {
+            let read_log_id = self
+                .raft
+                .ensure_linearizable(ReadPolicy::ReadIndex)
+                .await
+                .map_err(|e| match e {
+                    RaftError::APIError(LinearizableReadError::ForwardToLeader(f)) => {
+                        ReplicaError::NotLeader {
+                            group,
+                            leader: f.leader_id,
+                        }
+                    }
+                    RaftError::APIError(other) => unavailable(other.to_string()),
+                    RaftError::Fatal(fatal) => stopped(group, fatal),
+                })?;
+            let index = Some(read_log_id.log_id().index);
+            self.raft
+                .wait(None)
+                .applied_index_at_least(index, "controller caught up")
+                .await
+                .map_err(|e| unavailable(e.to_string()))?;
+            Ok(())
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| unavailable(format!("not caught up within {timeout:?}")))?
+    }
+
+    /// The leader this node currently knows of.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow_watched().current_leader
+    }
+
+    /// Waits until some node leads the controller, for at most `timeout`.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<NodeId, ReplicaError> {
+        let metrics = self
+            .raft
+            .wait(Some(timeout))
+            .metrics(
+                |m| m.current_leader.is_some(),
+                "a controller leader is known",
+            )
+            .await
+            .map_err(|e| ReplicaError::Unavailable {
+                group: self.group,
+                reason: e.to_string(),
+            })?;
+        metrics.current_leader.ok_or(ReplicaError::Unavailable {
+            group: self.group,
+            reason: "no leader".to_owned(),
+        })
+    }
+
+    /// Stops the controller's raft tasks.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(group = self.group, error = %e, "controller did not shut down cleanly");
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! Errors of the replication layer, in terms the broker can map to client statuses.
+
+use crate::types::NodeId;
+
+/// A group could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The raft configuration was refused.
+    #[error("invalid raft configuration: {0}")]
+    Config(String),
+    /// openraft could not start the group (storage failure while loading state).
+    #[error("cannot start raft group {group}")]
+    Raft {
+        /// The group.
+        group: u64,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Stored state could not be read.
+    #[error("cannot read stored state of raft group {group}")]
+    Storage {
+        /// The group.
+        group: u64,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A proposal or query on a group failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    /// This node is not the group's leader; `leader` is the current one if known.
+    #[error("not the leader of group {group}; leader is {leader:?}")]
+    NotLeader {
+        /// The group.
+        group: u64,
+        /// The leader this node knows of.
+        leader: Option<NodeId>,
+    },
+    /// The group stopped (shut down, or failed on a storage error).
+    #[error("raft group {group} is not running: {reason}")]
+    Stopped {
+        /// The group.
+        group: u64,
+        /// Why.
+        reason: String,
+    },
+    /// The outcome of the write is unknown (for example the leader changed while it was in
+    /// flight): it may or may not have been committed.
+    #[error("outcome unknown for a write to group {group}: {reason}")]
+    Indeterminate {
+        /// The group.
+        group: u64,
+        /// What happened.
+        reason: String,
+    },
+    /// The group has no leader, or not enough replicas to commit, within the wait allowed.
+    #[error("raft group {group} is unavailable: {reason}")]
+    Unavailable {
+        /// The group.
+        group: u64,
+        /// What is missing.
+        reason: String,
+    },
+}
+
+impl ReplicaError {
+    /// Whether retrying the same request (possibly on another node) can succeed.
+    pub fn is_retriable(&self) -> bool {
+        !matches!(self, ReplicaError::Stopped { .. })
+    }
+}

@@ -1,0 +1,398 @@
+//! openraft's log storage over [`LogDb`]: one adapter per group, sharing the node's database.
+//!
+//! Correctness (openraft's storage contract, and how it is met):
+//! - Entries are readable as soon as `append` returns, but `IOFlushed` is signalled only after
+//!   the committer's fsync. Appended entries therefore sit in `unflushed` (shared with every
+//!   reader of the group) until their commit completes; readers overlay it on what redb holds.
+//!   A reader copies the overlay *before* opening its read transaction, and an entry leaves the
+//!   overlay only *after* its commit, so no entry is ever invisible to a reader.
+//! - Votes, truncations and purges are written through the same ordered committer queue and
+//!   awaited before returning, so they are durable in order with the appends around them.
+//! - The committed log id is written lazily: a stale value only makes recovery re-apply a few
+//!   more entries, never fewer.
+//! - An error from the committer is handed to openraft, which stops the group: an fsync that
+//!   failed is never retried and acknowledged.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use openraft::entry::RaftEntry;
+use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
+use openraft::{EntryPayload, Membership, OptionalSend, RaftLogReader};
+use serde::{Deserialize, Serialize};
+use weir_storage::{GroupId, LogDb, MetaKey, NewEntry, StoredEntry, WriteBatch, WriteOp};
+
+use crate::types::{Entry, LogId, NodeId, Request, TypeConfig, Vote};
+
+/// Everything about an entry except its record batch, as stored in the entry's metadata.
+#[derive(Serialize, Deserialize)]
+struct EntryMeta {
+    log_id: LogId,
+    payload: PayloadMeta,
+}
+
+#[derive(Serialize, Deserialize)]
+enum PayloadMeta {
+    Blank,
+    /// The batch is stored beside the metadata, once.
+    Append,
+    Controller(Bytes),
+    Membership(Membership<NodeId, openraft::BasicNode>),
+}
+
+fn to_new_entry(entry: &Entry) -> io::Result<NewEntry> {
+    let (payload, batch) = match &entry.payload {
+        EntryPayload::Blank => (PayloadMeta::Blank, None),
+        EntryPayload::Normal(Request::Append(batch)) => (PayloadMeta::Append, Some(batch.clone())),
+        EntryPayload::Normal(Request::Controller(cmd)) => {
+            (PayloadMeta::Controller(cmd.clone()), None)
+        }
+        EntryPayload::Membership(m) => (PayloadMeta::Membership(m.clone()), None),
+    };
+    let meta = serde_json::to_vec(&EntryMeta {
+        log_id: entry.log_id,
+        payload,
+    })
+    .map_err(io::Error::other)?;
+    Ok(NewEntry {
+        index: entry.index(),
+        meta: Bytes::from(meta),
+        batch,
+    })
+}
+
+fn from_stored(group: GroupId, stored: StoredEntry) -> io::Result<Entry> {
+    let meta: EntryMeta = serde_json::from_slice(&stored.meta).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("group {group} entry {}: bad metadata: {e}", stored.index),
+        )
+    })?;
+    let payload = match (meta.payload, stored.batch) {
+        (PayloadMeta::Blank, None) => EntryPayload::Blank,
+        (PayloadMeta::Append, Some(batch)) => EntryPayload::Normal(Request::Append(batch)),
+        (PayloadMeta::Controller(cmd), None) => EntryPayload::Normal(Request::Controller(cmd)),
+        (PayloadMeta::Membership(m), None) => EntryPayload::Membership(m),
+        _ => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "group {group} entry {}: batch presence disagrees with its kind",
+                    stored.index
+                ),
+            ));
+        }
+    };
+    Ok(Entry {
+        log_id: meta.log_id,
+        payload,
+    })
+}
+
+pub(crate) fn storage_err(e: impl std::error::Error + Send + Sync + 'static) -> io::Error {
+    io::Error::other(e)
+}
+
+/// Runs a blocking storage call off the async workers.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| io::Error::other(format!("storage task failed: {e}")))?
+}
+
+/// Submits `batch` and waits for it to be durable without blocking the runtime.
+pub(crate) async fn write_durable(db: &LogDb, batch: WriteBatch) -> io::Result<()> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    db.submit(batch, move |result| {
+        let _ = tx.send(result);
+    });
+    rx.await
+        .map_err(|_| io::Error::other("log database committer went away"))?
+        .map_err(storage_err)
+}
+
+fn decode_json<T: for<'de> Deserialize<'de>>(
+    group: GroupId,
+    what: &str,
+    bytes: Option<Bytes>,
+) -> io::Result<Option<T>> {
+    bytes
+        .map(|b| {
+            serde_json::from_slice(&b).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("group {group}: stored {what} is unreadable: {e}"),
+                )
+            })
+        })
+        .transpose()
+}
+
+pub(crate) fn read_meta_json<T: for<'de> Deserialize<'de>>(
+    db: &LogDb,
+    group: GroupId,
+    key: MetaKey,
+) -> io::Result<Option<T>> {
+    let bytes = db.meta(group, key).map_err(storage_err)?;
+    decode_json(group, &format!("{key:?}"), bytes)
+}
+
+fn json(value: &impl Serialize) -> io::Result<Bytes> {
+    serde_json::to_vec(value)
+        .map(Bytes::from)
+        .map_err(io::Error::other)
+}
+
+type Unflushed = Arc<Mutex<BTreeMap<u64, Entry>>>;
+
+/// Reads a group's log: redb plus the entries not yet flushed.
+#[derive(Clone)]
+pub(crate) struct GroupLogReader {
+    db: LogDb,
+    group: GroupId,
+    unflushed: Unflushed,
+}
+
+impl RaftLogReader<TypeConfig> for GroupLogReader {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let start = match range.start_bound() {
+            Bound::Included(&s) => s,
+            Bound::Excluded(&s) => s.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(&e) => e,
+            Bound::Excluded(&0) => return Ok(Vec::new()),
+            Bound::Excluded(&e) => e - 1,
+            Bound::Unbounded => u64::MAX,
+        };
+        if start > end {
+            return Ok(Vec::new());
+        }
+        // Copy the overlay first (see the module docs for why the order matters).
+        let overlay: BTreeMap<u64, Entry> = lock(&self.unflushed)
+            .range(start..=end)
+            .map(|(i, e)| (*i, e.clone()))
+            .collect();
+        // Entries below the overlay's first index come from disk; none above it do, because
+        // the overlay always holds the log's newest entries.
+        let disk_end = overlay
+            .keys()
+            .next()
+            .map_or(end, |first| first.saturating_sub(1).min(end));
+        let mut entries = if overlay.keys().next() == Some(&start) {
+            Vec::new()
+        } else {
+            let (db, group) = (self.db.clone(), self.group);
+            blocking(move || {
+                db.entries(group, start..=disk_end)
+                    .map_err(storage_err)?
+                    .into_iter()
+                    .map(|stored| from_stored(group, stored))
+                    .collect::<io::Result<Vec<_>>>()
+            })
+            .await?
+        };
+        entries.extend(overlay.into_values());
+        Ok(entries)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        let (db, group) = (self.db.clone(), self.group);
+        blocking(move || read_meta_json(&db, group, MetaKey::Vote)).await
+    }
+}
+
+/// openraft's log storage for one group.
+pub(crate) struct GroupLogStore {
+    reader: GroupLogReader,
+    last_purged: Option<LogId>,
+    last_log_id: Option<LogId>,
+}
+
+impl GroupLogStore {
+    /// Loads the group's log bounds from `db`.
+    pub(crate) async fn open(db: LogDb, group: GroupId) -> io::Result<Self> {
+        let reader = GroupLogReader {
+            db: db.clone(),
+            group,
+            unflushed: Arc::default(),
+        };
+        let (last_purged, last_stored) = blocking(move || {
+            let purged: Option<LogId> = read_meta_json(&db, group, MetaKey::Purged)?;
+            let bounds = db.bounds(group).map_err(storage_err)?;
+            let last = match bounds.last_index {
+                Some(i) => {
+                    let stored = db.entries(group, i..=i).map_err(storage_err)?;
+                    stored
+                        .into_iter()
+                        .next()
+                        .map(|s| from_stored(group, s).map(|e| e.log_id))
+                        .transpose()?
+                }
+                None => None,
+            };
+            Ok((purged, last))
+        })
+        .await?;
+        Ok(Self {
+            reader,
+            last_log_id: last_stored.or(last_purged),
+            last_purged,
+        })
+    }
+
+    fn group(&self) -> GroupId {
+        self.reader.group
+    }
+
+    fn db(&self) -> &LogDb {
+        &self.reader.db
+    }
+}
+
+fn lock(unflushed: &Unflushed) -> std::sync::MutexGuard<'_, BTreeMap<u64, Entry>> {
+    // The map is only ever mutated by complete insert/remove calls, so a panic elsewhere
+    // cannot leave it half-updated.
+    unflushed
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl RaftLogStorage<TypeConfig> for GroupLogStore {
+    type LogReader = GroupLogReader;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        Ok(LogState {
+            last_purged_log_id: self.last_purged,
+            last_log_id: self.last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.reader.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        let op = WriteOp::PutMeta {
+            group: self.group(),
+            key: MetaKey::Vote,
+            value: json(vote)?,
+        };
+        write_durable(self.db(), WriteBatch::one(op)).await
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        self.db()
+            .put_lazy(self.group(), MetaKey::Committed, json(&committed)?);
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        let (db, group) = (self.db().clone(), self.group());
+        let committed: Option<Option<LogId>> =
+            blocking(move || read_meta_json(&db, group, MetaKey::Committed)).await?;
+        Ok(committed.flatten())
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let Some(last) = entries.last().map(|e| e.log_id) else {
+            callback.io_completed(Ok(()));
+            return Ok(());
+        };
+        let new_entries = entries
+            .iter()
+            .map(to_new_entry)
+            .collect::<io::Result<Vec<_>>>()?;
+        let flushed: Vec<LogId> = entries.iter().map(|e| e.log_id).collect();
+        {
+            let mut unflushed = lock(&self.reader.unflushed);
+            for entry in entries {
+                unflushed.insert(entry.index(), entry);
+            }
+        }
+        self.last_log_id = Some(last);
+        let unflushed = self.reader.unflushed.clone();
+        let group = self.group();
+        self.db().submit(
+            WriteBatch::one(WriteOp::Append {
+                group,
+                entries: new_entries,
+            }),
+            move |result| {
+                if result.is_ok() {
+                    let mut unflushed = lock(&unflushed);
+                    for log_id in flushed {
+                        // A later truncation may have replaced the entry; keep the newer one.
+                        if unflushed.get(&log_id.index).map(|e| e.log_id) == Some(log_id) {
+                            unflushed.remove(&log_id.index);
+                        }
+                    }
+                }
+                callback.io_completed(result.map_err(storage_err));
+            },
+        );
+        Ok(())
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        let from = last_log_id.map_or(0, |l| l.index + 1);
+        lock(&self.reader.unflushed).split_off(&from);
+        let op = WriteOp::TruncateAfter {
+            group: self.group(),
+            last_kept: last_log_id.map(|l| l.index),
+        };
+        write_durable(self.db(), WriteBatch::one(op)).await?;
+        // Truncating after an index past the end keeps the log as it is.
+        if last_log_id < self.last_log_id {
+            self.last_log_id = last_log_id.or(self.last_purged);
+        }
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        {
+            let mut unflushed = lock(&self.reader.unflushed);
+            let keep = unflushed.split_off(&(log_id.index + 1));
+            *unflushed = keep;
+        }
+        let group = self.group();
+        let batch = WriteBatch {
+            ops: vec![
+                WriteOp::PutMeta {
+                    group,
+                    key: MetaKey::Purged,
+                    value: json(&log_id)?,
+                },
+                WriteOp::PurgeUpTo {
+                    group,
+                    index: log_id.index,
+                },
+            ],
+        };
+        write_durable(self.db(), batch).await?;
+        self.last_purged = Some(log_id);
+        if self.last_log_id < Some(log_id) {
+            self.last_log_id = Some(log_id);
+        }
+        Ok(())
+    }
+}
