@@ -1,1 +1,144 @@
-//! placeholder
+//! The Weir broker: gRPC services over the replicated log, the controller, configuration and
+//! graceful shutdown.
+//!
+//! [`Broker::start`] binds the listener, opens the node's databases under the data directory,
+//! starts the controller and the partition replicas assigned to the node, and serves
+//! `weir.v1.Broker`, gRPC health checking and server reflection until [`Broker::shutdown`].
+
+mod config;
+mod error;
+mod metadata;
+mod node;
+mod service;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use weir_proto::v1::broker_server::BrokerServer;
+
+pub use config::{BrokerConfig, ConfigError, Limits, RaftTimings};
+pub use error::BrokerError;
+
+use crate::node::Node;
+use crate::service::BrokerService;
+
+/// Largest gRPC message accepted or sent; above the largest produce batch and fetch response.
+const MAX_MESSAGE_BYTES: usize = 320 * 1024 * 1024;
+
+/// The broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A database could not be opened.
+    #[error(transparent)]
+    Storage(#[from] weir_storage::OpenError),
+    /// A raft group could not be started.
+    #[error(transparent)]
+    Raft(#[from] weir_raft::StartError),
+    /// The controller or a partition did not become available.
+    #[error("replication did not become available")]
+    Replica(#[source] weir_raft::ReplicaError),
+    /// Registering the node or starting its partitions failed.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
+
+/// A running broker.
+pub struct Broker {
+    node: Arc<Node>,
+    local_addr: SocketAddr,
+    shutdown: CancellationToken,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl Broker {
+    /// Validates `config`, starts the node and serves gRPC. Returns once the broker accepts
+    /// requests and every assigned partition has been recovered.
+    pub async fn start(config: BrokerConfig) -> Result<Self, StartError> {
+        config.validate()?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let address = config
+            .advertised_address
+            .clone()
+            .unwrap_or_else(|| local_addr.to_string());
+        let span = tracing::info_span!("broker", node_id = config.node_id, %local_addr);
+        let _entered = span.enter();
+        tracing::info!(data_dir = %config.data_dir.display(), "starting broker");
+
+        let shutdown = CancellationToken::new();
+        let node = Node::start(config, address, shutdown.clone()).await?;
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<BrokerServer<BrokerService>>().await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(weir_proto::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| BrokerError::Internal(format!("reflection service: {e}")))?;
+        let broker = BrokerServer::new(BrokerService::new(node.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let stop = shutdown.clone();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(health_service)
+                .add_service(reflection)
+                .add_service(broker)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                    stop.cancelled().await
+                }),
+        );
+        tracing::info!("broker ready");
+        drop(_entered);
+        Ok(Self {
+            node,
+            local_addr,
+            shutdown,
+            server,
+        })
+    }
+
+    /// The address the gRPC server is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting requests, ends streams, stops every raft group and flushes the
+    /// databases. Acknowledged data was durable before it was acknowledged; this only makes
+    /// the next start faster.
+    pub async fn shutdown(self) {
+        tracing::info!("shutting down");
+        self.shutdown.cancel();
+        match self.server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "gRPC server ended with an error"),
+            Err(e) => tracing::warn!(error = %e, "gRPC server task failed"),
+        }
+        self.node.stop().await;
+        tracing::info!("shut down");
+    }
+}

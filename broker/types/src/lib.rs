@@ -6,10 +6,12 @@
 
 mod batch;
 mod names;
+mod partitioner;
 mod varint;
 
 pub use batch::{
     BATCH_HEADER_LEN, BatchError, BatchHeader, BatchLimits, BatchView, EncodedBatch, Header,
     Record, RecordIter,
 };
-pub use names::{InvalidName, Offset, PartitionId, TopicName};
+pub use names::{InvalidName, MAX_TOPIC_NAME_LEN, Offset, PartitionId, TopicName};
+pub use partitioner::{murmur2, partition_for_key};

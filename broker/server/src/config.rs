@@ -1,0 +1,233 @@
+//! Broker configuration: defaults, a TOML file, and validation.
+//!
+//! Every field has a default, so `weir broker` with no flags runs a single node on
+//! 127.0.0.1:7070 with its data in `./weir-data`. A config file names only what it changes;
+//! an unknown key is an error (a typo must not silently fall back to a default).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use weir_raft::{GroupTimings, NodeId};
+use weir_types::BatchLimits;
+
+/// Everything a broker node needs to start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// This node's id; never reused within a cluster.
+    pub node_id: NodeId,
+    /// Address the gRPC server listens on. Port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Address other nodes and clients should use; defaults to `listen`.
+    pub advertised_address: Option<String>,
+    /// Directory for the node's databases.
+    pub data_dir: PathBuf,
+    /// Record and request size limits.
+    pub limits: Limits,
+    /// Raft timings.
+    pub raft: RaftTimings,
+}
+
+/// Size and count limits applied to requests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest record (key + value + headers) in bytes.
+    pub max_record_bytes: usize,
+    /// Largest produce request's encoded batch in bytes.
+    pub max_batch_bytes: usize,
+    /// Most partitions one topic may have.
+    pub max_partitions_per_topic: u32,
+    /// Default and upper bound of records per fetch.
+    pub max_fetch_records: u32,
+    /// Default and upper bound of bytes per fetch.
+    pub max_fetch_bytes: u32,
+    /// Upper bound of a fetch's long-poll wait, in milliseconds.
+    pub max_fetch_wait_ms: u32,
+}
+
+/// Raft heartbeat and election timings, in milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftTimings {
+    /// Leader heartbeat interval.
+    pub heartbeat_ms: u64,
+    /// Minimum election timeout.
+    pub election_min_ms: u64,
+    /// Maximum election timeout.
+    pub election_max_ms: u64,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            node_id: 1,
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            advertised_address: None,
+            data_dir: PathBuf::from("weir-data"),
+            limits: Limits::default(),
+            raft: RaftTimings::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let batch = BatchLimits::default();
+        Self {
+            max_record_bytes: batch.max_record_bytes,
+            max_batch_bytes: batch.max_batch_bytes,
+            max_partitions_per_topic: 1024,
+            max_fetch_records: 10_000,
+            max_fetch_bytes: 4 * 1024 * 1024,
+            max_fetch_wait_ms: 30_000,
+        }
+    }
+}
+
+impl Default for RaftTimings {
+    fn default() -> Self {
+        let t = GroupTimings::default();
+        Self {
+            heartbeat_ms: t.heartbeat.as_millis() as u64,
+            election_min_ms: t.election_min.as_millis() as u64,
+            election_max_ms: t.election_max.as_millis() as u64,
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this configuration.
+    #[error("invalid config file {path}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The cause, with line and column.
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    /// A value is out of range.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl BrokerConfig {
+    /// Reads a TOML file; fields it does not name keep their defaults.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Checks ranges and relations between values.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let l = &self.limits;
+        if l.max_record_bytes == 0 || l.max_record_bytes > l.max_batch_bytes {
+            return invalid(format!(
+                "limits.max_record_bytes ({}) must be between 1 and limits.max_batch_bytes ({})",
+                l.max_record_bytes, l.max_batch_bytes
+            ));
+        }
+        if l.max_batch_bytes > 256 * 1024 * 1024 {
+            return invalid("limits.max_batch_bytes may be at most 256 MiB".into());
+        }
+        if l.max_partitions_per_topic == 0 {
+            return invalid("limits.max_partitions_per_topic must be at least 1".into());
+        }
+        if l.max_fetch_records == 0 || l.max_fetch_bytes == 0 {
+            return invalid(
+                "limits.max_fetch_records and max_fetch_bytes must be at least 1".into(),
+            );
+        }
+        let r = &self.raft;
+        if r.heartbeat_ms == 0
+            || r.election_min_ms <= r.heartbeat_ms
+            || r.election_max_ms <= r.election_min_ms
+        {
+            return invalid(format!(
+                "raft timings must satisfy 0 < heartbeat_ms ({}) < election_min_ms ({}) < election_max_ms ({})",
+                r.heartbeat_ms, r.election_min_ms, r.election_max_ms
+            ));
+        }
+        if self.node_id == 0 {
+            return invalid("node_id must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    pub(crate) fn batch_limits(&self) -> BatchLimits {
+        BatchLimits {
+            max_record_bytes: self.limits.max_record_bytes,
+            max_batch_bytes: self.limits.max_batch_bytes,
+        }
+    }
+
+    pub(crate) fn group_timings(&self) -> GroupTimings {
+        GroupTimings {
+            heartbeat: Duration::from_millis(self.raft.heartbeat_ms),
+            election_min: Duration::from_millis(self.raft.election_min_ms),
+            election_max: Duration::from_millis(self.raft.election_max_ms),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_match_the_documented_single_node() {
+        let c = BrokerConfig::default();
+        c.validate().unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7070");
+        assert_eq!(c.data_dir, PathBuf::from("weir-data"));
+    }
+
+    #[test]
+    fn a_file_names_only_what_it_changes_and_typos_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weir.toml");
+        std::fs::write(&path, "node_id = 3\n[limits]\nmax_record_bytes = 1000\n").unwrap();
+        let c = BrokerConfig::from_file(&path).unwrap();
+        assert_eq!(c.node_id, 3);
+        assert_eq!(c.limits.max_record_bytes, 1000);
+        assert_eq!(
+            c.limits.max_fetch_records,
+            Limits::default().max_fetch_records
+        );
+
+        std::fs::write(&path, "node_idd = 3\n").unwrap();
+        let err = BrokerConfig::from_file(&path).unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { .. }));
+        assert!(format!("{:?}", err).contains("node_idd"));
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused() {
+        let mut c = BrokerConfig::default();
+        c.raft.election_min_ms = c.raft.heartbeat_ms;
+        assert!(c.validate().is_err());
+        let mut c = BrokerConfig::default();
+        c.limits.max_record_bytes = c.limits.max_batch_bytes + 1;
+        assert!(c.validate().is_err());
+    }
+}

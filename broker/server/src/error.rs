@@ -1,0 +1,258 @@
+//! Broker errors and the one place they become gRPC statuses.
+//!
+//! Every error carries a stable, machine-readable reason (a `google.rpc.ErrorInfo` in the
+//! status details, domain `weir.dev`). Reasons are part of the API: they are never renamed or
+//! reused. The list is documented in `docs/api.md`.
+
+use tonic::{Code, Status};
+use weir_raft::{NodeId, ReplicaError};
+use weir_storage::ReadError;
+use weir_types::{BatchError, InvalidName, Offset, PartitionId, TopicName};
+
+use crate::metadata::CommandError;
+
+/// Anything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The topic name is not valid.
+    #[error("invalid topic name '{name}': {source}")]
+    InvalidTopicName {
+        /// The refused name.
+        name: String,
+        /// What is wrong with it.
+        #[source]
+        source: InvalidName,
+    },
+    /// No such topic.
+    #[error("topic '{0}' does not exist")]
+    UnknownTopic(String),
+    /// The topic exists already.
+    #[error("topic '{0}' already exists")]
+    TopicExists(TopicName),
+    /// Partition count out of range.
+    #[error("partition count {requested} is out of range: must be 1 to {max}")]
+    InvalidPartitions {
+        /// Requested.
+        requested: u32,
+        /// Allowed maximum.
+        max: u32,
+    },
+    /// Replication factor cannot be met.
+    #[error("replication factor {requested} is invalid: {reason}")]
+    InvalidReplicationFactor {
+        /// Requested.
+        requested: u32,
+        /// Why.
+        reason: String,
+    },
+    /// No such partition.
+    #[error("topic '{topic}' has no partition {partition} (it has {count})")]
+    UnknownPartition {
+        /// The topic.
+        topic: TopicName,
+        /// The requested partition.
+        partition: u32,
+        /// How many partitions the topic has.
+        count: u32,
+    },
+    /// The offset is outside the stored range.
+    #[error(
+        "offset {requested} is out of range for {topic}/{partition}: valid offsets are {log_start} to {high_watermark}"
+    )]
+    OffsetOutOfRange {
+        /// The topic.
+        topic: TopicName,
+        /// The partition.
+        partition: PartitionId,
+        /// The requested offset.
+        requested: i64,
+        /// First stored offset.
+        log_start: Offset,
+        /// High watermark.
+        high_watermark: Offset,
+    },
+    /// A produce request had no records.
+    #[error("a produce request must contain at least one record")]
+    EmptyBatch,
+    /// A record or the batch is over the size limit.
+    #[error("{0}")]
+    TooLarge(BatchError),
+    /// A record is invalid.
+    #[error("invalid record: {0}")]
+    InvalidRecord(String),
+    /// A request field is invalid.
+    #[error("invalid request: {0}")]
+    InvalidArgument(String),
+    /// This node does not lead the partition.
+    #[error("this node does not lead {what}; leader: {leader:?}")]
+    NotLeader {
+        /// Which partition or group.
+        what: String,
+        /// The leader, if known.
+        leader: Option<NodeId>,
+    },
+    /// The partition or controller is not available right now (no leader, starting up).
+    #[error("{0} is unavailable right now; retry")]
+    Unavailable(String),
+    /// The write may or may not have happened.
+    #[error("outcome of the write is unknown: {0}")]
+    Indeterminate(String),
+    /// Stored data failed verification.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// Storage or replication failed.
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// The broker is shutting down.
+    #[error("the broker is shutting down")]
+    ShuttingDown,
+}
+
+impl BrokerError {
+    /// The stable reason string.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            BrokerError::InvalidTopicName { .. } => "INVALID_TOPIC_NAME",
+            BrokerError::UnknownTopic(_) => "UNKNOWN_TOPIC",
+            BrokerError::TopicExists(_) => "TOPIC_ALREADY_EXISTS",
+            BrokerError::InvalidPartitions { .. } => "INVALID_PARTITIONS",
+            BrokerError::InvalidReplicationFactor { .. } => "INVALID_REPLICATION_FACTOR",
+            BrokerError::UnknownPartition { .. } => "UNKNOWN_PARTITION",
+            BrokerError::OffsetOutOfRange { .. } => "OFFSET_OUT_OF_RANGE",
+            BrokerError::EmptyBatch => "EMPTY_BATCH",
+            BrokerError::TooLarge(_) => "RECORD_TOO_LARGE",
+            BrokerError::InvalidRecord(_) => "INVALID_RECORD",
+            BrokerError::InvalidArgument(_) => "INVALID_ARGUMENT",
+            BrokerError::NotLeader { .. } => "NOT_LEADER",
+            BrokerError::Unavailable(_) => "UNAVAILABLE",
+            BrokerError::Indeterminate(_) => "OUTCOME_UNKNOWN",
+            BrokerError::Corrupt(_) => "CORRUPT_DATA",
+            BrokerError::Internal(_) => "INTERNAL",
+            BrokerError::ShuttingDown => "SHUTTING_DOWN",
+        }
+    }
+
+    fn code(&self) -> Code {
+        match self {
+            BrokerError::InvalidTopicName { .. }
+            | BrokerError::InvalidPartitions { .. }
+            | BrokerError::InvalidReplicationFactor { .. }
+            | BrokerError::EmptyBatch
+            | BrokerError::TooLarge(_)
+            | BrokerError::InvalidRecord(_)
+            | BrokerError::InvalidArgument(_) => Code::InvalidArgument,
+            BrokerError::UnknownTopic(_) | BrokerError::UnknownPartition { .. } => Code::NotFound,
+            BrokerError::TopicExists(_) => Code::AlreadyExists,
+            BrokerError::OffsetOutOfRange { .. } => Code::OutOfRange,
+            BrokerError::NotLeader { .. } => Code::FailedPrecondition,
+            BrokerError::Unavailable(_) | BrokerError::ShuttingDown => Code::Unavailable,
+            BrokerError::Indeterminate(_) => Code::Aborted,
+            BrokerError::Corrupt(_) => Code::DataLoss,
+            BrokerError::Internal(_) => Code::Internal,
+        }
+    }
+
+    /// The gRPC status for this error, with its reason (and a leader hint for NOT_LEADER).
+    pub fn to_status(&self) -> Status {
+        let mut metadata = Vec::new();
+        if let BrokerError::NotLeader {
+            leader: Some(leader),
+            ..
+        } = self
+        {
+            metadata.push(("leader".to_owned(), leader.to_string()));
+        }
+        weir_proto::error::status_with_reason(
+            self.code(),
+            self.to_string(),
+            self.reason(),
+            metadata,
+        )
+    }
+
+    /// Parses a topic name from a request.
+    pub fn topic_name(name: &str) -> Result<TopicName, BrokerError> {
+        name.parse()
+            .map_err(|source| BrokerError::InvalidTopicName {
+                name: name.to_owned(),
+                source,
+            })
+    }
+}
+
+impl From<BrokerError> for Status {
+    fn from(e: BrokerError) -> Self {
+        e.to_status()
+    }
+}
+
+impl From<ReplicaError> for BrokerError {
+    fn from(e: ReplicaError) -> Self {
+        match e {
+            ReplicaError::NotLeader { group, leader } => BrokerError::NotLeader {
+                what: format!("raft group {group}"),
+                leader,
+            },
+            ReplicaError::Unavailable { .. } => BrokerError::Unavailable(e.to_string()),
+            ReplicaError::Indeterminate { .. } => BrokerError::Indeterminate(e.to_string()),
+            ReplicaError::Stopped { .. } => BrokerError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<ReadError> for BrokerError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Corrupt { .. } | ReadError::CorruptEntry { .. } => {
+                BrokerError::Corrupt(error_chain(&e))
+            }
+            ReadError::Database(_) => BrokerError::Internal(error_chain(&e)),
+        }
+    }
+}
+
+impl From<BatchError> for BrokerError {
+    fn from(e: BatchError) -> Self {
+        match e {
+            BatchError::Empty => BrokerError::EmptyBatch,
+            BatchError::RecordTooLarge { .. } | BatchError::BatchTooLarge { .. } => {
+                BrokerError::TooLarge(e)
+            }
+            other => BrokerError::InvalidRecord(other.to_string()),
+        }
+    }
+}
+
+impl From<CommandError> for BrokerError {
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::TopicExists(name) => BrokerError::TopicExists(name),
+            CommandError::UnknownTopic(name) => BrokerError::UnknownTopic(name.to_string()),
+            CommandError::NotEnoughNodes { requested, .. } => {
+                BrokerError::InvalidReplicationFactor {
+                    requested,
+                    reason: e.to_string(),
+                }
+            }
+            CommandError::Invalid(reason) => BrokerError::InvalidArgument(reason),
+        }
+    }
+}
+
+/// An error and its sources, joined with ": ".
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+impl From<weir_raft::StartError> for BrokerError {
+    fn from(e: weir_raft::StartError) -> Self {
+        BrokerError::Internal(error_chain(&e))
+    }
+}

@@ -1,0 +1,434 @@
+//! A broker node: its databases, the controller replica, and the partition replicas it hosts.
+//!
+//! The node keeps the set of running partition replicas equal to what the metadata assigns to
+//! it ([`Node::reconcile`]): a replica is started (and, on a fresh group, initialised with its
+//! assigned voters) when a topic is created, and stopped and deleted when the topic goes. The
+//! same loop runs at start-up, so a restart brings back exactly the assigned partitions and
+//! removes data a crash left behind mid-delete.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use weir_raft::{
+    ControllerReplica, GroupId, NodeId, PartitionProgress, PartitionReplica, Peers, ReplicaError,
+};
+use weir_storage::{LogDb, LogDbOptions, WriteBatch, WriteOp};
+use weir_types::{Offset, PartitionId, TopicName};
+
+use crate::StartError;
+use crate::config::BrokerConfig;
+use crate::error::BrokerError;
+use crate::metadata::{
+    CONTROLLER_GROUP, ClusterMetadata, Command, MetadataStore, NodeInfo, TopicInfo, decode_reply,
+    encode_command,
+};
+
+/// How long a request waits for a partition or the controller to have a leader.
+const LEADER_WAIT: Duration = Duration::from_secs(10);
+
+/// A partition this node hosts, as requests see it.
+#[derive(Debug, Clone)]
+pub(crate) struct HostedPartition {
+    pub(crate) topic: TopicName,
+    pub(crate) partition: PartitionId,
+    pub(crate) replica: PartitionReplica,
+}
+
+impl HostedPartition {
+    pub(crate) fn group(&self) -> GroupId {
+        self.replica.group()
+    }
+}
+
+/// The running node.
+pub(crate) struct Node {
+    pub(crate) config: BrokerConfig,
+    pub(crate) address: String,
+    pub(crate) partition_db: LogDb,
+    controller_db: LogDb,
+    controller: ControllerReplica<MetadataStore>,
+    metadata: watch::Receiver<Arc<ClusterMetadata>>,
+    partitions: RwLock<HashMap<GroupId, HostedPartition>>,
+    reconcile_lock: tokio::sync::Mutex<()>,
+    round_robin: AtomicU32,
+    pub(crate) shutdown: CancellationToken,
+}
+
+impl Node {
+    /// Opens the databases, starts the controller and the assigned partitions.
+    pub(crate) async fn start(
+        config: BrokerConfig,
+        address: String,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, StartError> {
+        let partition_db = LogDb::open(
+            config.data_dir.join("partitions.redb"),
+            LogDbOptions::default(),
+        )?;
+        let controller_db = LogDb::open(
+            config.data_dir.join("controller.redb"),
+            LogDbOptions {
+                cache_bytes: 16 * 1024 * 1024,
+                ..LogDbOptions::default()
+            },
+        )?;
+        let (store, metadata) = MetadataStore::new();
+        let controller = ControllerReplica::start(
+            config.node_id,
+            CONTROLLER_GROUP,
+            controller_db.clone(),
+            Peers::single_node(),
+            config.group_timings(),
+            store,
+        )
+        .await?;
+        let voters = BTreeMap::from([(config.node_id, address.clone())]);
+        controller.initialize(&voters).await?;
+        controller.wait_for_leader(LEADER_WAIT).await?;
+        controller.catch_up(LEADER_WAIT).await?;
+
+        let node = Arc::new(Self {
+            config,
+            address,
+            partition_db,
+            controller_db,
+            controller,
+            metadata,
+            partitions: RwLock::default(),
+            reconcile_lock: tokio::sync::Mutex::new(()),
+            round_robin: AtomicU32::new(0),
+            shutdown,
+        });
+        node.register().await?;
+        node.reconcile().await?;
+        node.clone().spawn_reconciler();
+        Ok(node)
+    }
+
+    /// Names the cluster (first start) and records this node's address.
+    async fn register(&self) -> Result<(), BrokerError> {
+        let metadata = self.metadata();
+        if metadata.cluster_id.is_none() {
+            let cluster_id = format!("weir-{:016x}", rand::random::<u64>());
+            self.propose(Command::Bootstrap { cluster_id }).await?;
+        }
+        let me = NodeInfo {
+            id: self.config.node_id,
+            address: self.address.clone(),
+        };
+        if self.metadata().nodes.get(&me.id) != Some(&me) {
+            self.propose(Command::RegisterNode(me)).await?;
+        }
+        Ok(())
+    }
+
+    /// The latest applied metadata.
+    pub(crate) fn metadata(&self) -> Arc<ClusterMetadata> {
+        self.metadata.borrow().clone()
+    }
+
+    /// The controller leader this node knows of.
+    pub(crate) fn controller_leader(&self) -> Option<NodeId> {
+        self.controller.leader()
+    }
+
+    /// Proposes a metadata command and returns its reply once applied.
+    pub(crate) async fn propose(&self, command: Command) -> Result<Option<TopicInfo>, BrokerError> {
+        let reply = self.controller.propose(encode_command(&command)).await?;
+        Ok(decode_reply(&reply)?)
+    }
+
+    /// A topic by name.
+    pub(crate) fn topic(&self, name: &TopicName) -> Result<TopicInfo, BrokerError> {
+        self.metadata()
+            .topics
+            .get(name)
+            .cloned()
+            .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))
+    }
+
+    /// Checks that `partition` exists in `topic`.
+    pub(crate) fn check_partition(
+        topic: &TopicInfo,
+        partition: u32,
+    ) -> Result<PartitionId, BrokerError> {
+        let count = topic.partitions.len() as u32;
+        if partition >= count {
+            return Err(BrokerError::UnknownPartition {
+                topic: topic.name.clone(),
+                partition,
+                count,
+            });
+        }
+        Ok(PartitionId(partition))
+    }
+
+    /// The next partition for a record without a key.
+    pub(crate) fn next_round_robin(&self, partitions: u32) -> PartitionId {
+        PartitionId(self.round_robin.fetch_add(1, Ordering::Relaxed) % partitions.max(1))
+    }
+
+    /// The local replica of a partition.
+    pub(crate) fn hosted(
+        &self,
+        topic: &TopicInfo,
+        partition: PartitionId,
+    ) -> Result<HostedPartition, BrokerError> {
+        let info = topic
+            .partition(partition)
+            .ok_or_else(|| BrokerError::UnknownPartition {
+                topic: topic.name.clone(),
+                partition: partition.0,
+                count: topic.partitions.len() as u32,
+            })?;
+        let partitions = self.partitions.read().unwrap_or_else(|p| p.into_inner());
+        match partitions.get(&info.group) {
+            Some(hosted) => Ok(hosted.clone()),
+            None if info.replicas.contains(&self.config.node_id) => {
+                Err(BrokerError::Unavailable(format!(
+                    "{}/{} is still starting on this node",
+                    topic.name, partition
+                )))
+            }
+            None => Err(BrokerError::NotLeader {
+                what: format!("{}/{}", topic.name, partition),
+                leader: info.replicas.first().copied(),
+            }),
+        }
+    }
+
+    /// The local replica of a partition, waiting (briefly) until this node leads it.
+    pub(crate) async fn leader_of(
+        &self,
+        topic: &TopicInfo,
+        partition: PartitionId,
+    ) -> Result<HostedPartition, BrokerError> {
+        let hosted = self.hosted(topic, partition)?;
+        if hosted.replica.is_leader() {
+            return Ok(hosted);
+        }
+        let leader = match hosted.replica.leader() {
+            Some(leader) => leader,
+            None => hosted.replica.wait_for_leader(LEADER_WAIT).await?,
+        };
+        if leader == self.config.node_id && hosted.replica.is_leader() {
+            Ok(hosted)
+        } else {
+            Err(BrokerError::NotLeader {
+                what: format!("{}/{}", topic.name, partition),
+                leader: Some(leader),
+            })
+        }
+    }
+
+    /// The first offset still stored in a partition.
+    pub(crate) async fn log_start(
+        &self,
+        group: GroupId,
+        progress: PartitionProgress,
+    ) -> Result<Offset, BrokerError> {
+        let db = self.partition_db.clone();
+        let first = blocking(move || db.first_offset(group).map_err(BrokerError::from)).await?;
+        // With nothing stored, the log starts where the next record will go.
+        Ok(first.map_or(progress.high_watermark, |f| f.min(progress.high_watermark)))
+    }
+
+    /// Starts the replicas assigned to this node and stops (and deletes) the others.
+    pub(crate) async fn reconcile(&self) -> Result<(), BrokerError> {
+        let _serialised = self.reconcile_lock.lock().await;
+        let metadata = self.metadata();
+        let me = self.config.node_id;
+        let mut wanted: HashMap<GroupId, (TopicName, PartitionId, Vec<NodeId>)> = HashMap::new();
+        for topic in metadata.topics.values() {
+            for (index, p) in topic.partitions.iter().enumerate() {
+                if p.replicas.contains(&me) {
+                    wanted.insert(
+                        p.group,
+                        (
+                            topic.name.clone(),
+                            PartitionId(index as u32),
+                            p.replicas.clone(),
+                        ),
+                    );
+                }
+            }
+        }
+        let running: Vec<GroupId> = self
+            .partitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect();
+        for group in running.iter().filter(|g| !wanted.contains_key(g)) {
+            let hosted = self
+                .partitions
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(group);
+            if let Some(hosted) = hosted {
+                tracing::info!(group, topic = %hosted.topic, partition = %hosted.partition, "stopping and deleting partition replica");
+                hosted.replica.shutdown().await;
+            }
+            self.delete_group(*group).await?;
+        }
+        // Groups on disk that no topic owns: a crash between a topic's deletion and the removal
+        // of its data. Only groups below the next unassigned id are considered, so a group
+        // being created concurrently is never touched.
+        let db = self.partition_db.clone();
+        let stored = blocking(move || db.groups().map_err(BrokerError::from)).await?;
+        for group in stored {
+            if !wanted.contains_key(&group) && group < metadata.next_group {
+                tracing::info!(group, "deleting data of a partition no topic owns");
+                self.delete_group(group).await?;
+            }
+        }
+        for (group, (topic, partition, replicas)) in wanted {
+            if self
+                .partitions
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(&group)
+            {
+                continue;
+            }
+            let span = tracing::info_span!("start_partition", group, topic = %topic, partition = %partition);
+            let replica = async {
+                let replica = PartitionReplica::start(
+                    me,
+                    group,
+                    self.partition_db.clone(),
+                    Peers::single_node(),
+                    self.config.group_timings(),
+                )
+                .await?;
+                let voters: BTreeMap<NodeId, String> = replicas
+                    .iter()
+                    .map(|id| {
+                        (
+                            *id,
+                            metadata
+                                .nodes
+                                .get(id)
+                                .map(|n| n.address.clone())
+                                .unwrap_or_default(),
+                        )
+                    })
+                    .collect();
+                // The preferred leader initialises the group; the others wait to be contacted.
+                if replicas.first() == Some(&me) {
+                    replica.initialize(&voters).await?;
+                }
+                Ok::<_, BrokerError>(replica)
+            }
+            .instrument(span)
+            .await?;
+            self.partitions
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(
+                    group,
+                    HostedPartition {
+                        topic,
+                        partition,
+                        replica,
+                    },
+                );
+        }
+        Ok(())
+    }
+
+    async fn delete_group(&self, group: GroupId) -> Result<(), BrokerError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.partition_db
+            .submit(WriteBatch::one(WriteOp::DeleteGroup { group }), move |r| {
+                let _ = tx.send(r);
+            });
+        rx.await
+            .map_err(|_| BrokerError::ShuttingDown)?
+            .map_err(|e| BrokerError::Internal(crate::error::error_chain(&e)))
+    }
+
+    /// Reconciles whenever the metadata changes, until shutdown.
+    fn spawn_reconciler(self: Arc<Self>) {
+        let mut changes = self.metadata.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = self.shutdown.cancelled() => break,
+                    changed = changes.changed() => {
+                        if changed.is_err() {
+                            break;
+                        }
+                        if let Err(e) = self.reconcile().await {
+                            tracing::error!(error = %e, "reconciling partition replicas failed");
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// Waits until every local replica of `topic` knows its leader.
+    pub(crate) async fn wait_until_ready(&self, topic: &TopicInfo) -> Result<(), BrokerError> {
+        self.reconcile().await?;
+        for index in 0..topic.partitions.len() {
+            let hosted = self.hosted(topic, PartitionId(index as u32));
+            if let Ok(hosted) = hosted {
+                hosted.replica.wait_for_leader(LEADER_WAIT).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops every replica and flushes the databases.
+    pub(crate) async fn stop(&self) {
+        let replicas: Vec<HostedPartition> = self
+            .partitions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, h)| h)
+            .collect();
+        for hosted in replicas {
+            hosted.replica.shutdown().await;
+        }
+        self.controller.shutdown().await;
+        let (partition_db, controller_db) = (self.partition_db.clone(), self.controller_db.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            partition_db.shutdown();
+            controller_db.shutdown();
+        })
+        .await;
+    }
+
+    /// Running partition replicas, for status and metrics.
+    pub(crate) fn hosted_partitions(&self) -> Vec<HostedPartition> {
+        self.partitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+}
+
+impl From<ReplicaError> for StartError {
+    fn from(e: ReplicaError) -> Self {
+        StartError::Replica(e)
+    }
+}
+
+/// Runs blocking storage work off the async workers.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, BrokerError> + Send + 'static,
+) -> Result<T, BrokerError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| BrokerError::Internal(format!("storage task failed: {e}")))?
+}

@@ -1,0 +1,510 @@
+//! The `weir.v1.Broker` gRPC service: request validation and translation, nothing else.
+//!
+//! Every handler validates its whole request before changing anything, and fails through
+//! [`BrokerError`], which is the only place statuses are built.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use weir_proto::v1 as pb;
+use weir_proto::v1::broker_server::Broker;
+use weir_raft::PartitionProgress;
+use weir_types::{EncodedBatch, Header, Offset, PartitionId, Record, partition_for_key};
+
+use crate::error::BrokerError;
+use crate::metadata::{Command, TopicInfo};
+use crate::node::{HostedPartition, Node, blocking};
+
+/// The gRPC service over a [`Node`].
+#[derive(Clone)]
+pub(crate) struct BrokerService {
+    node: Arc<Node>,
+}
+
+impl BrokerService {
+    pub(crate) fn new(node: Arc<Node>) -> Self {
+        Self { node }
+    }
+
+    fn topic(&self, name: &str) -> Result<TopicInfo, BrokerError> {
+        self.node.topic(&BrokerError::topic_name(name)?)
+    }
+
+    /// Describes a topic as this node sees it: replicas from the metadata, leader and offsets
+    /// from the local replicas.
+    async fn describe(&self, topic: &TopicInfo) -> Result<pb::TopicDescription, BrokerError> {
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for (index, info) in topic.partitions.iter().enumerate() {
+            let mut description = pb::PartitionDescription {
+                partition: index as u32,
+                replicas: info.replicas.clone(),
+                ..Default::default()
+            };
+            if let Ok(hosted) = self.node.hosted(topic, PartitionId(index as u32)) {
+                let progress = *hosted.replica.progress().borrow();
+                description.leader = hosted.replica.leader();
+                description.high_watermark = progress.high_watermark.0;
+                description.log_start_offset =
+                    self.node.log_start(hosted.group(), progress).await?.0;
+            }
+            partitions.push(description);
+        }
+        Ok(pb::TopicDescription {
+            name: topic.name.to_string(),
+            replication_factor: topic.replication_factor,
+            partitions,
+            configs: topic.configs.clone().into_iter().collect(),
+        })
+    }
+
+    /// Resolves `topic`/`partition` to the local replica serving reads.
+    fn readable(&self, topic: &str, partition: u32) -> Result<HostedPartition, BrokerError> {
+        let topic = self.topic(topic)?;
+        let partition = Node::check_partition(&topic, partition)?;
+        self.node.hosted(&topic, partition)
+    }
+
+    /// Checks that `offset` is within `[log start, high watermark]`.
+    async fn check_offset(
+        &self,
+        hosted: &HostedPartition,
+        offset: i64,
+    ) -> Result<(Offset, PartitionProgress), BrokerError> {
+        let progress = *hosted.replica.progress().borrow();
+        let log_start = self.node.log_start(hosted.group(), progress).await?;
+        let out_of_range = || BrokerError::OffsetOutOfRange {
+            topic: hosted.topic.clone(),
+            partition: hosted.partition,
+            requested: offset,
+            log_start,
+            high_watermark: progress.high_watermark,
+        };
+        let offset = u64::try_from(offset).map_err(|_| out_of_range())?;
+        if offset < log_start.0 || offset > progress.high_watermark.0 {
+            return Err(out_of_range());
+        }
+        Ok((Offset(offset), progress))
+    }
+
+    fn fetch_limits(&self, max_records: u32, max_bytes: u32) -> (usize, usize) {
+        let limits = &self.node.config.limits;
+        let pick = |asked: u32, cap: u32| if asked == 0 { cap } else { asked.min(cap) };
+        (
+            pick(max_records, limits.max_fetch_records) as usize,
+            pick(max_bytes, limits.max_fetch_bytes) as usize,
+        )
+    }
+}
+
+/// Reads committed records of a partition from `from`: at most `max_records`, and stopping
+/// once `max_bytes` of values and keys are gathered (at least one record if any is there).
+pub(crate) async fn read_committed(
+    node: &Node,
+    hosted: &HostedPartition,
+    from: Offset,
+    progress: PartitionProgress,
+    max_records: usize,
+    max_bytes: usize,
+) -> Result<Vec<pb::ConsumedRecord>, BrokerError> {
+    if from >= progress.high_watermark {
+        return Ok(Vec::new());
+    }
+    let db = node.partition_db.clone();
+    let group = hosted.group();
+    blocking(move || {
+        let read = db.read_batches(group, from, progress.applied_index, max_bytes)?;
+        let mut records = Vec::new();
+        let mut bytes = 0usize;
+        'batches: for batch in &read.batches {
+            for item in batch.records() {
+                let (offset, record) = item.map_err(|e| {
+                    BrokerError::Corrupt(format!("group {group}: undecodable record: {e}"))
+                })?;
+                if offset < from {
+                    continue;
+                }
+                if offset >= progress.high_watermark
+                    || records.len() >= max_records
+                    || (bytes >= max_bytes && !records.is_empty())
+                {
+                    break 'batches;
+                }
+                bytes += record.value.len() + record.key.as_ref().map_or(0, Bytes::len);
+                records.push(consumed(offset, record));
+            }
+        }
+        Ok(records)
+    })
+    .await
+}
+
+fn consumed(offset: Offset, record: Record) -> pb::ConsumedRecord {
+    pb::ConsumedRecord {
+        offset: offset.0,
+        key: record.key,
+        value: record.value,
+        headers: record
+            .headers
+            .into_iter()
+            .map(|h| pb::Header {
+                key: h.key,
+                value: h.value,
+            })
+            .collect(),
+        timestamp_ms: record.timestamp_ms,
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Turns produced records into domain records, stamping append time where none was given.
+fn to_records(records: Vec<pb::Record>) -> Result<Vec<Record>, BrokerError> {
+    let now = now_ms();
+    records
+        .into_iter()
+        .enumerate()
+        .map(|(index, r)| {
+            let timestamp_ms = r.timestamp_ms.unwrap_or(now);
+            if timestamp_ms < 0 {
+                return Err(BrokerError::InvalidRecord(format!(
+                    "record {index} has a negative timestamp ({timestamp_ms})"
+                )));
+            }
+            Ok(Record {
+                key: r.key,
+                value: r.value,
+                headers: r
+                    .headers
+                    .into_iter()
+                    .map(|h| Header {
+                        key: h.key,
+                        value: h.value,
+                    })
+                    .collect(),
+                timestamp_ms,
+            })
+        })
+        .collect()
+}
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Broker for BrokerService {
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().name))]
+    async fn create_topic(
+        &self,
+        request: Request<pb::CreateTopicRequest>,
+    ) -> Result<Response<pb::CreateTopicResponse>, Status> {
+        let req = request.into_inner();
+        let name = BrokerError::topic_name(&req.name)?;
+        let max = self.node.config.limits.max_partitions_per_topic;
+        if req.partitions == 0 || req.partitions > max {
+            return Err(BrokerError::InvalidPartitions {
+                requested: req.partitions,
+                max,
+            }
+            .into());
+        }
+        let replication_factor = match req.replication_factor {
+            0 => 1,
+            rf => rf,
+        };
+        if let Some(key) = req.configs.keys().next() {
+            return Err(BrokerError::InvalidArgument(format!(
+                "unknown topic config '{key}': this broker supports no topic configs yet"
+            ))
+            .into());
+        }
+        let topic = self
+            .node
+            .propose(Command::CreateTopic {
+                name,
+                partitions: req.partitions,
+                replication_factor,
+                configs: BTreeMap::new(),
+            })
+            .await?
+            .ok_or_else(|| BrokerError::Internal("controller returned no topic".into()))?;
+        self.node.wait_until_ready(&topic).await?;
+        tracing::info!(partitions = topic.partitions.len(), "topic created");
+        Ok(Response::new(pb::CreateTopicResponse {
+            topic: Some(self.describe(&topic).await?),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().name))]
+    async fn delete_topic(
+        &self,
+        request: Request<pb::DeleteTopicRequest>,
+    ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
+        let name = BrokerError::topic_name(&request.into_inner().name)?;
+        self.node.propose(Command::DeleteTopic { name }).await?;
+        self.node.reconcile().await?;
+        tracing::info!("topic deleted");
+        Ok(Response::new(pb::DeleteTopicResponse {}))
+    }
+
+    async fn list_topics(
+        &self,
+        _request: Request<pb::ListTopicsRequest>,
+    ) -> Result<Response<pb::ListTopicsResponse>, Status> {
+        let topics = self
+            .node
+            .metadata()
+            .topics
+            .values()
+            .map(|t| pb::TopicSummary {
+                name: t.name.to_string(),
+                partitions: t.partitions.len() as u32,
+                replication_factor: t.replication_factor,
+            })
+            .collect();
+        Ok(Response::new(pb::ListTopicsResponse { topics }))
+    }
+
+    async fn describe_topic(
+        &self,
+        request: Request<pb::DescribeTopicRequest>,
+    ) -> Result<Response<pb::DescribeTopicResponse>, Status> {
+        let topic = self.topic(&request.into_inner().name)?;
+        Ok(Response::new(pb::DescribeTopicResponse {
+            topic: Some(self.describe(&topic).await?),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, records = request.get_ref().records.len()))]
+    async fn produce(
+        &self,
+        request: Request<pb::ProduceRequest>,
+    ) -> Result<Response<pb::ProduceResponse>, Status> {
+        let req = request.into_inner();
+        let acks = pb::Acks::try_from(req.acks).map_err(|_| {
+            BrokerError::InvalidArgument(format!("unknown acks value {}", req.acks))
+        })?;
+        let topic = self.topic(&req.topic)?;
+        if req.records.is_empty() {
+            return Err(BrokerError::EmptyBatch.into());
+        }
+        let partitions = topic.partitions.len() as u32;
+        let partition = match (req.partition, &req.records[0].key) {
+            (Some(p), _) => Node::check_partition(&topic, p)?,
+            (None, Some(key)) => partition_for_key(key, partitions),
+            (None, None) => self.node.next_round_robin(partitions),
+        };
+        let records = to_records(req.records)?;
+        let batch = EncodedBatch::encode(&records, self.node.config.batch_limits())
+            .map_err(BrokerError::from)?;
+        let hosted = self.node.leader_of(&topic, partition).await?;
+        let base_offset = match acks {
+            pb::Acks::None => {
+                hosted
+                    .replica
+                    .append_unacknowledged(batch)
+                    .await
+                    .map_err(BrokerError::from)?;
+                None
+            }
+            // On a single node the leader's fsync is the quorum, so `leader` equals `all`.
+            pb::Acks::Unspecified | pb::Acks::All | pb::Acks::Leader => Some(
+                hosted
+                    .replica
+                    .append(batch)
+                    .await
+                    .map_err(BrokerError::from)?
+                    .base_offset
+                    .0,
+            ),
+        };
+        Ok(Response::new(pb::ProduceResponse {
+            partition: partition.0,
+            base_offset,
+            rejected: Vec::new(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition, offset = request.get_ref().offset))]
+    async fn fetch(
+        &self,
+        request: Request<pb::FetchRequest>,
+    ) -> Result<Response<pb::FetchResponse>, Status> {
+        let req = request.into_inner();
+        let hosted = self.readable(&req.topic, req.partition)?;
+        let (offset, mut progress) = self.check_offset(&hosted, req.offset).await?;
+        let (max_records, max_bytes) = self.fetch_limits(req.max_records, req.max_bytes);
+        let wait = req
+            .max_wait_ms
+            .min(self.node.config.limits.max_fetch_wait_ms);
+        if offset >= progress.high_watermark && wait > 0 {
+            progress = wait_for_records(
+                &self.node,
+                &hosted,
+                offset,
+                Duration::from_millis(u64::from(wait)),
+            )
+            .await;
+        }
+        let records = read_committed(
+            &self.node,
+            &hosted,
+            offset,
+            progress,
+            max_records,
+            max_bytes,
+        )
+        .await?;
+        let log_start = self.node.log_start(hosted.group(), progress).await?;
+        Ok(Response::new(pb::FetchResponse {
+            records,
+            high_watermark: progress.high_watermark.0,
+            log_start_offset: log_start.0,
+        }))
+    }
+
+    type SubscribeStream = ResponseStream<pb::SubscribeResponse>;
+
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition))]
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let req = request.into_inner();
+        let hosted = self.readable(&req.topic, req.partition)?;
+        let progress = *hosted.replica.progress().borrow();
+        use pb::start_position::Position;
+        let start = match req.start.and_then(|s| s.position) {
+            None | Some(Position::Latest(_)) => progress.high_watermark,
+            Some(Position::Earliest(_)) => self.node.log_start(hosted.group(), progress).await?,
+            Some(Position::Offset(o)) => {
+                let offset = i64::try_from(o).unwrap_or(i64::MAX);
+                self.check_offset(&hosted, offset).await?.0
+            }
+        };
+        let (_, max_bytes) = self.fetch_limits(0, req.max_bytes);
+        let max_records = self.node.config.limits.max_fetch_records as usize;
+        let (tx, rx) = mpsc::channel(4);
+        let node = self.node.clone();
+        tokio::spawn(async move {
+            let mut position = start;
+            loop {
+                let progress = *hosted.replica.progress().borrow();
+                let records = match read_committed(
+                    &node,
+                    &hosted,
+                    position,
+                    progress,
+                    max_records,
+                    max_bytes,
+                )
+                .await
+                {
+                    Ok(records) => records,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                };
+                if let Some(last) = records.last() {
+                    position = Offset(last.offset + 1);
+                    let message = pb::SubscribeResponse {
+                        records,
+                        high_watermark: progress.high_watermark.0,
+                    };
+                    if tx.send(Ok(message)).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                tokio::select! {
+                    _ = node.shutdown.cancelled() => return,
+                    _ = tx.closed() => return,
+                    _ = wait_for_records(&node, &hosted, position, Duration::from_secs(3600)) => {}
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn list_offsets(
+        &self,
+        request: Request<pb::ListOffsetsRequest>,
+    ) -> Result<Response<pb::ListOffsetsResponse>, Status> {
+        let req = request.into_inner();
+        let hosted = self.readable(&req.topic, req.partition)?;
+        let progress = *hosted.replica.progress().borrow();
+        let log_start = self.node.log_start(hosted.group(), progress).await?;
+        use pb::list_offsets_request::Spec;
+        let (offset, timestamp_ms) = match req.spec {
+            None | Some(Spec::Latest(_)) => (Some(progress.high_watermark.0), None),
+            Some(Spec::Earliest(_)) => (Some(log_start.0), None),
+            Some(Spec::TimestampMs(ts)) => {
+                let db = self.node.partition_db.clone();
+                let group = hosted.group();
+                let found = blocking(move || {
+                    Ok(db.offset_for_timestamp(group, ts, progress.applied_index)?)
+                })
+                .await?;
+                match found {
+                    Some((offset, ts)) if offset < progress.high_watermark => {
+                        (Some(offset.0), Some(ts))
+                    }
+                    _ => (None, None),
+                }
+            }
+        };
+        Ok(Response::new(pb::ListOffsetsResponse {
+            offset,
+            timestamp_ms,
+            high_watermark: progress.high_watermark.0,
+            log_start_offset: log_start.0,
+        }))
+    }
+
+    async fn describe_cluster(
+        &self,
+        _request: Request<pb::DescribeClusterRequest>,
+    ) -> Result<Response<pb::DescribeClusterResponse>, Status> {
+        let metadata = self.node.metadata();
+        Ok(Response::new(pb::DescribeClusterResponse {
+            nodes: metadata
+                .nodes
+                .values()
+                .map(|n| pb::NodeDescription {
+                    node_id: n.id,
+                    address: n.address.clone(),
+                })
+                .collect(),
+            controller: self.node.controller_leader(),
+            cluster_id: metadata.cluster_id.clone().unwrap_or_default(),
+        }))
+    }
+}
+
+/// Waits until the partition's high watermark passes `offset`, `timeout` elapses, or the
+/// broker shuts down; returns the progress then.
+async fn wait_for_records(
+    node: &Node,
+    hosted: &HostedPartition,
+    offset: Offset,
+    timeout: Duration,
+) -> PartitionProgress {
+    let mut progress = hosted.replica.progress();
+    let wait = progress.wait_for(|p| p.high_watermark > offset);
+    tokio::select! {
+        _ = node.shutdown.cancelled() => {}
+        _ = tokio::time::sleep(timeout) => {}
+        _ = wait => {}
+    }
+    *hosted.replica.progress().borrow()
+}
