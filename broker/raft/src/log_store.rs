@@ -65,13 +65,17 @@ fn to_new_entry(entry: &Entry) -> io::Result<NewEntry> {
     })
 }
 
-fn from_stored(group: GroupId, stored: StoredEntry) -> io::Result<Entry> {
-    let meta: EntryMeta = serde_json::from_slice(&stored.meta).map_err(|e| {
+fn decode_meta(group: GroupId, index: u64, meta: &[u8]) -> io::Result<EntryMeta> {
+    serde_json::from_slice(meta).map_err(|e| {
         io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("group {group} entry {}: bad metadata: {e}", stored.index),
+            format!("group {group} entry {index}: bad metadata: {e}"),
         )
-    })?;
+    })
+}
+
+fn from_stored(group: GroupId, stored: StoredEntry) -> io::Result<Entry> {
+    let meta = decode_meta(group, stored.index, &stored.meta)?;
     let payload = match (meta.payload, stored.batch) {
         (PayloadMeta::Blank, None) => EntryPayload::Blank,
         (PayloadMeta::Append, Some(batch)) => EntryPayload::Normal(Request::Append(batch)),
@@ -229,18 +233,11 @@ impl GroupLogStore {
         };
         let (last_purged, last_stored) = blocking(move || {
             let purged: Option<LogId> = read_meta_json(&db, group, MetaKey::Purged)?;
-            let bounds = db.bounds(group).map_err(storage_err)?;
-            let last = match bounds.last_index {
-                Some(i) => {
-                    let stored = db.entries(group, i..=i).map_err(storage_err)?;
-                    stored
-                        .into_iter()
-                        .next()
-                        .map(|s| from_stored(group, s).map(|e| e.log_id))
-                        .transpose()?
-                }
-                None => None,
-            };
+            let last = db
+                .last_entry_meta(group)
+                .map_err(storage_err)?
+                .map(|(index, meta)| decode_meta(group, index, &meta).map(|m| m.log_id))
+                .transpose()?;
             Ok((purged, last))
         })
         .await?;

@@ -54,6 +54,9 @@ pub(crate) struct Node {
     controller: ControllerReplica<MetadataStore>,
     metadata: watch::Receiver<Arc<ClusterMetadata>>,
     partitions: RwLock<HashMap<GroupId, HostedPartition>>,
+    /// Assigned partitions whose replica failed to start, with the reason; retried by the
+    /// next reconciliation.
+    failed: RwLock<HashMap<GroupId, String>>,
     reconcile_lock: tokio::sync::Mutex<()>,
     round_robin: AtomicU32,
     pub(crate) shutdown: CancellationToken,
@@ -100,6 +103,7 @@ impl Node {
             controller,
             metadata,
             partitions: RwLock::default(),
+            failed: RwLock::default(),
             reconcile_lock: tokio::sync::Mutex::new(()),
             round_robin: AtomicU32::new(0),
             shutdown,
@@ -189,6 +193,17 @@ impl Node {
         let partitions = self.partitions.read().unwrap_or_else(|p| p.into_inner());
         match partitions.get(&info.group) {
             Some(hosted) => Ok(hosted.clone()),
+            None if let Some(reason) = self
+                .failed
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&info.group) =>
+            {
+                Err(BrokerError::Unavailable(format!(
+                    "{}/{} failed to start on this node: {reason}",
+                    topic.name, partition
+                )))
+            }
             None if info.replicas.contains(&self.config.node_id) => {
                 Err(BrokerError::Unavailable(format!(
                     "{}/{} is still starting on this node",
@@ -298,49 +313,70 @@ impl Node {
                 continue;
             }
             let span = tracing::info_span!("start_partition", group, topic = %topic, partition = %partition);
-            let replica = async {
-                let replica = PartitionReplica::start(
-                    me,
-                    group,
-                    self.partition_db.clone(),
-                    Peers::single_node(),
-                    self.config.group_timings(),
-                )
-                .await?;
-                let voters: BTreeMap<NodeId, String> = replicas
-                    .iter()
-                    .map(|id| {
-                        (
-                            *id,
-                            metadata
-                                .nodes
-                                .get(id)
-                                .map(|n| n.address.clone())
-                                .unwrap_or_default(),
-                        )
-                    })
-                    .collect();
-                // The preferred leader initialises the group; the others wait to be contacted.
-                if replicas.first() == Some(&me) {
-                    replica.initialize(&voters).await?;
+            let started = self
+                .start_replica(group, &replicas, &metadata)
+                .instrument(span)
+                .await;
+            let mut failed = self.failed.write().unwrap_or_else(|p| p.into_inner());
+            match started {
+                Ok(replica) => {
+                    failed.remove(&group);
+                    self.partitions
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(
+                            group,
+                            HostedPartition {
+                                topic,
+                                partition,
+                                replica,
+                            },
+                        );
                 }
-                Ok::<_, BrokerError>(replica)
+                Err(e) => {
+                    // One damaged partition must not take the node down: report it and serve
+                    // the others.
+                    tracing::error!(group, topic = %topic, partition = %partition, error = %e, "partition replica failed to start");
+                    failed.insert(group, e.to_string());
+                }
             }
-            .instrument(span)
-            .await?;
-            self.partitions
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(
-                    group,
-                    HostedPartition {
-                        topic,
-                        partition,
-                        replica,
-                    },
-                );
         }
         Ok(())
+    }
+
+    async fn start_replica(
+        &self,
+        group: GroupId,
+        replicas: &[NodeId],
+        metadata: &ClusterMetadata,
+    ) -> Result<PartitionReplica, BrokerError> {
+        let me = self.config.node_id;
+        let replica = PartitionReplica::start(
+            me,
+            group,
+            self.partition_db.clone(),
+            Peers::single_node(),
+            self.config.group_timings(),
+        )
+        .await?;
+        let voters: BTreeMap<NodeId, String> = replicas
+            .iter()
+            .map(|id| {
+                (
+                    *id,
+                    metadata
+                        .nodes
+                        .get(id)
+                        .map(|n| n.address.clone())
+                        .unwrap_or_default(),
+                )
+            })
+            .collect();
+        // The preferred leader initialises the group; the others wait to be contacted.
+        if replicas.first() == Some(&me) {
+            replica.initialize(&voters).await?;
+        }
+        Ok(replica)
     }
 
     async fn delete_group(&self, group: GroupId) -> Result<(), BrokerError> {

@@ -350,6 +350,25 @@ impl LogDb {
         })
     }
 
+    /// The metadata of the last entry of `group`, without reading its batch: enough to
+    /// recover the log's position even when the batch itself is damaged.
+    pub fn last_entry_meta(&self, group: GroupId) -> Result<Option<(u64, Bytes)>, ReadError> {
+        let txn = self.shared.db.begin_read()?;
+        let table = txn.open_table(RAFT_LOG)?;
+        let last = table
+            .range((group, 0)..=(group, u64::MAX))?
+            .next_back()
+            .transpose()?;
+        match last {
+            Some((key, value)) => {
+                let index = key.value().1;
+                let (meta, _) = decode_envelope(group, index, value.value())?;
+                Ok(Some((index, Bytes::copy_from_slice(meta))))
+            }
+            None => Ok(None),
+        }
+    }
+
     /// Reads the entries of `group` with indexes in `range`, verifying every batch.
     pub fn entries(
         &self,
@@ -375,6 +394,9 @@ impl LogDb {
     /// Reads batches holding offsets from `from` on, up to raft index `max_index` (the applied
     /// index: nothing uncommitted is ever returned), stopping once `max_bytes` of batches are
     /// gathered (at least one batch is returned when one is available).
+    ///
+    /// A batch that fails verification is never returned: it ends the read if batches before
+    /// it were gathered, and is the error if it is the first.
     pub fn read_batches(
         &self,
         group: GroupId,
@@ -410,7 +432,13 @@ impl LogDb {
             let index = key.value().1;
             let (_, batch) = decode_envelope(group, index, value.value())?;
             let Some(batch) = batch else { continue };
-            let batch = verify_batch(group, index, batch)?;
+            let batch = match verify_batch(group, index, batch) {
+                Ok(batch) => batch,
+                // Serve the intact prefix; the reader meets the error when it reaches the
+                // damaged batch, at an exact offset.
+                Err(_) if !read.batches.is_empty() => break,
+                Err(e) => return Err(e),
+            };
             if batch.header().next_offset() <= from {
                 continue;
             }
@@ -708,7 +736,7 @@ mod tests {
         assert!(crate::fault::flip_last_byte(&path, 5, 2).unwrap());
         let db = LogDb::open(&path, LogDbOptions::default()).unwrap();
         let err = db
-            .read_batches(5, Offset(0), u64::MAX, usize::MAX)
+            .read_batches(5, Offset(1), u64::MAX, usize::MAX)
             .unwrap_err();
         assert!(
             matches!(
@@ -721,8 +749,8 @@ mod tests {
             ),
             "{err:?}"
         );
-        // The batch before the damage is still served.
-        assert_eq!(values(&db, 5, 0, 1), vec![(0, "good".into())]);
+        // The batch before the damage is still served, and the read stops before the damage.
+        assert_eq!(values(&db, 5, 0, u64::MAX), vec![(0, "good".into())]);
     }
 
     #[test]
