@@ -2,5 +2,6 @@
 
 mod bad_input;
 mod offsets_and_tailing;
+mod operations;
 mod produce_fetch;
 mod recovery;

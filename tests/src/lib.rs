@@ -49,6 +49,11 @@ impl InProcessBroker {
             .expect("broker is running")
     }
 
+    /// The metrics endpoint's address.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.broker.as_ref().and_then(Broker::metrics_addr)
+    }
+
     /// `http://` URL of the broker.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr())
@@ -74,6 +79,7 @@ impl InProcessBroker {
 pub fn test_config(data_dir: &Path) -> BrokerConfig {
     let mut config = BrokerConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
         data_dir: data_dir.to_path_buf(),
         ..BrokerConfig::default()
     };

@@ -20,6 +20,8 @@ pub struct BrokerConfig {
     pub node_id: NodeId,
     /// Address the gRPC server listens on. Port 0 picks a free port.
     pub listen: SocketAddr,
+    /// Address the Prometheus metrics endpoint (`GET /metrics`) listens on; `None` disables it.
+    pub metrics_listen: Option<SocketAddr>,
     /// Address other nodes and clients should use; defaults to `listen`.
     pub advertised_address: Option<String>,
     /// Directory for the node's databases.
@@ -65,6 +67,7 @@ impl Default for BrokerConfig {
         Self {
             node_id: 1,
             listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 7071))),
             advertised_address: None,
             data_dir: PathBuf::from("weir-data"),
             limits: Limits::default(),

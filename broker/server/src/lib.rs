@@ -8,6 +8,7 @@
 mod config;
 mod error;
 mod metadata;
+mod metrics;
 mod node;
 mod service;
 
@@ -23,6 +24,7 @@ use weir_proto::v1::broker_server::BrokerServer;
 pub use config::{BrokerConfig, ConfigError, Limits, RaftTimings};
 pub use error::BrokerError;
 
+use crate::metrics::{Metrics, RequestMetrics};
 use crate::node::Node;
 use crate::service::BrokerService;
 
@@ -64,6 +66,7 @@ pub struct Broker {
     local_addr: SocketAddr,
     shutdown: CancellationToken,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
+    metrics_addr: Option<SocketAddr>,
 }
 
 impl Broker {
@@ -90,8 +93,23 @@ impl Broker {
         let _entered = span.enter();
         tracing::info!(data_dir = %config.data_dir.display(), "starting broker");
 
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
+        let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+
         let shutdown = CancellationToken::new();
         let node = Node::start(config, address, shutdown.clone()).await?;
+        let request_metrics = RequestMetrics::shared();
+        if let Some(listener) = metrics_listener {
+            let metrics = Arc::new(Metrics::new(&node, &request_metrics));
+            tokio::spawn(metrics::serve(listener, metrics, shutdown.clone()));
+        }
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<BrokerServer<BrokerService>>().await;
@@ -99,7 +117,7 @@ impl Broker {
             .register_encoded_file_descriptor_set(weir_proto::FILE_DESCRIPTOR_SET)
             .build_v1()
             .map_err(|e| BrokerError::Internal(format!("reflection service: {e}")))?;
-        let broker = BrokerServer::new(BrokerService::new(node.clone()))
+        let broker = BrokerServer::new(BrokerService::new(node.clone(), request_metrics))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let stop = shutdown.clone();
@@ -119,12 +137,18 @@ impl Broker {
             local_addr,
             shutdown,
             server,
+            metrics_addr,
         })
     }
 
     /// The address the gRPC server is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address the metrics endpoint is bound to, if enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Stops accepting requests, ends streams, stops every raft group and flushes the

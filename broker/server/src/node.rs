@@ -443,6 +443,11 @@ impl Node {
         .await;
     }
 
+    /// How many assigned partitions failed to start.
+    pub(crate) fn failed_partitions(&self) -> usize {
+        self.failed.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     /// Running partition replicas, for status and metrics.
     pub(crate) fn hosted_partitions(&self) -> Vec<HostedPartition> {
         self.partitions

@@ -20,17 +20,32 @@ use weir_types::{EncodedBatch, Header, Offset, PartitionId, Record, partition_fo
 
 use crate::error::BrokerError;
 use crate::metadata::{Command, TopicInfo};
+use crate::metrics::RequestMetrics;
 use crate::node::{HostedPartition, Node, blocking};
 
 /// The gRPC service over a [`Node`].
 #[derive(Clone)]
 pub(crate) struct BrokerService {
     node: Arc<Node>,
+    metrics: Arc<RequestMetrics>,
 }
 
 impl BrokerService {
-    pub(crate) fn new(node: Arc<Node>) -> Self {
-        Self { node }
+    pub(crate) fn new(node: Arc<Node>, metrics: Arc<RequestMetrics>) -> Self {
+        Self { node, metrics }
+    }
+
+    /// Turns a handler's result into the gRPC answer, counting failures by reason.
+    fn answer<T>(&self, rpc: &str, result: Result<T, BrokerError>) -> Result<Response<T>, Status> {
+        result.map(Response::new).map_err(|e| {
+            self.metrics.error(rpc, e.reason());
+            if matches!(e, BrokerError::Corrupt(_) | BrokerError::Internal(_)) {
+                tracing::error!(rpc, error = %e, "request failed");
+            } else {
+                tracing::debug!(rpc, error = %e, "request refused");
+            }
+            e.to_status()
+        })
     }
 
     fn topic(&self, name: &str) -> Result<TopicInfo, BrokerError> {
@@ -200,13 +215,11 @@ fn to_records(records: Vec<pb::Record>) -> Result<Vec<Record>, BrokerError> {
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
-#[tonic::async_trait]
-impl Broker for BrokerService {
-    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().name))]
-    async fn create_topic(
+impl BrokerService {
+    async fn handle_create_topic(
         &self,
         request: Request<pb::CreateTopicRequest>,
-    ) -> Result<Response<pb::CreateTopicResponse>, Status> {
+    ) -> Result<pb::CreateTopicResponse, BrokerError> {
         let req = request.into_inner();
         let name = BrokerError::topic_name(&req.name)?;
         let max = self.node.config.limits.max_partitions_per_topic;
@@ -214,8 +227,7 @@ impl Broker for BrokerService {
             return Err(BrokerError::InvalidPartitions {
                 requested: req.partitions,
                 max,
-            }
-            .into());
+            });
         }
         let replication_factor = match req.replication_factor {
             0 => 1,
@@ -224,8 +236,7 @@ impl Broker for BrokerService {
         if let Some(key) = req.configs.keys().next() {
             return Err(BrokerError::InvalidArgument(format!(
                 "unknown topic config '{key}': this broker supports no topic configs yet"
-            ))
-            .into());
+            )));
         }
         let topic = self
             .node
@@ -239,27 +250,26 @@ impl Broker for BrokerService {
             .ok_or_else(|| BrokerError::Internal("controller returned no topic".into()))?;
         self.node.wait_until_ready(&topic).await?;
         tracing::info!(partitions = topic.partitions.len(), "topic created");
-        Ok(Response::new(pb::CreateTopicResponse {
+        Ok(pb::CreateTopicResponse {
             topic: Some(self.describe(&topic).await?),
-        }))
+        })
     }
 
-    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().name))]
-    async fn delete_topic(
+    async fn handle_delete_topic(
         &self,
         request: Request<pb::DeleteTopicRequest>,
-    ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
+    ) -> Result<pb::DeleteTopicResponse, BrokerError> {
         let name = BrokerError::topic_name(&request.into_inner().name)?;
         self.node.propose(Command::DeleteTopic { name }).await?;
         self.node.reconcile().await?;
         tracing::info!("topic deleted");
-        Ok(Response::new(pb::DeleteTopicResponse {}))
+        Ok(pb::DeleteTopicResponse {})
     }
 
-    async fn list_topics(
+    async fn handle_list_topics(
         &self,
         _request: Request<pb::ListTopicsRequest>,
-    ) -> Result<Response<pb::ListTopicsResponse>, Status> {
+    ) -> Result<pb::ListTopicsResponse, BrokerError> {
         let topics = self
             .node
             .metadata()
@@ -271,31 +281,30 @@ impl Broker for BrokerService {
                 replication_factor: t.replication_factor,
             })
             .collect();
-        Ok(Response::new(pb::ListTopicsResponse { topics }))
+        Ok(pb::ListTopicsResponse { topics })
     }
 
-    async fn describe_topic(
+    async fn handle_describe_topic(
         &self,
         request: Request<pb::DescribeTopicRequest>,
-    ) -> Result<Response<pb::DescribeTopicResponse>, Status> {
+    ) -> Result<pb::DescribeTopicResponse, BrokerError> {
         let topic = self.topic(&request.into_inner().name)?;
-        Ok(Response::new(pb::DescribeTopicResponse {
+        Ok(pb::DescribeTopicResponse {
             topic: Some(self.describe(&topic).await?),
-        }))
+        })
     }
 
-    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, records = request.get_ref().records.len()))]
-    async fn produce(
+    async fn handle_produce(
         &self,
         request: Request<pb::ProduceRequest>,
-    ) -> Result<Response<pb::ProduceResponse>, Status> {
+    ) -> Result<pb::ProduceResponse, BrokerError> {
         let req = request.into_inner();
         let acks = pb::Acks::try_from(req.acks).map_err(|_| {
             BrokerError::InvalidArgument(format!("unknown acks value {}", req.acks))
         })?;
         let topic = self.topic(&req.topic)?;
         if req.records.is_empty() {
-            return Err(BrokerError::EmptyBatch.into());
+            return Err(BrokerError::EmptyBatch);
         }
         let partitions = topic.partitions.len() as u32;
         let partition = match (req.partition, &req.records[0].key) {
@@ -303,9 +312,11 @@ impl Broker for BrokerService {
             (None, Some(key)) => partition_for_key(key, partitions),
             (None, None) => self.node.next_round_robin(partitions),
         };
+        let started = std::time::Instant::now();
         let records = to_records(req.records)?;
         let batch = EncodedBatch::encode(&records, self.node.config.batch_limits())
             .map_err(BrokerError::from)?;
+        let (record_count, batch_bytes) = (records.len() as u64, batch.bytes().len() as u64);
         let hosted = self.node.leader_of(&topic, partition).await?;
         let base_offset = match acks {
             pb::Acks::None => {
@@ -327,18 +338,19 @@ impl Broker for BrokerService {
                     .0,
             ),
         };
-        Ok(Response::new(pb::ProduceResponse {
+        self.metrics
+            .produced(&req.topic, record_count, batch_bytes, started.elapsed());
+        Ok(pb::ProduceResponse {
             partition: partition.0,
             base_offset,
             rejected: Vec::new(),
-        }))
+        })
     }
 
-    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition, offset = request.get_ref().offset))]
-    async fn fetch(
+    async fn handle_fetch(
         &self,
         request: Request<pb::FetchRequest>,
-    ) -> Result<Response<pb::FetchResponse>, Status> {
+    ) -> Result<pb::FetchResponse, BrokerError> {
         let req = request.into_inner();
         let hosted = self.readable(&req.topic, req.partition)?;
         let (offset, mut progress) = self.check_offset(&hosted, req.offset).await?;
@@ -365,20 +377,18 @@ impl Broker for BrokerService {
         )
         .await?;
         let log_start = self.node.log_start(hosted.group(), progress).await?;
-        Ok(Response::new(pb::FetchResponse {
+        self.metrics.fetched(&req.topic, records.len() as u64);
+        Ok(pb::FetchResponse {
             records,
             high_watermark: progress.high_watermark.0,
             log_start_offset: log_start.0,
-        }))
+        })
     }
 
-    type SubscribeStream = ResponseStream<pb::SubscribeResponse>;
-
-    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition))]
-    async fn subscribe(
+    async fn handle_subscribe(
         &self,
         request: Request<pb::SubscribeRequest>,
-    ) -> Result<Response<Self::SubscribeStream>, Status> {
+    ) -> Result<ResponseStream<pb::SubscribeResponse>, BrokerError> {
         let req = request.into_inner();
         let hosted = self.readable(&req.topic, req.partition)?;
         let progress = *hosted.replica.progress().borrow();
@@ -433,13 +443,13 @@ impl Broker for BrokerService {
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Box::pin(ReceiverStream::new(rx)))
     }
 
-    async fn list_offsets(
+    async fn handle_list_offsets(
         &self,
         request: Request<pb::ListOffsetsRequest>,
-    ) -> Result<Response<pb::ListOffsetsResponse>, Status> {
+    ) -> Result<pb::ListOffsetsResponse, BrokerError> {
         let req = request.into_inner();
         let hosted = self.readable(&req.topic, req.partition)?;
         let progress = *hosted.replica.progress().borrow();
@@ -463,20 +473,20 @@ impl Broker for BrokerService {
                 }
             }
         };
-        Ok(Response::new(pb::ListOffsetsResponse {
+        Ok(pb::ListOffsetsResponse {
             offset,
             timestamp_ms,
             high_watermark: progress.high_watermark.0,
             log_start_offset: log_start.0,
-        }))
+        })
     }
 
-    async fn describe_cluster(
+    async fn handle_describe_cluster(
         &self,
         _request: Request<pb::DescribeClusterRequest>,
-    ) -> Result<Response<pb::DescribeClusterResponse>, Status> {
+    ) -> Result<pb::DescribeClusterResponse, BrokerError> {
         let metadata = self.node.metadata();
-        Ok(Response::new(pb::DescribeClusterResponse {
+        Ok(pb::DescribeClusterResponse {
             nodes: metadata
                 .nodes
                 .values()
@@ -487,7 +497,83 @@ impl Broker for BrokerService {
                 .collect(),
             controller: self.node.controller_leader(),
             cluster_id: metadata.cluster_id.clone().unwrap_or_default(),
-        }))
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Broker for BrokerService {
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().name))]
+    async fn create_topic(
+        &self,
+        request: Request<pb::CreateTopicRequest>,
+    ) -> Result<Response<pb::CreateTopicResponse>, Status> {
+        self.answer("CreateTopic", self.handle_create_topic(request).await)
+    }
+
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().name))]
+    async fn delete_topic(
+        &self,
+        request: Request<pb::DeleteTopicRequest>,
+    ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
+        self.answer("DeleteTopic", self.handle_delete_topic(request).await)
+    }
+
+    async fn list_topics(
+        &self,
+        request: Request<pb::ListTopicsRequest>,
+    ) -> Result<Response<pb::ListTopicsResponse>, Status> {
+        self.answer("ListTopics", self.handle_list_topics(request).await)
+    }
+
+    async fn describe_topic(
+        &self,
+        request: Request<pb::DescribeTopicRequest>,
+    ) -> Result<Response<pb::DescribeTopicResponse>, Status> {
+        self.answer("DescribeTopic", self.handle_describe_topic(request).await)
+    }
+
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, records = request.get_ref().records.len()))]
+    async fn produce(
+        &self,
+        request: Request<pb::ProduceRequest>,
+    ) -> Result<Response<pb::ProduceResponse>, Status> {
+        self.answer("Produce", self.handle_produce(request).await)
+    }
+
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition, offset = request.get_ref().offset))]
+    async fn fetch(
+        &self,
+        request: Request<pb::FetchRequest>,
+    ) -> Result<Response<pb::FetchResponse>, Status> {
+        self.answer("Fetch", self.handle_fetch(request).await)
+    }
+
+    type SubscribeStream = ResponseStream<pb::SubscribeResponse>;
+
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition))]
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        self.answer("Subscribe", self.handle_subscribe(request).await)
+    }
+
+    async fn list_offsets(
+        &self,
+        request: Request<pb::ListOffsetsRequest>,
+    ) -> Result<Response<pb::ListOffsetsResponse>, Status> {
+        self.answer("ListOffsets", self.handle_list_offsets(request).await)
+    }
+
+    async fn describe_cluster(
+        &self,
+        request: Request<pb::DescribeClusterRequest>,
+    ) -> Result<Response<pb::DescribeClusterResponse>, Status> {
+        self.answer(
+            "DescribeCluster",
+            self.handle_describe_cluster(request).await,
+        )
     }
 }
 

@@ -1,0 +1,292 @@
+//! Operator metrics in the Prometheus / OpenMetrics text format, served over HTTP at `/metrics`.
+//!
+//! Request counters are updated on the request path; storage and partition figures are read at
+//! scrape time from their sources (the committer's counters, the replicas' progress), so there is
+//! no second copy of them to drift.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::node::Node;
+
+/// Labels of per-topic counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct TopicLabels {
+    pub(crate) topic: String,
+}
+
+/// Labels of the request error counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ErrorLabels {
+    pub(crate) rpc: String,
+    pub(crate) reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartitionLabels {
+    topic: String,
+    partition: String,
+}
+
+/// Counters updated by request handlers.
+#[derive(Debug)]
+pub(crate) struct RequestMetrics {
+    pub(crate) produced_records: Family<TopicLabels, Counter>,
+    pub(crate) produced_bytes: Family<TopicLabels, Counter>,
+    pub(crate) fetched_records: Family<TopicLabels, Counter>,
+    pub(crate) errors: Family<ErrorLabels, Counter>,
+    pub(crate) produce_seconds: Histogram,
+}
+
+impl RequestMetrics {
+    fn new() -> Self {
+        Self {
+            produced_records: Family::default(),
+            produced_bytes: Family::default(),
+            fetched_records: Family::default(),
+            errors: Family::default(),
+            // 100 µs to ~13 s.
+            produce_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 18)),
+        }
+    }
+
+    /// Counts a failed request by RPC and stable reason.
+    pub(crate) fn error(&self, rpc: &str, reason: &str) {
+        self.errors
+            .get_or_create(&ErrorLabels {
+                rpc: rpc.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a produced batch and its acknowledgement latency.
+    pub(crate) fn produced(&self, topic: &str, records: u64, bytes: u64, latency: Duration) {
+        let labels = TopicLabels {
+            topic: topic.to_owned(),
+        };
+        self.produced_records.get_or_create(&labels).inc_by(records);
+        self.produced_bytes.get_or_create(&labels).inc_by(bytes);
+        self.produce_seconds.observe(latency.as_secs_f64());
+    }
+
+    /// Counts records served to consumers.
+    pub(crate) fn fetched(&self, topic: &str, records: u64) {
+        self.fetched_records
+            .get_or_create(&TopicLabels {
+                topic: topic.to_owned(),
+            })
+            .inc_by(records);
+    }
+}
+
+/// Reads node-wide figures at scrape time.
+#[derive(Debug)]
+struct NodeCollector {
+    node: Weak<Node>,
+}
+
+impl Collector for NodeCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(node) = self.node.upgrade() else {
+            return Ok(());
+        };
+        let stats = node.partition_db.stats();
+        let counters = [
+            (
+                "weir_storage_commits",
+                "Transactions committed (one fsync each) by the partition log committer",
+                stats.commits.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "weir_storage_write_requests",
+                "Durable write requests completed by the partition log committer",
+                stats.requests.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "weir_storage_appended_bytes",
+                "Bytes of log entries appended",
+                stats.appended_bytes.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "weir_storage_commit_seconds",
+                "Time spent committing (writing and fsyncing)",
+                stats.commit_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let metric = ConstCounter::new(value);
+            metric.encode(encoder.encode_descriptor(name, help, None, MetricType::Counter)?)?;
+        }
+
+        let hosted = node.hosted_partitions();
+        let mut high_watermarks = encoder.encode_descriptor(
+            "weir_partition_high_watermark",
+            "One past the last committed offset",
+            None,
+            MetricType::Gauge,
+        )?;
+        for partition in &hosted {
+            let labels = PartitionLabels {
+                topic: partition.topic.to_string(),
+                partition: partition.partition.to_string(),
+            };
+            let hw = partition.replica.progress().borrow().high_watermark.0 as i64;
+            ConstGauge::new(hw).encode(high_watermarks.encode_family(&labels)?)?;
+        }
+        let mut leaders = encoder.encode_descriptor(
+            "weir_partition_is_leader",
+            "1 if this node leads the partition",
+            None,
+            MetricType::Gauge,
+        )?;
+        for partition in &hosted {
+            let labels = PartitionLabels {
+                topic: partition.topic.to_string(),
+                partition: partition.partition.to_string(),
+            };
+            let leads = i64::from(partition.replica.is_leader());
+            ConstGauge::new(leads).encode(leaders.encode_family(&labels)?)?;
+        }
+        let failed = ConstGauge::new(node.failed_partitions() as i64);
+        failed.encode(encoder.encode_descriptor(
+            "weir_partitions_failed",
+            "Assigned partitions whose replica failed to start on this node",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        Ok(())
+    }
+}
+
+/// The metrics registry of a broker.
+pub(crate) struct Metrics {
+    registry: Registry,
+}
+
+impl Metrics {
+    pub(crate) fn new(node: &Arc<Node>, requests: &RequestMetrics) -> Self {
+        let mut registry = Registry::default();
+        registry.register(
+            "weir_produced_records",
+            "Records appended and acknowledged",
+            requests.produced_records.clone(),
+        );
+        registry.register(
+            "weir_produced_bytes",
+            "Bytes of record batches appended and acknowledged",
+            requests.produced_bytes.clone(),
+        );
+        registry.register(
+            "weir_fetched_records",
+            "Records served to consumers",
+            requests.fetched_records.clone(),
+        );
+        registry.register(
+            "weir_request_errors",
+            "Failed requests by RPC and stable reason",
+            requests.errors.clone(),
+        );
+        registry.register(
+            "weir_produce_latency_seconds",
+            "Time from receiving a produce request to acknowledging it",
+            requests.produce_seconds.clone(),
+        );
+        registry.register_collector(Box::new(NodeCollector {
+            node: Arc::downgrade(node),
+        }));
+        Self { registry }
+    }
+
+    /// The current metrics in the OpenMetrics text format.
+    pub(crate) fn render(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::warn!(error = %e, "encoding metrics failed");
+        }
+        out
+    }
+}
+
+impl RequestMetrics {
+    /// A fresh set of request counters.
+    pub(crate) fn shared() -> Arc<Self> {
+        Arc::new(Self::new())
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown` is cancelled.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics listener accept failed");
+                continue;
+            }
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+                let metrics = metrics.clone();
+                async move { Ok::<_, std::convert::Infallible>(respond(&metrics, &request)) }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(error = %e, %peer, "metrics connection ended with an error");
+            }
+        });
+    }
+}
+
+fn respond(metrics: &Metrics, request: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+    let (status, content_type, body) =
+        if request.method() == Method::GET && request.uri().path() == "/metrics" {
+            (
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                metrics.render(),
+            )
+        } else {
+            (
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "only GET /metrics is served here\n".to_owned(),
+            )
+        };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    if let Ok(value) = hyper::header::HeaderValue::from_str(content_type) {
+        response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, value);
+    }
+    response
+}

@@ -1,0 +1,99 @@
+//! What operators rely on: the metrics endpoint, health checking and reflection.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use weir_proto::v1 as pb;
+use weir_tests::InProcessBroker;
+
+async fn scrape(addr: std::net::SocketAddr) -> anyhow::Result<String> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    Ok(response)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_produced_records_errors_and_commits() -> anyhow::Result<()> {
+    let broker = InProcessBroker::start().await?;
+    let mut c = broker.raw_client().await?;
+    c.create_topic(pb::CreateTopicRequest {
+        name: "m".into(),
+        partitions: 1,
+        replication_factor: 1,
+        configs: HashMap::new(),
+    })
+    .await?;
+    c.produce(pb::ProduceRequest {
+        topic: "m".into(),
+        partition: Some(0),
+        records: (0..3)
+            .map(|_| pb::Record {
+                value: Bytes::from_static(b"v"),
+                ..Default::default()
+            })
+            .collect(),
+        acks: pb::Acks::All as i32,
+    })
+    .await?;
+    let _ = c
+        .produce(pb::ProduceRequest {
+            topic: "missing".into(),
+            ..Default::default()
+        })
+        .await;
+
+    let addr = broker
+        .metrics_addr()
+        .ok_or_else(|| anyhow::anyhow!("metrics disabled"))?;
+    let text = scrape(addr).await?;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.contains("weir_produced_records_total{topic=\"m\"} 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("weir_request_errors_total{rpc=\"Produce\",reason=\"UNKNOWN_TOPIC\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("weir_partition_high_watermark{topic=\"m\",partition=\"0\"} 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("weir_partition_is_leader{topic=\"m\",partition=\"0\"} 1"),
+        "{text}"
+    );
+    let commits: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("weir_storage_commits_total "))
+        .ok_or_else(|| anyhow::anyhow!("no commit counter in {text}"))?
+        .trim()
+        .parse()?;
+    assert!(commits >= 1.0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reports_serving() -> anyhow::Result<()> {
+    let broker = InProcessBroker::start().await?;
+    let channel = tonic::transport::Endpoint::from_shared(broker.url())?
+        .connect()
+        .await?;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "weir.v1.Broker".into(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        status.status(),
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
+    Ok(())
+}
