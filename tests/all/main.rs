@@ -1,6 +1,11 @@
 //! Weir's integration tests: one binary, one module per area.
 
+/// The `weir` command line built for these tests (see `tests/src/bin/weir-e2e.rs`).
+pub(crate) const WEIR: &str = env!("CARGO_BIN_EXE_weir-e2e");
+
 mod bad_input;
+mod cli;
+mod crash;
 mod offsets_and_tailing;
 mod operations;
 mod produce_fetch;

@@ -117,3 +117,86 @@ pub fn init_tracing() {
         .with_test_writer()
         .try_init();
 }
+
+/// A `weir broker` child process.
+pub struct BrokerProcess {
+    child: std::process::Child,
+    addr: SocketAddr,
+    /// The broker's data directory.
+    pub data_dir: PathBuf,
+}
+
+impl BrokerProcess {
+    /// Starts `weir broker` (the binary at `weir`) on `127.0.0.1:0` over `data_dir` and waits
+    /// until it reports its address.
+    pub fn start(weir: &Path, data_dir: &Path) -> anyhow::Result<Self> {
+        use std::io::BufRead;
+        let config_path = data_dir.with_extension("toml");
+        std::fs::write(
+            &config_path,
+            "[raft]\nheartbeat_ms = 100\nelection_min_ms = 400\nelection_max_ms = 800\n",
+        )?;
+        let mut child = std::process::Command::new(weir)
+            .args([
+                "broker",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "none",
+            ])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--config")
+            .arg(&config_path)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line)?;
+        let addr = match line.trim().strip_prefix("weir broker listening on ") {
+            Some(addr) => addr.parse()?,
+            None => {
+                let _ = child.kill();
+                anyhow::bail!("broker did not start; it printed {line:?}");
+            }
+        };
+        Ok(Self {
+            child,
+            addr,
+            data_dir: data_dir.to_path_buf(),
+        })
+    }
+
+    /// `http://` URL of the broker.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Kills the process with SIGKILL: no shutdown code runs.
+    pub fn kill(mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// Sends SIGTERM and waits for a graceful exit; returns whether it exited successfully.
+    pub fn terminate(mut self) -> anyhow::Result<bool> {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -TERM failed");
+        Ok(self.child.wait()?.success())
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 use weir_proto::v1::broker_server::BrokerServer;
 
 pub use config::{BrokerConfig, ConfigError, Limits, RaftTimings};
@@ -120,15 +120,16 @@ impl Broker {
         let broker = BrokerServer::new(BrokerService::new(node.clone(), request_metrics))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        // Small produce requests must not wait for Nagle's algorithm and delayed ACKs: without
+        // TCP_NODELAY a ~100 KiB request gained ~40 ms of latency.
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let stop = shutdown.clone();
         let server = tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(health_service)
                 .add_service(reflection)
                 .add_service(broker)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-                    stop.cancelled().await
-                }),
+                .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await }),
         );
         tracing::info!("broker ready");
         drop(_entered);

@@ -1,0 +1,150 @@
+//! `weir broker`: run a broker node in the foreground until SIGINT or SIGTERM.
+//!
+//! Settings come from the defaults, then the config file (`--config`), then the flags, each
+//! overriding the one before. Once the broker serves requests it prints one line to stdout,
+//! `weir broker listening on ADDR`, so scripts and tests can find a port chosen with `:0`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use weir_server::{Broker, BrokerConfig};
+
+/// Flags of `weir broker`.
+#[derive(Debug, clap::Args)]
+pub struct BrokerArgs {
+    /// Directory for the node's data [default: ./weir-data].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address to serve gRPC on [default: 127.0.0.1:7070]; port 0 picks a free port.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Address of the Prometheus metrics endpoint [default: 127.0.0.1:7071], or `none`.
+    #[arg(long, value_name = "ADDR|none")]
+    metrics_listen: Option<MetricsListen>,
+    /// This node's id [default: 1].
+    #[arg(long, value_name = "N")]
+    node_id: Option<u64>,
+    /// TOML config file; flags override what it sets.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+/// `--metrics-listen`: an address, or `none` to disable the endpoint.
+#[derive(Debug, Clone, Copy)]
+struct MetricsListen(Option<SocketAddr>);
+
+impl std::str::FromStr for MetricsListen {
+    type Err = std::net::AddrParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("none") {
+            Ok(Self(None))
+        } else {
+            s.parse().map(|addr| Self(Some(addr)))
+        }
+    }
+}
+
+impl BrokerArgs {
+    fn config(self) -> anyhow::Result<BrokerConfig> {
+        let mut config = match &self.config {
+            Some(path) => BrokerConfig::from_file(path)?,
+            None => BrokerConfig::default(),
+        };
+        if let Some(dir) = self.data_dir {
+            config.data_dir = dir;
+        }
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if let Some(MetricsListen(metrics)) = self.metrics_listen {
+            config.metrics_listen = metrics;
+        }
+        if let Some(id) = self.node_id {
+            config.node_id = id;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Runs the broker until SIGINT or SIGTERM, then shuts it down gracefully.
+pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
+    let config = args.config()?;
+    let data_dir = config.data_dir.clone();
+    let broker = Broker::start(config)
+        .await
+        .with_context(|| format!("cannot start the broker on {}", data_dir.display()))?;
+    println!("weir broker listening on {}", broker.local_addr());
+    if let Some(metrics) = broker.metrics_addr() {
+        tracing::info!(%metrics, "metrics at http://{metrics}/metrics");
+    }
+    wait_for_signal().await?;
+    broker.shutdown().await;
+    Ok(())
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("cannot listen for SIGINT")?,
+        _ = terminate.recv() => {}
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() -> anyhow::Result<()> {
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot listen for Ctrl-C")
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: BrokerArgs,
+    }
+
+    #[test]
+    fn flags_override_the_file_and_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("weir.toml");
+        std::fs::write(&file, "node_id = 4\ndata_dir = \"from-file\"\n").unwrap();
+        let args = Wrapper::parse_from([
+            "weir",
+            "--config",
+            file.to_str().unwrap(),
+            "--data-dir",
+            "from-flag",
+            "--metrics-listen",
+            "none",
+        ])
+        .args;
+        let config = args.config().unwrap();
+        assert_eq!(config.node_id, 4);
+        assert_eq!(config.data_dir, PathBuf::from("from-flag"));
+        assert_eq!(config.metrics_listen, None);
+        assert_eq!(config.listen.to_string(), "127.0.0.1:7070");
+    }
+
+    #[test]
+    fn a_bad_config_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("weir.toml");
+        std::fs::write(&file, "listen = \"not an address\"\n").unwrap();
+        let args = Wrapper::parse_from(["weir", "--config", file.to_str().unwrap()]).args;
+        let err = format!("{:#}", args.config().unwrap_err());
+        assert!(err.contains("weir.toml"), "{err}");
+        assert!(err.contains("listen"), "{err}");
+    }
+}

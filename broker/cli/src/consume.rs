@@ -1,0 +1,188 @@
+//! `weir consume TOPIC`: the console consumer. It prints the records of one partition, one per
+//! line by default, from the end (tail), the beginning, or an offset, until `--max-messages`,
+//! until `--timeout-ms` passes without a new record, or until Ctrl-C; each of these exits 0.
+//!
+//! It reads with long-polling `Fetch` requests rather than `Subscribe`: every request names its
+//! offset, so the position is always exact and a retriable error (leader moved, broker restart)
+//! is survived by asking again from the same offset; `--timeout-ms` maps directly onto the
+//! broker's wait; and `--max-messages` bounds what the broker sends, where a stream would run
+//! ahead of it.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use tokio::io::AsyncWriteExt;
+use weir_client::{Client, FetchSpec, OffsetSpec, StartAt};
+
+use crate::format::{DEFAULT_FORMAT, Format};
+use crate::retry::with_retries;
+
+/// Longest single long-poll; the loop polls again after it, so this only bounds how stale an
+/// idle connection gets.
+const MAX_POLL_WAIT: Duration = Duration::from_secs(5);
+
+/// Options of `weir consume`.
+#[derive(Debug, Args)]
+pub struct ConsumeArgs {
+    /// Topic to read.
+    topic: String,
+
+    /// Start at the first stored record instead of the end.
+    #[arg(long, conflicts_with = "offset")]
+    from_beginning: bool,
+
+    /// Start at this offset instead of the end.
+    #[arg(short, long, value_name = "N")]
+    offset: Option<u64>,
+
+    /// Partition to read.
+    #[arg(short, long, default_value_t = 0)]
+    partition: u32,
+
+    /// Exit after printing this many records.
+    #[arg(short = 'n', long, value_name = "N")]
+    max_messages: Option<u64>,
+
+    /// Exit when no record arrives for this many milliseconds.
+    #[arg(long, value_name = "MS")]
+    timeout_ms: Option<u64>,
+
+    /// Output template: %v value, %k key, %o offset, %p partition, %t topic, %T timestamp,
+    /// %h headers, %% and the escapes \n \t \r \\.
+    #[arg(short, long, default_value = DEFAULT_FORMAT, value_name = "FMT")]
+    format: Format,
+}
+
+/// Prints records of `args.topic` to stdout as `args.format` says.
+pub async fn run(client: &Client, args: ConsumeArgs) -> anyhow::Result<()> {
+    let start = match (args.from_beginning, args.offset) {
+        (_, Some(offset)) => StartAt::Offset(offset),
+        (true, None) => StartAt::Earliest,
+        (false, None) => StartAt::Latest,
+    };
+    let mut offset = resolve_start(client, &args.topic, args.partition, start).await?;
+    let idle_timeout = args.timeout_ms.map(Duration::from_millis);
+    let mut idle_deadline = idle_timeout.map(|timeout| Instant::now() + timeout);
+    let mut printed: u64 = 0;
+    let mut out = tokio::io::stdout();
+    let mut buffer = Vec::new();
+
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    // Every way out of this loop but an error is a normal end: exit 0.
+    loop {
+        let remaining = args.max_messages.map(|max| max.saturating_sub(printed));
+        if remaining == Some(0) {
+            return Ok(());
+        }
+        let wait = match idle_deadline {
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(());
+                }
+                left.min(MAX_POLL_WAIT)
+            }
+            None => MAX_POLL_WAIT,
+        };
+        let spec = FetchSpec::new(&args.topic, args.partition, offset)
+            .with_max_records(remaining.map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)))
+            .with_max_wait_ms(u32::try_from(wait.as_millis()).unwrap_or(u32::MAX));
+        let fetched = tokio::select! {
+            // A broker that stays down past the idle timeout is an error, not an idle partition.
+            fetched = with_retries(idle_deadline, || client.fetch(spec.clone())) => fetched,
+            signal = &mut ctrl_c => {
+                signal.context("cannot listen for Ctrl-C")?;
+                return Ok(());
+            }
+        }
+        .with_context(|| {
+            format!(
+                "cannot read {}/{} at offset {offset}",
+                args.topic, args.partition
+            )
+        })?;
+        let Some(last) = fetched.records.last() else {
+            continue;
+        };
+        offset = last.offset + 1;
+        idle_deadline = idle_timeout.map(|timeout| Instant::now() + timeout);
+
+        buffer.clear();
+        let take = remaining.map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
+        for record in fetched.records.iter().take(take) {
+            args.format
+                .write(&mut buffer, &args.topic, args.partition, record);
+            printed += 1;
+        }
+        // Flushed per batch so a tailing reader sees records as they arrive.
+        if let Err(err) = write_all(&mut out, &buffer).await {
+            // The reader went away (`weir consume ... | head`): nothing left to do.
+            if err.kind() == std::io::ErrorKind::BrokenPipe {
+                return Ok(());
+            }
+            return Err(anyhow::Error::new(err).context("cannot write to stdout"));
+        }
+    }
+}
+
+async fn write_all(out: &mut tokio::io::Stdout, bytes: &[u8]) -> std::io::Result<()> {
+    out.write_all(bytes).await?;
+    out.flush().await
+}
+
+/// The offset `start` stands for in the partition now.
+async fn resolve_start(
+    client: &Client,
+    topic: &str,
+    partition: u32,
+    start: StartAt,
+) -> anyhow::Result<u64> {
+    let spec = match start {
+        StartAt::Offset(offset) => return Ok(offset),
+        StartAt::Earliest => OffsetSpec::Earliest,
+        StartAt::Latest => OffsetSpec::Latest,
+    };
+    let listed = client
+        .list_offsets(topic, partition, spec)
+        .await
+        .with_context(|| format!("cannot look up the start offset of {topic}/{partition}"))?;
+    listed
+        .offset
+        .with_context(|| format!("the broker returned no {spec:?} offset for {topic}/{partition}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ConsumeArgs,
+    }
+
+    #[test]
+    fn from_beginning_and_offset_exclude_each_other() {
+        assert!(
+            Cli::try_parse_from(["consume", "t", "--from-beginning", "--offset", "3"]).is_err()
+        );
+        let cli = Cli::try_parse_from(["consume", "t", "--offset", "3", "-p", "2"])
+            .expect("valid options");
+        assert_eq!((cli.args.offset, cli.args.partition), (Some(3), 2));
+        assert!(!cli.args.from_beginning);
+    }
+
+    #[test]
+    fn a_bad_format_is_refused_when_parsing_options() {
+        assert!(Cli::try_parse_from(["consume", "t", "--format", "%q"]).is_err());
+        let cli = Cli::try_parse_from(["consume", "t"]).expect("defaults");
+        assert_eq!(
+            cli.args.format,
+            DEFAULT_FORMAT.parse().expect("valid default")
+        );
+    }
+}

@@ -1,0 +1,189 @@
+//! `weir`, the Weir command line: topic administration, a console producer and consumer, and a
+//! benchmark, following the conventions of kcat, rpk and the Kafka console tools (DESIGN §7).
+//!
+//! Every command talks to the broker given by `--broker HOST:PORT` (env `WEIR_BROKER`, default
+//! `127.0.0.1:7070`). Results go to stdout; diagnostics go to stderr; a failure prints one line
+//! `error: ...` with the broker's reason and exits with status 1.
+
+mod bench;
+mod broker;
+mod cluster;
+mod consume;
+mod format;
+mod pipeline;
+mod produce;
+mod retry;
+mod table;
+mod topic;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+use weir_client::Client;
+
+/// The Weir command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "weir",
+    version,
+    about = "Weir streaming platform: admin, produce, consume, bench"
+)]
+struct Cli {
+    /// Broker to talk to, as HOST:PORT or http://HOST:PORT.
+    #[arg(
+        long,
+        global = true,
+        env = "WEIR_BROKER",
+        default_value = "127.0.0.1:7070",
+        value_name = "HOST:PORT"
+    )]
+    broker: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a broker node in the foreground until SIGINT or SIGTERM.
+    Broker(broker::BrokerArgs),
+    /// Create, list, describe and delete topics.
+    Topic {
+        #[command(subcommand)]
+        command: topic::TopicCommand,
+    },
+    /// Write stdin to a topic, one record per line.
+    Produce(produce::ProduceArgs),
+    /// Print the records of a partition, one per line.
+    Consume(consume::ConsumeArgs),
+    /// Show the cluster.
+    Cluster {
+        #[command(subcommand)]
+        command: cluster::ClusterCommand,
+    },
+    /// Measure produce and consume throughput and latency against the disk's limits.
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
+}
+
+impl Command {
+    /// The log filter when `RUST_LOG` is unset: client commands stay quiet unless something is
+    /// wrong, so their stdout and stderr are theirs alone.
+    fn default_log_filter(&self) -> &'static str {
+        match self {
+            Self::Broker(_) => "info",
+            Self::Topic { .. }
+            | Self::Produce(_)
+            | Self::Consume(_)
+            | Self::Cluster { .. }
+            | Self::Bench { .. } => "warn",
+        }
+    }
+
+    async fn run(self, broker: &str) -> anyhow::Result<()> {
+        match self {
+            Self::Broker(args) => broker::run(args).await,
+            Self::Topic { command } => command.run(&connect(broker).await?).await,
+            Self::Produce(args) => produce::run(&connect(broker).await?, args).await,
+            Self::Consume(args) => consume::run(&connect(broker).await?, args).await,
+            Self::Cluster { command } => command.run(&connect(broker).await?).await,
+            Self::Bench { command } => command.run(broker).await,
+        }
+    }
+}
+
+/// Connects to the broker named by `--broker`.
+async fn connect(broker: &str) -> anyhow::Result<Client> {
+    Ok(Client::connect(broker).await?)
+}
+
+/// Runs the `weir` command line with the process's arguments and returns its exit status.
+///
+/// The `weir` binary is this function; the integration tests build it into a binary of their
+/// own to drive it as a real process.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(cli.command.default_log_filter()));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(cli.command.run(&cli.broker));
+    // Exit without waiting for a blocked read of stdin or write to stdout that may never finish.
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {}", one_line(&err));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes joined into one line, like anyhow's `{:#}`, but naming each cause
+/// once (tonic's transport errors nest causes whose messages repeat).
+fn one_line(err: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !parts.contains(&text) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn error_line_joins_causes_without_repeats() {
+        let err = anyhow::Error::new(std::io::Error::other("refused"))
+            .context("tcp connect error")
+            .context("transport error")
+            .context("tcp connect error")
+            .context("cannot connect");
+        assert_eq!(
+            one_line(&err),
+            "cannot connect: tcp connect error: transport error: refused"
+        );
+    }
+
+    #[test]
+    fn broker_flag_is_global_and_defaults_to_the_local_broker() {
+        let cli = Cli::try_parse_from(["weir", "topic", "list"]).expect("valid command line");
+        assert!(
+            cli.broker == "127.0.0.1:7070" || std::env::var_os("WEIR_BROKER").is_some(),
+            "{}",
+            cli.broker
+        );
+        let cli = Cli::try_parse_from(["weir", "topic", "list", "--broker", "b:1"])
+            .expect("--broker after the subcommand");
+        assert_eq!(cli.broker, "b:1");
+    }
+}

@@ -1,0 +1,174 @@
+//! `weir topic create | list | describe | delete`: topic administration.
+
+use anyhow::Context;
+use clap::Subcommand;
+use weir_client::{Client, PartitionInfo, TopicInfo, TopicSpec};
+
+use crate::table;
+
+/// A topic administration command.
+#[derive(Debug, Subcommand)]
+pub enum TopicCommand {
+    /// Create a topic.
+    Create {
+        /// Topic name: 1 to 249 characters of [A-Za-z0-9._-].
+        name: String,
+        /// Number of partitions.
+        #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        partitions: u32,
+        /// Replicas per partition; 0 uses the broker's default.
+        #[arg(short, long, default_value_t = 0)]
+        replication_factor: u32,
+    },
+    /// List topics with their partition count and replication factor.
+    List,
+    /// Show a topic's partitions: leader, replicas, high watermark and log start.
+    Describe {
+        /// Topic name.
+        name: String,
+    },
+    /// Delete a topic and all of its data.
+    Delete {
+        /// Topic name.
+        name: String,
+    },
+}
+
+impl TopicCommand {
+    /// Runs the command against `client`, printing its result to stdout.
+    pub async fn run(self, client: &Client) -> anyhow::Result<()> {
+        match self {
+            Self::Create {
+                name,
+                partitions,
+                replication_factor,
+            } => {
+                let spec = TopicSpec::new(name.clone(), partitions)
+                    .with_replication_factor(replication_factor);
+                let topic = client
+                    .create_topic(spec)
+                    .await
+                    .with_context(|| format!("cannot create topic {name}"))?;
+                println!(
+                    "Created topic {} with {} partition(s), replication factor {}.",
+                    topic.name,
+                    topic.partitions.len(),
+                    topic.replication_factor
+                );
+            }
+            Self::List => {
+                let topics = client.list_topics().await.context("cannot list topics")?;
+                let rows: Vec<[String; 3]> = topics
+                    .into_iter()
+                    .map(|t| {
+                        [
+                            t.name,
+                            t.partitions.to_string(),
+                            t.replication_factor.to_string(),
+                        ]
+                    })
+                    .collect();
+                print!(
+                    "{}",
+                    table::render(["NAME", "PARTITIONS", "REPLICATION"], &rows)
+                );
+            }
+            Self::Describe { name } => {
+                let topic = client
+                    .describe_topic(name.clone())
+                    .await
+                    .with_context(|| format!("cannot describe topic {name}"))?;
+                print!("{}", describe(&topic));
+            }
+            Self::Delete { name } => {
+                client
+                    .delete_topic(name.clone())
+                    .await
+                    .with_context(|| format!("cannot delete topic {name}"))?;
+                println!("Deleted topic {name}.");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A topic's summary line and its partition table.
+fn describe(topic: &TopicInfo) -> String {
+    let rows: Vec<[String; 5]> = topic.partitions.iter().map(partition_row).collect();
+    let mut configs: Vec<_> = topic.configs.iter().collect();
+    configs.sort();
+    let mut out = format!(
+        "NAME: {}  PARTITIONS: {}  REPLICATION: {}\n",
+        topic.name,
+        topic.partitions.len(),
+        topic.replication_factor
+    );
+    for (key, value) in configs {
+        out.push_str(&format!("CONFIG: {key}={value}\n"));
+    }
+    out.push('\n');
+    out.push_str(&table::render(
+        [
+            "PARTITION",
+            "LEADER",
+            "REPLICAS",
+            "HIGH-WATERMARK",
+            "LOG-START",
+        ],
+        &rows,
+    ));
+    out
+}
+
+fn partition_row(p: &PartitionInfo) -> [String; 5] {
+    let replicas: Vec<String> = p.replicas.iter().map(u64::to_string).collect();
+    [
+        p.partition.to_string(),
+        // No leader while an election is in progress.
+        p.leader
+            .map_or_else(|| "-".to_owned(), |leader| leader.to_string()),
+        replicas.join(","),
+        p.high_watermark.to_string(),
+        p.log_start_offset.to_string(),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    #[test]
+    fn describe_shows_each_partition_and_missing_leaders() {
+        let topic = TopicInfo {
+            name: "orders".to_owned(),
+            replication_factor: 3,
+            partitions: vec![
+                PartitionInfo {
+                    partition: 0,
+                    leader: Some(2),
+                    replicas: vec![1, 2, 3],
+                    high_watermark: 120,
+                    log_start_offset: 0,
+                },
+                PartitionInfo {
+                    partition: 1,
+                    leader: None,
+                    replicas: vec![2, 3, 1],
+                    high_watermark: 7,
+                    log_start_offset: 5,
+                },
+            ],
+            configs: HashMap::new(),
+        };
+        assert_eq!(
+            describe(&topic),
+            "NAME: orders  PARTITIONS: 2  REPLICATION: 3\n\
+             \n\
+             PARTITION  LEADER  REPLICAS  HIGH-WATERMARK  LOG-START\n\
+             0          2       1,2,3     120             0\n\
+             1          -       2,3,1     7               5\n"
+        );
+    }
+}

@@ -1,0 +1,212 @@
+//! Topic and cluster administration types, and their conversions from the wire messages.
+
+use std::collections::HashMap;
+
+use weir_proto::v1;
+
+/// What to create: a topic's name, partition count, replication factor and configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    /// The topic name: 1 to 249 characters of `[A-Za-z0-9._-]`, checked by the broker.
+    pub name: String,
+    /// Number of partitions, at least 1.
+    pub partitions: u32,
+    /// Replicas per partition; 0 asks for the broker's default (1 on a single node).
+    pub replication_factor: u32,
+    /// Topic configuration entries, passed to the broker as given.
+    pub configs: HashMap<String, String>,
+}
+
+impl TopicSpec {
+    /// A topic with `partitions` partitions, the broker's default replication factor and no
+    /// configuration entries.
+    pub fn new(name: impl Into<String>, partitions: u32) -> Self {
+        Self {
+            name: name.into(),
+            partitions,
+            replication_factor: 0,
+            configs: HashMap::new(),
+        }
+    }
+
+    /// Sets the replication factor (0 keeps the broker default).
+    pub fn with_replication_factor(mut self, replication_factor: u32) -> Self {
+        self.replication_factor = replication_factor;
+        self
+    }
+
+    /// Adds one configuration entry.
+    pub fn with_config(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.configs.insert(key.into(), value.into());
+        self
+    }
+}
+
+/// One line of a topic listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSummary {
+    /// The topic name.
+    pub name: String,
+    /// Number of partitions.
+    pub partitions: u32,
+    /// Replicas per partition.
+    pub replication_factor: u32,
+}
+
+/// A topic with the state of each of its partitions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    /// The topic name.
+    pub name: String,
+    /// Replicas per partition.
+    pub replication_factor: u32,
+    /// The partitions, in partition order.
+    pub partitions: Vec<PartitionInfo>,
+    /// Topic configuration entries.
+    pub configs: HashMap<String, String>,
+}
+
+/// The state of one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionInfo {
+    /// The partition index, from 0.
+    pub partition: u32,
+    /// Node id of the current leader; `None` while an election is in progress.
+    pub leader: Option<u64>,
+    /// Node ids of the replicas.
+    pub replicas: Vec<u64>,
+    /// One past the last committed offset: the next offset a consumer will see.
+    pub high_watermark: u64,
+    /// The first offset still stored.
+    pub log_start_offset: u64,
+}
+
+/// The nodes of a cluster and its controller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterInfo {
+    /// The cluster's id.
+    pub cluster_id: String,
+    /// Node id of the controller's leader; `None` while an election is in progress.
+    pub controller: Option<u64>,
+    /// The member nodes.
+    pub nodes: Vec<NodeInfo>,
+}
+
+/// One node of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// The node's id, never reused.
+    pub node_id: u64,
+    /// The address clients reach it at.
+    pub address: String,
+}
+
+impl From<TopicSpec> for v1::CreateTopicRequest {
+    fn from(spec: TopicSpec) -> Self {
+        Self {
+            name: spec.name,
+            partitions: spec.partitions,
+            replication_factor: spec.replication_factor,
+            configs: spec.configs,
+        }
+    }
+}
+
+impl From<v1::TopicSummary> for TopicSummary {
+    fn from(summary: v1::TopicSummary) -> Self {
+        Self {
+            name: summary.name,
+            partitions: summary.partitions,
+            replication_factor: summary.replication_factor,
+        }
+    }
+}
+
+impl From<v1::TopicDescription> for TopicInfo {
+    fn from(topic: v1::TopicDescription) -> Self {
+        let mut partitions: Vec<PartitionInfo> = topic
+            .partitions
+            .into_iter()
+            .map(PartitionInfo::from)
+            .collect();
+        partitions.sort_by_key(|p| p.partition);
+        Self {
+            name: topic.name,
+            replication_factor: topic.replication_factor,
+            partitions,
+            configs: topic.configs,
+        }
+    }
+}
+
+impl From<v1::PartitionDescription> for PartitionInfo {
+    fn from(partition: v1::PartitionDescription) -> Self {
+        Self {
+            partition: partition.partition,
+            leader: partition.leader,
+            replicas: partition.replicas,
+            high_watermark: partition.high_watermark,
+            log_start_offset: partition.log_start_offset,
+        }
+    }
+}
+
+impl From<v1::DescribeClusterResponse> for ClusterInfo {
+    fn from(cluster: v1::DescribeClusterResponse) -> Self {
+        Self {
+            cluster_id: cluster.cluster_id,
+            controller: cluster.controller,
+            nodes: cluster
+                .nodes
+                .into_iter()
+                .map(|node| NodeInfo {
+                    node_id: node.node_id,
+                    address: node.address,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_info_lists_partitions_in_order() {
+        let partition = |partition, leader| v1::PartitionDescription {
+            partition,
+            leader,
+            replicas: vec![1, 2, 3],
+            high_watermark: 10,
+            log_start_offset: 2,
+        };
+        let info = TopicInfo::from(v1::TopicDescription {
+            name: "orders".to_owned(),
+            replication_factor: 3,
+            partitions: vec![partition(1, None), partition(0, Some(2))],
+            configs: HashMap::new(),
+        });
+        let order: Vec<u32> = info.partitions.iter().map(|p| p.partition).collect();
+        assert_eq!(order, [0, 1]);
+        assert_eq!(info.partitions[0].leader, Some(2));
+        assert_eq!(info.partitions[1].leader, None);
+        assert_eq!(info.partitions[0].log_start_offset, 2);
+    }
+
+    #[test]
+    fn topic_spec_builder_fills_the_request() {
+        let request = v1::CreateTopicRequest::from(
+            TopicSpec::new("orders", 3)
+                .with_replication_factor(2)
+                .with_config("retention.ms", "1000"),
+        );
+        assert_eq!(request.name, "orders");
+        assert_eq!(request.partitions, 3);
+        assert_eq!(request.replication_factor, 2);
+        assert_eq!(
+            request.configs.get("retention.ms").map(String::as_str),
+            Some("1000")
+        );
+    }
+}

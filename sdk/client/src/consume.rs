@@ -1,0 +1,272 @@
+//! Consume types: fetch requests and their answers, subscription start positions and offset
+//! look-ups.
+
+use std::pin::Pin;
+
+use bytes::Bytes;
+use futures::Stream;
+use weir_proto::v1;
+
+use crate::ClientError;
+
+/// A record as read from a partition: what was produced, plus its offset and stored timestamp.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumedRecord {
+    /// Its position in the partition.
+    pub offset: u64,
+    /// The key; `None` is "no key", which differs from an empty key.
+    pub key: Option<Bytes>,
+    /// The value.
+    pub value: Bytes,
+    /// Headers, in the order produced.
+    pub headers: Vec<(String, Bytes)>,
+    /// Milliseconds since the Unix epoch: the producer's timestamp or the broker's append time.
+    pub timestamp_ms: i64,
+}
+
+impl ConsumedRecord {
+    /// Bytes of key, value and headers: the payload size, excluding framing.
+    pub fn payload_len(&self) -> usize {
+        self.key.as_ref().map_or(0, Bytes::len)
+            + self.value.len()
+            + self
+                .headers
+                .iter()
+                .map(|(key, value)| key.len() + value.len())
+                .sum::<usize>()
+    }
+}
+
+impl From<v1::ConsumedRecord> for ConsumedRecord {
+    fn from(record: v1::ConsumedRecord) -> Self {
+        Self {
+            offset: record.offset,
+            key: record.key,
+            value: record.value,
+            headers: record
+                .headers
+                .into_iter()
+                .map(|header| (header.key, header.value))
+                .collect(),
+            timestamp_ms: record.timestamp_ms,
+        }
+    }
+}
+
+/// One fetch: where to read and how much to wait for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchSpec {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// First offset wanted, between the log start and the high watermark.
+    pub offset: u64,
+    /// Most records to return; 0 means the broker default.
+    pub max_records: u32,
+    /// Soft bound on the bytes returned (at least one record is returned if any is available); 0
+    /// means the broker default.
+    pub max_bytes: u32,
+    /// How long the broker waits for a record at `offset` when there is none yet; 0 answers at
+    /// once.
+    pub max_wait_ms: u32,
+}
+
+impl FetchSpec {
+    /// A fetch from `offset` with the broker's default limits that answers at once.
+    pub fn new(topic: impl Into<String>, partition: u32, offset: u64) -> Self {
+        Self {
+            topic: topic.into(),
+            partition,
+            offset,
+            max_records: 0,
+            max_bytes: 0,
+            max_wait_ms: 0,
+        }
+    }
+
+    /// Sets the most records to return.
+    pub fn with_max_records(mut self, max_records: u32) -> Self {
+        self.max_records = max_records;
+        self
+    }
+
+    /// Sets the soft bound on the bytes returned.
+    pub fn with_max_bytes(mut self, max_bytes: u32) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// Makes the broker wait up to `max_wait_ms` for a record when there is none yet (long poll).
+    pub fn with_max_wait_ms(mut self, max_wait_ms: u32) -> Self {
+        self.max_wait_ms = max_wait_ms;
+        self
+    }
+}
+
+impl TryFrom<FetchSpec> for v1::FetchRequest {
+    type Error = ClientError;
+
+    fn try_from(spec: FetchSpec) -> Result<Self, Self::Error> {
+        let offset = i64::try_from(spec.offset).map_err(|_| {
+            ClientError::InvalidArgument(format!(
+                "offset {} is beyond the protocol's maximum {}",
+                spec.offset,
+                i64::MAX
+            ))
+        })?;
+        Ok(Self {
+            topic: spec.topic,
+            partition: spec.partition,
+            offset,
+            max_records: spec.max_records,
+            max_bytes: spec.max_bytes,
+            max_wait_ms: spec.max_wait_ms,
+        })
+    }
+}
+
+/// The answer to a fetch: the records read and the partition's bounds at that moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// The records, in offset order; empty when nothing arrived within the wait.
+    pub records: Vec<ConsumedRecord>,
+    /// One past the last committed offset.
+    pub high_watermark: u64,
+    /// The first offset still stored.
+    pub log_start_offset: u64,
+}
+
+impl From<v1::FetchResponse> for Fetched {
+    fn from(response: v1::FetchResponse) -> Self {
+        Self {
+            records: response
+                .records
+                .into_iter()
+                .map(ConsumedRecord::from)
+                .collect(),
+            high_watermark: response.high_watermark,
+            log_start_offset: response.log_start_offset,
+        }
+    }
+}
+
+/// Where a subscription starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// At the first record still stored.
+    Earliest,
+    /// At the end: only records committed from now on.
+    Latest,
+    /// At this offset.
+    Offset(u64),
+}
+
+impl From<StartAt> for v1::StartPosition {
+    fn from(start: StartAt) -> Self {
+        use v1::start_position::Position;
+        let position = match start {
+            StartAt::Earliest => Position::Earliest(true),
+            StartAt::Latest => Position::Latest(true),
+            StartAt::Offset(offset) => Position::Offset(offset),
+        };
+        Self {
+            position: Some(position),
+        }
+    }
+}
+
+/// What offset to look up in a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetSpec {
+    /// The first offset still stored.
+    Earliest,
+    /// The high watermark: the offset the next committed record will take.
+    Latest,
+    /// The first offset whose record timestamp is at or after this many milliseconds since the
+    /// Unix epoch.
+    Timestamp(i64),
+}
+
+impl From<OffsetSpec> for v1::list_offsets_request::Spec {
+    fn from(spec: OffsetSpec) -> Self {
+        match spec {
+            OffsetSpec::Earliest => Self::Earliest(true),
+            OffsetSpec::Latest => Self::Latest(true),
+            OffsetSpec::Timestamp(timestamp_ms) => Self::TimestampMs(timestamp_ms),
+        }
+    }
+}
+
+/// The answer to an offset look-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListedOffset {
+    /// The offset found; `None` when looking up a timestamp later than every record.
+    pub offset: Option<u64>,
+    /// For a timestamp look-up, the timestamp of the record found.
+    pub timestamp_ms: Option<i64>,
+    /// The partition's high watermark at that moment.
+    pub high_watermark: u64,
+    /// The partition's first stored offset at that moment.
+    pub log_start_offset: u64,
+}
+
+impl From<v1::ListOffsetsResponse> for ListedOffset {
+    fn from(response: v1::ListOffsetsResponse) -> Self {
+        Self {
+            offset: response.offset,
+            timestamp_ms: response.timestamp_ms,
+            high_watermark: response.high_watermark,
+            log_start_offset: response.log_start_offset,
+        }
+    }
+}
+
+/// The records of a subscription, one at a time, in offset order. It ends after yielding an
+/// error, or when the broker closes the stream.
+pub type RecordStream = Pin<Box<dyn Stream<Item = Result<ConsumedRecord, ClientError>> + Send>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fetch_offsets_beyond_i64_are_refused_before_sending() {
+        let err = v1::FetchRequest::try_from(FetchSpec::new("t", 0, u64::MAX))
+            .expect_err("u64::MAX does not fit the wire's int64");
+        assert!(matches!(err, ClientError::InvalidArgument(_)), "{err}");
+
+        let request = v1::FetchRequest::try_from(
+            FetchSpec::new("t", 2, 41)
+                .with_max_records(10)
+                .with_max_bytes(4096)
+                .with_max_wait_ms(500),
+        )
+        .expect("small offsets convert");
+        assert_eq!(
+            (request.partition, request.offset, request.max_records),
+            (2, 41, 10)
+        );
+        assert_eq!((request.max_bytes, request.max_wait_ms), (4096, 500));
+    }
+
+    #[test]
+    fn consumed_record_keeps_absent_and_empty_keys_apart() {
+        let wire = |key| v1::ConsumedRecord {
+            offset: 3,
+            key,
+            value: Bytes::from_static(b"v"),
+            headers: vec![v1::Header {
+                key: "h".to_owned(),
+                value: Bytes::from_static(b"x"),
+            }],
+            timestamp_ms: 9,
+        };
+        let absent = ConsumedRecord::from(wire(None));
+        let empty = ConsumedRecord::from(wire(Some(Bytes::new())));
+        assert_eq!(absent.key, None);
+        assert_eq!(empty.key, Some(Bytes::new()));
+        assert_eq!(absent.headers, [("h".to_owned(), Bytes::from_static(b"x"))]);
+        assert_eq!(absent.payload_len(), 1 + 1 + 1);
+    }
+}

@@ -1,0 +1,272 @@
+//! [`ClientError`], the one error type of the client, and its classification: the broker's stable
+//! reason, and whether retrying the same request can succeed.
+
+use std::borrow::Cow;
+use std::error::Error as _;
+
+use weir_proto::error::{metadata_of, reason_of};
+
+/// Reasons that describe a passing condition of the cluster (a leader moving, a node starting or
+/// stopping, a write cut short by a leader change), so the same request can succeed later; see
+/// the error table of docs/api.md. Every other reason describes the request itself.
+const RETRIABLE_REASONS: &[&str] = &[
+    "UNAVAILABLE",
+    "NOT_LEADER",
+    "OUTCOME_UNKNOWN",
+    "SHUTTING_DOWN",
+];
+
+/// Everything that can go wrong talking to a broker.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The broker address could not be understood.
+    #[error("invalid broker address {addr:?}")]
+    InvalidAddress {
+        /// The address as given.
+        addr: String,
+        /// What is wrong with it.
+        #[source]
+        source: AddressError,
+    },
+    /// The first connection to the broker failed (refused, unreachable, timed out).
+    #[error("cannot connect to broker at {addr}")]
+    Connect {
+        /// The address as given.
+        addr: String,
+        /// The transport failure.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The broker, or the transport on the way to it, answered a request with an error status.
+    ///
+    /// Displayed as `REASON: message`, or `Code: message` when the status carries no Weir reason
+    /// (it came from the transport or from a proxy), followed by the transport's causes if the
+    /// client produced the status itself.
+    #[error("{}", rpc_display(.reason.as_deref(), *.code, .message, .status))]
+    Rpc {
+        /// The gRPC status code.
+        code: tonic::Code,
+        /// Weir's stable, machine-readable reason (e.g. `UNKNOWN_TOPIC`), if the status has one.
+        reason: Option<String>,
+        /// The human-readable message; it may change between versions, so never match on it.
+        message: String,
+        /// The whole status, for its details and metadata.
+        status: Box<tonic::Status>,
+    },
+    /// A request was refused before it was sent, because one of its arguments cannot be encoded.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The broker's answer lacks something the protocol promises; a broker bug or version skew.
+    #[error("unexpected response from the broker: {0}")]
+    UnexpectedResponse(&'static str),
+}
+
+/// Why a broker address was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AddressError {
+    /// The address is empty.
+    #[error("the address is empty")]
+    Empty,
+    /// The address names a scheme other than `http`.
+    #[error("unsupported scheme {scheme:?}: use HOST:PORT or http://HOST:PORT")]
+    UnsupportedScheme {
+        /// The scheme found.
+        scheme: String,
+    },
+    /// The address has no `:PORT`.
+    #[error("missing :PORT (Weir listens on 7070 by default)")]
+    MissingPort,
+    /// The port is not a number from 0 to 65535.
+    #[error("invalid port {port:?}")]
+    InvalidPort {
+        /// The port as given.
+        port: String,
+    },
+    /// The address is not a valid URI authority.
+    #[error("not a valid HOST:PORT")]
+    Malformed(#[source] tonic::codegen::http::uri::InvalidUri),
+}
+
+impl ClientError {
+    /// Weir's machine-readable reason for a broker error (e.g. `UNKNOWN_TOPIC`, `NOT_LEADER`);
+    /// `None` for errors that did not come from the broker or whose status carries no reason.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Self::Rpc { reason, .. } => reason.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The gRPC status code of an [`Rpc`](Self::Rpc) error.
+    pub fn code(&self) -> Option<tonic::Code> {
+        match self {
+            Self::Rpc { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// A value from the metadata of the broker's error details, e.g. the leader hint under
+    /// `"leader"` on `NOT_LEADER`.
+    pub fn metadata(&self, key: &str) -> Option<String> {
+        match self {
+            Self::Rpc { status, .. } => metadata_of(status, key),
+            _ => None,
+        }
+    }
+
+    /// Whether the same request may succeed if sent again later: the broker was unreachable or
+    /// unavailable, leadership is moving (`NOT_LEADER`, `UNAVAILABLE`, `OUTCOME_UNKNOWN`), the
+    /// broker is stopping (`SHUTTING_DOWN`), the request timed out, or the connection broke while
+    /// it was in flight.
+    ///
+    /// A retried produce whose first attempt timed out, lost its connection or ended in
+    /// `OUTCOME_UNKNOWN` may have been stored already, so a retry can duplicate records. Errors
+    /// about the request itself (`UNKNOWN_TOPIC`, `INVALID_RECORD`, ...) are not retriable.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Self::Connect { .. } => true,
+            Self::Rpc {
+                code,
+                reason,
+                status,
+                ..
+            } => {
+                reason
+                    .as_deref()
+                    .is_some_and(|reason| RETRIABLE_REASONS.contains(&reason))
+                    || matches!(
+                        code,
+                        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+                    )
+                    || (reason.is_none() && is_local_transport_failure(status))
+            }
+            Self::InvalidAddress { .. }
+            | Self::InvalidArgument(_)
+            | Self::UnexpectedResponse(_) => false,
+        }
+    }
+}
+
+impl From<tonic::Status> for ClientError {
+    fn from(status: tonic::Status) -> Self {
+        Self::Rpc {
+            code: status.code(),
+            reason: reason_of(&status),
+            message: status.message().to_owned(),
+            status: Box::new(status),
+        }
+    }
+}
+
+/// A status tonic made on the client side from an I/O failure (e.g. the connection closed
+/// mid-request): it has code `Unknown` and carries the failure as its source, which a status
+/// received from the broker never does.
+fn is_local_transport_failure(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Unknown && status.source().is_some()
+}
+
+/// `REASON: message` (or `Code: message`), then the causes of a locally made status, each once
+/// (tonic nests transport errors whose messages repeat).
+fn rpc_display(
+    reason: Option<&str>,
+    code: tonic::Code,
+    message: &str,
+    status: &tonic::Status,
+) -> String {
+    let label = match reason {
+        Some(reason) => Cow::Borrowed(reason),
+        None => Cow::Owned(format!("{code:?}")),
+    };
+    let mut parts = vec![format!("{label}: {message}")];
+    let mut seen = vec![message.to_owned()];
+    let mut cause = status.source();
+    while let Some(err) = cause {
+        let part = err.to_string();
+        if !seen.contains(&part) {
+            seen.push(part.clone());
+            parts.push(part);
+        }
+        cause = err.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+    use weir_proto::error::status_with_reason;
+
+    use super::*;
+
+    fn broker_error(code: Code, reason: &str) -> ClientError {
+        status_with_reason(code, "details", reason, []).into()
+    }
+
+    #[test]
+    fn reason_is_read_from_the_status_details() {
+        let err: ClientError = status_with_reason(
+            Code::FailedPrecondition,
+            "not the leader of orders/3",
+            "NOT_LEADER",
+            [("leader".to_owned(), "2".to_owned())],
+        )
+        .into();
+        assert_eq!(err.reason(), Some("NOT_LEADER"));
+        assert_eq!(err.code(), Some(Code::FailedPrecondition));
+        assert_eq!(err.metadata("leader").as_deref(), Some("2"));
+        assert_eq!(err.to_string(), "NOT_LEADER: not the leader of orders/3");
+    }
+
+    #[test]
+    fn status_without_reason_displays_its_code() {
+        let err = ClientError::from(tonic::Status::unavailable("connection reset"));
+        assert_eq!(err.reason(), None);
+        assert_eq!(err.to_string(), "Unavailable: connection reset");
+    }
+
+    #[test]
+    fn passing_cluster_conditions_are_retriable() {
+        assert!(broker_error(Code::FailedPrecondition, "NOT_LEADER").is_retriable());
+        assert!(broker_error(Code::Unavailable, "UNAVAILABLE").is_retriable());
+        assert!(broker_error(Code::Aborted, "OUTCOME_UNKNOWN").is_retriable());
+        assert!(broker_error(Code::Unavailable, "SHUTTING_DOWN").is_retriable());
+        assert!(ClientError::from(tonic::Status::unavailable("refused")).is_retriable());
+        assert!(ClientError::from(tonic::Status::deadline_exceeded("slow")).is_retriable());
+    }
+
+    #[test]
+    fn a_connection_lost_mid_request_is_retriable_and_shows_its_cause() {
+        // What tonic makes of an I/O failure under a request in flight.
+        let lost = tonic::Status::from_error(Box::new(std::io::Error::other(
+            "connection closed before message completed",
+        )));
+        let err = ClientError::from(lost);
+        assert_eq!(err.code(), Some(Code::Unknown));
+        assert!(err.is_retriable());
+        assert_eq!(
+            err.to_string(),
+            "Unknown: connection closed before message completed"
+        );
+        // An Unknown status sent by a server has no local cause: not retriable.
+        assert!(!ClientError::from(tonic::Status::unknown("odd")).is_retriable());
+    }
+
+    #[test]
+    fn errors_about_the_request_are_not_retriable() {
+        for (code, reason) in [
+            (Code::NotFound, "UNKNOWN_TOPIC"),
+            (Code::NotFound, "UNKNOWN_PARTITION"),
+            (Code::InvalidArgument, "INVALID_RECORD"),
+            (Code::InvalidArgument, "RECORD_TOO_LARGE"),
+            (Code::OutOfRange, "OFFSET_OUT_OF_RANGE"),
+            (Code::AlreadyExists, "TOPIC_ALREADY_EXISTS"),
+        ] {
+            assert!(!broker_error(code, reason).is_retriable(), "{reason}");
+        }
+        assert!(!ClientError::from(tonic::Status::internal("bug")).is_retriable());
+        assert!(!ClientError::InvalidArgument("offset".to_owned()).is_retriable());
+        assert!(!ClientError::UnexpectedResponse("no topic").is_retriable());
+    }
+}

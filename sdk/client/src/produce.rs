@@ -1,0 +1,238 @@
+//! Produce types: the record a producer sends, the acknowledgement level it waits for, and what
+//! the broker answers.
+
+use std::fmt;
+use std::str::FromStr;
+
+use bytes::Bytes;
+use weir_proto::v1;
+
+/// A record to produce: an optional key, a value, headers and an optional timestamp.
+///
+/// ```
+/// use weir_client::ProducerRecord;
+///
+/// let record = ProducerRecord::new("{\"total\": 42}")
+///     .with_key("customer-7")
+///     .with_header("content-type", "application/json");
+/// assert_eq!(record.key.as_deref(), Some(&b"customer-7"[..]));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ProducerRecord {
+    /// The key; `None` is "no key", which differs from an empty key.
+    pub key: Option<Bytes>,
+    /// The value.
+    pub value: Bytes,
+    /// Headers, in order; keys may repeat.
+    pub headers: Vec<(String, Bytes)>,
+    /// Milliseconds since the Unix epoch; `None` lets the broker stamp its append time.
+    pub timestamp_ms: Option<i64>,
+}
+
+impl ProducerRecord {
+    /// A record with `value`, no key, no headers and the broker's timestamp.
+    pub fn new(value: impl Into<Bytes>) -> Self {
+        Self {
+            value: value.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Sets the key.
+    pub fn with_key(mut self, key: impl Into<Bytes>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Appends a header.
+    pub fn with_header(mut self, key: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        self.headers.push((key.into(), value.into()));
+        self
+    }
+
+    /// Sets the timestamp, in milliseconds since the Unix epoch.
+    pub fn with_timestamp_ms(mut self, timestamp_ms: i64) -> Self {
+        self.timestamp_ms = Some(timestamp_ms);
+        self
+    }
+
+    /// Bytes of key, value and headers: the payload size, excluding framing.
+    pub fn payload_len(&self) -> usize {
+        self.key.as_ref().map_or(0, Bytes::len)
+            + self.value.len()
+            + self
+                .headers
+                .iter()
+                .map(|(key, value)| key.len() + value.len())
+                .sum::<usize>()
+    }
+}
+
+impl From<ProducerRecord> for v1::Record {
+    fn from(record: ProducerRecord) -> Self {
+        Self {
+            key: record.key,
+            value: record.value,
+            headers: record
+                .headers
+                .into_iter()
+                .map(|(key, value)| v1::Header { key, value })
+                .collect(),
+            timestamp_ms: record.timestamp_ms,
+        }
+    }
+}
+
+/// How much durability a produce request waits for before it is acknowledged.
+///
+/// Parses from `all`, `leader` and `none`, and from Kafka's `-1`, `1` and `0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Acks {
+    /// Committed on a quorum of replicas, each having fsynced. The default.
+    #[default]
+    All,
+    /// Durable on the leader only; on a single node this is the same as [`Acks::All`].
+    Leader,
+    /// Accepted for replication; nothing is promised and no offset is returned.
+    None,
+}
+
+/// The text given for an [`Acks`] is none of the accepted spellings.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid acks {input:?}: expected all, leader, none (or -1, 1, 0)")]
+pub struct ParseAcksError {
+    /// The refused text.
+    pub input: String,
+}
+
+impl FromStr for Acks {
+    type Err = ParseAcksError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "all" | "-1" => Ok(Self::All),
+            "leader" | "1" => Ok(Self::Leader),
+            "none" | "0" => Ok(Self::None),
+            _ => Err(ParseAcksError {
+                input: s.to_owned(),
+            }),
+        }
+    }
+}
+
+impl fmt::Display for Acks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::All => "all",
+            Self::Leader => "leader",
+            Self::None => "none",
+        })
+    }
+}
+
+impl From<Acks> for v1::Acks {
+    fn from(acks: Acks) -> Self {
+        match acks {
+            Acks::All => Self::All,
+            Acks::Leader => Self::Leader,
+            Acks::None => Self::None,
+        }
+    }
+}
+
+/// The broker's answer to a produce request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProduceOutcome {
+    /// The partition the records went to.
+    pub partition: u32,
+    /// Offset of the first stored record; the stored records have consecutive offsets from it.
+    /// `None` with [`Acks::None`], or when every record was rejected.
+    pub base_offset: Option<u64>,
+    /// Records the topic's produce modules refused, with the reason; they were not stored.
+    pub rejected: Vec<RejectedRecord>,
+}
+
+/// A record of a produce request that was not stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedRecord {
+    /// Its position in the request, from 0.
+    pub index: u32,
+    /// Why it was refused.
+    pub reason: String,
+}
+
+impl From<v1::ProduceResponse> for ProduceOutcome {
+    fn from(response: v1::ProduceResponse) -> Self {
+        Self {
+            partition: response.partition,
+            base_offset: response.base_offset,
+            rejected: response
+                .rejected
+                .into_iter()
+                .map(|rejected| RejectedRecord {
+                    index: rejected.index,
+                    reason: rejected.reason,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acks_parse_names_and_kafka_numbers() {
+        for (input, acks) in [
+            ("all", Acks::All),
+            ("ALL", Acks::All),
+            ("-1", Acks::All),
+            ("leader", Acks::Leader),
+            ("1", Acks::Leader),
+            ("none", Acks::None),
+            ("0", Acks::None),
+        ] {
+            assert_eq!(input.parse::<Acks>(), Ok(acks), "{input}");
+        }
+        assert_eq!(
+            "2".parse::<Acks>(),
+            Err(ParseAcksError {
+                input: "2".to_owned()
+            })
+        );
+        assert!("quorum".parse::<Acks>().is_err());
+    }
+
+    #[test]
+    fn acks_display_round_trips() {
+        for acks in [Acks::All, Acks::Leader, Acks::None] {
+            assert_eq!(acks.to_string().parse::<Acks>(), Ok(acks));
+        }
+        assert_eq!(Acks::default(), Acks::All);
+    }
+
+    #[test]
+    fn record_converts_to_the_wire_message() {
+        let wire = v1::Record::from(
+            ProducerRecord::new("v")
+                .with_key("")
+                .with_header("h", "1")
+                .with_timestamp_ms(7),
+        );
+        assert_eq!(wire.key, Some(Bytes::new()), "an empty key stays a key");
+        assert_eq!(&wire.value[..], b"v");
+        assert_eq!(wire.headers.len(), 1);
+        assert_eq!(wire.headers[0].key, "h");
+        assert_eq!(wire.timestamp_ms, Some(7));
+        assert_eq!(v1::Record::from(ProducerRecord::new("v")).key, None);
+    }
+
+    #[test]
+    fn payload_len_counts_key_value_and_headers() {
+        let record = ProducerRecord::new("value")
+            .with_key("key")
+            .with_header("h", "12");
+        assert_eq!(record.payload_len(), 5 + 3 + 1 + 2);
+    }
+}
