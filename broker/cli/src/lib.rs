@@ -65,6 +65,10 @@ enum Command {
     },
     /// Measure produce and consume throughput and latency against the disk's limits.
     Bench {
+        /// Measure a broker started inside this process, with its data in a temporary
+        /// directory under the current one, instead of the one at --broker.
+        #[arg(long, global = true)]
+        embedded: bool,
         #[command(subcommand)]
         command: bench::BenchCommand,
     },
@@ -91,7 +95,7 @@ impl Command {
             Self::Produce(args) => produce::run(&connect(broker).await?, args).await,
             Self::Consume(args) => consume::run(&connect(broker).await?, args).await,
             Self::Cluster { command } => command.run(&connect(broker).await?).await,
-            Self::Bench { command } => command.run(broker).await,
+            Self::Bench { embedded, command } => command.run(broker, embedded).await,
         }
     }
 }

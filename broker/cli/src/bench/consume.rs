@@ -24,6 +24,16 @@ pub struct ConsumeBenchArgs {
     max_bytes: u32,
 }
 
+impl ConsumeBenchArgs {
+    /// The defaults, for `topic`.
+    pub fn for_topic(topic: String) -> Self {
+        Self {
+            topic,
+            max_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
 /// Everything `weir bench consume` measured.
 #[derive(Debug, Clone)]
 pub struct ConsumeReport {

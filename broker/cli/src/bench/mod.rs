@@ -24,16 +24,55 @@ pub enum BenchCommand {
 }
 
 impl BenchCommand {
-    /// Runs the benchmark against the broker at `broker` and prints its report to stdout.
-    pub async fn run(self, broker: &str) -> anyhow::Result<()> {
-        // The one place that decides which broker is measured: an `--embedded` option will start
-        // an in-process broker in a temporary directory here and connect to it instead.
-        let client: Client = crate::connect(broker).await?;
+    /// Runs the benchmark and prints its report to stdout: against the broker at `broker`, or,
+    /// with `embedded`, against a broker started in this process on a temporary directory under
+    /// the current one (so the disk probe and the broker share a file system).
+    pub async fn run(self, broker: &str, embedded: bool) -> anyhow::Result<()> {
+        let embedded = match embedded {
+            true => Some(Embedded::start().await?),
+            false => None,
+        };
+        let address = embedded
+            .as_ref()
+            .map_or_else(|| broker.to_owned(), |e| e.broker.local_addr().to_string());
+        let client: Client = crate::connect(&address).await?;
         match self {
-            Self::Produce(args) => print!("{}", produce::run(&client, args).await?),
+            Self::Produce(args) => {
+                let then_consume = args.consume_after().then(|| args.topic().to_owned());
+                print!("{}", produce::run(&client, args).await?);
+                if let Some(topic) = then_consume {
+                    let consume_args = consume::ConsumeBenchArgs::for_topic(topic);
+                    print!("{}", consume::run(&client, consume_args).await?);
+                }
+            }
             Self::Consume(args) => print!("{}", consume::run(&client, args).await?),
         }
+        if let Some(embedded) = embedded {
+            embedded.broker.shutdown().await;
+        }
         Ok(())
+    }
+}
+
+/// A broker running inside the benchmark process.
+struct Embedded {
+    broker: weir_server::Broker,
+    _dir: tempfile::TempDir,
+}
+
+impl Embedded {
+    async fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("weir-bench-")
+            .tempdir_in(".")?;
+        let config = weir_server::BrokerConfig {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics_listen: None,
+            data_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        let broker = weir_server::Broker::start(config).await?;
+        Ok(Self { broker, _dir: dir })
     }
 }
 

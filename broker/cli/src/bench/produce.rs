@@ -75,6 +75,22 @@ pub struct ProduceBenchArgs {
     /// Size of the sequential-write probe in MiB; 0 skips the disk probe.
     #[arg(long, value_name = "MIB", default_value_t = 256)]
     probe_mib: u64,
+
+    /// Afterwards, read the topic back (`bench consume`) to measure a warm log.
+    #[arg(long)]
+    consume: bool,
+}
+
+impl ProduceBenchArgs {
+    /// The topic written to.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Whether `--consume` asked for a consume run afterwards.
+    pub fn consume_after(&self) -> bool {
+        self.consume
+    }
 }
 
 /// Everything `weir bench produce` measured.
