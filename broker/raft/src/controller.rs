@@ -9,17 +9,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, TryStreamExt};
-use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{LinearizableReadError, RaftError};
 use openraft::storage::{EntryResponder, RaftStateMachine};
-use openraft::{EntryPayload, OptionalSend, Raft, RaftSnapshotBuilder, ReadPolicy};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, ReadPolicy};
 use weir_storage::{GroupId, LogDb};
 
-use crate::config::{GroupKind, GroupTimings, raft_config};
+use crate::config::{GroupKind, GroupTimings};
 use crate::error::{ReplicaError, StartError};
-use crate::log_store::GroupLogStore;
+use crate::group::{Group, stopped};
 use crate::network::Peers;
-use crate::partition::{stopped, write_error};
 use crate::snapshot;
 use crate::types::{
     LogId, NodeId, Request, Response, Snapshot, SnapshotBytes, SnapshotMeta, StoredMembership,
@@ -134,15 +132,13 @@ impl<S: MetadataState> RaftStateMachine<TypeConfig> for ControllerStateMachine<S
 
 /// A running replica of the controller group on this node.
 pub struct ControllerReplica<S: MetadataState> {
-    group: GroupId,
-    raft: Raft<TypeConfig, ControllerStateMachine<S>>,
+    group: Group<ControllerStateMachine<S>>,
 }
 
 impl<S: MetadataState> Clone for ControllerReplica<S> {
     fn clone(&self) -> Self {
         Self {
-            group: self.group,
-            raft: self.raft.clone(),
+            group: self.group.clone(),
         }
     }
 }
@@ -158,60 +154,38 @@ impl<S: MetadataState> ControllerReplica<S> {
         timings: GroupTimings,
         state: S,
     ) -> Result<Self, StartError> {
-        let log_store = GroupLogStore::open(db.clone(), group)
-            .await
-            .map_err(|source| StartError::Storage { group, source })?;
         let state_machine = ControllerStateMachine {
-            db,
+            db: db.clone(),
             group,
             state,
             last_applied: None,
             membership: StoredMembership::default(),
         };
-        let config = raft_config(timings, GroupKind::Controller)?;
-        let raft = Raft::new(
+        let group = Group::start(
             node_id,
-            config,
-            peers.for_group(group),
-            log_store,
+            group,
+            GroupKind::Controller,
+            db,
+            &peers,
+            timings,
             state_machine,
         )
-        .await
-        .map_err(|e| StartError::Raft {
-            group,
-            source: Box::new(e),
-        })?;
-        Ok(Self { group, raft })
+        .await?;
+        Ok(Self { group })
     }
 
     /// Makes `members` the controller's first voters if it was never initialised.
     pub async fn initialize(&self, members: &BTreeMap<NodeId, String>) -> Result<(), ReplicaError> {
-        let nodes: BTreeMap<NodeId, openraft::BasicNode> = members
-            .iter()
-            .map(|(id, addr)| (*id, openraft::BasicNode::new(addr.clone())))
-            .collect();
-        match self.raft.initialize(nodes).await {
-            Ok(()) => Ok(()),
-            Err(RaftError::APIError(openraft::errors::InitializeError::NotAllowed(_))) => Ok(()),
-            Err(e) => Err(ReplicaError::Unavailable {
-                group: self.group,
-                reason: e.to_string(),
-            }),
-        }
+        self.group.initialize(members).await
     }
 
     /// Proposes an encoded command; returns the state machine's encoded reply once the
     /// command is committed and applied.
     pub async fn propose(&self, command: Bytes) -> Result<Bytes, ReplicaError> {
-        let response = self
-            .raft
-            .client_write(Request::Controller(command))
-            .await
-            .map_err(|e| write_error(self.group, e))?;
-        match response.data {
+        match self.group.write(Request::Controller(command)).await? {
             Response::Controller(reply) => Ok(reply),
             other => Err(ReplicaError::Indeterminate {
-                group: self.group,
+                group: self.group.id,
                 reason: format!("unexpected state machine response {other:?}"),
             }),
         }
@@ -220,11 +194,11 @@ impl<S: MetadataState> ControllerReplica<S> {
     /// Waits until this replica has applied everything committed before the call (a
     /// linearizable read barrier on the leader), for at most `timeout`.
     pub async fn catch_up(&self, timeout: Duration) -> Result<(), ReplicaError> {
-        let group = self.group;
+        let group = self.group.id;
+        let raft = &self.group.raft;
         let unavailable = |reason: String| ReplicaError::Unavailable { group, reason };
         let wait = async {
-            let read_log_id = self
-                .raft
+            let read_log_id = raft
                 .ensure_linearizable(ReadPolicy::ReadIndex)
                 .await
                 .map_err(|e| match e {
@@ -237,10 +211,8 @@ impl<S: MetadataState> ControllerReplica<S> {
                     RaftError::APIError(other) => unavailable(other.to_string()),
                     RaftError::Fatal(fatal) => stopped(group, fatal),
                 })?;
-            let index = Some(read_log_id.log_id().index);
-            self.raft
-                .wait(None)
-                .applied_index_at_least(index, "controller caught up")
+            raft.wait(None)
+                .applied_index_at_least(Some(read_log_id.log_id().index), "controller caught up")
                 .await
                 .map_err(|e| unavailable(e.to_string()))?;
             Ok(())
@@ -252,33 +224,16 @@ impl<S: MetadataState> ControllerReplica<S> {
 
     /// The leader this node currently knows of.
     pub fn leader(&self) -> Option<NodeId> {
-        self.raft.metrics().borrow_watched().current_leader
+        self.group.leader()
     }
 
     /// Waits until some node leads the controller, for at most `timeout`.
     pub async fn wait_for_leader(&self, timeout: Duration) -> Result<NodeId, ReplicaError> {
-        let metrics = self
-            .raft
-            .wait(Some(timeout))
-            .metrics(
-                |m| m.current_leader.is_some(),
-                "a controller leader is known",
-            )
-            .await
-            .map_err(|e| ReplicaError::Unavailable {
-                group: self.group,
-                reason: e.to_string(),
-            })?;
-        metrics.current_leader.ok_or(ReplicaError::Unavailable {
-            group: self.group,
-            reason: "no leader".to_owned(),
-        })
+        self.group.wait_for_leader(timeout).await
     }
 
     /// Stops the controller's raft tasks.
     pub async fn shutdown(&self) {
-        if let Err(e) = self.raft.shutdown().await {
-            tracing::warn!(group = self.group, error = %e, "controller did not shut down cleanly");
-        }
+        self.group.shutdown().await
     }
 }

@@ -14,6 +14,7 @@
 mod config;
 mod controller;
 mod error;
+mod group;
 mod log_store;
 mod network;
 mod partition;

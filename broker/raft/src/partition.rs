@@ -5,18 +5,19 @@ use std::io;
 use std::time::Duration;
 
 use futures::{Stream, TryStreamExt};
-use openraft::async_runtime::WatchReceiver;
-use openraft::errors::{ClientWriteError, Fatal, RaftError};
 use openraft::storage::{EntryResponder, RaftStateMachine};
-use openraft::{EntryPayload, OptionalSend, Raft, RaftSnapshotBuilder, ServerState};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use weir_storage::{GroupId, LogDb, MetaKey};
 use weir_types::{EncodedBatch, Offset};
 
-use crate::config::{GroupKind, GroupTimings, raft_config};
+use crate::config::{GroupKind, GroupTimings};
 use crate::error::{ReplicaError, StartError};
-use crate::log_store::{GroupLogStore, blocking, read_meta_json};
+use crate::group::{Group, stopped};
+#[cfg(test)]
+use crate::log_store::GroupLogStore;
+use crate::log_store::{blocking, read_meta_json};
 use crate::network::Peers;
 use crate::snapshot;
 use crate::types::{
@@ -196,8 +197,6 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotOnce {
     }
 }
 
-type PartitionRaft = Raft<TypeConfig, PartitionStateMachine>;
-
 /// What a successful append returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendOutcome {
@@ -210,17 +209,14 @@ pub struct AppendOutcome {
 /// A running replica of one partition on this node.
 #[derive(Clone)]
 pub struct PartitionReplica {
-    group: GroupId,
-    node_id: NodeId,
-    raft: PartitionRaft,
+    group: Group<PartitionStateMachine>,
     progress: watch::Receiver<PartitionProgress>,
 }
 
 impl std::fmt::Debug for PartitionReplica {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PartitionReplica")
-            .field("group", &self.group)
-            .field("node_id", &self.node_id)
+            .field("group", &self.group.id)
             .finish()
     }
 }
@@ -235,66 +231,38 @@ impl PartitionReplica {
         peers: Peers,
         timings: GroupTimings,
     ) -> Result<Self, StartError> {
-        let storage_err = |source| StartError::Storage { group, source };
-        let log_store = GroupLogStore::open(db.clone(), group)
+        let state_machine = PartitionStateMachine::open(db.clone(), group)
             .await
-            .map_err(storage_err)?;
-        let state_machine = PartitionStateMachine::open(db, group)
-            .await
-            .map_err(storage_err)?;
+            .map_err(|source| StartError::Storage { group, source })?;
         let progress = state_machine.progress.subscribe();
-        let config = raft_config(timings, GroupKind::Partition)?;
-        let raft = Raft::new(
+        let group = Group::start(
             node_id,
-            config,
-            peers.for_group(group),
-            log_store,
+            group,
+            GroupKind::Partition,
+            db,
+            &peers,
+            timings,
             state_machine,
         )
-        .await
-        .map_err(|e| StartError::Raft {
-            group,
-            source: Box::new(e),
-        })?;
-        Ok(Self {
-            group,
-            node_id,
-            raft,
-            progress,
-        })
+        .await?;
+        Ok(Self { group, progress })
     }
 
     /// Makes `members` the group's first voters, if the group was never initialised. A no-op
     /// (not an error) on a group that already has a membership.
     pub async fn initialize(&self, members: &BTreeMap<NodeId, String>) -> Result<(), ReplicaError> {
-        let nodes: BTreeMap<NodeId, openraft::BasicNode> = members
-            .iter()
-            .map(|(id, addr)| (*id, openraft::BasicNode::new(addr.clone())))
-            .collect();
-        match self.raft.initialize(nodes).await {
-            Ok(()) => Ok(()),
-            Err(RaftError::APIError(openraft::errors::InitializeError::NotAllowed(_))) => Ok(()),
-            Err(e) => Err(ReplicaError::Unavailable {
-                group: self.group,
-                reason: e.to_string(),
-            }),
-        }
+        self.group.initialize(members).await
     }
 
     /// The raft group id.
     pub fn group(&self) -> GroupId {
-        self.group
+        self.group.id
     }
 
     /// Appends `batch` through raft and returns its offsets once it is committed (every voter
     /// of the quorum has fsynced it) and applied.
     pub async fn append(&self, batch: EncodedBatch) -> Result<AppendOutcome, ReplicaError> {
-        let response = self
-            .raft
-            .client_write(Request::Append(batch))
-            .await
-            .map_err(|e| write_error(self.group, e))?;
-        match response.data {
+        match self.group.write(Request::Append(batch)).await? {
             Response::Appended {
                 base_offset,
                 record_count,
@@ -303,7 +271,7 @@ impl PartitionReplica {
                 record_count,
             }),
             other => Err(ReplicaError::Indeterminate {
-                group: self.group,
+                group: self.group.id,
                 reason: format!("unexpected state machine response {other:?}"),
             }),
         }
@@ -313,14 +281,15 @@ impl PartitionReplica {
     pub async fn append_unacknowledged(&self, batch: EncodedBatch) -> Result<(), ReplicaError> {
         if !self.is_leader() {
             return Err(ReplicaError::NotLeader {
-                group: self.group,
+                group: self.group.id,
                 leader: self.leader(),
             });
         }
-        self.raft
+        self.group
+            .raft
             .client_write_ff(Request::Append(batch), None)
             .await
-            .map_err(|e| stopped(self.group, e))
+            .map_err(|e| stopped(self.group.id, e))
     }
 
     /// The applied index and high watermark, updated as entries are applied.
@@ -330,83 +299,27 @@ impl PartitionReplica {
 
     /// The leader this node currently knows of.
     pub fn leader(&self) -> Option<NodeId> {
-        self.raft.metrics().borrow_watched().current_leader
+        self.group.leader()
     }
 
     /// Whether this node is the group's leader.
     pub fn is_leader(&self) -> bool {
-        self.raft.metrics().borrow_watched().state == ServerState::Leader
+        self.group.is_leader()
     }
 
-    /// The voters of the group's current membership.
-    pub fn replicas(&self) -> Vec<NodeId> {
-        self.raft
-            .metrics()
-            .borrow_watched()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .collect()
-    }
-
-    /// Why the group stopped, if it did (for example a storage error). A stopped group must be
-    /// restarted; it is never silently dead.
+    /// Why the group stopped, if it did (for example a storage error).
     pub fn failure(&self) -> Option<String> {
-        self.raft
-            .metrics()
-            .borrow_watched()
-            .running_state
-            .as_ref()
-            .err()
-            .map(ToString::to_string)
+        self.group.failure()
     }
 
     /// Waits until some node leads the group, for at most `timeout`.
     pub async fn wait_for_leader(&self, timeout: Duration) -> Result<NodeId, ReplicaError> {
-        let metrics = self
-            .raft
-            .wait(Some(timeout))
-            .metrics(|m| m.current_leader.is_some(), "a leader is known")
-            .await
-            .map_err(|e| ReplicaError::Unavailable {
-                group: self.group,
-                reason: e.to_string(),
-            })?;
-        metrics.current_leader.ok_or(ReplicaError::Unavailable {
-            group: self.group,
-            reason: "no leader".to_owned(),
-        })
+        self.group.wait_for_leader(timeout).await
     }
 
     /// Stops the group's raft tasks. Data stays on disk.
     pub async fn shutdown(&self) {
-        if let Err(e) = self.raft.shutdown().await {
-            tracing::warn!(group = self.group, error = %e, "raft group did not shut down cleanly");
-        }
-    }
-}
-
-pub(crate) fn stopped(group: GroupId, e: Fatal<TypeConfig>) -> ReplicaError {
-    ReplicaError::Stopped {
-        group,
-        reason: e.to_string(),
-    }
-}
-
-pub(crate) fn write_error(
-    group: GroupId,
-    e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>,
-) -> ReplicaError {
-    match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ReplicaError::NotLeader {
-            group,
-            leader: f.leader_id,
-        },
-        RaftError::APIError(other) => ReplicaError::Indeterminate {
-            group,
-            reason: other.to_string(),
-        },
-        RaftError::Fatal(fatal) => stopped(group, fatal),
+        self.group.shutdown().await
     }
 }
 

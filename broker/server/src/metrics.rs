@@ -24,7 +24,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::node::Node;
+use crate::node::{HostedPartition, Node};
 
 /// Labels of per-topic counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -137,34 +137,20 @@ impl Collector for NodeCollector {
         }
 
         let hosted = node.hosted_partitions();
-        let mut high_watermarks = encoder.encode_descriptor(
+        encode_partition_gauge(
+            &mut encoder,
             "weir_partition_high_watermark",
             "One past the last committed offset",
-            None,
-            MetricType::Gauge,
+            &hosted,
+            |p| p.replica.progress().borrow().high_watermark.0 as i64,
         )?;
-        for partition in &hosted {
-            let labels = PartitionLabels {
-                topic: partition.topic.to_string(),
-                partition: partition.partition.to_string(),
-            };
-            let hw = partition.replica.progress().borrow().high_watermark.0 as i64;
-            ConstGauge::new(hw).encode(high_watermarks.encode_family(&labels)?)?;
-        }
-        let mut leaders = encoder.encode_descriptor(
+        encode_partition_gauge(
+            &mut encoder,
             "weir_partition_is_leader",
             "1 if this node leads the partition",
-            None,
-            MetricType::Gauge,
+            &hosted,
+            |p| i64::from(p.replica.is_leader()),
         )?;
-        for partition in &hosted {
-            let labels = PartitionLabels {
-                topic: partition.topic.to_string(),
-                partition: partition.partition.to_string(),
-            };
-            let leads = i64::from(partition.replica.is_leader());
-            ConstGauge::new(leads).encode(leaders.encode_family(&labels)?)?;
-        }
         let failed = ConstGauge::new(node.failed_partitions() as i64);
         failed.encode(encoder.encode_descriptor(
             "weir_partitions_failed",
@@ -174,6 +160,25 @@ impl Collector for NodeCollector {
         )?)?;
         Ok(())
     }
+}
+
+/// Encodes one gauge per hosted partition, labelled by topic and partition.
+fn encode_partition_gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    hosted: &[HostedPartition],
+    value: impl Fn(&HostedPartition) -> i64,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for partition in hosted {
+        let labels = PartitionLabels {
+            topic: partition.topic.to_string(),
+            partition: partition.partition.to_string(),
+        };
+        ConstGauge::new(value(partition)).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
 }
 
 /// The metrics registry of a broker.

@@ -27,13 +27,7 @@ pub struct ConsumedRecord {
 impl ConsumedRecord {
     /// Bytes of key, value and headers: the payload size, excluding framing.
     pub fn payload_len(&self) -> usize {
-        self.key.as_ref().map_or(0, Bytes::len)
-            + self.value.len()
-            + self
-                .headers
-                .iter()
-                .map(|(key, value)| key.len() + value.len())
-                .sum::<usize>()
+        crate::payload_len(self.key.as_ref(), &self.value, &self.headers)
     }
 }
 

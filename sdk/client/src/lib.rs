@@ -62,3 +62,17 @@ pub use consume::{
 };
 pub use error::{AddressError, ClientError};
 pub use produce::{Acks, ParseAcksError, ProduceOutcome, ProducerRecord, RejectedRecord};
+
+/// Bytes of a record's key, value and headers: its payload size, excluding framing.
+fn payload_len(
+    key: Option<&bytes::Bytes>,
+    value: &bytes::Bytes,
+    headers: &[(String, bytes::Bytes)],
+) -> usize {
+    key.map_or(0, bytes::Bytes::len)
+        + value.len()
+        + headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
+}

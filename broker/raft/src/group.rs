@@ -1,0 +1,164 @@
+//! What every raft group on a node has in common, whatever its state machine.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use openraft::async_runtime::WatchReceiver;
+use openraft::errors::{ClientWriteError, Fatal, InitializeError, RaftError};
+use openraft::storage::RaftStateMachine;
+use openraft::{BasicNode, Raft, ServerState};
+use weir_storage::{GroupId, LogDb};
+
+use crate::config::{GroupKind, GroupTimings, raft_config};
+use crate::error::{ReplicaError, StartError};
+use crate::log_store::GroupLogStore;
+use crate::network::Peers;
+use crate::types::{NodeId, Request, Response, SnapshotBytes, TypeConfig};
+
+/// A running raft group with state machine `SM`.
+pub(crate) struct Group<SM: RaftStateMachine<TypeConfig>> {
+    pub(crate) id: GroupId,
+    pub(crate) raft: Raft<TypeConfig, SM>,
+}
+
+impl<SM: RaftStateMachine<TypeConfig>> Clone for Group<SM> {
+    fn clone(&self) -> Self {
+        Self {
+            id: self.id,
+            raft: self.raft.clone(),
+        }
+    }
+}
+
+impl<SM> Group<SM>
+where
+    SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotBytes>,
+{
+    /// Opens the group's log in `db` and starts raft over it; stored state is recovered (and
+    /// everything committed re-applied) before this returns.
+    pub(crate) async fn start(
+        node_id: NodeId,
+        id: GroupId,
+        kind: GroupKind,
+        db: LogDb,
+        peers: &Peers,
+        timings: GroupTimings,
+        state_machine: SM,
+    ) -> Result<Self, StartError> {
+        let log_store = GroupLogStore::open(db, id)
+            .await
+            .map_err(|source| StartError::Storage { group: id, source })?;
+        let config = raft_config(timings, kind)?;
+        let raft = Raft::new(
+            node_id,
+            config,
+            peers.for_group(id),
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(|e| StartError::Raft {
+            group: id,
+            source: Box::new(e),
+        })?;
+        Ok(Self { id, raft })
+    }
+
+    /// Makes `members` the group's first voters, if it was never initialised; a no-op on a
+    /// group that already has a membership.
+    pub(crate) async fn initialize(
+        &self,
+        members: &BTreeMap<NodeId, String>,
+    ) -> Result<(), ReplicaError> {
+        let nodes: BTreeMap<NodeId, BasicNode> = members
+            .iter()
+            .map(|(id, addr)| (*id, BasicNode::new(addr.clone())))
+            .collect();
+        match self.raft.initialize(nodes).await {
+            Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(ReplicaError::Unavailable {
+                group: self.id,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Proposes `request` and returns the state machine's response once it is applied.
+    pub(crate) async fn write(&self, request: Request) -> Result<Response, ReplicaError> {
+        self.raft
+            .client_write(request)
+            .await
+            .map(|r| r.data)
+            .map_err(|e| write_error(self.id, e))
+    }
+
+    /// The leader this node knows of.
+    pub(crate) fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow_watched().current_leader
+    }
+
+    /// Whether this node leads the group.
+    pub(crate) fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow_watched().state == ServerState::Leader
+    }
+
+    /// Waits until some node leads the group, for at most `timeout`.
+    pub(crate) async fn wait_for_leader(&self, timeout: Duration) -> Result<NodeId, ReplicaError> {
+        let unavailable = |reason: String| ReplicaError::Unavailable {
+            group: self.id,
+            reason,
+        };
+        let metrics = self
+            .raft
+            .wait(Some(timeout))
+            .metrics(|m| m.current_leader.is_some(), "a leader is known")
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        metrics
+            .current_leader
+            .ok_or_else(|| unavailable("no leader".to_owned()))
+    }
+
+    /// Why the group stopped, if it did. A stopped group must be restarted; it is never
+    /// silently dead.
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.raft
+            .metrics()
+            .borrow_watched()
+            .running_state
+            .as_ref()
+            .err()
+            .map(ToString::to_string)
+    }
+
+    /// Stops the group's raft tasks; its data stays on disk.
+    pub(crate) async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(group = self.id, error = %e, "raft group did not shut down cleanly");
+        }
+    }
+}
+
+pub(crate) fn stopped(group: GroupId, e: Fatal<TypeConfig>) -> ReplicaError {
+    ReplicaError::Stopped {
+        group,
+        reason: e.to_string(),
+    }
+}
+
+fn write_error(
+    group: GroupId,
+    e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>,
+) -> ReplicaError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ReplicaError::NotLeader {
+            group,
+            leader: f.leader_id,
+        },
+        RaftError::APIError(other) => ReplicaError::Indeterminate {
+            group,
+            reason: other.to_string(),
+        },
+        RaftError::Fatal(fatal) => stopped(group, fatal),
+    }
+}
