@@ -79,7 +79,8 @@ impl Command {
     /// wrong, so their stdout and stderr are theirs alone.
     fn default_log_filter(&self) -> &'static str {
         match self {
-            Self::Broker(_) => "info",
+            // openraft narrates every group start at info; its warnings still show.
+            Self::Broker(_) => "info,openraft=warn",
             Self::Topic { .. }
             | Self::Produce(_)
             | Self::Consume(_)
