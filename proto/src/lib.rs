@@ -1,4 +1,5 @@
-//! Weir's gRPC contract, package `weir.v1`, compiled from `proto/weir/v1/broker.proto`.
+//! Weir's gRPC contracts: the client API, package `weir.v1` (`proto/weir/v1/broker.proto`), and
+//! the internal node-to-node replication API, package `weir.internal.v1`.
 //!
 //! This crate holds only the wire types: prost messages and the tonic client and server for the
 //! `Broker` service ([`v1`]), the encoded descriptor set for server reflection
@@ -15,6 +16,13 @@ pub mod error;
 #[allow(missing_docs, clippy::all, clippy::pedantic, clippy::nursery)]
 pub mod v1 {
     tonic::include_proto!("weir.v1");
+}
+
+/// Generated code for package `weir.internal.v1`: the node-to-node `Raft` service. Internal to
+/// Weir brokers; clients never use it.
+#[allow(missing_docs, clippy::all, clippy::pedantic, clippy::nursery)]
+pub mod internal {
+    tonic::include_proto!("weir.internal.v1");
 }
 
 /// The encoded `google.protobuf.FileDescriptorSet` of every Weir proto, with source info, to

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use weir_server::{Broker, BrokerConfig};
+use weir_server::{Broker, BrokerConfig, Peer};
 
 /// Flags of `weir broker`.
 #[derive(Debug, clap::Args)]
@@ -25,6 +25,10 @@ pub struct BrokerArgs {
     /// This node's id [default: 1].
     #[arg(long, value_name = "N")]
     node_id: Option<u64>,
+    /// Every node of the cluster, this one included: `1=HOST:PORT,2=HOST:PORT,3=HOST:PORT`.
+    /// Give every node the same list. Without it the node is a cluster of one.
+    #[arg(long, value_name = "ID=ADDR,...", value_delimiter = ',')]
+    peers: Vec<Peer>,
     /// TOML config file; flags override what it sets.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -63,6 +67,9 @@ impl BrokerArgs {
         }
         if let Some(id) = self.node_id {
             config.node_id = id;
+        }
+        if !self.peers.is_empty() {
+            config.peers = self.peers;
         }
         config.validate()?;
         Ok(config)
@@ -132,9 +139,32 @@ mod tests {
         .args;
         let config = args.config().unwrap();
         assert_eq!(config.node_id, 4);
+        assert!(config.peers.is_empty());
         assert_eq!(config.data_dir, PathBuf::from("from-flag"));
         assert_eq!(config.metrics_listen, None);
         assert_eq!(config.listen.to_string(), "127.0.0.1:7070");
+    }
+
+    #[test]
+    fn peers_come_from_one_comma_separated_flag_and_bad_ones_are_refused() {
+        let args = Wrapper::parse_from([
+            "weir",
+            "--node-id",
+            "2",
+            "--peers",
+            "1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003",
+        ])
+        .args;
+        let config = args.config().unwrap();
+        assert_eq!(config.peers.len(), 3);
+        assert_eq!(config.peers[1].address, "127.0.0.1:7002");
+        let bad = Wrapper::try_parse_from(["weir", "--peers", "1=127.0.0.1:7001,two=x:1"]);
+        assert!(bad.unwrap_err().to_string().contains("two"));
+        let missing_self =
+            Wrapper::parse_from(["weir", "--node-id", "9", "--peers", "1=a:1,2=b:2"]).args;
+        assert!(
+            format!("{:#}", missing_self.config().unwrap_err()).contains("not among the peers")
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -130,6 +131,20 @@ impl<S: MetadataState> RaftStateMachine<TypeConfig> for ControllerStateMachine<S
     }
 }
 
+/// Proposes on this node only: fails with `NotLeader` on a follower.
+async fn propose_locally<S: MetadataState>(
+    group: &Group<ControllerStateMachine<S>>,
+    command: Bytes,
+) -> Result<Bytes, ReplicaError> {
+    match group.write(Request::Controller(command)).await? {
+        Response::Controller(reply) => Ok(reply),
+        other => Err(ReplicaError::Indeterminate {
+            group: group.id,
+            reason: format!("unexpected state machine response {other:?}"),
+        }),
+    }
+}
+
 /// A running replica of the controller group on this node.
 pub struct ControllerReplica<S: MetadataState> {
     group: Group<ControllerStateMachine<S>>,
@@ -171,6 +186,11 @@ impl<S: MetadataState> ControllerReplica<S> {
             state_machine,
         )
         .await?;
+        let local = group.clone();
+        peers.set_controller(Arc::new(move |command| {
+            let local = local.clone();
+            Box::pin(async move { propose_locally(&local, command).await })
+        }));
         Ok(Self { group })
     }
 
@@ -180,42 +200,76 @@ impl<S: MetadataState> ControllerReplica<S> {
     }
 
     /// Proposes an encoded command; returns the state machine's encoded reply once the
-    /// command is committed and applied.
+    /// command is committed and applied. On a follower the command is forwarded, once, to the
+    /// controller leader.
     pub async fn propose(&self, command: Bytes) -> Result<Bytes, ReplicaError> {
-        match self.group.write(Request::Controller(command)).await? {
-            Response::Controller(reply) => Ok(reply),
-            other => Err(ReplicaError::Indeterminate {
-                group: self.group.id,
-                reason: format!("unexpected state machine response {other:?}"),
-            }),
+        match propose_locally(&self.group, command.clone()).await {
+            Err(ReplicaError::NotLeader {
+                group,
+                leader: Some(leader),
+            }) => {
+                let addr = self
+                    .group
+                    .address_of(leader)
+                    .ok_or(ReplicaError::NotLeader {
+                        group,
+                        leader: Some(leader),
+                    })?;
+                self.group
+                    .peers
+                    .forward_controller(&addr, command)
+                    .await
+                    .map_err(|status| ReplicaError::Unavailable {
+                        group,
+                        reason: format!(
+                            "forwarding to controller leader {leader} at {addr}: {}",
+                            status.message()
+                        ),
+                    })
+            }
+            other => other,
         }
     }
 
-    /// Waits until this replica has applied everything committed before the call (a
-    /// linearizable read barrier on the leader), for at most `timeout`.
+    /// The controller's voters.
+    pub fn voters(&self) -> Vec<NodeId> {
+        self.group.voters()
+    }
+
+    /// Waits until this replica has applied everything committed before the call, for at
+    /// most `timeout`: on the leader a linearizable read barrier; on a follower, until it has
+    /// heard from the leader and applied up to the commit index the leader reported.
     pub async fn catch_up(&self, timeout: Duration) -> Result<(), ReplicaError> {
         let group = self.group.id;
         let raft = &self.group.raft;
         let unavailable = |reason: String| ReplicaError::Unavailable { group, reason };
         let wait = async {
-            let read_log_id = raft
-                .ensure_linearizable(ReadPolicy::ReadIndex)
-                .await
-                .map_err(|e| match e {
-                    RaftError::APIError(LinearizableReadError::ForwardToLeader(f)) => {
-                        ReplicaError::NotLeader {
-                            group,
-                            leader: f.leader_id,
-                        }
-                    }
-                    RaftError::APIError(other) => unavailable(other.to_string()),
-                    RaftError::Fatal(fatal) => stopped(group, fatal),
-                })?;
-            raft.wait(None)
-                .applied_index_at_least(Some(read_log_id.log_id().index), "controller caught up")
-                .await
-                .map_err(|e| unavailable(e.to_string()))?;
-            Ok(())
+            match raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+                Ok(read_log_id) => raft
+                    .wait(None)
+                    .applied_index_at_least(
+                        Some(read_log_id.log_id().index),
+                        "controller caught up",
+                    )
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| unavailable(e.to_string())),
+                Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(_))) => raft
+                    .wait(None)
+                    .metrics(
+                        |m| {
+                            m.current_leader.is_some()
+                                && m.committed.is_some()
+                                && m.last_applied.map(|l| l.index) >= m.committed.map(|c| c.index)
+                        },
+                        "follower caught up with the leader's commit index",
+                    )
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| unavailable(e.to_string())),
+                Err(RaftError::APIError(other)) => Err(unavailable(other.to_string())),
+                Err(RaftError::Fatal(fatal)) => Err(stopped(group, fatal)),
+            }
         };
         tokio::time::timeout(timeout, wait)
             .await

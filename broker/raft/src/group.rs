@@ -19,6 +19,7 @@ use crate::types::{NodeId, Request, Response, SnapshotBytes, TypeConfig};
 pub(crate) struct Group<SM: RaftStateMachine<TypeConfig>> {
     pub(crate) id: GroupId,
     pub(crate) raft: Raft<TypeConfig, SM>,
+    pub(crate) peers: Peers,
 }
 
 impl<SM: RaftStateMachine<TypeConfig>> Clone for Group<SM> {
@@ -26,6 +27,7 @@ impl<SM: RaftStateMachine<TypeConfig>> Clone for Group<SM> {
         Self {
             id: self.id,
             raft: self.raft.clone(),
+            peers: self.peers.clone(),
         }
     }
 }
@@ -61,7 +63,12 @@ where
             group: id,
             source: Box::new(e),
         })?;
-        Ok(Self { id, raft })
+        peers.register(id, raft.clone());
+        Ok(Self {
+            id,
+            raft,
+            peers: peers.clone(),
+        })
     }
 
     /// Makes `members` the group's first voters, if it was never initialised; a no-op on a
@@ -95,6 +102,28 @@ where
     /// The leader this node knows of.
     pub(crate) fn leader(&self) -> Option<NodeId> {
         self.raft.metrics().borrow_watched().current_leader
+    }
+
+    /// The address of `node` in the group's membership.
+    pub(crate) fn address_of(&self, node: NodeId) -> Option<String> {
+        self.raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .get_node(&node)
+            .map(|n| n.addr.clone())
+    }
+
+    /// The voters of the group's current membership.
+    pub(crate) fn voters(&self) -> Vec<NodeId> {
+        self.raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect()
     }
 
     /// Whether this node leads the group.
@@ -133,6 +162,7 @@ where
 
     /// Stops the group's raft tasks; its data stays on disk.
     pub(crate) async fn shutdown(&self) {
+        self.peers.unregister(self.id);
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(group = self.id, error = %e, "raft group did not shut down cleanly");
         }

@@ -155,6 +155,9 @@ fn json(value: &impl Serialize) -> io::Result<Bytes> {
 
 type Unflushed = Arc<Mutex<BTreeMap<u64, Entry>>>;
 
+/// Bytes of record batches one AppendEntries message carries at most (plus one entry).
+const MAX_APPEND_BYTES: usize = 16 * 1024 * 1024;
+
 /// Reads a group's log: redb plus the entries not yet flushed.
 #[derive(Clone)]
 pub(crate) struct GroupLogReader {
@@ -207,6 +210,31 @@ impl RaftLogReader<TypeConfig> for GroupLogReader {
             .await?
         };
         entries.extend(overlay.into_values());
+        Ok(entries)
+    }
+
+    /// Replication reads through here: the entries are cut at [`MAX_APPEND_BYTES`] of record
+    /// batches (at least one entry), so one AppendEntries message stays bounded in bytes, not
+    /// only in entries.
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let mut entries = self.try_get_log_entries(start..end).await?;
+        let mut bytes = 0usize;
+        let keep = entries
+            .iter()
+            .take_while(|entry| {
+                let fits = bytes < MAX_APPEND_BYTES;
+                if let EntryPayload::Normal(Request::Append(batch)) = &entry.payload {
+                    bytes += batch.bytes().len();
+                }
+                fits
+            })
+            .count()
+            .max(1);
+        entries.truncate(keep);
         Ok(entries)
     }
 

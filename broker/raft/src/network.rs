@@ -1,40 +1,320 @@
-//! The transport between nodes, as openraft sees it.
+//! The transport between nodes: one pooled gRPC channel per peer carrying every group's raft
+//! messages, tagged by group id (DESIGN §4), and the receiving side that routes them to the
+//! local group.
 //!
-//! One node talks to each peer over one pooled connection carrying every group's messages,
-//! tagged by group id (DESIGN §4). This build runs single-node clusters, where a group's only
-//! voter never sends a message; a request to another node fails as unreachable, which openraft
-//! treats as a peer that is down. The multi-node transport replaces [`PeerClient`]'s body.
+//! Raft payloads are openraft's own serde types encoded with postcard (compact, and record
+//! batches travel as length-prefixed bytes). A message for a group this node does not run (yet)
+//! is answered `NOT_FOUND`, which the sender treats as an unreachable peer and retries with
+//! backoff: replicas of a new partition start on their own schedule.
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
-use openraft::errors::{RPCError, ReplicationClosed, StreamingError, Unreachable};
+use bytes::Bytes;
+use openraft::errors::{
+    Fatal, NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
 };
-use openraft::{BasicNode, OptionalSend};
-
-use crate::types::{NodeId, Snapshot, TypeConfig, Vote};
+use openraft::storage::RaftStateMachine;
+use openraft::{BasicNode, OptionalSend, Raft};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+use weir_proto::internal::raft_client::RaftClient;
+use weir_proto::internal::raft_server::{Raft as RaftService, RaftServer};
+use weir_proto::internal::{
+    ControllerProposal, ControllerReply, RaftRequest, RaftResponse, raft_response,
+};
 use weir_storage::GroupId;
 
-/// The node's view of its peers, shared by all its groups.
-#[derive(Debug, Clone, Default)]
-pub struct Peers {}
+use crate::error::ReplicaError;
+use crate::types::{NodeId, Snapshot, SnapshotBytes, SnapshotMeta, TypeConfig, Vote};
+
+/// Largest message between nodes; AppendEntries are bounded well below it by bytes.
+pub(crate) const MAX_PEER_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The receiving end of one local group, whatever its state machine.
+trait GroupEndpoint: Send + Sync {
+    fn append_entries(
+        &self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+    ) -> BoxFuture<'_, Result<AppendEntriesResponse<TypeConfig>, RaftError<TypeConfig>>>;
+    fn vote(
+        &self,
+        rpc: VoteRequest<TypeConfig>,
+    ) -> BoxFuture<'_, Result<VoteResponse<TypeConfig>, RaftError<TypeConfig>>>;
+    fn pre_vote(
+        &self,
+        rpc: VoteRequest<TypeConfig>,
+    ) -> BoxFuture<'_, Result<VoteResponse<TypeConfig>, RaftError<TypeConfig>>>;
+    fn install_snapshot(
+        &self,
+        vote: Vote,
+        snapshot: Snapshot,
+    ) -> BoxFuture<'_, Result<SnapshotResponse<TypeConfig>, Fatal<TypeConfig>>>;
+}
+
+impl<SM> GroupEndpoint for Raft<TypeConfig, SM>
+where
+    SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotBytes>,
+{
+    fn append_entries(
+        &self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+    ) -> BoxFuture<'_, Result<AppendEntriesResponse<TypeConfig>, RaftError<TypeConfig>>> {
+        Box::pin(Raft::append_entries(self, rpc))
+    }
+
+    fn vote(
+        &self,
+        rpc: VoteRequest<TypeConfig>,
+    ) -> BoxFuture<'_, Result<VoteResponse<TypeConfig>, RaftError<TypeConfig>>> {
+        Box::pin(Raft::vote(self, rpc))
+    }
+
+    fn pre_vote(
+        &self,
+        rpc: VoteRequest<TypeConfig>,
+    ) -> BoxFuture<'_, Result<VoteResponse<TypeConfig>, RaftError<TypeConfig>>> {
+        Box::pin(Raft::pre_vote(self, rpc))
+    }
+
+    fn install_snapshot(
+        &self,
+        vote: Vote,
+        snapshot: Snapshot,
+    ) -> BoxFuture<'_, Result<SnapshotResponse<TypeConfig>, Fatal<TypeConfig>>> {
+        Box::pin(Raft::install_full_snapshot(self, vote, snapshot))
+    }
+}
+
+/// Proposes an encoded controller command on this node's controller leader.
+pub(crate) type ControllerProposer =
+    Arc<dyn Fn(Bytes) -> BoxFuture<'static, Result<Bytes, ReplicaError>> + Send + Sync>;
+
+#[derive(Default)]
+struct Shared {
+    channels: RwLock<HashMap<String, Channel>>,
+    groups: RwLock<HashMap<GroupId, Arc<dyn GroupEndpoint>>>,
+    controller: RwLock<Option<ControllerProposer>>,
+}
+
+/// A node's transport: outgoing channels to peers (one per address, shared by every group) and
+/// the routing of incoming messages to local groups. Cloning shares it.
+#[derive(Clone, Default)]
+pub struct Peers {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Peers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peers").finish_non_exhaustive()
+    }
+}
 
 impl Peers {
-    /// Peers of a node that runs alone.
-    pub fn single_node() -> Self {
-        Self {}
+    /// An empty transport.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The gRPC service that receives other nodes' raft messages; serve it beside the client
+    /// API.
+    pub fn service(&self) -> RaftServer<impl RaftService + use<>> {
+        RaftServer::new(Receiver {
+            peers: self.clone(),
+        })
+        .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES)
     }
 
     pub(crate) fn for_group(&self, group: GroupId) -> GroupNetwork {
-        GroupNetwork { group }
+        GroupNetwork {
+            group,
+            peers: self.clone(),
+        }
+    }
+
+    pub(crate) fn register<SM>(&self, group: GroupId, raft: Raft<TypeConfig, SM>)
+    where
+        SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotBytes>,
+    {
+        write(&self.shared.groups).insert(group, Arc::new(raft));
+    }
+
+    pub(crate) fn unregister(&self, group: GroupId) {
+        write(&self.shared.groups).remove(&group);
+    }
+
+    pub(crate) fn set_controller(&self, proposer: ControllerProposer) {
+        *write(&self.shared.controller) = Some(proposer);
+    }
+
+    fn endpoint(&self, group: GroupId) -> Result<Arc<dyn GroupEndpoint>, Status> {
+        read(&self.shared.groups)
+            .get(&group)
+            .cloned()
+            .ok_or_else(|| {
+                Status::not_found(format!("raft group {group} is not running on this node"))
+            })
+    }
+
+    /// The pooled client for `addr`, created on first use.
+    pub(crate) fn client(&self, addr: &str) -> Result<RaftClient<Channel>, io::Error> {
+        if let Some(channel) = read(&self.shared.channels).get(addr) {
+            return Ok(client(channel.clone()));
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("peer address {addr}: {e}"),
+                )
+            })?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5));
+        let channel = endpoint.connect_lazy();
+        write(&self.shared.channels)
+            .entry(addr.to_owned())
+            .or_insert(channel.clone());
+        Ok(client(channel))
+    }
+
+    /// Sends a controller command to the node at `addr` to be proposed by its controller.
+    pub(crate) async fn forward_controller(
+        &self,
+        addr: &str,
+        command: Bytes,
+    ) -> Result<Bytes, Status> {
+        let mut client = self
+            .client(addr)
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let reply = client
+            .propose_controller(ControllerProposal { command })
+            .await?
+            .into_inner();
+        Ok(reply.reply)
+    }
+}
+
+fn client(channel: Channel) -> RaftClient<Channel> {
+    RaftClient::new(channel)
+        .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES)
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|p| p.into_inner())
+}
+
+fn encode(value: &impl Serialize) -> Result<Bytes, Status> {
+    postcard::to_stdvec(value)
+        .map(Bytes::from)
+        .map_err(|e| Status::internal(format!("cannot encode raft message: {e}")))
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Status> {
+    postcard::from_bytes(bytes)
+        .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))
+}
+
+fn answer<T: Serialize>(
+    result: Result<T, RaftError<TypeConfig>>,
+) -> Result<tonic::Response<RaftResponse>, Status> {
+    let result = match result {
+        Ok(value) => raft_response::Result::Payload(encode(&value)?),
+        Err(error) => raft_response::Result::RaftError(encode(&error)?),
+    };
+    Ok(tonic::Response::new(RaftResponse {
+        result: Some(result),
+    }))
+}
+
+/// The receiving side of the transport.
+struct Receiver {
+    peers: Peers,
+}
+
+#[tonic::async_trait]
+impl RaftService for Receiver {
+    async fn append_entries(
+        &self,
+        request: tonic::Request<RaftRequest>,
+    ) -> Result<tonic::Response<RaftResponse>, Status> {
+        let request = request.into_inner();
+        let endpoint = self.peers.endpoint(request.group)?;
+        answer(endpoint.append_entries(decode(&request.payload)?).await)
+    }
+
+    async fn vote(
+        &self,
+        request: tonic::Request<RaftRequest>,
+    ) -> Result<tonic::Response<RaftResponse>, Status> {
+        let request = request.into_inner();
+        let endpoint = self.peers.endpoint(request.group)?;
+        answer(endpoint.vote(decode(&request.payload)?).await)
+    }
+
+    async fn pre_vote(
+        &self,
+        request: tonic::Request<RaftRequest>,
+    ) -> Result<tonic::Response<RaftResponse>, Status> {
+        let request = request.into_inner();
+        let endpoint = self.peers.endpoint(request.group)?;
+        answer(endpoint.pre_vote(decode(&request.payload)?).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: tonic::Request<RaftRequest>,
+    ) -> Result<tonic::Response<RaftResponse>, Status> {
+        let request = request.into_inner();
+        let endpoint = self.peers.endpoint(request.group)?;
+        let (vote, meta, snapshot): (Vote, SnapshotMeta, SnapshotBytes) = decode(&request.payload)?;
+        let result = endpoint
+            .install_snapshot(vote, Snapshot { meta, snapshot })
+            .await
+            .map_err(RaftError::Fatal);
+        answer(result)
+    }
+
+    async fn propose_controller(
+        &self,
+        request: tonic::Request<ControllerProposal>,
+    ) -> Result<tonic::Response<ControllerReply>, Status> {
+        let proposer = read(&self.peers.shared.controller)
+            .clone()
+            .ok_or_else(|| Status::unavailable("the controller is not running on this node"))?;
+        match proposer(request.into_inner().command).await {
+            Ok(reply) => Ok(tonic::Response::new(ControllerReply { reply })),
+            Err(ReplicaError::NotLeader { leader, .. }) => Err(Status::failed_precondition(
+                format!("not the controller leader; leader is {leader:?}"),
+            )),
+            Err(e) => Err(Status::unavailable(e.to_string())),
+        }
     }
 }
 
 /// openraft's network factory for one group.
 pub(crate) struct GroupNetwork {
     group: GroupId,
+    peers: Peers,
 }
 
 impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
@@ -44,56 +324,170 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
         PeerClient {
             group: self.group,
             target,
-            addr: node.addr.clone(),
+            client: self.peers.client(&node.addr),
         }
     }
 }
 
-/// A group's client for one peer.
+/// A group's client for one peer, over the peer's shared channel.
 pub(crate) struct PeerClient {
     group: GroupId,
     target: NodeId,
-    addr: String,
+    client: Result<RaftClient<Channel>, io::Error>,
+}
+
+enum Rpc {
+    AppendEntries,
+    Vote,
+    PreVote,
+    InstallSnapshot,
 }
 
 impl PeerClient {
-    fn unreachable(&self) -> Unreachable<TypeConfig> {
-        Unreachable::new(&io::Error::new(
-            io::ErrorKind::NotConnected,
-            format!(
-                "group {}: no transport to node {} at {} (single-node build)",
-                self.group, self.target, self.addr
-            ),
-        ))
+    /// Sends one encoded request and decodes the answer, mapping transport failures to
+    /// openraft's unreachable/network errors and remote raft errors to `RemoteError`.
+    async fn call<Resp: DeserializeOwned>(
+        &mut self,
+        rpc: Rpc,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Result<Resp, RaftError<TypeConfig>>, CallError> {
+        let client = self
+            .client
+            .as_mut()
+            .map_err(|e| CallError::Unreachable(io::Error::new(e.kind(), e.to_string())))?;
+        let mut request = tonic::Request::new(RaftRequest {
+            group: self.group,
+            payload,
+        });
+        request.set_timeout(timeout);
+        let response = match rpc {
+            Rpc::AppendEntries => client.append_entries(request).await,
+            Rpc::Vote => client.vote(request).await,
+            Rpc::PreVote => client.pre_vote(request).await,
+            Rpc::InstallSnapshot => client.install_snapshot(request).await,
+        };
+        let response = response.map_err(|status| match status.code() {
+            // The peer is down, or does not run this group yet: back off and retry.
+            Code::Unavailable | Code::NotFound | Code::DeadlineExceeded | Code::Cancelled => {
+                CallError::Unreachable(io::Error::other(format!(
+                    "node {} group {}: {}",
+                    self.target,
+                    self.group,
+                    status.message()
+                )))
+            }
+            _ => CallError::Network(io::Error::other(format!(
+                "node {} group {}: {status}",
+                self.target, self.group
+            ))),
+        })?;
+        match response.into_inner().result {
+            Some(raft_response::Result::Payload(bytes)) => decode(&bytes)
+                .map(Ok)
+                .map_err(|s| CallError::Network(io::Error::other(s.message().to_owned()))),
+            Some(raft_response::Result::RaftError(bytes)) => decode(&bytes)
+                .map(Err)
+                .map_err(|s| CallError::Network(io::Error::other(s.message().to_owned()))),
+            None => Err(CallError::Network(io::Error::other("empty raft response"))),
+        }
+    }
+
+    fn rpc_error(&self, e: CallError) -> RPCError<TypeConfig> {
+        match e {
+            CallError::Unreachable(e) => RPCError::Unreachable(Unreachable::new(&e)),
+            CallError::Network(e) => RPCError::Network(NetworkError::new(&e)),
+        }
+    }
+
+    /// A raft error from the remote group: for these RPCs only a fatal one (the group there has
+    /// stopped), which is a peer to back off from.
+    fn remote(&self, e: RaftError<TypeConfig>) -> RPCError<TypeConfig> {
+        RPCError::Unreachable(Unreachable::new(&io::Error::other(format!(
+            "node {} group {}: {e}",
+            self.target, self.group
+        ))))
     }
 }
 
+enum CallError {
+    Unreachable(io::Error),
+    Network(io::Error),
+}
+
 impl RaftNetworkV2<TypeConfig> for PeerClient {
-    type SnapshotData = crate::types::SnapshotBytes;
+    type SnapshotData = SnapshotBytes;
 
     async fn append_entries(
         &mut self,
-        _rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        Err(RPCError::Unreachable(self.unreachable()))
+        let payload = encode(&rpc).map_err(|s| {
+            RPCError::Network(NetworkError::new(&io::Error::other(s.message().to_owned())))
+        })?;
+        match self
+            .call(Rpc::AppendEntries, payload, option.hard_ttl())
+            .await
+        {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => Err(self.remote(e)),
+            Err(e) => Err(self.rpc_error(e)),
+        }
     }
 
     async fn vote(
         &mut self,
-        _rpc: VoteRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        Err(RPCError::Unreachable(self.unreachable()))
+        let payload = encode(&rpc).map_err(|s| {
+            RPCError::Network(NetworkError::new(&io::Error::other(s.message().to_owned())))
+        })?;
+        match self.call(Rpc::Vote, payload, option.hard_ttl()).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => Err(self.remote(e)),
+            Err(e) => Err(self.rpc_error(e)),
+        }
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let payload = encode(&rpc).map_err(|s| {
+            RPCError::Network(NetworkError::new(&io::Error::other(s.message().to_owned())))
+        })?;
+        match self.call(Rpc::PreVote, payload, option.hard_ttl()).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => Err(self.remote(e)),
+            Err(e) => Err(self.rpc_error(e)),
+        }
     }
 
     async fn full_snapshot(
         &mut self,
-        _vote: Vote,
-        _snapshot: Snapshot,
-        _cancel: impl std::future::Future<Output = ReplicationClosed> + OptionalSend + 'static,
-        _option: RPCOption,
+        vote: Vote,
+        snapshot: Snapshot,
+        _cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        Err(StreamingError::Unreachable(self.unreachable()))
+        let payload = encode(&(vote, snapshot.meta, snapshot.snapshot)).map_err(|s| {
+            StreamingError::Network(NetworkError::new(&io::Error::other(s.message().to_owned())))
+        })?;
+        match self
+            .call(Rpc::InstallSnapshot, payload, option.hard_ttl())
+            .await
+        {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => Err(StreamingError::Network(NetworkError::new(
+                &io::Error::other(e.to_string()),
+            ))),
+            Err(CallError::Unreachable(e)) => {
+                Err(StreamingError::Unreachable(Unreachable::new(&e)))
+            }
+            Err(CallError::Network(e)) => Err(StreamingError::Network(NetworkError::new(&e))),
+        }
     }
 }

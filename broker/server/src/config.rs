@@ -26,10 +26,65 @@ pub struct BrokerConfig {
     pub advertised_address: Option<String>,
     /// Directory for the node's databases.
     pub data_dir: PathBuf,
+    /// Every voter of the cluster's controller, this node included, as `ID=HOST:PORT`. Empty
+    /// means a single-node cluster of this node alone. Every node of a cluster must be given
+    /// the same list.
+    pub peers: Vec<Peer>,
     /// Record and request size limits.
     pub limits: Limits,
     /// Raft timings.
     pub raft: RaftTimings,
+}
+
+/// A cluster member: node id and the address its gRPC port is reached at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Peer {
+    /// The node's id.
+    pub id: NodeId,
+    /// Its `HOST:PORT`.
+    pub address: String,
+}
+
+impl std::str::FromStr for Peer {
+    type Err = String;
+
+    /// Parses `ID=HOST:PORT`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (id, address) = s
+            .split_once('=')
+            .ok_or_else(|| format!("peer '{s}' is not ID=HOST:PORT"))?;
+        let id: NodeId = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("peer '{s}': node id '{id}' is not a positive integer"))?;
+        let address = address.trim();
+        match address.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {}
+            _ => return Err(format!("peer '{s}': address '{address}' is not HOST:PORT")),
+        }
+        if id == 0 {
+            return Err(format!("peer '{s}': node ids start at 1"));
+        }
+        Ok(Self {
+            id,
+            address: address.to_owned(),
+        })
+    }
+}
+
+impl TryFrom<String> for Peer {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<Peer> for String {
+    fn from(peer: Peer) -> Self {
+        format!("{}={}", peer.id, peer.address)
+    }
 }
 
 /// Size and count limits applied to requests.
@@ -70,6 +125,7 @@ impl Default for BrokerConfig {
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 7071))),
             advertised_address: None,
             data_dir: PathBuf::from("weir-data"),
+            peers: Vec::new(),
             limits: Limits::default(),
             raft: RaftTimings::default(),
         }
@@ -174,7 +230,51 @@ impl BrokerConfig {
         if self.node_id == 0 {
             return invalid("node_id must be at least 1".into());
         }
+        if !self.peers.is_empty() {
+            let mut ids = std::collections::BTreeSet::new();
+            for peer in &self.peers {
+                if !ids.insert(peer.id) {
+                    return invalid(format!("peers name node {} more than once", peer.id));
+                }
+            }
+            if !ids.contains(&self.node_id) {
+                return invalid(format!(
+                    "node_id {} is not among the peers ({}); every node lists itself",
+                    self.node_id,
+                    ids.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The address other nodes and clients reach this node at: the advertised address, else
+    /// this node's entry in `peers`, else the bound address.
+    pub(crate) fn address(&self, bound: std::net::SocketAddr) -> String {
+        self.advertised_address
+            .clone()
+            .or_else(|| {
+                self.peers
+                    .iter()
+                    .find(|p| p.id == self.node_id)
+                    .map(|p| p.address.clone())
+            })
+            .unwrap_or_else(|| bound.to_string())
+    }
+
+    /// The controller's voters: the peers, or this node alone.
+    pub(crate) fn voters(&self, address: &str) -> std::collections::BTreeMap<NodeId, String> {
+        if self.peers.is_empty() {
+            std::collections::BTreeMap::from([(self.node_id, address.to_owned())])
+        } else {
+            self.peers
+                .iter()
+                .map(|p| (p.id, p.address.clone()))
+                .collect()
+        }
     }
 
     pub(crate) fn batch_limits(&self) -> BatchLimits {
@@ -222,6 +322,45 @@ mod tests {
         let err = BrokerConfig::from_file(&path).unwrap_err();
         assert!(matches!(err, ConfigError::Parse { .. }));
         assert!(format!("{:?}", err).contains("node_idd"));
+    }
+
+    #[test]
+    fn peers_parse_and_bad_lists_are_refused() {
+        let peer: Peer = "2=127.0.0.1:7072".parse().unwrap();
+        assert_eq!((peer.id, peer.address.as_str()), (2, "127.0.0.1:7072"));
+        for bad in [
+            "2",
+            "x=127.0.0.1:1",
+            "0=h:1",
+            "2=:1",
+            "2=host",
+            "2=host:0",
+            "2=host:99999",
+        ] {
+            assert!(bad.parse::<Peer>().is_err(), "{bad}");
+        }
+        let mut c = BrokerConfig {
+            node_id: 1,
+            peers: vec!["1=a:1".parse().unwrap(), "1=b:2".parse().unwrap()],
+            ..BrokerConfig::default()
+        };
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("more than once")
+        );
+        c.peers = vec!["2=a:1".parse().unwrap(), "3=b:2".parse().unwrap()];
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("not among the peers")
+        );
+        c.peers.push("1=c:3".parse().unwrap());
+        c.validate().unwrap();
+        assert_eq!(c.address("127.0.0.1:9".parse().unwrap()), "c:3");
+        assert_eq!(c.voters("ignored").len(), 3);
     }
 
     #[test]

@@ -84,12 +84,14 @@ pub enum BrokerError {
     #[error("invalid request: {0}")]
     InvalidArgument(String),
     /// This node does not lead the partition.
-    #[error("this node does not lead {what}; leader: {leader:?}")]
+    #[error("this node does not lead {what}; leader: {}", leader.map_or("unknown".to_owned(), |l| format!("node {l} at {}", leader_address.as_deref().unwrap_or("unknown address"))))]
     NotLeader {
         /// Which partition or group.
         what: String,
         /// The leader, if known.
         leader: Option<NodeId>,
+        /// The leader's address, if known.
+        leader_address: Option<String>,
     },
     /// The partition or controller is not available right now (no leader, starting up).
     #[error("{0} is unavailable right now; retry")]
@@ -156,11 +158,17 @@ impl BrokerError {
     pub fn to_status(&self) -> Status {
         let mut metadata = Vec::new();
         if let BrokerError::NotLeader {
-            leader: Some(leader),
+            leader,
+            leader_address,
             ..
         } = self
         {
-            metadata.push(("leader".to_owned(), leader.to_string()));
+            if let Some(leader) = leader {
+                metadata.push(("leader".to_owned(), leader.to_string()));
+            }
+            if let Some(address) = leader_address {
+                metadata.push(("leader_address".to_owned(), address.clone()));
+            }
         }
         weir_proto::error::status_with_reason(
             self.code(),
@@ -192,6 +200,7 @@ impl From<ReplicaError> for BrokerError {
             ReplicaError::NotLeader { group, leader } => BrokerError::NotLeader {
                 what: format!("raft group {group}"),
                 leader,
+                leader_address: None,
             },
             ReplicaError::Unavailable { .. } => BrokerError::Unavailable(e.to_string()),
             ReplicaError::Indeterminate { .. } => BrokerError::Indeterminate(e.to_string()),

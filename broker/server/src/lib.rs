@@ -13,15 +13,17 @@ mod node;
 mod service;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
+use tracing::Instrument;
 use weir_proto::v1::broker_server::BrokerServer;
+use weir_raft::Peers;
 
-pub use config::{BrokerConfig, ConfigError, Limits, RaftTimings};
+pub use config::{BrokerConfig, ConfigError, Limits, Peer, RaftTimings};
 pub use error::BrokerError;
 
 use crate::metrics::{Metrics, RequestMetrics};
@@ -55,6 +57,16 @@ pub enum StartError {
     /// The controller or a partition did not become available.
     #[error("replication did not become available")]
     Replica(#[source] weir_raft::ReplicaError),
+    /// The configured peers are not the cluster's controller voters.
+    #[error(
+        "configured peers {configured:?} disagree with the cluster's controller voters {cluster:?}; give every node the same --peers list"
+    )]
+    PeersDisagree {
+        /// Node ids in this node's configuration.
+        configured: Vec<weir_raft::NodeId>,
+        /// Node ids of the controller's membership.
+        cluster: Vec<weir_raft::NodeId>,
+    },
     /// Registering the node or starting its partitions failed.
     #[error(transparent)]
     Broker(#[from] BrokerError),
@@ -73,6 +85,11 @@ impl Broker {
     /// Validates `config`, starts the node and serves gRPC. Returns once the broker accepts
     /// requests and every assigned partition has been recovered.
     pub async fn start(config: BrokerConfig) -> Result<Self, StartError> {
+        let span = tracing::info_span!("broker", node_id = config.node_id);
+        Self::start_in_span(config).instrument(span).await
+    }
+
+    async fn start_in_span(config: BrokerConfig) -> Result<Self, StartError> {
         config.validate()?;
         let listener =
             TcpListener::bind(config.listen)
@@ -85,14 +102,8 @@ impl Broker {
             addr: config.listen,
             source,
         })?;
-        let address = config
-            .advertised_address
-            .clone()
-            .unwrap_or_else(|| local_addr.to_string());
-        let span = tracing::info_span!("broker", node_id = config.node_id, %local_addr);
-        let _entered = span.enter();
-        tracing::info!(data_dir = %config.data_dir.display(), "starting broker");
-
+        let address = config.address(local_addr);
+        tracing::info!(%local_addr, data_dir = %config.data_dir.display(), "starting broker");
         let metrics_listener = match config.metrics_listen {
             Some(addr) => Some(
                 TcpListener::bind(addr)
@@ -103,23 +114,26 @@ impl Broker {
         };
         let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
 
+        // Serve before the node is up: a starting node takes part in elections through the
+        // same port. Client requests get UNAVAILABLE until the node is ready.
         let shutdown = CancellationToken::new();
-        let node = Node::start(config, address, shutdown.clone()).await?;
+        let peers = Peers::new();
+        let node_cell = Arc::new(OnceLock::new());
         let request_metrics = RequestMetrics::shared();
-        if let Some(listener) = metrics_listener {
-            let metrics = Arc::new(Metrics::new(&node, &request_metrics));
-            tokio::spawn(metrics::serve(listener, metrics, shutdown.clone()));
-        }
-
         let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_serving::<BrokerServer<BrokerService>>().await;
+        health
+            .set_not_serving::<BrokerServer<BrokerService>>()
+            .await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(weir_proto::FILE_DESCRIPTOR_SET)
             .build_v1()
             .map_err(|e| BrokerError::Internal(format!("reflection service: {e}")))?;
-        let broker = BrokerServer::new(BrokerService::new(node.clone(), request_metrics))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let broker = BrokerServer::new(BrokerService::new(
+            node_cell.clone(),
+            request_metrics.clone(),
+        ))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
         // Small produce requests must not wait for Nagle's algorithm and delayed ACKs: without
         // TCP_NODELAY a ~100 KiB request gained ~40 ms of latency.
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -128,11 +142,26 @@ impl Broker {
             tonic::transport::Server::builder()
                 .add_service(health_service)
                 .add_service(reflection)
+                .add_service(peers.service())
                 .add_service(broker)
                 .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await }),
         );
+
+        let node = match Node::start(config, address, peers, shutdown.clone()).await {
+            Ok(node) => node,
+            Err(e) => {
+                shutdown.cancel();
+                let _ = server.await;
+                return Err(e);
+            }
+        };
+        let _ = node_cell.set(node.clone());
+        health.set_serving::<BrokerServer<BrokerService>>().await;
+        if let Some(listener) = metrics_listener {
+            let metrics = Arc::new(Metrics::new(&node, &request_metrics));
+            tokio::spawn(metrics::serve(listener, metrics, shutdown.clone()));
+        }
         tracing::info!("broker ready");
-        drop(_entered);
         Ok(Self {
             node,
             local_addr,

@@ -31,6 +31,9 @@ use crate::metadata::{
 /// How long a request waits for a partition or the controller to have a leader.
 const LEADER_WAIT: Duration = Duration::from_secs(10);
 
+/// How long a starting cluster node waits for a quorum of its peers to come up.
+const CLUSTER_FORMING_WAIT: Duration = Duration::from_secs(120);
+
 /// A partition this node hosts, as requests see it.
 #[derive(Debug, Clone)]
 pub(crate) struct HostedPartition {
@@ -49,6 +52,7 @@ impl HostedPartition {
 pub(crate) struct Node {
     pub(crate) config: BrokerConfig,
     pub(crate) address: String,
+    peers: Peers,
     pub(crate) partition_db: LogDb,
     controller_db: LogDb,
     controller: ControllerReplica<MetadataStore>,
@@ -67,6 +71,7 @@ impl Node {
     pub(crate) async fn start(
         config: BrokerConfig,
         address: String,
+        peers: Peers,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, StartError> {
         let partition_db = LogDb::open(
@@ -85,19 +90,36 @@ impl Node {
             config.node_id,
             CONTROLLER_GROUP,
             controller_db.clone(),
-            Peers::single_node(),
+            peers.clone(),
             config.group_timings(),
             store,
         )
         .await?;
-        let voters = BTreeMap::from([(config.node_id, address.clone())]);
+        let voters = config.voters(&address);
+        // Every node initialises the controller with the same voters; openraft accepts that
+        // and the first election settles it. A restarted node's call is a no-op.
         controller.initialize(&voters).await?;
-        controller.wait_for_leader(LEADER_WAIT).await?;
-        controller.catch_up(LEADER_WAIT).await?;
+        let wait = if voters.len() > 1 {
+            CLUSTER_FORMING_WAIT
+        } else {
+            LEADER_WAIT
+        };
+        controller.wait_for_leader(wait).await?;
+        controller.catch_up(wait).await?;
+        let mut actual = controller.voters();
+        actual.sort_unstable();
+        let configured: Vec<NodeId> = voters.keys().copied().collect();
+        if actual != configured {
+            return Err(StartError::PeersDisagree {
+                configured,
+                cluster: actual,
+            });
+        }
 
         let node = Arc::new(Self {
             config,
             address,
+            peers,
             partition_db,
             controller_db,
             controller,
@@ -210,10 +232,10 @@ impl Node {
                     topic.name, partition
                 )))
             }
-            None => Err(BrokerError::NotLeader {
-                what: format!("{}/{}", topic.name, partition),
-                leader: info.replicas.first().copied(),
-            }),
+            None => Err(self.not_leader(
+                format!("{}/{}", topic.name, partition),
+                info.replicas.first().copied(),
+            )),
         }
     }
 
@@ -234,10 +256,18 @@ impl Node {
         if leader == self.config.node_id && hosted.replica.is_leader() {
             Ok(hosted)
         } else {
-            Err(BrokerError::NotLeader {
-                what: format!("{}/{}", topic.name, partition),
-                leader: Some(leader),
-            })
+            Err(self.not_leader(format!("{}/{}", topic.name, partition), Some(leader)))
+        }
+    }
+
+    /// A NOT_LEADER error carrying the leader's id and address, for clients to follow.
+    pub(crate) fn not_leader(&self, what: String, leader: Option<NodeId>) -> BrokerError {
+        let leader_address =
+            leader.and_then(|id| self.metadata().nodes.get(&id).map(|n| n.address.clone()));
+        BrokerError::NotLeader {
+            what,
+            leader,
+            leader_address,
         }
     }
 
@@ -355,7 +385,7 @@ impl Node {
             me,
             group,
             self.partition_db.clone(),
-            Peers::single_node(),
+            self.peers.clone(),
             self.config.group_timings(),
         )
         .await?;

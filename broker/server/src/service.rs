@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -26,13 +26,21 @@ use crate::node::{HostedPartition, Node, blocking};
 /// The gRPC service over a [`Node`].
 #[derive(Clone)]
 pub(crate) struct BrokerService {
-    node: Arc<Node>,
+    /// Set once the node has started; the service is served earlier, because a starting node
+    /// already takes part in elections through the same port.
+    node: Arc<OnceLock<Arc<Node>>>,
     metrics: Arc<RequestMetrics>,
 }
 
 impl BrokerService {
-    pub(crate) fn new(node: Arc<Node>, metrics: Arc<RequestMetrics>) -> Self {
+    pub(crate) fn new(node: Arc<OnceLock<Arc<Node>>>, metrics: Arc<RequestMetrics>) -> Self {
         Self { node, metrics }
+    }
+
+    fn node(&self) -> Result<&Arc<Node>, BrokerError> {
+        self.node
+            .get()
+            .ok_or_else(|| BrokerError::Unavailable("this broker is still starting".into()))
     }
 
     /// Turns a handler's result into the gRPC answer, counting failures by reason.
@@ -49,7 +57,7 @@ impl BrokerService {
     }
 
     fn topic(&self, name: &str) -> Result<TopicInfo, BrokerError> {
-        self.node.topic(&BrokerError::topic_name(name)?)
+        self.node()?.topic(&BrokerError::topic_name(name)?)
     }
 
     /// Describes a topic as this node sees it: replicas from the metadata, leader and offsets
@@ -62,12 +70,12 @@ impl BrokerService {
                 replicas: info.replicas.clone(),
                 ..Default::default()
             };
-            if let Ok(hosted) = self.node.hosted(topic, PartitionId(index as u32)) {
+            if let Ok(hosted) = self.node()?.hosted(topic, PartitionId(index as u32)) {
                 let progress = *hosted.replica.progress().borrow();
                 description.leader = hosted.replica.leader();
                 description.high_watermark = progress.high_watermark.0;
                 description.log_start_offset =
-                    self.node.log_start(hosted.group(), progress).await?.0;
+                    self.node()?.log_start(hosted.group(), progress).await?.0;
             }
             partitions.push(description);
         }
@@ -83,7 +91,7 @@ impl BrokerService {
     fn readable(&self, topic: &str, partition: u32) -> Result<HostedPartition, BrokerError> {
         let topic = self.topic(topic)?;
         let partition = Node::check_partition(&topic, partition)?;
-        self.node.hosted(&topic, partition)
+        self.node()?.hosted(&topic, partition)
     }
 
     /// Checks that `offset` is within `[log start, high watermark]`.
@@ -93,7 +101,7 @@ impl BrokerService {
         offset: i64,
     ) -> Result<(Offset, PartitionProgress), BrokerError> {
         let progress = *hosted.replica.progress().borrow();
-        let log_start = self.node.log_start(hosted.group(), progress).await?;
+        let log_start = self.node()?.log_start(hosted.group(), progress).await?;
         let out_of_range = || BrokerError::OffsetOutOfRange {
             topic: hosted.topic.clone(),
             partition: hosted.partition,
@@ -108,8 +116,11 @@ impl BrokerService {
         Ok((Offset(offset), progress))
     }
 
-    fn fetch_limits(&self, max_records: u32, max_bytes: u32) -> (usize, usize) {
-        let limits = &self.node.config.limits;
+    fn fetch_limits(
+        limits: &crate::config::Limits,
+        max_records: u32,
+        max_bytes: u32,
+    ) -> (usize, usize) {
         let pick = |asked: u32, cap: u32| if asked == 0 { cap } else { asked.min(cap) };
         (
             pick(max_records, limits.max_fetch_records) as usize,
@@ -220,9 +231,10 @@ impl BrokerService {
         &self,
         request: Request<pb::CreateTopicRequest>,
     ) -> Result<pb::CreateTopicResponse, BrokerError> {
+        let node = self.node()?;
         let req = request.into_inner();
         let name = BrokerError::topic_name(&req.name)?;
-        let max = self.node.config.limits.max_partitions_per_topic;
+        let max = node.config.limits.max_partitions_per_topic;
         if req.partitions == 0 || req.partitions > max {
             return Err(BrokerError::InvalidPartitions {
                 requested: req.partitions,
@@ -238,8 +250,7 @@ impl BrokerService {
                 "unknown topic config '{key}': this broker supports no topic configs yet"
             )));
         }
-        let topic = self
-            .node
+        let topic = node
             .propose(Command::CreateTopic {
                 name,
                 partitions: req.partitions,
@@ -248,7 +259,7 @@ impl BrokerService {
             })
             .await?
             .ok_or_else(|| BrokerError::Internal("controller returned no topic".into()))?;
-        self.node.wait_until_ready(&topic).await?;
+        node.wait_until_ready(&topic).await?;
         tracing::info!(partitions = topic.partitions.len(), "topic created");
         Ok(pb::CreateTopicResponse {
             topic: Some(self.describe(&topic).await?),
@@ -259,9 +270,10 @@ impl BrokerService {
         &self,
         request: Request<pb::DeleteTopicRequest>,
     ) -> Result<pb::DeleteTopicResponse, BrokerError> {
+        let node = self.node()?;
         let name = BrokerError::topic_name(&request.into_inner().name)?;
-        self.node.propose(Command::DeleteTopic { name }).await?;
-        self.node.reconcile().await?;
+        node.propose(Command::DeleteTopic { name }).await?;
+        node.reconcile().await?;
         tracing::info!("topic deleted");
         Ok(pb::DeleteTopicResponse {})
     }
@@ -271,7 +283,7 @@ impl BrokerService {
         _request: Request<pb::ListTopicsRequest>,
     ) -> Result<pb::ListTopicsResponse, BrokerError> {
         let topics = self
-            .node
+            .node()?
             .metadata()
             .topics
             .values()
@@ -298,6 +310,7 @@ impl BrokerService {
         &self,
         request: Request<pb::ProduceRequest>,
     ) -> Result<pb::ProduceResponse, BrokerError> {
+        let node = self.node()?;
         let req = request.into_inner();
         let acks = pb::Acks::try_from(req.acks).map_err(|_| {
             BrokerError::InvalidArgument(format!("unknown acks value {}", req.acks))
@@ -310,14 +323,14 @@ impl BrokerService {
         let partition = match (req.partition, &req.records[0].key) {
             (Some(p), _) => Node::check_partition(&topic, p)?,
             (None, Some(key)) => partition_for_key(key, partitions),
-            (None, None) => self.node.next_round_robin(partitions),
+            (None, None) => node.next_round_robin(partitions),
         };
         let started = std::time::Instant::now();
         let records = to_records(req.records)?;
-        let batch = EncodedBatch::encode(&records, self.node.config.batch_limits())
+        let batch = EncodedBatch::encode(&records, node.config.batch_limits())
             .map_err(BrokerError::from)?;
         let (record_count, batch_bytes) = (records.len() as u64, batch.bytes().len() as u64);
-        let hosted = self.node.leader_of(&topic, partition).await?;
+        let hosted = node.leader_of(&topic, partition).await?;
         let base_offset = match acks {
             pb::Acks::None => {
                 hosted
@@ -351,32 +364,25 @@ impl BrokerService {
         &self,
         request: Request<pb::FetchRequest>,
     ) -> Result<pb::FetchResponse, BrokerError> {
+        let node = self.node()?;
         let req = request.into_inner();
         let hosted = self.readable(&req.topic, req.partition)?;
         let (offset, mut progress) = self.check_offset(&hosted, req.offset).await?;
-        let (max_records, max_bytes) = self.fetch_limits(req.max_records, req.max_bytes);
-        let wait = req
-            .max_wait_ms
-            .min(self.node.config.limits.max_fetch_wait_ms);
+        let (max_records, max_bytes) =
+            Self::fetch_limits(&node.config.limits, req.max_records, req.max_bytes);
+        let wait = req.max_wait_ms.min(node.config.limits.max_fetch_wait_ms);
         if offset >= progress.high_watermark && wait > 0 {
             progress = wait_for_records(
-                &self.node,
+                node,
                 &hosted,
                 offset,
                 Duration::from_millis(u64::from(wait)),
             )
             .await;
         }
-        let records = read_committed(
-            &self.node,
-            &hosted,
-            offset,
-            progress,
-            max_records,
-            max_bytes,
-        )
-        .await?;
-        let log_start = self.node.log_start(hosted.group(), progress).await?;
+        let records =
+            read_committed(node, &hosted, offset, progress, max_records, max_bytes).await?;
+        let log_start = node.log_start(hosted.group(), progress).await?;
         self.metrics.fetched(&req.topic, records.len() as u64);
         Ok(pb::FetchResponse {
             records,
@@ -389,22 +395,23 @@ impl BrokerService {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<ResponseStream<pb::SubscribeResponse>, BrokerError> {
+        let node = self.node()?;
         let req = request.into_inner();
         let hosted = self.readable(&req.topic, req.partition)?;
         let progress = *hosted.replica.progress().borrow();
         use pb::start_position::Position;
         let start = match req.start.and_then(|s| s.position) {
             None | Some(Position::Latest(_)) => progress.high_watermark,
-            Some(Position::Earliest(_)) => self.node.log_start(hosted.group(), progress).await?,
+            Some(Position::Earliest(_)) => node.log_start(hosted.group(), progress).await?,
             Some(Position::Offset(o)) => {
                 let offset = i64::try_from(o).unwrap_or(i64::MAX);
                 self.check_offset(&hosted, offset).await?.0
             }
         };
-        let (_, max_bytes) = self.fetch_limits(0, req.max_bytes);
-        let max_records = self.node.config.limits.max_fetch_records as usize;
+        let (_, max_bytes) = Self::fetch_limits(&node.config.limits, 0, req.max_bytes);
+        let max_records = node.config.limits.max_fetch_records as usize;
         let (tx, rx) = mpsc::channel(4);
-        let node = self.node.clone();
+        let node = node.clone();
         tokio::spawn(async move {
             let mut position = start;
             loop {
@@ -450,16 +457,17 @@ impl BrokerService {
         &self,
         request: Request<pb::ListOffsetsRequest>,
     ) -> Result<pb::ListOffsetsResponse, BrokerError> {
+        let node = self.node()?;
         let req = request.into_inner();
         let hosted = self.readable(&req.topic, req.partition)?;
         let progress = *hosted.replica.progress().borrow();
-        let log_start = self.node.log_start(hosted.group(), progress).await?;
+        let log_start = node.log_start(hosted.group(), progress).await?;
         use pb::list_offsets_request::Spec;
         let (offset, timestamp_ms) = match req.spec {
             None | Some(Spec::Latest(_)) => (Some(progress.high_watermark.0), None),
             Some(Spec::Earliest(_)) => (Some(log_start.0), None),
             Some(Spec::TimestampMs(ts)) => {
-                let db = self.node.partition_db.clone();
+                let db = node.partition_db.clone();
                 let group = hosted.group();
                 let found = blocking(move || {
                     Ok(db.offset_for_timestamp(group, ts, progress.applied_index)?)
@@ -485,7 +493,8 @@ impl BrokerService {
         &self,
         _request: Request<pb::DescribeClusterRequest>,
     ) -> Result<pb::DescribeClusterResponse, BrokerError> {
-        let metadata = self.node.metadata();
+        let node = self.node()?;
+        let metadata = node.metadata();
         Ok(pb::DescribeClusterResponse {
             nodes: metadata
                 .nodes
@@ -495,7 +504,7 @@ impl BrokerService {
                     address: n.address.clone(),
                 })
                 .collect(),
-            controller: self.node.controller_leader(),
+            controller: node.controller_leader(),
             cluster_id: metadata.cluster_id.clone().unwrap_or_default(),
         })
     }
