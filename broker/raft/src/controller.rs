@@ -259,8 +259,8 @@ impl<S: MetadataState> ControllerReplica<S> {
                     .metrics(
                         |m| {
                             m.current_leader.is_some()
-                                && m.committed.is_some()
-                                && m.last_applied.map(|l| l.index) >= m.committed.map(|c| c.index)
+                                && m.local_committed.is_some()
+                                && m.last_applied.map(|l| l.index) >= m.local_committed.map(|c| c.index)
                         },
                         "follower caught up with the leader's commit index",
                     )

@@ -104,6 +104,9 @@ pub(crate) type ControllerProposer =
 
 #[derive(Default)]
 struct Shared {
+    /// How this node reaches a peer, when it differs from the address in the group membership
+    /// (for example through a proxy or a NAT).
+    routes: RwLock<HashMap<NodeId, String>>,
     channels: RwLock<HashMap<String, Channel>>,
     groups: RwLock<HashMap<GroupId, Arc<dyn GroupEndpoint>>>,
     controller: RwLock<Option<ControllerProposer>>,
@@ -136,6 +139,19 @@ impl Peers {
         })
         .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES)
+    }
+
+    /// Reaches `node` at `address` instead of the address the cluster metadata gives for it.
+    pub fn set_route(&self, node: NodeId, address: String) {
+        write(&self.shared.routes).insert(node, address);
+    }
+
+    /// The address to reach `node` at: its route if one is set, else `advertised`.
+    pub(crate) fn address_of(&self, node: NodeId, advertised: &str) -> String {
+        read(&self.shared.routes)
+            .get(&node)
+            .cloned()
+            .unwrap_or_else(|| advertised.to_owned())
     }
 
     pub(crate) fn for_group(&self, group: GroupId) -> GroupNetwork {
@@ -324,7 +340,9 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
         PeerClient {
             group: self.group,
             target,
-            client: self.peers.client(&node.addr),
+            client: self
+                .peers
+                .client(&self.peers.address_of(target, &node.addr)),
         }
     }
 }

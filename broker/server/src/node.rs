@@ -85,6 +85,11 @@ impl Node {
                 ..LogDbOptions::default()
             },
         )?;
+        // This node's own view of how to reach each peer wins over the addresses in the
+        // cluster metadata (which are what each node advertises).
+        for peer in config.peers.iter().filter(|p| p.id != config.node_id) {
+            peers.set_route(peer.id, peer.address.clone());
+        }
         let (store, metadata) = MetadataStore::new();
         let controller = ControllerReplica::start(
             config.node_id,
@@ -108,6 +113,7 @@ impl Node {
         controller.catch_up(wait).await?;
         let mut actual = controller.voters();
         actual.sort_unstable();
+        // Only the ids must agree: nodes may reach each other through different addresses.
         let configured: Vec<NodeId> = voters.keys().copied().collect();
         if actual != configured {
             return Err(StartError::PeersDisagree {
