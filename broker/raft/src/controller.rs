@@ -260,7 +260,8 @@ impl<S: MetadataState> ControllerReplica<S> {
                         |m| {
                             m.current_leader.is_some()
                                 && m.local_committed.is_some()
-                                && m.last_applied.map(|l| l.index) >= m.local_committed.map(|c| c.index)
+                                && m.last_applied.map(|l| l.index)
+                                    >= m.local_committed.map(|c| c.index)
                         },
                         "follower caught up with the leader's commit index",
                     )

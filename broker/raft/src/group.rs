@@ -148,6 +148,33 @@ where
             .ok_or_else(|| unavailable("no leader".to_owned()))
     }
 
+    /// Each voter's replication state, when this node leads the group.
+    pub(crate) fn replica_status(&self) -> Option<Vec<crate::partition::ReplicaStatus>> {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let matched = metrics.replication.as_ref()?;
+        let last = metrics.last_log_index.unwrap_or(0);
+        let committed = metrics.local_committed.map_or(0, |c| c.index);
+        Some(
+            metrics
+                .membership_config
+                .membership()
+                .voter_ids()
+                .map(|node_id| {
+                    let index = if node_id == metrics.id {
+                        Some(last)
+                    } else {
+                        matched.get(&node_id).copied().flatten().map(|l| l.index)
+                    };
+                    crate::partition::ReplicaStatus {
+                        node_id,
+                        in_sync: index.is_some_and(|i| i >= committed),
+                        lag: last.saturating_sub(index.unwrap_or(0)),
+                    }
+                })
+                .collect(),
+        )
+    }
+
     /// Why the group stopped, if it did. A stopped group must be restarted; it is never
     /// silently dead.
     pub(crate) fn failure(&self) -> Option<String> {

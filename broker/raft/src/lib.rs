@@ -25,6 +25,6 @@ pub use config::GroupTimings;
 pub use controller::{ControllerReplica, MetadataState};
 pub use error::{ReplicaError, StartError};
 pub use network::Peers;
-pub use partition::{AppendOutcome, PartitionProgress, PartitionReplica};
+pub use partition::{AppendOutcome, PartitionProgress, PartitionReplica, ReplicaStatus};
 pub use types::{NodeId, Request, Response, TypeConfig};
 pub use weir_storage::GroupId;

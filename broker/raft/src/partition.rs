@@ -197,6 +197,17 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotOnce {
     }
 }
 
+/// A replica's replication state, as the leader sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaStatus {
+    /// The replica's node.
+    pub node_id: NodeId,
+    /// Whether it holds every committed entry.
+    pub in_sync: bool,
+    /// Raft log entries it is behind the leader's log.
+    pub lag: u64,
+}
+
 /// What a successful append returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendOutcome {
@@ -305,6 +316,11 @@ impl PartitionReplica {
     /// Whether this node is the group's leader.
     pub fn is_leader(&self) -> bool {
         self.group.is_leader()
+    }
+
+    /// Each voter's replication state, as seen by this node when it leads the group.
+    pub fn replica_status(&self) -> Option<Vec<ReplicaStatus>> {
+        self.group.replica_status()
     }
 
     /// Why the group stopped, if it did (for example a storage error).

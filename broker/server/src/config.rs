@@ -103,6 +103,9 @@ pub struct Limits {
     pub max_fetch_bytes: u32,
     /// Upper bound of a fetch's long-poll wait, in milliseconds.
     pub max_fetch_wait_ms: u32,
+    /// How long a produce waits for its batch to be committed by a quorum before it fails
+    /// with `OUTCOME_UNKNOWN` (the batch may still commit later), in milliseconds.
+    pub produce_timeout_ms: u32,
 }
 
 /// Raft heartbeat and election timings, in milliseconds.
@@ -142,6 +145,7 @@ impl Default for Limits {
             max_fetch_records: 10_000,
             max_fetch_bytes: 4 * 1024 * 1024,
             max_fetch_wait_ms: 30_000,
+            produce_timeout_ms: 10_000,
         }
     }
 }
@@ -211,6 +215,9 @@ impl BrokerConfig {
         }
         if l.max_partitions_per_topic == 0 {
             return invalid("limits.max_partitions_per_topic must be at least 1".into());
+        }
+        if l.produce_timeout_ms == 0 {
+            return invalid("limits.produce_timeout_ms must be at least 1".into());
         }
         if l.max_fetch_records == 0 || l.max_fetch_bytes == 0 {
             return invalid(

@@ -154,7 +154,7 @@ impl Collector for NodeCollector {
         let failed = ConstGauge::new(node.failed_partitions() as i64);
         failed.encode(encoder.encode_descriptor(
             "weir_partitions_failed",
-            "Assigned partitions whose replica failed to start on this node",
+            "Assigned partitions whose replica failed to start or stopped after a failure on this node",
             None,
             MetricType::Gauge,
         )?)?;

@@ -220,6 +220,12 @@ impl Node {
             })?;
         let partitions = self.partitions.read().unwrap_or_else(|p| p.into_inner());
         match partitions.get(&info.group) {
+            Some(hosted) if let Some(reason) = hosted.replica.failure() => {
+                Err(BrokerError::Unavailable(format!(
+                    "{}/{} stopped on this node after a failure and needs a restart: {reason}",
+                    topic.name, partition
+                )))
+            }
             Some(hosted) => Ok(hosted.clone()),
             None if let Some(reason) = self
                 .failed
@@ -479,9 +485,16 @@ impl Node {
         .await;
     }
 
-    /// How many assigned partitions failed to start.
+    /// How many assigned partitions failed to start or stopped after a failure.
     pub(crate) fn failed_partitions(&self) -> usize {
-        self.failed.read().unwrap_or_else(|p| p.into_inner()).len()
+        let stopped = self
+            .partitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|h| h.replica.failure().is_some())
+            .count();
+        self.failed.read().unwrap_or_else(|p| p.into_inner()).len() + stopped
     }
 
     /// Running partition replicas, for status and metrics.

@@ -73,6 +73,17 @@ impl BrokerService {
             if let Ok(hosted) = self.node()?.hosted(topic, PartitionId(index as u32)) {
                 let progress = *hosted.replica.progress().borrow();
                 description.leader = hosted.replica.leader();
+                description.replica_status = hosted
+                    .replica
+                    .replica_status()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|r| pb::ReplicaStatus {
+                        node_id: r.node_id,
+                        in_sync: r.in_sync,
+                        lag: r.lag,
+                    })
+                    .collect();
                 description.high_watermark = progress.high_watermark.0;
                 description.log_start_offset =
                     self.node()?.log_start(hosted.group(), progress).await?.0;
@@ -341,15 +352,21 @@ impl BrokerService {
                 None
             }
             // On a single node the leader's fsync is the quorum, so `leader` equals `all`.
-            pb::Acks::Unspecified | pb::Acks::All | pb::Acks::Leader => Some(
-                hosted
-                    .replica
-                    .append(batch)
+            pb::Acks::Unspecified | pb::Acks::All | pb::Acks::Leader => {
+                let timeout =
+                    Duration::from_millis(u64::from(node.config.limits.produce_timeout_ms));
+                // Without a quorum a raft write waits forever; the producer must hear instead.
+                let appended = tokio::time::timeout(timeout, hosted.replica.append(batch))
                     .await
-                    .map_err(BrokerError::from)?
-                    .base_offset
-                    .0,
-            ),
+                    .map_err(|_| {
+                        BrokerError::Indeterminate(format!(
+                            "{}/{} did not commit the batch within {timeout:?}: a quorum of its replicas is not reachable; it may still commit",
+                            topic.name, partition
+                        ))
+                    })?
+                    .map_err(BrokerError::from)?;
+                Some(appended.base_offset.0)
+            }
         };
         self.metrics
             .produced(&req.topic, record_count, batch_bytes, started.elapsed());
