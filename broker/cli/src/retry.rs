@@ -1,6 +1,12 @@
 //! Retrying requests that failed for a passing reason (a leader election, a broker restart, a
 //! dropped connection), as [`ClientError::is_retriable`] says, with exponential backoff.
 //!
+//! This sits above the client's own routing: the client already follows `NOT_LEADER` answers
+//! that name the leader (a few hops per call), so a `NOT_LEADER` or an unreachable leader that
+//! reaches this loop means leadership is unknown or moving, which only time settles. Each retry
+//! goes where the client's leader cache then points: the last leader named, or the bootstrap
+//! broker once a leader proved stale or unreachable.
+//!
 //! A retried produce whose first attempt was stored but not acknowledged (connection lost, time
 //! out) is stored twice: the console tools deliver at least once, like Kafka's producer without
 //! idempotence.

@@ -94,7 +94,7 @@ impl TopicCommand {
 
 /// A topic's summary line and its partition table.
 fn describe(topic: &TopicInfo) -> String {
-    let rows: Vec<[String; 5]> = topic.partitions.iter().map(partition_row).collect();
+    let rows: Vec<[String; 6]> = topic.partitions.iter().map(partition_row).collect();
     let mut configs: Vec<_> = topic.configs.iter().collect();
     configs.sort();
     let mut out = format!(
@@ -112,6 +112,7 @@ fn describe(topic: &TopicInfo) -> String {
             "PARTITION",
             "LEADER",
             "REPLICAS",
+            "IN-SYNC",
             "HIGH-WATERMARK",
             "LOG-START",
         ],
@@ -120,14 +121,27 @@ fn describe(topic: &TopicInfo) -> String {
     out
 }
 
-fn partition_row(p: &PartitionInfo) -> [String; 5] {
+fn partition_row(p: &PartitionInfo) -> [String; 6] {
     let replicas: Vec<String> = p.replicas.iter().map(u64::to_string).collect();
+    // Only the leader knows its followers' state; `?` when another node answered.
+    let in_sync = if p.replica_status.is_empty() {
+        "?".to_owned()
+    } else {
+        let ids: Vec<String> = p
+            .replica_status
+            .iter()
+            .filter(|r| r.in_sync)
+            .map(|r| r.node_id.to_string())
+            .collect();
+        ids.join(",")
+    };
     [
         p.partition.to_string(),
         // No leader while an election is in progress.
         p.leader
             .map_or_else(|| "-".to_owned(), |leader| leader.to_string()),
         replicas.join(","),
+        in_sync,
         p.high_watermark.to_string(),
         p.log_start_offset.to_string(),
     ]
@@ -151,6 +165,23 @@ mod tests {
                     replicas: vec![1, 2, 3],
                     high_watermark: 120,
                     log_start_offset: 0,
+                    replica_status: vec![
+                        weir_client::ReplicaStatus {
+                            node_id: 1,
+                            in_sync: true,
+                            lag: 0,
+                        },
+                        weir_client::ReplicaStatus {
+                            node_id: 2,
+                            in_sync: true,
+                            lag: 0,
+                        },
+                        weir_client::ReplicaStatus {
+                            node_id: 3,
+                            in_sync: false,
+                            lag: 42,
+                        },
+                    ],
                 },
                 PartitionInfo {
                     partition: 1,
@@ -158,6 +189,7 @@ mod tests {
                     replicas: vec![2, 3, 1],
                     high_watermark: 7,
                     log_start_offset: 5,
+                    replica_status: Vec::new(),
                 },
             ],
             configs: HashMap::new(),
@@ -166,9 +198,9 @@ mod tests {
             describe(&topic),
             "NAME: orders  PARTITIONS: 2  REPLICATION: 3\n\
              \n\
-             PARTITION  LEADER  REPLICAS  HIGH-WATERMARK  LOG-START\n\
-             0          2       1,2,3     120             0\n\
-             1          -       2,3,1     7               5\n"
+             PARTITION  LEADER  REPLICAS  IN-SYNC  HIGH-WATERMARK  LOG-START\n\
+             0          2       1,2,3     1,2      120             0\n\
+             1          -       2,3,1     ?        7               5\n"
         );
     }
 }

@@ -272,6 +272,16 @@ impl Node {
         }
     }
 
+    /// A replication error for a request, with the leader's address filled in for NOT_LEADER.
+    pub(crate) fn replica_error(&self, e: ReplicaError) -> BrokerError {
+        match e {
+            ReplicaError::NotLeader { group, leader } => {
+                self.not_leader(format!("raft group {group}"), leader)
+            }
+            other => BrokerError::from(other),
+        }
+    }
+
     /// A NOT_LEADER error carrying the leader's id and address, for clients to follow.
     pub(crate) fn not_leader(&self, what: String, leader: Option<NodeId>) -> BrokerError {
         let leader_address =

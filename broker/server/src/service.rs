@@ -348,7 +348,7 @@ impl BrokerService {
                     .replica
                     .append_unacknowledged(batch)
                     .await
-                    .map_err(BrokerError::from)?;
+                    .map_err(|e| node.replica_error(e))?;
                 None
             }
             // On a single node the leader's fsync is the quorum, so `leader` equals `all`.
@@ -364,7 +364,7 @@ impl BrokerService {
                             topic.name, partition
                         ))
                     })?
-                    .map_err(BrokerError::from)?;
+                    .map_err(|e| node.replica_error(e))?;
                 Some(appended.base_offset.0)
             }
         };

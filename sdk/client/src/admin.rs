@@ -79,6 +79,20 @@ pub struct PartitionInfo {
     pub high_watermark: u64,
     /// The first offset still stored.
     pub log_start_offset: u64,
+    /// Each replica's replication state as the leader sees it; empty when the broker that
+    /// answered does not lead the partition.
+    pub replica_status: Vec<ReplicaStatus>,
+}
+
+/// A replica's replication state, as its partition's leader sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaStatus {
+    /// The replica's node.
+    pub node_id: u64,
+    /// Whether it holds every committed record.
+    pub in_sync: bool,
+    /// Raft log entries it is behind the leader.
+    pub lag: u64,
 }
 
 /// The nodes of a cluster and its controller.
@@ -147,6 +161,15 @@ impl From<v1::PartitionDescription> for PartitionInfo {
             replicas: partition.replicas,
             high_watermark: partition.high_watermark,
             log_start_offset: partition.log_start_offset,
+            replica_status: partition
+                .replica_status
+                .into_iter()
+                .map(|r| ReplicaStatus {
+                    node_id: r.node_id,
+                    in_sync: r.in_sync,
+                    lag: r.lag,
+                })
+                .collect(),
         }
     }
 }
@@ -180,6 +203,7 @@ mod tests {
             replicas: vec![1, 2, 3],
             high_watermark: 10,
             log_start_offset: 2,
+            ..Default::default()
         };
         let info = TopicInfo::from(v1::TopicDescription {
             name: "orders".to_owned(),

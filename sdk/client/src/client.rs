@@ -1,39 +1,51 @@
-//! [`Client`]: one connection to a broker and one method per `weir.v1.Broker` RPC.
+//! [`Client`]: connections to a cluster's brokers and one method per `weir.v1.Broker` RPC, with
+//! requests about a partition routed to its leader ([`crate::routing`]).
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::StreamExt;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use weir_proto::v1::{self, broker_client::BrokerClient};
 
+use crate::address::BrokerAddress;
+use crate::routing::{self, LeaderCache, follow_leader};
 use crate::{
-    Acks, AddressError, ClientError, ClusterInfo, ConsumedRecord, FetchSpec, Fetched, ListedOffset,
-    OffsetSpec, ProduceOutcome, ProducerRecord, RecordStream, StartAt, TopicInfo, TopicSpec,
-    TopicSummary,
+    Acks, ClientError, ClusterInfo, ConsumedRecord, FetchSpec, Fetched, ListedOffset, OffsetSpec,
+    ProduceOutcome, ProducerRecord, RecordStream, StartAt, TopicInfo, TopicSpec, TopicSummary,
 };
 
 /// Largest gRPC message the client sends or accepts, in bytes. tonic's default of 4 MiB is below
 /// one full fetch of large records plus framing.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
-/// How long the first connection may take before [`Client::connect`] gives up.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// HTTP/2 pings keep idle connections (e.g. a consumer in a long poll) from being dropped by
-/// middleboxes, and detect a dead broker within interval + timeout.
-const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
-const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A connection to one Weir broker.
+/// A client of a Weir cluster, bootstrapped from one broker.
 ///
-/// Cloning is cheap and clones share the connection; requests from many tasks are multiplexed
-/// on it. If the connection drops, the next request reconnects.
+/// Cloning is cheap and clones share the connections and the leader cache; requests from many
+/// tasks are multiplexed on them. If a connection drops, the next request over it reconnects.
 ///
-/// Cancel safety: every method sends one request. Dropping its future abandons the request on
-/// the client side only; the broker may still carry it out (a produce may still be stored).
+/// Requests about one partition (produce to a given partition, fetch, list offsets, subscribe)
+/// go to the partition's leader once a `NOT_LEADER` answer has named it; everything else goes to
+/// the bootstrap broker. See the crate's "Routing" section.
+///
+/// Cancel safety: dropping a method's future abandons its request on the client side only; the
+/// broker may still carry it out (a produce may still be stored).
 #[derive(Debug, Clone)]
 pub struct Client {
-    inner: BrokerClient<Channel>,
+    shared: Arc<Shared>,
+}
+
+/// What the clones of a [`Client`] share.
+#[derive(Debug)]
+struct Shared {
+    /// The broker the client was created for; it serves cluster-wide requests.
+    bootstrap: BrokerClient<Channel>,
+    /// A connection per broker address, the bootstrap broker's included when its address is
+    /// known; created on first use, never closed while the client lives (a cluster has few
+    /// nodes).
+    pool: Mutex<HashMap<BrokerAddress, BrokerClient<Channel>>>,
+    /// The known leaders of partitions.
+    leaders: Mutex<LeaderCache>,
 }
 
 impl Client {
@@ -41,27 +53,101 @@ impl Client {
     ///
     /// Fails with [`ClientError::InvalidAddress`] for an address it cannot parse and with
     /// [`ClientError::Connect`] when no connection is established within 5 seconds.
+    ///
+    /// Connections to the other brokers of the cluster are opened when a `NOT_LEADER` answer
+    /// first sends a request to them, with the same settings.
     pub async fn connect(addr: impl Into<String>) -> Result<Self, ClientError> {
         let addr = addr.into();
-        let endpoint = endpoint(&addr).map_err(|source| ClientError::InvalidAddress {
-            addr: addr.clone(),
-            source,
-        })?;
-        let channel = endpoint
+        let address: BrokerAddress =
+            addr.parse().map_err(|source| ClientError::InvalidAddress {
+                addr: addr.clone(),
+                source,
+            })?;
+        let channel = address
+            .endpoint()
             .connect()
             .await
             .map_err(|source| ClientError::Connect { addr, source })?;
-        Ok(Self::from_channel(channel))
+        let bootstrap = broker_client(channel);
+        let pool = HashMap::from([(address, bootstrap.clone())]);
+        Ok(Self::new(bootstrap, pool))
     }
 
     /// A client over an existing channel, for transports [`Client::connect`] does not set up
     /// (custom TLS, in-process connectors). The message size limits are raised as in `connect`.
+    ///
+    /// The channel serves as the bootstrap broker. Leaders that `NOT_LEADER` answers name are
+    /// reached over plain connections opened as `connect` opens them, which a custom transport
+    /// may not accept; such requests then fail, and the next attempt starts from the bootstrap
+    /// broker again.
     pub fn from_channel(channel: Channel) -> Self {
+        Self::new(broker_client(channel), HashMap::new())
+    }
+
+    fn new(
+        bootstrap: BrokerClient<Channel>,
+        pool: HashMap<BrokerAddress, BrokerClient<Channel>>,
+    ) -> Self {
         Self {
-            inner: BrokerClient::new(channel)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            shared: Arc::new(Shared {
+                bootstrap,
+                pool: Mutex::new(pool),
+                leaders: Mutex::new(LeaderCache::default()),
+            }),
         }
+    }
+
+    /// The address requests about `topic`/`partition` are sent to, as `HOST:PORT`, when a
+    /// `NOT_LEADER` answer has named its leader; `None` while they go to the bootstrap broker.
+    pub fn cached_leader(&self, topic: &str, partition: u32) -> Option<String> {
+        routing::lock(&self.shared.leaders)
+            .leader(topic, partition)
+            .map(|address| address.to_string())
+    }
+
+    /// The connection to the bootstrap broker.
+    fn bootstrap(&self) -> BrokerClient<Channel> {
+        self.shared.bootstrap.clone()
+    }
+
+    /// The connection to `target` (`None`: the bootstrap broker), opened lazily on first use.
+    fn connection(&self, target: Option<&BrokerAddress>) -> BrokerClient<Channel> {
+        let Some(address) = target else {
+            return self.bootstrap();
+        };
+        // Every change is one insert, so a poisoned pool is still consistent.
+        let mut pool = self
+            .shared
+            .pool
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        pool.entry(address.clone())
+            .or_insert_with(|| broker_client(address.endpoint().connect_lazy()))
+            .clone()
+    }
+
+    /// Sends a request about `topic`/`partition` to its leader: `call` makes the request over
+    /// the connection it is given, once per attempt.
+    async fn to_leader<T, F, Fut>(
+        &self,
+        topic: &str,
+        partition: u32,
+        mut call: F,
+    ) -> Result<T, ClientError>
+    where
+        F: FnMut(BrokerClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        follow_leader(&self.shared.leaders, topic, partition, |target| {
+            let response = call(self.connection(target.as_ref()));
+            async move {
+                response
+                    .await
+                    .map(tonic::Response::into_inner)
+                    .map_err(ClientError::from)
+            }
+        })
+        .await
     }
 
     /// Creates a topic and returns it as created.
@@ -70,8 +156,7 @@ impl Client {
     /// `INVALID_REPLICATION_FACTOR`.
     pub async fn create_topic(&self, spec: TopicSpec) -> Result<TopicInfo, ClientError> {
         let response = self
-            .inner
-            .clone()
+            .bootstrap()
             .create_topic(v1::CreateTopicRequest::from(spec))
             .await?
             .into_inner();
@@ -85,8 +170,7 @@ impl Client {
 
     /// Deletes a topic and all of its data. Broker reason: `UNKNOWN_TOPIC`.
     pub async fn delete_topic(&self, name: impl Into<String>) -> Result<(), ClientError> {
-        self.inner
-            .clone()
+        self.bootstrap()
             .delete_topic(v1::DeleteTopicRequest { name: name.into() })
             .await?;
         Ok(())
@@ -95,8 +179,7 @@ impl Client {
     /// Lists the topics, sorted by name.
     pub async fn list_topics(&self) -> Result<Vec<TopicSummary>, ClientError> {
         let response = self
-            .inner
-            .clone()
+            .bootstrap()
             .list_topics(v1::ListTopicsRequest {})
             .await?
             .into_inner();
@@ -113,8 +196,7 @@ impl Client {
     /// `UNKNOWN_TOPIC`.
     pub async fn describe_topic(&self, name: impl Into<String>) -> Result<TopicInfo, ClientError> {
         let response = self
-            .inner
-            .clone()
+            .bootstrap()
             .describe_topic(v1::DescribeTopicRequest { name: name.into() })
             .await?
             .into_inner();
@@ -128,10 +210,11 @@ impl Client {
 
     /// Appends `records` to one partition of `topic` as one batch, and returns where they went.
     ///
-    /// With `partition` `None` the broker picks it: from the first record's key hash, or
-    /// round-robin for records without a key. The records of one call get consecutive offsets
-    /// from [`ProduceOutcome::base_offset`], except those the topic's modules rejected, which are
-    /// listed in [`ProduceOutcome::rejected`].
+    /// With a `partition`, the request goes to the partition's leader (see the crate's "Routing"
+    /// section). With `None` the bootstrap broker picks the partition, from the first record's
+    /// key hash, or round-robin for records without a key, and the request is not rerouted. The
+    /// records of one call get consecutive offsets from [`ProduceOutcome::base_offset`], except
+    /// those the topic's modules rejected, which are listed in [`ProduceOutcome::rejected`].
     ///
     /// Broker reasons: `UNKNOWN_TOPIC`, `UNKNOWN_PARTITION`, `NOT_LEADER`, `INVALID_RECORD`,
     /// `RECORD_TOO_LARGE`, `EMPTY_BATCH`, `UNAVAILABLE`. Two calls in flight at once may be
@@ -149,22 +232,40 @@ impl Client {
             records: records.into_iter().map(v1::Record::from).collect(),
             acks: v1::Acks::from(acks).into(),
         };
-        let response = self.inner.clone().produce(request).await?.into_inner();
+        let response = match partition {
+            // A NOT_LEADER answer means nothing was stored, so sending again cannot duplicate.
+            Some(partition) => {
+                let topic = request.topic.clone();
+                self.to_leader(&topic, partition, |mut broker| {
+                    let request = request.clone();
+                    async move { broker.produce(request).await }
+                })
+                .await?
+            }
+            None => self.bootstrap().produce(request).await?.into_inner(),
+        };
         Ok(ProduceOutcome::from(response))
     }
 
     /// Reads committed records from one partition, waiting up to
-    /// [`FetchSpec::max_wait_ms`] when none is available yet.
+    /// [`FetchSpec::max_wait_ms`] when none is available yet. Sent to the partition's leader (see
+    /// the crate's "Routing" section).
     ///
     /// Broker reasons: `UNKNOWN_TOPIC`, `UNKNOWN_PARTITION`, `OFFSET_OUT_OF_RANGE`, `NOT_LEADER`.
     pub async fn fetch(&self, spec: FetchSpec) -> Result<Fetched, ClientError> {
         let request = v1::FetchRequest::try_from(spec)?;
-        let response = self.inner.clone().fetch(request).await?.into_inner();
+        let response = self
+            .to_leader(&request.topic, request.partition, |mut broker| {
+                let request = request.clone();
+                async move { broker.fetch(request).await }
+            })
+            .await?;
         Ok(Fetched::from(response))
     }
 
     /// Subscribes to one partition: the stream yields each committed record from `start` on, as
-    /// the broker commits them, and does not end on its own while the partition exists.
+    /// the broker commits them, and does not end on its own while the partition exists. Opened
+    /// at the partition's leader (see the crate's "Routing" section).
     ///
     /// The stream ends after yielding its first error; a consumer that wants to continue
     /// subscribes again from the offset after the last record it got.
@@ -180,7 +281,12 @@ impl Client {
             start: Some(v1::StartPosition::from(start)),
             max_bytes: 0,
         };
-        let batches = self.inner.clone().subscribe(request).await?.into_inner();
+        let batches = self
+            .to_leader(&request.topic, partition, |mut broker| {
+                let request = request.clone();
+                async move { broker.subscribe(request).await }
+            })
+            .await?;
         let records = batches
             .map(|batch| {
                 let items: Vec<Result<ConsumedRecord, ClientError>> = match batch {
@@ -200,7 +306,8 @@ impl Client {
     }
 
     /// Looks up an offset in one partition: the earliest, the latest (high watermark), or the
-    /// first at or after a timestamp.
+    /// first at or after a timestamp. Sent to the partition's leader (see the crate's "Routing"
+    /// section).
     pub async fn list_offsets(
         &self,
         topic: impl Into<String>,
@@ -212,15 +319,19 @@ impl Client {
             partition,
             spec: Some(spec.into()),
         };
-        let response = self.inner.clone().list_offsets(request).await?.into_inner();
+        let response = self
+            .to_leader(&request.topic, partition, |mut broker| {
+                let request = request.clone();
+                async move { broker.list_offsets(request).await }
+            })
+            .await?;
         Ok(ListedOffset::from(response))
     }
 
     /// Describes the cluster: its nodes and the controller.
     pub async fn describe_cluster(&self) -> Result<ClusterInfo, ClientError> {
         let response = self
-            .inner
-            .clone()
+            .bootstrap()
             .describe_cluster(v1::DescribeClusterRequest {})
             .await?
             .into_inner();
@@ -228,106 +339,10 @@ impl Client {
     }
 }
 
-/// The endpoint for a broker address, with Weir's connection settings.
-fn endpoint(addr: &str) -> Result<Endpoint, AddressError> {
-    Ok(Endpoint::from(normalize_address(addr)?)
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
-        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
-        .keep_alive_while_idle(true))
-}
-
-/// `HOST:PORT` or `http://HOST:PORT[/]` as an `http` URI. The port is required, as in Kafka's
-/// bootstrap addresses, because a default of 80 would only hide a typo. TLS is not built in yet,
-/// so `https` (and every other scheme) is refused rather than silently sent in clear text.
-fn normalize_address(addr: &str) -> Result<tonic::codegen::http::Uri, AddressError> {
-    let addr = addr.trim();
-    if addr.is_empty() {
-        return Err(AddressError::Empty);
-    }
-    let with_scheme = match addr.split_once("://") {
-        Some((scheme, _)) if scheme.eq_ignore_ascii_case("http") => addr.to_owned(),
-        Some((scheme, _)) => {
-            return Err(AddressError::UnsupportedScheme {
-                scheme: scheme.to_owned(),
-            });
-        }
-        None => format!("http://{addr}"),
-    };
-    let uri: tonic::codegen::http::Uri = with_scheme.parse().map_err(AddressError::Malformed)?;
-    if uri.host().is_none_or(str::is_empty) {
-        return Err(AddressError::Empty);
-    }
-    // `Uri::port` is `None` both without a port and with an unparsable one; tell them apart.
-    let authority = uri.authority().map_or("", |authority| authority.as_str());
-    let after_host = authority
-        .rsplit_once(']')
-        .map_or(authority, |(_, after_ipv6)| after_ipv6);
-    match after_host.rsplit_once(':') {
-        None => Err(AddressError::MissingPort),
-        Some((_, port)) if port.parse::<u16>().is_err() => Err(AddressError::InvalidPort {
-            port: port.to_owned(),
-        }),
-        Some(_) => Ok(uri),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn normalized(addr: &str) -> String {
-        normalize_address(addr)
-            .unwrap_or_else(|err| panic!("{addr:?} should parse: {err}"))
-            .to_string()
-    }
-
-    #[test]
-    fn host_port_gets_the_http_scheme() {
-        assert_eq!(normalized("127.0.0.1:7070"), "http://127.0.0.1:7070/");
-        assert_eq!(normalized(" localhost:7070 "), "http://localhost:7070/");
-        assert_eq!(normalized("[::1]:7070"), "http://[::1]:7070/");
-    }
-
-    #[test]
-    fn http_addresses_are_kept() {
-        assert_eq!(normalized("http://broker-1:7070"), "http://broker-1:7070/");
-        assert_eq!(normalized("HTTP://broker-1:7070/"), "http://broker-1:7070/");
-    }
-
-    #[test]
-    fn other_schemes_and_garbage_are_refused() {
-        assert!(matches!(
-            normalize_address("https://broker:7070"),
-            Err(AddressError::UnsupportedScheme { scheme }) if scheme == "https"
-        ));
-        assert!(matches!(normalize_address("   "), Err(AddressError::Empty)));
-        assert!(matches!(
-            normalize_address("http://"),
-            Err(AddressError::Malformed(_) | AddressError::Empty)
-        ));
-        assert!(matches!(
-            normalize_address("broker:port"),
-            Err(AddressError::InvalidPort { port }) if port == "port"
-        ));
-        assert!(matches!(
-            normalize_address("broker"),
-            Err(AddressError::MissingPort)
-        ));
-        assert!(matches!(
-            normalize_address("http://broker"),
-            Err(AddressError::MissingPort)
-        ));
-        assert!(matches!(
-            normalize_address("a b:7070"),
-            Err(AddressError::Malformed(_))
-        ));
-    }
-
-    #[test]
-    fn every_valid_address_makes_an_endpoint() {
-        let endpoint = endpoint("localhost:7070").expect("valid address");
-        assert_eq!(endpoint.uri().to_string(), "http://localhost:7070/");
-    }
+/// A generated client over `channel` with the message size limits raised to
+/// [`MAX_MESSAGE_BYTES`].
+fn broker_client(channel: Channel) -> BrokerClient<Channel> {
+    BrokerClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }

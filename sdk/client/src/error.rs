@@ -121,6 +121,9 @@ impl ClientError {
     /// broker is stopping (`SHUTTING_DOWN`), the request timed out, or the connection broke while
     /// it was in flight.
     ///
+    /// The client has already followed any `NOT_LEADER` hint it could (see the crate's "Routing"
+    /// section), so a retriable error calls for a retry after a backoff, not at once.
+    ///
     /// A retried produce whose first attempt timed out, lost its connection or ended in
     /// `OUTCOME_UNKNOWN` may have been stored already, so a retry can duplicate records. Errors
     /// about the request itself (`UNKNOWN_TOPIC`, `INVALID_RECORD`, ...) are not retriable.

@@ -5,14 +5,36 @@
 //! protobuf messages, so applications do not depend on the wire layout; the conversions live here.
 //! It never depends on broker crates.
 //!
-//! One [`Client`] holds one HTTP/2 connection to one broker; it is cheap to clone and every clone
-//! shares the connection, so a single client can serve many tasks. Requests go to the broker the
-//! client was connected to; partition-aware routing, batching producers and consumer groups are
-//! built on top of this layer.
+//! A [`Client`] is created for one bootstrap broker and holds one HTTP/2 connection per broker it
+//! talks to; it is cheap to clone and every clone shares the connections, so a single client can
+//! serve many tasks. Batching producers and consumer groups are built on top of this layer.
 //!
 //! Errors are [`ClientError`]s. Broker errors carry the stable, machine-readable reason the broker
 //! puts in the status details ([`ClientError::reason`], e.g. `UNKNOWN_TOPIC`); branch on it, or on
 //! [`ClientError::is_retriable`], never on the human-readable message.
+//!
+//! # Routing
+//!
+//! In a cluster, each partition has a leader node. Requests about one partition
+//! ([`Client::produce`] to a given partition, [`Client::fetch`], [`Client::list_offsets`],
+//! [`Client::subscribe`]) go to the partition's leader when the client knows it, and to the
+//! bootstrap broker otherwise. A broker that cannot serve the request answers `NOT_LEADER`,
+//! naming the leader's address when it knows it; the client then remembers that address for the
+//! partition and sends the request there at once, following at most 3 such hints per call. So
+//! the first request about a partition may take one extra round trip, and later ones go straight
+//! to the leader, as with Kafka clients' metadata-driven routing.
+//!
+//! When the client cannot follow (no address in the answer, the hop limit reached, or the
+//! remembered leader unreachable), the call fails with that error, which
+//! [`ClientError::is_retriable`] counts as retriable; an unusable entry is forgotten first, so
+//! the caller's retry (after a backoff, while leadership settles) starts again from the
+//! bootstrap broker. A produce answered `NOT_LEADER` was not stored, so following the hint never
+//! duplicates records. Requests about the cluster or a whole topic (create, describe, delete,
+//! list, describe cluster) and [`Client::produce`] without a partition always go to the
+//! bootstrap broker. [`Client::cached_leader`] tells where a partition's requests go.
+//!
+//! Fetches, offset look-ups and subscriptions may be served by any node holding a replica of the
+//! partition; a node answers `NOT_LEADER` to them only if it holds none.
 //!
 //! # Example
 //!
@@ -49,13 +71,17 @@
 //! # }
 //! ```
 
+mod address;
 mod admin;
 mod client;
 mod consume;
 mod error;
 mod produce;
+mod routing;
 
-pub use admin::{ClusterInfo, NodeInfo, PartitionInfo, TopicInfo, TopicSpec, TopicSummary};
+pub use admin::{
+    ClusterInfo, NodeInfo, PartitionInfo, ReplicaStatus, TopicInfo, TopicSpec, TopicSummary,
+};
 pub use client::{Client, MAX_MESSAGE_BYTES};
 pub use consume::{
     ConsumedRecord, FetchSpec, Fetched, ListedOffset, OffsetSpec, RecordStream, StartAt,

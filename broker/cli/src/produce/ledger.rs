@@ -1,41 +1,128 @@
 //! The bookkeeping of one `weir produce` run: which partition each line goes to, the lines read
-//! but not yet sent (one queue per destination), which requests may go now, and what became of
+//! but not yet sent (one queue per partition), which requests may go now, and what became of
 //! every line. Pure, so routing, batching and the final report are tested without a broker.
+//!
+//! Invariant: every request names its partition and a partition has at most one request in
+//! flight, so the lines of one partition are stored in input order. (Two requests in flight to
+//! one partition may be applied in either order.)
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 
 use anyhow::anyhow;
 use weir_client::{Acks, ClientError, ProduceOutcome, ProducerRecord};
 use weir_types::partition_for_key;
 
-/// Where a request goes: a partition, or `None` to let the broker choose (round-robin).
-pub type Target = Option<u32>;
-
 /// How lines are assigned to partitions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Routing {
     /// Every record to one partition (`--partition`).
     Fixed(u32),
-    /// Each keyed record to its key's partition under Kafka's partitioner, computed here: the
-    /// broker partitions a request by its first key only, and a batch mixes keys.
-    ByKey {
-        /// The topic's partition count.
+    /// Kafka's default partitioner over the topic's partitions, computed here so that every
+    /// request names its partition: a keyed record goes to its key's partition (the broker would
+    /// partition a request by its first key only, and a batch mixes keys); unkeyed records stick
+    /// to one partition until they fill a batch, then move to the next one round-robin (Kafka's
+    /// sticky partitioner, KIP-480 and KIP-794).
+    Spread {
+        /// The topic's partition count; 0 is taken as 1.
         partitions: u32,
+        /// The partition unkeyed records stick to first. Chosen at random per run, as Kafka
+        /// does, so that many short runs do not all land on one partition.
+        first_sticky: u32,
     },
-    /// Unkeyed records, spread by the broker.
-    Broker,
 }
 
-impl Routing {
-    fn target(self, record: &ProducerRecord) -> Target {
+/// The most one request carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimits {
+    /// Most records per request, at least 1.
+    pub records: usize,
+    /// Most payload bytes per request; a larger single record still goes, alone.
+    pub bytes: usize,
+}
+
+impl BatchLimits {
+    /// How many of `payload_lens` (in order) fit in one request: as many as the limits allow, and
+    /// at least one.
+    fn fitting(self, payload_lens: impl Iterator<Item = usize>) -> usize {
+        let mut bytes = 0usize;
+        payload_lens
+            .take(self.records.max(1))
+            .take_while(|len| {
+                bytes = bytes.saturating_add(*len);
+                bytes <= self.bytes
+            })
+            .count()
+            .max(1)
+    }
+}
+
+/// Where unkeyed records go under [`Routing::Spread`]: the current sticky partition and what has
+/// been assigned to it since it became current.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Sticky {
+    partitions: u32,
+    partition: u32,
+    records: usize,
+    bytes: usize,
+}
+
+impl Sticky {
+    fn new(partitions: u32, first: u32) -> Self {
+        let partitions = partitions.max(1);
+        Self {
+            partitions,
+            partition: first % partitions,
+            records: 0,
+            bytes: 0,
+        }
+    }
+
+    /// The partition of the next unkeyed record, of `payload_len` bytes. The sticky partition
+    /// moves on once the records assigned to it make a full batch under `limits` (the cut
+    /// [`BatchLimits::fitting`] makes), so a run of unkeyed lines fills one batch per partition.
+    fn assign(&mut self, payload_len: usize, limits: BatchLimits) -> u32 {
+        let full = self.records >= limits.records.max(1)
+            || self.bytes.saturating_add(payload_len) > limits.bytes;
+        if self.records > 0 && full {
+            self.partition = (self.partition + 1) % self.partitions;
+            self.records = 0;
+            self.bytes = 0;
+        }
+        self.records += 1;
+        self.bytes = self.bytes.saturating_add(payload_len);
+        self.partition
+    }
+}
+
+/// The routing decisions of one run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Router {
+    Fixed(u32),
+    Spread { partitions: u32, sticky: Sticky },
+}
+
+impl Router {
+    fn new(routing: Routing) -> Self {
+        match routing {
+            Routing::Fixed(partition) => Self::Fixed(partition),
+            Routing::Spread {
+                partitions,
+                first_sticky,
+            } => Self::Spread {
+                partitions,
+                sticky: Sticky::new(partitions, first_sticky),
+            },
+        }
+    }
+
+    fn partition(&mut self, record: &ProducerRecord, limits: BatchLimits) -> u32 {
         match self {
-            Self::Fixed(partition) => Some(partition),
-            Self::ByKey { partitions } => record
-                .key
-                .as_ref()
-                .map(|key| partition_for_key(key, partitions).0),
-            Self::Broker => None,
+            Self::Fixed(partition) => *partition,
+            Self::Spread { partitions, sticky } => match &record.key {
+                Some(key) => partition_for_key(key, *partitions).0,
+                None => sticky.assign(record.payload_len(), limits),
+            },
         }
     }
 }
@@ -88,8 +175,8 @@ impl fmt::Display for Lines {
 /// What a request carries, to account for its answer.
 #[derive(Debug)]
 pub struct Sent {
-    /// Where it went.
-    pub target: Target,
+    /// The partition it went to.
+    pub partition: u32,
     lines: Lines,
 }
 
@@ -124,12 +211,11 @@ pub enum InputEnd {
 /// The lines of one run, from reading to acknowledgement.
 #[derive(Debug)]
 pub struct Ledger {
-    routing: Routing,
-    /// Requests in flight at once to the broker's choice; a partition gets one at a time, so
-    /// its records are stored in input order.
-    broker_window: usize,
-    queues: BTreeMap<Target, VecDeque<(u64, ProducerRecord)>>,
-    in_flight: BTreeMap<Target, usize>,
+    router: Router,
+    limits: BatchLimits,
+    queues: BTreeMap<u32, VecDeque<(u64, ProducerRecord)>>,
+    /// Partitions with a request in flight: at most one each, so their lines stay in order.
+    busy: BTreeSet<u32>,
     pending: usize,
     lines_read: u64,
     written: BTreeMap<u32, Written>,
@@ -138,14 +224,13 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// An empty ledger routing lines by `routing`, with up to `broker_window` requests at once
-    /// when the broker chooses partitions.
-    pub fn new(routing: Routing, broker_window: usize) -> Self {
+    /// An empty ledger routing lines by `routing` into requests bounded by `limits`.
+    pub fn new(routing: Routing, limits: BatchLimits) -> Self {
         Self {
-            routing,
-            broker_window: broker_window.max(1),
+            router: Router::new(routing),
+            limits,
             queues: BTreeMap::new(),
-            in_flight: BTreeMap::new(),
+            busy: BTreeSet::new(),
             pending: 0,
             lines_read: 0,
             written: BTreeMap::new(),
@@ -159,8 +244,9 @@ impl Ledger {
         for record in records {
             self.lines_read += 1;
             self.pending += 1;
+            let partition = self.router.partition(&record, self.limits);
             self.queues
-                .entry(self.routing.target(&record))
+                .entry(partition)
                 .or_default()
                 .push_back((self.lines_read, record));
         }
@@ -176,52 +262,36 @@ impl Ledger {
         !self.failures.is_empty()
     }
 
-    /// The next request that may go now, from the queue whose oldest line is oldest: at most
-    /// `max_records` records and `max_bytes` of payload (a larger single record goes alone).
-    pub fn next_batch(&mut self, max_records: usize, max_bytes: usize) -> Option<Batch> {
-        let target = self
+    /// The next request that may go now: from the idle partition whose oldest queued line is
+    /// oldest, as many of its lines as the limits allow. `None` when every partition with queued
+    /// lines has a request in flight.
+    pub fn next_batch(&mut self) -> Option<Batch> {
+        let partition = self
             .queues
             .iter()
-            .filter(|(target, queue)| !queue.is_empty() && self.has_room(**target))
-            .min_by_key(|(_, queue)| queue.front().map(|(line, _)| *line))
-            .map(|(target, _)| *target)?;
-        let queue = self.queues.get_mut(&target)?;
-        let mut bytes = 0;
-        let count = queue
-            .iter()
-            .take(max_records)
-            .take_while(|(_, record)| {
-                bytes += record.payload_len();
-                bytes <= max_bytes
-            })
-            .count()
-            .max(1);
+            .filter(|(partition, _)| !self.busy.contains(*partition))
+            .filter_map(|(partition, queue)| queue.front().map(|(line, _)| (*line, *partition)))
+            .min()
+            .map(|(_, partition)| partition)?;
+        let queue = self.queues.get_mut(&partition)?;
+        let count = self
+            .limits
+            .fitting(queue.iter().map(|(_, record)| record.payload_len()));
         let (lines, records): (Vec<u64>, Vec<ProducerRecord>) = queue.drain(..count).unzip();
         self.pending -= records.len();
-        *self.in_flight.entry(target).or_default() += 1;
+        self.busy.insert(partition);
         Some(Batch {
             records,
             sent: Sent {
-                target,
+                partition,
                 lines: Lines(lines),
             },
         })
     }
 
-    fn has_room(&self, target: Target) -> bool {
-        let limit = if target.is_some() {
-            1
-        } else {
-            self.broker_window
-        };
-        self.in_flight.get(&target).copied().unwrap_or(0) < limit
-    }
-
     /// Accounts for the broker's answer to the request that carried `sent`.
     pub fn complete(&mut self, sent: Sent, result: Result<ProduceOutcome, ClientError>) {
-        if let Some(n) = self.in_flight.get_mut(&sent.target) {
-            *n = n.saturating_sub(1);
-        }
+        self.busy.remove(&sent.partition);
         let outcome = match result {
             Ok(outcome) => outcome,
             Err(err) => {
@@ -387,6 +457,17 @@ mod tests {
             .collect()
     }
 
+    fn limits(records: usize, bytes: usize) -> BatchLimits {
+        BatchLimits { records, bytes }
+    }
+
+    fn spread(partitions: u32) -> Routing {
+        Routing::Spread {
+            partitions,
+            first_sticky: 0,
+        }
+    }
+
     fn stored(partition: u32, base_offset: u64) -> Result<ProduceOutcome, ClientError> {
         Ok(ProduceOutcome {
             partition,
@@ -397,6 +478,13 @@ mod tests {
 
     fn failed() -> Result<ProduceOutcome, ClientError> {
         Err(ClientError::InvalidArgument("bad".to_owned()))
+    }
+
+    /// Every batch the ledger lets go now, as (partition, lines).
+    fn drain_ready(ledger: &mut Ledger) -> Vec<(u32, Lines)> {
+        std::iter::from_fn(|| ledger.next_batch())
+            .map(|batch| (batch.sent.partition, batch.sent.lines))
+            .collect()
     }
 
     #[test]
@@ -415,58 +503,139 @@ mod tests {
 
     #[test]
     fn batches_respect_record_and_byte_bounds_and_number_lines() {
-        let mut ledger = Ledger::new(Routing::Broker, 10);
-        ledger.push((0..5).map(|_| ProducerRecord::new(vec![0u8; 10])).collect());
-        let batch = ledger.next_batch(2, 1000).expect("pending records");
-        assert_eq!(batch.sent.lines, Lines(vec![1, 2]));
-        let batch = ledger.next_batch(10, 25).expect("pending records");
-        assert_eq!(batch.sent.lines, Lines(vec![3, 4]));
+        let ten_bytes = || ProducerRecord::new(vec![0u8; 10]);
+        let mut ledger = Ledger::new(Routing::Fixed(0), limits(2, 25));
+        ledger.push((0..3).map(|_| ten_bytes()).collect());
+        let batch = ledger.next_batch().expect("pending records");
+        assert_eq!(batch.sent.lines, Lines(vec![1, 2]), "cut at 2 records");
+        ledger.complete(batch.sent, stored(0, 0));
+
+        let mut ledger = Ledger::new(Routing::Fixed(0), limits(10, 25));
+        ledger.push((0..3).map(|_| ten_bytes()).collect());
+        let batch = ledger.next_batch().expect("pending records");
+        assert_eq!(batch.sent.lines, Lines(vec![1, 2]), "cut at 25 bytes");
+        ledger.complete(batch.sent, stored(0, 0));
+        ledger.push(vec![ProducerRecord::new(vec![0u8; 100])]);
+        let batch = ledger.next_batch().expect("pending records");
+        assert_eq!(batch.sent.lines, Lines(vec![3]));
+        ledger.complete(batch.sent, stored(0, 2));
         let batch = ledger
-            .next_batch(10, 5)
+            .next_batch()
             .expect("one oversized record still goes");
-        assert_eq!(batch.sent.lines, Lines(vec![5]));
+        assert_eq!(batch.sent.lines, Lines(vec![4]));
         assert_eq!(batch.records.len(), 1);
-        assert!(ledger.next_batch(10, 1000).is_none());
+        assert!(ledger.next_batch().is_none());
         assert_eq!(ledger.pending(), 0);
     }
 
     #[test]
     fn a_partition_has_one_request_in_flight_so_order_holds() {
-        let mut ledger = Ledger::new(Routing::Fixed(2), 4);
+        let mut ledger = Ledger::new(Routing::Fixed(2), limits(2, 1000));
         ledger.push(records(4));
-        let first = ledger.next_batch(2, 1000).expect("pending");
-        assert_eq!(first.sent.target, Some(2));
+        let first = ledger.next_batch().expect("pending");
+        assert_eq!(first.sent.partition, 2);
         assert!(
-            ledger.next_batch(2, 1000).is_none(),
+            ledger.next_batch().is_none(),
             "the partition is busy until the first answer"
         );
         ledger.complete(first.sent, stored(2, 0));
-        let second = ledger.next_batch(2, 1000).expect("room again");
+        let second = ledger.next_batch().expect("room again");
         assert_eq!(second.sent.lines, Lines(vec![3, 4]));
     }
 
     #[test]
-    fn the_broker_spread_is_pipelined_up_to_the_window() {
-        let mut ledger = Ledger::new(Routing::Broker, 2);
-        ledger.push(records(3));
-        assert!(ledger.next_batch(1, 1000).is_some());
-        assert!(ledger.next_batch(1, 1000).is_some());
-        assert!(ledger.next_batch(1, 1000).is_none(), "window of 2 is full");
+    fn unkeyed_lines_on_one_partition_go_in_order_one_request_at_a_time() {
+        // The case that once reordered: 1000 unkeyed lines to a 1-partition topic.
+        let mut ledger = Ledger::new(spread(1), limits(100, 1 << 20));
+        ledger.push(records(1000));
+        assert_eq!(
+            ledger.queues.keys().copied().collect::<Vec<_>>(),
+            [0],
+            "every line waits in the one partition's queue"
+        );
+        let mut sent_lines = Vec::new();
+        let mut offset = 0;
+        while let Some(batch) = ledger.next_batch() {
+            assert_eq!(batch.sent.partition, 0);
+            assert!(
+                ledger.next_batch().is_none(),
+                "a second request to the partition must wait for the first"
+            );
+            sent_lines.extend_from_slice(&batch.sent.lines.0);
+            let count = batch.records.len() as u64;
+            ledger.complete(batch.sent, stored(0, offset));
+            offset += count;
+        }
+        assert_eq!(sent_lines, (1..=1000).collect::<Vec<u64>>(), "input order");
+        let summary = ledger.finish(InputEnd::Complete).expect("all acknowledged");
+        assert_eq!(
+            summary.describe("lines", Acks::All),
+            "produced 1000 records to lines: partition 0: 1000 records at offsets 0-999"
+        );
+    }
+
+    #[test]
+    fn sticky_routing_fills_a_batch_per_partition_round_robin() {
+        let mut ledger = Ledger::new(
+            Routing::Spread {
+                partitions: 3,
+                first_sticky: 1,
+            },
+            limits(2, 1000),
+        );
+        ledger.push(records(9));
+        assert_eq!(
+            drain_ready(&mut ledger),
+            [
+                (1, Lines(vec![1, 2])),
+                (2, Lines(vec![3, 4])),
+                (0, Lines(vec![5, 6])),
+            ],
+            "one request per partition at a time, each a full batch"
+        );
+        ledger.complete(
+            Sent {
+                partition: 1,
+                lines: Lines(vec![1, 2]),
+            },
+            stored(1, 0),
+        );
+        assert_eq!(
+            drain_ready(&mut ledger),
+            [(1, Lines(vec![7, 8]))],
+            "back to the first partition after a round"
+        );
+        assert_eq!(
+            ledger.queues.get(&2).map(|q| q.len()),
+            Some(1),
+            "line 9 waits for partition 2"
+        );
+    }
+
+    #[test]
+    fn the_sticky_partition_moves_on_when_a_batch_is_full_of_bytes() {
+        let mut ledger = Ledger::new(spread(2), limits(100, 25));
+        ledger.push((0..5).map(|_| ProducerRecord::new(vec![0u8; 10])).collect());
+        assert_eq!(
+            drain_ready(&mut ledger),
+            [(0, Lines(vec![1, 2])), (1, Lines(vec![3, 4]))]
+        );
+        assert_eq!(ledger.queues.get(&0).map(|q| q.len()), Some(1));
     }
 
     #[test]
     fn keyed_records_go_to_their_keys_partitions() {
-        let mut ledger = Ledger::new(Routing::ByKey { partitions: 4 }, 4);
+        let mut ledger = Ledger::new(spread(4), limits(100, 1_000_000));
         let keys = ["a", "b", "c", "a", "d", "b"];
         ledger.push(keyed(&keys));
         let mut seen = BTreeMap::new();
-        while let Some(batch) = ledger.next_batch(100, 1_000_000) {
-            let target = batch.sent.target.expect("keyed records have a partition");
+        while let Some(batch) = ledger.next_batch() {
+            let partition = batch.sent.partition;
             for record in &batch.records {
                 let key = record.key.as_ref().expect("keyed");
-                assert_eq!(partition_for_key(key, 4).0, target);
+                assert_eq!(partition_for_key(key, 4).0, partition);
             }
-            seen.insert(target, batch.sent.lines);
+            seen.insert(partition, batch.sent.lines);
         }
         let lines_of = |key: &str| -> Vec<u64> {
             (1u64..)
@@ -482,30 +651,49 @@ mod tests {
     }
 
     #[test]
+    fn keyed_records_leave_the_sticky_partition_alone() {
+        let mut ledger = Ledger::new(spread(4), limits(2, 1000));
+        let mut input = records(1);
+        input.extend(keyed(&["a", "b", "c"]));
+        input.extend(records(2));
+        ledger.push(input);
+        let partition_of = |line: u64| {
+            ledger
+                .queues
+                .iter()
+                .find(|(_, queue)| queue.iter().any(|(l, _)| *l == line))
+                .map(|(partition, _)| *partition)
+        };
+        assert_eq!(
+            (partition_of(1), partition_of(5), partition_of(6)),
+            (Some(0), Some(0), Some(1)),
+            "unkeyed lines 1 and 5 fill partition 0's batch; line 6 moves on"
+        );
+    }
+
+    #[test]
     fn all_acknowledged_summarises_offsets_per_partition() {
-        let mut ledger = Ledger::new(Routing::Broker, 4);
+        let mut ledger = Ledger::new(spread(2), limits(3, 1000));
         ledger.push(records(6));
-        let a = ledger.next_batch(3, 1000).expect("pending");
-        let b = ledger.next_batch(2, 1000).expect("pending");
-        let c = ledger.next_batch(1, 1000).expect("pending");
+        let a = ledger.next_batch().expect("lines 1-3 to partition 0");
+        let b = ledger.next_batch().expect("lines 4-6 to partition 1");
         ledger.complete(b.sent, stored(1, 0));
         ledger.complete(a.sent, stored(0, 10));
-        ledger.complete(c.sent, stored(0, 13));
         let summary = ledger
             .finish(InputEnd::Complete)
             .expect("everything acknowledged");
         assert_eq!(
             summary.describe("orders", Acks::All),
-            "produced 6 records to orders: partition 0: 4 records at offsets 10-13, \
-             partition 1: 2 records at offsets 0-1"
+            "produced 6 records to orders: partition 0: 3 records at offsets 10-12, \
+             partition 1: 3 records at offsets 0-2"
         );
     }
 
     #[test]
     fn summary_counts_single_records_in_the_singular() {
-        let mut ledger = Ledger::new(Routing::Fixed(3), 4);
+        let mut ledger = Ledger::new(Routing::Fixed(3), limits(10, 1000));
         ledger.push(records(1));
-        let batch = ledger.next_batch(10, 1000).expect("pending");
+        let batch = ledger.next_batch().expect("pending");
         ledger.complete(batch.sent, stored(3, 41));
         let summary = ledger.finish(InputEnd::Complete).expect("acknowledged");
         assert_eq!(
@@ -516,11 +704,11 @@ mod tests {
 
     #[test]
     fn failures_name_the_lines_that_failed_and_were_not_sent() {
-        let mut ledger = Ledger::new(Routing::Fixed(0), 4);
+        let mut ledger = Ledger::new(Routing::Fixed(0), limits(2, 1000));
         ledger.push(records(6));
-        let first = ledger.next_batch(2, 1000).expect("pending");
+        let first = ledger.next_batch().expect("pending");
         ledger.complete(first.sent, stored(0, 0));
-        let second = ledger.next_batch(2, 1000).expect("pending");
+        let second = ledger.next_batch().expect("pending");
         ledger.complete(second.sent, failed());
         assert!(ledger.has_failed());
         let err = ledger
@@ -535,12 +723,12 @@ mod tests {
 
     #[test]
     fn rejected_records_fail_the_run_with_their_line_numbers() {
-        let mut ledger = Ledger::new(Routing::Broker, 4);
+        let mut ledger = Ledger::new(spread(2), limits(10, 1000));
         ledger.push(records(20));
-        let _ = ledger.next_batch(10, 1000).expect("lines 1-10");
-        let batch = ledger.next_batch(10, 1000).expect("lines 11-20");
+        let _ = ledger.next_batch().expect("lines 1-10");
+        let batch = ledger.next_batch().expect("lines 11-20");
         let outcome = ProduceOutcome {
-            partition: 0,
+            partition: 1,
             base_offset: Some(0),
             rejected: (0..5)
                 .map(|index| RejectedRecord {
@@ -562,9 +750,9 @@ mod tests {
 
     #[test]
     fn an_input_error_says_the_earlier_lines_went() {
-        let mut ledger = Ledger::new(Routing::Fixed(0), 4);
+        let mut ledger = Ledger::new(Routing::Fixed(0), limits(10, 1000));
         ledger.push(records(2));
-        let batch = ledger.next_batch(10, 1000).expect("pending");
+        let batch = ledger.next_batch().expect("pending");
         ledger.complete(batch.sent, stored(0, 0));
         let err = ledger
             .finish(InputEnd::Failed(anyhow!(

@@ -9,13 +9,19 @@
 //! while a piped file fills batches up to `--batch-size` during the round trips (group commit,
 //! without a linger timer).
 //!
-//! Order: a partition has one request in flight at a time, so records of one partition (hence
-//! of one key) are stored in input order. With `--key-separator` and no `--partition`, each
-//! record goes to its key's partition under Kafka's partitioner (docs/api.md). Unkeyed records
-//! without `--partition` are spread by the broker and promise no order.
+//! Routing: every request names its partition. With `--partition`, all lines go there. Without
+//! it, the partitions are chosen here as Kafka's default partitioner does: a keyed line (with
+//! `--key-separator`) goes to its key's partition (docs/api.md); unkeyed lines stick to one
+//! partition until they fill a batch, then move on to the next partition round-robin.
+//!
+//! Order: a partition has one request in flight at a time, so the lines of one partition (hence
+//! of one key, and all lines of a one-partition topic) are stored in input order. Requests to
+//! different partitions overlap, up to [`MAX_IN_FLIGHT`].
 
 mod input;
 mod ledger;
+
+use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
@@ -23,10 +29,11 @@ use tokio::sync::mpsc;
 use weir_client::{Acks, Client};
 
 use self::input::{Input, read_records};
-use self::ledger::{InputEnd, Ledger, Routing};
-use crate::pipeline::ProducePipeline;
+use self::ledger::{BatchLimits, InputEnd, Ledger, Routing};
+use crate::pipeline::{DELIVERY_TIMEOUT, ProducePipeline};
+use crate::retry::with_retries;
 
-/// Requests in flight at once, over all partitions.
+/// Requests in flight at once, over all partitions (one per partition at most).
 const MAX_IN_FLIGHT: usize = 4;
 
 /// Upper bound on the payload bytes of one request, well under the broker's default batch limit
@@ -48,7 +55,7 @@ pub struct ProduceArgs {
     key_separator: Option<String>,
 
     /// Partition to write to; without it keyed records go to their key's partition and unkeyed
-    /// ones are spread by the broker.
+    /// ones fill a batch per partition, round-robin.
     #[arg(short, long)]
     partition: Option<u32>,
 
@@ -69,26 +76,15 @@ pub struct ProduceArgs {
 pub async fn run(client: &Client, args: ProduceArgs) -> anyhow::Result<()> {
     let batch_size = usize::try_from(args.batch_size).context("--batch-size is too large")?;
     let separator = args.key_separator.map(String::into_bytes);
-    let routing = match (args.partition, &separator) {
-        (Some(partition), _) => Routing::Fixed(partition),
-        (None, Some(_)) => {
-            let topic = client
-                .describe_topic(&args.topic)
-                .await
-                .with_context(|| format!("cannot look up topic {}", args.topic))?;
-            let partitions = u32::try_from(topic.partitions.len())
-                .ok()
-                .filter(|&n| n > 0)
-                .with_context(|| {
-                    format!(
-                        "topic {} reports {} partitions",
-                        args.topic,
-                        topic.partitions.len()
-                    )
-                })?;
-            Routing::ByKey { partitions }
+    let routing = match args.partition {
+        Some(partition) => Routing::Fixed(partition),
+        None => {
+            let partitions = partition_count(client, &args.topic).await?;
+            Routing::Spread {
+                partitions,
+                first_sticky: rand::random_range(0..partitions),
+            }
         }
-        (None, None) => Routing::Broker,
     };
 
     let (tx, mut rx) = mpsc::channel(INPUT_QUEUE_CHUNKS);
@@ -107,16 +103,22 @@ pub async fn run(client: &Client, args: ProduceArgs) -> anyhow::Result<()> {
         .context("cannot start the stdin reader")?;
 
     let mut pipeline = ProducePipeline::new(client.clone(), &args.topic, args.acks, MAX_IN_FLIGHT);
-    let mut ledger = Ledger::new(routing, MAX_IN_FLIGHT);
+    let mut ledger = Ledger::new(
+        routing,
+        BatchLimits {
+            records: batch_size,
+            bytes: MAX_REQUEST_BYTES,
+        },
+    );
     let max_pending = batch_size.saturating_mul(MAX_IN_FLIGHT);
     let mut input_end = None;
     loop {
         // After a failure nothing more is sent, so the report can say exactly which lines went.
         while pipeline.has_room() && !ledger.has_failed() {
-            let Some(batch) = ledger.next_batch(batch_size, MAX_REQUEST_BYTES) else {
+            let Some(batch) = ledger.next_batch() else {
                 break;
             };
-            pipeline.send(batch.sent.target, batch.records, batch.sent);
+            pipeline.send(Some(batch.sent.partition), batch.records, batch.sent);
         }
         let can_read =
             input_end.is_none() && !ledger.has_failed() && ledger.pending() < max_pending;
@@ -139,4 +141,17 @@ pub async fn run(client: &Client, args: ProduceArgs) -> anyhow::Result<()> {
         eprintln!("{}", summary.describe(&args.topic, args.acks));
     }
     Ok(())
+}
+
+/// The partition count of `topic`, at least 1. Asked as patiently as a produce request is
+/// retried, since no line can be routed without it.
+async fn partition_count(client: &Client, topic: &str) -> anyhow::Result<u32> {
+    let deadline = Instant::now() + DELIVERY_TIMEOUT;
+    let info = with_retries(Some(deadline), || client.describe_topic(topic))
+        .await
+        .with_context(|| format!("cannot look up topic {topic}"))?;
+    u32::try_from(info.partitions.len())
+        .ok()
+        .filter(|&n| n > 0)
+        .with_context(|| format!("topic {topic} reports {} partitions", info.partitions.len()))
 }
