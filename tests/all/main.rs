@@ -5,6 +5,7 @@ pub(crate) const WEIR: &str = env!("CARGO_BIN_EXE_weir-e2e");
 
 mod bad_input;
 mod cli;
+mod cluster;
 mod crash;
 mod offsets_and_tailing;
 mod operations;

@@ -1,5 +1,22 @@
 //! Test harness for Weir's integration tests: real brokers, in-process or as child processes,
 //! on loopback ports with data in temporary directories.
+//!
+//! - [`InProcessBroker`]: a single node inside the test process.
+//! - [`BrokerProcess`]: a single `weir broker` child process, for SIGKILL and restart tests.
+//! - [`ProcessCluster`]: N `weir broker` processes forming a replicated cluster, every peer link
+//!   through a [`LinkProxy`] the test can cut, with kill / restart / pause / isolate and
+//!   helpers to find leaders ([`ProcessCluster::leader_of`]), follow `NOT_LEADER` hints
+//!   ([`LeaderRoute`]) and read whole partitions ([`fetch_all`]).
+//!
+//! Tests synchronise by polling with a deadline ([`eventually`]), never by sleeping.
+
+mod cluster;
+mod proxy;
+
+pub use cluster::{
+    Launch, LeaderRoute, NodeId, ProcessCluster, fetch_all, lazy_channel, run_to_exit,
+};
+pub use proxy::LinkProxy;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

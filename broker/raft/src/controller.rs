@@ -208,13 +208,15 @@ impl<S: MetadataState> ControllerReplica<S> {
                 group,
                 leader: Some(leader),
             }) => {
-                let addr = self
+                let advertised = self
                     .group
                     .address_of(leader)
                     .ok_or(ReplicaError::NotLeader {
                         group,
                         leader: Some(leader),
                     })?;
+                // This node's own route to the leader, if it has one, not the advertised one.
+                let addr = self.group.peers.address_of(leader, &advertised);
                 self.group
                     .peers
                     .forward_controller(&addr, command)
@@ -258,10 +260,12 @@ impl<S: MetadataState> ControllerReplica<S> {
                     .wait(None)
                     .metrics(
                         |m| {
+                            // The commit index as the leader reported it, not the one this
+                            // node recovered from its own (possibly stale) storage.
                             m.current_leader.is_some()
-                                && m.local_committed.is_some()
+                                && m.cluster_committed.is_some()
                                 && m.last_applied.map(|l| l.index)
-                                    >= m.local_committed.map(|c| c.index)
+                                    >= m.cluster_committed.map(|c| c.index)
                         },
                         "follower caught up with the leader's commit index",
                     )
@@ -280,6 +284,11 @@ impl<S: MetadataState> ControllerReplica<S> {
     /// The leader this node currently knows of.
     pub fn leader(&self) -> Option<NodeId> {
         self.group.leader()
+    }
+
+    /// Whether this node leads the controller.
+    pub fn is_leader(&self) -> bool {
+        self.group.is_leader()
     }
 
     /// Waits until some node leads the controller, for at most `timeout`.

@@ -136,10 +136,34 @@ impl Node {
             round_robin: AtomicU32::new(0),
             shutdown,
         });
-        node.register().await?;
+        node.register_while_forming(wait).await?;
         node.reconcile().await?;
         node.clone().spawn_reconciler();
         Ok(node)
+    }
+
+    /// [`Self::register`], retried while the controller changes leaders or the leader is not
+    /// reachable yet, for at most `wait`: nodes of a forming cluster start in any order.
+    async fn register_while_forming(&self, wait: Duration) -> Result<(), BrokerError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.register().await {
+                Ok(()) => return Ok(()),
+                Err(e @ (BrokerError::NotLeader { .. } | BrokerError::Unavailable(_)))
+                    if tokio::time::Instant::now() + backoff < deadline =>
+                {
+                    tracing::info!(error = %e, "controller not ready for registration; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    if self.controller.leader().is_none() {
+                        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                        self.controller.wait_for_leader(left).await?;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Names the cluster (first start) and records this node's address.
@@ -175,13 +199,33 @@ impl Node {
         Ok(decode_reply(&reply)?)
     }
 
-    /// A topic by name.
-    pub(crate) fn topic(&self, name: &TopicName) -> Result<TopicInfo, BrokerError> {
-        self.metadata()
-            .topics
-            .get(name)
-            .cloned()
-            .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))
+    /// A topic by name. A follower's metadata trails the controller leader's by up to a
+    /// heartbeat, so on a follower an unknown name waits that long for the metadata to catch
+    /// up: a topic created through one node is then visible through every node.
+    pub(crate) async fn topic(&self, name: &TopicName) -> Result<TopicInfo, BrokerError> {
+        if let Some(topic) = self.metadata().topics.get(name) {
+            return Ok(topic.clone());
+        }
+        if self.controller.is_leader() {
+            return Err(BrokerError::UnknownTopic(name.to_string()));
+        }
+        // Catch up with what the leader reported, then give one more heartbeat for a commit
+        // made just before this request.
+        if let Err(e) = self.controller.catch_up(LEADER_WAIT).await {
+            tracing::debug!(error = %e, "controller did not catch up while looking up a topic");
+        }
+        let catch_up = self.config.group_timings().heartbeat * 2;
+        let mut changes = self.metadata.clone();
+        match tokio::time::timeout(catch_up, changes.wait_for(|m| m.topics.contains_key(name)))
+            .await
+        {
+            Ok(Ok(metadata)) => metadata
+                .topics
+                .get(name)
+                .cloned()
+                .ok_or_else(|| BrokerError::UnknownTopic(name.to_string())),
+            _ => Err(BrokerError::UnknownTopic(name.to_string())),
+        }
     }
 
     /// Checks that `partition` exists in `topic`.

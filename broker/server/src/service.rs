@@ -56,8 +56,8 @@ impl BrokerService {
         })
     }
 
-    fn topic(&self, name: &str) -> Result<TopicInfo, BrokerError> {
-        self.node()?.topic(&BrokerError::topic_name(name)?)
+    async fn topic(&self, name: &str) -> Result<TopicInfo, BrokerError> {
+        self.node()?.topic(&BrokerError::topic_name(name)?).await
     }
 
     /// Describes a topic as this node sees it: replicas from the metadata, leader and offsets
@@ -99,8 +99,8 @@ impl BrokerService {
     }
 
     /// Resolves `topic`/`partition` to the local replica serving reads.
-    fn readable(&self, topic: &str, partition: u32) -> Result<HostedPartition, BrokerError> {
-        let topic = self.topic(topic)?;
+    async fn readable(&self, topic: &str, partition: u32) -> Result<HostedPartition, BrokerError> {
+        let topic = self.topic(topic).await?;
         let partition = Node::check_partition(&topic, partition)?;
         self.node()?.hosted(&topic, partition)
     }
@@ -311,7 +311,7 @@ impl BrokerService {
         &self,
         request: Request<pb::DescribeTopicRequest>,
     ) -> Result<pb::DescribeTopicResponse, BrokerError> {
-        let topic = self.topic(&request.into_inner().name)?;
+        let topic = self.topic(&request.into_inner().name).await?;
         Ok(pb::DescribeTopicResponse {
             topic: Some(self.describe(&topic).await?),
         })
@@ -326,7 +326,7 @@ impl BrokerService {
         let acks = pb::Acks::try_from(req.acks).map_err(|_| {
             BrokerError::InvalidArgument(format!("unknown acks value {}", req.acks))
         })?;
-        let topic = self.topic(&req.topic)?;
+        let topic = self.topic(&req.topic).await?;
         if req.records.is_empty() {
             return Err(BrokerError::EmptyBatch);
         }
@@ -383,7 +383,7 @@ impl BrokerService {
     ) -> Result<pb::FetchResponse, BrokerError> {
         let node = self.node()?;
         let req = request.into_inner();
-        let hosted = self.readable(&req.topic, req.partition)?;
+        let hosted = self.readable(&req.topic, req.partition).await?;
         let (offset, mut progress) = self.check_offset(&hosted, req.offset).await?;
         let (max_records, max_bytes) =
             Self::fetch_limits(&node.config.limits, req.max_records, req.max_bytes);
@@ -414,7 +414,7 @@ impl BrokerService {
     ) -> Result<ResponseStream<pb::SubscribeResponse>, BrokerError> {
         let node = self.node()?;
         let req = request.into_inner();
-        let hosted = self.readable(&req.topic, req.partition)?;
+        let hosted = self.readable(&req.topic, req.partition).await?;
         let progress = *hosted.replica.progress().borrow();
         use pb::start_position::Position;
         let start = match req.start.and_then(|s| s.position) {
@@ -476,7 +476,7 @@ impl BrokerService {
     ) -> Result<pb::ListOffsetsResponse, BrokerError> {
         let node = self.node()?;
         let req = request.into_inner();
-        let hosted = self.readable(&req.topic, req.partition)?;
+        let hosted = self.readable(&req.topic, req.partition).await?;
         let progress = *hosted.replica.progress().borrow();
         let log_start = node.log_start(hosted.group(), progress).await?;
         use pb::list_offsets_request::Spec;

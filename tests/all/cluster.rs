@@ -1,0 +1,941 @@
+//! Three-node clusters of real `weir broker` processes: replication, leader failover under
+//! SIGKILL and SIGSTOP, network partitions, catch-up after restart, loss of quorum, cluster
+//! formation, and bad cluster configuration.
+//!
+//! Every test builds its own cluster ([`ProcessCluster`]); peer links go through proxies the
+//! test cuts to make partitions. Producers follow `NOT_LEADER` hints and move to another node
+//! on other failures, like a real client would ([`LeaderRoute`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use tonic::Code;
+use weir_proto::error::reason_of;
+use weir_proto::v1 as pb;
+use weir_proto::v1::broker_client::BrokerClient;
+use weir_tests::{LeaderRoute, NodeId, ProcessCluster, eventually, lazy_channel, run_to_exit};
+
+/// How long one produce attempt may take before the producer gives up on it and moves on.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a failover, election or catch-up may take before a test fails. Generous: this
+/// bounds a hang, it does not measure speed.
+const GENEROUS: Duration = Duration::from_secs(30);
+
+fn weir() -> &'static Path {
+    Path::new(crate::WEIR)
+}
+
+/// A record that exercises every field: key, value, a header and (mostly) an explicit
+/// timestamp; every fifth record leaves the timestamp to the broker.
+fn record(tag: &str, seq: u64) -> pb::Record {
+    pb::Record {
+        key: Some(Bytes::from(format!("key-{}", seq % 7))),
+        value: Bytes::from(format!("{tag}-{seq}")),
+        headers: vec![pb::Header {
+            key: "tag".into(),
+            value: Bytes::from(tag.to_owned()),
+        }],
+        timestamp_ms: (!seq.is_multiple_of(5)).then_some(1_700_000_000_000 + seq as i64),
+    }
+}
+
+fn batch(tag: &str, from: u64, count: u64) -> Vec<pb::Record> {
+    (from..from + count).map(|seq| record(tag, seq)).collect()
+}
+
+fn produce_request(topic: &str, partition: u32, records: Vec<pb::Record>) -> pb::ProduceRequest {
+    pb::ProduceRequest {
+        topic: topic.into(),
+        partition: Some(partition),
+        records,
+        acks: pb::Acks::All as i32,
+    }
+}
+
+/// Whether `stored` is what `produced` asked to store (a broker-stamped timestamp is only
+/// known to be set).
+fn same_record(stored: &pb::ConsumedRecord, produced: &pb::Record) -> bool {
+    stored.key == produced.key
+        && stored.value == produced.value
+        && stored.headers == produced.headers
+        && produced
+            .timestamp_ms
+            .is_none_or(|t| t == stored.timestamp_ms)
+}
+
+fn value_of(record: &pb::ConsumedRecord) -> String {
+    String::from_utf8_lossy(&record.value).into_owned()
+}
+
+/// Creates `topic` with `partitions` partitions on 3 replicas and waits until every partition
+/// has a leader all nodes agree on.
+async fn create_replicated_topic(
+    cluster: &ProcessCluster,
+    topic: &str,
+    partitions: u32,
+) -> anyhow::Result<()> {
+    let mut admin = cluster.client(1)?;
+    let created = admin
+        .create_topic(pb::CreateTopicRequest {
+            name: topic.into(),
+            partitions,
+            replication_factor: 3,
+            configs: HashMap::new(),
+        })
+        .await?
+        .into_inner()
+        .topic
+        .context("CreateTopic describes the topic")?;
+    assert_eq!(created.replication_factor, 3);
+    for p in &created.partitions {
+        let mut replicas = p.replicas.clone();
+        replicas.sort_unstable();
+        assert_eq!(
+            replicas,
+            vec![1, 2, 3],
+            "partition {} is on every node",
+            p.partition
+        );
+    }
+    for partition in 0..partitions {
+        cluster.leader_of(topic, partition).await?;
+    }
+    Ok(())
+}
+
+/// Produces `records` (acks=all) through `nodes`, following `NOT_LEADER` hints, until they are
+/// acknowledged; returns the acknowledging node and the base offset. Retries on `NOT_LEADER`
+/// and `UNAVAILABLE` (refused before anything was written) and on transport failures (in these
+/// tests: connecting to a node that is down, so nothing was written either); any other error,
+/// such as `OUTCOME_UNKNOWN`, fails, so the records are stored at most once.
+async fn produce_acked(
+    cluster: &ProcessCluster,
+    nodes: &[NodeId],
+    topic: &str,
+    partition: u32,
+    records: Vec<pb::Record>,
+) -> anyhow::Result<(NodeId, u64)> {
+    let mut route = LeaderRoute::new(nodes.iter().map(|&id| (id, cluster.addr(id))).collect());
+    let deadline = tokio::time::Instant::now() + GENEROUS;
+    loop {
+        let (node, _) = route.target();
+        let mut client = cluster.client(node)?;
+        let request = produce_request(topic, partition, records.clone());
+        let status = match tokio::time::timeout(ATTEMPT_TIMEOUT, client.produce(request)).await {
+            Ok(Ok(response)) => {
+                let base = response.into_inner().base_offset;
+                return Ok((node, base.context("acks=all returns a base offset")?));
+            }
+            Ok(Err(status)) => status,
+            Err(_) => anyhow::bail!("produce to node {node} got no answer in {ATTEMPT_TIMEOUT:?}"),
+        };
+        let reason = reason_of(&status);
+        let retriable = matches!(reason.as_deref(), Some("NOT_LEADER" | "UNAVAILABLE"))
+            || (reason.is_none() && status.code() == Code::Unavailable);
+        anyhow::ensure!(retriable, "produce to node {node} failed: {status:?}");
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "no node accepted the write within {GENEROUS:?}; last error from node {node}: {status:?}"
+        );
+        route.failed(&status);
+        // Back off a little, so an election in progress is not flooded with requests.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Asserts that `stored` holds `produced` from offset `base` on.
+fn assert_stored_at(
+    stored: &[pb::ConsumedRecord],
+    base: u64,
+    produced: &[pb::Record],
+    node: NodeId,
+) {
+    for (i, record) in produced.iter().enumerate() {
+        let offset = base as usize + i;
+        let found = stored.get(offset);
+        assert!(
+            found.is_some_and(|s| same_record(s, record)),
+            "node {node}: offset {offset} holds {found:?}, expected {record:?}"
+        );
+    }
+}
+
+/// Waits until every node in `nodes` has the high watermark the leader of the partition has
+/// now, and returns what each one serves. Use once writes have stopped.
+async fn converged_copies(
+    cluster: &ProcessCluster,
+    nodes: &[NodeId],
+    topic: &str,
+    partition: u32,
+) -> anyhow::Result<BTreeMap<NodeId, Vec<pb::ConsumedRecord>>> {
+    let leader = cluster.leader_among(nodes, topic, partition).await?;
+    let high_watermark = cluster
+        .partition_on(leader, topic, partition)
+        .await
+        .context("the leader answers")?
+        .high_watermark;
+    let mut copies = BTreeMap::new();
+    for &node in nodes {
+        let reached = cluster
+            .wait_for_high_watermark(node, topic, partition, high_watermark)
+            .await?;
+        assert_eq!(
+            reached, high_watermark,
+            "node {node} is not ahead of the leader"
+        );
+        copies.insert(node, cluster.read_partition(node, topic, partition).await?);
+    }
+    Ok(copies)
+}
+
+/// Asserts that every node serves the same records: offsets, keys, values, headers and
+/// timestamps. Returns that one list.
+fn assert_identical(copies: &BTreeMap<NodeId, Vec<pb::ConsumedRecord>>) -> Vec<pb::ConsumedRecord> {
+    let (&first, reference) = copies.iter().next().expect("at least one node");
+    for (&node, copy) in copies {
+        assert_eq!(
+            copy.len(),
+            reference.len(),
+            "node {node} serves {} records, node {first} serves {}",
+            copy.len(),
+            reference.len()
+        );
+        for (a, b) in copy.iter().zip(reference) {
+            assert_eq!(
+                a, b,
+                "node {node} and node {first} differ at offset {}",
+                b.offset
+            );
+        }
+    }
+    reference.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_replicate_and_serve_from_every_node() -> anyhow::Result<()> {
+    let cluster = ProcessCluster::start(weir(), 3).await?;
+    let topic = "replicated";
+    create_replicated_topic(&cluster, topic, 3).await?;
+
+    let all = cluster.node_ids();
+    let mut produced: BTreeMap<u32, Vec<pb::Record>> = BTreeMap::new();
+    for partition in 0..3 {
+        let leader = cluster.leader_of(topic, partition).await?;
+        let mut nodes = vec![leader];
+        nodes.extend(all.iter().filter(|&&n| n != leader));
+        for b in 0..4 {
+            let records = batch(&format!("p{partition}"), b * 5, 5);
+            let (_, base) =
+                produce_acked(&cluster, &nodes, topic, partition, records.clone()).await?;
+            let log = produced.entry(partition).or_default();
+            assert_eq!(base, log.len() as u64, "offsets follow each other");
+            log.extend(records);
+        }
+    }
+
+    for (&partition, records) in &produced {
+        let copies = converged_copies(&cluster, &all, topic, partition).await?;
+        for (&node, copy) in &copies {
+            assert_eq!(
+                copy.len(),
+                records.len(),
+                "node {node}, partition {partition}"
+            );
+            assert_stored_at(copy, 0, records, node);
+        }
+        assert_identical(&copies);
+    }
+    Ok(())
+}
+
+/// What the producers of the SIGKILL test had acknowledged.
+#[derive(Default)]
+struct Ledger {
+    /// Offset → the node that acknowledged it and the record.
+    acked: BTreeMap<u64, (NodeId, pb::Record)>,
+    /// Offsets acknowledged twice: must stay empty.
+    repeated: Vec<(u64, String, String)>,
+}
+
+impl Ledger {
+    fn record(&mut self, node: NodeId, base: u64, records: Vec<pb::Record>) {
+        for (i, record) in records.into_iter().enumerate() {
+            let offset = base + i as u64;
+            let value = String::from_utf8_lossy(&record.value).into_owned();
+            if let Some((_, earlier)) = self.acked.insert(offset, (node, record)) {
+                self.repeated.push((
+                    offset,
+                    String::from_utf8_lossy(&earlier.value).into_owned(),
+                    value,
+                ));
+            }
+        }
+    }
+
+    fn acked_by_other_than(&self, node: NodeId) -> usize {
+        self.acked.values().filter(|(n, _)| *n != node).count()
+    }
+}
+
+/// Streams batches of 3 records (acks=all) until `stop`, never resending a batch (a failed
+/// batch may or may not be stored; the next one gets new values) and recording what was
+/// acknowledged where.
+async fn stream_producer(
+    tag: String,
+    nodes: Vec<(NodeId, SocketAddr)>,
+    first: NodeId,
+    topic: &'static str,
+    ledger: Arc<Mutex<Ledger>>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    let mut channels = BTreeMap::new();
+    for &(id, addr) in &nodes {
+        channels.insert(id, lazy_channel(addr)?);
+    }
+    let mut route = LeaderRoute::new(nodes);
+    route.go_to(first);
+    let mut seq = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let (node, _) = route.target();
+        let records = batch(&tag, seq, 3);
+        seq += 3;
+        let mut client = BrokerClient::new(channels[&node].clone());
+        let request = produce_request(topic, 0, records.clone());
+        let status = match tokio::time::timeout(ATTEMPT_TIMEOUT, client.produce(request)).await {
+            Ok(Ok(response)) => {
+                let base = response
+                    .into_inner()
+                    .base_offset
+                    .context("acks=all returns a base offset")?;
+                ledger.lock().expect("ledger").record(node, base, records);
+                continue;
+            }
+            Ok(Err(status)) => status,
+            Err(_) => tonic::Status::deadline_exceeded("no answer"),
+        };
+        route.failed(&status);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_sigkill_mid_stream_loses_nothing_acknowledged() -> anyhow::Result<()> {
+    const TOPIC: &str = "failover";
+    let mut cluster = ProcessCluster::start(weir(), 3).await?;
+    create_replicated_topic(&cluster, TOPIC, 1).await?;
+    let leader = cluster.leader_of(TOPIC, 0).await?;
+
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let producers: Vec<_> = (0..3)
+        .map(|i| {
+            tokio::spawn(stream_producer(
+                format!("producer{i}"),
+                cluster.addrs(),
+                leader,
+                TOPIC,
+                ledger.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
+    let acked_count = || ledger.lock().expect("ledger").acked.len();
+
+    // Kill at a point that varies from run to run, with the producers in full flight.
+    let kill_after = 60 + (std::process::id() as usize % 60);
+    eventually(GENEROUS, "acknowledged records before the kill", || {
+        let n = acked_count();
+        async move { (n >= kill_after).then_some(()) }
+    })
+    .await?;
+    cluster.kill(leader)?;
+    eprintln!(
+        "killed the leader, node {leader}, after {} acknowledged records",
+        acked_count()
+    );
+
+    eventually(GENEROUS, "writes acknowledged by a new leader", || {
+        let n = ledger.lock().expect("ledger").acked_by_other_than(leader);
+        async move { (n >= 60).then_some(()) }
+    })
+    .await?;
+    let survivors: Vec<NodeId> = cluster
+        .node_ids()
+        .into_iter()
+        .filter(|&n| n != leader)
+        .collect();
+    let new_leader = cluster.leader_among(&survivors, TOPIC, 0).await?;
+    assert_ne!(new_leader, leader);
+    eprintln!(
+        "node {new_leader} leads; {} records acknowledged",
+        acked_count()
+    );
+    stop.store(true, Ordering::Relaxed);
+    for producer in producers {
+        producer.await??;
+    }
+
+    let ledger = std::mem::take(&mut *ledger.lock().expect("ledger"));
+    assert!(
+        ledger.repeated.is_empty(),
+        "offsets acknowledged twice (offset, first value, second value): {:?}",
+        ledger.repeated
+    );
+    assert!(ledger.acked.len() >= kill_after + 60);
+    let last_acked = *ledger
+        .acked
+        .keys()
+        .next_back()
+        .expect("acknowledged records");
+
+    // Every acknowledged record is at its acknowledged offset on every live node.
+    for &node in &survivors {
+        cluster
+            .wait_for_high_watermark(node, TOPIC, 0, last_acked + 1)
+            .await?;
+        let stored = cluster.read_partition(node, TOPIC, 0).await?;
+        for (&offset, (by, record)) in &ledger.acked {
+            let found = stored.get(offset as usize);
+            assert!(
+                found.is_some_and(|s| same_record(s, record)),
+                "node {node}: offset {offset} (acknowledged by node {by}) holds {found:?}, expected {record:?}"
+            );
+        }
+    }
+
+    // The killed node comes back, catches up, and all three serve byte-identical logs.
+    cluster.restart(leader).await?;
+    let copies = converged_copies(&cluster, &cluster.node_ids(), TOPIC, 0).await?;
+    let log = assert_identical(&copies);
+    assert!(log.len() as u64 > last_acked);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolated_minority_leader_cannot_acknowledge() -> anyhow::Result<()> {
+    const TOPIC: &str = "partitioned";
+    let cluster = ProcessCluster::start(weir(), 3).await?;
+    create_replicated_topic(&cluster, TOPIC, 1).await?;
+    let all = cluster.node_ids();
+    let old = cluster.leader_of(TOPIC, 0).await?;
+    let before = batch("before", 0, 5);
+    let (_, before_base) = produce_acked(&cluster, &[old], TOPIC, 0, before.clone()).await?;
+    for &node in &all {
+        cluster
+            .wait_for_high_watermark(node, TOPIC, 0, before_base + 5)
+            .await?;
+    }
+
+    cluster.isolate(old);
+    // The isolated leader may still believe it leads, but it cannot reach a quorum: the write
+    // must fail or stay unanswered, never be acknowledged.
+    let mut isolated = cluster.client(old)?;
+    let lost = batch("unacknowledged", 0, 3);
+    let attempt = tokio::time::timeout(
+        Duration::from_secs(3),
+        isolated.produce(produce_request(TOPIC, 0, lost)),
+    )
+    .await;
+    match &attempt {
+        Ok(Ok(response)) => panic!("an isolated leader acknowledged a write: {response:?}"),
+        Ok(Err(status)) => eprintln!("the isolated leader, node {old}, refused: {status:?}"),
+        Err(_) => eprintln!("the isolated leader, node {old}, did not answer"),
+    }
+
+    // The majority elects a leader among itself and accepts writes.
+    let majority: Vec<NodeId> = all.iter().copied().filter(|&n| n != old).collect();
+    let new = cluster.leader_among(&majority, TOPIC, 0).await?;
+    assert_ne!(new, old);
+    let after = batch("after", 0, 5);
+    let (by, after_base) = produce_acked(&cluster, &majority, TOPIC, 0, after.clone()).await?;
+    assert_ne!(by, old);
+
+    cluster.heal_all();
+    let copies = converged_copies(&cluster, &all, TOPIC, 0).await?;
+    let log = assert_identical(&copies);
+    assert_stored_at(&log, before_base, &before, old);
+    assert_stored_at(&log, after_base, &after, old);
+    let leaked: Vec<String> = log
+        .iter()
+        .map(value_of)
+        .filter(|v| v.starts_with("unacknowledged"))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "the isolated leader's write survived: {leaked:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_node_catches_up() -> anyhow::Result<()> {
+    const TOPIC: &str = "catch-up";
+    let mut cluster = ProcessCluster::start(weir(), 3).await?;
+    create_replicated_topic(&cluster, TOPIC, 1).await?;
+    let all = cluster.node_ids();
+    let leader = cluster.leader_of(TOPIC, 0).await?;
+    let follower = *all.iter().find(|&&n| n != leader).expect("3 nodes");
+
+    let mut produced = Vec::new();
+    let first = batch("first", 0, 10);
+    let (_, base) = produce_acked(&cluster, &[leader], TOPIC, 0, first.clone()).await?;
+    produced.push((base, first));
+
+    cluster.kill(follower)?;
+    let live: Vec<NodeId> = all.iter().copied().filter(|&n| n != follower).collect();
+    for b in 0..5 {
+        let records = batch("while-down", b * 10, 10);
+        let (_, base) = produce_acked(&cluster, &live, TOPIC, 0, records.clone()).await?;
+        produced.push((base, records));
+    }
+
+    cluster.restart(follower).await?;
+    let copies = converged_copies(&cluster, &all, TOPIC, 0).await?;
+    let log = assert_identical(&copies);
+    assert_eq!(log.len(), 60);
+    for (base, records) in &produced {
+        assert_stored_at(&copies[&follower], *base, records, follower);
+    }
+    Ok(())
+}
+
+/// A batch's base offset and its records.
+type AckedBatch = (u64, Vec<pb::Record>);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_non_leader_does_not_interrupt_producers() -> anyhow::Result<()> {
+    const TOPIC: &str = "steady";
+    let mut cluster = ProcessCluster::start(weir(), 3).await?;
+    create_replicated_topic(&cluster, TOPIC, 1).await?;
+    let leader = cluster.leader_of(TOPIC, 0).await?;
+    // A node that leads nothing: neither this partition nor the controller.
+    let controller = cluster
+        .client(leader)?
+        .describe_cluster(pb::DescribeClusterRequest {})
+        .await?
+        .into_inner()
+        .controller;
+    let victim = cluster
+        .node_ids()
+        .into_iter()
+        .find(|&n| n != leader && Some(n) != controller)
+        .expect("of 3 nodes, at most 2 lead something");
+
+    let acked: Arc<Mutex<Vec<AckedBatch>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let mut client = cluster.client(leader)?;
+        let (acked, stop) = (acked.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut seq = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let records = batch("steady", seq, 4);
+                seq += 4;
+                let request = produce_request(TOPIC, 0, records.clone());
+                let response = tokio::time::timeout(ATTEMPT_TIMEOUT, client.produce(request))
+                    .await
+                    .with_context(|| format!("produce of record {seq} got no answer"))?
+                    .with_context(|| format!("produce of record {seq} failed"))?;
+                let base = response.into_inner().base_offset.context("base offset")?;
+                acked.lock().expect("acked").push((base, records));
+            }
+            anyhow::Ok(())
+        })
+    };
+    let acked_batches = || acked.lock().expect("acked").len();
+
+    eventually(GENEROUS, "batches acknowledged before the kill", || {
+        let n = acked_batches();
+        let failed = producer.is_finished();
+        async move { (n >= 20 || failed).then_some(()) }
+    })
+    .await?;
+    anyhow::ensure!(
+        !producer.is_finished(),
+        "the producer failed before any node was killed"
+    );
+    cluster.kill(victim)?;
+    let at_kill = acked_batches();
+    eventually(GENEROUS, "batches acknowledged after the kill", || {
+        let n = acked_batches();
+        // The producer ends at its first failure: stop waiting then, and report it below.
+        let failed = producer.is_finished();
+        async move { (n >= at_kill + 40 || failed).then_some(()) }
+    })
+    .await
+    .with_context(|| format!("the producer stalled after node {victim} was killed"))?;
+    stop.store(true, Ordering::Relaxed);
+    producer
+        .await?
+        .with_context(|| format!("a produce failed after node {victim} was killed"))?;
+    assert!(acked_batches() >= at_kill + 40);
+
+    let acked = std::mem::take(&mut *acked.lock().expect("acked"));
+    let mut next = 0;
+    for (base, records) in &acked {
+        assert_eq!(*base, next, "acknowledged batches follow each other");
+        next += records.len() as u64;
+    }
+    let live: Vec<NodeId> = cluster
+        .node_ids()
+        .into_iter()
+        .filter(|&n| n != victim)
+        .collect();
+    let copies = converged_copies(&cluster, &live, TOPIC, 0).await?;
+    let log = assert_identical(&copies);
+    assert_eq!(log.len() as u64, next);
+    for (base, records) in &acked {
+        assert_stored_at(&log, *base, records, leader);
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rf3_with_two_nodes_down_fails_clearly() -> anyhow::Result<()> {
+    const TOPIC: &str = "no-quorum";
+    // The broker gives up on a commit after `produce_timeout_ms`; shorter than the default 10 s
+    // so the test is quick, and well below the client's own 15 s bound on a hang.
+    let mut cluster =
+        ProcessCluster::new_with_config(weir(), 3, "[limits]\nproduce_timeout_ms = 2000\n").await?;
+    cluster.start_nodes(&cluster.node_ids()).await?;
+    create_replicated_topic(&cluster, TOPIC, 1).await?;
+    let leader = cluster.leader_of(TOPIC, 0).await?;
+    let (_, base) = produce_acked(&cluster, &[leader], TOPIC, 0, batch("quorate", 0, 3)).await?;
+    assert_eq!(base, 0);
+    let killed: Vec<NodeId> = cluster
+        .node_ids()
+        .into_iter()
+        .filter(|&n| n != leader)
+        .collect();
+    for &node in &killed {
+        cluster.kill(node)?;
+    }
+
+    // A leader that lost its quorum cannot commit; it must say so rather than hang.
+    let mut client = cluster.client(leader)?;
+    let answer = tokio::time::timeout(
+        Duration::from_secs(15),
+        client.produce(produce_request(TOPIC, 0, batch("alone", 0, 3))),
+    )
+    .await
+    .map_err(|_| {
+        anyhow::anyhow!(
+            "produce (acks=all) to the last live node of 3 got no answer in 15 s; it should fail with UNAVAILABLE, OUTCOME_UNKNOWN or NOT_LEADER"
+        )
+    })?;
+    let status = match answer {
+        Ok(response) => panic!("a write was acknowledged without a quorum: {response:?}"),
+        Err(status) => status,
+    };
+    eprintln!("the leader without a quorum answered {status:?}");
+    let reason = reason_of(&status);
+    assert!(
+        matches!(
+            reason.as_deref(),
+            Some("UNAVAILABLE" | "OUTCOME_UNKNOWN" | "NOT_LEADER")
+        ),
+        "unexpected error {status:?}"
+    );
+    assert!(!status.message().is_empty());
+    // What was committed before is still served.
+    let stored = cluster.read_partition(leader, TOPIC, 0).await?;
+    assert_eq!(
+        stored.iter().map(value_of).collect::<Vec<_>>(),
+        ["quorate-0", "quorate-1", "quorate-2"]
+    );
+
+    // With one replica back there is a quorum again: writes succeed, and the two live copies
+    // agree (the unknown-outcome batch may or may not be among them).
+    let back = *killed.first().expect("two nodes were killed");
+    cluster.restart(back).await?;
+    let live = [leader, back];
+    let after = batch("recovered", 0, 3);
+    let (_, base) = produce_acked(&cluster, &live, TOPIC, 0, after.clone()).await?;
+    let copies = converged_copies(&cluster, &live, TOPIC, 0).await?;
+    let log = assert_identical(&copies);
+    assert_stored_at(&log, 0, &batch("quorate", 0, 3), leader);
+    assert_stored_at(&log, base, &after, leader);
+    Ok(())
+}
+
+/// Runs `weir broker` with a bad `--peers` setup and returns its stderr once it has exited
+/// with a failure, having printed no listening line and created no data.
+async fn refused_broker(node_id: &str, peers: &str) -> anyhow::Result<String> {
+    let temp = tempfile::tempdir()?;
+    let data_dir = temp.path().join("data");
+    let data = data_dir.to_str().context("utf-8 temp path")?;
+    let output = run_to_exit(
+        weir(),
+        &[
+            "broker",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "none",
+            "--data-dir",
+            data,
+            "--node-id",
+            node_id,
+            "--peers",
+            peers,
+        ],
+        GENEROUS,
+    )
+    .await?;
+    assert!(!output.status.success(), "the broker must refuse to start");
+    assert!(
+        output.stdout.is_empty(),
+        "stdout: {:?}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert!(!data_dir.exists(), "a refused start creates no data");
+    Ok(String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_with_a_duplicate_id_are_refused() -> anyhow::Result<()> {
+    let stderr = refused_broker("1", "1=127.0.0.1:7001,2=127.0.0.1:7002,2=127.0.0.1:7003").await?;
+    assert!(stderr.contains("more than once"), "{stderr}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_id_missing_from_peers_is_refused() -> anyhow::Result<()> {
+    let stderr = refused_broker("4", "1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003").await?;
+    assert!(stderr.contains("not among the peers"), "{stderr}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_factor_above_node_count_is_refused() -> anyhow::Result<()> {
+    let cluster = ProcessCluster::start(weir(), 3).await?;
+    let mut client = cluster.client(2)?;
+    let status = client
+        .create_topic(pb::CreateTopicRequest {
+            name: "too-many-replicas".into(),
+            partitions: 1,
+            replication_factor: 4,
+            configs: HashMap::new(),
+        })
+        .await
+        .expect_err("RF 4 on 3 nodes must be refused");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert_eq!(
+        reason_of(&status).as_deref(),
+        Some("INVALID_REPLICATION_FACTOR")
+    );
+    // Nothing was created, on any node.
+    for node in cluster.node_ids() {
+        let topics = cluster
+            .client(node)?
+            .list_topics(pb::ListTopicsRequest {})
+            .await?
+            .into_inner()
+            .topics;
+        assert!(topics.is_empty(), "node {node} lists {topics:?}");
+    }
+    // RF 3 fits and works.
+    create_replicated_topic(&cluster, "three-replicas", 1).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_with_different_peers_is_refused_and_changes_nothing() -> anyhow::Result<()> {
+    const TOPIC: &str = "membership";
+    let mut cluster = ProcessCluster::start(weir(), 3).await?;
+    create_replicated_topic(&cluster, TOPIC, 1).await?;
+    let (_, base) =
+        produce_acked(&cluster, &cluster.node_ids(), TOPIC, 0, batch("kept", 0, 4)).await?;
+    cluster
+        .wait_for_high_watermark(3, TOPIC, 0, base + 4)
+        .await?;
+    cluster.kill(3)?;
+
+    // Node 3 comes back believing in a fourth node the cluster never had.
+    let mut args = cluster.broker_args(3);
+    let peers = args
+        .iter()
+        .position(|a| a == "--peers")
+        .context("--peers is among the arguments")?
+        + 1;
+    args[peers].push_str(",4=127.0.0.1:9");
+    let output = run_to_exit(weir(), &args, GENEROUS).await?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "a node with different peers must not start"
+    );
+    assert!(
+        output.stdout.is_empty(),
+        "it never reported listening: {:?}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert!(stderr.contains("disagree"), "{stderr}");
+
+    // With its real peers it starts over the same data and serves what it had.
+    cluster.restart(3).await?;
+    let copies = converged_copies(&cluster, &cluster.node_ids(), TOPIC, 0).await?;
+    let log = assert_identical(&copies);
+    assert_stored_at(&log, base, &batch("kept", 0, 4), 3);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_leader_is_replaced_and_rejoins_as_follower() -> anyhow::Result<()> {
+    const TOPIC: &str = "frozen";
+    let mut cluster = ProcessCluster::start(weir(), 3).await?;
+    create_replicated_topic(&cluster, TOPIC, 1).await?;
+    let all = cluster.node_ids();
+    let old = cluster.leader_of(TOPIC, 0).await?;
+    let before = batch("before", 0, 5);
+    let (_, before_base) = produce_acked(&cluster, &[old], TOPIC, 0, before.clone()).await?;
+
+    // SIGSTOP: the leader keeps its connections open but says nothing, unlike a crash.
+    cluster.pause(old)?;
+    let others: Vec<NodeId> = all.iter().copied().filter(|&n| n != old).collect();
+    let new = cluster.leader_among(&others, TOPIC, 0).await?;
+    assert_ne!(new, old);
+    let during = batch("during", 0, 5);
+    let (by, during_base) = produce_acked(&cluster, &others, TOPIC, 0, during.clone()).await?;
+    assert_ne!(by, old);
+
+    cluster.resume(old)?;
+    let copies = converged_copies(&cluster, &all, TOPIC, 0).await?;
+    let log = assert_identical(&copies);
+    assert_stored_at(&log, before_base, &before, old);
+    assert_stored_at(&log, during_base, &during, old);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_start_waits_for_an_unreachable_controller_leader() -> anyhow::Result<()> {
+    let mut cluster = ProcessCluster::new(weir(), 3).await?;
+    // Node 1 hears the others but cannot send to them yet (say its routes are not up): it
+    // learns who leads the controller but cannot register with it.
+    cluster.cut(1, 2);
+    cluster.cut(1, 3);
+    let late = cluster.launch(1)?;
+    cluster.start_nodes(&[2, 3]).await?;
+    let controller = cluster
+        .client(2)?
+        .describe_cluster(pb::DescribeClusterRequest {})
+        .await?
+        .into_inner()
+        .controller
+        .context("a controller leader")?;
+    // Its first connection went to the election it started; wait (briefly) for a second one,
+    // its attempt to register, before healing. Not seeing it only weakens the test.
+    let tried = eventually(Duration::from_secs(5), "node 1 to try to register", || {
+        let refused = cluster.link(1, controller).refused();
+        async move { (refused >= 2).then_some(refused) }
+    })
+    .await;
+    eprintln!("node 1 was refused by the controller leader: {tried:?}");
+
+    cluster.heal_all();
+    cluster.await_started(late).await.context(
+        "a node must keep trying to register while the controller leader is unreachable, not exit",
+    )?;
+    // Registered: RF 3 needs all three nodes, and replicates to node 1.
+    create_replicated_topic(&cluster, "late-joiner", 1).await?;
+    let (_, base) = produce_acked(
+        &cluster,
+        &cluster.node_ids(),
+        "late-joiner",
+        0,
+        batch("j", 0, 3),
+    )
+    .await?;
+    let copies = converged_copies(&cluster, &cluster.node_ids(), "late-joiner", 0).await?;
+    assert_stored_at(&assert_identical(&copies), base, &batch("j", 0, 3), 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolated_node_cannot_change_cluster_metadata() -> anyhow::Result<()> {
+    let cluster = ProcessCluster::start(weir(), 3).await?;
+    let controller = cluster
+        .client(1)?
+        .describe_cluster(pb::DescribeClusterRequest {})
+        .await?
+        .into_inner()
+        .controller
+        .context("a controller leader")?;
+    let isolated = *cluster
+        .node_ids()
+        .iter()
+        .find(|&&n| n != controller)
+        .expect("3 nodes");
+    let create = |name: &str| pb::CreateTopicRequest {
+        name: name.into(),
+        partitions: 1,
+        replication_factor: 1,
+        configs: HashMap::new(),
+    };
+
+    // Every route the node has to the others is cut: a metadata change needs the controller
+    // leader, which it cannot reach, so it must not happen.
+    cluster.isolate(isolated);
+    let attempt = tokio::time::timeout(
+        Duration::from_secs(10),
+        cluster
+            .client(isolated)?
+            .create_topic(create("from-the-island")),
+    )
+    .await;
+    eprintln!("CreateTopic on the isolated node {isolated}: {attempt:?}");
+    let topics_on_controller = cluster
+        .client(controller)?
+        .list_topics(pb::ListTopicsRequest {})
+        .await?
+        .into_inner()
+        .topics;
+    assert!(
+        !matches!(attempt, Ok(Ok(_))) && topics_on_controller.is_empty(),
+        "node {isolated}, cut off from every peer, created a topic through controller leader \
+         {controller}: its controller forwarding does not go through its --peers routes \
+         (controller now lists {topics_on_controller:?})"
+    );
+
+    // Healed, the same node creates topics again.
+    cluster.heal_all();
+    eventually(
+        GENEROUS,
+        "a topic created through the healed node",
+        || async {
+            let mut client = cluster.client(isolated).ok()?;
+            match client.create_topic(create("from-the-mainland")).await {
+                Ok(_) => Some(()),
+                Err(status) if status.code() == Code::AlreadyExists => Some(()),
+                Err(_) => None,
+            }
+        },
+    )
+    .await?;
+    for node in cluster.node_ids() {
+        eventually(GENEROUS, "the topic on every node", || async {
+            let topics = cluster
+                .client(node)
+                .ok()?
+                .list_topics(pb::ListTopicsRequest {})
+                .await
+                .ok()?
+                .into_inner()
+                .topics;
+            topics
+                .iter()
+                .any(|t| t.name == "from-the-mainland")
+                .then_some(())
+        })
+        .await?;
+    }
+    Ok(())
+}

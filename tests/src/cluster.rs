@@ -1,0 +1,718 @@
+//! [`ProcessCluster`]: N `weir broker` processes on loopback forming one cluster, with every
+//! node-to-node link going through a [`LinkProxy`] the test controls, plus helpers to find
+//! leaders, follow `NOT_LEADER` hints and read whole partitions.
+//!
+//! Nodes are named by their node id, `1..=N`, the ids `DescribeTopic` reports as leaders and
+//! replicas, so a test can pass a leader it read straight to [`ProcessCluster::kill`].
+//!
+//! Clients (the test) talk to each node's real address; only peer traffic is proxied, so an
+//! isolated node still answers the test, as a partitioned leader would answer the clients on
+//! its side of the partition.
+//!
+//! The children inherit `RUST_LOG` from `WEIR_CHILD_LOG` (default `warn`); each line they print
+//! on stderr is re-printed prefixed with `[node N]`, so it is captured with the test's output
+//! and shown when the test fails (or live with `--nocapture`).
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tonic::transport::{Channel, Endpoint};
+use weir_proto::v1 as pb;
+use weir_proto::v1::broker_client::BrokerClient;
+
+use crate::RawClient;
+use crate::proxy::LinkProxy;
+
+/// A node's id, as in `--node-id` and in `DescribeTopic`.
+pub type NodeId = u64;
+
+/// How long a node may take to print its listening line: it does so only once the controller
+/// has a leader, i.e. once a quorum of nodes runs.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long one status request to a node may take before the node counts as unresponsive.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Raft timings for test clusters: fast elections, so failover tests stay short.
+const RAFT_TIMINGS: &str =
+    "[raft]\nheartbeat_ms = 100\nelection_min_ms = 400\nelection_max_ms = 800\n";
+
+/// One node of a [`ProcessCluster`].
+struct NodeSlot {
+    id: NodeId,
+    /// The node's real listen address, fixed for its lifetime so restarts keep it.
+    addr: SocketAddr,
+    data_dir: PathBuf,
+    config: PathBuf,
+    /// `--peers` for this node: itself at `addr`, every other node at the proxy of that link.
+    peers: String,
+    process: Option<Child>,
+    paused: bool,
+    /// A lazily connecting channel to `addr`; it reconnects by itself after a restart.
+    channel: Mutex<Option<Channel>>,
+}
+
+/// A node process started by [`ProcessCluster::launch`] that has not reported ready yet.
+#[must_use = "pass it to ProcessCluster::await_started"]
+pub struct Launch {
+    id: NodeId,
+    listening: tokio::sync::oneshot::Receiver<Result<SocketAddr, String>>,
+}
+
+impl Launch {
+    /// The launched node.
+    pub fn node(&self) -> NodeId {
+        self.id
+    }
+}
+
+/// A cluster of `weir broker` child processes on 127.0.0.1 with data in a temporary
+/// directory, every peer link proxied.
+///
+/// Node `i` is started as `weir broker --node-id i --listen ADDR_i --peers ...` where its own
+/// entry is `ADDR_i` and the entry for each other node `j` is the address of `proxy(i→j)`. The
+/// test can then [`kill`](Self::kill) / [`restart`](Self::restart) nodes (same data, ports and
+/// peers), [`pause`](Self::pause) / [`resume`](Self::resume) them (SIGSTOP / SIGCONT), and
+/// [`isolate`](Self::isolate) or [`cut`](Self::cut) links. Dropping the cluster kills every
+/// process and removes the data.
+pub struct ProcessCluster {
+    weir: PathBuf,
+    nodes: Vec<NodeSlot>,
+    /// `(from, to)` → the proxy `from` reaches `to` through.
+    links: BTreeMap<(NodeId, NodeId), LinkProxy>,
+    /// The proxies run on their own runtime, so they keep forwarding whatever the test's
+    /// runtime is busy with (or blocked on).
+    proxy_runtime: Option<tokio::runtime::Runtime>,
+    _temp: tempfile::TempDir,
+}
+
+impl ProcessCluster {
+    /// Starts `nodes` brokers (ids `1..=nodes`) from the `weir` binary and waits until each
+    /// one serves requests.
+    pub async fn start(weir: &Path, nodes: usize) -> anyhow::Result<ProcessCluster> {
+        let mut cluster = Self::new(weir, nodes).await?;
+        cluster.start_nodes(&cluster.node_ids()).await?;
+        Ok(cluster)
+    }
+
+    /// Sets up a cluster of `nodes` brokers (ids `1..=nodes`): ports, proxies, data and config
+    /// paths, but starts no process. Start them with [`ProcessCluster::start_nodes`] or
+    /// [`ProcessCluster::launch`], for example after cutting links, to test how a cluster forms.
+    pub async fn new(weir: &Path, nodes: usize) -> anyhow::Result<ProcessCluster> {
+        Self::new_with_config(weir, nodes, "").await
+    }
+
+    /// [`ProcessCluster::new`], with `extra_config` appended to every node's TOML config file
+    /// after the test raft timings (for example `"[limits]\nproduce_timeout_ms = 2000\n"`).
+    pub async fn new_with_config(
+        weir: &Path,
+        nodes: usize,
+        extra_config: &str,
+    ) -> anyhow::Result<ProcessCluster> {
+        anyhow::ensure!(nodes >= 1, "a cluster needs at least one node");
+        let temp = tempfile::tempdir()?;
+        let proxy_runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("link-proxy")
+            .enable_all()
+            .build()?;
+        let ids: Vec<NodeId> = (1..=nodes as NodeId).collect();
+        let mut addrs = BTreeMap::new();
+        for &id in &ids {
+            addrs.insert(id, free_port()?);
+        }
+        let mut links = BTreeMap::new();
+        for &from in &ids {
+            for &to in ids.iter().filter(|&&to| to != from) {
+                let proxy = proxy_runtime.spawn(LinkProxy::start(addrs[&to])).await??;
+                links.insert((from, to), proxy);
+            }
+        }
+        let mut slots = Vec::with_capacity(nodes);
+        for &id in &ids {
+            let peers = ids
+                .iter()
+                .map(|&j| {
+                    let addr = if j == id {
+                        addrs[&id]
+                    } else {
+                        links[&(id, j)].addr()
+                    };
+                    format!("{j}={addr}")
+                })
+                .collect::<Vec<_>>()
+                .join(",");
+            let config = temp.path().join(format!("node-{id}.toml"));
+            std::fs::write(&config, format!("{RAFT_TIMINGS}{extra_config}"))?;
+            slots.push(NodeSlot {
+                id,
+                addr: addrs[&id],
+                data_dir: temp.path().join(format!("node-{id}")),
+                config,
+                peers,
+                process: None,
+                paused: false,
+                channel: Mutex::new(None),
+            });
+        }
+        Ok(ProcessCluster {
+            weir: weir.to_path_buf(),
+            nodes: slots,
+            links,
+            proxy_runtime: Some(proxy_runtime),
+            _temp: temp,
+        })
+    }
+
+    /// Starts the processes of `ids` (none may be running) and waits until each one serves
+    /// requests. All are started before any is waited for: a node reports ready only once a
+    /// quorum of the cluster runs.
+    pub async fn start_nodes(&mut self, ids: &[NodeId]) -> anyhow::Result<()> {
+        let mut launches = Vec::with_capacity(ids.len());
+        for &id in ids {
+            launches.push(self.launch(id)?);
+        }
+        for launch in launches {
+            self.await_started(launch).await?;
+        }
+        Ok(())
+    }
+
+    /// Starts node `id`'s process without waiting for it; pass the result to
+    /// [`ProcessCluster::await_started`].
+    pub fn launch(&mut self, id: NodeId) -> anyhow::Result<Launch> {
+        anyhow::ensure!(!self.is_running(id), "node {id} is already running");
+        let listening = self.spawn(id)?;
+        Ok(Launch { id, listening })
+    }
+
+    /// Waits until a launched node reports that it serves requests (for up to 60 s). Fails if
+    /// it exits first, with what it printed; its stderr is in the test output.
+    pub async fn await_started(&mut self, launch: Launch) -> anyhow::Result<()> {
+        self.await_listening(launch.id, launch.listening).await
+    }
+
+    /// The node ids, `1..=N`.
+    pub fn node_ids(&self) -> Vec<NodeId> {
+        self.nodes.iter().map(|n| n.id).collect()
+    }
+
+    /// Node `id`'s real address (what it listens on and advertises to clients).
+    pub fn addr(&self, id: NodeId) -> SocketAddr {
+        self.slot(id).addr
+    }
+
+    /// Every node's id and real address, for clients that pick nodes themselves.
+    pub fn addrs(&self) -> Vec<(NodeId, SocketAddr)> {
+        self.nodes.iter().map(|n| (n.id, n.addr)).collect()
+    }
+
+    /// Node `id`'s data directory.
+    pub fn data_dir(&self, id: NodeId) -> &Path {
+        &self.slot(id).data_dir
+    }
+
+    /// The arguments of `weir` that node `id` runs with: `broker --node-id ... --listen ...
+    /// --peers ... --data-dir ... --config ...`. A test can change them to start the node by
+    /// hand (see [`run_to_exit`]) with a bad configuration.
+    pub fn broker_args(&self, id: NodeId) -> Vec<String> {
+        let slot = self.slot(id);
+        [
+            "broker",
+            "--metrics-listen",
+            "none",
+            "--node-id",
+            &id.to_string(),
+            "--listen",
+            &slot.addr.to_string(),
+            "--peers",
+            &slot.peers,
+            "--data-dir",
+            &slot.data_dir.to_string_lossy(),
+            "--config",
+            &slot.config.to_string_lossy(),
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+
+    /// Whether node `id`'s process runs (it may be paused).
+    pub fn is_running(&self, id: NodeId) -> bool {
+        self.slot(id).process.is_some()
+    }
+
+    /// Whether node `id` runs, is not paused and has at least one link to another node open:
+    /// the nodes [`ProcessCluster::leader_of`] consults.
+    pub fn is_reachable(&self, id: NodeId) -> bool {
+        let slot = self.slot(id);
+        let linked = self.nodes.len() == 1
+            || self
+                .links
+                .iter()
+                .any(|(&(from, to), link)| (from == id || to == id) && !link.is_cut());
+        slot.process.is_some() && !slot.paused && linked
+    }
+
+    /// A raw gRPC client to node `id`'s real address. The connection is made lazily and
+    /// re-made after a restart, so a client may outlive a kill of its node. Call it inside a
+    /// tokio runtime (the channel's worker task is spawned on it).
+    pub fn client(&self, id: NodeId) -> anyhow::Result<RawClient> {
+        let slot = self.slot(id);
+        let mut channel = slot.channel.lock().unwrap_or_else(|p| p.into_inner());
+        let channel = match &*channel {
+            Some(c) => c.clone(),
+            None => channel.insert(lazy_channel(slot.addr)?).clone(),
+        };
+        Ok(BrokerClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
+    }
+
+    /// Kills node `id` with SIGKILL (no shutdown code runs) and waits for it to be gone.
+    pub fn kill(&mut self, id: NodeId) -> anyhow::Result<()> {
+        let slot = self.slot_mut(id);
+        let mut child = slot
+            .process
+            .take()
+            .with_context(|| format!("node {id} is not running"))?;
+        child.kill()?;
+        child.wait()?;
+        slot.paused = false;
+        Ok(())
+    }
+
+    /// Stops node `id` gracefully with SIGTERM; returns whether it exited successfully.
+    pub fn terminate(&mut self, id: NodeId) -> anyhow::Result<bool> {
+        self.resume(id)?;
+        let slot = self.slot_mut(id);
+        let mut child = slot
+            .process
+            .take()
+            .with_context(|| format!("node {id} is not running"))?;
+        signal(&child, "TERM")?;
+        Ok(child.wait()?.success())
+    }
+
+    /// Starts node `id` again over the same data directory, port and peers, and waits until it
+    /// serves requests (which needs a quorum of the cluster to be up).
+    pub async fn restart(&mut self, id: NodeId) -> anyhow::Result<()> {
+        anyhow::ensure!(!self.is_running(id), "node {id} is still running");
+        self.start_nodes(&[id]).await
+    }
+
+    /// Freezes node `id` with SIGSTOP: it keeps its connections but answers nothing.
+    pub fn pause(&mut self, id: NodeId) -> anyhow::Result<()> {
+        let slot = self.slot_mut(id);
+        let child = slot
+            .process
+            .as_ref()
+            .with_context(|| format!("node {id} is not running"))?;
+        signal(child, "STOP")?;
+        slot.paused = true;
+        Ok(())
+    }
+
+    /// Lets a paused node `id` run again (SIGCONT); a no-op on a node that is not paused.
+    pub fn resume(&mut self, id: NodeId) -> anyhow::Result<()> {
+        let slot = self.slot_mut(id);
+        if let (Some(child), true) = (&slot.process, slot.paused) {
+            signal(child, "CONT")?;
+        }
+        slot.paused = false;
+        Ok(())
+    }
+
+    /// The proxy that node `from` reaches node `to` through.
+    pub fn link(&self, from: NodeId, to: NodeId) -> &LinkProxy {
+        self.links
+            .get(&(from, to))
+            .unwrap_or_else(|| panic!("no link from node {from} to node {to}"))
+    }
+
+    /// Cuts the link from `from` to `to` only: `from`'s messages no longer reach `to`, but
+    /// `to` still reaches `from` over its own link.
+    pub fn cut(&self, from: NodeId, to: NodeId) {
+        self.link(from, to).cut();
+    }
+
+    /// Heals the link from `from` to `to`.
+    pub fn heal(&self, from: NodeId, to: NodeId) {
+        self.link(from, to).heal();
+    }
+
+    /// Cuts every link to and from node `id`: it is alone in its own partition (clients still
+    /// reach it).
+    pub fn isolate(&self, id: NodeId) {
+        for (&(from, to), link) in &self.links {
+            if from == id || to == id {
+                link.cut();
+            }
+        }
+    }
+
+    /// Heals every link.
+    pub fn heal_all(&self) {
+        for link in self.links.values() {
+            link.heal();
+        }
+    }
+
+    /// Describes `topic` as node `id` sees it; `None` if the node does not answer in time.
+    pub async fn describe(&self, id: NodeId, topic: &str) -> Option<pb::TopicDescription> {
+        let mut client = self.client(id).ok()?;
+        let request = pb::DescribeTopicRequest { name: topic.into() };
+        tokio::time::timeout(STATUS_TIMEOUT, client.describe_topic(request))
+            .await
+            .ok()?
+            .ok()?
+            .into_inner()
+            .topic
+    }
+
+    /// Node `id`'s view of one partition: its leader, replicas and high watermark.
+    pub async fn partition_on(
+        &self,
+        id: NodeId,
+        topic: &str,
+        partition: u32,
+    ) -> Option<pb::PartitionDescription> {
+        self.describe(id, topic)
+            .await?
+            .partitions
+            .into_iter()
+            .find(|p| p.partition == partition)
+    }
+
+    /// The leader of `topic`/`partition` once every reachable replica agrees on it (see
+    /// [`ProcessCluster::is_reachable`]), the leader being one of them. Polls for up to 30 s.
+    pub async fn leader_of(&self, topic: &str, partition: u32) -> anyhow::Result<NodeId> {
+        let asked: Vec<NodeId> = self
+            .node_ids()
+            .into_iter()
+            .filter(|&id| self.is_reachable(id))
+            .collect();
+        self.leader_among(&asked, topic, partition).await
+    }
+
+    /// The leader of `topic`/`partition` once the replicas among `nodes` agree on one of them.
+    /// Polls for up to 30 s.
+    pub async fn leader_among(
+        &self,
+        nodes: &[NodeId],
+        topic: &str,
+        partition: u32,
+    ) -> anyhow::Result<NodeId> {
+        let what = format!("nodes {nodes:?} to agree on a leader of {topic}/{partition}");
+        crate::eventually(Duration::from_secs(30), &what, || async {
+            let mut views = Vec::new();
+            for &id in nodes {
+                let view = self.partition_on(id, topic, partition).await?;
+                if view.replicas.contains(&id) {
+                    views.push(view.leader);
+                }
+            }
+            let leader = (*views.first()?)?;
+            let agreed = views.iter().all(|&l| l == Some(leader));
+            (agreed && nodes.contains(&leader)).then_some(leader)
+        })
+        .await
+    }
+
+    /// Waits until node `id` has committed (and so serves) `topic`/`partition` up to at least
+    /// `high_watermark`; returns its high watermark then.
+    pub async fn wait_for_high_watermark(
+        &self,
+        id: NodeId,
+        topic: &str,
+        partition: u32,
+        high_watermark: u64,
+    ) -> anyhow::Result<u64> {
+        let what =
+            format!("node {id} to reach high watermark {high_watermark} on {topic}/{partition}");
+        crate::eventually(Duration::from_secs(30), &what, || async {
+            let view = self.partition_on(id, topic, partition).await?;
+            (view.high_watermark >= high_watermark).then_some(view.high_watermark)
+        })
+        .await
+    }
+
+    /// Every committed record of `topic`/`partition` that node `id` serves, from its log start.
+    pub async fn read_partition(
+        &self,
+        id: NodeId,
+        topic: &str,
+        partition: u32,
+    ) -> anyhow::Result<Vec<pb::ConsumedRecord>> {
+        let mut client = self.client(id)?;
+        fetch_all(&mut client, topic, partition)
+            .await
+            .with_context(|| format!("reading {topic}/{partition} from node {id}"))
+    }
+
+    fn slot(&self, id: NodeId) -> &NodeSlot {
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .unwrap_or_else(|| panic!("no node {id} in this cluster"))
+    }
+
+    fn slot_mut(&mut self, id: NodeId) -> &mut NodeSlot {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.id == id)
+            .unwrap_or_else(|| panic!("no node {id} in this cluster"))
+    }
+
+    /// Spawns node `id`'s process; the receiver yields its listening line (or what it printed
+    /// instead before exiting).
+    fn spawn(
+        &mut self,
+        id: NodeId,
+    ) -> anyhow::Result<tokio::sync::oneshot::Receiver<Result<SocketAddr, String>>> {
+        let weir = self.weir.clone();
+        let args = self.broker_args(id);
+        let slot = self.slot_mut(id);
+        let log = std::env::var("WEIR_CHILD_LOG").unwrap_or_else(|_| "warn".to_owned());
+        let mut child = Command::new(&weir)
+            .args(&args)
+            .env("RUST_LOG", log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot run {}", weir.display()))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let stderr = child.stderr.take().context("no stderr")?;
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("[node {id}] {line}");
+            }
+        });
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            let first = lines.next().and_then(Result::ok).unwrap_or_default();
+            let parsed = first
+                .trim()
+                .strip_prefix("weir broker listening on ")
+                .and_then(|a| a.parse().ok())
+                .ok_or(first);
+            let _ = tx.send(parsed);
+            // Keep draining, so the node never blocks on a full pipe.
+            for _ in lines {}
+        });
+        slot.process = Some(child);
+        slot.paused = false;
+        Ok(rx)
+    }
+
+    async fn await_listening(
+        &mut self,
+        id: NodeId,
+        listening: tokio::sync::oneshot::Receiver<Result<SocketAddr, String>>,
+    ) -> anyhow::Result<()> {
+        let expected = self.addr(id);
+        let line = tokio::time::timeout(START_TIMEOUT, listening)
+            .await
+            .with_context(|| {
+                format!("node {id} did not report listening within {START_TIMEOUT:?}")
+            })?
+            .with_context(|| format!("node {id}'s output ended"))?;
+        match line {
+            Ok(addr) if addr == expected => Ok(()),
+            Ok(addr) => anyhow::bail!("node {id} listens on {addr}, expected {expected}"),
+            Err(printed) => {
+                let status = self.slot_mut(id).process.take().map(|mut c| {
+                    let _ = c.kill();
+                    c.wait()
+                });
+                anyhow::bail!(
+                    "node {id} did not start: it printed {printed:?} and exited {status:?}"
+                )
+            }
+        }
+    }
+}
+
+impl Drop for ProcessCluster {
+    fn drop(&mut self) {
+        for slot in &mut self.nodes {
+            if let Some(mut child) = slot.process.take() {
+                // SIGKILL ends stopped processes too.
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        self.links.clear();
+        if let Some(runtime) = self.proxy_runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Reads every committed record of `topic`/`partition` that the node behind `client` serves,
+/// from offset 0 up to the high watermark it reports, checking that offsets are dense.
+pub async fn fetch_all(
+    client: &mut RawClient,
+    topic: &str,
+    partition: u32,
+) -> anyhow::Result<Vec<pb::ConsumedRecord>> {
+    let mut records: Vec<pb::ConsumedRecord> = Vec::new();
+    loop {
+        let offset = records.len() as u64;
+        let fetched = client
+            .fetch(pb::FetchRequest {
+                topic: topic.into(),
+                partition,
+                offset: offset as i64,
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        for (i, record) in fetched.records.iter().enumerate() {
+            anyhow::ensure!(
+                record.offset == offset + i as u64,
+                "offsets are not dense: expected {}, got {}",
+                offset + i as u64,
+                record.offset
+            );
+        }
+        let got = fetched.records.len();
+        records.extend(fetched.records);
+        if records.len() as u64 >= fetched.high_watermark {
+            return Ok(records);
+        }
+        anyhow::ensure!(
+            got > 0,
+            "fetch at {offset} returned nothing below the high watermark {}",
+            fetched.high_watermark
+        );
+    }
+}
+
+/// Where to send a partition's writes next, learned from the errors the previous attempts got:
+/// a `NOT_LEADER` with a leader address moves to that node, any other failure to the next
+/// node in turn.
+#[derive(Debug, Clone)]
+pub struct LeaderRoute {
+    nodes: Vec<(NodeId, SocketAddr)>,
+    current: usize,
+}
+
+impl LeaderRoute {
+    /// Starts at the first of `nodes`.
+    pub fn new(nodes: Vec<(NodeId, SocketAddr)>) -> Self {
+        assert!(!nodes.is_empty(), "a route needs at least one node");
+        Self { nodes, current: 0 }
+    }
+
+    /// The node to send to now.
+    pub fn target(&self) -> (NodeId, SocketAddr) {
+        self.nodes[self.current]
+    }
+
+    /// Sends the next attempts to node `id`, if it is one of the route's nodes.
+    pub fn go_to(&mut self, id: NodeId) {
+        if let Some(index) = self.nodes.iter().position(|(n, _)| *n == id) {
+            self.current = index;
+        }
+    }
+
+    /// Learns from a failed attempt: follows a leader hint to a known node other than the
+    /// current one, else moves on to the next node.
+    pub fn failed(&mut self, status: &tonic::Status) {
+        let hinted = weir_proto::error::metadata_of(status, "leader_address")
+            .and_then(|a| a.parse::<SocketAddr>().ok())
+            .and_then(|a| self.nodes.iter().position(|(_, addr)| *addr == a))
+            .filter(|&index| index != self.current);
+        self.current = hinted.unwrap_or((self.current + 1) % self.nodes.len());
+    }
+}
+
+/// A channel to `addr` that connects on first use and reconnects after failures.
+pub fn lazy_channel(addr: SocketAddr) -> anyhow::Result<Channel> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .connect_lazy())
+}
+
+/// A port on 127.0.0.1 for a node to listen on, free when chosen and never handed out twice by
+/// this process.
+///
+/// Nodes need their port before they start (it is in every `--peers` list) and keep it across
+/// restarts, so it must stay free while its node is down. Ports from `bind(:0)` do not: the
+/// kernel hands them out again, to the next `bind(:0)` (a proxy, another test's node) or as
+/// the local port of an outgoing connection. Ports below the kernel's ephemeral range are
+/// handed out by neither, so they are taken from there, starting at a point that depends on
+/// the process id so that concurrent test processes rarely meet.
+fn free_port() -> std::io::Result<SocketAddr> {
+    static NEXT: Mutex<Option<u16>> = Mutex::new(None);
+    const LOWEST: u16 = 10_000;
+    let ephemeral = ephemeral_range_start();
+    let span = ephemeral.saturating_sub(LOWEST).max(1);
+    let mut next = NEXT.lock().unwrap_or_else(|p| p.into_inner());
+    let mut port = next.unwrap_or(LOWEST + (std::process::id() % u32::from(span)) as u16);
+    for _ in 0..span {
+        let candidate = port;
+        port = if port + 1 >= ephemeral {
+            LOWEST
+        } else {
+            port + 1
+        };
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", candidate)) {
+            *next = Some(port);
+            return listener.local_addr();
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        "no free port below the ephemeral range",
+    ))
+}
+
+/// The first port of the kernel's ephemeral range (Linux: `ip_local_port_range`); 32768 where
+/// it cannot be read.
+fn ephemeral_range_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
+}
+
+fn signal(child: &Child, name: &str) -> anyhow::Result<()> {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(child.id().to_string())
+        .status()?;
+    anyhow::ensure!(status.success(), "kill -{name} {} failed", child.id());
+    Ok(())
+}
+
+/// Runs `weir` with `args` until it exits, for at most `timeout` (then kills it); returns its
+/// exit status, stdout and stderr.
+pub async fn run_to_exit<S: AsRef<std::ffi::OsStr>>(
+    weir: &Path,
+    args: impl IntoIterator<Item = S>,
+    timeout: Duration,
+) -> anyhow::Result<std::process::Output> {
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+    let child = tokio::process::Command::new(weir)
+        .args(&args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let started = Instant::now();
+    tokio::time::timeout(timeout, child.wait_with_output())
+        .await
+        .with_context(|| format!("weir {args:?} still ran after {:?}", started.elapsed()))?
+        .map_err(Into::into)
+}

@@ -1,0 +1,182 @@
+//! [`LinkProxy`]: a TCP forwarder for one direction of traffic between two nodes, which a test
+//! can cut and heal to simulate a network partition.
+//!
+//! A "link" is everything one node sends to another: node A is configured to reach node B at the
+//! proxy's address, so the connections A opens to B (A's raft messages and controller forwards,
+//! and B's answers on them) pass through `proxy(A→B)`. B's own connections to A pass through the
+//! separate `proxy(B→A)`. Cutting both isolates the pair; cutting one gives an asymmetric
+//! partition.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// A TCP proxy listening on `127.0.0.1:0` and forwarding every connection to one target.
+///
+/// While cut, it holds its port (so healing needs no reconfiguration of the nodes) but closes
+/// every connection it accepts at once; cutting also closes the connections already open. A
+/// sender therefore sees its peer as unreachable, as after a crash or a partition, and
+/// reconnects by itself once the link is healed.
+///
+/// The proxy's tasks run on the runtime that called [`LinkProxy::start`]; dropping the proxy
+/// closes its connections and stops accepting.
+pub struct LinkProxy {
+    addr: SocketAddr,
+    target: SocketAddr,
+    cut: watch::Sender<bool>,
+    refused: Arc<AtomicU64>,
+    acceptor: JoinHandle<()>,
+}
+
+impl LinkProxy {
+    /// Starts forwarding `127.0.0.1:<some free port>` to `target`; the link starts healed.
+    pub async fn start(target: SocketAddr) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let addr = listener.local_addr()?;
+        let (cut, _) = watch::channel(false);
+        let refused = Arc::new(AtomicU64::new(0));
+        let acceptor = tokio::spawn(accept_loop(listener, target, cut.clone(), refused.clone()));
+        Ok(Self {
+            addr,
+            target,
+            cut,
+            refused,
+            acceptor,
+        })
+    }
+
+    /// The address senders connect to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Where the proxy forwards to.
+    pub fn target(&self) -> SocketAddr {
+        self.target
+    }
+
+    /// Closes every open connection and refuses (accepts and closes) new ones until
+    /// [`LinkProxy::heal`].
+    pub fn cut(&self) {
+        self.cut.send_replace(true);
+    }
+
+    /// Forwards new connections again.
+    pub fn heal(&self) {
+        self.cut.send_replace(false);
+    }
+
+    /// Whether the link is cut.
+    pub fn is_cut(&self) -> bool {
+        *self.cut.borrow()
+    }
+
+    /// How many connections were refused (accepted and closed) because the link was cut: a
+    /// sign that the sender tried to reach its peer meanwhile.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for LinkProxy {
+    fn drop(&mut self) {
+        self.cut.send_replace(true);
+        self.acceptor.abort();
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    target: SocketAddr,
+    cut: watch::Sender<bool>,
+    refused: Arc<AtomicU64>,
+) {
+    loop {
+        let Ok((inbound, _)) = listener.accept().await else {
+            // Out of file descriptors or similar: keep the port, try again.
+            tokio::task::yield_now().await;
+            continue;
+        };
+        if *cut.borrow() {
+            refused.fetch_add(1, Ordering::Relaxed);
+            drop(inbound);
+            continue;
+        }
+        tokio::spawn(forward(inbound, target, cut.subscribe()));
+    }
+}
+
+/// Pumps bytes both ways until either side closes or the link is cut.
+async fn forward(mut inbound: TcpStream, target: SocketAddr, mut cut: watch::Receiver<bool>) {
+    let pump = async {
+        // The target being down (a killed node) looks to the sender like a closed connection.
+        let Ok(mut outbound) = TcpStream::connect(target).await else {
+            return;
+        };
+        let _ = inbound.set_nodelay(true);
+        let _ = outbound.set_nodelay(true);
+        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+    };
+    // `wait_for` sees a cut that happened before this task started, too.
+    tokio::select! {
+        _ = pump => {}
+        _ = cut.wait_for(|cut| *cut) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// An echo server: writes back whatever it reads.
+    async fn echo_server() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        addr
+    }
+
+    async fn round_trip(stream: &mut TcpStream, message: &[u8]) -> std::io::Result<Vec<u8>> {
+        stream.write_all(message).await?;
+        let mut answer = vec![0; message.len()];
+        stream.read_exact(&mut answer).await?;
+        Ok(answer)
+    }
+
+    #[tokio::test]
+    async fn forwards_until_cut_and_again_after_heal() {
+        let proxy = LinkProxy::start(echo_server().await).await.expect("proxy");
+        let mut open = TcpStream::connect(proxy.addr()).await.expect("connect");
+        assert_eq!(round_trip(&mut open, b"ping").await.expect("echo"), b"ping");
+
+        proxy.cut();
+        assert!(proxy.is_cut());
+        // The open connection is closed: reading sees end of stream or a reset.
+        let mut buf = [0u8; 1];
+        assert!(matches!(open.read(&mut buf).await, Ok(0) | Err(_)));
+        // A new one is accepted and closed without reaching the target.
+        let mut refused = TcpStream::connect(proxy.addr()).await.expect("connect");
+        assert!(round_trip(&mut refused, b"lost").await.is_err());
+        assert_eq!(proxy.refused(), 1);
+
+        proxy.heal();
+        let mut healed = TcpStream::connect(proxy.addr()).await.expect("connect");
+        assert_eq!(
+            round_trip(&mut healed, b"back").await.expect("echo"),
+            b"back"
+        );
+    }
+}
