@@ -939,3 +939,50 @@ async fn isolated_node_cannot_change_cluster_metadata() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The Rust client, connected to a node that does not lead a partition, follows the broker's
+/// NOT_LEADER answer to the leader and then goes straight there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_client_follows_not_leader_to_the_leader() -> anyhow::Result<()> {
+    const TOPIC: &str = "routed";
+    let cluster = ProcessCluster::start(weir(), 3).await?;
+    create_replicated_topic(&cluster, TOPIC, 1).await?;
+    let leader = cluster.leader_of(TOPIC, 0).await?;
+    let elsewhere = cluster
+        .node_ids()
+        .into_iter()
+        .find(|&n| n != leader)
+        .ok_or_else(|| anyhow::anyhow!("a 3-node cluster has a non-leader"))?;
+
+    let client = weir_client::Client::connect(cluster.addr(elsewhere).to_string()).await?;
+    assert_eq!(client.cached_leader(TOPIC, 0), None);
+    let outcome = client
+        .produce(
+            TOPIC,
+            Some(0),
+            vec![weir_client::ProducerRecord::new("routed")],
+            weir_client::Acks::All,
+        )
+        .await?;
+    assert_eq!(outcome.base_offset, Some(0));
+    assert_eq!(
+        client.cached_leader(TOPIC, 0),
+        Some(cluster.addr(leader).to_string()),
+        "the leader named by NOT_LEADER is remembered"
+    );
+    let second = client
+        .produce(
+            TOPIC,
+            Some(0),
+            vec![weir_client::ProducerRecord::new("direct")],
+            weir_client::Acks::All,
+        )
+        .await?;
+    assert_eq!(second.base_offset, Some(1));
+    let fetched = client
+        .fetch(weir_client::FetchSpec::new(TOPIC, 0, 0))
+        .await?;
+    let values: Vec<&[u8]> = fetched.records.iter().map(|r| r.value.as_ref()).collect();
+    assert_eq!(values, vec![&b"routed"[..], &b"direct"[..]]);
+    Ok(())
+}
