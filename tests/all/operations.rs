@@ -107,7 +107,9 @@ async fn reflection_lists_the_broker_service() -> anyhow::Result<()> {
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
     let broker = InProcessBroker::start().await?;
-    let channel = tonic::transport::Endpoint::from_shared(broker.url())?.connect().await?;
+    let channel = tonic::transport::Endpoint::from_shared(broker.url())?
+        .connect()
+        .await?;
     let mut reflection = ServerReflectionClient::new(channel);
     let request = ServerReflectionRequest {
         host: String::new(),

@@ -1,8 +1,14 @@
-//! `weir cluster status`: the cluster's nodes and which one leads the controller.
+//! `weir cluster status`: the cluster's nodes, which one leads the controller, and every
+//! partition's leader, replicas, in-sync replicas, high watermark and lag.
+//!
+//! Only a partition's leader knows its followers' state, so the partition table merges the
+//! answers of every reachable node, taking each partition from the node that leads it.
+
+use std::collections::BTreeMap;
 
 use anyhow::Context;
 use clap::Subcommand;
-use weir_client::{Client, ClusterInfo};
+use weir_client::{Client, ClusterInfo, PartitionInfo};
 
 use crate::table;
 
@@ -23,6 +29,10 @@ impl ClusterCommand {
                     .await
                     .context("cannot describe the cluster")?;
                 print!("{}", status(&cluster));
+                let partitions = leader_views(client, &cluster).await?;
+                if !partitions.is_empty() {
+                    print!("\n{}", partition_table(&partitions));
+                }
             }
         }
         Ok(())
@@ -57,6 +67,84 @@ fn status(cluster: &ClusterInfo) -> String {
     )
 }
 
+/// Every partition of every topic, as its leader describes it (or as the first node that
+/// answered does, when no leader answered), keyed by (topic, partition).
+async fn leader_views(
+    client: &Client,
+    cluster: &ClusterInfo,
+) -> anyhow::Result<BTreeMap<(String, u32), PartitionInfo>> {
+    let topics = client.list_topics().await.context("cannot list topics")?;
+    let mut views: BTreeMap<(String, u32), PartitionInfo> = BTreeMap::new();
+    for node in &cluster.nodes {
+        // A node that is down only costs its view; the others still answer.
+        let Ok(node_client) = Client::connect(node.address.as_str()).await else {
+            continue;
+        };
+        for topic in &topics {
+            let Ok(described) = node_client.describe_topic(topic.name.as_str()).await else {
+                continue;
+            };
+            for partition in described.partitions {
+                let key = (topic.name.clone(), partition.partition);
+                let leads = partition.leader == Some(node.node_id);
+                if leads || !views.contains_key(&key) {
+                    views.insert(key, partition);
+                }
+            }
+        }
+    }
+    Ok(views)
+}
+
+fn partition_table(partitions: &BTreeMap<(String, u32), PartitionInfo>) -> String {
+    let rows: Vec<[String; 7]> = partitions
+        .iter()
+        .map(|((topic, partition), info)| {
+            let ids = |ids: Vec<u64>| ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+            let (in_sync, lag) = if info.replica_status.is_empty() {
+                ("?".to_owned(), "?".to_owned())
+            } else {
+                (
+                    ids(info
+                        .replica_status
+                        .iter()
+                        .filter(|r| r.in_sync)
+                        .map(|r| r.node_id)
+                        .collect()),
+                    info.replica_status
+                        .iter()
+                        .map(|r| r.lag)
+                        .max()
+                        .unwrap_or(0)
+                        .to_string(),
+                )
+            };
+            [
+                topic.clone(),
+                partition.to_string(),
+                info.leader
+                    .map_or_else(|| "-".to_owned(), |l| l.to_string()),
+                ids(info.replicas.clone()),
+                in_sync,
+                info.high_watermark.to_string(),
+                lag,
+            ]
+        })
+        .collect();
+    table::render(
+        [
+            "TOPIC",
+            "PARTITION",
+            "LEADER",
+            "REPLICAS",
+            "IN-SYNC",
+            "HIGH-WATERMARK",
+            "MAX-LAG",
+        ],
+        &rows,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use weir_client::NodeInfo;
@@ -86,6 +174,44 @@ mod tests {
              NODE  ADDRESS        ROLE\n\
              1     10.0.0.1:7070\n\
              2     10.0.0.2:7070  controller\n"
+        );
+    }
+
+    #[test]
+    fn partition_table_shows_in_sync_replicas_and_the_worst_lag() {
+        let status = |node_id, in_sync, lag| weir_client::ReplicaStatus {
+            node_id,
+            in_sync,
+            lag,
+        };
+        let mut partitions = BTreeMap::new();
+        partitions.insert(
+            ("t".to_owned(), 0),
+            PartitionInfo {
+                partition: 0,
+                leader: Some(1),
+                replicas: vec![1, 2, 3],
+                high_watermark: 10,
+                log_start_offset: 0,
+                replica_status: vec![status(1, true, 0), status(2, true, 0), status(3, false, 7)],
+            },
+        );
+        partitions.insert(
+            ("t".to_owned(), 1),
+            PartitionInfo {
+                partition: 1,
+                leader: None,
+                replicas: vec![2, 3, 1],
+                high_watermark: 0,
+                log_start_offset: 0,
+                replica_status: Vec::new(),
+            },
+        );
+        assert_eq!(
+            partition_table(&partitions),
+            "TOPIC  PARTITION  LEADER  REPLICAS  IN-SYNC  HIGH-WATERMARK  MAX-LAG\n\
+             t      0          1       1,2,3     1,2      10              7\n\
+             t      1          -       2,3,1     ?        0               ?\n"
         );
     }
 }
