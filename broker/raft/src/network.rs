@@ -362,14 +362,14 @@ enum Rpc {
 }
 
 impl PeerClient {
-    /// Sends one encoded request and decodes the answer, mapping transport failures to
-    /// openraft's unreachable/network errors and remote raft errors to `RemoteError`.
-    async fn call<Resp: DeserializeOwned>(
+    /// Encodes `request`, sends it as `rpc` and decodes the answer.
+    async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &mut self,
         rpc: Rpc,
-        payload: Bytes,
+        request: &Req,
         timeout: Duration,
-    ) -> Result<Result<Resp, RaftError<TypeConfig>>, CallError> {
+    ) -> Result<Resp, CallError> {
+        let payload = encode(request).map_err(|s| CallError::network(s.message()))?;
         let client = self
             .client
             .as_mut()
@@ -395,42 +395,60 @@ impl PeerClient {
                     status.message()
                 )))
             }
-            _ => CallError::Network(io::Error::other(format!(
+            _ => CallError::network(&format!(
                 "node {} group {}: {status}",
                 self.target, self.group
-            ))),
+            )),
         })?;
         match response.into_inner().result {
-            Some(raft_response::Result::Payload(bytes)) => decode(&bytes)
-                .map(Ok)
-                .map_err(|s| CallError::Network(io::Error::other(s.message().to_owned()))),
-            Some(raft_response::Result::RaftError(bytes)) => decode(&bytes)
-                .map(Err)
-                .map_err(|s| CallError::Network(io::Error::other(s.message().to_owned()))),
-            None => Err(CallError::Network(io::Error::other("empty raft response"))),
+            Some(raft_response::Result::Payload(bytes)) => {
+                decode(&bytes).map_err(|s| CallError::network(s.message()))
+            }
+            // For these RPCs the only raft error is a fatal one: the group there has stopped,
+            // which is a peer to back off from.
+            Some(raft_response::Result::RaftError(bytes)) => {
+                let error: RaftError<TypeConfig> =
+                    decode(&bytes).map_err(|s| CallError::network(s.message()))?;
+                Err(CallError::Unreachable(io::Error::other(format!(
+                    "node {} group {}: {error}",
+                    self.target, self.group
+                ))))
+            }
+            None => Err(CallError::network("empty raft response")),
         }
     }
+}
 
-    fn rpc_error(&self, e: CallError) -> RPCError<TypeConfig> {
+/// Why a call to a peer failed.
+enum CallError {
+    /// Back off before retrying.
+    Unreachable(io::Error),
+    /// Retry at once.
+    Network(io::Error),
+}
+
+impl CallError {
+    fn network(message: &str) -> Self {
+        Self::Network(io::Error::other(message.to_owned()))
+    }
+}
+
+impl From<CallError> for RPCError<TypeConfig> {
+    fn from(e: CallError) -> Self {
         match e {
             CallError::Unreachable(e) => RPCError::Unreachable(Unreachable::new(&e)),
             CallError::Network(e) => RPCError::Network(NetworkError::new(&e)),
         }
     }
-
-    /// A raft error from the remote group: for these RPCs only a fatal one (the group there has
-    /// stopped), which is a peer to back off from.
-    fn remote(&self, e: RaftError<TypeConfig>) -> RPCError<TypeConfig> {
-        RPCError::Unreachable(Unreachable::new(&io::Error::other(format!(
-            "node {} group {}: {e}",
-            self.target, self.group
-        ))))
-    }
 }
 
-enum CallError {
-    Unreachable(io::Error),
-    Network(io::Error),
+impl From<CallError> for StreamingError<TypeConfig> {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::Unreachable(e) => StreamingError::Unreachable(Unreachable::new(&e)),
+            CallError::Network(e) => StreamingError::Network(NetworkError::new(&e)),
+        }
+    }
 }
 
 impl RaftNetworkV2<TypeConfig> for PeerClient {
@@ -441,17 +459,9 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let payload = encode(&rpc).map_err(|s| {
-            RPCError::Network(NetworkError::new(&io::Error::other(s.message().to_owned())))
-        })?;
-        match self
-            .call(Rpc::AppendEntries, payload, option.hard_ttl())
-            .await
-        {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) => Err(self.remote(e)),
-            Err(e) => Err(self.rpc_error(e)),
-        }
+        Ok(self
+            .call(Rpc::AppendEntries, &rpc, option.hard_ttl())
+            .await?)
     }
 
     async fn vote(
@@ -459,14 +469,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let payload = encode(&rpc).map_err(|s| {
-            RPCError::Network(NetworkError::new(&io::Error::other(s.message().to_owned())))
-        })?;
-        match self.call(Rpc::Vote, payload, option.hard_ttl()).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) => Err(self.remote(e)),
-            Err(e) => Err(self.rpc_error(e)),
-        }
+        Ok(self.call(Rpc::Vote, &rpc, option.hard_ttl()).await?)
     }
 
     async fn pre_vote(
@@ -474,14 +477,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let payload = encode(&rpc).map_err(|s| {
-            RPCError::Network(NetworkError::new(&io::Error::other(s.message().to_owned())))
-        })?;
-        match self.call(Rpc::PreVote, payload, option.hard_ttl()).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) => Err(self.remote(e)),
-            Err(e) => Err(self.rpc_error(e)),
-        }
+        Ok(self.call(Rpc::PreVote, &rpc, option.hard_ttl()).await?)
     }
 
     async fn full_snapshot(
@@ -491,21 +487,9 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         _cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        let payload = encode(&(vote, snapshot.meta, snapshot.snapshot)).map_err(|s| {
-            StreamingError::Network(NetworkError::new(&io::Error::other(s.message().to_owned())))
-        })?;
-        match self
-            .call(Rpc::InstallSnapshot, payload, option.hard_ttl())
-            .await
-        {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) => Err(StreamingError::Network(NetworkError::new(
-                &io::Error::other(e.to_string()),
-            ))),
-            Err(CallError::Unreachable(e)) => {
-                Err(StreamingError::Unreachable(Unreachable::new(&e)))
-            }
-            Err(CallError::Network(e)) => Err(StreamingError::Network(NetworkError::new(&e))),
-        }
+        let request = (vote, snapshot.meta, snapshot.snapshot);
+        Ok(self
+            .call(Rpc::InstallSnapshot, &request, option.hard_ttl())
+            .await?)
     }
 }
