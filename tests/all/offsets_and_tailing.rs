@@ -247,3 +247,32 @@ async fn keyed_records_share_a_partition_and_acks_none_is_stored() -> anyhow::Re
     assert_eq!(fetched.records[0].value, "fire-and-forget".as_bytes());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_topic_ends_a_tailing_subscription_with_a_reason() -> anyhow::Result<()> {
+    let (_broker, mut c) = setup(1).await?;
+    let mut tail = c
+        .subscribe(pb::SubscribeRequest {
+            topic: "t".into(),
+            partition: 0,
+            start: Some(pb::StartPosition {
+                position: Some(pb::start_position::Position::Latest(true)),
+            }),
+            max_bytes: 0,
+        })
+        .await?
+        .into_inner();
+    c.delete_topic(pb::DeleteTopicRequest { name: "t".into() })
+        .await?;
+    let end = tokio::time::timeout(Duration::from_secs(20), tail.next())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the stream ended without saying why"))?;
+    let status = end.expect_err("no record can arrive from a deleted topic");
+    assert_eq!(
+        weir_proto::error::reason_of(&status).as_deref(),
+        Some("UNAVAILABLE"),
+        "{status:?}"
+    );
+    assert!(status.message().contains("stopped"), "{status:?}");
+    Ok(())
+}

@@ -395,7 +395,7 @@ impl BrokerService {
                 offset,
                 Duration::from_millis(u64::from(wait)),
             )
-            .await;
+            .await?;
         }
         let records =
             read_committed(node, &hosted, offset, progress, max_records, max_bytes).await?;
@@ -460,10 +460,14 @@ impl BrokerService {
                     }
                     continue;
                 }
-                tokio::select! {
-                    _ = node.shutdown.cancelled() => return,
+                let waited = tokio::select! {
                     _ = tx.closed() => return,
-                    _ = wait_for_records(&node, &hosted, position, Duration::from_secs(3600)) => {}
+                    waited = wait_for_records(&node, &hosted, position, Duration::from_secs(3600)) => waited,
+                };
+                if let Err(e) = waited {
+                    // Ends the stream with the reason (shutdown, deleted or failed partition).
+                    let _ = tx.send(Err(e.into())).await;
+                    return;
                 }
             }
         });
@@ -604,19 +608,25 @@ impl Broker for BrokerService {
 }
 
 /// Waits until the partition's high watermark passes `offset`, `timeout` elapses, or the
-/// broker shuts down; returns the progress then.
+/// broker shuts down; returns the progress then. Fails if the replica stopped meanwhile (its
+/// topic was deleted, or it failed), so a waiting consumer is told instead of spinning.
 async fn wait_for_records(
     node: &Node,
     hosted: &HostedPartition,
     offset: Offset,
     timeout: Duration,
-) -> PartitionProgress {
+) -> Result<PartitionProgress, BrokerError> {
     let mut progress = hosted.replica.progress();
-    let wait = progress.wait_for(|p| p.high_watermark > offset);
-    tokio::select! {
-        _ = node.shutdown.cancelled() => {}
-        _ = tokio::time::sleep(timeout) => {}
-        _ = wait => {}
+    let stopped = tokio::select! {
+        _ = node.shutdown.cancelled() => return Err(BrokerError::ShuttingDown),
+        _ = tokio::time::sleep(timeout) => false,
+        waited = progress.wait_for(|p| p.high_watermark > offset) => waited.is_err(),
+    };
+    if stopped {
+        return Err(BrokerError::Unavailable(format!(
+            "{}/{} stopped on this node (deleted, or failed)",
+            hosted.topic, hosted.partition
+        )));
     }
-    *hosted.replica.progress().borrow()
+    Ok(*hosted.replica.progress().borrow())
 }
