@@ -986,3 +986,49 @@ async fn the_rust_client_follows_not_leader_to_the_leader() -> anyhow::Result<()
     assert_eq!(values, vec![&b"routed"[..], &b"direct"[..]]);
     Ok(())
 }
+
+/// A topic created while a node is down still gets a leader for every partition, including the
+/// ones whose preferred leader is the missing node, and takes writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_created_while_a_node_is_down_elect_leaders() -> anyhow::Result<()> {
+    const TOPIC: &str = "born-degraded";
+    let mut cluster = ProcessCluster::start(weir(), 3).await?;
+    cluster.kill(1)?;
+    let mut admin = cluster.client(2)?;
+    let created = loop {
+        // The controller may need a new leader first if node 1 led it.
+        match admin
+            .create_topic(pb::CreateTopicRequest {
+                name: TOPIC.into(),
+                partitions: 3,
+                replication_factor: 3,
+                configs: HashMap::new(),
+            })
+            .await
+        {
+            Ok(created) => break created.into_inner().topic,
+            Err(status) if reason_of(&status).as_deref() == Some("UNAVAILABLE") => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            // An earlier attempt created it but timed out waiting for leaders.
+            Err(status) if reason_of(&status).as_deref() == Some("TOPIC_ALREADY_EXISTS") => {
+                break cluster.describe(2, TOPIC).await;
+            }
+            Err(status) => anyhow::bail!("create failed: {status:?}"),
+        }
+    };
+    let placed = created.ok_or_else(|| anyhow::anyhow!("no topic"))?;
+    assert!(
+        placed
+            .partitions
+            .iter()
+            .any(|p| p.replicas.first() == Some(&1)),
+        "some partition prefers the dead node: {placed:?}"
+    );
+    for partition in 0..3 {
+        let (_, base) =
+            produce_acked(&cluster, &[2, 3], TOPIC, partition, batch("degraded", 0, 2)).await?;
+        assert_eq!(base, 0, "partition {partition}");
+    }
+    Ok(())
+}

@@ -468,10 +468,10 @@ impl Node {
                 )
             })
             .collect();
-        // The preferred leader initialises the group; the others wait to be contacted.
-        if replicas.first() == Some(&me) {
-            replica.initialize(&voters).await?;
-        }
+        // Every replica initialises the group with the same voters (openraft allows that, and
+        // the first election settles it), so a partition gets a leader even when its preferred
+        // leader is down at creation. On a group that already has a membership this is a no-op.
+        replica.initialize(&voters).await?;
         Ok(replica)
     }
 
