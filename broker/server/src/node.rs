@@ -471,6 +471,8 @@ impl Node {
         // Every replica initialises the group with the same voters (openraft allows that, and
         // the first election settles it), so a partition gets a leader even when its preferred
         // leader is down at creation. On a group that already has a membership this is a no-op.
+        // (A replica added to an existing group by a future replica move must instead join as a
+        // learner: initialising it would start a second history.)
         replica.initialize(&voters).await?;
         Ok(replica)
     }
