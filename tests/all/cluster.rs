@@ -1032,3 +1032,39 @@ async fn partitions_created_while_a_node_is_down_elect_leaders() -> anyhow::Resu
     }
     Ok(())
 }
+
+/// `weir topic describe` through any node shows each partition as its leader sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_through_any_node_shows_the_leaders_view() -> anyhow::Result<()> {
+    const TOPIC: &str = "described";
+    let cluster = ProcessCluster::start(weir(), 3).await?;
+    create_replicated_topic(&cluster, TOPIC, 3).await?;
+    let mut leaders = Vec::new();
+    for partition in 0..3 {
+        leaders.push(cluster.leader_of(TOPIC, partition).await?);
+    }
+    for node in cluster.node_ids() {
+        let output = std::process::Command::new(crate::WEIR)
+            .args(["--broker", &cluster.addr(node).to_string()])
+            .args(["topic", "describe", TOPIC])
+            .output()?;
+        assert!(output.status.success(), "{output:?}");
+        let text = String::from_utf8_lossy(&output.stdout);
+        let rows: Vec<Vec<&str>> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("PARTITION"))
+            .skip(1)
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(rows.len(), 3, "{text}");
+        for (partition, row) in rows.iter().enumerate() {
+            assert_eq!(
+                row[1],
+                leaders[partition].to_string(),
+                "through node {node}: {text}"
+            );
+            assert_ne!(row[3], "?", "the leader's in-sync view is shown: {text}");
+        }
+    }
+    Ok(())
+}

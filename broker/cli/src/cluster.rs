@@ -29,7 +29,14 @@ impl ClusterCommand {
                     .await
                     .context("cannot describe the cluster")?;
                 print!("{}", status(&cluster));
-                let partitions = leader_views(client, &cluster).await?;
+                let topics: Vec<String> = client
+                    .list_topics()
+                    .await
+                    .context("cannot list topics")?
+                    .into_iter()
+                    .map(|t| t.name)
+                    .collect();
+                let partitions = leader_views(&cluster, &topics).await;
                 if !partitions.is_empty() {
                     print!("\n{}", partition_table(&partitions));
                 }
@@ -67,25 +74,27 @@ fn status(cluster: &ClusterInfo) -> String {
     )
 }
 
-/// Every partition of every topic, as its leader describes it (or as the first node that
-/// answered does, when no leader answered), keyed by (topic, partition).
-async fn leader_views(
-    client: &Client,
+/// Every partition of `topics`, as its leader describes it (or as the first node that
+/// answered does, when no leader answered), keyed by (topic, partition). Only a partition's
+/// replicas know its leader, and only the leader knows its followers' state, so every reachable
+/// node of `cluster` is asked.
+pub(crate) async fn leader_views(
     cluster: &ClusterInfo,
-) -> anyhow::Result<BTreeMap<(String, u32), PartitionInfo>> {
-    let topics = client.list_topics().await.context("cannot list topics")?;
+    topics: &[String],
+) -> BTreeMap<(String, u32), PartitionInfo> {
     let mut views: BTreeMap<(String, u32), PartitionInfo> = BTreeMap::new();
     for node in &cluster.nodes {
         // A node that is down only costs its view; the others still answer.
-        let Ok(node_client) = Client::connect(node.address.as_str()).await else {
-            continue;
+        let node_client = match Client::connect(node.address.as_str()).await {
+            Ok(node_client) => node_client,
+            Err(_) => continue,
         };
-        for topic in &topics {
-            let Ok(described) = node_client.describe_topic(topic.name.as_str()).await else {
+        for topic in topics {
+            let Ok(described) = node_client.describe_topic(topic.as_str()).await else {
                 continue;
             };
             for partition in described.partitions {
-                let key = (topic.name.clone(), partition.partition);
+                let key = (topic.clone(), partition.partition);
                 let leads = partition.leader == Some(node.node_id);
                 if leads || !views.contains_key(&key) {
                     views.insert(key, partition);
@@ -93,7 +102,7 @@ async fn leader_views(
             }
         }
     }
-    Ok(views)
+    views
 }
 
 fn partition_table(partitions: &BTreeMap<(String, u32), PartitionInfo>) -> String {

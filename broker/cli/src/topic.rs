@@ -74,10 +74,23 @@ impl TopicCommand {
                 );
             }
             Self::Describe { name } => {
-                let topic = client
+                let mut topic = client
                     .describe_topic(name.clone())
                     .await
                     .with_context(|| format!("cannot describe topic {name}"))?;
+                // Each partition as its leader sees it: leader, in-sync replicas and lag are
+                // only known there. On a single node this is the same answer.
+                if let Ok(cluster) = client.describe_cluster().await
+                    && cluster.nodes.len() > 1
+                {
+                    let mut views =
+                        crate::cluster::leader_views(&cluster, std::slice::from_ref(&name)).await;
+                    for partition in &mut topic.partitions {
+                        if let Some(view) = views.remove(&(name.clone(), partition.partition)) {
+                            *partition = view;
+                        }
+                    }
+                }
                 print!("{}", describe(&topic));
             }
             Self::Delete { name } => {
