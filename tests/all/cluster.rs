@@ -1068,3 +1068,199 @@ async fn describe_through_any_node_shows_the_leaders_view() -> anyhow::Result<()
     }
     Ok(())
 }
+
+/// A child process killed when dropped, so a failing test leaves nothing running.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A node started with `--join` becomes a member through `AddNode` (sent to any node), takes
+/// replicas, cannot be removed while it holds them, and leaves through `RemoveNode`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joins_takes_replicas_and_leaves_once_empty() -> anyhow::Result<()> {
+    use std::io::BufRead;
+    let cluster = ProcessCluster::start(weir(), 3).await?;
+    let temp = tempfile::tempdir()?;
+    let config = temp.path().join("node-4.toml");
+    std::fs::write(
+        &config,
+        "[raft]\nheartbeat_ms = 100\nelection_min_ms = 400\nelection_max_ms = 800\n",
+    )?;
+    let address = weir_tests::free_port()?.to_string();
+    let mut joiner = std::process::Command::new(crate::WEIR)
+        .args([
+            "broker",
+            "--node-id",
+            "4",
+            "--join",
+            "--metrics-listen",
+            "none",
+        ])
+        .args(["--listen", &address])
+        .arg("--data-dir")
+        .arg(temp.path().join("node-4"))
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let stdout = joiner
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    // Killed however the test ends.
+    let joiner = KillOnDrop(joiner);
+    let started = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .map(|_| line)
+    });
+
+    let mut admin = cluster.client(2)?;
+    let bad = admin
+        .add_node(pb::AddNodeRequest {
+            node_id: 4,
+            address: "no-port".into(),
+        })
+        .await
+        .expect_err("an address without a port is refused");
+    assert_eq!(
+        reason_of(&bad).as_deref(),
+        Some("INVALID_ARGUMENT"),
+        "{bad:?}"
+    );
+    let taken = admin
+        .add_node(pb::AddNodeRequest {
+            node_id: 3,
+            address: address.clone(),
+        })
+        .await
+        .expect_err("an existing id is refused");
+    assert_eq!(
+        reason_of(&taken).as_deref(),
+        Some("NODE_ALREADY_EXISTS"),
+        "{taken:?}"
+    );
+
+    admin
+        .add_node(pb::AddNodeRequest {
+            node_id: 4,
+            address: address.clone(),
+        })
+        .await?;
+    let line = tokio::time::timeout(GENEROUS, started).await???;
+    assert!(line.starts_with("weir broker listening on"), "{line:?}");
+    weir_tests::eventually(GENEROUS, "node 4 registered", || {
+        let mut admin = admin.clone();
+        async move {
+            let nodes = admin
+                .describe_cluster(pb::DescribeClusterRequest {})
+                .await
+                .ok()?
+                .into_inner()
+                .nodes;
+            nodes.iter().any(|n| n.node_id == 4).then_some(())
+        }
+    })
+    .await?;
+
+    // Four replicas need four nodes: possible now.
+    admin
+        .create_topic(pb::CreateTopicRequest {
+            name: "wide".into(),
+            partitions: 1,
+            replication_factor: 4,
+            configs: HashMap::new(),
+        })
+        .await?;
+    let client = weir_client::Client::connect(cluster.addr(1).to_string()).await?;
+    // The replicas start on each node as the new metadata reaches it: retry while they do.
+    let produced = weir_tests::eventually(GENEROUS, "the new topic takes a write", || {
+        let client = client.clone();
+        async move {
+            match client
+                .produce(
+                    "wide",
+                    Some(0),
+                    vec![weir_client::ProducerRecord::new("on four nodes")],
+                    weir_client::Acks::All,
+                )
+                .await
+            {
+                Ok(produced) => Some(Ok(produced)),
+                Err(e) if e.is_retriable() => None,
+                Err(e) => Some(Err(e)),
+            }
+        }
+    })
+    .await??;
+    assert_eq!(produced.base_offset, Some(0));
+    let on_node_4 = weir_client::Client::connect(address.as_str()).await?;
+    let fetched = weir_tests::eventually(GENEROUS, "node 4 has the record", || {
+        let on_node_4 = on_node_4.clone();
+        async move {
+            let fetched = on_node_4
+                .fetch(weir_client::FetchSpec::new("wide", 0, 0))
+                .await
+                .ok()?;
+            (!fetched.records.is_empty()).then_some(fetched)
+        }
+    })
+    .await?;
+    assert_eq!(fetched.records[0].value.as_ref(), b"on four nodes");
+
+    let busy = admin
+        .remove_node(pb::RemoveNodeRequest { node_id: 4 })
+        .await
+        .expect_err("a node with replicas stays");
+    assert_eq!(
+        reason_of(&busy).as_deref(),
+        Some("NODE_HAS_REPLICAS"),
+        "{busy:?}"
+    );
+    assert!(busy.message().contains("wide/0"), "{busy:?}");
+
+    admin
+        .delete_topic(pb::DeleteTopicRequest {
+            name: "wide".into(),
+        })
+        .await?;
+    let after = admin
+        .remove_node(pb::RemoveNodeRequest { node_id: 4 })
+        .await?
+        .into_inner();
+    assert_eq!(
+        after.nodes.iter().map(|n| n.node_id).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    drop(joiner);
+    let unknown = admin
+        .remove_node(pb::RemoveNodeRequest { node_id: 4 })
+        .await
+        .expect_err("node 4 is gone");
+    assert_eq!(
+        reason_of(&unknown).as_deref(),
+        Some("UNKNOWN_NODE"),
+        "{unknown:?}"
+    );
+    let too_wide = admin
+        .create_topic(pb::CreateTopicRequest {
+            name: "too-wide".into(),
+            partitions: 1,
+            replication_factor: 4,
+            configs: HashMap::new(),
+        })
+        .await
+        .expect_err("three nodes cannot hold four replicas");
+    assert_eq!(
+        reason_of(&too_wide).as_deref(),
+        Some("INVALID_REPLICATION_FACTOR")
+    );
+    Ok(())
+}

@@ -651,7 +651,7 @@ pub fn lazy_channel(addr: SocketAddr) -> anyhow::Result<Channel> {
 /// the local port of an outgoing connection. Ports below the kernel's ephemeral range are
 /// handed out by neither, so they are taken from there, starting at a point that depends on
 /// the process id so that concurrent test processes rarely meet.
-fn free_port() -> std::io::Result<SocketAddr> {
+pub fn free_port() -> std::io::Result<SocketAddr> {
     static NEXT: Mutex<Option<u16>> = Mutex::new(None);
     const LOWEST: u16 = 10_000;
     let ephemeral = ephemeral_range_start();

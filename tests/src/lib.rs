@@ -14,7 +14,7 @@ mod cluster;
 mod proxy;
 
 pub use cluster::{
-    Launch, LeaderRoute, NodeId, ProcessCluster, fetch_all, lazy_channel, run_to_exit,
+    Launch, LeaderRoute, NodeId, ProcessCluster, fetch_all, free_port, lazy_channel, run_to_exit,
 };
 pub use proxy::LinkProxy;
 

@@ -29,6 +29,10 @@ pub struct BrokerArgs {
     /// Give every node the same list. Without it the node is a cluster of one.
     #[arg(long, value_name = "ID=ADDR,...", value_delimiter = ',')]
     peers: Vec<Peer>,
+    /// Join a running cluster instead of forming one: wait until a member adds this node
+    /// (`weir cluster add-node ID ADDR`).
+    #[arg(long)]
+    join: bool,
     /// TOML config file; flags override what it sets.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -70,6 +74,9 @@ impl BrokerArgs {
         }
         if !self.peers.is_empty() {
             config.peers = self.peers;
+        }
+        if self.join {
+            config.join = true;
         }
         config.validate()?;
         Ok(config)

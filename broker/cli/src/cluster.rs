@@ -17,6 +17,18 @@ use crate::table;
 pub enum ClusterCommand {
     /// Show the cluster id, its nodes and the controller leader.
     Status,
+    /// Add a node started with `weir broker --join` to the cluster.
+    AddNode {
+        /// The new node's id (never used before in this cluster).
+        id: u64,
+        /// HOST:PORT the new node serves on.
+        address: String,
+    },
+    /// Remove a node that holds no partition replicas from the cluster.
+    RemoveNode {
+        /// The node's id.
+        id: u64,
+    },
 }
 
 impl ClusterCommand {
@@ -40,6 +52,20 @@ impl ClusterCommand {
                 if !partitions.is_empty() {
                     print!("\n{}", partition_table(&partitions));
                 }
+            }
+            Self::AddNode { id, address } => {
+                let cluster = client
+                    .add_node(id, address.as_str())
+                    .await
+                    .with_context(|| format!("cannot add node {id} at {address}"))?;
+                print!("{}", status(&cluster));
+            }
+            Self::RemoveNode { id } => {
+                let cluster = client
+                    .remove_node(id)
+                    .await
+                    .with_context(|| format!("cannot remove node {id}"))?;
+                print!("{}", status(&cluster));
             }
         }
         Ok(())

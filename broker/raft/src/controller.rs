@@ -145,6 +145,25 @@ async fn propose_locally<S: MetadataState>(
     }
 }
 
+fn membership_error(
+    group: GroupId,
+    e: RaftError<TypeConfig, openraft::errors::ClientWriteError<TypeConfig>>,
+) -> ReplicaError {
+    match e {
+        RaftError::APIError(openraft::errors::ClientWriteError::ForwardToLeader(f)) => {
+            ReplicaError::NotLeader {
+                group,
+                leader: f.leader_id,
+            }
+        }
+        RaftError::APIError(other) => ReplicaError::Unavailable {
+            group,
+            reason: other.to_string(),
+        },
+        RaftError::Fatal(fatal) => stopped(group, fatal),
+    }
+}
+
 /// A running replica of the controller group on this node.
 pub struct ControllerReplica<S: MetadataState> {
     group: Group<ControllerStateMachine<S>>,
@@ -208,15 +227,10 @@ impl<S: MetadataState> ControllerReplica<S> {
                 group,
                 leader: Some(leader),
             }) => {
-                let advertised = self
-                    .group
-                    .address_of(leader)
-                    .ok_or(ReplicaError::NotLeader {
-                        group,
-                        leader: Some(leader),
-                    })?;
-                // This node's own route to the leader, if it has one, not the advertised one.
-                let addr = self.group.peers.address_of(leader, &advertised);
+                let addr = self.route_to(leader).ok_or(ReplicaError::NotLeader {
+                    group,
+                    leader: Some(leader),
+                })?;
                 self.group
                     .peers
                     .forward_controller(&addr, command)
@@ -231,6 +245,37 @@ impl<S: MetadataState> ControllerReplica<S> {
             }
             other => other,
         }
+    }
+
+    /// Adds `node` at `address` as a controller voter: first as a learner until it has caught
+    /// up with the log, then as a voter. Must run on the controller leader.
+    pub async fn add_voter(&self, node: NodeId, address: String) -> Result<(), ReplicaError> {
+        let group = self.group.id;
+        let raft = &self.group.raft;
+        raft.add_learner(node, openraft::BasicNode::new(address), true)
+            .await
+            .map_err(|e| membership_error(group, e))?;
+        let mut voters: std::collections::BTreeSet<NodeId> = self.voters().into_iter().collect();
+        voters.insert(node);
+        raft.change_membership(voters, false)
+            .await
+            .map_err(|e| membership_error(group, e))?;
+        Ok(())
+    }
+
+    /// Removes `node` from the controller's voters. Must run on the controller leader.
+    pub async fn remove_voter(&self, node: NodeId) -> Result<(), ReplicaError> {
+        let group = self.group.id;
+        let mut voters: std::collections::BTreeSet<NodeId> = self.voters().into_iter().collect();
+        if !voters.remove(&node) {
+            return Ok(());
+        }
+        self.group
+            .raft
+            .change_membership(voters, false)
+            .await
+            .map_err(|e| membership_error(group, e))?;
+        Ok(())
     }
 
     /// The controller's voters.
@@ -289,6 +334,14 @@ impl<S: MetadataState> ControllerReplica<S> {
     /// Whether this node leads the controller.
     pub fn is_leader(&self) -> bool {
         self.group.is_leader()
+    }
+
+    /// The address this node uses to reach `node`: its own route if it has one, else the
+    /// address in the controller membership.
+    pub fn route_to(&self, node: NodeId) -> Option<String> {
+        self.group
+            .address_of(node)
+            .map(|advertised| self.group.peers.address_of(node, &advertised))
     }
 
     /// Waits until some node leads the controller, for at most `timeout`.

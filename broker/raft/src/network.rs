@@ -187,8 +187,13 @@ impl Peers {
 
     /// The pooled client for `addr`, created on first use.
     pub(crate) fn client(&self, addr: &str) -> Result<RaftClient<Channel>, io::Error> {
+        self.channel(addr).map(client)
+    }
+
+    /// The pooled channel to the node at `addr`, created on first use; it connects lazily.
+    pub fn channel(&self, addr: &str) -> Result<Channel, io::Error> {
         if let Some(channel) = read(&self.shared.channels).get(addr) {
-            return Ok(client(channel.clone()));
+            return Ok(channel.clone());
         }
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| {
@@ -202,10 +207,10 @@ impl Peers {
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5));
         let channel = endpoint.connect_lazy();
-        write(&self.shared.channels)
+        Ok(write(&self.shared.channels)
             .entry(addr.to_owned())
-            .or_insert(channel.clone());
-        Ok(client(channel))
+            .or_insert(channel)
+            .clone())
     }
 
     /// Sends a controller command to the node at `addr` to be proposed by its controller.

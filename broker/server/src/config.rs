@@ -30,6 +30,9 @@ pub struct BrokerConfig {
     /// means a single-node cluster of this node alone. Every node of a cluster must be given
     /// the same list.
     pub peers: Vec<Peer>,
+    /// Join an existing cluster instead of forming one: the node does not initialise the
+    /// controller and waits until a member adds it (`weir cluster add-node`).
+    pub join: bool,
     /// Record and request size limits.
     pub limits: Limits,
     /// Raft timings.
@@ -129,6 +132,7 @@ impl Default for BrokerConfig {
             advertised_address: None,
             data_dir: PathBuf::from("weir-data"),
             peers: Vec::new(),
+            join: false,
             limits: Limits::default(),
             raft: RaftTimings::default(),
         }

@@ -94,7 +94,7 @@ pub enum BrokerError {
         leader_address: Option<String>,
     },
     /// The partition or controller is not available right now (no leader, starting up).
-    #[error("{0} is unavailable right now; retry")]
+    #[error("unavailable right now: {0}; retry")]
     Unavailable(String),
     /// The write may or may not have happened.
     #[error("outcome of the write is unknown: {0}")]
@@ -105,6 +105,15 @@ pub enum BrokerError {
     /// Storage or replication failed.
     #[error("internal error: {0}")]
     Internal(String),
+    /// No such node in the cluster.
+    #[error("node {0} is not a member of the cluster")]
+    UnknownNode(NodeId),
+    /// The node is already a member.
+    #[error("node {0} is already a member of the cluster")]
+    NodeExists(NodeId),
+    /// The node still holds replicas.
+    #[error("{0}")]
+    NodeHasReplicas(String),
     /// The broker is shutting down.
     #[error("the broker is shutting down")]
     ShuttingDown,
@@ -130,6 +139,9 @@ impl BrokerError {
             BrokerError::Indeterminate(_) => "OUTCOME_UNKNOWN",
             BrokerError::Corrupt(_) => "CORRUPT_DATA",
             BrokerError::Internal(_) => "INTERNAL",
+            BrokerError::UnknownNode(_) => "UNKNOWN_NODE",
+            BrokerError::NodeExists(_) => "NODE_ALREADY_EXISTS",
+            BrokerError::NodeHasReplicas(_) => "NODE_HAS_REPLICAS",
             BrokerError::ShuttingDown => "SHUTTING_DOWN",
         }
     }
@@ -143,8 +155,11 @@ impl BrokerError {
             | BrokerError::TooLarge(_)
             | BrokerError::InvalidRecord(_)
             | BrokerError::InvalidArgument(_) => Code::InvalidArgument,
-            BrokerError::UnknownTopic(_) | BrokerError::UnknownPartition { .. } => Code::NotFound,
-            BrokerError::TopicExists(_) => Code::AlreadyExists,
+            BrokerError::UnknownTopic(_)
+            | BrokerError::UnknownPartition { .. }
+            | BrokerError::UnknownNode(_) => Code::NotFound,
+            BrokerError::TopicExists(_) | BrokerError::NodeExists(_) => Code::AlreadyExists,
+            BrokerError::NodeHasReplicas(_) => Code::FailedPrecondition,
             BrokerError::OffsetOutOfRange { .. } => Code::OutOfRange,
             BrokerError::NotLeader { .. } => Code::FailedPrecondition,
             BrokerError::Unavailable(_) | BrokerError::ShuttingDown => Code::Unavailable,
@@ -243,6 +258,7 @@ impl From<CommandError> for BrokerError {
                     reason: e.to_string(),
                 }
             }
+            CommandError::NodeHasReplicas { .. } => BrokerError::NodeHasReplicas(e.to_string()),
             CommandError::Invalid(reason) => BrokerError::InvalidArgument(reason),
         }
     }

@@ -93,6 +93,12 @@ pub enum Command {
         /// Topic name.
         name: TopicName,
     },
+    /// Forgets a node, which must hold no partition replica. Absent nodes are not an error, so
+    /// a removal interrupted halfway can be run again.
+    RemoveNode {
+        /// The node.
+        id: NodeId,
+    },
 }
 
 /// Why a command was refused. Refusals change nothing.
@@ -111,6 +117,14 @@ pub enum CommandError {
         requested: u32,
         /// Nodes known to the cluster.
         available: usize,
+    },
+    /// The node still holds partition replicas.
+    #[error("node {node} still holds replicas of {}; move or delete them first", partitions.join(", "))]
+    NodeHasReplicas {
+        /// The node.
+        node: NodeId,
+        /// The partitions it holds, as `topic/partition`.
+        partitions: Vec<String>,
     },
     /// The command was malformed.
     #[error("invalid command: {0}")]
@@ -182,6 +196,27 @@ impl ClusterMetadata {
                 Some(_) => Ok(None),
                 None => Err(CommandError::UnknownTopic(name)),
             },
+            Command::RemoveNode { id } => {
+                let partitions: Vec<String> = self
+                    .topics
+                    .values()
+                    .flat_map(|t| {
+                        t.partitions
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, p)| p.replicas.contains(&id))
+                            .map(move |(i, _)| format!("{}/{i}", t.name))
+                    })
+                    .collect();
+                if !partitions.is_empty() {
+                    return Err(CommandError::NodeHasReplicas {
+                        node: id,
+                        partitions,
+                    });
+                }
+                self.nodes.remove(&id);
+                Ok(None)
+            }
         }
     }
 }
@@ -313,6 +348,30 @@ mod tests {
             Err(CommandError::UnknownTopic(topic("zz")))
         );
         assert_eq!(m, before);
+    }
+
+    #[test]
+    fn a_node_with_replicas_cannot_be_removed() {
+        let mut m = cluster(3);
+        m.apply(create("t", 1, 3)).unwrap();
+        let before = m.clone();
+        assert!(matches!(
+            m.apply(Command::RemoveNode { id: 2 }),
+            Err(CommandError::NodeHasReplicas { node: 2, .. })
+        ));
+        assert_eq!(m, before);
+        m.apply(Command::DeleteTopic { name: topic("t") }).unwrap();
+        m.apply(Command::RemoveNode { id: 2 }).unwrap();
+        assert!(!m.nodes.contains_key(&2));
+        // Removing again is not an error: an interrupted removal can be re-run.
+        m.apply(Command::RemoveNode { id: 2 }).unwrap();
+        assert_eq!(
+            m.apply(create("u", 1, 3)),
+            Err(CommandError::NotEnoughNodes {
+                requested: 3,
+                available: 2
+            })
+        );
     }
 
     #[test]

@@ -101,13 +101,18 @@ impl Node {
         )
         .await?;
         let voters = config.voters(&address);
-        // Every node initialises the controller with the same voters; openraft accepts that
-        // and the first election settles it. A restarted node's call is a no-op.
-        controller.initialize(&voters).await?;
-        let wait = if voters.len() > 1 {
+        let wait = if config.join {
+            // A joining node is added by an operator; give them time.
             CLUSTER_FORMING_WAIT
         } else {
-            LEADER_WAIT
+            // Every node initialises the controller with the same voters; openraft accepts
+            // that and the first election settles it. A restarted node's call is a no-op.
+            controller.initialize(&voters).await?;
+            if voters.len() > 1 {
+                CLUSTER_FORMING_WAIT
+            } else {
+                LEADER_WAIT
+            }
         };
         controller.wait_for_leader(wait).await?;
         controller.catch_up(wait).await?;
@@ -115,7 +120,8 @@ impl Node {
         actual.sort_unstable();
         // Only the ids must agree: nodes may reach each other through different addresses.
         let configured: Vec<NodeId> = voters.keys().copied().collect();
-        if actual != configured {
+        let checked = !config.join || !config.peers.is_empty();
+        if checked && actual != configured {
             return Err(StartError::PeersDisagree {
                 configured,
                 cluster: actual,
@@ -197,6 +203,69 @@ impl Node {
     pub(crate) async fn propose(&self, command: Command) -> Result<Option<TopicInfo>, BrokerError> {
         let reply = self.controller.propose(encode_command(&command)).await?;
         Ok(decode_reply(&reply)?)
+    }
+
+    /// Adds a node to the cluster (controller voter and placement target). Runs on the
+    /// controller leader; a follower forwards the request there.
+    pub(crate) async fn add_node(&self, id: NodeId, address: String) -> Result<(), BrokerError> {
+        if self.controller.voters().contains(&id) || self.metadata().nodes.contains_key(&id) {
+            return Err(BrokerError::NodeExists(id));
+        }
+        if !self.controller.is_leader() {
+            let mut leader = self.controller_leader_client()?;
+            leader
+                .add_node(weir_proto::v1::AddNodeRequest {
+                    node_id: id,
+                    address,
+                })
+                .await
+                .map_err(forwarded)?;
+            return Ok(());
+        }
+        tracing::info!(node = id, %address, "adding node to the cluster");
+        self.controller.add_voter(id, address).await?;
+        // The node registers itself (with the address it advertises) once it has caught up.
+        Ok(())
+    }
+
+    /// Removes a node that holds no replicas: from the metadata first (which refuses while it
+    /// holds replicas), then from the controller's voters.
+    pub(crate) async fn remove_node(&self, id: NodeId) -> Result<(), BrokerError> {
+        if !self.controller.voters().contains(&id) && !self.metadata().nodes.contains_key(&id) {
+            return Err(BrokerError::UnknownNode(id));
+        }
+        if !self.controller.is_leader() {
+            let mut leader = self.controller_leader_client()?;
+            leader
+                .remove_node(weir_proto::v1::RemoveNodeRequest { node_id: id })
+                .await
+                .map_err(forwarded)?;
+            return Ok(());
+        }
+        tracing::info!(node = id, "removing node from the cluster");
+        self.propose(Command::RemoveNode { id }).await?;
+        self.controller.remove_voter(id).await?;
+        Ok(())
+    }
+
+    /// A client of the public API on the controller leader, for admin requests that must run
+    /// there.
+    fn controller_leader_client(
+        &self,
+    ) -> Result<weir_proto::v1::broker_client::BrokerClient<tonic::transport::Channel>, BrokerError>
+    {
+        let leader = self
+            .controller
+            .leader()
+            .ok_or_else(|| BrokerError::Unavailable("the controller has no leader".into()))?;
+        let address = self.controller.route_to(leader).ok_or_else(|| {
+            BrokerError::Unavailable(format!("no address for controller leader {leader}"))
+        })?;
+        let channel = self
+            .peers
+            .channel(&address)
+            .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+        Ok(weir_proto::v1::broker_client::BrokerClient::new(channel))
     }
 
     /// A topic by name. A follower's metadata trails the controller leader's by up to a
@@ -567,6 +636,17 @@ impl Node {
 impl From<ReplicaError> for StartError {
     fn from(e: ReplicaError) -> Self {
         StartError::Replica(e)
+    }
+}
+
+/// The controller leader's answer to a forwarded admin request, as this node's error.
+fn forwarded(status: tonic::Status) -> BrokerError {
+    let reason = weir_proto::error::reason_of(&status).unwrap_or_default();
+    let message = status.message().to_owned();
+    match reason.as_str() {
+        "NODE_HAS_REPLICAS" => BrokerError::NodeHasReplicas(message),
+        "INVALID_ARGUMENT" => BrokerError::InvalidArgument(message),
+        _ => BrokerError::Unavailable(format!("controller leader: {message}")),
     }
 }
 

@@ -510,6 +510,30 @@ impl BrokerService {
         })
     }
 
+    async fn handle_add_node(
+        &self,
+        request: Request<pb::AddNodeRequest>,
+    ) -> Result<pb::DescribeClusterResponse, BrokerError> {
+        let req = request.into_inner();
+        let peer: crate::config::Peer = format!("{}={}", req.node_id, req.address)
+            .parse()
+            .map_err(BrokerError::InvalidArgument)?;
+        self.node()?.add_node(peer.id, peer.address).await?;
+        self.handle_describe_cluster(Request::new(pb::DescribeClusterRequest {}))
+            .await
+    }
+
+    async fn handle_remove_node(
+        &self,
+        request: Request<pb::RemoveNodeRequest>,
+    ) -> Result<pb::DescribeClusterResponse, BrokerError> {
+        self.node()?
+            .remove_node(request.into_inner().node_id)
+            .await?;
+        self.handle_describe_cluster(Request::new(pb::DescribeClusterRequest {}))
+            .await
+    }
+
     async fn handle_describe_cluster(
         &self,
         _request: Request<pb::DescribeClusterRequest>,
@@ -604,6 +628,20 @@ impl Broker for BrokerService {
             "DescribeCluster",
             self.handle_describe_cluster(request).await,
         )
+    }
+
+    async fn add_node(
+        &self,
+        request: Request<pb::AddNodeRequest>,
+    ) -> Result<Response<pb::DescribeClusterResponse>, Status> {
+        self.answer("AddNode", self.handle_add_node(request).await)
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::DescribeClusterResponse>, Status> {
+        self.answer("RemoveNode", self.handle_remove_node(request).await)
     }
 }
 

@@ -337,6 +337,39 @@ impl Client {
             .into_inner();
         Ok(ClusterInfo::from(response))
     }
+
+    /// Adds the node `node_id`, serving at `address` and started with `weir broker --join`, to
+    /// the cluster; returns the cluster as it is afterwards. One membership change at a time.
+    ///
+    /// Broker reasons: `NODE_ALREADY_EXISTS`, `INVALID_ARGUMENT`, `UNAVAILABLE`.
+    pub async fn add_node(
+        &self,
+        node_id: u64,
+        address: impl Into<String>,
+    ) -> Result<ClusterInfo, ClientError> {
+        let response = self
+            .bootstrap()
+            .add_node(v1::AddNodeRequest {
+                node_id,
+                address: address.into(),
+            })
+            .await?
+            .into_inner();
+        Ok(ClusterInfo::from(response))
+    }
+
+    /// Removes the node `node_id`, which must hold no partition replicas, from the cluster;
+    /// returns the cluster as it is afterwards.
+    ///
+    /// Broker reasons: `UNKNOWN_NODE`, `NODE_HAS_REPLICAS`, `UNAVAILABLE`.
+    pub async fn remove_node(&self, node_id: u64) -> Result<ClusterInfo, ClientError> {
+        let response = self
+            .bootstrap()
+            .remove_node(v1::RemoveNodeRequest { node_id })
+            .await?
+            .into_inner();
+        Ok(ClusterInfo::from(response))
+    }
 }
 
 /// A generated client over `channel` with the message size limits raised to
