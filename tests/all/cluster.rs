@@ -1264,3 +1264,120 @@ async fn a_node_joins_takes_replicas_and_leaves_once_empty() -> anyhow::Result<(
     );
     Ok(())
 }
+
+/// A partition's replicas move between nodes without losing data: first a follower's, then
+/// the leader's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_move_between_nodes_without_losing_data() -> anyhow::Result<()> {
+    const TOPIC: &str = "moving";
+    let cluster = ProcessCluster::start(weir(), 3).await?;
+    let mut admin = cluster.client(1)?;
+    admin
+        .create_topic(pb::CreateTopicRequest {
+            name: TOPIC.into(),
+            partitions: 1,
+            replication_factor: 2,
+            configs: HashMap::new(),
+        })
+        .await?;
+    let client = weir_client::Client::connect(cluster.addr(1).to_string()).await?;
+    let produce = |value: &'static str| {
+        let client = client.clone();
+        async move {
+            weir_tests::eventually(GENEROUS, "a write is acknowledged", || {
+                let client = client.clone();
+                async move {
+                    match client
+                        .produce(
+                            TOPIC,
+                            Some(0),
+                            vec![weir_client::ProducerRecord::new(value)],
+                            weir_client::Acks::All,
+                        )
+                        .await
+                    {
+                        Ok(outcome) => Some(Ok(outcome.base_offset)),
+                        Err(e) if e.is_retriable() => None,
+                        Err(e) => Some(Err(e)),
+                    }
+                }
+            })
+            .await?
+            .map_err(anyhow::Error::from)
+        }
+    };
+    assert_eq!(produce("a").await?, Some(0));
+    assert_eq!(produce("b").await?, Some(1));
+
+    let replicas = |info: &weir_client::TopicInfo| -> Vec<u64> {
+        let mut r = info.partitions[0].replicas.clone();
+        r.sort_unstable();
+        r
+    };
+    let before = client.describe_topic(TOPIC).await?;
+    let leader = cluster.leader_of(TOPIC, 0).await?;
+    let follower = *before.partitions[0]
+        .replicas
+        .iter()
+        .find(|&&r| r != leader)
+        .ok_or_else(|| anyhow::anyhow!("RF 2 has a follower"))?;
+    let spare = *cluster
+        .node_ids()
+        .iter()
+        .find(|n| !before.partitions[0].replicas.contains(n))
+        .ok_or_else(|| anyhow::anyhow!("3 nodes, RF 2: one node is spare"))?;
+
+    let bad = client
+        .move_replica(TOPIC, 0, spare, follower)
+        .await
+        .expect_err("the spare node holds no replica");
+    assert_eq!(bad.reason(), Some("INVALID_ARGUMENT"), "{bad}");
+
+    let moved = client.move_replica(TOPIC, 0, follower, spare).await?;
+    let mut expected = vec![leader, spare];
+    expected.sort_unstable();
+    assert_eq!(replicas(&moved), expected);
+    assert_eq!(produce("c").await?, Some(2));
+
+    // The new replica serves everything, including what was written before it existed.
+    let spare_values = weir_tests::eventually(GENEROUS, "the new replica caught up", || {
+        let mut on_spare = cluster.client(spare).ok();
+        async move {
+            let fetched = on_spare
+                .as_mut()?
+                .fetch(pb::FetchRequest {
+                    topic: TOPIC.into(),
+                    partition: 0,
+                    offset: 0,
+                    ..Default::default()
+                })
+                .await
+                .ok()?
+                .into_inner();
+            (fetched.records.len() == 3).then(|| {
+                fetched
+                    .records
+                    .iter()
+                    .map(|r| (r.offset, r.value.clone()))
+                    .collect::<Vec<_>>()
+            })
+        }
+    })
+    .await?;
+    assert_eq!(
+        spare_values,
+        vec![
+            (0, Bytes::from_static(b"a")),
+            (1, Bytes::from_static(b"b")),
+            (2, Bytes::from_static(b"c"))
+        ]
+    );
+
+    // Now the leader's own replica moves to the node that just gave one up.
+    let moved = client.move_replica(TOPIC, 0, leader, follower).await?;
+    let mut expected = vec![spare, follower];
+    expected.sort_unstable();
+    assert_eq!(replicas(&moved), expected);
+    assert_eq!(produce("d").await?, Some(3));
+    Ok(())
+}

@@ -29,6 +29,19 @@ pub enum ClusterCommand {
         /// The node's id.
         id: u64,
     },
+    /// Move one replica of a partition from one node to another.
+    MoveReplica {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The node giving up its replica.
+        #[arg(long)]
+        from: u64,
+        /// The node receiving the replica.
+        #[arg(long)]
+        to: u64,
+    },
 }
 
 impl ClusterCommand {
@@ -59,6 +72,27 @@ impl ClusterCommand {
                     .await
                     .with_context(|| format!("cannot add node {id} at {address}"))?;
                 print!("{}", status(&cluster));
+            }
+            Self::MoveReplica {
+                topic,
+                partition,
+                from,
+                to,
+            } => {
+                let info = client
+                    .move_replica(topic.as_str(), partition, from, to)
+                    .await
+                    .with_context(|| {
+                        format!("cannot move {topic}/{partition} from node {from} to node {to}")
+                    })?;
+                let replicas = info
+                    .partitions
+                    .get(partition as usize)
+                    .map(|p| p.replicas.clone())
+                    .unwrap_or_default();
+                println!(
+                    "Moved {topic}/{partition} from node {from} to node {to}; replicas now {replicas:?}."
+                );
             }
             Self::RemoveNode { id } => {
                 let cluster = client

@@ -145,25 +145,6 @@ async fn propose_locally<S: MetadataState>(
     }
 }
 
-fn membership_error(
-    group: GroupId,
-    e: RaftError<TypeConfig, openraft::errors::ClientWriteError<TypeConfig>>,
-) -> ReplicaError {
-    match e {
-        RaftError::APIError(openraft::errors::ClientWriteError::ForwardToLeader(f)) => {
-            ReplicaError::NotLeader {
-                group,
-                leader: f.leader_id,
-            }
-        }
-        RaftError::APIError(other) => ReplicaError::Unavailable {
-            group,
-            reason: other.to_string(),
-        },
-        RaftError::Fatal(fatal) => stopped(group, fatal),
-    }
-}
-
 /// A running replica of the controller group on this node.
 pub struct ControllerReplica<S: MetadataState> {
     group: Group<ControllerStateMachine<S>>,
@@ -250,32 +231,12 @@ impl<S: MetadataState> ControllerReplica<S> {
     /// Adds `node` at `address` as a controller voter: first as a learner until it has caught
     /// up with the log, then as a voter. Must run on the controller leader.
     pub async fn add_voter(&self, node: NodeId, address: String) -> Result<(), ReplicaError> {
-        let group = self.group.id;
-        let raft = &self.group.raft;
-        raft.add_learner(node, openraft::BasicNode::new(address), true)
-            .await
-            .map_err(|e| membership_error(group, e))?;
-        let mut voters: std::collections::BTreeSet<NodeId> = self.voters().into_iter().collect();
-        voters.insert(node);
-        raft.change_membership(voters, false)
-            .await
-            .map_err(|e| membership_error(group, e))?;
-        Ok(())
+        self.group.replace_voter(Some((node, address)), None).await
     }
 
     /// Removes `node` from the controller's voters. Must run on the controller leader.
     pub async fn remove_voter(&self, node: NodeId) -> Result<(), ReplicaError> {
-        let group = self.group.id;
-        let mut voters: std::collections::BTreeSet<NodeId> = self.voters().into_iter().collect();
-        if !voters.remove(&node) {
-            return Ok(());
-        }
-        self.group
-            .raft
-            .change_membership(voters, false)
-            .await
-            .map_err(|e| membership_error(group, e))?;
-        Ok(())
+        self.group.replace_voter(None, Some(node)).await
     }
 
     /// The controller's voters.

@@ -99,6 +99,38 @@ where
             .map_err(|e| write_error(self.id, e))
     }
 
+    /// Changes the voters one step: `add` joins as a learner first (this waits until it has
+    /// caught up with the log), then the membership swaps in `add` and drops `remove`. Must run
+    /// on the leader. Adding a voter already present or removing an absent one is a no-op.
+    pub(crate) async fn replace_voter(
+        &self,
+        add: Option<(NodeId, String)>,
+        remove: Option<NodeId>,
+    ) -> Result<(), ReplicaError> {
+        let mut voters: std::collections::BTreeSet<NodeId> = self.voters().into_iter().collect();
+        let mut changed = false;
+        if let Some((node, address)) = add
+            && !voters.contains(&node)
+        {
+            self.raft
+                .add_learner(node, BasicNode::new(address), true)
+                .await
+                .map_err(|e| write_error(self.id, e))?;
+            voters.insert(node);
+            changed = true;
+        }
+        if let Some(node) = remove {
+            changed |= voters.remove(&node);
+        }
+        if changed {
+            self.raft
+                .change_membership(voters, false)
+                .await
+                .map_err(|e| write_error(self.id, e))?;
+        }
+        Ok(())
+    }
+
     /// The leader this node knows of.
     pub(crate) fn leader(&self) -> Option<NodeId> {
         self.raft.metrics().borrow_watched().current_leader

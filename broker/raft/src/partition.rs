@@ -303,6 +303,16 @@ impl PartitionReplica {
             .map_err(|e| stopped(self.group.id, e))
     }
 
+    /// Replaces the voter `remove` by `add` (at its address): `add` first catches up as a
+    /// learner. Must run on the leader.
+    pub async fn replace_voter(
+        &self,
+        add: (NodeId, String),
+        remove: NodeId,
+    ) -> Result<(), ReplicaError> {
+        self.group.replace_voter(Some(add), Some(remove)).await
+    }
+
     /// The applied index and high watermark, updated as entries are applied.
     pub fn progress(&self) -> watch::Receiver<PartitionProgress> {
         self.progress.clone()

@@ -259,6 +259,12 @@ impl From<CommandError> for BrokerError {
                 }
             }
             CommandError::NodeHasReplicas { .. } => BrokerError::NodeHasReplicas(e.to_string()),
+            CommandError::UnknownNode(node) => BrokerError::UnknownNode(node),
+            CommandError::UnknownPartition { topic, partition } => BrokerError::UnknownPartition {
+                topic,
+                partition,
+                count: 0,
+            },
             CommandError::Invalid(reason) => BrokerError::InvalidArgument(reason),
         }
     }

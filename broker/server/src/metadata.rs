@@ -32,6 +32,19 @@ pub struct PartitionInfo {
     pub group: GroupId,
     /// Nodes holding a replica, the preferred leader first.
     pub replicas: Vec<NodeId>,
+    /// The replicas the group was created with: only they initialise it. A replica added later
+    /// joins the existing group as a learner instead (initialising would start a second
+    /// history).
+    #[serde(default)]
+    pub initial_replicas: Vec<NodeId>,
+}
+
+impl PartitionInfo {
+    /// Whether `node` initialises this partition's raft group.
+    pub fn initialised_by(&self, node: NodeId) -> bool {
+        // Metadata written before initial replicas were recorded: every replica initialises.
+        self.initial_replicas.is_empty() || self.initial_replicas.contains(&node)
+    }
 }
 
 /// A topic.
@@ -93,6 +106,24 @@ pub enum Command {
         /// Topic name.
         name: TopicName,
     },
+    /// Adds `node` to a partition's replicas (the first step of a replica move).
+    AddReplica {
+        /// Topic name.
+        topic: TopicName,
+        /// Partition index.
+        partition: u32,
+        /// The node gaining a replica.
+        node: NodeId,
+    },
+    /// Removes `node` from a partition's replicas (the last step of a replica move).
+    RemoveReplica {
+        /// Topic name.
+        topic: TopicName,
+        /// Partition index.
+        partition: u32,
+        /// The node losing its replica.
+        node: NodeId,
+    },
     /// Forgets a node, which must hold no partition replica. Absent nodes are not an error, so
     /// a removal interrupted halfway can be run again.
     RemoveNode {
@@ -118,6 +149,17 @@ pub enum CommandError {
         /// Nodes known to the cluster.
         available: usize,
     },
+    /// No such node.
+    #[error("node {0} is not a member of the cluster")]
+    UnknownNode(NodeId),
+    /// No such partition.
+    #[error("topic '{topic}' has no partition {partition}")]
+    UnknownPartition {
+        /// The topic.
+        topic: TopicName,
+        /// The partition.
+        partition: u32,
+    },
     /// The node still holds partition replicas.
     #[error("node {node} still holds replicas of {}; move or delete them first", partitions.join(", "))]
     NodeHasReplicas {
@@ -135,6 +177,23 @@ pub enum CommandError {
 pub type CommandReply = Result<Option<TopicInfo>, CommandError>;
 
 impl ClusterMetadata {
+    fn partition_mut(
+        &mut self,
+        topic: &TopicName,
+        partition: u32,
+    ) -> Result<&mut PartitionInfo, CommandError> {
+        let info = self
+            .topics
+            .get_mut(topic)
+            .ok_or_else(|| CommandError::UnknownTopic(topic.clone()))?;
+        info.partitions
+            .get_mut(partition as usize)
+            .ok_or_else(|| CommandError::UnknownPartition {
+                topic: topic.clone(),
+                partition,
+            })
+    }
+
     /// Applies `command`, returning the created topic for `CreateTopic`.
     pub fn apply(&mut self, command: Command) -> CommandReply {
         match command {
@@ -175,11 +234,15 @@ impl ClusterMetadata {
                 // replica) spread evenly over the nodes.
                 let offset = self.topics.len();
                 let partitions_info = (0..partitions as usize)
-                    .map(|p| PartitionInfo {
-                        group: first_group + p as u64,
-                        replicas: (0..replication_factor as usize)
+                    .map(|p| {
+                        let replicas: Vec<NodeId> = (0..replication_factor as usize)
                             .map(|r| nodes[(offset + p + r) % nodes.len()])
-                            .collect(),
+                            .collect();
+                        PartitionInfo {
+                            group: first_group + p as u64,
+                            initial_replicas: replicas.clone(),
+                            replicas,
+                        }
                     })
                     .collect();
                 self.next_group = first_group + u64::from(partitions);
@@ -196,6 +259,34 @@ impl ClusterMetadata {
                 Some(_) => Ok(None),
                 None => Err(CommandError::UnknownTopic(name)),
             },
+            Command::AddReplica {
+                topic,
+                partition,
+                node,
+            } => {
+                if !self.nodes.contains_key(&node) {
+                    return Err(CommandError::UnknownNode(node));
+                }
+                let info = self.partition_mut(&topic, partition)?;
+                if !info.replicas.contains(&node) {
+                    info.replicas.push(node);
+                }
+                Ok(None)
+            }
+            Command::RemoveReplica {
+                topic,
+                partition,
+                node,
+            } => {
+                let info = self.partition_mut(&topic, partition)?;
+                if info.replicas == [node] {
+                    return Err(CommandError::Invalid(format!(
+                        "node {node} holds the last replica of {topic}/{partition}"
+                    )));
+                }
+                info.replicas.retain(|r| *r != node);
+                Ok(None)
+            }
             Command::RemoveNode { id } => {
                 let partitions: Vec<String> = self
                     .topics
@@ -372,6 +463,42 @@ mod tests {
                 available: 2
             })
         );
+    }
+
+    #[test]
+    fn replicas_move_one_step_at_a_time_and_the_last_one_stays() {
+        let mut m = cluster(3);
+        m.apply(create("t", 1, 1)).unwrap();
+        let first = m.topics[&topic("t")].partitions[0].replicas[0];
+        let other = if first == 1 { 2 } else { 1 };
+        let add = |node| Command::AddReplica {
+            topic: topic("t"),
+            partition: 0,
+            node,
+        };
+        let remove = |node| Command::RemoveReplica {
+            topic: topic("t"),
+            partition: 0,
+            node,
+        };
+        assert!(matches!(
+            m.apply(remove(first)),
+            Err(CommandError::Invalid(_))
+        ));
+        assert_eq!(m.apply(add(9)), Err(CommandError::UnknownNode(9)));
+        m.apply(add(other)).unwrap();
+        m.apply(remove(first)).unwrap();
+        let p = &m.topics[&topic("t")].partitions[0];
+        assert_eq!(p.replicas, vec![other]);
+        assert!(p.initialised_by(first) && !p.initialised_by(other));
+        assert!(matches!(
+            m.apply(Command::AddReplica {
+                topic: topic("t"),
+                partition: 5,
+                node: other
+            }),
+            Err(CommandError::UnknownPartition { .. })
+        ));
     }
 
     #[test]

@@ -24,8 +24,8 @@ use crate::StartError;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::metadata::{
-    CONTROLLER_GROUP, ClusterMetadata, Command, MetadataStore, NodeInfo, TopicInfo, decode_reply,
-    encode_command,
+    CONTROLLER_GROUP, ClusterMetadata, Command, MetadataStore, NodeInfo, PartitionInfo, TopicInfo,
+    decode_reply, encode_command,
 };
 
 /// How long a request waits for a partition or the controller to have a leader.
@@ -248,6 +248,92 @@ impl Node {
         Ok(())
     }
 
+    /// Moves the replica of `topic`/`partition` on `from` to `to`, on the partition's leader:
+    /// the metadata adds `to` (whose node starts an empty replica), the raft group takes `to`
+    /// as a learner until it has caught up and then swaps it for `from`, and finally the
+    /// metadata drops `from` (whose node stops its replica and deletes the data). A move
+    /// interrupted halfway leaves an extra replica, never a missing one, and can be re-run.
+    pub(crate) async fn move_replica(
+        &self,
+        topic: &TopicInfo,
+        partition: PartitionId,
+        from: NodeId,
+        to: NodeId,
+    ) -> Result<(), BrokerError> {
+        let info = topic
+            .partition(partition)
+            .ok_or_else(|| BrokerError::UnknownPartition {
+                topic: topic.name.clone(),
+                partition: partition.0,
+                count: topic.partitions.len() as u32,
+            })?;
+        let what = format!("{}/{}", topic.name, partition);
+        if !info.replicas.contains(&from) {
+            return Err(BrokerError::InvalidArgument(format!(
+                "node {from} holds no replica of {what} (replicas: {:?})",
+                info.replicas
+            )));
+        }
+        if from == to {
+            return Err(BrokerError::InvalidArgument(format!(
+                "moving {what} from node {from} to itself"
+            )));
+        }
+        let address = self
+            .metadata()
+            .nodes
+            .get(&to)
+            .map(|n| n.address.clone())
+            .ok_or(BrokerError::UnknownNode(to))?;
+        let hosted = self.leader_of(topic, partition).await?;
+        tracing::info!(partition = %what, from, to, "moving replica");
+        let command = |add: bool| {
+            let (topic, partition) = (topic.name.clone(), partition.0);
+            if add {
+                Command::AddReplica {
+                    topic,
+                    partition,
+                    node: to,
+                }
+            } else {
+                Command::RemoveReplica {
+                    topic,
+                    partition,
+                    node: from,
+                }
+            }
+        };
+        self.propose(command(true)).await?;
+        hosted
+            .replica
+            .replace_voter((to, address), from)
+            .await
+            .map_err(|e| self.replica_error(e))?;
+        self.propose(command(false)).await?;
+        // Answer with what this node's metadata says, so wait until the change reached it
+        // (this node may follow the controller).
+        let (name, index) = (topic.name.clone(), partition.0 as usize);
+        self.wait_for_metadata(|m| {
+            m.topics
+                .get(&name)
+                .and_then(|t| t.partitions.get(index))
+                .is_none_or(|p| !p.replicas.contains(&from))
+        })
+        .await;
+        Ok(())
+    }
+
+    /// Waits (at most [`LEADER_WAIT`]) until this node's metadata satisfies `done`.
+    async fn wait_for_metadata(&self, done: impl Fn(&ClusterMetadata) -> bool) {
+        let mut changes = self.metadata.clone();
+        if tokio::time::timeout(LEADER_WAIT, changes.wait_for(|m| done(m)))
+            .await
+            .is_err()
+        {
+            tracing::warn!("metadata did not reach this node within {LEADER_WAIT:?}");
+        }
+    }
+
     /// A client of the public API on the controller leader, for admin requests that must run
     /// there.
     fn controller_leader_client(
@@ -423,17 +509,13 @@ impl Node {
         let _serialised = self.reconcile_lock.lock().await;
         let metadata = self.metadata();
         let me = self.config.node_id;
-        let mut wanted: HashMap<GroupId, (TopicName, PartitionId, Vec<NodeId>)> = HashMap::new();
+        let mut wanted: HashMap<GroupId, (TopicName, PartitionId, PartitionInfo)> = HashMap::new();
         for topic in metadata.topics.values() {
             for (index, p) in topic.partitions.iter().enumerate() {
                 if p.replicas.contains(&me) {
                     wanted.insert(
                         p.group,
-                        (
-                            topic.name.clone(),
-                            PartitionId(index as u32),
-                            p.replicas.clone(),
-                        ),
+                        (topic.name.clone(), PartitionId(index as u32), p.clone()),
                     );
                 }
             }
@@ -468,7 +550,7 @@ impl Node {
                 self.delete_group(group).await?;
             }
         }
-        for (group, (topic, partition, replicas)) in wanted {
+        for (group, (topic, partition, info)) in wanted {
             if self
                 .partitions
                 .read()
@@ -479,7 +561,7 @@ impl Node {
             }
             let span = tracing::info_span!("start_partition", group, topic = %topic, partition = %partition);
             let started = self
-                .start_replica(group, &replicas, &metadata)
+                .start_replica(group, &info, &metadata)
                 .instrument(span)
                 .await;
             let mut failed = self.failed.write().unwrap_or_else(|p| p.into_inner());
@@ -512,7 +594,7 @@ impl Node {
     async fn start_replica(
         &self,
         group: GroupId,
-        replicas: &[NodeId],
+        info: &PartitionInfo,
         metadata: &ClusterMetadata,
     ) -> Result<PartitionReplica, BrokerError> {
         let me = self.config.node_id;
@@ -524,7 +606,8 @@ impl Node {
             self.config.group_timings(),
         )
         .await?;
-        let voters: BTreeMap<NodeId, String> = replicas
+        let voters: BTreeMap<NodeId, String> = info
+            .replicas
             .iter()
             .map(|id| {
                 (
@@ -537,12 +620,14 @@ impl Node {
                 )
             })
             .collect();
-        // Every replica initialises the group with the same voters (openraft allows that, and
-        // the first election settles it), so a partition gets a leader even when its preferred
-        // leader is down at creation. On a group that already has a membership this is a no-op.
-        // (A replica added to an existing group by a future replica move must instead join as a
-        // learner: initialising it would start a second history.)
-        replica.initialize(&voters).await?;
+        // Every initial replica initialises the group with the same voters (openraft allows
+        // that, and the first election settles it), so a partition gets a leader even when its
+        // preferred leader is down at creation; on a group that already has a membership this
+        // is a no-op. A replica added later by a move joins as a learner instead: initialising
+        // it would start a second history.
+        if info.initialised_by(me) {
+            replica.initialize(&voters).await?;
+        }
         Ok(replica)
     }
 

@@ -534,6 +534,22 @@ impl BrokerService {
             .await
     }
 
+    async fn handle_move_replica(
+        &self,
+        request: Request<pb::MoveReplicaRequest>,
+    ) -> Result<pb::DescribeTopicResponse, BrokerError> {
+        let node = self.node()?;
+        let req = request.into_inner();
+        let topic = self.topic(&req.topic).await?;
+        let partition = Node::check_partition(&topic, req.partition)?;
+        node.move_replica(&topic, partition, req.from_node, req.to_node)
+            .await?;
+        let topic = self.topic(&req.topic).await?;
+        Ok(pb::DescribeTopicResponse {
+            topic: Some(self.describe(&topic).await?),
+        })
+    }
+
     async fn handle_describe_cluster(
         &self,
         _request: Request<pb::DescribeClusterRequest>,
@@ -642,6 +658,13 @@ impl Broker for BrokerService {
         request: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::DescribeClusterResponse>, Status> {
         self.answer("RemoveNode", self.handle_remove_node(request).await)
+    }
+
+    async fn move_replica(
+        &self,
+        request: Request<pb::MoveReplicaRequest>,
+    ) -> Result<Response<pb::DescribeTopicResponse>, Status> {
+        self.answer("MoveReplica", self.handle_move_replica(request).await)
     }
 }
 

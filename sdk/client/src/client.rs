@@ -358,6 +358,39 @@ impl Client {
         Ok(ClusterInfo::from(response))
     }
 
+    /// Moves the replica of `topic`/`partition` on node `from` to node `to`, and returns the
+    /// topic afterwards. Runs on the partition's leader (followed like the other partition
+    /// requests); returns once the new replica has caught up and replaced the old one.
+    ///
+    /// Broker reasons: `UNKNOWN_TOPIC`, `UNKNOWN_PARTITION`, `UNKNOWN_NODE`, `INVALID_ARGUMENT`,
+    /// `NOT_LEADER`, `UNAVAILABLE`.
+    pub async fn move_replica(
+        &self,
+        topic: impl Into<String>,
+        partition: u32,
+        from: u64,
+        to: u64,
+    ) -> Result<TopicInfo, ClientError> {
+        let request = v1::MoveReplicaRequest {
+            topic: topic.into(),
+            partition,
+            from_node: from,
+            to_node: to,
+        };
+        let response = self
+            .to_leader(&request.topic, partition, |mut broker| {
+                let request = request.clone();
+                async move { broker.move_replica(request).await }
+            })
+            .await?;
+        response
+            .topic
+            .map(TopicInfo::from)
+            .ok_or(ClientError::UnexpectedResponse(
+                "MoveReplica answered without the topic",
+            ))
+    }
+
     /// Removes the node `node_id`, which must hold no partition replicas, from the cluster;
     /// returns the cluster as it is afterwards.
     ///
