@@ -144,3 +144,75 @@ async fn a_corrupted_batch_is_reported_not_served() -> anyhow::Result<()> {
     drop(temp);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_with_unreadable_state_is_reported_and_the_rest_keeps_serving()
+-> anyhow::Result<()> {
+    let broker = InProcessBroker::start().await?;
+    let mut c = broker.raw_client().await?;
+    create(&mut c, 1).await?;
+    produce(&mut c, 0, "doomed").await?;
+    c.create_topic(pb::CreateTopicRequest {
+        name: "healthy".into(),
+        partitions: 1,
+        replication_factor: 1,
+        configs: HashMap::new(),
+    })
+    .await?;
+    let (dir, temp) = broker.stop().await;
+
+    // The last entry of topic t's group (1) no longer has a readable envelope.
+    let db_path = dir.join("partitions.redb");
+    let last = *weir_storage::fault::batch_indexes(&db_path, 1)?
+        .last()
+        .ok_or_else(|| anyhow::anyhow!("no batch stored"))?;
+    assert!(weir_storage::fault::overwrite_entry(
+        &db_path,
+        1,
+        last,
+        &[0xff]
+    )?);
+
+    let broker = InProcessBroker::start_in(&dir).await?;
+    let mut c = broker.raw_client().await?;
+    let status = c
+        .produce(pb::ProduceRequest {
+            topic: "t".into(),
+            partition: Some(0),
+            records: vec![pb::Record {
+                value: Bytes::from_static(b"x"),
+                ..Default::default()
+            }],
+            acks: pb::Acks::All as i32,
+        })
+        .await
+        .expect_err("the damaged partition cannot take writes");
+    assert_eq!(
+        weir_proto::error::reason_of(&status).as_deref(),
+        Some("UNAVAILABLE")
+    );
+    assert!(status.message().contains("failed to start"), "{status:?}");
+    let described = c
+        .describe_topic(pb::DescribeTopicRequest { name: "t".into() })
+        .await?
+        .into_inner()
+        .topic
+        .ok_or_else(|| anyhow::anyhow!("no topic"))?;
+    let failure = described.partitions[0].failure.clone().unwrap_or_default();
+    assert!(failure.contains("group 1"), "{failure:?}");
+
+    // Everything else is served as before.
+    c.produce(pb::ProduceRequest {
+        topic: "healthy".into(),
+        partition: Some(0),
+        records: vec![pb::Record {
+            value: Bytes::from_static(b"fine"),
+            ..Default::default()
+        }],
+        acks: pb::Acks::All as i32,
+    })
+    .await?;
+    broker.stop().await;
+    drop(temp);
+    Ok(())
+}

@@ -64,6 +64,14 @@ impl ClusterCommand {
                 let partitions = leader_views(&cluster, &topics).await;
                 if !partitions.is_empty() {
                     print!("\n{}", partition_table(&partitions));
+                    print!(
+                        "{}",
+                        crate::topic::failure_lines(
+                            partitions
+                                .iter()
+                                .map(|((t, p), info)| (format!("{t}/{p}"), info))
+                        )
+                    );
                 }
             }
             Self::AddNode { id, address } => {
@@ -191,8 +199,7 @@ fn partition_table(partitions: &BTreeMap<(String, u32), PartitionInfo>) -> Strin
             [
                 topic.clone(),
                 partition.to_string(),
-                info.leader
-                    .map_or_else(|| "-".to_owned(), |l| l.to_string()),
+                crate::topic::leader_cell(info),
                 ids(info.replicas.clone()),
                 in_sync,
                 info.high_watermark.to_string(),
@@ -263,6 +270,7 @@ mod tests {
                 high_watermark: 10,
                 log_start_offset: 0,
                 replica_status: vec![status(1, true, 0), status(2, true, 0), status(3, false, 7)],
+                failure: None,
             },
         );
         partitions.insert(
@@ -274,6 +282,7 @@ mod tests {
                 high_watermark: 0,
                 log_start_offset: 0,
                 replica_status: Vec::new(),
+                failure: None,
             },
         );
         assert_eq!(

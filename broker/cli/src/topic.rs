@@ -131,7 +131,37 @@ fn describe(topic: &TopicInfo) -> String {
         ],
         &rows,
     ));
+    out.push_str(&failure_lines(
+        topic
+            .partitions
+            .iter()
+            .map(|p| (format!("{}/{}", topic.name, p.partition), p)),
+    ));
     out
+}
+
+/// The leader column: the leader's id, `-` while an election is in progress, or `FAILED` when
+/// the answering node's replica failed (the reason is printed under the table).
+pub(crate) fn leader_cell(p: &PartitionInfo) -> String {
+    match (&p.failure, p.leader) {
+        (Some(_), _) => "FAILED".to_owned(),
+        (None, Some(leader)) => leader.to_string(),
+        (None, None) => "-".to_owned(),
+    }
+}
+
+/// One line per failed partition, saying why.
+pub(crate) fn failure_lines<'a>(
+    partitions: impl IntoIterator<Item = (String, &'a PartitionInfo)>,
+) -> String {
+    partitions
+        .into_iter()
+        .filter_map(|(name, p)| {
+            p.failure
+                .as_ref()
+                .map(|why| format!("FAILED {name}: {why}\n"))
+        })
+        .collect()
 }
 
 fn partition_row(p: &PartitionInfo) -> [String; 6] {
@@ -150,9 +180,7 @@ fn partition_row(p: &PartitionInfo) -> [String; 6] {
     };
     [
         p.partition.to_string(),
-        // No leader while an election is in progress.
-        p.leader
-            .map_or_else(|| "-".to_owned(), |leader| leader.to_string()),
+        leader_cell(p),
         replicas.join(","),
         in_sync,
         p.high_watermark.to_string(),
@@ -195,6 +223,7 @@ mod tests {
                             lag: 42,
                         },
                     ],
+                    failure: None,
                 },
                 PartitionInfo {
                     partition: 1,
@@ -203,6 +232,7 @@ mod tests {
                     high_watermark: 7,
                     log_start_offset: 5,
                     replica_status: Vec::new(),
+                    failure: None,
                 },
             ],
             configs: HashMap::new(),

@@ -695,6 +695,23 @@ impl Node {
         .await;
     }
 
+    /// Why this node's replica of `group` failed, if it did (failed to start, or stopped).
+    pub(crate) fn partition_failure(&self, group: GroupId) -> Option<String> {
+        if let Some(reason) = self
+            .failed
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&group)
+        {
+            return Some(reason.clone());
+        }
+        self.partitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&group)
+            .and_then(|h| h.replica.failure())
+    }
+
     /// How many assigned partitions failed to start or stopped after a failure.
     pub(crate) fn failed_partitions(&self) -> usize {
         let stopped = self

@@ -68,6 +68,7 @@ impl BrokerService {
             let mut description = pb::PartitionDescription {
                 partition: index as u32,
                 replicas: info.replicas.clone(),
+                failure: self.node()?.partition_failure(info.group),
                 ..Default::default()
             };
             if let Ok(hosted) = self.node()?.hosted(topic, PartitionId(index as u32)) {

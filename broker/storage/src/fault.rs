@@ -47,3 +47,25 @@ pub fn batch_indexes(path: &Path, group: GroupId) -> Result<Vec<u64>, redb::Erro
     }
     Ok(out)
 }
+
+/// Replaces the stored entry `(group, index)` with `bytes` (typically garbage, to make the
+/// group's stored state unreadable). Returns `false` if there is no such entry.
+pub fn overwrite_entry(
+    path: &Path,
+    group: GroupId,
+    index: u64,
+    bytes: &[u8],
+) -> Result<bool, redb::Error> {
+    let db = Database::open(path)?;
+    let txn = db.begin_write()?;
+    let found = {
+        let mut log = txn.open_table(RAFT_LOG)?;
+        let exists = log.get((group, index))?.is_some();
+        if exists {
+            log.insert((group, index), bytes)?;
+        }
+        exists
+    };
+    txn.commit()?;
+    Ok(found)
+}

@@ -82,6 +82,9 @@ pub struct PartitionInfo {
     /// Each replica's replication state as the leader sees it; empty when the broker that
     /// answered does not lead the partition.
     pub replica_status: Vec<ReplicaStatus>,
+    /// Why the answering broker's replica of this partition failed, if it did; it needs a
+    /// restart of that broker.
+    pub failure: Option<String>,
 }
 
 /// A replica's replication state, as its partition's leader sees it.
@@ -170,6 +173,7 @@ impl From<v1::PartitionDescription> for PartitionInfo {
                     lag: r.lag,
                 })
                 .collect(),
+            failure: partition.failure,
         }
     }
 }
