@@ -219,6 +219,21 @@ where
             .map(ToString::to_string)
     }
 
+    /// Waits until the group stops: `Some(why)` after a failure, `None` after a normal
+    /// shutdown.
+    pub(crate) async fn stopped(&self) -> Option<String> {
+        let metrics = self
+            .raft
+            .wait(None)
+            .metrics(|m| m.running_state.is_err(), "the group stopped")
+            .await
+            .ok()?;
+        match metrics.running_state {
+            Err(Fatal::Stopped) | Ok(()) => None,
+            Err(e) => Some(e.to_string()),
+        }
+    }
+
     /// Stops the group's raft tasks; its data stays on disk.
     pub(crate) async fn shutdown(&self) {
         self.peers.unregister(self.id);

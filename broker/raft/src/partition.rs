@@ -333,6 +333,12 @@ impl PartitionReplica {
         self.group.replica_status()
     }
 
+    /// Waits until the group stops: `Some(why)` after a failure (a storage error, say),
+    /// `None` after a normal shutdown.
+    pub async fn stopped(&self) -> Option<String> {
+        self.group.stopped().await
+    }
+
     /// Why the group stopped, if it did (for example a storage error).
     pub fn failure(&self) -> Option<String> {
         self.group.failure()

@@ -568,6 +568,21 @@ impl Node {
             match started {
                 Ok(replica) => {
                     failed.remove(&group);
+                    // Supervision: a group that dies is logged once, loudly; requests and
+                    // metrics report it from then on (it needs a restart of the node).
+                    let watched = replica.clone();
+                    let topic_name = topic.clone();
+                    tokio::spawn(async move {
+                        if let Some(reason) = watched.stopped().await {
+                            tracing::error!(
+                                group,
+                                topic = %topic_name,
+                                partition = %partition,
+                                %reason,
+                                "partition replica stopped after a failure; restart the node"
+                            );
+                        }
+                    });
                     self.partitions
                         .write()
                         .unwrap_or_else(|p| p.into_inner())
