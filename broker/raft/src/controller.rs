@@ -12,14 +12,14 @@ use bytes::Bytes;
 use futures::{Stream, TryStreamExt};
 use openraft::errors::{LinearizableReadError, RaftError};
 use openraft::storage::{EntryResponder, RaftStateMachine};
-use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, ReadPolicy};
+use openraft::{EntryPayload, OptionalSend, ReadPolicy};
 use weir_storage::{GroupId, LogDb};
 
 use crate::config::{GroupKind, GroupTimings};
 use crate::error::{ReplicaError, StartError};
 use crate::group::{Group, stopped};
 use crate::network::Peers;
-use crate::snapshot;
+use crate::snapshot::{self, PreparedSnapshot};
 use crate::types::{
     LogId, NodeId, Request, Response, Snapshot, SnapshotBytes, SnapshotMeta, StoredMembership,
     TypeConfig,
@@ -47,25 +47,9 @@ pub(crate) struct ControllerStateMachine<S> {
     membership: StoredMembership,
 }
 
-/// Builds a snapshot captured when the builder was made.
-pub(crate) struct ControllerSnapshot {
-    db: LogDb,
-    group: GroupId,
-    meta: SnapshotMeta,
-    data: SnapshotBytes,
-}
-
-impl RaftSnapshotBuilder<TypeConfig> for ControllerSnapshot {
-    type SnapshotData = SnapshotBytes;
-
-    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        snapshot::build(&self.db, self.group, self.meta.clone(), self.data.clone()).await
-    }
-}
-
 impl<S: MetadataState> RaftStateMachine<TypeConfig> for ControllerStateMachine<S> {
     type SnapshotData = SnapshotBytes;
-    type SnapshotBuilder = ControllerSnapshot;
+    type SnapshotBuilder = PreparedSnapshot;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
         Ok((self.last_applied, self.membership.clone()))
@@ -102,7 +86,7 @@ impl<S: MetadataState> RaftStateMachine<TypeConfig> for ControllerStateMachine<S
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        ControllerSnapshot {
+        PreparedSnapshot {
             db: self.db.clone(),
             group: self.group,
             meta: SnapshotMeta {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
-use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use openraft::{EntryPayload, OptionalSend};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use weir_storage::{GroupId, LogDb, MetaKey};
@@ -19,7 +19,7 @@ use crate::group::{Group, stopped};
 use crate::log_store::GroupLogStore;
 use crate::log_store::{blocking, read_meta_json};
 use crate::network::Peers;
-use crate::snapshot;
+use crate::snapshot::{self, PreparedSnapshot};
 use crate::types::{
     LogId, NodeId, Request, Response, Snapshot, SnapshotBytes, SnapshotMeta, StoredMembership,
     TypeConfig,
@@ -93,7 +93,7 @@ fn progress_of(state: &AppliedState) -> PartitionProgress {
 
 impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
     type SnapshotData = SnapshotBytes;
-    type SnapshotBuilder = SnapshotOnce;
+    type SnapshotBuilder = PreparedSnapshot;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
         Ok((self.state.last_applied, self.state.membership.clone()))
@@ -138,10 +138,15 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        SnapshotOnce {
+        PreparedSnapshot {
             db: self.db.clone(),
             group: self.group,
-            state: self.state.clone(),
+            meta: SnapshotMeta {
+                last_log_id: self.state.last_applied,
+                last_membership: self.state.membership.clone(),
+            },
+            data: serde_json::to_vec(&self.state)
+                .expect("the applied state is plain data (integers and log ids) that JSON encodes"),
         }
     }
 
@@ -174,26 +179,6 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
         snapshot::load(&self.db, self.group).await
-    }
-}
-
-/// Builds a snapshot of the applied state captured when the builder was made.
-pub(crate) struct SnapshotOnce {
-    db: LogDb,
-    group: GroupId,
-    state: AppliedState,
-}
-
-impl RaftSnapshotBuilder<TypeConfig> for SnapshotOnce {
-    type SnapshotData = SnapshotBytes;
-
-    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        let data = serde_json::to_vec(&self.state).map_err(io::Error::other)?;
-        let meta = SnapshotMeta {
-            last_log_id: self.state.last_applied,
-            last_membership: self.state.membership.clone(),
-        };
-        snapshot::build(&self.db, self.group, meta, data).await
     }
 }
 

@@ -49,3 +49,19 @@ pub(crate) async fn build(
         snapshot: data,
     })
 }
+
+/// A snapshot whose bytes were captured when the builder was made; building stores it.
+pub(crate) struct PreparedSnapshot {
+    pub(crate) db: LogDb,
+    pub(crate) group: GroupId,
+    pub(crate) meta: SnapshotMeta,
+    pub(crate) data: SnapshotBytes,
+}
+
+impl openraft::RaftSnapshotBuilder<crate::types::TypeConfig> for PreparedSnapshot {
+    type SnapshotData = SnapshotBytes;
+
+    async fn build_snapshot(&mut self) -> io::Result<Snapshot> {
+        build(&self.db, self.group, self.meta.clone(), self.data.clone()).await
+    }
+}

@@ -260,13 +260,7 @@ impl Node {
         from: NodeId,
         to: NodeId,
     ) -> Result<(), BrokerError> {
-        let info = topic
-            .partition(partition)
-            .ok_or_else(|| BrokerError::UnknownPartition {
-                topic: topic.name.clone(),
-                partition: partition.0,
-                count: topic.partitions.len() as u32,
-            })?;
+        let info = partition_info(topic, partition)?;
         let what = format!("{}/{}", topic.name, partition);
         if !info.replicas.contains(&from) {
             return Err(BrokerError::InvalidArgument(format!(
@@ -410,13 +404,7 @@ impl Node {
         topic: &TopicInfo,
         partition: PartitionId,
     ) -> Result<HostedPartition, BrokerError> {
-        let info = topic
-            .partition(partition)
-            .ok_or_else(|| BrokerError::UnknownPartition {
-                topic: topic.name.clone(),
-                partition: partition.0,
-                count: topic.partitions.len() as u32,
-            })?;
+        let info = partition_info(topic, partition)?;
         let partitions = self.partitions.read().unwrap_or_else(|p| p.into_inner());
         match partitions.get(&info.group) {
             Some(hosted) if let Some(reason) = hosted.replica.failure() => {
@@ -754,6 +742,20 @@ impl From<ReplicaError> for StartError {
     fn from(e: ReplicaError) -> Self {
         StartError::Replica(e)
     }
+}
+
+/// The placement of `partition` in `topic`.
+fn partition_info(
+    topic: &TopicInfo,
+    partition: PartitionId,
+) -> Result<&PartitionInfo, BrokerError> {
+    topic
+        .partition(partition)
+        .ok_or_else(|| BrokerError::UnknownPartition {
+            topic: topic.name.clone(),
+            partition: partition.0,
+            count: topic.partitions.len() as u32,
+        })
 }
 
 /// The controller leader's answer to a forwarded admin request, as this node's error.
