@@ -106,12 +106,13 @@ impl BrokerService {
         self.node()?.hosted(&topic, partition)
     }
 
-    /// Checks that `offset` is within `[log start, high watermark]`.
+    /// Checks that `offset` is within `[log start, high watermark]`; returns it with the
+    /// progress and the log start it was checked against.
     async fn check_offset(
         &self,
         hosted: &HostedPartition,
         offset: i64,
-    ) -> Result<(Offset, PartitionProgress), BrokerError> {
+    ) -> Result<(Offset, PartitionProgress, Offset), BrokerError> {
         let progress = *hosted.replica.progress().borrow();
         let log_start = self.node()?.log_start(hosted.group(), progress).await?;
         let out_of_range = || BrokerError::OffsetOutOfRange {
@@ -125,7 +126,7 @@ impl BrokerService {
         if offset < log_start.0 || offset > progress.high_watermark.0 {
             return Err(out_of_range());
         }
-        Ok((Offset(offset), progress))
+        Ok((Offset(offset), progress, log_start))
     }
 
     fn fetch_limits(
@@ -385,7 +386,7 @@ impl BrokerService {
         let node = self.node()?;
         let req = request.into_inner();
         let hosted = self.readable(&req.topic, req.partition).await?;
-        let (offset, mut progress) = self.check_offset(&hosted, req.offset).await?;
+        let (offset, mut progress, log_start) = self.check_offset(&hosted, req.offset).await?;
         let (max_records, max_bytes) =
             Self::fetch_limits(&node.config.limits, req.max_records, req.max_bytes);
         let wait = req.max_wait_ms.min(node.config.limits.max_fetch_wait_ms);
@@ -400,7 +401,6 @@ impl BrokerService {
         }
         let records =
             read_committed(node, &hosted, offset, progress, max_records, max_bytes).await?;
-        let log_start = node.log_start(hosted.group(), progress).await?;
         self.metrics.fetched(&req.topic, records.len() as u64);
         Ok(pb::FetchResponse {
             records,
