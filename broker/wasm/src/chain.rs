@@ -1,0 +1,514 @@
+//! Chains: modules run one after the other over a batch of records, each stage seeing what the
+//! previous one let through, with one reusable instance per stage.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use weir_abi::{AbiError, BatchWriter, Entry, OutcomeReader, RecordView};
+use weir_types::{Header, Record};
+
+use crate::error::ModuleError;
+use crate::module::{Instance, LogLine, MAX_MESSAGE_BYTES, Module, ModuleId, truncate};
+
+/// One step of a chain: a module and the parameters its `init` receives.
+#[derive(Debug, Clone)]
+pub struct Stage {
+    /// The module.
+    pub module: Arc<Module>,
+    /// `init` parameters, in order.
+    pub params: Vec<(String, String)>,
+}
+
+/// A record going through a chain, with the position it is reported under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainRecord {
+    /// The record's index in the produce request, or its offset on the consume path. Records a
+    /// module derives from an input keep the input's position.
+    pub position: u64,
+    /// The record.
+    pub record: Record,
+}
+
+/// What came out of a chain.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChainOutput {
+    /// The records that passed every stage, in input order.
+    pub records: Vec<ChainRecord>,
+    /// The records some stage rejected, in the order they were rejected (stage by stage).
+    pub rejected: Vec<Rejection>,
+}
+
+/// A record a stage rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The record's position (see [`ChainRecord::position`]).
+    pub position: u64,
+    /// Index of the rejecting stage in the chain.
+    pub stage: usize,
+    /// The rejecting module.
+    pub module: ModuleId,
+    /// The module's reason (cut at 1 KiB).
+    pub reason: String,
+    /// The record as it entered the rejecting stage.
+    pub record: Record,
+}
+
+/// A chain failed: one stage's module failed, and with it the whole batch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("stage {stage} of the module chain failed")]
+pub struct ChainError {
+    /// Index of the failing stage.
+    pub stage: usize,
+    /// How its module failed.
+    #[source]
+    pub error: ModuleError,
+}
+
+#[derive(Debug)]
+struct Slot {
+    stage: Stage,
+    instance: Option<Instance>,
+}
+
+/// Ordered stages, each with an instance created on first use and reused by later runs (so a
+/// stage's state, such as an aggregate, carries over from batch to batch).
+///
+/// A stage whose module fails loses its instance: the next run instantiates it anew (and runs
+/// its `init` again). The other stages keep theirs.
+///
+/// Every stage's instance holds a slot of the runtime's instance pool while the chain lives.
+#[derive(Debug)]
+pub struct Chain {
+    slots: Vec<Slot>,
+    capture_logs: bool,
+    logs: Vec<LogLine>,
+}
+
+impl Chain {
+    /// A chain of these stages; nothing is instantiated yet.
+    pub fn new(stages: Vec<Stage>) -> Chain {
+        Chain {
+            slots: stages
+                .into_iter()
+                .map(|stage| Slot {
+                    stage,
+                    instance: None,
+                })
+                .collect(),
+            capture_logs: false,
+            logs: Vec::new(),
+        }
+    }
+
+    /// Number of stages.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether the chain has no stage (it passes records through unchanged).
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Keeps the modules' log lines for [`Chain::take_logs`] instead of sending them to
+    /// `tracing`. Lines accumulate until taken.
+    pub fn capture_logs(&mut self, capture: bool) {
+        self.capture_logs = capture;
+        for instance in self.slots.iter_mut().filter_map(|s| s.instance.as_mut()) {
+            instance.capture_logs(capture);
+        }
+    }
+
+    /// The log lines captured since the last call, in the order they were written.
+    pub fn take_logs(&mut self) -> Vec<LogLine> {
+        std::mem::take(&mut self.logs)
+    }
+
+    /// Instantiates every stage that has no instance and runs its `init` now, so that bad
+    /// parameters (or a module that cannot start) fail when the chain is set up rather than on
+    /// its first batch.
+    pub fn prepare(&mut self) -> Result<(), ChainError> {
+        for stage in 0..self.slots.len() {
+            self.ensure_instance(stage)
+                .map_err(|error| ChainError { stage, error })?;
+        }
+        Ok(())
+    }
+
+    /// Runs the chain over `input`. Synchronous and CPU-bound (call it from a blocking thread);
+    /// each module call is bounded by the runtime's time limit.
+    ///
+    /// A stage with no records left to process is not called.
+    pub fn run(&mut self, input: Vec<ChainRecord>) -> Result<ChainOutput, ChainError> {
+        let mut records = input;
+        let mut rejected = Vec::new();
+        for stage in 0..self.slots.len() {
+            if records.is_empty() {
+                break;
+            }
+            records = self
+                .run_stage(stage, records, &mut rejected)
+                .map_err(|error| ChainError { stage, error })?;
+        }
+        Ok(ChainOutput { records, rejected })
+    }
+
+    /// Gives a stage an instance (instantiated and initialized) if it has none.
+    fn ensure_instance(&mut self, stage: usize) -> Result<(), ModuleError> {
+        let slot = &mut self.slots[stage];
+        if slot.instance.is_none() {
+            let (result, logs) = slot
+                .stage
+                .module
+                .instantiate_logged(&slot.stage.params, self.capture_logs);
+            self.logs.extend(logs);
+            let mut instance = result?;
+            // `init`'s lines.
+            self.logs.extend(instance.take_logs());
+            slot.instance = Some(instance);
+        }
+        Ok(())
+    }
+
+    fn run_stage(
+        &mut self,
+        stage: usize,
+        records: Vec<ChainRecord>,
+        rejected: &mut Vec<Rejection>,
+    ) -> Result<Vec<ChainRecord>, ModuleError> {
+        self.ensure_instance(stage)?;
+        let slot = &mut self.slots[stage];
+        let module = slot.stage.module.clone();
+        let Some(instance) = slot.instance.as_mut() else {
+            return Err(ModuleError::Host {
+                module: module.id().clone(),
+                message: "the stage has no instance".into(),
+            });
+        };
+        let Ok(inputs) = u32::try_from(records.len()) else {
+            return Err(ModuleError::Host {
+                module: module.id().clone(),
+                message: format!("a batch of {} records is too large", records.len()),
+            });
+        };
+        let batch = encode(&records);
+        let result = instance.process_raw(&batch).and_then(|outcome| {
+            let before = rejected.len();
+            match apply(outcome, records, stage, module.id(), rejected) {
+                Ok(out) => {
+                    let rejects = (rejected.len() - before) as u64;
+                    module.count_records(u64::from(inputs), out.len() as u64, rejects);
+                    Ok(out)
+                }
+                Err(error) => {
+                    rejected.truncate(before);
+                    Err(instance.bad_output(error))
+                }
+            }
+        });
+        if self.capture_logs {
+            self.logs.extend(instance.take_logs());
+        }
+        if result.is_err() {
+            slot.instance = None;
+        }
+        result
+    }
+}
+
+/// The input batch for a stage: positions travel in the `offset` field.
+fn encode(records: &[ChainRecord]) -> Vec<u8> {
+    let capacity = 4 + records
+        .iter()
+        .map(|r| r.record.encoded_len_hint())
+        .sum::<usize>();
+    let mut writer = BatchWriter::with_capacity(capacity);
+    for r in records {
+        writer.push(r.position, &view(&r.record));
+    }
+    writer.finish()
+}
+
+fn view(record: &Record) -> RecordView<'_> {
+    RecordView {
+        timestamp_ms: record.timestamp_ms,
+        key: record.key.as_deref(),
+        value: &record.value,
+        headers: record
+            .headers
+            .iter()
+            .map(|h| (h.key.as_str(), &h.value[..]))
+            .collect(),
+    }
+}
+
+/// Applies a stage's outcome to its inputs: the records that go on, plus rejections appended
+/// to `rejected`. Derived records share the outcome buffer instead of copying their fields.
+fn apply(
+    outcome: Vec<u8>,
+    inputs: Vec<ChainRecord>,
+    stage: usize,
+    module: &ModuleId,
+    rejected: &mut Vec<Rejection>,
+) -> Result<Vec<ChainRecord>, AbiError> {
+    let count = u32::try_from(inputs.len()).unwrap_or(u32::MAX);
+    let buf = Bytes::from(outcome);
+    let mut entries = OutcomeReader::new(&buf, count)?.peekable();
+    let mut cursor = Cursor {
+        inputs: inputs.into_iter().enumerate(),
+        current: None,
+    };
+    let mut out = Vec::with_capacity(count as usize);
+    while let Some(entry) = entries.next() {
+        let entry = entry?;
+        let index = entry.index();
+        let Some(position) = cursor.seek(index) else {
+            return Err(AbiError::IndexOutOfRange {
+                index,
+                inputs: count,
+            });
+        };
+        // The input is moved out on its last entry and cloned for earlier ones.
+        let again = matches!(entries.peek(), Some(Ok(next)) if next.index() == index);
+        match entry {
+            Entry::Keep { .. } => out.extend(cursor.take(again)),
+            Entry::Record { record, .. } => out.push(ChainRecord {
+                position,
+                record: to_record(&buf, &record),
+            }),
+            Entry::Reject { reason, .. } => {
+                if let Some(input) = cursor.take(again) {
+                    rejected.push(Rejection {
+                        position,
+                        stage,
+                        module: module.clone(),
+                        reason: truncate(reason.to_owned(), MAX_MESSAGE_BYTES),
+                        record: input.record,
+                    });
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Walks the inputs of a batch in step with its outcome entries.
+struct Cursor {
+    inputs: std::iter::Enumerate<std::vec::IntoIter<ChainRecord>>,
+    current: Option<(usize, ChainRecord)>,
+}
+
+impl Cursor {
+    /// Moves to input `index` and returns its position; `None` if there is no such input.
+    fn seek(&mut self, index: u32) -> Option<u64> {
+        let index = index as usize;
+        loop {
+            match &self.current {
+                Some((i, record)) if *i == index => return Some(record.position),
+                Some((i, _)) if *i > index => return None,
+                _ => self.current = Some(self.inputs.next()?),
+            }
+        }
+    }
+
+    /// The current input: a clone if later entries still refer to it, else the input itself.
+    fn take(&mut self, again: bool) -> Option<ChainRecord> {
+        if again {
+            self.current.as_ref().map(|(_, r)| r.clone())
+        } else {
+            self.current.take().map(|(_, r)| r)
+        }
+    }
+}
+
+/// A record from an outcome entry, its fields sharing `buf`.
+fn to_record(buf: &Bytes, view: &RecordView<'_>) -> Record {
+    Record {
+        key: view.key.map(|k| buf.slice_ref(k)),
+        value: buf.slice_ref(view.value),
+        headers: view
+            .headers
+            .iter()
+            .map(|(name, value)| Header {
+                key: (*name).to_owned(),
+                value: buf.slice_ref(value),
+            })
+            .collect(),
+        timestamp_ms: view.timestamp_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use weir_abi::{BatchReader, OutcomeWriter};
+
+    use super::*;
+
+    fn record(value: &str) -> Record {
+        Record {
+            key: Some(Bytes::from_static(b"k")),
+            value: Bytes::copy_from_slice(value.as_bytes()),
+            headers: vec![Header {
+                key: "h".into(),
+                value: Bytes::from_static(b"hv"),
+            }],
+            timestamp_ms: 42,
+        }
+    }
+
+    fn inputs(values: &[&str]) -> Vec<ChainRecord> {
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| ChainRecord {
+                position: 10 + i as u64,
+                record: record(v),
+            })
+            .collect()
+    }
+
+    fn id() -> ModuleId {
+        ModuleId {
+            name: "m".into(),
+            version: 1,
+        }
+    }
+
+    #[test]
+    fn batches_carry_positions_and_every_field() {
+        let mut keyless = record("b");
+        keyless.key = None;
+        keyless.headers.clear();
+        let records = vec![
+            ChainRecord {
+                position: 7,
+                record: record("a"),
+            },
+            ChainRecord {
+                position: 3,
+                record: keyless.clone(),
+            },
+        ];
+        let batch = encode(&records);
+        let read: Vec<_> = BatchReader::new(&batch)
+            .expect("header")
+            .collect::<Result<_, _>>()
+            .expect("decodes");
+        assert_eq!(read.len(), 2);
+        assert_eq!(read[0].offset, 7);
+        assert_eq!(read[0].record, view(&record("a")));
+        assert_eq!(read[1].offset, 3);
+        assert_eq!(read[1].record, view(&keyless));
+    }
+
+    #[test]
+    fn outcomes_keep_derive_reject_and_drop() {
+        let mut w = OutcomeWriter::default();
+        w.keep(0);
+        // Input 1 is dropped: no entry.
+        let derived = RecordView {
+            timestamp_ms: 9,
+            key: None,
+            value: b"NEW",
+            headers: vec![("x", b"y")],
+        };
+        w.record(2, &derived);
+        w.record(2, &derived);
+        w.reject(3, "no thanks");
+        let mut rejected = Vec::new();
+        let out = apply(
+            w.finish(),
+            inputs(&["a", "b", "c", "d"]),
+            1,
+            &id(),
+            &mut rejected,
+        )
+        .expect("valid outcome");
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[0], inputs(&["a"])[0]);
+        for r in &out[1..] {
+            assert_eq!(r.position, 12);
+            assert_eq!(r.record.value, Bytes::from_static(b"NEW"));
+            assert_eq!(r.record.key, None);
+            assert_eq!(r.record.timestamp_ms, 9);
+            assert_eq!(r.record.headers[0].key, "x");
+            assert_eq!(r.record.headers[0].value, Bytes::from_static(b"y"));
+        }
+        assert_eq!(
+            rejected,
+            vec![Rejection {
+                position: 13,
+                stage: 1,
+                module: id(),
+                reason: "no thanks".into(),
+                record: record("d"),
+            }]
+        );
+    }
+
+    #[test]
+    fn an_input_named_twice_is_cloned_then_moved() {
+        let mut w = OutcomeWriter::default();
+        w.keep(1);
+        w.keep(1);
+        w.reject(1, "and rejected");
+        let mut rejected = Vec::new();
+        let out = apply(w.finish(), inputs(&["a", "b"]), 0, &id(), &mut rejected).expect("valid");
+        assert_eq!(out.len(), 2);
+        assert!(
+            out.iter()
+                .all(|r| r.position == 11 && r.record == record("b"))
+        );
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(rejected[0].record, record("b"));
+    }
+
+    #[test]
+    fn keep_shares_the_input_bytes() {
+        let records = inputs(&["shared"]);
+        let pointer = records[0].record.value.as_ptr();
+        let mut w = OutcomeWriter::default();
+        w.keep(0);
+        let out = apply(w.finish(), records, 0, &id(), &mut Vec::new()).expect("valid");
+        assert_eq!(out[0].record.value.as_ptr(), pointer);
+    }
+
+    #[test]
+    fn malformed_outcomes_are_errors() {
+        let mut w = OutcomeWriter::default();
+        w.keep(5);
+        let err = apply(w.finish(), inputs(&["a"]), 0, &id(), &mut Vec::new())
+            .expect_err("index out of range");
+        assert_eq!(
+            err,
+            AbiError::IndexOutOfRange {
+                index: 5,
+                inputs: 1
+            }
+        );
+        let err =
+            apply(vec![1, 0], inputs(&["a"]), 0, &id(), &mut Vec::new()).expect_err("truncated");
+        assert_eq!(err, AbiError::Truncated { at: 0 });
+        let mut w = OutcomeWriter::default();
+        w.keep(1);
+        w.keep(0);
+        let err = apply(w.finish(), inputs(&["a", "b"]), 0, &id(), &mut Vec::new())
+            .expect_err("out of order");
+        assert_eq!(
+            err,
+            AbiError::IndexOutOfOrder {
+                index: 0,
+                previous: 1
+            }
+        );
+    }
+
+    #[test]
+    fn long_reasons_are_cut() {
+        let mut w = OutcomeWriter::default();
+        w.reject(0, &"x".repeat(5000));
+        let mut rejected = Vec::new();
+        apply(w.finish(), inputs(&["a"]), 0, &id(), &mut rejected).expect("valid");
+        assert_eq!(rejected[0].reason.len(), MAX_MESSAGE_BYTES);
+    }
+}
