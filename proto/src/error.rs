@@ -27,6 +27,37 @@ pub fn status_with_reason(
     )
 }
 
+/// Like [`status_with_reason`], plus a `google.rpc.BadRequest` with one field violation per
+/// `(field, description)` pair: how a request that failed for several of its parts says which.
+pub fn status_with_violations(
+    code: tonic::Code,
+    message: impl Into<String>,
+    reason: &str,
+    metadata: impl IntoIterator<Item = (String, String)>,
+    violations: impl IntoIterator<Item = (String, String)>,
+) -> tonic::Status {
+    let metadata: HashMap<String, String> = metadata.into_iter().collect();
+    let mut details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata);
+    for (field, description) in violations {
+        details.add_bad_request_violation(field, description);
+    }
+    tonic::Status::with_error_details(code, message, details)
+}
+
+/// The field violations of the `google.rpc.BadRequest` in `status`'s details, as
+/// `(field, description)` pairs; empty when there is none.
+pub fn violations_of(status: &tonic::Status) -> Vec<(String, String)> {
+    status
+        .get_details_bad_request()
+        .map(|b| {
+            b.field_violations
+                .into_iter()
+                .map(|v| (v.field, v.description))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The reason of the first `ErrorInfo` in [`ERROR_DOMAIN`] in `status`'s details; `None` when
 /// there is none (e.g. a status from a proxy or from tonic itself) or the details do not decode.
 pub fn reason_of(status: &tonic::Status) -> Option<String> {
@@ -69,6 +100,29 @@ mod tests {
         assert_eq!(reason_of(&status).as_deref(), Some("NOT_LEADER"));
         assert_eq!(metadata_of(&status, "leader").as_deref(), Some("2"));
         assert_eq!(metadata_of(&status, "leader_address"), None);
+    }
+
+    #[test]
+    fn violations_round_trip() {
+        let status = status_with_violations(
+            Code::InvalidArgument,
+            "2 records rejected",
+            "RECORD_REJECTED",
+            [],
+            [
+                ("records[0]".to_owned(), "v@1: no id".to_owned()),
+                ("records[3]".to_owned(), "v@1: bad type".to_owned()),
+            ],
+        );
+        assert_eq!(reason_of(&status).as_deref(), Some("RECORD_REJECTED"));
+        assert_eq!(
+            violations_of(&status),
+            vec![
+                ("records[0]".to_owned(), "v@1: no id".to_owned()),
+                ("records[3]".to_owned(), "v@1: bad type".to_owned()),
+            ]
+        );
+        assert!(violations_of(&status_with_reason(Code::NotFound, "x", "Y", [])).is_empty());
     }
 
     #[test]

@@ -34,6 +34,7 @@ fn produce(topic: &str, partition: Option<u32>, records: Vec<pb::Record>) -> pb:
 
 fn fetch(topic: &str, partition: u32, offset: i64) -> pb::FetchRequest {
     pb::FetchRequest {
+        modules: Vec::new(),
         topic: topic.into(),
         partition,
         offset,

@@ -1346,6 +1346,7 @@ async fn replicas_move_between_nodes_without_losing_data() -> anyhow::Result<()>
             let fetched = on_spare
                 .as_mut()?
                 .fetch(pb::FetchRequest {
+                    modules: Vec::new(),
                     topic: TOPIC.into(),
                     partition: 0,
                     offset: 0,

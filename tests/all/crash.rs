@@ -96,6 +96,7 @@ async fn sigkill_during_produce_loses_no_acknowledged_record() -> anyhow::Result
         loop {
             let fetched = client
                 .fetch(pb::FetchRequest {
+                    modules: Vec::new(),
                     topic: "crash".into(),
                     partition,
                     offset: offset as i64,

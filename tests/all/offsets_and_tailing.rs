@@ -84,6 +84,7 @@ async fn fetch_honours_max_records_and_max_bytes() -> anyhow::Result<()> {
     produce(&mut c, 0, &values).await?;
     let limited = c
         .fetch(pb::FetchRequest {
+            modules: Vec::new(),
             topic: "t".into(),
             offset: 3,
             max_records: 4,
@@ -97,6 +98,7 @@ async fn fetch_honours_max_records_and_max_bytes() -> anyhow::Result<()> {
     );
     let by_bytes = c
         .fetch(pb::FetchRequest {
+            modules: Vec::new(),
             topic: "t".into(),
             offset: 0,
             max_bytes: 250,
@@ -111,6 +113,7 @@ async fn fetch_honours_max_records_and_max_bytes() -> anyhow::Result<()> {
     );
     let tiny = c
         .fetch(pb::FetchRequest {
+            modules: Vec::new(),
             topic: "t".into(),
             offset: 19,
             max_bytes: 1,
@@ -133,6 +136,7 @@ async fn long_poll_fetch_returns_when_a_record_arrives() -> anyhow::Result<()> {
     let poll = tokio::spawn(async move {
         waiter
             .fetch(pb::FetchRequest {
+                modules: Vec::new(),
                 topic: "t".into(),
                 offset: 0,
                 max_wait_ms: 30_000,
@@ -153,6 +157,7 @@ async fn subscribe_tails_the_log_from_the_requested_position() -> anyhow::Result
     let (_broker, mut c) = setup(1).await?;
     produce(&mut c, 0, &[("a", 1), ("b", 2)]).await?;
     let start = |position| pb::SubscribeRequest {
+        modules: Vec::new(),
         topic: "t".into(),
         partition: 0,
         start: Some(pb::StartPosition {
@@ -235,6 +240,7 @@ async fn keyed_records_share_a_partition_and_acks_none_is_stored() -> anyhow::Re
     assert_eq!(none.base_offset, None);
     let fetched = c
         .fetch(pb::FetchRequest {
+            modules: Vec::new(),
             topic: "t".into(),
             partition: p,
             offset: 3,
@@ -253,6 +259,7 @@ async fn deleting_the_topic_ends_a_tailing_subscription_with_a_reason() -> anyho
     let (_broker, mut c) = setup(1).await?;
     let mut tail = c
         .subscribe(pb::SubscribeRequest {
+            modules: Vec::new(),
             topic: "t".into(),
             partition: 0,
             start: Some(pb::StartPosition {

@@ -7,7 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use weir_proto::v1 as pb;
 use weir_tests::InProcessBroker;
 
-async fn scrape(addr: std::net::SocketAddr) -> anyhow::Result<String> {
+pub(crate) async fn scrape(addr: std::net::SocketAddr) -> anyhow::Result<String> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
     stream
         .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")

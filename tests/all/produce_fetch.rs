@@ -58,6 +58,7 @@ async fn round_trip_preserves_everything_across_partitions() -> anyhow::Result<(
     for partition in 0..3u32 {
         let fetched = client
             .fetch(pb::FetchRequest {
+                modules: Vec::new(),
                 topic: "orders".into(),
                 partition,
                 offset: 0,

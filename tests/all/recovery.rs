@@ -37,6 +37,7 @@ async fn produce(c: &mut RawClient, partition: u32, value: &str) -> anyhow::Resu
 async fn values(c: &mut RawClient, partition: u32) -> anyhow::Result<Vec<(u64, String)>> {
     let fetched = c
         .fetch(pb::FetchRequest {
+            modules: Vec::new(),
             topic: "t".into(),
             partition,
             offset: 0,
@@ -123,6 +124,7 @@ async fn a_corrupted_batch_is_reported_not_served() -> anyhow::Result<()> {
     assert_eq!(values(&mut c, 0).await?, vec![(0, "intact".into())]);
     let status = c
         .fetch(pb::FetchRequest {
+            modules: Vec::new(),
             topic: "t".into(),
             partition: 0,
             offset: 1,

@@ -567,6 +567,7 @@ pub async fn fetch_all(
         let offset = records.len() as u64;
         let fetched = client
             .fetch(pb::FetchRequest {
+                modules: Vec::new(),
                 topic: topic.into(),
                 partition,
                 offset: offset as i64,

@@ -11,6 +11,7 @@
 //! Tests synchronise by polling with a deadline ([`eventually`]), never by sleeping.
 
 mod cluster;
+pub mod modules;
 mod proxy;
 
 pub use cluster::{
@@ -49,13 +50,29 @@ impl InProcessBroker {
 
     /// Starts a broker on `127.0.0.1:0` over an existing data directory.
     pub async fn start_in(data_dir: &Path) -> anyhow::Result<Self> {
-        let config = test_config(data_dir);
+        Self::start_with(test_config(data_dir)).await
+    }
+
+    /// Starts a broker with `config` (whose data directory the caller owns).
+    pub async fn start_with(config: BrokerConfig) -> anyhow::Result<Self> {
+        let data_dir = config.data_dir.clone();
         let broker = Broker::start(config).await?;
         Ok(Self {
             broker: Some(broker),
-            data_dir: data_dir.to_path_buf(),
+            data_dir,
             _temp: None,
         })
+    }
+
+    /// Starts a broker with a fresh temporary data directory and the test configuration as
+    /// changed by `adjust`.
+    pub async fn start_adjusted(adjust: impl FnOnce(&mut BrokerConfig)) -> anyhow::Result<Self> {
+        let temp = tempfile::tempdir()?;
+        let mut config = test_config(&temp.path().join("data"));
+        adjust(&mut config);
+        let mut broker = Self::start_with(config).await?;
+        broker._temp = Some(temp);
+        Ok(broker)
     }
 
     /// The broker's address.
@@ -103,6 +120,8 @@ pub fn test_config(data_dir: &Path) -> BrokerConfig {
     config.raft.heartbeat_ms = 100;
     config.raft.election_min_ms = 400;
     config.raft.election_max_ms = 800;
+    // Hostile-module tests hit this limit; keep them short.
+    config.modules.call_timeout_ms = 500;
     config
 }
 

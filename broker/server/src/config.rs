@@ -37,6 +37,58 @@ pub struct BrokerConfig {
     pub limits: Limits,
     /// Raft timings.
     pub raft: RaftTimings,
+    /// Sandbox limits for WebAssembly modules.
+    pub modules: ModuleLimits,
+}
+
+/// Sandbox limits for WebAssembly modules (docs/modules.md, "Limits").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModuleLimits {
+    /// Largest module that can be registered, in bytes.
+    pub max_module_bytes: usize,
+    /// Linear memory one module instance may grow to, in bytes.
+    pub memory_bytes: usize,
+    /// Wall-clock limit of one call into a module (one batch), in milliseconds.
+    pub call_timeout_ms: u64,
+    /// Fuel (roughly, wasm instructions) one call may burn; unset means unmetered.
+    pub fuel_per_call: Option<u64>,
+    /// Largest output one call may return, in bytes.
+    pub max_output_bytes: usize,
+    /// Log output one call may write, in bytes; the rest is dropped and counted.
+    pub max_log_bytes_per_call: usize,
+    /// Module instances that may exist at once on this node (the pooling allocator's size).
+    pub max_instances: u32,
+}
+
+impl Default for ModuleLimits {
+    fn default() -> Self {
+        let d = weir_wasm::WasmLimits::default();
+        Self {
+            max_module_bytes: d.max_module_bytes,
+            memory_bytes: d.memory_bytes,
+            call_timeout_ms: d.call_timeout.as_millis() as u64,
+            fuel_per_call: d.fuel_per_call,
+            max_output_bytes: d.max_output_bytes,
+            max_log_bytes_per_call: d.max_log_bytes_per_call,
+            max_instances: d.max_instances,
+        }
+    }
+}
+
+impl ModuleLimits {
+    /// The limits as the wasm host takes them.
+    pub fn wasm_limits(&self) -> weir_wasm::WasmLimits {
+        weir_wasm::WasmLimits {
+            max_module_bytes: self.max_module_bytes,
+            memory_bytes: self.memory_bytes,
+            call_timeout: Duration::from_millis(self.call_timeout_ms),
+            fuel_per_call: self.fuel_per_call,
+            max_output_bytes: self.max_output_bytes,
+            max_log_bytes_per_call: self.max_log_bytes_per_call,
+            max_instances: self.max_instances,
+        }
+    }
 }
 
 /// A cluster member: node id and the address its gRPC port is reached at.
@@ -135,6 +187,7 @@ impl Default for BrokerConfig {
             join: false,
             limits: Limits::default(),
             raft: RaftTimings::default(),
+            modules: ModuleLimits::default(),
         }
     }
 }
@@ -227,6 +280,15 @@ impl BrokerConfig {
             return invalid(
                 "limits.max_fetch_records and max_fetch_bytes must be at least 1".into(),
             );
+        }
+        let m = &self.modules;
+        if m.max_module_bytes == 0 || m.memory_bytes < 64 * 1024 || m.call_timeout_ms == 0 {
+            return invalid(
+                "modules.max_module_bytes and call_timeout_ms must be at least 1, memory_bytes at least 65536 (one wasm page)".into(),
+            );
+        }
+        if m.max_instances == 0 || m.max_output_bytes == 0 {
+            return invalid("modules.max_instances and max_output_bytes must be at least 1".into());
         }
         let r = &self.raft;
         if r.heartbeat_ms == 0

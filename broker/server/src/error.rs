@@ -117,6 +117,62 @@ pub enum BrokerError {
     /// The broker is shutting down.
     #[error("the broker is shutting down")]
     ShuttingDown,
+    /// The module bytes cannot be registered.
+    #[error("invalid module '{name}': {reason}")]
+    InvalidModule {
+        /// The module's name.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The module version exists.
+    #[error("{0}")]
+    ModuleExists(String),
+    /// No such module or version.
+    #[error("{0}")]
+    UnknownModule(String),
+    /// The module is attached and cannot be deleted.
+    #[error("{0}")]
+    ModuleInUse(String),
+    /// A module's `init` refused the parameters, or the chain request is malformed.
+    #[error("{0}")]
+    InvalidModuleParams(String),
+    /// A module trapped, timed out, ran out of memory or returned garbage.
+    #[error("{message}")]
+    ModuleFailed {
+        /// The module, as NAME@VERSION.
+        module: String,
+        /// What happened, naming the module and the limit.
+        message: String,
+    },
+    /// A produce-path module rejected records of a request whose policy is `reject`.
+    #[error("{} of the request's records rejected by the topic's produce chain: {}", .0.len(), summary(.0))]
+    RecordsRejected(Vec<RejectedRecord>),
+}
+
+/// A record refused by a module: its index in the request, the module and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedRecord {
+    /// Index in the produce request.
+    pub index: u32,
+    /// NAME@VERSION.
+    pub module: String,
+    /// The module's reason.
+    pub reason: String,
+}
+
+fn summary(rejected: &[RejectedRecord]) -> String {
+    const SHOWN: usize = 3;
+    let mut text = rejected
+        .iter()
+        .take(SHOWN)
+        .map(|r| format!("record {} ({}: {})", r.index, r.module, r.reason))
+        .collect::<Vec<_>>()
+        .join("; ");
+    if rejected.len() > SHOWN {
+        text.push_str(&format!("; and {} more", rejected.len() - SHOWN));
+    }
+    text
 }
 
 impl BrokerError {
@@ -143,6 +199,13 @@ impl BrokerError {
             BrokerError::NodeExists(_) => "NODE_ALREADY_EXISTS",
             BrokerError::NodeHasReplicas(_) => "NODE_HAS_REPLICAS",
             BrokerError::ShuttingDown => "SHUTTING_DOWN",
+            BrokerError::InvalidModule { .. } => "INVALID_MODULE",
+            BrokerError::ModuleExists(_) => "MODULE_EXISTS",
+            BrokerError::UnknownModule(_) => "UNKNOWN_MODULE",
+            BrokerError::ModuleInUse(_) => "MODULE_IN_USE",
+            BrokerError::InvalidModuleParams(_) => "INVALID_MODULE_PARAMS",
+            BrokerError::ModuleFailed { .. } => "MODULE_FAILED",
+            BrokerError::RecordsRejected(_) => "RECORD_REJECTED",
         }
     }
 
@@ -154,12 +217,20 @@ impl BrokerError {
             | BrokerError::EmptyBatch
             | BrokerError::TooLarge(_)
             | BrokerError::InvalidRecord(_)
-            | BrokerError::InvalidArgument(_) => Code::InvalidArgument,
+            | BrokerError::InvalidArgument(_)
+            | BrokerError::InvalidModule { .. }
+            | BrokerError::InvalidModuleParams(_)
+            | BrokerError::RecordsRejected(_) => Code::InvalidArgument,
             BrokerError::UnknownTopic(_)
             | BrokerError::UnknownPartition { .. }
-            | BrokerError::UnknownNode(_) => Code::NotFound,
-            BrokerError::TopicExists(_) | BrokerError::NodeExists(_) => Code::AlreadyExists,
-            BrokerError::NodeHasReplicas(_) => Code::FailedPrecondition,
+            | BrokerError::UnknownNode(_)
+            | BrokerError::UnknownModule(_) => Code::NotFound,
+            BrokerError::TopicExists(_)
+            | BrokerError::NodeExists(_)
+            | BrokerError::ModuleExists(_) => Code::AlreadyExists,
+            BrokerError::NodeHasReplicas(_)
+            | BrokerError::ModuleInUse(_)
+            | BrokerError::ModuleFailed { .. } => Code::FailedPrecondition,
             BrokerError::OffsetOutOfRange { .. } => Code::OutOfRange,
             BrokerError::NotLeader { .. } => Code::FailedPrecondition,
             BrokerError::Unavailable(_) | BrokerError::ShuttingDown => Code::Unavailable,
@@ -184,6 +255,24 @@ impl BrokerError {
             if let Some(address) = leader_address {
                 metadata.push(("leader_address".to_owned(), address.clone()));
             }
+        }
+        if let BrokerError::ModuleFailed { module, .. } = self {
+            metadata.push(("module".to_owned(), module.clone()));
+        }
+        if let BrokerError::RecordsRejected(rejected) = self {
+            let violations = rejected.iter().map(|r| {
+                (
+                    format!("records[{}]", r.index),
+                    format!("{}: {}", r.module, r.reason),
+                )
+            });
+            return weir_proto::error::status_with_violations(
+                self.code(),
+                self.to_string(),
+                self.reason(),
+                metadata,
+                violations,
+            );
         }
         weir_proto::error::status_with_reason(
             self.code(),
@@ -265,6 +354,12 @@ impl From<CommandError> for BrokerError {
                 partition,
                 count: 0,
             },
+            CommandError::ModuleExists { .. } => BrokerError::ModuleExists(e.to_string()),
+            CommandError::UnknownModule { .. } | CommandError::NotAttached { .. } => {
+                BrokerError::UnknownModule(e.to_string())
+            }
+            CommandError::ModuleInUse { .. } => BrokerError::ModuleInUse(e.to_string()),
+            CommandError::AlreadyAttached { .. } => BrokerError::InvalidArgument(e.to_string()),
             CommandError::Invalid(reason) => BrokerError::InvalidArgument(reason),
         }
     }

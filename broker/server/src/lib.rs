@@ -9,6 +9,7 @@ mod config;
 mod error;
 mod metadata;
 mod metrics;
+mod modules;
 mod node;
 mod service;
 
@@ -23,8 +24,8 @@ use tracing::Instrument;
 use weir_proto::v1::broker_server::BrokerServer;
 use weir_raft::Peers;
 
-pub use config::{BrokerConfig, ConfigError, Limits, Peer, RaftTimings};
-pub use error::BrokerError;
+pub use config::{BrokerConfig, ConfigError, Limits, ModuleLimits, Peer, RaftTimings};
+pub use error::{BrokerError, RejectedRecord};
 
 use crate::metrics::{Metrics, RequestMetrics};
 use crate::node::Node;

@@ -58,12 +58,120 @@ pub struct TopicInfo {
     pub partitions: Vec<PartitionInfo>,
     /// Free-form topic configuration.
     pub configs: BTreeMap<String, String>,
+    /// Modules run over produce requests on the partition leader, in order.
+    #[serde(default)]
+    pub produce_chain: Vec<Attachment>,
+    /// Modules run over fetched records for consumers that name no chain, in order.
+    #[serde(default)]
+    pub consume_chain: Vec<Attachment>,
 }
 
 impl TopicInfo {
     /// The placement of one partition.
     pub fn partition(&self, id: PartitionId) -> Option<&PartitionInfo> {
         self.partitions.get(id.0 as usize)
+    }
+
+    /// The chain on `path`.
+    pub fn chain(&self, path: ModulePath) -> &[Attachment] {
+        match path {
+            ModulePath::Produce => &self.produce_chain,
+            ModulePath::Consume => &self.consume_chain,
+        }
+    }
+
+    fn chain_mut(&mut self, path: ModulePath) -> &mut Vec<Attachment> {
+        match path {
+            ModulePath::Produce => &mut self.produce_chain,
+            ModulePath::Consume => &mut self.consume_chain,
+        }
+    }
+}
+
+/// Where a module runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ModulePath {
+    /// On the partition leader, before records are stored.
+    Produce,
+    /// Over fetched records, per consumer.
+    Consume,
+}
+
+impl std::fmt::Display for ModulePath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ModulePath::Produce => "produce",
+            ModulePath::Consume => "consume",
+        })
+    }
+}
+
+/// What happens to records a produce-path module rejects.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RejectPolicy {
+    /// The whole request fails; nothing is stored.
+    Reject,
+    /// The rejected records are dropped, the rest stored.
+    Drop,
+    /// The rejected records go to this topic, the rest are stored.
+    DeadLetter(TopicName),
+}
+
+/// A module attached to a topic's chain.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Attachment {
+    /// Module name.
+    pub module: String,
+    /// The version, resolved when attached.
+    pub version: u32,
+    /// Parameters for the module's `init`, in order.
+    pub params: Vec<(String, String)>,
+    /// What to do with rejected records (meaningful on the produce path).
+    pub on_reject: RejectPolicy,
+}
+
+/// One registered version of a module. The bytes live in the metadata, so every node (and every
+/// node that joins later) can compile the module from its own copy.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleVersionInfo {
+    /// The version.
+    pub version: u32,
+    /// Hex SHA-256 of `wasm`.
+    pub sha256: String,
+    /// When it was registered, by the proposer's clock.
+    pub registered_at_ms: i64,
+    /// The module as registered.
+    #[serde(with = "base64_bytes")]
+    pub wasm: Bytes,
+}
+
+impl std::fmt::Debug for ModuleVersionInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModuleVersionInfo")
+            .field("version", &self.version)
+            .field("sha256", &self.sha256)
+            .field("size", &self.wasm.len())
+            .finish()
+    }
+}
+
+/// Module bytes as base64 in the JSON metadata (a JSON array of numbers would quadruple them).
+mod base64_bytes {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use bytes::Bytes;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(bytes: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        STANDARD
+            .decode(text.as_bytes())
+            .map(Bytes::from)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -78,6 +186,40 @@ pub struct ClusterMetadata {
     pub topics: BTreeMap<TopicName, TopicInfo>,
     /// The group id the next partition gets.
     pub next_group: GroupId,
+    /// Registered modules by name, then version.
+    #[serde(default)]
+    pub modules: BTreeMap<String, BTreeMap<u32, ModuleVersionInfo>>,
+}
+
+impl ClusterMetadata {
+    /// A registered module version; the latest when `version` is `None`.
+    pub fn module(&self, name: &str, version: Option<u32>) -> Option<&ModuleVersionInfo> {
+        let versions = self.modules.get(name)?;
+        match version {
+            Some(v) => versions.get(&v),
+            None => versions.values().next_back(),
+        }
+    }
+
+    /// Every attachment of module `name` (any version, or only `version`), as
+    /// `(topic, path, version)`.
+    pub fn module_uses(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Vec<(TopicName, ModulePath, u32)> {
+        let mut uses = Vec::new();
+        for topic in self.topics.values() {
+            for path in [ModulePath::Produce, ModulePath::Consume] {
+                for a in topic.chain(path) {
+                    if a.module == name && version.is_none_or(|v| v == a.version) {
+                        uses.push((topic.name.clone(), path, a.version));
+                    }
+                }
+            }
+        }
+        uses
+    }
 }
 
 /// A change to the metadata, proposed through the controller.
@@ -130,6 +272,46 @@ pub enum Command {
         /// The node.
         id: NodeId,
     },
+    /// Registers a module version, already validated and compiled by the proposer. Without a
+    /// version, it becomes one more than the latest.
+    RegisterModule {
+        /// Module name.
+        name: String,
+        /// Requested version.
+        version: Option<u32>,
+        /// Hex SHA-256 of the bytes.
+        sha256: String,
+        /// Proposer's clock.
+        registered_at_ms: i64,
+        /// The module.
+        #[serde(with = "base64_bytes")]
+        wasm: Bytes,
+    },
+    /// Deletes one version of a module, or all of them; refused while attached.
+    DeleteModule {
+        /// Module name.
+        name: String,
+        /// The version; all when `None`.
+        version: Option<u32>,
+    },
+    /// Adds a module at the end of a topic's chain.
+    AttachModule {
+        /// The topic.
+        topic: TopicName,
+        /// Which chain.
+        path: ModulePath,
+        /// The attachment (its version must be registered).
+        attachment: Attachment,
+    },
+    /// Removes a module from a topic's chain.
+    DetachModule {
+        /// The topic.
+        topic: TopicName,
+        /// Which chain.
+        path: ModulePath,
+        /// Module name.
+        module: String,
+    },
 }
 
 /// Why a command was refused. Refusals change nothing.
@@ -168,13 +350,85 @@ pub enum CommandError {
         /// The partitions it holds, as `topic/partition`.
         partitions: Vec<String>,
     },
+    /// The module version exists.
+    #[error("module '{name}' version {version} is already registered")]
+    ModuleExists {
+        /// Module name.
+        name: String,
+        /// The version.
+        version: u32,
+    },
+    /// No such module (version).
+    #[error("module '{}' is not registered", module_label(.name, *.version))]
+    UnknownModule {
+        /// Module name.
+        name: String,
+        /// The version asked for, if any.
+        version: Option<u32>,
+    },
+    /// The module is attached somewhere.
+    #[error("module '{name}' is attached to {}; detach it first", uses.join(", "))]
+    ModuleInUse {
+        /// Module name.
+        name: String,
+        /// Its attachments, as `topic (path)`.
+        uses: Vec<String>,
+    },
+    /// The module is already in that chain.
+    #[error("module '{module}' is already in the {path} chain of topic '{topic}'")]
+    AlreadyAttached {
+        /// The topic.
+        topic: TopicName,
+        /// Which chain.
+        path: ModulePath,
+        /// Module name.
+        module: String,
+    },
+    /// The module is not in that chain.
+    #[error("module '{module}' is not in the {path} chain of topic '{topic}'")]
+    NotAttached {
+        /// The topic.
+        topic: TopicName,
+        /// Which chain.
+        path: ModulePath,
+        /// Module name.
+        module: String,
+    },
     /// The command was malformed.
     #[error("invalid command: {0}")]
     Invalid(String),
 }
 
+fn module_label(name: &str, version: Option<u32>) -> String {
+    match version {
+        Some(v) => format!("{name}@{v}"),
+        None => name.to_owned(),
+    }
+}
+
+/// What an applied command produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Applied {
+    /// Nothing to report.
+    Done,
+    /// The created topic.
+    Topic(TopicInfo),
+    /// The registered module version.
+    ModuleVersion(u32),
+}
+
+impl Applied {
+    /// The created topic, for `CreateTopic`.
+    pub fn topic(self) -> Option<TopicInfo> {
+        match self {
+            Applied::Topic(topic) => Some(topic),
+            _ => None,
+        }
+    }
+}
+
 /// The controller's reply to a command.
-pub type CommandReply = Result<Option<TopicInfo>, CommandError>;
+pub type CommandReply = Result<Applied, CommandError>;
 
 impl ClusterMetadata {
     fn partition_mut(
@@ -202,11 +456,11 @@ impl ClusterMetadata {
                 if self.next_group == 0 {
                     self.next_group = CONTROLLER_GROUP + 1;
                 }
-                Ok(None)
+                Ok(Applied::Done)
             }
             Command::RegisterNode(node) => {
                 self.nodes.insert(node.id, node);
-                Ok(None)
+                Ok(Applied::Done)
             }
             Command::CreateTopic {
                 name,
@@ -251,12 +505,25 @@ impl ClusterMetadata {
                     replication_factor,
                     partitions: partitions_info,
                     configs,
+                    produce_chain: Vec::new(),
+                    consume_chain: Vec::new(),
                 };
                 self.topics.insert(name, topic.clone());
-                Ok(Some(topic))
+                Ok(Applied::Topic(topic))
             }
             Command::DeleteTopic { name } => match self.topics.remove(&name) {
-                Some(_) => Ok(None),
+                Some(_) => {
+                    // Attachments routing rejects to the deleted topic fall back to failing the
+                    // request: records are never silently lost to a missing dead-letter topic.
+                    for topic in self.topics.values_mut() {
+                        for a in &mut topic.produce_chain {
+                            if a.on_reject == RejectPolicy::DeadLetter(name.clone()) {
+                                a.on_reject = RejectPolicy::Reject;
+                            }
+                        }
+                    }
+                    Ok(Applied::Done)
+                }
                 None => Err(CommandError::UnknownTopic(name)),
             },
             Command::AddReplica {
@@ -271,7 +538,7 @@ impl ClusterMetadata {
                 if !info.replicas.contains(&node) {
                     info.replicas.push(node);
                 }
-                Ok(None)
+                Ok(Applied::Done)
             }
             Command::RemoveReplica {
                 topic,
@@ -285,7 +552,7 @@ impl ClusterMetadata {
                     )));
                 }
                 info.replicas.retain(|r| *r != node);
-                Ok(None)
+                Ok(Applied::Done)
             }
             Command::RemoveNode { id } => {
                 let partitions: Vec<String> = self
@@ -306,7 +573,127 @@ impl ClusterMetadata {
                     });
                 }
                 self.nodes.remove(&id);
-                Ok(None)
+                Ok(Applied::Done)
+            }
+            Command::RegisterModule {
+                name,
+                version,
+                sha256,
+                registered_at_ms,
+                wasm,
+            } => {
+                let versions = self.modules.entry(name.clone()).or_default();
+                let latest = versions.keys().next_back().copied().unwrap_or(0);
+                let version = match version {
+                    Some(0) => {
+                        return Err(CommandError::Invalid("module versions start at 1".into()));
+                    }
+                    Some(v) => v,
+                    None => latest.checked_add(1).ok_or_else(|| {
+                        CommandError::Invalid(format!("module '{name}' has no version left"))
+                    })?,
+                };
+                if versions.contains_key(&version) {
+                    return Err(CommandError::ModuleExists { name, version });
+                }
+                versions.insert(
+                    version,
+                    ModuleVersionInfo {
+                        version,
+                        sha256,
+                        registered_at_ms,
+                        wasm,
+                    },
+                );
+                Ok(Applied::ModuleVersion(version))
+            }
+            Command::DeleteModule { name, version } => {
+                if self.module(&name, version).is_none() {
+                    return Err(CommandError::UnknownModule { name, version });
+                }
+                let uses = self.module_uses(&name, version);
+                if !uses.is_empty() {
+                    return Err(CommandError::ModuleInUse {
+                        name,
+                        uses: uses
+                            .iter()
+                            .map(|(topic, path, v)| format!("{topic} ({path}, version {v})"))
+                            .collect(),
+                    });
+                }
+                match version {
+                    Some(v) => {
+                        let versions = self.modules.entry(name.clone()).or_default();
+                        versions.remove(&v);
+                        if versions.is_empty() {
+                            self.modules.remove(&name);
+                        }
+                    }
+                    None => {
+                        self.modules.remove(&name);
+                    }
+                }
+                Ok(Applied::Done)
+            }
+            Command::AttachModule {
+                topic,
+                path,
+                attachment,
+            } => {
+                if self
+                    .module(&attachment.module, Some(attachment.version))
+                    .is_none()
+                {
+                    return Err(CommandError::UnknownModule {
+                        name: attachment.module,
+                        version: Some(attachment.version),
+                    });
+                }
+                if let RejectPolicy::DeadLetter(dead_letter) = &attachment.on_reject {
+                    if *dead_letter == topic {
+                        return Err(CommandError::Invalid(format!(
+                            "topic '{topic}' cannot be its own dead-letter topic"
+                        )));
+                    }
+                    if !self.topics.contains_key(dead_letter) {
+                        return Err(CommandError::UnknownTopic(dead_letter.clone()));
+                    }
+                }
+                let info = self
+                    .topics
+                    .get_mut(&topic)
+                    .ok_or_else(|| CommandError::UnknownTopic(topic.clone()))?;
+                let chain = info.chain_mut(path);
+                if chain.iter().any(|a| a.module == attachment.module) {
+                    return Err(CommandError::AlreadyAttached {
+                        topic,
+                        path,
+                        module: attachment.module,
+                    });
+                }
+                chain.push(attachment);
+                Ok(Applied::Done)
+            }
+            Command::DetachModule {
+                topic,
+                path,
+                module,
+            } => {
+                let info = self
+                    .topics
+                    .get_mut(&topic)
+                    .ok_or_else(|| CommandError::UnknownTopic(topic.clone()))?;
+                let chain = info.chain_mut(path);
+                let before = chain.len();
+                chain.retain(|a| a.module != module);
+                if chain.len() == before {
+                    return Err(CommandError::NotAttached {
+                        topic,
+                        path,
+                        module,
+                    });
+                }
+                Ok(Applied::Done)
             }
         }
     }
@@ -406,11 +793,11 @@ mod tests {
     #[test]
     fn groups_are_unique_and_never_reused() {
         let mut m = cluster(1);
-        let a = m.apply(create("a", 3, 1)).unwrap().unwrap();
+        let a = m.apply(create("a", 3, 1)).unwrap().topic().unwrap();
         let groups: Vec<_> = a.partitions.iter().map(|p| p.group).collect();
         assert_eq!(groups, vec![1, 2, 3]);
         m.apply(Command::DeleteTopic { name: topic("a") }).unwrap();
-        let again = m.apply(create("a", 1, 1)).unwrap().unwrap();
+        let again = m.apply(create("a", 1, 1)).unwrap().topic().unwrap();
         assert_eq!(again.partitions[0].group, 4);
     }
 
@@ -504,7 +891,7 @@ mod tests {
     #[test]
     fn replicas_are_distinct_and_leaders_spread() {
         let mut m = cluster(3);
-        let t = m.apply(create("t", 6, 3)).unwrap().unwrap();
+        let t = m.apply(create("t", 6, 3)).unwrap().topic().unwrap();
         let mut leaders = BTreeMap::new();
         for p in &t.partitions {
             let mut r = p.replicas.clone();
@@ -522,7 +909,7 @@ mod tests {
         let reply = decode_reply(&store.apply(&encode_command(&Command::Bootstrap {
             cluster_id: "x".into(),
         })));
-        assert_eq!(reply, Ok(None));
+        assert_eq!(reply, Ok(Applied::Done));
         store.apply(&encode_command(&Command::RegisterNode(NodeInfo {
             id: 1,
             address: "a".into(),

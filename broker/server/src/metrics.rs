@@ -151,6 +151,7 @@ impl Collector for NodeCollector {
             &hosted,
             |p| i64::from(p.replica.is_leader()),
         )?;
+        encode_module_counters(&mut encoder, &node)?;
         let failed = ConstGauge::new(node.failed_partitions() as i64);
         failed.encode(encoder.encode_descriptor(
             "weir_partitions_failed",
@@ -160,6 +161,71 @@ impl Collector for NodeCollector {
         )?)?;
         Ok(())
     }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModuleLabels {
+    module: String,
+    version: String,
+}
+
+/// A module counter: name, help, and how to read it from the stats.
+type ModuleCounter = (
+    &'static str,
+    &'static str,
+    fn(&weir_wasm::ModuleStats) -> f64,
+);
+
+/// Encodes the counters of every module version this node has run, labelled by module and
+/// version.
+fn encode_module_counters(
+    encoder: &mut DescriptorEncoder,
+    node: &Node,
+) -> Result<(), std::fmt::Error> {
+    let all = node.modules.all_stats();
+    let counters: [ModuleCounter; 6] = [
+        (
+            "weir_module_invocations",
+            "Calls into the module (one per batch)",
+            |s| s.invocations as f64,
+        ),
+        (
+            "weir_module_records_in",
+            "Records handed to the module",
+            |s| s.records_in as f64,
+        ),
+        (
+            "weir_module_records_out",
+            "Records the module kept or produced",
+            |s| s.records_out as f64,
+        ),
+        (
+            "weir_module_records_rejected",
+            "Records the module rejected",
+            |s| s.records_rejected as f64,
+        ),
+        (
+            "weir_module_errors",
+            "Calls that failed: traps, timeouts, memory or output limits, bad output",
+            |s| s.errors as f64,
+        ),
+        (
+            "weir_module_busy_seconds",
+            "Time spent inside the module",
+            |s| s.busy.as_secs_f64(),
+        ),
+    ];
+    for (name, help, value) in counters {
+        let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for (id, stats) in &all {
+            let labels = ModuleLabels {
+                module: id.name.clone(),
+                version: id.version.to_string(),
+            };
+            ConstCounter::new(value(stats)).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    Ok(())
 }
 
 /// Encodes one gauge per hosted partition, labelled by topic and partition.

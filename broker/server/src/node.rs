@@ -24,9 +24,10 @@ use crate::StartError;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::metadata::{
-    CONTROLLER_GROUP, ClusterMetadata, Command, MetadataStore, NodeInfo, PartitionInfo, TopicInfo,
-    decode_reply, encode_command,
+    Applied, CONTROLLER_GROUP, ClusterMetadata, Command, MetadataStore, NodeInfo, PartitionInfo,
+    TopicInfo, decode_reply, encode_command,
 };
+use crate::modules::ModuleHost;
 
 /// How long a request waits for a partition or the controller to have a leader.
 const LEADER_WAIT: Duration = Duration::from_secs(10);
@@ -63,6 +64,8 @@ pub(crate) struct Node {
     failed: RwLock<HashMap<GroupId, String>>,
     reconcile_lock: tokio::sync::Mutex<()>,
     round_robin: AtomicU32,
+    /// The modules this node runs.
+    pub(crate) modules: ModuleHost,
     pub(crate) shutdown: CancellationToken,
 }
 
@@ -128,8 +131,13 @@ impl Node {
             });
         }
 
+        let modules = ModuleHost::new(
+            config.modules.wasm_limits(),
+            config.data_dir.join("modules"),
+        );
         let node = Arc::new(Self {
             config,
+            modules,
             address,
             peers,
             partition_db,
@@ -200,7 +208,7 @@ impl Node {
     }
 
     /// Proposes a metadata command and returns its reply once applied.
-    pub(crate) async fn propose(&self, command: Command) -> Result<Option<TopicInfo>, BrokerError> {
+    pub(crate) async fn propose(&self, command: Command) -> Result<Applied, BrokerError> {
         let reply = self.controller.propose(encode_command(&command)).await?;
         Ok(decode_reply(&reply)?)
     }
@@ -318,7 +326,7 @@ impl Node {
     }
 
     /// Waits (at most [`LEADER_WAIT`]) until this node's metadata satisfies `done`.
-    async fn wait_for_metadata(&self, done: impl Fn(&ClusterMetadata) -> bool) {
+    pub(crate) async fn wait_for_metadata(&self, done: impl Fn(&ClusterMetadata) -> bool) {
         let mut changes = self.metadata.clone();
         if tokio::time::timeout(LEADER_WAIT, changes.wait_for(|m| done(m)))
             .await
@@ -326,6 +334,54 @@ impl Node {
         {
             tracing::warn!("metadata did not reach this node within {LEADER_WAIT:?}");
         }
+    }
+
+    /// Produces `records` to `topic` through the public API of the leader of the partition
+    /// they hash to (this node's own port when it leads it), so they go through that topic's
+    /// produce path like any client's. Used for dead-letter records.
+    pub(crate) async fn produce_to(
+        &self,
+        topic: &TopicInfo,
+        records: Vec<weir_proto::v1::Record>,
+    ) -> Result<(), BrokerError> {
+        let partitions = topic.partitions.len() as u32;
+        let partition = match records.first().and_then(|r| r.key.as_ref()) {
+            Some(key) => weir_types::partition_for_key(key, partitions),
+            None => self.next_round_robin(partitions),
+        };
+        let address = match self.leader_of(topic, partition).await {
+            Ok(_) => self.address.clone(),
+            Err(BrokerError::NotLeader {
+                leader: Some(leader),
+                ..
+            }) => self
+                .controller
+                .route_to(leader)
+                .ok_or_else(|| BrokerError::Unavailable(format!("no address for node {leader}")))?,
+            Err(e) => return Err(e),
+        };
+        let channel = self
+            .peers
+            .channel(&address)
+            .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+        weir_proto::v1::broker_client::BrokerClient::new(channel)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX)
+            .produce(weir_proto::v1::ProduceRequest {
+                topic: topic.name.to_string(),
+                partition: Some(partition.0),
+                records,
+                acks: weir_proto::v1::Acks::All as i32,
+            })
+            .await
+            .map_err(|status| {
+                BrokerError::Unavailable(format!(
+                    "producing to topic '{}' failed: {}",
+                    topic.name,
+                    status.message()
+                ))
+            })?;
+        Ok(())
     }
 
     /// A client of the public API on the controller leader, for admin requests that must run

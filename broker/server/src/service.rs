@@ -16,12 +16,16 @@ use tonic::{Request, Response, Status};
 use weir_proto::v1 as pb;
 use weir_proto::v1::broker_server::Broker;
 use weir_raft::PartitionProgress;
-use weir_types::{EncodedBatch, Header, Offset, PartitionId, Record, partition_for_key};
+use weir_types::{EncodedBatch, Header, Offset, PartitionId, Record, TopicName, partition_for_key};
 
-use crate::error::BrokerError;
-use crate::metadata::{Command, TopicInfo};
+use crate::error::{BrokerError, RejectedRecord};
+use crate::metadata::{Command, ModulePath, RejectPolicy, TopicInfo};
 use crate::metrics::RequestMetrics;
+use crate::modules::{ModuleHost, dead_letter_record};
 use crate::node::{HostedPartition, Node, blocking};
+use weir_wasm::{Chain, ChainRecord};
+
+mod module_admin;
 
 /// The gRPC service over a [`Node`].
 #[derive(Clone)]
@@ -96,6 +100,8 @@ impl BrokerService {
             replication_factor: topic.replication_factor,
             partitions,
             configs: topic.configs.clone().into_iter().collect(),
+            produce_chain: module_admin::attachments(topic, ModulePath::Produce),
+            consume_chain: module_admin::attachments(topic, ModulePath::Consume),
         })
     }
 
@@ -182,6 +188,64 @@ pub(crate) async fn read_committed(
         Ok(records)
     })
     .await
+}
+
+/// Runs a consume chain over fetched records: survivors keep their offsets.
+async fn run_consume_chain(
+    chain: Chain,
+    records: Vec<pb::ConsumedRecord>,
+) -> Result<(Chain, (Vec<pb::ConsumedRecord>, Vec<pb::RejectedOffset>)), BrokerError> {
+    let input = records
+        .into_iter()
+        .map(|r| ChainRecord {
+            position: r.offset,
+            record: Record {
+                key: r.key,
+                value: r.value,
+                headers: r
+                    .headers
+                    .into_iter()
+                    .map(|h| Header {
+                        key: h.key,
+                        value: h.value,
+                    })
+                    .collect(),
+                timestamp_ms: r.timestamp_ms,
+            },
+        })
+        .collect();
+    let (chain, output) = ModuleHost::run(chain, input).await?;
+    let records = output
+        .records
+        .into_iter()
+        .map(|r| consumed(Offset(r.position), r.record))
+        .collect();
+    let rejected = output
+        .rejected
+        .into_iter()
+        .map(|r| pb::RejectedOffset {
+            offset: r.position,
+            reason: r.reason,
+            module: r.module.to_string(),
+        })
+        .collect();
+    Ok((chain, (records, rejected)))
+}
+
+fn to_pb_record(record: Record) -> pb::Record {
+    pb::Record {
+        key: record.key,
+        value: record.value,
+        headers: record
+            .headers
+            .into_iter()
+            .map(|h| pb::Header {
+                key: h.key,
+                value: h.value,
+            })
+            .collect(),
+        timestamp_ms: Some(record.timestamp_ms),
+    }
 }
 
 fn consumed(offset: Offset, record: Record) -> pb::ConsumedRecord {
@@ -271,6 +335,7 @@ impl BrokerService {
                 configs: BTreeMap::new(),
             })
             .await?
+            .topic()
             .ok_or_else(|| BrokerError::Internal("controller returned no topic".into()))?;
         node.wait_until_ready(&topic).await?;
         tracing::info!(partitions = topic.partitions.len(), "topic created");
@@ -340,10 +405,32 @@ impl BrokerService {
         };
         let started = std::time::Instant::now();
         let records = to_records(req.records)?;
-        let batch = EncodedBatch::encode(&records, node.config.batch_limits())
+        // Encoded before any module runs, so bad records fail the same way with or without a
+        // produce chain.
+        let mut batch = EncodedBatch::encode(&records, node.config.batch_limits())
             .map_err(BrokerError::from)?;
-        let (record_count, batch_bytes) = (records.len() as u64, batch.bytes().len() as u64);
+        let mut record_count = records.len() as u64;
         let hosted = node.leader_of(&topic, partition).await?;
+        let mut rejected = Vec::new();
+        if !topic.produce_chain.is_empty() {
+            let kept;
+            (kept, rejected) = self.run_produce_chain(&topic, records).await?;
+            if kept.is_empty() {
+                return Ok(pb::ProduceResponse {
+                    partition: partition.0,
+                    base_offset: None,
+                    rejected,
+                    record_count: 0,
+                });
+            }
+            batch = EncodedBatch::encode(&kept, node.config.batch_limits()).map_err(|e| {
+                BrokerError::InvalidRecord(format!(
+                    "the produce chain's output cannot be stored: {e}"
+                ))
+            })?;
+            record_count = kept.len() as u64;
+        }
+        let batch_bytes = batch.bytes().len() as u64;
         let base_offset = match acks {
             pb::Acks::None => {
                 hosted
@@ -375,8 +462,68 @@ impl BrokerService {
         Ok(pb::ProduceResponse {
             partition: partition.0,
             base_offset,
-            rejected: Vec::new(),
+            rejected,
+            record_count: record_count as u32,
         })
+    }
+
+    /// Runs a topic's produce chain and applies each rejecting attachment's policy: `reject`
+    /// fails the request (listing every rejected record), `dead-letter` produces the records to
+    /// the dead-letter topic before anything of the request is stored, `drop` drops them.
+    /// Returns the records to store and the report of those dropped or dead-lettered.
+    async fn run_produce_chain(
+        &self,
+        topic: &TopicInfo,
+        records: Vec<Record>,
+    ) -> Result<(Vec<Record>, Vec<pb::RejectedRecord>), BrokerError> {
+        let node = self.node()?;
+        let metadata = node.metadata();
+        let output = node.modules.run_produce(&metadata, topic, records).await?;
+        let mut refused = Vec::new();
+        let mut report = Vec::new();
+        let mut dead_letters: BTreeMap<TopicName, Vec<pb::Record>> = BTreeMap::new();
+        for r in output.rejected {
+            let index = r.position as u32;
+            let policy = topic
+                .produce_chain
+                .get(r.stage)
+                .map_or(&RejectPolicy::Reject, |a| &a.on_reject);
+            refused.push(RejectedRecord {
+                index,
+                module: r.module.to_string(),
+                reason: r.reason.clone(),
+            });
+            let policy = match policy {
+                RejectPolicy::Reject => continue,
+                RejectPolicy::Drop => pb::RejectPolicy::Drop,
+                RejectPolicy::DeadLetter(dead_letter) => {
+                    let record =
+                        dead_letter_record(r.record, &topic.name, r.position, &r.module, &r.reason);
+                    dead_letters
+                        .entry(dead_letter.clone())
+                        .or_default()
+                        .push(to_pb_record(record));
+                    pb::RejectPolicy::DeadLetter
+                }
+            };
+            report.push(pb::RejectedRecord {
+                index,
+                reason: r.reason,
+                module: r.module.to_string(),
+                policy: policy as i32,
+            });
+        }
+        if refused.len() > report.len() {
+            return Err(BrokerError::RecordsRejected(refused));
+        }
+        for (dead_letter, records) in dead_letters {
+            let dead_letter = node.topic(&dead_letter).await?;
+            node.produce_to(&dead_letter, records).await?;
+        }
+        Ok((
+            output.records.into_iter().map(|r| r.record).collect(),
+            report,
+        ))
     }
 
     async fn handle_fetch(
@@ -387,6 +534,8 @@ impl BrokerService {
         let req = request.into_inner();
         let hosted = self.readable(&req.topic, req.partition).await?;
         let (offset, mut progress, log_start) = self.check_offset(&hosted, req.offset).await?;
+        // Built (and its `init`s run) before waiting, so bad parameters fail at once.
+        let chain = self.consume_chain(&req.topic, &req.modules).await?;
         let (max_records, max_bytes) =
             Self::fetch_limits(&node.config.limits, req.max_records, req.max_bytes);
         let wait = req.max_wait_ms.min(node.config.limits.max_fetch_wait_ms);
@@ -401,12 +550,36 @@ impl BrokerService {
         }
         let records =
             read_committed(node, &hosted, offset, progress, max_records, max_bytes).await?;
+        let next_offset = records.last().map_or(offset.0, |r| r.offset + 1);
+        let (records, rejected) = match chain {
+            Some(chain) if !records.is_empty() => run_consume_chain(chain, records).await?.1,
+            _ => (records, Vec::new()),
+        };
         self.metrics.fetched(&req.topic, records.len() as u64);
         Ok(pb::FetchResponse {
             records,
             high_watermark: progress.high_watermark.0,
             log_start_offset: log_start.0,
+            next_offset,
+            rejected,
         })
+    }
+
+    /// The chain a consume request names, or else the topic's consume chain; `None` when
+    /// there is neither. Every stage is instantiated and initialised.
+    async fn consume_chain(
+        &self,
+        topic: &str,
+        modules: &[pb::ModuleRef],
+    ) -> Result<Option<Chain>, BrokerError> {
+        let node = self.node()?;
+        let topic = self.topic(topic).await?;
+        let metadata = node.metadata();
+        let specs = module_admin::consume_specs(&metadata, &topic, modules)?;
+        if specs.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(node.modules.chain(&metadata, &specs, true).await?))
     }
 
     async fn handle_subscribe(
@@ -428,6 +601,8 @@ impl BrokerService {
         };
         let (_, max_bytes) = Self::fetch_limits(&node.config.limits, 0, req.max_bytes);
         let max_records = node.config.limits.max_fetch_records as usize;
+        // One chain for the whole subscription: an aggregate's state runs across its messages.
+        let mut chain = self.consume_chain(&req.topic, &req.modules).await?;
         let (tx, rx) = mpsc::channel(4);
         let node = node.clone();
         tokio::spawn(async move {
@@ -452,9 +627,28 @@ impl BrokerService {
                 };
                 if let Some(last) = records.last() {
                     position = Offset(last.offset + 1);
+                    let (records, rejected) = match chain.take() {
+                        None => (records, Vec::new()),
+                        Some(running) => match run_consume_chain(running, records).await {
+                            Ok((running, output)) => {
+                                chain = Some(running);
+                                output
+                            }
+                            Err(e) => {
+                                let _ = tx.send(Err(e.into())).await;
+                                return;
+                            }
+                        },
+                    };
+                    if records.is_empty() && rejected.is_empty() {
+                        // Everything was filtered out: nothing to tell the subscriber.
+                        continue;
+                    }
                     let message = pb::SubscribeResponse {
                         records,
                         high_watermark: progress.high_watermark.0,
+                        next_offset: position.0,
+                        rejected,
                     };
                     if tx.send(Ok(message)).await.is_err() {
                         return;
@@ -666,6 +860,52 @@ impl Broker for BrokerService {
         request: Request<pb::MoveReplicaRequest>,
     ) -> Result<Response<pb::DescribeTopicResponse>, Status> {
         self.answer("MoveReplica", self.handle_move_replica(request).await)
+    }
+
+    #[tracing::instrument(skip_all, fields(module = %request.get_ref().name, bytes = request.get_ref().wasm.len()))]
+    async fn register_module(
+        &self,
+        request: Request<pb::RegisterModuleRequest>,
+    ) -> Result<Response<pb::ModuleDescription>, Status> {
+        self.answer("RegisterModule", self.handle_register_module(request).await)
+    }
+
+    async fn list_modules(
+        &self,
+        request: Request<pb::ListModulesRequest>,
+    ) -> Result<Response<pb::ListModulesResponse>, Status> {
+        self.answer("ListModules", self.handle_list_modules(request).await)
+    }
+
+    async fn describe_module(
+        &self,
+        request: Request<pb::DescribeModuleRequest>,
+    ) -> Result<Response<pb::ModuleDescription>, Status> {
+        self.answer("DescribeModule", self.handle_describe_module(request).await)
+    }
+
+    #[tracing::instrument(skip_all, fields(module = %request.get_ref().name))]
+    async fn delete_module(
+        &self,
+        request: Request<pb::DeleteModuleRequest>,
+    ) -> Result<Response<pb::DeleteModuleResponse>, Status> {
+        self.answer("DeleteModule", self.handle_delete_module(request).await)
+    }
+
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic))]
+    async fn attach_module(
+        &self,
+        request: Request<pb::AttachModuleRequest>,
+    ) -> Result<Response<pb::DescribeTopicResponse>, Status> {
+        self.answer("AttachModule", self.handle_attach_module(request).await)
+    }
+
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, module = %request.get_ref().name))]
+    async fn detach_module(
+        &self,
+        request: Request<pb::DetachModuleRequest>,
+    ) -> Result<Response<pb::DescribeTopicResponse>, Status> {
+        self.answer("DetachModule", self.handle_detach_module(request).await)
     }
 }
 

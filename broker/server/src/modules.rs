@@ -1,0 +1,296 @@
+//! Modules on this node: the wasm runtime (created on first use, so a broker that never runs a
+//! module never reserves its memory pool), the compiled modules of the registered versions, and
+//! the produce chains of the topics this node leads, pooled so a produce request reuses warm
+//! instances instead of instantiating its chain.
+//!
+//! Module code runs on the blocking pool, bounded per call by the runtime's wall-clock limit:
+//! never on a tokio worker.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use weir_types::{Header, Record, TopicName};
+use weir_wasm::{
+    Chain, ChainError, ChainOutput, ChainRecord, Module, ModuleId, ModuleStats, Runtime, Stage,
+    WasmError, WasmLimits,
+};
+
+use crate::error::BrokerError;
+use crate::metadata::{Attachment, ClusterMetadata, ModuleVersionInfo, TopicInfo};
+use crate::node::blocking;
+
+/// Most stages one chain may have.
+pub(crate) const MAX_CHAIN_STAGES: usize = 16;
+/// Idle produce chains kept per topic: about the produce requests one topic runs at once.
+const IDLE_CHAINS_PER_TOPIC: usize = 4;
+
+/// A module of a chain as a request names it, resolved against the registry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct StageSpec {
+    /// Module and version.
+    pub(crate) id: ModuleId,
+    /// `init` parameters, in order.
+    pub(crate) params: Vec<(String, String)>,
+}
+
+impl From<&Attachment> for StageSpec {
+    fn from(a: &Attachment) -> Self {
+        StageSpec {
+            id: ModuleId {
+                name: a.module.clone(),
+                version: a.version,
+            },
+            params: a.params.clone(),
+        }
+    }
+}
+
+struct PooledChains {
+    stages: Vec<StageSpec>,
+    idle: Vec<Chain>,
+}
+
+/// The modules of one node.
+pub(crate) struct ModuleHost {
+    limits: WasmLimits,
+    cache_dir: PathBuf,
+    runtime: Mutex<Option<Arc<Runtime>>>,
+    loaded: Mutex<HashMap<ModuleId, Arc<Module>>>,
+    produce_chains: Mutex<HashMap<TopicName, PooledChains>>,
+}
+
+impl ModuleHost {
+    /// A host that compiles into (and loads compiled modules from) `cache_dir`.
+    pub(crate) fn new(limits: WasmLimits, cache_dir: PathBuf) -> Self {
+        Self {
+            limits,
+            cache_dir,
+            runtime: Mutex::new(None),
+            loaded: Mutex::new(HashMap::new()),
+            produce_chains: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn runtime(&self) -> Result<Arc<Runtime>, BrokerError> {
+        let mut runtime = lock(&self.runtime);
+        if let Some(r) = runtime.as_ref() {
+            return Ok(r.clone());
+        }
+        let created = Arc::new(
+            Runtime::new(self.limits.clone(), Some(self.cache_dir.clone())).map_err(|e| {
+                BrokerError::Internal(format!("cannot start the module runtime: {e}"))
+            })?,
+        );
+        *runtime = Some(created.clone());
+        Ok(created)
+    }
+
+    /// Validates and compiles module bytes about to be registered; the compiled artifact is
+    /// cached, so the first use after registration does not compile again.
+    pub(crate) async fn compile(&self, id: ModuleId, wasm: Bytes) -> Result<(), BrokerError> {
+        let runtime = self.runtime()?;
+        let name = id.name.clone();
+        let module = blocking(move || {
+            runtime
+                .load(id, &wasm)
+                .map_err(|e| invalid_module(&name, &e))
+        })
+        .await?;
+        lock(&self.loaded).insert(module.id().clone(), module);
+        Ok(())
+    }
+
+    /// The compiled module of a registered version.
+    async fn module(
+        &self,
+        id: &ModuleId,
+        info: &ModuleVersionInfo,
+    ) -> Result<Arc<Module>, BrokerError> {
+        if let Some(m) = lock(&self.loaded).get(id)
+            && m.sha256() == info.sha256
+        {
+            return Ok(m.clone());
+        }
+        let runtime = self.runtime()?;
+        let (owned_id, wasm) = (id.clone(), info.wasm.clone());
+        let module = blocking(move || {
+            runtime.load(owned_id.clone(), &wasm).map_err(|e| {
+                BrokerError::Internal(format!(
+                    "registered module '{owned_id}' does not load on this node: {e}"
+                ))
+            })
+        })
+        .await?;
+        lock(&self.loaded).insert(id.clone(), module.clone());
+        Ok(module)
+    }
+
+    /// Builds a chain; with `prepare`, instantiates every stage and runs its `init` now, so bad
+    /// parameters are reported before any record is processed.
+    pub(crate) async fn chain(
+        &self,
+        metadata: &ClusterMetadata,
+        specs: &[StageSpec],
+        prepare: bool,
+    ) -> Result<Chain, BrokerError> {
+        let mut stages = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let info = metadata
+                .module(&spec.id.name, Some(spec.id.version))
+                .ok_or_else(|| {
+                    BrokerError::UnknownModule(format!("module '{}' is not registered", spec.id))
+                })?;
+            stages.push(Stage {
+                module: self.module(&spec.id, info).await?,
+                params: spec.params.clone(),
+            });
+        }
+        let mut chain = Chain::new(stages);
+        if prepare {
+            chain = blocking(move || {
+                chain.prepare().map_err(module_failure)?;
+                Ok(chain)
+            })
+            .await?;
+        }
+        Ok(chain)
+    }
+
+    /// Runs `chain` over `input` on the blocking pool. The chain comes back only when it ran
+    /// cleanly; after a failure its instances are not trusted again.
+    pub(crate) async fn run(
+        chain: Chain,
+        input: Vec<ChainRecord>,
+    ) -> Result<(Chain, ChainOutput), BrokerError> {
+        blocking(move || {
+            let mut chain = chain;
+            let output = chain.run(input).map_err(module_failure)?;
+            Ok((chain, output))
+        })
+        .await
+    }
+
+    /// Runs a topic's produce chain over a request's records (positions are request indices),
+    /// reusing an idle chain of the same attachments when there is one.
+    pub(crate) async fn run_produce(
+        &self,
+        metadata: &ClusterMetadata,
+        topic: &TopicInfo,
+        records: Vec<Record>,
+    ) -> Result<ChainOutput, BrokerError> {
+        let specs: Vec<StageSpec> = topic.produce_chain.iter().map(StageSpec::from).collect();
+        let idle = {
+            let mut pools = lock(&self.produce_chains);
+            match pools.get_mut(&topic.name) {
+                Some(pool) if pool.stages == specs => pool.idle.pop(),
+                _ => None,
+            }
+        };
+        let chain = match idle {
+            Some(chain) => chain,
+            None => self.chain(metadata, &specs, false).await?,
+        };
+        let input = records
+            .into_iter()
+            .enumerate()
+            .map(|(i, record)| ChainRecord {
+                position: i as u64,
+                record,
+            })
+            .collect();
+        let (chain, output) = Self::run(chain, input).await?;
+        let mut pools = lock(&self.produce_chains);
+        let pool = pools
+            .entry(topic.name.clone())
+            .or_insert_with(|| PooledChains {
+                stages: specs.clone(),
+                idle: Vec::new(),
+            });
+        if pool.stages != specs {
+            // The chain changed while this request ran: start a pool for the new one.
+            *pool = PooledChains {
+                stages: specs,
+                idle: Vec::new(),
+            };
+        } else if pool.idle.len() < IDLE_CHAINS_PER_TOPIC {
+            pool.idle.push(chain);
+        }
+        Ok(output)
+    }
+
+    /// This node's counters of a module version; `None` if it never loaded it.
+    pub(crate) fn stats(&self, id: &ModuleId) -> Option<ModuleStats> {
+        lock(&self.loaded).get(id).map(|m| m.stats())
+    }
+
+    /// Counters of every module version this node loaded.
+    pub(crate) fn all_stats(&self) -> Vec<(ModuleId, ModuleStats)> {
+        let mut all: Vec<_> = lock(&self.loaded)
+            .iter()
+            .map(|(id, m)| (id.clone(), m.stats()))
+            .collect();
+        all.sort_by(|a, b| a.0.name.cmp(&b.0.name).then(a.0.version.cmp(&b.0.version)));
+        all
+    }
+}
+
+/// Header names set on dead-lettered records.
+pub(crate) mod dead_letter_headers {
+    /// Why the record was rejected.
+    pub(crate) const REASON: &str = "weir.rejected.reason";
+    /// The rejecting module, as NAME@VERSION.
+    pub(crate) const MODULE: &str = "weir.rejected.module";
+    /// The topic the record was produced to.
+    pub(crate) const TOPIC: &str = "weir.rejected.topic";
+    /// The record's index in its produce request.
+    pub(crate) const INDEX: &str = "weir.rejected.index";
+}
+
+/// A rejected record as it goes to a dead-letter topic: the record as it reached the rejecting
+/// module, plus headers saying why, by whom and from where.
+pub(crate) fn dead_letter_record(
+    mut record: Record,
+    topic: &TopicName,
+    index: u64,
+    module: &ModuleId,
+    reason: &str,
+) -> Record {
+    let mut add = |key: &str, value: String| {
+        record.headers.push(Header {
+            key: key.to_owned(),
+            value: Bytes::from(value),
+        })
+    };
+    add(dead_letter_headers::REASON, reason.to_owned());
+    add(dead_letter_headers::MODULE, module.to_string());
+    add(dead_letter_headers::TOPIC, topic.to_string());
+    add(dead_letter_headers::INDEX, index.to_string());
+    record
+}
+
+fn invalid_module(name: &str, e: &WasmError) -> BrokerError {
+    BrokerError::InvalidModule {
+        name: name.to_owned(),
+        reason: crate::error::error_chain(e),
+    }
+}
+
+fn module_failure(e: ChainError) -> BrokerError {
+    let module = e.error.module().to_string();
+    if e.error.is_invalid_params() {
+        BrokerError::InvalidModuleParams(e.error.to_string())
+    } else {
+        BrokerError::ModuleFailed {
+            module,
+            message: e.error.to_string(),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The sections under these locks only move values in and out of maps: a panic cannot
+    // leave them half-updated, so a poisoned lock is still consistent.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
