@@ -2,13 +2,14 @@
 //! partition's leader, replicas, in-sync replicas, high watermark and lag.
 //!
 //! Only a partition's leader knows its followers' state, so the partition table merges the
-//! answers of every reachable node, taking each partition from the node that leads it.
+//! answers of every reachable node, taking each partition from the node that leads it
+//! ([`ask_every_node`], which `weir topic describe` and `weir module describe` use too).
 
 use std::collections::BTreeMap;
 
 use anyhow::Context;
 use clap::Subcommand;
-use weir_client::{Client, ClusterInfo, PartitionInfo};
+use weir_client::{Client, ClientError, ClusterInfo, PartitionInfo};
 
 use crate::table;
 
@@ -142,6 +143,30 @@ fn status(cluster: &ClusterInfo) -> String {
     )
 }
 
+/// Asks every node of `cluster` at once, each over a connection of its own, and returns each
+/// node's id with its answer, in the cluster's node order. A node that cannot be reached or
+/// fails only costs its answer, which is its error.
+pub(crate) async fn ask_every_node<T, F, Fut>(
+    cluster: &ClusterInfo,
+    query: F,
+) -> Vec<(u64, Result<T, ClientError>)>
+where
+    F: Fn(Client) -> Fut,
+    Fut: Future<Output = Result<T, ClientError>>,
+{
+    let asks = cluster.nodes.iter().map(|node| {
+        let query = &query;
+        async move {
+            let answer = match Client::connect(node.address.as_str()).await {
+                Ok(client) => query(client).await,
+                Err(err) => Err(err),
+            };
+            (node.node_id, answer)
+        }
+    });
+    futures::future::join_all(asks).await
+}
+
 /// Every partition of `topics`, as its leader describes it (or as the first node that
 /// answered does, when no leader answered), keyed by (topic, partition). Only a partition's
 /// replicas know its leader, and only the leader knows its followers' state, so every reachable
@@ -150,20 +175,26 @@ pub(crate) async fn leader_views(
     cluster: &ClusterInfo,
     topics: &[String],
 ) -> BTreeMap<(String, u32), PartitionInfo> {
-    let mut views: BTreeMap<(String, u32), PartitionInfo> = BTreeMap::new();
-    for node in &cluster.nodes {
-        // A node that is down only costs its view; the others still answer.
-        let node_client = match Client::connect(node.address.as_str()).await {
-            Ok(node_client) => node_client,
-            Err(_) => continue,
-        };
+    let answers = ask_every_node(cluster, |client| async move {
+        let mut described = Vec::new();
         for topic in topics {
-            let Ok(described) = node_client.describe_topic(topic.as_str()).await else {
-                continue;
-            };
-            for partition in described.partitions {
+            // A topic a node cannot describe only costs that node's view of it.
+            if let Ok(info) = client.describe_topic(topic.as_str()).await {
+                described.push((topic.clone(), info.partitions));
+            }
+        }
+        Ok(described)
+    })
+    .await;
+    let mut views: BTreeMap<(String, u32), PartitionInfo> = BTreeMap::new();
+    for (node_id, answer) in answers {
+        let Ok(described) = answer else {
+            continue;
+        };
+        for (topic, partitions) in described {
+            for partition in partitions {
                 let key = (topic.clone(), partition.partition);
-                let leads = partition.leader == Some(node.node_id);
+                let leads = partition.leader == Some(node_id);
                 if leads || !views.contains_key(&key) {
                     views.insert(key, partition);
                 }

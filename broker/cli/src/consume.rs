@@ -7,13 +7,18 @@
 //! is survived by asking again from the same offset; `--timeout-ms` maps directly onto the
 //! broker's wait; and `--max-messages` bounds what the broker sends, where a stream would run
 //! ahead of it.
+//!
+//! With `--module` (or a topic consume chain) the broker filters and transforms what it reads:
+//! a fetch may return fewer records than it read, or none, so the next fetch starts where the
+//! broker says it stopped reading (`next_offset`), never at the last record printed + 1.
+//! Records a module rejected are reported on stderr.
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
 use tokio::io::AsyncWriteExt;
-use weir_client::{Client, FetchSpec, OffsetSpec, StartAt};
+use weir_client::{Client, FetchSpec, Fetched, ModuleRef, OffsetSpec, StartAt};
 
 use crate::format::{DEFAULT_FORMAT, Format};
 use crate::retry::with_retries;
@@ -44,9 +49,17 @@ pub struct ConsumeArgs {
     #[arg(short = 'n', long, value_name = "N")]
     max_messages: Option<u64>,
 
-    /// Exit when no record arrives for this many milliseconds.
+    /// Exit when no record arrives for this many milliseconds (records the modules filter out
+    /// do not count).
     #[arg(long, value_name = "MS")]
     timeout_ms: Option<u64>,
+
+    /// Run this module over the records before printing them (instead of the topic's consume
+    /// chain), as NAME[@VERSION][:KEY=VALUE,...]; a value cannot contain ','. Repeat to chain
+    /// modules, in order. Records a module rejects are reported on stderr as `rejected offset N
+    /// by MODULE: REASON`.
+    #[arg(short, long = "module", value_name = "MODULE")]
+    modules: Vec<ModuleRef>,
 
     /// Output template: %v value, %k key, %o offset, %p partition, %t topic, %T timestamp,
     /// %h headers, %% and the escapes \n \t \r \\.
@@ -86,9 +99,10 @@ pub async fn run(client: &Client, args: ConsumeArgs) -> anyhow::Result<()> {
             }
             None => MAX_POLL_WAIT,
         };
-        let spec = FetchSpec::new(&args.topic, args.partition, offset)
+        let mut spec = FetchSpec::new(&args.topic, args.partition, offset)
             .with_max_records(remaining.map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)))
             .with_max_wait_ms(u32::try_from(wait.as_millis()).unwrap_or(u32::MAX));
+        spec.modules.clone_from(&args.modules);
         let fetched = tokio::select! {
             // A broker that stays down past the idle timeout is an error, not an idle partition.
             fetched = with_retries(idle_deadline, || client.fetch(spec.clone())) => fetched,
@@ -103,11 +117,14 @@ pub async fn run(client: &Client, args: ConsumeArgs) -> anyhow::Result<()> {
                 args.topic, args.partition
             )
         })?;
-        let Some(last) = fetched.records.last() else {
+        offset = fetched.next_offset;
+        if fetched.records.is_empty() && fetched.rejected.is_empty() {
             continue;
-        };
-        offset = last.offset + 1;
+        }
         idle_deadline = idle_timeout.map(|timeout| Instant::now() + timeout);
+        for line in rejection_lines(&fetched) {
+            eprintln!("{line}");
+        }
 
         buffer.clear();
         let take = remaining.map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
@@ -125,6 +142,16 @@ pub async fn run(client: &Client, args: ConsumeArgs) -> anyhow::Result<()> {
             return Err(anyhow::Error::new(err).context("cannot write to stdout"));
         }
     }
+}
+
+/// One line per record a consume-chain module rejected.
+fn rejection_lines(fetched: &Fetched) -> impl Iterator<Item = String> + '_ {
+    fetched.rejected.iter().map(|rejected| {
+        format!(
+            "rejected offset {} by {}: {}",
+            rejected.offset, rejected.module, rejected.reason
+        )
+    })
 }
 
 async fn write_all(out: &mut tokio::io::Stdout, bytes: &[u8]) -> std::io::Result<()> {
@@ -174,6 +201,60 @@ mod tests {
             .expect("valid options");
         assert_eq!((cli.args.offset, cli.args.partition), (Some(3), 2));
         assert!(!cli.args.from_beginning);
+    }
+
+    #[test]
+    fn modules_repeat_in_order_and_bad_ones_are_refused() {
+        let cli = Cli::try_parse_from([
+            "consume",
+            "t",
+            "--module",
+            "filter:field=type,equals=click",
+            "-m",
+            "upper@2",
+        ])
+        .expect("valid modules");
+        assert_eq!(
+            cli.args.modules,
+            [
+                ModuleRef::new("filter")
+                    .with_param("field", "type")
+                    .with_param("equals", "click"),
+                ModuleRef::new("upper").with_version(2),
+            ]
+        );
+        assert!(
+            Cli::try_parse_from(["consume", "t"])
+                .expect("no modules")
+                .args
+                .modules
+                .is_empty()
+        );
+        for bad in ["", "m@0", "m:k", "m:"] {
+            assert!(
+                Cli::try_parse_from(["consume", "t", "--module", bad]).is_err(),
+                "{bad:?} should be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn rejections_print_their_offset_module_and_reason() {
+        let fetched = Fetched {
+            records: Vec::new(),
+            next_offset: 10,
+            rejected: vec![weir_client::RejectedOffset {
+                offset: 7,
+                reason: "no field type".to_owned(),
+                module: "filter@1".to_owned(),
+            }],
+            high_watermark: 10,
+            log_start_offset: 0,
+        };
+        assert_eq!(
+            rejection_lines(&fetched).collect::<Vec<_>>(),
+            ["rejected offset 7 by filter@1: no field type"]
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! `weir`, the Weir command line: topic administration, a console producer and consumer, and a
-//! benchmark, following the conventions of kcat, rpk and the Kafka console tools (DESIGN §7).
+//! `weir`, the Weir command line: topic and module administration, a console producer and
+//! consumer, and a benchmark, following the conventions of kcat, rpk and the Kafka console tools
+//! (DESIGN §7).
 //!
 //! Every command talks to the broker given by `--broker HOST:PORT` (env `WEIR_BROKER`, default
 //! `127.0.0.1:7070`). Results go to stdout; diagnostics go to stderr; a failure prints one line
@@ -10,6 +11,9 @@ mod broker;
 mod cluster;
 mod consume;
 mod format;
+mod module;
+mod module_new;
+pub mod module_test;
 mod pipeline;
 mod produce;
 mod retry;
@@ -58,6 +62,11 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Print the records of a partition, one per line.
     Consume(consume::ConsumeArgs),
+    /// Register WebAssembly modules and attach them to topics' produce and consume chains.
+    Module {
+        #[command(subcommand)]
+        command: module::ModuleCommand,
+    },
     /// Show the cluster.
     Cluster {
         #[command(subcommand)]
@@ -84,6 +93,7 @@ impl Command {
             Self::Topic { .. }
             | Self::Produce(_)
             | Self::Consume(_)
+            | Self::Module { .. }
             | Self::Cluster { .. }
             | Self::Bench { .. } => "warn",
         }
@@ -95,6 +105,7 @@ impl Command {
             Self::Topic { command } => command.run(&connect(broker).await?).await,
             Self::Produce(args) => produce::run(&connect(broker).await?, args).await,
             Self::Consume(args) => consume::run(&connect(broker).await?, args).await,
+            Self::Module { command } => command.run(broker).await,
             Self::Cluster { command } => command.run(&connect(broker).await?).await,
             Self::Bench { embedded, command } => command.run(broker, embedded).await,
         }

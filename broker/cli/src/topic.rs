@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Subcommand;
-use weir_client::{Client, PartitionInfo, TopicInfo, TopicSpec};
+use weir_client::{Client, ModuleAttachment, ModulePath, PartitionInfo, TopicInfo, TopicSpec};
 
 use crate::table;
 
@@ -22,7 +22,8 @@ pub enum TopicCommand {
     },
     /// List topics with their partition count and replication factor.
     List,
-    /// Show a topic's partitions: leader, replicas, high watermark and log start.
+    /// Show a topic's partitions (leader, replicas, high watermark and log start) and its
+    /// module chains.
     Describe {
         /// Topic name.
         name: String,
@@ -105,7 +106,7 @@ impl TopicCommand {
     }
 }
 
-/// A topic's summary line and its partition table.
+/// A topic's summary line, its partition table and its module chains.
 fn describe(topic: &TopicInfo) -> String {
     let rows: Vec<[String; 6]> = topic.partitions.iter().map(partition_row).collect();
     let mut configs: Vec<_> = topic.configs.iter().collect();
@@ -137,7 +138,59 @@ fn describe(topic: &TopicInfo) -> String {
             .iter()
             .map(|p| (format!("{}/{}", topic.name, p.partition), p)),
     ));
+    for (path, chain) in [
+        (ModulePath::Produce, &topic.produce_chain),
+        (ModulePath::Consume, &topic.consume_chain),
+    ] {
+        if !chain.is_empty() {
+            out.push('\n');
+            out.push_str(&chain_section(path, chain));
+        }
+    }
     out
+}
+
+/// `Produce chain:` or `Consume chain:` and a table of the chain's stages in the order they
+/// run: the module at its attached version, its parameters, and on the produce path what
+/// happens to the records it rejects.
+pub(crate) fn chain_section(path: ModulePath, chain: &[ModuleAttachment]) -> String {
+    let title = match path {
+        ModulePath::Produce => "Produce chain:",
+        ModulePath::Consume => "Consume chain:",
+    };
+    let rows = chain.iter().enumerate().map(|(i, attachment)| {
+        let params: Vec<String> = attachment
+            .module
+            .params
+            .iter()
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect();
+        let params = if params.is_empty() {
+            "-".to_owned()
+        } else {
+            params.join(",")
+        };
+        [
+            (i + 1).to_string(),
+            attachment.module.versioned_name(),
+            params,
+            attachment.on_reject.to_string(),
+        ]
+    });
+    let table = match path {
+        ModulePath::Produce => {
+            let rows: Vec<[String; 4]> = rows.collect();
+            table::render(["STAGE", "MODULE", "PARAMS", "ON-REJECT"], &rows)
+        }
+        // A consume chain reports what it rejects to the consumer: it has no policy to show.
+        ModulePath::Consume => {
+            let rows: Vec<[String; 3]> = rows
+                .map(|[stage, module, params, _]| [stage, module, params])
+                .collect();
+            table::render(["STAGE", "MODULE", "PARAMS"], &rows)
+        }
+    };
+    format!("{title}\n{table}")
 }
 
 /// The leader column: the leader's id, `-` while an election is in progress, or `FAILED` when
@@ -236,6 +289,8 @@ mod tests {
                 },
             ],
             configs: HashMap::new(),
+            produce_chain: Vec::new(),
+            consume_chain: Vec::new(),
         };
         assert_eq!(
             describe(&topic),
@@ -244,6 +299,63 @@ mod tests {
              PARTITION  LEADER  REPLICAS  IN-SYNC  HIGH-WATERMARK  LOG-START\n\
              0          2       1,2,3     1,2      120             0\n\
              1          -       2,3,1     ?        7               5\n"
+        );
+    }
+
+    #[test]
+    fn describe_lists_each_chain_that_has_modules() {
+        use weir_client::{ModuleRef, RejectPolicy};
+
+        let attachment = |module: ModuleRef, path, on_reject| ModuleAttachment {
+            module,
+            path,
+            on_reject,
+        };
+        let topic = TopicInfo {
+            name: "orders".to_owned(),
+            replication_factor: 1,
+            partitions: Vec::new(),
+            configs: HashMap::new(),
+            produce_chain: vec![
+                attachment(
+                    ModuleRef::new("json-validate")
+                        .with_version(2)
+                        .with_param("required", "id")
+                        .with_param("max", "10"),
+                    ModulePath::Produce,
+                    RejectPolicy::DeadLetter("orders-dlq".to_owned()),
+                ),
+                attachment(
+                    ModuleRef::new("stamp").with_version(1),
+                    ModulePath::Produce,
+                    RejectPolicy::Reject,
+                ),
+            ],
+            consume_chain: Vec::new(),
+        };
+        assert_eq!(
+            describe(&topic),
+            "NAME: orders  PARTITIONS: 0  REPLICATION: 1\n\
+             \n\
+             PARTITION  LEADER  REPLICAS  IN-SYNC  HIGH-WATERMARK  LOG-START\n\
+             \n\
+             Produce chain:\n\
+             STAGE  MODULE           PARAMS              ON-REJECT\n\
+             1      json-validate@2  required=id,max=10  dead-letter to orders-dlq\n\
+             2      stamp@1          -                   reject\n"
+        );
+        let consume = [attachment(
+            ModuleRef::new("filter")
+                .with_version(3)
+                .with_param("field", "type"),
+            ModulePath::Consume,
+            RejectPolicy::Reject,
+        )];
+        assert_eq!(
+            chain_section(ModulePath::Consume, &consume),
+            "Consume chain:\n\
+             STAGE  MODULE    PARAMS\n\
+             1      filter@3  field=type\n"
         );
     }
 }

@@ -4,6 +4,8 @@ use std::collections::HashMap;
 
 use weir_proto::v1;
 
+use crate::{ModuleAttachment, ModulePath};
+
 /// What to create: a topic's name, partition count, replication factor and configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicSpec {
@@ -64,6 +66,12 @@ pub struct TopicInfo {
     pub partitions: Vec<PartitionInfo>,
     /// Topic configuration entries.
     pub configs: HashMap<String, String>,
+    /// Modules run on the partition leader over every produce request, in order, before
+    /// anything is stored.
+    pub produce_chain: Vec<ModuleAttachment>,
+    /// Modules run over fetched records, in order, for consumers that name no chain of their
+    /// own.
+    pub consume_chain: Vec<ModuleAttachment>,
 }
 
 /// The state of one partition.
@@ -152,8 +160,18 @@ impl From<v1::TopicDescription> for TopicInfo {
             replication_factor: topic.replication_factor,
             partitions,
             configs: topic.configs,
+            produce_chain: chain(topic.produce_chain, ModulePath::Produce),
+            consume_chain: chain(topic.consume_chain, ModulePath::Consume),
         }
     }
+}
+
+/// The attachments of one chain of a topic description.
+fn chain(attachments: Vec<v1::ModuleAttachment>, path: ModulePath) -> Vec<ModuleAttachment> {
+    attachments
+        .into_iter()
+        .map(|attachment| ModuleAttachment::from_wire(attachment, path))
+        .collect()
 }
 
 impl From<v1::PartitionDescription> for PartitionInfo {
@@ -214,12 +232,65 @@ mod tests {
             replication_factor: 3,
             partitions: vec![partition(1, None), partition(0, Some(2))],
             configs: HashMap::new(),
+            produce_chain: Vec::new(),
+            consume_chain: Vec::new(),
         });
         let order: Vec<u32> = info.partitions.iter().map(|p| p.partition).collect();
         assert_eq!(order, [0, 1]);
         assert_eq!(info.partitions[0].leader, Some(2));
         assert_eq!(info.partitions[1].leader, None);
         assert_eq!(info.partitions[0].log_start_offset, 2);
+    }
+
+    #[test]
+    fn topic_info_reads_both_chains_in_order() {
+        let attachment = |name: &str, version, on_reject: v1::RejectPolicy, dlq: &str| {
+            v1::ModuleAttachment {
+                module: Some(v1::ModuleRef {
+                    name: name.to_owned(),
+                    version: Some(version),
+                    params: vec![v1::ModuleParam {
+                        key: "k".to_owned(),
+                        value: "v".to_owned(),
+                    }],
+                }),
+                // The list an attachment is in decides its path.
+                path: v1::ModulePath::Unspecified as i32,
+                on_reject: on_reject as i32,
+                dead_letter_topic: dlq.to_owned(),
+            }
+        };
+        let info = TopicInfo::from(v1::TopicDescription {
+            name: "orders".to_owned(),
+            produce_chain: vec![
+                attachment("validate", 2, v1::RejectPolicy::DeadLetter, "dlq"),
+                attachment("stamp", 1, v1::RejectPolicy::Unspecified, ""),
+            ],
+            consume_chain: vec![attachment("filter", 4, v1::RejectPolicy::Reject, "")],
+            ..Default::default()
+        });
+        assert_eq!(
+            info.produce_chain,
+            [
+                ModuleAttachment {
+                    module: crate::ModuleRef::new("validate")
+                        .with_version(2)
+                        .with_param("k", "v"),
+                    path: ModulePath::Produce,
+                    on_reject: crate::RejectPolicy::DeadLetter("dlq".to_owned()),
+                },
+                ModuleAttachment {
+                    module: crate::ModuleRef::new("stamp")
+                        .with_version(1)
+                        .with_param("k", "v"),
+                    path: ModulePath::Produce,
+                    on_reject: crate::RejectPolicy::Reject,
+                },
+            ]
+        );
+        assert_eq!(info.consume_chain.len(), 1);
+        assert_eq!(info.consume_chain[0].path, ModulePath::Consume);
+        assert_eq!(info.consume_chain[0].module.versioned_name(), "filter@4");
     }
 
     #[test]

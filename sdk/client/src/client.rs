@@ -4,15 +4,18 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use bytes::Bytes;
 use futures::StreamExt;
 use tonic::transport::Channel;
 use weir_proto::v1::{self, broker_client::BrokerClient};
 
 use crate::address::BrokerAddress;
+use crate::module::attach_request;
 use crate::routing::{self, LeaderCache, follow_leader};
 use crate::{
-    Acks, ClientError, ClusterInfo, ConsumedRecord, FetchSpec, Fetched, ListedOffset, OffsetSpec,
-    ProduceOutcome, ProducerRecord, RecordStream, StartAt, TopicInfo, TopicSpec, TopicSummary,
+    Acks, BatchStream, ClientError, ClusterInfo, ConsumedRecord, FetchSpec, Fetched, ListedOffset,
+    ModuleInfo, ModulePath, ModuleRef, OffsetSpec, ProduceOutcome, ProducerRecord, RecordStream,
+    RejectPolicy, StartAt, SubscribeSpec, SubscribedBatch, TopicInfo, TopicSpec, TopicSummary,
 };
 
 /// Largest gRPC message the client sends or accepts, in bytes. tonic's default of 4 MiB is below
@@ -214,10 +217,13 @@ impl Client {
     /// section). With `None` the bootstrap broker picks the partition, from the first record's
     /// key hash, or round-robin for records without a key, and the request is not rerouted. The
     /// records of one call get consecutive offsets from [`ProduceOutcome::base_offset`], except
-    /// those the topic's modules rejected, which are listed in [`ProduceOutcome::rejected`].
+    /// those the topic's produce chain dropped or dead-lettered, which are listed in
+    /// [`ProduceOutcome::rejected`].
     ///
     /// Broker reasons: `UNKNOWN_TOPIC`, `UNKNOWN_PARTITION`, `NOT_LEADER`, `INVALID_RECORD`,
-    /// `RECORD_TOO_LARGE`, `EMPTY_BATCH`, `UNAVAILABLE`. Two calls in flight at once may be
+    /// `RECORD_TOO_LARGE`, `EMPTY_BATCH`, `UNAVAILABLE`; with a produce chain also
+    /// `RECORD_REJECTED` (nothing stored; [`ClientError::rejected_records`] lists the records)
+    /// and `MODULE_FAILED`. Two calls in flight at once may be
     /// stored in either order; wait for one before sending the next when order matters.
     pub async fn produce(
         &self,
@@ -251,8 +257,14 @@ impl Client {
     /// [`FetchSpec::max_wait_ms`] when none is available yet. Sent to the partition's leader (see
     /// the crate's "Routing" section).
     ///
-    /// Broker reasons: `UNKNOWN_TOPIC`, `UNKNOWN_PARTITION`, `OFFSET_OUT_OF_RANGE`, `NOT_LEADER`.
+    /// With [`FetchSpec::modules`] (or a topic consume chain), the broker runs the chain over
+    /// the records read: only its output is returned, and the next fetch starts at
+    /// [`Fetched::next_offset`].
+    ///
+    /// Broker reasons: `UNKNOWN_TOPIC`, `UNKNOWN_PARTITION`, `OFFSET_OUT_OF_RANGE`, `NOT_LEADER`;
+    /// with modules also `UNKNOWN_MODULE`, `INVALID_MODULE_PARAMS` and `MODULE_FAILED`.
     pub async fn fetch(&self, spec: FetchSpec) -> Result<Fetched, ClientError> {
+        let requested = spec.offset;
         let request = v1::FetchRequest::try_from(spec)?;
         let response = self
             .to_leader(&request.topic, request.partition, |mut broker| {
@@ -260,12 +272,13 @@ impl Client {
                 async move { broker.fetch(request).await }
             })
             .await?;
-        Ok(Fetched::from(response))
+        Ok(Fetched::from_wire(response, requested))
     }
 
     /// Subscribes to one partition: the stream yields each committed record from `start` on, as
     /// the broker commits them, and does not end on its own while the partition exists. Opened
-    /// at the partition's leader (see the crate's "Routing" section).
+    /// at the partition's leader (see the crate's "Routing" section). The topic's consume chain,
+    /// if it has one, applies; [`Client::subscribe_with`] names a chain of its own.
     ///
     /// The stream ends after yielding its first error; a consumer that wants to continue
     /// subscribes again from the offset after the last record it got.
@@ -275,34 +288,53 @@ impl Client {
         partition: u32,
         start: StartAt,
     ) -> Result<RecordStream, ClientError> {
-        let request = v1::SubscribeRequest {
-            topic: topic.into(),
-            partition,
-            start: Some(v1::StartPosition::from(start)),
-            max_bytes: 0,
-        };
+        self.subscribe_with(SubscribeSpec::new(topic, partition, start))
+            .await
+    }
+
+    /// Subscribes as [`Client::subscribe`] does, with the options of `spec`: a module chain
+    /// and a message size bound.
+    ///
+    /// The records are those the chain let through; what it rejected is not reported here, and
+    /// a consumer that continues after an error should do so from the last
+    /// [`SubscribedBatch::next_offset`], which [`Client::subscribe_batches`] gives.
+    pub async fn subscribe_with(&self, spec: SubscribeSpec) -> Result<RecordStream, ClientError> {
+        let batches = self.subscribe_batches(spec).await?;
+        let records = batches.flat_map(|batch| {
+            let items: Vec<Result<ConsumedRecord, ClientError>> = match batch {
+                Ok(batch) => batch.records.into_iter().map(Ok).collect(),
+                Err(err) => vec![Err(err)],
+            };
+            futures::stream::iter(items)
+        });
+        Ok(Box::pin(records))
+    }
+
+    /// Subscribes as [`Client::subscribe_with`] does, yielding the broker's messages whole:
+    /// records, the records the module chain rejected, and where the stream stands
+    /// ([`SubscribedBatch::next_offset`]).
+    ///
+    /// Broker reasons: `UNKNOWN_TOPIC`, `UNKNOWN_PARTITION`, `OFFSET_OUT_OF_RANGE`, `NOT_LEADER`;
+    /// with modules also `UNKNOWN_MODULE`, `INVALID_MODULE_PARAMS`, and, in the stream,
+    /// `MODULE_FAILED`.
+    pub async fn subscribe_batches(&self, spec: SubscribeSpec) -> Result<BatchStream, ClientError> {
+        let request = v1::SubscribeRequest::from(spec);
+        let partition = request.partition;
         let batches = self
             .to_leader(&request.topic, partition, |mut broker| {
                 let request = request.clone();
                 async move { broker.subscribe(request).await }
             })
             .await?;
-        let records = batches
-            .map(|batch| {
-                let items: Vec<Result<ConsumedRecord, ClientError>> = match batch {
-                    Ok(batch) => batch.records.into_iter().map(|r| Ok(r.into())).collect(),
-                    Err(status) => vec![Err(status.into())],
-                };
-                futures::stream::iter(items)
-            })
-            .flatten()
+        let batches = batches
+            .map(|batch| batch.map(SubscribedBatch::from).map_err(ClientError::from))
             // Statuses after the first error would describe the same failure.
             .scan(false, |failed, item| {
                 let stop = *failed;
                 *failed |= item.is_err();
                 futures::future::ready((!stop).then_some(item))
             });
-        Ok(Box::pin(records))
+        Ok(Box::pin(batches))
     }
 
     /// Looks up an offset in one partition: the earliest, the latest (high watermark), or the
@@ -388,6 +420,137 @@ impl Client {
             .map(TopicInfo::from)
             .ok_or(ClientError::UnexpectedResponse(
                 "MoveReplica answered without the topic",
+            ))
+    }
+
+    /// Registers `wasm` as version `version` of the module `name` (`None`: one more than the
+    /// latest, 1 for a new name), and returns the module as registered. The broker validates
+    /// and compiles the module before storing anything. Sent to the bootstrap broker, which
+    /// hands the registration to the controller.
+    ///
+    /// Broker reasons: `INVALID_MODULE` (not wasm, forbidden imports, nothing Weir can call,
+    /// too large), `MODULE_EXISTS`, `INVALID_ARGUMENT` (a bad name or version 0), `UNAVAILABLE`.
+    pub async fn register_module(
+        &self,
+        name: impl Into<String>,
+        version: Option<u32>,
+        wasm: impl Into<Bytes>,
+    ) -> Result<ModuleInfo, ClientError> {
+        let response = self
+            .bootstrap()
+            .register_module(v1::RegisterModuleRequest {
+                name: name.into(),
+                version,
+                wasm: wasm.into(),
+            })
+            .await?
+            .into_inner();
+        ModuleInfo::try_from(response)
+    }
+
+    /// Lists the registered modules, sorted by name, with their versions and attachments. The
+    /// counters are those of the bootstrap broker.
+    pub async fn list_modules(&self) -> Result<Vec<ModuleInfo>, ClientError> {
+        let response = self
+            .bootstrap()
+            .list_modules(v1::ListModulesRequest {})
+            .await?
+            .into_inner();
+        let mut modules = response
+            .modules
+            .into_iter()
+            .map(ModuleInfo::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        modules.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(modules)
+    }
+
+    /// Describes one module: its versions with their counters on the bootstrap broker (each
+    /// node counts the runs it made; ask each node's address for the whole cluster's), and
+    /// where it is attached. Broker reason: `UNKNOWN_MODULE`.
+    pub async fn describe_module(
+        &self,
+        name: impl Into<String>,
+    ) -> Result<ModuleInfo, ClientError> {
+        let response = self
+            .bootstrap()
+            .describe_module(v1::DescribeModuleRequest { name: name.into() })
+            .await?
+            .into_inner();
+        ModuleInfo::try_from(response)
+    }
+
+    /// Deletes one version of the module `name`, or every version with `None`.
+    ///
+    /// Broker reasons: `UNKNOWN_MODULE`, `MODULE_IN_USE` (attached to a topic: detach it
+    /// first), `UNAVAILABLE`.
+    pub async fn delete_module(
+        &self,
+        name: impl Into<String>,
+        version: Option<u32>,
+    ) -> Result<(), ClientError> {
+        self.bootstrap()
+            .delete_module(v1::DeleteModuleRequest {
+                name: name.into(),
+                version,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Appends `module` to the `path` chain of `topic`, and returns the topic with its chains
+    /// afterwards. A module without a version is attached at the latest one, which the
+    /// attachment then keeps. The broker first runs the module's `init` with the parameters.
+    /// `on_reject` applies to the produce path; a consume-path attachment takes
+    /// [`RejectPolicy::Reject`] (its rejections are reported to the consumer).
+    ///
+    /// Broker reasons: `UNKNOWN_TOPIC`, `UNKNOWN_MODULE`, `INVALID_MODULE_PARAMS`,
+    /// `INVALID_ARGUMENT` (e.g. a dead-letter topic that does not exist or is `topic` itself, or
+    /// a policy on the consume path), `UNAVAILABLE`.
+    pub async fn attach_module(
+        &self,
+        topic: impl Into<String>,
+        module: ModuleRef,
+        path: ModulePath,
+        on_reject: RejectPolicy,
+    ) -> Result<TopicInfo, ClientError> {
+        let response = self
+            .bootstrap()
+            .attach_module(attach_request(topic.into(), module, path, on_reject))
+            .await?
+            .into_inner();
+        response
+            .topic
+            .map(TopicInfo::from)
+            .ok_or(ClientError::UnexpectedResponse(
+                "AttachModule answered without the topic",
+            ))
+    }
+
+    /// Removes the module `name` from the `path` chain of `topic`, and returns the topic with
+    /// its chains afterwards.
+    ///
+    /// Broker reasons: `UNKNOWN_TOPIC`, `UNKNOWN_MODULE` (not in that chain), `UNAVAILABLE`.
+    pub async fn detach_module(
+        &self,
+        topic: impl Into<String>,
+        name: impl Into<String>,
+        path: ModulePath,
+    ) -> Result<TopicInfo, ClientError> {
+        let response = self
+            .bootstrap()
+            .detach_module(v1::DetachModuleRequest {
+                topic: topic.into(),
+                name: name.into(),
+                path: v1::ModulePath::from(path).into(),
+            })
+            .await?
+            .into_inner();
+        response
+            .topic
+            .map(TopicInfo::from)
+            .ok_or(ClientError::UnexpectedResponse(
+                "DetachModule answered without the topic",
             ))
     }
 

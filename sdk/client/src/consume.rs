@@ -1,5 +1,5 @@
-//! Consume types: fetch requests and their answers, subscription start positions and offset
-//! look-ups.
+//! Consume types: fetch requests and their answers, subscriptions and their start positions,
+//! and offset look-ups.
 
 use std::pin::Pin;
 
@@ -7,7 +7,7 @@ use bytes::Bytes;
 use futures::Stream;
 use weir_proto::v1;
 
-use crate::ClientError;
+use crate::{ClientError, ModuleRef, RejectedOffset};
 
 /// A record as read from a partition: what was produced, plus its offset and stored timestamp.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +64,9 @@ pub struct FetchSpec {
     /// How long the broker waits for a record at `offset` when there is none yet; 0 answers at
     /// once.
     pub max_wait_ms: u32,
+    /// A module chain the broker runs over the records before returning them, in order; empty
+    /// means the topic's consume chain, if it has one.
+    pub modules: Vec<ModuleRef>,
 }
 
 impl FetchSpec {
@@ -76,6 +79,7 @@ impl FetchSpec {
             max_records: 0,
             max_bytes: 0,
             max_wait_ms: 0,
+            modules: Vec::new(),
         }
     }
 
@@ -94,6 +98,13 @@ impl FetchSpec {
     /// Makes the broker wait up to `max_wait_ms` for a record when there is none yet (long poll).
     pub fn with_max_wait_ms(mut self, max_wait_ms: u32) -> Self {
         self.max_wait_ms = max_wait_ms;
+        self
+    }
+
+    /// Appends a module to the chain the broker runs over the records (replacing the topic's
+    /// consume chain for this fetch).
+    pub fn with_module(mut self, module: ModuleRef) -> Self {
+        self.modules.push(module);
         self
     }
 }
@@ -116,28 +127,50 @@ impl TryFrom<FetchSpec> for v1::FetchRequest {
             max_records: spec.max_records,
             max_bytes: spec.max_bytes,
             max_wait_ms: spec.max_wait_ms,
+            modules: spec.modules.into_iter().map(v1::ModuleRef::from).collect(),
         })
     }
 }
 
-/// The answer to a fetch: the records read and the partition's bounds at that moment.
+/// The answer to a fetch: the records read, where to read next, and the partition's bounds at
+/// that moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fetched {
-    /// The records, in offset order; empty when nothing arrived within the wait.
+    /// The records, in offset order, with their original offsets; with a module chain, only
+    /// those that came out of it. Empty when nothing arrived within the wait, or when the chain
+    /// kept nothing of what was read.
     pub records: Vec<ConsumedRecord>,
+    /// Where the next fetch should start: one past the last offset this fetch read, whether or
+    /// not a module kept it; the requested offset when nothing was read. With a filter this can
+    /// be past the last record returned, so a consumer continues from here, not from the last
+    /// record's offset + 1.
+    pub next_offset: u64,
+    /// Records a consume-chain module rejected, with the reason.
+    pub rejected: Vec<RejectedOffset>,
     /// One past the last committed offset.
     pub high_watermark: u64,
     /// The first offset still stored.
     pub log_start_offset: u64,
 }
 
-impl From<v1::FetchResponse> for Fetched {
-    fn from(response: v1::FetchResponse) -> Self {
+impl Fetched {
+    /// Reads a fetch answer to a request for `requested`. `next_offset` is never before the
+    /// requested offset nor before the last record returned: a broker older than the field
+    /// sends 0, and a consumer must never be sent backwards.
+    pub(crate) fn from_wire(response: v1::FetchResponse, requested: u64) -> Self {
+        let records: Vec<ConsumedRecord> = response
+            .records
+            .into_iter()
+            .map(ConsumedRecord::from)
+            .collect();
+        let after_last = records.last().map_or(requested, |r| r.offset + 1);
         Self {
-            records: response
-                .records
+            next_offset: response.next_offset.max(requested).max(after_last),
+            records,
+            rejected: response
+                .rejected
                 .into_iter()
-                .map(ConsumedRecord::from)
+                .map(RejectedOffset::from)
                 .collect(),
             high_watermark: response.high_watermark,
             log_start_offset: response.log_start_offset,
@@ -166,6 +199,100 @@ impl From<StartAt> for v1::StartPosition {
         };
         Self {
             position: Some(position),
+        }
+    }
+}
+
+/// One subscription: where to tail, from where, and the module chain to run over it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscribeSpec {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// Where the stream starts.
+    pub start: StartAt,
+    /// Upper bound on the bytes of one streamed message; 0 means the broker default.
+    pub max_bytes: u32,
+    /// A module chain the broker runs over the records, in order; empty means the topic's
+    /// consume chain, if it has one. The chain lives as long as the subscription, so an
+    /// aggregate's state runs across the whole stream.
+    pub modules: Vec<ModuleRef>,
+}
+
+impl SubscribeSpec {
+    /// A subscription to `topic`/`partition` from `start`, with the broker's default message
+    /// size and the topic's consume chain.
+    pub fn new(topic: impl Into<String>, partition: u32, start: StartAt) -> Self {
+        Self {
+            topic: topic.into(),
+            partition,
+            start,
+            max_bytes: 0,
+            modules: Vec::new(),
+        }
+    }
+
+    /// Sets the upper bound on the bytes of one streamed message.
+    pub fn with_max_bytes(mut self, max_bytes: u32) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// Appends a module to the chain the broker runs over the stream (replacing the topic's
+    /// consume chain for this subscription).
+    pub fn with_module(mut self, module: ModuleRef) -> Self {
+        self.modules.push(module);
+        self
+    }
+}
+
+impl From<SubscribeSpec> for v1::SubscribeRequest {
+    fn from(spec: SubscribeSpec) -> Self {
+        Self {
+            topic: spec.topic,
+            partition: spec.partition,
+            start: Some(v1::StartPosition::from(spec.start)),
+            max_bytes: spec.max_bytes,
+            modules: spec.modules.into_iter().map(v1::ModuleRef::from).collect(),
+        }
+    }
+}
+
+/// One message of a subscription: records as the broker committed them, after its module
+/// chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscribedBatch {
+    /// The records, in offset order, with their original offsets; with a module chain, only
+    /// those that came out of it (possibly none, when the batch carries only rejections).
+    pub records: Vec<ConsumedRecord>,
+    /// Records a consume-chain module rejected, with the reason.
+    pub rejected: Vec<RejectedOffset>,
+    /// One past the last offset the broker read for this message: where to subscribe again
+    /// from to continue after it.
+    pub next_offset: u64,
+    /// The partition's high watermark when the message was sent.
+    pub high_watermark: u64,
+}
+
+impl From<v1::SubscribeResponse> for SubscribedBatch {
+    fn from(response: v1::SubscribeResponse) -> Self {
+        let records: Vec<ConsumedRecord> = response
+            .records
+            .into_iter()
+            .map(ConsumedRecord::from)
+            .collect();
+        // A broker older than the field sends 0; it never filtered anything.
+        let after_last = records.last().map_or(0, |r| r.offset + 1);
+        Self {
+            next_offset: response.next_offset.max(after_last),
+            records,
+            rejected: response
+                .rejected
+                .into_iter()
+                .map(RejectedOffset::from)
+                .collect(),
+            high_watermark: response.high_watermark,
         }
     }
 }
@@ -220,6 +347,10 @@ impl From<v1::ListOffsetsResponse> for ListedOffset {
 /// error, or when the broker closes the stream.
 pub type RecordStream = Pin<Box<dyn Stream<Item = Result<ConsumedRecord, ClientError>> + Send>>;
 
+/// The messages of a subscription, each with its records, rejections and next offset. It ends
+/// after yielding an error, or when the broker closes the stream.
+pub type BatchStream = Pin<Box<dyn Stream<Item = Result<SubscribedBatch, ClientError>> + Send>>;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,6 +373,87 @@ mod tests {
             (2, 41, 10)
         );
         assert_eq!((request.max_bytes, request.max_wait_ms), (4096, 500));
+        assert!(request.modules.is_empty());
+    }
+
+    #[test]
+    fn fetch_and_subscribe_specs_carry_their_chain_in_order() {
+        let chain = [
+            ModuleRef::new("filter").with_param("field", "type"),
+            ModuleRef::new("upper").with_version(2),
+        ];
+        let request = v1::FetchRequest::try_from(
+            FetchSpec::new("t", 0, 0)
+                .with_module(chain[0].clone())
+                .with_module(chain[1].clone()),
+        )
+        .expect("valid");
+        let names: Vec<_> = request.modules.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["filter", "upper"]);
+        assert_eq!(request.modules[1].version, Some(2));
+        assert_eq!(request.modules[0].params[0].value, "type");
+
+        let request = v1::SubscribeRequest::from(
+            SubscribeSpec::new("t", 3, StartAt::Offset(9))
+                .with_max_bytes(100)
+                .with_module(chain[1].clone()),
+        );
+        assert_eq!((request.partition, request.max_bytes), (3, 100));
+        assert_eq!(
+            request.start.and_then(|s| s.position),
+            Some(v1::start_position::Position::Offset(9))
+        );
+        assert_eq!(request.modules.len(), 1);
+    }
+
+    #[test]
+    fn next_offset_comes_from_the_broker_and_never_goes_back() {
+        let record = |offset| v1::ConsumedRecord {
+            offset,
+            ..Default::default()
+        };
+        // A filter kept offset 10 of the 10..20 read: continue at 20, not 11.
+        let filtered = Fetched::from_wire(
+            v1::FetchResponse {
+                records: vec![record(10)],
+                high_watermark: 30,
+                log_start_offset: 0,
+                next_offset: 20,
+                rejected: vec![v1::RejectedOffset {
+                    offset: 12,
+                    reason: "no id".to_owned(),
+                    module: "v@1".to_owned(),
+                }],
+            },
+            10,
+        );
+        assert_eq!(filtered.next_offset, 20);
+        assert_eq!(
+            filtered.rejected,
+            [RejectedOffset {
+                offset: 12,
+                reason: "no id".to_owned(),
+                module: "v@1".to_owned()
+            }]
+        );
+        // A broker without the field sends 0.
+        let old = |records| v1::FetchResponse {
+            records,
+            ..Default::default()
+        };
+        assert_eq!(
+            Fetched::from_wire(old(vec![record(5), record(6)]), 5).next_offset,
+            7
+        );
+        assert_eq!(Fetched::from_wire(old(Vec::new()), 5).next_offset, 5);
+
+        let batch = SubscribedBatch::from(v1::SubscribeResponse {
+            records: vec![record(3)],
+            high_watermark: 9,
+            next_offset: 8,
+            rejected: Vec::new(),
+        });
+        assert_eq!((batch.next_offset, batch.high_watermark), (8, 9));
     }
 
     #[test]

@@ -4,11 +4,16 @@
 use std::borrow::Cow;
 use std::error::Error as _;
 
-use weir_proto::error::{metadata_of, reason_of};
+use weir_proto::error::{metadata_of, reason_of, violations_of};
+
+use crate::{RejectAction, RejectedRecord};
 
 /// Reasons that describe a passing condition of the cluster (a leader moving, a node starting or
 /// stopping, a write cut short by a leader change), so the same request can succeed later; see
-/// the error table of docs/api.md. Every other reason describes the request itself.
+/// the error table of docs/api.md. Every other reason describes the request itself, whatever
+/// its status code: the module reasons (`RECORD_REJECTED`, `MODULE_FAILED`, `INVALID_MODULE`,
+/// `INVALID_MODULE_PARAMS`, `UNKNOWN_MODULE`, `MODULE_EXISTS`, `MODULE_IN_USE`) among them, since
+/// the same records through the same modules get the same verdict.
 const RETRIABLE_REASONS: &[&str] = &[
     "UNAVAILABLE",
     "NOT_LEADER",
@@ -107,6 +112,23 @@ impl ClientError {
         }
     }
 
+    /// The records a produce chain rejected, when this is a `RECORD_REJECTED` error: the
+    /// request failed because a module whose policy is
+    /// [`RejectPolicy::Reject`](crate::RejectPolicy::Reject) rejected them, and nothing of it was
+    /// stored. Each has its index in the request, the module (`NAME@VERSION`), the module's
+    /// reason, and [`RejectAction::Reject`]. Empty for any other error.
+    pub fn rejected_records(&self) -> Vec<RejectedRecord> {
+        match self {
+            Self::Rpc { reason, status, .. } if reason.as_deref() == Some("RECORD_REJECTED") => {
+                violations_of(status)
+                    .into_iter()
+                    .filter_map(|(field, description)| rejected_record(&field, description))
+                    .collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
     /// A value from the metadata of the broker's error details, e.g. the leader hint under
     /// `"leader"` on `NOT_LEADER`.
     pub fn metadata(&self, key: &str) -> Option<String> {
@@ -119,7 +141,8 @@ impl ClientError {
     /// Whether the same request may succeed if sent again later: the broker was unreachable or
     /// unavailable, leadership is moving (`NOT_LEADER`, `UNAVAILABLE`, `OUTCOME_UNKNOWN`), the
     /// broker is stopping (`SHUTTING_DOWN`), the request timed out, or the connection broke while
-    /// it was in flight.
+    /// it was in flight. A status with a Weir reason is judged by its reason alone; one without
+    /// (from the transport or a proxy) by its code.
     ///
     /// The client has already followed any `NOT_LEADER` hint it could (see the crate's "Routing"
     /// section), so a retriable error calls for a retry after a backoff, not at once.
@@ -135,16 +158,15 @@ impl ClientError {
                 reason,
                 status,
                 ..
-            } => {
-                reason
-                    .as_deref()
-                    .is_some_and(|reason| RETRIABLE_REASONS.contains(&reason))
-                    || matches!(
+            } => match reason {
+                Some(reason) => RETRIABLE_REASONS.contains(&reason.as_str()),
+                None => {
+                    matches!(
                         code,
                         tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
-                    )
-                    || (reason.is_none() && is_local_transport_failure(status))
-            }
+                    ) || is_local_transport_failure(status)
+                }
+            },
             Self::InvalidAddress { .. }
             | Self::InvalidArgument(_)
             | Self::UnexpectedResponse(_) => false,
@@ -161,6 +183,26 @@ impl From<tonic::Status> for ClientError {
             status: Box::new(status),
         }
     }
+}
+
+/// The rejected record a `RECORD_REJECTED` field violation describes: field `records[INDEX]`,
+/// description `NAME@VERSION: REASON`. `None` for a field about something else.
+fn rejected_record(field: &str, description: String) -> Option<RejectedRecord> {
+    let index = field
+        .strip_prefix("records[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()?;
+    let (module, reason) = match description.split_once(": ") {
+        Some((module, reason)) => (module.to_owned(), reason.to_owned()),
+        None => (String::new(), description),
+    };
+    Some(RejectedRecord {
+        index,
+        reason,
+        module,
+        policy: RejectAction::Reject,
+    })
 }
 
 /// A status tonic made on the client side from an I/O failure (e.g. the connection closed
@@ -268,8 +310,79 @@ mod tests {
         ] {
             assert!(!broker_error(code, reason).is_retriable(), "{reason}");
         }
+        for reason in [
+            "RECORD_REJECTED",
+            "MODULE_FAILED",
+            "INVALID_MODULE",
+            "INVALID_MODULE_PARAMS",
+            "UNKNOWN_MODULE",
+            "MODULE_EXISTS",
+            "MODULE_IN_USE",
+        ] {
+            // Whatever code the broker gives them, even one that is retriable without a reason.
+            for code in [
+                Code::InvalidArgument,
+                Code::FailedPrecondition,
+                Code::Unavailable,
+            ] {
+                assert!(
+                    !broker_error(code, reason).is_retriable(),
+                    "{reason} {code:?}"
+                );
+            }
+        }
         assert!(!ClientError::from(tonic::Status::internal("bug")).is_retriable());
         assert!(!ClientError::InvalidArgument("offset".to_owned()).is_retriable());
         assert!(!ClientError::UnexpectedResponse("no topic").is_retriable());
+    }
+
+    #[test]
+    fn rejected_records_are_read_from_the_bad_request_violations() {
+        let err = ClientError::from(weir_proto::error::status_with_violations(
+            Code::InvalidArgument,
+            "2 of the request's records rejected",
+            "RECORD_REJECTED",
+            [],
+            [
+                (
+                    "records[0]".to_owned(),
+                    "validate@2: no id: at all".to_owned(),
+                ),
+                ("records[7]".to_owned(), "no module named".to_owned()),
+                ("topic".to_owned(), "not a record".to_owned()),
+            ],
+        ));
+        assert!(!err.is_retriable());
+        assert_eq!(
+            err.rejected_records(),
+            [
+                RejectedRecord {
+                    index: 0,
+                    reason: "no id: at all".to_owned(),
+                    module: "validate@2".to_owned(),
+                    policy: RejectAction::Reject,
+                },
+                RejectedRecord {
+                    index: 7,
+                    reason: "no module named".to_owned(),
+                    module: String::new(),
+                    policy: RejectAction::Reject,
+                },
+            ]
+        );
+        // Violations of other errors are not rejections.
+        let other = ClientError::from(weir_proto::error::status_with_violations(
+            Code::InvalidArgument,
+            "bad",
+            "INVALID_RECORD",
+            [],
+            [("records[0]".to_owned(), "m@1: x".to_owned())],
+        ));
+        assert!(other.rejected_records().is_empty());
+        assert!(
+            ClientError::UnexpectedResponse("x")
+                .rejected_records()
+                .is_empty()
+        );
     }
 }

@@ -30,11 +30,64 @@
 //! the caller's retry (after a backoff, while leadership settles) starts again from the
 //! bootstrap broker. A produce answered `NOT_LEADER` was not stored, so following the hint never
 //! duplicates records. Requests about the cluster or a whole topic (create, describe, delete,
-//! list, describe cluster) and [`Client::produce`] without a partition always go to the
-//! bootstrap broker. [`Client::cached_leader`] tells where a partition's requests go.
+//! list, describe cluster), the module registry and attachments, and [`Client::produce`] without
+//! a partition always go to the bootstrap broker. [`Client::cached_leader`] tells where a partition's requests go.
 //!
 //! Fetches, offset look-ups and subscriptions may be served by any node holding a replica of the
 //! partition; a node answers `NOT_LEADER` to them only if it holds none.
+//!
+//! # Modules
+//!
+//! Topics can run WebAssembly modules over their records (see docs/module-abi.md for writing
+//! one). A module is registered once ([`Client::register_module`]) under a name and a version,
+//! then referenced by a [`ModuleRef`]: the name, an optional version (the latest when absent)
+//! and parameters for its `init`, also written `NAME[@VERSION][:KEY=VALUE,...]` ([`ModuleRef`]'s
+//! `FromStr`, the syntax of `weir consume --module`).
+//!
+//! - On the produce path ([`Client::attach_module`] with [`ModulePath::Produce`]), the topic's
+//!   chain runs on the partition leader before anything is stored. The [`RejectPolicy`] of the
+//!   attachment decides what a rejection does: fail the whole request (`RECORD_REJECTED`, with
+//!   the records in [`ClientError::rejected_records`]), or drop the record or send it to a
+//!   dead-letter topic, reported in [`ProduceOutcome::rejected`].
+//! - On the consume path, a fetch or subscription names its own chain ([`FetchSpec::modules`],
+//!   [`SubscribeSpec::modules`]) or gets the topic's consume chain. Records keep their offsets;
+//!   those filtered out are skipped, so a consumer continues from [`Fetched::next_offset`], and
+//!   those a module rejected are listed in [`Fetched::rejected`].
+//!
+//! ```no_run
+//! use weir_client::{Client, FetchSpec, ModulePath, ModuleRef, RejectPolicy};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = Client::connect("127.0.0.1:7070").await?;
+//! let wasm = std::fs::read("field_filter.wasm")?;
+//! let module = client.register_module("field-filter", None, wasm).await?;
+//! println!("registered version {:?}", module.latest());
+//!
+//! // Every consumer of "clicks" that names no chain of its own gets the filtered records.
+//! let filter: ModuleRef = "field-filter:field=type,equals=click".parse()?;
+//! let topic = client
+//!     .attach_module("clicks", filter, ModulePath::Consume, RejectPolicy::Reject)
+//!     .await?;
+//! assert_eq!(topic.consume_chain.len(), 1);
+//!
+//! // Or name a chain for one fetch, replacing the topic's.
+//! let mut offset = 0;
+//! loop {
+//!     let spec = FetchSpec::new("clicks", 0, offset)
+//!         .with_max_wait_ms(1_000)
+//!         .with_module(ModuleRef::new("field-filter").with_param("field", "user"));
+//!     let fetched = client.fetch(spec).await?;
+//!     for record in &fetched.records {
+//!         println!("{}: {:?}", record.offset, record.value);
+//!     }
+//!     for rejected in &fetched.rejected {
+//!         eprintln!("offset {} rejected by {}: {}", rejected.offset, rejected.module, rejected.reason);
+//!     }
+//!     // Not the last record's offset + 1: the records after it may have been filtered out.
+//!     offset = fetched.next_offset;
+//! }
+//! # }
+//! ```
 //!
 //! # Example
 //!
@@ -76,6 +129,7 @@ mod admin;
 mod client;
 mod consume;
 mod error;
+mod module;
 mod produce;
 mod routing;
 
@@ -84,9 +138,15 @@ pub use admin::{
 };
 pub use client::{Client, MAX_MESSAGE_BYTES};
 pub use consume::{
-    ConsumedRecord, FetchSpec, Fetched, ListedOffset, OffsetSpec, RecordStream, StartAt,
+    BatchStream, ConsumedRecord, FetchSpec, Fetched, ListedOffset, OffsetSpec, RecordStream,
+    StartAt, SubscribeSpec, SubscribedBatch,
 };
 pub use error::{AddressError, ClientError};
+pub use module::{
+    ModuleAttachment, ModuleInfo, ModulePath, ModuleRef, ModuleRefProblem, ModuleStats, ModuleUse,
+    ModuleVersionInfo, ParseModulePathError, ParseModuleRefError, RejectAction, RejectPolicy,
+    RejectedOffset,
+};
 pub use produce::{Acks, ParseAcksError, ProduceOutcome, ProducerRecord, RejectedRecord};
 
 /// Bytes of a record's key, value and headers: its payload size, excluding framing.

@@ -7,6 +7,8 @@ use std::str::FromStr;
 use bytes::Bytes;
 use weir_proto::v1;
 
+use crate::RejectAction;
+
 /// A record to produce: an optional key, a value, headers and an optional timestamp.
 ///
 /// ```
@@ -140,19 +142,41 @@ pub struct ProduceOutcome {
     /// The partition the records went to.
     pub partition: u32,
     /// Offset of the first stored record; the stored records have consecutive offsets from it.
-    /// `None` with [`Acks::None`], or when every record was rejected.
+    /// `None` with [`Acks::None`], or when no record was stored.
     pub base_offset: Option<u64>,
-    /// Records the topic's produce modules refused, with the reason; they were not stored.
+    /// Records stored: the request's records minus those in [`rejected`](Self::rejected), plus
+    /// any a produce-path module added (a flat-map can turn one record into several). They take
+    /// the offsets from `base_offset` to `base_offset + record_count - 1`.
+    pub record_count: u32,
+    /// Records the topic's produce chain dropped or sent to a dead-letter topic, with the
+    /// module and its reason; they were not stored in the topic. (When a module whose policy
+    /// is [`RejectPolicy::Reject`](crate::RejectPolicy::Reject) rejects records, the request
+    /// fails instead: see [`ClientError::rejected_records`](crate::ClientError::rejected_records).)
     pub rejected: Vec<RejectedRecord>,
 }
 
-/// A record of a produce request that was not stored.
+/// A record of a produce request that a produce-path module rejected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RejectedRecord {
     /// Its position in the request, from 0.
     pub index: u32,
-    /// Why it was refused.
+    /// Why it was refused, as the module said.
     pub reason: String,
+    /// The module that refused it, as `NAME@VERSION`.
+    pub module: String,
+    /// What the broker did with it.
+    pub policy: RejectAction,
+}
+
+impl From<v1::RejectedRecord> for RejectedRecord {
+    fn from(rejected: v1::RejectedRecord) -> Self {
+        Self {
+            index: rejected.index,
+            reason: rejected.reason,
+            module: rejected.module,
+            policy: RejectAction::from_wire(rejected.policy),
+        }
+    }
 }
 
 impl From<v1::ProduceResponse> for ProduceOutcome {
@@ -160,13 +184,11 @@ impl From<v1::ProduceResponse> for ProduceOutcome {
         Self {
             partition: response.partition,
             base_offset: response.base_offset,
+            record_count: response.record_count,
             rejected: response
                 .rejected
                 .into_iter()
-                .map(|rejected| RejectedRecord {
-                    index: rejected.index,
-                    reason: rejected.reason,
-                })
+                .map(RejectedRecord::from)
                 .collect(),
         }
     }
@@ -228,5 +250,49 @@ mod tests {
             .with_key("key")
             .with_header("h", "12");
         assert_eq!(record.payload_len(), 5 + 3 + 1 + 2);
+    }
+
+    #[test]
+    fn outcome_carries_the_record_count_and_each_rejection() {
+        let outcome = ProduceOutcome::from(v1::ProduceResponse {
+            partition: 2,
+            base_offset: Some(40),
+            rejected: vec![
+                v1::RejectedRecord {
+                    index: 1,
+                    reason: "no id".to_owned(),
+                    module: "validate@3".to_owned(),
+                    policy: v1::RejectPolicy::DeadLetter as i32,
+                },
+                v1::RejectedRecord {
+                    index: 4,
+                    reason: "too old".to_owned(),
+                    module: "age@1".to_owned(),
+                    policy: v1::RejectPolicy::Drop as i32,
+                },
+            ],
+            record_count: 7,
+        });
+        assert_eq!(
+            (outcome.partition, outcome.base_offset, outcome.record_count),
+            (2, Some(40), 7)
+        );
+        assert_eq!(
+            outcome.rejected,
+            [
+                RejectedRecord {
+                    index: 1,
+                    reason: "no id".to_owned(),
+                    module: "validate@3".to_owned(),
+                    policy: RejectAction::DeadLetter,
+                },
+                RejectedRecord {
+                    index: 4,
+                    reason: "too old".to_owned(),
+                    module: "age@1".to_owned(),
+                    policy: RejectAction::Drop,
+                },
+            ]
+        );
     }
 }

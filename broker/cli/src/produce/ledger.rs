@@ -5,12 +5,17 @@
 //! Invariant: every request names its partition and a partition has at most one request in
 //! flight, so the lines of one partition are stored in input order. (Two requests in flight to
 //! one partition may be applied in either order.)
+//!
+//! Records a topic's produce chain rejects are reported with their input line numbers, mapped
+//! back from their indices in the request: those dropped or dead-lettered do not fail the run
+//! (the broker did what the topic's policy says), while a request refused with
+//! `RECORD_REJECTED` does, like any request that was not stored.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 
 use anyhow::anyhow;
-use weir_client::{Acks, ClientError, ProduceOutcome, ProducerRecord};
+use weir_client::{Acks, ClientError, ProduceOutcome, ProducerRecord, RejectAction};
 use weir_types::partition_for_key;
 
 /// How lines are assigned to partitions.
@@ -172,6 +177,33 @@ impl fmt::Display for Lines {
     }
 }
 
+/// A record of the input that a produce-path module rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// Its input line, from 1.
+    pub line: u64,
+    /// The module, as `NAME@VERSION`.
+    pub module: String,
+    /// The module's reason.
+    pub reason: String,
+    /// What the broker did with it.
+    pub action: RejectAction,
+}
+
+impl fmt::Display for Rejection {
+    /// `record LINE rejected by MODULE (dropped): REASON`, `(sent to dead-letter topic)`, or
+    /// without parenthesis when the whole request was refused.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "record {} rejected by {}", self.line, self.module)?;
+        match self.action {
+            RejectAction::Reject => {}
+            RejectAction::Drop => f.write_str(" (dropped)")?,
+            RejectAction::DeadLetter => f.write_str(" (sent to dead-letter topic)")?,
+        }
+        write!(f, ": {}", self.reason)
+    }
+}
+
 /// What a request carries, to account for its answer.
 #[derive(Debug)]
 pub struct Sent {
@@ -219,8 +251,16 @@ pub struct Ledger {
     pending: usize,
     lines_read: u64,
     written: BTreeMap<u32, Written>,
-    failures: Vec<(Lines, ClientError)>,
-    rejected: Vec<(u64, String)>,
+    failures: Vec<Failure>,
+}
+
+/// A request that was not stored.
+#[derive(Debug)]
+struct Failure {
+    lines: Lines,
+    error: ClientError,
+    /// The lines the produce chain refused, when that is why (`RECORD_REJECTED`).
+    refused: Lines,
 }
 
 impl Ledger {
@@ -235,7 +275,6 @@ impl Ledger {
             lines_read: 0,
             written: BTreeMap::new(),
             failures: Vec::new(),
-            rejected: Vec::new(),
         }
     }
 
@@ -289,74 +328,61 @@ impl Ledger {
         })
     }
 
-    /// Accounts for the broker's answer to the request that carried `sent`.
-    pub fn complete(&mut self, sent: Sent, result: Result<ProduceOutcome, ClientError>) {
+    /// Accounts for the broker's answer to the request that carried `sent`, and returns the
+    /// records of it that the topic's produce chain rejected, by input line: dropped or
+    /// dead-lettered ones of a stored request, or those that made the broker refuse it.
+    pub fn complete(
+        &mut self,
+        sent: Sent,
+        result: Result<ProduceOutcome, ClientError>,
+    ) -> Vec<Rejection> {
         self.busy.remove(&sent.partition);
         let outcome = match result {
             Ok(outcome) => outcome,
-            Err(err) => {
-                self.failures.push((sent.lines, err));
-                return;
+            Err(error) => {
+                let rejections = rejections(&sent.lines, error.rejected_records());
+                self.failures.push(Failure {
+                    lines: sent.lines,
+                    error,
+                    refused: Lines(rejections.iter().map(|r| r.line).collect()),
+                });
+                return rejections;
             }
         };
-        let stored = (sent.lines.0.len() as u64).saturating_sub(outcome.rejected.len() as u64);
-        for rejected in outcome.rejected {
-            let line = usize::try_from(rejected.index)
-                .ok()
-                .and_then(|index| sent.lines.0.get(index));
-            match line {
-                Some(&line) => self.rejected.push((line, rejected.reason)),
-                None => tracing::warn!(
-                    index = rejected.index,
-                    "the broker rejected a record index outside the request"
-                ),
+        let rejections = rejections(&sent.lines, outcome.rejected);
+        // The broker's count: a module may also add records (flat-map).
+        let stored = u64::from(outcome.record_count);
+        if stored > 0 {
+            let written = self.written.entry(outcome.partition).or_default();
+            written.records += stored;
+            if let Some(base) = outcome.base_offset {
+                let (low, high) = (base, base + stored - 1);
+                written.offsets = Some(match written.offsets {
+                    Some((lo, hi)) => (lo.min(low), hi.max(high)),
+                    None => (low, high),
+                });
             }
         }
-        if stored == 0 {
-            return;
-        }
-        let written = self.written.entry(outcome.partition).or_default();
-        written.records += stored;
-        if let Some(base) = outcome.base_offset {
-            let (low, high) = (base, base + stored - 1);
-            written.offsets = Some(match written.offsets {
-                Some((lo, hi)) => (lo.min(low), hi.max(high)),
-                None => (low, high),
-            });
-        }
+        rejections
     }
 
     /// The summary when every line was acknowledged; otherwise one line saying which were not.
     pub fn finish(mut self, input: InputEnd) -> anyhow::Result<Summary> {
-        const SHOWN_REJECTIONS: usize = 3;
         let mut problems = Vec::new();
-        self.failures.sort_by_key(|(lines, _)| lines.first());
-        for (i, (lines, err)) in self.failures.iter().enumerate() {
-            problems.push(if i == 0 {
-                format!("{lines} not acknowledged: {err}")
-            } else {
-                format!("{lines} also failed")
+        self.failures.sort_by_key(|failure| failure.lines.first());
+        for (i, failure) in self.failures.iter().enumerate() {
+            let lines = &failure.lines;
+            problems.push(match (i, failure.refused.first()) {
+                // The broker's message counts request indices; the lines are what the user has.
+                (0, Some(_)) => format!(
+                    "{lines} not acknowledged: the topic's produce chain rejected {} \
+                     (RECORD_REJECTED; nothing of that request was stored)",
+                    failure.refused
+                ),
+                (0, None) => format!("{lines} not acknowledged: {}", failure.error),
+                (_, Some(_)) => format!("{lines} also failed: {} rejected", failure.refused),
+                (_, None) => format!("{lines} also failed"),
             });
-        }
-        if !self.rejected.is_empty() {
-            self.rejected.sort_by_key(|(line, _)| *line);
-            let shown: Vec<String> = self
-                .rejected
-                .iter()
-                .take(SHOWN_REJECTIONS)
-                .map(|(line, reason)| format!("line {line}: {reason}"))
-                .collect();
-            let more = self.rejected.len().saturating_sub(SHOWN_REJECTIONS);
-            let more = if more > 0 {
-                format!(" and {more} more")
-            } else {
-                String::new()
-            };
-            problems.push(format!(
-                "{} line(s) rejected by the broker ({}{more})",
-                self.rejected.len(),
-                shown.join("; ")
-            ));
         }
         let mut unsent: Vec<u64> = self
             .queues
@@ -390,6 +416,36 @@ impl Ledger {
             Err(anyhow!(problems.join("; ")))
         }
     }
+}
+
+/// The records of `rejected`, by their index in the request that carried `lines`, as input
+/// lines, in line order.
+fn rejections(lines: &Lines, rejected: Vec<weir_client::RejectedRecord>) -> Vec<Rejection> {
+    let mut rejections: Vec<Rejection> = rejected
+        .into_iter()
+        .filter_map(|rejected| {
+            let line = usize::try_from(rejected.index)
+                .ok()
+                .and_then(|index| lines.0.get(index));
+            match line {
+                Some(&line) => Some(Rejection {
+                    line,
+                    module: rejected.module,
+                    reason: rejected.reason,
+                    action: rejected.policy,
+                }),
+                None => {
+                    tracing::warn!(
+                        index = rejected.index,
+                        "the broker rejected a record index outside the request"
+                    );
+                    None
+                }
+            }
+        })
+        .collect();
+    rejections.sort_by_key(|r| r.line);
+    rejections
 }
 
 /// What was written, for `--verbose`.
@@ -468,10 +524,16 @@ mod tests {
         }
     }
 
-    fn stored(partition: u32, base_offset: u64) -> Result<ProduceOutcome, ClientError> {
+    /// The answer storing `record_count` records at `base_offset`.
+    fn stored_n(
+        partition: u32,
+        base_offset: u64,
+        record_count: u32,
+    ) -> Result<ProduceOutcome, ClientError> {
         Ok(ProduceOutcome {
             partition,
             base_offset: Some(base_offset),
+            record_count,
             rejected: Vec::new(),
         })
     }
@@ -508,17 +570,17 @@ mod tests {
         ledger.push((0..3).map(|_| ten_bytes()).collect());
         let batch = ledger.next_batch().expect("pending records");
         assert_eq!(batch.sent.lines, Lines(vec![1, 2]), "cut at 2 records");
-        ledger.complete(batch.sent, stored(0, 0));
+        ledger.complete(batch.sent, stored_n(0, 0, 2));
 
         let mut ledger = Ledger::new(Routing::Fixed(0), limits(10, 25));
         ledger.push((0..3).map(|_| ten_bytes()).collect());
         let batch = ledger.next_batch().expect("pending records");
         assert_eq!(batch.sent.lines, Lines(vec![1, 2]), "cut at 25 bytes");
-        ledger.complete(batch.sent, stored(0, 0));
+        ledger.complete(batch.sent, stored_n(0, 0, 2));
         ledger.push(vec![ProducerRecord::new(vec![0u8; 100])]);
         let batch = ledger.next_batch().expect("pending records");
         assert_eq!(batch.sent.lines, Lines(vec![3]));
-        ledger.complete(batch.sent, stored(0, 2));
+        ledger.complete(batch.sent, stored_n(0, 2, 1));
         let batch = ledger
             .next_batch()
             .expect("one oversized record still goes");
@@ -538,7 +600,7 @@ mod tests {
             ledger.next_batch().is_none(),
             "the partition is busy until the first answer"
         );
-        ledger.complete(first.sent, stored(2, 0));
+        ledger.complete(first.sent, stored_n(2, 0, 2));
         let second = ledger.next_batch().expect("room again");
         assert_eq!(second.sent.lines, Lines(vec![3, 4]));
     }
@@ -562,9 +624,9 @@ mod tests {
                 "a second request to the partition must wait for the first"
             );
             sent_lines.extend_from_slice(&batch.sent.lines.0);
-            let count = batch.records.len() as u64;
-            ledger.complete(batch.sent, stored(0, offset));
-            offset += count;
+            let count = u32::try_from(batch.records.len()).expect("at most 100 records");
+            ledger.complete(batch.sent, stored_n(0, offset, count));
+            offset += u64::from(count);
         }
         assert_eq!(sent_lines, (1..=1000).collect::<Vec<u64>>(), "input order");
         let summary = ledger.finish(InputEnd::Complete).expect("all acknowledged");
@@ -598,7 +660,7 @@ mod tests {
                 partition: 1,
                 lines: Lines(vec![1, 2]),
             },
-            stored(1, 0),
+            stored_n(1, 0, 2),
         );
         assert_eq!(
             drain_ready(&mut ledger),
@@ -677,8 +739,8 @@ mod tests {
         ledger.push(records(6));
         let a = ledger.next_batch().expect("lines 1-3 to partition 0");
         let b = ledger.next_batch().expect("lines 4-6 to partition 1");
-        ledger.complete(b.sent, stored(1, 0));
-        ledger.complete(a.sent, stored(0, 10));
+        ledger.complete(b.sent, stored_n(1, 0, 3));
+        ledger.complete(a.sent, stored_n(0, 10, 3));
         let summary = ledger
             .finish(InputEnd::Complete)
             .expect("everything acknowledged");
@@ -694,7 +756,7 @@ mod tests {
         let mut ledger = Ledger::new(Routing::Fixed(3), limits(10, 1000));
         ledger.push(records(1));
         let batch = ledger.next_batch().expect("pending");
-        ledger.complete(batch.sent, stored(3, 41));
+        ledger.complete(batch.sent, stored_n(3, 41, 1));
         let summary = ledger.finish(InputEnd::Complete).expect("acknowledged");
         assert_eq!(
             summary.describe("t", Acks::All),
@@ -707,7 +769,7 @@ mod tests {
         let mut ledger = Ledger::new(Routing::Fixed(0), limits(2, 1000));
         ledger.push(records(6));
         let first = ledger.next_batch().expect("pending");
-        ledger.complete(first.sent, stored(0, 0));
+        ledger.complete(first.sent, stored_n(0, 0, 2));
         let second = ledger.next_batch().expect("pending");
         ledger.complete(second.sent, failed());
         assert!(ledger.has_failed());
@@ -721,30 +783,94 @@ mod tests {
         );
     }
 
+    fn rejected(index: u32, action: RejectAction) -> RejectedRecord {
+        RejectedRecord {
+            index,
+            reason: format!("bad {index}"),
+            module: "validate@2".to_owned(),
+            policy: action,
+        }
+    }
+
     #[test]
-    fn rejected_records_fail_the_run_with_their_line_numbers() {
+    fn dropped_and_dead_lettered_records_are_reported_by_line_and_the_run_succeeds() {
         let mut ledger = Ledger::new(spread(2), limits(10, 1000));
         ledger.push(records(20));
-        let _ = ledger.next_batch().expect("lines 1-10");
-        let batch = ledger.next_batch().expect("lines 11-20");
+        let first = ledger.next_batch().expect("lines 1-10");
+        let second = ledger.next_batch().expect("lines 11-20");
         let outcome = ProduceOutcome {
-            partition: 1,
+            partition: second.sent.partition,
             base_offset: Some(0),
-            rejected: (0..5)
-                .map(|index| RejectedRecord {
-                    index: index * 2,
-                    reason: format!("bad {index}"),
-                })
-                .collect(),
+            // 10 lines, 2 rejected, and a flat-map turned one record into two.
+            record_count: 9,
+            rejected: vec![
+                rejected(6, RejectAction::DeadLetter),
+                rejected(2, RejectAction::Drop),
+            ],
         };
-        ledger.complete(batch.sent, Ok(outcome));
+        let rejections = ledger.complete(second.sent, Ok(outcome));
+        assert_eq!(
+            rejections
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            [
+                "record 13 rejected by validate@2 (dropped): bad 2",
+                "record 17 rejected by validate@2 (sent to dead-letter topic): bad 6",
+            ]
+        );
+        let partition = first.sent.partition;
+        assert!(
+            ledger
+                .complete(first.sent, stored_n(partition, 0, 10))
+                .is_empty()
+        );
+        let summary = ledger
+            .finish(InputEnd::Complete)
+            .expect("records the topic's policy dropped do not fail the run");
+        assert_eq!(
+            summary.describe("t", Acks::All),
+            "produced 19 records to t: partition 0: 10 records at offsets 0-9, \
+             partition 1: 9 records at offsets 0-8"
+        );
+    }
+
+    #[test]
+    fn a_request_the_produce_chain_refused_fails_the_run_naming_the_lines() {
+        let mut ledger = Ledger::new(Routing::Fixed(0), limits(10, 1000));
+        ledger.push(records(20));
+        let first = ledger.next_batch().expect("lines 1-10");
+        ledger.complete(first.sent, stored_n(0, 0, 10));
+        let second = ledger.next_batch().expect("lines 11-20");
+        let refused = weir_proto::error::status_with_violations(
+            tonic::Code::InvalidArgument,
+            "2 of the request's records rejected",
+            "RECORD_REJECTED",
+            [],
+            [
+                ("records[4]".to_owned(), "validate@2: no id".to_owned()),
+                ("records[0]".to_owned(), "validate@2: bad type".to_owned()),
+            ],
+        );
+        let rejections = ledger.complete(second.sent, Err(refused.into()));
+        assert_eq!(
+            rejections
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            [
+                "record 11 rejected by validate@2: bad type",
+                "record 15 rejected by validate@2: no id",
+            ]
+        );
+        assert!(ledger.has_failed());
         let err = ledger
             .finish(InputEnd::Complete)
-            .expect_err("rejections are failures");
+            .expect_err("a refused request fails the run");
         assert_eq!(
             err.to_string(),
-            "5 line(s) rejected by the broker (line 11: bad 0; line 13: bad 1; line 15: bad 2 \
-             and 2 more)"
+            "lines 11-20 not acknowledged: the topic's produce chain rejected lines 11, 15 \
+             (RECORD_REJECTED; nothing of that request was stored)"
         );
     }
 
@@ -753,7 +879,7 @@ mod tests {
         let mut ledger = Ledger::new(Routing::Fixed(0), limits(10, 1000));
         ledger.push(records(2));
         let batch = ledger.next_batch().expect("pending");
-        ledger.complete(batch.sent, stored(0, 0));
+        ledger.complete(batch.sent, stored_n(0, 0, 2));
         let err = ledger
             .finish(InputEnd::Failed(anyhow!(
                 "line 3 has no key separator \":\""

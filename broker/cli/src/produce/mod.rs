@@ -17,6 +17,11 @@
 //! Order: a partition has one request in flight at a time, so the lines of one partition (hence
 //! of one key, and all lines of a one-partition topic) are stored in input order. Requests to
 //! different partitions overlap, up to [`MAX_IN_FLIGHT`].
+//!
+//! Modules: a record the topic's produce chain rejects is reported on stderr by its input line,
+//! `record LINE rejected by MODULE (dropped|sent to dead-letter topic): REASON`. Records the
+//! topic's policy dropped or dead-lettered count as handled (exit 0); a request the chain
+//! refused (`RECORD_REJECTED`) stored nothing, so its lines fail the run.
 
 mod input;
 mod ledger;
@@ -45,6 +50,13 @@ const INPUT_QUEUE_CHUNKS: usize = 4;
 
 /// Options of `weir produce`.
 #[derive(Debug, Args)]
+#[command(after_help = "\
+When the topic has a produce chain, each record a module rejects is reported on stderr by its \
+input line: `record LINE rejected by MODULE (dropped|sent to dead-letter topic): REASON`. \
+Records dropped or dead-lettered by the topic's policy still let the command exit 0 when every \
+other line was acknowledged. Under the reject policy the broker stores nothing of a request \
+with a rejected record: its rejected lines are reported the same way (without the parenthesis) \
+and the command exits 1.")]
 pub struct ProduceArgs {
     /// Topic to write to.
     topic: String,
@@ -130,7 +142,9 @@ pub async fn run(client: &Client, args: ProduceArgs) -> anyhow::Result<()> {
             },
             completion = pipeline.next_completion(), if !pipeline.is_idle() => {
                 if let Some(completion) = completion? {
-                    ledger.complete(completion.tag, completion.result);
+                    for rejection in ledger.complete(completion.tag, completion.result) {
+                        eprintln!("{rejection}");
+                    }
                 }
             }
             else => break,
