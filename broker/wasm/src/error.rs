@@ -71,9 +71,9 @@ pub enum WasmError {
         #[source]
         source: BoxError,
     },
-    /// The module compiled but cannot be instantiated within the sandbox (for example its initial
-    /// memory is larger than the memory limit).
-    #[error("module cannot be instantiated within the sandbox limits")]
+    /// The module compiled but cannot be instantiated in the sandbox (for example its initial
+    /// memory is larger than the memory limit, or its start function traps).
+    #[error("module cannot be instantiated")]
     Instantiate {
         /// Why.
         #[source]

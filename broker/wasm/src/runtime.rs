@@ -78,6 +78,11 @@ impl fmt::Debug for Runtime {
 impl Runtime {
     /// Starts a runtime with these limits and the [`MemoryLayout::Compact`] layout, caching
     /// compiled modules in `cache_dir` (created if missing) when given.
+    ///
+    /// Cache files are `<cache_dir>/<sha256 of the module>-<engine tag>.cwasm`, the tag
+    /// standing for the wasmtime version and engine configuration. Each file carries a SHA-256
+    /// digest that is checked before the artifact is deserialized; a damaged file is removed
+    /// and the module compiled again ([`Runtime::cache_stats`] counts both).
     pub fn new(limits: WasmLimits, cache_dir: Option<PathBuf>) -> Result<Runtime, WasmError> {
         Self::with_memory_layout(limits, cache_dir, MemoryLayout::Compact)
     }
