@@ -677,7 +677,12 @@ async fn hostile_modules_fail_their_chain_only() -> anyhow::Result<()> {
         ("huge-output", "output"),
         ("bad-output", "malformed outcome"),
     ] {
-        let hostile = module("hostile", &[("behaviour", behaviour)]);
+        // Just over the 16 MiB output cap: a bigger outcome can outlast the time limit on a
+        // loaded machine, which is contained too but is not the limit under test.
+        let hostile = module(
+            "hostile",
+            &[("behaviour", behaviour), ("bytes", "17000000")],
+        );
         // The hostile fetch and a healthy produce + fetch on another topic, at the same time.
         let mut healthy_client = client.clone();
         let healthy = tokio::spawn(async move {
