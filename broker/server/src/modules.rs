@@ -91,15 +91,16 @@ impl ModuleHost {
     /// cached, so the first use after registration does not compile again.
     pub(crate) async fn compile(&self, id: ModuleId, wasm: Bytes) -> Result<(), BrokerError> {
         let runtime = self.runtime()?;
+        // Not kept in `loaded`: the controller assigns the version, so the id here is
+        // provisional. The first use finds the compiled artifact in the cache.
         let name = id.name.clone();
-        let module = blocking(move || {
+        blocking(move || {
             runtime
                 .load(id, &wasm)
+                .map(drop)
                 .map_err(|e| invalid_module(&name, &e))
         })
-        .await?;
-        lock(&self.loaded).insert(module.id().clone(), module);
-        Ok(())
+        .await
     }
 
     /// The compiled module of a registered version.

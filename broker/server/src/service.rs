@@ -106,10 +106,15 @@ impl BrokerService {
     }
 
     /// Resolves `topic`/`partition` to the local replica serving reads.
-    async fn readable(&self, topic: &str, partition: u32) -> Result<HostedPartition, BrokerError> {
+    async fn readable(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<(TopicInfo, HostedPartition), BrokerError> {
         let topic = self.topic(topic).await?;
         let partition = Node::check_partition(&topic, partition)?;
-        self.node()?.hosted(&topic, partition)
+        let hosted = self.node()?.hosted(&topic, partition)?;
+        Ok((topic, hosted))
     }
 
     /// Checks that `offset` is within `[log start, high watermark]`; returns it with the
@@ -532,10 +537,10 @@ impl BrokerService {
     ) -> Result<pb::FetchResponse, BrokerError> {
         let node = self.node()?;
         let req = request.into_inner();
-        let hosted = self.readable(&req.topic, req.partition).await?;
+        let (topic, hosted) = self.readable(&req.topic, req.partition).await?;
         let (offset, mut progress, log_start) = self.check_offset(&hosted, req.offset).await?;
         // Built (and its `init`s run) before waiting, so bad parameters fail at once.
-        let chain = self.consume_chain(&req.topic, &req.modules).await?;
+        let chain = self.consume_chain(&topic, &req.modules).await?;
         let (max_records, max_bytes) =
             Self::fetch_limits(&node.config.limits, req.max_records, req.max_bytes);
         let wait = req.max_wait_ms.min(node.config.limits.max_fetch_wait_ms);
@@ -569,13 +574,15 @@ impl BrokerService {
     /// there is neither. Every stage is instantiated and initialised.
     async fn consume_chain(
         &self,
-        topic: &str,
+        topic: &TopicInfo,
         modules: &[pb::ModuleRef],
     ) -> Result<Option<Chain>, BrokerError> {
+        if modules.is_empty() && topic.consume_chain.is_empty() {
+            return Ok(None);
+        }
         let node = self.node()?;
-        let topic = self.topic(topic).await?;
         let metadata = node.metadata();
-        let specs = module_admin::consume_specs(&metadata, &topic, modules)?;
+        let specs = module_admin::consume_specs(&metadata, topic, modules)?;
         if specs.is_empty() {
             return Ok(None);
         }
@@ -588,7 +595,7 @@ impl BrokerService {
     ) -> Result<ResponseStream<pb::SubscribeResponse>, BrokerError> {
         let node = self.node()?;
         let req = request.into_inner();
-        let hosted = self.readable(&req.topic, req.partition).await?;
+        let (topic, hosted) = self.readable(&req.topic, req.partition).await?;
         let progress = *hosted.replica.progress().borrow();
         use pb::start_position::Position;
         let start = match req.start.and_then(|s| s.position) {
@@ -602,7 +609,7 @@ impl BrokerService {
         let (_, max_bytes) = Self::fetch_limits(&node.config.limits, 0, req.max_bytes);
         let max_records = node.config.limits.max_fetch_records as usize;
         // One chain for the whole subscription: an aggregate's state runs across its messages.
-        let mut chain = self.consume_chain(&req.topic, &req.modules).await?;
+        let mut chain = self.consume_chain(&topic, &req.modules).await?;
         let (tx, rx) = mpsc::channel(4);
         let node = node.clone();
         tokio::spawn(async move {
@@ -675,7 +682,7 @@ impl BrokerService {
     ) -> Result<pb::ListOffsetsResponse, BrokerError> {
         let node = self.node()?;
         let req = request.into_inner();
-        let hosted = self.readable(&req.topic, req.partition).await?;
+        let (_, hosted) = self.readable(&req.topic, req.partition).await?;
         let progress = *hosted.replica.progress().borrow();
         let log_start = node.log_start(hosted.group(), progress).await?;
         use pb::list_offsets_request::Spec;
