@@ -281,6 +281,13 @@ impl<S: MetadataState> ControllerReplica<S> {
         self.group.is_leader()
     }
 
+    /// The term this node leads the controller in; `None` when it does not lead it. State a
+    /// leader keeps only in memory (consumer group membership) belongs to one term: a new term
+    /// starts it afresh.
+    pub fn leader_term(&self) -> Option<u64> {
+        self.group.leader_term()
+    }
+
     /// The address this node uses to reach `node`: its own route if it has one, else the
     /// address in the controller membership.
     pub fn route_to(&self, node: NodeId) -> Option<String> {

@@ -163,6 +163,13 @@ where
         self.raft.metrics().borrow_watched().state == ServerState::Leader
     }
 
+    /// The term this node leads the group in; `None` when it does not lead it.
+    pub(crate) fn leader_term(&self) -> Option<u64> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow_watched();
+        (metrics.state == ServerState::Leader).then_some(metrics.current_term)
+    }
+
     /// Waits until some node leads the group, for at most `timeout`.
     pub(crate) async fn wait_for_leader(&self, timeout: Duration) -> Result<NodeId, ReplicaError> {
         let unavailable = |reason: String| ReplicaError::Unavailable {

@@ -39,6 +39,44 @@ pub struct BrokerConfig {
     pub raft: RaftTimings,
     /// Sandbox limits for WebAssembly modules.
     pub modules: ModuleLimits,
+    /// Consumer group session timeouts.
+    pub groups: GroupSettings,
+}
+
+/// Consumer group session timeouts (docs/consumer-groups.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GroupSettings {
+    /// The session timeout of a member that asks for none, in milliseconds.
+    pub default_session_timeout_ms: u32,
+    /// The shortest session timeout granted; shorter requests get this.
+    pub min_session_timeout_ms: u32,
+    /// The longest session timeout granted; longer requests get this.
+    pub max_session_timeout_ms: u32,
+}
+
+impl Default for GroupSettings {
+    fn default() -> Self {
+        Self {
+            default_session_timeout_ms: 10_000,
+            min_session_timeout_ms: 1_000,
+            max_session_timeout_ms: 300_000,
+        }
+    }
+}
+
+impl GroupSettings {
+    /// The session timeout granted for a request of `requested_ms` (0: the default).
+    pub fn session_timeout(&self, requested_ms: u32) -> Duration {
+        let ms = if requested_ms == 0 {
+            self.default_session_timeout_ms
+        } else {
+            requested_ms
+        };
+        Duration::from_millis(u64::from(
+            ms.clamp(self.min_session_timeout_ms, self.max_session_timeout_ms),
+        ))
+    }
 }
 
 /// Sandbox limits for WebAssembly modules (docs/modules.md, "Limits").
@@ -188,6 +226,7 @@ impl Default for BrokerConfig {
             limits: Limits::default(),
             raft: RaftTimings::default(),
             modules: ModuleLimits::default(),
+            groups: GroupSettings::default(),
         }
     }
 }
@@ -289,6 +328,17 @@ impl BrokerConfig {
         }
         if m.max_instances == 0 || m.max_output_bytes == 0 {
             return invalid("modules.max_instances and max_output_bytes must be at least 1".into());
+        }
+        let g = &self.groups;
+        if g.min_session_timeout_ms == 0
+            || g.min_session_timeout_ms > g.max_session_timeout_ms
+            || !(g.min_session_timeout_ms..=g.max_session_timeout_ms)
+                .contains(&g.default_session_timeout_ms)
+        {
+            return invalid(format!(
+                "group session timeouts must satisfy 0 < min_session_timeout_ms ({}) <= default_session_timeout_ms ({}) <= max_session_timeout_ms ({})",
+                g.min_session_timeout_ms, g.default_session_timeout_ms, g.max_session_timeout_ms
+            ));
         }
         let r = &self.raft;
         if r.heartbeat_ms == 0

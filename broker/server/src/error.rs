@@ -7,7 +7,7 @@
 use tonic::{Code, Status};
 use weir_raft::{NodeId, ReplicaError};
 use weir_storage::ReadError;
-use weir_types::{BatchError, InvalidName, Offset, PartitionId, TopicName};
+use weir_types::{BatchError, GroupName, InvalidName, Offset, PartitionId, TopicName};
 
 use crate::metadata::CommandError;
 
@@ -145,6 +145,34 @@ pub enum BrokerError {
         /// What happened, naming the module and the limit.
         message: String,
     },
+    /// The consumer group name is not valid.
+    #[error("invalid group name '{name}': {source}")]
+    InvalidGroupName {
+        /// The refused name.
+        name: String,
+        /// What is wrong with it.
+        #[source]
+        source: InvalidName,
+    },
+    /// The group has neither members nor committed offsets.
+    #[error("group '{0}' does not exist: it has no members and no committed offsets")]
+    UnknownGroup(String),
+    /// The member is not (or no longer) in the group.
+    #[error("{0}")]
+    UnknownMember(String),
+    /// A joining member names another assignor than the group's members.
+    #[error("{0}")]
+    InconsistentGroupProtocol(String),
+    /// The operation needs a group without members.
+    #[error("{0}")]
+    GroupNotEmpty(String),
+    /// A member committed offsets for partitions it does not own.
+    #[error("{0}")]
+    NotAssigned(String),
+    /// The controller leader answered a forwarded request with this error; it is passed on
+    /// unchanged.
+    #[error("{}", .0.message())]
+    Forwarded(Box<Status>),
     /// A produce-path module rejected records of a request whose policy is `reject`.
     #[error("{} of the request's records rejected by the topic's produce chain: {}", .0.len(), summary(.0))]
     RecordsRejected(Vec<RejectedRecord>),
@@ -206,6 +234,14 @@ impl BrokerError {
             BrokerError::InvalidModuleParams(_) => "INVALID_MODULE_PARAMS",
             BrokerError::ModuleFailed { .. } => "MODULE_FAILED",
             BrokerError::RecordsRejected(_) => "RECORD_REJECTED",
+            BrokerError::InvalidGroupName { .. } => "INVALID_GROUP_NAME",
+            BrokerError::UnknownGroup(_) => "UNKNOWN_GROUP",
+            BrokerError::UnknownMember(_) => "UNKNOWN_MEMBER",
+            BrokerError::InconsistentGroupProtocol(_) => "INCONSISTENT_GROUP_PROTOCOL",
+            BrokerError::GroupNotEmpty(_) => "GROUP_NOT_EMPTY",
+            BrokerError::NotAssigned(_) => "NOT_ASSIGNED",
+            // Counted under this label in the metrics only; the client sees the leader's.
+            BrokerError::Forwarded(_) => "FORWARDED",
         }
     }
 
@@ -220,28 +256,38 @@ impl BrokerError {
             | BrokerError::InvalidArgument(_)
             | BrokerError::InvalidModule { .. }
             | BrokerError::InvalidModuleParams(_)
-            | BrokerError::RecordsRejected(_) => Code::InvalidArgument,
+            | BrokerError::RecordsRejected(_)
+            | BrokerError::InvalidGroupName { .. }
+            | BrokerError::InconsistentGroupProtocol(_) => Code::InvalidArgument,
             BrokerError::UnknownTopic(_)
             | BrokerError::UnknownPartition { .. }
             | BrokerError::UnknownNode(_)
-            | BrokerError::UnknownModule(_) => Code::NotFound,
+            | BrokerError::UnknownModule(_)
+            | BrokerError::UnknownGroup(_)
+            | BrokerError::UnknownMember(_) => Code::NotFound,
             BrokerError::TopicExists(_)
             | BrokerError::NodeExists(_)
             | BrokerError::ModuleExists(_) => Code::AlreadyExists,
             BrokerError::NodeHasReplicas(_)
             | BrokerError::ModuleInUse(_)
-            | BrokerError::ModuleFailed { .. } => Code::FailedPrecondition,
+            | BrokerError::ModuleFailed { .. }
+            | BrokerError::GroupNotEmpty(_)
+            | BrokerError::NotAssigned(_) => Code::FailedPrecondition,
             BrokerError::OffsetOutOfRange { .. } => Code::OutOfRange,
             BrokerError::NotLeader { .. } => Code::FailedPrecondition,
             BrokerError::Unavailable(_) | BrokerError::ShuttingDown => Code::Unavailable,
             BrokerError::Indeterminate(_) => Code::Aborted,
             BrokerError::Corrupt(_) => Code::DataLoss,
             BrokerError::Internal(_) => Code::Internal,
+            BrokerError::Forwarded(status) => status.code(),
         }
     }
 
     /// The gRPC status for this error, with its reason (and a leader hint for NOT_LEADER).
     pub fn to_status(&self) -> Status {
+        if let BrokerError::Forwarded(status) = self {
+            return status.as_ref().clone();
+        }
         let mut metadata = Vec::new();
         if let BrokerError::NotLeader {
             leader,
@@ -280,6 +326,15 @@ impl BrokerError {
             self.reason(),
             metadata,
         )
+    }
+
+    /// Parses a consumer group name from a request.
+    pub fn group_name(name: &str) -> Result<GroupName, BrokerError> {
+        name.parse()
+            .map_err(|source| BrokerError::InvalidGroupName {
+                name: name.to_owned(),
+                source,
+            })
     }
 
     /// Parses a topic name from a request.

@@ -7,6 +7,7 @@
 
 mod config;
 mod error;
+mod groups;
 mod metadata;
 mod metrics;
 mod modules;
@@ -24,7 +25,9 @@ use tracing::Instrument;
 use weir_proto::v1::broker_server::BrokerServer;
 use weir_raft::Peers;
 
-pub use config::{BrokerConfig, ConfigError, Limits, ModuleLimits, Peer, RaftTimings};
+pub use config::{
+    BrokerConfig, ConfigError, GroupSettings, Limits, ModuleLimits, Peer, RaftTimings,
+};
 pub use error::{BrokerError, RejectedRecord};
 
 use crate::metrics::{Metrics, RequestMetrics};

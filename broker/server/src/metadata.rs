@@ -13,6 +13,8 @@ use tokio::sync::watch;
 use weir_raft::{GroupId, MetadataState, NodeId};
 use weir_types::{PartitionId, TopicName};
 
+use crate::groups::{GroupCommand, GroupOffsets};
+
 /// The controller group's id; partition groups are numbered from 1.
 pub const CONTROLLER_GROUP: GroupId = 0;
 
@@ -312,6 +314,9 @@ pub enum Command {
         /// Module name.
         module: String,
     },
+    /// Changes consumer groups' committed offsets, which live beside the cluster metadata
+    /// ([`ControllerState`]).
+    Group(GroupCommand),
 }
 
 /// Why a command was refused. Refusals change nothing.
@@ -674,6 +679,10 @@ impl ClusterMetadata {
                 chain.push(attachment);
                 Ok(Applied::Done)
             }
+            Command::Group(_) => Err(CommandError::Invalid(
+                "consumer group commands apply to the group offsets, not the cluster metadata"
+                    .into(),
+            )),
             Command::DetachModule {
                 topic,
                 path,
@@ -699,28 +708,102 @@ impl ClusterMetadata {
     }
 }
 
-/// The controller state machine as the raft layer sees it: metadata plus a watch channel that
-/// tells the rest of the broker about every change.
+/// Everything the controller replicates: the cluster metadata, and consumer groups' committed
+/// offsets beside it. They are published apart, so an offset commit does not wake everything
+/// that watches topics and placement.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ControllerState {
+    /// Nodes, topics, placement, modules.
+    pub metadata: ClusterMetadata,
+    /// Committed offsets by group.
+    pub groups: GroupOffsets,
+}
+
+/// The snapshot layout since consumer groups; before, a snapshot was the bare
+/// [`ClusterMetadata`], which [`MetadataStore::restore`] still reads.
+#[derive(Serialize)]
+struct SnapshotRef<'a> {
+    metadata: &'a ClusterMetadata,
+    groups: &'a GroupOffsets,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Snapshot {
+    metadata: ClusterMetadata,
+    groups: GroupOffsets,
+}
+
+impl ControllerState {
+    /// Applies a command to the part it changes. Returns the reply and whether the cluster
+    /// metadata and the group offsets changed.
+    pub fn apply(&mut self, command: Command) -> (CommandReply, bool, bool) {
+        match command {
+            Command::Group(command) => {
+                let topics = &self.metadata.topics;
+                let reply = self
+                    .groups
+                    .apply(command, |topic| {
+                        topics.get(topic).map(|t| t.partitions.len() as u32)
+                    })
+                    .map(|()| Applied::Done)
+                    .map_err(CommandError::Invalid);
+                let changed = reply.is_ok();
+                (reply, false, changed)
+            }
+            Command::DeleteTopic { name } => {
+                let reply = self.metadata.apply(Command::DeleteTopic { name: name.clone() });
+                let changed = reply.is_ok();
+                if changed {
+                    self.groups.forget_topic(&name);
+                }
+                (reply, changed, changed)
+            }
+            other => (self.metadata.apply(other), true, false),
+        }
+    }
+}
+
+/// The controller state machine as the raft layer sees it: the replicated state plus watch
+/// channels that tell the rest of the broker about every change.
 pub struct MetadataStore {
-    state: ClusterMetadata,
+    state: ControllerState,
     published: watch::Sender<Arc<ClusterMetadata>>,
+    published_groups: watch::Sender<Arc<GroupOffsets>>,
+}
+
+/// Receivers of the controller state's changes.
+pub struct MetadataReceivers {
+    /// The cluster metadata.
+    pub metadata: watch::Receiver<Arc<ClusterMetadata>>,
+    /// Consumer groups' committed offsets.
+    pub groups: watch::Receiver<Arc<GroupOffsets>>,
 }
 
 impl MetadataStore {
-    /// An empty store and a receiver of its changes.
-    pub fn new() -> (Self, watch::Receiver<Arc<ClusterMetadata>>) {
-        let (published, receiver) = watch::channel(Arc::new(ClusterMetadata::default()));
+    /// An empty store and receivers of its changes.
+    pub fn new() -> (Self, MetadataReceivers) {
+        let (published, metadata) = watch::channel(Arc::new(ClusterMetadata::default()));
+        let (published_groups, groups) = watch::channel(Arc::new(GroupOffsets::default()));
         (
             Self {
-                state: ClusterMetadata::default(),
+                state: ControllerState::default(),
                 published,
+                published_groups,
             },
-            receiver,
+            MetadataReceivers { metadata, groups },
         )
     }
 
-    fn publish(&self) {
-        self.published.send_replace(Arc::new(self.state.clone()));
+    fn publish(&self, metadata: bool, groups: bool) {
+        if metadata {
+            self.published
+                .send_replace(Arc::new(self.state.metadata.clone()));
+        }
+        if groups {
+            self.published_groups
+                .send_replace(Arc::new(self.state.groups.clone()));
+        }
     }
 }
 
@@ -739,20 +822,36 @@ pub fn decode_reply(bytes: &[u8]) -> CommandReply {
 impl MetadataState for MetadataStore {
     fn apply(&mut self, command: &[u8]) -> Bytes {
         let reply: CommandReply = match serde_json::from_slice::<Command>(command) {
-            Ok(command) => self.state.apply(command),
+            Ok(command) => {
+                let (reply, metadata, groups) = self.state.apply(command);
+                self.publish(metadata, groups);
+                reply
+            }
             Err(e) => Err(CommandError::Invalid(e.to_string())),
         };
-        self.publish();
         Bytes::from(serde_json::to_vec(&reply).unwrap_or_default())
     }
 
     fn snapshot(&self) -> Bytes {
-        Bytes::from(serde_json::to_vec(&self.state).unwrap_or_default())
+        let snapshot = SnapshotRef {
+            metadata: &self.state.metadata,
+            groups: &self.state.groups,
+        };
+        Bytes::from(serde_json::to_vec(&snapshot).unwrap_or_default())
     }
 
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
-        self.state = serde_json::from_slice(snapshot).map_err(|e| e.to_string())?;
-        self.publish();
+        self.state = match serde_json::from_slice::<Snapshot>(snapshot) {
+            Ok(Snapshot { metadata, groups }) => ControllerState { metadata, groups },
+            Err(e) => match serde_json::from_slice::<ClusterMetadata>(snapshot) {
+                Ok(metadata) => ControllerState {
+                    metadata,
+                    groups: GroupOffsets::default(),
+                },
+                Err(_) => return Err(e.to_string()),
+            },
+        };
+        self.publish(true, true);
         Ok(())
     }
 }
@@ -915,14 +1014,72 @@ mod tests {
             address: "a".into(),
         })));
         store.apply(&encode_command(&create("t", 2, 1)));
-        assert!(rx.borrow().topics.contains_key(&topic("t")));
+        assert!(rx.metadata.borrow().topics.contains_key(&topic("t")));
+        let commit = Command::Group(GroupCommand::Commit {
+            group: "g".parse().unwrap(),
+            offsets: vec![(
+                topic("t"),
+                1,
+                crate::groups::CommittedOffset {
+                    offset: 7,
+                    metadata: String::new(),
+                    committed_at_ms: 1,
+                },
+            )],
+        });
+        assert_eq!(decode_reply(&store.apply(&encode_command(&commit))), Ok(Applied::Done));
+        assert_eq!(
+            rx.groups
+                .borrow()
+                .offset(&"g".parse().unwrap(), &topic("t"), 1)
+                .map(|c| c.offset),
+            Some(7)
+        );
         let garbage = decode_reply(&store.apply(b"{not json"));
         assert!(matches!(garbage, Err(CommandError::Invalid(_))));
 
         let (mut restored, rx2) = MetadataStore::new();
         restored.restore(&store.snapshot()).unwrap();
         assert_eq!(restored.state, store.state);
-        assert_eq!(*rx2.borrow().as_ref(), store.state);
+        assert_eq!(*rx2.metadata.borrow().as_ref(), store.state.metadata);
+        assert_eq!(*rx2.groups.borrow().as_ref(), store.state.groups);
         assert!(restored.restore(b"nope").is_err());
+    }
+
+    #[test]
+    fn a_snapshot_written_before_consumer_groups_still_restores() {
+        let mut metadata = cluster(1);
+        metadata.apply(create("t", 1, 1)).unwrap();
+        let old = serde_json::to_vec(&metadata).unwrap();
+        let (mut store, _rx) = MetadataStore::new();
+        store.restore(&old).unwrap();
+        assert_eq!(store.state.metadata, metadata);
+        assert_eq!(store.state.groups, GroupOffsets::default());
+    }
+
+    #[test]
+    fn deleting_a_topic_drops_group_offsets_for_it() {
+        let mut state = ControllerState {
+            metadata: cluster(1),
+            groups: GroupOffsets::default(),
+        };
+        state.apply(create("t", 1, 1)).0.unwrap();
+        let offset = crate::groups::CommittedOffset {
+            offset: 1,
+            metadata: String::new(),
+            committed_at_ms: 1,
+        };
+        let commit = |t: &str| {
+            Command::Group(GroupCommand::Commit {
+                group: "g".parse().unwrap(),
+                offsets: vec![(topic(t), 0, offset.clone())],
+            })
+        };
+        let (reply, metadata_changed, groups_changed) = state.apply(commit("t"));
+        assert_eq!((reply, metadata_changed, groups_changed), (Ok(Applied::Done), false, true));
+        // A commit for a topic that does not exist stores nothing.
+        assert!(state.apply(commit("nope")).0.is_err());
+        state.apply(Command::DeleteTopic { name: topic("t") }).0.unwrap();
+        assert!(state.groups.group(&"g".parse().unwrap()).is_none());
     }
 }

@@ -27,6 +27,7 @@ use crate::metadata::{
     Applied, CONTROLLER_GROUP, ClusterMetadata, Command, MetadataStore, NodeInfo, PartitionInfo,
     TopicInfo, decode_reply, encode_command,
 };
+use crate::groups::{Coordinator, GroupOffsets};
 use crate::modules::ModuleHost;
 
 /// How long a request waits for a partition or the controller to have a leader.
@@ -58,6 +59,9 @@ pub(crate) struct Node {
     controller_db: LogDb,
     controller: ControllerReplica<MetadataStore>,
     metadata: watch::Receiver<Arc<ClusterMetadata>>,
+    group_offsets: watch::Receiver<Arc<GroupOffsets>>,
+    /// Live consumer group membership, used while this node leads the controller.
+    pub(crate) coordinator: Coordinator,
     partitions: RwLock<HashMap<GroupId, HostedPartition>>,
     /// Assigned partitions whose replica failed to start, with the reason; retried by the
     /// next reconciliation.
@@ -93,7 +97,7 @@ impl Node {
         for peer in config.peers.iter().filter(|p| p.id != config.node_id) {
             peers.set_route(peer.id, peer.address.clone());
         }
-        let (store, metadata) = MetadataStore::new();
+        let (store, receivers) = MetadataStore::new();
         let controller = ControllerReplica::start(
             config.node_id,
             CONTROLLER_GROUP,
@@ -143,7 +147,9 @@ impl Node {
             partition_db,
             controller_db,
             controller,
-            metadata,
+            metadata: receivers.metadata,
+            group_offsets: receivers.groups,
+            coordinator: Coordinator::default(),
             partitions: RwLock::default(),
             failed: RwLock::default(),
             reconcile_lock: tokio::sync::Mutex::new(()),
@@ -200,6 +206,17 @@ impl Node {
     /// The latest applied metadata.
     pub(crate) fn metadata(&self) -> Arc<ClusterMetadata> {
         self.metadata.borrow().clone()
+    }
+
+    /// Consumer groups' committed offsets as this node has applied them.
+    pub(crate) fn group_offsets(&self) -> Arc<GroupOffsets> {
+        self.group_offsets.borrow().clone()
+    }
+
+    /// The controller term this node leads in, when it does: only then does it coordinate
+    /// consumer groups.
+    pub(crate) fn controller_term(&self) -> Option<u64> {
+        self.controller.leader_term()
     }
 
     /// The controller leader this node knows of.
@@ -384,9 +401,27 @@ impl Node {
         Ok(())
     }
 
+    /// A client of the public API on node `id`.
+    pub(crate) fn node_client(
+        &self,
+        id: NodeId,
+    ) -> Result<weir_proto::v1::broker_client::BrokerClient<tonic::transport::Channel>, BrokerError>
+    {
+        let address = self
+            .controller
+            .route_to(id)
+            .or_else(|| self.metadata().nodes.get(&id).map(|n| n.address.clone()))
+            .ok_or_else(|| BrokerError::Unavailable(format!("no address for node {id}")))?;
+        let channel = self
+            .peers
+            .channel(&address)
+            .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+        Ok(weir_proto::v1::broker_client::BrokerClient::new(channel))
+    }
+
     /// A client of the public API on the controller leader, for admin requests that must run
     /// there.
-    fn controller_leader_client(
+    pub(crate) fn controller_leader_client(
         &self,
     ) -> Result<weir_proto::v1::broker_client::BrokerClient<tonic::transport::Channel>, BrokerError>
     {

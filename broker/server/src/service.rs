@@ -25,6 +25,7 @@ use crate::modules::{ModuleHost, dead_letter_record};
 use crate::node::{HostedPartition, Node, blocking};
 use weir_wasm::{Chain, ChainRecord};
 
+mod groups;
 mod module_admin;
 
 /// The gRPC service over a [`Node`].
@@ -913,6 +914,78 @@ impl Broker for BrokerService {
         request: Request<pb::DetachModuleRequest>,
     ) -> Result<Response<pb::DescribeTopicResponse>, Status> {
         self.answer("DetachModule", self.handle_detach_module(request).await)
+    }
+
+    #[tracing::instrument(skip_all, fields(group = %request.get_ref().group))]
+    async fn join_group(
+        &self,
+        request: Request<pb::JoinGroupRequest>,
+    ) -> Result<Response<pb::JoinGroupResponse>, Status> {
+        self.answer("JoinGroup", self.handle_join_group(request).await)
+    }
+
+
+    async fn group_heartbeat(
+        &self,
+        request: Request<pb::GroupHeartbeatRequest>,
+    ) -> Result<Response<pb::GroupHeartbeatResponse>, Status> {
+        self.answer("GroupHeartbeat", self.handle_group_heartbeat(request).await)
+    }
+
+    #[tracing::instrument(skip_all, fields(group = %request.get_ref().group))]
+    async fn leave_group(
+        &self,
+        request: Request<pb::LeaveGroupRequest>,
+    ) -> Result<Response<pb::LeaveGroupResponse>, Status> {
+        self.answer("LeaveGroup", self.handle_leave_group(request).await)
+    }
+
+    #[tracing::instrument(skip_all, fields(group = %request.get_ref().group))]
+    async fn commit_offsets(
+        &self,
+        request: Request<pb::CommitOffsetsRequest>,
+    ) -> Result<Response<pb::CommitOffsetsResponse>, Status> {
+        self.answer("CommitOffsets", self.handle_commit_offsets(request).await)
+    }
+
+
+    async fn fetch_committed_offsets(
+        &self,
+        request: Request<pb::FetchCommittedOffsetsRequest>,
+    ) -> Result<Response<pb::FetchCommittedOffsetsResponse>, Status> {
+        self.answer("FetchCommittedOffsets", self.handle_fetch_committed_offsets(request).await)
+    }
+
+
+    async fn list_groups(
+        &self,
+        request: Request<pb::ListGroupsRequest>,
+    ) -> Result<Response<pb::ListGroupsResponse>, Status> {
+        self.answer("ListGroups", self.handle_list_groups(request).await)
+    }
+
+
+    async fn describe_group(
+        &self,
+        request: Request<pb::DescribeGroupRequest>,
+    ) -> Result<Response<pb::GroupDescription>, Status> {
+        self.answer("DescribeGroup", self.handle_describe_group(request).await)
+    }
+
+    #[tracing::instrument(skip_all, fields(group = %request.get_ref().group))]
+    async fn reset_group_offsets(
+        &self,
+        request: Request<pb::ResetGroupOffsetsRequest>,
+    ) -> Result<Response<pb::ResetGroupOffsetsResponse>, Status> {
+        self.answer("ResetGroupOffsets", self.handle_reset_group_offsets(request).await)
+    }
+
+    #[tracing::instrument(skip_all, fields(group = %request.get_ref().group))]
+    async fn delete_group(
+        &self,
+        request: Request<pb::DeleteGroupRequest>,
+    ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
+        self.answer("DeleteGroup", self.handle_delete_group(request).await)
     }
 }
 

@@ -13,5 +13,5 @@ pub use batch::{
     BATCH_HEADER_LEN, BatchError, BatchHeader, BatchLimits, BatchView, EncodedBatch, Header,
     Record, RecordIter,
 };
-pub use names::{InvalidName, MAX_TOPIC_NAME_LEN, Offset, PartitionId, TopicName};
+pub use names::{GroupName, InvalidName, MAX_TOPIC_NAME_LEN, Offset, PartitionId, TopicName};
 pub use partitioner::{murmur2, partition_for_key};

@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// Longest topic name accepted, in bytes (Kafka's limit, so names move between the systems).
+/// Longest topic or group name accepted, in bytes (Kafka's limit, so names move between the systems).
 pub const MAX_TOPIC_NAME_LEN: usize = 249;
 
 /// A validated topic name: 1 to 249 characters of `[A-Za-z0-9._-]`, and not `.` or `..`.
@@ -15,28 +15,28 @@ pub const MAX_TOPIC_NAME_LEN: usize = 249;
 #[serde(try_from = "String", into = "String")]
 pub struct TopicName(String);
 
-/// Why a name was refused.
+/// Why a topic or group name was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidName {
     /// The name is empty.
-    #[error("topic name is empty")]
+    #[error("the name is empty")]
     Empty,
     /// The name is longer than [`MAX_TOPIC_NAME_LEN`] bytes.
-    #[error("topic name is {len} bytes long; the limit is {MAX_TOPIC_NAME_LEN}")]
+    #[error("the name is {len} bytes long; the limit is {MAX_TOPIC_NAME_LEN}")]
     TooLong {
         /// Length of the refused name in bytes.
         len: usize,
     },
     /// The name contains a character outside `[A-Za-z0-9._-]`.
     #[error(
-        "topic name contains {found:?}; only ASCII letters, digits, '.', '_' and '-' are allowed"
+        "the name contains {found:?}; only ASCII letters, digits, '.', '_' and '-' are allowed"
     )]
     BadCharacter {
         /// The first offending character.
         found: char,
     },
     /// The name is `.` or `..`.
-    #[error("topic name may not be '.' or '..'")]
+    #[error("the name may not be '.' or '..'")]
     Reserved,
 }
 
@@ -51,22 +51,73 @@ impl FromStr for TopicName {
     type Err = InvalidName;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.is_empty() {
-            return Err(InvalidName::Empty);
-        }
-        if s.len() > MAX_TOPIC_NAME_LEN {
-            return Err(InvalidName::TooLong { len: s.len() });
-        }
-        if s == "." || s == ".." {
-            return Err(InvalidName::Reserved);
-        }
-        if let Some(found) = s
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-        {
-            return Err(InvalidName::BadCharacter { found });
-        }
-        Ok(Self(s.to_owned()))
+        check_name(s).map(|()| Self(s.to_owned()))
+    }
+}
+
+/// The rules topic and consumer group names share (Kafka's, for both).
+fn check_name(s: &str) -> Result<(), InvalidName> {
+    if s.is_empty() {
+        return Err(InvalidName::Empty);
+    }
+    if s.len() > MAX_TOPIC_NAME_LEN {
+        return Err(InvalidName::TooLong { len: s.len() });
+    }
+    if s == "." || s == ".." {
+        return Err(InvalidName::Reserved);
+    }
+    if let Some(found) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(InvalidName::BadCharacter { found });
+    }
+    Ok(())
+}
+
+/// A validated consumer group name, under the same rules as a [`TopicName`].
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct GroupName(String);
+
+impl GroupName {
+    /// The name as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for GroupName {
+    type Err = InvalidName;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        check_name(s).map(|()| Self(s.to_owned()))
+    }
+}
+
+impl TryFrom<String> for GroupName {
+    type Error = InvalidName;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<GroupName> for String {
+    fn from(name: GroupName) -> Self {
+        name.0
+    }
+}
+
+impl fmt::Display for GroupName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for GroupName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
     }
 }
 
