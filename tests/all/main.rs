@@ -7,6 +7,7 @@ mod bad_input;
 mod cli;
 mod cluster;
 mod crash;
+mod groups;
 mod module_cli;
 mod modules;
 mod offsets_and_tailing;

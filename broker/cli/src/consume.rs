@@ -18,7 +18,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use tokio::io::AsyncWriteExt;
-use weir_client::{Client, FetchSpec, Fetched, ModuleRef, OffsetSpec, StartAt};
+use weir_client::{
+    Client, Consumer, ConsumerConfig, FetchSpec, Fetched, ModuleRef, OffsetReset, OffsetSpec,
+    StartAt, TopicPartition,
+};
 
 use crate::format::{DEFAULT_FORMAT, Format};
 use crate::retry::with_retries;
@@ -42,8 +45,15 @@ pub struct ConsumeArgs {
     offset: Option<u64>,
 
     /// Partition to read.
-    #[arg(short, long, default_value_t = 0)]
+    #[arg(short, long, default_value_t = 0, conflicts_with = "group")]
     partition: u32,
+
+    /// Consume every partition of the topic as a member of this consumer group, starting
+    /// where the group committed (or, for partitions without a commit, at the end, or the
+    /// beginning with --from-beginning). On exit the position of every record printed is
+    /// committed, as the Kafka console consumer does.
+    #[arg(short, long, value_name = "GROUP", conflicts_with = "offset")]
+    group: Option<String>,
 
     /// Exit after printing this many records.
     #[arg(short = 'n', long, value_name = "N")]
@@ -69,6 +79,9 @@ pub struct ConsumeArgs {
 
 /// Prints records of `args.topic` to stdout as `args.format` says.
 pub async fn run(client: &Client, args: ConsumeArgs) -> anyhow::Result<()> {
+    if let Some(group) = args.group.clone() {
+        return run_in_group(client, args, group).await;
+    }
     let start = match (args.from_beginning, args.offset) {
         (_, Some(offset)) => StartAt::Offset(offset),
         (true, None) => StartAt::Earliest,
@@ -136,6 +149,90 @@ pub async fn run(client: &Client, args: ConsumeArgs) -> anyhow::Result<()> {
         // Flushed per batch so a tailing reader sees records as they arrive.
         if let Err(err) = write_all(&mut out, &buffer).await {
             // The reader went away (`weir consume ... | head`): nothing left to do.
+            if err.kind() == std::io::ErrorKind::BrokenPipe {
+                return Ok(());
+            }
+            return Err(anyhow::Error::new(err).context("cannot write to stdout"));
+        }
+    }
+}
+
+/// `weir consume --group`: a member of `group` consuming every partition of the topic.
+async fn run_in_group(client: &Client, args: ConsumeArgs, group: String) -> anyhow::Result<()> {
+    let mut config = ConsumerConfig::with_group(&group);
+    config.client_id = "weir-console-consumer".into();
+    // The position of what was printed is committed on exit, whatever happens before.
+    config.auto_commit = false;
+    config.offset_reset = if args.from_beginning {
+        OffsetReset::Earliest
+    } else {
+        OffsetReset::Latest
+    };
+    config.modules.clone_from(&args.modules);
+    let idle_timeout = args.timeout_ms.map(Duration::from_millis);
+    if let Some(timeout) = idle_timeout {
+        config.fetch_max_wait = timeout.min(MAX_POLL_WAIT);
+    }
+    let mut consumer = Consumer::new(client.clone(), config);
+    consumer
+        .subscribe(&[&args.topic])
+        .await
+        .with_context(|| format!("cannot join group '{group}'"))?;
+    let result = print_group_records(&mut consumer, &args, idle_timeout).await;
+    let committed = consumer
+        .commit()
+        .await
+        .with_context(|| format!("cannot commit the position of group '{group}'"));
+    let closed = consumer.close().await;
+    result?;
+    committed?;
+    closed.with_context(|| format!("cannot leave group '{group}'"))
+}
+
+async fn print_group_records(
+    consumer: &mut Consumer,
+    args: &ConsumeArgs,
+    idle_timeout: Option<Duration>,
+) -> anyhow::Result<()> {
+    let mut idle_deadline = idle_timeout.map(|timeout| Instant::now() + timeout);
+    let mut printed: u64 = 0;
+    let mut out = tokio::io::stdout();
+    let mut buffer = Vec::new();
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        let remaining = args.max_messages.map(|max| max.saturating_sub(printed));
+        if remaining == Some(0) {
+            return Ok(());
+        }
+        if idle_deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+            return Ok(());
+        }
+        let records = tokio::select! {
+            records = consumer.poll() => records.context("cannot consume")?,
+            signal = &mut ctrl_c => {
+                signal.context("cannot listen for Ctrl-C")?;
+                return Ok(());
+            }
+        };
+        if records.is_empty() {
+            continue;
+        }
+        idle_deadline = idle_timeout.map(|timeout| Instant::now() + timeout);
+        buffer.clear();
+        let take = remaining.map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
+        for record in records.iter().take(take) {
+            args.format
+                .write(&mut buffer, &record.topic, record.partition, &record.record);
+            printed += 1;
+        }
+        // Records not printed (--max-messages reached) must not count as consumed: move
+        // their partitions back to the first of them.
+        for record in records.iter().skip(take).rev() {
+            let tp = TopicPartition::new(record.topic.clone(), record.partition);
+            consumer.seek(&tp, record.record.offset)?;
+        }
+        if let Err(err) = write_all(&mut out, &buffer).await {
             if err.kind() == std::io::ErrorKind::BrokenPipe {
                 return Ok(());
             }

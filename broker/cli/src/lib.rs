@@ -11,6 +11,7 @@ mod broker;
 mod cluster;
 mod consume;
 mod format;
+mod group;
 mod module;
 mod module_new;
 pub mod module_test;
@@ -62,6 +63,11 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Print the records of a partition, one per line.
     Consume(consume::ConsumeArgs),
+    /// List, describe, reset and delete consumer groups.
+    Group {
+        #[command(subcommand)]
+        command: group::GroupCommand,
+    },
     /// Register WebAssembly modules and attach them to topics' produce and consume chains.
     Module {
         #[command(subcommand)]
@@ -94,6 +100,7 @@ impl Command {
             | Self::Produce(_)
             | Self::Consume(_)
             | Self::Module { .. }
+            | Self::Group { .. }
             | Self::Cluster { .. }
             | Self::Bench { .. } => "warn",
         }
@@ -106,6 +113,7 @@ impl Command {
             Self::Produce(args) => produce::run(&connect(broker).await?, args).await,
             Self::Consume(args) => consume::run(&connect(broker).await?, args).await,
             Self::Module { command } => command.run(broker).await,
+            Self::Group { command } => command.run(&connect(broker).await?).await,
             Self::Cluster { command } => command.run(&connect(broker).await?).await,
             Self::Bench { embedded, command } => command.run(broker, embedded).await,
         }

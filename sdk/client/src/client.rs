@@ -113,6 +113,12 @@ impl Client {
         self.shared.bootstrap.clone()
     }
 
+    /// Where consumer group requests go: any broker forwards them to the coordinator (the
+    /// controller leader), so the bootstrap broker.
+    pub(crate) fn coordinator(&self) -> BrokerClient<Channel> {
+        self.bootstrap()
+    }
+
     /// The connection to `target` (`None`: the bootstrap broker), opened lazily on first use.
     fn connection(&self, target: Option<&BrokerAddress>) -> BrokerClient<Channel> {
         let Some(address) = target else {

@@ -128,9 +128,12 @@ mod address;
 mod admin;
 mod client;
 mod consume;
+mod consumer;
 mod error;
+mod group;
 mod module;
 mod produce;
+mod producer;
 mod routing;
 
 pub use admin::{
@@ -141,13 +144,21 @@ pub use consume::{
     BatchStream, ConsumedRecord, FetchSpec, Fetched, ListedOffset, OffsetSpec, RecordStream,
     StartAt, SubscribeSpec, SubscribedBatch,
 };
+pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset};
 pub use error::{AddressError, ClientError};
+pub use group::{
+    CommittedOffset, GroupInfo, GroupMemberInfo, GroupPartitionInfo, GroupSummary, Heartbeat,
+    Joined, ResetTo, TopicPartition,
+};
 pub use module::{
     ModuleAttachment, ModuleInfo, ModulePath, ModuleRef, ModuleRefProblem, ModuleStats, ModuleUse,
     ModuleVersionInfo, ParseModulePathError, ParseModuleRefError, RejectAction, RejectPolicy,
     RejectedOffset,
 };
 pub use produce::{Acks, ParseAcksError, ProduceOutcome, ProducerRecord, RejectedRecord};
+pub use producer::{
+    Delivery, DeliveryError, Producer, ProducerConfig, RecordMetadata, partition_for_key,
+};
 
 /// Bytes of a record's key, value and headers: its payload size, excluding framing.
 fn payload_len(

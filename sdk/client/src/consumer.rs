@@ -1,0 +1,704 @@
+//! [`Consumer`]: reads records from assigned partitions, alone or as a member of a consumer
+//! group, and commits its position.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, Stream, StreamExt};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::group::TopicPartition;
+use crate::{Client, ClientError, ConsumedRecord, FetchSpec, Fetched, ModuleRef, OffsetSpec};
+
+/// Where a consumer starts in a partition its group has no committed offset for (Kafka's
+/// `auto.offset.reset`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OffsetReset {
+    /// At the log start.
+    Earliest,
+    /// At the high watermark: only records produced from now on. Kafka's default.
+    #[default]
+    Latest,
+}
+
+/// How a [`Consumer`] behaves. Defaults follow the Kafka Java client's.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// The consumer group; required for [`Consumer::subscribe`] and for committing.
+    pub group: Option<String>,
+    /// Names the application in group descriptions.
+    pub client_id: String,
+    /// Commit the position of everything [`Consumer::poll`] returned every
+    /// `auto_commit_interval`, before giving up a partition, and on [`Consumer::close`].
+    pub auto_commit: bool,
+    /// See `auto_commit`; 5 s by default.
+    pub auto_commit_interval: Duration,
+    /// The member is dropped from the group when it has not heartbeat for this long; 10 s by
+    /// default (the broker clamps it to its bounds).
+    pub session_timeout: Duration,
+    /// `range` (the default) or `round-robin`; see docs/consumer-groups.md.
+    pub assignor: String,
+    /// Where to start without a committed offset.
+    pub offset_reset: OffsetReset,
+    /// How long one fetch waits at the end of a partition; 500 ms by default.
+    pub fetch_max_wait: Duration,
+    /// A module chain run over every fetch (empty: the topics' consume chains).
+    pub modules: Vec<ModuleRef>,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        Self {
+            group: None,
+            client_id: "weir-consumer".into(),
+            auto_commit: true,
+            auto_commit_interval: Duration::from_secs(5),
+            session_timeout: Duration::from_secs(10),
+            assignor: "range".into(),
+            offset_reset: OffsetReset::Latest,
+            fetch_max_wait: Duration::from_millis(500),
+            modules: Vec::new(),
+        }
+    }
+}
+
+impl ConsumerConfig {
+    /// The defaults, in consumer group `group`.
+    pub fn with_group(group: impl Into<String>) -> Self {
+        Self {
+            group: Some(group.into()),
+            ..Self::default()
+        }
+    }
+}
+
+/// A record and where it was read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerRecord {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// The record, with its offset.
+    pub record: ConsumedRecord,
+}
+
+/// A partition being consumed.
+#[derive(Debug, Clone)]
+struct Position {
+    /// The offset of the next record to return.
+    next: u64,
+    /// What was last committed (or found committed), to skip commits that change nothing.
+    committed: Option<u64>,
+    /// Bumped by seeks, so a fetch started before one is discarded.
+    epoch: u64,
+    /// After a failed fetch, the next one waits until then.
+    retry_at: Option<Instant>,
+}
+
+/// The `from` of a fetch result that re-positions the partition (after OFFSET_OUT_OF_RANGE).
+const REPOSITION: u64 = u64::MAX;
+
+/// What the heartbeat task and [`Consumer::poll`] share.
+#[derive(Debug, Default)]
+struct Membership {
+    member_id: Option<String>,
+    /// The latest assignment from the coordinator, not yet applied by `poll`.
+    pending: Option<BTreeSet<TopicPartition>>,
+    /// What `poll` has applied: reported in every heartbeat.
+    owned: BTreeSet<TopicPartition>,
+    /// A failure the task cannot recover from, reported by the next `poll`.
+    failed: Option<ClientError>,
+    closed: bool,
+}
+
+type FetchResult = (TopicPartition, u64, u64, Result<Fetched, ClientError>);
+
+/// A consumer: `subscribe` to topics as a member of a group, or `assign` partitions yourself,
+/// then `poll` for records (or use [`Consumer::stream`]) and `commit` the position.
+///
+/// In a group, a background task joins and heartbeats; assignment changes are applied inside
+/// [`Consumer::poll`], as in the Kafka client: a partition taken away is committed (with
+/// auto-commit) and dropped there, and its new owner starts only after that, from the
+/// committed offset. So, committing after processing, no committed record is delivered twice;
+/// records processed but not committed when a partition moves (or a consumer dies) are
+/// delivered again to the next owner: at-least-once.
+///
+/// ```no_run
+/// use weir_client::{Client, Consumer, ConsumerConfig, OffsetReset};
+///
+/// # async fn run() -> Result<(), weir_client::ClientError> {
+/// let client = Client::connect("127.0.0.1:7070").await?;
+/// let mut config = ConsumerConfig::with_group("billing");
+/// config.offset_reset = OffsetReset::Earliest;
+/// config.auto_commit = false;
+/// let mut consumer = Consumer::new(client, config);
+/// consumer.subscribe(&["orders"]).await?;
+/// loop {
+///     for record in consumer.poll().await? {
+///         println!("{}/{}@{}: {:?}", record.topic, record.partition, record.record.offset, record.record.value);
+///     }
+///     consumer.commit().await?;
+/// }
+/// # }
+/// ```
+pub struct Consumer {
+    client: Client,
+    config: ConsumerConfig,
+    positions: BTreeMap<TopicPartition, Position>,
+    fetches: FuturesUnordered<Pin<Box<dyn Future<Output = FetchResult> + Send>>>,
+    fetching: BTreeSet<TopicPartition>,
+    membership: Arc<Mutex<Membership>>,
+    /// Wakes the heartbeat task when `poll` applied an assignment, so the release is reported
+    /// at once.
+    applied: Arc<Notify>,
+    heartbeat: Option<tokio::task::JoinHandle<()>>,
+    last_auto_commit: Instant,
+    buffered: VecDeque<ConsumerRecord>,
+}
+
+fn lock(membership: &Mutex<Membership>) -> std::sync::MutexGuard<'_, Membership> {
+    membership.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Consumer {
+    /// A consumer over `client`; it reads nothing until [`Consumer::subscribe`] or
+    /// [`Consumer::assign`].
+    pub fn new(client: Client, config: ConsumerConfig) -> Self {
+        Self {
+            client,
+            config,
+            positions: BTreeMap::new(),
+            fetches: FuturesUnordered::new(),
+            fetching: BTreeSet::new(),
+            membership: Arc::default(),
+            applied: Arc::new(Notify::new()),
+            heartbeat: None,
+            last_auto_commit: Instant::now(),
+            buffered: VecDeque::new(),
+        }
+    }
+
+    fn group(&self) -> Result<&str, ClientError> {
+        self.config.group.as_deref().ok_or_else(|| {
+            ClientError::InvalidArgument(
+                "this consumer has no group (ConsumerConfig::group)".into(),
+            )
+        })
+    }
+
+    /// Joins the consumer's group subscribed to `topics`. The group's coordinator assigns
+    /// partitions; the first `poll` calls after joining pick them up. Fails at once for an
+    /// unknown topic or a group using another assignor (nothing is joined then).
+    pub async fn subscribe(&mut self, topics: &[&str]) -> Result<(), ClientError> {
+        let group = self.group()?.to_owned();
+        if self.heartbeat.is_some() {
+            return Err(ClientError::InvalidArgument(
+                "this consumer is subscribed already".into(),
+            ));
+        }
+        let topics: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
+        let session_ms = u32::try_from(self.config.session_timeout.as_millis()).unwrap_or(u32::MAX);
+        // The first join happens here, so its errors reach the caller.
+        let joined = self
+            .client
+            .join_group(
+                &group,
+                &topics,
+                &self.config.assignor,
+                session_ms,
+                &self.config.client_id,
+            )
+            .await?;
+        lock(&self.membership).member_id = Some(joined.member_id);
+        let task = HeartbeatTask {
+            client: self.client.clone(),
+            group,
+            topics,
+            assignor: self.config.assignor.clone(),
+            session_ms,
+            client_id: self.config.client_id.clone(),
+            membership: self.membership.clone(),
+            applied: self.applied.clone(),
+            interval: Duration::from_millis(u64::from(joined.heartbeat_interval_ms.max(1))),
+        };
+        self.heartbeat = Some(tokio::spawn(task.run()));
+        Ok(())
+    }
+
+    /// Consumes `partitions` outside any group membership, each from the group's committed
+    /// offset (when the consumer has a group) or else where [`ConsumerConfig::offset_reset`]
+    /// says.
+    pub async fn assign(&mut self, partitions: &[TopicPartition]) -> Result<(), ClientError> {
+        if self.heartbeat.is_some() {
+            return Err(ClientError::InvalidArgument(
+                "this consumer is subscribed to a group; assign is for consumers outside one"
+                    .into(),
+            ));
+        }
+        self.positions.clear();
+        self.start(partitions.iter().cloned().collect()).await
+    }
+
+    /// Starts consuming `partitions` from their committed offsets or the reset position.
+    async fn start(&mut self, partitions: BTreeSet<TopicPartition>) -> Result<(), ClientError> {
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        let wanted: Vec<TopicPartition> = partitions.iter().cloned().collect();
+        let committed: BTreeMap<TopicPartition, u64> = match &self.config.group {
+            Some(group) => self
+                .client
+                .committed_offsets(group, &wanted)
+                .await?
+                .into_iter()
+                .map(|c| (c.partition, c.offset))
+                .collect(),
+            None => BTreeMap::new(),
+        };
+        for tp in wanted {
+            let next = match committed.get(&tp) {
+                Some(&offset) => offset,
+                None => self.reset_position(&tp).await?,
+            };
+            let committed = committed.get(&tp).copied();
+            self.positions.insert(
+                tp,
+                Position {
+                    next,
+                    committed,
+                    epoch: 0,
+                    retry_at: None,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    async fn reset_position(&self, tp: &TopicPartition) -> Result<u64, ClientError> {
+        let spec = match self.config.offset_reset {
+            OffsetReset::Earliest => OffsetSpec::Earliest,
+            OffsetReset::Latest => OffsetSpec::Latest,
+        };
+        let listed = self
+            .client
+            .list_offsets(tp.topic.clone(), tp.partition, spec)
+            .await?;
+        Ok(listed.offset.unwrap_or(listed.high_watermark))
+    }
+
+    /// The partitions being consumed now.
+    pub fn assignment(&self) -> Vec<TopicPartition> {
+        self.positions.keys().cloned().collect()
+    }
+
+    /// The offset of the next record `poll` returns from `partition`, if it is consumed.
+    pub fn position(&self, partition: &TopicPartition) -> Option<u64> {
+        self.positions.get(partition).map(|p| p.next)
+    }
+
+    /// Continues `partition` at `offset` from the next `poll` on.
+    pub fn seek(&mut self, partition: &TopicPartition, offset: u64) -> Result<(), ClientError> {
+        let position = self.positions.get_mut(partition).ok_or_else(|| {
+            ClientError::InvalidArgument(format!("{partition} is not assigned to this consumer"))
+        })?;
+        position.next = offset;
+        position.epoch += 1;
+        self.buffered
+            .retain(|r| r.topic != partition.topic || r.partition != partition.partition);
+        Ok(())
+    }
+
+    /// Applies an assignment the heartbeat task received: commits and drops partitions taken
+    /// away, starts new ones.
+    async fn apply_assignment(&mut self) -> Result<(), ClientError> {
+        let pending = {
+            let mut membership = lock(&self.membership);
+            if let Some(error) = membership.failed.take() {
+                return Err(error);
+            }
+            membership.pending.take()
+        };
+        let Some(assignment) = pending else {
+            return Ok(());
+        };
+        let revoked: Vec<TopicPartition> = self
+            .positions
+            .keys()
+            .filter(|tp| !assignment.contains(*tp))
+            .cloned()
+            .collect();
+        if !revoked.is_empty() && self.config.auto_commit {
+            // Best effort: a member that was removed cannot commit any more.
+            let _ = self.commit_partitions(&revoked).await;
+        }
+        for tp in &revoked {
+            self.positions.remove(tp);
+        }
+        self.buffered
+            .retain(|r| assignment.contains(&TopicPartition::new(r.topic.clone(), r.partition)));
+        let added: BTreeSet<TopicPartition> = assignment
+            .iter()
+            .filter(|tp| !self.positions.contains_key(*tp))
+            .cloned()
+            .collect();
+        self.start(added).await?;
+        lock(&self.membership).owned = self.positions.keys().cloned().collect();
+        self.applied.notify_one();
+        Ok(())
+    }
+
+    /// Waits (up to about [`ConsumerConfig::fetch_max_wait`]) for records from the assigned
+    /// partitions and returns them; an empty result means none arrived in time. Also applies
+    /// group assignment changes and, with auto-commit, commits what earlier polls returned.
+    pub async fn poll(&mut self) -> Result<Vec<ConsumerRecord>, ClientError> {
+        if self.config.auto_commit
+            && self.config.group.is_some()
+            && self.last_auto_commit.elapsed() >= self.config.auto_commit_interval
+        {
+            self.last_auto_commit = Instant::now();
+            // A failed auto-commit is retried at the next interval, as in Kafka.
+            let _ = self.commit().await;
+        }
+        self.apply_assignment().await?;
+        if !self.buffered.is_empty() {
+            return Ok(self.buffered.drain(..).collect());
+        }
+        self.start_fetches();
+        let mut out = Vec::new();
+        let deadline = Instant::now() + self.config.fetch_max_wait + Duration::from_millis(100);
+        if self.fetches.is_empty() {
+            // Nothing assigned yet: wait for an assignment instead of spinning.
+            let _ = tokio::time::timeout(self.config.fetch_max_wait, self.applied_or_never()).await;
+            return Ok(out);
+        }
+        match tokio::time::timeout_at(deadline, self.fetches.next()).await {
+            Ok(Some(result)) => self.take(result, &mut out)?,
+            Ok(None) | Err(_) => return Ok(out),
+        }
+        // Whatever else is ready now comes along.
+        while let Some(Some(result)) = self.fetches.next().now_or_never() {
+            self.take(result, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// Resolves when the coordinator has sent an assignment not applied yet.
+    async fn applied_or_never(&self) {
+        loop {
+            if lock(&self.membership).pending.is_some() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn start_fetches(&mut self) {
+        for (tp, position) in &self.positions {
+            if self.fetching.contains(tp) {
+                continue;
+            }
+            let mut spec = FetchSpec::new(tp.topic.clone(), tp.partition, position.next)
+                .with_max_wait_ms(self.config.fetch_max_wait.as_millis() as u32);
+            spec.modules = self.config.modules.clone();
+            let client = self.client.clone();
+            let (tp2, from, epoch) = (tp.clone(), position.next, position.epoch);
+            let retry_at = position.retry_at;
+            self.fetching.insert(tp.clone());
+            self.fetches.push(Box::pin(async move {
+                if let Some(at) = retry_at {
+                    tokio::time::sleep_until(at).await;
+                }
+                let result = client.fetch(spec).await;
+                (tp2, from, epoch, result)
+            }));
+        }
+    }
+
+    /// Takes one fetch's records if they still continue the partition's position.
+    fn take(
+        &mut self,
+        result: FetchResult,
+        out: &mut Vec<ConsumerRecord>,
+    ) -> Result<(), ClientError> {
+        let (tp, from, epoch, fetched) = result;
+        self.fetching.remove(&tp);
+        let Some(position) = self.positions.get_mut(&tp) else {
+            return Ok(());
+        };
+        if position.epoch != epoch || (from != REPOSITION && position.next != from) {
+            return Ok(());
+        }
+        position.retry_at = None;
+        match fetched {
+            Ok(fetched) => {
+                position.next = fetched.next_offset;
+                out.extend(fetched.records.into_iter().map(|record| ConsumerRecord {
+                    topic: tp.topic.clone(),
+                    partition: tp.partition,
+                    record,
+                }));
+                Ok(())
+            }
+            Err(e) if e.reason() == Some("OFFSET_OUT_OF_RANGE") => {
+                // The position fell out of the log (retention) or is past its end: start
+                // again where the reset policy says, on the next poll.
+                position.epoch += 1;
+                let spec = self.config.offset_reset;
+                let client = self.client.clone();
+                let tp2 = tp.clone();
+                self.fetching.insert(tp.clone());
+                let epoch = position.epoch;
+                self.fetches.push(Box::pin(async move {
+                    let listed = client
+                        .list_offsets(
+                            tp2.topic.clone(),
+                            tp2.partition,
+                            match spec {
+                                OffsetReset::Earliest => OffsetSpec::Earliest,
+                                OffsetReset::Latest => OffsetSpec::Latest,
+                            },
+                        )
+                        .await;
+                    let result = listed.map(|l| Fetched {
+                        records: Vec::new(),
+                        high_watermark: l.high_watermark,
+                        next_offset: l.offset.unwrap_or(l.high_watermark),
+                        rejected: Vec::new(),
+                        log_start_offset: l.log_start_offset,
+                    });
+                    (tp2, REPOSITION, epoch, result)
+                }));
+                Ok(())
+            }
+            Err(e) if e.is_retriable() => {
+                // Leadership moving or a broker restarting: try again shortly.
+                position.retry_at = Some(Instant::now() + Duration::from_millis(200));
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The records as a stream: `poll` in a loop, one record at a time. Ends after yielding
+    /// an error.
+    pub fn stream(&mut self) -> impl Stream<Item = Result<ConsumerRecord, ClientError>> + '_ {
+        futures::stream::unfold(
+            (self, VecDeque::new(), false),
+            |(consumer, mut ready, failed)| async move {
+                if failed {
+                    return None;
+                }
+                loop {
+                    if let Some(record) = ready.pop_front() {
+                        return Some((Ok(record), (consumer, ready, false)));
+                    }
+                    match consumer.poll().await {
+                        Ok(records) => ready.extend(records),
+                        Err(e) => return Some((Err(e), (consumer, ready, true))),
+                    }
+                }
+            },
+        )
+    }
+
+    /// Commits the position of every consumed partition (the offset after the last record
+    /// `poll` returned) and waits for the coordinator to acknowledge it.
+    pub async fn commit(&mut self) -> Result<(), ClientError> {
+        let partitions: Vec<TopicPartition> = self.positions.keys().cloned().collect();
+        self.commit_partitions(&partitions).await
+    }
+
+    /// Starts committing the current positions in the background and returns at once; the
+    /// returned handle tells how it went. Positions committed this way are not remembered as
+    /// committed, so a later [`Consumer::commit`] sends them again.
+    pub fn commit_async(&self) -> tokio::task::JoinHandle<Result<(), ClientError>> {
+        let offsets = self.changed_offsets(&self.assignment());
+        let (client, group) = (self.client.clone(), self.config.group.clone());
+        let member_id = lock(&self.membership).member_id.clone().unwrap_or_default();
+        tokio::spawn(async move {
+            let Some(group) = group else {
+                return Err(ClientError::InvalidArgument(
+                    "this consumer has no group".into(),
+                ));
+            };
+            if offsets.is_empty() {
+                return Ok(());
+            }
+            client.commit_offsets(&group, &member_id, &offsets).await
+        })
+    }
+
+    fn changed_offsets(&self, partitions: &[TopicPartition]) -> Vec<(TopicPartition, u64)> {
+        partitions
+            .iter()
+            .filter_map(|tp| {
+                let p = self.positions.get(tp)?;
+                (p.committed != Some(p.next)).then(|| (tp.clone(), p.next))
+            })
+            .collect()
+    }
+
+    async fn commit_partitions(
+        &mut self,
+        partitions: &[TopicPartition],
+    ) -> Result<(), ClientError> {
+        let group = self.group()?.to_owned();
+        let offsets = self.changed_offsets(partitions);
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let member_id = lock(&self.membership).member_id.clone().unwrap_or_default();
+        self.client
+            .commit_offsets(&group, &member_id, &offsets)
+            .await?;
+        for (tp, offset) in offsets {
+            if let Some(p) = self.positions.get_mut(&tp) {
+                p.committed = Some(offset);
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits (with auto-commit) and leaves the group, so its partitions move to the other
+    /// members at once instead of after the session timeout.
+    pub async fn close(mut self) -> Result<(), ClientError> {
+        let committed = if self.config.auto_commit && self.config.group.is_some() {
+            self.commit().await
+        } else {
+            Ok(())
+        };
+        self.leave().await;
+        committed
+    }
+
+    async fn leave(&mut self) {
+        let member_id = {
+            let mut membership = lock(&self.membership);
+            membership.closed = true;
+            membership.member_id.take()
+        };
+        if let Some(task) = self.heartbeat.take() {
+            task.abort();
+        }
+        if let (Some(group), Some(member_id)) = (&self.config.group, member_id) {
+            // The session timeout removes the member anyway if this fails.
+            let _ = self.client.leave_group(group, &member_id).await;
+        }
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        if let Some(task) = self.heartbeat.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Joins (again when needed) and heartbeats in the background.
+struct HeartbeatTask {
+    client: Client,
+    group: String,
+    topics: Vec<String>,
+    assignor: String,
+    session_ms: u32,
+    client_id: String,
+    membership: Arc<Mutex<Membership>>,
+    applied: Arc<Notify>,
+    interval: Duration,
+}
+
+impl HeartbeatTask {
+    async fn run(mut self) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let (member_id, owned) = {
+                let membership = lock(&self.membership);
+                if membership.closed {
+                    return;
+                }
+                (
+                    membership.member_id.clone(),
+                    membership.owned.iter().cloned().collect::<Vec<_>>(),
+                )
+            };
+            let result = match member_id {
+                None => self.rejoin().await,
+                Some(member_id) => self.beat(&member_id, &owned).await,
+            };
+            let wait = match result {
+                Ok(()) => {
+                    backoff = Duration::from_millis(100);
+                    self.interval
+                }
+                Err(e) if e.is_retriable() => {
+                    backoff = (backoff * 2).min(self.interval.max(Duration::from_millis(100)));
+                    backoff
+                }
+                Err(e) => {
+                    lock(&self.membership).failed = Some(e);
+                    return;
+                }
+            };
+            // A poll that applied an assignment wakes this at once, so a released
+            // partition reaches its next owner without waiting a whole interval.
+            let _ = tokio::time::timeout(wait, self.applied.notified()).await;
+        }
+    }
+
+    async fn beat(&mut self, member_id: &str, owned: &[TopicPartition]) -> Result<(), ClientError> {
+        match self
+            .client
+            .group_heartbeat(&self.group, member_id, owned)
+            .await
+        {
+            Ok(heartbeat) => {
+                let assignment: BTreeSet<TopicPartition> =
+                    heartbeat.assignment.into_iter().collect();
+                let mut membership = lock(&self.membership);
+                if assignment != membership.owned {
+                    membership.pending = Some(assignment);
+                }
+                if heartbeat.heartbeat_interval_ms > 0 {
+                    self.interval =
+                        Duration::from_millis(u64::from(heartbeat.heartbeat_interval_ms));
+                }
+                Ok(())
+            }
+            Err(e) if e.reason() == Some("UNKNOWN_MEMBER") => {
+                // Removed (session expired, coordinator moved): give up every partition and
+                // join again as a new member.
+                let mut membership = lock(&self.membership);
+                membership.member_id = None;
+                membership.pending = Some(BTreeSet::new());
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn rejoin(&mut self) -> Result<(), ClientError> {
+        if !lock(&self.membership).owned.is_empty() {
+            // Wait until poll has dropped the old member's partitions.
+            return Ok(());
+        }
+        let joined = self
+            .client
+            .join_group(
+                &self.group,
+                &self.topics,
+                &self.assignor,
+                self.session_ms,
+                &self.client_id,
+            )
+            .await?;
+        self.interval = Duration::from_millis(u64::from(joined.heartbeat_interval_ms.max(1)));
+        lock(&self.membership).member_id = Some(joined.member_id);
+        Ok(())
+    }
+}

@@ -1,0 +1,392 @@
+//! Consumer groups, committed offsets and the batching producer, through weir-client against a
+//! real broker.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use weir_client::{
+    Client, ClientError, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, Producer,
+    ProducerConfig, ProducerRecord, ResetTo, TopicPartition, TopicSpec, partition_for_key,
+};
+use weir_tests::InProcessBroker;
+
+/// Generous bound for things that take a few heartbeats; never a timing assertion.
+const SETTLE: Duration = Duration::from_secs(30);
+
+fn config(group: &str) -> ConsumerConfig {
+    let mut config = ConsumerConfig::with_group(group);
+    config.auto_commit = false;
+    config.offset_reset = OffsetReset::Earliest;
+    config.fetch_max_wait = Duration::from_millis(100);
+    config.session_timeout = Duration::from_millis(1500);
+    config
+}
+
+async fn produce_values(client: &Client, topic: &str, partition: u32, values: &[String]) {
+    let records = values
+        .iter()
+        .map(|v| ProducerRecord::new(v.clone()))
+        .collect();
+    client
+        .produce(topic, Some(partition), records, weir_client::Acks::All)
+        .await
+        .expect("produce");
+}
+
+/// Polls until `n` records arrived (or fails after SETTLE).
+async fn poll_n(consumer: &mut Consumer, n: usize) -> Vec<ConsumerRecord> {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    while got.len() < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {n} records arrived",
+            got.len()
+        );
+        got.extend(consumer.poll().await.expect("poll"));
+    }
+    got
+}
+
+fn offsets(records: &[ConsumerRecord]) -> Vec<u64> {
+    records.iter().map(|r| r.record.offset).collect()
+}
+
+fn reason(e: &ClientError) -> &str {
+    e.reason().unwrap_or("no reason")
+}
+
+#[tokio::test]
+async fn a_restarted_member_continues_exactly_after_its_last_commit_even_across_a_broker_restart() {
+    let broker = InProcessBroker::start().await.unwrap();
+    let client = Client::connect(broker.url()).await.unwrap();
+    client
+        .create_topic(TopicSpec::new("orders", 1))
+        .await
+        .unwrap();
+    let values: Vec<String> = (0..10).map(|i| format!("v{i}")).collect();
+    produce_values(&client, "orders", 0, &values[..6]).await;
+
+    let mut first = Consumer::new(client.clone(), config("billing"));
+    first.subscribe(&["orders"]).await.unwrap();
+    assert_eq!(
+        offsets(&poll_n(&mut first, 6).await),
+        (0..6).collect::<Vec<_>>()
+    );
+    first.commit().await.unwrap();
+    // Read the next four without committing them, then stop without a goodbye.
+    produce_values(&client, "orders", 0, &values[6..]).await;
+    assert_eq!(
+        offsets(&poll_n(&mut first, 4).await),
+        (6..10).collect::<Vec<_>>()
+    );
+    drop(first);
+
+    // The whole broker restarts; the committed offset is replicated state and survives.
+    let (data_dir, temp) = broker.stop().await;
+    let broker = InProcessBroker::start_in(&data_dir).await.unwrap();
+    let client = Client::connect(broker.url()).await.unwrap();
+    let committed = client.committed_offsets("billing", &[]).await.unwrap();
+    assert_eq!(committed.len(), 1);
+    assert_eq!(committed[0].offset, 6);
+
+    let mut second = Consumer::new(client.clone(), config("billing"));
+    second.subscribe(&["orders"]).await.unwrap();
+    let again = poll_n(&mut second, 4).await;
+    // Only the uncommitted tail comes again, nothing before it.
+    assert_eq!(offsets(&again), vec![6, 7, 8, 9]);
+    assert_eq!(again[0].record.value, "v6".as_bytes());
+    second.close().await.unwrap();
+    drop(temp);
+}
+
+/// Polls every consumer once (each applies its assignment changes in `poll`), collecting
+/// the records each got, and commits after "processing" them.
+async fn poll_all(consumers: &mut [Consumer], seen: &mut Vec<(usize, ConsumerRecord)>) {
+    for (i, consumer) in consumers.iter_mut().enumerate() {
+        for record in consumer.poll().await.expect("poll") {
+            seen.push((i, record));
+        }
+        consumer.commit().await.expect("commit");
+    }
+}
+
+fn assignments(consumers: &[Consumer]) -> Vec<usize> {
+    consumers.iter().map(|c| c.assignment().len()).collect()
+}
+
+#[tokio::test]
+async fn three_members_share_six_partitions_and_a_dead_members_partitions_move_without_redelivering_commits()
+ {
+    let broker = InProcessBroker::start().await.unwrap();
+    let client = Client::connect(broker.url()).await.unwrap();
+    client
+        .create_topic(TopicSpec::new("clicks", 6))
+        .await
+        .unwrap();
+    let mut consumers: Vec<Consumer> = (0..3)
+        .map(|_| Consumer::new(client.clone(), config("analytics")))
+        .collect();
+    for consumer in &mut consumers {
+        consumer.subscribe(&["clicks"]).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    while assignments(&consumers) != vec![2, 2, 2] {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "assignment stuck at {:?}",
+            assignments(&consumers)
+        );
+        poll_all(&mut consumers, &mut seen).await;
+    }
+    let owned: BTreeSet<TopicPartition> = consumers.iter().flat_map(|c| c.assignment()).collect();
+    assert_eq!(owned.len(), 6, "every partition has exactly one owner");
+
+    // Ten records per partition; every one reaches the group once, and is committed.
+    for p in 0..6 {
+        let values: Vec<String> = (0..10).map(|i| format!("p{p}-{i}")).collect();
+        produce_values(&client, "clicks", p, &values).await;
+    }
+    while seen.len() < 60 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of 60 records arrived",
+            seen.len()
+        );
+        poll_all(&mut consumers, &mut seen).await;
+    }
+    for consumer in &mut consumers {
+        consumer.commit().await.unwrap();
+    }
+    let delivered: BTreeSet<(u32, u64)> = seen
+        .iter()
+        .map(|(_, r)| (r.partition, r.record.offset))
+        .collect();
+    assert_eq!(delivered.len(), 60);
+    assert_eq!(seen.len(), 60, "no record was delivered twice");
+    for (i, record) in &seen {
+        let owner = consumers[*i].assignment();
+        assert!(owner.contains(&TopicPartition::new("clicks", record.partition)));
+    }
+
+    // One member dies: no leave, no more heartbeats. After its session its partitions go to
+    // the two others, which start from its committed offsets.
+    let dead = consumers.pop().unwrap();
+    let orphaned = dead.assignment();
+    drop(dead);
+    for p in 0..6 {
+        let values: Vec<String> = (10..15).map(|i| format!("p{p}-{i}")).collect();
+        produce_values(&client, "clicks", p, &values).await;
+    }
+    let mut after = Vec::new();
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    while assignments(&consumers) != vec![3, 3] || after.len() < 30 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "after the death: assignment {:?}, {} of 30 records",
+            assignments(&consumers),
+            after.len()
+        );
+        poll_all(&mut consumers, &mut after).await;
+    }
+    let owned: BTreeSet<TopicPartition> = consumers.iter().flat_map(|c| c.assignment()).collect();
+    assert_eq!(owned.len(), 6);
+    assert!(orphaned.iter().all(|tp| owned.contains(tp)));
+    // Exactly the new records: nothing committed before the death came again.
+    let mut by_partition: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+    for (_, r) in &after {
+        by_partition
+            .entry(r.partition)
+            .or_default()
+            .push(r.record.offset);
+    }
+    for p in 0..6 {
+        assert_eq!(
+            by_partition.get(&p),
+            Some(&(10..15).collect::<Vec<_>>()),
+            "partition {p}"
+        );
+    }
+
+    // A member that leaves hands its partitions over at once.
+    let leaving = consumers.pop().unwrap();
+    leaving.close().await.unwrap();
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    while assignments(&consumers) != vec![6] {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "assignment stuck at {:?}",
+            assignments(&consumers)
+        );
+        poll_all(&mut consumers, &mut after).await;
+    }
+    let described = client.describe_group("analytics").await.unwrap();
+    assert_eq!(described.members.len(), 1);
+    assert_eq!(described.state, "stable");
+}
+
+#[tokio::test]
+async fn bad_group_requests_get_clear_errors_and_change_nothing() {
+    let broker = InProcessBroker::start().await.unwrap();
+    let client = Client::connect(broker.url()).await.unwrap();
+    client.create_topic(TopicSpec::new("t", 2)).await.unwrap();
+    produce_values(&client, "t", 0, &["a".into(), "b".into()]).await;
+    let tp = TopicPartition::new("t", 0);
+    client
+        .commit_offsets("g", "", &[(tp.clone(), 1)])
+        .await
+        .unwrap();
+
+    // Past the high watermark (2).
+    let err = client
+        .commit_offsets("g", "", &[(tp.clone(), 3)])
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "OFFSET_OUT_OF_RANGE", "{err}");
+    // Unknown group.
+    let err = client.describe_group("nobody").await.unwrap_err();
+    assert_eq!(reason(&err), "UNKNOWN_GROUP", "{err}");
+    let err = client.delete_group("nobody").await.unwrap_err();
+    assert_eq!(reason(&err), "UNKNOWN_GROUP", "{err}");
+    // Unknown topic in a subscription: nothing joined.
+    let mut consumer = Consumer::new(client.clone(), config("g"));
+    let err = consumer.subscribe(&["t", "missing"]).await.unwrap_err();
+    assert_eq!(reason(&err), "UNKNOWN_TOPIC", "{err}");
+    assert!(client.describe_group("g").await.unwrap().members.is_empty());
+    // A bad name.
+    let err = client.committed_offsets("no/slash", &[]).await.unwrap_err();
+    assert_eq!(reason(&err), "INVALID_GROUP_NAME", "{err}");
+    // A partition that does not exist.
+    let err = client
+        .commit_offsets("g", "", &[(TopicPartition::new("t", 9), 0)])
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "UNKNOWN_PARTITION", "{err}");
+
+    // A member with another assignor than the group's.
+    let joined = client
+        .join_group("g", &["t".into()], "range", 10_000, "a")
+        .await
+        .unwrap();
+    let err = client
+        .join_group("g", &["t".into()], "round-robin", 10_000, "b")
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "INCONSISTENT_GROUP_PROTOCOL", "{err}");
+    let err = client
+        .join_group("g", &["t".into()], "sticky", 10_000, "b")
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "INVALID_ARGUMENT", "{err}");
+    assert_eq!(client.describe_group("g").await.unwrap().members.len(), 1);
+    // With a member, commits from outside are refused, and so is a commit of a partition
+    // the member does not own yet (it has not heartbeat).
+    let err = client
+        .commit_offsets("g", "", &[(tp.clone(), 2)])
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "GROUP_NOT_EMPTY", "{err}");
+    let err = client
+        .commit_offsets("g", &joined.member_id, &[(tp.clone(), 2)])
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "NOT_ASSIGNED", "{err}");
+    let err = client
+        .reset_group_offsets("g", "t", &[], ResetTo::Earliest, false)
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "GROUP_NOT_EMPTY", "{err}");
+    let err = client.group_heartbeat("g", "ghost", &[]).await.unwrap_err();
+    assert_eq!(reason(&err), "UNKNOWN_MEMBER", "{err}");
+
+    // After all that, the committed offset is still the first one.
+    let committed = client
+        .committed_offsets("g", std::slice::from_ref(&tp))
+        .await
+        .unwrap();
+    assert_eq!(committed.len(), 1);
+    assert_eq!(committed[0].offset, 1);
+
+    // Once the member leaves, offsets can be reset: a dry run changes nothing.
+    client.leave_group("g", &joined.member_id).await.unwrap();
+    let planned = client
+        .reset_group_offsets("g", "t", &[0], ResetTo::Latest, true)
+        .await
+        .unwrap();
+    assert_eq!(planned[0].offset, 2);
+    assert_eq!(
+        client
+            .committed_offsets("g", std::slice::from_ref(&tp))
+            .await
+            .unwrap()[0]
+            .offset,
+        1
+    );
+    let err = client
+        .reset_group_offsets("g", "t", &[0], ResetTo::Offset(7), false)
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "OFFSET_OUT_OF_RANGE", "{err}");
+    client
+        .reset_group_offsets("g", "t", &[0], ResetTo::ShiftBy(-5), false)
+        .await
+        .unwrap();
+    assert_eq!(
+        client.committed_offsets("g", &[tp]).await.unwrap()[0].offset,
+        0
+    );
+    client.delete_group("g").await.unwrap();
+    assert!(client.list_groups().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_producer_batches_keeps_keys_together_and_reports_every_offset() {
+    let broker = InProcessBroker::start().await.unwrap();
+    let client = Client::connect(broker.url()).await.unwrap();
+    client
+        .create_topic(TopicSpec::new("keyed", 4))
+        .await
+        .unwrap();
+    let producer = Producer::new(client.clone(), ProducerConfig::default());
+    let mut deliveries = Vec::new();
+    for i in 0..400 {
+        let key = format!("customer-{}", i % 10);
+        let record = ProducerRecord::new(format!("{i}")).with_key(key.clone());
+        deliveries.push((key, producer.enqueue("keyed", record).await.unwrap()));
+    }
+    producer.flush().await;
+    let mut partition_of_key: BTreeMap<String, u32> = BTreeMap::new();
+    let mut offsets_per_partition: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+    for (key, delivery) in deliveries {
+        let stored = delivery.await.unwrap();
+        assert_eq!(stored.partition, partition_for_key(key.as_bytes(), 4));
+        let first = *partition_of_key.entry(key).or_insert(stored.partition);
+        assert_eq!(first, stored.partition, "equal keys share a partition");
+        offsets_per_partition
+            .entry(stored.partition)
+            .or_default()
+            .push(stored.offset.unwrap());
+    }
+    // Each partition's offsets are exactly 0..n, in the order the records were sent.
+    for (partition, offsets) in &offsets_per_partition {
+        assert_eq!(
+            offsets,
+            &(0..offsets.len() as u64).collect::<Vec<_>>(),
+            "partition {partition}"
+        );
+        let hwm = client
+            .list_offsets("keyed", *partition, weir_client::OffsetSpec::Latest)
+            .await
+            .unwrap()
+            .high_watermark;
+        assert_eq!(hwm, offsets.len() as u64);
+    }
+    // An unknown topic fails at once.
+    let err = producer
+        .enqueue("missing", ProducerRecord::new("x"))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(reason(&err), "UNKNOWN_TOPIC");
+}
