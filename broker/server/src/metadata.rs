@@ -752,7 +752,9 @@ impl ControllerState {
                 (reply, false, changed)
             }
             Command::DeleteTopic { name } => {
-                let reply = self.metadata.apply(Command::DeleteTopic { name: name.clone() });
+                let reply = self
+                    .metadata
+                    .apply(Command::DeleteTopic { name: name.clone() });
                 let changed = reply.is_ok();
                 if changed {
                     self.groups.forget_topic(&name);
@@ -1027,7 +1029,10 @@ mod tests {
                 },
             )],
         });
-        assert_eq!(decode_reply(&store.apply(&encode_command(&commit))), Ok(Applied::Done));
+        assert_eq!(
+            decode_reply(&store.apply(&encode_command(&commit))),
+            Ok(Applied::Done)
+        );
         assert_eq!(
             rx.groups
                 .borrow()
@@ -1076,10 +1081,16 @@ mod tests {
             })
         };
         let (reply, metadata_changed, groups_changed) = state.apply(commit("t"));
-        assert_eq!((reply, metadata_changed, groups_changed), (Ok(Applied::Done), false, true));
+        assert_eq!(
+            (reply, metadata_changed, groups_changed),
+            (Ok(Applied::Done), false, true)
+        );
         // A commit for a topic that does not exist stores nothing.
         assert!(state.apply(commit("nope")).0.is_err());
-        state.apply(Command::DeleteTopic { name: topic("t") }).0.unwrap();
+        state
+            .apply(Command::DeleteTopic { name: topic("t") })
+            .0
+            .unwrap();
         assert!(state.groups.group(&"g".parse().unwrap()).is_none());
     }
 }

@@ -23,11 +23,11 @@ use weir_types::{Offset, PartitionId, TopicName};
 use crate::StartError;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
+use crate::groups::{Coordinator, GroupOffsets};
 use crate::metadata::{
     Applied, CONTROLLER_GROUP, ClusterMetadata, Command, MetadataStore, NodeInfo, PartitionInfo,
     TopicInfo, decode_reply, encode_command,
 };
-use crate::groups::{Coordinator, GroupOffsets};
 use crate::modules::ModuleHost;
 
 /// How long a request waits for a partition or the controller to have a leader.

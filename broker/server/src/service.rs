@@ -924,7 +924,6 @@ impl Broker for BrokerService {
         self.answer("JoinGroup", self.handle_join_group(request).await)
     }
 
-
     async fn group_heartbeat(
         &self,
         request: Request<pb::GroupHeartbeatRequest>,
@@ -948,14 +947,15 @@ impl Broker for BrokerService {
         self.answer("CommitOffsets", self.handle_commit_offsets(request).await)
     }
 
-
     async fn fetch_committed_offsets(
         &self,
         request: Request<pb::FetchCommittedOffsetsRequest>,
     ) -> Result<Response<pb::FetchCommittedOffsetsResponse>, Status> {
-        self.answer("FetchCommittedOffsets", self.handle_fetch_committed_offsets(request).await)
+        self.answer(
+            "FetchCommittedOffsets",
+            self.handle_fetch_committed_offsets(request).await,
+        )
     }
-
 
     async fn list_groups(
         &self,
@@ -963,7 +963,6 @@ impl Broker for BrokerService {
     ) -> Result<Response<pb::ListGroupsResponse>, Status> {
         self.answer("ListGroups", self.handle_list_groups(request).await)
     }
-
 
     async fn describe_group(
         &self,
@@ -977,7 +976,10 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::ResetGroupOffsetsRequest>,
     ) -> Result<Response<pb::ResetGroupOffsetsResponse>, Status> {
-        self.answer("ResetGroupOffsets", self.handle_reset_group_offsets(request).await)
+        self.answer(
+            "ResetGroupOffsets",
+            self.handle_reset_group_offsets(request).await,
+        )
     }
 
     #[tracing::instrument(skip_all, fields(group = %request.get_ref().group))]

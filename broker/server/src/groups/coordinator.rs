@@ -60,7 +60,11 @@ impl Coordinator {
 
     /// The live group `name`, created empty if it has no members yet.
     pub(crate) fn group(&self, term: u64, name: &GroupName) -> Arc<tokio::sync::Mutex<LiveGroup>> {
-        self.lock(term).groups.entry(name.clone()).or_default().clone()
+        self.lock(term)
+            .groups
+            .entry(name.clone())
+            .or_default()
+            .clone()
     }
 
     /// The live group `name`, if it has been joined in this term.
@@ -487,7 +491,12 @@ mod tests {
         group
             .try_lock()
             .unwrap()
-            .join(&name, "a".into(), member(Instant::now(), &["t"]), Assignor::Range)
+            .join(
+                &name,
+                "a".into(),
+                member(Instant::now(), &["t"]),
+                Assignor::Range,
+            )
             .unwrap();
         assert!(coordinator.existing(3, &name).is_some());
         assert!(coordinator.existing(4, &name).is_none());

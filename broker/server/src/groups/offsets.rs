@@ -57,7 +57,10 @@ mod shared_groups {
         d: D,
     ) -> Result<BTreeMap<GroupName, Arc<GroupCommitted>>, D::Error> {
         let plain = BTreeMap::<GroupName, GroupCommitted>::deserialize(d)?;
-        Ok(plain.into_iter().map(|(name, c)| (name, Arc::new(c))).collect())
+        Ok(plain
+            .into_iter()
+            .map(|(name, c)| (name, Arc::new(c)))
+            .collect())
     }
 }
 
@@ -119,7 +122,10 @@ impl GroupOffsets {
                 }
                 let committed = Arc::make_mut(self.groups.entry(group).or_default());
                 for (topic, partition, offset) in offsets {
-                    committed.entry(topic).or_default().insert(partition, offset);
+                    committed
+                        .entry(topic)
+                        .or_default()
+                        .insert(partition, offset);
                 }
                 Ok(())
             }

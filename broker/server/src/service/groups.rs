@@ -233,8 +233,7 @@ impl BrokerService {
         let term = match self.coordinator(&request)? {
             Coordinator::Here(term) => term,
             Coordinator::There(mut leader) => {
-                return forward(request, |r| async move { leader.group_heartbeat(r).await })
-                    .await;
+                return forward(request, |r| async move { leader.group_heartbeat(r).await }).await;
             }
         };
         let node = self.node()?;
@@ -250,7 +249,10 @@ impl BrokerService {
         expire(&group, &mut live, now);
         let metadata = node.metadata();
         let assignment = live.heartbeat(&group, &req.member_id, &owned, now, |topic| {
-            metadata.topics.get(topic).map(|t| t.partitions.len() as u32)
+            metadata
+                .topics
+                .get(topic)
+                .map(|t| t.partitions.len() as u32)
         })?;
         let interval = live
             .members()
@@ -511,7 +513,11 @@ impl BrokerService {
                 .map(|c| c.offset);
             let ends = match metadata.topics.get(topic) {
                 Some(info) => self
-                    .offsets_at_leader(info, *partition, pb::list_offsets_request::Spec::Latest(true))
+                    .offsets_at_leader(
+                        info,
+                        *partition,
+                        pb::list_offsets_request::Spec::Latest(true),
+                    )
                     .await
                     .ok(),
                 None => None,
@@ -541,8 +547,11 @@ impl BrokerService {
         let term = match self.coordinator(&request)? {
             Coordinator::Here(term) => term,
             Coordinator::There(mut leader) => {
-                return forward(request, |r| async move { leader.reset_group_offsets(r).await })
-                    .await;
+                return forward(
+                    request,
+                    |r| async move { leader.reset_group_offsets(r).await },
+                )
+                .await;
             }
         };
         let node = self.node()?;
@@ -551,8 +560,7 @@ impl BrokerService {
         let topic = node.topic(&BrokerError::topic_name(&req.topic)?).await?;
         let to = req.to.ok_or_else(|| {
             BrokerError::InvalidArgument(
-                "say where to reset to: earliest, latest, offset, shift_by or timestamp_ms"
-                    .into(),
+                "say where to reset to: earliest, latest, offset, shift_by or timestamp_ms".into(),
             )
         })?;
         let partitions: Vec<u32> = if req.partitions.is_empty() {
