@@ -176,11 +176,18 @@ async fn converged_copies(
     partition: u32,
 ) -> anyhow::Result<BTreeMap<NodeId, Vec<pb::ConsumedRecord>>> {
     let leader = cluster.leader_among(nodes, topic, partition).await?;
-    let high_watermark = cluster
+    let mut high_watermark = cluster
         .partition_on(leader, topic, partition)
         .await
         .context("the leader answers")?
         .high_watermark;
+    // A leader elected a moment ago reports a high watermark only once it has committed in
+    // its term; until then a follower may know a higher (committed, so still valid) one.
+    for &node in nodes {
+        if let Some(description) = cluster.partition_on(node, topic, partition).await {
+            high_watermark = high_watermark.max(description.high_watermark);
+        }
+    }
     let mut copies = BTreeMap::new();
     for &node in nodes {
         let reached = cluster
