@@ -25,6 +25,15 @@ pub enum OffsetReset {
     Latest,
 }
 
+impl From<OffsetReset> for OffsetSpec {
+    fn from(reset: OffsetReset) -> Self {
+        match reset {
+            OffsetReset::Earliest => OffsetSpec::Earliest,
+            OffsetReset::Latest => OffsetSpec::Latest,
+        }
+    }
+}
+
 /// How a [`Consumer`] behaves. Defaults follow the Kafka Java client's.
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
@@ -280,10 +289,7 @@ impl Consumer {
     }
 
     async fn reset_position(&self, tp: &TopicPartition) -> Result<u64, ClientError> {
-        let spec = match self.config.offset_reset {
-            OffsetReset::Earliest => OffsetSpec::Earliest,
-            OffsetReset::Latest => OffsetSpec::Latest,
-        };
+        let spec = OffsetSpec::from(self.config.offset_reset);
         let listed = self
             .client
             .list_offsets(tp.topic.clone(), tp.partition, spec)
@@ -448,21 +454,14 @@ impl Consumer {
                 // The position fell out of the log (retention) or is past its end: start
                 // again where the reset policy says, on the next poll.
                 position.epoch += 1;
-                let spec = self.config.offset_reset;
+                let spec = OffsetSpec::from(self.config.offset_reset);
                 let client = self.client.clone();
                 let tp2 = tp.clone();
                 self.fetching.insert(tp.clone());
                 let epoch = position.epoch;
                 self.fetches.push(Box::pin(async move {
                     let listed = client
-                        .list_offsets(
-                            tp2.topic.clone(),
-                            tp2.partition,
-                            match spec {
-                                OffsetReset::Earliest => OffsetSpec::Earliest,
-                                OffsetReset::Latest => OffsetSpec::Latest,
-                            },
-                        )
+                        .list_offsets(tp2.topic.clone(), tp2.partition, spec)
                         .await;
                     let result = listed.map(|l| Fetched {
                         records: Vec::new(),
