@@ -169,8 +169,8 @@ pub enum BrokerError {
     /// A member committed offsets for partitions it does not own.
     #[error("{0}")]
     NotAssigned(String),
-    /// The controller leader answered a forwarded request with this error; it is passed on
-    /// unchanged.
+    /// The broker a request was forwarded to (controller or partition leader) answered with
+    /// this error; it is passed on unchanged (see [`BrokerError::forwarded`]).
     #[error("{}", .0.message())]
     Forwarded(Box<Status>),
     /// A produce-path module rejected records of a request whose policy is `reject`.
@@ -204,6 +204,24 @@ fn summary(rejected: &[RejectedRecord]) -> String {
 }
 
 impl BrokerError {
+    /// The error a request this broker forwarded to `peer` (a node id or role, for the
+    /// message) failed with. The peer's own answer carries a Weir reason and passes on
+    /// unchanged. A failure without one never reached an answer: the peer was refused, reset
+    /// or killed mid-call (tonic reports the last as `Cancelled`), or is no Weir broker. That
+    /// is `UNAVAILABLE`, which clients retry, and by then the request may have a new place to
+    /// go (a controller or partition leader failover).
+    pub fn forwarded(peer: impl std::fmt::Display, status: Status) -> Self {
+        if weir_proto::error::reason_of(&status).is_some() {
+            BrokerError::Forwarded(Box::new(status))
+        } else {
+            BrokerError::Unavailable(format!(
+                "forwarding to {peer} failed ({:?}: {})",
+                status.code(),
+                status.message()
+            ))
+        }
+    }
+
     /// The stable reason string.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -435,5 +453,34 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 impl From<weir_raft::StartError> for BrokerError {
     fn from(e: weir_raft::StartError) -> Self {
         BrokerError::Internal(error_chain(&e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forwarded_answer_passes_on_and_a_failed_forward_is_unavailable() {
+        let answered = weir_proto::error::status_with_reason(
+            Code::NotFound,
+            "group 'g' does not exist",
+            "UNKNOWN_GROUP",
+            Vec::new(),
+        );
+        let passed = BrokerError::forwarded("the controller leader", answered).to_status();
+        assert_eq!(passed.code(), Code::NotFound);
+        assert_eq!(
+            weir_proto::error::reason_of(&passed).as_deref(),
+            Some("UNKNOWN_GROUP")
+        );
+
+        // What tonic reports when the peer is killed mid-call.
+        let cut = Status::cancelled("operation was canceled");
+        let failed = BrokerError::forwarded("node 3", cut);
+        assert_eq!(failed.reason(), "UNAVAILABLE");
+        let status = failed.to_status();
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(status.message().contains("node 3"), "{}", status.message());
     }
 }

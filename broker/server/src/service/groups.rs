@@ -54,7 +54,7 @@ where
     call(forwarded)
         .await
         .map(Response::into_inner)
-        .map_err(|status| BrokerError::Forwarded(Box::new(status)))
+        .map_err(|status| BrokerError::forwarded("the controller leader", status))
 }
 
 /// The address of the client that sent `request`, through a forward.
@@ -165,7 +165,7 @@ impl BrokerService {
                 .list_offsets(request)
                 .await
                 .map(Response::into_inner)
-                .map_err(|status| BrokerError::Forwarded(Box::new(status))),
+                .map_err(|status| BrokerError::forwarded(format_args!("node {id}"), status)),
             _ => self.handle_list_offsets(Request::new(request)).await,
         }
     }
