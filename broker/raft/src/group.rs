@@ -163,6 +163,19 @@ where
         self.raft.metrics().borrow_watched().state == ServerState::Leader
     }
 
+    /// Whether this node leads the group and has applied an entry of its own term. Only then
+    /// is its applied state the group's latest: a leader elected a moment ago may not yet have
+    /// learnt all its predecessor committed, and a follower may be behind.
+    pub(crate) fn leads_with_latest_state(&self) -> bool {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow_watched();
+        metrics.state == ServerState::Leader
+            && metrics
+                .last_applied
+                .as_ref()
+                .is_some_and(|applied| applied.committed_leader_id().term == metrics.current_term)
+    }
+
     /// The term this node leads the group in; `None` when it does not lead it.
     pub(crate) fn leader_term(&self) -> Option<u64> {
         let metrics = self.raft.metrics();

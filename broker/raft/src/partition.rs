@@ -313,6 +313,13 @@ impl PartitionReplica {
         self.group.is_leader()
     }
 
+    /// Whether this node's high watermark is the partition's: it leads the partition and has
+    /// applied an entry of its own term. Any other replica's may be behind, so only such a
+    /// leader can tell that an offset lies past the end of the log.
+    pub fn knows_high_watermark(&self) -> bool {
+        self.group.leads_with_latest_state()
+    }
+
     /// Each voter's replication state, as seen by this node when it leads the group.
     pub fn replica_status(&self) -> Option<Vec<ReplicaStatus>> {
         self.group.replica_status()

@@ -120,6 +120,12 @@ impl BrokerService {
 
     /// Checks that `offset` is within `[log start, high watermark]`; returns it with the
     /// progress and the log start it was checked against.
+    ///
+    /// Past the high watermark is out of range only where the high watermark is known to be
+    /// the partition's (a leader that has applied an entry of its term). A follower that is
+    /// behind, or a leader elected a moment ago, may not have applied what a consumer already
+    /// read elsewhere; it sends the consumer to the leader, or asks it to retry, instead of
+    /// making it reset its position.
     async fn check_offset(
         &self,
         hosted: &HostedPartition,
@@ -135,6 +141,19 @@ impl BrokerService {
             high_watermark: progress.high_watermark,
         };
         let offset = u64::try_from(offset).map_err(|_| out_of_range())?;
+        if offset > progress.high_watermark.0 && !hosted.replica.knows_high_watermark() {
+            let what = format!("{}/{}", hosted.topic, hosted.partition);
+            return Err(match hosted.replica.leader() {
+                Some(leader) if !hosted.replica.is_leader() => {
+                    self.node()?.not_leader(what, Some(leader))
+                }
+                _ => BrokerError::Unavailable(format!(
+                    "{what}: offset {offset} is past this replica's high watermark {}, which \
+                     may be behind while leadership settles",
+                    progress.high_watermark
+                )),
+            });
+        }
         if offset < log_start.0 || offset > progress.high_watermark.0 {
             return Err(out_of_range());
         }
