@@ -165,6 +165,8 @@ pub struct Consumer {
     /// Wakes the heartbeat task when `poll` applied an assignment, so the release is reported
     /// at once.
     applied: Arc<Notify>,
+    /// Wakes a `poll` waiting for its first assignment when the heartbeat task received one.
+    assigned: Arc<Notify>,
     heartbeat: Option<tokio::task::JoinHandle<()>>,
     last_auto_commit: Instant,
     buffered: VecDeque<ConsumerRecord>,
@@ -186,6 +188,7 @@ impl Consumer {
             fetching: BTreeSet::new(),
             membership: Arc::default(),
             applied: Arc::new(Notify::new()),
+            assigned: Arc::new(Notify::new()),
             heartbeat: None,
             last_auto_commit: Instant::now(),
             buffered: VecDeque::new(),
@@ -233,6 +236,7 @@ impl Consumer {
             client_id: self.config.client_id.clone(),
             membership: self.membership.clone(),
             applied: self.applied.clone(),
+            assigned: self.assigned.clone(),
             interval: Duration::from_millis(u64::from(joined.heartbeat_interval_ms.max(1))),
         };
         self.heartbeat = Some(tokio::spawn(task.run()));
@@ -332,6 +336,28 @@ impl Consumer {
         let Some(assignment) = pending else {
             return Ok(());
         };
+        match self.change_assignment(&assignment).await {
+            Ok(()) => {
+                lock(&self.membership).owned = self.positions.keys().cloned().collect();
+                self.applied.notify_one();
+                Ok(())
+            }
+            Err(e) => {
+                // Not fully applied (the coordinator or a partition leader was unreachable
+                // while reading where to start): the next poll tries again, unless a newer
+                // assignment came meanwhile.
+                lock(&self.membership).pending.get_or_insert(assignment);
+                if e.is_retriable() { Ok(()) } else { Err(e) }
+            }
+        }
+    }
+
+    /// Commits (with auto-commit) and drops the partitions `assignment` no longer holds, and
+    /// starts the ones it adds.
+    async fn change_assignment(
+        &mut self,
+        assignment: &BTreeSet<TopicPartition>,
+    ) -> Result<(), ClientError> {
         let revoked: Vec<TopicPartition> = self
             .positions
             .keys()
@@ -352,10 +378,7 @@ impl Consumer {
             .filter(|tp| !self.positions.contains_key(*tp))
             .cloned()
             .collect();
-        self.start(added).await?;
-        lock(&self.membership).owned = self.positions.keys().cloned().collect();
-        self.applied.notify_one();
-        Ok(())
+        self.start(added).await
     }
 
     /// Waits (up to about [`ConsumerConfig::fetch_max_wait`]) for records from the assigned
@@ -379,7 +402,8 @@ impl Consumer {
         let deadline = Instant::now() + self.config.fetch_max_wait + Duration::from_millis(100);
         if self.fetches.is_empty() {
             // Nothing assigned yet: wait for an assignment instead of spinning.
-            let _ = tokio::time::timeout(self.config.fetch_max_wait, self.applied_or_never()).await;
+            let _ =
+                tokio::time::timeout(self.config.fetch_max_wait, self.assigned.notified()).await;
             return Ok(out);
         }
         match tokio::time::timeout_at(deadline, self.fetches.next()).await {
@@ -391,16 +415,6 @@ impl Consumer {
             self.take(result, &mut out)?;
         }
         Ok(out)
-    }
-
-    /// Resolves when the coordinator has sent an assignment not applied yet.
-    async fn applied_or_never(&self) {
-        loop {
-            if lock(&self.membership).pending.is_some() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
     }
 
     fn start_fetches(&mut self) {
@@ -609,6 +623,7 @@ struct HeartbeatTask {
     client_id: String,
     membership: Arc<Mutex<Membership>>,
     applied: Arc<Notify>,
+    assigned: Arc<Notify>,
     interval: Duration,
 }
 
@@ -662,6 +677,7 @@ impl HeartbeatTask {
                 let mut membership = lock(&self.membership);
                 if assignment != membership.owned {
                     membership.pending = Some(assignment);
+                    self.assigned.notify_one();
                 }
                 if heartbeat.heartbeat_interval_ms > 0 {
                     self.interval =
@@ -675,6 +691,7 @@ impl HeartbeatTask {
                 let mut membership = lock(&self.membership);
                 membership.member_id = None;
                 membership.pending = Some(BTreeSet::new());
+                self.assigned.notify_one();
                 Ok(())
             }
             Err(e) => Err(e),
