@@ -146,3 +146,224 @@ async fn keys_split_at_the_separator_and_errors_are_one_clear_line() -> anyhow::
     );
     Ok(())
 }
+
+/// `%p:%o:%v` lines printed by `weir consume`, as (partition, offset, value).
+fn printed_records(output: &Output) -> Vec<(u32, u64, String)> {
+    stdout(output)
+        .lines()
+        .map(|line| {
+            let mut parts = line.splitn(3, ':');
+            let partition = parts.next().and_then(|p| p.parse().ok());
+            let offset = parts.next().and_then(|o| o.parse().ok());
+            match (partition, offset, parts.next()) {
+                (Some(p), Some(o), Some(v)) => (p, o, v.to_owned()),
+                _ => panic!("not a %p:%o:%v line: {line:?}"),
+            }
+        })
+        .collect()
+}
+
+/// The group's committed offset per partition of `topic`, 0 where nothing is committed.
+async fn committed(client: &weir_client::Client, group: &str, partitions: u32) -> Vec<u64> {
+    let committed = client
+        .committed_offsets(group, &[])
+        .await
+        .expect("committed offsets");
+    (0..partitions)
+        .map(|p| {
+            committed
+                .iter()
+                .find(|c| c.partition.partition == p)
+                .map_or(0, |c| c.offset)
+        })
+        .collect()
+}
+
+/// Rows of `weir group describe` for `topic`: partition, committed, high watermark, lag.
+fn described_rows(output: &Output, topic: &str) -> Vec<[String; 4]> {
+    stdout(output)
+        .lines()
+        .filter(|line| line.split_whitespace().next() == Some(topic))
+        .map(|line| {
+            let cells: Vec<&str> = line.split_whitespace().collect();
+            [cells[1], cells[2], cells[3], cells[4]].map(str::to_owned)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consume_in_a_group_commits_what_it_printed_and_weir_group_shows_and_moves_it()
+-> anyhow::Result<()> {
+    let broker = InProcessBroker::start().await?;
+    let client = weir_client::Client::connect(broker.url()).await?;
+    client
+        .create_topic(weir_client::TopicSpec::new("orders", 2))
+        .await?;
+    for (partition, values) in [(0, vec!["a0", "a1", "a2"]), (1, vec!["b0", "b1"])] {
+        let records = values
+            .into_iter()
+            .map(weir_client::ProducerRecord::new)
+            .collect();
+        client
+            .produce("orders", Some(partition), records, weir_client::Acks::All)
+            .await?;
+    }
+    let consume = |extra: &[&str]| {
+        let mut args = vec![
+            "consume",
+            "orders",
+            "--group",
+            "console",
+            "--from-beginning",
+            "--format",
+            "%p:%o:%v\\n",
+        ];
+        args.extend_from_slice(extra);
+        weir(&broker, &args, "")
+    };
+
+    // Three of the five records; on exit exactly the printed ones are committed (records
+    // fetched but cut by --max-messages are not).
+    let first = consume(&["--max-messages", "3"])?;
+    assert!(first.status.success(), "{}", stderr(&first));
+    let first = printed_records(&first);
+    assert_eq!(first.len(), 3, "{first:?}");
+    let printed_per_partition: Vec<u64> = (0..2)
+        .map(|p| first.iter().filter(|r| r.0 == p).count() as u64)
+        .collect();
+    assert_eq!(
+        committed(&client, "console", 2).await,
+        printed_per_partition
+    );
+
+    // The next run prints exactly the other two, then stops when idle.
+    let second = consume(&["--timeout-ms", "3000"])?;
+    assert!(second.status.success(), "{}", stderr(&second));
+    let mut all = first.clone();
+    all.extend(printed_records(&second));
+    all.sort();
+    assert_eq!(
+        all,
+        vec![
+            (0, 0, "a0".into()),
+            (0, 1, "a1".into()),
+            (0, 2, "a2".into()),
+            (1, 0, "b0".into()),
+            (1, 1, "b1".into()),
+        ],
+        "every record printed once across the two runs"
+    );
+    assert_eq!(committed(&client, "console", 2).await, vec![3, 2]);
+
+    let listed = weir(&broker, &["group", "list"], "")?;
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    assert!(
+        stdout(&listed)
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["console", "empty", "0"]),
+        "{}",
+        stdout(&listed)
+    );
+    let described = weir(&broker, &["group", "describe", "console"], "")?;
+    assert!(described.status.success(), "{}", stderr(&described));
+    assert_eq!(
+        described_rows(&described, "orders"),
+        [["0", "3", "3", "0"], ["1", "2", "2", "0"]].map(|row| row.map(str::to_owned)),
+        "{}",
+        stdout(&described)
+    );
+
+    // A reset is a dry run until --execute.
+    let dry = weir(
+        &broker,
+        &[
+            "group",
+            "reset-offsets",
+            "console",
+            "--topic",
+            "orders",
+            "--to-earliest",
+        ],
+        "",
+    )?;
+    assert!(dry.status.success(), "{}", stderr(&dry));
+    assert!(stderr(&dry).contains("dry run"), "{}", stderr(&dry));
+    assert_eq!(committed(&client, "console", 2).await, vec![3, 2]);
+    let executed = weir(
+        &broker,
+        &[
+            "group",
+            "reset-offsets",
+            "console",
+            "--topic",
+            "orders",
+            "--partition",
+            "0",
+            "--shift-by",
+            "-2",
+            "--execute",
+        ],
+        "",
+    )?;
+    assert!(executed.status.success(), "{}", stderr(&executed));
+    assert_eq!(committed(&client, "console", 2).await, vec![1, 2]);
+    let again = consume(&["--max-messages", "2"])?;
+    assert_eq!(
+        printed_records(&again),
+        vec![(0, 1, "a1".into()), (0, 2, "a2".into())]
+    );
+
+    // Bad input: one clear line naming what was wrong, nothing changed.
+    let unknown = weir(&broker, &["group", "describe", "nobody"], "")?;
+    assert!(!unknown.status.success());
+    assert!(
+        stderr(&unknown).contains("UNKNOWN_GROUP"),
+        "{}",
+        stderr(&unknown)
+    );
+    let bad_name = weir(
+        &broker,
+        &[
+            "consume",
+            "orders",
+            "--group",
+            "no/slash",
+            "--max-messages",
+            "1",
+        ],
+        "",
+    )?;
+    assert!(!bad_name.status.success());
+    assert!(
+        stderr(&bad_name).contains("INVALID_GROUP_NAME"),
+        "{}",
+        stderr(&bad_name)
+    );
+    let past_end = weir(
+        &broker,
+        &[
+            "group",
+            "reset-offsets",
+            "console",
+            "--topic",
+            "orders",
+            "--to-offset",
+            "9",
+            "--execute",
+        ],
+        "",
+    )?;
+    assert!(!past_end.status.success());
+    assert!(
+        stderr(&past_end).contains("OFFSET_OUT_OF_RANGE"),
+        "{}",
+        stderr(&past_end)
+    );
+    assert_eq!(committed(&client, "console", 2).await, vec![3, 2]);
+
+    let deleted = weir(&broker, &["group", "delete", "console"], "")?;
+    assert!(deleted.status.success(), "{}", stderr(&deleted));
+    let listed = weir(&broker, &["group", "list"], "")?;
+    assert!(!stdout(&listed).contains("console"), "{}", stdout(&listed));
+    Ok(())
+}
