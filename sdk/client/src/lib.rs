@@ -34,7 +34,31 @@
 //! a partition always go to the bootstrap broker. [`Client::cached_leader`] tells where a partition's requests go.
 //!
 //! Fetches, offset look-ups and subscriptions may be served by any node holding a replica of the
-//! partition; a node answers `NOT_LEADER` to them only if it holds none.
+//! partition; a node answers `NOT_LEADER` to them if it holds none, or if the offset asked for
+//! is past what its replica has applied yet (a follower that is behind sends the reader to the
+//! leader rather than calling the offset out of range).
+//!
+//! # Producer and consumer
+//!
+//! [`Client::produce`] and [`Client::fetch`] are single requests. Applications usually want the
+//! layer Kafka clients offer, built on them:
+//!
+//! - [`Producer`]: records are buffered per partition and sent in batches (linger and batch
+//!   size in [`ProducerConfig`]), keyed records go to the partition Kafka's partitioner picks
+//!   ([`partition_for_key`], stable across runs and languages), retriable failures are retried
+//!   with backoff until a delivery timeout, and [`Producer::send`] returns the record's offset
+//!   (or [`Producer::enqueue`] a [`Delivery`] to await later). Retries may store a record twice
+//!   (see [`Producer`]); they never lose an acknowledged one.
+//! - [`Consumer`]: [`Consumer::subscribe`] joins a consumer group whose coordinator (the
+//!   controller leader) assigns partitions among the live members and rebalances when members
+//!   come and go; [`Consumer::assign`] consumes chosen partitions alone. [`Consumer::poll`] or
+//!   [`Consumer::stream`] deliver records, [`Consumer::commit`] (or auto-commit) stores the
+//!   position in the group, replicated, so a restarted consumer continues where it committed.
+//!   Group administration ([`Client::describe_group`], [`Client::reset_group_offsets`], ...) is
+//!   on [`Client`].
+//!
+//! The repository's `examples/` directory has a runnable program for each: producing and
+//! consuming, a group of three members, resuming after a restart, and modules.
 //!
 //! # Modules
 //!
