@@ -794,6 +794,32 @@ async fn module_counters_are_described_and_exported() -> anyhow::Result<()> {
         body.contains(r#"weir_module_records_in_total{module="field-filter",version="1"} 16"#),
         "{body}"
     );
+
+    // Deleted and registered again (as version 1 again, same bytes), it is another module:
+    // the old counters are gone from describe and from the metrics.
+    client
+        .delete_module(pb::DeleteModuleRequest {
+            name: "field-filter".into(),
+            version: None,
+        })
+        .await?;
+    let body = crate::operations::scrape(metrics_addr).await?;
+    assert!(
+        !body.contains(r#"module="field-filter""#),
+        "a deleted module's counters are still exported: {body}"
+    );
+    assert_eq!(register(&mut client, "field-filter").await?, 1);
+    let described = client
+        .describe_module(pb::DescribeModuleRequest {
+            name: "field-filter".into(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        described.versions[0].stats.unwrap_or_default().records_in,
+        0,
+        "the re-registered version starts from zero"
+    );
     Ok(())
 }
 

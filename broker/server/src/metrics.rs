@@ -182,7 +182,7 @@ fn encode_module_counters(
     encoder: &mut DescriptorEncoder,
     node: &Node,
 ) -> Result<(), std::fmt::Error> {
-    let all = node.modules.all_stats();
+    let all = node.modules.registered_stats(&node.metadata().modules);
     let counters: [ModuleCounter; 6] = [
         (
             "weir_module_invocations",

@@ -6,7 +6,7 @@
 //! Module code runs on the blocking pool, bounded per call by the runtime's wall-clock limit:
 //! never on a tokio worker.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -52,12 +52,27 @@ struct PooledChains {
     idle: Vec<Chain>,
 }
 
+/// A compiled module and the registration it belongs to.
+struct Loaded {
+    registered_at_ms: i64,
+    module: Arc<Module>,
+}
+
+impl Loaded {
+    fn is_of(&self, info: &ModuleVersionInfo) -> bool {
+        self.registered_at_ms == info.registered_at_ms && self.module.sha256() == info.sha256
+    }
+}
+
 /// The modules of one node.
 pub(crate) struct ModuleHost {
     limits: WasmLimits,
     cache_dir: PathBuf,
     runtime: Mutex<Option<Arc<Runtime>>>,
-    loaded: Mutex<HashMap<ModuleId, Arc<Module>>>,
+    /// Compiled modules in use, with the registration they were loaded for: a version deleted
+    /// and registered again (versions restart at 1 once a name has none) is another module,
+    /// with counters of its own.
+    loaded: Mutex<HashMap<ModuleId, Loaded>>,
     produce_chains: Mutex<HashMap<TopicName, PooledChains>>,
 }
 
@@ -109,10 +124,10 @@ impl ModuleHost {
         id: &ModuleId,
         info: &ModuleVersionInfo,
     ) -> Result<Arc<Module>, BrokerError> {
-        if let Some(m) = lock(&self.loaded).get(id)
-            && m.sha256() == info.sha256
+        if let Some(loaded) = lock(&self.loaded).get(id)
+            && loaded.is_of(info)
         {
-            return Ok(m.clone());
+            return Ok(loaded.module.clone());
         }
         let runtime = self.runtime()?;
         let (owned_id, wasm) = (id.clone(), info.wasm.clone());
@@ -124,7 +139,11 @@ impl ModuleHost {
             })
         })
         .await?;
-        lock(&self.loaded).insert(id.clone(), module.clone());
+        let loaded = Loaded {
+            registered_at_ms: info.registered_at_ms,
+            module: module.clone(),
+        };
+        lock(&self.loaded).insert(id.clone(), loaded);
         Ok(module)
     }
 
@@ -221,16 +240,31 @@ impl ModuleHost {
         Ok(output)
     }
 
-    /// This node's counters of a module version; `None` if it never loaded it.
-    pub(crate) fn stats(&self, id: &ModuleId) -> Option<ModuleStats> {
-        lock(&self.loaded).get(id).map(|m| m.stats())
+    /// This node's counters of the registered module version `id` (`info`); `None` if it has
+    /// not run it.
+    pub(crate) fn stats(&self, id: &ModuleId, info: &ModuleVersionInfo) -> Option<ModuleStats> {
+        lock(&self.loaded)
+            .get(id)
+            .filter(|loaded| loaded.is_of(info))
+            .map(|loaded| loaded.module.stats())
     }
 
-    /// Counters of every module version this node loaded.
-    pub(crate) fn all_stats(&self) -> Vec<(ModuleId, ModuleStats)> {
-        let mut all: Vec<_> = lock(&self.loaded)
+    /// Counters of every version in `registry` this node has run. Modules deleted since they
+    /// were loaded are dropped here, with their compiled code.
+    pub(crate) fn registered_stats(
+        &self,
+        registry: &BTreeMap<String, BTreeMap<u32, ModuleVersionInfo>>,
+    ) -> Vec<(ModuleId, ModuleStats)> {
+        let mut loaded = lock(&self.loaded);
+        loaded.retain(|id, loaded| {
+            registry
+                .get(&id.name)
+                .and_then(|versions| versions.get(&id.version))
+                .is_some_and(|info| loaded.is_of(info))
+        });
+        let mut all: Vec<_> = loaded
             .iter()
-            .map(|(id, m)| (id.clone(), m.stats()))
+            .map(|(id, loaded)| (id.clone(), loaded.module.stats()))
             .collect();
         all.sort_by(|a, b| a.0.name.cmp(&b.0.name).then(a.0.version.cmp(&b.0.version)));
         all

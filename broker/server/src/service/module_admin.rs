@@ -154,7 +154,7 @@ impl BrokerService {
                         name: name.to_owned(),
                         version: v.version,
                     };
-                    let stats = node.modules.stats(&id).unwrap_or_default();
+                    let stats = node.modules.stats(&id, v).unwrap_or_default();
                     pb::ModuleVersion {
                         version: v.version,
                         sha256: v.sha256.clone(),
