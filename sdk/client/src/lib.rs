@@ -88,7 +88,7 @@
 //! println!("registered version {:?}", module.latest());
 //!
 //! // Every consumer of "clicks" that names no chain of its own gets the filtered records.
-//! let filter: ModuleRef = "field-filter:field=type,equals=click".parse()?;
+//! let filter: ModuleRef = "field-filter:field=type,value=click".parse()?;
 //! let topic = client
 //!     .attach_module("clicks", filter, ModulePath::Consume, RejectPolicy::Reject)
 //!     .await?;
