@@ -276,7 +276,7 @@ impl Consumer {
         for tp in wanted {
             let next = match committed.get(&tp) {
                 Some(&offset) => offset,
-                None => self.reset_position(&tp).await?,
+                None => reset_position(&self.client, self.config.offset_reset, &tp).await?,
             };
             let committed = committed.get(&tp).copied();
             self.positions.insert(
@@ -290,15 +290,6 @@ impl Consumer {
             );
         }
         Ok(())
-    }
-
-    async fn reset_position(&self, tp: &TopicPartition) -> Result<u64, ClientError> {
-        let spec = OffsetSpec::from(self.config.offset_reset);
-        let listed = self
-            .client
-            .list_offsets(tp.topic.clone(), tp.partition, spec)
-            .await?;
-        Ok(listed.offset.unwrap_or(listed.high_watermark))
     }
 
     /// The partitions being consumed now.
@@ -613,6 +604,21 @@ impl Drop for Consumer {
     }
 }
 
+/// Where `reset` starts `tp` when the group has no committed offset for it.
+///
+/// A free function, not a `&self` method: a `&Consumer` held across an await would make the
+/// futures of `poll` and the others `!Send` (the consumer holds `!Sync` fetch futures).
+async fn reset_position(
+    client: &Client,
+    reset: OffsetReset,
+    tp: &TopicPartition,
+) -> Result<u64, ClientError> {
+    let listed = client
+        .list_offsets(tp.topic.clone(), tp.partition, OffsetSpec::from(reset))
+        .await?;
+    Ok(listed.offset.unwrap_or(listed.high_watermark))
+}
+
 /// Joins (again when needed) and heartbeats in the background.
 struct HeartbeatTask {
     client: Client,
@@ -716,5 +722,31 @@ impl HeartbeatTask {
         self.interval = Duration::from_millis(u64::from(joined.heartbeat_interval_ms.max(1)));
         lock(&self.membership).member_id = Some(joined.member_id);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spawnable<T: Send + 'static>(_: T) {}
+
+    /// Type-checked, never called: a consumer is moved into its own task and polled there,
+    /// so every public future must be `Send`.
+    fn consumer_in_a_task(client: Client) {
+        spawnable(async move {
+            let mut consumer = Consumer::new(client, ConsumerConfig::with_group("g"));
+            let _ = consumer.subscribe(&["t"]).await;
+            let _ = consumer.assign(&[TopicPartition::new("t", 0)]).await;
+            let _ = consumer.poll().await;
+            let _ = consumer.commit().await;
+            let _ = consumer.close().await;
+        });
+    }
+
+    /// Fails to compile, rather than to run, when a consumer future stops being `Send`.
+    #[test]
+    fn consumer_futures_can_run_in_spawned_tasks() {
+        let _ = consumer_in_a_task;
     }
 }
