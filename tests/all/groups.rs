@@ -104,6 +104,49 @@ async fn a_restarted_member_continues_exactly_after_its_last_commit_even_across_
     drop(temp);
 }
 
+#[tokio::test]
+async fn committing_chosen_offsets_resumes_after_the_last_processed_record() {
+    let broker = InProcessBroker::start().await.unwrap();
+    let client = Client::connect(broker.url()).await.unwrap();
+    client
+        .create_topic(TopicSpec::new("jobs", 2))
+        .await
+        .unwrap();
+    let values: Vec<String> = (0..10).map(|i| format!("job-{i}")).collect();
+    produce_values(&client, "jobs", 0, &values).await;
+
+    let mut worker = Consumer::new(client.clone(), config("workers"));
+    worker.subscribe(&["jobs"]).await.unwrap();
+    let polled = poll_n(&mut worker, 10).await;
+    assert_eq!(offsets(&polled), (0..10).collect::<Vec<_>>());
+    // Only the first four were processed: commit up to there, not the position (10).
+    let jobs0 = TopicPartition::new("jobs", 0);
+    worker.commit_offsets(&[(jobs0.clone(), 4)]).await.unwrap();
+    // Refused as a whole: one offset past its partition's end (jobs/1 is empty) fails the
+    // commit, and a partition the member is not assigned too.
+    let err = worker
+        .commit_offsets(&[(jobs0.clone(), 5), (TopicPartition::new("jobs", 1), 1)])
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "OFFSET_OUT_OF_RANGE", "{err}");
+    client
+        .create_topic(TopicSpec::new("other", 1))
+        .await
+        .unwrap();
+    let err = worker
+        .commit_offsets(&[(TopicPartition::new("other", 0), 0)])
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "NOT_ASSIGNED", "{err}");
+    worker.close().await.unwrap();
+
+    let mut successor = Consumer::new(client.clone(), config("workers"));
+    successor.subscribe(&["jobs"]).await.unwrap();
+    let resumed = poll_n(&mut successor, 6).await;
+    assert_eq!(offsets(&resumed), (4..10).collect::<Vec<_>>());
+    successor.close().await.unwrap();
+}
+
 /// Polls every consumer once (each applies its assignment changes in `poll`), collecting
 /// the records each got, and commits after "processing" them.
 async fn poll_all(consumers: &mut [Consumer], seen: &mut Vec<(usize, ConsumerRecord)>) {

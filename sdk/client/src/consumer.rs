@@ -551,18 +551,31 @@ impl Consumer {
         &mut self,
         partitions: &[TopicPartition],
     ) -> Result<(), ClientError> {
-        let group = self.group()?.to_owned();
         let offsets = self.changed_offsets(partitions);
         if offsets.is_empty() {
-            return Ok(());
+            // Still refuse a consumer without a group, as any commit does.
+            return self.group().map(drop);
         }
+        self.commit_offsets(&offsets).await
+    }
+
+    /// Commits the given offsets instead of the current positions (each the offset of the
+    /// next record to read from its partition), as Kafka's `commitSync(offsets)`: to commit
+    /// part of what `poll` returned, say up to the last record processed. In a group, each
+    /// partition must be assigned to this consumer (`NOT_ASSIGNED` otherwise); an offset past
+    /// the partition's end is refused (`OFFSET_OUT_OF_RANGE`), and then nothing is committed.
+    pub async fn commit_offsets(
+        &mut self,
+        offsets: &[(TopicPartition, u64)],
+    ) -> Result<(), ClientError> {
+        let group = self.group()?.to_owned();
         let member_id = lock(&self.membership).member_id.clone().unwrap_or_default();
         self.client
-            .commit_offsets(&group, &member_id, &offsets)
+            .commit_offsets(&group, &member_id, offsets)
             .await?;
         for (tp, offset) in offsets {
-            if let Some(p) = self.positions.get_mut(&tp) {
-                p.committed = Some(offset);
+            if let Some(p) = self.positions.get_mut(tp) {
+                p.committed = Some(*offset);
             }
         }
         Ok(())
