@@ -309,6 +309,43 @@ async fn consume_reports_the_records_a_module_rejects_on_stderr() -> anyhow::Res
             "rejected offset 2 by json-validate@1"
         ]
     );
+
+    // The same as a group member, naming the partition; the rejected records are passed,
+    // not read again by the next member.
+    let in_group = |extra: &[&str]| {
+        let mut args = vec![
+            "consume",
+            "orders",
+            "--group",
+            "validators",
+            "--from-beginning",
+            "--timeout-ms",
+            "3000",
+            "--module",
+            "json-validate@1:required=id",
+            "--format",
+            "%o\\n",
+        ];
+        args.extend_from_slice(extra);
+        weir(&broker, &args, "")
+    };
+    let consumed = in_group(&[])?;
+    assert!(consumed.status.success(), "{}", stderr(&consumed));
+    assert_eq!(stdout(&consumed), "0\n3\n");
+    let reported: Vec<String> = stderr(&consumed)
+        .lines()
+        .map(|line| line.split(": ").next().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        reported,
+        [
+            "rejected partition 0 offset 1 by json-validate@1",
+            "rejected partition 0 offset 2 by json-validate@1"
+        ]
+    );
+    let again = in_group(&[])?;
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!((stdout(&again), stderr(&again)), (String::new(), String::new()));
     Ok(())
 }
 

@@ -20,7 +20,7 @@ use clap::Args;
 use tokio::io::AsyncWriteExt;
 use weir_client::{
     Client, Consumer, ConsumerConfig, FetchSpec, Fetched, ModuleRef, OffsetReset, OffsetSpec,
-    StartAt, TopicPartition,
+    RejectedOffset, StartAt, TopicPartition,
 };
 
 use crate::format::{DEFAULT_FORMAT, Format};
@@ -67,7 +67,7 @@ pub struct ConsumeArgs {
     /// Run this module over the records before printing them (instead of the topic's consume
     /// chain), as NAME[@VERSION][:KEY=VALUE,...]; a value cannot contain ','. Repeat to chain
     /// modules, in order. Records a module rejects are reported on stderr as `rejected offset N
-    /// by MODULE: REASON`.
+    /// by MODULE: REASON` (with --group: `rejected partition P offset N by MODULE: REASON`).
     #[arg(short, long = "module", value_name = "MODULE")]
     modules: Vec<ModuleRef>,
 
@@ -215,6 +215,9 @@ async fn print_group_records(
                 return Ok(());
             }
         };
+        for (tp, rejected) in consumer.take_rejected() {
+            eprintln!("{}", rejection_line(Some(tp.partition), &rejected));
+        }
         if records.is_empty() {
             continue;
         }
@@ -243,12 +246,20 @@ async fn print_group_records(
 
 /// One line per record a consume-chain module rejected.
 fn rejection_lines(fetched: &Fetched) -> impl Iterator<Item = String> + '_ {
-    fetched.rejected.iter().map(|rejected| {
-        format!(
-            "rejected offset {} by {}: {}",
-            rejected.offset, rejected.module, rejected.reason
-        )
-    })
+    fetched
+        .rejected
+        .iter()
+        .map(|rejected| rejection_line(None, rejected))
+}
+
+/// `rejected offset N by MODULE: REASON`, naming the partition too when a group consumes
+/// several.
+fn rejection_line(partition: Option<u32>, rejected: &RejectedOffset) -> String {
+    let partition = partition.map_or_else(String::new, |p| format!("partition {p} "));
+    format!(
+        "rejected {partition}offset {} by {}: {}",
+        rejected.offset, rejected.module, rejected.reason
+    )
 }
 
 async fn write_all(out: &mut tokio::io::Stdout, bytes: &[u8]) -> std::io::Result<()> {

@@ -12,7 +12,9 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::group::TopicPartition;
-use crate::{Client, ClientError, ConsumedRecord, FetchSpec, Fetched, ModuleRef, OffsetSpec};
+use crate::{
+    Client, ClientError, ConsumedRecord, FetchSpec, Fetched, ModuleRef, OffsetSpec, RejectedOffset,
+};
 
 /// Where a consumer starts in a partition its group has no committed offset for (Kafka's
 /// `auto.offset.reset`).
@@ -109,6 +111,9 @@ struct Position {
     retry_at: Option<Instant>,
 }
 
+/// Module rejections kept for [`Consumer::take_rejected`]; older ones are dropped beyond this.
+const MAX_REJECTED_KEPT: usize = 1024;
+
 /// The `from` of a fetch result that re-positions the partition (after OFFSET_OUT_OF_RANGE).
 const REPOSITION: u64 = u64::MAX;
 
@@ -170,6 +175,7 @@ pub struct Consumer {
     heartbeat: Option<tokio::task::JoinHandle<()>>,
     last_auto_commit: Instant,
     buffered: VecDeque<ConsumerRecord>,
+    rejected: VecDeque<(TopicPartition, RejectedOffset)>,
 }
 
 fn lock(membership: &Mutex<Membership>) -> std::sync::MutexGuard<'_, Membership> {
@@ -192,6 +198,7 @@ impl Consumer {
             heartbeat: None,
             last_auto_commit: Instant::now(),
             buffered: VecDeque::new(),
+            rejected: VecDeque::new(),
         }
     }
 
@@ -448,6 +455,12 @@ impl Consumer {
         match fetched {
             Ok(fetched) => {
                 position.next = fetched.next_offset;
+                for rejected in fetched.rejected {
+                    if self.rejected.len() == MAX_REJECTED_KEPT {
+                        self.rejected.pop_front();
+                    }
+                    self.rejected.push_back((tp.clone(), rejected));
+                }
                 out.extend(fetched.records.into_iter().map(|record| ConsumerRecord {
                     topic: tp.topic.clone(),
                     partition: tp.partition,
@@ -508,6 +521,13 @@ impl Consumer {
                 }
             },
         )
+    }
+
+    /// Records of the consume chain ([`ConsumerConfig::modules`] or the topic's) that a module
+    /// rejected since the last call, oldest first (at most the last 1024). `poll` moves past
+    /// them as past records a module filtered out, so they are not read again.
+    pub fn take_rejected(&mut self) -> Vec<(TopicPartition, RejectedOffset)> {
+        self.rejected.drain(..).collect()
     }
 
     /// Commits the position of every consumed partition (the offset after the last record
