@@ -72,14 +72,19 @@ async fn main() -> anyhow::Result<()> {
             Acks::All,
         )
         .await?;
-    if let Some(record) = tail.next().await {
-        let record = record?;
-        println!(
-            "tailed offset {}: {}",
-            record.offset,
-            String::from_utf8_lossy(&record.value)
-        );
-    }
+    let record = tail
+        .next()
+        .await
+        .ok_or_else(|| anyhow::anyhow!("the subscription ended"))??;
+    println!(
+        "tailed offset {}: {}",
+        record.offset,
+        String::from_utf8_lossy(&record.value)
+    );
+    anyhow::ensure!(
+        (record.offset, record.value.as_ref()) == (3, &b"date"[..]),
+        "the tail should start with the record produced after subscribing"
+    );
 
     client.delete_topic(topic.as_str()).await?;
     if let Some((broker, _dir)) = _embedded {
