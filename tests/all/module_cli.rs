@@ -345,7 +345,10 @@ async fn consume_reports_the_records_a_module_rejects_on_stderr() -> anyhow::Res
     );
     let again = in_group(&[])?;
     assert!(again.status.success(), "{}", stderr(&again));
-    assert_eq!((stdout(&again), stderr(&again)), (String::new(), String::new()));
+    assert_eq!(
+        (stdout(&again), stderr(&again)),
+        (String::new(), String::new())
+    );
     Ok(())
 }
 
