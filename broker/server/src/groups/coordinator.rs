@@ -25,6 +25,11 @@ use crate::error::BrokerError;
 /// The longest heartbeat interval given to members, whatever their session timeout.
 const MAX_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
 
+/// The heartbeat interval of a member in the middle of a hand-over (it has partitions to
+/// release or is waiting for some): a partition moves in a few of these rather than in a few
+/// full intervals.
+const HAND_OVER_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
+
 /// Live consumer groups, for one controller term.
 #[derive(Default)]
 pub(crate) struct Coordinator {
@@ -300,6 +305,25 @@ impl LiveGroup {
         Ok(())
     }
 
+    /// How soon `member_id` should heartbeat again: its normal interval, or a short one while
+    /// its holdings differ from its target (it must report partitions released, or is waiting
+    /// for ones others still hold), so hand-overs do not wait for whole intervals.
+    pub(crate) fn heartbeat_interval_of(&self, member_id: &str) -> Option<Duration> {
+        let member = self.members.get(member_id)?;
+        let settled = self
+            .target
+            .get(member_id)
+            .map_or(member.holding.is_empty(), |target| {
+                *target == member.holding
+            });
+        let normal = member.heartbeat_interval();
+        Some(if settled {
+            normal
+        } else {
+            normal.min(HAND_OVER_HEARTBEAT_INTERVAL)
+        })
+    }
+
     /// The owner of each held partition.
     pub(crate) fn owners(&self) -> BTreeMap<&TopicPartition, &str> {
         self.members
@@ -396,6 +420,16 @@ mod tests {
         // b's share is still held by a: b gets nothing yet.
         assert!(beat(&mut g, "b", &BTreeSet::new(), now).is_empty());
         assert_eq!(g.state(), GroupState::Rebalancing);
+        // Both are mid hand-over, so both are asked to come back soon.
+        let normal = Duration::from_secs(3);
+        assert_eq!(
+            g.heartbeat_interval_of("b"),
+            Some(HAND_OVER_HEARTBEAT_INTERVAL)
+        );
+        assert_eq!(
+            g.heartbeat_interval_of("a"),
+            Some(HAND_OVER_HEARTBEAT_INTERVAL)
+        );
         // a is told to keep only its share...
         let a2 = beat(&mut g, "a", &a, now);
         assert_eq!(a2.len(), 3);
@@ -407,6 +441,8 @@ mod tests {
         assert_eq!(b.len(), 3);
         assert!(a3.is_disjoint(&b));
         assert_eq!(g.state(), GroupState::Stable);
+        assert_eq!(g.heartbeat_interval_of("a"), Some(normal));
+        assert_eq!(g.heartbeat_interval_of("b"), Some(normal));
         // Commits are fenced by ownership.
         assert!(matches!(
             g.check_commit(&name, "a", &b),

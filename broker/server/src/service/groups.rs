@@ -255,9 +255,8 @@ impl BrokerService {
                 .map(|t| t.partitions.len() as u32)
         })?;
         let interval = live
-            .members()
-            .get(&req.member_id)
-            .map_or(0, |m| m.heartbeat_interval().as_millis() as u32);
+            .heartbeat_interval_of(&req.member_id)
+            .map_or(0, |interval| interval.as_millis() as u32);
         Ok(pb::GroupHeartbeatResponse {
             assignment: to_pb_partitions(&assignment),
             generation: live.generation(),
