@@ -789,7 +789,7 @@ async fn module_counters_are_described_and_exported() -> anyhow::Result<()> {
     let metrics_addr = broker
         .metrics_addr()
         .ok_or_else(|| anyhow::anyhow!("no metrics endpoint"))?;
-    let body = crate::operations::scrape(metrics_addr).await?;
+    let body = weir_tests::scrape_metrics(metrics_addr).await?;
     assert!(
         body.contains(r#"weir_module_records_in_total{module="field-filter",version="1"} 16"#),
         "{body}"
@@ -803,7 +803,7 @@ async fn module_counters_are_described_and_exported() -> anyhow::Result<()> {
             version: None,
         })
         .await?;
-    let body = crate::operations::scrape(metrics_addr).await?;
+    let body = weir_tests::scrape_metrics(metrics_addr).await?;
     assert!(
         !body.contains(r#"module="field-filter""#),
         "a deleted module's counters are still exported: {body}"

@@ -3,19 +3,8 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use weir_proto::v1 as pb;
-use weir_tests::InProcessBroker;
-
-pub(crate) async fn scrape(addr: std::net::SocketAddr) -> anyhow::Result<String> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    Ok(response)
-}
+use weir_tests::{InProcessBroker, scrape_metrics as scrape};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_produced_records_errors_and_commits() -> anyhow::Result<()> {

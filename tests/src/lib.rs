@@ -143,6 +143,18 @@ where
     }
 }
 
+/// The text a broker's metrics endpoint at `addr` serves (`GET /metrics`, the whole response).
+pub async fn scrape_metrics(addr: SocketAddr) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    Ok(response)
+}
+
 /// Installs a tracing subscriber for test output, once (RUST_LOG controls it).
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()

@@ -29,7 +29,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressStyle};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Barrier, oneshot, watch};
 use tokio::task::JoinHandle;
 use weir_client::{
@@ -136,12 +135,7 @@ struct ProduceCounters {
 
 impl ProduceCounters {
     async fn scrape(addr: std::net::SocketAddr) -> anyhow::Result<Self> {
-        let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            .await?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await?;
+        let response = weir_tests::scrape_metrics(addr).await?;
         let value = |name: &str| -> anyhow::Result<f64> {
             let line = response
                 .lines()
