@@ -5,7 +5,8 @@ use std::process::{Command, Output, Stdio};
 
 use weir_tests::InProcessBroker;
 
-fn weir(broker: &InProcessBroker, args: &[&str], stdin: &str) -> anyhow::Result<Output> {
+/// Runs the `weir` binary against `broker` with `args`, feeding it `stdin`.
+pub(crate) fn weir(broker: &InProcessBroker, args: &[&str], stdin: &str) -> anyhow::Result<Output> {
     let mut child = Command::new(crate::WEIR)
         .arg("--broker")
         .arg(broker.addr().to_string())
@@ -22,11 +23,11 @@ fn weir(broker: &InProcessBroker, args: &[&str], stdin: &str) -> anyhow::Result<
     Ok(child.wait_with_output()?)
 }
 
-fn stdout(output: &Output) -> String {
+pub(crate) fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-fn stderr(output: &Output) -> String {
+pub(crate) fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 

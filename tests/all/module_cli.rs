@@ -2,27 +2,9 @@
 //! as a user runs them: the real `weir` binary against a real broker, with the example modules
 //! of `wasm-modules/`.
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
-
 use weir_tests::{InProcessBroker, modules};
 
-fn weir(broker: &InProcessBroker, args: &[&str], stdin: &str) -> anyhow::Result<Output> {
-    let mut child = Command::new(crate::WEIR)
-        .arg("--broker")
-        .arg(broker.addr().to_string())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .ok_or_else(|| anyhow::anyhow!("no stdin"))?
-        .write_all(stdin.as_bytes())?;
-    Ok(child.wait_with_output()?)
-}
+use crate::cli::{stderr, stdout, weir};
 
 /// Runs `weir` and fails the test unless it exits 0; returns its stdout.
 fn weir_ok(broker: &InProcessBroker, args: &[&str], stdin: &str) -> anyhow::Result<String> {
@@ -33,14 +15,6 @@ fn weir_ok(broker: &InProcessBroker, args: &[&str], stdin: &str) -> anyhow::Resu
         stderr(&output)
     );
     Ok(stdout(&output))
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// A broker with the topic `topic` (one partition) and the example module `module` registered
