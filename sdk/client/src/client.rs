@@ -169,12 +169,7 @@ impl Client {
             .create_topic(v1::CreateTopicRequest::from(spec))
             .await?
             .into_inner();
-        response
-            .topic
-            .map(TopicInfo::from)
-            .ok_or(ClientError::UnexpectedResponse(
-                "CreateTopic answered without the topic",
-            ))
+        topic_of(response.topic, "CreateTopic answered without the topic")
     }
 
     /// Deletes a topic and all of its data. Broker reason: `UNKNOWN_TOPIC`.
@@ -209,12 +204,7 @@ impl Client {
             .describe_topic(v1::DescribeTopicRequest { name: name.into() })
             .await?
             .into_inner();
-        response
-            .topic
-            .map(TopicInfo::from)
-            .ok_or(ClientError::UnexpectedResponse(
-                "DescribeTopic answered without the topic",
-            ))
+        topic_of(response.topic, "DescribeTopic answered without the topic")
     }
 
     /// Appends `records` to one partition of `topic` as one batch, and returns where they went.
@@ -421,12 +411,7 @@ impl Client {
                 async move { broker.move_replica(request).await }
             })
             .await?;
-        response
-            .topic
-            .map(TopicInfo::from)
-            .ok_or(ClientError::UnexpectedResponse(
-                "MoveReplica answered without the topic",
-            ))
+        topic_of(response.topic, "MoveReplica answered without the topic")
     }
 
     /// Registers `wasm` as version `version` of the module `name` (`None`: one more than the
@@ -525,12 +510,7 @@ impl Client {
             .attach_module(attach_request(topic.into(), module, path, on_reject))
             .await?
             .into_inner();
-        response
-            .topic
-            .map(TopicInfo::from)
-            .ok_or(ClientError::UnexpectedResponse(
-                "AttachModule answered without the topic",
-            ))
+        topic_of(response.topic, "AttachModule answered without the topic")
     }
 
     /// Removes the module `name` from the `path` chain of `topic`, and returns the topic with
@@ -552,12 +532,7 @@ impl Client {
             })
             .await?
             .into_inner();
-        response
-            .topic
-            .map(TopicInfo::from)
-            .ok_or(ClientError::UnexpectedResponse(
-                "DetachModule answered without the topic",
-            ))
+        topic_of(response.topic, "DetachModule answered without the topic")
     }
 
     /// Removes the node `node_id`, which must hold no partition replicas, from the cluster;
@@ -576,6 +551,16 @@ impl Client {
 
 /// A generated client over `channel` with the message size limits raised to
 /// [`MAX_MESSAGE_BYTES`].
+/// The topic a call answered with, or `missing` as the error when the broker left it out.
+fn topic_of(
+    topic: Option<v1::TopicDescription>,
+    missing: &'static str,
+) -> Result<TopicInfo, ClientError> {
+    topic
+        .map(TopicInfo::from)
+        .ok_or(ClientError::UnexpectedResponse(missing))
+}
+
 fn broker_client(channel: Channel) -> BrokerClient<Channel> {
     BrokerClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
