@@ -823,6 +823,98 @@ async fn module_counters_are_described_and_exported() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Opens a subscription to partition 0 of `topic` from the beginning through `keep-all`.
+async fn subscribe_keep_all(
+    client: &mut RawClient,
+    topic: &str,
+) -> Result<tonic::Streaming<pb::SubscribeResponse>, tonic::Status> {
+    Ok(client
+        .subscribe(pb::SubscribeRequest {
+            topic: topic.into(),
+            partition: 0,
+            start: Some(pb::StartPosition {
+                position: Some(pb::start_position::Position::Earliest(true)),
+            }),
+            max_bytes: 0,
+            modules: vec![module("keep-all", &[])],
+        })
+        .await?
+        .into_inner())
+}
+
+fn assert_pool_exhausted(status: &tonic::Status) {
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(reason_of(status).as_deref(), Some("MODULE_POOL_EXHAUSTED"));
+    assert!(
+        status.message().contains("keep-all@1") && status.message().contains("max_instances"),
+        "{}",
+        status.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_produce_chains_give_way_and_a_full_instance_pool_is_retriable() -> anyhow::Result<()>
+{
+    weir_tests::init_tracing();
+    let broker = InProcessBroker::start_adjusted(|c| c.modules.max_instances = 2).await?;
+    let mut client = broker.raw_client().await?;
+    register(&mut client, "keep-all").await?;
+    for topic in ["a", "b", "c"] {
+        create_topic(&mut client, topic).await?;
+    }
+    for topic in ["a", "b"] {
+        attach(
+            &mut client,
+            topic,
+            module("keep-all", &[]),
+            pb::ModulePath::Produce,
+            pb::RejectPolicy::Reject,
+            "",
+        )
+        .await?;
+        produce(&mut client, topic, &["first"]).await?;
+    }
+    produce(&mut client, "c", &["c0", "c1"]).await?;
+
+    // Both instances are now held by the warm produce chains of a and b. A subscription
+    // still gets one: the idle chains give their instances back.
+    let mut first = subscribe_keep_all(&mut client, "c").await?;
+    let message = first
+        .message()
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("stream ended"))?;
+    let offsets: Vec<u64> = message.records.iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, vec![0, 1]);
+    let _second = subscribe_keep_all(&mut client, "c").await?;
+
+    // Both instances are held by open subscriptions: a produce through a chain and a third
+    // subscription are refused, retriably, and change nothing.
+    let refused = produce(&mut client, "a", &["second"]).await.unwrap_err();
+    assert_pool_exhausted(&refused);
+    assert_eq!(
+        values(&fetch(&mut client, "a", 0, vec![]).await?),
+        ["first"]
+    );
+    assert_pool_exhausted(&subscribe_keep_all(&mut client, "c").await.unwrap_err());
+
+    // Once a subscription ends its instance is free; the client's producer retries the refusal
+    // until then.
+    drop(first);
+    let producer = weir_client::Producer::new(
+        weir_client::Client::connect(broker.url()).await?,
+        weir_client::ProducerConfig::default(),
+    );
+    let delivered = producer
+        .send("a", weir_client::ProducerRecord::new("second"))
+        .await?;
+    assert_eq!(delivered.offset, Some(1));
+    assert_eq!(
+        values(&fetch(&mut client, "a", 0, vec![]).await?),
+        ["first", "second"]
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn modules_and_attachments_survive_a_restart() -> anyhow::Result<()> {
     weir_tests::init_tracing();

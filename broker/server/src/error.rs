@@ -145,6 +145,10 @@ pub enum BrokerError {
         /// What happened, naming the module and the limit.
         message: String,
     },
+    /// Every module instance this node may hold (`modules.max_instances`) is in use by running
+    /// chains and subscriptions; retriable once some finish.
+    #[error("{0}")]
+    ModulePoolExhausted(String),
     /// The consumer group name is not valid.
     #[error("invalid group name '{name}': {source}")]
     InvalidGroupName {
@@ -251,6 +255,7 @@ impl BrokerError {
             BrokerError::ModuleInUse(_) => "MODULE_IN_USE",
             BrokerError::InvalidModuleParams(_) => "INVALID_MODULE_PARAMS",
             BrokerError::ModuleFailed { .. } => "MODULE_FAILED",
+            BrokerError::ModulePoolExhausted(_) => "MODULE_POOL_EXHAUSTED",
             BrokerError::RecordsRejected(_) => "RECORD_REJECTED",
             BrokerError::InvalidGroupName { .. } => "INVALID_GROUP_NAME",
             BrokerError::UnknownGroup(_) => "UNKNOWN_GROUP",
@@ -294,6 +299,7 @@ impl BrokerError {
             BrokerError::OffsetOutOfRange { .. } => Code::OutOfRange,
             BrokerError::NotLeader { .. } => Code::FailedPrecondition,
             BrokerError::Unavailable(_) | BrokerError::ShuttingDown => Code::Unavailable,
+            BrokerError::ModulePoolExhausted(_) => Code::ResourceExhausted,
             BrokerError::Indeterminate(_) => Code::Aborted,
             BrokerError::Corrupt(_) => Code::DataLoss,
             BrokerError::Internal(_) => Code::Internal,

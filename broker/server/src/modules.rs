@@ -167,15 +167,57 @@ impl ModuleHost {
                 params: spec.params.clone(),
             });
         }
-        let mut chain = Chain::new(stages);
+        let chain = Chain::new(stages);
         if prepare {
-            chain = blocking(move || {
-                chain.prepare().map_err(module_failure)?;
-                Ok(chain)
-            })
-            .await?;
+            return self.prepare(chain).await;
         }
         Ok(chain)
+    }
+
+    /// Instantiates every stage of `chain` and runs its `init`. When the node's instance pool
+    /// is full, the idle produce chains kept for reuse give their instances back and the chain
+    /// tries once more: warm chains are a cache, and must not starve subscriptions or the
+    /// produce chains of other topics.
+    async fn prepare(&self, chain: Chain) -> Result<Chain, BrokerError> {
+        let (chain, result) = Self::release_and_prepare(Vec::new(), chain).await?;
+        match result {
+            Err(e) if e.error.is_pool_exhausted() => {
+                let idle = self.take_idle_produce_chains();
+                if idle.is_empty() {
+                    return Err(module_failure(e));
+                }
+                tracing::info!(
+                    released = idle.len(),
+                    "module instance pool full: releasing idle produce chains"
+                );
+                let (chain, result) = Self::release_and_prepare(idle, chain).await?;
+                result.map(|()| chain).map_err(module_failure)
+            }
+            result => result.map(|()| chain).map_err(module_failure),
+        }
+    }
+
+    /// On the blocking pool, drops `released` (which resets their instances' memory) and then
+    /// prepares `chain`; a chain that fails part-way keeps the instances it got.
+    async fn release_and_prepare(
+        released: Vec<Chain>,
+        chain: Chain,
+    ) -> Result<(Chain, Result<(), ChainError>), BrokerError> {
+        blocking(move || {
+            drop(released);
+            let mut chain = chain;
+            let result = chain.prepare();
+            Ok((chain, result))
+        })
+        .await
+    }
+
+    /// Takes every idle produce chain out of the pools; dropping them frees their instances.
+    fn take_idle_produce_chains(&self) -> Vec<Chain> {
+        lock(&self.produce_chains)
+            .values_mut()
+            .flat_map(|pool| pool.idle.drain(..))
+            .collect()
     }
 
     /// Runs `chain` over `input` on the blocking pool. The chain comes back only when it ran
@@ -210,7 +252,8 @@ impl ModuleHost {
         };
         let chain = match idle {
             Some(chain) => chain,
-            None => self.chain(metadata, &specs, false).await?,
+            // Instantiated before it runs, so a full instance pool can still be made room in.
+            None => self.chain(metadata, &specs, true).await?,
         };
         let input = records
             .into_iter()
@@ -316,6 +359,8 @@ fn module_failure(e: ChainError) -> BrokerError {
     let module = e.error.module().to_string();
     if e.error.is_invalid_params() {
         BrokerError::InvalidModuleParams(e.error.to_string())
+    } else if e.error.is_pool_exhausted() {
+        BrokerError::ModulePoolExhausted(format!("{} (modules.max_instances)", e.error))
     } else {
         BrokerError::ModuleFailed {
             module,

@@ -9,7 +9,8 @@ use weir_proto::error::{metadata_of, reason_of, violations_of};
 use crate::{RejectAction, RejectedRecord};
 
 /// Reasons that describe a passing condition of the cluster (a leader moving, a node starting or
-/// stopping, a write cut short by a leader change), so the same request can succeed later; see
+/// stopping, a write cut short by a leader change, every module instance of a node in use), so
+/// the same request can succeed later; see
 /// the error table of docs/api.md. Every other reason describes the request itself, whatever
 /// its status code: the module reasons (`RECORD_REJECTED`, `MODULE_FAILED`, `INVALID_MODULE`,
 /// `INVALID_MODULE_PARAMS`, `UNKNOWN_MODULE`, `MODULE_EXISTS`, `MODULE_IN_USE`) among them, since
@@ -19,6 +20,7 @@ const RETRIABLE_REASONS: &[&str] = &[
     "NOT_LEADER",
     "OUTCOME_UNKNOWN",
     "SHUTTING_DOWN",
+    "MODULE_POOL_EXHAUSTED",
 ];
 
 /// Everything that can go wrong talking to a broker.
@@ -140,8 +142,9 @@ impl ClientError {
 
     /// Whether the same request may succeed if sent again later: the broker was unreachable or
     /// unavailable, leadership is moving (`NOT_LEADER`, `UNAVAILABLE`, `OUTCOME_UNKNOWN`), the
-    /// broker is stopping (`SHUTTING_DOWN`), the request timed out, or the connection broke while
-    /// it was in flight. A status with a Weir reason is judged by its reason alone; one without
+    /// broker is stopping (`SHUTTING_DOWN`), every module instance of the broker is in use
+    /// (`MODULE_POOL_EXHAUSTED`), the request timed out, or the connection broke while it was in
+    /// flight. A status with a Weir reason is judged by its reason alone; one without
     /// (from the transport or a proxy) by its code.
     ///
     /// The client has already followed any `NOT_LEADER` hint it could (see the crate's "Routing"
@@ -277,6 +280,7 @@ mod tests {
         assert!(broker_error(Code::Unavailable, "UNAVAILABLE").is_retriable());
         assert!(broker_error(Code::Aborted, "OUTCOME_UNKNOWN").is_retriable());
         assert!(broker_error(Code::Unavailable, "SHUTTING_DOWN").is_retriable());
+        assert!(broker_error(Code::ResourceExhausted, "MODULE_POOL_EXHAUSTED").is_retriable());
         assert!(ClientError::from(tonic::Status::unavailable("refused")).is_retriable());
         assert!(ClientError::from(tonic::Status::deadline_exceeded("slow")).is_retriable());
     }
