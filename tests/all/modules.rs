@@ -886,6 +886,13 @@ async fn idle_produce_chains_give_way_and_a_full_instance_pool_is_retriable() ->
     let offsets: Vec<u64> = message.records.iter().map(|r| r.offset).collect();
     assert_eq!(offsets, vec![0, 1]);
     let _second = subscribe_keep_all(&mut client, "c").await?;
+    let metrics_addr = broker
+        .metrics_addr()
+        .ok_or_else(|| anyhow::anyhow!("no metrics endpoint"))?;
+    let body = weir_tests::scrape_metrics(metrics_addr).await?;
+    for line in ["weir_module_instances 2", "weir_module_instances_max 2"] {
+        assert!(body.lines().any(|l| l == line), "no {line:?} in {body}");
+    }
 
     // Both instances are held by open subscriptions: a produce through a chain and a third
     // subscription are refused, retriably, and change nothing.

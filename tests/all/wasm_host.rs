@@ -465,17 +465,25 @@ fn the_instance_pool_is_bounded_and_slots_come_back() {
     )
     .expect("runtime");
     let keep_all = load(&runtime, "keep-all");
+    assert_eq!(runtime.instances_in_use(), 0, "loading holds no slot");
     let first = keep_all.instantiate(&[]).expect("slot 1");
     let _second = keep_all.instantiate(&[]).expect("slot 2");
+    assert_eq!(runtime.instances_in_use(), 2);
     let err = keep_all.instantiate(&[]).expect_err("pool full");
     assert!(err.is_pool_exhausted(), "{err}");
     assert_eq!(
         err.to_string(),
         "module 'keep-all@1' cannot start: all 2 module instances of this node are in use"
     );
+    assert_eq!(
+        runtime.instances_in_use(),
+        2,
+        "a refused instance holds no slot"
+    );
     // Loading needs no lasting slot, even with the pool full.
     load(&runtime, "uppercase");
     drop(first);
+    assert_eq!(runtime.instances_in_use(), 1);
     keep_all.instantiate(&[]).expect("a slot came back");
 }
 

@@ -152,6 +152,19 @@ impl Collector for NodeCollector {
             |p| i64::from(p.replica.is_leader()),
         )?;
         encode_module_counters(&mut encoder, &node)?;
+        let (instances, max_instances) = node.modules.instances();
+        ConstGauge::new(i64::from(instances)).encode(encoder.encode_descriptor(
+            "weir_module_instances",
+            "Module instances alive: stages of running chains, subscriptions and warm produce chains",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        ConstGauge::new(i64::from(max_instances)).encode(encoder.encode_descriptor(
+            "weir_module_instances_max",
+            "Module instances this node may hold at once (modules.max_instances)",
+            None,
+            MetricType::Gauge,
+        )?)?;
         let failed = ConstGauge::new(node.failed_partitions() as i64);
         failed.encode(encoder.encode_descriptor(
             "weir_partitions_failed",

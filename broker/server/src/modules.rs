@@ -283,6 +283,15 @@ impl ModuleHost {
         Ok(output)
     }
 
+    /// Module instances alive on this node (stages of running chains, subscriptions and warm
+    /// produce chains), and how many it may hold (`modules.max_instances`).
+    pub(crate) fn instances(&self) -> (u32, u32) {
+        let in_use = lock(&self.runtime)
+            .as_ref()
+            .map_or(0, |runtime| runtime.instances_in_use());
+        (in_use, self.limits.max_instances)
+    }
+
     /// This node's counters of the registered module version `id` (`info`); `None` if it has
     /// not run it.
     pub(crate) fn stats(&self, id: &ModuleId, info: &ModuleVersionInfo) -> Option<ModuleStats> {

@@ -12,7 +12,7 @@ use weir_abi::{Entry, OutcomeReader};
 
 use crate::error::{ModuleError, chain_text};
 use crate::limits::TABLE_ELEMENTS;
-use crate::runtime::Shared;
+use crate::runtime::{PoolSlot, Shared};
 
 /// Longest module-provided message (error, reject reason) kept, in bytes; longer ones are cut.
 pub(crate) const MAX_MESSAGE_BYTES: usize = 1024;
@@ -224,7 +224,9 @@ impl Module {
         store.data_mut().begin_call();
         let result = self.pre.instantiate(&mut *store);
         self.flush_logs(store);
-        result.map_err(|e| self.classify(store.data(), e))
+        let instance = result.map_err(|e| self.classify(store.data(), e))?;
+        store.data_mut().pool_slot = Some(self.shared.pool_slot());
+        Ok(instance)
     }
 
     /// A store for one instance of this module.
@@ -252,6 +254,7 @@ pub(crate) fn new_store(shared: &Shared, id: ModuleId) -> Store<HostState> {
             hit: false,
         },
         log: LogBuffer::new(id, limits.max_log_bytes_per_call),
+        pool_slot: None,
     };
     let mut store = Store::new(shared.engine(), state);
     store.limiter(|state| &mut state.limiter);
@@ -701,6 +704,8 @@ impl ResourceLimiter for Limiter {
 pub(crate) struct HostState {
     limiter: Limiter,
     pub(crate) log: LogBuffer,
+    /// Set once the instance holds a slot of the pool.
+    pool_slot: Option<PoolSlot>,
 }
 
 impl HostState {

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 
 use sha2::{Digest, Sha256};
@@ -40,6 +41,8 @@ pub(crate) struct Shared {
     /// Identifies the engine configuration in cache keys.
     engine_tag: String,
     cache_counters: CacheCounters,
+    /// Instances holding a slot of the pool now.
+    live_instances: Arc<AtomicU32>,
     /// Dropping it stops the ticker thread.
     _ticker: mpsc::Sender<()>,
 }
@@ -51,6 +54,23 @@ impl Shared {
 
     pub(crate) fn limits(&self) -> &WasmLimits {
         &self.limits
+    }
+
+    /// Counts an instance that got a slot of the pool until the returned guard drops.
+    pub(crate) fn pool_slot(&self) -> PoolSlot {
+        self.live_instances.fetch_add(1, Ordering::Relaxed);
+        PoolSlot(self.live_instances.clone())
+    }
+}
+
+/// An instance's share of [`Runtime::instances_in_use`]; kept in the instance's store, so it goes
+/// when the store (and with it the pool slot) does.
+#[derive(Debug)]
+pub(crate) struct PoolSlot(Arc<AtomicU32>);
+
+impl Drop for PoolSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -137,6 +157,7 @@ impl Runtime {
                 cache,
                 engine_tag,
                 cache_counters: CacheCounters::default(),
+                live_instances: Arc::new(AtomicU32::new(0)),
                 _ticker: stop,
             }),
         })
@@ -145,6 +166,12 @@ impl Runtime {
     /// The limits this runtime enforces.
     pub fn limits(&self) -> &WasmLimits {
         &self.shared.limits
+    }
+
+    /// Instances that hold a slot of the pool now, out of [`WasmLimits::max_instances`]: every
+    /// [`Instance`](crate::Instance) alive, wherever it is kept.
+    pub fn instances_in_use(&self) -> u32 {
+        self.shared.live_instances.load(Ordering::Relaxed)
     }
 
     /// How the compiled-module cache has served [`Runtime::load`] so far.
