@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use futures::{StreamExt, stream};
 use tokio::time::Instant;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -27,6 +28,8 @@ const CLIENT_ADDRESS: &str = "weir-client-address";
 const MAX_CLIENT_ID: usize = 255;
 /// Longest metadata stored with a committed offset.
 const MAX_COMMIT_METADATA: usize = 4096;
+/// Partition leaders `DescribeGroup` asks for their high watermarks at once.
+const DESCRIBE_CONCURRENCY: usize = 16;
 
 /// Where a group request is served.
 enum Coordinator {
@@ -503,24 +506,35 @@ impl BrokerService {
                 partitions.extend(offsets.keys().map(|p| (topic.clone(), *p)));
             }
         }
+        // Each partition's end comes from its leader, possibly another node: ask up to
+        // DESCRIBE_CONCURRENCY of them at once, keeping the partitions' order.
         let metadata = node.metadata();
-        for tp in partitions {
+        let lookups: Vec<_> = partitions
+            .iter()
+            .map(|(topic, partition)| {
+                let info = metadata.topics.get(topic);
+                let partition = *partition;
+                async move {
+                    self.offsets_at_leader(
+                        info?,
+                        partition,
+                        pb::list_offsets_request::Spec::Latest(true),
+                    )
+                    .await
+                    .ok()
+                }
+            })
+            .collect();
+        let ends: Vec<Option<pb::ListOffsetsResponse>> = stream::iter(lookups)
+            .buffered(DESCRIBE_CONCURRENCY)
+            .collect()
+            .await;
+        for (tp, ends) in partitions.into_iter().zip(ends) {
             let (topic, partition) = &tp;
             let committed_offset = committed
                 .as_ref()
                 .and_then(|c| c.get(topic)?.get(partition))
                 .map(|c| c.offset);
-            let ends = match metadata.topics.get(topic) {
-                Some(info) => self
-                    .offsets_at_leader(
-                        info,
-                        *partition,
-                        pb::list_offsets_request::Spec::Latest(true),
-                    )
-                    .await
-                    .ok(),
-                None => None,
-            };
             description.partitions.push(pb::GroupPartition {
                 topic: topic.to_string(),
                 partition: *partition,
