@@ -149,6 +149,44 @@ async fn committing_chosen_offsets_resumes_after_the_last_processed_record() {
 
 /// Polls every consumer once (each applies its assignment changes in `poll`), collecting
 /// the records each got, and commits after "processing" them.
+/// Polls until `done` holds for the consumer's assignment (or fails after SETTLE); poll errors
+/// are expected while the broker is away and ignored.
+async fn poll_until_assignment(
+    consumer: &mut Consumer,
+    what: &str,
+    done: impl Fn(&[TopicPartition]) -> bool,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    while !done(&consumer.assignment()) {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}; the consumer holds {:?}",
+            consumer.assignment()
+        );
+        let _ = consumer.poll().await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_unheard_for_a_whole_session_gives_up_its_partitions() -> anyhow::Result<()> {
+    let broker = InProcessBroker::start().await?;
+    let client = Client::connect(broker.url()).await?;
+    client.create_topic(TopicSpec::new("jobs", 2)).await?;
+    let mut consumer = Consumer::new(client, config("workers"));
+    consumer.subscribe(&["jobs"]).await?;
+    poll_until_assignment(&mut consumer, "both partitions", |a| a.len() == 2).await?;
+
+    // The coordinator goes away: after its session the member must assume it was removed and
+    // its partitions given to others, and stop consuming them.
+    let _kept = broker.stop().await;
+    poll_until_assignment(&mut consumer, "the partitions to be given up", |a| {
+        a.is_empty()
+    })
+    .await?;
+    Ok(())
+}
+
 async fn poll_all(consumers: &mut [Consumer], seen: &mut Vec<(usize, ConsumerRecord)>) {
     for (i, consumer) in consumers.iter_mut().enumerate() {
         for record in consumer.poll().await.expect("poll") {

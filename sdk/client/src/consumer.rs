@@ -140,7 +140,9 @@ type FetchResult = (TopicPartition, u64, u64, Result<Fetched, ClientError>);
 /// auto-commit) and dropped there, and its new owner starts only after that, from the
 /// committed offset. So, committing after processing, no committed record is delivered twice;
 /// records processed but not committed when a partition moves (or a consumer dies) are
-/// delivered again to the next owner: at-least-once.
+/// delivered again to the next owner: at-least-once. A member whose heartbeats go unanswered for
+/// a whole session (the coordinator unreachable) gives up its partitions, since the coordinator
+/// may have given them to others, and joins again.
 ///
 /// ```no_run
 /// use weir_client::{Client, Consumer, ConsumerConfig, OffsetReset};
@@ -223,6 +225,7 @@ impl Consumer {
         let topics: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
         let session_ms = u32::try_from(self.config.session_timeout.as_millis()).unwrap_or(u32::MAX);
         // The first join happens here, so its errors reach the caller.
+        let sent = Instant::now();
         let joined = self
             .client
             .join_group(
@@ -245,6 +248,8 @@ impl Consumer {
             applied: self.applied.clone(),
             assigned: self.assigned.clone(),
             interval: Duration::from_millis(u64::from(joined.heartbeat_interval_ms.max(1))),
+            session: granted_session(joined.session_timeout_ms, self.config.session_timeout),
+            heard_at: sent,
         };
         self.heartbeat = Some(tokio::spawn(task.run()));
         Ok(())
@@ -664,6 +669,21 @@ struct HeartbeatTask {
     applied: Arc<Notify>,
     assigned: Arc<Notify>,
     interval: Duration,
+    /// The session timeout the coordinator granted.
+    session: Duration,
+    /// When the last join or heartbeat the coordinator answered was sent. The coordinator
+    /// received it later, so `heard_at + session` is no later than when it may expire the
+    /// member and hand its partitions to others.
+    heard_at: Instant,
+}
+
+/// The session a join was granted; `configured` if the broker did not say.
+fn granted_session(granted_ms: u32, configured: Duration) -> Duration {
+    if granted_ms == 0 {
+        configured
+    } else {
+        Duration::from_millis(u64::from(granted_ms))
+    }
 }
 
 impl HeartbeatTask {
@@ -682,7 +702,20 @@ impl HeartbeatTask {
             };
             let result = match member_id {
                 None => self.rejoin().await,
-                Some(member_id) => self.beat(&member_id, &owned).await,
+                Some(member_id) => {
+                    // Unheard for a whole session, the member must assume the coordinator
+                    // removed it and gave its partitions to others: it stops consuming them
+                    // before that can happen, rather than whenever it reaches the coordinator
+                    // again (Kafka's "partitions lost").
+                    let deadline = self.heard_at + self.session;
+                    match tokio::time::timeout_at(deadline, self.beat(&member_id, &owned)).await {
+                        Ok(result) => result,
+                        Err(_) => {
+                            self.leave_membership();
+                            Ok(())
+                        }
+                    }
+                }
             };
             let wait = match result {
                 Ok(()) => {
@@ -705,12 +738,14 @@ impl HeartbeatTask {
     }
 
     async fn beat(&mut self, member_id: &str, owned: &[TopicPartition]) -> Result<(), ClientError> {
+        let sent = Instant::now();
         match self
             .client
             .group_heartbeat(&self.group, member_id, owned)
             .await
         {
             Ok(heartbeat) => {
+                self.heard_at = sent;
                 let assignment: BTreeSet<TopicPartition> =
                     heartbeat.assignment.into_iter().collect();
                 let mut membership = lock(&self.membership);
@@ -725,16 +760,21 @@ impl HeartbeatTask {
                 Ok(())
             }
             Err(e) if e.reason() == Some("UNKNOWN_MEMBER") => {
-                // Removed (session expired, coordinator moved): give up every partition and
-                // join again as a new member.
-                let mut membership = lock(&self.membership);
-                membership.member_id = None;
-                membership.pending = Some(BTreeSet::new());
-                self.assigned.notify_one();
+                // Removed (session expired, coordinator moved).
+                self.leave_membership();
                 Ok(())
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Gives up every partition (the next `poll` drops them) and joins again as a new member
+    /// once they are dropped.
+    fn leave_membership(&self) {
+        let mut membership = lock(&self.membership);
+        membership.member_id = None;
+        membership.pending = Some(BTreeSet::new());
+        self.assigned.notify_one();
     }
 
     async fn rejoin(&mut self) -> Result<(), ClientError> {
@@ -742,6 +782,7 @@ impl HeartbeatTask {
             // Wait until poll has dropped the old member's partitions.
             return Ok(());
         }
+        let sent = Instant::now();
         let joined = self
             .client
             .join_group(
@@ -753,6 +794,8 @@ impl HeartbeatTask {
             )
             .await?;
         self.interval = Duration::from_millis(u64::from(joined.heartbeat_interval_ms.max(1)));
+        self.session = granted_session(joined.session_timeout_ms, self.session);
+        self.heard_at = sent;
         lock(&self.membership).member_id = Some(joined.member_id);
         Ok(())
     }
