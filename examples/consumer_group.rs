@@ -11,6 +11,8 @@
 //!
 //! Without `WEIR_BROKER`, the example starts a broker of its own in a temporary directory.
 
+mod broker;
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -21,20 +23,8 @@ use weir_client::{
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let (address, _embedded) = match std::env::var("WEIR_BROKER") {
-        Ok(address) => (address, None),
-        Err(_) => {
-            let dir = tempfile::tempdir()?;
-            let config = weir_server::BrokerConfig {
-                listen: "127.0.0.1:0".parse()?,
-                metrics_listen: None,
-                data_dir: dir.path().to_path_buf(),
-                ..Default::default()
-            };
-            let broker = weir_server::Broker::start(config).await?;
-            (broker.local_addr().to_string(), Some((broker, dir)))
-        }
-    };
+    // The embedded broker, if any, lives until the end of `main`.
+    let (address, embedded) = broker::from_env().await?;
     let client = Client::connect(address.as_str()).await?;
     let topic = format!("clicks-{}", std::process::id());
     let group = format!("analytics-{}", std::process::id());
@@ -102,6 +92,9 @@ async fn main() -> anyhow::Result<()> {
     println!("{}", format_describe(&client.describe_group(&group).await?));
     for member in members {
         member.close().await?;
+    }
+    if let Some(embedded) = embedded {
+        embedded.shutdown().await;
     }
     Ok(())
 }

@@ -23,6 +23,8 @@
 //! integration tests build them). With `WEIR_BROKER=HOST:PORT` the example uses that broker;
 //! otherwise it starts one of its own in a temporary directory.
 
+mod broker;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -50,20 +52,8 @@ async fn main() -> anyhow::Result<()> {
     let redact_wasm = read_module(&modules_dir, "redact")?;
     let field_filter_wasm = read_module(&modules_dir, "field-filter")?;
 
-    let (address, embedded) = match std::env::var("WEIR_BROKER") {
-        Ok(address) => (address, None),
-        Err(_) => {
-            let dir = tempfile::tempdir()?;
-            let config = weir_server::BrokerConfig {
-                listen: "127.0.0.1:0".parse()?,
-                metrics_listen: None,
-                data_dir: dir.path().to_path_buf(),
-                ..Default::default()
-            };
-            let broker = weir_server::Broker::start(config).await?;
-            (broker.local_addr().to_string(), Some((broker, dir)))
-        }
-    };
+    // The embedded broker, if any, lives until the end of `main`.
+    let (address, embedded) = broker::from_env().await?;
     let client = Client::connect(address.as_str()).await?;
     let topic = format!("payments-{}", std::process::id());
     client
@@ -240,8 +230,8 @@ async fn main() -> anyhow::Result<()> {
     for module in registered {
         client.delete_module(module.name, module.version).await?;
     }
-    if let Some((broker, _dir)) = embedded {
-        broker.shutdown().await;
+    if let Some(embedded) = embedded {
+        embedded.shutdown().await;
     }
     Ok(())
 }

@@ -11,26 +11,15 @@
 //!
 //! Without `WEIR_BROKER`, the example starts a broker of its own in a temporary directory.
 
+mod broker;
+
 use futures::StreamExt;
 use weir_client::{Acks, Client, FetchSpec, ProducerRecord, StartAt, TopicSpec};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // Keep the embedded broker (if any) alive until the end of `main`.
-    let (address, _embedded) = match std::env::var("WEIR_BROKER") {
-        Ok(address) => (address, None),
-        Err(_) => {
-            let dir = tempfile::tempdir()?;
-            let config = weir_server::BrokerConfig {
-                listen: "127.0.0.1:0".parse()?,
-                metrics_listen: None,
-                data_dir: dir.path().to_path_buf(),
-                ..Default::default()
-            };
-            let broker = weir_server::Broker::start(config).await?;
-            (broker.local_addr().to_string(), Some((broker, dir)))
-        }
-    };
+    // The embedded broker, if any, lives until the end of `main`.
+    let (address, embedded) = broker::from_env().await?;
     let client = Client::connect(address.as_str()).await?;
 
     let topic = format!("example-{}", std::process::id());
@@ -87,8 +76,8 @@ async fn main() -> anyhow::Result<()> {
     );
 
     client.delete_topic(topic.as_str()).await?;
-    if let Some((broker, _dir)) = _embedded {
-        broker.shutdown().await;
+    if let Some(embedded) = embedded {
+        embedded.shutdown().await;
     }
     Ok(())
 }

@@ -20,8 +20,8 @@
 //! WEIR_BROKER=127.0.0.1:7070 cargo run -p weir-examples --example resume_after_restart
 //! ```
 
-use std::net::SocketAddr;
-use std::path::Path;
+mod broker;
+
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -35,14 +35,7 @@ const GROUP: &str = "resume-example";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let (address, mut embedded) = match std::env::var("WEIR_BROKER") {
-        Ok(address) => (address, None),
-        Err(_) => {
-            let dir = tempfile::tempdir()?;
-            let broker = start_broker(dir.path(), "127.0.0.1:0".parse()?).await?;
-            (broker.local_addr().to_string(), Some((broker, dir)))
-        }
-    };
+    let (address, mut embedded) = broker::from_env().await?;
 
     let client = Client::connect(address.as_str()).await?;
     let topic = format!("resume-example-{}", std::process::id());
@@ -78,16 +71,16 @@ async fn main() -> anyhow::Result<()> {
 
     // Restart the broker too, when it is ours: committed offsets are replicated and fsynced
     // in the controller, so they survive; group membership lives in memory and does not.
-    if let Some((broker, dir)) = embedded.take() {
+    if let Some(broker::Embedded { broker, dir }) = embedded.take() {
         let listen = broker.local_addr();
         broker.shutdown().await;
         println!("broker stopped");
-        let broker = start_broker(dir.path(), listen).await?;
+        let broker = broker::start(dir.path(), listen).await?;
         println!(
             "broker restarted on {} with the same data directory",
             broker.local_addr()
         );
-        embedded = Some((broker, dir));
+        embedded = Some(broker::Embedded { broker, dir });
     }
 
     // Second run of the application: a new client and a new consumer in the same group.
@@ -129,21 +122,10 @@ async fn main() -> anyhow::Result<()> {
     // (then empty) group.
     client.delete_group(GROUP).await?;
     client.delete_topic(topic.as_str()).await?;
-    if let Some((broker, _dir)) = embedded {
-        broker.shutdown().await;
+    if let Some(embedded) = embedded {
+        embedded.shutdown().await;
     }
     Ok(())
-}
-
-/// Starts a single-node broker on `data_dir`, listening on `listen`.
-async fn start_broker(data_dir: &Path, listen: SocketAddr) -> anyhow::Result<weir_server::Broker> {
-    let config = weir_server::BrokerConfig {
-        listen,
-        metrics_listen: None,
-        data_dir: data_dir.to_path_buf(),
-        ..Default::default()
-    };
-    Ok(weir_server::Broker::start(config).await?)
 }
 
 /// Both runs of the application use the same configuration: the same group, commits only
