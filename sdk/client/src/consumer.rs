@@ -711,7 +711,7 @@ impl HeartbeatTask {
                     match tokio::time::timeout_at(deadline, self.beat(&member_id, &owned)).await {
                         Ok(result) => result,
                         Err(_) => {
-                            self.leave_membership();
+                            self.forget_membership();
                             Ok(())
                         }
                     }
@@ -761,7 +761,7 @@ impl HeartbeatTask {
             }
             Err(e) if e.reason() == Some("UNKNOWN_MEMBER") => {
                 // Removed (session expired, coordinator moved).
-                self.leave_membership();
+                self.forget_membership();
                 Ok(())
             }
             Err(e) => Err(e),
@@ -769,8 +769,9 @@ impl HeartbeatTask {
     }
 
     /// Gives up every partition (the next `poll` drops them) and joins again as a new member
-    /// once they are dropped.
-    fn leave_membership(&self) {
+    /// once they are dropped. Sends nothing: the coordinator has forgotten the member already,
+    /// or will when its session runs out.
+    fn forget_membership(&self) {
         let mut membership = lock(&self.membership);
         membership.member_id = None;
         membership.pending = Some(BTreeSet::new());
