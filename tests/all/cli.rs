@@ -23,6 +23,21 @@ pub(crate) fn weir(broker: &InProcessBroker, args: &[&str], stdin: &str) -> anyh
     Ok(child.wait_with_output()?)
 }
 
+/// Runs `weir` with `args`, expecting it to fail; returns what it printed on stderr.
+pub(crate) fn weir_fails(
+    broker: &InProcessBroker,
+    args: &[&str],
+    stdin: &str,
+) -> anyhow::Result<String> {
+    let output = weir(broker, args, stdin)?;
+    anyhow::ensure!(
+        !output.status.success(),
+        "weir {args:?} succeeded: {}",
+        stdout(&output)
+    );
+    Ok(stderr(&output))
+}
+
 pub(crate) fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
@@ -120,31 +135,19 @@ async fn keys_split_at_the_separator_and_errors_are_one_clear_line() -> anyhow::
     )?;
     assert_eq!(stdout(&consumed), "a=1\nb=2\n");
 
-    let missing = weir(&broker, &["produce", "nope"], "x\n")?;
-    assert!(!missing.status.success());
-    let err = stderr(&missing);
+    let err = weir_fails(&broker, &["produce", "nope"], "x\n")?;
     assert!(err.contains("UNKNOWN_TOPIC"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
 
-    let no_separator = weir(
+    let no_separator = weir_fails(
         &broker,
         &["produce", "kv", "--key-separator", ":"],
         "fine:1\nbroken\n",
     )?;
-    assert!(!no_separator.status.success());
-    assert!(
-        stderr(&no_separator).contains("line 2"),
-        "{}",
-        stderr(&no_separator)
-    );
+    assert!(no_separator.contains("line 2"), "{no_separator}");
 
-    let exists = weir(&broker, &["topic", "create", "kv"], "")?;
-    assert!(!exists.status.success());
-    assert!(
-        stderr(&exists).contains("TOPIC_ALREADY_EXISTS"),
-        "{}",
-        stderr(&exists)
-    );
+    let exists = weir_fails(&broker, &["topic", "create", "kv"], "")?;
+    assert!(exists.contains("TOPIC_ALREADY_EXISTS"), "{exists}");
     Ok(())
 }
 
@@ -315,14 +318,9 @@ async fn consume_in_a_group_commits_what_it_printed_and_weir_group_shows_and_mov
     );
 
     // Bad input: one clear line naming what was wrong, nothing changed.
-    let unknown = weir(&broker, &["group", "describe", "nobody"], "")?;
-    assert!(!unknown.status.success());
-    assert!(
-        stderr(&unknown).contains("UNKNOWN_GROUP"),
-        "{}",
-        stderr(&unknown)
-    );
-    let bad_name = weir(
+    let unknown = weir_fails(&broker, &["group", "describe", "nobody"], "")?;
+    assert!(unknown.contains("UNKNOWN_GROUP"), "{unknown}");
+    let bad_name = weir_fails(
         &broker,
         &[
             "consume",
@@ -334,13 +332,8 @@ async fn consume_in_a_group_commits_what_it_printed_and_weir_group_shows_and_mov
         ],
         "",
     )?;
-    assert!(!bad_name.status.success());
-    assert!(
-        stderr(&bad_name).contains("INVALID_GROUP_NAME"),
-        "{}",
-        stderr(&bad_name)
-    );
-    let past_end = weir(
+    assert!(bad_name.contains("INVALID_GROUP_NAME"), "{bad_name}");
+    let past_end = weir_fails(
         &broker,
         &[
             "group",
@@ -354,12 +347,7 @@ async fn consume_in_a_group_commits_what_it_printed_and_weir_group_shows_and_mov
         ],
         "",
     )?;
-    assert!(!past_end.status.success());
-    assert!(
-        stderr(&past_end).contains("OFFSET_OUT_OF_RANGE"),
-        "{}",
-        stderr(&past_end)
-    );
+    assert!(past_end.contains("OFFSET_OUT_OF_RANGE"), "{past_end}");
     assert_eq!(committed(&client, "console", 2).await, vec![3, 2]);
 
     let deleted = weir(&broker, &["group", "delete", "console"], "")?;

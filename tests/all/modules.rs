@@ -9,38 +9,8 @@ use bytes::Bytes;
 use tonic::Code;
 use weir_proto::error::{reason_of, violations_of};
 use weir_proto::v1 as pb;
+use weir_tests::modules::{module_ref as module, register};
 use weir_tests::{InProcessBroker, RawClient, modules};
-
-/// Registers the example module `name` from `wasm-modules/` and returns its version.
-async fn register(client: &mut RawClient, name: &str) -> anyhow::Result<u32> {
-    let described = client
-        .register_module(pb::RegisterModuleRequest {
-            name: name.into(),
-            version: None,
-            wasm: Bytes::from(modules::bytes(name)?),
-        })
-        .await?
-        .into_inner();
-    Ok(described
-        .versions
-        .last()
-        .map(|v| v.version)
-        .unwrap_or_default())
-}
-
-fn module(name: &str, params: &[(&str, &str)]) -> pb::ModuleRef {
-    pb::ModuleRef {
-        name: name.into(),
-        version: None,
-        params: params
-            .iter()
-            .map(|(k, v)| pb::ModuleParam {
-                key: (*k).into(),
-                value: (*v).into(),
-            })
-            .collect(),
-    }
-}
 
 async fn create_topic(client: &mut RawClient, name: &str) -> anyhow::Result<()> {
     client

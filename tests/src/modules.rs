@@ -11,6 +11,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use bytes::Bytes;
+use weir_proto::v1 as pb;
+
+use crate::RawClient;
 
 /// Directory holding the built `.wasm` files.
 pub fn dir() -> &'static Path {
@@ -48,4 +52,36 @@ pub fn bytes(name: &str) -> anyhow::Result<Vec<u8>> {
     }
     let path = path(name);
     std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// Registers module `name` under its own name, as the next version, and returns that version.
+pub async fn register(client: &mut RawClient, name: &str) -> anyhow::Result<u32> {
+    let described = client
+        .register_module(pb::RegisterModuleRequest {
+            name: name.into(),
+            version: None,
+            wasm: Bytes::from(bytes(name)?),
+        })
+        .await?
+        .into_inner();
+    Ok(described
+        .versions
+        .last()
+        .map(|v| v.version)
+        .unwrap_or_default())
+}
+
+/// A chain stage naming the latest version of module `name`, with `init` parameters `params`.
+pub fn module_ref(name: &str, params: &[(&str, &str)]) -> pb::ModuleRef {
+    pb::ModuleRef {
+        name: name.into(),
+        version: None,
+        params: params
+            .iter()
+            .map(|(k, v)| pb::ModuleParam {
+                key: (*k).into(),
+                value: (*v).into(),
+            })
+            .collect(),
+    }
 }

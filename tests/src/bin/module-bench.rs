@@ -20,7 +20,8 @@ use anyhow::Context;
 use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressStyle};
 use weir_proto::v1 as pb;
-use weir_tests::{RawClient, modules};
+use weir_tests::RawClient;
+use weir_tests::modules::{self, module_ref as module, register};
 use weir_types::Record;
 use weir_wasm::{Chain, ChainRecord, ModuleId, Runtime, Stage, WasmLimits};
 
@@ -280,31 +281,6 @@ async fn through_the_broker(count: usize) -> anyhow::Result<()> {
         (times[1] - times[0]) * 1e6
     );
     broker.shutdown().await;
-    Ok(())
-}
-
-fn module(name: &str, params: &[(&str, &str)]) -> pb::ModuleRef {
-    pb::ModuleRef {
-        name: name.into(),
-        version: None,
-        params: params
-            .iter()
-            .map(|(k, v)| pb::ModuleParam {
-                key: (*k).into(),
-                value: (*v).into(),
-            })
-            .collect(),
-    }
-}
-
-async fn register(client: &mut RawClient, name: &str) -> anyhow::Result<()> {
-    client
-        .register_module(pb::RegisterModuleRequest {
-            name: name.into(),
-            version: None,
-            wasm: Bytes::from(modules::bytes(name)?),
-        })
-        .await?;
     Ok(())
 }
 
