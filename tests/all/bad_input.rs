@@ -29,6 +29,7 @@ fn produce(topic: &str, partition: Option<u32>, records: Vec<pb::Record>) -> pb:
         partition,
         records,
         acks: pb::Acks::All as i32,
+        ..Default::default()
     }
 }
 

@@ -56,6 +56,7 @@ fn produce_request(topic: &str, partition: u32, records: Vec<pb::Record>) -> pb:
         partition: Some(partition),
         records,
         acks: pb::Acks::All as i32,
+        ..Default::default()
     }
 }
 

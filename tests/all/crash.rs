@@ -34,6 +34,7 @@ async fn producer(url: String, id: usize, acked: Acknowledged) {
                 })
                 .collect(),
             acks: pb::Acks::All as i32,
+            ..Default::default()
         };
         match client.produce(request).await {
             Ok(response) => {
@@ -134,6 +135,7 @@ async fn sigkill_during_produce_loses_no_acknowledged_record() -> anyhow::Result
                 ..Default::default()
             }],
             acks: pb::Acks::All as i32,
+            ..Default::default()
         })
         .await?
         .into_inner();

@@ -65,6 +65,7 @@ async fn produce(
             partition: Some(0),
             records: values.iter().map(|v| value_record(v)).collect(),
             acks: pb::Acks::All as i32,
+            ..Default::default()
         })
         .await?
         .into_inner())
@@ -85,6 +86,7 @@ async fn fetch(
             max_bytes: 0,
             max_wait_ms: 0,
             modules,
+            ..Default::default()
         })
         .await?
         .into_inner())
@@ -597,6 +599,7 @@ async fn example_modules_work_on_real_produce_and_consume_paths() -> anyhow::Res
             }),
             max_bytes: 0,
             modules: vec![module("sum", &[("field", "amount")])],
+            ..Default::default()
         })
         .await?
         .into_inner();
@@ -807,6 +810,7 @@ async fn subscribe_keep_all(
             }),
             max_bytes: 0,
             modules: vec![module("keep-all", &[])],
+            ..Default::default()
         })
         .await?
         .into_inner())

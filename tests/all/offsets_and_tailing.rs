@@ -40,6 +40,7 @@ async fn produce(c: &mut RawClient, partition: u32, values: &[(&str, i64)]) -> a
             partition: Some(partition),
             records: records(values),
             acks: pb::Acks::All as i32,
+            ..Default::default()
         })
         .await?
         .into_inner();
@@ -164,6 +165,7 @@ async fn subscribe_tails_the_log_from_the_requested_position() -> anyhow::Result
             position: Some(position),
         }),
         max_bytes: 0,
+        ..Default::default()
     };
     use pb::start_position::Position;
     let from_beginning = c
@@ -220,6 +222,7 @@ async fn keyed_records_share_a_partition_and_acks_none_is_stored() -> anyhow::Re
                     ..Default::default()
                 }],
                 acks: pb::Acks::All as i32,
+                ..Default::default()
             })
             .await?
             .into_inner();
@@ -234,6 +237,7 @@ async fn keyed_records_share_a_partition_and_acks_none_is_stored() -> anyhow::Re
             partition: Some(p),
             records: records(&[("fire-and-forget", 9)]),
             acks: pb::Acks::None as i32,
+            ..Default::default()
         })
         .await?
         .into_inner();
@@ -266,6 +270,7 @@ async fn deleting_the_topic_ends_a_tailing_subscription_with_a_reason() -> anyho
                 position: Some(pb::start_position::Position::Latest(true)),
             }),
             max_bytes: 0,
+            ..Default::default()
         })
         .await?
         .into_inner();

@@ -27,6 +27,7 @@ async fn metrics_count_produced_records_errors_and_commits() -> anyhow::Result<(
             })
             .collect(),
         acks: pb::Acks::All as i32,
+        ..Default::default()
     })
     .await?;
     let _ = c

@@ -48,6 +48,7 @@ async fn round_trip_preserves_everything_across_partitions() -> anyhow::Result<(
                     partition: Some(partition),
                     records,
                     acks: pb::Acks::All as i32,
+                    ..Default::default()
                 })
                 .await?
                 .into_inner();

@@ -27,6 +27,7 @@ async fn produce(c: &mut RawClient, partition: u32, value: &str) -> anyhow::Resu
             ..Default::default()
         }],
         acks: pb::Acks::All as i32,
+        ..Default::default()
     })
     .await?
     .into_inner()
@@ -186,6 +187,7 @@ async fn a_partition_with_unreadable_state_is_reported_and_the_rest_keeps_servin
                 ..Default::default()
             }],
             acks: pb::Acks::All as i32,
+            ..Default::default()
         })
         .await
         .expect_err("the damaged partition cannot take writes");
@@ -212,6 +214,7 @@ async fn a_partition_with_unreadable_state_is_reported_and_the_rest_keeps_servin
             ..Default::default()
         }],
         acks: pb::Acks::All as i32,
+        ..Default::default()
     })
     .await?;
     broker.stop().await;

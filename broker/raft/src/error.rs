@@ -29,7 +29,7 @@ pub enum StartError {
 }
 
 /// A proposal or query on a group failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ReplicaError {
     /// This node is not the group's leader; `leader` is the current one if known.
     #[error("not the leader of group {group}; leader is {leader:?}")]
@@ -56,6 +56,15 @@ pub enum ReplicaError {
         /// What happened.
         reason: String,
     },
+    /// An idempotent producer's batch is out of sequence or of a fenced epoch.
+    #[error("raft group {group}: {source}")]
+    Sequence {
+        /// The group.
+        group: u64,
+        /// What was wrong.
+        #[source]
+        source: SequenceError,
+    },
     /// The group has no leader, or not enough replicas to commit, within the wait allowed.
     #[error("raft group {group} is unavailable: {reason}")]
     Unavailable {
@@ -66,9 +75,38 @@ pub enum ReplicaError {
     },
 }
 
+/// An idempotent producer's batch was refused; nothing of it was stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SequenceError {
+    /// The batch does not continue the producer's sequence in this partition: a batch before it
+    /// is missing (or it repeats one older than the partition remembers).
+    #[error("producer {producer_id}: out-of-order sequence {received}, expected {expected}")]
+    OutOfOrderSequence {
+        /// The producer.
+        producer_id: i64,
+        /// The first sequence the partition expects next from it.
+        expected: i32,
+        /// The batch's first sequence.
+        received: i32,
+    },
+    /// A newer epoch of the producer has written to this partition: this one is fenced.
+    #[error("producer {producer_id}: epoch {received} is older than its current epoch {current}")]
+    InvalidProducerEpoch {
+        /// The producer.
+        producer_id: i64,
+        /// The epoch the partition knows.
+        current: i16,
+        /// The batch's epoch.
+        received: i16,
+    },
+}
+
 impl ReplicaError {
     /// Whether retrying the same request (possibly on another node) can succeed.
     pub fn is_retriable(&self) -> bool {
-        !matches!(self, ReplicaError::Stopped { .. })
+        !matches!(
+            self,
+            ReplicaError::Stopped { .. } | ReplicaError::Sequence { .. }
+        )
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{ClientWriteError, Fatal, InitializeError, RaftError};
+use openraft::impls::ProgressResponder;
 use openraft::storage::RaftStateMachine;
 use openraft::{BasicNode, Raft, ServerState};
 use weir_storage::{GroupId, LogDb};
@@ -99,6 +100,31 @@ where
             .map_err(|e| write_error(self.id, e))
     }
 
+    /// Hands `request` to raft and returns at once with a future of the state machine's
+    /// response. Requests proposed one after another are appended in that order.
+    pub(crate) async fn propose(
+        &self,
+        request: Request,
+    ) -> Result<impl Future<Output = Result<Response, ReplicaError>> + Send + 'static, ReplicaError>
+    {
+        let (responder, applied) = ProgressResponder::complete_only();
+        self.raft
+            .client_write_ff(request, Some(responder))
+            .await
+            .map_err(|e| stopped(self.id, e))?;
+        let group = self.id;
+        Ok(async move {
+            match applied.await {
+                Ok(Ok(response)) => Ok(response.data),
+                Ok(Err(e)) => Err(write_error(group, RaftError::APIError(e))),
+                Err(_) => Err(ReplicaError::Indeterminate {
+                    group,
+                    reason: "the raft group dropped the write (it stopped)".to_owned(),
+                }),
+            }
+        })
+    }
+
     /// Changes the voters one step: `add` joins as a learner first (this waits until it has
     /// caught up with the log), then the membership swaps in `add` and drops `remove`. Must run
     /// on the leader. Adding a voter already present or removing an absent one is a no-op.
@@ -167,13 +193,20 @@ where
     /// is its applied state the group's latest: a leader elected a moment ago may not yet have
     /// learnt all its predecessor committed, and a follower may be behind.
     pub(crate) fn leads_with_latest_state(&self) -> bool {
+        self.latest_state_term().is_some()
+    }
+
+    /// The term this node leads the group in, once it has applied an entry of that term (see
+    /// [`Self::leads_with_latest_state`]).
+    pub(crate) fn latest_state_term(&self) -> Option<u64> {
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow_watched();
-        metrics.state == ServerState::Leader
+        let latest = metrics.state == ServerState::Leader
             && metrics
                 .last_applied
                 .as_ref()
-                .is_some_and(|applied| applied.committed_leader_id().term == metrics.current_term)
+                .is_some_and(|applied| applied.committed_leader_id().term == metrics.current_term);
+        latest.then_some(metrics.current_term)
     }
 
     /// The term this node leads the group in; `None` when it does not lead it.

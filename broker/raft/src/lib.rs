@@ -9,7 +9,9 @@
 //! The raft log is the partition log: a data entry holds one record batch, stored once; its
 //! offsets are assigned by the log store from the log prefix (see `weir-storage`). The partition
 //! state machine therefore only counts: it turns each applied batch into its base offset and
-//! moves the high watermark, which bounds what consumers may read.
+//! moves the high watermark, which bounds what consumers may read. It also keeps the
+//! idempotent producers' state (Kafka's KIP-98), from which the partition leader tells a retry
+//! from a new batch ([`PartitionReplica::append`]).
 
 mod config;
 mod controller;
@@ -18,13 +20,18 @@ mod group;
 mod log_store;
 mod network;
 mod partition;
+mod partition_state;
+mod producers;
+mod sequencer;
 mod snapshot;
 mod types;
 
 pub use config::GroupTimings;
 pub use controller::{ControllerReplica, MetadataState};
-pub use error::{ReplicaError, StartError};
+pub use error::{ReplicaError, SequenceError, StartError};
 pub use network::Peers;
-pub use partition::{AppendOutcome, PartitionProgress, PartitionReplica, ReplicaStatus};
-pub use types::{NodeId, Request, Response, TypeConfig};
+pub use partition::{PartitionReplica, ReplicaStatus};
+pub use partition_state::PartitionProgress;
+pub use producers::{ProducerBatch, ProducerLimits, REMEMBERED_BATCHES};
+pub use types::{AppendBatch, AppendOutcome, Appended, NodeId, Request, Response, TypeConfig};
 pub use weir_storage::GroupId;

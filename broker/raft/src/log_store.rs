@@ -26,7 +26,8 @@ use openraft::{EntryPayload, Membership, OptionalSend, RaftLogReader};
 use serde::{Deserialize, Serialize};
 use weir_storage::{GroupId, LogDb, MetaKey, NewEntry, StoredEntry, WriteBatch, WriteOp};
 
-use crate::types::{Entry, LogId, NodeId, Request, TypeConfig, Vote};
+use crate::producers::ProducerBatch;
+use crate::types::{AppendBatch, Entry, LogId, NodeId, Request, TypeConfig, Vote};
 
 /// Everything about an entry except its record batch, as stored in the entry's metadata.
 #[derive(Serialize, Deserialize)]
@@ -40,14 +41,28 @@ enum PayloadMeta {
     Blank,
     /// The batch is stored beside the metadata, once.
     Append,
+    /// An idempotent producer's batch, stored beside the metadata, with its sequence range.
+    AppendIdempotent(ProducerBatch),
     Controller(Bytes),
     Membership(Membership<NodeId, openraft::BasicNode>),
+}
+
+/// The leader epoch stamped into a stored batch: the raft term it was proposed in, as Kafka's
+/// partition leader epoch (clamped to its `int32`).
+fn leader_epoch(log_id: &LogId) -> i32 {
+    i32::try_from(log_id.committed_leader_id().term).unwrap_or(i32::MAX)
 }
 
 fn to_new_entry(entry: &Entry) -> io::Result<NewEntry> {
     let (payload, batch) = match &entry.payload {
         EntryPayload::Blank => (PayloadMeta::Blank, None),
-        EntryPayload::Normal(Request::Append(batch)) => (PayloadMeta::Append, Some(batch.clone())),
+        EntryPayload::Normal(Request::Append(append)) => (
+            match append.producer {
+                None => PayloadMeta::Append,
+                Some(producer) => PayloadMeta::AppendIdempotent(producer),
+            },
+            append.batch.clone(),
+        ),
         EntryPayload::Normal(Request::Controller(cmd)) => {
             (PayloadMeta::Controller(cmd.clone()), None)
         }
@@ -62,6 +77,7 @@ fn to_new_entry(entry: &Entry) -> io::Result<NewEntry> {
         index: entry.index(),
         meta: Bytes::from(meta),
         batch,
+        leader_epoch: leader_epoch(&entry.log_id),
     })
 }
 
@@ -78,7 +94,16 @@ fn from_stored(group: GroupId, stored: StoredEntry) -> io::Result<Entry> {
     let meta = decode_meta(group, stored.index, &stored.meta)?;
     let payload = match (meta.payload, stored.batch) {
         (PayloadMeta::Blank, None) => EntryPayload::Blank,
-        (PayloadMeta::Append, Some(batch)) => EntryPayload::Normal(Request::Append(batch)),
+        (PayloadMeta::Append, Some(batch)) => EntryPayload::Normal(Request::Append(AppendBatch {
+            batch: Some(batch),
+            producer: None,
+        })),
+        (PayloadMeta::AppendIdempotent(producer), batch) => {
+            EntryPayload::Normal(Request::Append(AppendBatch {
+                batch,
+                producer: Some(producer),
+            }))
+        }
         (PayloadMeta::Controller(cmd), None) => EntryPayload::Normal(Request::Controller(cmd)),
         (PayloadMeta::Membership(m), None) => EntryPayload::Membership(m),
         _ => {
@@ -227,7 +252,11 @@ impl RaftLogReader<TypeConfig> for GroupLogReader {
             .iter()
             .take_while(|entry| {
                 let fits = bytes < MAX_APPEND_BYTES;
-                if let EntryPayload::Normal(Request::Append(batch)) = &entry.payload {
+                if let EntryPayload::Normal(Request::Append(AppendBatch {
+                    batch: Some(batch),
+                    ..
+                })) = &entry.payload
+                {
                     bytes += batch.bytes().len();
                 }
                 fits

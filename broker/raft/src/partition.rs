@@ -1,186 +1,24 @@
-//! A partition's raft group: the state machine that assigns offsets, and the replica handle.
+//! A partition's raft group, as the broker sees it: the replica handle.
 
 use std::collections::BTreeMap;
-use std::io;
 use std::time::Duration;
 
-use futures::{Stream, TryStreamExt};
-use openraft::storage::{EntryResponder, RaftStateMachine};
-use openraft::{EntryPayload, OptionalSend};
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
-use weir_storage::{GroupId, LogDb, MetaKey};
-use weir_types::{EncodedBatch, Offset};
+use weir_storage::{GroupId, LogDb};
+use weir_types::EncodedBatch;
 
 use crate::config::{GroupKind, GroupTimings};
 use crate::error::{ReplicaError, StartError};
 use crate::group::{Group, stopped};
 #[cfg(test)]
 use crate::log_store::GroupLogStore;
-use crate::log_store::{blocking, read_meta_json};
 use crate::network::Peers;
-use crate::snapshot::{self, PreparedSnapshot};
-use crate::types::{
-    LogId, NodeId, Request, Response, Snapshot, SnapshotBytes, SnapshotMeta, StoredMembership,
-    TypeConfig,
+use crate::partition_state::{
+    PartitionProgress, PartitionStateMachine, SharedProducers, lock_producers,
 };
-
-/// How far a partition has been applied: what consumers may read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct PartitionProgress {
-    /// The last applied raft index; log entries up to it are committed.
-    pub applied_index: u64,
-    /// One past the last committed offset: the next offset a consumer will see.
-    pub high_watermark: Offset,
-}
-
-/// The applied state, persisted lazily and carried in snapshots.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct AppliedState {
-    last_applied: Option<LogId>,
-    membership: StoredMembership,
-    next_offset: Offset,
-}
-
-/// The partition state machine. The data already lives in the log; applying an entry only
-/// assigns its offsets (the same ones the log store stamped, because both count from the log
-/// prefix) and publishes the new high watermark.
-pub(crate) struct PartitionStateMachine {
-    db: LogDb,
-    group: GroupId,
-    state: AppliedState,
-    progress: watch::Sender<PartitionProgress>,
-}
-
-impl PartitionStateMachine {
-    async fn open(db: LogDb, group: GroupId) -> io::Result<Self> {
-        let applied: Option<AppliedState> = {
-            let db = db.clone();
-            blocking(move || read_meta_json(&db, group, MetaKey::Applied)).await?
-        };
-        let state = applied.unwrap_or_default();
-        let (progress, _) = watch::channel(progress_of(&state));
-        Ok(Self {
-            db,
-            group,
-            state,
-            progress,
-        })
-    }
-
-    fn publish(&self) {
-        let progress = progress_of(&self.state);
-        self.progress.send_if_modified(|current| {
-            let changed = *current != progress;
-            *current = progress;
-            changed
-        });
-    }
-
-    fn persist_lazily(&self) -> io::Result<()> {
-        let bytes = serde_json::to_vec(&self.state).map_err(io::Error::other)?;
-        self.db.put_lazy(self.group, MetaKey::Applied, bytes.into());
-        Ok(())
-    }
-}
-
-fn progress_of(state: &AppliedState) -> PartitionProgress {
-    PartitionProgress {
-        applied_index: state.last_applied.map_or(0, |l| l.index),
-        high_watermark: state.next_offset,
-    }
-}
-
-impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
-    type SnapshotData = SnapshotBytes;
-    type SnapshotBuilder = PreparedSnapshot;
-
-    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
-        Ok((self.state.last_applied, self.state.membership.clone()))
-    }
-
-    async fn apply<S>(&mut self, mut entries: S) -> Result<(), io::Error>
-    where
-        S: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
-    {
-        while let Some((entry, responder)) = entries.try_next().await? {
-            self.state.last_applied = Some(entry.log_id);
-            let response = match entry.payload {
-                EntryPayload::Normal(Request::Append(batch)) => {
-                    let base_offset = self.state.next_offset;
-                    let record_count = batch.header().record_count;
-                    self.state.next_offset = base_offset.plus(u64::from(record_count));
-                    Response::Appended {
-                        base_offset,
-                        record_count,
-                    }
-                }
-                EntryPayload::Normal(Request::Controller(_)) => {
-                    tracing::warn!(
-                        group = self.group,
-                        "controller command in a partition log ignored"
-                    );
-                    Response::Nothing
-                }
-                EntryPayload::Blank => Response::Nothing,
-                EntryPayload::Membership(m) => {
-                    self.state.membership = StoredMembership::new(Some(entry.log_id), m);
-                    Response::Nothing
-                }
-            };
-            if let Some(responder) = responder {
-                responder.send(response);
-            }
-        }
-        self.persist_lazily()?;
-        self.publish();
-        Ok(())
-    }
-
-    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        PreparedSnapshot {
-            db: self.db.clone(),
-            group: self.group,
-            meta: SnapshotMeta {
-                last_log_id: self.state.last_applied,
-                last_membership: self.state.membership.clone(),
-            },
-            data: serde_json::to_vec(&self.state)
-                .expect("the applied state is plain data (integers and log ids) that JSON encodes"),
-        }
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        meta: &SnapshotMeta,
-        snapshot: SnapshotBytes,
-    ) -> Result<(), io::Error> {
-        let state: AppliedState = serde_json::from_slice(&snapshot).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("bad partition snapshot: {e}"),
-            )
-        })?;
-        self.state = AppliedState {
-            last_applied: meta.last_log_id,
-            membership: meta.last_membership.clone(),
-            next_offset: state.next_offset,
-        };
-        let applied = serde_json::to_vec(&self.state).map_err(io::Error::other)?;
-        let extra = vec![weir_storage::WriteOp::PutMeta {
-            group: self.group,
-            key: MetaKey::Applied,
-            value: applied.into(),
-        }];
-        snapshot::store(&self.db, self.group, meta, &snapshot, extra).await?;
-        self.publish();
-        Ok(())
-    }
-
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        snapshot::load(&self.db, self.group).await
-    }
-}
+use crate::producers::{ProducerBatch, ProducerEntry, ProducerLimits, Verdict};
+use crate::sequencer::Sequencer;
+use crate::types::{AppendBatch, AppendOutcome, Appended, NodeId, Request, Response};
 
 /// A replica's replication state, as the leader sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,20 +31,13 @@ pub struct ReplicaStatus {
     pub lag: u64,
 }
 
-/// What a successful append returned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AppendOutcome {
-    /// Offset of the first record.
-    pub base_offset: Offset,
-    /// Records appended.
-    pub record_count: u32,
-}
-
 /// A running replica of one partition on this node.
 #[derive(Clone)]
 pub struct PartitionReplica {
     group: Group<PartitionStateMachine>,
     progress: watch::Receiver<PartitionProgress>,
+    producers: SharedProducers,
+    sequencer: std::sync::Arc<Sequencer>,
 }
 
 impl std::fmt::Debug for PartitionReplica {
@@ -226,11 +57,13 @@ impl PartitionReplica {
         db: LogDb,
         peers: Peers,
         timings: GroupTimings,
+        producer_limits: ProducerLimits,
     ) -> Result<Self, StartError> {
-        let state_machine = PartitionStateMachine::open(db.clone(), group)
+        let state_machine = PartitionStateMachine::open(db.clone(), group, producer_limits)
             .await
             .map_err(|source| StartError::Storage { group, source })?;
         let progress = state_machine.progress.subscribe();
+        let producers = state_machine.producers.clone();
         let group = Group::start(
             node_id,
             group,
@@ -241,7 +74,12 @@ impl PartitionReplica {
             state_machine,
         )
         .await?;
-        Ok(Self { group, progress })
+        Ok(Self {
+            group,
+            progress,
+            producers,
+            sequencer: std::sync::Arc::default(),
+        })
     }
 
     /// Makes `members` the group's first voters, if the group was never initialised. A no-op
@@ -257,23 +95,51 @@ impl PartitionReplica {
 
     /// Appends `batch` through raft and returns its offsets once it is committed (every voter
     /// of the quorum has fsynced it) and applied.
-    pub async fn append(&self, batch: EncodedBatch) -> Result<AppendOutcome, ReplicaError> {
-        match self.group.write(Request::Append(batch)).await? {
-            Response::Appended {
-                base_offset,
-                record_count,
-            } => Ok(AppendOutcome {
-                base_offset,
-                record_count,
-            }),
-            other => Err(ReplicaError::Indeterminate {
-                group: self.group.id,
-                reason: format!("unexpected state machine response {other:?}"),
-            }),
-        }
+    ///
+    /// An idempotent producer's batch (`producer`) is judged against the partition's producer
+    /// state first, on the leader: a retry of a stored batch gets the original offsets and
+    /// stores nothing, a retry of a batch still in raft waits for that batch's answer, and a
+    /// batch out of sequence or of a fenced epoch is refused ([`ReplicaError::Sequence`]).
+    ///
+    /// `batch` is `None` only for an idempotent producer's batch whose records the produce
+    /// chain all dropped: its sequence range is recorded, and no offset taken.
+    pub async fn append(
+        &self,
+        batch: Option<EncodedBatch>,
+        producer: Option<ProducerBatch>,
+    ) -> Result<Appended, ReplicaError> {
+        let append = AppendBatch { batch, producer };
+        let Some(producer) = producer else {
+            if append.batch.is_none() {
+                return Err(ReplicaError::Indeterminate {
+                    group: self.group.id,
+                    reason: "an append without records needs an idempotent producer".to_owned(),
+                });
+            }
+            return match self.group.write(Request::Append(append)).await? {
+                Response::Appended {
+                    base_offset,
+                    record_count,
+                } => Ok(Appended {
+                    outcome: AppendOutcome {
+                        base_offset,
+                        record_count,
+                    },
+                    duplicate: false,
+                }),
+                other => Err(ReplicaError::Indeterminate {
+                    group: self.group.id,
+                    reason: format!("unexpected state machine response {other:?}"),
+                }),
+            };
+        };
+        self.sequencer
+            .append(&self.group, &self.producers, append, producer)
+            .await
     }
 
-    /// Hands `batch` to raft without waiting for the outcome (acks=none).
+    /// Hands `batch` to raft without waiting for the outcome (acks=none). Not for idempotent
+    /// producers' batches, whose sequence must be judged.
     pub async fn append_unacknowledged(&self, batch: EncodedBatch) -> Result<(), ReplicaError> {
         if !self.is_leader() {
             return Err(ReplicaError::NotLeader {
@@ -281,11 +147,31 @@ impl PartitionReplica {
                 leader: self.leader(),
             });
         }
+        let append = AppendBatch {
+            batch: Some(batch),
+            producer: None,
+        };
         self.group
             .raft
-            .client_write_ff(Request::Append(batch), None)
+            .client_write_ff(Request::Append(append), None)
             .await
             .map_err(|e| stopped(self.group.id, e))
+    }
+
+    /// The stored batch `producer` repeats, if the applied state remembers it: a retry, known
+    /// before any work is done for it. (The leader's [`append`](Self::append) judges it again,
+    /// against batches still in raft too.)
+    pub fn stored_duplicate(&self, producer: &ProducerBatch) -> Option<AppendOutcome> {
+        let producers = lock_producers(&self.producers);
+        match ProducerEntry::check(producers.entry(producer.producer_id), producer) {
+            Ok(Verdict::Duplicate(outcome)) => Some(outcome),
+            _ => None,
+        }
+    }
+
+    /// Idempotent producers this replica remembers.
+    pub fn producer_count(&self) -> usize {
+        lock_producers(&self.producers).len()
     }
 
     /// Replaces the voter `remove` by `add` (at its address): `add` first catches up as a
@@ -354,6 +240,7 @@ mod tests {
     use weir_storage::LogDbOptions;
 
     use super::*;
+    use crate::types::TypeConfig;
 
     struct Builder;
 
@@ -370,7 +257,7 @@ mod tests {
             let log = GroupLogStore::open(db.clone(), 9)
                 .await
                 .expect("open log store");
-            let sm = PartitionStateMachine::open(db, 9)
+            let sm = PartitionStateMachine::open(db, 9, ProducerLimits::default())
                 .await
                 .expect("open state machine");
             Ok((dir, log, sm))

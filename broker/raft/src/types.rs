@@ -9,14 +9,28 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use weir_types::{EncodedBatch, Offset};
 
+use crate::producers::ProducerBatch;
+
 /// A node's id in the cluster. Ids are never reused.
 pub type NodeId = u64;
+
+/// A batch to append to a partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendBatch {
+    /// The batch, as it is stored. `None` only for an idempotent producer's batch whose records
+    /// the produce chain all dropped: the entry then records its sequence range and takes no
+    /// offsets, so the producer's next batch continues the sequence.
+    pub batch: Option<EncodedBatch>,
+    /// The idempotent producer's sequence range, for batches of such a producer: what the
+    /// partition's producer state records when the entry is applied.
+    pub producer: Option<ProducerBatch>,
+}
 
 /// What a client proposes to a group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     /// Append a record batch to a partition.
-    Append(EncodedBatch),
+    Append(AppendBatch),
     /// A metadata command for the controller, encoded by the broker.
     Controller(Bytes),
 }
@@ -24,15 +38,37 @@ pub enum Request {
 impl fmt::Display for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Request::Append(batch) => write!(
-                f,
-                "append {} records ({} bytes)",
-                batch.header().record_count,
-                batch.bytes().len()
-            ),
+            Request::Append(append) => match &append.batch {
+                Some(batch) => write!(
+                    f,
+                    "append {} records ({} bytes)",
+                    batch.header().record_count,
+                    batch.bytes().len()
+                ),
+                None => f.write_str("append a producer sequence without records"),
+            },
             Request::Controller(cmd) => write!(f, "controller command ({} bytes)", cmd.len()),
         }
     }
+}
+
+/// Where a batch was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// Offset of the first record (the next offset, when no record was stored).
+    pub base_offset: Offset,
+    /// Records stored.
+    pub record_count: u32,
+}
+
+/// The answer to an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Where the batch is stored.
+    pub outcome: AppendOutcome,
+    /// The batch was an idempotent producer's retry of one already stored (or in raft): the
+    /// outcome is the original's, and nothing was stored again.
+    pub duplicate: bool,
 }
 
 /// What applying a [`Request`] produced.

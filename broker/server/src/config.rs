@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use weir_raft::{GroupTimings, NodeId};
+use weir_raft::{GroupTimings, NodeId, ProducerLimits};
 use weir_types::BatchLimits;
 
 /// Everything a broker node needs to start.
@@ -41,6 +41,41 @@ pub struct BrokerConfig {
     pub modules: ModuleLimits,
     /// Consumer group session timeouts.
     pub groups: GroupSettings,
+    /// What partitions remember of idempotent producers.
+    pub producers: ProducerSettings,
+}
+
+/// What each partition remembers of idempotent producers (docs/api.md, "Idempotent
+/// producers").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProducerSettings {
+    /// Producers one partition remembers at most; beyond, the one whose last batch is oldest in
+    /// the log is forgotten (its next batch is accepted at any sequence, unchecked).
+    pub max_per_partition: usize,
+    /// A producer that sent nothing to a partition for this long is forgotten there, in
+    /// milliseconds (Kafka's `producer.id.expiration.ms`).
+    pub idle_expiry_ms: u64,
+}
+
+impl Default for ProducerSettings {
+    fn default() -> Self {
+        let d = ProducerLimits::default();
+        Self {
+            max_per_partition: d.max_producers,
+            idle_expiry_ms: d.idle_expiry.as_millis() as u64,
+        }
+    }
+}
+
+impl ProducerSettings {
+    /// The limits as the partitions take them.
+    pub fn limits(&self) -> ProducerLimits {
+        ProducerLimits {
+            max_producers: self.max_per_partition,
+            idle_expiry: Duration::from_millis(self.idle_expiry_ms),
+        }
+    }
 }
 
 /// Consumer group session timeouts (docs/consumer-groups.md).
@@ -184,9 +219,10 @@ impl From<Peer> for String {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
-    /// Largest record (key + value + headers) in bytes.
+    /// Largest record in bytes, as encoded in a record batch (key, value, headers and their
+    /// length prefixes).
     pub max_record_bytes: usize,
-    /// Largest produce request's encoded batch in bytes.
+    /// Largest produce request's record batch in bytes (as sent, or as encoded from `records`).
     pub max_batch_bytes: usize,
     /// Most partitions one topic may have.
     pub max_partitions_per_topic: u32,
@@ -227,6 +263,7 @@ impl Default for BrokerConfig {
             raft: RaftTimings::default(),
             modules: ModuleLimits::default(),
             groups: GroupSettings::default(),
+            producers: ProducerSettings::default(),
         }
     }
 }
@@ -339,6 +376,12 @@ impl BrokerConfig {
                 "group session timeouts must satisfy 0 < min_session_timeout_ms ({}) <= default_session_timeout_ms ({}) <= max_session_timeout_ms ({})",
                 g.min_session_timeout_ms, g.default_session_timeout_ms, g.max_session_timeout_ms
             ));
+        }
+        let p = &self.producers;
+        if p.max_per_partition == 0 || p.idle_expiry_ms == 0 {
+            return invalid(
+                "producers.max_per_partition and idle_expiry_ms must be at least 1".into(),
+            );
         }
         let r = &self.raft;
         if r.heartbeat_ms == 0

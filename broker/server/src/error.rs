@@ -5,7 +5,7 @@
 //! reused. The list is documented in `docs/api.md`.
 
 use tonic::{Code, Status};
-use weir_raft::{NodeId, ReplicaError};
+use weir_raft::{NodeId, ReplicaError, SequenceError};
 use weir_storage::ReadError;
 use weir_types::{BatchError, GroupName, InvalidName, Offset, PartitionId, TopicName};
 
@@ -100,8 +100,22 @@ pub enum BrokerError {
     #[error("outcome of the write is unknown: {0}")]
     Indeterminate(String),
     /// Stored data failed verification.
-    #[error("stored data is corrupt: {0}")]
-    Corrupt(String),
+    #[error("stored data is corrupt: {message}")]
+    Corrupt {
+        /// What is damaged, and where.
+        message: String,
+        /// The offset of the damaged batch, when it is known.
+        offset: Option<Offset>,
+    },
+    /// An idempotent producer's batch does not continue its sequence in the partition.
+    #[error("{0}")]
+    OutOfOrderSequence(String),
+    /// An idempotent producer's batch is of an epoch a newer one fenced.
+    #[error("{0}")]
+    InvalidProducerEpoch(String),
+    /// A produce request names a producer id the controller never issued.
+    #[error("{0}")]
+    UnknownProducerId(String),
     /// Storage or replication failed.
     #[error("internal error: {0}")]
     Internal(String),
@@ -243,7 +257,10 @@ impl BrokerError {
             BrokerError::NotLeader { .. } => "NOT_LEADER",
             BrokerError::Unavailable(_) => "UNAVAILABLE",
             BrokerError::Indeterminate(_) => "OUTCOME_UNKNOWN",
-            BrokerError::Corrupt(_) => "CORRUPT_DATA",
+            BrokerError::Corrupt { .. } => "CORRUPT_DATA",
+            BrokerError::OutOfOrderSequence(_) => "OUT_OF_ORDER_SEQUENCE",
+            BrokerError::InvalidProducerEpoch(_) => "INVALID_PRODUCER_EPOCH",
+            BrokerError::UnknownProducerId(_) => "UNKNOWN_PRODUCER_ID",
             BrokerError::Internal(_) => "INTERNAL",
             BrokerError::UnknownNode(_) => "UNKNOWN_NODE",
             BrokerError::NodeExists(_) => "NODE_ALREADY_EXISTS",
@@ -281,7 +298,8 @@ impl BrokerError {
             | BrokerError::InvalidModuleParams(_)
             | BrokerError::RecordsRejected(_)
             | BrokerError::InvalidGroupName { .. }
-            | BrokerError::InconsistentGroupProtocol(_) => Code::InvalidArgument,
+            | BrokerError::InconsistentGroupProtocol(_)
+            | BrokerError::UnknownProducerId(_) => Code::InvalidArgument,
             BrokerError::UnknownTopic(_)
             | BrokerError::UnknownPartition { .. }
             | BrokerError::UnknownNode(_)
@@ -295,13 +313,15 @@ impl BrokerError {
             | BrokerError::ModuleInUse(_)
             | BrokerError::ModuleFailed { .. }
             | BrokerError::GroupNotEmpty(_)
-            | BrokerError::NotAssigned(_) => Code::FailedPrecondition,
+            | BrokerError::NotAssigned(_)
+            | BrokerError::OutOfOrderSequence(_)
+            | BrokerError::InvalidProducerEpoch(_) => Code::FailedPrecondition,
             BrokerError::OffsetOutOfRange { .. } => Code::OutOfRange,
             BrokerError::NotLeader { .. } => Code::FailedPrecondition,
             BrokerError::Unavailable(_) | BrokerError::ShuttingDown => Code::Unavailable,
             BrokerError::ModulePoolExhausted(_) => Code::ResourceExhausted,
             BrokerError::Indeterminate(_) => Code::Aborted,
-            BrokerError::Corrupt(_) => Code::DataLoss,
+            BrokerError::Corrupt { .. } => Code::DataLoss,
             BrokerError::Internal(_) => Code::Internal,
             BrokerError::Forwarded(status) => status.code(),
         }
@@ -328,6 +348,13 @@ impl BrokerError {
         }
         if let BrokerError::ModuleFailed { module, .. } = self {
             metadata.push(("module".to_owned(), module.clone()));
+        }
+        if let BrokerError::Corrupt {
+            offset: Some(offset),
+            ..
+        } = self
+        {
+            metadata.push(("offset".to_owned(), offset.to_string()));
         }
         if let BrokerError::RecordsRejected(rejected) = self {
             let violations = rejected.iter().map(|r| {
@@ -388,6 +415,14 @@ impl From<ReplicaError> for BrokerError {
             ReplicaError::Unavailable { .. } => BrokerError::Unavailable(e.to_string()),
             ReplicaError::Indeterminate { .. } => BrokerError::Indeterminate(e.to_string()),
             ReplicaError::Stopped { .. } => BrokerError::Internal(e.to_string()),
+            ReplicaError::Sequence { source, .. } => match source {
+                SequenceError::OutOfOrderSequence { .. } => {
+                    BrokerError::OutOfOrderSequence(source.to_string())
+                }
+                SequenceError::InvalidProducerEpoch { .. } => {
+                    BrokerError::InvalidProducerEpoch(source.to_string())
+                }
+            },
         }
     }
 }
@@ -395,9 +430,12 @@ impl From<ReplicaError> for BrokerError {
 impl From<ReadError> for BrokerError {
     fn from(e: ReadError) -> Self {
         match e {
-            ReadError::Corrupt { .. } | ReadError::CorruptEntry { .. } => {
-                BrokerError::Corrupt(error_chain(&e))
-            }
+            ReadError::Corrupt { .. }
+            | ReadError::IndexMismatch { .. }
+            | ReadError::CorruptEntry { .. } => BrokerError::Corrupt {
+                offset: e.corrupt_offset(),
+                message: error_chain(&e),
+            },
             ReadError::Database(_) => BrokerError::Internal(error_chain(&e)),
         }
     }

@@ -3,7 +3,8 @@
 //!
 //! [`Broker::start`] binds the listener, opens the node's databases under the data directory,
 //! starts the controller and the partition replicas assigned to the node, and serves
-//! `weir.v1.Broker`, gRPC health checking and server reflection until [`Broker::shutdown`].
+//! `weir.v1.Broker`, gRPC health checking and server reflection (v1 and v1alpha) until
+//! [`Broker::shutdown`].
 
 mod config;
 mod error;
@@ -26,7 +27,8 @@ use weir_proto::v1::broker_server::BrokerServer;
 use weir_raft::Peers;
 
 pub use config::{
-    BrokerConfig, ConfigError, GroupSettings, Limits, ModuleLimits, Peer, RaftTimings,
+    BrokerConfig, ConfigError, GroupSettings, Limits, ModuleLimits, Peer, ProducerSettings,
+    RaftTimings,
 };
 pub use error::{BrokerError, RejectedRecord};
 
@@ -128,9 +130,15 @@ impl Broker {
         health
             .set_not_serving::<BrokerServer<BrokerService>>()
             .await;
+        // Both reflection versions: grpcurl and other current tools speak v1, older grpcurl,
+        // Postman and Evans only v1alpha.
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(weir_proto::FILE_DESCRIPTOR_SET)
             .build_v1()
+            .map_err(|e| BrokerError::Internal(format!("reflection service: {e}")))?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(weir_proto::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
             .map_err(|e| BrokerError::Internal(format!("reflection service: {e}")))?;
         let broker = BrokerServer::new(BrokerService::new(
             node_cell.clone(),
@@ -146,6 +154,7 @@ impl Broker {
             tonic::transport::Server::builder()
                 .add_service(health_service)
                 .add_service(reflection)
+                .add_service(reflection_v1alpha)
                 .add_service(peers.service())
                 .add_service(broker)
                 .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await }),

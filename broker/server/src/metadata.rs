@@ -317,6 +317,8 @@ pub enum Command {
     /// Changes consumer groups' committed offsets, which live beside the cluster metadata
     /// ([`ControllerState`]).
     Group(GroupCommand),
+    /// Issues the next producer id to an idempotent producer.
+    AllocateProducerId,
 }
 
 /// Why a command was refused. Refusals change nothing.
@@ -420,6 +422,8 @@ pub enum Applied {
     Topic(TopicInfo),
     /// The registered module version.
     ModuleVersion(u32),
+    /// The issued producer id.
+    ProducerId(i64),
 }
 
 impl Applied {
@@ -679,8 +683,9 @@ impl ClusterMetadata {
                 chain.push(attachment);
                 Ok(Applied::Done)
             }
-            Command::Group(_) => Err(CommandError::Invalid(
-                "consumer group commands apply to the group offsets, not the cluster metadata"
+            Command::Group(_) | Command::AllocateProducerId => Err(CommandError::Invalid(
+                "consumer group and producer id commands apply to the controller state beside \
+                 the cluster metadata"
                     .into(),
             )),
             Command::DetachModule {
@@ -708,15 +713,17 @@ impl ClusterMetadata {
     }
 }
 
-/// Everything the controller replicates: the cluster metadata, and consumer groups' committed
-/// offsets beside it. They are published apart, so an offset commit does not wake everything
-/// that watches topics and placement.
+/// Everything the controller replicates: the cluster metadata, consumer groups' committed
+/// offsets, and the producer id counter. They are published apart, so an offset commit or a
+/// new producer does not wake everything that watches topics and placement.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ControllerState {
     /// Nodes, topics, placement, modules.
     pub metadata: ClusterMetadata,
     /// Committed offsets by group.
     pub groups: GroupOffsets,
+    /// The producer id the controller issues next: every id below it was issued, none above.
+    pub next_producer_id: i64,
 }
 
 /// The snapshot layout since consumer groups; before, a snapshot was the bare
@@ -725,6 +732,7 @@ pub struct ControllerState {
 struct SnapshotRef<'a> {
     metadata: &'a ClusterMetadata,
     groups: &'a GroupOffsets,
+    next_producer_id: i64,
 }
 
 #[derive(Deserialize)]
@@ -732,6 +740,9 @@ struct SnapshotRef<'a> {
 struct Snapshot {
     metadata: ClusterMetadata,
     groups: GroupOffsets,
+    /// Absent in snapshots taken before idempotent producers (no id was issued then).
+    #[serde(default)]
+    next_producer_id: i64,
 }
 
 impl ControllerState {
@@ -750,6 +761,11 @@ impl ControllerState {
                     .map_err(CommandError::Invalid);
                 let changed = reply.is_ok();
                 (reply, false, changed)
+            }
+            Command::AllocateProducerId => {
+                let id = self.next_producer_id;
+                self.next_producer_id += 1;
+                (Ok(Applied::ProducerId(id)), false, false)
             }
             Command::DeleteTopic { name } => {
                 let reply = self
@@ -772,6 +788,7 @@ pub struct MetadataStore {
     state: ControllerState,
     published: watch::Sender<Arc<ClusterMetadata>>,
     published_groups: watch::Sender<Arc<GroupOffsets>>,
+    published_producer_ids: watch::Sender<i64>,
 }
 
 /// Receivers of the controller state's changes.
@@ -780,6 +797,8 @@ pub struct MetadataReceivers {
     pub metadata: watch::Receiver<Arc<ClusterMetadata>>,
     /// Consumer groups' committed offsets.
     pub groups: watch::Receiver<Arc<GroupOffsets>>,
+    /// The next producer id the controller will issue.
+    pub next_producer_id: watch::Receiver<i64>,
 }
 
 impl MetadataStore {
@@ -787,17 +806,29 @@ impl MetadataStore {
     pub fn new() -> (Self, MetadataReceivers) {
         let (published, metadata) = watch::channel(Arc::new(ClusterMetadata::default()));
         let (published_groups, groups) = watch::channel(Arc::new(GroupOffsets::default()));
+        let (published_producer_ids, next_producer_id) = watch::channel(0);
         (
             Self {
                 state: ControllerState::default(),
                 published,
                 published_groups,
+                published_producer_ids,
             },
-            MetadataReceivers { metadata, groups },
+            MetadataReceivers {
+                metadata,
+                groups,
+                next_producer_id,
+            },
         )
     }
 
     fn publish(&self, metadata: bool, groups: bool) {
+        let next_producer_id = self.state.next_producer_id;
+        self.published_producer_ids.send_if_modified(|published| {
+            let changed = *published != next_producer_id;
+            *published = next_producer_id;
+            changed
+        });
         if metadata {
             self.published
                 .send_replace(Arc::new(self.state.metadata.clone()));
@@ -838,17 +869,27 @@ impl MetadataState for MetadataStore {
         let snapshot = SnapshotRef {
             metadata: &self.state.metadata,
             groups: &self.state.groups,
+            next_producer_id: self.state.next_producer_id,
         };
         Bytes::from(serde_json::to_vec(&snapshot).unwrap_or_default())
     }
 
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
         self.state = match serde_json::from_slice::<Snapshot>(snapshot) {
-            Ok(Snapshot { metadata, groups }) => ControllerState { metadata, groups },
+            Ok(Snapshot {
+                metadata,
+                groups,
+                next_producer_id,
+            }) => ControllerState {
+                metadata,
+                groups,
+                next_producer_id,
+            },
             Err(e) => match serde_json::from_slice::<ClusterMetadata>(snapshot) {
                 Ok(metadata) => ControllerState {
                     metadata,
                     groups: GroupOffsets::default(),
+                    next_producer_id: 0,
                 },
                 Err(_) => return Err(e.to_string()),
             },
@@ -1063,10 +1104,38 @@ mod tests {
     }
 
     #[test]
+    fn producer_ids_are_issued_once_and_survive_a_snapshot() {
+        let (mut store, receivers) = MetadataStore::new();
+        let allocate = encode_command(&Command::AllocateProducerId);
+        let ids: Vec<CommandReply> = (0..3)
+            .map(|_| decode_reply(&store.apply(&allocate)))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                Ok(Applied::ProducerId(0)),
+                Ok(Applied::ProducerId(1)),
+                Ok(Applied::ProducerId(2))
+            ]
+        );
+        assert_eq!(*receivers.next_producer_id.borrow(), 3);
+        let snapshot = store.snapshot();
+        let (mut restored, restored_receivers) = MetadataStore::new();
+        restored.restore(&snapshot).unwrap();
+        assert_eq!(*restored_receivers.next_producer_id.borrow(), 3);
+        assert_eq!(
+            decode_reply(&restored.apply(&allocate)),
+            Ok(Applied::ProducerId(3)),
+            "never reused after a restore"
+        );
+    }
+
+    #[test]
     fn deleting_a_topic_drops_group_offsets_for_it() {
         let mut state = ControllerState {
             metadata: cluster(1),
             groups: GroupOffsets::default(),
+            next_producer_id: 0,
         };
         state.apply(create("t", 1, 1)).0.unwrap();
         let offset = crate::groups::CommittedOffset {

@@ -51,6 +51,7 @@ pub(crate) struct RequestMetrics {
     pub(crate) produced_records: Family<TopicLabels, Counter>,
     pub(crate) produced_bytes: Family<TopicLabels, Counter>,
     pub(crate) fetched_records: Family<TopicLabels, Counter>,
+    pub(crate) duplicate_batches: Family<TopicLabels, Counter>,
     pub(crate) errors: Family<ErrorLabels, Counter>,
     pub(crate) produce_seconds: Histogram,
 }
@@ -61,6 +62,7 @@ impl RequestMetrics {
             produced_records: Family::default(),
             produced_bytes: Family::default(),
             fetched_records: Family::default(),
+            duplicate_batches: Family::default(),
             errors: Family::default(),
             // 100 µs to ~13 s.
             produce_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 18)),
@@ -85,6 +87,15 @@ impl RequestMetrics {
         self.produced_records.get_or_create(&labels).inc_by(records);
         self.produced_bytes.get_or_create(&labels).inc_by(bytes);
         self.produce_seconds.observe(latency.as_secs_f64());
+    }
+
+    /// Counts an idempotent producer's retry that was answered with its original offsets.
+    pub(crate) fn duplicate(&self, topic: &str) {
+        self.duplicate_batches
+            .get_or_create(&TopicLabels {
+                topic: topic.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts records served to consumers.
@@ -150,6 +161,13 @@ impl Collector for NodeCollector {
             "1 if this node leads the partition",
             &hosted,
             |p| i64::from(p.replica.is_leader()),
+        )?;
+        encode_partition_gauge(
+            &mut encoder,
+            "weir_partition_producers",
+            "Idempotent producers the partition remembers (bounded by producers.max_per_partition)",
+            &hosted,
+            |p| p.replica.producer_count() as i64,
         )?;
         encode_module_counters(&mut encoder, &node)?;
         let (instances, max_instances) = node.modules.instances();
@@ -282,6 +300,11 @@ impl Metrics {
             "weir_fetched_records",
             "Records served to consumers",
             requests.fetched_records.clone(),
+        );
+        registry.register(
+            "weir_produce_duplicates",
+            "Idempotent producers' retries answered with the original offsets, nothing stored",
+            requests.duplicate_batches.clone(),
         );
         registry.register(
             "weir_request_errors",

@@ -60,6 +60,8 @@ pub(crate) struct Node {
     controller: ControllerReplica<MetadataStore>,
     metadata: watch::Receiver<Arc<ClusterMetadata>>,
     group_offsets: watch::Receiver<Arc<GroupOffsets>>,
+    /// The next producer id the controller will issue, as this node has applied it.
+    next_producer_id: watch::Receiver<i64>,
     /// Live consumer group membership, used while this node leads the controller.
     pub(crate) coordinator: Coordinator,
     partitions: RwLock<HashMap<GroupId, HostedPartition>>,
@@ -149,6 +151,7 @@ impl Node {
             controller,
             metadata: receivers.metadata,
             group_offsets: receivers.groups,
+            next_producer_id: receivers.next_producer_id,
             coordinator: Coordinator::default(),
             partitions: RwLock::default(),
             failed: RwLock::default(),
@@ -228,6 +231,41 @@ impl Node {
     pub(crate) async fn propose(&self, command: Command) -> Result<Applied, BrokerError> {
         let reply = self.controller.propose(encode_command(&command)).await?;
         Ok(decode_reply(&reply)?)
+    }
+
+    /// Issues a new producer id (through the controller, so it is unique in the cluster and
+    /// never reused).
+    pub(crate) async fn init_producer_id(&self) -> Result<i64, BrokerError> {
+        match self.propose(Command::AllocateProducerId).await? {
+            Applied::ProducerId(id) => Ok(id),
+            other => Err(BrokerError::Internal(format!(
+                "the controller answered {other:?} to a producer id request"
+            ))),
+        }
+    }
+
+    /// Checks that the controller issued `producer_id`. A node's controller state trails the
+    /// leader's by up to a heartbeat, so an id just issued elsewhere waits for it to catch up.
+    pub(crate) async fn check_producer_issued(&self, producer_id: i64) -> Result<(), BrokerError> {
+        if producer_id < *self.next_producer_id.borrow() {
+            return Ok(());
+        }
+        if !self.controller.is_leader() {
+            if let Err(e) = self.controller.catch_up(LEADER_WAIT).await {
+                tracing::debug!(error = %e, "controller did not catch up while checking a producer id");
+            }
+            let catch_up = self.config.group_timings().heartbeat * 2;
+            let mut issued = self.next_producer_id.clone();
+            if tokio::time::timeout(catch_up, issued.wait_for(|next| producer_id < *next))
+                .await
+                .is_ok_and(|r| r.is_ok())
+            {
+                return Ok(());
+            }
+        }
+        Err(BrokerError::UnknownProducerId(format!(
+            "producer id {producer_id} was never issued by this cluster (InitProducerId issues them)"
+        )))
     }
 
     /// Adds a node to the cluster (controller voter and placement target). Runs on the
@@ -389,6 +427,7 @@ impl Node {
                 partition: Some(partition.0),
                 records,
                 acks: weir_proto::v1::Acks::All as i32,
+                ..Default::default()
             })
             .await
             .map_err(|status| {
@@ -698,6 +737,7 @@ impl Node {
             self.partition_db.clone(),
             self.peers.clone(),
             self.config.group_timings(),
+            self.config.producers.limits(),
         )
         .await?;
         let voters: BTreeMap<NodeId, String> = info

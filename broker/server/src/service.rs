@@ -1,32 +1,30 @@
 //! The `weir.v1.Broker` gRPC service: request validation and translation, nothing else.
 //!
 //! Every handler validates its whole request before changing anything, and fails through
-//! [`BrokerError`], which is the only place statuses are built.
+//! [`BrokerError`], which is the only place statuses are built. This file holds the service,
+//! the topic and cluster administration RPCs and the trait's dispatch; each other RPC family
+//! has its own file: produce, consume (fetch, subscribe, offsets), groups, modules.
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use futures::Stream;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use weir_proto::v1 as pb;
 use weir_proto::v1::broker_server::Broker;
-use weir_raft::PartitionProgress;
-use weir_types::{EncodedBatch, Header, Offset, PartitionId, Record, TopicName, partition_for_key};
+use weir_types::PartitionId;
 
-use crate::error::{BrokerError, RejectedRecord};
-use crate::metadata::{Command, ModulePath, RejectPolicy, TopicInfo};
+use crate::error::BrokerError;
+use crate::metadata::{Command, ModulePath, TopicInfo};
 use crate::metrics::RequestMetrics;
-use crate::modules::{ModuleHost, dead_letter_record};
-use crate::node::{HostedPartition, Node, blocking};
-use weir_wasm::{Chain, ChainRecord};
+use crate::node::Node;
 
+mod consume;
 mod groups;
 mod module_admin;
+mod produce;
 
 /// The gRPC service over a [`Node`].
 #[derive(Clone)]
@@ -52,7 +50,7 @@ impl BrokerService {
     fn answer<T>(&self, rpc: &str, result: Result<T, BrokerError>) -> Result<Response<T>, Status> {
         result.map(Response::new).map_err(|e| {
             self.metrics.error(rpc, e.reason());
-            if matches!(e, BrokerError::Corrupt(_) | BrokerError::Internal(_)) {
+            if matches!(e, BrokerError::Corrupt { .. } | BrokerError::Internal(_)) {
                 tracing::error!(rpc, error = %e, "request failed");
             } else {
                 tracing::debug!(rpc, error = %e, "request refused");
@@ -105,228 +103,17 @@ impl BrokerService {
             consume_chain: module_admin::attachments(topic, ModulePath::Consume),
         })
     }
-
-    /// Resolves `topic`/`partition` to the local replica serving reads.
-    async fn readable(
-        &self,
-        topic: &str,
-        partition: u32,
-    ) -> Result<(TopicInfo, HostedPartition), BrokerError> {
-        let topic = self.topic(topic).await?;
-        let partition = Node::check_partition(&topic, partition)?;
-        let hosted = self.node()?.hosted(&topic, partition)?;
-        Ok((topic, hosted))
-    }
-
-    /// Checks that `offset` is within `[log start, high watermark]`; returns it with the
-    /// progress and the log start it was checked against.
-    ///
-    /// Past the high watermark is out of range only where the high watermark is known to be
-    /// the partition's (a leader that has applied an entry of its term). A follower that is
-    /// behind, or a leader elected a moment ago, may not have applied what a consumer already
-    /// read elsewhere; it sends the consumer to the leader, or asks it to retry, instead of
-    /// making it reset its position.
-    async fn check_offset(
-        &self,
-        hosted: &HostedPartition,
-        offset: i64,
-    ) -> Result<(Offset, PartitionProgress, Offset), BrokerError> {
-        let progress = *hosted.replica.progress().borrow();
-        let log_start = self.node()?.log_start(hosted.group(), progress).await?;
-        let out_of_range = || BrokerError::OffsetOutOfRange {
-            topic: hosted.topic.clone(),
-            partition: hosted.partition,
-            requested: offset,
-            log_start,
-            high_watermark: progress.high_watermark,
-        };
-        let offset = u64::try_from(offset).map_err(|_| out_of_range())?;
-        if offset > progress.high_watermark.0 && !hosted.replica.knows_high_watermark() {
-            let what = format!("{}/{}", hosted.topic, hosted.partition);
-            return Err(match hosted.replica.leader() {
-                Some(leader) if !hosted.replica.is_leader() => {
-                    self.node()?.not_leader(what, Some(leader))
-                }
-                _ => BrokerError::Unavailable(format!(
-                    "{what}: offset {offset} is past this replica's high watermark {}, which \
-                     may be behind while leadership settles",
-                    progress.high_watermark
-                )),
-            });
-        }
-        if offset < log_start.0 || offset > progress.high_watermark.0 {
-            return Err(out_of_range());
-        }
-        Ok((Offset(offset), progress, log_start))
-    }
-
-    fn fetch_limits(
-        limits: &crate::config::Limits,
-        max_records: u32,
-        max_bytes: u32,
-    ) -> (usize, usize) {
-        let pick = |asked: u32, cap: u32| if asked == 0 { cap } else { asked.min(cap) };
-        (
-            pick(max_records, limits.max_fetch_records) as usize,
-            pick(max_bytes, limits.max_fetch_bytes) as usize,
-        )
-    }
 }
 
-/// Reads committed records of a partition from `from`: at most `max_records`, and stopping
-/// once `max_bytes` of values and keys are gathered (at least one record if any is there).
-pub(crate) async fn read_committed(
-    node: &Node,
-    hosted: &HostedPartition,
-    from: Offset,
-    progress: PartitionProgress,
-    max_records: usize,
-    max_bytes: usize,
-) -> Result<Vec<pb::ConsumedRecord>, BrokerError> {
-    if from >= progress.high_watermark {
-        return Ok(Vec::new());
-    }
-    let db = node.partition_db.clone();
-    let group = hosted.group();
-    blocking(move || {
-        let read = db.read_batches(group, from, progress.applied_index, max_bytes)?;
-        let mut records = Vec::new();
-        let mut bytes = 0usize;
-        'batches: for batch in &read.batches {
-            for item in batch.records() {
-                let (offset, record) = item.map_err(|e| {
-                    BrokerError::Corrupt(format!("group {group}: undecodable record: {e}"))
-                })?;
-                if offset < from {
-                    continue;
-                }
-                if offset >= progress.high_watermark
-                    || records.len() >= max_records
-                    || (bytes >= max_bytes && !records.is_empty())
-                {
-                    break 'batches;
-                }
-                bytes += record.value.len() + record.key.as_ref().map_or(0, Bytes::len);
-                records.push(consumed(offset, record));
-            }
-        }
-        Ok(records)
-    })
-    .await
-}
-
-/// Runs a consume chain over fetched records: survivors keep their offsets.
-async fn run_consume_chain(
-    chain: Chain,
-    records: Vec<pb::ConsumedRecord>,
-) -> Result<(Chain, (Vec<pb::ConsumedRecord>, Vec<pb::RejectedOffset>)), BrokerError> {
-    let input = records
-        .into_iter()
-        .map(|r| ChainRecord {
-            position: r.offset,
-            record: Record {
-                key: r.key,
-                value: r.value,
-                headers: r
-                    .headers
-                    .into_iter()
-                    .map(|h| Header {
-                        key: h.key,
-                        value: h.value,
-                    })
-                    .collect(),
-                timestamp_ms: r.timestamp_ms,
-            },
-        })
-        .collect();
-    let (chain, output) = ModuleHost::run(chain, input).await?;
-    let records = output
-        .records
-        .into_iter()
-        .map(|r| consumed(Offset(r.position), r.record))
-        .collect();
-    let rejected = output
-        .rejected
-        .into_iter()
-        .map(|r| pb::RejectedOffset {
-            offset: r.position,
-            reason: r.reason,
-            module: r.module.to_string(),
-        })
-        .collect();
-    Ok((chain, (records, rejected)))
-}
-
-fn to_pb_record(record: Record) -> pb::Record {
-    pb::Record {
-        key: record.key,
-        value: record.value,
-        headers: record
-            .headers
-            .into_iter()
-            .map(|h| pb::Header {
-                key: h.key,
-                value: h.value,
-            })
-            .collect(),
-        timestamp_ms: Some(record.timestamp_ms),
-    }
-}
-
-fn consumed(offset: Offset, record: Record) -> pb::ConsumedRecord {
-    pb::ConsumedRecord {
-        offset: offset.0,
-        key: record.key,
-        value: record.value,
-        headers: record
-            .headers
-            .into_iter()
-            .map(|h| pb::Header {
-                key: h.key,
-                value: h.value,
-            })
-            .collect(),
-        timestamp_ms: record.timestamp_ms,
-    }
-}
-
-fn now_ms() -> i64 {
+/// Milliseconds since the Unix epoch by this node's clock.
+pub(super) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Turns produced records into domain records, stamping append time where none was given.
-fn to_records(records: Vec<pb::Record>) -> Result<Vec<Record>, BrokerError> {
-    let now = now_ms();
-    records
-        .into_iter()
-        .enumerate()
-        .map(|(index, r)| {
-            let timestamp_ms = r.timestamp_ms.unwrap_or(now);
-            if timestamp_ms < 0 {
-                return Err(BrokerError::InvalidRecord(format!(
-                    "record {index} has a negative timestamp ({timestamp_ms})"
-                )));
-            }
-            Ok(Record {
-                key: r.key,
-                value: r.value,
-                headers: r
-                    .headers
-                    .into_iter()
-                    .map(|h| Header {
-                        key: h.key,
-                        value: h.value,
-                    })
-                    .collect(),
-                timestamp_ms,
-            })
-        })
-        .collect()
-}
-
-type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+/// The stream a server-streaming RPC answers with.
+pub(super) type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 impl BrokerService {
     async fn handle_create_topic(
@@ -406,329 +193,6 @@ impl BrokerService {
         let topic = self.topic(&request.into_inner().name).await?;
         Ok(pb::DescribeTopicResponse {
             topic: Some(self.describe(&topic).await?),
-        })
-    }
-
-    async fn handle_produce(
-        &self,
-        request: Request<pb::ProduceRequest>,
-    ) -> Result<pb::ProduceResponse, BrokerError> {
-        let node = self.node()?;
-        let req = request.into_inner();
-        let acks = pb::Acks::try_from(req.acks).map_err(|_| {
-            BrokerError::InvalidArgument(format!("unknown acks value {}", req.acks))
-        })?;
-        let topic = self.topic(&req.topic).await?;
-        if req.records.is_empty() {
-            return Err(BrokerError::EmptyBatch);
-        }
-        let partitions = topic.partitions.len() as u32;
-        let partition = match (req.partition, &req.records[0].key) {
-            (Some(p), _) => Node::check_partition(&topic, p)?,
-            (None, Some(key)) => partition_for_key(key, partitions),
-            (None, None) => node.next_round_robin(partitions),
-        };
-        let started = std::time::Instant::now();
-        let records = to_records(req.records)?;
-        // Encoded before any module runs, so bad records fail the same way with or without a
-        // produce chain.
-        let mut batch = EncodedBatch::encode(&records, node.config.batch_limits())
-            .map_err(BrokerError::from)?;
-        let mut record_count = records.len() as u64;
-        let hosted = node.leader_of(&topic, partition).await?;
-        let mut rejected = Vec::new();
-        if !topic.produce_chain.is_empty() {
-            let kept;
-            (kept, rejected) = self.run_produce_chain(&topic, records).await?;
-            if kept.is_empty() {
-                return Ok(pb::ProduceResponse {
-                    partition: partition.0,
-                    base_offset: None,
-                    rejected,
-                    record_count: 0,
-                });
-            }
-            batch = EncodedBatch::encode(&kept, node.config.batch_limits()).map_err(|e| {
-                BrokerError::InvalidRecord(format!(
-                    "the produce chain's output cannot be stored: {e}"
-                ))
-            })?;
-            record_count = kept.len() as u64;
-        }
-        let batch_bytes = batch.bytes().len() as u64;
-        let base_offset = match acks {
-            pb::Acks::None => {
-                hosted
-                    .replica
-                    .append_unacknowledged(batch)
-                    .await
-                    .map_err(|e| node.replica_error(e))?;
-                None
-            }
-            // On a single node the leader's fsync is the quorum, so `leader` equals `all`.
-            pb::Acks::Unspecified | pb::Acks::All | pb::Acks::Leader => {
-                let timeout =
-                    Duration::from_millis(u64::from(node.config.limits.produce_timeout_ms));
-                // Without a quorum a raft write waits forever; the producer must hear instead.
-                let appended = tokio::time::timeout(timeout, hosted.replica.append(batch))
-                    .await
-                    .map_err(|_| {
-                        BrokerError::Indeterminate(format!(
-                            "{}/{} did not commit the batch within {timeout:?}: a quorum of its replicas is not reachable; it may still commit",
-                            topic.name, partition
-                        ))
-                    })?
-                    .map_err(|e| node.replica_error(e))?;
-                Some(appended.base_offset.0)
-            }
-        };
-        self.metrics
-            .produced(&req.topic, record_count, batch_bytes, started.elapsed());
-        Ok(pb::ProduceResponse {
-            partition: partition.0,
-            base_offset,
-            rejected,
-            record_count: record_count as u32,
-        })
-    }
-
-    /// Runs a topic's produce chain and applies each rejecting attachment's policy: `reject`
-    /// fails the request (listing every rejected record), `dead-letter` produces the records to
-    /// the dead-letter topic before anything of the request is stored, `drop` drops them.
-    /// Returns the records to store and the report of those dropped or dead-lettered.
-    async fn run_produce_chain(
-        &self,
-        topic: &TopicInfo,
-        records: Vec<Record>,
-    ) -> Result<(Vec<Record>, Vec<pb::RejectedRecord>), BrokerError> {
-        let node = self.node()?;
-        let metadata = node.metadata();
-        let output = node.modules.run_produce(&metadata, topic, records).await?;
-        let mut refused = Vec::new();
-        let mut report = Vec::new();
-        let mut dead_letters: BTreeMap<TopicName, Vec<pb::Record>> = BTreeMap::new();
-        for r in output.rejected {
-            let index = r.position as u32;
-            let policy = topic
-                .produce_chain
-                .get(r.stage)
-                .map_or(&RejectPolicy::Reject, |a| &a.on_reject);
-            refused.push(RejectedRecord {
-                index,
-                module: r.module.to_string(),
-                reason: r.reason.clone(),
-            });
-            let policy = match policy {
-                RejectPolicy::Reject => continue,
-                RejectPolicy::Drop => pb::RejectPolicy::Drop,
-                RejectPolicy::DeadLetter(dead_letter) => {
-                    let record =
-                        dead_letter_record(r.record, &topic.name, r.position, &r.module, &r.reason);
-                    dead_letters
-                        .entry(dead_letter.clone())
-                        .or_default()
-                        .push(to_pb_record(record));
-                    pb::RejectPolicy::DeadLetter
-                }
-            };
-            report.push(pb::RejectedRecord {
-                index,
-                reason: r.reason,
-                module: r.module.to_string(),
-                policy: policy as i32,
-            });
-        }
-        if refused.len() > report.len() {
-            return Err(BrokerError::RecordsRejected(refused));
-        }
-        for (dead_letter, records) in dead_letters {
-            let dead_letter = node.topic(&dead_letter).await?;
-            node.produce_to(&dead_letter, records).await?;
-        }
-        Ok((
-            output.records.into_iter().map(|r| r.record).collect(),
-            report,
-        ))
-    }
-
-    async fn handle_fetch(
-        &self,
-        request: Request<pb::FetchRequest>,
-    ) -> Result<pb::FetchResponse, BrokerError> {
-        let node = self.node()?;
-        let req = request.into_inner();
-        let (topic, hosted) = self.readable(&req.topic, req.partition).await?;
-        let (offset, mut progress, log_start) = self.check_offset(&hosted, req.offset).await?;
-        // Built (and its `init`s run) before waiting, so bad parameters fail at once.
-        let chain = self.consume_chain(&topic, &req.modules).await?;
-        let (max_records, max_bytes) =
-            Self::fetch_limits(&node.config.limits, req.max_records, req.max_bytes);
-        let wait = req.max_wait_ms.min(node.config.limits.max_fetch_wait_ms);
-        if offset >= progress.high_watermark && wait > 0 {
-            progress = wait_for_records(
-                node,
-                &hosted,
-                offset,
-                Duration::from_millis(u64::from(wait)),
-            )
-            .await?;
-        }
-        let records =
-            read_committed(node, &hosted, offset, progress, max_records, max_bytes).await?;
-        let next_offset = records.last().map_or(offset.0, |r| r.offset + 1);
-        let (records, rejected) = match chain {
-            Some(chain) if !records.is_empty() => run_consume_chain(chain, records).await?.1,
-            _ => (records, Vec::new()),
-        };
-        self.metrics.fetched(&req.topic, records.len() as u64);
-        Ok(pb::FetchResponse {
-            records,
-            high_watermark: progress.high_watermark.0,
-            log_start_offset: log_start.0,
-            next_offset,
-            rejected,
-        })
-    }
-
-    /// The chain a consume request names, or else the topic's consume chain; `None` when
-    /// there is neither. Every stage is instantiated and initialised.
-    async fn consume_chain(
-        &self,
-        topic: &TopicInfo,
-        modules: &[pb::ModuleRef],
-    ) -> Result<Option<Chain>, BrokerError> {
-        if modules.is_empty() && topic.consume_chain.is_empty() {
-            return Ok(None);
-        }
-        let node = self.node()?;
-        let metadata = node.metadata();
-        let specs = module_admin::consume_specs(&metadata, topic, modules)?;
-        if specs.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(node.modules.chain(&metadata, &specs, true).await?))
-    }
-
-    async fn handle_subscribe(
-        &self,
-        request: Request<pb::SubscribeRequest>,
-    ) -> Result<ResponseStream<pb::SubscribeResponse>, BrokerError> {
-        let node = self.node()?;
-        let req = request.into_inner();
-        let (topic, hosted) = self.readable(&req.topic, req.partition).await?;
-        let progress = *hosted.replica.progress().borrow();
-        use pb::start_position::Position;
-        let start = match req.start.and_then(|s| s.position) {
-            None | Some(Position::Latest(_)) => progress.high_watermark,
-            Some(Position::Earliest(_)) => node.log_start(hosted.group(), progress).await?,
-            Some(Position::Offset(o)) => {
-                let offset = i64::try_from(o).unwrap_or(i64::MAX);
-                self.check_offset(&hosted, offset).await?.0
-            }
-        };
-        let (_, max_bytes) = Self::fetch_limits(&node.config.limits, 0, req.max_bytes);
-        let max_records = node.config.limits.max_fetch_records as usize;
-        // One chain for the whole subscription: an aggregate's state runs across its messages.
-        let mut chain = self.consume_chain(&topic, &req.modules).await?;
-        let (tx, rx) = mpsc::channel(4);
-        let node = node.clone();
-        tokio::spawn(async move {
-            let mut position = start;
-            loop {
-                let progress = *hosted.replica.progress().borrow();
-                let records = match read_committed(
-                    &node,
-                    &hosted,
-                    position,
-                    progress,
-                    max_records,
-                    max_bytes,
-                )
-                .await
-                {
-                    Ok(records) => records,
-                    Err(e) => {
-                        let _ = tx.send(Err(e.into())).await;
-                        return;
-                    }
-                };
-                if let Some(last) = records.last() {
-                    position = Offset(last.offset + 1);
-                    let (records, rejected) = match chain.take() {
-                        None => (records, Vec::new()),
-                        Some(running) => match run_consume_chain(running, records).await {
-                            Ok((running, output)) => {
-                                chain = Some(running);
-                                output
-                            }
-                            Err(e) => {
-                                let _ = tx.send(Err(e.into())).await;
-                                return;
-                            }
-                        },
-                    };
-                    if records.is_empty() && rejected.is_empty() {
-                        // Everything was filtered out: nothing to tell the subscriber.
-                        continue;
-                    }
-                    let message = pb::SubscribeResponse {
-                        records,
-                        high_watermark: progress.high_watermark.0,
-                        next_offset: position.0,
-                        rejected,
-                    };
-                    if tx.send(Ok(message)).await.is_err() {
-                        return;
-                    }
-                    continue;
-                }
-                let waited = tokio::select! {
-                    _ = tx.closed() => return,
-                    waited = wait_for_records(&node, &hosted, position, Duration::from_secs(3600)) => waited,
-                };
-                if let Err(e) = waited {
-                    // Ends the stream with the reason (shutdown, deleted or failed partition).
-                    let _ = tx.send(Err(e.into())).await;
-                    return;
-                }
-            }
-        });
-        Ok(Box::pin(ReceiverStream::new(rx)))
-    }
-
-    async fn handle_list_offsets(
-        &self,
-        request: Request<pb::ListOffsetsRequest>,
-    ) -> Result<pb::ListOffsetsResponse, BrokerError> {
-        let node = self.node()?;
-        let req = request.into_inner();
-        let (_, hosted) = self.readable(&req.topic, req.partition).await?;
-        let progress = *hosted.replica.progress().borrow();
-        let log_start = node.log_start(hosted.group(), progress).await?;
-        use pb::list_offsets_request::Spec;
-        let (offset, timestamp_ms) = match req.spec {
-            None | Some(Spec::Latest(_)) => (Some(progress.high_watermark.0), None),
-            Some(Spec::Earliest(_)) => (Some(log_start.0), None),
-            Some(Spec::TimestampMs(ts)) => {
-                let db = node.partition_db.clone();
-                let group = hosted.group();
-                let found = blocking(move || {
-                    Ok(db.offset_for_timestamp(group, ts, progress.applied_index)?)
-                })
-                .await?;
-                match found {
-                    Some((offset, ts)) if offset < progress.high_watermark => {
-                        (Some(offset.0), Some(ts))
-                    }
-                    _ => (None, None),
-                }
-            }
-        };
-        Ok(pb::ListOffsetsResponse {
-            offset,
-            timestamp_ms,
-            high_watermark: progress.high_watermark.0,
-            log_start_offset: log_start.0,
         })
     }
 
@@ -856,6 +320,16 @@ impl Broker for BrokerService {
         request: Request<pb::ListOffsetsRequest>,
     ) -> Result<Response<pb::ListOffsetsResponse>, Status> {
         self.answer("ListOffsets", self.handle_list_offsets(request).await)
+    }
+
+    async fn init_producer_id(
+        &self,
+        request: Request<pb::InitProducerIdRequest>,
+    ) -> Result<Response<pb::InitProducerIdResponse>, Status> {
+        self.answer(
+            "InitProducerId",
+            self.handle_init_producer_id(request).await,
+        )
     }
 
     async fn describe_cluster(
@@ -1008,28 +482,4 @@ impl Broker for BrokerService {
     ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
         self.answer("DeleteGroup", self.handle_delete_group(request).await)
     }
-}
-
-/// Waits until the partition's high watermark passes `offset`, `timeout` elapses, or the
-/// broker shuts down; returns the progress then. Fails if the replica stopped meanwhile (its
-/// topic was deleted, or it failed), so a waiting consumer is told instead of spinning.
-async fn wait_for_records(
-    node: &Node,
-    hosted: &HostedPartition,
-    offset: Offset,
-    timeout: Duration,
-) -> Result<PartitionProgress, BrokerError> {
-    let mut progress = hosted.replica.progress();
-    let stopped = tokio::select! {
-        _ = node.shutdown.cancelled() => return Err(BrokerError::ShuttingDown),
-        _ = tokio::time::sleep(timeout) => false,
-        waited = progress.wait_for(|p| p.high_watermark > offset) => waited.is_err(),
-    };
-    if stopped {
-        return Err(BrokerError::Unavailable(format!(
-            "{}/{} stopped on this node (deleted, or failed)",
-            hosted.topic, hosted.partition
-        )));
-    }
-    Ok(*hosted.replica.progress().borrow())
 }

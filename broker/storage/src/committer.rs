@@ -7,7 +7,8 @@
 //!   `Durability::Immediate` (fsync). Lazy jobs have no caller; they ride on the next commit.
 //! - After any failed commit every later job fails with [`WriteError::Failed`]: the file's state
 //!   is unknown, and retrying an fsync that failed can report success for lost data.
-//! - `tails` holds, per group, the offset the next appended batch gets. Only this thread changes
+//! - `tails` holds, per group, the offset the next appended batch gets (the last batch's base
+//!   offset plus the offsets it spans). Only this thread changes
 //!   offsets, so assignment is deterministic in log order.
 
 use std::collections::HashMap;
@@ -16,10 +17,13 @@ use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
 use redb::{Database, ReadableTable, Table};
+use weir_types::Offset;
 
 use crate::db::{GroupId, LogDbOptions, StorageStats, WriteBatch, WriteOp};
 use crate::error::WriteError;
-use crate::tables::{OFFSET_INDEX, RAFT_LOG, RAFT_META, encode_envelope};
+use crate::tables::{
+    IndexRow, OFFSET_INDEX, PRODUCERS, RAFT_LOG, RAFT_META, encode_envelope, index_row,
+};
 
 type Done = Box<dyn FnOnce(Result<(), WriteError>) + Send>;
 
@@ -54,7 +58,7 @@ impl Job {
                     .iter()
                     .map(|e| e.meta.len() + e.batch.as_ref().map_or(0, |b| b.bytes().len()))
                     .sum(),
-                WriteOp::PutMeta { value, .. } => value.len(),
+                WriteOp::PutMeta { value, .. } | WriteOp::PutProducer { value, .. } => value.len(),
                 _ => 0,
             })
             .sum()
@@ -184,10 +188,12 @@ impl Committer {
             let mut log = txn.open_table(RAFT_LOG).map_err(WriteError::commit)?;
             let mut meta = txn.open_table(RAFT_META).map_err(WriteError::commit)?;
             let mut offsets = txn.open_table(OFFSET_INDEX).map_err(WriteError::commit)?;
+            let mut producers = txn.open_table(PRODUCERS).map_err(WriteError::commit)?;
             let mut tables = Tables {
                 log: &mut log,
                 meta: &mut meta,
                 offsets: &mut offsets,
+                producers: &mut producers,
                 tails: &mut self.tails,
             };
             for job in jobs {
@@ -204,7 +210,8 @@ impl Committer {
 struct Tables<'a, 't> {
     log: &'a mut Table<'t, (u64, u64), &'static [u8]>,
     meta: &'a mut Table<'t, (u64, u8), &'static [u8]>,
-    offsets: &'a mut Table<'t, (u64, u64), (u64, u32, i64)>,
+    offsets: &'a mut Table<'t, (u64, u64), IndexRow>,
+    producers: &'a mut Table<'t, (u64, u64), &'static [u8]>,
     tails: &'a mut HashMap<GroupId, u64>,
 }
 
@@ -218,14 +225,13 @@ impl Tables<'_, '_> {
                 for entry in entries {
                     let value = match &entry.batch {
                         Some(batch) => {
-                            let header = batch.header();
-                            self.offsets.insert(
-                                (group, next_offset),
-                                (entry.index, header.record_count, header.max_timestamp_ms),
-                            )?;
-                            let value =
-                                encode_envelope(&entry.meta, Some((batch.bytes(), next_offset)));
-                            next_offset += u64::from(header.record_count);
+                            self.offsets
+                                .insert((group, next_offset), index_row(entry.index, batch))?;
+                            let value = encode_envelope(
+                                &entry.meta,
+                                Some((batch.bytes(), Offset(next_offset), entry.leader_epoch)),
+                            );
+                            next_offset += batch.header().offset_count();
                             value
                         }
                         None => encode_envelope(&entry.meta, None),
@@ -281,8 +287,25 @@ impl Tables<'_, '_> {
             WriteOp::PutMeta { group, key, value } => {
                 self.meta.insert((*group, *key as u8), value.as_ref())?;
             }
+            WriteOp::PutProducer {
+                group,
+                producer_id,
+                value,
+            } => {
+                self.producers
+                    .insert((*group, *producer_id), value.as_ref())?;
+            }
+            WriteOp::DeleteProducer { group, producer_id } => {
+                self.producers.remove((*group, *producer_id))?;
+            }
+            WriteOp::ClearProducers { group } => {
+                self.producers
+                    .retain_in((*group, 0)..=(*group, u64::MAX), |_, _| false)?;
+            }
             WriteOp::DeleteGroup { group } => {
                 let group = *group;
+                self.producers
+                    .retain_in((group, 0)..=(group, u64::MAX), |_, _| false)?;
                 self.log
                     .retain_in((group, 0)..=(group, u64::MAX), |_, _| false)?;
                 self.offsets

@@ -13,7 +13,10 @@ use weir_types::{EncodedBatch, Offset};
 
 use crate::committer::{Committer, Job};
 use crate::error::{OpenError, ReadError, WriteError};
-use crate::tables::{OFFSET_INDEX, RAFT_LOG, RAFT_META, decode_envelope};
+use crate::format;
+use crate::tables::{
+    IndexRow, OFFSET_INDEX, PRODUCERS, RAFT_LOG, RAFT_META, decode_envelope, verify_stored,
+};
 
 /// Identifies one raft log inside a database. Group ids are never reused, so a deleted topic's
 /// rows can never be mistaken for a new topic's.
@@ -44,6 +47,9 @@ pub struct NewEntry {
     pub meta: Bytes,
     /// A record batch, for data entries. The log assigns it the next offsets of the group.
     pub batch: Option<EncodedBatch>,
+    /// The leader epoch (raft term) stamped into the stored batch, as Kafka's partition leader
+    /// epoch.
+    pub leader_epoch: i32,
 }
 
 /// One entry as read back.
@@ -53,7 +59,7 @@ pub struct StoredEntry {
     pub index: u64,
     /// The metadata given at append time.
     pub meta: Bytes,
-    /// The verified batch, with its assigned base offset in the header.
+    /// The verified batch, with its assigned base offset and leader epoch in the header.
     pub batch: Option<EncodedBatch>,
 }
 
@@ -90,7 +96,28 @@ pub enum WriteOp {
         /// Its bytes.
         value: Bytes,
     },
-    /// Delete a group's log, offsets and metadata.
+    /// Set the state of one idempotent producer of a group.
+    PutProducer {
+        /// The raft group.
+        group: GroupId,
+        /// The producer id.
+        producer_id: u64,
+        /// Its state, encoded by the raft layer.
+        value: Bytes,
+    },
+    /// Forget one idempotent producer of a group.
+    DeleteProducer {
+        /// The raft group.
+        group: GroupId,
+        /// The producer id.
+        producer_id: u64,
+    },
+    /// Forget every idempotent producer of a group (before a snapshot's are written).
+    ClearProducers {
+        /// The raft group.
+        group: GroupId,
+    },
+    /// Delete a group's log, offsets, producers and metadata.
     DeleteGroup {
         /// The raft group.
         group: GroupId,
@@ -210,18 +237,7 @@ impl LogDb {
                 path: path.clone(),
                 source: Box::new(source),
             })?;
-        let tables_err = |e: redb::Error| OpenError::Tables {
-            path: path.clone(),
-            source: Box::new(e),
-        };
-        let mut txn = db.begin_write().map_err(|e| tables_err(e.into()))?;
-        txn.set_quick_repair(true);
-        txn.open_table(RAFT_LOG).map_err(|e| tables_err(e.into()))?;
-        txn.open_table(RAFT_META)
-            .map_err(|e| tables_err(e.into()))?;
-        txn.open_table(OFFSET_INDEX)
-            .map_err(|e| tables_err(e.into()))?;
-        txn.commit().map_err(|e| tables_err(e.into()))?;
+        format::prepare(&db, &path)?;
 
         let db = Arc::new(db);
         let stats = Arc::new(StorageStats::default());
@@ -282,11 +298,13 @@ impl LogDb {
     /// write, or after [`LogDbOptions::lazy_flush_interval`]. Used for state that can be
     /// rebuilt from the log after a crash, such as the applied index.
     pub fn put_lazy(&self, group: GroupId, key: MetaKey, value: Bytes) {
-        self.send(Job::lazy(WriteBatch::one(WriteOp::PutMeta {
-            group,
-            key,
-            value,
-        })));
+        self.submit_lazy(WriteBatch::one(WriteOp::PutMeta { group, key, value }));
+    }
+
+    /// Queues `batch` as a lazy write (see [`put_lazy`](Self::put_lazy)): its operations are
+    /// committed together, in order with every other write, but nobody waits for them.
+    pub fn submit_lazy(&self, batch: WriteBatch) {
+        self.send(Job::lazy(batch));
     }
 
     fn send(&self, job: Job) {
@@ -337,6 +355,19 @@ impl LogDb {
             .map(|v| Bytes::copy_from_slice(v.value())))
     }
 
+    /// The idempotent producer state rows of `group`: `(producer id, value)`.
+    pub fn producers(&self, group: GroupId) -> Result<Vec<(u64, Bytes)>, ReadError> {
+        let txn = self.shared.db.begin_read()?;
+        let table = txn.open_table(PRODUCERS)?;
+        table
+            .range((group, 0)..=(group, u64::MAX))?
+            .map(|item| {
+                let (key, value) = item?;
+                Ok((key.value().1, Bytes::copy_from_slice(value.value())))
+            })
+            .collect()
+    }
+
     /// The first and last index stored for `group`.
     pub fn bounds(&self, group: GroupId) -> Result<LogBounds, ReadError> {
         let txn = self.shared.db.begin_read()?;
@@ -362,14 +393,15 @@ impl LogDb {
         match last {
             Some((key, value)) => {
                 let index = key.value().1;
-                let (meta, _) = decode_envelope(group, index, value.value())?;
-                Ok(Some((index, Bytes::copy_from_slice(meta))))
+                let envelope = decode_envelope(group, index, value.value())?;
+                Ok(Some((index, Bytes::copy_from_slice(envelope.meta))))
             }
             None => Ok(None),
         }
     }
 
-    /// Reads the entries of `group` with indexes in `range`, verifying every batch.
+    /// Reads the entries of `group` with indexes in `range`, verifying every batch against
+    /// what the log recorded for it.
     pub fn entries(
         &self,
         group: GroupId,
@@ -381,11 +413,14 @@ impl LogDb {
         for item in table.range((group, *range.start())..=(group, *range.end()))? {
             let (key, value) = item?;
             let index = key.value().1;
-            let (meta, batch) = decode_envelope(group, index, value.value())?;
+            let envelope = decode_envelope(group, index, value.value())?;
             out.push(StoredEntry {
                 index,
-                meta: Bytes::copy_from_slice(meta),
-                batch: batch.map(|b| verify_batch(group, index, b)).transpose()?,
+                meta: Bytes::copy_from_slice(envelope.meta),
+                batch: envelope
+                    .batch
+                    .map(|batch| verify_stored(group, index, batch, None))
+                    .transpose()?,
             });
         }
         Ok(out)
@@ -406,39 +441,44 @@ impl LogDb {
     ) -> Result<BatchRead, ReadError> {
         let txn = self.shared.db.begin_read()?;
         let offsets = txn.open_table(OFFSET_INDEX)?;
-        let start_index = match offsets
+        // The batch holding `from`, or the first batch after it.
+        let start = match offsets
             .range((group, 0)..=(group, from.0))?
             .next_back()
             .transpose()?
         {
-            Some((_, v)) => v.value().0,
-            None => match offsets
-                .range((group, 0)..=(group, u64::MAX))?
-                .next()
-                .transpose()?
-            {
-                Some((_, v)) => v.value().0,
-                None => return Ok(BatchRead::default()),
-            },
+            Some((key, _)) => key.value().1,
+            None => from.0,
         };
-        if start_index > max_index {
-            return Ok(BatchRead::default());
-        }
         let log = txn.open_table(RAFT_LOG)?;
         let mut read = BatchRead::default();
         let mut bytes = 0usize;
-        for item in log.range((group, start_index)..=(group, max_index))? {
-            let (key, value) = item?;
-            let index = key.value().1;
-            let (_, batch) = decode_envelope(group, index, value.value())?;
-            let Some(batch) = batch else { continue };
-            let batch = match verify_batch(group, index, batch) {
+        let mut expected_base: Option<u64> = None;
+        for item in offsets.range((group, start)..=(group, u64::MAX))? {
+            let (key, row) = item?;
+            let (base_offset, row) = (Offset(key.value().1), row.value());
+            let index = row.0;
+            if index > max_index {
+                break;
+            }
+            let checked = match expected_base {
+                // Rows are contiguous: a missing or damaged row breaks the chain.
+                Some(expected) if expected != base_offset.0 => Err(ReadError::CorruptEntry {
+                    group,
+                    index,
+                    offset: Some(Offset(expected)),
+                    reason: "the offset index has a gap here",
+                }),
+                _ => self.stored_batch(&log, group, index, base_offset, row),
+            };
+            let batch = match checked {
                 Ok(batch) => batch,
                 // Serve the intact prefix; the reader meets the error when it reaches the
                 // damaged batch, at an exact offset.
                 Err(_) if !read.batches.is_empty() => break,
                 Err(e) => return Err(e),
             };
+            expected_base = Some(batch.header().next_offset().0);
             if batch.header().next_offset() <= from {
                 continue;
             }
@@ -449,6 +489,40 @@ impl LogDb {
             }
         }
         Ok(read)
+    }
+
+    /// The batch of raft entry `index`, verified against its offset index row (whose key is
+    /// `base_offset`). Damage is reported at `base_offset`.
+    fn stored_batch(
+        &self,
+        log: &redb::ReadOnlyTable<(u64, u64), &'static [u8]>,
+        group: GroupId,
+        index: u64,
+        base_offset: Offset,
+        row: IndexRow,
+    ) -> Result<EncodedBatch, ReadError> {
+        let corrupt = |reason| ReadError::CorruptEntry {
+            group,
+            index,
+            offset: Some(base_offset),
+            reason,
+        };
+        let stored = log
+            .get((group, index))?
+            .ok_or(corrupt("the offset index points at a missing raft entry"))?;
+        let envelope = decode_envelope(group, index, stored.value()).map_err(|e| match e {
+            ReadError::CorruptEntry { reason, .. } => corrupt(reason),
+            other => other,
+        })?;
+        let batch = envelope.batch.ok_or(corrupt(
+            "the offset index points at an entry without a batch",
+        ))?;
+        if batch.base_offset != base_offset {
+            return Err(corrupt(
+                "the raft entry's batch has another base offset than the offset index says",
+            ));
+        }
+        verify_stored(group, index, batch, Some(row))
     }
 
     /// The first offset still stored in `group`, if any batch is stored.
@@ -478,25 +552,21 @@ impl LogDb {
         let offsets = txn.open_table(OFFSET_INDEX)?;
         let log = txn.open_table(RAFT_LOG)?;
         for item in offsets.range((group, 0)..=(group, u64::MAX))? {
-            let (_, value) = item?;
-            let (index, _, max_ts) = value.value();
+            let (key, row) = item?;
+            let (base_offset, row) = (Offset(key.value().1), row.value());
+            let (index, _, max_ts) = row;
             if index > max_index {
                 break;
             }
             if max_ts < timestamp_ms {
                 continue;
             }
-            let Some(stored) = log.get((group, index))? else {
-                continue;
-            };
-            let (_, Some(batch)) = decode_envelope(group, index, stored.value())? else {
-                continue;
-            };
-            let batch = verify_batch(group, index, batch)?;
+            let batch = self.stored_batch(&log, group, index, base_offset, row)?;
             for record in batch.records() {
                 let (offset, record) = record.map_err(|source| ReadError::Corrupt {
                     group,
                     index,
+                    offset: base_offset,
                     source,
                 })?;
                 if record.timestamp_ms >= timestamp_ms {
@@ -542,14 +612,6 @@ impl LogDb {
     }
 }
 
-fn verify_batch(group: GroupId, index: u64, bytes: &[u8]) -> Result<EncodedBatch, ReadError> {
-    EncodedBatch::verify(Bytes::copy_from_slice(bytes)).map_err(|source| ReadError::Corrupt {
-        group,
-        index,
-        source,
-    })
-}
-
 impl Drop for Shared {
     fn drop(&mut self) {
         // Dropping the sender ends the committer loop; join so the file is closed cleanly.
@@ -590,6 +652,7 @@ mod tests {
             index,
             meta: Bytes::from(format!("meta-{index}")),
             batch: Some(batch(values)),
+            leader_epoch: 3,
         }
     }
 
@@ -598,6 +661,7 @@ mod tests {
             index,
             meta: Bytes::from_static(b"blank"),
             batch: None,
+            leader_epoch: 3,
         }
     }
 
@@ -744,6 +808,7 @@ mod tests {
                 ReadError::Corrupt {
                     group: 5,
                     index: 2,
+                    offset: Offset(1),
                     ..
                 }
             ),
@@ -751,6 +816,52 @@ mod tests {
         );
         // The batch before the damage is still served, and the read stops before the damage.
         assert_eq!(values(&db, 5, 0, u64::MAX), vec![(0, "good".into())]);
+    }
+
+    /// Every byte of a stored batch, flipped on its own: header fields the CRC covers, those it
+    /// does not (base offset, length, leader epoch, magic, the CRC itself), and the records.
+    /// Every read path reports the damage at the batch's offset; nothing wrong is returned;
+    /// the other group is untouched.
+    #[test]
+    fn every_flipped_byte_of_a_stored_batch_is_corruption_at_its_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.redb");
+        {
+            let db = LogDb::open(&path, LogDbOptions::default()).unwrap();
+            append(
+                &db,
+                1,
+                vec![data(1, &["a", "b"]), data(2, &["victim", "c"])],
+            );
+            append(&db, 2, vec![data(1, &["other"])]);
+        }
+        let len = crate::fault::batch_len(&path, 1, 2).unwrap().unwrap();
+        assert!(len > weir_types::BATCH_HEADER_LEN);
+        for at in 0..len {
+            assert!(crate::fault::flip_batch_byte(&path, 1, 2, at).unwrap());
+            {
+                let db = LogDb::open(&path, LogDbOptions::default()).unwrap();
+                let err = db
+                    .read_batches(1, Offset(2), u64::MAX, usize::MAX)
+                    .unwrap_err();
+                assert_eq!(err.corrupt_offset(), Some(Offset(2)), "byte {at}: {err}");
+                let err = db.entries(1, 1..=2).unwrap_err();
+                assert_eq!(err.corrupt_offset(), Some(Offset(2)), "byte {at}: {err}");
+                let err = db.offset_for_timestamp(1, 1_006, u64::MAX).unwrap_err();
+                assert_eq!(err.corrupt_offset(), Some(Offset(2)), "byte {at}: {err}");
+                // The intact batch before it, and the other group, are served as they were.
+                assert_eq!(
+                    values(&db, 1, 0, u64::MAX),
+                    vec![(0, "a".into()), (1, "b".into())],
+                    "byte {at}"
+                );
+                assert_eq!(values(&db, 2, 0, u64::MAX), vec![(0, "other".into())]);
+            }
+            // Undo, and check the undo, before the next byte.
+            assert!(crate::fault::flip_batch_byte(&path, 1, 2, at).unwrap());
+        }
+        let db = LogDb::open(&path, LogDbOptions::default()).unwrap();
+        assert_eq!(values(&db, 1, 2, u64::MAX).len(), 2);
     }
 
     #[test]
@@ -793,9 +904,33 @@ mod tests {
             value: Bytes::from_static(b"v"),
         }))
         .unwrap();
+        db.write(WriteBatch {
+            ops: vec![
+                WriteOp::PutProducer {
+                    group: 4,
+                    producer_id: 7,
+                    value: Bytes::from_static(b"p7"),
+                },
+                WriteOp::PutProducer {
+                    group: 4,
+                    producer_id: 8,
+                    value: Bytes::from_static(b"p8"),
+                },
+                WriteOp::DeleteProducer {
+                    group: 4,
+                    producer_id: 7,
+                },
+            ],
+        })
+        .unwrap();
+        assert_eq!(
+            db.producers(4).unwrap(),
+            vec![(8, Bytes::from_static(b"p8"))]
+        );
         db.write(WriteBatch::one(WriteOp::DeleteGroup { group: 4 }))
             .unwrap();
         assert!(db.groups().unwrap().is_empty());
+        assert!(db.producers(4).unwrap().is_empty());
         assert!(values(&db, 4, 0, u64::MAX).is_empty());
         // A recreated group starts at offset 0 again.
         append(&db, 4, vec![data(1, &["b"])]);

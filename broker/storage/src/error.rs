@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use weir_types::BatchError;
+use weir_types::{BatchError, Offset};
 
 use crate::db::GroupId;
 
@@ -33,6 +33,32 @@ pub enum OpenError {
     Tables {
         /// The file.
         path: PathBuf,
+        /// The cause.
+        #[source]
+        source: Box<redb::Error>,
+    },
+    /// The file was written in a storage format this build does not read.
+    #[error(
+        "{path} is in storage format {found}, which this build of Weir does not read (it reads format {supported}): {hint}"
+    )]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// The format version found.
+        found: u64,
+        /// The format version this build writes and reads.
+        supported: u64,
+        /// What to do about it.
+        hint: &'static str,
+    },
+    /// Converting the file from an older storage format failed; the file is unchanged from
+    /// the last completed step, and the conversion resumes from there at the next start.
+    #[error("cannot convert {path} to storage format {to}")]
+    Migration {
+        /// The file.
+        path: PathBuf,
+        /// The format being converted to.
+        to: u64,
         /// The cause.
         #[source]
         source: Box<redb::Error>,
@@ -70,26 +96,55 @@ pub enum ReadError {
     #[error("log database read failed")]
     Database(#[source] Box<redb::Error>),
     /// A stored batch failed verification: the data on disk is damaged and is not served.
-    #[error("corrupt batch in group {group} at raft index {index}")]
+    #[error("corrupt batch at offset {offset} (group {group}, raft index {index})")]
     Corrupt {
         /// The raft group.
         group: GroupId,
         /// The raft log index of the damaged entry.
         index: u64,
+        /// The offset the log assigned to the batch's first record.
+        offset: Offset,
         /// What the verification found.
         #[source]
         source: BatchError,
     },
+    /// A stored batch verified on its own but disagrees with what the log recorded for it: a
+    /// field the batch CRC does not cover (base offset, leader epoch) was damaged, or the
+    /// offset index was.
+    #[error("corrupt batch at offset {offset} (group {group}, raft index {index}): {reason}")]
+    IndexMismatch {
+        /// The raft group.
+        group: GroupId,
+        /// The raft log index of the entry.
+        index: u64,
+        /// The offset the log gave the batch.
+        offset: Offset,
+        /// What disagrees.
+        reason: &'static str,
+    },
     /// A stored entry's envelope is unreadable.
-    #[error("corrupt log entry in group {group} at raft index {index}: {reason}")]
+    #[error("corrupt log entry in group {group} at raft index {index}{}: {reason}", .offset.map(|o| format!(" (the batch at offset {o})")).unwrap_or_default())]
     CorruptEntry {
         /// The raft group.
         group: GroupId,
         /// The raft log index.
         index: u64,
+        /// The offset of the entry's batch, when the offset index tells.
+        offset: Option<Offset>,
         /// What was wrong.
         reason: &'static str,
     },
+}
+
+impl ReadError {
+    /// The offset of the damaged batch, when the damage is in a batch.
+    pub fn corrupt_offset(&self) -> Option<Offset> {
+        match self {
+            Self::Corrupt { offset, .. } | Self::IndexMismatch { offset, .. } => Some(*offset),
+            Self::CorruptEntry { offset, .. } => *offset,
+            Self::Database(_) => None,
+        }
+    }
 }
 
 impl<E: Into<redb::Error>> From<E> for ReadError {

@@ -12,12 +12,20 @@
 //! the caller's thread in short read transactions; async callers use `spawn_blocking`.
 //!
 //! The API is synchronous and knows nothing of openraft: the raft layer hands in opaque entry
-//! metadata and, for data entries, an [`EncodedBatch`](weir_types::EncodedBatch).
+//! metadata and, for data entries, an [`EncodedBatch`](weir_types::EncodedBatch) (Kafka's
+//! record batch v2) with the leader epoch to stamp into it.
+//!
+//! Nothing damaged is returned as data: every read verifies each batch (CRC, structure, records)
+//! and checks what the batch CRC does not cover (base offset, leader epoch) against the offset
+//! index; entry metadata carries its own checksum. The file records its storage format
+//! ([`STORAGE_FORMAT`]); an older file is converted at open, a newer one refused.
 
 mod committer;
 mod db;
 mod error;
 pub mod fault;
+mod format;
+mod migrate;
 mod tables;
 
 pub use db::{
@@ -25,3 +33,4 @@ pub use db::{
     StoredEntry, WriteBatch, WriteOp,
 };
 pub use error::{OpenError, ReadError, WriteError};
+pub use format::STORAGE_FORMAT;

@@ -1,67 +1,205 @@
-//! Table definitions and the stored entry envelope.
+//! Table definitions, the stored entry envelope, and the checks that tie a stored batch to its
+//! envelope and its offset index row.
 //!
 //! ```text
 //! raft_log      (group, index)        → envelope
 //! raft_meta     (group, key)          → opaque bytes (vote, committed, purged, applied, …)
-//! offset_index  (group, base_offset)  → (raft index, record count, max timestamp)
+//! offset_index  (group, base_offset)  → (raft index, offset count, max timestamp)
+//! producers     (group, producer id)  → opaque bytes (the partition's idempotent producer state)
+//! format        "version"             → storage format version
 //! ```
 //!
-//! The envelope is `[flags u8][meta_len u32 LE][meta][batch]`; flag bit 0 says a record batch
-//! follows the metadata. Keys are fixed-width tuples so a group's rows are contiguous and ranges
-//! are cheap.
+//! The envelope is
+//! `[flags u8][meta_len u32 LE][base_offset u64 LE][leader_epoch i32 LE][crc u32 LE][meta][batch]`:
+//! flag bit 0 says a record batch follows the metadata; the base offset and leader epoch are
+//! what the log stamped into that batch (zero without one); the CRC-32C covers the first 17
+//! bytes and the metadata. The batch carries its own CRC over everything but its base offset,
+//! length, leader epoch and magic, and those are checked against the envelope and the stored
+//! length. Keys are fixed-width tuples so a group's rows are contiguous and ranges are cheap.
 
 use redb::TableDefinition;
+use weir_types::{EncodedBatch, Offset, stamp};
 
+use crate::db::GroupId;
 use crate::error::ReadError;
 
 pub(crate) const RAFT_LOG: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("raft_log");
 pub(crate) const RAFT_META: TableDefinition<(u64, u8), &[u8]> = TableDefinition::new("raft_meta");
-pub(crate) const OFFSET_INDEX: TableDefinition<(u64, u64), (u64, u32, i64)> =
+pub(crate) const OFFSET_INDEX: TableDefinition<(u64, u64), IndexRow> =
     TableDefinition::new("offset_index");
 
-const FLAG_HAS_BATCH: u8 = 1;
-const ENVELOPE_HEADER: usize = 5;
+pub(crate) const PRODUCERS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("producers");
 
-/// Writes an envelope for `meta` and an optional batch whose header gets `base_offset`.
-pub(crate) fn encode_envelope(meta: &[u8], batch: Option<(&[u8], u64)>) -> Vec<u8> {
-    let batch_len = batch.map_or(0, |(b, _)| b.len());
-    let mut out = Vec::with_capacity(ENVELOPE_HEADER + meta.len() + batch_len);
-    out.push(if batch.is_some() { FLAG_HAS_BATCH } else { 0 });
-    out.extend_from_slice(&(meta.len() as u32).to_le_bytes());
-    out.extend_from_slice(meta);
-    if let Some((bytes, base_offset)) = batch {
-        let at = out.len();
-        out.extend_from_slice(bytes);
-        // Stamp the offset the log assigned; the batch CRC does not cover its header.
-        out[at + 8..at + 16].copy_from_slice(&base_offset.to_le_bytes());
+/// An `offset_index` row: `(raft index, offset count, max timestamp)` of the batch at the key's
+/// base offset.
+pub(crate) type IndexRow = (u64, u32, i64);
+
+const FLAG_HAS_BATCH: u8 = 1;
+/// Bytes of the envelope before the metadata.
+pub(crate) const ENVELOPE_HEADER: usize = 21;
+const CRC_AT: usize = 17;
+
+/// A decoded envelope.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Envelope<'a> {
+    pub(crate) meta: &'a [u8],
+    pub(crate) batch: Option<StoredBatch<'a>>,
+}
+
+/// The batch bytes of an envelope and what the log stamped into them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StoredBatch<'a> {
+    pub(crate) bytes: &'a [u8],
+    pub(crate) base_offset: Offset,
+    pub(crate) leader_epoch: i32,
+}
+
+/// Writes an envelope for `meta` and an optional batch, stamping the batch's base offset and
+/// leader epoch into the stored copy (and into the envelope, under its CRC).
+pub(crate) fn encode_envelope(meta: &[u8], batch: Option<(&[u8], Offset, i32)>) -> Vec<u8> {
+    let mut out = envelope_as_is(meta, batch);
+    if let Some((bytes, base_offset, leader_epoch)) = batch {
+        let at = out.len() - bytes.len();
+        stamp(&mut out[at..], base_offset, leader_epoch);
     }
     out
 }
 
-/// Splits an envelope into metadata and batch bytes.
+/// Writes an envelope for `meta` and batch bytes exactly as given (with the base offset and
+/// leader epoch the envelope records for them).
+pub(crate) fn envelope_as_is(meta: &[u8], batch: Option<(&[u8], Offset, i32)>) -> Vec<u8> {
+    let batch_len = batch.map_or(0, |(b, _, _)| b.len());
+    let (base_offset, leader_epoch) = batch.map_or((0, 0), |(_, o, e)| (o.0, e));
+    let mut out = Vec::with_capacity(ENVELOPE_HEADER + meta.len() + batch_len);
+    out.push(if batch.is_some() { FLAG_HAS_BATCH } else { 0 });
+    out.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+    out.extend_from_slice(&base_offset.to_le_bytes());
+    out.extend_from_slice(&leader_epoch.to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&out), meta);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(meta);
+    if let Some((bytes, _, _)) = batch {
+        out.extend_from_slice(bytes);
+    }
+    out
+}
+
+/// Splits an envelope into metadata and batch, checking its CRC.
 pub(crate) fn decode_envelope(
-    group: u64,
+    group: GroupId,
     index: u64,
     bytes: &[u8],
-) -> Result<(&[u8], Option<&[u8]>), ReadError> {
+) -> Result<Envelope<'_>, ReadError> {
     let corrupt = |reason| ReadError::CorruptEntry {
         group,
         index,
+        offset: None,
         reason,
     };
-    if bytes.len() < ENVELOPE_HEADER {
-        return Err(corrupt("envelope shorter than its header"));
-    }
-    let flags = bytes[0];
-    let meta_len = u32::from_le_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
+    let header: &[u8; ENVELOPE_HEADER] = bytes
+        .get(..ENVELOPE_HEADER)
+        .and_then(|h| h.try_into().ok())
+        .ok_or(corrupt("envelope shorter than its header"))?;
+    let flags = header[0];
+    let meta_len = u32::from_le_bytes([header[1], header[2], header[3], header[4]]) as usize;
+    let mut base_offset = [0u8; 8];
+    base_offset.copy_from_slice(&header[5..13]);
+    let mut leader_epoch = [0u8; 4];
+    leader_epoch.copy_from_slice(&header[13..17]);
+    let mut stored_crc = [0u8; 4];
+    stored_crc.copy_from_slice(&header[CRC_AT..CRC_AT + 4]);
     let rest = &bytes[ENVELOPE_HEADER..];
     if rest.len() < meta_len {
         return Err(corrupt("metadata length past the end of the entry"));
     }
     let (meta, batch) = rest.split_at(meta_len);
-    match flags {
-        0 if batch.is_empty() => Ok((meta, None)),
-        FLAG_HAS_BATCH => Ok((meta, Some(batch))),
-        _ => Err(corrupt("unknown envelope flags or trailing bytes")),
+    if crc32c::crc32c_append(crc32c::crc32c(&header[..CRC_AT]), meta)
+        != u32::from_le_bytes(stored_crc)
+    {
+        return Err(corrupt("entry envelope checksum mismatch"));
+    }
+    let batch = match flags {
+        0 if batch.is_empty() => None,
+        FLAG_HAS_BATCH => Some(StoredBatch {
+            bytes: batch,
+            base_offset: Offset(u64::from_le_bytes(base_offset)),
+            leader_epoch: i32::from_le_bytes(leader_epoch),
+        }),
+        _ => return Err(corrupt("unknown envelope flags or trailing bytes")),
+    };
+    Ok(Envelope { meta, batch })
+}
+
+/// Verifies a stored batch: the batch itself (CRC, structure, records), then what its CRC does
+/// not cover against what the log recorded (base offset and leader epoch in the envelope), and,
+/// when given, the batch's offset index row. Any difference is corruption at the offset the
+/// envelope gives the batch.
+pub(crate) fn verify_stored(
+    group: GroupId,
+    index: u64,
+    stored: StoredBatch<'_>,
+    row: Option<IndexRow>,
+) -> Result<EncodedBatch, ReadError> {
+    let offset = stored.base_offset;
+    let batch =
+        EncodedBatch::verify(bytes::Bytes::copy_from_slice(stored.bytes)).map_err(|source| {
+            ReadError::Corrupt {
+                group,
+                index,
+                offset,
+                source,
+            }
+        })?;
+    let header = batch.header();
+    let disagrees = if header.base_offset != offset {
+        Some("the batch's base offset is not the one the log assigned")
+    } else if header.partition_leader_epoch != stored.leader_epoch {
+        Some("the batch's leader epoch is not the one the log stamped")
+    } else {
+        match row {
+            Some((row_index, _, _)) if row_index != index => {
+                Some("the offset index points at another raft entry")
+            }
+            Some((_, offset_count, _)) if header.offset_count() != u64::from(offset_count) => {
+                Some("the batch spans other offsets than the offset index says")
+            }
+            Some((_, _, max_timestamp)) if header.max_timestamp_ms != max_timestamp => {
+                Some("the batch's max timestamp differs from the offset index's")
+            }
+            _ => None,
+        }
+    };
+    match disagrees {
+        Some(reason) => Err(ReadError::IndexMismatch {
+            group,
+            index,
+            offset,
+            reason,
+        }),
+        None => Ok(batch),
+    }
+}
+
+/// The `offset_index` row for a batch appended by raft entry `index`.
+pub(crate) fn index_row(index: u64, batch: &EncodedBatch) -> IndexRow {
+    let header = batch.header();
+    (index, header.last_offset_delta + 1, header.max_timestamp_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_flipped_envelope_byte_is_noticed() {
+        let envelope = encode_envelope(b"{\"log_id\":7}", None);
+        let decoded = decode_envelope(1, 2, &envelope).unwrap();
+        assert_eq!(decoded.meta, b"{\"log_id\":7}");
+        assert!(decoded.batch.is_none());
+        for at in 0..envelope.len() {
+            let mut damaged = envelope.clone();
+            damaged[at] ^= 0x01;
+            assert!(decode_envelope(1, 2, &damaged).is_err(), "byte {at}");
+        }
     }
 }

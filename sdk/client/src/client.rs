@@ -14,8 +14,9 @@ use crate::module::attach_request;
 use crate::routing::{self, LeaderCache, follow_leader};
 use crate::{
     Acks, BatchStream, ClientError, ClusterInfo, ConsumedRecord, FetchSpec, Fetched, ListedOffset,
-    ModuleInfo, ModulePath, ModuleRef, OffsetSpec, ProduceOutcome, ProducerRecord, RecordStream,
-    RejectPolicy, StartAt, SubscribeSpec, SubscribedBatch, TopicInfo, TopicSpec, TopicSummary,
+    ModuleInfo, ModulePath, ModuleRef, OffsetSpec, ProduceOutcome, ProducerId, ProducerRecord,
+    RecordStream, RejectPolicy, StartAt, SubscribeSpec, SubscribedBatch, TopicInfo, TopicSpec,
+    TopicSummary,
 };
 
 /// Largest gRPC message the client sends or accepts, in bytes. tonic's default of 4 MiB is below
@@ -233,8 +234,46 @@ impl Client {
             partition,
             records: records.into_iter().map(v1::Record::from).collect(),
             acks: v1::Acks::from(acks).into(),
+            ..v1::ProduceRequest::default()
         };
-        let response = match partition {
+        self.send_produce(request).await
+    }
+
+    /// Appends one record batch the caller encoded, in Kafka's record batch format v2
+    /// ([`codec::BatchEncoder`](crate::codec::BatchEncoder), or any Kafka client library's
+    /// encoder), to `topic`/`partition`, routed to the partition's leader. The broker validates
+    /// it in full and stores it as it is (with its base offset and leader epoch set).
+    ///
+    /// When the batch carries a producer id (from [`Client::init_producer_id`]), epoch and base
+    /// sequence, the request is idempotent: sent again after any failure, it is stored once,
+    /// and the retry's answer ([`ProduceOutcome::duplicate`]) carries the original offsets.
+    /// That is what [`Producer`](crate::Producer) does.
+    ///
+    /// Broker reasons: those of [`Client::produce`], and for an idempotent batch
+    /// `OUT_OF_ORDER_SEQUENCE` (a batch before it is missing), `INVALID_PRODUCER_EPOCH` (a
+    /// newer epoch of the producer fenced this one) and `UNKNOWN_PRODUCER_ID`.
+    pub async fn produce_batch(
+        &self,
+        topic: impl Into<String>,
+        partition: u32,
+        batch: Bytes,
+        acks: Acks,
+    ) -> Result<ProduceOutcome, ClientError> {
+        let request = v1::ProduceRequest {
+            topic: topic.into(),
+            partition: Some(partition),
+            record_batch: batch,
+            acks: v1::Acks::from(acks).into(),
+            ..v1::ProduceRequest::default()
+        };
+        self.send_produce(request).await
+    }
+
+    async fn send_produce(
+        &self,
+        request: v1::ProduceRequest,
+    ) -> Result<ProduceOutcome, ClientError> {
+        let response = match request.partition {
             // A NOT_LEADER answer means nothing was stored, so sending again cannot duplicate.
             Some(partition) => {
                 let topic = request.topic.clone();
@@ -249,6 +288,22 @@ impl Client {
         Ok(ProduceOutcome::from(response))
     }
 
+    /// Asks the cluster for a producer id, for an idempotent producer: unique in the cluster and
+    /// never issued again, with epoch 0. [`Producer`](crate::Producer) asks for one itself.
+    pub async fn init_producer_id(&self) -> Result<ProducerId, ClientError> {
+        let response = self
+            .bootstrap()
+            .init_producer_id(v1::InitProducerIdRequest {})
+            .await?
+            .into_inner();
+        let epoch = i16::try_from(response.producer_epoch)
+            .map_err(|_| ClientError::UnexpectedResponse("a producer epoch out of range"))?;
+        Ok(ProducerId {
+            id: response.producer_id,
+            epoch,
+        })
+    }
+
     /// Reads committed records from one partition, waiting up to
     /// [`FetchSpec::max_wait_ms`] when none is available yet. Sent to the partition's leader (see
     /// the crate's "Routing" section).
@@ -260,7 +315,7 @@ impl Client {
     /// Broker reasons: `UNKNOWN_TOPIC`, `UNKNOWN_PARTITION`, `OFFSET_OUT_OF_RANGE`, `NOT_LEADER`;
     /// with modules also `UNKNOWN_MODULE`, `INVALID_MODULE_PARAMS` and `MODULE_FAILED`.
     pub async fn fetch(&self, spec: FetchSpec) -> Result<Fetched, ClientError> {
-        let requested = spec.offset;
+        let (requested, max_records) = (spec.offset, spec.max_records);
         let request = v1::FetchRequest::try_from(spec)?;
         let response = self
             .to_leader(&request.topic, request.partition, |mut broker| {
@@ -268,7 +323,7 @@ impl Client {
                 async move { broker.fetch(request).await }
             })
             .await?;
-        Ok(Fetched::from_wire(response, requested))
+        Fetched::from_wire(response, requested, max_records)
     }
 
     /// Subscribes to one partition: the stream yields each committed record from `start` on, as
@@ -314,6 +369,12 @@ impl Client {
     /// with modules also `UNKNOWN_MODULE`, `INVALID_MODULE_PARAMS`, and, in the stream,
     /// `MODULE_FAILED`.
     pub async fn subscribe_batches(&self, spec: SubscribeSpec) -> Result<BatchStream, ClientError> {
+        // Earliest and latest start at a batch boundary; an offset may fall inside a batch,
+        // whose records before it are skipped.
+        let start = match spec.start {
+            StartAt::Offset(offset) => offset,
+            StartAt::Earliest | StartAt::Latest => 0,
+        };
         let request = v1::SubscribeRequest::from(spec);
         let partition = request.partition;
         let batches = self
@@ -323,12 +384,19 @@ impl Client {
             })
             .await?;
         let batches = batches
-            .map(|batch| batch.map(SubscribedBatch::from).map_err(ClientError::from))
             // Statuses after the first error would describe the same failure.
-            .scan(false, |failed, item| {
-                let stop = *failed;
-                *failed |= item.is_err();
-                futures::future::ready((!stop).then_some(item))
+            .scan((false, start), |(failed, position), message| {
+                if *failed {
+                    return futures::future::ready(None);
+                }
+                let item = message
+                    .map_err(ClientError::from)
+                    .and_then(|message| SubscribedBatch::from_wire(message, *position));
+                match &item {
+                    Ok(batch) => *position = batch.next_offset,
+                    Err(_) => *failed = true,
+                }
+                futures::future::ready(Some(item))
             });
         Ok(Box::pin(batches))
     }

@@ -6,6 +6,7 @@ use std::pin::Pin;
 use bytes::Bytes;
 use futures::Stream;
 use weir_proto::v1;
+use weir_types::{EncodedBatch, Record};
 
 use crate::{ClientError, ModuleRef, RejectedOffset};
 
@@ -29,6 +30,43 @@ impl ConsumedRecord {
     pub fn payload_len(&self) -> usize {
         crate::payload_len(self.key.as_ref(), &self.value, &self.headers)
     }
+}
+
+impl ConsumedRecord {
+    fn from_batch_record(offset: u64, record: Record) -> Self {
+        Self {
+            offset,
+            key: record.key,
+            value: record.value,
+            headers: record
+                .headers
+                .into_iter()
+                .map(|header| (header.key, header.value))
+                .collect(),
+            timestamp_ms: record.timestamp_ms,
+        }
+    }
+}
+
+/// The records of the record batches a broker answered with, from offset `from` on (the first
+/// batch may start before it). Every batch is verified first (CRC, lengths, record count), so
+/// nothing damaged on the way is taken for data.
+pub(crate) fn records_of_batches(
+    batches: Vec<Bytes>,
+    from: u64,
+) -> Result<Vec<ConsumedRecord>, ClientError> {
+    let mut records = Vec::new();
+    for bytes in batches {
+        let batch = EncodedBatch::verify(bytes).map_err(ClientError::CorruptBatch)?;
+        records.reserve(batch.header().record_count as usize);
+        for item in batch.records() {
+            let (offset, record) = item.map_err(ClientError::CorruptBatch)?;
+            if offset.0 >= from {
+                records.push(ConsumedRecord::from_batch_record(offset.0, record));
+            }
+        }
+    }
+    Ok(records)
 }
 
 impl From<v1::ConsumedRecord> for ConsumedRecord {
@@ -128,6 +166,8 @@ impl TryFrom<FetchSpec> for v1::FetchRequest {
             max_bytes: spec.max_bytes,
             max_wait_ms: spec.max_wait_ms,
             modules: spec.modules.into_iter().map(v1::ModuleRef::from).collect(),
+            // Stored batches pass through the broker as they are, and are decoded here.
+            record_batches: true,
         })
     }
 }
@@ -154,18 +194,30 @@ pub struct Fetched {
 }
 
 impl Fetched {
-    /// Reads a fetch answer to a request for `requested`. `next_offset` is never before the
-    /// requested offset nor before the last record returned: a broker older than the field
-    /// sends 0, and a consumer must never be sent backwards.
-    pub(crate) fn from_wire(response: v1::FetchResponse, requested: u64) -> Self {
-        let records: Vec<ConsumedRecord> = response
+    /// Reads a fetch answer to a request for `requested` (`max_records` as asked, 0 for no
+    /// bound). `next_offset` is never before the requested offset nor before the last record
+    /// returned: a broker older than the field sends 0, and a consumer must never be sent
+    /// backwards.
+    pub(crate) fn from_wire(
+        response: v1::FetchResponse,
+        requested: u64,
+        max_records: u32,
+    ) -> Result<Self, ClientError> {
+        let mut records: Vec<ConsumedRecord> = response
             .records
             .into_iter()
             .map(ConsumedRecord::from)
             .collect();
+        records.extend(records_of_batches(response.record_batches, requested)?);
+        let mut next_offset = response.next_offset;
+        // The broker serves whole batches; the records past the bound are read again next time.
+        if max_records > 0 && records.len() > max_records as usize {
+            records.truncate(max_records as usize);
+            next_offset = records.last().map_or(requested, |r| r.offset + 1);
+        }
         let after_last = records.last().map_or(requested, |r| r.offset + 1);
-        Self {
-            next_offset: response.next_offset.max(requested).max(after_last),
+        Ok(Self {
+            next_offset: next_offset.max(requested).max(after_last),
             records,
             rejected: response
                 .rejected
@@ -174,7 +226,7 @@ impl Fetched {
                 .collect(),
             high_watermark: response.high_watermark,
             log_start_offset: response.log_start_offset,
-        }
+        })
     }
 }
 
@@ -255,6 +307,7 @@ impl From<SubscribeSpec> for v1::SubscribeRequest {
             start: Some(v1::StartPosition::from(spec.start)),
             max_bytes: spec.max_bytes,
             modules: spec.modules.into_iter().map(v1::ModuleRef::from).collect(),
+            record_batches: true,
         }
     }
 }
@@ -275,16 +328,22 @@ pub struct SubscribedBatch {
     pub high_watermark: u64,
 }
 
-impl From<v1::SubscribeResponse> for SubscribedBatch {
-    fn from(response: v1::SubscribeResponse) -> Self {
-        let records: Vec<ConsumedRecord> = response
+impl SubscribedBatch {
+    /// Reads a subscription message; the stream was opened (or last continued) at `from`, so
+    /// records of its batches before it are skipped.
+    pub(crate) fn from_wire(
+        response: v1::SubscribeResponse,
+        from: u64,
+    ) -> Result<Self, ClientError> {
+        let mut records: Vec<ConsumedRecord> = response
             .records
             .into_iter()
             .map(ConsumedRecord::from)
             .collect();
+        records.extend(records_of_batches(response.record_batches, from)?);
         // A broker older than the field sends 0; it never filtered anything.
         let after_last = records.last().map_or(0, |r| r.offset + 1);
-        Self {
+        Ok(Self {
             next_offset: response.next_offset.max(after_last),
             records,
             rejected: response
@@ -293,7 +352,7 @@ impl From<v1::SubscribeResponse> for SubscribedBatch {
                 .map(RejectedOffset::from)
                 .collect(),
             high_watermark: response.high_watermark,
-        }
+        })
     }
 }
 
@@ -424,9 +483,12 @@ mod tests {
                     reason: "no id".to_owned(),
                     module: "v@1".to_owned(),
                 }],
+                record_batches: Vec::new(),
             },
             10,
-        );
+            0,
+        )
+        .unwrap();
         assert_eq!(filtered.next_offset, 20);
         assert_eq!(
             filtered.rejected,
@@ -442,18 +504,88 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            Fetched::from_wire(old(vec![record(5), record(6)]), 5).next_offset,
+            Fetched::from_wire(old(vec![record(5), record(6)]), 5, 0)
+                .unwrap()
+                .next_offset,
             7
         );
-        assert_eq!(Fetched::from_wire(old(Vec::new()), 5).next_offset, 5);
+        assert_eq!(
+            Fetched::from_wire(old(Vec::new()), 5, 0)
+                .unwrap()
+                .next_offset,
+            5
+        );
 
-        let batch = SubscribedBatch::from(v1::SubscribeResponse {
-            records: vec![record(3)],
-            high_watermark: 9,
-            next_offset: 8,
-            rejected: Vec::new(),
-        });
+        let batch = SubscribedBatch::from_wire(
+            v1::SubscribeResponse {
+                records: vec![record(3)],
+                high_watermark: 9,
+                next_offset: 8,
+                rejected: Vec::new(),
+                record_batches: Vec::new(),
+            },
+            0,
+        )
+        .unwrap();
         assert_eq!((batch.next_offset, batch.high_watermark), (8, 9));
+    }
+
+    fn stored_batch(base_offset: u64, values: &[&str]) -> Bytes {
+        let records: Vec<Record> = values
+            .iter()
+            .map(|v| Record {
+                key: Some(Bytes::from_static(b"k")),
+                value: Bytes::copy_from_slice(v.as_bytes()),
+                headers: vec![weir_types::Header {
+                    key: "h".to_owned(),
+                    value: Bytes::from_static(b"x"),
+                }],
+                timestamp_ms: 100,
+            })
+            .collect();
+        EncodedBatch::encode(&records, weir_types::BatchLimits::default())
+            .unwrap()
+            .stamped(weir_types::Offset(base_offset), 1)
+            .into_bytes()
+    }
+
+    #[test]
+    fn batches_are_decoded_from_the_requested_offset_and_cut_at_max_records() {
+        let response = || v1::FetchResponse {
+            record_batches: vec![stored_batch(8, &["a", "b", "c"]), stored_batch(11, &["d"])],
+            next_offset: 12,
+            high_watermark: 12,
+            ..Default::default()
+        };
+        let fetched = Fetched::from_wire(response(), 9, 0).unwrap();
+        let offsets: Vec<u64> = fetched.records.iter().map(|r| r.offset).collect();
+        assert_eq!(
+            offsets,
+            [9, 10, 11],
+            "the first batch starts before the offset asked"
+        );
+        assert_eq!(fetched.next_offset, 12);
+        assert_eq!(&fetched.records[0].value[..], b"b");
+        assert_eq!(
+            fetched.records[0].headers,
+            [("h".to_owned(), Bytes::from_static(b"x"))]
+        );
+        let cut = Fetched::from_wire(response(), 9, 2).unwrap();
+        assert_eq!(cut.records.len(), 2);
+        assert_eq!(cut.next_offset, 11, "the rest is read again next time");
+
+        let mut damaged = stored_batch(8, &["a"]).to_vec();
+        *damaged.last_mut().unwrap() ^= 1;
+        let err = Fetched::from_wire(
+            v1::FetchResponse {
+                record_batches: vec![Bytes::from(damaged)],
+                ..Default::default()
+            },
+            8,
+            0,
+        )
+        .unwrap_err();
+        assert!(matches!(err, ClientError::CorruptBatch(_)), "{err}");
     }
 
     #[test]

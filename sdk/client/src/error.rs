@@ -67,6 +67,10 @@ pub enum ClientError {
     /// The broker's answer lacks something the protocol promises; a broker bug or version skew.
     #[error("unexpected response from the broker: {0}")]
     UnexpectedResponse(&'static str),
+    /// A record batch the broker sent does not verify (its CRC, lengths or records); it was
+    /// damaged on the way, and nothing of it is returned.
+    #[error("the broker sent a record batch that does not verify")]
+    CorruptBatch(#[source] weir_types::BatchError),
 }
 
 /// Why a broker address was refused.
@@ -172,7 +176,8 @@ impl ClientError {
             },
             Self::InvalidAddress { .. }
             | Self::InvalidArgument(_)
-            | Self::UnexpectedResponse(_) => false,
+            | Self::UnexpectedResponse(_)
+            | Self::CorruptBatch(_) => false,
         }
     }
 }

@@ -179,7 +179,19 @@ pub use module::{
     ModuleVersionInfo, ParseModulePathError, ParseModuleRefError, RejectAction, RejectPolicy,
     RejectedOffset,
 };
-pub use produce::{Acks, ParseAcksError, ProduceOutcome, ProducerRecord, RejectedRecord};
+pub use produce::{
+    Acks, ParseAcksError, ProduceOutcome, ProducerId, ProducerRecord, RejectedRecord,
+};
+
+/// Kafka's record batch format v2, which the broker stores and serves: encode batches for
+/// [`Client::produce_batch`] and decode what a fetch returns. (The codec is `weir-types`'s, the
+/// same the broker uses.)
+pub mod codec {
+    pub use weir_types::{
+        BatchEncoder, BatchError, BatchHeader, BatchLimits, EncodedBatch, Header, ProducerStamp,
+        Record,
+    };
+}
 pub use producer::{
     Delivery, DeliveryError, Producer, ProducerConfig, RecordMetadata, partition_for_key,
 };

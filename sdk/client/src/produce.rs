@@ -148,11 +148,24 @@ pub struct ProduceOutcome {
     /// any a produce-path module added (a flat-map can turn one record into several). They take
     /// the offsets from `base_offset` to `base_offset + record_count - 1`.
     pub record_count: u32,
+    /// The request was an idempotent producer's retry of a batch already stored: the answer
+    /// repeats the original's partition, base offset and record count, and nothing was stored
+    /// again. (The original's [`rejected`](Self::rejected) list is not repeated.)
+    pub duplicate: bool,
     /// Records the topic's produce chain dropped or sent to a dead-letter topic, with the
     /// module and its reason; they were not stored in the topic. (When a module whose policy
     /// is [`RejectPolicy::Reject`](crate::RejectPolicy::Reject) rejects records, the request
     /// fails instead: see [`ClientError::rejected_records`](crate::ClientError::rejected_records).)
     pub rejected: Vec<RejectedRecord>,
+}
+
+/// An idempotent producer's identity, issued by [`Client::init_producer_id`](crate::Client::init_producer_id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ProducerId {
+    /// The producer id: unique in the cluster, never reused.
+    pub id: i64,
+    /// The epoch the id was issued with (0).
+    pub epoch: i16,
 }
 
 /// A record of a produce request that a produce-path module rejected.
@@ -185,6 +198,7 @@ impl From<v1::ProduceResponse> for ProduceOutcome {
             partition: response.partition,
             base_offset: response.base_offset,
             record_count: response.record_count,
+            duplicate: response.duplicate,
             rejected: response
                 .rejected
                 .into_iter()
@@ -272,6 +286,7 @@ mod tests {
                 },
             ],
             record_count: 7,
+            duplicate: false,
         });
         assert_eq!(
             (outcome.partition, outcome.base_offset, outcome.record_count),

@@ -317,6 +317,7 @@ async fn produce(
             partition: Some(0),
             records,
             acks: pb::Acks::All as i32,
+            ..pb::ProduceRequest::default()
         })
         .await?
         .into_inner();
@@ -366,6 +367,7 @@ fn fetch_request(
         max_bytes: 0,
         max_wait_ms: 0,
         modules,
+        record_batches: false,
     }
 }
 

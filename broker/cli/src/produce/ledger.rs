@@ -531,6 +531,7 @@ mod tests {
         record_count: u32,
     ) -> Result<ProduceOutcome, ClientError> {
         Ok(ProduceOutcome {
+            duplicate: false,
             partition,
             base_offset: Some(base_offset),
             record_count,
@@ -799,6 +800,7 @@ mod tests {
         let first = ledger.next_batch().expect("lines 1-10");
         let second = ledger.next_batch().expect("lines 11-20");
         let outcome = ProduceOutcome {
+            duplicate: false,
             partition: second.sent.partition,
             base_offset: Some(0),
             // 10 lines, 2 rejected, and a flat-map turned one record into two.

@@ -1,0 +1,308 @@
+//! A partition's state machine: it assigns offsets, keeps the idempotent producers' state, and
+//! publishes the high watermark.
+//!
+//! The data already lives in the log; applying an entry only counts. A batch spans
+//! `last_offset_delta + 1` offsets from the group's next offset (the same ones the log store
+//! stamped, because both count from the log prefix); an idempotent producer's batch also
+//! updates that producer's entry in the producer state.
+//!
+//! Persistence: the applied state (last applied log id, membership, next offset) and the
+//! producer entries that changed are written lazily, together, after every apply, so what is on
+//! disk is always the state as of one applied index; after a crash openraft re-applies the
+//! committed entries after it.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::{Stream, TryStreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use weir_storage::{GroupId, LogDb, MetaKey, WriteBatch, WriteOp};
+use weir_types::Offset;
+
+use crate::log_store::{blocking, read_meta_json, storage_err};
+use crate::producers::{Changes, ProducerEntry, ProducerLimits, ProducerState};
+use crate::snapshot::{self, PreparedSnapshot};
+use crate::types::{
+    AppendBatch, AppendOutcome, LogId, Request, Response, Snapshot, SnapshotBytes, SnapshotMeta,
+    StoredMembership, TypeConfig,
+};
+
+/// How often idle producers are looked for.
+const EXPIRY_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How far a partition has been applied: what consumers may read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PartitionProgress {
+    /// The last applied raft index; log entries up to it are committed.
+    pub applied_index: u64,
+    /// One past the last committed offset: the next offset a consumer will see.
+    pub high_watermark: Offset,
+}
+
+/// The applied state, persisted lazily.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct AppliedState {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    next_offset: Offset,
+}
+
+/// What a partition snapshot carries: metadata only, never records.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SnapshotState {
+    applied: AppliedState,
+    producers: Vec<(i64, ProducerEntry)>,
+}
+
+/// The producer state shared between the state machine (which applies) and the replica's
+/// sequencer (which judges new batches against it).
+pub(crate) type SharedProducers = Arc<Mutex<ProducerState>>;
+
+pub(crate) fn lock_producers(
+    producers: &SharedProducers,
+) -> std::sync::MutexGuard<'_, ProducerState> {
+    // Every critical section leaves the state consistent.
+    producers.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The partition state machine.
+pub(crate) struct PartitionStateMachine {
+    db: LogDb,
+    group: GroupId,
+    state: AppliedState,
+    pub(crate) progress: watch::Sender<PartitionProgress>,
+    pub(crate) producers: SharedProducers,
+    next_expiry_ms: i64,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl PartitionStateMachine {
+    pub(crate) async fn open(
+        db: LogDb,
+        group: GroupId,
+        limits: ProducerLimits,
+    ) -> io::Result<Self> {
+        let (applied, rows) = {
+            let db = db.clone();
+            blocking(move || {
+                let applied: Option<AppliedState> = read_meta_json(&db, group, MetaKey::Applied)?;
+                let rows = db.producers(group).map_err(storage_err)?;
+                Ok((applied, rows))
+            })
+            .await?
+        };
+        let mut producers = ProducerState::new(limits);
+        let entries = rows
+            .into_iter()
+            .map(|(id, bytes)| {
+                let entry: ProducerEntry = serde_json::from_slice(&bytes).map_err(|e| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("group {group}: stored state of producer {id} is unreadable: {e}"),
+                    )
+                })?;
+                Ok((id as i64, entry))
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        producers.restore(entries);
+        let state = applied.unwrap_or_default();
+        let (progress, _) = watch::channel(progress_of(&state));
+        Ok(Self {
+            db,
+            group,
+            state,
+            progress,
+            producers: Arc::new(Mutex::new(producers)),
+            next_expiry_ms: now_ms() + EXPIRY_INTERVAL.as_millis() as i64,
+        })
+    }
+
+    fn publish(&self) {
+        let progress = progress_of(&self.state);
+        self.progress.send_if_modified(|current| {
+            let changed = *current != progress;
+            *current = progress;
+            changed
+        });
+    }
+
+    /// Queues the applied state and the changed producer entries as one lazy write.
+    fn persist_lazily(&self, changes: &Changes) -> io::Result<()> {
+        let mut ops = vec![WriteOp::PutMeta {
+            group: self.group,
+            key: MetaKey::Applied,
+            value: serde_json::to_vec(&self.state)
+                .map_err(io::Error::other)?
+                .into(),
+        }];
+        let producers = lock_producers(&self.producers);
+        let updated: BTreeSet<i64> = changes.updated.iter().copied().collect();
+        for id in updated {
+            if let Some(entry) = producers.entry(id) {
+                ops.push(WriteOp::PutProducer {
+                    group: self.group,
+                    producer_id: id as u64,
+                    value: serde_json::to_vec(entry).map_err(io::Error::other)?.into(),
+                });
+            }
+        }
+        for id in &changes.removed {
+            ops.push(WriteOp::DeleteProducer {
+                group: self.group,
+                producer_id: *id as u64,
+            });
+        }
+        self.db.submit_lazy(WriteBatch { ops });
+        Ok(())
+    }
+
+    fn snapshot_state(&self) -> SnapshotState {
+        SnapshotState {
+            applied: self.state.clone(),
+            producers: lock_producers(&self.producers)
+                .entries()
+                .map(|(id, e)| (id, e.clone()))
+                .collect(),
+        }
+    }
+}
+
+fn progress_of(state: &AppliedState) -> PartitionProgress {
+    PartitionProgress {
+        applied_index: state.last_applied.map_or(0, |l| l.index),
+        high_watermark: state.next_offset,
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
+    type SnapshotData = SnapshotBytes;
+    type SnapshotBuilder = PreparedSnapshot;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        Ok((self.state.last_applied, self.state.membership.clone()))
+    }
+
+    async fn apply<S>(&mut self, mut entries: S) -> Result<(), io::Error>
+    where
+        S: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        let now = now_ms();
+        let mut changes = Changes::default();
+        while let Some((entry, responder)) = entries.try_next().await? {
+            self.state.last_applied = Some(entry.log_id);
+            let response = match entry.payload {
+                EntryPayload::Normal(Request::Append(AppendBatch { batch, producer })) => {
+                    let (record_count, offset_count) = batch.as_ref().map_or((0, 0), |b| {
+                        (b.header().record_count, b.header().offset_count())
+                    });
+                    let outcome = AppendOutcome {
+                        base_offset: self.state.next_offset,
+                        record_count,
+                    };
+                    self.state.next_offset = outcome.base_offset.plus(offset_count);
+                    if let Some(producer) = producer {
+                        lock_producers(&self.producers).apply(
+                            &producer,
+                            outcome,
+                            now,
+                            &mut changes,
+                        );
+                    }
+                    Response::Appended {
+                        base_offset: outcome.base_offset,
+                        record_count: outcome.record_count,
+                    }
+                }
+                EntryPayload::Normal(Request::Controller(_)) => {
+                    tracing::warn!(
+                        group = self.group,
+                        "controller command in a partition log ignored"
+                    );
+                    Response::Nothing
+                }
+                EntryPayload::Blank => Response::Nothing,
+                EntryPayload::Membership(m) => {
+                    self.state.membership = StoredMembership::new(Some(entry.log_id), m);
+                    Response::Nothing
+                }
+            };
+            if let Some(responder) = responder {
+                responder.send(response);
+            }
+        }
+        if now >= self.next_expiry_ms {
+            self.next_expiry_ms = now + EXPIRY_INTERVAL.as_millis() as i64;
+            lock_producers(&self.producers).expire(now, &mut changes);
+        }
+        self.persist_lazily(&changes)?;
+        self.publish();
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        PreparedSnapshot {
+            db: self.db.clone(),
+            group: self.group,
+            meta: SnapshotMeta {
+                last_log_id: self.state.last_applied,
+                last_membership: self.state.membership.clone(),
+            },
+            data: serde_json::to_vec(&self.snapshot_state()).expect(
+                "the snapshot state is plain data (integers, log ids, producer entries) that JSON encodes",
+            ),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotBytes,
+    ) -> Result<(), io::Error> {
+        let installed: SnapshotState = serde_json::from_slice(&snapshot).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("bad partition snapshot: {e}"),
+            )
+        })?;
+        self.state = AppliedState {
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+            next_offset: installed.applied.next_offset,
+        };
+        let mut extra = vec![
+            WriteOp::PutMeta {
+                group: self.group,
+                key: MetaKey::Applied,
+                value: serde_json::to_vec(&self.state)
+                    .map_err(io::Error::other)?
+                    .into(),
+            },
+            WriteOp::ClearProducers { group: self.group },
+        ];
+        for (id, entry) in &installed.producers {
+            extra.push(WriteOp::PutProducer {
+                group: self.group,
+                producer_id: *id as u64,
+                value: serde_json::to_vec(entry).map_err(io::Error::other)?.into(),
+            });
+        }
+        lock_producers(&self.producers).restore(installed.producers);
+        snapshot::store(&self.db, self.group, meta, &snapshot, extra).await?;
+        self.publish();
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        snapshot::load(&self.db, self.group).await
+    }
+}

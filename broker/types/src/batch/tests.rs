@@ -1,0 +1,310 @@
+//! Tests of the batch codec: round trips, the byte layout, and every way a batch can lie.
+
+use super::*;
+
+fn record(key: Option<&str>, value: &str, ts: i64) -> Record {
+    Record {
+        key: key.map(|k| Bytes::copy_from_slice(k.as_bytes())),
+        value: Bytes::copy_from_slice(value.as_bytes()),
+        headers: vec![Header {
+            key: "h".into(),
+            value: Bytes::from_static(b"v"),
+        }],
+        timestamp_ms: ts,
+    }
+}
+
+fn three() -> Vec<Record> {
+    vec![
+        record(Some("k1"), "one", 1_000),
+        record(None, "two", 900),
+        record(Some(""), "", 5_000),
+    ]
+}
+
+/// Recomputes the CRC after a test changed a field it covers, so the check under test is the
+/// one that fires.
+fn resealed(mut bytes: Vec<u8>) -> Bytes {
+    header::seal(&mut bytes);
+    Bytes::from(bytes)
+}
+
+const PRODUCER: ProducerStamp = ProducerStamp {
+    producer_id: 77,
+    producer_epoch: 3,
+    base_sequence: 10,
+};
+
+#[test]
+fn encode_verify_round_trip_keeps_every_field() {
+    let records = three();
+    let batch = BatchEncoder::new(BatchLimits::default())
+        .with_producer(Some(PRODUCER))
+        .encode(&records)
+        .unwrap();
+    let stamped = batch.stamped(Offset(42), 7);
+    let verified = EncodedBatch::verify(stamped.bytes().clone()).unwrap();
+    let header = verified.header();
+    assert_eq!(header.record_count, 3);
+    assert_eq!(header.last_offset_delta, 2);
+    assert_eq!(header.base_offset, Offset(42));
+    assert_eq!(header.partition_leader_epoch, 7);
+    assert_eq!(header.base_timestamp_ms, 1_000);
+    assert_eq!(header.max_timestamp_ms, 5_000);
+    assert_eq!(header.producer(), Some(PRODUCER));
+    assert_eq!(header.next_offset(), Offset(45));
+    assert_eq!(header.crc, batch.header().crc, "stamping keeps the CRC");
+    let decoded: Vec<_> = verified.records().map(Result::unwrap).collect();
+    assert_eq!(decoded.len(), 3);
+    for (i, (offset, rec)) in decoded.iter().enumerate() {
+        assert_eq!(*offset, Offset(42 + i as u64));
+        assert_eq!(rec, &records[i]);
+    }
+}
+
+#[test]
+fn the_header_has_kafkas_layout() {
+    let batch = EncodedBatch::encode(&three(), BatchLimits::default()).unwrap();
+    let bytes = batch
+        .stamped(Offset(0x0102_0304_0506_0708), 0x0a0b_0c0d)
+        .into_bytes();
+    assert_eq!(
+        &bytes[0..8],
+        &[1, 2, 3, 4, 5, 6, 7, 8],
+        "base offset, big-endian"
+    );
+    assert_eq!(
+        i32::from_be_bytes(bytes[8..12].try_into().unwrap()) as usize,
+        bytes.len() - 12,
+        "batch length counts the bytes after it"
+    );
+    assert_eq!(
+        &bytes[12..16],
+        &[0x0a, 0x0b, 0x0c, 0x0d],
+        "partition leader epoch"
+    );
+    assert_eq!(bytes[16], 2, "magic");
+    assert_eq!(
+        u32::from_be_bytes(bytes[17..21].try_into().unwrap()),
+        crc32c::crc32c(&bytes[21..]),
+        "CRC-32C of attributes..end"
+    );
+    assert_eq!(
+        &bytes[21..23],
+        &[0, 0],
+        "attributes: uncompressed, create time"
+    );
+    assert_eq!(&bytes[23..27], &[0, 0, 0, 2], "last offset delta");
+    assert_eq!(&bytes[43..51], &[0xff; 8], "no producer id");
+    assert_eq!(&bytes[51..53], &[0xff; 2], "no producer epoch");
+    assert_eq!(&bytes[53..57], &[0xff; 4], "no base sequence");
+    assert_eq!(&bytes[57..61], &[0, 0, 0, 3], "record count");
+}
+
+#[test]
+fn every_flipped_byte_the_crc_or_length_covers_is_refused() {
+    let batch = EncodedBatch::encode(&three(), BatchLimits::default()).unwrap();
+    let bytes = batch.bytes().to_vec();
+    for at in 0..bytes.len() {
+        let mut damaged = bytes.clone();
+        damaged[at] ^= 0x01;
+        let result = EncodedBatch::verify(Bytes::from(damaged));
+        let stamped_by_the_log = (0..8).contains(&at) || (12..16).contains(&at);
+        if stamped_by_the_log {
+            // Not the batch's to check: storage compares these with its offset index.
+            assert!(result.is_ok(), "byte {at}");
+        } else {
+            assert!(result.is_err(), "flipping byte {at} went unnoticed");
+        }
+    }
+}
+
+#[test]
+fn headers_that_lie_are_refused_even_with_a_matching_crc() {
+    let batch = EncodedBatch::encode(&three(), BatchLimits::default()).unwrap();
+    let bytes = batch.bytes().to_vec();
+    let with = |at: usize, value: &[u8]| {
+        let mut b = bytes.clone();
+        b[at..at + value.len()].copy_from_slice(value);
+        EncodedBatch::verify(resealed(b)).unwrap_err()
+    };
+    assert_eq!(
+        with(57, &2i32.to_be_bytes()),
+        BatchError::CountMismatch {
+            header: 2,
+            decoded: 3
+        }
+    );
+    assert_eq!(
+        with(57, &4i32.to_be_bytes()),
+        BatchError::CountMismatch {
+            header: 4,
+            decoded: 3
+        }
+    );
+    assert_eq!(
+        with(23, &5i32.to_be_bytes()),
+        BatchError::LastOffsetDeltaMismatch {
+            header: 5,
+            decoded: 2
+        }
+    );
+    assert_eq!(
+        with(35, &4_999i64.to_be_bytes()),
+        BatchError::MaxTimestampMismatch {
+            header: 4_999,
+            decoded: 5_000
+        }
+    );
+    assert_eq!(with(16, &[1]), BatchError::WrongMagic(1));
+    assert!(matches!(
+        with(8, &0i32.to_be_bytes()),
+        BatchError::LengthMismatch { header: 0, .. }
+    ));
+    // A producer epoch without a producer id.
+    assert!(matches!(with(51, &[0, 1]), BatchError::Malformed(_)));
+    // Trailing bytes after the last record, with the length and CRC made to match.
+    let mut longer = bytes.clone();
+    longer.push(0);
+    let len = (longer.len() - 12) as i32;
+    longer[8..12].copy_from_slice(&len.to_be_bytes());
+    assert!(EncodedBatch::verify(resealed(longer)).is_err());
+}
+
+#[test]
+fn unsupported_features_are_refused_by_name() {
+    let batch = EncodedBatch::encode(&three(), BatchLimits::default()).unwrap();
+    for (attributes, what) in [
+        (0x0001u16, "gzip"),
+        (0x0004, "zstd"),
+        (0x0010, "transactional"),
+        (0x0020, "control"),
+        (0x0008, "log-append-time"),
+        (0x0040, "delete horizon"),
+    ] {
+        let mut b = batch.bytes().to_vec();
+        b[21..23].copy_from_slice(&attributes.to_be_bytes());
+        let err = EncodedBatch::verify(resealed(b)).unwrap_err();
+        assert!(
+            matches!(err, BatchError::Unsupported(reason) if reason.contains(what)),
+            "{attributes:#x}: {err}"
+        );
+    }
+    let mut b = batch.bytes().to_vec();
+    b[21..23].copy_from_slice(&0x0100u16.to_be_bytes());
+    assert!(matches!(
+        EncodedBatch::verify(resealed(b)),
+        Err(BatchError::Malformed(_))
+    ));
+}
+
+#[test]
+fn produced_batches_must_have_contiguous_offsets_and_sane_records() {
+    let limits = BatchLimits::default();
+    let gapped = BatchEncoder::new(limits)
+        .encode_at_offsets(&[
+            (Offset(10), record(None, "a", 1)),
+            (Offset(12), record(None, "b", 1)),
+        ])
+        .unwrap();
+    assert_eq!(gapped.header().base_offset, Offset(10));
+    assert_eq!(gapped.header().last_offset_delta, 2);
+    assert_eq!(gapped.header().next_offset(), Offset(13));
+    // A stored (compacted or filtered) batch may have gaps...
+    let offsets: Vec<u64> = EncodedBatch::verify(gapped.bytes().clone())
+        .unwrap()
+        .records()
+        .map(|r| r.unwrap().0.0)
+        .collect();
+    assert_eq!(offsets, [10, 12]);
+    // ...a producer's may not.
+    assert!(matches!(
+        EncodedBatch::validate_produced(gapped.bytes().clone(), limits),
+        Err(BatchError::InvalidRecord { index: 1, .. })
+    ));
+    let negative = EncodedBatch::encode(&[record(None, "a", -5)], limits).unwrap();
+    assert_eq!(
+        EncodedBatch::validate_produced(negative.into_bytes(), limits).unwrap_err(),
+        BatchError::InvalidRecord {
+            index: 0,
+            reason: "negative timestamp"
+        }
+    );
+    let fine = EncodedBatch::encode(&three(), limits).unwrap();
+    assert!(EncodedBatch::validate_produced(fine.bytes().clone(), limits).is_ok());
+    let small = BatchLimits {
+        max_record_bytes: 10,
+        max_batch_bytes: 1_000,
+    };
+    assert!(matches!(
+        EncodedBatch::validate_produced(fine.bytes().clone(), small),
+        Err(BatchError::RecordTooLarge { index: 0, .. })
+    ));
+    let tiny = BatchLimits {
+        max_record_bytes: 1_000,
+        max_batch_bytes: 50,
+    };
+    assert!(matches!(
+        EncodedBatch::validate_produced(fine.into_bytes(), tiny),
+        Err(BatchError::BatchTooLarge { limit: 50, .. })
+    ));
+}
+
+#[test]
+fn null_values_are_refused_with_the_record() {
+    // A hand-built batch with one record whose value is null (length -1).
+    let batch = EncodedBatch::encode(&[record(None, "", 0)], BatchLimits::default()).unwrap();
+    let mut bytes = batch.bytes()[..BATCH_HEADER_LEN].to_vec();
+    // length 6: attributes, ts 0, offset 0, no key, null value, 0 headers.
+    bytes.extend_from_slice(&[12, 0, 0, 0, 1, 1, 0]);
+    let len = (bytes.len() - 12) as i32;
+    bytes[8..12].copy_from_slice(&len.to_be_bytes());
+    let err = EncodedBatch::verify(resealed(bytes)).unwrap_err();
+    assert!(
+        matches!(err, BatchError::InvalidRecord { index: 0, reason } if reason.contains("tombstone")),
+        "{err}"
+    );
+}
+
+#[test]
+fn truncated_and_garbage_bytes_are_errors_not_panics() {
+    let batch = EncodedBatch::encode(&three(), BatchLimits::default()).unwrap();
+    for cut in 0..batch.bytes().len() {
+        assert!(EncodedBatch::verify(batch.bytes().slice(..cut)).is_err());
+    }
+    assert!(EncodedBatch::verify(Bytes::from_static(&[0xff; 64])).is_err());
+    assert!(EncodedBatch::verify(Bytes::new()).is_err());
+}
+
+#[test]
+fn limits_are_enforced_when_encoding_and_name_the_record() {
+    let limits = BatchLimits {
+        max_record_bytes: 100,
+        max_batch_bytes: 1_000,
+    };
+    let big = record(None, &"x".repeat(200), 0);
+    assert!(matches!(
+        EncodedBatch::encode(&[record(None, "a", 0), big], limits).unwrap_err(),
+        BatchError::RecordTooLarge {
+            index: 1,
+            limit: 100,
+            ..
+        }
+    ));
+    let many: Vec<_> = (0..50).map(|_| record(None, &"y".repeat(50), 0)).collect();
+    assert!(matches!(
+        EncodedBatch::encode(&many, limits),
+        Err(BatchError::BatchTooLarge { .. })
+    ));
+    assert_eq!(
+        EncodedBatch::encode(&[], limits).unwrap_err(),
+        BatchError::Empty
+    );
+    assert!(matches!(
+        BatchEncoder::new(limits).encode_at_offsets(&[
+            (Offset(5), record(None, "a", 0)),
+            (Offset(5), record(None, "b", 0)),
+        ]),
+        Err(BatchError::InvalidRecord { index: 1, .. })
+    ));
+}
