@@ -13,5 +13,6 @@ mod modules;
 mod offsets_and_tailing;
 mod operations;
 mod produce_fetch;
+mod producer;
 mod recovery;
 mod wasm_host;

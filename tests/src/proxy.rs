@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -28,6 +29,9 @@ pub struct LinkProxy {
     addr: SocketAddr,
     target: SocketAddr,
     cut: watch::Sender<bool>,
+    muted: watch::Sender<bool>,
+    /// Bumped to close the connections open at that moment.
+    resets: watch::Sender<u64>,
     refused: Arc<AtomicU64>,
     acceptor: JoinHandle<()>,
 }
@@ -38,12 +42,25 @@ impl LinkProxy {
         let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let addr = listener.local_addr()?;
         let (cut, _) = watch::channel(false);
+        let (muted, _) = watch::channel(false);
+        let (resets, _) = watch::channel(0);
         let refused = Arc::new(AtomicU64::new(0));
-        let acceptor = tokio::spawn(accept_loop(listener, target, cut.clone(), refused.clone()));
+        let acceptor = tokio::spawn(accept_loop(
+            listener,
+            target,
+            Links {
+                cut: cut.clone(),
+                muted: muted.clone(),
+                resets: resets.clone(),
+            },
+            refused.clone(),
+        ));
         Ok(Self {
             addr,
             target,
             cut,
+            muted,
+            resets,
             refused,
             acceptor,
         })
@@ -70,6 +87,25 @@ impl LinkProxy {
         self.cut.send_replace(false);
     }
 
+    /// Swallows the target's answers: what the sender sends still arrives, what comes back is
+    /// read and dropped, so the sender waits for answers that never come (a request carried out
+    /// whose acknowledgement is lost). The bytes lost leave the connections unusable: cut them
+    /// before [`LinkProxy::unmute`].
+    pub fn mute(&self) {
+        self.muted.send_replace(true);
+    }
+
+    /// Lets answers through again, on connections opened from now on.
+    pub fn unmute(&self) {
+        self.muted.send_replace(false);
+    }
+
+    /// Closes every connection open now; new ones are forwarded as before. The sender sees
+    /// its connection break, as when a peer restarts.
+    pub fn reset_connections(&self) {
+        self.resets.send_modify(|n| *n += 1);
+    }
+
     /// Whether the link is cut.
     pub fn is_cut(&self) -> bool {
         *self.cut.borrow()
@@ -89,10 +125,17 @@ impl Drop for LinkProxy {
     }
 }
 
+/// The switches every forwarded connection watches.
+struct Links {
+    cut: watch::Sender<bool>,
+    muted: watch::Sender<bool>,
+    resets: watch::Sender<u64>,
+}
+
 async fn accept_loop(
     listener: TcpListener,
     target: SocketAddr,
-    cut: watch::Sender<bool>,
+    links: Links,
     refused: Arc<AtomicU64>,
 ) {
     loop {
@@ -101,17 +144,30 @@ async fn accept_loop(
             tokio::task::yield_now().await;
             continue;
         };
-        if *cut.borrow() {
+        if *links.cut.borrow() {
             refused.fetch_add(1, Ordering::Relaxed);
             drop(inbound);
             continue;
         }
-        tokio::spawn(forward(inbound, target, cut.subscribe()));
+        tokio::spawn(forward(
+            inbound,
+            target,
+            links.cut.subscribe(),
+            links.muted.subscribe(),
+            links.resets.subscribe(),
+        ));
     }
 }
 
-/// Pumps bytes both ways until either side closes or the link is cut.
-async fn forward(mut inbound: TcpStream, target: SocketAddr, mut cut: watch::Receiver<bool>) {
+/// Pumps bytes both ways until either side closes or the link is cut; while muted, the
+/// target's bytes are dropped.
+async fn forward(
+    mut inbound: TcpStream,
+    target: SocketAddr,
+    mut cut: watch::Receiver<bool>,
+    muted: watch::Receiver<bool>,
+    mut resets: watch::Receiver<u64>,
+) {
     let pump = async {
         // The target being down (a killed node) looks to the sender like a closed connection.
         let Ok(mut outbound) = TcpStream::connect(target).await else {
@@ -119,19 +175,37 @@ async fn forward(mut inbound: TcpStream, target: SocketAddr, mut cut: watch::Rec
         };
         let _ = inbound.set_nodelay(true);
         let _ = outbound.set_nodelay(true);
-        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+        let (mut from_sender, mut to_sender) = inbound.split();
+        let (mut from_target, mut to_target) = outbound.split();
+        let up = tokio::io::copy(&mut from_sender, &mut to_target);
+        let down = async {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = from_target.read(&mut buf).await?;
+                if n == 0 {
+                    return std::io::Result::Ok(());
+                }
+                if !*muted.borrow() {
+                    to_sender.write_all(&buf[..n]).await?;
+                }
+            }
+        };
+        tokio::select! {
+            _ = up => {}
+            _ = down => {}
+        }
     };
-    // `wait_for` sees a cut that happened before this task started, too.
+    // `wait_for` sees a cut that happened before this task started, too; `changed` sees only
+    // resets after the connection was accepted.
     tokio::select! {
         _ = pump => {}
         _ = cut.wait_for(|cut| *cut) => {}
+        _ = resets.changed() => {}
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
     use super::*;
 
     /// An echo server: writes back whatever it reads.
@@ -178,5 +252,42 @@ mod tests {
             round_trip(&mut healed, b"back").await.expect("echo"),
             b"back"
         );
+    }
+
+    #[tokio::test]
+    async fn a_muted_link_delivers_but_swallows_the_answers() {
+        // Answers "pong" to whatever arrives, then closes; reports what arrived.
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let target = listener.local_addr().expect("addr");
+        let (arrived_tx, mut arrived) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = [0u8; 4];
+                if s.read_exact(&mut buf).await.is_ok() {
+                    let _ = arrived_tx.send(buf);
+                    let _ = s.write_all(b"pong").await;
+                }
+            }
+        });
+        let proxy = LinkProxy::start(target).await.expect("proxy");
+        proxy.mute();
+        let mut muted = TcpStream::connect(proxy.addr()).await.expect("connect");
+        muted.write_all(b"ping").await.expect("write");
+        assert_eq!(
+            arrived.recv().await,
+            Some(*b"ping"),
+            "requests still arrive"
+        );
+        let mut answer = Vec::new();
+        let _ = muted.read_to_end(&mut answer).await;
+        assert!(answer.is_empty(), "the answer was swallowed: {answer:?}");
+
+        proxy.unmute();
+        let mut open = TcpStream::connect(proxy.addr()).await.expect("connect");
+        open.write_all(b"ping").await.expect("write");
+        assert_eq!(arrived.recv().await, Some(*b"ping"));
+        let mut answer = Vec::new();
+        let _ = open.read_to_end(&mut answer).await;
+        assert_eq!(answer, b"pong");
     }
 }

@@ -47,8 +47,9 @@
 //!   size in [`ProducerConfig`]), keyed records go to the partition Kafka's partitioner picks
 //!   ([`partition_for_key`], stable across runs and languages), retriable failures are retried
 //!   with backoff until a delivery timeout, and [`Producer::send`] returns the record's offset
-//!   (or [`Producer::enqueue`] a [`Delivery`] to await later). Retries may store a record twice
-//!   (see [`Producer`]); they never lose an acknowledged one.
+//!   (or [`Producer::enqueue`] a [`Delivery`] to await later). It is idempotent by default:
+//!   each record sent is stored once, in send order per partition, across retries, leader
+//!   failover and broker restarts (see [`Producer`]).
 //! - [`Consumer`]: [`Consumer::subscribe`] joins a consumer group whose coordinator (the
 //!   controller leader) assigns partitions among the live members and rebalances when members
 //!   come and go; [`Consumer::assign`] consumes chosen partitions alone. [`Consumer::poll`] or
@@ -193,7 +194,8 @@ pub mod codec {
     };
 }
 pub use producer::{
-    Delivery, DeliveryError, Producer, ProducerConfig, RecordMetadata, partition_for_key,
+    Delivery, DeliveryError, MAX_IN_FLIGHT_IDEMPOTENT, Producer, ProducerConfig, RecordMetadata,
+    partition_for_key,
 };
 
 /// Bytes of a record's key, value and headers: its payload size, excluding framing.

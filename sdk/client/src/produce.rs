@@ -27,8 +27,14 @@ pub struct ProducerRecord {
     pub value: Bytes,
     /// Headers, in order; keys may repeat.
     pub headers: Vec<(String, Bytes)>,
-    /// Milliseconds since the Unix epoch; `None` lets the broker stamp its append time.
+    /// Milliseconds since the Unix epoch; `None` is the time it is sent: the
+    /// [`Producer`](crate::Producer)'s clock when it forms the batch, or the broker's append
+    /// time with [`Client::produce`](crate::Client::produce).
     pub timestamp_ms: Option<i64>,
+    /// The partition to write to; `None` lets the [`Producer`](crate::Producer) choose (by key,
+    /// or sticky round-robin). [`Client::produce`](crate::Client::produce) takes its partition
+    /// as an argument instead.
+    pub partition: Option<u32>,
 }
 
 impl ProducerRecord {
@@ -49,6 +55,12 @@ impl ProducerRecord {
     /// Appends a header.
     pub fn with_header(mut self, key: impl Into<String>, value: impl Into<Bytes>) -> Self {
         self.headers.push((key.into(), value.into()));
+        self
+    }
+
+    /// Sets the partition the [`Producer`](crate::Producer) writes it to.
+    pub fn with_partition(mut self, partition: u32) -> Self {
+        self.partition = Some(partition);
         self
     }
 

@@ -1,14 +1,22 @@
-//! [`Producer`]: batches records per partition and sends them in the background, with linger,
-//! a batch size bound, retries and a bound on requests in flight.
+//! [`Producer`]: batches records per partition and sends them in the background, idempotently
+//! by default, with linger, size bounds, a window of requests in flight per partition, and
+//! retries.
+
+mod sender;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{OnceCell, Semaphore, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use crate::{Acks, Client, ClientError, ProducerRecord, RejectedRecord};
+use self::sender::{Pending, Sender};
+use crate::{Acks, Client, ClientError, ProducerId, ProducerRecord, RejectedRecord};
+
+/// Batches in flight per partition at most with idempotence: a partition remembers the last 5
+/// batches of each producer, so a retry is always of one it remembers.
+pub const MAX_IN_FLIGHT_IDEMPOTENT: usize = 5;
 
 /// How a [`Producer`] batches, retries and bounds its memory.
 #[derive(Debug, Clone)]
@@ -17,20 +25,30 @@ pub struct ProducerConfig {
     /// `linger.ms`); 5 ms by default.
     pub linger: Duration,
     /// A batch is sent once its records reach this many payload bytes; 1 MiB by default
-    /// (the broker refuses requests over its `limits.max_batch_bytes`, 8 MiB by default).
+    /// (the broker refuses batches over its `limits.max_batch_bytes`, 8 MiB by default).
     pub batch_max_bytes: usize,
+    /// A batch is sent once it holds this many records; unbounded by default.
+    pub batch_max_records: usize,
     /// The acknowledgement level.
     pub acks: Acks,
-    /// Produce requests in flight at once over all partitions; one per partition at most, so
-    /// records of a partition are stored in the order sent. 5 by default.
+    /// Each record sent is stored once, in send order per partition, across retries, leader
+    /// failover and broker restarts (Kafka's `enable.idempotence`); on by default. Needs
+    /// acknowledgements: with [`Acks::None`] it is off.
+    pub idempotence: bool,
+    /// Batches in flight per partition (Kafka's `max.in.flight.requests.per.connection`): 5 by
+    /// default, and at most [`MAX_IN_FLIGHT_IDEMPOTENT`] with idempotence. Without idempotence
+    /// a partition has one batch in flight, so a retry cannot reorder records.
     pub max_in_flight: usize,
     /// Payload bytes buffered and not yet acknowledged; `send` waits while they are over
     /// this. 32 MiB by default.
     pub buffer_max_bytes: usize,
     /// The first retry's backoff, doubling up to 1 s; 100 ms by default.
     pub retry_backoff: Duration,
-    /// A record not acknowledged this long after it was sent fails with the last error;
-    /// 30 s by default.
+    /// How long one produce request may go unanswered before it counts as failed with an
+    /// unknown outcome (and is retried); 30 s by default.
+    pub request_timeout: Duration,
+    /// A record not acknowledged this long after its batch was formed fails with the last
+    /// error; 30 s by default.
     pub delivery_timeout: Duration,
 }
 
@@ -39,10 +57,13 @@ impl Default for ProducerConfig {
         Self {
             linger: Duration::from_millis(5),
             batch_max_bytes: 1024 * 1024,
+            batch_max_records: usize::MAX,
             acks: Acks::All,
-            max_in_flight: 5,
+            idempotence: true,
+            max_in_flight: MAX_IN_FLIGHT_IDEMPOTENT,
             buffer_max_bytes: 32 * 1024 * 1024,
             retry_backoff: Duration::from_millis(100),
+            request_timeout: Duration::from_secs(30),
             delivery_timeout: Duration::from_secs(30),
         }
     }
@@ -93,19 +114,26 @@ impl Future for Delivery {
 /// A batching producer, following the Kafka producer's model: records are grouped per
 /// partition and sent by a background task per partition.
 ///
-/// - Partitioning: a record's key chooses its partition with Kafka's default partitioner,
-///   `(murmur2(key) & 0x7fffffff) % partitions`, the same function the broker uses, so equal
-///   keys always share a partition (while the partition count stays the same) and land where
-///   Kafka would put them. Records without a key stick to one partition until its batch is
-///   sent, then move to the next (Kafka's sticky partitioner), so they form full batches.
+/// - Idempotence (on by default, [`ProducerConfig::idempotence`]): **each record sent is stored
+///   once, in send order per partition, across retries, leader failover and broker restarts.**
+///   The producer asks the cluster for a producer id, numbers the records it sends to each
+///   partition, and the partition's leader stores a batch only if it continues the sequence:
+///   a retry of a stored batch is answered with its original offsets and stores nothing.
+///   Records whose [`Delivery`] fails (after the delivery timeout) may or may not have been
+///   stored; no other record is stored twice or out of order.
+/// - Partitioning: a record's partition is the one it names ([`ProducerRecord::with_partition`]),
+///   else its key chooses with Kafka's default partitioner, `(murmur2(key) & 0x7fffffff) %
+///   partitions`, the same function the broker uses, so equal keys always share a partition
+///   (while the partition count stays the same) and land where Kafka would put them. Records
+///   without either stick to one partition until its batch is formed, then move to the next
+///   (Kafka's sticky partitioner), so they form full batches.
+/// - Batches are Kafka record batches the producer encodes ([`Client::produce_batch`]); up to
+///   [`ProducerConfig::max_in_flight`] per partition are in flight at once.
 /// - Retries: a batch failing with a retriable error ([`ClientError::is_retriable`]) is sent
-///   again after a backoff until [`ProducerConfig::delivery_timeout`]. Requests answered
-///   `NOT_LEADER` were not stored and are simply resent to the new leader; but a request that
-///   timed out or ended `OUTCOME_UNKNOWN` may have been stored, so a retry can **duplicate**
-///   records (there is no idempotent producer yet). Records are never lost silently: each
-///   one's [`Delivery`] says whether it was stored.
-/// - Order: one request per partition at a time, so a partition stores records in the order
-///   they were sent, retries included.
+///   again after a backoff until [`ProducerConfig::delivery_timeout`]. Without idempotence a
+///   request that timed out or ended `OUTCOME_UNKNOWN` may have been stored, so a retry can
+///   duplicate records. Records are never lost silently: each one's [`Delivery`] says whether
+///   it was stored.
 ///
 /// ```no_run
 /// use weir_client::{Client, Producer, ProducerConfig, ProducerRecord};
@@ -141,27 +169,71 @@ struct Inner {
     queues: Mutex<HashMap<(String, u32), mpsc::UnboundedSender<Pending>>>,
     /// Where keyless records of each topic go now.
     sticky: Mutex<HashMap<String, u32>>,
-    in_flight: Semaphore,
     buffer: Arc<Semaphore>,
     /// Records enqueued and not yet answered.
     outstanding: watch::Sender<usize>,
-}
-
-struct Pending {
-    record: ProducerRecord,
-    bytes: usize,
-    done: oneshot::Sender<Result<RecordMetadata, DeliveryError>>,
-    _buffered: tokio::sync::OwnedSemaphorePermit,
+    /// The producer id, asked for when the first batch is sent.
+    producer_id: OnceCell<ProducerId>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+impl Inner {
+    fn idempotent(&self) -> bool {
+        self.config.idempotence && self.config.acks != Acks::None
+    }
+
+    /// Batches in flight per partition at most.
+    fn window(&self) -> usize {
+        if self.idempotent() {
+            self.config.max_in_flight.clamp(1, MAX_IN_FLIGHT_IDEMPOTENT)
+        } else {
+            1
+        }
+    }
+
+    /// The producer id, asked for once (retrying retriable failures until the delivery timeout).
+    async fn producer_id(&self) -> Result<ProducerId, ClientError> {
+        self.producer_id
+            .get_or_try_init(|| async {
+                let deadline = Instant::now() + self.config.delivery_timeout;
+                let mut backoff = self.config.retry_backoff;
+                loop {
+                    match self.client.init_producer_id().await {
+                        Err(e) if e.is_retriable() && Instant::now() + backoff < deadline => {
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_secs(1));
+                        }
+                        other => return other,
+                    }
+                }
+            })
+            .await
+            .copied()
+    }
+
+    /// Moves the topic's keyless records on from `partition` once a batch of it was formed.
+    fn batch_formed(&self, topic: &str, partition: u32) {
+        let partitions = lock(&self.partitions).get(topic).copied().unwrap_or(1);
+        let mut sticky = lock(&self.sticky);
+        if let Some(current) = sticky.get_mut(topic)
+            && *current == partition
+        {
+            *current = (partition + 1) % partitions.max(1);
+        }
+    }
+
+    /// Counts `count` records answered.
+    fn answered(&self, count: usize) {
+        self.outstanding.send_modify(|n| *n -= count);
+    }
+}
+
 impl Producer {
     /// A producer over `client`.
     pub fn new(client: Client, config: ProducerConfig) -> Self {
-        let in_flight = Semaphore::new(config.max_in_flight.max(1));
         let buffer = Arc::new(Semaphore::new(config.buffer_max_bytes.max(1)));
         Self {
             inner: Arc::new(Inner {
@@ -170,9 +242,9 @@ impl Producer {
                 partitions: Mutex::default(),
                 queues: Mutex::default(),
                 sticky: Mutex::default(),
-                in_flight,
                 buffer,
                 outstanding: watch::Sender::new(0),
+                producer_id: OnceCell::new(),
             }),
         }
     }
@@ -191,8 +263,8 @@ impl Producer {
     }
 
     /// Buffers one record for sending, waiting while the buffer is full, and returns its
-    /// [`Delivery`]. Fails at once when the topic does not exist or the record is larger than
-    /// the whole buffer.
+    /// [`Delivery`]. Fails at once when the topic does not exist, the record names a partition
+    /// the topic does not have, or the record is larger than the whole buffer.
     pub async fn enqueue(
         &self,
         topic: &str,
@@ -225,12 +297,13 @@ impl Producer {
         let mut queues = lock(&self.inner.queues);
         let queue = queues.entry(key.clone()).or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(run_partition(self.inner.clone(), key.0.clone(), key.1, rx));
+            let sender = Sender::new(self.inner.clone(), key.0.clone(), key.1);
+            tokio::spawn(sender.run(rx));
             tx
         });
         if let Err(mpsc::error::SendError(pending)) = queue.send(pending) {
             // The task ended (it never does while the producer lives); answer here.
-            self.inner.outstanding.send_modify(|n| *n -= 1);
+            self.inner.answered(1);
             let _ = pending.done.send(Err(DeliveryError::Closed));
         }
         Ok(Delivery(delivery))
@@ -257,9 +330,15 @@ impl Producer {
                 count
             }
         };
-        Ok(match &record.key {
-            Some(key) => partition_for_key(key, count),
-            None => {
+        Ok(match (record.partition, &record.key) {
+            (Some(partition), _) if partition < count => partition,
+            (Some(partition), _) => {
+                return Err(ClientError::InvalidArgument(format!(
+                    "topic '{topic}' has no partition {partition} (it has {count})"
+                )));
+            }
+            (None, Some(key)) => partition_for_key(key, count),
+            (None, None) => {
                 *lock(&self.inner.sticky)
                     .entry(topic.to_owned())
                     .or_insert(0)
@@ -272,100 +351,4 @@ impl Producer {
 /// Kafka's default partitioner (the broker's too): `(murmur2(key) & 0x7fffffff) % partitions`.
 pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
     weir_types::partition_for_key(key, partitions).0
-}
-
-/// One partition's sender: collects a batch (up to the size bound or the linger), sends it
-/// with retries, answers every record, and starts over.
-async fn run_partition(
-    inner: Arc<Inner>,
-    topic: String,
-    partition: u32,
-    mut queue: mpsc::UnboundedReceiver<Pending>,
-) {
-    while let Some(first) = queue.recv().await {
-        let mut bytes = first.bytes;
-        let mut batch = vec![first];
-        let linger_until = Instant::now() + inner.config.linger;
-        while bytes < inner.config.batch_max_bytes {
-            match tokio::time::timeout_at(linger_until, queue.recv()).await {
-                Ok(Some(next)) => {
-                    bytes += next.bytes;
-                    batch.push(next);
-                }
-                Ok(None) | Err(_) => break,
-            }
-        }
-        // The next keyless records go elsewhere, so they fill a batch of their own.
-        {
-            let partitions = lock(&inner.partitions).get(&topic).copied().unwrap_or(1);
-            let mut sticky = lock(&inner.sticky);
-            if let Some(current) = sticky.get_mut(&topic)
-                && *current == partition
-            {
-                *current = (partition + 1) % partitions.max(1);
-            }
-        }
-        let answers = send_batch(&inner, &topic, partition, &batch).await;
-        let count = batch.len();
-        for (pending, answer) in batch.into_iter().zip(answers) {
-            let _ = pending.done.send(answer);
-        }
-        inner.outstanding.send_modify(|n| *n -= count);
-    }
-}
-
-/// Sends one batch, retrying retriable failures; returns each record's answer.
-async fn send_batch(
-    inner: &Inner,
-    topic: &str,
-    partition: u32,
-    batch: &[Pending],
-) -> Vec<Result<RecordMetadata, DeliveryError>> {
-    let records: Vec<ProducerRecord> = batch.iter().map(|p| p.record.clone()).collect();
-    let deadline = Instant::now() + inner.config.delivery_timeout;
-    let mut backoff = inner.config.retry_backoff;
-    let outcome = loop {
-        let result = {
-            let _permit = inner.in_flight.acquire().await;
-            inner
-                .client
-                .produce(topic, Some(partition), records.clone(), inner.config.acks)
-                .await
-        };
-        match result {
-            Err(e) if e.is_retriable() && Instant::now() + backoff < deadline => {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            }
-            other => break other,
-        }
-    };
-    match outcome {
-        Ok(outcome) => {
-            let one_to_one =
-                outcome.rejected.is_empty() && outcome.record_count as usize == batch.len();
-            let mut rejected: HashMap<u32, RejectedRecord> =
-                outcome.rejected.into_iter().map(|r| (r.index, r)).collect();
-            (0..batch.len())
-                .map(|i| match rejected.remove(&(i as u32)) {
-                    Some(r) => Err(DeliveryError::Rejected(r)),
-                    None => Ok(RecordMetadata {
-                        topic: topic.to_owned(),
-                        partition,
-                        offset: outcome
-                            .base_offset
-                            .filter(|_| one_to_one)
-                            .map(|base| base + i as u64),
-                    }),
-                })
-                .collect()
-        }
-        Err(e) => {
-            let e = Arc::new(e);
-            batch
-                .iter()
-                .map(|_| Err(DeliveryError::Failed(e.clone())))
-                .collect()
-        }
-    }
 }

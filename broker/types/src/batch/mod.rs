@@ -250,6 +250,27 @@ impl EncodedBatch {
         }
     }
 
+    /// A copy with other producer fields (id, epoch, base sequence) and the CRC recomputed: an
+    /// idempotent producer re-sequencing a batch it has not had stored yet, without encoding
+    /// its records again.
+    pub fn with_producer(&self, producer: ProducerStamp) -> Self {
+        let mut bytes = self.bytes.to_vec();
+        bytes[43..51].copy_from_slice(&producer.producer_id.to_be_bytes());
+        bytes[51..53].copy_from_slice(&producer.producer_epoch.to_be_bytes());
+        bytes[53..57].copy_from_slice(&producer.base_sequence.to_be_bytes());
+        let crc = seal(&mut bytes);
+        Self {
+            bytes: Bytes::from(bytes),
+            header: BatchHeader {
+                producer_id: producer.producer_id,
+                producer_epoch: producer.producer_epoch,
+                base_sequence: producer.base_sequence,
+                crc,
+                ..self.header
+            },
+        }
+    }
+
     /// A copy with `base_offset` and `leader_epoch` stamped, as the log stores it. The CRC does
     /// not cover them, so the copy stays valid.
     pub fn stamped(&self, base_offset: Offset, leader_epoch: i32) -> Self {

@@ -63,6 +63,28 @@ fn encode_verify_round_trip_keeps_every_field() {
 }
 
 #[test]
+fn a_batch_can_be_re_sequenced_without_re_encoding() {
+    let batch = BatchEncoder::new(BatchLimits::default())
+        .with_producer(Some(PRODUCER))
+        .encode(&three())
+        .unwrap();
+    let moved = ProducerStamp {
+        producer_id: 77,
+        producer_epoch: 4,
+        base_sequence: 0,
+    };
+    let again = batch.with_producer(moved);
+    let verified = EncodedBatch::verify(again.bytes().clone()).unwrap();
+    assert_eq!(verified.header().producer(), Some(moved));
+    assert_eq!(verified.header(), again.header());
+    assert_eq!(
+        again.bytes()[BATCH_HEADER_LEN..],
+        batch.bytes()[BATCH_HEADER_LEN..],
+        "the records are untouched"
+    );
+}
+
+#[test]
 fn the_header_has_kafkas_layout() {
     let batch = EncodedBatch::encode(&three(), BatchLimits::default()).unwrap();
     let bytes = batch

@@ -1,0 +1,528 @@
+//! One partition's sender: forms batches from the partition's queue, keeps up to a window of
+//! them in flight, and answers each record once its batch's fate is known.
+//!
+//! Invariants (idempotent mode):
+//! - batches are sent in the order they were formed, each with the next sequence numbers, and
+//!   answers are taken in that order (the window's front first);
+//! - after a retriable failure of the front batch every batch in flight behind it is waited
+//!   for and all that are not stored are sent again, in order, with the same sequence numbers:
+//!   the partition stores each exactly once (a retry of a stored one is answered as a
+//!   duplicate with its original offsets);
+//! - after a definitive failure of the front batch (nothing of it stored: the records are
+//!   refused), its sequence numbers are given to the batches behind it, which the partition
+//!   refused as out of sequence;
+//! - `OUT_OF_ORDER_SEQUENCE` for the front batch means the partition expects a sequence of an
+//!   earlier batch this sender gave up on (delivery timeout) that was never stored: the
+//!   sender starts a new epoch of its producer id for this partition, from sequence 0.
+//!
+//! Without idempotence the window is one batch, retried as it is: order is kept, and a retry
+//! after an unknown outcome may store the batch twice.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use weir_types::{BatchEncoder, BatchLimits, EncodedBatch, Header, ProducerStamp, Record};
+
+use super::{DeliveryError, Inner, RecordMetadata};
+use crate::{ClientError, ProduceOutcome, ProducerId, ProducerRecord, RejectedRecord};
+
+/// A record waiting in a partition's queue or batch.
+pub(super) struct Pending {
+    pub(super) record: ProducerRecord,
+    pub(super) bytes: usize,
+    pub(super) done: oneshot::Sender<Result<RecordMetadata, DeliveryError>>,
+    pub(super) _buffered: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// The sequence numbers of one partition (pure bookkeeping).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Sequence {
+    producer: Option<ProducerId>,
+    next: i32,
+}
+
+impl Sequence {
+    /// Sequencing for `producer`; `None` without idempotence.
+    pub(super) fn new(producer: Option<ProducerId>) -> Self {
+        Self { producer, next: 0 }
+    }
+
+    /// The stamp of the next batch of `count` records, which takes the next sequence numbers.
+    pub(super) fn take(&mut self, count: usize) -> Option<ProducerStamp> {
+        let producer = self.producer?;
+        let stamp = ProducerStamp {
+            producer_id: producer.id,
+            producer_epoch: producer.epoch,
+            base_sequence: self.next,
+        };
+        self.next = advance(self.next, count);
+        Some(stamp)
+    }
+
+    /// Makes `first` the next sequence again: the batch that took it was not stored.
+    pub(super) fn rewind(&mut self, first: i32) {
+        self.next = first;
+    }
+
+    /// Starts a new epoch from sequence 0. `false` when the epoch cannot grow (a new producer
+    /// id is needed).
+    pub(super) fn new_epoch(&mut self) -> bool {
+        match &mut self.producer {
+            Some(producer) if producer.epoch < i16::MAX => {
+                producer.epoch += 1;
+                self.next = 0;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Replaces the producer (after it was fenced), from sequence 0.
+    pub(super) fn reset(&mut self, producer: ProducerId) {
+        self.producer = Some(producer);
+        self.next = 0;
+    }
+
+    pub(super) fn is_idempotent(&self) -> bool {
+        self.producer.is_some()
+    }
+}
+
+/// `sequence + n`, wrapping from `i32::MAX` to 0 as Kafka's sequences do.
+fn advance(sequence: i32, n: usize) -> i32 {
+    let space = i64::from(i32::MAX) + 1;
+    ((i64::from(sequence) + n as i64) % space) as i32
+}
+
+type Answer = Result<ProduceOutcome, ClientError>;
+
+/// A batch sent (or to be sent again) and its records.
+struct InFlight {
+    records: Vec<Pending>,
+    batch: EncodedBatch,
+    deadline: Instant,
+    request: JoinHandle<Answer>,
+}
+
+/// What to do after the front batch failed.
+enum Failure {
+    /// Retriable: wait for the rest, send every batch not stored again, same sequences.
+    Retry,
+    /// Nothing of it was stored and it will not be: answer its records with the error, give
+    /// its sequence numbers to the batches behind it.
+    Refused,
+    /// The partition expects an earlier sequence: a new epoch, from 0.
+    OutOfSequence,
+    /// A newer epoch of the producer id wrote here: a new producer id.
+    Fenced,
+}
+
+fn classify(e: &ClientError, idempotent: bool) -> Failure {
+    match e.reason() {
+        Some("OUT_OF_ORDER_SEQUENCE") if idempotent => Failure::OutOfSequence,
+        Some("INVALID_PRODUCER_EPOCH" | "UNKNOWN_PRODUCER_ID") if idempotent => Failure::Fenced,
+        _ if e.is_retriable() => Failure::Retry,
+        _ => Failure::Refused,
+    }
+}
+
+/// One partition's sender task.
+pub(super) struct Sender {
+    inner: Arc<Inner>,
+    topic: String,
+    partition: u32,
+    sequence: Option<Sequence>,
+    window: VecDeque<InFlight>,
+    backoff: Duration,
+}
+
+impl Sender {
+    pub(super) fn new(inner: Arc<Inner>, topic: String, partition: u32) -> Self {
+        let backoff = inner.config.retry_backoff;
+        Self {
+            inner,
+            topic,
+            partition,
+            sequence: None,
+            window: VecDeque::new(),
+            backoff,
+        }
+    }
+
+    /// Runs until the queue closes and every batch is answered.
+    pub(super) async fn run(mut self, mut queue: mpsc::UnboundedReceiver<Pending>) {
+        let mut open = true;
+        loop {
+            let room = self.window.len() < self.inner.window();
+            if open && room {
+                tokio::select! {
+                    biased;
+                    answer = front_answer(&mut self.window), if !self.window.is_empty() => {
+                        self.on_answer(answer).await;
+                    }
+                    first = queue.recv() => match first {
+                        Some(first) => {
+                            let records = self.gather(first, &mut queue).await;
+                            self.send_new(records).await;
+                        }
+                        None => open = false,
+                    },
+                }
+            } else if !self.window.is_empty() {
+                let answer = front_answer(&mut self.window).await;
+                self.on_answer(answer).await;
+            } else if !open {
+                return;
+            }
+        }
+    }
+
+    /// Collects a batch: `first`, then what arrives within the linger, up to the size bounds.
+    async fn gather(
+        &self,
+        first: Pending,
+        queue: &mut mpsc::UnboundedReceiver<Pending>,
+    ) -> Vec<Pending> {
+        let config = &self.inner.config;
+        let mut bytes = first.bytes;
+        let mut records = vec![first];
+        let linger_until = Instant::now() + config.linger;
+        while bytes < config.batch_max_bytes && records.len() < config.batch_max_records {
+            match tokio::time::timeout_at(linger_until, queue.recv()).await {
+                Ok(Some(next)) => {
+                    bytes += next.bytes;
+                    records.push(next);
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        // The next keyless records go elsewhere, so they fill a batch of their own.
+        self.inner.batch_formed(&self.topic, self.partition);
+        records
+    }
+
+    /// Encodes and sends a new batch with the next sequence numbers.
+    async fn send_new(&mut self, records: Vec<Pending>) {
+        let sequence = match self.sequence().await {
+            Ok(sequence) => sequence,
+            Err(e) => return answer_all(&self.inner, records, &Err(Arc::new(e))),
+        };
+        let stamp = sequence.take(records.len());
+        let batch = match encode(&records, stamp) {
+            Ok(batch) => batch,
+            Err(e) => {
+                // Never sent: give the sequence numbers back.
+                if let (Some(sequence), Some(stamp)) = (self.sequence.as_mut(), stamp) {
+                    sequence.rewind(stamp.base_sequence);
+                }
+                return answer_all(&self.inner, records, &Err(Arc::new(e)));
+            }
+        };
+        let deadline = Instant::now() + self.inner.config.delivery_timeout;
+        let request = self.request(batch.bytes().clone());
+        self.window.push_back(InFlight {
+            records,
+            batch,
+            deadline,
+            request,
+        });
+    }
+
+    /// The partition's sequencing, asking for a producer id first when idempotent.
+    async fn sequence(&mut self) -> Result<&mut Sequence, ClientError> {
+        if self.sequence.is_none() {
+            let producer = match self.inner.idempotent() {
+                true => Some(self.inner.producer_id().await?),
+                false => None,
+            };
+            self.sequence = Some(Sequence::new(producer));
+        }
+        Ok(self.sequence.get_or_insert_with(|| Sequence::new(None)))
+    }
+
+    fn request(&self, batch: Bytes) -> JoinHandle<Answer> {
+        let client = self.inner.client.clone();
+        let (topic, partition) = (self.topic.clone(), self.partition);
+        let (acks, timeout) = (self.inner.config.acks, self.inner.config.request_timeout);
+        tokio::spawn(async move {
+            match tokio::time::timeout(timeout, client.produce_batch(topic, partition, batch, acks))
+                .await
+            {
+                Ok(answer) => answer,
+                Err(_) => Err(ClientError::from(tonic::Status::deadline_exceeded(
+                    format!(
+                        "no answer to a produce request within {timeout:?}; it may still be stored"
+                    ),
+                ))),
+            }
+        })
+    }
+
+    async fn on_answer(&mut self, answer: Answer) {
+        let Some(front) = self.window.pop_front() else {
+            return;
+        };
+        let error = match answer {
+            Ok(outcome) => {
+                self.backoff = self.inner.config.retry_backoff;
+                return deliver(&self.inner, &self.topic, self.partition, front, outcome);
+            }
+            Err(e) => e,
+        };
+        let idempotent = self.sequence.as_ref().is_some_and(Sequence::is_idempotent);
+        match classify(&error, idempotent) {
+            Failure::Retry if Instant::now() + self.backoff < front.deadline => {
+                let unstored = self.drain(front).await;
+                tokio::time::sleep(self.backoff).await;
+                self.backoff = (self.backoff * 2).min(Duration::from_secs(1));
+                for batch in unstored {
+                    self.resend(batch, None);
+                }
+            }
+            // Out of time: the records fail with what was last heard, which may be an unknown
+            // outcome. The batches behind go on; if this one was not stored they meet
+            // OUT_OF_ORDER_SEQUENCE, and a new epoch follows.
+            Failure::Retry => answer_all(&self.inner, front.records, &Err(Arc::new(error))),
+            Failure::Refused => {
+                let first = front.batch.header().base_sequence;
+                answer_all(&self.inner, front.records, &Err(Arc::new(error)));
+                if idempotent {
+                    let unstored = self.drain_behind().await;
+                    if let Some(sequence) = self.sequence.as_mut() {
+                        sequence.rewind(first);
+                    }
+                    self.resequence(unstored);
+                }
+            }
+            Failure::OutOfSequence => {
+                let unstored = self.drain(front).await;
+                let renewed = self.sequence.as_mut().is_some_and(Sequence::new_epoch);
+                if !renewed {
+                    return self.fail_all(unstored, error);
+                }
+                tracing::warn!(topic = %self.topic, partition = self.partition, "the partition expects a sequence this producer gave up on; continuing in a new epoch");
+                self.resequence(unstored);
+            }
+            Failure::Fenced => {
+                let unstored = self.drain(front).await;
+                match self.inner.client.init_producer_id().await {
+                    Ok(producer) => {
+                        tracing::warn!(topic = %self.topic, partition = self.partition, error = %error, "producer fenced on this partition; continuing with a new producer id");
+                        if let Some(sequence) = self.sequence.as_mut() {
+                            sequence.reset(producer);
+                        }
+                        self.resequence(unstored);
+                    }
+                    Err(_) => self.fail_all(unstored, error),
+                }
+            }
+        }
+    }
+
+    /// Waits for every batch behind `front`; answers those stored and returns, with `front`
+    /// first, those that are not, in order.
+    async fn drain(&mut self, front: InFlight) -> Vec<InFlight> {
+        let mut unstored = vec![front];
+        unstored.extend(self.drain_behind().await);
+        unstored
+    }
+
+    /// Waits for every batch in the window; answers those stored and returns the rest.
+    async fn drain_behind(&mut self) -> Vec<InFlight> {
+        let mut unstored = Vec::new();
+        while let Some(mut batch) = self.window.pop_front() {
+            match (&mut batch.request).await {
+                Ok(Ok(outcome)) => {
+                    deliver(&self.inner, &self.topic, self.partition, batch, outcome);
+                }
+                _ => unstored.push(batch),
+            }
+        }
+        unstored
+    }
+
+    /// Gives `batches` the next sequence numbers (in order) and sends them again.
+    fn resequence(&mut self, batches: Vec<InFlight>) {
+        for batch in batches {
+            let count = batch.records.len();
+            let stamp = self.sequence.as_mut().and_then(|s| s.take(count));
+            self.resend(batch, stamp);
+        }
+    }
+
+    /// Sends `batch` again, with `stamp` as its producer fields if given.
+    fn resend(&mut self, mut batch: InFlight, stamp: Option<ProducerStamp>) {
+        if let Some(stamp) = stamp {
+            batch.batch = batch.batch.with_producer(stamp);
+        }
+        batch.request = self.request(batch.batch.bytes().clone());
+        self.window.push_back(batch);
+    }
+
+    fn fail_all(&mut self, batches: Vec<InFlight>, error: ClientError) {
+        let error = Err(Arc::new(error));
+        for batch in batches {
+            answer_all(&self.inner, batch.records, &error);
+        }
+    }
+}
+
+/// The answer of the window's front batch.
+async fn front_answer(window: &mut VecDeque<InFlight>) -> Answer {
+    match window.front_mut() {
+        Some(front) => (&mut front.request).await.unwrap_or_else(|e| {
+            Err(ClientError::InvalidArgument(format!(
+                "the produce task failed: {e}"
+            )))
+        }),
+        // Not polled with an empty window (see the callers).
+        None => std::future::pending().await,
+    }
+}
+
+/// Encodes `records` as one batch. Timestamps not set are the producer's clock now, as in
+/// Kafka's clients.
+fn encode(records: &[Pending], stamp: Option<ProducerStamp>) -> Result<EncodedBatch, ClientError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let records: Vec<Record> = records
+        .iter()
+        .map(|p| Record {
+            key: p.record.key.clone(),
+            value: p.record.value.clone(),
+            headers: p
+                .record
+                .headers
+                .iter()
+                .map(|(key, value)| Header {
+                    key: key.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+            timestamp_ms: p.record.timestamp_ms.unwrap_or(now),
+        })
+        .collect();
+    // The broker applies its own limits and refuses what is over them.
+    let limits = BatchLimits {
+        max_record_bytes: usize::MAX,
+        max_batch_bytes: usize::MAX,
+    };
+    BatchEncoder::new(limits)
+        .with_producer(stamp)
+        .encode(&records)
+        .map_err(|e| ClientError::InvalidArgument(format!("cannot encode the batch: {e}")))
+}
+
+/// Answers every record of a stored batch.
+fn deliver(inner: &Inner, topic: &str, partition: u32, batch: InFlight, outcome: ProduceOutcome) {
+    let count = batch.records.len();
+    let one_to_one = outcome.rejected.is_empty() && outcome.record_count as usize == count;
+    let mut rejected: HashMap<u32, RejectedRecord> =
+        outcome.rejected.into_iter().map(|r| (r.index, r)).collect();
+    for (i, pending) in batch.records.into_iter().enumerate() {
+        let answer = match rejected.remove(&(i as u32)) {
+            Some(r) => Err(DeliveryError::Rejected(r)),
+            None => Ok(RecordMetadata {
+                topic: topic.to_owned(),
+                partition,
+                offset: outcome
+                    .base_offset
+                    .filter(|_| one_to_one)
+                    .map(|base| base + i as u64),
+            }),
+        };
+        let _ = pending.done.send(answer);
+    }
+    inner.answered(count);
+}
+
+/// Answers every one of `records` with `answer`.
+fn answer_all(
+    inner: &Inner,
+    records: Vec<Pending>,
+    answer: &Result<RecordMetadata, Arc<ClientError>>,
+) {
+    let count = records.len();
+    for pending in records {
+        let _ = pending
+            .done
+            .send(answer.clone().map_err(DeliveryError::Failed));
+    }
+    inner.answered(count);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn producer(epoch: i16) -> ProducerId {
+        ProducerId { id: 7, epoch }
+    }
+
+    #[test]
+    fn batches_take_consecutive_sequences_and_a_refused_one_gives_them_back() {
+        let mut s = Sequence::new(Some(producer(0)));
+        assert_eq!(s.take(3).map(|p| p.base_sequence), Some(0));
+        let refused = s.take(2).map(|p| p.base_sequence);
+        assert_eq!(refused, Some(3));
+        assert_eq!(s.take(1).map(|p| p.base_sequence), Some(5));
+        s.rewind(3);
+        assert_eq!(s.take(1).map(|p| p.base_sequence), Some(3));
+    }
+
+    #[test]
+    fn a_new_epoch_starts_at_zero_and_sequences_wrap() {
+        let mut s = Sequence::new(Some(producer(0)));
+        s.take(10);
+        assert!(s.new_epoch());
+        let stamp = s.take(1).unwrap();
+        assert_eq!((stamp.producer_epoch, stamp.base_sequence), (1, 0));
+        let mut last = Sequence::new(Some(producer(i16::MAX)));
+        assert!(
+            !last.new_epoch(),
+            "the epoch cannot grow: a new id is needed"
+        );
+        let mut wrapping = Sequence::new(Some(producer(0)));
+        wrapping.rewind(i32::MAX - 1);
+        wrapping.take(3);
+        assert_eq!(wrapping.take(1).map(|p| p.base_sequence), Some(1));
+        assert_eq!(Sequence::new(None).take(5), None);
+    }
+
+    #[test]
+    fn failures_are_classified_by_reason() {
+        let status = |reason| -> ClientError {
+            weir_proto::error::status_with_reason(tonic::Code::Unknown, "m", reason, []).into()
+        };
+        assert!(matches!(
+            classify(&status("OUT_OF_ORDER_SEQUENCE"), true),
+            Failure::OutOfSequence
+        ));
+        assert!(matches!(
+            classify(&status("INVALID_PRODUCER_EPOCH"), true),
+            Failure::Fenced
+        ));
+        assert!(matches!(
+            classify(&status("NOT_LEADER"), true),
+            Failure::Retry
+        ));
+        assert!(matches!(
+            classify(&status("OUTCOME_UNKNOWN"), false),
+            Failure::Retry
+        ));
+        assert!(matches!(
+            classify(&status("INVALID_RECORD"), true),
+            Failure::Refused
+        ));
+        assert!(matches!(
+            classify(&status("OUT_OF_ORDER_SEQUENCE"), false),
+            Failure::Refused
+        ));
+    }
+}

@@ -1,0 +1,168 @@
+//! The idempotent `Producer`'s guarantee, against a real broker: each record sent is stored once,
+//! in send order per partition, when acknowledgements are lost and batches are sent again.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use weir_client::{
+    Client, FetchSpec, Producer, ProducerConfig, ProducerRecord, RecordMetadata, TopicSpec,
+};
+use weir_tests::{InProcessBroker, LinkProxy, eventually};
+
+/// Generous bound for a commit to show; never a timing assertion.
+const SETTLE: Duration = Duration::from_secs(30);
+
+async fn values(client: &Client, topic: &str) -> anyhow::Result<Vec<String>> {
+    let fetched = client.fetch(FetchSpec::new(topic, 0, 0)).await?;
+    Ok(fetched
+        .records
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.value).into_owned())
+        .collect())
+}
+
+/// A producer whose answers pass through `proxy`, which can swallow them.
+async fn producer_through(proxy: &LinkProxy, idempotence: bool) -> anyhow::Result<Producer> {
+    let client = Client::connect(proxy.addr().to_string()).await?;
+    let config = ProducerConfig {
+        linger: Duration::from_millis(1),
+        idempotence,
+        retry_backoff: Duration::from_millis(20),
+        ..ProducerConfig::default()
+    };
+    Ok(Producer::new(client, config))
+}
+
+/// Sends `value` while its acknowledgement is swallowed, waits until the broker stored it,
+/// then breaks the connection, so the producer sends the batch again.
+async fn send_with_lost_acknowledgement(
+    producer: &Producer,
+    proxy: &LinkProxy,
+    direct: &Client,
+    topic: &str,
+    value: &str,
+    stored_count: u64,
+) -> anyhow::Result<RecordMetadata> {
+    proxy.mute();
+    let delivery = producer
+        .enqueue(topic, ProducerRecord::new(value.to_owned()))
+        .await?;
+    eventually(SETTLE, "the batch to be stored", || async {
+        let end = direct
+            .list_offsets(topic, 0, weir_client::OffsetSpec::Latest)
+            .await
+            .ok()?;
+        (end.offset == Some(stored_count)).then_some(())
+    })
+    .await?;
+    // The answer never came; the connection breaks; the producer sends the batch again.
+    proxy.unmute();
+    proxy.reset_connections();
+    Ok(delivery.await?)
+}
+
+/// Two lost acknowledgements in a row: each batch is stored once and reported at its offset,
+/// and the records after them continue the log without a gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_whose_acknowledgement_is_lost_is_stored_once() -> anyhow::Result<()> {
+    let broker = InProcessBroker::start().await?;
+    let direct = Client::connect(broker.url()).await?;
+    direct.create_topic(TopicSpec::new("payments", 1)).await?;
+    let proxy = LinkProxy::start(broker.addr()).await?;
+    let producer = producer_through(&proxy, true).await?;
+
+    let first = producer.send("payments", ProducerRecord::new("a")).await?;
+    assert_eq!(first.offset, Some(0));
+    let b = send_with_lost_acknowledgement(&producer, &proxy, &direct, "payments", "b", 2).await?;
+    assert_eq!(
+        b.offset,
+        Some(1),
+        "the retry is answered with the original offset"
+    );
+    let c = send_with_lost_acknowledgement(&producer, &proxy, &direct, "payments", "c", 3).await?;
+    assert_eq!(c.offset, Some(2));
+    let d = producer.send("payments", ProducerRecord::new("d")).await?;
+    assert_eq!(d.offset, Some(3), "no gap after the retries");
+    assert_eq!(values(&direct, "payments").await?, ["a", "b", "c", "d"]);
+    Ok(())
+}
+
+/// The same without idempotence stores the retried batch twice: what the test above guards
+/// against is real.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_idempotence_a_lost_acknowledgement_stores_the_batch_twice() -> anyhow::Result<()> {
+    let broker = InProcessBroker::start().await?;
+    let direct = Client::connect(broker.url()).await?;
+    direct.create_topic(TopicSpec::new("payments", 1)).await?;
+    let proxy = LinkProxy::start(broker.addr()).await?;
+    let producer = producer_through(&proxy, false).await?;
+
+    producer.send("payments", ProducerRecord::new("a")).await?;
+    let b = send_with_lost_acknowledgement(&producer, &proxy, &direct, "payments", "b", 2).await?;
+    assert_eq!(b.offset, Some(2), "the second copy's offset");
+    assert_eq!(values(&direct, "payments").await?, ["a", "b", "b"]);
+    Ok(())
+}
+
+/// Many batches in flight while their answers are lost: every record is stored once, in the
+/// order sent, at the offset reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_in_flight_when_answers_are_lost_are_stored_once_in_order() -> anyhow::Result<()> {
+    let broker = InProcessBroker::start().await?;
+    let direct = Client::connect(broker.url()).await?;
+    direct.create_topic(TopicSpec::new("orders", 1)).await?;
+    let proxy = LinkProxy::start(broker.addr()).await?;
+    let client = Client::connect(proxy.addr().to_string()).await?;
+    let producer = Producer::new(
+        client,
+        ProducerConfig {
+            linger: Duration::from_millis(1),
+            batch_max_records: 10,
+            retry_backoff: Duration::from_millis(20),
+            ..ProducerConfig::default()
+        },
+    );
+    let value = |i: usize| format!("order-{i:03}");
+    // The first record also brings the topic's metadata, before the answers are swallowed.
+    let mut reported = vec![
+        producer
+            .send("orders", ProducerRecord::new(value(0)))
+            .await?
+            .offset
+            .context("an offset")?,
+    ];
+    proxy.mute();
+    let mut deliveries = Vec::new();
+    for i in 1..200 {
+        deliveries.push(
+            producer
+                .enqueue("orders", ProducerRecord::new(value(i)))
+                .await?,
+        );
+    }
+    // Some batches are stored while the answers are swallowed; then the connection breaks.
+    eventually(SETTLE, "some batches to be stored", || async {
+        let end = direct
+            .list_offsets("orders", 0, weir_client::OffsetSpec::Latest)
+            .await
+            .ok()?;
+        (end.offset >= Some(10)).then_some(())
+    })
+    .await?;
+    proxy.unmute();
+    proxy.reset_connections();
+    for delivery in deliveries {
+        reported.push(
+            delivery
+                .await?
+                .offset
+                .context("an offset for each record")?,
+        );
+    }
+    assert_eq!(reported, (0..200).collect::<Vec<u64>>());
+    assert_eq!(
+        values(&direct, "orders").await?,
+        (0..200).map(value).collect::<Vec<_>>()
+    );
+    Ok(())
+}
