@@ -356,3 +356,185 @@ async fn consume_in_a_group_commits_what_it_printed_and_weir_group_shows_and_mov
     assert!(!stdout(&listed).contains("console"), "{}", stdout(&listed));
     Ok(())
 }
+
+/// Creates `topic` with `partitions` partitions through `weir topic create`.
+fn create_topic(broker: &InProcessBroker, topic: &str, partitions: u32) -> anyhow::Result<()> {
+    let created = weir(
+        broker,
+        &[
+            "topic",
+            "create",
+            topic,
+            "--partitions",
+            &partitions.to_string(),
+        ],
+        "",
+    )?;
+    anyhow::ensure!(created.status.success(), "{}", stderr(&created));
+    Ok(())
+}
+
+/// Runs `weir consume` with `args`, expecting it to exit 0.
+fn consume_ok(broker: &InProcessBroker, args: &[&str]) -> anyhow::Result<Output> {
+    let mut all = vec!["consume"];
+    all.extend_from_slice(args);
+    let consumed = weir(broker, &all, "")?;
+    anyhow::ensure!(
+        consumed.status.success(),
+        "weir {all:?} failed: {}",
+        stderr(&consumed)
+    );
+    Ok(consumed)
+}
+
+/// Whether the records of each partition were printed in offset order.
+fn in_offset_order_per_partition(records: &[(u32, u64, String)]) -> bool {
+    let mut last: std::collections::BTreeMap<u32, u64> = std::collections::BTreeMap::new();
+    records.iter().all(|(partition, offset, _)| {
+        last.insert(*partition, *offset)
+            .is_none_or(|previous| previous < *offset)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consume_without_partition_prints_the_lines_of_every_partition() -> anyhow::Result<()> {
+    let broker = InProcessBroker::start().await?;
+    create_topic(&broker, "three", 3)?;
+    // `seq 1 30 | weir produce three`, with batches of 10 so that the sticky partitioner puts
+    // 10 lines in each partition, whichever it starts at (with the default batch all 30 land in
+    // one random partition, which is partition 0 one time in three).
+    let input: String = (1..=30).map(|i| format!("{i}\n")).collect();
+    let produced = weir(&broker, &["produce", "three", "--batch-size", "10"], &input)?;
+    assert!(produced.status.success(), "{}", stderr(&produced));
+
+    // --timeout-ms only bounds a consumer that misses records; --max-messages ends this one.
+    let consumed = consume_ok(
+        &broker,
+        &[
+            "three",
+            "--from-beginning",
+            "--max-messages",
+            "30",
+            "--timeout-ms",
+            "10000",
+        ],
+    )?;
+    let mut values: Vec<u32> = stdout(&consumed)
+        .lines()
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    values.sort_unstable();
+    assert_eq!(
+        values,
+        (1..=30).collect::<Vec<_>>(),
+        "{}",
+        stdout(&consumed)
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consume_without_partition_reads_records_that_are_only_in_partitions_1_and_2()
+-> anyhow::Result<()> {
+    let broker = InProcessBroker::start().await?;
+    create_topic(&broker, "later", 3)?;
+    for (partition, input) in [("1", "b0\nb1\nb2\nb3\nb4\n"), ("2", "c0\nc1\nc2\n")] {
+        let produced = weir(
+            &broker,
+            &["produce", "later", "--partition", partition],
+            input,
+        )?;
+        assert!(produced.status.success(), "{}", stderr(&produced));
+    }
+    let expected: Vec<(u32, u64, String)> = [(1, 5, "b"), (2, 3, "c")]
+        .into_iter()
+        .flat_map(|(partition, count, prefix)| {
+            (0..count).map(move |offset| (partition, offset, format!("{prefix}{offset}")))
+        })
+        .collect();
+    let format = ["--format", "%p:%o:%v\\n"];
+
+    // --max-messages counts records of every partition.
+    let all = consume_ok(
+        &broker,
+        &[
+            &["later", "--from-beginning", "--max-messages", "8"][..],
+            &["--timeout-ms", "10000"],
+            &format,
+        ]
+        .concat(),
+    )?;
+    let mut printed = printed_records(&all);
+    assert!(in_offset_order_per_partition(&printed), "{printed:?}");
+    printed.sort();
+    assert_eq!(printed, expected);
+
+    let three = consume_ok(
+        &broker,
+        &[
+            &["later", "--from-beginning", "--max-messages", "3"][..],
+            &format,
+        ]
+        .concat(),
+    )?;
+    let three = printed_records(&three);
+    assert_eq!(three.len(), 3, "{three:?}");
+    assert!(three.iter().all(|r| expected.contains(r)), "{three:?}");
+
+    // Without --max-messages, the consumer exits 0 once every partition stays idle.
+    let idle = consume_ok(
+        &broker,
+        &[
+            &["later", "--from-beginning", "--timeout-ms", "5000"][..],
+            &format,
+        ]
+        .concat(),
+    )?;
+    let mut printed = printed_records(&idle);
+    printed.sort();
+    assert_eq!(printed, expected);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consume_offset_without_partition_starts_every_partition_there() -> anyhow::Result<()> {
+    let broker = InProcessBroker::start().await?;
+    create_topic(&broker, "per-partition", 3)?;
+    for (partition, input) in [("1", "b0\nb1\nb2\nb3\nb4\n"), ("2", "c0\nc1\nc2\n")] {
+        let produced = weir(
+            &broker,
+            &["produce", "per-partition", "--partition", partition],
+            input,
+        )?;
+        assert!(produced.status.success(), "{}", stderr(&produced));
+    }
+    let from = |offset: &str| -> anyhow::Result<Vec<(u32, u64, String)>> {
+        let consumed = consume_ok(
+            &broker,
+            &[
+                "per-partition",
+                "--offset",
+                offset,
+                "--timeout-ms",
+                "1500",
+                "--format",
+                "%p:%o:%v\\n",
+            ],
+        )?;
+        let mut printed = printed_records(&consumed);
+        printed.sort();
+        Ok(printed)
+    };
+    assert_eq!(
+        from("2")?,
+        [(1, 2, "b2"), (1, 3, "b3"), (1, 4, "b4"), (2, 2, "c2")].map(|(p, o, v)| (
+            p,
+            o,
+            v.to_owned()
+        ))
+    );
+    // Partition 2 holds no offset 4 yet, partition 0 nothing at all: both are tailed from
+    // their end, so only partition 1 prints.
+    assert_eq!(from("4")?, [(1, 4, "b4".to_owned())]);
+    Ok(())
+}

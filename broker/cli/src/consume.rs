@@ -1,12 +1,18 @@
-//! `weir consume TOPIC`: the console consumer. It prints the records of one partition, one per
-//! line by default, from the end (tail), the beginning, or an offset, until `--max-messages`,
-//! until `--timeout-ms` passes without a new record, or until Ctrl-C; each of these exits 0.
+//! `weir consume TOPIC`: the console consumer. It prints the records of a topic, one per line by
+//! default, from the end (tail), the beginning, or an offset, until `--max-messages`, until
+//! `--timeout-ms` passes without a new record, or until Ctrl-C; each of these exits 0.
 //!
-//! It reads with long-polling `Fetch` requests rather than `Subscribe`: every request names its
-//! offset, so the position is always exact and a retriable error (leader moved, broker restart)
-//! is survived by asking again from the same offset; `--timeout-ms` maps directly onto the
-//! broker's wait; and `--max-messages` bounds what the broker sends, where a stream would run
-//! ahead of it.
+//! It reads in one of three ways, as kcat and the Kafka console consumer do:
+//! - `--partition P`: that partition alone, with long-polling `Fetch` requests rather than
+//!   `Subscribe`: every request names its offset, so the position is always exact and a
+//!   retriable error (leader moved, broker restart) is survived by asking again from the same
+//!   offset; `--timeout-ms` maps directly onto the broker's wait; and `--max-messages` bounds
+//!   what the broker sends, where a stream would run ahead of it.
+//! - neither `--partition` nor `--group`: every partition of the topic, concurrently, through a
+//!   `weir-client` [`Consumer`] assigned all of them. Records of one partition are printed in
+//!   offset order; partitions interleave as their records arrive.
+//! - `--group G`: the partitions the group's coordinator assigns, through a [`Consumer`] that
+//!   joined the group; on exit the position of what was printed is committed.
 //!
 //! With `--module` (or a topic consume chain) the broker filters and transforms what it reads:
 //! a fetch may return fewer records than it read, or none, so the next fetch starts where the
@@ -40,13 +46,17 @@ pub struct ConsumeArgs {
     #[arg(long, conflicts_with = "offset")]
     from_beginning: bool,
 
-    /// Start at this offset instead of the end.
+    /// Start at this offset instead of the end. Without --partition it applies to every
+    /// partition, as in kcat: each starts at N, or at its first stored record if N was deleted,
+    /// or at its end if it holds no record at N yet.
     #[arg(short, long, value_name = "N")]
     offset: Option<u64>,
 
-    /// Partition to read.
-    #[arg(short, long, default_value_t = 0, conflicts_with = "group")]
-    partition: u32,
+    /// Read only this partition. Without it (and without --group) every partition of the
+    /// topic is read, concurrently: records of one partition in offset order, partitions
+    /// interleaved.
+    #[arg(short, long, conflicts_with = "group")]
+    partition: Option<u32>,
 
     /// Consume every partition of the topic as a member of this consumer group, starting
     /// where the group committed (or, for partitions without a commit, at the end, or the
@@ -55,7 +65,7 @@ pub struct ConsumeArgs {
     #[arg(short, long, value_name = "GROUP", conflicts_with = "offset")]
     group: Option<String>,
 
-    /// Exit after printing this many records.
+    /// Exit after printing this many records (in all, across partitions).
     #[arg(short = 'n', long, value_name = "N")]
     max_messages: Option<u64>,
 
@@ -67,7 +77,9 @@ pub struct ConsumeArgs {
     /// Run this module over the records before printing them (instead of the topic's consume
     /// chain), as NAME[@VERSION][:KEY=VALUE,...]; a value cannot contain ','. Repeat to chain
     /// modules, in order. Records a module rejects are reported on stderr as `rejected offset N
-    /// by MODULE: REASON` (with --group: `rejected partition P offset N by MODULE: REASON`).
+    /// by MODULE: REASON`; when several partitions may be read (--group, or a topic with more
+    /// than one partition and no --partition) as `rejected partition P offset N by MODULE:
+    /// REASON`.
     #[arg(short, long = "module", value_name = "MODULE")]
     modules: Vec<ModuleRef>,
 
@@ -82,12 +94,24 @@ pub async fn run(client: &Client, args: ConsumeArgs) -> anyhow::Result<()> {
     if let Some(group) = args.group.clone() {
         return run_in_group(client, args, group).await;
     }
+    match args.partition {
+        Some(partition) => run_on_partition(client, args, partition).await,
+        None => run_on_every_partition(client, args).await,
+    }
+}
+
+/// `weir consume --partition P`: that partition alone, fetch by fetch.
+async fn run_on_partition(
+    client: &Client,
+    args: ConsumeArgs,
+    partition: u32,
+) -> anyhow::Result<()> {
     let start = match (args.from_beginning, args.offset) {
         (_, Some(offset)) => StartAt::Offset(offset),
         (true, None) => StartAt::Earliest,
         (false, None) => StartAt::Latest,
     };
-    let mut offset = resolve_start(client, &args.topic, args.partition, start).await?;
+    let mut offset = resolve_start(client, &args.topic, partition, start).await?;
     let idle_timeout = args.timeout_ms.map(Duration::from_millis);
     let mut idle_deadline = idle_timeout.map(|timeout| Instant::now() + timeout);
     let mut printed: u64 = 0;
@@ -112,7 +136,7 @@ pub async fn run(client: &Client, args: ConsumeArgs) -> anyhow::Result<()> {
             }
             None => MAX_POLL_WAIT,
         };
-        let mut spec = FetchSpec::new(&args.topic, args.partition, offset)
+        let mut spec = FetchSpec::new(&args.topic, partition, offset)
             .with_max_records(remaining.map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)))
             .with_max_wait_ms(u32::try_from(wait.as_millis()).unwrap_or(u32::MAX));
         spec.modules.clone_from(&args.modules);
@@ -124,12 +148,7 @@ pub async fn run(client: &Client, args: ConsumeArgs) -> anyhow::Result<()> {
                 return Ok(());
             }
         }
-        .with_context(|| {
-            format!(
-                "cannot read {}/{} at offset {offset}",
-                args.topic, args.partition
-            )
-        })?;
+        .with_context(|| format!("cannot read {}/{partition} at offset {offset}", args.topic))?;
         offset = fetched.next_offset;
         if fetched.records.is_empty() && fetched.rejected.is_empty() {
             continue;
@@ -143,7 +162,7 @@ pub async fn run(client: &Client, args: ConsumeArgs) -> anyhow::Result<()> {
         let take = remaining.map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
         for record in fetched.records.iter().take(take) {
             args.format
-                .write(&mut buffer, &args.topic, args.partition, record);
+                .write(&mut buffer, &args.topic, partition, record);
             printed += 1;
         }
         // Flushed per batch so a tailing reader sees records as they arrive.
@@ -157,28 +176,90 @@ pub async fn run(client: &Client, args: ConsumeArgs) -> anyhow::Result<()> {
     }
 }
 
-/// `weir consume --group`: a member of `group` consuming every partition of the topic.
-async fn run_in_group(client: &Client, args: ConsumeArgs, group: String) -> anyhow::Result<()> {
-    let mut config = ConsumerConfig::with_group(&group);
+/// `weir consume` without `--partition` or `--group`: every partition of the topic, read
+/// concurrently by a [`Consumer`] assigned all of them, outside any group.
+async fn run_on_every_partition(client: &Client, args: ConsumeArgs) -> anyhow::Result<()> {
+    let topic = client
+        .describe_topic(args.topic.as_str())
+        .await
+        .with_context(|| format!("cannot look up topic {}", args.topic))?;
+    let partitions: Vec<TopicPartition> = topic
+        .partitions
+        .iter()
+        .map(|p| TopicPartition::new(args.topic.as_str(), p.partition))
+        .collect();
+    anyhow::ensure!(
+        !partitions.is_empty(),
+        "topic {} reports no partitions",
+        args.topic
+    );
+    let idle_timeout = args.timeout_ms.map(Duration::from_millis);
+    let mut consumer = Consumer::new(client.clone(), console_config(&args, None, idle_timeout));
+    consumer
+        .assign(&partitions)
+        .await
+        .with_context(|| format!("cannot look up where to start in {}", args.topic))?;
+    if let Some(offset) = args.offset {
+        for tp in &partitions {
+            let listed = client
+                .list_offsets(tp.topic.as_str(), tp.partition, OffsetSpec::Latest)
+                .await
+                .with_context(|| format!("cannot look up the offsets of {tp}"))?;
+            let start = start_in_partition(offset, listed.log_start_offset, listed.high_watermark);
+            consumer.seek(tp, start)?;
+        }
+    }
+    let name_partitions = partitions.len() > 1;
+    print_records(&mut consumer, &args, idle_timeout, name_partitions).await
+}
+
+/// Where `--offset requested` starts a partition whose log holds `[log_start, high_watermark)`
+/// when it is applied to every partition: at `requested` if the partition has it (or is about
+/// to: the high watermark itself), else at the nearest end, so records deleted by retention are
+/// passed over and a partition that has not reached `requested` is tailed.
+fn start_in_partition(requested: u64, log_start: u64, high_watermark: u64) -> u64 {
+    requested.clamp(log_start, high_watermark.max(log_start))
+}
+
+/// The [`ConsumerConfig`] of the console consumer, in `group` or outside any.
+fn console_config(
+    args: &ConsumeArgs,
+    group: Option<&str>,
+    idle_timeout: Option<Duration>,
+) -> ConsumerConfig {
+    let mut config = ConsumerConfig {
+        group: group.map(str::to_owned),
+        ..ConsumerConfig::default()
+    };
     config.client_id = "weir-console-consumer".into();
-    // The position of what was printed is committed on exit, whatever happens before.
+    // In a group, the position of what was printed is committed on exit, whatever happens
+    // before.
     config.auto_commit = false;
-    config.offset_reset = if args.from_beginning {
+    // With --offset the caller positions every partition itself; the reset then only applies
+    // to a position that retention deleted, which continues at the oldest record left.
+    config.offset_reset = if args.from_beginning || args.offset.is_some() {
         OffsetReset::Earliest
     } else {
         OffsetReset::Latest
     };
     config.modules.clone_from(&args.modules);
-    let idle_timeout = args.timeout_ms.map(Duration::from_millis);
     if let Some(timeout) = idle_timeout {
         config.fetch_max_wait = timeout.min(MAX_POLL_WAIT);
     }
+    config
+}
+
+/// `weir consume --group`: a member of `group` consuming every partition of the topic.
+async fn run_in_group(client: &Client, args: ConsumeArgs, group: String) -> anyhow::Result<()> {
+    let idle_timeout = args.timeout_ms.map(Duration::from_millis);
+    let config = console_config(&args, Some(&group), idle_timeout);
     let mut consumer = Consumer::new(client.clone(), config);
     consumer
         .subscribe(&[&args.topic])
         .await
         .with_context(|| format!("cannot join group '{group}'"))?;
-    let result = print_group_records(&mut consumer, &args, idle_timeout).await;
+    // A member may be assigned any partition, so rejections always name theirs.
+    let result = print_records(&mut consumer, &args, idle_timeout, true).await;
     let committed = consumer
         .commit()
         .await
@@ -189,10 +270,13 @@ async fn run_in_group(client: &Client, args: ConsumeArgs, group: String) -> anyh
     closed.with_context(|| format!("cannot leave group '{group}'"))
 }
 
-async fn print_group_records(
+/// Prints what `consumer` polls until `--max-messages`, `idle_timeout` or Ctrl-C; rejection
+/// lines name the partition when `name_partitions`.
+async fn print_records(
     consumer: &mut Consumer,
     args: &ConsumeArgs,
     idle_timeout: Option<Duration>,
+    name_partitions: bool,
 ) -> anyhow::Result<()> {
     let mut idle_deadline = idle_timeout.map(|timeout| Instant::now() + timeout);
     let mut printed: u64 = 0;
@@ -216,7 +300,8 @@ async fn print_group_records(
             }
         };
         for (tp, rejected) in consumer.take_rejected() {
-            eprintln!("{}", rejection_line(Some(tp.partition), &rejected));
+            let partition = name_partitions.then_some(tp.partition);
+            eprintln!("{}", rejection_line(partition, &rejected));
         }
         if records.is_empty() {
             continue;
@@ -229,8 +314,8 @@ async fn print_group_records(
                 .write(&mut buffer, &record.topic, record.partition, &record.record);
             printed += 1;
         }
-        // Records not printed (--max-messages reached) must not count as consumed: move
-        // their partitions back to the first of them.
+        // Records not printed (--max-messages reached) must not count as consumed (in a group
+        // they would be committed): move their partitions back to the first of them.
         for record in records.iter().skip(take).rev() {
             let tp = TopicPartition::new(record.topic.clone(), record.partition);
             consumer.seek(&tp, record.record.offset)?;
@@ -252,8 +337,7 @@ fn rejection_lines(fetched: &Fetched) -> impl Iterator<Item = String> + '_ {
         .map(|rejected| rejection_line(None, rejected))
 }
 
-/// `rejected offset N by MODULE: REASON`, naming the partition too when a group consumes
-/// several.
+/// `rejected offset N by MODULE: REASON`, naming the partition too when several may be read.
 fn rejection_line(partition: Option<u32>, rejected: &RejectedOffset) -> String {
     let partition = partition.map_or_else(String::new, |p| format!("partition {p} "));
     format!(
@@ -307,8 +391,28 @@ mod tests {
         );
         let cli = Cli::try_parse_from(["consume", "t", "--offset", "3", "-p", "2"])
             .expect("valid options");
-        assert_eq!((cli.args.offset, cli.args.partition), (Some(3), 2));
+        assert_eq!((cli.args.offset, cli.args.partition), (Some(3), Some(2)));
         assert!(!cli.args.from_beginning);
+        let every = Cli::try_parse_from(["consume", "t", "--offset", "3"]).expect("valid options");
+        assert_eq!(
+            every.args.partition, None,
+            "no --partition reads every partition"
+        );
+        assert!(Cli::try_parse_from(["consume", "t", "-p", "1", "--group", "g"]).is_err());
+    }
+
+    #[test]
+    fn an_offset_for_every_partition_starts_each_within_its_log() {
+        // The partition has the offset, or is about to (its high watermark): start there.
+        assert_eq!(start_in_partition(5, 0, 10), 5);
+        assert_eq!(start_in_partition(10, 0, 10), 10);
+        // Retention deleted it: start at the oldest record left.
+        assert_eq!(start_in_partition(5, 8, 10), 8);
+        // Not reached yet: tail the partition from its end.
+        assert_eq!(start_in_partition(50, 0, 10), 10);
+        assert_eq!(start_in_partition(3, 0, 0), 0);
+        // An inconsistent answer (log start past the high watermark) does not panic.
+        assert_eq!(start_in_partition(3, 7, 4), 7);
     }
 
     #[test]

@@ -61,7 +61,7 @@ enum Command {
     },
     /// Write stdin to a topic, one record per line.
     Produce(produce::ProduceArgs),
-    /// Print the records of a partition, one per line.
+    /// Print the records of a topic (every partition, or one), one per line.
     Consume(consume::ConsumeArgs),
     /// List, describe, reset and delete consumer groups.
     Group {
