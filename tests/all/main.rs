@@ -8,6 +8,7 @@ mod cli;
 mod cluster;
 mod crash;
 mod groups;
+mod idempotence;
 mod module_cli;
 mod modules;
 mod offsets_and_tailing;

@@ -193,20 +193,61 @@ where
     /// is its applied state the group's latest: a leader elected a moment ago may not yet have
     /// learnt all its predecessor committed, and a follower may be behind.
     pub(crate) fn leads_with_latest_state(&self) -> bool {
-        self.latest_state_term().is_some()
-    }
-
-    /// The term this node leads the group in, once it has applied an entry of that term (see
-    /// [`Self::leads_with_latest_state`]).
-    pub(crate) fn latest_state_term(&self) -> Option<u64> {
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow_watched();
-        let latest = metrics.state == ServerState::Leader
+        metrics.state == ServerState::Leader
             && metrics
                 .last_applied
                 .as_ref()
-                .is_some_and(|applied| applied.committed_leader_id().term == metrics.current_term);
-        latest.then_some(metrics.current_term)
+                .is_some_and(|applied| applied.committed_leader_id().term == metrics.current_term)
+    }
+
+    /// `(term, last log index)` when this node leads the group.
+    pub(crate) fn leadership(&self) -> Option<(u64, u64)> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow_watched();
+        (metrics.state == ServerState::Leader)
+            .then(|| (metrics.current_term, metrics.last_log_index.unwrap_or(0)))
+    }
+
+    /// Waits, for at most `timeout`, until this node leads the group in `term` having applied
+    /// an entry of `term` and every entry up to `barrier`. Fails with `NOT_LEADER` when the
+    /// node loses that leadership meanwhile, and `UNAVAILABLE` when time runs out.
+    pub(crate) async fn wait_applied_as_leader(
+        &self,
+        term: u64,
+        barrier: u64,
+        timeout: Duration,
+    ) -> Result<(), ReplicaError> {
+        let applied = |m: &openraft::RaftMetrics<TypeConfig>| {
+            m.last_applied.as_ref().is_some_and(|applied| {
+                applied.committed_leader_id().term == term && applied.index >= barrier
+            })
+        };
+        let still_leader = |m: &openraft::RaftMetrics<TypeConfig>| {
+            m.state == ServerState::Leader && m.current_term == term
+        };
+        let waited = self
+            .raft
+            .wait(Some(timeout))
+            .metrics(
+                |m| !still_leader(m) || applied(m),
+                "the leader to apply its log",
+            )
+            .await;
+        match waited {
+            Ok(m) if still_leader(&m) => Ok(()),
+            Ok(_) => Err(ReplicaError::NotLeader {
+                group: self.id,
+                leader: self.leader(),
+            }),
+            Err(_) => Err(ReplicaError::Unavailable {
+                group: self.id,
+                reason: format!(
+                    "the leader has not applied its log up to index {barrier} within {timeout:?}"
+                ),
+            }),
+        }
     }
 
     /// The term this node leads the group in; `None` when it does not lead it.

@@ -8,13 +8,17 @@
 //! log in the order they were judged.
 //!
 //! Correctness rests on two facts:
-//! - the leader judges only once it has applied an entry of its own term, so its applied state
-//!   holds every batch an earlier leader got committed (anything later in its log is its own);
+//! - when the gate first judges in a term, it notes the leader's last log index, and judges
+//!   only once the leader has applied an entry of that term and everything up to that index:
+//!   then every batch the log held before (an earlier leader's, or this node's own from before
+//!   a crash, when openraft restores it as leader in the same term) is in the applied state,
+//!   and every later batch in the log went through this gate;
 //! - an in-flight batch stays on the overlay until raft answers for it, and the overlay is
 //!   dropped when the term changes (a new term means the applied state is again the truth).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use openraft::storage::RaftStateMachine;
 use tokio::sync::watch;
@@ -27,6 +31,10 @@ use crate::types::{
 };
 
 type Outcome = Option<Result<AppendOutcome, ReplicaError>>;
+
+/// How long a batch waits for a new leader to apply its log before it is refused as
+/// `UNAVAILABLE` (retriable).
+const LATEST_STATE_WAIT: Duration = Duration::from_secs(5);
 
 /// One in-flight batch and where its answer will appear.
 struct InFlightBatch {
@@ -41,6 +49,9 @@ struct InFlightBatch {
 struct InFlight {
     /// The term they were proposed in.
     term: u64,
+    /// The leader's last log index when the gate entered `term`: entries up to it must be
+    /// applied before anything is judged.
+    barrier: u64,
     next_id: u64,
     by_producer: HashMap<i64, Vec<InFlightBatch>>,
 }
@@ -84,29 +95,29 @@ impl Sequencer {
     {
         let (mut outcome, duplicate) = {
             let _ordered = self.order.lock().await;
-            let Some(term) = group.latest_state_term() else {
-                return Err(if group.is_leader() {
-                    ReplicaError::Unavailable {
-                        group: group.id,
-                        reason: "the leader was just elected and is still applying its \
-                                 predecessor's entries"
-                            .to_owned(),
-                    }
-                } else {
-                    ReplicaError::NotLeader {
-                        group: group.id,
-                        leader: group.leader(),
-                    }
+            let Some((term, last_log_index)) = group.leadership() else {
+                return Err(ReplicaError::NotLeader {
+                    group: group.id,
+                    leader: group.leader(),
                 });
             };
-            let verdict = {
+            let barrier = {
                 let mut in_flight = lock(&self.in_flight);
                 if in_flight.term != term {
-                    // Batches of an earlier term are committed (and in the applied state) or
-                    // gone; their answers still arrive, but no longer matter here.
+                    // Batches of an earlier term are committed (and will be in the applied
+                    // state) or gone; their answers still arrive, but no longer matter here.
                     in_flight.term = term;
+                    in_flight.barrier = last_log_index;
                     in_flight.by_producer.clear();
                 }
+                in_flight.barrier
+            };
+            group
+                .wait_applied_as_leader(term, barrier, LATEST_STATE_WAIT)
+                .await?;
+            let verdict = {
+                // Only this (ordered) section changes the term, so it is still `term`.
+                let in_flight = lock(&self.in_flight);
                 let pending = in_flight.by_producer.get(&producer.producer_id);
                 let applied = lock(producers);
                 let overlay = ProducerEntry::with_in_flight(
