@@ -528,8 +528,26 @@ impl Node {
         PartitionId(self.round_robin.fetch_add(1, Ordering::Relaxed) % partitions.max(1))
     }
 
-    /// The local replica of a partition.
+    /// The local replica of a partition, if it is running.
     pub(crate) fn hosted(
+        &self,
+        topic: &TopicInfo,
+        partition: PartitionId,
+    ) -> Result<HostedPartition, BrokerError> {
+        let hosted = self.hosted_for_reads(topic, partition)?;
+        match hosted.replica.failure() {
+            Some(reason) => Err(BrokerError::Unavailable(format!(
+                "{}/{} stopped on this node after a failure and needs a restart: {reason}",
+                topic.name, partition
+            ))),
+            None => Ok(hosted),
+        }
+    }
+
+    /// The local replica of a partition, also when it stopped after a failure: what it applied
+    /// before stopping is committed data, which a reader may still be served (and a damaged
+    /// batch among it is reported as such, not as an unavailable partition).
+    pub(crate) fn hosted_for_reads(
         &self,
         topic: &TopicInfo,
         partition: PartitionId,
@@ -537,12 +555,6 @@ impl Node {
         let info = partition_info(topic, partition)?;
         let partitions = self.partitions.read().unwrap_or_else(|p| p.into_inner());
         match partitions.get(&info.group) {
-            Some(hosted) if let Some(reason) = hosted.replica.failure() => {
-                Err(BrokerError::Unavailable(format!(
-                    "{}/{} stopped on this node after a failure and needs a restart: {reason}",
-                    topic.name, partition
-                )))
-            }
             Some(hosted) => Ok(hosted.clone()),
             None if let Some(reason) = self
                 .failed

@@ -284,7 +284,8 @@ fn consumed(offset: Offset, record: Record) -> pb::ConsumedRecord {
 }
 
 impl BrokerService {
-    /// Resolves `topic`/`partition` to the local replica serving reads.
+    /// Resolves `topic`/`partition` to the local replica serving reads (also one that stopped
+    /// after a failure: see [`Node::hosted_for_reads`]).
     async fn readable(
         &self,
         topic: &str,
@@ -292,7 +293,7 @@ impl BrokerService {
     ) -> Result<(TopicInfo, HostedPartition), BrokerError> {
         let topic = self.topic(topic).await?;
         let partition = Node::check_partition(&topic, partition)?;
-        let hosted = self.node()?.hosted(&topic, partition)?;
+        let hosted = self.node()?.hosted_for_reads(&topic, partition)?;
         Ok((topic, hosted))
     }
 
@@ -319,6 +320,19 @@ impl BrokerService {
             high_watermark: progress.high_watermark,
         };
         let offset = u64::try_from(offset).map_err(|_| out_of_range())?;
+        if offset > progress.high_watermark.0
+            && let Some(reason) = hosted.replica.failure()
+        {
+            // What a stopped replica knows of leadership froze when it stopped: send the
+            // reader elsewhere (its client asks the bootstrap broker again).
+            return Err(self.node()?.not_leader(
+                format!(
+                    "{}/{} (stopped on this node after a failure: {reason})",
+                    hosted.topic, hosted.partition
+                ),
+                None,
+            ));
+        }
         if offset > progress.high_watermark.0 && !hosted.replica.knows_high_watermark() {
             let what = format!("{}/{}", hosted.topic, hosted.partition);
             return Err(match hosted.replica.leader() {
