@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
+use anyhow::Context;
 use bytes::Bytes;
 use tonic::{Code, Status};
 use weir_proto::error::reason_of;
@@ -448,6 +449,76 @@ async fn a_sequence_gap_is_refused_and_the_next_sequence_lands_contiguously() ->
     assert_eq!(high_watermark(&raw, "gaps").await?, 6);
     let expected: Vec<String> = [first, second, third].concat();
     assert_eq!(stored(&raw, "gaps").await?, laid_out(&expected));
+    broker.stop().await;
+    Ok(())
+}
+
+/// A producer's requests travel on separate HTTP/2 streams, so its second batch can reach the
+/// leader first. The leader holds a batch ahead of its producer's sequence for the batches
+/// before it: both are stored in sequence order. (Taking an unknown producer's first batch at
+/// any sequence, as Kafka does over its ordered connections, stored them the other way round.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_overtakes_the_one_before_it_waits_for_it() -> anyhow::Result<()> {
+    let broker = InProcessBroker::start().await?;
+    let raw = broker.raw_client().await?;
+    create_topic(&raw, "overtaken", 1).await?;
+    let producer = init_producer_id(&raw).await?;
+    // The partition is ready for idempotent batches (a plain one waits for its leader).
+    send_when_ready(
+        &raw,
+        records_request("overtaken", &["ready".to_owned()], sequence(producer, 0, 0)),
+    )
+    .await??;
+
+    let (first, second) = (values("first", 3), values("second", 2));
+    let overtaking = tokio::spawn({
+        let (raw, batch) = (raw.clone(), stamped_batch(producer, 0, 4, &second));
+        async move { send(&raw, batch_request("overtaken", batch)).await }
+    });
+    // The second batch is held at the leader; now the first arrives.
+    let metrics = broker
+        .metrics_addr()
+        .context("the test broker serves metrics")?;
+    eventually(GENEROUS, "the second batch to be held", || async {
+        let text = weir_tests::scrape_metrics(metrics).await.ok()?;
+        text.contains(r#"weir_partition_held_batches_total{topic="overtaken",partition="0"} 1"#)
+            .then_some(())
+    })
+    .await?;
+    let response = send(
+        &raw,
+        batch_request("overtaken", stamped_batch(producer, 0, 1, &first)),
+    )
+    .await?;
+    assert_eq!(answer(&response), stored_at(1, 3));
+    let response = overtaking.await??;
+    assert_eq!(answer(&response), stored_at(4, 2), "stored after the first");
+    let expected: Vec<String> = [vec!["ready".to_owned()], first, second].concat();
+    assert_eq!(stored(&raw, "overtaken").await?, laid_out(&expected));
+
+    // A batch ahead of its sequence with nothing before it on the way is refused after the
+    // hold, storing nothing.
+    let ahead = send(
+        &raw,
+        batch_request("overtaken", stamped_batch(producer, 0, 9, &values("x", 1))),
+    )
+    .await;
+    let (code, reason) = refusal(ahead);
+    assert_eq!(
+        (code, reason.as_str()),
+        (Code::FailedPrecondition, "OUT_OF_ORDER_SEQUENCE")
+    );
+    // And an unknown producer's first batch must start at sequence 0.
+    let newcomer = init_producer_id(&raw).await?;
+    let (_, reason) = refusal(
+        send(
+            &raw,
+            batch_request("overtaken", stamped_batch(newcomer, 0, 7, &values("y", 1))),
+        )
+        .await,
+    );
+    assert_eq!(reason, "OUT_OF_ORDER_SEQUENCE");
+    assert_eq!(high_watermark(&raw, "overtaken").await?, 6);
     broker.stop().await;
     Ok(())
 }

@@ -169,6 +169,13 @@ impl PartitionReplica {
         }
     }
 
+    /// Idempotent producers' batches that reached this replica (as leader) ahead of their
+    /// sequence and were held for the ones before them (a sign of reordering between client
+    /// and broker).
+    pub fn held_batches(&self) -> u64 {
+        self.sequencer.held()
+    }
+
     /// Idempotent producers this replica remembers.
     pub fn producer_count(&self) -> usize {
         lock_producers(&self.producers).len()

@@ -10,8 +10,11 @@
 //! - a batch that does not continue the sequence (its first sequence is not one past the last
 //!   remembered one, or not 0 in a new epoch) is refused (`OUT_OF_ORDER_SEQUENCE`): a batch
 //!   before it is missing;
-//! - a producer the partition does not know (never seen, or expired) may start at any sequence,
-//!   as in Kafka since KIP-360: its state may have been expired or removed with old data.
+//! - a producer the partition does not know (never seen, or expired) must start at sequence 0
+//!   (else `OUT_OF_ORDER_SEQUENCE`, to which an idempotent client answers with a new epoch,
+//!   from 0). Kafka since KIP-360 accepts any first sequence, because its connections deliver
+//!   one producer's requests in order; gRPC streams do not, so a producer's second batch may
+//!   reach the leader before its first, and must not be taken for a start.
 //!
 //! The state is derived from the log: every replica applies each committed batch to it, so a
 //! new leader has it, and it is persisted with the applied index, so a restart has it. On the
@@ -65,6 +68,14 @@ impl ProducerBatch {
             last_sequence: advance(stamp.base_sequence, record_count.saturating_sub(1)),
         }
     }
+}
+
+/// Whether `received` is ahead of `expected` (a batch before it is missing) rather than behind
+/// it (older than what is remembered), on the wrapping sequence circle.
+pub(crate) fn is_ahead(expected: i32, received: i32) -> bool {
+    let space = i64::from(i32::MAX) + 1;
+    let distance = (i64::from(received) - i64::from(expected)).rem_euclid(space);
+    distance != 0 && distance < space / 2
 }
 
 /// `sequence + n`, wrapping from `i32::MAX` to 0.
@@ -128,10 +139,18 @@ impl ProducerEntry {
         entry: Option<&Self>,
         batch: &ProducerBatch,
     ) -> Result<Verdict, SequenceError> {
-        let Some(entry) = entry else {
-            return Ok(Verdict::Append);
-        };
         let producer_id = batch.producer_id;
+        let Some(entry) = entry else {
+            return if batch.first_sequence == 0 {
+                Ok(Verdict::Append)
+            } else {
+                Err(SequenceError::OutOfOrderSequence {
+                    producer_id,
+                    expected: 0,
+                    received: batch.first_sequence,
+                })
+            };
+        };
         if batch.producer_epoch < entry.epoch {
             return Err(SequenceError::InvalidProducerEpoch {
                 producer_id,
@@ -412,9 +431,21 @@ mod tests {
     }
 
     #[test]
-    fn an_unknown_producer_may_start_anywhere_and_sequences_wrap() {
+    fn an_unknown_producer_starts_at_zero_and_sequences_wrap() {
         let s = state();
-        assert_eq!(check(&s, &batch(9, 0, 1234, 1)), Ok(Verdict::Append));
+        assert_eq!(check(&s, &batch(9, 0, 0, 1)), Ok(Verdict::Append));
+        assert_eq!(
+            check(&s, &batch(9, 0, 1234, 1)),
+            Err(SequenceError::OutOfOrderSequence {
+                producer_id: 9,
+                expected: 0,
+                received: 1234
+            })
+        );
+        assert!(is_ahead(0, 1234));
+        assert!(!is_ahead(10, 5), "behind: older than expected");
+        assert!(is_ahead(i32::MAX, 3), "ahead across the wrap");
+        assert!(!is_ahead(3, i32::MAX), "behind across the wrap");
         let wrapping = batch(9, 0, i32::MAX - 1, 3);
         assert_eq!(wrapping.last_sequence, 0);
         let mut s = state();

@@ -17,15 +17,16 @@
 //!   dropped when the term changes (a new term means the applied state is again the truth).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use openraft::storage::RaftStateMachine;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
-use crate::error::ReplicaError;
+use crate::error::{ReplicaError, SequenceError};
 use crate::group::Group;
-use crate::producers::{ProducerBatch, ProducerEntry, ProducerState, Verdict};
+use crate::producers::{ProducerBatch, ProducerEntry, ProducerState, Verdict, is_ahead};
 use crate::types::{
     AppendBatch, AppendOutcome, Appended, Request, Response, SnapshotBytes, TypeConfig,
 };
@@ -35,6 +36,10 @@ type Outcome = Option<Result<AppendOutcome, ReplicaError>>;
 /// How long a batch waits for a new leader to apply its log before it is refused as
 /// `UNAVAILABLE` (retriable).
 const LATEST_STATE_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a batch ahead of its producer's sequence waits for the batches before it before it
+/// is refused as `OUT_OF_ORDER_SEQUENCE`.
+const AHEAD_WAIT: Duration = Duration::from_millis(500);
 
 /// One in-flight batch and where its answer will appear.
 struct InFlightBatch {
@@ -73,6 +78,10 @@ pub(crate) struct Sequencer {
     /// Held from judging a batch until it is handed to raft.
     order: tokio::sync::Mutex<()>,
     in_flight: Arc<Mutex<InFlight>>,
+    /// Told whenever a batch enters or leaves raft, for the batches waiting for their turn.
+    changed: Arc<Notify>,
+    /// Batches that arrived ahead of their producer's sequence and were held.
+    held: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -81,8 +90,27 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// What judging a batch decided.
+enum Step {
+    /// Wait for this answer: the batch's own (`duplicate` false) or its original's.
+    Await(watch::Receiver<Outcome>, bool),
+    /// A retry of a stored batch, answered at once.
+    Done(Appended),
+    /// The batch is ahead of its producer's sequence: the batches before it may still arrive.
+    Ahead(ReplicaError),
+}
+
 impl Sequencer {
+    /// Batches held so far because they arrived ahead of their producer's sequence.
+    pub(crate) fn held(&self) -> u64 {
+        self.held.load(Ordering::Relaxed)
+    }
+
     /// Appends an idempotent producer's batch through `group`, or answers a retry of one.
+    ///
+    /// A batch ahead of its producer's sequence waits (up to [`AHEAD_WAIT`]) for the batches
+    /// before it: a producer's requests travel on separate HTTP/2 streams and may arrive out of
+    /// order. It is judged again whenever a batch enters or leaves raft.
     pub(crate) async fn append<SM>(
         &self,
         group: &Group<SM>,
@@ -93,61 +121,25 @@ impl Sequencer {
     where
         SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotBytes>,
     {
-        let (mut outcome, duplicate) = {
-            let _ordered = self.order.lock().await;
-            let Some((term, last_log_index)) = group.leadership() else {
-                return Err(ReplicaError::NotLeader {
-                    group: group.id,
-                    leader: group.leader(),
-                });
-            };
-            let barrier = {
-                let mut in_flight = lock(&self.in_flight);
-                if in_flight.term != term {
-                    // Batches of an earlier term are committed (and will be in the applied
-                    // state) or gone; their answers still arrive, but no longer matter here.
-                    in_flight.term = term;
-                    in_flight.barrier = last_log_index;
-                    in_flight.by_producer.clear();
-                }
-                in_flight.barrier
-            };
-            group
-                .wait_applied_as_leader(term, barrier, LATEST_STATE_WAIT)
-                .await?;
-            let verdict = {
-                // Only this (ordered) section changes the term, so it is still `term`.
-                let in_flight = lock(&self.in_flight);
-                let pending = in_flight.by_producer.get(&producer.producer_id);
-                let applied = lock(producers);
-                let overlay = ProducerEntry::with_in_flight(
-                    applied.entry(producer.producer_id),
-                    pending.into_iter().flatten().map(|b| &b.batch),
-                );
-                match ProducerEntry::check(overlay.as_ref(), &producer) {
-                    Ok(Verdict::InFlight) => pending
-                        .into_iter()
-                        .flatten()
-                        .find(|b| b.batch == producer)
-                        .map(|b| b.outcome.clone()),
-                    Ok(Verdict::Duplicate(outcome)) => {
-                        return Ok(Appended {
-                            outcome,
-                            duplicate: true,
-                        });
+        let hold_until = tokio::time::Instant::now() + AHEAD_WAIT;
+        let mut held = false;
+        let (mut outcome, duplicate) = loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            // Registered before judging, so a change right after is not missed.
+            changed.as_mut().enable();
+            match self.judge(group, producers, &append, producer).await? {
+                Step::Done(appended) => return Ok(appended),
+                Step::Await(outcome, duplicate) => break (outcome, duplicate),
+                Step::Ahead(refusal) => {
+                    if !held {
+                        held = true;
+                        self.held.fetch_add(1, Ordering::Relaxed);
                     }
-                    Ok(Verdict::Append) => None,
-                    Err(source) => {
-                        return Err(ReplicaError::Sequence {
-                            group: group.id,
-                            source,
-                        });
+                    if tokio::time::timeout_at(hold_until, changed).await.is_err() {
+                        return Err(refusal);
                     }
                 }
-            };
-            match verdict {
-                Some(original) => (original, true),
-                None => (self.propose(group, append, producer).await?, false),
             }
         };
         let answered =
@@ -165,6 +157,87 @@ impl Sequencer {
             })
         })?;
         Ok(Appended { outcome, duplicate })
+    }
+
+    /// Judges the batch in order with every other, and proposes it if it continues its
+    /// producer's sequence.
+    async fn judge<SM>(
+        &self,
+        group: &Group<SM>,
+        producers: &Mutex<ProducerState>,
+        append: &AppendBatch,
+        producer: ProducerBatch,
+    ) -> Result<Step, ReplicaError>
+    where
+        SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotBytes>,
+    {
+        let _ordered = self.order.lock().await;
+        let Some((term, last_log_index)) = group.leadership() else {
+            return Err(ReplicaError::NotLeader {
+                group: group.id,
+                leader: group.leader(),
+            });
+        };
+        let barrier = {
+            let mut in_flight = lock(&self.in_flight);
+            if in_flight.term != term {
+                // Batches of an earlier term are committed (and will be in the applied state)
+                // or gone; their answers still arrive, but no longer matter here.
+                in_flight.term = term;
+                in_flight.barrier = last_log_index;
+                in_flight.by_producer.clear();
+            }
+            in_flight.barrier
+        };
+        group
+            .wait_applied_as_leader(term, barrier, LATEST_STATE_WAIT)
+            .await?;
+        let original = {
+            // Only this (ordered) section changes the term, so it is still `term`.
+            let in_flight = lock(&self.in_flight);
+            let pending = in_flight.by_producer.get(&producer.producer_id);
+            let applied = lock(producers);
+            let overlay = ProducerEntry::with_in_flight(
+                applied.entry(producer.producer_id),
+                pending.into_iter().flatten().map(|b| &b.batch),
+            );
+            let verdict = ProducerEntry::check(overlay.as_ref(), &producer);
+            tracing::debug!(group = group.id, ?producer, ?verdict, "judged");
+            match verdict {
+                Ok(Verdict::InFlight) => pending
+                    .into_iter()
+                    .flatten()
+                    .find(|b| b.batch == producer)
+                    .map(|b| b.outcome.clone()),
+                Ok(Verdict::Duplicate(outcome)) => {
+                    return Ok(Step::Done(Appended {
+                        outcome,
+                        duplicate: true,
+                    }));
+                }
+                Ok(Verdict::Append) => None,
+                Err(source) => {
+                    let ahead = matches!(
+                        source,
+                        SequenceError::OutOfOrderSequence { expected, received, .. }
+                            if is_ahead(expected, received)
+                    );
+                    let refusal = ReplicaError::Sequence {
+                        group: group.id,
+                        source,
+                    };
+                    return if ahead {
+                        Ok(Step::Ahead(refusal))
+                    } else {
+                        Err(refusal)
+                    };
+                }
+            }
+        };
+        Ok(match original {
+            Some(original) => Step::Await(original, true),
+            None => Step::Await(self.propose(group, append.clone(), producer).await?, false),
+        })
     }
 
     /// Proposes the batch and tracks it until raft answers; called in order.
@@ -194,9 +267,11 @@ impl Sequencer {
                 });
             id
         };
+        self.changed.notify_waiters();
         // The answer is awaited apart from the request, so a client that gives up does not
         // leave a batch on the overlay that nothing will ever take off.
         let in_flight = self.in_flight.clone();
+        let changed = self.changed.clone();
         let group_id = group.id;
         tokio::spawn(async move {
             let result = match applied.await {
@@ -216,6 +291,7 @@ impl Sequencer {
             // Off the overlay first: once answered, the applied state (or nothing) is the truth.
             lock(&in_flight).forget(producer.producer_id, id);
             let _ = answer.send(Some(result));
+            changed.notify_waiters();
         });
         Ok(outcome)
     }

@@ -169,6 +169,16 @@ impl Collector for NodeCollector {
             &hosted,
             |p| p.replica.producer_count() as i64,
         )?;
+        let mut held = encoder.encode_descriptor(
+            "weir_partition_held_batches",
+            "Idempotent batches that reached the leader ahead of their producer's sequence and were held for the ones before",
+            None,
+            MetricType::Counter,
+        )?;
+        for partition in &hosted {
+            ConstCounter::new(partition.replica.held_batches() as f64)
+                .encode(held.encode_family(&partition_labels(partition))?)?;
+        }
         encode_module_counters(&mut encoder, &node)?;
         let (instances, max_instances) = node.modules.instances();
         ConstGauge::new(i64::from(instances)).encode(encoder.encode_descriptor(
@@ -269,13 +279,17 @@ fn encode_partition_gauge(
 ) -> Result<(), std::fmt::Error> {
     let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
     for partition in hosted {
-        let labels = PartitionLabels {
-            topic: partition.topic.to_string(),
-            partition: partition.partition.to_string(),
-        };
-        ConstGauge::new(value(partition)).encode(family.encode_family(&labels)?)?;
+        ConstGauge::new(value(partition))
+            .encode(family.encode_family(&partition_labels(partition))?)?;
     }
     Ok(())
+}
+
+fn partition_labels(partition: &HostedPartition) -> PartitionLabels {
+    PartitionLabels {
+        topic: partition.topic.to_string(),
+        partition: partition.partition.to_string(),
+    }
 }
 
 /// The metrics registry of a broker.

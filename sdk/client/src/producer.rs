@@ -81,13 +81,18 @@ pub struct RecordMetadata {
     pub offset: Option<u64>,
 }
 
-/// Why a record was not delivered. Every record of a failed batch gets the same error.
+/// Why a record was not delivered.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum DeliveryError {
-    /// The request failed (after the retries retriable errors get).
+    /// The request failed (after the retries retriable errors get); every record of its batch
+    /// gets the same error, except those a produce chain rejected.
     #[error(transparent)]
     Failed(Arc<ClientError>),
-    /// The topic's produce chain dropped the record or sent it to a dead-letter topic.
+    /// The topic's produce chain rejected the record: it dropped it or sent it to a
+    /// dead-letter topic ([`RejectAction::Drop`](crate::RejectAction::Drop),
+    /// [`DeadLetter`](crate::RejectAction::DeadLetter)), or refused its whole batch
+    /// ([`RejectAction::Reject`](crate::RejectAction::Reject): nothing of the batch was stored,
+    /// and its other records fail with the `RECORD_REJECTED` error).
     #[error("record rejected by {}: {}", .0.module, .0.reason)]
     Rejected(RejectedRecord),
     /// The producer was dropped before the record was sent.
@@ -168,12 +173,43 @@ struct Inner {
     /// The queue of each partition's sender task.
     queues: Mutex<HashMap<(String, u32), mpsc::UnboundedSender<Pending>>>,
     /// Where keyless records of each topic go now.
-    sticky: Mutex<HashMap<String, u32>>,
+    sticky: Mutex<HashMap<String, Sticky>>,
     buffer: Arc<Semaphore>,
     /// Records enqueued and not yet answered.
     outstanding: watch::Sender<usize>,
     /// The producer id, asked for when the first batch is sent.
     producer_id: OnceCell<ProducerId>,
+}
+
+/// Where a topic's records without key or partition go: one partition until a batch of them
+/// is full (or a batch of that partition was formed), then the next (Kafka's sticky
+/// partitioner, KIP-480 and KIP-794).
+#[derive(Debug, Clone, Copy, Default)]
+struct Sticky {
+    partition: u32,
+    records: usize,
+    bytes: usize,
+}
+
+impl Sticky {
+    /// The partition of the next record of `bytes`, moving on first if it would overflow the
+    /// batch the records since the last move make.
+    fn assign(&mut self, bytes: usize, partitions: u32, config: &ProducerConfig) -> u32 {
+        let full = self.records >= config.batch_max_records
+            || self.bytes.saturating_add(bytes) > config.batch_max_bytes;
+        if self.records > 0 && full {
+            self.move_on(partitions);
+        }
+        self.records += 1;
+        self.bytes = self.bytes.saturating_add(bytes);
+        self.partition % partitions.max(1)
+    }
+
+    fn move_on(&mut self, partitions: u32) {
+        self.partition = (self.partition + 1) % partitions.max(1);
+        self.records = 0;
+        self.bytes = 0;
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -219,9 +255,9 @@ impl Inner {
         let partitions = lock(&self.partitions).get(topic).copied().unwrap_or(1);
         let mut sticky = lock(&self.sticky);
         if let Some(current) = sticky.get_mut(topic)
-            && *current == partition
+            && current.partition == partition
         {
-            *current = (partition + 1) % partitions.max(1);
+            current.move_on(partitions);
         }
     }
 
@@ -338,17 +374,51 @@ impl Producer {
                 )));
             }
             (None, Some(key)) => partition_for_key(key, count),
-            (None, None) => {
-                *lock(&self.inner.sticky)
-                    .entry(topic.to_owned())
-                    .or_insert(0)
-                    % count.max(1)
-            }
+            (None, None) => lock(&self.inner.sticky)
+                .entry(topic.to_owned())
+                .or_insert_with(|| Sticky {
+                    // A random start, as Kafka's: many short-lived producers spread out.
+                    partition: rand_partition(count),
+                    ..Sticky::default()
+                })
+                .assign(record.payload_len().max(1), count, &self.inner.config),
         })
     }
+}
+
+/// A partition chosen from the clock's nanoseconds: random enough to spread the first batches
+/// of many producers, with no dependency for it.
+fn rand_partition(partitions: u32) -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    nanos % partitions.max(1)
 }
 
 /// Kafka's default partitioner (the broker's too): `(murmur2(key) & 0x7fffffff) % partitions`.
 pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
     weir_types::partition_for_key(key, partitions).0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyless_records_fill_a_batch_per_partition_in_turn() {
+        let config = ProducerConfig {
+            batch_max_records: 3,
+            batch_max_bytes: 100,
+            ..ProducerConfig::default()
+        };
+        let mut sticky = Sticky::default();
+        let partitions: Vec<u32> = (0..7).map(|_| sticky.assign(10, 3, &config)).collect();
+        assert_eq!(partitions, [0, 0, 0, 1, 1, 1, 2]);
+        // Bytes fill a batch too; a record larger than a batch still goes, alone.
+        let mut sticky = Sticky::default();
+        assert_eq!(sticky.assign(60, 3, &config), 0);
+        assert_eq!(sticky.assign(60, 3, &config), 1);
+        assert_eq!(sticky.assign(500, 3, &config), 2);
+        assert_eq!(sticky.assign(1, 3, &config), 0);
+    }
 }

@@ -11,9 +11,14 @@
 //! - after a definitive failure of the front batch (nothing of it stored: the records are
 //!   refused), its sequence numbers are given to the batches behind it, which the partition
 //!   refused as out of sequence;
-//! - `OUT_OF_ORDER_SEQUENCE` for the front batch means the partition expects a sequence of an
-//!   earlier batch this sender gave up on (delivery timeout) that was never stored: the
-//!   sender starts a new epoch of its producer id for this partition, from sequence 0.
+//! - batches travel on separate HTTP/2 streams and may reach the leader out of order (it holds
+//!   one ahead of its sequence a moment for the ones before): `OUT_OF_ORDER_SEQUENCE` for a
+//!   batch sent while an earlier one was unanswered is such a reordering, and the batch is sent
+//!   again as it is once the earlier ones are answered;
+//! - `OUT_OF_ORDER_SEQUENCE` for a batch sent with nothing before it unanswered means the
+//!   partition expects a sequence of an earlier batch this sender gave up on (delivery timeout)
+//!   that was never stored, or no longer knows the producer: the sender starts a new epoch of
+//!   its producer id for this partition, from sequence 0.
 //!
 //! Without idempotence the window is one batch, retried as it is: order is kept, and a retry
 //! after an unknown outcome may store the batch twice.
@@ -106,6 +111,9 @@ struct InFlight {
     records: Vec<Pending>,
     batch: EncodedBatch,
     deadline: Instant,
+    /// Whether an earlier batch was unanswered when this one was last sent: it may have
+    /// overtaken it.
+    sent_behind: bool,
     request: JoinHandle<Answer>,
 }
 
@@ -113,6 +121,8 @@ struct InFlight {
 enum Failure {
     /// Retriable: wait for the rest, send every batch not stored again, same sequences.
     Retry,
+    /// It overtook an earlier batch: send it (and the rest) again at once, same sequences.
+    Overtook,
     /// Nothing of it was stored and it will not be: answer its records with the error, give
     /// its sequence numbers to the batches behind it.
     Refused,
@@ -122,8 +132,9 @@ enum Failure {
     Fenced,
 }
 
-fn classify(e: &ClientError, idempotent: bool) -> Failure {
+fn classify(e: &ClientError, idempotent: bool, sent_behind: bool) -> Failure {
     match e.reason() {
+        Some("OUT_OF_ORDER_SEQUENCE") if idempotent && sent_behind => Failure::Overtook,
         Some("OUT_OF_ORDER_SEQUENCE") if idempotent => Failure::OutOfSequence,
         Some("INVALID_PRODUCER_EPOCH" | "UNKNOWN_PRODUCER_ID") if idempotent => Failure::Fenced,
         _ if e.is_retriable() => Failure::Retry,
@@ -224,11 +235,13 @@ impl Sender {
             }
         };
         let deadline = Instant::now() + self.inner.config.delivery_timeout;
+        let sent_behind = !self.window.is_empty();
         let request = self.request(batch.bytes().clone());
         self.window.push_back(InFlight {
             records,
             batch,
             deadline,
+            sent_behind,
             request,
         });
     }
@@ -275,7 +288,14 @@ impl Sender {
             Err(e) => e,
         };
         let idempotent = self.sequence.as_ref().is_some_and(Sequence::is_idempotent);
-        match classify(&error, idempotent) {
+        match classify(&error, idempotent, front.sent_behind) {
+            Failure::Overtook if Instant::now() < front.deadline => {
+                let unstored = self.drain(front).await;
+                for batch in unstored {
+                    self.resend(batch, None);
+                }
+            }
+            Failure::Overtook => answer_all(&self.inner, front.records, &Err(Arc::new(error))),
             Failure::Retry if Instant::now() + self.backoff < front.deadline => {
                 let unstored = self.drain(front).await;
                 tokio::time::sleep(self.backoff).await;
@@ -290,7 +310,7 @@ impl Sender {
             Failure::Retry => answer_all(&self.inner, front.records, &Err(Arc::new(error))),
             Failure::Refused => {
                 let first = front.batch.header().base_sequence;
-                answer_all(&self.inner, front.records, &Err(Arc::new(error)));
+                answer_refused(&self.inner, front.records, error);
                 if idempotent {
                     let unstored = self.drain_behind().await;
                     if let Some(sequence) = self.sequence.as_mut() {
@@ -360,6 +380,7 @@ impl Sender {
         if let Some(stamp) = stamp {
             batch.batch = batch.batch.with_producer(stamp);
         }
+        batch.sent_behind = !self.window.is_empty();
         batch.request = self.request(batch.batch.bytes().clone());
         self.window.push_back(batch);
     }
@@ -442,6 +463,26 @@ fn deliver(inner: &Inner, topic: &str, partition: u32, batch: InFlight, outcome:
     inner.answered(count);
 }
 
+/// Answers the records of a batch the broker refused: those a produce chain rejected (under
+/// `RECORD_REJECTED`) with their rejection, the others with the error.
+fn answer_refused(inner: &Inner, records: Vec<Pending>, error: ClientError) {
+    let mut rejected: HashMap<u32, RejectedRecord> = error
+        .rejected_records()
+        .into_iter()
+        .map(|r| (r.index, r))
+        .collect();
+    let count = records.len();
+    let error = Arc::new(error);
+    for (i, pending) in records.into_iter().enumerate() {
+        let answer = match rejected.remove(&(i as u32)) {
+            Some(r) => DeliveryError::Rejected(r),
+            None => DeliveryError::Failed(error.clone()),
+        };
+        let _ = pending.done.send(Err(answer));
+    }
+    inner.answered(count);
+}
+
 /// Answers every one of `records` with `answer`.
 fn answer_all(
     inner: &Inner,
@@ -500,29 +541,27 @@ mod tests {
         let status = |reason| -> ClientError {
             weir_proto::error::status_with_reason(tonic::Code::Unknown, "m", reason, []).into()
         };
-        assert!(matches!(
-            classify(&status("OUT_OF_ORDER_SEQUENCE"), true),
-            Failure::OutOfSequence
-        ));
-        assert!(matches!(
-            classify(&status("INVALID_PRODUCER_EPOCH"), true),
-            Failure::Fenced
-        ));
-        assert!(matches!(
-            classify(&status("NOT_LEADER"), true),
-            Failure::Retry
-        ));
-        assert!(matches!(
-            classify(&status("OUTCOME_UNKNOWN"), false),
-            Failure::Retry
-        ));
-        assert!(matches!(
-            classify(&status("INVALID_RECORD"), true),
-            Failure::Refused
-        ));
-        assert!(matches!(
-            classify(&status("OUT_OF_ORDER_SEQUENCE"), false),
-            Failure::Refused
-        ));
+        let cases = [
+            ("OUT_OF_ORDER_SEQUENCE", true, false, "out of sequence"),
+            ("OUT_OF_ORDER_SEQUENCE", true, true, "overtook"),
+            ("OUT_OF_ORDER_SEQUENCE", false, false, "refused"),
+            ("INVALID_PRODUCER_EPOCH", true, false, "fenced"),
+            ("NOT_LEADER", true, true, "retry"),
+            ("OUTCOME_UNKNOWN", false, false, "retry"),
+            ("INVALID_RECORD", true, false, "refused"),
+        ];
+        for (reason, idempotent, sent_behind, expected) in cases {
+            let got = match classify(&status(reason), idempotent, sent_behind) {
+                Failure::Retry => "retry",
+                Failure::Overtook => "overtook",
+                Failure::Refused => "refused",
+                Failure::OutOfSequence => "out of sequence",
+                Failure::Fenced => "fenced",
+            };
+            assert_eq!(
+                got, expected,
+                "{reason} idempotent={idempotent} behind={sent_behind}"
+            );
+        }
     }
 }
