@@ -1,5 +1,5 @@
-//! A bounded window of produce requests in flight, shared by `weir produce` and
-//! `weir bench produce`.
+//! A bounded window of produce requests in flight, for `weir bench produce`, which measures
+//! single requests (`weir produce` uses weir-client's `Producer`).
 //!
 //! Each request runs as its own task, so it makes progress while the caller waits for input or
 //! for a scheduled send time, and it notes the instant it completed, so a caller that collects
@@ -60,11 +60,6 @@ impl<T: Send + 'static> ProducePipeline<T> {
     /// Whether another request may be sent now.
     pub fn has_room(&self) -> bool {
         self.in_flight.len() < self.max_in_flight
-    }
-
-    /// Whether no request is in flight.
-    pub fn is_idle(&self) -> bool {
-        self.in_flight.is_empty()
     }
 
     /// Sends `records` to `partition` (or the broker's choice) as one request. The caller checks

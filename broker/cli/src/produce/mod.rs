@@ -2,21 +2,15 @@
 //! exits 0 only when every line has been acknowledged, and otherwise names the lines that were
 //! not.
 //!
-//! A reader thread turns stdin into records ([`input`]); the [`ledger`] routes them to
-//! partitions and keeps one queue per destination; this module sends what the ledger allows
-//! through a bounded window of requests. A batch goes as soon as its partition has no request in
-//! flight, with whatever has been read by then: a line typed at a terminal goes out at once,
-//! while a piped file fills batches up to `--batch-size` during the round trips (group commit,
-//! without a linger timer).
+//! A reader thread turns stdin into records ([`input`]); weir-client's [`Producer`] partitions,
+//! batches and sends them (idempotently, with up to 5 batches in flight per partition, retrying
+//! through leader changes), and answers each record; [`report`] accounts for every line from
+//! those answers, in input order. Routing is the Producer's: `--partition`, else a keyed line
+//! (with `--key-separator`) goes to its key's partition (docs/api.md), and unkeyed lines fill a
+//! batch per partition in turn (Kafka's sticky partitioner).
 //!
-//! Routing: every request names its partition. With `--partition`, all lines go there. Without
-//! it, the partitions are chosen here as Kafka's default partitioner does: a keyed line (with
-//! `--key-separator`) goes to its key's partition (docs/api.md); unkeyed lines stick to one
-//! partition until they fill a batch, then move on to the next partition round-robin.
-//!
-//! Order: a partition has one request in flight at a time, so the lines of one partition (hence
-//! of one key, and all lines of a one-partition topic) are stored in input order. Requests to
-//! different partitions overlap, up to [`MAX_IN_FLIGHT`].
+//! Order: the lines of one partition (hence of one key, and all lines of a one-partition topic)
+//! are stored in input order, each once.
 //!
 //! Modules: a record the topic's produce chain rejects is reported on stderr by its input line,
 //! `record LINE rejected by MODULE (dropped|sent to dead-letter topic): REASON`. Records the
@@ -24,29 +18,31 @@
 //! refused (`RECORD_REJECTED`) stored nothing, so its lines fail the run.
 
 mod input;
-mod ledger;
+mod report;
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
 use tokio::sync::mpsc;
-use weir_client::{Acks, Client};
+use weir_client::{Acks, Client, Delivery, Producer, ProducerConfig};
 
 use self::input::{Input, read_records};
-use self::ledger::{BatchLimits, InputEnd, Ledger, Routing};
-use crate::pipeline::{DELIVERY_TIMEOUT, ProducePipeline};
+use self::report::{InputEnd, Report};
+use crate::pipeline::DELIVERY_TIMEOUT;
 use crate::retry::with_retries;
 
-/// Requests in flight at once, over all partitions (one per partition at most).
-const MAX_IN_FLIGHT: usize = 4;
-
-/// Upper bound on the payload bytes of one request, well under the broker's default batch limit
-/// (8 MiB) so that long lines split into more requests instead of being refused.
-const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+/// Upper bound on the payload bytes of one batch, well under the broker's default batch limit
+/// (8 MiB) so that long lines split into more batches instead of being refused.
+const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 /// Chunks of records queued between the reader thread and the sender.
 const INPUT_QUEUE_CHUNKS: usize = 4;
+
+/// Lines sent and not yet accounted for, at most: bounds what a fast pipe makes the command
+/// hold beyond the producer's own buffer.
+const MAX_UNANSWERED_LINES: usize = 100_000;
 
 /// Options of `weir produce`.
 #[derive(Debug, Args)]
@@ -75,7 +71,7 @@ pub struct ProduceArgs {
     #[arg(long, default_value_t = Acks::All, allow_hyphen_values = true)]
     acks: Acks,
 
-    /// Most records per produce request.
+    /// Most records per batch (produce request).
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
     batch_size: u32,
 
@@ -88,16 +84,17 @@ pub struct ProduceArgs {
 pub async fn run(client: &Client, args: ProduceArgs) -> anyhow::Result<()> {
     let batch_size = usize::try_from(args.batch_size).context("--batch-size is too large")?;
     let separator = args.key_separator.map(String::into_bytes);
-    let routing = match args.partition {
-        Some(partition) => Routing::Fixed(partition),
-        None => {
-            let partitions = partition_count(client, &args.topic).await?;
-            Routing::Spread {
-                partitions,
-                first_sticky: rand::random_range(0..partitions),
-            }
-        }
-    };
+    check_destination(client, &args.topic, args.partition).await?;
+    let producer = Producer::new(
+        client.clone(),
+        ProducerConfig {
+            acks: args.acks,
+            batch_max_records: batch_size,
+            batch_max_bytes: MAX_BATCH_BYTES,
+            delivery_timeout: DELIVERY_TIMEOUT,
+            ..ProducerConfig::default()
+        },
+    );
 
     let (tx, mut rx) = mpsc::channel(INPUT_QUEUE_CHUNKS);
     // A plain thread rather than `spawn_blocking`: a read of an idle terminal never returns, and
@@ -114,58 +111,71 @@ pub async fn run(client: &Client, args: ProduceArgs) -> anyhow::Result<()> {
         })
         .context("cannot start the stdin reader")?;
 
-    let mut pipeline = ProducePipeline::new(client.clone(), &args.topic, args.acks, MAX_IN_FLIGHT);
-    let mut ledger = Ledger::new(
-        routing,
-        BatchLimits {
-            records: batch_size,
-            bytes: MAX_REQUEST_BYTES,
-        },
-    );
-    let max_pending = batch_size.saturating_mul(MAX_IN_FLIGHT);
+    let mut unanswered: VecDeque<Delivery> = VecDeque::new();
+    let mut report = Report::default();
     let mut input_end = None;
     loop {
-        // After a failure nothing more is sent, so the report can say exactly which lines went.
-        while pipeline.has_room() && !ledger.has_failed() {
-            let Some(batch) = ledger.next_batch() else {
-                break;
-            };
-            pipeline.send(Some(batch.sent.partition), batch.records, batch.sent);
-        }
-        let can_read =
-            input_end.is_none() && !ledger.has_failed() && ledger.pending() < max_pending;
+        let can_read = input_end.is_none() && unanswered.len() < MAX_UNANSWERED_LINES;
         tokio::select! {
             input = rx.recv(), if can_read => match input {
-                Some(Input::Records(records)) => ledger.push(records),
+                Some(Input::Records(records)) => {
+                    for mut record in records {
+                        record.partition = args.partition;
+                        let delivery = producer
+                            .enqueue(&args.topic, record)
+                            .await
+                            .with_context(|| format!("cannot produce to {}", args.topic))?;
+                        unanswered.push_back(delivery);
+                    }
+                }
                 Some(Input::Failed(err)) => input_end = Some(InputEnd::Failed(err)),
                 None => input_end = Some(InputEnd::Complete),
             },
-            completion = pipeline.next_completion(), if !pipeline.is_idle() => {
-                if let Some(completion) = completion? {
-                    for rejection in ledger.complete(completion.tag, completion.result) {
-                        eprintln!("{rejection}");
-                    }
+            // Lines are accounted for in input order.
+            outcome = next_answer(&mut unanswered), if !unanswered.is_empty() => {
+                unanswered.pop_front();
+                if let Some(rejection) = report.record(outcome) {
+                    eprintln!("{rejection}");
                 }
             }
             else => break,
         }
     }
-    let summary = ledger.finish(input_end.unwrap_or(InputEnd::Abandoned))?;
+    let summary = report.finish(input_end.unwrap_or(InputEnd::Complete))?;
     if args.verbose {
         eprintln!("{}", summary.describe(&args.topic, args.acks));
     }
     Ok(())
 }
 
-/// The partition count of `topic`, at least 1. Asked as patiently as a produce request is
-/// retried, since no line can be routed without it.
-async fn partition_count(client: &Client, topic: &str) -> anyhow::Result<u32> {
+/// The answer of the oldest line still unanswered (which stays in place until popped).
+async fn next_answer(
+    unanswered: &mut VecDeque<Delivery>,
+) -> Result<weir_client::RecordMetadata, weir_client::DeliveryError> {
+    match unanswered.front_mut() {
+        Some(delivery) => delivery.await,
+        // Not polled with nothing unanswered (see the select's guard).
+        None => std::future::pending().await,
+    }
+}
+
+/// Checks that `topic` exists (and has `partition`, when one is named) before reading stdin, as
+/// patiently as a record is retried, so a typo fails at once with one clear line.
+async fn check_destination(
+    client: &Client,
+    topic: &str,
+    partition: Option<u32>,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + DELIVERY_TIMEOUT;
     let info = with_retries(Some(deadline), || client.describe_topic(topic))
         .await
         .with_context(|| format!("cannot look up topic {topic}"))?;
-    u32::try_from(info.partitions.len())
-        .ok()
-        .filter(|&n| n > 0)
-        .with_context(|| format!("topic {topic} reports {} partitions", info.partitions.len()))
+    let count = info.partitions.len();
+    if let Some(partition) = partition {
+        anyhow::ensure!(
+            (partition as usize) < count,
+            "topic {topic} has no partition {partition} (it has {count})"
+        );
+    }
+    Ok(())
 }
