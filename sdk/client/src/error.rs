@@ -155,8 +155,9 @@ impl ClientError {
     /// section), so a retriable error calls for a retry after a backoff, not at once.
     ///
     /// A retried produce whose first attempt timed out, lost its connection or ended in
-    /// `OUTCOME_UNKNOWN` may have been stored already, so a retry can duplicate records. Errors
-    /// about the request itself (`UNKNOWN_TOPIC`, `INVALID_RECORD`, ...) are not retriable.
+    /// `OUTCOME_UNKNOWN` may have been stored already, so a plain retry can duplicate records;
+    /// an idempotent producer's retry cannot (see [`Producer`](crate::Producer)). Errors about
+    /// the request itself (`UNKNOWN_TOPIC`, `INVALID_RECORD`, ...) are not retriable.
     pub fn is_retriable(&self) -> bool {
         match self {
             Self::Connect { .. } => true,
