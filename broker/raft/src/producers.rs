@@ -65,7 +65,10 @@ impl ProducerBatch {
             producer_id: stamp.producer_id,
             producer_epoch: stamp.producer_epoch,
             first_sequence: stamp.base_sequence,
-            last_sequence: advance(stamp.base_sequence, record_count.saturating_sub(1)),
+            last_sequence: ProducerStamp::sequence_after(
+                stamp.base_sequence,
+                u64::from(record_count.saturating_sub(1)),
+            ),
         }
     }
 }
@@ -76,12 +79,6 @@ pub(crate) fn is_ahead(expected: i32, received: i32) -> bool {
     let space = i64::from(i32::MAX) + 1;
     let distance = (i64::from(received) - i64::from(expected)).rem_euclid(space);
     distance != 0 && distance < space / 2
-}
-
-/// `sequence + n`, wrapping from `i32::MAX` to 0.
-pub fn advance(sequence: i32, n: u32) -> i32 {
-    let space = i64::from(i32::MAX) + 1;
-    ((i64::from(sequence) + i64::from(n)) % space) as i32
 }
 
 /// Limits of the producer state of one partition.
@@ -140,16 +137,20 @@ impl ProducerEntry {
         batch: &ProducerBatch,
     ) -> Result<Verdict, SequenceError> {
         let producer_id = batch.producer_id;
-        let Some(entry) = entry else {
-            return if batch.first_sequence == 0 {
+        // The batch is stored if it starts where the producer's sequence continues.
+        let continues = |expected: i32| {
+            if batch.first_sequence == expected {
                 Ok(Verdict::Append)
             } else {
                 Err(SequenceError::OutOfOrderSequence {
                     producer_id,
-                    expected: 0,
+                    expected,
                     received: batch.first_sequence,
                 })
-            };
+            }
+        };
+        let Some(entry) = entry else {
+            return continues(0);
         };
         if batch.producer_epoch < entry.epoch {
             return Err(SequenceError::InvalidProducerEpoch {
@@ -159,15 +160,7 @@ impl ProducerEntry {
             });
         }
         if batch.producer_epoch > entry.epoch {
-            return if batch.first_sequence == 0 {
-                Ok(Verdict::Append)
-            } else {
-                Err(SequenceError::OutOfOrderSequence {
-                    producer_id,
-                    expected: 0,
-                    received: batch.first_sequence,
-                })
-            };
+            return continues(0);
         }
         if let Some(seen) = entry.batches.iter().find(|b| {
             b.first_sequence == batch.first_sequence && b.last_sequence == batch.last_sequence
@@ -180,19 +173,9 @@ impl ProducerEntry {
                 None => Verdict::InFlight,
             });
         }
-        let expected = entry
-            .batches
-            .back()
-            .map_or(0, |last| advance(last.last_sequence, 1));
-        if batch.first_sequence == expected {
-            Ok(Verdict::Append)
-        } else {
-            Err(SequenceError::OutOfOrderSequence {
-                producer_id,
-                expected,
-                received: batch.first_sequence,
-            })
-        }
+        continues(entry.batches.back().map_or(0, |last| {
+            ProducerStamp::sequence_after(last.last_sequence, 1)
+        }))
     }
 
     /// `applied` with the batches of `in_flight` (proposed, not yet applied, in proposal order)

@@ -181,6 +181,16 @@ pub struct ProducerStamp {
     pub base_sequence: i32,
 }
 
+impl ProducerStamp {
+    /// The sequence number `n` records after `sequence`: sequences wrap from `i32::MAX` to 0, as
+    /// Kafka's do.
+    pub fn sequence_after(sequence: i32, n: u64) -> i32 {
+        let space = i64::from(i32::MAX) + 1;
+        let n = (n % space as u64) as i64;
+        (i64::from(sequence) + n).rem_euclid(space) as i32
+    }
+}
+
 /// The decoded fixed header of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchHeader {

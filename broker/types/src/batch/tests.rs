@@ -330,3 +330,11 @@ fn limits_are_enforced_when_encoding_and_name_the_record() {
         Err(BatchError::InvalidRecord { index: 1, .. })
     ));
 }
+
+#[test]
+fn sequences_wrap_from_the_largest_int32_to_zero() {
+    assert_eq!(ProducerStamp::sequence_after(0, 5), 5);
+    assert_eq!(ProducerStamp::sequence_after(i32::MAX, 1), 0);
+    assert_eq!(ProducerStamp::sequence_after(i32::MAX - 1, 3), 1);
+    assert_eq!(ProducerStamp::sequence_after(7, 1 << 31), 7, "a whole turn");
+}

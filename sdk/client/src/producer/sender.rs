@@ -65,7 +65,7 @@ impl Sequence {
             producer_epoch: producer.epoch,
             base_sequence: self.next,
         };
-        self.next = advance(self.next, count);
+        self.next = ProducerStamp::sequence_after(self.next, count as u64);
         Some(stamp)
     }
 
@@ -96,12 +96,6 @@ impl Sequence {
     pub(super) fn is_idempotent(&self) -> bool {
         self.producer.is_some()
     }
-}
-
-/// `sequence + n`, wrapping from `i32::MAX` to 0 as Kafka's sequences do.
-fn advance(sequence: i32, n: usize) -> i32 {
-    let space = i64::from(i32::MAX) + 1;
-    ((i64::from(sequence) + n as i64) % space) as i32
 }
 
 type Answer = Result<ProduceOutcome, ClientError>;
