@@ -332,11 +332,16 @@ impl Tables<'_, '_> {
         let tail = match from_index {
             Some(tail) => tail,
             // Every batch was purged (or none was ever written): the purge left the tail.
-            None => self
-                .meta
-                .get((group, TAIL_META_KEY))?
-                .and_then(|v| <[u8; 8]>::try_from(v.value()).ok())
-                .map_or(0, u64::from_le_bytes),
+            None => match self.meta.get((group, TAIL_META_KEY))? {
+                None => 0,
+                Some(value) => <[u8; 8]>::try_from(value.value())
+                    .map(u64::from_le_bytes)
+                    .map_err(|_| {
+                        redb::Error::Corrupted(format!(
+                            "group {group}: the stored next offset is not 8 bytes"
+                        ))
+                    })?,
+            },
         };
         self.tails.insert(group, tail);
         Ok(tail)

@@ -537,8 +537,8 @@ impl LogDb {
         Ok(first)
     }
 
-    /// The first record at or after `from` whose timestamp is at least `timestamp_ms`, looking
-    /// only at entries up to raft index `max_index`. Returns its offset and timestamp.
+    /// The first record whose timestamp is at least `timestamp_ms`, looking only at entries up
+    /// to raft index `max_index`. Returns its offset and timestamp.
     ///
     /// Scans the offset index (one small row per batch) for the first batch whose maximum
     /// timestamp qualifies, then decodes that batch only.

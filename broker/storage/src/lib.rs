@@ -16,8 +16,8 @@
 //! record batch v2) with the leader epoch to stamp into it.
 //!
 //! Nothing damaged is returned as data: every read verifies each batch (CRC, structure, records)
-//! and checks what the batch CRC does not cover (base offset, leader epoch) against the offset
-//! index; entry metadata carries its own checksum. The file records its storage format
+//! and checks what the batch CRC does not cover (base offset, leader epoch) against what the
+//! entry's checksummed envelope recorded at append, and the batch against its offset index row. The file records its storage format
 //! ([`STORAGE_FORMAT`]); an older file is converted at open, a newer one refused.
 
 mod committer;

@@ -19,7 +19,7 @@ use weir_types::{BatchEncoder, BatchLimits, Header, Offset, Record};
 
 use crate::error::OpenError;
 use crate::format::{FORMAT, STORAGE_FORMAT, VERSION_KEY};
-use crate::tables::{RAFT_LOG, encode_envelope, envelope_as_is};
+use crate::tables::{OFFSET_INDEX, RAFT_LOG, encode_envelope, envelope_as_is};
 
 /// Bytes of entries converted per transaction.
 pub(crate) const CHUNK_BYTES: usize = 32 * 1024 * 1024;
@@ -110,13 +110,26 @@ fn convert_chunk(db: &Database, chunk_bytes: usize) -> Result<Option<Stats>, red
             format.get(CURSOR_INDEX)?.map_or(0, |v| v.value()),
         );
         let mut log = txn.open_table(RAFT_LOG)?;
+        let offsets = txn.open_table(OFFSET_INDEX)?;
         let mut converted = Vec::new();
         let mut bytes = 0usize;
         for item in log.range(start..)? {
             let (key, value) = item?;
-            let value = value.value();
+            let ((group, index), value) = (key.value(), value.value());
             bytes += value.len();
-            converted.push((key.value(), convert_entry(value, &mut stats)));
+            // Only a damaged batch needs this: its own header cannot be trusted for it.
+            let indexed_base = || -> Option<Offset> {
+                offsets
+                    .range((group, 0)..=(group, u64::MAX))
+                    .ok()?
+                    .filter_map(Result::ok)
+                    .find(|(_, row)| row.value().0 == index)
+                    .map(|(key, _)| Offset(key.value().1))
+            };
+            converted.push((
+                (group, index),
+                convert_entry(value, &mut stats, indexed_base),
+            ));
             if bytes >= chunk_bytes {
                 break;
             }
@@ -141,7 +154,12 @@ fn convert_chunk(db: &Database, chunk_bytes: usize) -> Result<Option<Stats>, red
 
 /// The format-2 envelope for a format-1 entry. An entry whose envelope cannot be read is kept
 /// as it is: the format-2 reader reports it as corrupt, as the format-1 reader did.
-fn convert_entry(old: &[u8], stats: &mut Stats) -> Vec<u8> {
+/// `indexed_base` gives the base offset the offset index holds for the entry.
+fn convert_entry(
+    old: &[u8],
+    stats: &mut Stats,
+    indexed_base: impl FnOnce() -> Option<Offset>,
+) -> Vec<u8> {
     let Some((flags, meta, batch)) = split_old_envelope(old) else {
         stats.damaged += 1;
         return old.to_vec();
@@ -156,9 +174,11 @@ fn convert_entry(old: &[u8], stats: &mut Stats) -> Vec<u8> {
                 }
                 None => {
                     stats.damaged += 1;
-                    // Kept verbatim inside a new envelope: its magic byte (1) is not v2's, so
-                    // every read reports it as corrupt at its offset.
-                    envelope_as_is(meta, Some((batch, old_base_offset(batch), 0)))
+                    // Kept verbatim inside a new envelope, at the offset the index gives it:
+                    // its header is not a v2 header (its length field and CRC do not check
+                    // out), so every read reports it as corrupt at that offset.
+                    let base = indexed_base().unwrap_or_else(|| old_base_offset(batch));
+                    envelope_as_is(meta, Some((batch, base, 0)))
                 }
             }
         }

@@ -156,10 +156,8 @@ pub(crate) fn verify_stored(
     } else if header.partition_leader_epoch != stored.leader_epoch {
         Some("the batch's leader epoch is not the one the log stamped")
     } else {
+        // (The row's raft index is the entry's: the caller found the entry through it.)
         match row {
-            Some((row_index, _, _)) if row_index != index => {
-                Some("the offset index points at another raft entry")
-            }
             Some((_, offset_count, _)) if header.offset_count() != u64::from(offset_count) => {
                 Some("the batch spans other offsets than the offset index says")
             }

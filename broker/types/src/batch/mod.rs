@@ -9,18 +9,21 @@
 //! batch length, the partition leader epoch or the magic byte: the log stamps the base offset
 //! and leader epoch at append time without touching what the producer's CRC covers. What the
 //! CRC does not cover is checked against what the log knows instead (the batch length against
-//! the stored length; the base offset and leader epoch against the offset index).
+//! the stored length here; the base offset and leader epoch, by weir-storage, against what it
+//! recorded when it stamped them).
 //!
 //! Two gates turn bytes into an [`EncodedBatch`]:
-//! - [`EncodedBatch::verify`] for bytes that come from disk or a peer: CRC, magic, length, and
-//!   every record decoded and counted against the header (record count, last offset delta,
-//!   max timestamp, offset deltas increasing), with nothing left over.
+//! - [`EncodedBatch::verify`] for bytes that come from disk or a peer: CRC, magic, length,
+//!   supported attributes, consistent producer fields, and every record decoded and counted
+//!   against the header (record count, last offset delta, max timestamp, offset deltas
+//!   increasing), with nothing left over.
 //! - [`EncodedBatch::validate_produced`] for bytes from a producer: all of that, plus what a
-//!   producer's batch must satisfy (offsets contiguous from 0, timestamps not negative,
-//!   producer fields consistent, size limits).
+//!   producer's batch must satisfy (offsets contiguous from 0, timestamps not negative, size
+//!   limits).
 //!
 //! Features Weir does not implement yet are refused by name rather than misread: compressed,
-//! transactional and control batches, log-append-time timestamps, null values.
+//! transactional and control batches, log-append-time timestamps, delete horizons, null values
+//! and null header values.
 
 mod header;
 mod record;
@@ -210,9 +213,9 @@ impl EncodedBatch {
     }
 
     /// Parses and validates a batch a producer encoded: everything [`verify`](Self::verify)
-    /// checks, plus the size limits, offset deltas `0, 1, 2, …` (a producer's batch has no
-    /// gaps), timestamps that are not negative, and producer fields that are either all unset
-    /// (`-1`) or all set. The base offset and leader epoch the producer wrote are ignored:
+    /// checks (producer fields included: all unset, `-1`, or all set), plus the size limits,
+    /// offset deltas `0, 1, 2, …` (a producer's batch has no gaps) and timestamps that are not
+    /// negative. The base offset and leader epoch the producer wrote are ignored:
     /// the log stamps its own.
     pub fn validate_produced(bytes: Bytes, limits: BatchLimits) -> Result<Self, BatchError> {
         if bytes.len() > limits.max_batch_bytes {
