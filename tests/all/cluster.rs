@@ -111,11 +111,7 @@ async fn create_replicated_topic(
     Ok(())
 }
 
-/// Produces `records` (acks=all) through `nodes`, following `NOT_LEADER` hints, until they are
-/// acknowledged; returns the acknowledging node and the base offset. Retries on `NOT_LEADER`
-/// and `UNAVAILABLE` (refused before anything was written) and on transport failures (in these
-/// tests: connecting to a node that is down, so nothing was written either); any other error,
-/// such as `OUTCOME_UNKNOWN`, fails, so the records are stored at most once.
+/// [`ProcessCluster::produce_acked`]: stored at most once, through whichever of `nodes` leads.
 async fn produce_acked(
     cluster: &ProcessCluster,
     nodes: &[NodeId],
@@ -123,32 +119,9 @@ async fn produce_acked(
     partition: u32,
     records: Vec<pb::Record>,
 ) -> anyhow::Result<(NodeId, u64)> {
-    let mut route = LeaderRoute::new(nodes.iter().map(|&id| (id, cluster.addr(id))).collect());
-    let deadline = tokio::time::Instant::now() + GENEROUS;
-    loop {
-        let (node, _) = route.target();
-        let mut client = cluster.client(node)?;
-        let request = produce_request(topic, partition, records.clone());
-        let status = match tokio::time::timeout(ATTEMPT_TIMEOUT, client.produce(request)).await {
-            Ok(Ok(response)) => {
-                let base = response.into_inner().base_offset;
-                return Ok((node, base.context("acks=all returns a base offset")?));
-            }
-            Ok(Err(status)) => status,
-            Err(_) => anyhow::bail!("produce to node {node} got no answer in {ATTEMPT_TIMEOUT:?}"),
-        };
-        let reason = reason_of(&status);
-        let retriable = matches!(reason.as_deref(), Some("NOT_LEADER" | "UNAVAILABLE"))
-            || (reason.is_none() && status.code() == Code::Unavailable);
-        anyhow::ensure!(retriable, "produce to node {node} failed: {status:?}");
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "no node accepted the write within {GENEROUS:?}; last error from node {node}: {status:?}"
-        );
-        route.failed(&status);
-        // Back off a little, so an election in progress is not flooded with requests.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    cluster
+        .produce_acked(nodes, topic, partition, records)
+        .await
 }
 
 /// Asserts that `stored` holds `produced` from offset `base` on.

@@ -2,7 +2,8 @@
 //! (Fetch as records, Fetch as batches, Subscribe) fails with `CORRUPT_DATA` at the batch's
 //! offset, the intact batches around it are served unchanged, and the other partitions keep
 //! serving; in a cluster, a follower catching up never stores a batch its source holds
-//! damaged, and gets the records from a healthy replica instead.
+//! damaged, and gets the records from a healthy replica instead, and a replica stopped on a
+//! damaged batch is repaired by moving it to another node.
 //!
 //! Damage is done with `weir_storage::fault` on the data of a stopped node.
 
@@ -22,9 +23,6 @@ use weir_tests::{
 
 /// How long one message of a subscription may take to arrive.
 const STREAM_WAIT: Duration = Duration::from_secs(20);
-
-/// How long one produce attempt may take before the producer moves on to another node.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a cluster may take to elect, fail over or catch up. Bounds a hang only.
 const GENEROUS: Duration = Duration::from_secs(60);
@@ -287,44 +285,109 @@ async fn any_damaged_byte_of_a_stored_batch_is_reported_at_its_offset_and_never_
     Ok(())
 }
 
-/// Produces `values` as one batch (acks=all) through whichever of `nodes` leads, following
-/// `NOT_LEADER` hints; returns the base offset. Retries only answers that say nothing was
-/// written (`NOT_LEADER`, `UNAVAILABLE`, a node that cannot be reached), so the batch is stored
-/// at most once.
+/// Produces `values` as one batch through whichever of `nodes` leads (stored at most once:
+/// [`ProcessCluster::produce_acked`]); returns the base offset.
 async fn produce_acked(
     cluster: &ProcessCluster,
     nodes: &[NodeId],
     topic: &str,
     values: &[&str],
 ) -> anyhow::Result<u64> {
-    let mut route = LeaderRoute::new(nodes.iter().map(|&id| (id, cluster.addr(id))).collect());
-    let deadline = tokio::time::Instant::now() + GENEROUS;
-    loop {
-        let (node, _) = route.target();
-        let mut client = cluster.client(node)?;
-        let request = produce_request(topic, 0, values);
-        let status = match tokio::time::timeout(ATTEMPT_TIMEOUT, client.produce(request)).await {
-            Ok(Ok(response)) => {
-                return response
-                    .into_inner()
-                    .base_offset
-                    .context("acks=all returns a base offset");
-            }
-            Ok(Err(status)) => status,
-            Err(_) => anyhow::bail!("produce to node {node} got no answer in {ATTEMPT_TIMEOUT:?}"),
-        };
-        let reason = reason_of(&status);
-        let retriable = matches!(reason.as_deref(), Some("NOT_LEADER" | "UNAVAILABLE"))
-            || (reason.is_none() && status.code() == Code::Unavailable);
-        anyhow::ensure!(retriable, "produce to node {node} failed: {status:?}");
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "no node accepted the write within {GENEROUS:?}; last error: {status:?}"
-        );
-        route.failed(&status);
-        // Not synchronisation: a pause between attempts while an election settles.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let records = values.iter().map(|v| record(v)).collect();
+    Ok(cluster.produce_acked(nodes, topic, 0, records).await?.1)
+}
+
+/// A partition whose leader holds a damaged copy of a batch a follower still needs, with its
+/// replica stopped by the damage: what `damage_the_leaders_copy` leaves behind.
+struct DamagedLeader {
+    /// The node whose copy is damaged (the partition's leader when the damage was made).
+    damaged: NodeId,
+    /// The follower that missed the later batches and was caught up from the damaged node.
+    behind: NodeId,
+    /// The third replica, which holds every batch intact (cut off from the others on return).
+    healthy: NodeId,
+    /// Every value produced, in offset order from 0.
+    produced: Vec<String>,
+    /// The offset of the damaged batch.
+    damaged_offset: u64,
+    /// What the damaged node's failure says.
+    needle: String,
+}
+
+/// On a partition of `topic` replicated on `replicas` (three nodes): two batches every replica
+/// has; one follower stops and three more batches go to the other two; the leader stops, the
+/// middle of those three is damaged in its copy, and it restarts; the healthy replica is cut
+/// off and the follower restarts, so the damaged node is the only one that can lead (the
+/// follower's log is behind) and must read the damaged batch to catch the follower up. Returns
+/// once the damaged node's replica stopped on it. The healthy node is still cut off.
+async fn damage_the_leaders_copy(
+    cluster: &mut ProcessCluster,
+    replicas: &[NodeId],
+    topic: &str,
+) -> anyhow::Result<DamagedLeader> {
+    let mut produced: Vec<String> = Vec::new();
+    for b in 0..2 {
+        let values: Vec<String> = (0..2).map(|i| format!("early-{b}-{i}")).collect();
+        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+        let base = produce_acked(cluster, replicas, topic, &refs).await?;
+        assert_eq!(base, produced.len() as u64);
+        produced.extend(values);
     }
+    for &node in replicas {
+        cluster
+            .wait_for_high_watermark(node, topic, 0, produced.len() as u64)
+            .await?;
+    }
+
+    let damaged = cluster.leader_among(replicas, topic, 0).await?;
+    let others: Vec<NodeId> = replicas.iter().copied().filter(|&n| n != damaged).collect();
+    let (behind, healthy) = (others[0], others[1]);
+    assert!(cluster.terminate(behind)?, "node {behind} stops cleanly");
+
+    let mut bases = Vec::new();
+    for b in 0..3 {
+        let values: Vec<String> = (0..3).map(|i| format!("late-{b}-{i}")).collect();
+        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+        let base = produce_acked(cluster, &[damaged, healthy], topic, &refs).await?;
+        assert_eq!(base, produced.len() as u64);
+        bases.push(base);
+        produced.extend(values);
+    }
+    let total = produced.len() as u64;
+    for node in [damaged, healthy] {
+        cluster
+            .wait_for_high_watermark(node, topic, 0, total)
+            .await?;
+    }
+
+    assert!(cluster.terminate(damaged)?, "node {damaged} stops cleanly");
+    let db = cluster.data_dir(damaged).join("partitions.redb");
+    let indexes = fault::batch_indexes(&db, FIRST_PARTITION_GROUP)?;
+    assert_eq!(indexes.len(), 5, "node {damaged} holds all five batches");
+    assert!(fault::flip_last_byte(
+        &db,
+        FIRST_PARTITION_GROUP,
+        indexes[3]
+    )?);
+    cluster.restart(damaged).await?;
+
+    cluster.isolate(healthy);
+    cluster.restart(behind).await?;
+    let damaged_offset = bases[1];
+    let needle = format!("corrupt batch at offset {damaged_offset}");
+    let failure = eventually(GENEROUS, "the damaged node's replica to stop", || async {
+        cluster.partition_on(damaged, topic, 0).await?.failure
+    })
+    .await?;
+    assert!(failure.contains(&needle), "{failure}");
+    Ok(DamagedLeader {
+        damaged,
+        behind,
+        healthy,
+        produced,
+        damaged_offset,
+        needle,
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -344,70 +407,17 @@ async fn a_follower_catching_up_never_stores_a_batch_its_leader_holds_damaged() 
         .into_inner()
         .topic
         .context("CreateTopic describes the topic")?;
-    let mut replicas = created.partitions[0].replicas.clone();
-    replicas.sort_unstable();
+    let replicas = sorted_replicas(&created.partitions[0]);
     assert_eq!(replicas, vec![1, 2, 3]);
-    let all = cluster.node_ids();
-
-    // Two batches every node has.
-    let mut produced: Vec<String> = Vec::new();
-    for b in 0..2 {
-        let values: Vec<String> = (0..2).map(|i| format!("early-{b}-{i}")).collect();
-        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
-        let base = produce_acked(&cluster, &all, topic, &refs).await?;
-        assert_eq!(base, produced.len() as u64);
-        produced.extend(values);
-    }
-    for &node in &all {
-        cluster
-            .wait_for_high_watermark(node, topic, 0, produced.len() as u64)
-            .await?;
-    }
-
-    // The leader (to be damaged), a follower that misses the next batches, and a healthy one.
-    let damaged = cluster.leader_of(topic, 0).await?;
-    let others: Vec<NodeId> = all.iter().copied().filter(|&n| n != damaged).collect();
-    let (behind, healthy) = (others[0], others[1]);
-    assert!(cluster.terminate(behind)?, "node {behind} stops cleanly");
-
-    // Three batches only the damaged and the healthy node have.
-    let mut bases = Vec::new();
-    for b in 0..3 {
-        let values: Vec<String> = (0..3).map(|i| format!("late-{b}-{i}")).collect();
-        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
-        let base = produce_acked(&cluster, &[damaged, healthy], topic, &refs).await?;
-        assert_eq!(base, produced.len() as u64);
-        bases.push(base);
-        produced.extend(values);
-    }
+    let DamagedLeader {
+        damaged,
+        behind,
+        healthy,
+        produced,
+        damaged_offset,
+        needle,
+    } = damage_the_leaders_copy(&mut cluster, &replicas, topic).await?;
     let total = produced.len() as u64;
-    for node in [damaged, healthy] {
-        cluster
-            .wait_for_high_watermark(node, topic, 0, total)
-            .await?;
-    }
-
-    // Damage the middle one of them in the leader's copy.
-    assert!(cluster.terminate(damaged)?, "node {damaged} stops cleanly");
-    let db = cluster.data_dir(damaged).join("partitions.redb");
-    let indexes = fault::batch_indexes(&db, FIRST_PARTITION_GROUP)?;
-    assert_eq!(indexes.len(), 5, "node {damaged} holds all five batches");
-    let victim = indexes[3];
-    let damaged_offset = bases[1];
-    assert!(fault::flip_last_byte(&db, FIRST_PARTITION_GROUP, victim)?);
-    cluster.restart(damaged).await?;
-
-    // With the healthy node cut off, the damaged node is the only one that can lead the
-    // partition (the returning follower's log is behind): it must read the damaged batch to
-    // catch the follower up.
-    cluster.isolate(healthy);
-    cluster.restart(behind).await?;
-    let needle = format!("corrupt batch at offset {damaged_offset}");
-    let failure = eventually(GENEROUS, "the damaged node's replica to stop", || async {
-        cluster.partition_on(damaged, topic, 0).await?.failure
-    })
-    .await?;
-    assert!(failure.contains(&needle), "{failure}");
     let so_far = cluster.read_partition(behind, topic, 0).await?;
     assert!(
         so_far.len() < total as usize,
@@ -470,4 +480,207 @@ fn expected(values: &[String]) -> Vec<(u64, String)> {
         .enumerate()
         .map(|(i, v)| (i as u64, v.clone()))
         .collect()
+}
+
+/// Sends `MoveReplica` for partition 0 of `topic` to `leader`, following `NOT_LEADER` hints
+/// among `nodes`, and returns the topic as the answering node describes it afterwards. Only
+/// `NOT_LEADER` is retried: a move refused with it changed nothing or stopped halfway with an
+/// extra replica, which a re-run completes.
+async fn move_replica_on_leader(
+    cluster: &ProcessCluster,
+    leader: NodeId,
+    nodes: &[NodeId],
+    topic: &str,
+    (from, to): (NodeId, NodeId),
+) -> anyhow::Result<pb::TopicDescription> {
+    let mut route = LeaderRoute::new(nodes.iter().map(|&id| (id, cluster.addr(id))).collect());
+    route.go_to(leader);
+    let request = pb::MoveReplicaRequest {
+        topic: topic.into(),
+        partition: 0,
+        from_node: from,
+        to_node: to,
+    };
+    let deadline = tokio::time::Instant::now() + GENEROUS;
+    loop {
+        let (node, _) = route.target();
+        let mut client = cluster.client(node)?;
+        let answer = tokio::time::timeout(GENEROUS, client.move_replica(request.clone()))
+            .await
+            .with_context(|| format!("MoveReplica on node {node} got no answer in {GENEROUS:?}"))?;
+        let status = match answer {
+            Ok(response) => {
+                return response
+                    .into_inner()
+                    .topic
+                    .context("MoveReplica describes the topic");
+            }
+            Err(status) => status,
+        };
+        anyhow::ensure!(
+            reason_of(&status).as_deref() == Some("NOT_LEADER")
+                && tokio::time::Instant::now() < deadline,
+            "MoveReplica {from} -> {to} on node {node} failed: {status:?}"
+        );
+        route.failed(&status);
+        // Not synchronisation: a pause between attempts while an election settles.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The replicas `description` lists, sorted.
+fn sorted_replicas(description: &pb::PartitionDescription) -> Vec<NodeId> {
+    let mut replicas = description.replicas.clone();
+    replicas.sort_unstable();
+    replicas
+}
+
+/// The operators' repair for a replica stopped on a damaged batch (docs/operations.md,
+/// "Damaged data"): moving it to another node gives that node every batch, intact, from the
+/// leader, drops the damaged replica from the metadata and its data from its node, and leaves
+/// the partition taking writes on three healthy replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_stopped_on_damage_is_replaced_by_moving_it() -> anyhow::Result<()> {
+    let mut cluster = ProcessCluster::start(Path::new(crate::WEIR), 4).await?;
+    let topic = "repaired";
+    let created = cluster
+        .client(1)?
+        .create_topic(pb::CreateTopicRequest {
+            name: topic.into(),
+            partitions: 1,
+            replication_factor: 3,
+            configs: HashMap::new(),
+        })
+        .await?
+        .into_inner()
+        .topic
+        .context("CreateTopic describes the topic")?;
+    let replicas = sorted_replicas(&created.partitions[0]);
+    assert_eq!(replicas.len(), 3, "{created:?}");
+    let spare = cluster
+        .node_ids()
+        .into_iter()
+        .find(|n| !replicas.contains(n))
+        .context("4 nodes, 3 replicas: one node is spare")?;
+
+    let DamagedLeader {
+        damaged,
+        behind,
+        healthy,
+        mut produced,
+        damaged_offset,
+        ..
+    } = damage_the_leaders_copy(&mut cluster, &replicas, topic).await?;
+    let total = produced.len() as u64;
+    let damaged_db = cluster.data_dir(damaged).join("partitions.redb");
+
+    // The healthy replicas elect a leader among themselves and catch up.
+    cluster.heal_all();
+    for node in [healthy, behind] {
+        cluster
+            .wait_for_high_watermark(node, topic, 0, total)
+            .await?;
+    }
+    let leader = cluster.leader_among(&[healthy, behind], topic, 0).await?;
+
+    // The repair: the damaged node's replica moves to the spare node.
+    let moved = move_replica_on_leader(
+        &cluster,
+        leader,
+        &[healthy, behind],
+        topic,
+        (damaged, spare),
+    )
+    .await?;
+    let mut current = vec![healthy, behind, spare];
+    current.sort_unstable();
+    assert_eq!(sorted_replicas(&moved.partitions[0]), current, "{moved:?}");
+    for node in cluster.node_ids() {
+        let what = format!("node {node}'s metadata to drop node {damaged}'s replica");
+        let seen = eventually(GENEROUS, &what, || async {
+            let view = cluster.partition_on(node, topic, 0).await?;
+            (!view.replicas.contains(&damaged)).then_some(view)
+        })
+        .await?;
+        assert_eq!(sorted_replicas(&seen), current, "node {node}: {seen:?}");
+    }
+
+    // The new replica serves every record produced, as the healthy ones do, in the same
+    // batches bit for bit: it copied them from the leader, not from the damaged node.
+    cluster
+        .wait_for_high_watermark(spare, topic, 0, total)
+        .await?;
+    let from_healthy = cluster.read_partition(healthy, topic, 0).await?;
+    assert_eq!(values(&from_healthy), expected(&produced));
+    for node in [behind, spare] {
+        let records = cluster.read_partition(node, topic, 0).await?;
+        assert_eq!(
+            records, from_healthy,
+            "node {node}: keys, headers, timestamps"
+        );
+    }
+    let mut batches = Vec::new();
+    for node in current.iter().copied() {
+        let stored = cluster
+            .client(node)?
+            .fetch(fetch(topic, 0, 0, true))
+            .await?
+            .into_inner();
+        assert_eq!(stored.next_offset, total, "node {node} serves every batch");
+        assert_eq!(stored.record_batches.len(), 5, "node {node}");
+        batches.push((node, stored.record_batches));
+    }
+    for (node, stored) in &batches[1..] {
+        assert_eq!(
+            stored, &batches[0].1,
+            "node {node} holds node {}'s batches, bit for bit",
+            batches[0].0
+        );
+    }
+
+    // The damaged node no longer hosts the partition: no failure to report, and reads are sent
+    // to a replica instead of meeting the damaged batch.
+    eventually(GENEROUS, "the damaged node to drop its replica", || async {
+        let view = cluster.partition_on(damaged, topic, 0).await?;
+        view.failure.is_none().then_some(())
+    })
+    .await?;
+    for batches in [false, true] {
+        let status = cluster
+            .client(damaged)?
+            .fetch(fetch(topic, 0, damaged_offset, batches))
+            .await
+            .expect_err("a node without a replica serves no reads of it");
+        assert_eq!(
+            reason_of(&status).as_deref(),
+            Some("NOT_LEADER"),
+            "node {damaged}, record_batches {batches}: {status:?}"
+        );
+    }
+
+    // The partition takes writes on its three current replicas.
+    let after = ["after-0", "after-1"];
+    let base = produce_acked(&cluster, &current, topic, &after).await?;
+    assert_eq!(
+        base, total,
+        "the write after the repair follows every record"
+    );
+    produced.extend(after.map(str::to_owned));
+    let total = produced.len() as u64;
+    for &node in &current {
+        cluster
+            .wait_for_high_watermark(node, topic, 0, total)
+            .await?;
+        let records = cluster.read_partition(node, topic, 0).await?;
+        assert_eq!(values(&records), expected(&produced), "node {node}");
+    }
+
+    // The damaged node deleted the replica's data when its metadata dropped the replica.
+    assert!(cluster.terminate(damaged)?, "node {damaged} stops cleanly");
+    let left = fault::batch_indexes(&damaged_db, FIRST_PARTITION_GROUP)?;
+    assert!(
+        left.is_empty(),
+        "node {damaged} still stores batches of the moved replica at indexes {left:?}"
+    );
+    Ok(())
 }

@@ -440,6 +440,55 @@ impl ProcessCluster {
         .await
     }
 
+    /// Produces `records` to `topic`/`partition` (acks=all) through whichever of `nodes` leads,
+    /// following `NOT_LEADER` hints, until acknowledged; returns the acknowledging node and the
+    /// base offset. Retries only answers that say nothing was written (`NOT_LEADER`,
+    /// `UNAVAILABLE`, a node that cannot be reached); any other error, such as
+    /// `OUTCOME_UNKNOWN`, fails, so the records are stored at most once. Each attempt may take
+    /// 5 s, all of them 30 s.
+    pub async fn produce_acked(
+        &self,
+        nodes: &[NodeId],
+        topic: &str,
+        partition: u32,
+        records: Vec<pb::Record>,
+    ) -> anyhow::Result<(NodeId, u64)> {
+        const ATTEMPT: Duration = Duration::from_secs(5);
+        const ALL_ATTEMPTS: Duration = Duration::from_secs(30);
+        let mut route = LeaderRoute::new(nodes.iter().map(|&id| (id, self.addr(id))).collect());
+        let deadline = tokio::time::Instant::now() + ALL_ATTEMPTS;
+        loop {
+            let (node, _) = route.target();
+            let request = pb::ProduceRequest {
+                topic: topic.into(),
+                partition: Some(partition),
+                records: records.clone(),
+                acks: pb::Acks::All as i32,
+                ..Default::default()
+            };
+            let mut client = self.client(node)?;
+            let status = match tokio::time::timeout(ATTEMPT, client.produce(request)).await {
+                Ok(Ok(response)) => {
+                    let base = response.into_inner().base_offset;
+                    return Ok((node, base.context("acks=all returns a base offset")?));
+                }
+                Ok(Err(status)) => status,
+                Err(_) => anyhow::bail!("produce to node {node} got no answer in {ATTEMPT:?}"),
+            };
+            let reason = weir_proto::error::reason_of(&status);
+            let retriable = matches!(reason.as_deref(), Some("NOT_LEADER" | "UNAVAILABLE"))
+                || (reason.is_none() && status.code() == tonic::Code::Unavailable);
+            anyhow::ensure!(retriable, "produce to node {node} failed: {status:?}");
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "no node accepted the write within {ALL_ATTEMPTS:?}; last error from node {node}: {status:?}"
+            );
+            route.failed(&status);
+            // Back off a little, so an election in progress is not flooded with requests.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Every committed record of `topic`/`partition` that node `id` serves, from its log start.
     pub async fn read_partition(
         &self,
