@@ -120,3 +120,55 @@ async fn reflection_lists_the_broker_service() -> anyhow::Result<()> {
     assert!(names.contains(&"weir.v1.Broker".to_owned()), "{names:?}");
     Ok(())
 }
+
+/// Older grpcurl, Postman and Evans speak only reflection v1alpha: the broker serves it too,
+/// with the same descriptors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_v1alpha_describes_the_broker_service_for_older_tools() -> anyhow::Result<()> {
+    use futures::StreamExt;
+    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+
+    let broker = InProcessBroker::start().await?;
+    let channel = tonic::transport::Endpoint::from_shared(broker.url())?
+        .connect()
+        .await?;
+    let mut reflection = ServerReflectionClient::new(channel);
+    let requests = [
+        MessageRequest::ListServices(String::new()),
+        MessageRequest::FileContainingSymbol("weir.v1.Broker".to_owned()),
+    ]
+    .map(|message| ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(message),
+    });
+    let mut responses = reflection
+        .server_reflection_info(futures::stream::iter(requests))
+        .await?
+        .into_inner();
+    let mut answers = Vec::new();
+    while let Some(response) = responses.next().await {
+        answers.push(response?.message_response);
+    }
+    let [
+        Some(MessageResponse::ListServicesResponse(list)),
+        Some(MessageResponse::FileDescriptorResponse(files)),
+    ] = answers.as_slice()
+    else {
+        anyhow::bail!("unexpected v1alpha reflection answers {answers:?}");
+    };
+    let names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
+    assert!(names.contains(&"weir.v1.Broker"), "{names:?}");
+    assert!(
+        names.contains(&"grpc.reflection.v1alpha.ServerReflection"),
+        "{names:?}"
+    );
+    let described = files
+        .file_descriptor_proto
+        .iter()
+        .any(|file| file.windows(20).any(|w| w == b"weir/v1/broker.proto"));
+    assert!(described, "no descriptor of weir/v1/broker.proto");
+    Ok(())
+}
