@@ -1,5 +1,6 @@
 //! A bounded window of produce requests in flight, for `weir bench produce`, which measures
-//! single requests (`weir produce` uses weir-client's `Producer`).
+//! single requests (`weir produce` uses weir-client's `Producer`). A request carries records
+//! (the broker encodes them into a batch) or one record batch the caller encoded.
 //!
 //! Each request runs as its own task, so it makes progress while the caller waits for input or
 //! for a scheduled send time, and it notes the instant it completed, so a caller that collects
@@ -11,6 +12,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio::task::JoinHandle;
@@ -65,16 +67,33 @@ impl<T: Send + 'static> ProducePipeline<T> {
     /// Sends `records` to `partition` (or the broker's choice) as one request. The caller checks
     /// [`has_room`](Self::has_room) first; sending into a full window only exceeds the bound.
     pub fn send(&mut self, partition: Option<u32>, records: Vec<ProducerRecord>, tag: T) {
+        let (client, topic, acks) = (self.client.clone(), self.topic.clone(), self.acks);
+        self.spawn(tag, move || {
+            let (client, topic, records) = (client.clone(), topic.clone(), records.clone());
+            async move { client.produce(topic, partition, records, acks).await }
+        });
+    }
+
+    /// Sends `batch`, a record batch the caller encoded, to `partition` as one request
+    /// ([`Client::produce_batch`]); otherwise as [`send`](Self::send).
+    pub fn send_batch(&mut self, partition: u32, batch: Bytes, tag: T) {
+        let (client, topic, acks) = (self.client.clone(), self.topic.clone(), self.acks);
+        self.spawn(tag, move || {
+            let (client, topic, batch) = (client.clone(), topic.clone(), batch.clone());
+            async move { client.produce_batch(topic, partition, batch, acks).await }
+        });
+    }
+
+    /// Runs `attempt` as a task, retried until [`DELIVERY_TIMEOUT`], into the window.
+    fn spawn<F, Fut>(&mut self, tag: T, attempt: F)
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<ProduceOutcome, ClientError>> + Send,
+    {
         debug_assert!(self.has_room(), "the caller keeps the window bounded");
-        let client = self.client.clone();
-        let topic = self.topic.clone();
-        let acks = self.acks;
         self.in_flight.push(tokio::spawn(async move {
             let deadline = Instant::now() + DELIVERY_TIMEOUT;
-            let result = with_retries(Some(deadline), || {
-                client.produce(topic.clone(), partition, records.clone(), acks)
-            })
-            .await;
+            let result = with_retries(Some(deadline), attempt).await;
             Completion {
                 tag,
                 completed_at: Instant::now(),

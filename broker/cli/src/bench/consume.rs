@@ -1,6 +1,11 @@
 //! `weir bench consume`: reads every partition of a topic from its log start to the high
 //! watermark seen at the start, with large `Fetch` requests, and reports records/s and MB/s.
-//! Partitions are read concurrently, one request in flight per partition.
+//! Partitions are read concurrently over one connection, one request in flight per partition.
+//!
+//! The answer format is a variant ([`Format`], see [`fetch`](super::fetch)): per-record
+//! messages or the stored record batches. Given several formats and `--rounds`, they run in
+//! turn over the same data after an unmeasured warm-up read, and a comparison of their
+//! throughputs follows.
 
 use std::fmt;
 use std::time::Instant;
@@ -8,42 +13,59 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::Args;
 use futures::future::try_join_all;
-use weir_client::{Client, FetchSpec, PartitionInfo};
+use weir_client::{Client, PartitionInfo};
 
+use super::compare::{Comparison, round_order};
+use super::fetch::{self, Format, RawBroker};
 use super::stats::Throughput;
 
+/// Bytes asked for per fetch by default: the broker's default bound.
+const DEFAULT_MAX_BYTES: u32 = 4 * 1024 * 1024;
+
 /// Options of `weir bench consume`.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
 pub struct ConsumeBenchArgs {
     /// Topic to read, e.g. one filled by `weir bench produce`.
     #[arg(long, default_value = "weir-bench")]
     topic: String,
 
     /// Bytes asked for per fetch request.
-    #[arg(long, value_name = "BYTES", default_value_t = 4 * 1024 * 1024)]
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_BYTES)]
     max_bytes: u32,
+
+    /// What fetches ask for: `batches` (the stored record batches, decoded here) or `records`
+    /// (one message per record). A comma-separated list compares them.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "batches")]
+    format: Vec<Format>,
+
+    /// Reads of each format, in alternating order (A B, B A, A B, ...); with more than one read
+    /// in all, an unmeasured warm-up read in the first format comes first.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
 }
 
 impl ConsumeBenchArgs {
-    /// The defaults, for `topic`.
-    pub fn for_topic(topic: String) -> Self {
+    /// The reads `weir bench produce --consume` asks for: `topic` in `formats`, `rounds` times.
+    pub fn after_produce(topic: String, formats: Vec<Format>, rounds: u32) -> Self {
         Self {
             topic,
-            max_bytes: 4 * 1024 * 1024,
+            max_bytes: DEFAULT_MAX_BYTES,
+            format: formats,
+            rounds,
         }
     }
 }
 
-/// Everything `weir bench consume` measured.
-#[derive(Debug, Clone)]
-pub struct ConsumeReport {
-    topic: String,
-    partitions: usize,
-    throughput: Throughput,
-}
-
-/// Reads the whole topic through `client` and measures.
-pub async fn run(client: &Client, args: ConsumeBenchArgs) -> anyhow::Result<ConsumeReport> {
+/// Reads the whole topic once per format and round: `client` describes it, and the reads go
+/// over a connection of their own to the broker at `address`. Prints each report as it
+/// completes and the comparison at the end; `probe_mb_per_sec` is the disk probe of the same
+/// run, if one ran.
+pub async fn run(
+    client: &Client,
+    address: &str,
+    args: ConsumeBenchArgs,
+    probe_mb_per_sec: Option<f64>,
+) -> anyhow::Result<()> {
     let topic = client
         .describe_topic(&args.topic)
         .await
@@ -60,13 +82,56 @@ pub async fn run(client: &Client, args: ConsumeBenchArgs) -> anyhow::Result<Cons
             args.topic
         );
     }
+    let broker = fetch::connect(address).await?;
+    let mut comparison = Comparison::new(
+        "consume",
+        args.format.iter().map(ToString::to_string).collect(),
+    );
+    let runs = args.rounds as usize * args.format.len();
+    if runs > 1 {
+        // The first read of a process is slower than the next ones (the connection's windows,
+        // buffers and caches still growing), which would favour the format read second.
+        read_topic(&broker, &args, args.format[0], &topic.partitions, total).await?;
+        println!(
+            "warm-up (not measured): one read of {} as {}",
+            args.topic, args.format[0]
+        );
+    }
+    for round in 0..args.rounds {
+        for variant in round_order(args.format.len(), round) {
+            let format = args.format[variant];
+            let throughput = read_topic(&broker, &args, format, &topic.partitions, total).await?;
+            comparison.record(round, variant, throughput);
+            let report = ConsumeReport {
+                topic: &args.topic,
+                partitions: topic.partitions.len(),
+                format,
+                throughput,
+                probe_mb_per_sec,
+            };
+            print!("{report}");
+        }
+    }
+    if comparison.is_worth_showing() {
+        print!("{comparison}");
+    }
+    Ok(())
+}
+
+/// Reads `partitions` (of `total` records) in `format`, concurrently, and measures.
+async fn read_topic(
+    broker: &RawBroker,
+    args: &ConsumeBenchArgs,
+    format: Format,
+    partitions: &[PartitionInfo],
+    total: u64,
+) -> anyhow::Result<Throughput> {
     let progress = super::progress_bar(total, "records");
     let started = Instant::now();
     let read = try_join_all(
-        topic
-            .partitions
+        partitions
             .iter()
-            .map(|partition| read_partition(client, &args, partition, &progress)),
+            .map(|partition| read_partition(broker, args, format, partition, &progress)),
     )
     .await;
     let elapsed = started.elapsed();
@@ -74,22 +139,19 @@ pub async fn run(client: &Client, args: ConsumeBenchArgs) -> anyhow::Result<Cons
     let (records, bytes) = read?
         .into_iter()
         .fold((0, 0), |(records, bytes), (r, b)| (records + r, bytes + b));
-    Ok(ConsumeReport {
-        topic: args.topic,
-        partitions: topic.partitions.len(),
-        throughput: Throughput {
-            records,
-            bytes,
-            elapsed,
-        },
+    Ok(Throughput {
+        records,
+        bytes,
+        elapsed,
     })
 }
 
-/// Reads one partition up to the high watermark in `partition`; returns records and payload
-/// bytes read.
+/// Reads one partition in `format` up to the high watermark in `partition`; returns records and
+/// payload bytes read.
 async fn read_partition(
-    client: &Client,
+    broker: &RawBroker,
     args: &ConsumeBenchArgs,
+    format: Format,
     partition: &PartitionInfo,
     progress: &indicatif::ProgressBar,
 ) -> anyhow::Result<(u64, u64)> {
@@ -97,37 +159,120 @@ async fn read_partition(
     let mut offset = partition.log_start_offset;
     let (mut records, mut bytes) = (0, 0);
     while offset < end {
-        let spec =
-            FetchSpec::new(&args.topic, partition.partition, offset).with_max_bytes(args.max_bytes);
-        let fetched = client.fetch(spec).await.with_context(|| {
+        let fetched = fetch::fetch(
+            broker,
+            &args.topic,
+            partition.partition,
+            offset,
+            end,
+            args.max_bytes,
+            format,
+        )
+        .await
+        .with_context(|| {
             format!(
                 "cannot fetch {}/{} at offset {offset}",
                 args.topic, partition.partition
             )
         })?;
-        let Some(last) = fetched.records.last() else {
-            bail!(
-                "fetch of {}/{} at offset {offset} returned nothing below the high watermark {end}",
-                args.topic,
-                partition.partition
-            );
-        };
-        offset = last.offset + 1;
-        let wanted = fetched.records.iter().filter(|r| r.offset < end);
-        let (n, b) = wanted.fold((0, 0), |(n, b), r| (n + 1, b + r.payload_len() as u64));
-        records += n;
-        bytes += b;
-        progress.inc(n);
+        offset = fetched.next_offset;
+        records += fetched.records;
+        bytes += fetched.bytes;
+        progress.inc(fetched.records);
     }
     Ok((records, bytes))
 }
 
-impl fmt::Display for ConsumeReport {
+/// What one read of the topic measured.
+#[derive(Debug, Clone)]
+struct ConsumeReport<'a> {
+    topic: &'a str,
+    partitions: usize,
+    format: Format,
+    throughput: Throughput,
+    probe_mb_per_sec: Option<f64>,
+}
+
+impl fmt::Display for ConsumeReport<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
+        write!(
             f,
             "consume from {} ({} partition(s)): {}",
             self.topic, self.partitions, self.throughput
-        )
+        )?;
+        match self.probe_mb_per_sec {
+            Some(probe) if probe > 0.0 => writeln!(
+                f,
+                " = {:.2}× the sequential fdatasync bandwidth",
+                self.throughput.mb_per_sec() / probe
+            )?,
+            _ => writeln!(f)?,
+        }
+        writeln!(f, "  as {}: {}", self.format, self.format.describe())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ConsumeBenchArgs,
+    }
+
+    #[test]
+    fn defaults_read_batches_once_and_formats_form_a_list() {
+        let args = Cli::try_parse_from(["consume"]).expect("defaults").args;
+        assert_eq!(
+            (args.topic.as_str(), args.max_bytes),
+            ("weir-bench", 4 << 20)
+        );
+        assert_eq!((args.format, args.rounds), (vec![Format::Batches], 1));
+        let both = Cli::try_parse_from(["consume", "--format", "records,batches"])
+            .expect("valid")
+            .args;
+        assert_eq!(both.format, [Format::Records, Format::Batches]);
+        assert!(Cli::try_parse_from(["consume", "--format", "json"]).is_err());
+    }
+
+    #[test]
+    fn report_says_what_the_format_includes_and_relates_to_the_disk() {
+        let report = ConsumeReport {
+            topic: "weir-bench",
+            partitions: 1,
+            format: Format::Records,
+            throughput: Throughput {
+                records: 1000,
+                bytes: 800_000_000,
+                elapsed: Duration::from_secs(1),
+            },
+            probe_mb_per_sec: Some(400.0),
+        };
+        let text = report.to_string();
+        assert!(
+            text.starts_with(
+                "consume from weir-bench (1 partition(s)): 1000 records/s, 800.0 MB/s"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("= 2.00× the sequential fdatasync bandwidth"),
+            "{text}"
+        );
+        assert!(
+            text.contains("as records: FetchRequest.record_batches = false"),
+            "{text}"
+        );
+        let unprobed = ConsumeReport {
+            probe_mb_per_sec: None,
+            ..report
+        };
+        assert!(!unprobed.to_string().contains("fdatasync"));
     }
 }

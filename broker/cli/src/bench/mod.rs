@@ -1,14 +1,21 @@
 //! `weir bench produce | consume`: Weir's own benchmark (DESIGN §8). It prints records/s, MB/s
 //! and latency percentiles, and, for produce, a physical-limit probe of the disk in the same run
-//! so that durable throughput reads as a fraction of what the disk can do.
+//! so that durable throughput reads as a fraction of what the disk can do. Variants of one
+//! benchmark (how records are sent, what a fetch asks for) can run in turn in one process, so
+//! they compare as ratios within one run ([`compare`]).
 //!
-//! Each benchmark is a function of a [`Client`] and its options that returns a report; how the
+//! Each benchmark is a function of a [`Client`] and its options that prints its reports; how the
 //! client is obtained is decided in one place, [`BenchCommand::run`].
 
+mod compare;
 mod consume;
+mod fetch;
 mod probe;
 mod produce;
+mod producer;
+mod requests;
 mod stats;
+mod topic;
 
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -17,9 +24,10 @@ use weir_client::Client;
 /// A benchmark.
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
-    /// Produce fixed-size records (closed-loop, or open-loop at --rate) and probe the disk.
+    /// Produce fixed-size records (closed-loop, or open-loop at --rate) and probe the disk;
+    /// compare ways of sending (--encoding, --producer) in one run.
     Produce(produce::ProduceBenchArgs),
-    /// Read a topic from the beginning with large fetches.
+    /// Read a topic from the beginning with large fetches; compare answer formats (--format).
     Consume(consume::ConsumeBenchArgs),
 }
 
@@ -38,14 +46,13 @@ impl BenchCommand {
         let client: Client = crate::connect(&address).await?;
         match self {
             Self::Produce(args) => {
-                let then_consume = args.consume_after().then(|| args.topic().to_owned());
-                print!("{}", produce::run(&client, args).await?);
-                if let Some(topic) = then_consume {
-                    let consume_args = consume::ConsumeBenchArgs::for_topic(topic);
-                    print!("{}", consume::run(&client, consume_args).await?);
+                let produced = produce::run(&client, &args).await?;
+                if let Some(consume_args) = args.consume_after(produced.last_topic) {
+                    consume::run(&client, &address, consume_args, produced.probe_mb_per_sec)
+                        .await?;
                 }
             }
-            Self::Consume(args) => print!("{}", consume::run(&client, args).await?),
+            Self::Consume(args) => consume::run(&client, &address, args, None).await?,
         }
         if let Some(embedded) = embedded {
             embedded.broker.shutdown().await;

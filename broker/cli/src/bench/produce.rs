@@ -1,42 +1,54 @@
-//! `weir bench produce`: fixed-size records sent in batches with a bounded window of requests in
-//! flight, closed-loop (as fast as acknowledgements allow) or open-loop at `--rate`, reporting
+//! `weir bench produce`: fixed-size records sent in batches with a bounded window in flight,
+//! closed-loop (as fast as acknowledgements allow) or open-loop at `--rate`, reporting
 //! throughput and acknowledgement latency next to the disk probe of the same run.
+//!
+//! How the records are sent is a variant: the benchmark's own requests carrying records or a
+//! batch encoded here (`--encoding`, [`requests`](super::requests)), or weir-client's
+//! `Producer`, idempotent or plain (`--producer`, [`producer`](super::producer)). Given several
+//! variants and `--rounds`, the variants run in turn in one process after one disk probe, each
+//! run on a topic of its own after an unmeasured warm-up, and a comparison of their throughputs
+//! follows (ratios within each round, and their median). Each run's report is printed as it
+//! completes.
 //!
 //! Open-loop latency is measured from each request's *scheduled* send time, not from when it was
 //! actually sent: when the broker falls behind and the window stays full, the wait counts, so
 //! the percentiles do not suffer from coordinated omission.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-use bytes::Bytes;
+use anyhow::Context;
 use clap::Args;
-use weir_client::{Acks, Client, ProducerRecord, TopicSpec};
+use weir_client::{Acks, Client};
 
+use super::compare::{Comparison, round_order};
+use super::consume::ConsumeBenchArgs;
+use super::fetch::Format;
 use super::probe::{self, SequentialWrite};
-use super::stats::{LatencyRecorder, LatencySummary, Throughput};
-use crate::pipeline::{Completion, ProducePipeline};
+use super::producer::Idempotence;
+use super::requests::Encoding;
+use super::stats::{LatencySummary, Throughput};
+use super::topic::{ensure_topic, remove_topic};
 
 /// Chunk of the sequential probe: large enough to reach the disk's streaming bandwidth.
 const PROBE_CHUNK_BYTES: usize = 1024 * 1024;
+/// Records of the unmeasured run before a comparison.
+const WARM_UP_RECORDS: u64 = 200_000;
 /// Samples and size of the small-write probe.
 const PROBE_SYNC_WRITES: u32 = 200;
 const PROBE_SYNC_BYTES: usize = 4 * 1024;
 
-/// How long a new topic may take to elect its partition leaders.
-const LEADER_WAIT: Duration = Duration::from_secs(30);
-const LEADER_POLL: Duration = Duration::from_millis(100);
-
 /// Options of `weir bench produce`.
 #[derive(Debug, Clone, Args)]
 pub struct ProduceBenchArgs {
-    /// Topic to write to; created if missing.
+    /// Topic to write to; created if missing. With several runs, run N writes to TOPIC-N, and
+    /// every run's topic but the last is deleted after it if the benchmark created it, so
+    /// each run starts from an equally empty log.
     #[arg(long, default_value = "weir-bench")]
     topic: String,
 
-    /// Records to send.
+    /// Records to send (per run).
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     records: u64,
 
@@ -44,7 +56,7 @@ pub struct ProduceBenchArgs {
     #[arg(long, value_name = "BYTES", default_value_t = 1024)]
     record_size: usize,
 
-    /// Records per produce request.
+    /// Records per produce request (with --producer: per batch).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     batch_size: u32,
 
@@ -60,13 +72,35 @@ pub struct ProduceBenchArgs {
     #[arg(long, default_value_t = Acks::All, allow_hyphen_values = true)]
     acks: Acks,
 
-    /// Produce requests in flight at once.
+    /// Produce requests in flight at once (with --producer: batches per partition, as far as
+    /// the producer allows: at most 5 when idempotent, 1 when not).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
     concurrency: u32,
 
     /// Target records per second, open-loop; 0 sends as fast as acknowledgements allow.
     #[arg(long, default_value_t = 0)]
     rate: u64,
+
+    /// How requests carry the records: `records` (the broker encodes the batch) or `batch`
+    /// (encoded here and sent with produce_batch). A comma-separated list compares them.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "records",
+        conflicts_with = "producer"
+    )]
+    encoding: Vec<Encoding>,
+
+    /// Send through weir-client's Producer instead of single requests: `idempotent` or `plain`.
+    /// A comma-separated list compares them.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    producer: Vec<Idempotence>,
+
+    /// Runs of each variant, in alternating order (A B, B A, A B, ...); with more than one run
+    /// in all, an unmeasured warm-up run of the first variant comes first.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
 
     /// Directory of the disk probe; it should be on the broker's data disk.
     #[arg(long, value_name = "DIR", default_value = ".")]
@@ -76,32 +110,236 @@ pub struct ProduceBenchArgs {
     #[arg(long, value_name = "MIB", default_value_t = 256)]
     probe_mib: u64,
 
-    /// Afterwards, read the topic back (`bench consume`) to measure a warm log.
-    #[arg(long)]
-    consume: bool,
+    /// Afterwards, read the (last) topic back with `bench consume` to measure a warm log, in
+    /// the formats given (default `batches`; `records,batches` compares them), --rounds times.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "FORMATS",
+        value_delimiter = ',',
+        num_args = 0..=1,
+        default_missing_value = "batches"
+    )]
+    consume: Option<Vec<Format>>,
 }
 
 impl ProduceBenchArgs {
-    /// The topic written to.
-    pub fn topic(&self) -> &str {
-        &self.topic
+    /// The consume benchmark `--consume` asks for afterwards, of `topic`.
+    pub fn consume_after(&self, topic: String) -> Option<ConsumeBenchArgs> {
+        let formats = self.consume.clone()?;
+        Some(ConsumeBenchArgs::after_produce(topic, formats, self.rounds))
     }
 
-    /// Whether `--consume` asked for a consume run afterwards.
-    pub fn consume_after(&self) -> bool {
-        self.consume
+    /// The variants to run, in the order given.
+    fn senders(&self) -> Vec<Sender> {
+        match self.producer.is_empty() {
+            true => self
+                .encoding
+                .iter()
+                .copied()
+                .map(Sender::Requests)
+                .collect(),
+            false => self
+                .producer
+                .iter()
+                .copied()
+                .map(Sender::Producer)
+                .collect(),
+        }
+    }
+
+    /// The load of one run, on `topic` with `partitions` partitions.
+    fn load<'a>(&self, topic: &'a str, partitions: u32) -> Load<'a> {
+        Load {
+            topic,
+            partitions,
+            records: self.records,
+            record_size: self.record_size,
+            batch_size: self.batch_size,
+            concurrency: self.concurrency,
+            acks: self.acks,
+            rate: self.rate,
+        }
     }
 }
 
-/// Everything `weir bench produce` measured.
+/// The topic of run `run` (from 1) of `runs`: the topic itself when there is one run, else its
+/// own, so every run starts from an empty log.
+fn run_topic(topic: &str, run: u32, runs: u32) -> String {
+    match runs {
+        1 => topic.to_owned(),
+        _ => format!("{topic}-{run}"),
+    }
+}
+
+/// How one run sends its records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sender {
+    /// The benchmark's own window of requests.
+    Requests(Encoding),
+    /// weir-client's `Producer`.
+    Producer(Idempotence),
+}
+
+impl fmt::Display for Sender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Requests(encoding) => encoding.fmt(f),
+            Self::Producer(idempotence) => idempotence.fmt(f),
+        }
+    }
+}
+
+/// What one run sends, whichever way.
+#[derive(Debug, Clone, Copy)]
+pub struct Load<'a> {
+    /// The topic written to.
+    pub topic: &'a str,
+    /// Its partitions.
+    pub partitions: u32,
+    /// Records to send.
+    pub records: u64,
+    /// Bytes of each record's value.
+    pub record_size: usize,
+    /// Records per request or batch.
+    pub batch_size: u32,
+    /// Requests in flight (batches per partition for the `Producer`).
+    pub concurrency: u32,
+    /// The acknowledgement level.
+    pub acks: Acks,
+    /// Records per second, open-loop; 0 for closed-loop.
+    pub rate: u64,
+}
+
+impl Load<'_> {
+    /// When the chunk that begins with record number `sent` is due, open-loop; `None`
+    /// closed-loop.
+    pub fn due(&self, started: Instant, sent: u64) -> Option<Instant> {
+        (self.rate > 0).then(|| started + send_offset(sent, self.rate))
+    }
+
+    /// Records in the chunk (request or batch) that begins with record number `sent`.
+    pub fn chunk(&self, sent: u64) -> u64 {
+        u64::from(self.batch_size).min(self.records.saturating_sub(sent))
+    }
+}
+
+/// When, after the start, the request that begins with record number `records_before` is due at
+/// `rate` records per second.
+fn send_offset(records_before: u64, rate: u64) -> Duration {
+    Duration::from_secs_f64(records_before as f64 / rate as f64)
+}
+
+/// What one run measured.
 #[derive(Debug, Clone)]
-pub struct ProduceReport {
-    args: ProduceBenchArgs,
-    partitions: u32,
-    probe: Option<ProbeReport>,
-    throughput: Throughput,
-    latency: Option<LatencySummary>,
-    rejected: u64,
+pub struct Measured {
+    /// Records acknowledged (stored, or rejected by the topic's produce chain) and the time.
+    pub throughput: Throughput,
+    /// Per request, or per record through the `Producer`.
+    pub latency: Option<LatencySummary>,
+    /// Records the topic's produce chain rejected.
+    pub rejected: u64,
+}
+
+/// What the produce benchmark leaves to a consume benchmark after it.
+#[derive(Debug, Clone)]
+pub struct Produced {
+    /// The topic the last run wrote.
+    pub last_topic: String,
+    /// The sequential probe's bandwidth, MB/s, if it ran.
+    pub probe_mb_per_sec: Option<f64>,
+}
+
+/// Probes the disk, then produces `args.records` records through `client` once per variant and
+/// round, printing each report as it completes and the comparison at the end.
+pub async fn run(client: &Client, args: &ProduceBenchArgs) -> anyhow::Result<Produced> {
+    let probe = if args.probe_mib > 0 {
+        let probe = probe_disk(args.probe_dir.clone(), args.probe_mib).await?;
+        print!("{}", probe.report(&args.probe_dir));
+        Some(probe)
+    } else {
+        None
+    };
+    let probe_mb_per_sec = probe.as_ref().map(|p| p.sequential.mb_per_sec());
+    let senders = args.senders();
+    let mut comparison =
+        Comparison::new("produce", senders.iter().map(ToString::to_string).collect());
+    let runs = args.rounds * u32::try_from(senders.len()).context("too many variants")?;
+    if runs > 1 {
+        warm_up(client, args, senders[0]).await?;
+    }
+    let mut run = 0;
+    let mut last_topic = args.topic.clone();
+    for round in 0..args.rounds {
+        for variant in round_order(senders.len(), round) {
+            run += 1;
+            let sender = senders[variant];
+            let topic = run_topic(&args.topic, run, runs);
+            let ensured =
+                ensure_topic(client, &topic, args.partitions, args.replication_factor).await?;
+            let load = args.load(&topic, ensured.partitions);
+            let measured = send(client, &load, sender)
+                .await
+                .with_context(|| format!("run {run} ({sender}) failed"))?;
+            comparison.record(round, variant, measured.throughput);
+            let report = RunReport {
+                load,
+                sender,
+                measured,
+                probe_mb_per_sec,
+            };
+            print!("{report}");
+            // A broker slows down as its log database grows (docs/benchmarks.md, 2026-12-04):
+            // a later run must not pay for the data of the earlier ones.
+            if ensured.created && run < runs {
+                remove_topic(client, &topic).await;
+            }
+            last_topic = topic;
+        }
+    }
+    if comparison.is_worth_showing() {
+        print!("{comparison}");
+    }
+    Ok(Produced {
+        last_topic,
+        probe_mb_per_sec,
+    })
+}
+
+/// Sends `load` the way `sender` says, with a progress bar.
+async fn send(client: &Client, load: &Load<'_>, sender: Sender) -> anyhow::Result<Measured> {
+    let progress = super::progress_bar(load.records, "records");
+    let measured = match sender {
+        Sender::Requests(encoding) => super::requests::run(client, load, encoding, &progress).await,
+        Sender::Producer(idempotence) => {
+            super::producer::run(client, load, idempotence, &progress).await
+        }
+    };
+    progress.finish_and_clear();
+    measured
+}
+
+/// Sends up to [`WARM_UP_RECORDS`] records as `sender` to a topic of their own, unmeasured,
+/// and deletes it: the first run of a process is slower than the next ones (threads, buffers,
+/// connections and caches still growing), which would favour whichever variant runs second.
+async fn warm_up(client: &Client, args: &ProduceBenchArgs, sender: Sender) -> anyhow::Result<()> {
+    let topic = format!("{}-warmup", args.topic);
+    let ensured = ensure_topic(client, &topic, args.partitions, args.replication_factor).await?;
+    let load = Load {
+        records: args.records.min(WARM_UP_RECORDS),
+        ..args.load(&topic, ensured.partitions)
+    };
+    send(client, &load, sender)
+        .await
+        .context("the warm-up run failed")?;
+    println!(
+        "warm-up (not measured): {} records as {sender} to {topic}",
+        load.records
+    );
+    if ensured.created {
+        remove_topic(client, &topic).await;
+    }
+    Ok(())
 }
 
 /// What the disk under `--probe-dir` can do.
@@ -111,26 +349,36 @@ struct ProbeReport {
     sync: Option<LatencySummary>,
 }
 
-/// Probes the disk, then produces `args.records` records through `client` and measures.
-pub async fn run(client: &Client, args: ProduceBenchArgs) -> anyhow::Result<ProduceReport> {
-    let probe = if args.probe_mib > 0 {
-        Some(probe_disk(args.probe_dir.clone(), args.probe_mib).await?)
-    } else {
-        None
-    };
-    let partitions = ensure_topic(client, &args).await?;
-    let progress = super::progress_bar(args.records, "records");
-    let load = produce_load(client, &args, partitions, &progress).await;
-    progress.finish_and_clear();
-    let (throughput, latency, rejected) = load?;
-    Ok(ProduceReport {
-        args,
-        partitions,
-        probe,
-        throughput,
-        latency,
-        rejected,
-    })
+impl ProbeReport {
+    /// Its report, naming the directory probed.
+    fn report<'a>(&'a self, dir: &'a Path) -> impl fmt::Display + 'a {
+        ProbeDisplay { probe: self, dir }
+    }
+}
+
+struct ProbeDisplay<'a> {
+    probe: &'a ProbeReport,
+    dir: &'a Path,
+}
+
+impl fmt::Display for ProbeDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (probe, dir) = (self.probe, self.dir.display());
+        writeln!(
+            f,
+            "disk probe ({dir}): sequential write + fdatasync every {} KiB: {:.1} MB/s",
+            probe.sequential.chunk_bytes / 1024,
+            probe.sequential.mb_per_sec()
+        )?;
+        if let Some(sync) = &probe.sync {
+            writeln!(
+                f,
+                "disk probe ({dir}): {} KiB write + fdatasync: {sync}",
+                PROBE_SYNC_BYTES / 1024
+            )?;
+        }
+        Ok(())
+    }
 }
 
 async fn probe_disk(dir: PathBuf, mib: u64) -> anyhow::Result<ProbeReport> {
@@ -146,165 +394,21 @@ async fn probe_disk(dir: PathBuf, mib: u64) -> anyhow::Result<ProbeReport> {
     .with_context(|| format!("cannot probe the disk under {shown}"))
 }
 
-/// Makes sure the topic exists with elected leaders, and returns its partition count.
-async fn ensure_topic(client: &Client, args: &ProduceBenchArgs) -> anyhow::Result<u32> {
-    let topic = &args.topic;
-    match client.describe_topic(topic).await {
-        Ok(_) => {}
-        Err(err) if err.reason() == Some("UNKNOWN_TOPIC") => {
-            let spec = TopicSpec::new(topic, args.partitions)
-                .with_replication_factor(args.replication_factor);
-            match client.create_topic(spec).await {
-                Ok(_) => {}
-                // Created by someone else meanwhile: just as good.
-                Err(err) if err.reason() == Some("TOPIC_ALREADY_EXISTS") => {}
-                Err(err) => {
-                    return Err(err).with_context(|| format!("cannot create topic {topic}"));
-                }
-            }
-        }
-        Err(err) => return Err(err).with_context(|| format!("cannot describe topic {topic}")),
-    }
-    let deadline = Instant::now() + LEADER_WAIT;
-    loop {
-        let info = client
-            .describe_topic(topic)
-            .await
-            .with_context(|| format!("cannot describe topic {topic}"))?;
-        if info.partitions.iter().all(|p| p.leader.is_some()) {
-            let count = u32::try_from(info.partitions.len()).context("too many partitions")?;
-            if count == 0 {
-                bail!("topic {topic} has no partitions");
-            }
-            if count != args.partitions {
-                tracing::warn!(
-                    topic,
-                    count,
-                    "the topic exists with another partition count; using it"
-                );
-            }
-            return Ok(count);
-        }
-        if Instant::now() >= deadline {
-            bail!("topic {topic} still lacks partition leaders after {LEADER_WAIT:?}");
-        }
-        tokio::time::sleep(LEADER_POLL).await;
-    }
+/// One run's report.
+struct RunReport<'a> {
+    load: Load<'a>,
+    sender: Sender,
+    measured: Measured,
+    probe_mb_per_sec: Option<f64>,
 }
 
-/// What each request carries back to the measuring loop.
-struct Sent {
-    /// When the request was meant to be sent: its scheduled time open-loop, its actual send time
-    /// closed-loop. Latency counts from here.
-    intended: Instant,
-    records: u64,
-}
-
-/// Sends the records and returns throughput, per-request latency and the rejected count.
-async fn produce_load(
-    client: &Client,
-    args: &ProduceBenchArgs,
-    partitions: u32,
-    progress: &indicatif::ProgressBar,
-) -> anyhow::Result<(Throughput, Option<LatencySummary>, u64)> {
-    let batch_size = u64::from(args.batch_size);
-    let max_in_flight = usize::try_from(args.concurrency).context("--concurrency is too large")?;
-    // One random value shared by every record: building requests costs no copies, and the
-    // payload is not compressible.
-    let value = Bytes::from(probe::incompressible_bytes(args.record_size));
-    let batch: Vec<ProducerRecord> = (0..batch_size)
-        .map(|_| ProducerRecord::new(value.clone()))
-        .collect();
-
-    let mut pipeline = ProducePipeline::new(client.clone(), &args.topic, args.acks, max_in_flight);
-    let mut latencies = LatencyRecorder::default();
-    let mut acknowledged: u64 = 0;
-    let mut rejected: u64 = 0;
-    let mut handle = |completion: Completion<Sent>| -> anyhow::Result<()> {
-        let outcome = completion.result.context("a produce request failed")?;
-        latencies.record(
-            completion
-                .completed_at
-                .saturating_duration_since(completion.tag.intended),
-        );
-        acknowledged += completion.tag.records;
-        rejected += outcome.rejected.len() as u64;
-        progress.inc(completion.tag.records);
-        Ok(())
-    };
-
-    let started = Instant::now();
-    let mut sent: u64 = 0;
-    let mut request: u64 = 0;
-    while sent < args.records {
-        let scheduled = (args.rate > 0).then(|| started + send_offset(sent, args.rate));
-        if let Some(scheduled) = scheduled {
-            tokio::time::sleep_until(scheduled.into()).await;
-        }
-        while !pipeline.has_room() {
-            if let Some(completion) = pipeline.next_completion().await? {
-                handle(completion)?;
-            }
-        }
-        let count = batch_size.min(args.records - sent);
-        let records =
-            batch[..usize::try_from(count).context("--batch-size is too large")?].to_vec();
-        let partition =
-            u32::try_from(request % u64::from(partitions)).context("partition index overflow")?;
-        let tag = Sent {
-            intended: scheduled.unwrap_or_else(Instant::now),
-            records: count,
-        };
-        pipeline.send(Some(partition), records, tag);
-        sent += count;
-        request += 1;
-    }
-    while let Some(completion) = pipeline.next_completion().await? {
-        handle(completion)?;
-    }
-    let elapsed = started.elapsed();
-    let bytes = acknowledged * args.record_size as u64;
-    Ok((
-        Throughput {
-            records: acknowledged,
-            bytes,
-            elapsed,
-        },
-        latencies.summary(),
-        rejected,
-    ))
-}
-
-/// When, after the start, the request that begins with record number `records_before` is due at
-/// `rate` records per second.
-fn send_offset(records_before: u64, rate: u64) -> Duration {
-    Duration::from_secs_f64(records_before as f64 / rate as f64)
-}
-
-impl fmt::Display for ProduceReport {
+impl fmt::Display for RunReport<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let args = &self.args;
-        if let Some(probe) = &self.probe {
-            writeln!(
-                f,
-                "disk probe ({}): sequential write + fdatasync every {} KiB: {:.1} MB/s",
-                args.probe_dir.display(),
-                probe.sequential.chunk_bytes / 1024,
-                probe.sequential.mb_per_sec()
-            )?;
-            if let Some(sync) = &probe.sync {
-                writeln!(
-                    f,
-                    "disk probe ({}): {} KiB write + fdatasync: {sync}",
-                    args.probe_dir.display(),
-                    PROBE_SYNC_BYTES / 1024
-                )?;
-            }
-        }
-        let mode = if args.rate > 0 {
+        let load = &self.load;
+        let mode = if load.rate > 0 {
             format!(
                 "open loop at {} records/s, latency from the scheduled send time",
-                args.rate
+                load.rate
             )
         } else {
             "closed loop".to_owned()
@@ -313,31 +417,41 @@ impl fmt::Display for ProduceReport {
             f,
             "produce to {} ({} partition(s)): {} records of {} B, batch {}, concurrency {}, \
              acks {}, {mode}",
-            args.topic,
-            self.partitions,
-            args.records,
-            args.record_size,
-            args.batch_size,
-            args.concurrency,
-            args.acks
+            load.topic,
+            load.partitions,
+            load.records,
+            load.record_size,
+            load.batch_size,
+            load.concurrency,
+            load.acks
         )?;
-        write!(f, "  throughput: {}", self.throughput)?;
-        match &self.probe {
-            Some(probe) if probe.sequential.mb_per_sec() > 0.0 => writeln!(
+        let (described, latency_of) = match self.sender {
+            Sender::Requests(encoding) => {
+                (encoding.describe().to_owned(), "ack latency per request")
+            }
+            Sender::Producer(idempotence) => (
+                idempotence.describe(load.concurrency, load.acks),
+                "latency per record, enqueued to acknowledged",
+            ),
+        };
+        writeln!(f, "  sent as {}: {described}", self.sender)?;
+        write!(f, "  throughput: {}", self.measured.throughput)?;
+        match self.probe_mb_per_sec {
+            Some(probe) if probe > 0.0 => writeln!(
                 f,
                 " = {:.0}% of the sequential fdatasync bandwidth",
-                100.0 * self.throughput.mb_per_sec() / probe.sequential.mb_per_sec()
+                100.0 * self.measured.throughput.mb_per_sec() / probe
             )?,
             _ => writeln!(f)?,
         }
-        if let Some(latency) = &self.latency {
-            writeln!(f, "  ack latency per request: {latency}")?;
+        if let Some(latency) = &self.measured.latency {
+            writeln!(f, "  {latency_of}: {latency}")?;
         }
-        if self.rejected > 0 {
+        if self.measured.rejected > 0 {
             writeln!(
                 f,
                 "  rejected by the topic's modules: {} records",
-                self.rejected
+                self.measured.rejected
             )?;
         }
         Ok(())
@@ -356,16 +470,33 @@ mod tests {
         args: ProduceBenchArgs,
     }
 
+    fn parse(args: &[&str]) -> Result<ProduceBenchArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied())).map(|c| c.args)
+    }
+
     #[test]
     fn open_loop_schedule_spaces_requests_by_their_records() {
         assert_eq!(send_offset(0, 1000), Duration::ZERO);
         assert_eq!(send_offset(100, 1000), Duration::from_millis(100));
         assert_eq!(send_offset(2500, 1000), Duration::from_millis(2500));
+        let args = parse(&["--records", "250", "--rate", "1000"]).expect("valid");
+        let load = args.load("t", 1);
+        let started = Instant::now();
+        assert_eq!(
+            load.due(started, 100),
+            Some(started + Duration::from_millis(100))
+        );
+        assert_eq!(
+            (load.chunk(0), load.chunk(200), load.chunk(250)),
+            (100, 50, 0)
+        );
+        let closed = parse(&[]).expect("defaults").load("t", 1);
+        assert_eq!(closed.due(started, 100), None);
     }
 
     #[test]
     fn defaults_follow_the_design() {
-        let args = Cli::try_parse_from(["bench"]).expect("defaults").args;
+        let args = parse(&[]).expect("defaults");
         assert_eq!(args.topic, "weir-bench");
         assert_eq!(
             (args.record_size, args.batch_size, args.concurrency),
@@ -373,41 +504,143 @@ mod tests {
         );
         assert_eq!((args.partitions, args.rate, args.acks), (1, 0, Acks::All));
         assert_eq!(args.probe_mib, 256);
-        assert!(Cli::try_parse_from(["bench", "--batch-size", "0"]).is_err());
-        let kafka_acks = Cli::try_parse_from(["bench", "--acks", "-1"]).expect("Kafka spelling");
-        assert_eq!(kafka_acks.args.acks, Acks::All);
+        assert_eq!(args.senders(), [Sender::Requests(Encoding::Records)]);
+        assert_eq!(args.rounds, 1);
+        assert_eq!(args.consume_after("t".into()), None);
+        assert!(parse(&["--batch-size", "0"]).is_err());
+        let kafka_acks = parse(&["--acks", "-1"]).expect("Kafka spelling");
+        assert_eq!(kafka_acks.acks, Acks::All);
+    }
+
+    #[test]
+    fn variants_come_from_one_list_and_the_two_kinds_do_not_mix() {
+        let encodings = parse(&["--encoding", "records,batch", "--rounds", "3"]).expect("valid");
+        assert_eq!(
+            encodings.senders(),
+            [
+                Sender::Requests(Encoding::Records),
+                Sender::Requests(Encoding::Batch)
+            ]
+        );
+        assert_eq!(encodings.rounds, 3);
+        let producers = parse(&["--producer", "idempotent,plain"]).expect("valid");
+        assert_eq!(
+            producers.senders(),
+            [
+                Sender::Producer(Idempotence::Idempotent),
+                Sender::Producer(Idempotence::Plain)
+            ]
+        );
+        assert_eq!(producers.senders()[1].to_string(), "plain");
+        assert!(parse(&["--encoding", "batch", "--producer", "plain"]).is_err());
+        assert!(parse(&["--encoding", "protobuf"]).is_err());
+        assert!(parse(&["--rounds", "0"]).is_err());
+    }
+
+    #[test]
+    fn consume_afterwards_takes_an_optional_list_of_formats() {
+        let plain = parse(&["--consume"]).expect("valid");
+        assert_eq!(
+            plain.consume_after("t".into()),
+            Some(ConsumeBenchArgs::after_produce(
+                "t".into(),
+                vec![Format::Batches],
+                1
+            ))
+        );
+        let both = parse(&["--consume", "records,batches", "--rounds", "2"]).expect("valid");
+        assert_eq!(
+            both.consume_after("t-4".into()),
+            Some(ConsumeBenchArgs::after_produce(
+                "t-4".into(),
+                vec![Format::Records, Format::Batches],
+                2
+            ))
+        );
+        // A flag right after --consume is not taken for its value.
+        let then_flag = parse(&["--consume", "--records", "10"]).expect("valid");
+        assert_eq!(then_flag.records, 10);
+        assert!(then_flag.consume_after("t".into()).is_some());
+    }
+
+    #[test]
+    fn every_run_but_a_lone_one_gets_its_own_topic() {
+        assert_eq!(run_topic("weir-bench", 1, 1), "weir-bench");
+        assert_eq!(run_topic("weir-bench", 1, 6), "weir-bench-1");
+        assert_eq!(run_topic("weir-bench", 6, 6), "weir-bench-6");
     }
 
     #[test]
     fn report_relates_produce_bandwidth_to_the_disk() {
-        let args = Cli::try_parse_from(["bench", "--records", "1000"])
-            .expect("valid")
-            .args;
-        let report = ProduceReport {
-            args,
-            partitions: 1,
-            probe: Some(ProbeReport {
-                sequential: SequentialWrite {
-                    bytes: 400_000_000,
-                    chunk_bytes: PROBE_CHUNK_BYTES,
-                    elapsed: Duration::from_secs(1),
-                },
-                sync: None,
-            }),
-            throughput: Throughput {
-                records: 1000,
-                bytes: 100_000_000,
+        let probe = ProbeReport {
+            sequential: SequentialWrite {
+                bytes: 400_000_000,
+                chunk_bytes: PROBE_CHUNK_BYTES,
                 elapsed: Duration::from_secs(1),
             },
-            latency: None,
-            rejected: 0,
+            sync: None,
+        };
+        let text = probe.report(Path::new("/data")).to_string();
+        assert!(
+            text.contains(
+                "disk probe (/data): sequential write + fdatasync every 1024 KiB: 400.0 MB/s"
+            ),
+            "{text}"
+        );
+        let args = parse(&["--records", "1000", "--encoding", "batch"]).expect("valid");
+        let report = RunReport {
+            load: args.load("weir-bench", 1),
+            sender: Sender::Requests(Encoding::Batch),
+            measured: Measured {
+                throughput: Throughput {
+                    records: 1000,
+                    bytes: 100_000_000,
+                    elapsed: Duration::from_secs(1),
+                },
+                latency: None,
+                rejected: 0,
+            },
+            probe_mb_per_sec: Some(probe.sequential.mb_per_sec()),
         };
         let text = report.to_string();
-        assert!(text.contains("400.0 MB/s"), "{text}");
+        assert!(
+            text.starts_with("produce to weir-bench (1 partition(s))"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sent as batch: requests of one record batch"),
+            "{text}"
+        );
         assert!(text.contains("100.0 MB/s"), "{text}");
         assert!(
             text.contains("= 25% of the sequential fdatasync bandwidth"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_producer_run_says_how_many_batches_were_in_flight() {
+        let args = parse(&["--producer", "plain"]).expect("valid");
+        let report = RunReport {
+            load: args.load("weir-bench", 1),
+            sender: Sender::Producer(Idempotence::Plain),
+            measured: Measured {
+                throughput: Throughput {
+                    records: 10,
+                    bytes: 10_240,
+                    elapsed: Duration::from_secs(1),
+                },
+                latency: None,
+                rejected: 0,
+            },
+            probe_mb_per_sec: None,
+        };
+        let text = report.to_string();
+        assert!(
+            text.contains("sent as plain: weir-client's Producer"),
+            "{text}"
+        );
+        assert!(text.contains("1 in flight per partition"), "{text}");
+        assert!(!text.contains("fdatasync"), "no probe, no ratio: {text}");
     }
 }
