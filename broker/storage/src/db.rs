@@ -428,7 +428,8 @@ impl LogDb {
 
     /// Reads batches holding offsets from `from` on, up to raft index `max_index` (the applied
     /// index: nothing uncommitted is ever returned), stopping once `max_bytes` of batches are
-    /// gathered (at least one batch is returned when one is available).
+    /// gathered or a batch reaches offset `until` (at least one batch is returned when one is
+    /// available): a reader that will serve records up to `until` need not read past it.
     ///
     /// A batch that fails verification is never returned: it ends the read if batches before
     /// it were gathered, and is the error if it is the first.
@@ -436,6 +437,7 @@ impl LogDb {
         &self,
         group: GroupId,
         from: Offset,
+        until: Offset,
         max_index: u64,
         max_bytes: usize,
     ) -> Result<BatchRead, ReadError> {
@@ -483,8 +485,9 @@ impl LogDb {
                 continue;
             }
             bytes += batch.bytes().len();
+            let reaches_until = batch.header().next_offset() >= until;
             read.batches.push(batch);
-            if bytes >= max_bytes {
+            if bytes >= max_bytes || reaches_until {
                 break;
             }
         }
@@ -672,7 +675,7 @@ mod tests {
 
     fn values(db: &LogDb, group: GroupId, from: u64, max_index: u64) -> Vec<(u64, String)> {
         let read = db
-            .read_batches(group, Offset(from), max_index, usize::MAX)
+            .read_batches(group, Offset(from), Offset(u64::MAX), max_index, usize::MAX)
             .unwrap();
         read.batches
             .iter()
@@ -715,6 +718,20 @@ mod tests {
         );
         // Nothing past the applied index is served.
         assert_eq!(values(&db, 7, 0, 2), vec![(0, "a".into()), (1, "b".into())]);
+        // A reader that serves offsets below 2 reads no batch past the one that reaches 2.
+        let read = db
+            .read_batches(7, Offset(0), Offset(2), u64::MAX, usize::MAX)
+            .unwrap();
+        let bases: Vec<u64> = read
+            .batches
+            .iter()
+            .map(|b| b.header().base_offset.0)
+            .collect();
+        assert_eq!(bases, [0]);
+        let read = db
+            .read_batches(7, Offset(0), Offset(3), u64::MAX, usize::MAX)
+            .unwrap();
+        assert_eq!(read.batches.len(), 2);
         let entries = db.entries(7, 1..=5).unwrap();
         assert_eq!(entries.len(), 5);
         assert_eq!(&entries[0].meta[..], b"blank");
@@ -800,7 +817,7 @@ mod tests {
         assert!(crate::fault::flip_last_byte(&path, 5, 2).unwrap());
         let db = LogDb::open(&path, LogDbOptions::default()).unwrap();
         let err = db
-            .read_batches(5, Offset(1), u64::MAX, usize::MAX)
+            .read_batches(5, Offset(1), Offset(u64::MAX), u64::MAX, usize::MAX)
             .unwrap_err();
         assert!(
             matches!(
@@ -842,7 +859,7 @@ mod tests {
             {
                 let db = LogDb::open(&path, LogDbOptions::default()).unwrap();
                 let err = db
-                    .read_batches(1, Offset(2), u64::MAX, usize::MAX)
+                    .read_batches(1, Offset(2), Offset(u64::MAX), u64::MAX, usize::MAX)
                     .unwrap_err();
                 assert_eq!(err.corrupt_offset(), Some(Offset(2)), "byte {at}: {err}");
                 let err = db.entries(1, 1..=2).unwrap_err();

@@ -413,7 +413,7 @@ mod tests {
     }
 
     fn read_all(db: &crate::LogDb, group: u64) -> Result<Vec<(u64, String)>, crate::ReadError> {
-        let read = db.read_batches(group, Offset(0), u64::MAX, usize::MAX)?;
+        let read = db.read_batches(group, Offset(0), Offset(u64::MAX), u64::MAX, usize::MAX)?;
         Ok(read
             .batches
             .iter()
@@ -461,11 +461,13 @@ mod tests {
         );
         // The damaged batch is corruption at its offset; the batch before it is served.
         let err = db
-            .read_batches(8, Offset(1), u64::MAX, usize::MAX)
+            .read_batches(8, Offset(1), Offset(u64::MAX), u64::MAX, usize::MAX)
             .unwrap_err();
         assert_eq!(err.corrupt_offset(), Some(Offset(1)), "{err}");
         assert_eq!(read_all(&db, 8).unwrap(), pairs(&[(0, "x")]));
-        let after = db.read_batches(8, Offset(2), u64::MAX, usize::MAX).unwrap();
+        let after = db
+            .read_batches(8, Offset(2), Offset(u64::MAX), u64::MAX, usize::MAX)
+            .unwrap();
         assert_eq!(after.batches[0].header().base_offset, Offset(2));
         // Entry metadata and blank entries came through.
         let entries = db.entries(7, 1..=3).unwrap();

@@ -57,14 +57,16 @@ pub(crate) fn records_of_batches(
 ) -> Result<Vec<ConsumedRecord>, ClientError> {
     let mut records = Vec::new();
     for bytes in batches {
-        let batch = EncodedBatch::verify(bytes).map_err(ClientError::CorruptBatch)?;
-        records.reserve(batch.header().record_count as usize);
-        for item in batch.records() {
-            let (offset, record) = item.map_err(ClientError::CorruptBatch)?;
-            if offset.0 >= from {
-                records.push(ConsumedRecord::from_batch_record(offset.0, record));
-            }
-        }
+        // One pass: every record is checked and decoded together.
+        let (_, decoded) =
+            EncodedBatch::verify_and_decode(bytes).map_err(ClientError::CorruptBatch)?;
+        records.reserve(decoded.len());
+        records.extend(
+            decoded
+                .into_iter()
+                .filter(|(offset, _)| offset.0 >= from)
+                .map(|(offset, record)| ConsumedRecord::from_batch_record(offset.0, record)),
+        );
     }
     Ok(records)
 }

@@ -66,12 +66,12 @@ struct ReadLimits {
 }
 
 /// Reads the committed batches of a partition holding offsets from `from` on, stopping once
-/// `max_bytes` of batches are gathered (at least one batch, when one is there). The first may
-/// start before `from`.
+/// `max_bytes` of batches are gathered or a batch reaches `until` (at least one batch, when one
+/// is there). The first may start before `from`.
 async fn committed_batches(
     node: &Node,
     hosted: &HostedPartition,
-    from: Offset,
+    (from, until): (Offset, Offset),
     progress: PartitionProgress,
     max_bytes: usize,
 ) -> Result<Vec<EncodedBatch>, BrokerError> {
@@ -82,7 +82,7 @@ async fn committed_batches(
     let group = hosted.group();
     let where_ = format!("{}/{}", hosted.topic, hosted.partition);
     let read = blocking(move || {
-        db.read_batches(group, from, progress.applied_index, max_bytes)
+        db.read_batches(group, from, until, progress.applied_index, max_bytes)
             .map_err(|e| corrupt_in(&where_, e))
     })
     .await?;
@@ -153,7 +153,13 @@ async fn read(
     form: Form,
     chain: Option<Chain>,
 ) -> Result<(Read, Option<Chain>), BrokerError> {
-    let batches = committed_batches(node, hosted, from, progress, limits.max_bytes).await?;
+    // Records are cut at `max_records`: what lies past them need not be read (or verified).
+    let until = match form {
+        Form::Records => from.plus(limits.max_records as u64),
+        Form::Batches => Offset(u64::MAX),
+    };
+    let batches =
+        committed_batches(node, hosted, (from, until), progress, limits.max_bytes).await?;
     if form == Form::Batches && chain.is_none() {
         let next_offset = batches.last().map(|b| b.header().next_offset());
         let served = batches

@@ -228,6 +228,22 @@ impl EncodedBatch {
         Ok(Self { bytes, header })
     }
 
+    /// Verifies bytes from disk or a peer as [`verify`](Self::verify) does and decodes their
+    /// records in the same pass (the records share `bytes`' memory). For a reader that wants
+    /// the records anyway: verifying, then calling [`records`](Self::records), parses each
+    /// record twice.
+    pub fn verify_and_decode(bytes: Bytes) -> Result<(Self, Vec<(Offset, Record)>), BatchError> {
+        let mut records = Vec::new();
+        let header = check_each(&bytes, Gate::Stored, |header, record| {
+            if records.capacity() == 0 {
+                records.reserve_exact(header.record_count as usize);
+            }
+            let offset = header.base_offset.plus(record.offset_delta as u64);
+            records.push((offset, record.to_record(&bytes, header.base_timestamp_ms)));
+        })?;
+        Ok((Self { bytes, header }, records))
+    }
+
     /// The verified header.
     pub fn header(&self) -> &BatchHeader {
         &self.header
@@ -292,6 +308,17 @@ impl EncodedBatch {
 
 /// Checks `bytes` through `gate`; returns the header.
 fn check(bytes: &[u8], gate: Gate) -> Result<BatchHeader, BatchError> {
+    check_each(bytes, gate, |_, _| {})
+}
+
+/// Checks `bytes` through `gate`, handing every record to `each` as it is checked; returns the
+/// header. `each` may have seen records of a batch that turns out bad: callers discard what it
+/// gathered on an error.
+fn check_each<'a>(
+    bytes: &'a [u8],
+    gate: Gate,
+    mut each: impl FnMut(&BatchHeader, &RawRecord<'a>),
+) -> Result<BatchHeader, BatchError> {
     let header = read_header(bytes)?;
     let computed = crc32c::crc32c(&bytes[CRC_COVERS_FROM..]);
     if computed != header.crc {
@@ -350,6 +377,7 @@ fn check(bytes: &[u8], gate: Gate) -> Result<BatchHeader, BatchError> {
                 });
             }
         }
+        each(&header, &record);
         last_delta = record.offset_delta;
         max_timestamp = max_timestamp.max(timestamp);
         decoded += 1;

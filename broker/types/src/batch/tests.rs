@@ -85,6 +85,21 @@ fn a_batch_can_be_re_sequenced_without_re_encoding() {
 }
 
 #[test]
+fn verifying_and_decoding_in_one_pass_gives_the_same_records() {
+    let batch = EncodedBatch::encode(&three(), BatchLimits::default())
+        .unwrap()
+        .stamped(Offset(9), 2);
+    let (verified, records) = EncodedBatch::verify_and_decode(batch.bytes().clone()).unwrap();
+    assert_eq!(verified.header(), batch.header());
+    let twice: Vec<_> = verified.records().map(Result::unwrap).collect();
+    assert_eq!(records, twice);
+    assert_eq!(records[2].0, Offset(11));
+    let mut damaged = batch.bytes().to_vec();
+    *damaged.last_mut().unwrap() ^= 1;
+    assert!(EncodedBatch::verify_and_decode(Bytes::from(damaged)).is_err());
+}
+
+#[test]
 fn the_header_has_kafkas_layout() {
     let batch = EncodedBatch::encode(&three(), BatchLimits::default()).unwrap();
     let bytes = batch
