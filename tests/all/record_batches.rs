@@ -1,7 +1,8 @@
 //! Kafka record batches (v2) on the API: what another Kafka implementation encodes is accepted
 //! and served record for record, what Weir serves decodes with it, malformed or unsupported
 //! batches are refused by name and store nothing, fetches and subscriptions in batch form serve
-//! whole stored batches, and a data directory of storage format 1 is converted at start-up
+//! whole stored batches, a consume chain's survivors come in batches at their original offsets,
+//! and a data directory of storage format 1 is converted at start-up
 //! without losing or moving a record.
 //!
 //! The independent implementation is the `kafka-protocol` crate's `RecordBatchEncoder` and
@@ -658,6 +659,110 @@ async fn fetch_and_subscribe_serve_whole_stored_batches() -> anyhow::Result<()> 
             .map(|(i, r)| as_consumed(r, 9 + i as u64))
             .collect::<Vec<_>>()
     );
+    Ok(())
+}
+
+/// `{"status":"…"}` values, alternating `active` and `closed` from `active` at offset 0.
+fn statuses(count: usize) -> Vec<pb::Record> {
+    (0..count)
+        .map(|i| {
+            let status = if i % 2 == 0 { "active" } else { "closed" };
+            pb::Record {
+                value: Bytes::from(format!(r#"{{"n":{i},"status":"{status}"}}"#)),
+                timestamp_ms: Some(T0 + i as i64),
+                ..Default::default()
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consume_chain_serves_its_survivors_as_batches_at_their_original_offsets()
+-> anyhow::Result<()> {
+    let broker = InProcessBroker::start().await?;
+    let mut c = broker.raw_client().await?;
+    weir_tests::modules::register(&mut c, "field-filter").await?;
+    create(&mut c, "t", 1).await?;
+    // Two stored batches, offsets 0-4 and 5-9.
+    let records = statuses(10);
+    for batch in records.chunks(5) {
+        c.produce(produce_records("t", 0, batch.to_vec())).await?;
+    }
+    let active = weir_tests::modules::module_ref(
+        "field-filter",
+        &[("field", "status"), ("value", "active")],
+    );
+    let expected = |offsets: &[u64]| -> Vec<(u64, Bytes)> {
+        offsets
+            .iter()
+            .map(|&o| (o, records[o as usize].value.clone()))
+            .collect()
+    };
+    // What `kafka-protocol` decodes from batches (CRC checked), as (offset, value).
+    let decoded = |batches: &[Bytes]| -> anyhow::Result<Vec<(u64, Bytes)>> {
+        let mut out = Vec::new();
+        for batch in batches {
+            for record in kafka_decode(batch)? {
+                out.push((record.offset as u64, record.value.unwrap_or_default()));
+            }
+        }
+        Ok(out)
+    };
+
+    let mut request = fetch_batches("t", 0, 0, 0);
+    request.modules = vec![active.clone()];
+    let fetched = c.fetch(request).await?.into_inner();
+    assert!(fetched.records.is_empty());
+    assert_eq!(
+        decoded(&fetched.record_batches)?,
+        expected(&[0, 2, 4, 6, 8]),
+        "the survivors, at the offsets they are stored at"
+    );
+    assert_eq!(fetched.next_offset, 10);
+
+    // From inside the second batch: the chain runs from the offset asked for (offset 6, an
+    // active record before it, is neither run nor served) to the end of the batch.
+    let mut request = fetch_batches("t", 0, 7, 0);
+    request.modules = vec![active.clone()];
+    let fetched = c.fetch(request).await?.into_inner();
+    assert_eq!(decoded(&fetched.record_batches)?, expected(&[8]));
+    assert_eq!(fetched.next_offset, 10);
+
+    // The topic's consume chain applies to a subscription in batch form.
+    c.attach_module(pb::AttachModuleRequest {
+        topic: "t".into(),
+        module: Some(weir_tests::modules::module_ref(
+            "field-filter",
+            &[("field", "status"), ("value", "closed")],
+        )),
+        path: pb::ModulePath::Consume as i32,
+        ..Default::default()
+    })
+    .await?;
+    let mut stream = c
+        .subscribe(pb::SubscribeRequest {
+            topic: "t".into(),
+            partition: 0,
+            start: Some(pb::StartPosition {
+                position: Some(pb::start_position::Position::Offset(0)),
+            }),
+            record_batches: true,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let mut streamed = Vec::new();
+    let mut next_offset = 0;
+    while next_offset < 10 {
+        let message = tokio::time::timeout(STREAM_WAIT, stream.message())
+            .await??
+            .context("the subscription ended")?;
+        assert!(message.records.is_empty());
+        next_offset = message.next_offset;
+        streamed.extend(decoded(&message.record_batches)?);
+    }
+    assert_eq!(streamed, expected(&[1, 3, 5, 7, 9]));
+    assert_eq!(next_offset, 10);
     Ok(())
 }
 

@@ -178,7 +178,8 @@ async fn read(
     }
     let records = match form {
         Form::Records => records_of(&batches, from, progress.high_watermark, limits)?,
-        // A batch is served whole, so the chain sees every record of the batches read.
+        // Batches are read whole, so the chain sees every record of them from `from` on (none
+        // before it: the client would skip those, and an aggregate would count them twice).
         Form::Batches => records_of(
             &batches,
             from,
