@@ -18,12 +18,14 @@ use weir_storage::{GroupId, LogDb};
 use crate::config::{GroupKind, GroupTimings};
 use crate::error::{ReplicaError, StartError};
 use crate::group::{Group, stopped};
+use crate::log_store::GroupLogStore;
 use crate::network::Peers;
 use crate::snapshot::{self, PreparedSnapshot};
 use crate::types::{
     LogId, NodeId, Request, Response, Snapshot, SnapshotBytes, SnapshotMeta, StoredMembership,
     TypeConfig,
 };
+use crate::unflushed::Unflushed;
 
 /// Cluster metadata as a deterministic state machine, defined by the broker.
 ///
@@ -160,11 +162,16 @@ impl<S: MetadataState> ControllerReplica<S> {
             last_applied: None,
             membership: StoredMembership::default(),
         };
+        // The controller's state lives in memory: applying an entry before it is flushed
+        // publishes nothing a reader looks for in the log.
+        let log_store = GroupLogStore::open(db, group, Unflushed::default())
+            .await
+            .map_err(|source| StartError::Storage { group, source })?;
         let group = Group::start(
             node_id,
             group,
             GroupKind::Controller,
-            db,
+            log_store,
             &peers,
             timings,
             state_machine,

@@ -8,7 +8,7 @@ use openraft::errors::{ClientWriteError, Fatal, InitializeError, RaftError};
 use openraft::impls::ProgressResponder;
 use openraft::storage::RaftStateMachine;
 use openraft::{BasicNode, Raft, ServerState};
-use weir_storage::{GroupId, LogDb};
+use weir_storage::GroupId;
 
 use crate::config::{GroupKind, GroupTimings, raft_config};
 use crate::error::{ReplicaError, StartError};
@@ -37,20 +37,17 @@ impl<SM> Group<SM>
 where
     SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotBytes>,
 {
-    /// Opens the group's log in `db` and starts raft over it; stored state is recovered (and
-    /// everything committed re-applied) before this returns.
+    /// Starts raft over the group's log (see [`GroupLogStore::open`]); stored state is
+    /// recovered (and everything committed re-applied) before this returns.
     pub(crate) async fn start(
         node_id: NodeId,
         id: GroupId,
         kind: GroupKind,
-        db: LogDb,
+        log_store: GroupLogStore,
         peers: &Peers,
         timings: GroupTimings,
         state_machine: SM,
     ) -> Result<Self, StartError> {
-        let log_store = GroupLogStore::open(db, id)
-            .await
-            .map_err(|source| StartError::Storage { group: id, source })?;
         let config = raft_config(timings, kind)?;
         let raft = Raft::new(
             node_id,

@@ -25,6 +25,7 @@ mod producers;
 mod sequencer;
 mod snapshot;
 mod types;
+mod unflushed;
 
 pub use config::GroupTimings;
 pub use controller::{ControllerReplica, MetadataState};

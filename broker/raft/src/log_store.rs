@@ -5,7 +5,9 @@
 //!   the committer's fsync. Appended entries therefore sit in `unflushed` (shared with every
 //!   reader of the group) until their commit completes; readers overlay it on what redb holds.
 //!   A reader copies the overlay *before* opening its read transaction, and an entry leaves the
-//!   overlay only *after* its commit, so no entry is ever invisible to a reader.
+//!   overlay only *after* its commit, so no entry is ever invisible to a reader. openraft may
+//!   apply an entry before it is flushed; a partition's state machine waits for it (see
+//!   [`crate::unflushed`]).
 //! - Votes, truncations and purges are written through the same ordered committer queue and
 //!   awaited before returning, so they are durable in order with the appends around them.
 //! - The committed log id is written lazily: a stale value only makes recovery re-apply a few
@@ -17,7 +19,6 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
-use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use openraft::entry::RaftEntry;
@@ -28,6 +29,7 @@ use weir_storage::{GroupId, LogDb, MetaKey, NewEntry, StoredEntry, WriteBatch, W
 
 use crate::producers::ProducerBatch;
 use crate::types::{AppendBatch, Entry, LogId, NodeId, Request, TypeConfig, Vote};
+use crate::unflushed::Unflushed;
 
 /// Everything about an entry except its record batch, as stored in the entry's metadata.
 #[derive(Serialize, Deserialize)]
@@ -178,8 +180,6 @@ fn json(value: &impl Serialize) -> io::Result<Bytes> {
         .map_err(io::Error::other)
 }
 
-type Unflushed = Arc<Mutex<BTreeMap<u64, Entry>>>;
-
 /// Bytes of record batches one AppendEntries message carries at most (plus one entry).
 const MAX_APPEND_BYTES: usize = 16 * 1024 * 1024;
 
@@ -211,10 +211,7 @@ impl RaftLogReader<TypeConfig> for GroupLogReader {
             return Ok(Vec::new());
         }
         // Copy the overlay first (see the module docs for why the order matters).
-        let overlay: BTreeMap<u64, Entry> = lock(&self.unflushed)
-            .range(start..=end)
-            .map(|(i, e)| (*i, e.clone()))
-            .collect();
+        let overlay: BTreeMap<u64, Entry> = self.unflushed.overlay(start..=end);
         // Entries below the overlay's first index come from disk; none above it do, because
         // the overlay always holds the log's newest entries.
         let disk_end = overlay
@@ -281,12 +278,13 @@ pub(crate) struct GroupLogStore {
 }
 
 impl GroupLogStore {
-    /// Loads the group's log bounds from `db`.
-    pub(crate) async fn open(db: LogDb, group: GroupId) -> io::Result<Self> {
+    /// Loads the group's log bounds from `db`. `unflushed` tracks the entries appended but
+    /// not yet durable; the group's state machine may share it to wait for them.
+    pub(crate) async fn open(db: LogDb, group: GroupId, unflushed: Unflushed) -> io::Result<Self> {
         let reader = GroupLogReader {
             db: db.clone(),
             group,
-            unflushed: Arc::default(),
+            unflushed,
         };
         let (last_purged, last_stored) = blocking(move || {
             let purged: Option<LogId> = read_meta_json(&db, group, MetaKey::Purged)?;
@@ -312,14 +310,6 @@ impl GroupLogStore {
     fn db(&self) -> &LogDb {
         &self.reader.db
     }
-}
-
-fn lock(unflushed: &Unflushed) -> std::sync::MutexGuard<'_, BTreeMap<u64, Entry>> {
-    // The map is only ever mutated by complete insert/remove calls, so a panic elsewhere
-    // cannot leave it half-updated.
-    unflushed
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl RaftLogStorage<TypeConfig> for GroupLogStore {
@@ -377,12 +367,7 @@ impl RaftLogStorage<TypeConfig> for GroupLogStore {
             .map(to_new_entry)
             .collect::<io::Result<Vec<_>>>()?;
         let flushed: Vec<LogId> = entries.iter().map(|e| e.log_id).collect();
-        {
-            let mut unflushed = lock(&self.reader.unflushed);
-            for entry in entries {
-                unflushed.insert(entry.index(), entry);
-            }
-        }
+        self.reader.unflushed.insert(entries);
         self.last_log_id = Some(last);
         let unflushed = self.reader.unflushed.clone();
         let group = self.group();
@@ -392,14 +377,9 @@ impl RaftLogStorage<TypeConfig> for GroupLogStore {
                 entries: new_entries,
             }),
             move |result| {
-                if result.is_ok() {
-                    let mut unflushed = lock(&unflushed);
-                    for log_id in flushed {
-                        // A later truncation may have replaced the entry; keep the newer one.
-                        if unflushed.get(&log_id.index).map(|e| e.log_id) == Some(log_id) {
-                            unflushed.remove(&log_id.index);
-                        }
-                    }
+                match &result {
+                    Ok(()) => unflushed.flushed(&flushed),
+                    Err(_) => unflushed.write_failed(),
                 }
                 callback.io_completed(result.map_err(storage_err));
             },
@@ -409,7 +389,7 @@ impl RaftLogStorage<TypeConfig> for GroupLogStore {
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         let from = last_log_id.map_or(0, |l| l.index + 1);
-        lock(&self.reader.unflushed).split_off(&from);
+        self.reader.unflushed.truncate_from(from);
         let op = WriteOp::TruncateAfter {
             group: self.group(),
             last_kept: last_log_id.map(|l| l.index),
@@ -423,11 +403,7 @@ impl RaftLogStorage<TypeConfig> for GroupLogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
-        {
-            let mut unflushed = lock(&self.reader.unflushed);
-            let keep = unflushed.split_off(&(log_id.index + 1));
-            *unflushed = keep;
-        }
+        self.reader.unflushed.purge_through(log_id.index);
         let group = self.group();
         let batch = WriteBatch {
             ops: vec![

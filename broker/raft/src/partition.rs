@@ -10,7 +10,6 @@ use weir_types::EncodedBatch;
 use crate::config::{GroupKind, GroupTimings};
 use crate::error::{ReplicaError, StartError};
 use crate::group::{Group, stopped};
-#[cfg(test)]
 use crate::log_store::GroupLogStore;
 use crate::network::Peers;
 use crate::partition_state::{
@@ -19,6 +18,7 @@ use crate::partition_state::{
 use crate::producers::{ProducerBatch, ProducerEntry, ProducerLimits, Verdict};
 use crate::sequencer::Sequencer;
 use crate::types::{AppendBatch, AppendOutcome, Appended, NodeId, Request, Response};
+use crate::unflushed::Unflushed;
 
 /// A replica's replication state, as the leader sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,16 +59,23 @@ impl PartitionReplica {
         timings: GroupTimings,
         producer_limits: ProducerLimits,
     ) -> Result<Self, StartError> {
-        let state_machine = PartitionStateMachine::open(db.clone(), group, producer_limits)
-            .await
-            .map_err(|source| StartError::Storage { group, source })?;
+        // The state machine applies only what the log holds durably (see `crate::unflushed`).
+        let unflushed = Unflushed::default();
+        let storage = |source| StartError::Storage { group, source };
+        let state_machine =
+            PartitionStateMachine::open(db.clone(), group, producer_limits, unflushed.clone())
+                .await
+                .map_err(storage)?;
         let progress = state_machine.progress.subscribe();
         let producers = state_machine.producers.clone();
+        let log_store = GroupLogStore::open(db, group, unflushed)
+            .await
+            .map_err(storage)?;
         let group = Group::start(
             node_id,
             group,
             GroupKind::Partition,
-            db,
+            log_store,
             &peers,
             timings,
             state_machine,
@@ -242,12 +249,17 @@ impl PartitionReplica {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
     use openraft::StorageError;
+    use openraft::entry::RaftEntry;
+    use openraft::storage::{IOFlushed, RaftLogStorage, RaftStateMachine};
+    use openraft::testing::common::log_id;
     use openraft::testing::log::{StoreBuilder, Suite};
-    use weir_storage::LogDbOptions;
+    use weir_storage::{LogDbOptions, WriteBatch};
+    use weir_types::{BatchLimits, Offset, Record};
 
     use super::*;
-    use crate::types::TypeConfig;
+    use crate::types::{Entry, TypeConfig};
 
     struct Builder;
 
@@ -261,10 +273,11 @@ mod tests {
             let dir = tempfile::tempdir().expect("temp dir");
             let db = LogDb::open(dir.path().join("log.redb"), LogDbOptions::default())
                 .expect("open log db");
-            let log = GroupLogStore::open(db.clone(), 9)
+            let unflushed = Unflushed::default();
+            let log = GroupLogStore::open(db.clone(), 9, unflushed.clone())
                 .await
                 .expect("open log store");
-            let sm = PartitionStateMachine::open(db, 9, ProducerLimits::default())
+            let sm = PartitionStateMachine::open(db, 9, ProducerLimits::default(), unflushed)
                 .await
                 .expect("open state machine");
             Ok((dir, log, sm))
@@ -275,5 +288,86 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn openraft_storage_suite() {
         Suite::test_all(Builder).await.expect("storage suite");
+    }
+
+    /// openraft applies an entry once it is submitted to the log store, which may be before
+    /// its write is durable (a follower told the commit index by its leader). The high
+    /// watermark must not cover a batch redb does not hold yet: a reader would find committed
+    /// data missing and report it as damage.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_high_watermark_never_covers_a_batch_that_is_not_durable_yet() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db =
+            LogDb::open(dir.path().join("log.redb"), LogDbOptions::default()).expect("open log db");
+        let unflushed = Unflushed::default();
+        let mut log = GroupLogStore::open(db.clone(), 9, unflushed.clone())
+            .await
+            .expect("open log store");
+        let mut sm = PartitionStateMachine::open(
+            db.clone(),
+            9,
+            ProducerLimits::default(),
+            unflushed.clone(),
+        )
+        .await
+        .expect("open state machine");
+        let progress = sm.progress.subscribe();
+
+        // Hold the committer thread: a write whose completion blocks it until released.
+        let (entered_tx, entered) = tokio::sync::oneshot::channel();
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        db.submit(WriteBatch { ops: Vec::new() }, move |_| {
+            let _ = entered_tx.send(());
+            let _ = held.recv();
+        });
+        entered.await.expect("the committer runs the holding write");
+
+        let record = Record {
+            value: Bytes::from_static(b"v"),
+            ..Record::default()
+        };
+        let batch = EncodedBatch::encode(&[record], BatchLimits::default()).expect("encode");
+        let entry = Entry::new_normal(
+            log_id::<TypeConfig>(1, 1, 1),
+            Request::Append(AppendBatch {
+                batch: Some(batch),
+                producer: None,
+            }),
+        );
+        log.append(vec![entry.clone()], IOFlushed::noop())
+            .await
+            .expect("append");
+        let applying = tokio::spawn(async move {
+            sm.apply(futures::stream::iter(vec![Ok((entry, None))]))
+                .await
+                .map(|()| sm)
+        });
+        // The state machine either finishes applying (publishing offset 0 over a batch the
+        // held committer has not written) or waits for the write.
+        while unflushed.waiters() == 0 && !applying.is_finished() {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            progress.borrow().high_watermark,
+            Offset(0),
+            "the high watermark covers a batch that is not durable"
+        );
+
+        release.send(()).expect("release the committer");
+        let sm = applying.await.expect("apply task").expect("apply");
+        let published = *progress.borrow();
+        assert_eq!(published.high_watermark, Offset(1));
+        let read = db
+            .read_batches(
+                9,
+                Offset(0),
+                Offset(u64::MAX),
+                published.applied_index,
+                usize::MAX,
+            )
+            .expect("read");
+        assert_eq!(read.batches.len(), 1, "the batch the high watermark covers");
+        assert_eq!(read.batches[0].header().base_offset, Offset(0));
+        drop(sm);
     }
 }

@@ -31,6 +31,7 @@ use crate::types::{
     AppendBatch, AppendOutcome, LogId, Request, Response, Snapshot, SnapshotBytes, SnapshotMeta,
     StoredMembership, TypeConfig,
 };
+use crate::unflushed::Unflushed;
 
 /// How often idle producers are looked for.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(60);
@@ -78,6 +79,8 @@ pub(crate) struct PartitionStateMachine {
     pub(crate) progress: watch::Sender<PartitionProgress>,
     pub(crate) producers: SharedProducers,
     next_expiry_ms: i64,
+    /// The log's entries not yet durable: an entry is applied only once it is not among them.
+    unflushed: Unflushed,
 }
 
 fn now_ms() -> i64 {
@@ -91,6 +94,7 @@ impl PartitionStateMachine {
         db: LogDb,
         group: GroupId,
         limits: ProducerLimits,
+        unflushed: Unflushed,
     ) -> io::Result<Self> {
         let (applied, rows) = {
             let db = db.clone();
@@ -124,6 +128,7 @@ impl PartitionStateMachine {
             progress,
             producers: Arc::new(Mutex::new(producers)),
             next_expiry_ms: now_ms() + EXPIRY_INTERVAL.as_millis() as i64,
+            unflushed,
         })
     }
 
@@ -199,6 +204,9 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
         let now = now_ms();
         let mut changes = Changes::default();
         while let Some((entry, responder)) = entries.try_next().await? {
+            // Readers read the log in redb up to the high watermark this publishes: it must
+            // not count an entry redb does not hold yet (`crate::unflushed` says why it can).
+            self.unflushed.wait_durable(entry.log_id.index).await?;
             self.state.last_applied = Some(entry.log_id);
             let response = match entry.payload {
                 EntryPayload::Normal(Request::Append(AppendBatch { batch, producer })) => {
