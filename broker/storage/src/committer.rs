@@ -7,6 +7,8 @@
 //!   `Durability::Immediate` (fsync). Lazy jobs have no caller; they ride on the next commit.
 //! - After any failed commit every later job fails with [`WriteError::Failed`]: the file's state
 //!   is unknown, and retrying an fsync that failed can report success for lost data.
+//! - Every durable job's caller is told, exactly once: a job dropped uncompleted (the thread
+//!   panicked) fails with [`WriteError::CommitterStopped`].
 //! - `tails` holds, per group, the offset the next appended batch gets (the last batch's base
 //!   offset plus the offsets it spans). Only this thread changes
 //!   offsets, so assignment is deterministic in log order.
@@ -64,9 +66,20 @@ impl Job {
             .sum()
     }
 
-    pub(crate) fn complete(self, result: Result<(), WriteError>) {
-        if let Some(done) = self.done {
+    pub(crate) fn complete(mut self, result: Result<(), WriteError>) {
+        if let Some(done) = self.done.take() {
             done(result);
+        }
+    }
+}
+
+/// A job dropped before it was completed tells its caller so instead of leaving it waiting
+/// forever: that happens when the committer thread panics (the jobs it held, and those queued
+/// behind them, are dropped as it unwinds).
+impl Drop for Job {
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            done(Err(WriteError::CommitterStopped));
         }
     }
 }

@@ -291,7 +291,7 @@ impl LogDb {
             // The receiver only disappears if the caller stopped waiting; nothing to tell then.
             let _ = tx.send(result);
         });
-        rx.recv().map_err(|_| WriteError::ShutDown)?
+        rx.recv().map_err(|_| WriteError::CommitterStopped)?
     }
 
     /// Queues a write that needs no fsync of its own: it is committed with the next durable
@@ -315,8 +315,10 @@ impl LogDb {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         match guard.as_ref() {
             Some(sender) => {
+                // The receiver is gone only if the committer thread ended without a
+                // shutdown: it panicked.
                 if let Err(mpsc::SendError(job)) = sender.send(job) {
-                    job.complete(Err(WriteError::ShutDown));
+                    job.complete(Err(WriteError::CommitterStopped));
                 }
             }
             None => job.complete(Err(WriteError::ShutDown)),
@@ -687,6 +689,44 @@ mod tests {
 
     fn open(dir: &tempfile::TempDir) -> LogDb {
         LogDb::open(dir.path().join("log.redb"), LogDbOptions::default()).unwrap()
+    }
+
+    /// Callers waiting on a committer thread that died must be told, not left waiting: a raft
+    /// group waiting for its append would hang with every produce behind it.
+    #[test]
+    fn writes_waiting_on_a_committer_that_panicked_fail_instead_of_hanging() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(&dir);
+        let (told, outcome) = mpsc::channel();
+        // Completions run on the committer thread: one that panics takes the thread down.
+        db.submit(WriteBatch { ops: Vec::new() }, |_| {
+            panic!("a completion panics on the committer thread")
+        });
+        for _ in 0..3 {
+            let told = told.clone();
+            db.submit(
+                WriteBatch::one(WriteOp::Append {
+                    group: 1,
+                    entries: vec![blank(1)],
+                }),
+                move |result| {
+                    let _ = told.send(result);
+                },
+            );
+        }
+        for _ in 0..3 {
+            let result = outcome
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .expect("a write queued behind the panic was never completed");
+            assert!(
+                matches!(result, Err(WriteError::CommitterStopped)),
+                "{result:?}"
+            );
+        }
+        assert!(matches!(
+            db.write(WriteBatch { ops: Vec::new() }),
+            Err(WriteError::CommitterStopped)
+        ));
     }
 
     #[test]

@@ -81,6 +81,10 @@ pub enum WriteError {
     /// The database was shut down.
     #[error("log database is shut down")]
     ShutDown,
+    /// The committer thread stopped unexpectedly (it panicked): the write may or may not be
+    /// on disk, and no later write will be.
+    #[error("the log database's committer thread stopped unexpectedly; restart the node")]
+    CommitterStopped,
 }
 
 impl WriteError {
