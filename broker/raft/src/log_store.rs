@@ -235,9 +235,9 @@ impl RaftLogReader<TypeConfig> for GroupLogReader {
         Ok(entries)
     }
 
-    /// Replication reads through here: the entries are cut at [`MAX_APPEND_BYTES`] of record
-    /// batches (at least one entry), so one AppendEntries message stays bounded in bytes, not
-    /// only in entries.
+    /// Replication reads through here: the entries are cut at [`MAX_APPEND_BYTES`] of payload
+    /// (record batches and controller commands alike; at least one entry), so one
+    /// AppendEntries message stays bounded in bytes, not only in entries.
     async fn limited_get_log_entries(
         &mut self,
         start: u64,
@@ -249,12 +249,8 @@ impl RaftLogReader<TypeConfig> for GroupLogReader {
             .iter()
             .take_while(|entry| {
                 let fits = bytes < MAX_APPEND_BYTES;
-                if let EntryPayload::Normal(Request::Append(AppendBatch {
-                    batch: Some(batch),
-                    ..
-                })) = &entry.payload
-                {
-                    bytes += batch.bytes().len();
+                if let EntryPayload::Normal(request) = &entry.payload {
+                    bytes += request.payload_bytes();
                 }
                 fits
             })
@@ -424,5 +420,57 @@ impl RaftLogStorage<TypeConfig> for GroupLogStore {
             self.last_log_id = Some(log_id);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::testing::common::log_id;
+    use weir_storage::LogDbOptions;
+
+    use super::*;
+
+    /// A follower behind a few large controller commands (module registrations) must get them
+    /// over several messages: counting only record batches sent them all at once, past the
+    /// peer message limit, and retried that forever.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replication_reads_are_bounded_by_controller_commands_too() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db =
+            LogDb::open(dir.path().join("log.redb"), LogDbOptions::default()).expect("open log db");
+        let mut log = GroupLogStore::open(db, 0, Unflushed::default())
+            .await
+            .expect("open log store");
+        const COMMAND_BYTES: usize = 4 * 1024 * 1024;
+        let entries: Vec<Entry> = (1..=10)
+            .map(|index| {
+                Entry::new_normal(
+                    log_id::<TypeConfig>(1, 1, index),
+                    Request::Controller(Bytes::from(vec![b'x'; COMMAND_BYTES])),
+                )
+            })
+            .collect();
+        log.append(entries, IOFlushed::noop())
+            .await
+            .expect("append");
+
+        let mut reader = log.get_log_reader().await;
+        let sent = reader
+            .limited_get_log_entries(1, 11)
+            .await
+            .expect("read entries");
+        let bytes: usize = sent
+            .iter()
+            .map(|e| match &e.payload {
+                EntryPayload::Normal(request) => request.payload_bytes(),
+                _ => 0,
+            })
+            .sum();
+        assert!(
+            (1..10).contains(&sent.len()) && bytes <= MAX_APPEND_BYTES + COMMAND_BYTES,
+            "{} entries, {bytes} bytes in one message",
+            sent.len()
+        );
+        assert_eq!(sent[0].log_id.index, 1);
     }
 }

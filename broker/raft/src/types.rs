@@ -35,6 +35,17 @@ pub enum Request {
     Controller(Bytes),
 }
 
+impl Request {
+    /// The bytes this request carries: the record batch, or the controller command. What
+    /// bounds a replication message's size.
+    pub fn payload_bytes(&self) -> usize {
+        match self {
+            Request::Append(append) => append.batch.as_ref().map_or(0, |b| b.bytes().len()),
+            Request::Controller(command) => command.len(),
+        }
+    }
+}
+
 impl fmt::Display for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
