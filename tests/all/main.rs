@@ -8,6 +8,7 @@ mod cli;
 mod cluster;
 mod corruption;
 mod crash;
+mod forged_commands;
 mod groups;
 mod idempotence;
 mod module_cli;

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use weir_raft::{GroupTimings, NodeId, ProducerLimits};
 use weir_types::BatchLimits;
 
+use crate::metadata::{MAX_MODULE_BYTES, MAX_PARTITIONS_PER_TOPIC};
+
 /// Everything a broker node needs to start.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -346,8 +348,11 @@ impl BrokerConfig {
         if l.max_batch_bytes > 256 * 1024 * 1024 {
             return invalid("limits.max_batch_bytes may be at most 256 MiB".into());
         }
-        if l.max_partitions_per_topic == 0 {
-            return invalid("limits.max_partitions_per_topic must be at least 1".into());
+        if l.max_partitions_per_topic == 0 || l.max_partitions_per_topic > MAX_PARTITIONS_PER_TOPIC
+        {
+            return invalid(format!(
+                "limits.max_partitions_per_topic must be between 1 and {MAX_PARTITIONS_PER_TOPIC}"
+            ));
         }
         if l.produce_timeout_ms == 0 {
             return invalid("limits.produce_timeout_ms must be at least 1".into());
@@ -362,6 +367,11 @@ impl BrokerConfig {
             return invalid(
                 "modules.max_module_bytes and call_timeout_ms must be at least 1, memory_bytes at least 65536 (one wasm page)".into(),
             );
+        }
+        if m.max_module_bytes > MAX_MODULE_BYTES {
+            return invalid(format!(
+                "modules.max_module_bytes may be at most {MAX_MODULE_BYTES} (64 MiB)"
+            ));
         }
         if m.max_instances == 0 || m.max_output_bytes == 0 {
             return invalid("modules.max_instances and max_output_bytes must be at least 1".into());

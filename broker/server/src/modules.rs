@@ -21,8 +21,7 @@ use crate::error::BrokerError;
 use crate::metadata::{Attachment, ClusterMetadata, ModuleVersionInfo, TopicInfo};
 use crate::node::blocking;
 
-/// Most stages one chain may have.
-pub(crate) const MAX_CHAIN_STAGES: usize = 16;
+pub(crate) use crate::metadata::MAX_CHAIN_STAGES;
 /// Idle produce chains kept per topic: about the produce requests one topic runs at once.
 const IDLE_CHAINS_PER_TOPIC: usize = 4;
 

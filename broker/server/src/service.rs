@@ -17,7 +17,7 @@ use weir_proto::v1::broker_server::Broker;
 use weir_types::PartitionId;
 
 use crate::error::BrokerError;
-use crate::metadata::{Command, ModulePath, TopicInfo};
+use crate::metadata::{Command, ModulePath, TopicInfo, check_topic_configs};
 use crate::metrics::RequestMetrics;
 use crate::node::Node;
 
@@ -134,17 +134,14 @@ impl BrokerService {
             0 => 1,
             rf => rf,
         };
-        if let Some(key) = req.configs.keys().next() {
-            return Err(BrokerError::InvalidArgument(format!(
-                "unknown topic config '{key}': this broker supports no topic configs yet"
-            )));
-        }
+        let configs: BTreeMap<String, String> = req.configs.into_iter().collect();
+        check_topic_configs(&configs).map_err(BrokerError::InvalidArgument)?;
         let topic = node
             .propose(Command::CreateTopic {
                 name,
                 partitions: req.partitions,
                 replication_factor,
-                configs: BTreeMap::new(),
+                configs,
             })
             .await?
             .topic()

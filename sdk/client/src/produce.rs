@@ -99,7 +99,8 @@ pub enum Acks {
     /// Committed on a quorum of replicas, each having fsynced. The default.
     #[default]
     All,
-    /// Durable on the leader only; on a single node this is the same as [`Acks::All`].
+    /// Kafka's `acks=1`. Today the broker treats it as [`Acks::All`]: it acknowledges only once a
+    /// quorum of replicas, each having fsynced, holds the batch.
     Leader,
     /// Accepted for replication; nothing is promised and no offset is returned.
     None,

@@ -11,6 +11,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use weir_types::{GroupName, TopicName};
 
+use crate::metadata::MAX_COMMIT_METADATA;
+
 /// One committed position: the offset of the next record the group will consume.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommittedOffset {
@@ -111,7 +113,13 @@ impl GroupOffsets {
     ) -> Result<(), String> {
         match command {
             GroupCommand::Commit { group, offsets } => {
-                for (topic, partition, _) in &offsets {
+                for (topic, partition, committed) in &offsets {
+                    if committed.metadata.len() > MAX_COMMIT_METADATA {
+                        return Err(format!(
+                            "metadata of the offset for {topic}/{partition} is {} bytes long; the limit is {MAX_COMMIT_METADATA}",
+                            committed.metadata.len()
+                        ));
+                    }
                     match topic_partitions(topic) {
                         None => return Err(format!("topic '{topic}' does not exist")),
                         Some(count) if *partition >= count => {

@@ -11,6 +11,10 @@ use weir_raft::NodeId;
 use weir_types::TopicName;
 
 use super::base64_bytes;
+use super::bounds::{
+    self, MAX_CHAIN_STAGES, MAX_MODULE_BYTES, MAX_NODES, MAX_PARTITIONS, MAX_PARTITIONS_PER_TOPIC,
+    MAX_STORED_MODULE_BYTES,
+};
 use super::model::{
     Attachment, CONTROLLER_GROUP, ClusterMetadata, ModulePath, ModuleVersionInfo, NodeInfo,
     PartitionInfo, RejectPolicy, TopicInfo,
@@ -254,6 +258,8 @@ impl ClusterMetadata {
     pub fn apply(&mut self, command: Command) -> CommandReply {
         match command {
             Command::Bootstrap { cluster_id } => {
+                bounds::check_address("the cluster id", &cluster_id)
+                    .map_err(CommandError::Invalid)?;
                 self.cluster_id.get_or_insert(cluster_id);
                 if self.next_group == 0 {
                     self.next_group = CONTROLLER_GROUP + 1;
@@ -261,6 +267,13 @@ impl ClusterMetadata {
                 Ok(Applied::Done)
             }
             Command::RegisterNode(node) => {
+                bounds::check_address("a node's address", &node.address)
+                    .map_err(CommandError::Invalid)?;
+                if !self.nodes.contains_key(&node.id) && self.nodes.len() >= MAX_NODES {
+                    return Err(CommandError::Invalid(format!(
+                        "the cluster has {MAX_NODES} nodes, the most it may have"
+                    )));
+                }
                 self.nodes.insert(node.id, node);
                 Ok(Applied::Done)
             }
@@ -278,6 +291,18 @@ impl ClusterMetadata {
                         "partitions and replication factor must be at least 1".into(),
                     ));
                 }
+                if partitions > MAX_PARTITIONS_PER_TOPIC {
+                    return Err(CommandError::Invalid(format!(
+                        "{partitions} partitions requested; a topic may have at most {MAX_PARTITIONS_PER_TOPIC}"
+                    )));
+                }
+                let existing: usize = self.topics.values().map(|t| t.partitions.len()).sum();
+                if existing + partitions as usize > MAX_PARTITIONS {
+                    return Err(CommandError::Invalid(format!(
+                        "the cluster has {existing} partitions; {partitions} more would pass the limit of {MAX_PARTITIONS}"
+                    )));
+                }
+                bounds::check_topic_configs(&configs).map_err(CommandError::Invalid)?;
                 if replication_factor as usize > self.nodes.len() {
                     return Err(CommandError::NotEnoughNodes {
                         requested: replication_factor,
@@ -384,8 +409,34 @@ impl ClusterMetadata {
                 registered_at_ms,
                 wasm,
             } => {
-                let versions = self.modules.entry(name.clone()).or_default();
-                let latest = versions.keys().next_back().copied().unwrap_or(0);
+                bounds::check_module_name(&name).map_err(CommandError::Invalid)?;
+                if wasm.len() > MAX_MODULE_BYTES {
+                    return Err(CommandError::Invalid(format!(
+                        "module '{name}' is {} bytes; a module may have at most {MAX_MODULE_BYTES}",
+                        wasm.len()
+                    )));
+                }
+                if sha256 != weir_wasm::sha256_hex(&wasm) {
+                    return Err(CommandError::Invalid(format!(
+                        "module '{name}': the SHA-256 given does not match its bytes"
+                    )));
+                }
+                let stored: usize = self
+                    .modules
+                    .values()
+                    .flat_map(|versions| versions.values())
+                    .map(|v| v.wasm.len())
+                    .sum();
+                if stored + wasm.len() > MAX_STORED_MODULE_BYTES {
+                    return Err(CommandError::Invalid(format!(
+                        "the registered modules hold {stored} bytes; {} more would pass the limit of {MAX_STORED_MODULE_BYTES}: delete versions no longer used",
+                        wasm.len()
+                    )));
+                }
+                let versions = self.modules.get(&name);
+                let latest = versions
+                    .and_then(|v| v.keys().next_back().copied())
+                    .unwrap_or(0);
                 let version = match version {
                     Some(0) => {
                         return Err(CommandError::Invalid("module versions start at 1".into()));
@@ -395,10 +446,10 @@ impl ClusterMetadata {
                         CommandError::Invalid(format!("module '{name}' has no version left"))
                     })?,
                 };
-                if versions.contains_key(&version) {
+                if versions.is_some_and(|v| v.contains_key(&version)) {
                     return Err(CommandError::ModuleExists { name, version });
                 }
-                versions.insert(
+                self.modules.entry(name).or_default().insert(
                     version,
                     ModuleVersionInfo {
                         version,
@@ -442,6 +493,7 @@ impl ClusterMetadata {
                 path,
                 attachment,
             } => {
+                bounds::check_attachment(&attachment).map_err(CommandError::Invalid)?;
                 if self
                     .module(&attachment.module, Some(attachment.version))
                     .is_none()
@@ -472,6 +524,11 @@ impl ClusterMetadata {
                         path,
                         module: attachment.module,
                     });
+                }
+                if chain.len() >= MAX_CHAIN_STAGES {
+                    return Err(CommandError::Invalid(format!(
+                        "the {path} chain of topic '{topic}' already has {MAX_CHAIN_STAGES} modules"
+                    )));
                 }
                 chain.push(attachment);
                 Ok(Applied::Done)
@@ -586,6 +643,95 @@ pub(super) mod tests {
             m.apply(Command::DeleteTopic { name: topic("zz") }),
             Err(CommandError::UnknownTopic(topic("zz")))
         );
+        assert_eq!(m, before);
+    }
+
+    fn register(name: &str, wasm: &'static [u8], sha256: Option<&str>) -> Command {
+        Command::RegisterModule {
+            name: name.into(),
+            version: None,
+            sha256: sha256.map_or_else(|| weir_wasm::sha256_hex(wasm), str::to_owned),
+            registered_at_ms: 1,
+            wasm: Bytes::from_static(wasm),
+        }
+    }
+
+    fn refusal(reply: CommandReply) -> String {
+        match reply {
+            Err(CommandError::Invalid(reason)) => reason,
+            other => panic!("expected an invalid-command refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn commands_outside_the_cluster_bounds_are_refused_where_they_apply() {
+        let mut m = cluster(1);
+        m.apply(create("a", 2, 1)).unwrap();
+        m.apply(register("m", b"\0asm", None)).unwrap();
+        let before = m.clone();
+
+        // What `ProposeController` let anyone commit: every node would run out of memory
+        // applying it, on every start.
+        let reason = refusal(m.apply(create("huge", u32::MAX, 1)));
+        assert!(reason.contains("at most 65536"), "{reason}");
+        // Within the per-topic bound, but not the cluster's.
+        for i in 0..3 {
+            m.apply(create(&format!("t{i}"), MAX_PARTITIONS_PER_TOPIC, 1))
+                .unwrap();
+        }
+        let full = m.clone();
+        let reason = refusal(m.apply(create("last", MAX_PARTITIONS_PER_TOPIC, 1)));
+        assert!(reason.contains("limit of 262144"), "{reason}");
+        assert_eq!(m, full);
+        let mut m = before.clone();
+
+        let with_config = Command::CreateTopic {
+            name: topic("c"),
+            partitions: 1,
+            replication_factor: 1,
+            configs: BTreeMap::from([("retention.ms".into(), "1".into())]),
+        };
+        assert!(refusal(m.apply(with_config)).contains("'retention.ms'"));
+        let reason = refusal(m.apply(register("m", b"\0asm", Some("00"))));
+        assert!(reason.contains("does not match"), "{reason}");
+        assert!(
+            refusal(m.apply(register("bad name", b"\0asm", None))).contains("invalid module name")
+        );
+        assert!(refusal(m.apply(register("new", b"\0asm", Some("00")))).contains("does not match"));
+        let attach = |params: Vec<(String, String)>| Command::AttachModule {
+            topic: topic("a"),
+            path: ModulePath::Produce,
+            attachment: Attachment {
+                module: "m".into(),
+                version: 1,
+                params,
+                on_reject: RejectPolicy::Reject,
+            },
+        };
+        let empty_key = refusal(m.apply(attach(vec![(String::new(), "v".into())])));
+        assert!(empty_key.contains("empty name"), "{empty_key}");
+        let long = vec![("k".into(), "v".repeat(bounds::MAX_PARAM_BYTES + 1))];
+        assert!(refusal(m.apply(attach(long))).contains("longer than"));
+        assert!(
+            refusal(m.apply(Command::RegisterNode(NodeInfo {
+                id: 9,
+                address: "x".repeat(bounds::MAX_ADDRESS_BYTES + 1),
+            })))
+            .contains("address")
+        );
+        assert_eq!(m, before);
+        assert_eq!(m.apply(attach(Vec::new())), Ok(Applied::Done));
+    }
+
+    #[test]
+    fn a_refused_registration_of_a_new_module_leaves_no_trace() {
+        let mut m = cluster(1);
+        let before = m.clone();
+        let mut zero = register("fresh", b"\0asm", None);
+        if let Command::RegisterModule { version, .. } = &mut zero {
+            *version = Some(0);
+        }
+        assert!(refusal(m.apply(zero)).contains("start at 1"));
         assert_eq!(m, before);
     }
 

@@ -12,13 +12,20 @@
 //! - `store`: the controller state machine the raft layer drives (the replicated state beside
 //!   consumer groups' offsets and the producer id counter, its snapshot layout, and the watch
 //!   channels that publish every change);
+//! - `bounds`: the bounds every command is checked against where it applies, the same on every
+//!   node whatever its configuration;
 //! - `base64_bytes`: the JSON encoding of module bytes, shared by the data and the commands.
 
 mod base64_bytes;
+mod bounds;
 mod command;
 mod model;
 mod store;
 
+pub use bounds::{
+    MAX_CHAIN_STAGES, MAX_COMMIT_METADATA, MAX_MODULE_BYTES, MAX_PARTITIONS_PER_TOPIC,
+    check_module_name, check_params, check_topic_configs,
+};
 pub use command::{Applied, Command, CommandError, decode_reply, encode_command};
 pub use model::{
     Attachment, CONTROLLER_GROUP, ClusterMetadata, ModulePath, ModuleVersionInfo, NodeInfo,

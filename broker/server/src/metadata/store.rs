@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use weir_raft::MetadataState;
 
+use super::bounds::MAX_COMMAND_BYTES;
 use super::command::{Applied, Command, CommandError, CommandReply};
 use super::model::ClusterMetadata;
 use crate::groups::GroupOffsets;
@@ -62,11 +63,17 @@ impl ControllerState {
                 let changed = reply.is_ok();
                 (reply, false, changed)
             }
-            Command::AllocateProducerId => {
-                let id = self.next_producer_id;
-                self.next_producer_id += 1;
-                (Ok(Applied::ProducerId(id)), false, false)
-            }
+            Command::AllocateProducerId => match self.next_producer_id.checked_add(1) {
+                Some(next) => {
+                    let id = std::mem::replace(&mut self.next_producer_id, next);
+                    (Ok(Applied::ProducerId(id)), false, false)
+                }
+                None => (
+                    Err(CommandError::Invalid("every producer id was issued".into())),
+                    false,
+                    false,
+                ),
+            },
             Command::DeleteTopic { name } => {
                 let reply = self
                     .metadata
@@ -142,13 +149,21 @@ impl MetadataStore {
 
 impl MetadataState for MetadataStore {
     fn apply(&mut self, command: &[u8]) -> Bytes {
-        let reply: CommandReply = match serde_json::from_slice::<Command>(command) {
+        let decoded = if command.len() > MAX_COMMAND_BYTES {
+            Err(format!(
+                "the command is {} bytes; the limit is {MAX_COMMAND_BYTES}",
+                command.len()
+            ))
+        } else {
+            serde_json::from_slice::<Command>(command).map_err(|e| e.to_string())
+        };
+        let reply: CommandReply = match decoded {
             Ok(command) => {
                 let (reply, metadata, groups) = self.state.apply(command);
                 self.publish(metadata, groups);
                 reply
             }
-            Err(e) => Err(CommandError::Invalid(e.to_string())),
+            Err(e) => Err(CommandError::Invalid(e)),
         };
         Bytes::from(serde_json::to_vec(&reply).unwrap_or_default())
     }

@@ -17,7 +17,7 @@ use crate::groups::{
     Assignor, CommittedOffset, GroupCommand, GroupState, LiveGroup, Member, TopicPartition,
     unknown_member,
 };
-use crate::metadata::{Command, TopicInfo};
+use crate::metadata::{Command, MAX_COMMIT_METADATA, TopicInfo};
 use crate::node::Node;
 
 /// Request metadata marking a request forwarded to the controller leader.
@@ -26,8 +26,6 @@ const FORWARDED: &str = "weir-forwarded";
 const CLIENT_ADDRESS: &str = "weir-client-address";
 /// Longest client id accepted.
 const MAX_CLIENT_ID: usize = 255;
-/// Longest metadata stored with a committed offset.
-const MAX_COMMIT_METADATA: usize = 4096;
 /// Partition leaders `DescribeGroup` asks for their high watermarks at once.
 const DESCRIBE_CONCURRENCY: usize = 16;
 

@@ -11,27 +11,14 @@ use super::BrokerService;
 use crate::error::BrokerError;
 use crate::metadata::{
     Applied, Attachment, ClusterMetadata, Command, ModulePath, RejectPolicy, TopicInfo,
+    check_module_name, check_params,
 };
 use crate::modules::{MAX_CHAIN_STAGES, StageSpec};
 
-/// Longest module name.
-const MAX_MODULE_NAME: usize = 128;
-
-/// Checks a module name: 1 to 128 of `[A-Za-z0-9._-]`, starting with a letter or digit.
+/// Checks a module name (the rules in [`check_module_name`]).
 fn module_name(name: &str) -> Result<String, BrokerError> {
-    let valid = !name.is_empty()
-        && name.len() <= MAX_MODULE_NAME
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if valid {
-        Ok(name.to_owned())
-    } else {
-        Err(BrokerError::InvalidArgument(format!(
-            "invalid module name '{name}': use 1 to {MAX_MODULE_NAME} letters, digits, '.', '_' or '-', starting with a letter or digit"
-        )))
-    }
+    check_module_name(name).map_err(BrokerError::InvalidArgument)?;
+    Ok(name.to_owned())
 }
 
 fn module_path(value: i32) -> Result<ModulePath, BrokerError> {
@@ -53,18 +40,12 @@ fn pb_path(path: ModulePath) -> pb::ModulePath {
 
 /// The params of a module reference, checked.
 fn params(module: &str, params: &[pb::ModuleParam]) -> Result<Vec<(String, String)>, BrokerError> {
-    params
+    let params: Vec<(String, String)> = params
         .iter()
-        .map(|p| {
-            if p.key.is_empty() {
-                Err(BrokerError::InvalidModuleParams(format!(
-                    "module '{module}': a parameter has an empty name"
-                )))
-            } else {
-                Ok((p.key.clone(), p.value.clone()))
-            }
-        })
-        .collect()
+        .map(|p| (p.key.clone(), p.value.clone()))
+        .collect();
+    check_params(module, &params).map_err(BrokerError::InvalidModuleParams)?;
+    Ok(params)
 }
 
 /// Resolves a module reference against the registry: the version asked for, or the latest.
@@ -384,20 +365,5 @@ impl BrokerService {
         Ok(pb::DescribeTopicResponse {
             topic: Some(self.describe(&topic).await?),
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn module_names_are_checked() {
-        for good in ["a", "json-validate", "v1.2_x", "9lives"] {
-            assert_eq!(module_name(good).unwrap(), good);
-        }
-        for bad in ["", "-x", ".x", "a b", "a/b", &"x".repeat(129)] {
-            assert!(module_name(bad).is_err(), "{bad:?} accepted");
-        }
     }
 }
