@@ -25,9 +25,10 @@ pub const MAX_NODES: usize = 1_024;
 pub const MAX_ADDRESS_BYTES: usize = 255;
 /// Largest module, in bytes.
 pub const MAX_MODULE_BYTES: usize = 64 * 1024 * 1024;
-/// Most bytes all registered module versions together may hold (every node keeps them in
-/// memory and in every controller snapshot).
-pub const MAX_STORED_MODULE_BYTES: usize = 512 * 1024 * 1024;
+/// Most bytes all registered module versions together may hold. Every node keeps them in
+/// memory, and a joining node receives them in one controller snapshot, base64-encoded (4/3),
+/// within the peer message limit of 512 MiB.
+pub const MAX_STORED_MODULE_BYTES: usize = 256 * 1024 * 1024;
 /// Longest module name.
 pub const MAX_MODULE_NAME: usize = 128;
 /// Most modules in one chain.
