@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use tonic::Code;
 use weir_proto::v1 as pb;
-use weir_tests::{InProcessBroker, RawClient};
+use weir_tests::{InProcessBroker, RawClient, RawProducer};
 
 fn value(v: &str) -> pb::Record {
     pb::Record {
@@ -245,28 +245,15 @@ async fn fetch_errors_name_the_valid_range() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_protobuf_is_rejected_and_the_broker_keeps_serving() -> anyhow::Result<()> {
-    use tonic::codegen::http;
     let broker = InProcessBroker::start().await?;
     let mut c = broker.raw_client().await?;
     c.create_topic(create("t", 1)).await?;
 
     // A gRPC frame whose payload is not a valid ProduceRequest.
     let garbage: &[u8] = &[0xff, 0xff, 0xff, 0xff, 0x0f, 0x12];
-    let mut frame = vec![0u8];
-    frame.extend_from_slice(&(garbage.len() as u32).to_be_bytes());
-    frame.extend_from_slice(garbage);
-    let channel = tonic::transport::Endpoint::from_shared(broker.url())?
-        .connect()
-        .await?;
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await?;
-    let path = http::uri::PathAndQuery::from_static("/weir.v1.Broker/Produce");
-    let result: Result<tonic::Response<pb::ProduceResponse>, _> = grpc
-        .unary(
-            tonic::Request::new(RawBytes(Bytes::from(garbage.to_vec()))),
-            path,
-            RawCodec,
-        )
+    let result = RawProducer::connect(&broker.url())
+        .await?
+        .produce(Bytes::from(garbage.to_vec()))
         .await;
     let status = result.expect_err("garbage must be refused");
     assert_eq!(status.code(), Code::Internal, "{status:?}");
@@ -279,44 +266,4 @@ async fn malformed_protobuf_is_rejected_and_the_broker_keeps_serving() -> anyhow
         .into_inner();
     assert_eq!(ok.base_offset, Some(0));
     Ok(())
-}
-
-/// Sends pre-encoded bytes as a request and decodes the response as a real message.
-#[derive(Debug, Clone)]
-struct RawBytes(Bytes);
-
-#[derive(Debug, Clone, Default)]
-struct RawCodec;
-
-impl tonic::codec::Codec for RawCodec {
-    type Encode = RawBytes;
-    type Decode = pb::ProduceResponse;
-    type Encoder = RawEncoder;
-    type Decoder = tonic_prost::ProstDecoder<pb::ProduceResponse>;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        RawEncoder
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        tonic_prost::ProstDecoder::default()
-    }
-}
-
-#[derive(Debug, Clone, Default)]
-struct RawEncoder;
-
-impl tonic::codec::Encoder for RawEncoder {
-    type Item = RawBytes;
-    type Error = tonic::Status;
-
-    fn encode(
-        &mut self,
-        item: RawBytes,
-        dst: &mut tonic::codec::EncodeBuf<'_>,
-    ) -> Result<(), Self::Error> {
-        use bytes::BufMut;
-        dst.put_slice(&item.0);
-        Ok(())
-    }
 }

@@ -15,6 +15,7 @@ mod module_cli;
 mod modules;
 mod offsets_and_tailing;
 mod operations;
+mod overload;
 mod produce_fetch;
 mod producer;
 mod record_batches;

@@ -3,6 +3,7 @@
 //!
 //! - [`InProcessBroker`]: a single node inside the test process.
 //! - [`BrokerProcess`]: a single `weir broker` child process, for SIGKILL and restart tests.
+//! - [`RawProducer`]: produce requests sent as encoded bytes, malformed or oversized.
 //! - [`ProcessCluster`]: N `weir broker` processes forming a replicated cluster, every peer link
 //!   through a [`LinkProxy`] the test can cut, with kill / restart / pause / isolate and
 //!   helpers to find leaders ([`ProcessCluster::leader_of`]), follow `NOT_LEADER` hints
@@ -13,11 +14,13 @@
 mod cluster;
 pub mod modules;
 mod proxy;
+mod raw_grpc;
 
 pub use cluster::{
     Launch, LeaderRoute, NodeId, ProcessCluster, fetch_all, free_port, lazy_channel, run_to_exit,
 };
 pub use proxy::LinkProxy;
+pub use raw_grpc::RawProducer;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -223,6 +226,11 @@ impl BrokerProcess {
     /// `http://` URL of the broker.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Kills the process with SIGKILL: no shutdown code runs.

@@ -39,7 +39,7 @@ use crate::error::ReplicaError;
 use crate::types::{NodeId, Snapshot, SnapshotBytes, SnapshotMeta, TypeConfig, Vote};
 
 /// Largest message between nodes; AppendEntries are bounded well below it by bytes.
-pub(crate) const MAX_PEER_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
+pub const MAX_PEER_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

@@ -237,6 +237,21 @@ pub struct Limits {
     /// How long a produce waits for its batch to be committed by a quorum before it fails
     /// with `OUTCOME_UNKNOWN` (the batch may still commit later), in milliseconds.
     pub produce_timeout_ms: u32,
+    /// Client request bytes the node holds at once (requests read but not yet answered);
+    /// beyond, requests are refused with the retriable `OVERLOADED`.
+    pub max_request_bytes_in_flight: usize,
+    /// Client request bytes one connection holds at once.
+    pub max_connection_bytes_in_flight: usize,
+    /// Requests (HTTP/2 streams) one connection may have open at once, subscriptions included.
+    pub max_concurrent_requests_per_connection: u32,
+}
+
+impl Limits {
+    /// The largest client request the node accepts: a produce request of `max_batch_bytes` or a
+    /// module registration of `max_module_bytes`, and room for the rest of the message.
+    pub fn max_request_bytes(&self, modules: &ModuleLimits) -> usize {
+        self.max_batch_bytes.max(modules.max_module_bytes) + 1024 * 1024
+    }
 }
 
 /// Raft heartbeat and election timings, in milliseconds.
@@ -281,6 +296,9 @@ impl Default for Limits {
             max_fetch_bytes: 4 * 1024 * 1024,
             max_fetch_wait_ms: 30_000,
             produce_timeout_ms: 10_000,
+            max_request_bytes_in_flight: 256 * 1024 * 1024,
+            max_connection_bytes_in_flight: 64 * 1024 * 1024,
+            max_concurrent_requests_per_connection: 256,
         }
     }
 }
@@ -363,6 +381,20 @@ impl BrokerConfig {
             );
         }
         let m = &self.modules;
+        let largest = l.max_request_bytes(m);
+        if l.max_connection_bytes_in_flight < largest
+            || l.max_request_bytes_in_flight < l.max_connection_bytes_in_flight
+        {
+            return invalid(format!(
+                "limits must satisfy max_connection_bytes_in_flight ({}) <= max_request_bytes_in_flight ({}), and both must hold the largest request ({largest} bytes: the larger of max_batch_bytes and modules.max_module_bytes, plus 1 MiB)",
+                l.max_connection_bytes_in_flight, l.max_request_bytes_in_flight
+            ));
+        }
+        if l.max_concurrent_requests_per_connection == 0 {
+            return invalid(
+                "limits.max_concurrent_requests_per_connection must be at least 1".into(),
+            );
+        }
         if m.max_module_bytes == 0 || m.memory_bytes < 64 * 1024 || m.call_timeout_ms == 0 {
             return invalid(
                 "modules.max_module_bytes and call_timeout_ms must be at least 1, memory_bytes at least 65536 (one wasm page)".into(),

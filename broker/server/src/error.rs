@@ -163,6 +163,15 @@ pub enum BrokerError {
     /// chains and subscriptions; retriable once some finish.
     #[error("{0}")]
     ModulePoolExhausted(String),
+    /// The node or the connection holds as many request bytes as it may; retry later.
+    #[error("{0}")]
+    Overloaded(String),
+    /// The request is larger than any this node accepts.
+    #[error("{0}")]
+    RequestTooLarge(String),
+    /// The request's body did not arrive in time.
+    #[error("{0}")]
+    RequestTimedOut(String),
     /// The consumer group name is not valid.
     #[error("invalid group name '{name}': {source}")]
     InvalidGroupName {
@@ -273,6 +282,9 @@ impl BrokerError {
             BrokerError::InvalidModuleParams(_) => "INVALID_MODULE_PARAMS",
             BrokerError::ModuleFailed { .. } => "MODULE_FAILED",
             BrokerError::ModulePoolExhausted(_) => "MODULE_POOL_EXHAUSTED",
+            BrokerError::Overloaded(_) => "OVERLOADED",
+            BrokerError::RequestTooLarge(_) => "REQUEST_TOO_LARGE",
+            BrokerError::RequestTimedOut(_) => "REQUEST_TIMED_OUT",
             BrokerError::RecordsRejected(_) => "RECORD_REJECTED",
             BrokerError::InvalidGroupName { .. } => "INVALID_GROUP_NAME",
             BrokerError::UnknownGroup(_) => "UNKNOWN_GROUP",
@@ -319,7 +331,10 @@ impl BrokerError {
             BrokerError::OffsetOutOfRange { .. } => Code::OutOfRange,
             BrokerError::NotLeader { .. } => Code::FailedPrecondition,
             BrokerError::Unavailable(_) | BrokerError::ShuttingDown => Code::Unavailable,
-            BrokerError::ModulePoolExhausted(_) => Code::ResourceExhausted,
+            BrokerError::ModulePoolExhausted(_)
+            | BrokerError::Overloaded(_)
+            | BrokerError::RequestTooLarge(_) => Code::ResourceExhausted,
+            BrokerError::RequestTimedOut(_) => Code::DeadlineExceeded,
             BrokerError::Indeterminate(_) => Code::Aborted,
             BrokerError::Corrupt { .. } => Code::DataLoss,
             BrokerError::Internal(_) => Code::Internal,

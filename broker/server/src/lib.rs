@@ -6,6 +6,7 @@
 //! `weir.v1.Broker`, gRPC health checking and server reflection (v1 and v1alpha) until
 //! [`Broker::shutdown`].
 
+mod admission;
 mod config;
 mod error;
 mod groups;
@@ -32,12 +33,13 @@ pub use config::{
 };
 pub use error::{BrokerError, RejectedRecord};
 
+use crate::admission::{Admission, AdmissionLayer, AdmissionLimits, MIN_RECORD_BYTES};
 use crate::metrics::{Metrics, RequestMetrics};
 use crate::node::Node;
 use crate::service::BrokerService;
 
-/// Largest gRPC message accepted or sent; above the largest produce batch and fetch response.
-const MAX_MESSAGE_BYTES: usize = 320 * 1024 * 1024;
+/// Largest gRPC response sent; above the largest fetch response.
+const MAX_RESPONSE_BYTES: usize = 320 * 1024 * 1024;
 
 /// The broker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -140,18 +142,30 @@ impl Broker {
             .register_encoded_file_descriptor_set(weir_proto::FILE_DESCRIPTOR_SET)
             .build_v1alpha()
             .map_err(|e| BrokerError::Internal(format!("reflection service: {e}")))?;
+        let limits = &config.limits;
+        let max_request_bytes = limits.max_request_bytes(&config.modules);
+        let admission = Admission::new(AdmissionLimits {
+            max_request_bytes,
+            max_peer_request_bytes: weir_raft::MAX_PEER_MESSAGE_BYTES,
+            node_bytes: limits.max_request_bytes_in_flight,
+            connection_bytes: limits.max_connection_bytes_in_flight,
+            peer_bytes: 2 * weir_raft::MAX_PEER_MESSAGE_BYTES,
+            max_produce_records: limits.max_batch_bytes / MIN_RECORD_BYTES,
+        });
         let broker = BrokerServer::new(BrokerService::new(
             node_cell.clone(),
             request_metrics.clone(),
         ))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(max_request_bytes)
+        .max_encoding_message_size(MAX_RESPONSE_BYTES);
         // Small produce requests must not wait for Nagle's algorithm and delayed ACKs: without
         // TCP_NODELAY a ~100 KiB request gained ~40 ms of latency.
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let stop = shutdown.clone();
         let server = tokio::spawn(
             tonic::transport::Server::builder()
+                .max_concurrent_streams(limits.max_concurrent_requests_per_connection)
+                .layer(AdmissionLayer::new(admission.clone()))
                 .add_service(health_service)
                 .add_service(reflection)
                 .add_service(reflection_v1alpha)
@@ -171,7 +185,7 @@ impl Broker {
         let _ = node_cell.set(node.clone());
         health.set_serving::<BrokerServer<BrokerService>>().await;
         if let Some(listener) = metrics_listener {
-            let metrics = Arc::new(Metrics::new(&node, &request_metrics));
+            let metrics = Arc::new(Metrics::new(&node, &request_metrics, &admission));
             tokio::spawn(metrics::serve(listener, metrics, shutdown.clone()));
         }
         tracing::info!("broker ready");

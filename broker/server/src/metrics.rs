@@ -24,6 +24,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::{Admission, REFUSAL_REASONS};
 use crate::node::{HostedPartition, Node};
 
 /// Labels of per-topic counters.
@@ -105,6 +106,55 @@ impl RequestMetrics {
                 topic: topic.to_owned(),
             })
             .inc_by(records);
+    }
+}
+
+/// Reads the admission budgets at scrape time.
+#[derive(Debug)]
+struct AdmissionCollector {
+    admission: Arc<Admission>,
+}
+
+impl Collector for AdmissionCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let a = &self.admission;
+        let limits = a.limits();
+        let gauges = [
+            (
+                "weir_request_bytes_in_flight",
+                "Client request bytes read and not yet answered (bounded by limits.max_request_bytes_in_flight)",
+                a.client_bytes_in_flight(),
+            ),
+            (
+                "weir_request_bytes_in_flight_max",
+                "limits.max_request_bytes_in_flight",
+                limits.node_bytes,
+            ),
+            (
+                "weir_peer_request_bytes_in_flight",
+                "Peer (replication) request bytes read and not yet answered",
+                a.peer_bytes_in_flight(),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            ConstGauge::new(value as i64).encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                MetricType::Gauge,
+            )?)?;
+        }
+        let mut refused = encoder.encode_descriptor(
+            "weir_requests_refused",
+            "Requests refused before they were handled, by reason: over a budget (OVERLOADED), too large, or too slow to arrive",
+            None,
+            MetricType::Counter,
+        )?;
+        for (reason, count) in REFUSAL_REASONS.iter().zip(a.refused()) {
+            let labels = [("reason", *reason)];
+            ConstCounter::new(count as f64).encode(refused.encode_family(&labels)?)?;
+        }
+        Ok(())
     }
 }
 
@@ -298,7 +348,11 @@ pub(crate) struct Metrics {
 }
 
 impl Metrics {
-    pub(crate) fn new(node: &Arc<Node>, requests: &RequestMetrics) -> Self {
+    pub(crate) fn new(
+        node: &Arc<Node>,
+        requests: &RequestMetrics,
+        admission: &Arc<Admission>,
+    ) -> Self {
         let mut registry = Registry::default();
         registry.register(
             "weir_produced_records",
@@ -332,6 +386,9 @@ impl Metrics {
         );
         registry.register_collector(Box::new(NodeCollector {
             node: Arc::downgrade(node),
+        }));
+        registry.register_collector(Box::new(AdmissionCollector {
+            admission: admission.clone(),
         }));
         Self { registry }
     }

@@ -21,6 +21,8 @@ const RETRIABLE_REASONS: &[&str] = &[
     "OUTCOME_UNKNOWN",
     "SHUTTING_DOWN",
     "MODULE_POOL_EXHAUSTED",
+    "OVERLOADED",
+    "REQUEST_TIMED_OUT",
 ];
 
 /// Everything that can go wrong talking to a broker.

@@ -1,0 +1,451 @@
+//! Admission: what a request may make the node hold before any handler sees it.
+//!
+//! Every request to the client API (`weir.v1.Broker`) and the peer API (`weir.internal.v1.Raft`)
+//! is read here in full before it is decoded, and its bytes are charged, as they arrive, to its
+//! connection's budget and the node's. A request that would pass either budget is answered at
+//! once with `OVERLOADED` (RESOURCE_EXHAUSTED, retriable) and what it held is released; a request
+//! larger than the largest one the node accepts is `REQUEST_TOO_LARGE` before it is buffered; a
+//! body that does not arrive within [`BODY_TIMEOUT`] is `REQUEST_TIMED_OUT`. What was charged is
+//! released when the handler answers (for a stream, when its first response is ready), so the
+//! budgets bound the request bytes the node holds at once. With HTTP/2's limit on concurrent
+//! streams per connection, no client can make the node hold unbounded request memory.
+//!
+//! A produce request's records are counted before they are decoded: protobuf decodes an empty
+//! record of two bytes on the wire into about a hundred in memory, so a request of millions of
+//! empty records would take gigabytes. Every record takes at least [`MIN_RECORD_BYTES`] in a
+//! record batch, so more than `max_batch_bytes / MIN_RECORD_BYTES` of them can never be stored,
+//! and such a request is refused unread.
+//!
+//! Health checks and reflection pass through untouched: they are small, and reflection streams.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::{BodyExt, Full};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic::body::Body;
+use tonic::transport::server::TcpConnectInfo;
+
+use crate::error::BrokerError;
+
+/// The client API's path prefix.
+const CLIENT_API: &str = "/weir.v1.Broker/";
+/// The peer API's path prefix.
+const PEER_API: &str = "/weir.internal.v1.Raft/";
+/// The produce RPC, whose records are counted before decoding.
+const PRODUCE: &str = "/weir.v1.Broker/Produce";
+/// The fewest bytes a record takes in a Kafka v2 record batch: its length, attributes,
+/// timestamp and offset deltas, key and value lengths and header count, one byte each.
+pub const MIN_RECORD_BYTES: usize = 7;
+/// How long a request's body may take to arrive once its headers have.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// The gRPC message prefix: a compression flag and a 4-byte length.
+const GRPC_PREFIX: usize = 5;
+
+/// The admission limits of one node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdmissionLimits {
+    /// Largest client request (its gRPC message), in bytes.
+    pub max_request_bytes: usize,
+    /// Largest peer request, in bytes.
+    pub max_peer_request_bytes: usize,
+    /// Client request bytes the node holds at once.
+    pub node_bytes: usize,
+    /// Client request bytes one connection holds at once.
+    pub connection_bytes: usize,
+    /// Peer request bytes the node holds at once.
+    pub peer_bytes: usize,
+    /// Most records in one produce request's `records`.
+    pub max_produce_records: usize,
+}
+
+/// The budgets and counters shared by every connection.
+#[derive(Debug)]
+pub struct Admission {
+    limits: AdmissionLimits,
+    node: Arc<Semaphore>,
+    peer: Arc<Semaphore>,
+    connections: Mutex<HashMap<SocketAddr, Weak<Semaphore>>>,
+    refused: [AtomicU64; REFUSAL_REASONS.len()],
+}
+
+/// The reasons admission refuses a request for, as the metrics label them.
+pub const REFUSAL_REASONS: [&str; 3] = ["OVERLOADED", "REQUEST_TOO_LARGE", "REQUEST_TIMED_OUT"];
+
+/// What a request holds while it is handled.
+struct Charge {
+    _permits: Vec<OwnedSemaphorePermit>,
+}
+
+/// Where a request's bytes are charged.
+enum Budget {
+    Client { connection: Option<Arc<Semaphore>> },
+    Peer,
+}
+
+impl Admission {
+    /// Budgets for `limits`.
+    pub fn new(limits: AdmissionLimits) -> Arc<Self> {
+        Arc::new(Self {
+            limits,
+            node: Arc::new(Semaphore::new(limits.node_bytes)),
+            peer: Arc::new(Semaphore::new(limits.peer_bytes)),
+            connections: Mutex::new(HashMap::new()),
+            refused: Default::default(),
+        })
+    }
+
+    /// Client request bytes held now.
+    pub fn client_bytes_in_flight(&self) -> usize {
+        self.limits.node_bytes - self.node.available_permits()
+    }
+
+    /// Peer request bytes held now.
+    pub fn peer_bytes_in_flight(&self) -> usize {
+        self.limits.peer_bytes - self.peer.available_permits()
+    }
+
+    /// Requests refused so far, by reason (in the order of [`REFUSAL_REASONS`]).
+    pub fn refused(&self) -> [u64; REFUSAL_REASONS.len()] {
+        std::array::from_fn(|i| self.refused[i].load(Ordering::Relaxed))
+    }
+
+    fn count_refusal(&self, reason: &str) {
+        if let Some(i) = REFUSAL_REASONS.iter().position(|r| *r == reason) {
+            self.refused[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> AdmissionLimits {
+        self.limits
+    }
+
+    /// The budget of the connection from `peer`, shared by its requests in flight.
+    fn connection(&self, peer: SocketAddr) -> Arc<Semaphore> {
+        let mut connections = self
+            .connections
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(budget) = connections.get(&peer).and_then(Weak::upgrade) {
+            return budget;
+        }
+        // Entries of connections with nothing in flight are dead; sweep them as the map grows.
+        if connections.len() >= 1024 && connections.len().is_power_of_two() {
+            connections.retain(|_, budget| budget.strong_count() > 0);
+        }
+        let budget = Arc::new(Semaphore::new(self.limits.connection_bytes));
+        connections.insert(peer, Arc::downgrade(&budget));
+        budget
+    }
+
+    /// Reads `body` in full, charging its bytes as they arrive.
+    async fn read(
+        &self,
+        budget: &Budget,
+        max_bytes: usize,
+        mut body: Body,
+    ) -> Result<(Bytes, Charge), BrokerError> {
+        let mut buffer = BytesMut::new();
+        let mut permits = Vec::new();
+        let read = async {
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| {
+                    BrokerError::InvalidArgument(format!("reading the request: {e}"))
+                })?;
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                if buffer.len() + data.len() > max_bytes {
+                    return Err(BrokerError::RequestTooLarge(format!(
+                        "the request is over {max_bytes} bytes, the most this node accepts"
+                    )));
+                }
+                permits.extend(self.charge(budget, data.len())?);
+                buffer.extend_from_slice(&data);
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(BODY_TIMEOUT, read).await {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(BrokerError::RequestTimedOut(format!(
+                    "the request's body did not arrive within {BODY_TIMEOUT:?}"
+                )));
+            }
+        }
+        Ok((buffer.freeze(), Charge { _permits: permits }))
+    }
+
+    /// Takes `bytes` from the budgets, or fails without taking any.
+    fn charge(
+        &self,
+        budget: &Budget,
+        bytes: usize,
+    ) -> Result<Vec<OwnedSemaphorePermit>, BrokerError> {
+        let Ok(bytes) = u32::try_from(bytes) else {
+            return Err(BrokerError::RequestTooLarge(format!(
+                "a request frame of {bytes} bytes"
+            )));
+        };
+        let take = |semaphore: &Arc<Semaphore>, what: &str, limit: usize| {
+            semaphore
+                .clone()
+                .try_acquire_many_owned(bytes)
+                .map_err(|_| {
+                    BrokerError::Overloaded(format!(
+                        "{what} holds its limit of {limit} request bytes in flight; retry later"
+                    ))
+                })
+        };
+        match budget {
+            Budget::Peer => Ok(vec![take(
+                &self.peer,
+                "this node's peer service",
+                self.limits.peer_bytes,
+            )?]),
+            Budget::Client { connection } => {
+                let mut permits = Vec::with_capacity(2);
+                if let Some(connection) = connection {
+                    permits.push(take(
+                        connection,
+                        "this connection",
+                        self.limits.connection_bytes,
+                    )?);
+                }
+                permits.push(take(&self.node, "this node", self.limits.node_bytes)?);
+                Ok(permits)
+            }
+        }
+    }
+
+    /// Refuses a produce request whose `records` could never fit in a batch, before decoding.
+    fn check_produce(&self, message: &[u8]) -> Result<(), BrokerError> {
+        let records = count_produce_records(message);
+        if records > self.limits.max_produce_records {
+            return Err(BrokerError::RequestTooLarge(format!(
+                "the request has {records} records; a batch of at most {} bytes holds at most {} (each takes at least {MIN_RECORD_BYTES} bytes)",
+                self.limits.max_produce_records * MIN_RECORD_BYTES,
+                self.limits.max_produce_records
+            )));
+        }
+        Ok(())
+    }
+
+    /// Admits `request`: reads its body within the budgets and returns it, rebuilt, with what
+    /// it holds; or the refusal to answer with.
+    async fn admit(
+        &self,
+        request: http::Request<Body>,
+    ) -> Result<(http::Request<Body>, Option<Charge>), BrokerError> {
+        let path = request.uri().path();
+        let (budget, max_bytes) = if path.starts_with(PEER_API) {
+            (Budget::Peer, self.limits.max_peer_request_bytes)
+        } else if path.starts_with(CLIENT_API) {
+            let connection = request
+                .extensions()
+                .get::<TcpConnectInfo>()
+                .and_then(TcpConnectInfo::remote_addr)
+                .map(|peer| self.connection(peer));
+            (Budget::Client { connection }, self.limits.max_request_bytes)
+        } else {
+            return Ok((request, None));
+        };
+        let is_produce = path == PRODUCE;
+        let (parts, body) = request.into_parts();
+        let (bytes, charge) = self.read(&budget, max_bytes, body).await?;
+        if is_produce && bytes.first() == Some(&0) {
+            self.check_produce(bytes.get(GRPC_PREFIX..).unwrap_or_default())?;
+        }
+        Ok((
+            http::Request::from_parts(parts, Body::new(Full::new(bytes))),
+            Some(charge),
+        ))
+    }
+}
+
+/// How many `records` (field 3) a `ProduceRequest` message holds, read from its top-level
+/// fields without decoding them. A malformed message counts what precedes the damage; the
+/// decoder reports the damage itself.
+fn count_produce_records(message: &[u8]) -> usize {
+    const RECORDS_FIELD: u64 = 3;
+    let mut rest = message;
+    let mut records = 0;
+    while let Some((key, after)) = varint(rest) {
+        let skip = match key & 7 {
+            0 => varint(after).map(|(_, a)| after.len() - a.len()),
+            1 => Some(8),
+            2 => varint(after).and_then(|(len, a)| {
+                usize::try_from(len)
+                    .ok()
+                    .map(|len| after.len() - a.len() + len)
+            }),
+            5 => Some(4),
+            _ => None,
+        };
+        let Some(skip) = skip.filter(|&s| s <= after.len()) else {
+            break;
+        };
+        if key >> 3 == RECORDS_FIELD && key & 7 == 2 {
+            records += 1;
+        }
+        rest = &after[skip..];
+    }
+    records
+}
+
+/// A protobuf varint and the bytes after it.
+fn varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let mut value = 0u64;
+    for (i, &byte) in bytes.iter().enumerate().take(10) {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((value, &bytes[i + 1..]));
+        }
+    }
+    None
+}
+
+/// The tower layer that puts [`Admission`] in front of the gRPC services.
+#[derive(Clone)]
+pub struct AdmissionLayer {
+    admission: Arc<Admission>,
+}
+
+impl AdmissionLayer {
+    /// A layer admitting requests against `admission`'s budgets.
+    pub fn new(admission: Arc<Admission>) -> Self {
+        Self { admission }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for AdmissionLayer {
+    type Service = AdmissionService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AdmissionService {
+            inner,
+            admission: self.admission.clone(),
+        }
+    }
+}
+
+/// See [`AdmissionLayer`].
+#[derive(Clone)]
+pub struct AdmissionService<S> {
+    inner: S,
+    admission: Arc<Admission>,
+}
+
+impl<S> tower_service::Service<http::Request<Body>> for AdmissionService<S>
+where
+    S: tower_service::Service<http::Request<Body>, Response = http::Response<Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        // The inner service was polled ready; the clone left behind takes its place.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let admission = self.admission.clone();
+        Box::pin(async move {
+            match admission.admit(request).await {
+                Ok((request, charge)) => {
+                    let response = inner.call(request).await;
+                    drop(charge);
+                    response
+                }
+                Err(refusal) => {
+                    admission.count_refusal(refusal.reason());
+                    tracing::debug!(reason = refusal.reason(), error = %refusal, "request refused at admission");
+                    Ok(refusal.to_status().into_http())
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+    use weir_proto::v1 as pb;
+
+    use super::*;
+
+    #[test]
+    fn produce_records_are_counted_without_decoding() {
+        let request = pb::ProduceRequest {
+            topic: "t".into(),
+            partition: Some(3),
+            records: vec![pb::Record::default(); 1000],
+            acks: pb::Acks::All as i32,
+            record_batch: Bytes::from_static(b"ignored"),
+            ..Default::default()
+        };
+        let bytes = request.encode_to_vec();
+        assert_eq!(count_produce_records(&bytes), 1000);
+        // A cut message counts what precedes the cut.
+        assert!(count_produce_records(&bytes[..bytes.len() / 2]) < 1000);
+        assert_eq!(count_produce_records(&[0xff; 16]), 0);
+        assert_eq!(count_produce_records(&[]), 0);
+    }
+
+    fn limits() -> AdmissionLimits {
+        AdmissionLimits {
+            max_request_bytes: 1000,
+            max_peer_request_bytes: 1000,
+            node_bytes: 300,
+            connection_bytes: 200,
+            peer_bytes: 500,
+            max_produce_records: 10,
+        }
+    }
+
+    #[test]
+    fn a_charge_takes_from_the_connection_and_the_node_or_from_neither() {
+        let admission = Admission::new(limits());
+        let a = Budget::Client {
+            connection: Some(admission.connection("127.0.0.1:1".parse().unwrap())),
+        };
+        let b = Budget::Client {
+            connection: Some(admission.connection("127.0.0.1:2".parse().unwrap())),
+        };
+        let held = admission.charge(&a, 150).unwrap();
+        assert_eq!(admission.client_bytes_in_flight(), 150);
+        // Over the connection's budget: nothing taken from the node.
+        assert!(matches!(
+            admission.charge(&a, 100),
+            Err(BrokerError::Overloaded(_))
+        ));
+        assert_eq!(admission.client_bytes_in_flight(), 150);
+        // Another connection still gets what the node has left, and no more.
+        let other = admission.charge(&b, 150).unwrap();
+        let refused = admission.charge(&b, 1).unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("this node holds its limit of 300"),
+            "{refused}"
+        );
+        drop((held, other));
+        assert_eq!(admission.client_bytes_in_flight(), 0);
+        assert!(admission.charge(&Budget::Peer, 500).is_ok());
+    }
+}

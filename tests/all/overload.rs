@@ -1,0 +1,257 @@
+//! Overload: no client can make the broker hold unbounded request memory, overload is a
+//! retriable `OVERLOADED`, and other clients keep being served.
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use prost::Message;
+use tonic::Code;
+use tonic::transport::Channel;
+use weir_proto::v1 as pb;
+use weir_tests::{BrokerProcess, InProcessBroker, RawClient, RawProducer};
+
+/// A produce request with `records` empty records, encoded by hand: field 3, length 0, each.
+fn empty_records(topic: &str, records: usize) -> Bytes {
+    let head = pb::ProduceRequest {
+        topic: topic.into(),
+        partition: Some(0),
+        acks: pb::Acks::All as i32,
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let mut bytes = Vec::with_capacity(head.len() + 2 * records);
+    bytes.extend_from_slice(&head);
+    for _ in 0..records {
+        bytes.extend_from_slice(&[0x1a, 0x00]);
+    }
+    Bytes::from(bytes)
+}
+
+fn values_request(topic: &str, value_bytes: usize, count: usize) -> pb::ProduceRequest {
+    pb::ProduceRequest {
+        topic: topic.into(),
+        partition: Some(0),
+        acks: pb::Acks::All as i32,
+        records: (0..count)
+            .map(|i| pb::Record {
+                value: Bytes::from(vec![b'a' + (i % 26) as u8; value_bytes]),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn assert_refused(status: &tonic::Status, code: Code, reason: &str, words: &str) {
+    assert_eq!(status.code(), code, "{status:?}");
+    assert_eq!(
+        weir_proto::error::reason_of(status).as_deref(),
+        Some(reason),
+        "{status:?}"
+    );
+    assert!(status.message().contains(words), "{status:?}");
+}
+
+async fn high_watermark(raw: &RawClient, topic: &str) -> anyhow::Result<i64> {
+    let listed = raw
+        .clone()
+        .list_offsets(pb::ListOffsetsRequest {
+            topic: topic.into(),
+            partition: 0,
+            spec: Some(pb::list_offsets_request::Spec::Latest(true)),
+        })
+        .await?
+        .into_inner();
+    Ok(listed.high_watermark as i64)
+}
+
+/// The broker's peak resident memory, from `/proc`.
+fn peak_rss_bytes(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmHWM in /proc/{pid}/status"))?;
+    Ok(kib * 1024)
+}
+
+/// A request of eight million empty records is 16 MB on the wire and decoded would take over
+/// a gigabyte; no batch of `max_batch_bytes` could hold them. It is refused unread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_produce_of_millions_of_empty_records_is_refused_before_it_is_decoded()
+-> anyhow::Result<()> {
+    weir_tests::init_tracing();
+    let temp = tempfile::tempdir()?;
+    let broker = BrokerProcess::start(Path::new(crate::WEIR), &temp.path().join("data"))?;
+    let raw = RawClient::connect(broker.url()).await?;
+    raw.clone()
+        .create_topic(pb::CreateTopicRequest {
+            name: "empty".into(),
+            partitions: 1,
+            ..Default::default()
+        })
+        .await?;
+    let mut grpc = RawProducer::connect(&broker.url()).await?;
+    let status = grpc
+        .produce(empty_records("empty", 8_000_000))
+        .await
+        .expect_err("millions of records cannot fit in one batch");
+    assert_refused(
+        &status,
+        Code::ResourceExhausted,
+        "REQUEST_TOO_LARGE",
+        "8000000 records",
+    );
+    let peak = peak_rss_bytes(broker.pid())?;
+    assert!(
+        peak < 256 * 1024 * 1024,
+        "the broker's resident memory peaked at {} MiB",
+        peak >> 20
+    );
+    // Within the bound, the same shape of request is served.
+    let ok = grpc.produce(empty_records("empty", 1000)).await?;
+    assert_eq!(ok.record_count, 1000);
+    assert_eq!(high_watermark(&raw, "empty").await?, 1000);
+    broker.kill()?;
+    Ok(())
+}
+
+/// Budgets small enough to fill: the largest request is 2 MiB (1 MiB batches and modules,
+/// plus 1 MiB), a connection may hold 2 MiB and the node 2.5 MiB.
+async fn small_budget_broker() -> anyhow::Result<InProcessBroker> {
+    InProcessBroker::start_adjusted(|config| {
+        config.limits.max_batch_bytes = 1 << 20;
+        config.limits.max_record_bytes = 1 << 20;
+        config.modules.max_module_bytes = 1 << 20;
+        config.limits.max_connection_bytes_in_flight = 2 << 20;
+        config.limits.max_request_bytes_in_flight = 5 << 19;
+        config.metrics_listen = Some("127.0.0.1:0".parse().expect("address"));
+    })
+    .await
+}
+
+async fn bytes_in_flight(broker: &InProcessBroker) -> anyhow::Result<u64> {
+    let metrics = weir_tests::scrape_metrics(broker.metrics_addr().expect("metrics")).await?;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("weir_request_bytes_in_flight "))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no weir_request_bytes_in_flight in\n{metrics}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bytes_in_flight_are_bounded_per_connection_and_per_node() -> anyhow::Result<()> {
+    weir_tests::init_tracing();
+    let broker = small_budget_broker().await?;
+    let raw = broker.raw_client().await?;
+    raw.clone()
+        .create_topic(pb::CreateTopicRequest {
+            name: "budget".into(),
+            partitions: 1,
+            ..Default::default()
+        })
+        .await?;
+
+    // Over the largest request: refused before it is buffered.
+    let mut grpc = RawProducer::connect(&broker.url()).await?;
+    let huge = values_request("budget", 512 * 1024, 5).encode_to_vec();
+    let status = grpc.produce(huge.into()).await.unwrap_err();
+    assert_refused(
+        &status,
+        Code::ResourceExhausted,
+        "REQUEST_TOO_LARGE",
+        "the most this node accepts",
+    );
+
+    // A request whose body never ends holds 1.9 MiB of connection A's and the node's budget.
+    let held_request = Bytes::from(values_request("budget", 950 * 1024, 2).encode_to_vec());
+    let held_len = held_request.len() as u64;
+    let mut holder = RawProducer::connect(&broker.url()).await?;
+    let held = tokio::spawn(async move { holder.produce_unfinished(held_request).await });
+    weir_tests::eventually(
+        Duration::from_secs(30),
+        "the held request's bytes",
+        || async { (bytes_in_flight(&broker).await.ok()? >= held_len).then_some(()) },
+    )
+    .await?;
+
+    // Connection B: 1 MiB more would pass the node's 2.5 MiB.
+    let mut b = RawProducer::connect(&broker.url()).await?;
+    let large = Bytes::from(values_request("budget", 1024 * 1024 - 8192, 1).encode_to_vec());
+    let status = b.produce(large.clone()).await.unwrap_err();
+    assert_refused(&status, Code::ResourceExhausted, "OVERLOADED", "this node");
+    // Small requests still fit, on B and on a third connection: others keep being served.
+    let small = Bytes::from(values_request("budget", 100, 3).encode_to_vec());
+    assert_eq!(b.produce(small.clone()).await?.base_offset, Some(0));
+    let mut c = RawProducer::connect(&broker.url()).await?;
+    assert_eq!(c.produce(small.clone()).await?.base_offset, Some(3));
+
+    // The held request ends (its client goes away): its budget is back, and B's retry fits.
+    held.abort();
+    let _ = held.await;
+    weir_tests::eventually(
+        Duration::from_secs(30),
+        "the held bytes released",
+        || async { (bytes_in_flight(&broker).await.ok()? == 0).then_some(()) },
+    )
+    .await?;
+    assert_eq!(b.produce(large).await?.base_offset, Some(6));
+    assert_eq!(high_watermark(&raw, "budget").await?, 7);
+    let metrics = weir_tests::scrape_metrics(broker.metrics_addr().expect("metrics")).await?;
+    for line in [
+        "weir_requests_refused_total{reason=\"OVERLOADED\"} 1",
+        "weir_requests_refused_total{reason=\"REQUEST_TOO_LARGE\"} 1",
+    ] {
+        assert!(metrics.contains(line), "no {line:?} in\n{metrics}");
+    }
+    broker.stop().await;
+    Ok(())
+}
+
+/// One connection cannot take the whole node's budget: past its own, it is refused while
+/// another connection is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_cannot_take_the_whole_node_budget() -> anyhow::Result<()> {
+    weir_tests::init_tracing();
+    let broker = small_budget_broker().await?;
+    let raw = broker.raw_client().await?;
+    raw.clone()
+        .create_topic(pb::CreateTopicRequest {
+            name: "fair".into(),
+            partitions: 1,
+            ..Default::default()
+        })
+        .await?;
+    // Two requests whose bodies never end, on one HTTP/2 connection: 1.5 MiB, then 1 MiB more
+    // would pass the connection's 2 MiB (while the node, at 2.5 MiB, has room for it).
+    let channel = Channel::from_shared(broker.url())?.connect().await?;
+    let first = Bytes::from(values_request("fair", 768 * 1024, 2).encode_to_vec());
+    let first_len = first.len() as u64;
+    let hold = |request: Bytes| {
+        let mut producer = RawProducer::over(channel.clone());
+        tokio::spawn(async move { producer.produce_unfinished(request).await })
+    };
+    let held = hold(first);
+    weir_tests::eventually(
+        Duration::from_secs(30),
+        "the held request's bytes",
+        || async { (bytes_in_flight(&broker).await.ok()? >= first_len).then_some(()) },
+    )
+    .await?;
+    let second = Bytes::from(values_request("fair", 1024 * 1024 - 8192, 1).encode_to_vec());
+    let refused = hold(second).await?.unwrap_err();
+    assert_refused(
+        &refused,
+        Code::ResourceExhausted,
+        "OVERLOADED",
+        "this connection",
+    );
+    let mut other = RawProducer::connect(&broker.url()).await?;
+    let served = values_request("fair", 1024 * 1024 - 8192, 1).encode_to_vec();
+    assert_eq!(other.produce(served.into()).await?.base_offset, Some(0));
+    held.abort();
+    broker.stop().await;
+    Ok(())
+}
