@@ -53,6 +53,55 @@ struct AppliedState {
     next_offset: Offset,
 }
 
+/// Checks the stored applied state against the log it was applied from, at start-up.
+///
+/// The state is written lazily and the log durably, so the log may hold entries past the state
+/// (openraft applies them again), but the offsets of the batches stored up to the applied index
+/// must end exactly where the state's next offset says. When they do not, offsets would be
+/// assigned twice or skipped: the replica refuses to start. A state with neither a log nor a
+/// snapshot behind it is what a deleted replica left (it was moved away, and is now moved
+/// back): it is dropped, and the replica starts empty.
+fn check_against_log(
+    db: &LogDb,
+    group: GroupId,
+    applied: Option<AppliedState>,
+) -> io::Result<Option<AppliedState>> {
+    let Some(state) = applied else {
+        return Ok(None);
+    };
+    let Some(last_applied) = state.last_applied else {
+        return Ok(Some(state));
+    };
+    let bounds = db.bounds(group).map_err(storage_err)?;
+    if bounds.first_index.is_none()
+        && db
+            .meta(group, MetaKey::Snapshot)
+            .map_err(storage_err)?
+            .is_none()
+    {
+        tracing::warn!(
+            group,
+            applied_index = last_applied.index,
+            next_offset = %state.next_offset,
+            "dropping the applied state of a deleted replica: the group has neither a log nor a snapshot"
+        );
+        return Ok(None);
+    }
+    let stored = db
+        .next_offset_through(group, last_applied.index)
+        .map_err(storage_err)?;
+    match stored {
+        Some(stored) if stored != state.next_offset => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "group {group}: the applied state says the next offset is {}, but the batches stored through raft index {} end at {stored}",
+                state.next_offset, last_applied.index
+            ),
+        )),
+        _ => Ok(Some(state)),
+    }
+}
+
 /// What a partition snapshot carries: metadata only, never records.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct SnapshotState {
@@ -100,7 +149,14 @@ impl PartitionStateMachine {
             let db = db.clone();
             blocking(move || {
                 let applied: Option<AppliedState> = read_meta_json(&db, group, MetaKey::Applied)?;
-                let rows = db.producers(group).map_err(storage_err)?;
+                let stored = applied.is_some();
+                let applied = check_against_log(&db, group, applied)?;
+                // A dropped state's producers went with it.
+                let rows = if stored && applied.is_none() {
+                    Vec::new()
+                } else {
+                    db.producers(group).map_err(storage_err)?
+                };
                 Ok((applied, rows))
             })
             .await?
@@ -312,5 +368,95 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
         snapshot::load(&self.db, self.group).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use openraft::testing::common::log_id;
+    use weir_storage::{LogDbOptions, NewEntry};
+    use weir_types::{BatchLimits, EncodedBatch, Record};
+
+    use super::*;
+
+    const GROUP: GroupId = 9;
+
+    fn open_db(dir: &tempfile::TempDir) -> LogDb {
+        LogDb::open(dir.path().join("log.redb"), LogDbOptions::default()).expect("open log db")
+    }
+
+    fn put_applied(db: &LogDb, index: u64, next_offset: u64) {
+        let state = AppliedState {
+            last_applied: Some(log_id::<TypeConfig>(1, 1, index)),
+            membership: StoredMembership::default(),
+            next_offset: Offset(next_offset),
+        };
+        let value = serde_json::to_vec(&state).expect("encode").into();
+        db.write(WriteBatch::one(WriteOp::PutMeta {
+            group: GROUP,
+            key: MetaKey::Applied,
+            value,
+        }))
+        .expect("write");
+    }
+
+    async fn open_state(db: &LogDb) -> io::Result<PartitionStateMachine> {
+        PartitionStateMachine::open(
+            db.clone(),
+            GROUP,
+            ProducerLimits::default(),
+            Unflushed::default(),
+        )
+        .await
+    }
+
+    /// What a replica moved away and back found: the old applied state over an empty log.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_deleted_replicas_applied_state_is_dropped_at_start() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = open_db(&dir);
+        put_applied(&db, 3, 5);
+        let sm = open_state(&db).await.expect("open");
+        assert_eq!(
+            *sm.progress.borrow(),
+            PartitionProgress {
+                applied_index: 0,
+                high_watermark: Offset(0)
+            }
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_applied_state_the_log_disagrees_with_refuses_to_start() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = open_db(&dir);
+        let records = vec![Record::default(); 2];
+        let batch = EncodedBatch::encode(&records, BatchLimits::default()).expect("encode");
+        db.write(WriteBatch::one(WriteOp::Append {
+            group: GROUP,
+            entries: vec![NewEntry {
+                index: 1,
+                meta: Bytes::from_static(b"entry"),
+                batch: Some(batch),
+                leader_epoch: 1,
+            }],
+        }))
+        .expect("append");
+
+        put_applied(&db, 1, 5);
+        let error = open_state(&db)
+            .await
+            .err()
+            .expect("a state ahead of its log");
+        assert!(
+            error.to_string().contains("the next offset is 5")
+                && error.to_string().contains("end at 2"),
+            "{error}"
+        );
+
+        put_applied(&db, 1, 2);
+        let sm = open_state(&db).await.expect("open");
+        assert_eq!(sm.progress.borrow().high_watermark, Offset(2));
     }
 }

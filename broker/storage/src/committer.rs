@@ -7,13 +7,16 @@
 //!   `Durability::Immediate` (fsync). Lazy jobs have no caller; they ride on the next commit.
 //! - After any failed commit every later job fails with [`WriteError::Failed`]: the file's state
 //!   is unknown, and retrying an fsync that failed can report success for lost data.
+//! - A group's deletion is final for the replica that had it: lazy writes to a deleted group
+//!   are dropped until a durable write starts the group again, so a late applied marker of a
+//!   replica moved away cannot land after its data was deleted.
 //! - Every durable job's caller is told, exactly once: a job dropped uncompleted (the thread
 //!   panicked) fails with [`WriteError::CommitterStopped`].
 //! - `tails` holds, per group, the offset the next appended batch gets (the last batch's base
 //!   offset plus the offsets it spans). Only this thread changes
 //!   offsets, so assignment is deterministic in log order.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc};
 use std::time::Instant;
@@ -93,6 +96,9 @@ pub(crate) struct Committer {
     options: LogDbOptions,
     stats: Arc<StorageStats>,
     tails: HashMap<GroupId, u64>,
+    /// Groups deleted since the database opened, and not written durably since: lazy writes
+    /// to them are dropped.
+    deleted: HashSet<GroupId>,
     lazy: Vec<Job>,
     failed: bool,
 }
@@ -110,6 +116,7 @@ impl Committer {
             options,
             stats,
             tails: HashMap::new(),
+            deleted: HashSet::new(),
             lazy: Vec::new(),
             failed: false,
         }
@@ -211,6 +218,19 @@ impl Committer {
             };
             for job in jobs {
                 for op in &job.batch.ops {
+                    let group = op.group();
+                    if job.is_lazy() {
+                        if self.deleted.contains(&group) {
+                            // A late write of a deleted replica (its state machine may still
+                            // have been applying): landing now would resurrect its state.
+                            continue;
+                        }
+                    } else if matches!(op, WriteOp::DeleteGroup { .. }) {
+                        self.deleted.insert(group);
+                    } else {
+                        // A durable write starts the group anew (a replica moved back).
+                        self.deleted.remove(&group);
+                    }
                     appended += tables.apply(op).map_err(WriteError::commit)?;
                 }
             }

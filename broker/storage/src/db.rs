@@ -124,6 +124,22 @@ pub enum WriteOp {
     },
 }
 
+impl WriteOp {
+    /// The raft group the operation changes.
+    pub fn group(&self) -> GroupId {
+        match self {
+            WriteOp::Append { group, .. }
+            | WriteOp::TruncateAfter { group, .. }
+            | WriteOp::PurgeUpTo { group, .. }
+            | WriteOp::PutMeta { group, .. }
+            | WriteOp::PutProducer { group, .. }
+            | WriteOp::DeleteProducer { group, .. }
+            | WriteOp::ClearProducers { group }
+            | WriteOp::DeleteGroup { group } => *group,
+        }
+    }
+}
+
 /// Operations committed atomically, in one transaction (possibly shared with other batches).
 #[derive(Debug, Clone, Default)]
 pub struct WriteBatch {
@@ -381,6 +397,26 @@ impl LogDb {
             first_index: first,
             last_index: last.or(first),
         })
+    }
+
+    /// The offset after the last batch of `group` stored at a raft index up to `max_index`:
+    /// where a state machine that applied the log through `max_index` continues. `None` when
+    /// no batch is stored at or below it.
+    pub fn next_offset_through(
+        &self,
+        group: GroupId,
+        max_index: u64,
+    ) -> Result<Option<Offset>, ReadError> {
+        let txn = self.shared.db.begin_read()?;
+        let table = txn.open_table(OFFSET_INDEX)?;
+        for row in table.range((group, 0)..=(group, u64::MAX))?.rev() {
+            let (key, row) = row?;
+            let (index, count, _) = row.value();
+            if index <= max_index {
+                return Ok(Some(Offset(key.value().1 + u64::from(count))));
+            }
+        }
+        Ok(None)
     }
 
     /// The metadata of the last entry of `group`, without reading its batch: enough to
@@ -689,6 +725,34 @@ mod tests {
 
     fn open(dir: &tempfile::TempDir) -> LogDb {
         LogDb::open(dir.path().join("log.redb"), LogDbOptions::default()).unwrap()
+    }
+
+    /// A replica moved away may still be applying when its data is deleted: its lazily
+    /// written applied marker must not land afterwards, or a replica moved back would find a
+    /// state machine ahead of an empty log.
+    #[test]
+    fn a_deleted_group_takes_no_late_lazy_write_until_it_starts_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(&dir);
+        append(&db, 5, vec![data(1, &["a"])]);
+        db.put_lazy(5, MetaKey::Applied, Bytes::from_static(b"old"));
+        db.write(WriteBatch::one(WriteOp::DeleteGroup { group: 5 }))
+            .unwrap();
+        db.put_lazy(5, MetaKey::Applied, Bytes::from_static(b"late"));
+        // A durable write of another group commits the pending lazy ones.
+        append(&db, 6, vec![data(1, &["b"])]);
+        assert_eq!(db.meta(5, MetaKey::Applied).unwrap(), None);
+        assert!(!db.groups().unwrap().contains(&5));
+
+        // Moved back: the group's first durable write starts it again.
+        append(&db, 5, vec![data(1, &["c"])]);
+        db.put_lazy(5, MetaKey::Applied, Bytes::from_static(b"new"));
+        append(&db, 6, vec![data(2, &["d"])]);
+        assert_eq!(
+            db.meta(5, MetaKey::Applied).unwrap().as_deref(),
+            Some(&b"new"[..])
+        );
+        assert_eq!(values(&db, 5, 0, u64::MAX), [(0, "c".to_owned())]);
     }
 
     /// Callers waiting on a committer thread that died must be told, not left waiting: a raft
