@@ -1363,3 +1363,83 @@ async fn replicas_move_between_nodes_without_losing_data() -> anyhow::Result<()>
     assert_eq!(produce("d").await?, Some(3));
     Ok(())
 }
+
+/// A move to a node that does not answer fails once the new replica makes no progress for
+/// `raft.learner_stall_ms`, instead of waiting forever; once the node is back, the same move
+/// completes with nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_to_a_stopped_node_fails_and_can_be_run_again() -> anyhow::Result<()> {
+    const TOPIC: &str = "stalled";
+    let mut cluster =
+        ProcessCluster::new_with_config(weir(), 3, "learner_stall_ms = 2000\n").await?;
+    cluster.start_nodes(&cluster.node_ids()).await?;
+    cluster
+        .client(1)?
+        .create_topic(pb::CreateTopicRequest {
+            name: TOPIC.into(),
+            partitions: 1,
+            replication_factor: 2,
+            configs: HashMap::new(),
+        })
+        .await?;
+    let (leader, base) = cluster
+        .produce_acked(&cluster.node_ids(), TOPIC, 0, vec![record("kept", 0)])
+        .await?;
+    assert_eq!(base, 0);
+    let replicas = cluster
+        .describe(leader, TOPIC)
+        .await
+        .context("describe")?
+        .partitions[0]
+        .replicas
+        .clone();
+    let follower = *replicas.iter().find(|&&r| r != leader).context("RF 2")?;
+    let spare = *cluster
+        .node_ids()
+        .iter()
+        .find(|n| !replicas.contains(n))
+        .context("a spare node")?;
+
+    // The new replica's node is stopped: its replica can never catch up. (Stopping it rather
+    // than cutting its links keeps the controller reachable, whichever node leads it.)
+    cluster.pause(spare)?;
+    let client = weir_client::Client::connect(cluster.addr(leader).to_string()).await?;
+    let stalled = eventually(
+        Duration::from_secs(60),
+        "the move to fail on the stall",
+        || {
+            let client = client.clone();
+            async move {
+                let answer =
+                    tokio::time::timeout(GENEROUS, client.move_replica(TOPIC, 0, follower, spare));
+                let Ok(answer) = answer.await else {
+                    return Some(Err(anyhow::anyhow!("the move waited for the stopped node")));
+                };
+                match answer {
+                    Ok(moved) => Some(Err(anyhow::anyhow!("moved to a stopped node: {moved:?}"))),
+                    Err(e) if e.to_string().contains("made no progress") => Some(Ok(e)),
+                    // The controller may be electing a leader (the stopped node led it).
+                    Err(e) if e.is_retriable() => None,
+                    Err(e) => Some(Err(e.into())),
+                }
+            }
+        },
+    )
+    .await??;
+    assert_eq!(stalled.reason(), Some("UNAVAILABLE"), "{stalled}");
+
+    cluster.resume(spare)?;
+    let moved = tokio::time::timeout(GENEROUS, client.move_replica(TOPIC, 0, follower, spare))
+        .await
+        .context("the move after healing")??;
+    let mut now: Vec<NodeId> = moved.partitions[0].replicas.clone();
+    now.sort_unstable();
+    let mut expected = vec![leader, spare];
+    expected.sort_unstable();
+    assert_eq!(now, expected);
+    let (_, next) = cluster
+        .produce_acked(&cluster.node_ids(), TOPIC, 0, vec![record("after", 1)])
+        .await?;
+    assert_eq!(next, 1);
+    Ok(())
+}

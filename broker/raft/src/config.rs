@@ -19,6 +19,9 @@ pub struct GroupTimings {
     pub election_min: Duration,
     /// Upper bound of the randomised election timeout.
     pub election_max: Duration,
+    /// How long a learner catching up (a replica being added) may make no progress before
+    /// adding it fails.
+    pub learner_stall: Duration,
 }
 
 impl Default for GroupTimings {
@@ -27,6 +30,7 @@ impl Default for GroupTimings {
             heartbeat: Duration::from_millis(250),
             election_min: Duration::from_millis(1500),
             election_max: Duration::from_millis(3000),
+            learner_stall: Duration::from_secs(30),
         }
     }
 }

@@ -21,6 +21,7 @@ pub(crate) struct Group<SM: RaftStateMachine<TypeConfig>> {
     pub(crate) id: GroupId,
     pub(crate) raft: Raft<TypeConfig, SM>,
     pub(crate) peers: Peers,
+    learner_stall: Duration,
 }
 
 impl<SM: RaftStateMachine<TypeConfig>> Clone for Group<SM> {
@@ -29,6 +30,7 @@ impl<SM: RaftStateMachine<TypeConfig>> Clone for Group<SM> {
             id: self.id,
             raft: self.raft.clone(),
             peers: self.peers.clone(),
+            learner_stall: self.learner_stall,
         }
     }
 }
@@ -66,6 +68,7 @@ where
             id,
             raft,
             peers: peers.clone(),
+            learner_stall: timings.learner_stall,
         })
     }
 
@@ -125,6 +128,8 @@ where
     /// Changes the voters one step: `add` joins as a learner first (this waits until it has
     /// caught up with the log), then the membership swaps in `add` and drops `remove`. Must run
     /// on the leader. Adding a voter already present or removing an absent one is a no-op.
+    /// A learner that makes no progress for the configured stall time fails the change with
+    /// `UNAVAILABLE`; it stays a learner, and the change can be run again.
     pub(crate) async fn replace_voter(
         &self,
         add: Option<(NodeId, String)>,
@@ -136,9 +141,10 @@ where
             && !voters.contains(&node)
         {
             self.raft
-                .add_learner(node, BasicNode::new(address), true)
+                .add_learner(node, BasicNode::new(address), false)
                 .await
                 .map_err(|e| write_error(self.id, e))?;
+            self.wait_for_learner(node).await?;
             voters.insert(node);
             changed = true;
         }
@@ -152,6 +158,61 @@ where
                 .map_err(|e| write_error(self.id, e))?;
         }
         Ok(())
+    }
+
+    /// Waits until learner `node` has replicated the leader's log as it stands now, failing
+    /// when it goes a stall time without progress or this node stops leading.
+    async fn wait_for_learner(&self, node: NodeId) -> Result<(), ReplicaError> {
+        let target = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .last_log_index
+            .unwrap_or(0);
+        let matched = |m: &openraft::RaftMetrics<TypeConfig>| {
+            m.replication
+                .as_ref()
+                .and_then(|r| r.get(&node).copied().flatten())
+                .map_or(0, |l| l.index)
+        };
+        let mut seen = None;
+        loop {
+            let waited = self
+                .raft
+                .wait(Some(self.learner_stall))
+                .metrics(
+                    |m| {
+                        m.state != ServerState::Leader
+                            || matched(m) >= target
+                            || Some(matched(m)) != seen
+                    },
+                    "the learner to make progress",
+                )
+                .await;
+            let metrics = match waited {
+                Ok(metrics) => metrics,
+                Err(_) => {
+                    return Err(ReplicaError::Unavailable {
+                        group: self.id,
+                        reason: format!(
+                            "node {node} made no progress catching up for {:?} (it has index {} of {target}); it stays a learner: run the change again once it is reachable",
+                            self.learner_stall,
+                            seen.unwrap_or(0)
+                        ),
+                    });
+                }
+            };
+            if metrics.state != ServerState::Leader {
+                return Err(ReplicaError::NotLeader {
+                    group: self.id,
+                    leader: metrics.current_leader,
+                });
+            }
+            if matched(&metrics) >= target {
+                return Ok(());
+            }
+            seen = Some(matched(&metrics));
+        }
     }
 
     /// The leader this node knows of.

@@ -264,6 +264,9 @@ pub struct RaftTimings {
     pub election_min_ms: u64,
     /// Maximum election timeout.
     pub election_max_ms: u64,
+    /// How long a replica being added (a replica move, a node joining the controller) may make
+    /// no progress catching up before the change fails.
+    pub learner_stall_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -310,6 +313,7 @@ impl Default for RaftTimings {
             heartbeat_ms: t.heartbeat.as_millis() as u64,
             election_min_ms: t.election_min.as_millis() as u64,
             election_max_ms: t.election_max.as_millis() as u64,
+            learner_stall_ms: t.learner_stall.as_millis() as u64,
         }
     }
 }
@@ -435,6 +439,12 @@ impl BrokerConfig {
                 r.heartbeat_ms, r.election_min_ms, r.election_max_ms
             ));
         }
+        if r.learner_stall_ms <= r.election_max_ms {
+            return invalid(format!(
+                "raft.learner_stall_ms ({}) must be above raft.election_max_ms ({}): a learner may wait out an election",
+                r.learner_stall_ms, r.election_max_ms
+            ));
+        }
         if self.node_id == 0 {
             return invalid("node_id must be at least 1".into());
         }
@@ -497,6 +507,7 @@ impl BrokerConfig {
             heartbeat: Duration::from_millis(self.raft.heartbeat_ms),
             election_min: Duration::from_millis(self.raft.election_min_ms),
             election_max: Duration::from_millis(self.raft.election_max_ms),
+            learner_stall: Duration::from_millis(self.raft.learner_stall_ms),
         }
     }
 }
