@@ -9,7 +9,7 @@ use prost::Message;
 use tonic::Code;
 use tonic::transport::Channel;
 use weir_proto::v1 as pb;
-use weir_tests::{BrokerProcess, InProcessBroker, RawClient, RawProducer};
+use weir_tests::{BrokerProcess, InProcessBroker, ProcessCluster, RawClient, RawProducer};
 
 /// A produce request with `records` empty records, encoded by hand: field 3, length 0, each.
 fn empty_records(topic: &str, records: usize) -> Bytes {
@@ -253,5 +253,150 @@ async fn one_connection_cannot_take_the_whole_node_budget() -> anyhow::Result<()
     assert_eq!(other.produce(served.into()).await?.base_offset, Some(0));
     held.abort();
     broker.stop().await;
+    Ok(())
+}
+
+async fn scraped_gauge(broker: &InProcessBroker, name: &str) -> anyhow::Result<u64> {
+    let metrics = weir_tests::scrape_metrics(broker.metrics_addr().expect("metrics")).await?;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no {name} in\n{metrics}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_are_bounded_per_node() -> anyhow::Result<()> {
+    weir_tests::init_tracing();
+    let broker = InProcessBroker::start_adjusted(|config| {
+        config.limits.max_subscriptions = 2;
+        config.metrics_listen = Some("127.0.0.1:0".parse().expect("address"));
+    })
+    .await?;
+    let raw = broker.raw_client().await?;
+    raw.clone()
+        .create_topic(pb::CreateTopicRequest {
+            name: "watched".into(),
+            partitions: 1,
+            ..Default::default()
+        })
+        .await?;
+    let subscribe = || {
+        let mut raw = raw.clone();
+        async move {
+            raw.subscribe(pb::SubscribeRequest {
+                topic: "watched".into(),
+                partition: 0,
+                ..Default::default()
+            })
+            .await
+        }
+    };
+    let first = subscribe().await?;
+    let second = subscribe().await?;
+    let refused = subscribe().await.expect_err("a third subscription");
+    assert_refused(
+        &refused,
+        Code::ResourceExhausted,
+        "OVERLOADED",
+        "2 open subscriptions",
+    );
+    // Fetches are not subscriptions: still served.
+    raw.clone()
+        .fetch(pb::FetchRequest {
+            topic: "watched".into(),
+            ..Default::default()
+        })
+        .await?;
+
+    // A subscriber that goes away frees its place.
+    drop(first);
+    weir_tests::eventually(Duration::from_secs(30), "the place freed", || async {
+        (scraped_gauge(&broker, "weir_subscriptions").await.ok()? == 1).then_some(())
+    })
+    .await?;
+    let mut third = subscribe().await?.into_inner();
+    raw.clone()
+        .produce(pb::ProduceRequest {
+            topic: "watched".into(),
+            partition: Some(0),
+            records: vec![pb::Record {
+                value: Bytes::from_static(b"seen"),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await?;
+    let message = third.message().await?.expect("a message");
+    assert_eq!(message.records[0].value, Bytes::from_static(b"seen"));
+    drop(second);
+    broker.stop().await;
+    Ok(())
+}
+
+/// acks=none batches a partition cannot commit (its followers are stopped) wait in raft; past
+/// `limits.max_unacknowledged_bytes` of them, more are refused with the retriable `OVERLOADED`
+/// instead of piling up. Once the partition commits, the budget is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_none_batches_waiting_in_raft_are_bounded() -> anyhow::Result<()> {
+    weir_tests::init_tracing();
+    let config = "[limits]\nmax_unacknowledged_bytes = 1048576\nmax_batch_bytes = 524288\n\
+                  max_record_bytes = 524288\nproduce_timeout_ms = 2000\n";
+    let mut cluster = ProcessCluster::new_with_config(Path::new(crate::WEIR), 3, config).await?;
+    cluster.start_nodes(&cluster.node_ids()).await?;
+    cluster
+        .client(1)?
+        .create_topic(pb::CreateTopicRequest {
+            name: "fire".into(),
+            partitions: 1,
+            replication_factor: 3,
+            ..Default::default()
+        })
+        .await?;
+    let (leader, _) = cluster
+        .produce_acked(
+            &cluster.node_ids(),
+            "fire",
+            0,
+            values_request("fire", 10, 1).records,
+        )
+        .await?;
+    for follower in cluster.node_ids().into_iter().filter(|&n| n != leader) {
+        cluster.pause(follower)?;
+    }
+    let mut raw = cluster.client(leader)?;
+    let none = |value: usize| pb::ProduceRequest {
+        acks: pb::Acks::None as i32,
+        ..values_request("fire", value, 1)
+    };
+    for _ in 0..3 {
+        let answer = raw.produce(none(300 * 1024)).await?.into_inner();
+        assert_eq!(answer.base_offset, None);
+    }
+    let refused = raw.produce(none(300 * 1024)).await.unwrap_err();
+    assert_refused(
+        &refused,
+        Code::ResourceExhausted,
+        "OVERLOADED",
+        "max_unacknowledged_bytes",
+    );
+
+    for follower in cluster.node_ids().into_iter().filter(|&n| n != leader) {
+        cluster.resume(follower)?;
+    }
+    cluster
+        .wait_for_high_watermark(leader, "fire", 0, 4)
+        .await?;
+    // Applied: the budget is back.
+    assert_eq!(
+        raw.produce(none(300 * 1024))
+            .await?
+            .into_inner()
+            .base_offset,
+        None
+    );
+    cluster
+        .wait_for_high_watermark(leader, "fire", 0, 5)
+        .await?;
     Ok(())
 }

@@ -9,7 +9,7 @@ use weir_types::EncodedBatch;
 
 use crate::config::{GroupKind, GroupTimings};
 use crate::error::{ReplicaError, StartError};
-use crate::group::{Group, stopped};
+use crate::group::Group;
 use crate::log_store::GroupLogStore;
 use crate::network::Peers;
 use crate::partition_state::{
@@ -145,9 +145,13 @@ impl PartitionReplica {
             .await
     }
 
-    /// Hands `batch` to raft without waiting for the outcome (acks=none). Not for idempotent
-    /// producers' batches, whose sequence must be judged.
-    pub async fn append_unacknowledged(&self, batch: EncodedBatch) -> Result<(), ReplicaError> {
+    /// Hands `batch` to raft without waiting for the outcome (acks=none); returns a future that
+    /// completes once the batch is applied or dropped, for the caller to bound how much it has
+    /// in flight. Not for idempotent producers' batches, whose sequence must be judged.
+    pub async fn append_unacknowledged(
+        &self,
+        batch: EncodedBatch,
+    ) -> Result<impl Future<Output = ()> + Send + 'static, ReplicaError> {
         if !self.is_leader() {
             return Err(ReplicaError::NotLeader {
                 group: self.group.id,
@@ -158,11 +162,11 @@ impl PartitionReplica {
             batch: Some(batch),
             producer: None,
         };
-        self.group
-            .raft
-            .client_write_ff(Request::Append(append), None)
-            .await
-            .map_err(|e| stopped(self.group.id, e))
+        let applied = self.group.propose(Request::Append(append)).await?;
+        Ok(async move {
+            // Whatever the outcome, the batch no longer waits in raft.
+            let _ = applied.await;
+        })
     }
 
     /// The stored batch `producer` repeats, if the applied state remembers it: a retry, known

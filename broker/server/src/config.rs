@@ -244,6 +244,11 @@ pub struct Limits {
     pub max_connection_bytes_in_flight: usize,
     /// Requests (HTTP/2 streams) one connection may have open at once, subscriptions included.
     pub max_concurrent_requests_per_connection: u32,
+    /// Bytes of acks=none batches the node has handed to raft and not yet applied; beyond,
+    /// acks=none produces wait (up to `produce_timeout_ms`), then fail `OVERLOADED`.
+    pub max_unacknowledged_bytes: usize,
+    /// Subscriptions open on the node at once; beyond, `Subscribe` fails `OVERLOADED`.
+    pub max_subscriptions: u32,
 }
 
 impl Limits {
@@ -302,6 +307,8 @@ impl Default for Limits {
             max_request_bytes_in_flight: 256 * 1024 * 1024,
             max_connection_bytes_in_flight: 64 * 1024 * 1024,
             max_concurrent_requests_per_connection: 256,
+            max_unacknowledged_bytes: 64 * 1024 * 1024,
+            max_subscriptions: 10_000,
         }
     }
 }
@@ -393,6 +400,15 @@ impl BrokerConfig {
                 "limits must satisfy max_connection_bytes_in_flight ({}) <= max_request_bytes_in_flight ({}), and both must hold the largest request ({largest} bytes: the larger of max_batch_bytes and modules.max_module_bytes, plus 1 MiB)",
                 l.max_connection_bytes_in_flight, l.max_request_bytes_in_flight
             ));
+        }
+        if l.max_unacknowledged_bytes < l.max_batch_bytes {
+            return invalid(format!(
+                "limits.max_unacknowledged_bytes ({}) must hold one batch of limits.max_batch_bytes ({})",
+                l.max_unacknowledged_bytes, l.max_batch_bytes
+            ));
+        }
+        if l.max_subscriptions == 0 {
+            return invalid("limits.max_subscriptions must be at least 1".into());
         }
         if l.max_concurrent_requests_per_connection == 0 {
             return invalid(

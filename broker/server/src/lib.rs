@@ -7,6 +7,7 @@
 //! [`Broker::shutdown`].
 
 mod admission;
+mod budgets;
 mod config;
 mod error;
 mod groups;

@@ -243,6 +243,22 @@ impl Collector for NodeCollector {
             None,
             MetricType::Gauge,
         )?)?;
+        ConstGauge::new(node.budgets.unacknowledged_bytes() as i64).encode(
+            encoder.encode_descriptor(
+                "weir_unacknowledged_bytes",
+                "Bytes of acks=none batches handed to raft and not applied yet (bounded by limits.max_unacknowledged_bytes)",
+                None,
+                MetricType::Gauge,
+            )?,
+        )?;
+        ConstGauge::new(node.budgets.open_subscriptions() as i64).encode(
+            encoder.encode_descriptor(
+                "weir_subscriptions",
+                "Subscriptions open on this node (bounded by limits.max_subscriptions)",
+                None,
+                MetricType::Gauge,
+            )?,
+        )?;
         let failed = ConstGauge::new(node.failed_partitions() as i64);
         failed.encode(encoder.encode_descriptor(
             "weir_partitions_failed",

@@ -21,6 +21,7 @@ use weir_storage::{LogDb, LogDbOptions, WriteBatch, WriteOp};
 use weir_types::{Offset, PartitionId, TopicName};
 
 use crate::StartError;
+use crate::budgets::Budgets;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::groups::{Coordinator, GroupOffsets};
@@ -72,6 +73,8 @@ pub(crate) struct Node {
     round_robin: AtomicU32,
     /// The modules this node runs.
     pub(crate) modules: ModuleHost,
+    /// What requests may hold after their handler answered.
+    pub(crate) budgets: Budgets,
     pub(crate) shutdown: CancellationToken,
 }
 
@@ -141,9 +144,11 @@ impl Node {
             config.modules.wasm_limits(),
             config.data_dir.join("modules"),
         );
+        let budgets = Budgets::new(&config.limits);
         let node = Arc::new(Self {
             config,
             modules,
+            budgets,
             address,
             peers,
             partition_db,

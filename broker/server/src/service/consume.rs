@@ -425,6 +425,7 @@ impl BrokerService {
         request: Request<pb::SubscribeRequest>,
     ) -> Result<ResponseStream<pb::SubscribeResponse>, BrokerError> {
         let node = self.node()?;
+        let open = node.budgets.subscription()?;
         let req = request.into_inner();
         let (topic, hosted) = self.readable(&req.topic, req.partition).await?;
         let progress = *hosted.replica.progress().borrow();
@@ -445,6 +446,7 @@ impl BrokerService {
         let node = node.clone();
         let metrics = self.metrics.clone();
         tokio::spawn(async move {
+            let _open = open;
             let mut position = start;
             loop {
                 let progress = *hosted.replica.progress().borrow();

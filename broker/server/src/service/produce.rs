@@ -255,11 +255,20 @@ impl BrokerService {
             // `batch` is set: without a producer, an empty chain output returned above.
             if let Some(batch) = batch {
                 let record_count = batch.header().record_count;
-                hosted
+                let wait = Duration::from_millis(u64::from(node.config.limits.produce_timeout_ms));
+                let room = node
+                    .budgets
+                    .unacknowledged(batch.bytes().len(), wait)
+                    .await?;
+                let applied = hosted
                     .replica
                     .append_unacknowledged(batch)
                     .await
                     .map_err(|e| node.replica_error(e))?;
+                tokio::spawn(async move {
+                    applied.await;
+                    drop(room);
+                });
                 self.metrics.produced(
                     &req.topic,
                     u64::from(record_count),
