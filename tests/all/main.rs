@@ -13,6 +13,7 @@ mod groups;
 mod idempotence;
 mod module_cli;
 mod modules;
+mod nemesis;
 mod offsets_and_tailing;
 mod operations;
 mod overload;

@@ -4,6 +4,7 @@
 //! - [`InProcessBroker`]: a single node inside the test process.
 //! - [`BrokerProcess`]: a single `weir broker` child process, for SIGKILL and restart tests.
 //! - [`RawProducer`]: produce requests sent as encoded bytes, malformed or oversized.
+//! - [`nemesis`]: faults injected into a [`ProcessCluster`] under a workload, and a checker.
 //! - [`ProcessCluster`]: N `weir broker` processes forming a replicated cluster, every peer link
 //!   through a [`LinkProxy`] the test can cut, with kill / restart / pause / isolate and
 //!   helpers to find leaders ([`ProcessCluster::leader_of`]), follow `NOT_LEADER` hints
@@ -13,6 +14,7 @@
 
 mod cluster;
 pub mod modules;
+pub mod nemesis;
 mod proxy;
 mod raw_grpc;
 

@@ -1,0 +1,87 @@
+//! The nemesis, for long runs (docs/reliability.md): brokers as real processes, faults from a
+//! seed, a checker at the end. Exits non-zero on any violation, printing the seed and the
+//! command that replays the schedule.
+//!
+//! ```text
+//! cargo run --release -p weir-tests --bin nemesis -- --minutes 60 --seed 7 --nodes 5
+//! ```
+//!
+//! Options: `--seed S` (default: random), `--nodes N` (3), `--minutes M` or `--seconds S` of
+//! faults (1 minute), `--partitions P` (4), `--writers W` (4), `--rounds R` (1: runs one after
+//! another, each on a fresh cluster, seeds S, S+1, ...).
+//!
+//! The brokers are this binary itself: started as `nemesis broker ...` it is the `weir` command
+//! line, so one build serves both.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use weir_tests::nemesis::{self, NemesisConfig};
+
+fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("broker") {
+        return weir_cli::main();
+    }
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("nemesis: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run() -> anyhow::Result<ExitCode> {
+    let mut config = NemesisConfig {
+        weir: std::env::current_exe()?,
+        seed: rand::random(),
+        nodes: 3,
+        duration: Duration::from_secs(60),
+        partitions: 4,
+        writers: 4,
+    };
+    let mut rounds = 1u64;
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let mut value = || -> anyhow::Result<u64> {
+            let v = args
+                .next()
+                .ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))?;
+            v.parse()
+                .map_err(|e| anyhow::anyhow!("{flag} {v:?}: not a number ({e})"))
+        };
+        match flag.as_str() {
+            "--seed" => config.seed = value()?,
+            "--nodes" => config.nodes = usize::try_from(value()?)?,
+            "--minutes" => config.duration = Duration::from_secs(60 * value()?),
+            "--seconds" => config.duration = Duration::from_secs(value()?),
+            "--partitions" => config.partitions = u32::try_from(value()?)?,
+            "--writers" => config.writers = u32::try_from(value()?)?,
+            "--rounds" => rounds = value()?,
+            other => anyhow::bail!(
+                "unknown option {other:?}; options: --seed --nodes --minutes --seconds --partitions --writers --rounds"
+            ),
+        }
+    }
+    anyhow::ensure!(config.nodes >= 3, "--nodes must be at least 3");
+    anyhow::ensure!(
+        config.partitions >= 1 && config.writers >= 1,
+        "--partitions and --writers must be at least 1"
+    );
+    let runtime = tokio::runtime::Runtime::new()?;
+    let mut failed = false;
+    for round in 0..rounds {
+        let config = NemesisConfig {
+            seed: config.seed + round,
+            ..config.clone()
+        };
+        let report = runtime.block_on(nemesis::run(config))?;
+        println!("{report}\n");
+        failed |= !report.violations.is_empty();
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}

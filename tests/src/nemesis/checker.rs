@@ -1,0 +1,382 @@
+//! The checker: what a nemesis run's history and the cluster's final state must satisfy.
+//!
+//! Pure: it sees the operations the workload recorded and what every replica holds at the end,
+//! and lists every violation it finds (never stopping at the first):
+//! - an acknowledged record missing, or at another offset than acknowledged (lost);
+//! - a record stored more than once (duplicate), or one no writer sent (unexpected);
+//! - one writer's records out of their send order within a partition (reordered);
+//! - replicas of a partition that differ, byte for byte (diverged), or did not catch up;
+//! - a record a reader saw that the final log does not hold at that offset (vanished).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use bytes::Bytes;
+
+use super::history::{Append, Outcome, Read};
+
+/// One partition's final state.
+#[derive(Debug, Clone, Default)]
+pub struct FinalPartition {
+    /// The partition's records, `(offset, value)`, as its leader serves them.
+    pub records: Vec<(u64, Bytes)>,
+    /// Every replica's stored batches, exactly as served, by node.
+    pub replicas: BTreeMap<u64, Vec<Bytes>>,
+}
+
+/// Something the run must never show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Violation {
+    /// An acknowledged record is not in the log at the offset it was acknowledged at.
+    Lost {
+        /// The partition.
+        partition: u32,
+        /// The record's value.
+        value: String,
+        /// The acknowledged offset.
+        acknowledged: u64,
+        /// Where it is instead, if anywhere.
+        found: Option<u64>,
+    },
+    /// A record is stored more than once.
+    Duplicate {
+        /// The partition.
+        partition: u32,
+        /// The record's value.
+        value: String,
+        /// Its offsets.
+        offsets: Vec<u64>,
+    },
+    /// A record no writer sent to this partition.
+    Unexpected {
+        /// The partition.
+        partition: u32,
+        /// The offset.
+        offset: u64,
+        /// Its value.
+        value: String,
+    },
+    /// A writer's records are stored out of the order it sent them in.
+    Reordered {
+        /// The partition.
+        partition: u32,
+        /// The writer.
+        writer: u32,
+        /// The record sent earlier, stored later.
+        earlier: String,
+        /// The record sent later, stored earlier.
+        later: String,
+    },
+    /// Two replicas of a partition hold different bytes.
+    Diverged {
+        /// The partition.
+        partition: u32,
+        /// The first node.
+        a: u64,
+        /// The other node.
+        b: u64,
+        /// The index of the first batch that differs.
+        batch: usize,
+    },
+    /// A reader saw a record the final log does not hold there.
+    Vanished {
+        /// The partition.
+        partition: u32,
+        /// The offset read.
+        offset: u64,
+        /// The value read.
+        read: String,
+        /// What the final log holds there.
+        now: Option<String>,
+    },
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Violation::Lost {
+                partition,
+                value,
+                acknowledged,
+                found,
+            } => write!(
+                f,
+                "lost: {value} acknowledged at {partition}@{acknowledged}, found {found:?}"
+            ),
+            Violation::Duplicate {
+                partition,
+                value,
+                offsets,
+            } => {
+                write!(f, "duplicate: {value} stored at {partition}@{offsets:?}")
+            }
+            Violation::Unexpected {
+                partition,
+                offset,
+                value,
+            } => {
+                write!(
+                    f,
+                    "unexpected: {partition}@{offset} holds {value}, which no writer sent there"
+                )
+            }
+            Violation::Reordered {
+                partition,
+                writer,
+                earlier,
+                later,
+            } => write!(
+                f,
+                "reordered: writer {writer} sent {earlier} before {later}, partition {partition} stores them the other way"
+            ),
+            Violation::Diverged {
+                partition,
+                a,
+                b,
+                batch,
+            } => write!(
+                f,
+                "diverged: partition {partition} differs between nodes {a} and {b} from batch {batch}"
+            ),
+            Violation::Vanished {
+                partition,
+                offset,
+                read,
+                now,
+            } => write!(
+                f,
+                "vanished: a reader saw {read} at {partition}@{offset}; the log now holds {now:?}"
+            ),
+        }
+    }
+}
+
+/// What the checker counted, besides violations.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Appends acknowledged.
+    pub acknowledged: usize,
+    /// Appends that failed or whose outcome is unknown.
+    pub indefinite: usize,
+    /// Of those, stored all the same.
+    pub indefinite_stored: usize,
+    /// Records read during the run.
+    pub read: usize,
+}
+
+/// Checks `appends` and `reads` against the final state of every partition.
+pub fn check(
+    appends: &[Append],
+    reads: &[Read],
+    partitions: &BTreeMap<u32, FinalPartition>,
+) -> (Tally, Vec<Violation>) {
+    let mut violations = Vec::new();
+    let mut tally = Tally {
+        read: reads.len(),
+        ..Tally::default()
+    };
+    // Where each value is stored, per partition.
+    let mut stored: HashMap<(u32, &[u8]), Vec<u64>> = HashMap::new();
+    for (&partition, state) in partitions {
+        for (offset, value) in &state.records {
+            stored
+                .entry((partition, value.as_ref()))
+                .or_default()
+                .push(*offset);
+        }
+    }
+    let sent: HashMap<(u32, &[u8]), &Append> = appends
+        .iter()
+        .map(|a| ((a.partition, a.value.as_bytes()), a))
+        .collect();
+
+    for append in appends {
+        let at = stored.get(&(append.partition, append.value.as_bytes()));
+        match append.outcome {
+            Outcome::Ok { offset } => {
+                tally.acknowledged += 1;
+                if at.is_none_or(|offsets| !offsets.contains(&offset)) {
+                    violations.push(Violation::Lost {
+                        partition: append.partition,
+                        value: append.value.clone(),
+                        acknowledged: offset,
+                        found: at.and_then(|o| o.first().copied()),
+                    });
+                }
+            }
+            Outcome::Failed | Outcome::Unknown => {
+                tally.indefinite += 1;
+                tally.indefinite_stored += usize::from(at.is_some());
+            }
+        }
+    }
+    for (&partition, state) in partitions {
+        let mut seen: HashMap<&[u8], Vec<u64>> = HashMap::new();
+        let mut last_by_writer: HashMap<u32, &Append> = HashMap::new();
+        for (offset, value) in &state.records {
+            seen.entry(value.as_ref()).or_default().push(*offset);
+            let Some(append) = sent.get(&(partition, value.as_ref())) else {
+                violations.push(Violation::Unexpected {
+                    partition,
+                    offset: *offset,
+                    value: String::from_utf8_lossy(value).into_owned(),
+                });
+                continue;
+            };
+            if let Some(previous) = last_by_writer.insert(append.writer, append)
+                && previous.seq > append.seq
+            {
+                violations.push(Violation::Reordered {
+                    partition,
+                    writer: append.writer,
+                    earlier: append.value.clone(),
+                    later: previous.value.clone(),
+                });
+            }
+        }
+        for (value, offsets) in seen {
+            if offsets.len() > 1 {
+                violations.push(Violation::Duplicate {
+                    partition,
+                    value: String::from_utf8_lossy(value).into_owned(),
+                    offsets,
+                });
+            }
+        }
+        let mut replicas = state.replicas.iter();
+        if let Some((&a, first)) = replicas.next() {
+            for (&b, other) in replicas {
+                let differs = first
+                    .iter()
+                    .zip(other)
+                    .position(|(x, y)| x != y)
+                    .or_else(|| (first.len() != other.len()).then(|| first.len().min(other.len())));
+                if let Some(batch) = differs {
+                    violations.push(Violation::Diverged {
+                        partition,
+                        a,
+                        b,
+                        batch,
+                    });
+                }
+            }
+        }
+    }
+    for read in reads {
+        let now = partitions
+            .get(&read.partition)
+            .and_then(|p| p.records.iter().find(|(o, _)| *o == read.offset))
+            .map(|(_, v)| v);
+        if now != Some(&read.value) {
+            violations.push(Violation::Vanished {
+                partition: read.partition,
+                offset: read.offset,
+                read: String::from_utf8_lossy(&read.value).into_owned(),
+                now: now.map(|v| String::from_utf8_lossy(v).into_owned()),
+            });
+        }
+    }
+    (tally, violations)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn append(writer: u32, seq: u64, partition: u32, outcome: Outcome) -> Append {
+        Append {
+            writer,
+            seq,
+            partition,
+            value: format!("w{writer}-{seq}"),
+            outcome,
+        }
+    }
+
+    fn log(values: &[&str]) -> FinalPartition {
+        let records: Vec<(u64, Bytes)> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i as u64, Bytes::copy_from_slice(v.as_bytes())))
+            .collect();
+        let batch = Bytes::from(values.concat());
+        FinalPartition {
+            records,
+            replicas: BTreeMap::from([(1, vec![batch.clone()]), (2, vec![batch])]),
+        }
+    }
+
+    #[test]
+    fn a_clean_history_passes() {
+        let appends = [
+            append(1, 0, 0, Outcome::Ok { offset: 0 }),
+            append(1, 1, 0, Outcome::Unknown),
+            append(2, 0, 0, Outcome::Ok { offset: 1 }),
+        ];
+        let reads = [Read {
+            partition: 0,
+            offset: 1,
+            value: Bytes::from_static(b"w2-0"),
+        }];
+        let partitions = BTreeMap::from([(0, log(&["w1-0", "w2-0"]))]);
+        let (tally, violations) = check(&appends, &reads, &partitions);
+        assert_eq!(violations, []);
+        assert_eq!(
+            tally,
+            Tally {
+                acknowledged: 2,
+                indefinite: 1,
+                indefinite_stored: 0,
+                read: 1
+            }
+        );
+    }
+
+    #[test]
+    fn every_kind_of_violation_is_found() {
+        let appends = [
+            append(1, 0, 0, Outcome::Ok { offset: 0 }),
+            append(1, 1, 0, Outcome::Ok { offset: 1 }),
+            append(1, 2, 0, Outcome::Ok { offset: 2 }),
+            append(2, 0, 0, Outcome::Failed),
+        ];
+        let reads = [Read {
+            partition: 0,
+            offset: 3,
+            value: Bytes::from_static(b"gone"),
+        }];
+        // w1-0 lost, w1-2 before w1-1, w2-0 twice, "x" never sent; replicas differ.
+        let mut p = log(&["w1-2", "w1-1", "w2-0", "w2-0", "x"]);
+        p.replicas.insert(3, vec![Bytes::from_static(b"other")]);
+        let partitions = BTreeMap::from([(0, p)]);
+        let (_, violations) = check(&appends, &reads, &partitions);
+        let kinds: Vec<&str> = violations
+            .iter()
+            .map(|v| match v {
+                Violation::Lost { .. } => "lost",
+                Violation::Duplicate { .. } => "duplicate",
+                Violation::Unexpected { .. } => "unexpected",
+                Violation::Reordered { .. } => "reordered",
+                Violation::Diverged { .. } => "diverged",
+                Violation::Vanished { .. } => "vanished",
+            })
+            .collect();
+        for kind in [
+            "lost",
+            "duplicate",
+            "unexpected",
+            "reordered",
+            "diverged",
+            "vanished",
+        ] {
+            assert!(kinds.contains(&kind), "no {kind} in {violations:#?}");
+        }
+        // w1-1 acknowledged at 1 and stored at 1; w1-2 acknowledged at 2, stored at 0.
+        assert!(violations.contains(&Violation::Lost {
+            partition: 0,
+            value: "w1-2".into(),
+            acknowledged: 2,
+            found: Some(0)
+        }));
+    }
+}

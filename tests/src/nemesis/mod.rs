@@ -1,0 +1,417 @@
+//! A nemesis run in Jepsen's manner: real `weir broker` processes, a workload driven through
+//! `weir-client`, faults injected by a seeded random source while it runs, and a checker over
+//! the history and every replica's final state.
+//!
+//! - `history`: what the workload did and saw, and the faults, in order;
+//! - `faults`: the faults, chosen from the seed, injected and healed;
+//! - `checker`: what the history and the final state must satisfy.
+//!
+//! The workload: `writers` idempotent producers append unique values (`w{writer}-{seq}`) to
+//! random partitions, each recording every append's outcome (acknowledged at an offset, failed,
+//! or unknown); one reader per partition follows its log and records what it sees. The nemesis
+//! injects a fault (sometimes two at once), holds it, heals it, and goes on. At the end every
+//! fault is healed, every replica must catch up, and the checker compares.
+//!
+//! The seed fixes the faults, their order, targets and durations, and the workload's choices;
+//! the processes' own timing is not reproducible, so a replay runs the same schedule, not the
+//! same interleaving.
+
+mod checker;
+mod faults;
+mod history;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use weir_client::{Client, FetchSpec, Producer, ProducerConfig, ProducerRecord};
+use weir_proto::v1 as pb;
+
+pub use checker::{FinalPartition, Tally, Violation, check};
+pub use faults::Fault;
+pub use history::{Append, History, Outcome, Read};
+
+use crate::{NodeId, ProcessCluster};
+
+/// The topic the workload writes.
+const TOPIC: &str = "nemesis";
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct NemesisConfig {
+    /// The `weir` binary.
+    pub weir: PathBuf,
+    /// The seed of every random choice.
+    pub seed: u64,
+    /// Brokers (each partition is replicated on all of them).
+    pub nodes: usize,
+    /// How long faults are injected.
+    pub duration: Duration,
+    /// Partitions of the topic.
+    pub partitions: u32,
+    /// Concurrent producers.
+    pub writers: u32,
+}
+
+/// What a run did and found.
+#[derive(Debug)]
+pub struct Report {
+    /// The configuration it ran.
+    pub config: NemesisConfig,
+    /// The checker's counts.
+    pub tally: Tally,
+    /// Faults injected, by kind.
+    pub faults: BTreeMap<&'static str, u64>,
+    /// Everything that went wrong.
+    pub violations: Vec<Violation>,
+    /// The faults and phases, with their time since the start.
+    pub events: Vec<(Duration, String)>,
+    /// How long the run took, final checks included.
+    pub elapsed: Duration,
+}
+
+impl Report {
+    /// The command that runs the same schedule again.
+    pub fn replay_command(&self) -> String {
+        format!(
+            "cargo run --release -p weir-tests --bin nemesis -- --seed {} --nodes {} --seconds {} --partitions {} --writers {}",
+            self.config.seed,
+            self.config.nodes,
+            self.config.duration.as_secs(),
+            self.config.partitions,
+            self.config.writers
+        )
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = &self.tally;
+        writeln!(
+            f,
+            "nemesis seed {}: {} nodes, {} partitions, {} writers, {:?} of faults ({:.0?} in all)",
+            self.config.seed,
+            self.config.nodes,
+            self.config.partitions,
+            self.config.writers,
+            self.config.duration,
+            self.elapsed
+        )?;
+        writeln!(
+            f,
+            "appends: {} acknowledged, {} failed or unknown ({} of them stored); {} records read during the run",
+            t.acknowledged, t.indefinite, t.indefinite_stored, t.read
+        )?;
+        writeln!(f, "faults: {:?}", self.faults)?;
+        if self.violations.is_empty() {
+            writeln!(f, "violations: none")?;
+        } else {
+            writeln!(f, "violations: {}", self.violations.len())?;
+            for v in self.violations.iter().take(50) {
+                writeln!(f, "  {v}")?;
+            }
+        }
+        write!(f, "replay: {}", self.replay_command())
+    }
+}
+
+/// Runs the nemesis against a fresh cluster and checks the outcome.
+pub async fn run(config: NemesisConfig) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    let mut rng = StdRng::seed_from_u64(config.seed);
+    // Short produce timeouts, so outcomes resolve while the run goes on.
+    let mut cluster = ProcessCluster::new_with_config(
+        &config.weir,
+        config.nodes,
+        "[limits]\nproduce_timeout_ms = 3000\n",
+    )
+    .await?;
+    cluster.start_nodes(&cluster.node_ids()).await?;
+    let nodes = cluster.node_ids();
+    let addrs: Vec<String> = nodes.iter().map(|&n| cluster.addr(n).to_string()).collect();
+    cluster
+        .client(nodes[0])?
+        .create_topic(pb::CreateTopicRequest {
+            name: TOPIC.into(),
+            partitions: config.partitions,
+            replication_factor: config.nodes as u32,
+            ..Default::default()
+        })
+        .await?;
+
+    let history = Arc::new(History::new());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workload = tokio::task::JoinSet::new();
+    for writer in 0..config.writers {
+        let seed: u64 = rng.random();
+        let addr = addrs[writer as usize % addrs.len()].clone();
+        workload.spawn(write(
+            writer,
+            seed,
+            addr,
+            config.partitions,
+            history.clone(),
+            stop.clone(),
+        ));
+    }
+    for partition in 0..config.partitions {
+        let addr = addrs[partition as usize % addrs.len()].clone();
+        workload.spawn(follow(partition, addr, history.clone(), stop.clone()));
+    }
+
+    let faults = inject_faults(&mut cluster, &mut rng, &history, config.duration).await?;
+
+    history.event("stopping the workload");
+    stop.store(true, Ordering::Relaxed);
+    while let Some(done) = workload.join_next().await {
+        done??;
+    }
+    history.event("healing everything");
+    cluster.heal_all();
+    for &node in &nodes {
+        if cluster.is_running(node) {
+            cluster.resume(node)?;
+        } else {
+            cluster.restart(node).await?;
+        }
+    }
+    let partitions = final_state(&cluster, config.partitions).await?;
+    history.event("checking");
+    let (tally, violations) = check(&history.appends(), &history.reads(), &partitions);
+    Ok(Report {
+        config,
+        tally,
+        faults,
+        violations,
+        events: history.events(),
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Injects faults for `duration`: one at a time, sometimes two, each held a while and healed.
+async fn inject_faults(
+    cluster: &mut ProcessCluster,
+    rng: &mut StdRng,
+    history: &History,
+    duration: Duration,
+) -> anyhow::Result<BTreeMap<&'static str, u64>> {
+    let nodes = cluster.node_ids();
+    let deadline = Instant::now() + duration;
+    let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
+    while Instant::now() < deadline {
+        // The schedule's pace, drawn from the seed: not synchronisation.
+        tokio::time::sleep(Duration::from_millis(rng.random_range(300..1500))).await;
+        let mut active = vec![Fault::random(rng, &nodes)];
+        if rng.random_bool(0.3) {
+            let second = Fault::random(rng, &nodes);
+            if active[0].combines_with(&second) {
+                active.push(second);
+            }
+        }
+        for fault in &active {
+            fault.inject(cluster)?;
+            *counts.entry(fault.kind()).or_default() += 1;
+            history.event(format!("inject: {fault}"));
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(500..3000))).await;
+        // Links first: a restarted node must reach a quorum to report ready.
+        active.sort_by_key(|f| matches!(f, Fault::Kill(_) | Fault::Pause(_)));
+        for fault in &active {
+            fault.heal(cluster).await?;
+            history.event(format!("heal: {fault}"));
+        }
+    }
+    Ok(counts)
+}
+
+/// One writer: an idempotent producer appending unique values to random partitions until told
+/// to stop, recording every outcome.
+async fn write(
+    writer: u32,
+    seed: u64,
+    addr: String,
+    partitions: u32,
+    history: Arc<History>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let client = connect(&addr).await?;
+    let producer = Producer::new(
+        client,
+        ProducerConfig {
+            request_timeout: Duration::from_secs(3),
+            delivery_timeout: Duration::from_secs(10),
+            ..ProducerConfig::default()
+        },
+    );
+    let mut deliveries = tokio::task::JoinSet::new();
+    let mut seq = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let partition = rng.random_range(0..partitions);
+        let value = format!("w{writer}-{seq}");
+        let record = ProducerRecord {
+            partition: Some(partition),
+            ..ProducerRecord::new(Bytes::from(value.clone()))
+        };
+        let mut append = Append {
+            writer,
+            seq,
+            partition,
+            value,
+            outcome: Outcome::Failed,
+        };
+        seq += 1;
+        match producer.enqueue(TOPIC, record).await {
+            Ok(delivery) => {
+                let history = history.clone();
+                deliveries.spawn(async move {
+                    append.outcome = match delivery.await {
+                        Ok(meta) => meta
+                            .offset
+                            .map_or(Outcome::Unknown, |offset| Outcome::Ok { offset }),
+                        Err(_) => Outcome::Failed,
+                    };
+                    history.append(append);
+                });
+            }
+            Err(_) => history.append(append),
+        }
+        // About 200 appends a second per writer: enough to overlap every fault.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Every delivery ends within the delivery timeout.
+    while let Some(done) = deliveries.join_next().await {
+        done?;
+    }
+    Ok(())
+}
+
+/// One reader: follows a partition from offset 0, recording what it is served.
+async fn follow(
+    partition: u32,
+    addr: String,
+    history: Arc<History>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    let client = connect(&addr).await?;
+    let mut next = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let spec = FetchSpec {
+            max_wait_ms: 200,
+            ..FetchSpec::new(TOPIC, partition, next)
+        };
+        match tokio::time::timeout(Duration::from_secs(3), client.fetch(spec)).await {
+            Ok(Ok(fetched)) => {
+                next = fetched.next_offset.max(next);
+                history.read(fetched.records.into_iter().map(|r| Read {
+                    partition,
+                    offset: r.offset,
+                    value: r.value,
+                }));
+            }
+            // Faults make reads fail; the reader tries again.
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    Ok(())
+}
+
+async fn connect(addr: &str) -> anyhow::Result<Client> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match Client::connect(addr.to_owned()).await {
+            Ok(client) => return Ok(client),
+            Err(e) if Instant::now() > deadline => return Err(e.into()),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Waits until every replica of every partition holds the same high watermark, then reads the
+/// records from one replica and every replica's stored batches.
+async fn final_state(
+    cluster: &ProcessCluster,
+    partitions: u32,
+) -> anyhow::Result<BTreeMap<u32, FinalPartition>> {
+    let nodes = cluster.node_ids();
+    let mut state = BTreeMap::new();
+    for partition in 0..partitions {
+        let what = format!("every replica of partition {partition} to agree");
+        let high_watermark = crate::eventually(Duration::from_secs(120), &what, || async {
+            let mut marks = Vec::new();
+            for &node in &nodes {
+                marks.push(
+                    cluster
+                        .partition_on(node, TOPIC, partition)
+                        .await?
+                        .high_watermark,
+                );
+            }
+            let leader = cluster
+                .partition_on(nodes[0], TOPIC, partition)
+                .await?
+                .leader;
+            (leader.is_some() && marks.iter().all(|&m| m == marks[0])).then_some(marks[0])
+        })
+        .await?;
+        let records = cluster
+            .read_partition(nodes[0], TOPIC, partition)
+            .await?
+            .into_iter()
+            .map(|r| (r.offset, r.value))
+            .collect::<Vec<_>>();
+        anyhow::ensure!(
+            records.len() as u64 == high_watermark,
+            "partition {partition}: read {} records below the high watermark {high_watermark}",
+            records.len()
+        );
+        let mut replicas = BTreeMap::new();
+        for &node in &nodes {
+            replicas.insert(node, stored_batches(cluster, node, partition).await?);
+        }
+        state.insert(partition, FinalPartition { records, replicas });
+    }
+    Ok(state)
+}
+
+/// Every batch node `node` stores of `partition`, as it serves them.
+async fn stored_batches(
+    cluster: &ProcessCluster,
+    node: NodeId,
+    partition: u32,
+) -> anyhow::Result<Vec<Bytes>> {
+    let mut client = cluster.client(node)?;
+    let mut batches = Vec::new();
+    let mut next = 0u64;
+    loop {
+        let fetched = client
+            .fetch(pb::FetchRequest {
+                topic: TOPIC.into(),
+                partition,
+                offset: next as i64,
+                record_batches: true,
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        let before = next;
+        for batch in fetched.record_batches {
+            let header = *weir_types::EncodedBatch::verify(batch.clone())?.header();
+            next = header.last_offset().0 + 1;
+            batches.push(batch);
+        }
+        if next >= fetched.high_watermark {
+            return Ok(batches);
+        }
+        anyhow::ensure!(
+            next > before,
+            "node {node} served no batch of partition {partition} at {next}, below its high watermark {}",
+            fetched.high_watermark
+        );
+    }
+}
