@@ -12,6 +12,7 @@ mod cluster;
 mod consume;
 mod format;
 mod group;
+mod log_limit;
 mod module;
 mod module_new;
 pub mod module_test;
@@ -23,9 +24,13 @@ mod topic;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
+use log_limit::RepeatLimit;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 use weir_client::Client;
 
 /// The Weir command line.
@@ -133,11 +138,12 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(cli.command.default_log_filter()));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let output = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_filter(filter)
+        .with_filter(RepeatLimit::new(&["openraft"], Duration::from_secs(10)));
+    tracing_subscriber::registry().with(output).init();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -42,6 +42,12 @@ use crate::service::BrokerService;
 /// Largest gRPC response sent; above the largest fetch response.
 const MAX_RESPONSE_BYTES: usize = 320 * 1024 * 1024;
 
+/// Log events the broker's command line suppressed as repeats (openraft's warnings about an
+/// unreachable peer, once per group and heartbeat), exposed as
+/// `weir_log_events_suppressed_total`.
+pub static SUPPRESSED_LOG_EVENTS: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(0);
+
 /// The broker could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

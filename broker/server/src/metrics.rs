@@ -144,6 +144,14 @@ impl Collector for AdmissionCollector {
                 MetricType::Gauge,
             )?)?;
         }
+        ConstCounter::new(crate::SUPPRESSED_LOG_EVENTS.load(Ordering::Relaxed) as f64).encode(
+            encoder.encode_descriptor(
+                "weir_log_events_suppressed",
+                "Log events suppressed as repeats (a dependency's warning from one call site more than once in 10 s)",
+                None,
+                MetricType::Counter,
+            )?,
+        )?;
         let mut refused = encoder.encode_descriptor(
             "weir_requests_refused",
             "Requests refused before they were handled, by reason: over a budget (OVERLOADED), too large, or too slow to arrive",
