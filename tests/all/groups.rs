@@ -758,3 +758,121 @@ async fn producer_retries_across_a_leader_kill_store_every_record_once_in_order(
     );
     Ok(())
 }
+
+/// The committed offsets of a group that stays empty past `groups.offsets_retention_ms` are
+/// forgotten (Kafka's `offsets.retention.minutes`); a group with a live member keeps its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_of_a_group_that_stays_empty_expire_and_a_live_groups_do_not() -> anyhow::Result<()>
+{
+    let broker = InProcessBroker::start_adjusted(|config| {
+        config.groups.min_session_timeout_ms = 100;
+        config.groups.default_session_timeout_ms = 1000;
+        config.groups.max_session_timeout_ms = 1000;
+        config.groups.offsets_retention_ms = 300;
+    })
+    .await?;
+    let raw = broker.raw_client().await?;
+    raw.clone()
+        .create_topic(pb::CreateTopicRequest {
+            name: "kept".into(),
+            partitions: 1,
+            ..Default::default()
+        })
+        .await?;
+    let commit = |group: &'static str, member_id: String| {
+        let mut raw = raw.clone();
+        async move {
+            raw.commit_offsets(pb::CommitOffsetsRequest {
+                group: group.into(),
+                member_id,
+                offsets: vec![pb::OffsetCommit {
+                    topic: "kept".into(),
+                    partition: 0,
+                    offset: 0,
+                    metadata: String::new(),
+                }],
+            })
+            .await
+        }
+    };
+    let committed = |group: &'static str| {
+        let mut raw = raw.clone();
+        async move {
+            raw.fetch_committed_offsets(pb::FetchCommittedOffsetsRequest {
+                group: group.into(),
+                partitions: Vec::new(),
+            })
+            .await
+            .map(|r| r.into_inner().offsets.len())
+        }
+    };
+
+    // A live member, heartbeating as a consumer does, owns the partition and commits.
+    let joined = raw
+        .clone()
+        .join_group(pb::JoinGroupRequest {
+            group: "live".into(),
+            topics: vec!["kept".into()],
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let member = joined.member_id.clone();
+    let interval = Duration::from_millis(u64::from(joined.heartbeat_interval_ms));
+    let heartbeat = move |mut raw: weir_tests::RawClient, owned: Vec<pb::TopicPartitions>| {
+        let member = member.clone();
+        async move {
+            raw.group_heartbeat(pb::GroupHeartbeatRequest {
+                group: "live".into(),
+                member_id: member,
+                owned,
+            })
+            .await
+            .map(|r| r.into_inner().assignment)
+        }
+    };
+    let assignment = eventually(
+        Duration::from_secs(30),
+        "the live member's assignment",
+        || {
+            let beat = heartbeat(raw.clone(), Vec::new());
+            async move { beat.await.ok().filter(|a| !a.is_empty()) }
+        },
+    )
+    .await?;
+    let beating = tokio::spawn({
+        let (raw, beat) = (raw.clone(), heartbeat);
+        async move {
+            loop {
+                // A member's own pace, as the client's consumer keeps it.
+                tokio::time::sleep(interval).await;
+                if beat(raw.clone(), assignment.clone()).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    commit("live", joined.member_id.clone()).await?;
+    // An empty group commits without a member id.
+    commit("idle", String::new()).await?;
+    assert_eq!(committed("idle").await?, 1);
+
+    eventually(
+        Duration::from_secs(30),
+        "the idle group's offsets to expire",
+        || async { (committed("idle").await.ok()? == 0).then_some(()) },
+    )
+    .await?;
+    assert_eq!(
+        committed("live").await?,
+        1,
+        "a live group's offsets expired"
+    );
+    assert!(
+        !beating.is_finished(),
+        "the live member stopped heartbeating"
+    );
+    beating.abort();
+    broker.stop().await;
+    Ok(())
+}

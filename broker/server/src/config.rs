@@ -90,6 +90,9 @@ pub struct GroupSettings {
     pub min_session_timeout_ms: u32,
     /// The longest session timeout granted; longer requests get this.
     pub max_session_timeout_ms: u32,
+    /// How long the committed offsets of a group without members are kept after its last
+    /// commit (Kafka's `offsets.retention.minutes`, 7 days by default).
+    pub offsets_retention_ms: u64,
 }
 
 impl Default for GroupSettings {
@@ -98,6 +101,7 @@ impl Default for GroupSettings {
             default_session_timeout_ms: 10_000,
             min_session_timeout_ms: 1_000,
             max_session_timeout_ms: 300_000,
+            offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
         }
     }
 }
@@ -438,6 +442,9 @@ impl BrokerConfig {
                 "group session timeouts must satisfy 0 < min_session_timeout_ms ({}) <= default_session_timeout_ms ({}) <= max_session_timeout_ms ({})",
                 g.min_session_timeout_ms, g.default_session_timeout_ms, g.max_session_timeout_ms
             ));
+        }
+        if g.offsets_retention_ms == 0 {
+            return invalid("groups.offsets_retention_ms must be at least 1".into());
         }
         let p = &self.producers;
         if p.max_per_partition == 0 || p.idle_expiry_ms == 0 {

@@ -167,6 +167,7 @@ impl Node {
         node.register_while_forming(wait).await?;
         node.reconcile().await?;
         node.clone().spawn_reconciler();
+        crate::groups::expiry::spawn(node.clone());
         Ok(node)
     }
 

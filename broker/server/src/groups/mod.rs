@@ -3,6 +3,7 @@
 
 mod assignor;
 mod coordinator;
+pub(crate) mod expiry;
 mod offsets;
 
 pub(crate) use assignor::{Assignor, TopicPartition};

@@ -81,6 +81,13 @@ pub enum GroupCommand {
         /// The group.
         group: GroupName,
     },
+    /// Forgets the offsets of groups that stayed empty past the offsets retention, each only
+    /// if nothing was committed to it since the proposer looked (its newest commit is still
+    /// the one given).
+    Expire {
+        /// `(group, its newest commit's time as the proposer saw it)`.
+        groups: Vec<(GroupName, i64)>,
+    },
 }
 
 impl GroupOffsets {
@@ -97,6 +104,16 @@ impl GroupOffsets {
         partition: u32,
     ) -> Option<&CommittedOffset> {
         self.groups.get(group)?.get(topic)?.get(&partition)
+    }
+
+    /// When `group` last committed an offset (the newest of its offsets' commit times).
+    pub fn newest_commit_ms(&self, group: &GroupName) -> Option<i64> {
+        self.groups
+            .get(group)?
+            .values()
+            .flat_map(|partitions| partitions.values())
+            .map(|c| c.committed_at_ms)
+            .max()
     }
 
     /// Groups with committed offsets, by name.
@@ -141,6 +158,17 @@ impl GroupOffsets {
                 Some(_) => Ok(()),
                 None => Err(format!("group '{group}' has no committed offsets")),
             },
+            GroupCommand::Expire { groups } => {
+                for (group, seen) in groups {
+                    if self
+                        .newest_commit_ms(&group)
+                        .is_some_and(|newest| newest <= seen)
+                    {
+                        self.groups.remove(&group);
+                    }
+                }
+                Ok(())
+            }
         }
     }
 
@@ -241,6 +269,31 @@ mod tests {
         assert!(state.offset(&name("g"), &name("t"), 0).is_none());
         assert!(state.offset(&name("g"), &name("u"), 0).is_some());
         assert!(state.group(&name("h")).is_none());
+    }
+
+    #[test]
+    fn expiry_spares_a_group_that_committed_after_the_proposer_looked() {
+        let mut state = GroupOffsets::default();
+        state
+            .apply(commit("idle", &[("t", 0, 5)]), two_partitions)
+            .unwrap();
+        state
+            .apply(commit("busy", &[("t", 0, 5)]), two_partitions)
+            .unwrap();
+        let seen = |g: &str| (name(g), state.newest_commit_ms(&name(g)).unwrap());
+        let expire = GroupCommand::Expire {
+            groups: vec![seen("idle"), seen("busy")],
+        };
+        // "busy" commits again before the expiry applies.
+        let mut again = commit("busy", &[("t", 1, 6)]);
+        if let GroupCommand::Commit { offsets, .. } = &mut again {
+            offsets[0].2.committed_at_ms = 2;
+        }
+        state.apply(again, two_partitions).unwrap();
+        state.apply(expire, two_partitions).unwrap();
+        assert!(state.group(&name("idle")).is_none());
+        assert_eq!(state.newest_commit_ms(&name("busy")), Some(2));
+        assert!(state.offset(&name("busy"), &name("t"), 0).is_some());
     }
 
     #[test]
