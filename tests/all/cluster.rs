@@ -1443,3 +1443,66 @@ async fn a_move_to_a_stopped_node_fails_and_can_be_run_again() -> anyhow::Result
     assert_eq!(next, 1);
     Ok(())
 }
+
+/// `ListOffsets` latest answers only from a replica whose high watermark is the partition's: a
+/// follower that lags (here, cut off from the leader's messages) sends the caller to the leader
+/// instead of calling a stale offset the latest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_follower_does_not_answer_list_offsets_latest() -> anyhow::Result<()> {
+    const TOPIC: &str = "latest";
+    let cluster = ProcessCluster::start(weir(), 3).await?;
+    cluster
+        .client(1)?
+        .create_topic(pb::CreateTopicRequest {
+            name: TOPIC.into(),
+            partitions: 1,
+            replication_factor: 3,
+            configs: HashMap::new(),
+        })
+        .await?;
+    let leader = cluster.leader_of(TOPIC, 0).await?;
+    let follower = *cluster
+        .node_ids()
+        .iter()
+        .find(|&&n| n != leader)
+        .context("a follower")?;
+    cluster.cut(leader, follower);
+    let records = (0..3).map(|i| record("latest", i)).collect();
+    let (acked_by, base) = cluster.produce_acked(&[leader], TOPIC, 0, records).await?;
+    assert_eq!((acked_by, base), (leader, 0));
+    let latest = |node: NodeId| {
+        let client = cluster.client(node);
+        async move {
+            client?
+                .list_offsets(pb::ListOffsetsRequest {
+                    topic: TOPIC.into(),
+                    partition: 0,
+                    spec: Some(pb::list_offsets_request::Spec::Latest(true)),
+                })
+                .await
+                .map(|r| r.into_inner().offset)
+                .map_err(anyhow::Error::from)
+        }
+    };
+    assert_eq!(latest(leader).await?, Some(3));
+    let lagging = latest(follower)
+        .await
+        .expect_err("the lagging follower answered");
+    let status = lagging
+        .downcast_ref::<tonic::Status>()
+        .context("a gRPC status")?;
+    assert_eq!(
+        reason_of(status).as_deref(),
+        Some("NOT_LEADER"),
+        "{status:?}"
+    );
+    assert_eq!(
+        weir_proto::error::metadata_of(status, "leader").as_deref(),
+        Some(leader.to_string().as_str())
+    );
+    cluster.heal_all();
+    cluster
+        .wait_for_high_watermark(follower, TOPIC, 0, 3)
+        .await?;
+    Ok(())
+}

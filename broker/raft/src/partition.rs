@@ -224,6 +224,19 @@ impl PartitionReplica {
         self.group.leads_with_latest_state()
     }
 
+    /// Waits, for at most `timeout`, until this node knows the partition's high watermark (see
+    /// [`knows_high_watermark`](Self::knows_high_watermark)). Fails with `NotLeader` when it does
+    /// not lead the partition (or stops leading it), `Unavailable` when time runs out.
+    pub async fn wait_knows_high_watermark(&self, timeout: Duration) -> Result<(), ReplicaError> {
+        match self.group.leader_term() {
+            Some(term) => self.group.wait_applied_as_leader(term, 0, timeout).await,
+            None => Err(ReplicaError::NotLeader {
+                group: self.group.id,
+                leader: self.leader(),
+            }),
+        }
+    }
+
     /// Each voter's replication state, as seen by this node when it leads the group.
     pub fn replica_status(&self) -> Option<Vec<ReplicaStatus>> {
         self.group.replica_status()

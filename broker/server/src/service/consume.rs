@@ -23,6 +23,10 @@ use crate::metadata::TopicInfo;
 use crate::modules::ModuleHost;
 use crate::node::{HostedPartition, Node, blocking};
 
+/// How long a leader elected a moment ago may take to confirm its high watermark (to apply an
+/// entry of its own term) before a request that needs it fails `UNAVAILABLE`.
+const CONFIRM_WAIT: Duration = Duration::from_secs(5);
+
 /// What one read returns, in the form the consumer asked for.
 #[derive(Debug, Default)]
 struct Read {
@@ -304,6 +308,29 @@ impl BrokerService {
         Ok((topic, hosted))
     }
 
+    /// The replica's progress once its high watermark is the partition's: a follower's may lag
+    /// (it sends the caller to the leader), and a leader elected a moment ago may not have
+    /// applied all its predecessor committed (it is waited for, briefly). `ListOffsets` latest
+    /// and the group commit check, which compares against it, must not answer from either.
+    async fn confirmed_progress(
+        &self,
+        hosted: &HostedPartition,
+    ) -> Result<PartitionProgress, BrokerError> {
+        if !hosted.replica.knows_high_watermark() {
+            let node = self.node()?;
+            let what = || format!("{}/{}", hosted.topic, hosted.partition);
+            if !hosted.replica.is_leader() {
+                return Err(node.not_leader(what(), hosted.replica.leader()));
+            }
+            hosted
+                .replica
+                .wait_knows_high_watermark(CONFIRM_WAIT)
+                .await
+                .map_err(|e| node.replica_error(e))?;
+        }
+        Ok(*hosted.replica.progress().borrow())
+    }
+
     /// Checks that `offset` is within `[log start, high watermark]`; returns it with the
     /// progress and the log start it was checked against.
     ///
@@ -508,9 +535,15 @@ impl BrokerService {
         let node = self.node()?;
         let req = request.into_inner();
         let (_, hosted) = self.readable(&req.topic, req.partition).await?;
-        let progress = *hosted.replica.progress().borrow();
-        let log_start = node.log_start(hosted.group(), progress).await?;
         use pb::list_offsets_request::Spec;
+        let progress = match req.spec {
+            Some(Spec::Earliest(_)) => *hosted.replica.progress().borrow(),
+            // Answers that rest on the high watermark need the partition's own.
+            None | Some(Spec::Latest(_)) | Some(Spec::TimestampMs(_)) => {
+                self.confirmed_progress(&hosted).await?
+            }
+        };
+        let log_start = node.log_start(hosted.group(), progress).await?;
         let (offset, timestamp_ms) = match req.spec {
             None | Some(Spec::Latest(_)) => (Some(progress.high_watermark.0), None),
             Some(Spec::Earliest(_)) => (Some(log_start.0), None),
