@@ -9,6 +9,7 @@ mod cluster;
 mod corruption;
 mod crash;
 mod forged_commands;
+mod fuzz;
 mod groups;
 mod idempotence;
 mod module_cli;

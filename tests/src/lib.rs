@@ -22,7 +22,7 @@ pub use cluster::{
     Launch, LeaderRoute, NodeId, ProcessCluster, fetch_all, free_port, lazy_channel, run_to_exit,
 };
 pub use proxy::LinkProxy;
-pub use raw_grpc::RawProducer;
+pub use raw_grpc::{RawGrpc, RawProducer};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

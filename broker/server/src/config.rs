@@ -221,6 +221,10 @@ impl From<Peer> for String {
     }
 }
 
+/// The largest byte budget a limit may set (1 TiB): beyond any machine, and within what the
+/// budgets' counters hold.
+const MAX_BUDGET_BYTES: usize = 1 << 40;
+
 /// Size and count limits applied to requests.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -259,7 +263,9 @@ impl Limits {
     /// The largest client request the node accepts: a produce request of `max_batch_bytes` or a
     /// module registration of `max_module_bytes`, and room for the rest of the message.
     pub fn max_request_bytes(&self, modules: &ModuleLimits) -> usize {
-        self.max_batch_bytes.max(modules.max_module_bytes) + 1024 * 1024
+        self.max_batch_bytes
+            .max(modules.max_module_bytes)
+            .saturating_add(1024 * 1024)
     }
 }
 
@@ -405,6 +411,13 @@ impl BrokerConfig {
                 l.max_connection_bytes_in_flight, l.max_request_bytes_in_flight
             ));
         }
+        if l.max_request_bytes_in_flight > MAX_BUDGET_BYTES
+            || l.max_unacknowledged_bytes > MAX_BUDGET_BYTES
+        {
+            return invalid(format!(
+                "limits.max_request_bytes_in_flight and max_unacknowledged_bytes may be at most {MAX_BUDGET_BYTES} (1 TiB)"
+            ));
+        }
         if l.max_unacknowledged_bytes < l.max_batch_bytes {
             return invalid(format!(
                 "limits.max_unacknowledged_bytes ({}) must hold one batch of limits.max_batch_bytes ({})",
@@ -537,7 +550,115 @@ impl BrokerConfig {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
     use super::*;
+
+    /// A config file of known sections and keys (and some unknown), each with a value of any
+    /// TOML type and any size.
+    fn config_file() -> impl Strategy<Value = String> {
+        const KEYS: &[(&str, &str)] = &[
+            ("", "node_id"),
+            ("", "listen"),
+            ("", "metrics_listen"),
+            ("", "data_dir"),
+            ("", "peers"),
+            ("", "join"),
+            ("", "typo"),
+            ("limits", "max_record_bytes"),
+            ("limits", "max_batch_bytes"),
+            ("limits", "max_partitions_per_topic"),
+            ("limits", "max_fetch_records"),
+            ("limits", "max_fetch_bytes"),
+            ("limits", "max_fetch_wait_ms"),
+            ("limits", "produce_timeout_ms"),
+            ("limits", "max_request_bytes_in_flight"),
+            ("limits", "max_connection_bytes_in_flight"),
+            ("limits", "max_concurrent_requests_per_connection"),
+            ("limits", "max_unacknowledged_bytes"),
+            ("limits", "max_subscriptions"),
+            ("raft", "heartbeat_ms"),
+            ("raft", "election_min_ms"),
+            ("raft", "election_max_ms"),
+            ("raft", "learner_stall_ms"),
+            ("modules", "max_module_bytes"),
+            ("modules", "memory_bytes"),
+            ("modules", "call_timeout_ms"),
+            ("modules", "fuel_per_call"),
+            ("modules", "max_output_bytes"),
+            ("modules", "max_log_bytes_per_call"),
+            ("modules", "max_instances"),
+            ("groups", "default_session_timeout_ms"),
+            ("groups", "min_session_timeout_ms"),
+            ("groups", "max_session_timeout_ms"),
+            ("groups", "offsets_retention_ms"),
+            ("producers", "max_per_partition"),
+            ("producers", "idle_expiry_ms"),
+        ];
+        let value = prop_oneof![
+            any::<u64>().prop_map(|v| v.to_string()),
+            any::<i64>().prop_map(|v| v.to_string()),
+            (0u64..100_000).prop_map(|v| v.to_string()),
+            prop_oneof![Just(0u64), Just(1), Just(u32::MAX as u64), Just(1 << 40)]
+                .prop_map(|v| v.to_string()),
+            "[ -~]{0,12}".prop_map(|v| format!("{v:?}")),
+            any::<bool>().prop_map(|v| v.to_string()),
+            Just("[\"1=127.0.0.1:1\", \"2=x\"]".to_owned()),
+        ];
+        proptest::collection::vec((proptest::sample::select(KEYS), value), 0..12).prop_map(
+            |entries| {
+                let mut sections: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+                for ((section, key), value) in entries {
+                    sections
+                        .entry(section)
+                        .or_default()
+                        .push(format!("{key} = {value}"));
+                }
+                let mut file = String::new();
+                for (section, lines) in sections {
+                    if !section.is_empty() {
+                        file.push_str(&format!("[{section}]\n"));
+                    }
+                    for line in lines {
+                        file.push_str(&line);
+                        file.push('\n');
+                    }
+                }
+                file
+            },
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+        /// Whatever a config file says, reading and checking it never panics, and a config that
+        /// passes the checks builds everything the broker builds from it at start-up.
+        #[test]
+        fn any_config_file_is_read_checked_and_used_without_panicking(file in config_file()) {
+            let Ok(config) = toml::from_str::<BrokerConfig>(&file) else {
+                return Ok(());
+            };
+            if config.validate().is_err() {
+                return Ok(());
+            }
+            let _ = config.group_timings();
+            let _ = config.modules.wasm_limits();
+            let _ = config.producers.limits();
+            let _ = crate::budgets::Budgets::new(&config.limits);
+            let limits = &config.limits;
+            let _ = crate::admission::Admission::new(crate::admission::AdmissionLimits {
+                max_request_bytes: limits.max_request_bytes(&config.modules),
+                max_peer_request_bytes: weir_raft::MAX_PEER_MESSAGE_BYTES,
+                node_bytes: limits.max_request_bytes_in_flight,
+                connection_bytes: limits.max_connection_bytes_in_flight,
+                peer_bytes: 2 * weir_raft::MAX_PEER_MESSAGE_BYTES,
+                max_produce_records: limits.max_batch_bytes / crate::admission::MIN_RECORD_BYTES,
+            });
+        }
+    }
 
     #[test]
     fn defaults_are_valid_and_match_the_documented_single_node() {

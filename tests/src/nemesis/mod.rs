@@ -281,6 +281,10 @@ async fn write(
             }
             Err(_) => history.append(append),
         }
+        // Reap what was answered, so a long run holds only what is in flight.
+        while let Some(done) = deliveries.try_join_next() {
+            done?;
+        }
         // About 200 appends a second per writer: enough to overlap every fault.
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
