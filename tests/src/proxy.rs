@@ -10,6 +10,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -30,6 +31,8 @@ pub struct LinkProxy {
     target: SocketAddr,
     cut: watch::Sender<bool>,
     muted: watch::Sender<bool>,
+    /// Added to every chunk forwarded, either way.
+    delay: watch::Sender<Duration>,
     /// Bumped to close the connections open at that moment.
     resets: watch::Sender<u64>,
     refused: Arc<AtomicU64>,
@@ -43,6 +46,7 @@ impl LinkProxy {
         let addr = listener.local_addr()?;
         let (cut, _) = watch::channel(false);
         let (muted, _) = watch::channel(false);
+        let (delay, _) = watch::channel(Duration::ZERO);
         let (resets, _) = watch::channel(0);
         let refused = Arc::new(AtomicU64::new(0));
         let acceptor = tokio::spawn(accept_loop(
@@ -51,6 +55,7 @@ impl LinkProxy {
             Links {
                 cut: cut.clone(),
                 muted: muted.clone(),
+                delay: delay.clone(),
                 resets: resets.clone(),
             },
             refused.clone(),
@@ -60,6 +65,7 @@ impl LinkProxy {
             target,
             cut,
             muted,
+            delay,
             resets,
             refused,
             acceptor,
@@ -93,6 +99,12 @@ impl LinkProxy {
     /// before [`LinkProxy::unmute`].
     pub fn mute(&self) {
         self.muted.send_replace(true);
+    }
+
+    /// Delays every chunk of bytes forwarded, either way, by `delay` (zero: no delay), on open
+    /// connections too: a slow link.
+    pub fn slow(&self, delay: Duration) {
+        self.delay.send_replace(delay);
     }
 
     /// Lets answers through again, on connections opened from now on.
@@ -129,6 +141,7 @@ impl Drop for LinkProxy {
 struct Links {
     cut: watch::Sender<bool>,
     muted: watch::Sender<bool>,
+    delay: watch::Sender<Duration>,
     resets: watch::Sender<u64>,
 }
 
@@ -154,6 +167,7 @@ async fn accept_loop(
             target,
             links.cut.subscribe(),
             links.muted.subscribe(),
+            links.delay.subscribe(),
             links.resets.subscribe(),
         ));
     }
@@ -166,6 +180,7 @@ async fn forward(
     target: SocketAddr,
     mut cut: watch::Receiver<bool>,
     muted: watch::Receiver<bool>,
+    delay: watch::Receiver<Duration>,
     mut resets: watch::Receiver<u64>,
 ) {
     let pump = async {
@@ -177,7 +192,25 @@ async fn forward(
         let _ = outbound.set_nodelay(true);
         let (mut from_sender, mut to_sender) = inbound.split();
         let (mut from_target, mut to_target) = outbound.split();
-        let up = tokio::io::copy(&mut from_sender, &mut to_target);
+        let wait = || {
+            let delay = *delay.borrow();
+            async move {
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        };
+        let up = async {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = from_sender.read(&mut buf).await?;
+                if n == 0 {
+                    return std::io::Result::Ok(());
+                }
+                wait().await;
+                to_target.write_all(&buf[..n]).await?;
+            }
+        };
         let down = async {
             let mut buf = vec![0u8; 64 * 1024];
             loop {
@@ -185,6 +218,7 @@ async fn forward(
                 if n == 0 {
                     return std::io::Result::Ok(());
                 }
+                wait().await;
                 if !*muted.borrow() {
                     to_sender.write_all(&buf[..n]).await?;
                 }
@@ -252,6 +286,18 @@ mod tests {
             round_trip(&mut healed, b"back").await.expect("echo"),
             b"back"
         );
+    }
+
+    #[tokio::test]
+    async fn a_slowed_link_still_delivers_everything_in_order() {
+        let proxy = LinkProxy::start(echo_server().await).await.expect("proxy");
+        let mut open = TcpStream::connect(proxy.addr()).await.expect("connect");
+        proxy.slow(Duration::from_millis(5));
+        for message in [&b"one"[..], b"two", b"three"] {
+            assert_eq!(round_trip(&mut open, message).await.expect("echo"), message);
+        }
+        proxy.slow(Duration::ZERO);
+        assert_eq!(round_trip(&mut open, b"fast").await.expect("echo"), b"fast");
     }
 
     #[tokio::test]

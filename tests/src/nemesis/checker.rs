@@ -62,10 +62,10 @@ pub enum Violation {
         partition: u32,
         /// The writer.
         writer: u32,
-        /// The record sent earlier, stored later.
-        earlier: String,
-        /// The record sent later, stored earlier.
-        later: String,
+        /// The record sent earlier, stored later, and its offset.
+        earlier: (String, u64),
+        /// The record sent later, stored earlier, and its offset.
+        later: (String, u64),
     },
     /// Two replicas of a partition hold different bytes.
     Diverged {
@@ -127,7 +127,8 @@ impl fmt::Display for Violation {
                 later,
             } => write!(
                 f,
-                "reordered: writer {writer} sent {earlier} before {later}, partition {partition} stores them the other way"
+                "reordered: writer {writer} sent {} before {}, partition {partition} stores them the other way (at {} and {})",
+                earlier.0, later.0, earlier.1, later.1
             ),
             Violation::Diverged {
                 partition,
@@ -212,7 +213,7 @@ pub fn check(
     }
     for (&partition, state) in partitions {
         let mut seen: HashMap<&[u8], Vec<u64>> = HashMap::new();
-        let mut last_by_writer: HashMap<u32, &Append> = HashMap::new();
+        let mut last_by_writer: HashMap<u32, (&Append, u64)> = HashMap::new();
         for (offset, value) in &state.records {
             seen.entry(value.as_ref()).or_default().push(*offset);
             let Some(append) = sent.get(&(partition, value.as_ref())) else {
@@ -223,14 +224,14 @@ pub fn check(
                 });
                 continue;
             };
-            if let Some(previous) = last_by_writer.insert(append.writer, append)
+            if let Some((previous, at)) = last_by_writer.insert(append.writer, (append, *offset))
                 && previous.seq > append.seq
             {
                 violations.push(Violation::Reordered {
                     partition,
                     writer: append.writer,
-                    earlier: append.value.clone(),
-                    later: previous.value.clone(),
+                    earlier: (append.value.clone(), *offset),
+                    later: (previous.value.clone(), at),
                 });
             }
         }

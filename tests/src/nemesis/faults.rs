@@ -1,6 +1,8 @@
 //! The nemesis: faults chosen by a seeded random source, injected into a [`ProcessCluster`]
 //! and healed again.
 
+use std::time::Duration;
+
 use rand::Rng;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
@@ -35,6 +37,8 @@ pub enum Fault {
         /// The node that carries them out.
         to: NodeId,
     },
+    /// Every link to and from the node delayed by this many milliseconds, each way.
+    Slow(NodeId, u64),
 }
 
 impl std::fmt::Display for Fault {
@@ -49,6 +53,7 @@ impl std::fmt::Display for Fault {
             Fault::LoseAnswers { from, to } => {
                 write!(f, "lose node {to}'s answers to node {from}")
             }
+            Fault::Slow(n, ms) => write!(f, "slow every link of node {n} by {ms} ms"),
         }
     }
 }
@@ -64,6 +69,7 @@ impl Fault {
             Fault::OneWay { .. } => "one-way",
             Fault::Bridge(_) => "bridge",
             Fault::LoseAnswers { .. } => "lose-answers",
+            Fault::Slow(..) => "slow",
         }
     }
 
@@ -74,7 +80,7 @@ impl Fault {
             let others: Vec<NodeId> = nodes.iter().copied().filter(|&n| n != node).collect();
             *others.choose(rng).expect("a cluster of two nodes or more")
         };
-        match rng.random_range(0..7) {
+        match rng.random_range(0..8) {
             0 => Fault::Kill(node),
             1 => Fault::Pause(node),
             2 => Fault::Isolate(node),
@@ -92,6 +98,7 @@ impl Fault {
                 to: other(rng),
             },
             5 => Fault::Bridge(node),
+            6 => Fault::Slow(node, rng.random_range(20..400)),
             _ => Fault::LoseAnswers {
                 from: node,
                 to: other(rng),
@@ -140,6 +147,12 @@ impl Fault {
                 }
             }
             Fault::LoseAnswers { from, to } => cluster.link(*from, *to).mute(),
+            Fault::Slow(n, ms) => {
+                for other in nodes.iter().filter(|&&o| o != *n) {
+                    cluster.link(*n, *other).slow(Duration::from_millis(*ms));
+                    cluster.link(*other, *n).slow(Duration::from_millis(*ms));
+                }
+            }
         }
         Ok(())
     }
@@ -154,6 +167,12 @@ impl Fault {
                 let link = cluster.link(*from, *to);
                 link.reset_connections();
                 link.unmute();
+            }
+            Fault::Slow(n, _) => {
+                for other in cluster.node_ids().into_iter().filter(|o| o != n) {
+                    cluster.link(*n, other).slow(Duration::ZERO);
+                    cluster.link(other, *n).slow(Duration::ZERO);
+                }
             }
             Fault::Isolate(_) | Fault::Split(_) | Fault::OneWay { .. } | Fault::Bridge(_) => {
                 cluster.heal_all();

@@ -115,6 +115,10 @@ impl std::fmt::Display for Report {
             for v in self.violations.iter().take(50) {
                 writeln!(f, "  {v}")?;
             }
+            writeln!(f, "events:")?;
+            for (at, what) in &self.events {
+                writeln!(f, "  {:>8.3}s {what}", at.as_secs_f64())?;
+            }
         }
         write!(f, "replay: {}", self.replay_command())
     }
@@ -346,7 +350,7 @@ async fn final_state(
     let mut state = BTreeMap::new();
     for partition in 0..partitions {
         let what = format!("every replica of partition {partition} to agree");
-        let high_watermark = crate::eventually(Duration::from_secs(120), &what, || async {
+        let agreed = crate::eventually(Duration::from_secs(120), &what, || async {
             let mut marks = Vec::new();
             for &node in &nodes {
                 marks.push(
@@ -362,7 +366,20 @@ async fn final_state(
                 .leader;
             (leader.is_some() && marks.iter().all(|&m| m == marks[0])).then_some(marks[0])
         })
-        .await?;
+        .await;
+        let high_watermark = match agreed {
+            Ok(mark) => mark,
+            Err(e) => {
+                let mut views = Vec::new();
+                for &node in &nodes {
+                    views.push(format!(
+                        "node {node}: {:?}",
+                        cluster.partition_on(node, TOPIC, partition).await
+                    ));
+                }
+                anyhow::bail!("{e}; the replicas' views:\n{}", views.join("\n"));
+            }
+        };
         let records = cluster
             .read_partition(nodes[0], TOPIC, partition)
             .await?
