@@ -22,6 +22,15 @@ fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some("broker") {
         return weir_cli::main();
     }
+    // The clients' warnings (new epochs, fenced producers, retries) and the nemesis's own
+    // events, on stderr; RUST_LOG changes it.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,nemesis=info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
     match run() {
         Ok(code) => code,
         Err(e) => {
