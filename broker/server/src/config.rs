@@ -251,6 +251,8 @@ pub struct Limits {
     /// Client request bytes one connection holds at once.
     pub max_connection_bytes_in_flight: usize,
     /// Requests (HTTP/2 streams) one connection may have open at once, subscriptions included.
+    /// A peer's connection carries every raft group's RPCs to this node, so this must exceed
+    /// the partitions two nodes share; the byte budgets bound the memory.
     pub max_concurrent_requests_per_connection: u32,
     /// Bytes of acks=none batches the node has handed to raft and not yet applied; beyond,
     /// acks=none produces wait (up to `produce_timeout_ms`), then fail `OVERLOADED`.
@@ -316,7 +318,7 @@ impl Default for Limits {
             produce_timeout_ms: 10_000,
             max_request_bytes_in_flight: 256 * 1024 * 1024,
             max_connection_bytes_in_flight: 64 * 1024 * 1024,
-            max_concurrent_requests_per_connection: 256,
+            max_concurrent_requests_per_connection: 4096,
             max_unacknowledged_bytes: 64 * 1024 * 1024,
             max_subscriptions: 10_000,
         }
