@@ -5,7 +5,7 @@
 //! connection's budget and the node's. A request that would pass either budget is answered at
 //! once with `OVERLOADED` (RESOURCE_EXHAUSTED, retriable) and what it held is released; a request
 //! larger than the largest one the node accepts is `REQUEST_TOO_LARGE` before it is buffered; a
-//! body that does not arrive within [`BODY_TIMEOUT`] is `REQUEST_TIMED_OUT`. What was charged is
+//! body that stalls for [`BODY_IDLE_TIMEOUT`] is `REQUEST_TIMED_OUT`. What was charged is
 //! released when the handler answers (for a stream, when its first response is ready), so the
 //! budgets bound the request bytes the node holds at once. With HTTP/2's limit on concurrent
 //! streams per connection, no client can make the node hold unbounded request memory.
@@ -44,8 +44,8 @@ const PRODUCE: &str = "/weir.v1.Broker/Produce";
 /// The fewest bytes a record takes in a Kafka v2 record batch: its length, attributes,
 /// timestamp and offset deltas, key and value lengths and header count, one byte each.
 pub const MIN_RECORD_BYTES: usize = 7;
-/// How long a request's body may take to arrive once its headers have.
-pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a request's body may go without a byte arriving.
+pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The gRPC message prefix: a compression flag and a 4-byte length.
 const GRPC_PREFIX: usize = 5;
 
@@ -155,31 +155,29 @@ impl Admission {
     ) -> Result<(Bytes, Charge), BrokerError> {
         let mut buffer = BytesMut::new();
         let mut permits = Vec::new();
-        let read = async {
-            while let Some(frame) = body.frame().await {
-                let frame = frame.map_err(|e| {
-                    BrokerError::InvalidArgument(format!("reading the request: {e}"))
-                })?;
-                let Ok(data) = frame.into_data() else {
-                    continue;
-                };
-                if buffer.len() + data.len() > max_bytes {
-                    return Err(BrokerError::RequestTooLarge(format!(
-                        "the request is over {max_bytes} bytes, the most this node accepts"
+        loop {
+            // A body may take long (a large snapshot over a slow link), but not stall.
+            let frame = match tokio::time::timeout(BODY_IDLE_TIMEOUT, body.frame()).await {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(_) => {
+                    return Err(BrokerError::RequestTimedOut(format!(
+                        "the request's body stalled: nothing arrived for {BODY_IDLE_TIMEOUT:?}"
                     )));
                 }
-                permits.extend(self.charge(budget, data.len())?);
-                buffer.extend_from_slice(&data);
-            }
-            Ok(())
-        };
-        match tokio::time::timeout(BODY_TIMEOUT, read).await {
-            Ok(result) => result?,
-            Err(_) => {
-                return Err(BrokerError::RequestTimedOut(format!(
-                    "the request's body did not arrive within {BODY_TIMEOUT:?}"
+            };
+            let frame = frame
+                .map_err(|e| BrokerError::InvalidArgument(format!("reading the request: {e}")))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if buffer.len() + data.len() > max_bytes {
+                return Err(BrokerError::RequestTooLarge(format!(
+                    "the request is over {max_bytes} bytes, the most this node accepts"
                 )));
             }
+            permits.extend(self.charge(budget, data.len())?);
+            buffer.extend_from_slice(&data);
         }
         Ok((buffer.freeze(), Charge { _permits: permits }))
     }

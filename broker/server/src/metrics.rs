@@ -154,7 +154,7 @@ impl Collector for AdmissionCollector {
         )?;
         let mut refused = encoder.encode_descriptor(
             "weir_requests_refused",
-            "Requests refused before they were handled, by reason: over a budget (OVERLOADED), too large, or too slow to arrive",
+            "Requests refused before they were handled, by reason: over a budget (OVERLOADED), too large, or stalled on the way",
             None,
             MetricType::Counter,
         )?;
