@@ -71,6 +71,9 @@ pub struct Report {
     pub violations: Vec<Violation>,
     /// The faults and phases, with their time since the start.
     pub events: Vec<(Duration, String)>,
+    /// For violations about order: the stored batches around them (offsets, producer id,
+    /// epoch, sequences, leader epoch), as the first replica serves them.
+    pub batches: Vec<String>,
     /// How long the run took, final checks included.
     pub elapsed: Duration,
 }
@@ -114,6 +117,12 @@ impl std::fmt::Display for Report {
             writeln!(f, "violations: {}", self.violations.len())?;
             for v in self.violations.iter().take(50) {
                 writeln!(f, "  {v}")?;
+            }
+            if !self.batches.is_empty() {
+                writeln!(f, "stored batches around them:")?;
+                for b in &self.batches {
+                    writeln!(f, "  {b}")?;
+                }
             }
             writeln!(f, "events:")?;
             for (at, what) in &self.events {
@@ -187,7 +196,9 @@ pub async fn run(config: NemesisConfig) -> anyhow::Result<Report> {
     let partitions = final_state(&cluster, config.partitions).await?;
     history.event("checking");
     let (tally, violations) = check(&history.appends(), &history.reads(), &partitions);
+    let batches = batches_around(&violations, &partitions);
     Ok(Report {
+        batches,
         config,
         tally,
         faults,
@@ -195,6 +206,53 @@ pub async fn run(config: NemesisConfig) -> anyhow::Result<Report> {
         events: history.events(),
         elapsed: started.elapsed(),
     })
+}
+
+/// The headers of the stored batches around each reordering, from the first replica.
+fn batches_around(
+    violations: &[Violation],
+    partitions: &BTreeMap<u32, FinalPartition>,
+) -> Vec<String> {
+    let mut lines = Vec::new();
+    for v in violations {
+        let Violation::Reordered {
+            partition,
+            earlier,
+            later,
+            ..
+        } = v
+        else {
+            continue;
+        };
+        let (from, to) = (later.1.min(earlier.1), later.1.max(earlier.1));
+        let Some(batches) = partitions
+            .get(partition)
+            .and_then(|p| p.replicas.values().next())
+        else {
+            continue;
+        };
+        lines.push(format!("partition {partition}, offsets {from}..={to}:"));
+        for batch in batches {
+            let Ok(batch) = weir_types::EncodedBatch::verify(batch.clone()) else {
+                continue;
+            };
+            let h = batch.header();
+            if h.last_offset().0 + 5 < from || h.base_offset.0 > to + 5 {
+                continue;
+            }
+            lines.push(format!(
+                "  {}..={} producer {} epoch {} sequence {}.. ({} records) leader epoch {}",
+                h.base_offset.0,
+                h.last_offset().0,
+                h.producer_id,
+                h.producer_epoch,
+                h.base_sequence,
+                h.record_count,
+                h.partition_leader_epoch
+            ));
+        }
+    }
+    lines
 }
 
 /// Injects faults for `duration`: one at a time, sometimes two, each held a while and healed.
