@@ -129,6 +129,18 @@ pub async fn fetch(
     })
 }
 
+impl Fetched {
+    /// Counts a record served at `offset` of `bytes` if it lies in `wanted`, and moves the next
+    /// offset past it either way.
+    fn count(&mut self, offset: u64, wanted: std::ops::Range<u64>, bytes: u64) {
+        self.next_offset = self.next_offset.max(offset + 1);
+        if wanted.contains(&offset) {
+            self.records += 1;
+            self.bytes += bytes;
+        }
+    }
+}
+
 /// Counts the records of a per-record answer in `[from, end)`.
 fn count_records(records: &[v1::ConsumedRecord], from: u64, end: u64) -> Fetched {
     let mut fetched = Fetched {
@@ -136,15 +148,14 @@ fn count_records(records: &[v1::ConsumedRecord], from: u64, end: u64) -> Fetched
         ..Fetched::default()
     };
     for record in records {
-        fetched.next_offset = fetched.next_offset.max(record.offset + 1);
-        if record.offset < from || record.offset >= end {
-            continue;
-        }
-        fetched.records += 1;
-        fetched.bytes += payload_len(
-            record.key.as_ref(),
-            &record.value,
-            record.headers.iter().map(|h| (h.key.len(), h.value.len())),
+        fetched.count(
+            record.offset,
+            from..end,
+            payload_len(
+                record.key.as_ref(),
+                &record.value,
+                record.headers.iter().map(|h| (h.key.len(), h.value.len())),
+            ),
         );
     }
     fetched
@@ -161,16 +172,14 @@ fn count_batches(batches: Vec<Bytes>, from: u64, end: u64) -> anyhow::Result<Fet
         let batch = EncodedBatch::verify(bytes).context("a fetched batch is damaged")?;
         for item in batch.records() {
             let (offset, record) = item.context("a fetched batch has an undecodable record")?;
-            let offset = offset.0;
-            fetched.next_offset = fetched.next_offset.max(offset + 1);
-            if offset < from || offset >= end {
-                continue;
-            }
-            fetched.records += 1;
-            fetched.bytes += payload_len(
-                record.key.as_ref(),
-                &record.value,
-                record.headers.iter().map(|h| (h.key.len(), h.value.len())),
+            fetched.count(
+                offset.0,
+                from..end,
+                payload_len(
+                    record.key.as_ref(),
+                    &record.value,
+                    record.headers.iter().map(|h| (h.key.len(), h.value.len())),
+                ),
             );
         }
     }
