@@ -53,6 +53,17 @@ fn assert_refused(status: &tonic::Status, code: Code, reason: &str, words: &str)
     assert!(status.message().contains(words), "{status:?}");
 }
 
+async fn create_topic(raw: &RawClient, name: &str) -> anyhow::Result<()> {
+    raw.clone()
+        .create_topic(pb::CreateTopicRequest {
+            name: name.into(),
+            partitions: 1,
+            ..Default::default()
+        })
+        .await?;
+    Ok(())
+}
+
 async fn high_watermark(raw: &RawClient, topic: &str) -> anyhow::Result<i64> {
     let listed = raw
         .clone()
@@ -86,13 +97,7 @@ async fn a_produce_of_millions_of_empty_records_is_refused_before_it_is_decoded(
     let temp = tempfile::tempdir()?;
     let broker = BrokerProcess::start(Path::new(crate::WEIR), &temp.path().join("data"))?;
     let raw = RawClient::connect(broker.url()).await?;
-    raw.clone()
-        .create_topic(pb::CreateTopicRequest {
-            name: "empty".into(),
-            partitions: 1,
-            ..Default::default()
-        })
-        .await?;
+    create_topic(&raw, "empty").await?;
     let mut grpc = RawProducer::connect(&broker.url()).await?;
     let status = grpc
         .produce(empty_records("empty", 8_000_000))
@@ -132,27 +137,12 @@ async fn small_budget_broker() -> anyhow::Result<InProcessBroker> {
     .await
 }
 
-async fn bytes_in_flight(broker: &InProcessBroker) -> anyhow::Result<u64> {
-    let metrics = weir_tests::scrape_metrics(broker.metrics_addr().expect("metrics")).await?;
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("weir_request_bytes_in_flight "))
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no weir_request_bytes_in_flight in\n{metrics}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_bytes_in_flight_are_bounded_per_connection_and_per_node() -> anyhow::Result<()> {
     weir_tests::init_tracing();
     let broker = small_budget_broker().await?;
     let raw = broker.raw_client().await?;
-    raw.clone()
-        .create_topic(pb::CreateTopicRequest {
-            name: "budget".into(),
-            partitions: 1,
-            ..Default::default()
-        })
-        .await?;
+    create_topic(&raw, "budget").await?;
 
     // Over the largest request: refused before it is buffered.
     let mut grpc = RawProducer::connect(&broker.url()).await?;
@@ -173,7 +163,13 @@ async fn request_bytes_in_flight_are_bounded_per_connection_and_per_node() -> an
     weir_tests::eventually(
         Duration::from_secs(30),
         "the held request's bytes",
-        || async { (bytes_in_flight(&broker).await.ok()? >= held_len).then_some(()) },
+        || async {
+            (scraped_gauge(&broker, "weir_request_bytes_in_flight")
+                .await
+                .ok()?
+                >= held_len)
+                .then_some(())
+        },
     )
     .await?;
 
@@ -194,7 +190,13 @@ async fn request_bytes_in_flight_are_bounded_per_connection_and_per_node() -> an
     weir_tests::eventually(
         Duration::from_secs(30),
         "the held bytes released",
-        || async { (bytes_in_flight(&broker).await.ok()? == 0).then_some(()) },
+        || async {
+            (scraped_gauge(&broker, "weir_request_bytes_in_flight")
+                .await
+                .ok()?
+                == 0)
+                .then_some(())
+        },
     )
     .await?;
     assert_eq!(b.produce(large).await?.base_offset, Some(6));
@@ -217,13 +219,7 @@ async fn one_connection_cannot_take_the_whole_node_budget() -> anyhow::Result<()
     weir_tests::init_tracing();
     let broker = small_budget_broker().await?;
     let raw = broker.raw_client().await?;
-    raw.clone()
-        .create_topic(pb::CreateTopicRequest {
-            name: "fair".into(),
-            partitions: 1,
-            ..Default::default()
-        })
-        .await?;
+    create_topic(&raw, "fair").await?;
     // Two requests whose bodies never end, on one HTTP/2 connection: 1.5 MiB, then 1 MiB more
     // would pass the connection's 2 MiB (while the node, at 2.5 MiB, has room for it).
     let channel = Channel::from_shared(broker.url())?.connect().await?;
@@ -237,7 +233,13 @@ async fn one_connection_cannot_take_the_whole_node_budget() -> anyhow::Result<()
     weir_tests::eventually(
         Duration::from_secs(30),
         "the held request's bytes",
-        || async { (bytes_in_flight(&broker).await.ok()? >= first_len).then_some(()) },
+        || async {
+            (scraped_gauge(&broker, "weir_request_bytes_in_flight")
+                .await
+                .ok()?
+                >= first_len)
+                .then_some(())
+        },
     )
     .await?;
     let second = Bytes::from(values_request("fair", 1024 * 1024 - 8192, 1).encode_to_vec());
@@ -274,13 +276,7 @@ async fn subscriptions_are_bounded_per_node() -> anyhow::Result<()> {
     })
     .await?;
     let raw = broker.raw_client().await?;
-    raw.clone()
-        .create_topic(pb::CreateTopicRequest {
-            name: "watched".into(),
-            partitions: 1,
-            ..Default::default()
-        })
-        .await?;
+    create_topic(&raw, "watched").await?;
     let subscribe = || {
         let mut raw = raw.clone();
         async move {
