@@ -19,7 +19,9 @@ use tonic::Code;
 use weir_proto::error::reason_of;
 use weir_proto::v1 as pb;
 use weir_proto::v1::broker_client::BrokerClient;
-use weir_tests::{LeaderRoute, NodeId, ProcessCluster, eventually, lazy_channel, run_to_exit};
+use weir_tests::{
+    LeaderRoute, NodeId, ProcessCluster, RaftTimings, eventually, lazy_channel, run_to_exit,
+};
 
 /// How long one produce attempt may take before the producer gives up on it and moves on.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -793,6 +795,99 @@ async fn paused_leader_is_replaced_and_rejoins_as_follower() -> anyhow::Result<(
     let log = assert_identical(&copies);
     assert_stored_at(&log, before_base, &before, old);
     assert_stored_at(&log, during_base, &during, old);
+    Ok(())
+}
+
+/// Copies directory `from` (recursively) to `to`, which must not exist.
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+/// A leader that crashes before its own log write is durable may already have sent the entries
+/// to its followers, which stored them. Restarted, it must not lead again in the term it led:
+/// its next entries would take log positions (index and term) at which the followers hold the
+/// lost ones, raft's log matching would keep both, and the replicas would serve different
+/// records at acknowledged offsets.
+///
+/// The lost tail is made by restarting the leader over an image of its data directory taken
+/// before the last writes (copied while the process was stopped, so it is what a crash at that
+/// moment leaves), once both followers hold those writes. Only the leader times out quickly: the followers elect no one while it
+/// restarts, so a leader that resumes its old term would meet them unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_lost_its_log_tail_does_not_lead_its_old_term_again() -> anyhow::Result<()> {
+    const TOPIC: &str = "amnesia";
+    let mut cluster = ProcessCluster::new(weir(), 3).await?;
+    let patient = RaftTimings {
+        heartbeat_ms: 100,
+        election_min_ms: 10_000,
+        election_max_ms: 12_000,
+    };
+    cluster.set_raft_timings(2, patient)?;
+    cluster.set_raft_timings(3, patient)?;
+    let all = cluster.node_ids();
+    cluster.start_nodes(&all).await?;
+    create_replicated_topic(&cluster, TOPIC, 1).await?;
+    // A new partition's replicas all stand for election at once; if another one won, stopping
+    // it hands the partition to node 1, the only one that times out quickly.
+    let first = cluster.leader_of(TOPIC, 0).await?;
+    if first != 1 {
+        cluster.pause(first)?;
+        let others: Vec<NodeId> = all.iter().copied().filter(|&n| n != first).collect();
+        let next = cluster.leader_among(&others, TOPIC, 0).await?;
+        cluster.resume(first)?;
+        assert_eq!(next, 1, "only node 1 times out quickly");
+    }
+    assert_eq!(cluster.leader_of(TOPIC, 0).await?, 1);
+    let kept = batch("kept", 0, 5);
+    let (_, kept_base) = produce_acked(&cluster, &[1], TOPIC, 0, kept.clone()).await?;
+
+    let temp = tempfile::tempdir()?;
+    let image = temp.path().join("node-1");
+    cluster.pause(1)?;
+    let copied = copy_dir(cluster.data_dir(1), &image);
+    cluster.resume(1)?;
+    copied?;
+
+    let mut forgotten = Vec::new();
+    for i in 0..3 {
+        let records = batch("forgotten", i * 4, 4);
+        let (by, base) = produce_acked(&cluster, &[1], TOPIC, 0, records.clone()).await?;
+        assert_eq!(by, 1);
+        forgotten.push((base, records));
+    }
+    // Both followers hold them, so they are committed without node 1: what node 1 forgets
+    // is only what a crash before its own fsync may take.
+    for follower in [2, 3] {
+        cluster
+            .wait_for_high_watermark(follower, TOPIC, 0, 5 + 12)
+            .await?;
+    }
+    cluster.kill(1)?;
+    std::fs::remove_dir_all(cluster.data_dir(1))?;
+    std::fs::rename(&image, cluster.data_dir(1))?;
+    cluster.restart(1).await?;
+
+    let leader = cluster.leader_of(TOPIC, 0).await?;
+    let after = batch("after", 0, 6);
+    let (_, after_base) = produce_acked(&cluster, &[leader], TOPIC, 0, after.clone()).await?;
+    let copies = converged_copies(&cluster, &all, TOPIC, 0).await?;
+    let log = assert_identical(&copies);
+    assert_stored_at(&log, kept_base, &kept, 1);
+    for (base, records) in &forgotten {
+        assert_stored_at(&log, *base, records, 1);
+    }
+    assert_stored_at(&log, after_base, &after, 1);
+    assert_eq!(log.len(), 5 + 12 + 6, "nothing else is stored");
     Ok(())
 }
 

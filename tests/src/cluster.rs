@@ -40,8 +40,31 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Raft timings for test clusters: fast elections, so failover tests stay short.
-const RAFT_TIMINGS: &str =
-    "[raft]\nheartbeat_ms = 100\nelection_min_ms = 400\nelection_max_ms = 800\n";
+const RAFT_TIMINGS: RaftTimings = RaftTimings {
+    heartbeat_ms: 100,
+    election_min_ms: 400,
+    election_max_ms: 800,
+};
+
+/// The `[raft]` timings a node of a [`ProcessCluster`] runs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RaftTimings {
+    /// `raft.heartbeat_ms`.
+    pub heartbeat_ms: u64,
+    /// `raft.election_min_ms`.
+    pub election_min_ms: u64,
+    /// `raft.election_max_ms`.
+    pub election_max_ms: u64,
+}
+
+impl RaftTimings {
+    fn toml(self) -> String {
+        format!(
+            "[raft]\nheartbeat_ms = {}\nelection_min_ms = {}\nelection_max_ms = {}\n",
+            self.heartbeat_ms, self.election_min_ms, self.election_max_ms
+        )
+    }
+}
 
 /// One node of a [`ProcessCluster`].
 struct NodeSlot {
@@ -50,6 +73,8 @@ struct NodeSlot {
     addr: SocketAddr,
     data_dir: PathBuf,
     config: PathBuf,
+    /// What the config file holds after the raft timings.
+    extra_config: String,
     /// `--peers` for this node: itself at `addr`, every other node at the proxy of that link.
     peers: String,
     process: Option<Child>,
@@ -149,12 +174,13 @@ impl ProcessCluster {
                 .collect::<Vec<_>>()
                 .join(",");
             let config = temp.path().join(format!("node-{id}.toml"));
-            std::fs::write(&config, format!("{RAFT_TIMINGS}{extra_config}"))?;
+            std::fs::write(&config, format!("{}{extra_config}", RAFT_TIMINGS.toml()))?;
             slots.push(NodeSlot {
                 id,
                 addr: addrs[&id],
                 data_dir: temp.path().join(format!("node-{id}")),
                 config,
+                extra_config: extra_config.to_owned(),
                 peers,
                 process: None,
                 paused: false,
@@ -240,6 +266,17 @@ impl ProcessCluster {
         ]
         .map(str::to_owned)
         .to_vec()
+    }
+
+    /// Gives node `id` other raft timings from its next start on (the others keep the fast
+    /// test timings), for example so that only one node times out and elects itself.
+    pub fn set_raft_timings(&mut self, id: NodeId, timings: RaftTimings) -> anyhow::Result<()> {
+        let slot = self.slot(id);
+        std::fs::write(
+            &slot.config,
+            format!("{}{}", timings.toml(), slot.extra_config),
+        )
+        .with_context(|| format!("writing node {id}'s config"))
     }
 
     /// Whether node `id`'s process runs (it may be paused).

@@ -56,6 +56,12 @@ pub(crate) fn raft_config(
         election_timeout_min: millis(timings.election_min),
         election_timeout_max: millis(timings.election_max),
         enable_pre_vote: Some(true),
+        // A leader sends entries to its followers before its own write of them is durable. If
+        // it crashes in between and restarts as leader of the same term (openraft's default),
+        // its next entries take log ids its followers already hold different entries under,
+        // and log matching keeps both: replicas diverge at acknowledged offsets. Standing for
+        // election again gives its new entries a new term.
+        enable_leader_restore: Some(false),
         snapshot_policy: match kind {
             GroupKind::Partition => SnapshotPolicy::Never,
             GroupKind::Controller => SnapshotPolicy::LogsSinceLast(1000),
