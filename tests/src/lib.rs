@@ -19,7 +19,8 @@ mod proxy;
 mod raw_grpc;
 
 pub use cluster::{
-    Launch, LeaderRoute, NodeId, ProcessCluster, RaftTimings, fetch_all, free_port, lazy_channel, run_to_exit,
+    Launch, LeaderRoute, NodeId, ProcessCluster, RaftTimings, fetch_all, free_port, lazy_channel,
+    run_to_exit,
 };
 pub use proxy::LinkProxy;
 pub use raw_grpc::{RawGrpc, RawProducer};

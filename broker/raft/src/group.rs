@@ -64,6 +64,18 @@ where
             source: Box::new(e),
         })?;
         peers.register(id, raft.clone());
+        // A restarted leader does not resume its term (see `raft_config`); a lone voter has no
+        // follower to disagree with, so it need not wait out an election timeout either (see
+        // `settle_lone_voter`).
+        if is_lone_voter(&raft, node_id) {
+            raft.trigger()
+                .elect(false)
+                .await
+                .map_err(|e| StartError::Raft {
+                    group: id,
+                    source: Box::new(e),
+                })?;
+        }
         Ok(Self {
             id,
             raft,
@@ -251,13 +263,28 @@ where
     /// is its applied state the group's latest: a leader elected a moment ago may not yet have
     /// learnt all its predecessor committed, and a follower may be behind.
     pub(crate) fn leads_with_latest_state(&self) -> bool {
-        let metrics = self.raft.metrics();
-        let metrics = metrics.borrow_watched();
-        metrics.state == ServerState::Leader
-            && metrics
-                .last_applied
-                .as_ref()
-                .is_some_and(|applied| applied.committed_leader_id().term == metrics.current_term)
+        leads_with_latest_state(&self.raft.metrics().borrow_watched())
+    }
+
+    /// When this node is the group's only voter, waits (for at most `timeout`) until it leads
+    /// the group with its latest state, as it did before it stopped: it stands for election
+    /// as it starts. Other groups elect in their own time; this returns at once for them.
+    pub(crate) async fn settle_lone_voter(&self, timeout: Duration) -> Result<(), ReplicaError> {
+        if !is_lone_voter(&self.raft, self.raft.metrics().borrow_watched().id) {
+            return Ok(());
+        }
+        self.raft
+            .wait(Some(timeout))
+            .metrics(
+                leads_with_latest_state,
+                "the lone voter to lead with its latest state",
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| ReplicaError::Unavailable {
+                group: self.id,
+                reason: e.to_string(),
+            })
     }
 
     /// `(term, last log index)` when this node leads the group.
@@ -417,4 +444,25 @@ fn write_error(
         },
         RaftError::Fatal(fatal) => stopped(group, fatal),
     }
+}
+
+/// Whether `node_id` is the only voter of the group `raft` runs.
+fn is_lone_voter<SM: RaftStateMachine<TypeConfig>>(
+    raft: &Raft<TypeConfig, SM>,
+    node_id: NodeId,
+) -> bool {
+    let metrics = raft.metrics();
+    let metrics = metrics.borrow_watched();
+    let mut voters = metrics.membership_config.membership().voter_ids();
+    voters.next() == Some(node_id) && voters.next().is_none()
+}
+
+/// Whether the node these metrics are of leads the group and has applied an entry of its own
+/// term (so everything committed before it).
+fn leads_with_latest_state(metrics: &openraft::RaftMetrics<TypeConfig>) -> bool {
+    metrics.state == ServerState::Leader
+        && metrics
+            .last_applied
+            .as_ref()
+            .is_some_and(|applied| applied.committed_leader_id().term == metrics.current_term)
 }

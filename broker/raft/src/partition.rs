@@ -237,6 +237,12 @@ impl PartitionReplica {
         }
     }
 
+    /// On a node that is the partition's only replica, waits (for at most `timeout`) until it
+    /// leads the partition again with everything it stored applied; at once otherwise.
+    pub async fn settle_lone_voter(&self, timeout: Duration) -> Result<(), ReplicaError> {
+        self.group.settle_lone_voter(timeout).await
+    }
+
     /// Each voter's replication state, as seen by this node when it leads the group.
     pub fn replica_status(&self) -> Option<Vec<ReplicaStatus>> {
         self.group.replica_status()

@@ -166,9 +166,35 @@ impl Node {
         });
         node.register_while_forming(wait).await?;
         node.reconcile().await?;
+        node.settle_lone_replicas().await;
         node.clone().spawn_reconciler();
         crate::groups::expiry::spawn(node.clone());
         Ok(node)
+    }
+
+    /// Waits until the partitions this node alone replicates lead again with everything they
+    /// stored applied, so that once the node reports ready it serves every record it
+    /// acknowledged before a restart. A partition that does not settle in time is reported and
+    /// left to settle on its own.
+    async fn settle_lone_replicas(&self) {
+        let hosted: Vec<(GroupId, PartitionReplica)> = self
+            .partitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(group, hosted)| (*group, hosted.replica.clone()))
+            .collect();
+        let settled = futures::future::join_all(
+            hosted
+                .iter()
+                .map(|(_, replica)| replica.settle_lone_voter(LEADER_WAIT)),
+        )
+        .await;
+        for ((group, _), result) in hosted.iter().zip(settled) {
+            if let Err(e) = result {
+                tracing::warn!(group, error = %e, "partition not leading yet at start-up");
+            }
+        }
     }
 
     /// [`Self::register`], retried while the controller changes leaders or the leader is not
