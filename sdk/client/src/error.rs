@@ -216,11 +216,12 @@ fn rejected_record(field: &str, description: String) -> Option<RejectedRecord> {
     })
 }
 
-/// A status tonic made on the client side from an I/O failure (e.g. the connection closed
-/// mid-request): it has code `Unknown` and carries the failure as its source, which a status
-/// received from the broker never does.
+/// A status tonic made on the client side from a transport failure while the request was in
+/// flight: it carries the failure as its source, which a status received from the broker never
+/// does. Its code says little: an I/O error is `Unknown`, a connection the broker closed with
+/// HTTP/2 GOAWAY `ResourceExhausted` or `Unavailable`. The request may have been carried out.
 fn is_local_transport_failure(status: &tonic::Status) -> bool {
-    status.code() == tonic::Code::Unknown && status.source().is_some()
+    status.source().is_some()
 }
 
 /// `REASON: message` (or `Code: message`), then the causes of a locally made status, each once
@@ -308,6 +309,22 @@ mod tests {
         );
         // An Unknown status sent by a server has no local cause: not retriable.
         assert!(!ClientError::from(tonic::Status::unknown("odd")).is_retriable());
+    }
+
+    #[test]
+    fn a_connection_the_broker_closed_mid_request_is_retriable() {
+        // A broker's HTTP/2 layer closes a connection with GOAWAY when too many of its streams
+        // were reset (after a pause, say); tonic reports the requests in flight on it as
+        // `ResourceExhausted`, with the h2 error as their source. They may have been carried
+        // out: the outcome is unknown, never a refusal.
+        let goaway =
+            tonic::Status::from_error(Box::new(h2::Error::from(h2::Reason::ENHANCE_YOUR_CALM)));
+        let err = ClientError::from(goaway);
+        assert_eq!(err.code(), Some(Code::ResourceExhausted));
+        assert_eq!(err.reason(), None);
+        assert!(err.is_retriable(), "{err}");
+        // The same code sent by a broker, without a Weir reason, is an answer, not retriable.
+        assert!(!ClientError::from(tonic::Status::resource_exhausted("full")).is_retriable());
     }
 
     #[test]
