@@ -396,3 +396,47 @@ async fn acks_none_batches_waiting_in_raft_are_bounded() -> anyhow::Result<()> {
         .await?;
     Ok(())
 }
+
+/// A broker that stalls (stopped here; a slow disk or a starved host alike) finds, when it
+/// resumes, many requests their clients gave up on and reset before it accepted them. That is
+/// no "rapid reset" attack: the connection stays open, and the request still waiting on it is
+/// answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_reset_while_a_broker_stalls_do_not_close_its_connection() -> anyhow::Result<()> {
+    const GIVEN_UP: usize = 100;
+    let temp = tempfile::tempdir()?;
+    let broker = BrokerProcess::start(Path::new(crate::WEIR), &temp.path().join("data"))?;
+    let raw = RawClient::new(Channel::from_shared(broker.url())?.connect().await?);
+    create_topic(&raw, "stall").await?;
+
+    broker.pause()?;
+    let waiting = tokio::spawn({
+        let mut client = raw.clone();
+        async move { client.produce(values_request("stall", 10, 3)).await }
+    });
+    let mut given_up = tokio::task::JoinSet::new();
+    for _ in 0..GIVEN_UP {
+        let mut client = raw.clone();
+        given_up.spawn(async move {
+            let request = pb::DescribeTopicRequest {
+                name: "stall".into(),
+            };
+            // Sent on the same connection, then abandoned: its stream is reset.
+            tokio::time::timeout(Duration::from_millis(200), client.describe_topic(request))
+                .await
+                .is_err()
+        });
+    }
+    let mut abandoned = 0;
+    while let Some(timed_out) = given_up.join_next().await {
+        abandoned += usize::from(timed_out?);
+    }
+    assert_eq!(abandoned, GIVEN_UP, "a stopped broker answers nothing");
+    broker.resume()?;
+
+    let answer = waiting.await?.map_err(|status| {
+        anyhow::anyhow!("the waiting produce failed after the broker resumed: {status:?}")
+    })?;
+    assert_eq!(answer.into_inner().base_offset, Some(0));
+    Ok(())
+}

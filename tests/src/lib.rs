@@ -245,11 +245,26 @@ impl BrokerProcess {
 
     /// Sends SIGTERM and waits for a graceful exit; returns whether it exited successfully.
     pub fn terminate(mut self) -> anyhow::Result<bool> {
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()?;
-        anyhow::ensure!(status.success(), "kill -TERM failed");
+        self.signal("TERM")?;
         Ok(self.child.wait()?.success())
+    }
+
+    /// Freezes the process with SIGSTOP: its connections stay open, it answers nothing.
+    pub fn pause(&self) -> anyhow::Result<()> {
+        self.signal("STOP")
+    }
+
+    /// Lets a paused process run again (SIGCONT).
+    pub fn resume(&self) -> anyhow::Result<()> {
+        self.signal("CONT")
+    }
+
+    fn signal(&self, name: &str) -> anyhow::Result<()> {
+        let status = std::process::Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -{name} {} failed", self.child.id());
+        Ok(())
     }
 }
 

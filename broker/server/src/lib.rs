@@ -42,6 +42,14 @@ use crate::service::BrokerService;
 /// Largest gRPC response sent; above the largest fetch response.
 const MAX_RESPONSE_BYTES: usize = 320 * 1024 * 1024;
 
+/// HTTP/2 streams a connection may reset before the server accepted them, after which the
+/// connection is closed (GOAWAY `ENHANCE_YOUR_CALM`). h2's default, 20, is a guard against the
+/// "rapid reset" attack; but a node that stalls (a pause, a slow disk, a starved host) finds,
+/// when it resumes, every request its peers and clients gave up on meanwhile reset in bulk,
+/// and closing the connection then fails every request still waiting on it. Resets stay
+/// bounded per connection.
+const PENDING_RESET_STREAMS: usize = 1024;
+
 /// Log events the broker's command line suppressed as repeats (openraft's warnings about an
 /// unreachable peer, once per group and heartbeat), exposed as
 /// `weir_log_events_suppressed_total`.
@@ -172,6 +180,7 @@ impl Broker {
         let server = tokio::spawn(
             tonic::transport::Server::builder()
                 .max_concurrent_streams(limits.max_concurrent_requests_per_connection)
+                .http2_max_pending_accept_reset_streams(Some(PENDING_RESET_STREAMS))
                 .layer(AdmissionLayer::new(admission.clone()))
                 .add_service(health_service)
                 .add_service(reflection)
