@@ -6,14 +6,16 @@
 //! - a record stored more than once (duplicate), or one no writer sent (unexpected);
 //! - one writer's records out of their send order within a partition (reordered);
 //! - replicas of a partition that differ, byte for byte (diverged), or did not catch up;
-//! - a record a reader saw that the final log does not hold at that offset (vanished).
+//! - a record a reader saw that the final log does not hold at that offset (vanished);
+//! - a group's committed offset, once a commit of it was acknowledged, answered lower by a
+//!   query sent after that (commit lost: the offset was lost or moved backwards).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use bytes::Bytes;
 
-use super::history::{Append, Outcome, Read};
+use super::history::{Append, Commit, CommittedView, Outcome, Read};
 
 /// One partition's final state.
 #[derive(Debug, Clone, Default)]
@@ -89,6 +91,18 @@ pub enum Violation {
         /// What the final log holds there.
         now: Option<String>,
     },
+    /// A query of the group's committed offsets, sent after a commit was acknowledged, answered
+    /// a lower offset (or none) for its partition.
+    CommitLost {
+        /// The partition.
+        partition: u32,
+        /// The highest offset acknowledged as committed before the query was sent.
+        acknowledged: u64,
+        /// What the query answered.
+        answered: Option<u64>,
+        /// When the query was sent, since the start of the run.
+        queried_at: std::time::Duration,
+    },
 }
 
 impl fmt::Display for Violation {
@@ -148,6 +162,16 @@ impl fmt::Display for Violation {
                 f,
                 "vanished: a reader saw {read} at {partition}@{offset}; the log now holds {now:?}"
             ),
+            Violation::CommitLost {
+                partition,
+                acknowledged,
+                answered,
+                queried_at,
+            } => write!(
+                f,
+                "commit lost: offset {acknowledged} of partition {partition} was committed, a query at {:.3}s answered {answered:?}",
+                queried_at.as_secs_f64()
+            ),
         }
     }
 }
@@ -163,6 +187,10 @@ pub struct Tally {
     pub indefinite_stored: usize,
     /// Records read during the run.
     pub read: usize,
+    /// Group offset commits acknowledged (one per partition in a commit).
+    pub commits: usize,
+    /// Queries of the group's committed offsets answered.
+    pub commit_queries: usize,
 }
 
 /// Checks `appends` and `reads` against the final state of every partition.
@@ -280,6 +308,45 @@ pub fn check(
     (tally, violations)
 }
 
+/// Checks every committed-offset query against the commits acknowledged before it was sent:
+/// for each partition it must answer at least the highest of them. The group consumer commits
+/// only forward from what it was last answered, so a lower answer is a commit lost or undone.
+/// Adds to `tally`'s commit counts.
+pub fn check_commits(
+    commits: &[Commit],
+    views: &[CommittedView],
+    tally: &mut Tally,
+) -> Vec<Violation> {
+    let mut acknowledged: Vec<&Commit> = commits.iter().filter(|c| c.acknowledged).collect();
+    acknowledged.sort_by_key(|c| c.completed);
+    let mut views: Vec<&CommittedView> = views.iter().collect();
+    views.sort_by_key(|v| v.invoked);
+    tally.commits += acknowledged.len();
+    tally.commit_queries += views.len();
+    let mut violations = Vec::new();
+    // The highest acknowledged offset per partition among the commits answered so far.
+    let mut floor: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut next_commit = acknowledged.iter().peekable();
+    for view in views {
+        while let Some(commit) = next_commit.next_if(|c| c.completed < view.invoked) {
+            let highest = floor.entry(commit.partition).or_default();
+            *highest = (*highest).max(commit.offset);
+        }
+        for (&partition, &highest) in &floor {
+            let answered = view.offsets.get(&partition).copied();
+            if answered.is_none_or(|a| a < highest) {
+                violations.push(Violation::CommitLost {
+                    partition,
+                    acknowledged: highest,
+                    answered,
+                    queried_at: view.invoked,
+                });
+            }
+        }
+    }
+    violations
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,7 +395,8 @@ mod tests {
                 acknowledged: 2,
                 indefinite: 1,
                 indefinite_stored: 0,
-                read: 1
+                read: 1,
+                ..Tally::default()
             }
         );
     }
@@ -360,6 +428,7 @@ mod tests {
                 Violation::Reordered { .. } => "reordered",
                 Violation::Diverged { .. } => "diverged",
                 Violation::Vanished { .. } => "vanished",
+                Violation::CommitLost { .. } => "commit lost",
             })
             .collect();
         for kind in [
@@ -379,5 +448,64 @@ mod tests {
             acknowledged: 2,
             found: Some(0)
         }));
+    }
+
+    fn commit(partition: u32, offset: u64, acknowledged: bool, completed_ms: u64) -> Commit {
+        Commit {
+            partition,
+            offset,
+            acknowledged,
+            completed: std::time::Duration::from_millis(completed_ms),
+        }
+    }
+
+    fn view(invoked_ms: u64, offsets: &[(u32, u64)]) -> CommittedView {
+        CommittedView {
+            invoked: std::time::Duration::from_millis(invoked_ms),
+            offsets: offsets.iter().copied().collect(),
+        }
+    }
+
+    #[test]
+    fn committed_offsets_must_not_fall_below_an_acknowledged_commit() {
+        let commits = [
+            commit(0, 10, true, 100),
+            commit(1, 4, true, 100),
+            // Not acknowledged: a query may or may not see it.
+            commit(0, 30, false, 300),
+            commit(0, 20, true, 500),
+        ];
+        let clean = [
+            // Sent before the first commit was answered: anything goes.
+            view(50, &[]),
+            view(200, &[(0, 10), (1, 4)]),
+            view(400, &[(0, 30), (1, 4)]),
+            // Sent before the commit of 20 was answered: 10 is still fine.
+            view(450, &[(0, 10), (1, 4)]),
+            view(600, &[(0, 20), (1, 4)]),
+        ];
+        let mut tally = Tally::default();
+        assert_eq!(check_commits(&commits, &clean, &mut tally), []);
+        assert_eq!((tally.commits, tally.commit_queries), (3, 5));
+
+        let lost = [view(600, &[(0, 10), (1, 4)]), view(700, &[(0, 20)])];
+        let violations = check_commits(&commits, &lost, &mut Tally::default());
+        assert_eq!(
+            violations,
+            [
+                Violation::CommitLost {
+                    partition: 0,
+                    acknowledged: 20,
+                    answered: Some(10),
+                    queried_at: std::time::Duration::from_millis(600),
+                },
+                Violation::CommitLost {
+                    partition: 1,
+                    acknowledged: 4,
+                    answered: None,
+                    queried_at: std::time::Duration::from_millis(700),
+                },
+            ]
+        );
     }
 }

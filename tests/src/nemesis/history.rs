@@ -1,6 +1,8 @@
 //! The history of a nemesis run: every append the workload invoked with its outcome, every
-//! record its readers saw, and every fault the nemesis injected, in order.
+//! record its readers saw, every group offset commit and committed-offset query, and every
+//! fault the nemesis injected, in order.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -46,12 +48,36 @@ pub struct Read {
     pub value: Bytes,
 }
 
+/// One partition's offset in one commit of the workload's group consumer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Commit {
+    /// The partition.
+    pub partition: u32,
+    /// The committed offset (the next one to consume).
+    pub offset: u64,
+    /// Whether the commit was acknowledged; if not, it may or may not have taken effect.
+    pub acknowledged: bool,
+    /// When its answer (or the client's giving up) came, since the start of the run.
+    pub completed: Duration,
+}
+
+/// The group's committed offsets as one query returned them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedView {
+    /// When the query was sent, since the start of the run.
+    pub invoked: Duration,
+    /// Partition → committed offset; a partition without one is absent.
+    pub offsets: BTreeMap<u32, u64>,
+}
+
 /// What happened, as it happened, shared by the workload's tasks and the nemesis.
 #[derive(Debug)]
 pub struct History {
     started: Instant,
     appends: Mutex<Vec<Append>>,
     reads: Mutex<Vec<Read>>,
+    commits: Mutex<Vec<Commit>>,
+    views: Mutex<Vec<CommittedView>>,
     events: Mutex<Vec<(Duration, String)>>,
 }
 
@@ -62,6 +88,8 @@ impl History {
             started: Instant::now(),
             appends: Mutex::default(),
             reads: Mutex::default(),
+            commits: Mutex::default(),
+            views: Mutex::default(),
             events: Mutex::default(),
         }
     }
@@ -74,6 +102,21 @@ impl History {
     /// Records records a reader saw.
     pub fn read(&self, reads: impl IntoIterator<Item = Read>) {
         lock(&self.reads).extend(reads);
+    }
+
+    /// Records the partitions' offsets of one commit.
+    pub fn commit(&self, commits: impl IntoIterator<Item = Commit>) {
+        lock(&self.commits).extend(commits);
+    }
+
+    /// Records what a committed-offset query returned.
+    pub fn committed_view(&self, view: CommittedView) {
+        lock(&self.views).push(view);
+    }
+
+    /// The time since the start of the run, to stamp operations with.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
     }
 
     /// Records a fault or another event of the run, timestamped.
@@ -91,6 +134,16 @@ impl History {
     /// The reads so far.
     pub fn reads(&self) -> Vec<Read> {
         lock(&self.reads).clone()
+    }
+
+    /// The commits so far.
+    pub fn commits(&self) -> Vec<Commit> {
+        lock(&self.commits).clone()
+    }
+
+    /// The committed-offset queries answered so far.
+    pub fn committed_views(&self) -> Vec<CommittedView> {
+        lock(&self.views).clone()
     }
 
     /// The events so far, with their time since the start.

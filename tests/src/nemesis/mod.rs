@@ -6,9 +6,12 @@
 //! - `faults`: the faults, chosen from the seed, injected and healed;
 //! - `checker`: what the history and the final state must satisfy.
 //!
-//! The workload: `writers` idempotent producers append unique values (`w{writer}-{seq}`) to
-//! random partitions, each recording every append's outcome (acknowledged at an offset, failed,
-//! or unknown); one reader per partition follows its log and records what it sees. The nemesis
+//! The workload (`workload`): `writers` idempotent producers append unique values
+//! (`w{writer}-{seq}`) to random partitions, each recording every append's outcome
+//! (acknowledged at an offset, failed, or unknown); one reader per partition follows its log
+//! and records what it sees; a consumer group member reads everything and commits its
+//! position after every poll, while an auditor keeps asking for the group's committed offsets
+//! and records each answer. The nemesis
 //! injects a fault (sometimes two at once), holds it, heals it, and goes on. At the end every
 //! fault is healed, every replica must catch up, and the checker compares.
 //!
@@ -19,6 +22,7 @@
 mod checker;
 mod faults;
 mod history;
+mod workload;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -29,12 +33,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use weir_client::{Client, FetchSpec, Producer, ProducerConfig, ProducerRecord};
 use weir_proto::v1 as pb;
 
-pub use checker::{FinalPartition, Tally, Violation, check};
+pub use checker::{FinalPartition, Tally, Violation, check, check_commits};
 pub use faults::Fault;
-pub use history::{Append, History, Outcome, Read};
+pub use history::{Append, Commit, CommittedView, History, Outcome, Read};
 
 use crate::{NodeId, ProcessCluster};
 
@@ -110,6 +113,11 @@ impl std::fmt::Display for Report {
             "appends: {} acknowledged, {} failed or unknown ({} of them stored); {} records read during the run",
             t.acknowledged, t.indefinite, t.indefinite_stored, t.read
         )?;
+        writeln!(
+            f,
+            "group offsets: {} commits acknowledged, {} queries of the committed offsets",
+            t.commits, t.commit_queries
+        )?;
         writeln!(f, "faults: {:?}", self.faults)?;
         if self.violations.is_empty() {
             writeln!(f, "violations: none")?;
@@ -163,8 +171,9 @@ pub async fn run(config: NemesisConfig) -> anyhow::Result<Report> {
     for writer in 0..config.writers {
         let seed: u64 = rng.random();
         let addr = addrs[writer as usize % addrs.len()].clone();
-        workload.spawn(write(
+        workload.spawn(workload::write(
             writer,
+            writer % 2 == 1,
             seed,
             addr,
             config.partitions,
@@ -174,8 +183,23 @@ pub async fn run(config: NemesisConfig) -> anyhow::Result<Report> {
     }
     for partition in 0..config.partitions {
         let addr = addrs[partition as usize % addrs.len()].clone();
-        workload.spawn(follow(partition, addr, history.clone(), stop.clone()));
+        workload.spawn(workload::follow(
+            partition,
+            addr,
+            history.clone(),
+            stop.clone(),
+        ));
     }
+    workload.spawn(workload::consume_in_group(
+        addrs[0].clone(),
+        history.clone(),
+        stop.clone(),
+    ));
+    workload.spawn(workload::audit_commits(
+        addrs[addrs.len() - 1].clone(),
+        history.clone(),
+        stop.clone(),
+    ));
 
     let faults = inject_faults(&mut cluster, &mut rng, &history, config.duration).await?;
 
@@ -194,8 +218,21 @@ pub async fn run(config: NemesisConfig) -> anyhow::Result<Report> {
         }
     }
     let partitions = final_state(&cluster, config.partitions).await?;
+    let client = workload::connect(&addrs[0]).await?;
+    let final_view = crate::eventually(
+        Duration::from_secs(60),
+        "the group's committed offsets",
+        || workload::committed_view(&client, &history),
+    )
+    .await?;
+    history.committed_view(final_view);
     history.event("checking");
-    let (tally, violations) = check(&history.appends(), &history.reads(), &partitions);
+    let (mut tally, mut violations) = check(&history.appends(), &history.reads(), &partitions);
+    violations.extend(check_commits(
+        &history.commits(),
+        &history.committed_views(),
+        &mut tally,
+    ));
     let batches = batches_around(&violations, &partitions);
     Ok(Report {
         batches,
@@ -289,113 +326,6 @@ async fn inject_faults(
         }
     }
     Ok(counts)
-}
-
-/// One writer: an idempotent producer appending unique values to random partitions until told
-/// to stop, recording every outcome.
-async fn write(
-    writer: u32,
-    seed: u64,
-    addr: String,
-    partitions: u32,
-    history: Arc<History>,
-    stop: Arc<AtomicBool>,
-) -> anyhow::Result<()> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let client = connect(&addr).await?;
-    let producer = Producer::new(
-        client,
-        ProducerConfig {
-            request_timeout: Duration::from_secs(3),
-            delivery_timeout: Duration::from_secs(10),
-            ..ProducerConfig::default()
-        },
-    );
-    let mut deliveries = tokio::task::JoinSet::new();
-    let mut seq = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        let partition = rng.random_range(0..partitions);
-        let value = format!("w{writer}-{seq}");
-        let record = ProducerRecord {
-            partition: Some(partition),
-            ..ProducerRecord::new(Bytes::from(value.clone()))
-        };
-        let mut append = Append {
-            writer,
-            seq,
-            partition,
-            value,
-            outcome: Outcome::Failed,
-        };
-        seq += 1;
-        match producer.enqueue(TOPIC, record).await {
-            Ok(delivery) => {
-                let history = history.clone();
-                deliveries.spawn(async move {
-                    append.outcome = match delivery.await {
-                        Ok(meta) => meta
-                            .offset
-                            .map_or(Outcome::Unknown, |offset| Outcome::Ok { offset }),
-                        Err(_) => Outcome::Failed,
-                    };
-                    history.append(append);
-                });
-            }
-            Err(_) => history.append(append),
-        }
-        // Reap what was answered, so a long run holds only what is in flight.
-        while let Some(done) = deliveries.try_join_next() {
-            done?;
-        }
-        // About 200 appends a second per writer: enough to overlap every fault.
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    // Every delivery ends within the delivery timeout.
-    while let Some(done) = deliveries.join_next().await {
-        done?;
-    }
-    Ok(())
-}
-
-/// One reader: follows a partition from offset 0, recording what it is served.
-async fn follow(
-    partition: u32,
-    addr: String,
-    history: Arc<History>,
-    stop: Arc<AtomicBool>,
-) -> anyhow::Result<()> {
-    let client = connect(&addr).await?;
-    let mut next = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        let spec = FetchSpec {
-            max_wait_ms: 200,
-            ..FetchSpec::new(TOPIC, partition, next)
-        };
-        match tokio::time::timeout(Duration::from_secs(3), client.fetch(spec)).await {
-            Ok(Ok(fetched)) => {
-                next = fetched.next_offset.max(next);
-                history.read(fetched.records.into_iter().map(|r| Read {
-                    partition,
-                    offset: r.offset,
-                    value: r.value,
-                }));
-            }
-            // Faults make reads fail; the reader tries again.
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-    Ok(())
-}
-
-async fn connect(addr: &str) -> anyhow::Result<Client> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match Client::connect(addr.to_owned()).await {
-            Ok(client) => return Ok(client),
-            Err(e) if Instant::now() > deadline => return Err(e.into()),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
 }
 
 /// Waits until every replica of every partition holds the same high watermark, then reads the
