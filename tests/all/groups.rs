@@ -876,3 +876,63 @@ async fn offsets_of_a_group_that_stays_empty_expire_and_a_live_groups_do_not() -
     broker.stop().await;
     Ok(())
 }
+
+/// A controller leader cut off from the others keeps believing it leads until it hears of a
+/// newer leader. Meanwhile the others elect one and a commit goes through it; the old leader
+/// must not answer the committed offsets from its stale state (a consumer resuming from there
+/// would go back to offsets already processed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_controller_leader_does_not_answer_stale_committed_offsets()
+-> anyhow::Result<()> {
+    let cluster = ProcessCluster::start(weir(), 3).await?;
+    let old = controller_leader(&cluster, 1, None).await?;
+    let others: Vec<NodeId> = cluster
+        .node_ids()
+        .into_iter()
+        .filter(|&n| n != old)
+        .collect();
+    let via_other = Client::connect(cluster.addr(others[0]).to_string()).await?;
+    via_other
+        .create_topic(TopicSpec::new("audit", 1).with_replication_factor(3))
+        .await?;
+    cluster.leader_of("audit", 0).await?;
+    let values: Vec<String> = (0..10).map(|i| format!("v{i}")).collect();
+    produce_values(&via_other, "audit", 0, &values).await;
+    let tp = TopicPartition::new("audit", 0);
+    via_other
+        .commit_offsets("g", "", &[(tp.clone(), 3)])
+        .await?;
+
+    cluster.isolate(old);
+    controller_leader(&cluster, others[0], Some(old)).await?;
+    eventually(
+        SETTLE,
+        "a commit through the new controller leader",
+        || async {
+            via_other
+                .commit_offsets("g", "", &[(tp.clone(), 7)])
+                .await
+                .ok()
+        },
+    )
+    .await?;
+
+    let at_old = Client::connect(cluster.addr(old).to_string()).await?;
+    match at_old.committed_offsets("g", &[tp.clone()]).await {
+        Ok(committed) => {
+            let offsets: Vec<u64> = committed.iter().map(|c| c.offset).collect();
+            assert_eq!(
+                offsets,
+                [7],
+                "the isolated old leader answered {committed:?}"
+            );
+        }
+        Err(e) => assert!(e.is_retriable(), "a refusal must be retriable: {e}"),
+    }
+    cluster.heal_all();
+    assert_eq!(
+        committed_by_partition(&at_old, "g").await?,
+        BTreeMap::from([(0, 7)])
+    );
+    Ok(())
+}

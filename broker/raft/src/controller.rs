@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, TryStreamExt};
-use openraft::errors::{LinearizableReadError, RaftError};
+use openraft::errors::{Fatal, LinearizableReadError, RaftError};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, ReadPolicy};
 use weir_storage::{GroupId, LogDb};
@@ -235,6 +235,44 @@ impl<S: MetadataState> ControllerReplica<S> {
         self.group.voters()
     }
 
+    /// Confirms, for at most `timeout`, that this node still leads the controller (a quorum
+    /// answers it in its term) and has applied everything committed before the call: what a
+    /// read of the leader's state needs not to be stale. A leader cut off from the others keeps
+    /// believing it leads until it hears of a newer one; here it fails with `NOT_LEADER` (once
+    /// it knows) or `UNAVAILABLE`.
+    pub async fn read_barrier(&self, timeout: Duration) -> Result<(), ReplicaError> {
+        let group = self.group.id;
+        let unavailable = |reason: String| ReplicaError::Unavailable { group, reason };
+        match tokio::time::timeout(timeout, self.leader_read_barrier()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(forward)))) => {
+                Err(ReplicaError::NotLeader {
+                    group,
+                    leader: forward.leader_id,
+                })
+            }
+            Ok(Err(RaftError::APIError(other))) => Err(unavailable(other.to_string())),
+            Ok(Err(RaftError::Fatal(fatal))) => Err(stopped(group, fatal)),
+            Err(_) => Err(unavailable(format!(
+                "leadership not confirmed by a quorum within {timeout:?}"
+            ))),
+        }
+    }
+
+    /// On the leader: a linearizable read barrier, then the apply catching up with it.
+    async fn leader_read_barrier(
+        &self,
+    ) -> Result<(), RaftError<TypeConfig, LinearizableReadError<TypeConfig>>> {
+        let raft = &self.group.raft;
+        let read_log_id = raft.ensure_linearizable(ReadPolicy::ReadIndex).await?;
+        // Without a timeout this wait fails only when raft stops.
+        raft.wait(None)
+            .applied_index_at_least(Some(read_log_id.log_id().index), "controller caught up")
+            .await
+            .map(|_| ())
+            .map_err(|_| RaftError::Fatal(Fatal::Stopped))
+    }
+
     /// Waits until this replica has applied everything committed before the call, for at
     /// most `timeout`: on the leader a linearizable read barrier; on a follower, until it has
     /// heard from the leader and applied up to the commit index the leader reported.
@@ -243,16 +281,8 @@ impl<S: MetadataState> ControllerReplica<S> {
         let raft = &self.group.raft;
         let unavailable = |reason: String| ReplicaError::Unavailable { group, reason };
         let wait = async {
-            match raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
-                Ok(read_log_id) => raft
-                    .wait(None)
-                    .applied_index_at_least(
-                        Some(read_log_id.log_id().index),
-                        "controller caught up",
-                    )
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| unavailable(e.to_string())),
+            match self.leader_read_barrier().await {
+                Ok(()) => Ok(()),
                 Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(_))) => raft
                     .wait(None)
                     .metrics(

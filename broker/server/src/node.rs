@@ -248,6 +248,14 @@ impl Node {
         self.group_offsets.borrow().clone()
     }
 
+    /// Consumer groups' committed offsets as the controller leader knows them once a quorum
+    /// confirmed its leadership: never an older state than a commit already acknowledged,
+    /// even on a leader cut off from the others (which still believes it leads).
+    pub(crate) async fn confirmed_group_offsets(&self) -> Result<Arc<GroupOffsets>, BrokerError> {
+        self.controller.read_barrier(LEADER_WAIT).await?;
+        Ok(self.group_offsets())
+    }
+
     /// The controller term this node leads in, when it does: only then does it coordinate
     /// consumer groups.
     pub(crate) fn controller_term(&self) -> Option<u64> {

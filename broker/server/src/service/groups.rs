@@ -386,7 +386,7 @@ impl BrokerService {
         let req = request.into_inner();
         let group = BrokerError::group_name(&req.group)?;
         let wanted = from_pb_partitions(req.partitions)?;
-        let all = node.group_offsets();
+        let all = node.confirmed_group_offsets().await?;
         let offsets = all
             .group(&group)
             .map(|committed| {
