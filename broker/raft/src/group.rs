@@ -6,6 +6,7 @@ use std::time::Duration;
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{ClientWriteError, Fatal, InitializeError, RaftError};
 use openraft::impls::ProgressResponder;
+use openraft::raft::ClientWriteResult;
 use openraft::storage::RaftStateMachine;
 use openraft::{BasicNode, Raft, ServerState};
 use weir_storage::GroupId;
@@ -112,28 +113,18 @@ where
             .map_err(|e| write_error(self.id, e))
     }
 
-    /// Hands `request` to raft and returns at once with a future of the state machine's
-    /// response. Requests proposed one after another are appended in that order.
-    pub(crate) async fn propose(
-        &self,
-        request: Request,
-    ) -> Result<impl Future<Output = Result<Response, ReplicaError>> + Send + 'static, ReplicaError>
-    {
-        let (responder, applied) = ProgressResponder::complete_only();
+    /// Hands `request` to raft and returns at once; the [`Proposal`] yields the state machine's
+    /// response once the entry is applied, or why it was not (raft may refuse a write even
+    /// while this node leads, for example when its leader lease lapsed).
+    pub(crate) async fn propose(&self, request: Request) -> Result<Proposal, ReplicaError> {
+        let (responder, answer) = ProgressResponder::complete_only();
         self.raft
             .client_write_ff(request, Some(responder))
             .await
             .map_err(|e| stopped(self.id, e))?;
-        let group = self.id;
-        Ok(async move {
-            match applied.await {
-                Ok(Ok(response)) => Ok(response.data),
-                Ok(Err(e)) => Err(write_error(group, RaftError::APIError(e))),
-                Err(_) => Err(ReplicaError::Indeterminate {
-                    group,
-                    reason: "the raft group dropped the write (it stopped)".to_owned(),
-                }),
-            }
+        Ok(Proposal {
+            group: self.id,
+            answer,
         })
     }
 
@@ -465,4 +456,53 @@ fn leads_with_latest_state(metrics: &openraft::RaftMetrics<TypeConfig>) -> bool 
             .last_applied
             .as_ref()
             .is_some_and(|applied| applied.committed_leader_id().term == metrics.current_term)
+}
+
+/// A write handed to raft ([`Group::propose`]): a future of its answer, which can also be
+/// looked at without waiting ([`Proposal::answered`]).
+pub(crate) struct Proposal {
+    group: GroupId,
+    answer: tokio::sync::oneshot::Receiver<ClientWriteResult<TypeConfig>>,
+}
+
+impl Proposal {
+    /// The answer, if raft has given it already. Raft answers a write it refuses while
+    /// handling it, before it handles the next message, so a refusal is seen here as soon as
+    /// any later write could have been accepted.
+    pub(crate) fn answered(&mut self) -> Option<Result<Response, ReplicaError>> {
+        match self.answer.try_recv() {
+            Ok(result) => Some(self.outcome(result)),
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => None,
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => Some(Err(self.dropped())),
+        }
+    }
+
+    fn outcome(&self, result: ClientWriteResult<TypeConfig>) -> Result<Response, ReplicaError> {
+        result
+            .map(|response| response.data)
+            .map_err(|e| write_error(self.group, RaftError::APIError(e)))
+    }
+
+    fn dropped(&self) -> ReplicaError {
+        ReplicaError::Indeterminate {
+            group: self.group,
+            reason: "the raft group dropped the write (it stopped)".to_owned(),
+        }
+    }
+}
+
+impl Future for Proposal {
+    type Output = Result<Response, ReplicaError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.answer)
+            .poll(cx)
+            .map(|answer| match answer {
+                Ok(result) => self.outcome(result),
+                Err(_) => Err(self.dropped()),
+            })
+    }
 }

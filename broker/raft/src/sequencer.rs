@@ -14,7 +14,13 @@
 //!   a crash, when openraft restores it as leader in the same term) is in the applied state,
 //!   and every later batch in the log went through this gate;
 //! - an in-flight batch stays on the overlay until raft answers for it, and the overlay is
-//!   dropped when the term changes (a new term means the applied state is again the truth).
+//!   dropped when the term changes (a new term means the applied state is again the truth);
+//! - raft may refuse a write and accept a later one in the same term (openraft refuses writes
+//!   while the leader's lease has lapsed, after a stall, say, and accepts them again once a
+//!   quorum answers), so before a batch is judged, every answer raft has already given for
+//!   its producer's in-flight batches is taken off the overlay ([`InFlight::settle`]): raft
+//!   answers a refused write before it handles the next message, so a batch judged to
+//!   continue one raft refused is never proposed.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,9 +29,10 @@ use std::time::Duration;
 
 use openraft::storage::RaftStateMachine;
 use tokio::sync::{Notify, watch};
+use weir_storage::GroupId;
 
 use crate::error::{ReplicaError, SequenceError};
-use crate::group::Group;
+use crate::group::{Group, Proposal};
 use crate::producers::{ProducerBatch, ProducerEntry, ProducerState, Verdict, is_ahead};
 use crate::types::{
     AppendBatch, AppendOutcome, Appended, Request, Response, SnapshotBytes, TypeConfig,
@@ -41,18 +48,21 @@ const LATEST_STATE_WAIT: Duration = Duration::from_secs(5);
 /// is refused as `OUT_OF_ORDER_SEQUENCE`.
 const AHEAD_WAIT: Duration = Duration::from_millis(500);
 
-/// One in-flight batch and where its answer will appear.
+/// One in-flight batch, raft's answer to come, and where it is passed on.
 struct InFlightBatch {
     /// Tells this proposal from a later one of the same batch (after a term change).
     id: u64,
+    /// The term it was proposed in: it is on the overlay only in that term.
+    term: u64,
     batch: ProducerBatch,
-    outcome: watch::Receiver<Outcome>,
+    proposal: Proposal,
+    answer: watch::Sender<Outcome>,
 }
 
-/// The batches this leader proposed that raft has not answered for yet.
+/// The batches this node proposed that raft has not answered for yet.
 #[derive(Default)]
 struct InFlight {
-    /// The term they were proposed in.
+    /// The term the gate judges in; only the batches proposed in it are on the overlay.
     term: u64,
     /// The leader's last log index when the gate entered `term`: entries up to it must be
     /// applied before anything is judged.
@@ -62,13 +72,73 @@ struct InFlight {
 }
 
 impl InFlight {
-    fn forget(&mut self, producer_id: i64, id: u64) {
-        if let Some(batches) = self.by_producer.get_mut(&producer_id) {
-            batches.retain(|b| b.id != id);
-            if batches.is_empty() {
-                self.by_producer.remove(&producer_id);
+    /// Takes every batch of `producer_id` raft has answered for off the overlay, passing the
+    /// answers on. Returns whether any was.
+    fn settle(&mut self, producer_id: i64, group: GroupId) -> bool {
+        let Some(batches) = self.by_producer.get_mut(&producer_id) else {
+            return false;
+        };
+        let before = batches.len();
+        batches.retain_mut(|b| match b.proposal.answered() {
+            Some(result) => {
+                b.answer.send_replace(Some(appended(group, result)));
+                false
             }
+            None => true,
+        });
+        let settled = batches.len() < before;
+        if batches.is_empty() {
+            self.by_producer.remove(&producer_id);
         }
+        settled
+    }
+
+    /// Polls raft's answer for batch `id` of `producer_id`; once it comes, takes the batch
+    /// off the overlay and passes the answer on. Ready at once if it is gone already.
+    fn poll_answer(
+        &mut self,
+        producer_id: i64,
+        id: u64,
+        group: GroupId,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        let Some(batches) = self.by_producer.get_mut(&producer_id) else {
+            return std::task::Poll::Ready(());
+        };
+        let Some(at) = batches.iter().position(|b| b.id == id) else {
+            return std::task::Poll::Ready(());
+        };
+        let std::task::Poll::Ready(result) = std::pin::Pin::new(&mut batches[at].proposal).poll(cx)
+        else {
+            return std::task::Poll::Pending;
+        };
+        let batch = batches.remove(at);
+        if batches.is_empty() {
+            self.by_producer.remove(&producer_id);
+        }
+        batch.answer.send_replace(Some(appended(group, result)));
+        std::task::Poll::Ready(())
+    }
+}
+
+/// What a state machine response to an append means for its batch.
+fn appended(
+    group: GroupId,
+    response: Result<Response, ReplicaError>,
+) -> Result<AppendOutcome, ReplicaError> {
+    match response {
+        Ok(Response::Appended {
+            base_offset,
+            record_count,
+        }) => Ok(AppendOutcome {
+            base_offset,
+            record_count,
+        }),
+        Ok(other) => Err(ReplicaError::Indeterminate {
+            group,
+            reason: format!("unexpected state machine response {other:?}"),
+        }),
+        Err(e) => Err(e),
     }
 }
 
@@ -182,10 +252,9 @@ impl Sequencer {
             let mut in_flight = lock(&self.in_flight);
             if in_flight.term != term {
                 // Batches of an earlier term are committed (and will be in the applied state)
-                // or gone; their answers still arrive, but no longer matter here.
+                // or gone: they leave the overlay, though their answers still arrive.
                 in_flight.term = term;
                 in_flight.barrier = last_log_index;
-                in_flight.by_producer.clear();
             }
             in_flight.barrier
         };
@@ -194,21 +263,29 @@ impl Sequencer {
             .await?;
         let original = {
             // Only this (ordered) section changes the term, so it is still `term`.
-            let in_flight = lock(&self.in_flight);
-            let pending = in_flight.by_producer.get(&producer.producer_id);
+            let mut in_flight = lock(&self.in_flight);
+            if in_flight.settle(producer.producer_id, group.id) {
+                self.changed.notify_waiters();
+            }
+            let pending: Vec<&InFlightBatch> = in_flight
+                .by_producer
+                .get(&producer.producer_id)
+                .into_iter()
+                .flatten()
+                .filter(|b| b.term == term)
+                .collect();
             let applied = lock(producers);
             let overlay = ProducerEntry::with_in_flight(
                 applied.entry(producer.producer_id),
-                pending.into_iter().flatten().map(|b| &b.batch),
+                pending.iter().map(|b| &b.batch),
             );
             let verdict = ProducerEntry::check(overlay.as_ref(), &producer);
             tracing::debug!(group = group.id, ?producer, ?verdict, "judged");
             match verdict {
                 Ok(Verdict::InFlight) => pending
-                    .into_iter()
-                    .flatten()
+                    .iter()
                     .find(|b| b.batch == producer)
-                    .map(|b| b.outcome.clone()),
+                    .map(|b| b.answer.subscribe()),
                 Ok(Verdict::Duplicate(outcome)) => {
                     return Ok(Step::Done(Appended {
                         outcome,
@@ -250,11 +327,11 @@ impl Sequencer {
     where
         SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotBytes>,
     {
-        let applied = group.propose(Request::Append(append)).await?;
+        let proposal = group.propose(Request::Append(append)).await?;
         let (answer, outcome) = watch::channel(None);
         let id = {
             let mut in_flight = lock(&self.in_flight);
-            let id = in_flight.next_id;
+            let (id, term) = (in_flight.next_id, in_flight.term);
             in_flight.next_id += 1;
             in_flight
                 .by_producer
@@ -262,35 +339,23 @@ impl Sequencer {
                 .or_default()
                 .push(InFlightBatch {
                     id,
+                    term,
                     batch: producer,
-                    outcome: outcome.clone(),
+                    proposal,
+                    answer,
                 });
             id
         };
         self.changed.notify_waiters();
         // The answer is awaited apart from the request, so a client that gives up does not
-        // leave a batch on the overlay that nothing will ever take off.
+        // leave a batch on the overlay that nothing will ever take off. Judging may take it
+        // off first (`InFlight::settle`); either way it is passed on once.
         let in_flight = self.in_flight.clone();
         let changed = self.changed.clone();
-        let group_id = group.id;
+        let (producer_id, group_id) = (producer.producer_id, group.id);
         tokio::spawn(async move {
-            let result = match applied.await {
-                Ok(Response::Appended {
-                    base_offset,
-                    record_count,
-                }) => Ok(AppendOutcome {
-                    base_offset,
-                    record_count,
-                }),
-                Ok(other) => Err(ReplicaError::Indeterminate {
-                    group: group_id,
-                    reason: format!("unexpected state machine response {other:?}"),
-                }),
-                Err(e) => Err(e),
-            };
-            // Off the overlay first: once answered, the applied state (or nothing) is the truth.
-            lock(&in_flight).forget(producer.producer_id, id);
-            let _ = answer.send(Some(result));
+            std::future::poll_fn(|cx| lock(&in_flight).poll_answer(producer_id, id, group_id, cx))
+                .await;
             changed.notify_waiters();
         });
         Ok(outcome)
