@@ -918,7 +918,10 @@ async fn an_isolated_controller_leader_does_not_answer_stale_committed_offsets()
     .await?;
 
     let at_old = Client::connect(cluster.addr(old).to_string()).await?;
-    match at_old.committed_offsets("g", &[tp.clone()]).await {
+    match at_old
+        .committed_offsets("g", std::slice::from_ref(&tp))
+        .await
+    {
         Ok(committed) => {
             let offsets: Vec<u64> = committed.iter().map(|c| c.offset).collect();
             assert_eq!(

@@ -121,8 +121,6 @@ impl Future for Delivery {
 ///
 /// - Idempotence (on by default, [`ProducerConfig::idempotence`]): **each record sent is stored
 ///   once, in send order per partition, across retries, leader failover and broker restarts.**
-///   (Known bug: under repeated leader changes a batch has been seen stored after the one that
-///   followed it; docs/reliability.md in the repository tracks it.)
 ///   The producer asks the cluster for a producer id, numbers the records it sends to each
 ///   partition, and the partition's leader stores a batch only if it continues the sequence:
 ///   a retry of a stored batch is answered with its original offsets and stores nothing.
