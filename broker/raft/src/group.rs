@@ -128,6 +128,15 @@ where
         })
     }
 
+    /// Returns once raft has handled every write handed to it before the call: each is then in
+    /// the log or refused, and a refusal is answered ([`Proposal::answered`]).
+    pub(crate) async fn handled_writes(&self) -> Result<(), ReplicaError> {
+        self.raft
+            .with_raft_state(|_| ())
+            .await
+            .map_err(|e| stopped(self.id, e))
+    }
+
     /// Changes the voters one step: `add` joins as a learner first (this waits until it has
     /// caught up with the log), then the membership swaps in `add` and drops `remove`. Must run
     /// on the leader. Adding a voter already present or removing an absent one is a no-op.

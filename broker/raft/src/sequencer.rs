@@ -17,10 +17,11 @@
 //!   dropped when the term changes (a new term means the applied state is again the truth);
 //! - raft may refuse a write and accept a later one in the same term (openraft refuses writes
 //!   while the leader's lease has lapsed, after a stall, say, and accepts them again once a
-//!   quorum answers), so before a batch is judged, every answer raft has already given for
-//!   its producer's in-flight batches is taken off the overlay ([`InFlight::settle`]): raft
-//!   answers a refused write before it handles the next message, so a batch judged to
-//!   continue one raft refused is never proposed.
+//!   quorum answers). So a batch is judged against its producer's in-flight batches only once
+//!   raft has handled them ([`Group::handled_writes`]: each is in the log or refused) and every
+//!   refusal is taken off the overlay ([`InFlight::settle`]); a batch judged to continue one
+//!   raft refused is never proposed, and one judged to continue batches in the log follows
+//!   them there (both commit, or the term changes and neither counts).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -72,6 +73,13 @@ struct InFlight {
 }
 
 impl InFlight {
+    /// Whether `producer_id` has batches proposed in `term` that raft has not answered for.
+    fn has_unanswered(&self, producer_id: i64, term: u64) -> bool {
+        self.by_producer
+            .get(&producer_id)
+            .is_some_and(|batches| batches.iter().any(|b| b.term == term))
+    }
+
     /// Takes every batch of `producer_id` raft has answered for off the overlay, passing the
     /// answers on. Returns whether any was.
     fn settle(&mut self, producer_id: i64, group: GroupId) -> bool {
@@ -261,6 +269,9 @@ impl Sequencer {
         group
             .wait_applied_as_leader(term, barrier, LATEST_STATE_WAIT)
             .await?;
+        if lock(&self.in_flight).has_unanswered(producer.producer_id, term) {
+            group.handled_writes().await?;
+        }
         let original = {
             // Only this (ordered) section changes the term, so it is still `term`.
             let mut in_flight = lock(&self.in_flight);
