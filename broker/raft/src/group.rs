@@ -270,7 +270,8 @@ where
     /// the group with its latest state, as it did before it stopped: it stands for election
     /// as it starts. Other groups elect in their own time; this returns at once for them.
     pub(crate) async fn settle_lone_voter(&self, timeout: Duration) -> Result<(), ReplicaError> {
-        if !is_lone_voter(&self.raft, self.raft.metrics().borrow_watched().id) {
+        let node_id = self.raft.metrics().borrow_watched().id;
+        if !is_lone_voter(&self.raft, node_id) {
             return Ok(());
         }
         self.raft
