@@ -798,21 +798,6 @@ async fn paused_leader_is_replaced_and_rejoins_as_follower() -> anyhow::Result<(
     Ok(())
 }
 
-/// Copies directory `from` (recursively) to `to`, which must not exist.
-fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
-    std::fs::create_dir(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let target = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            copy_dir(&entry.path(), &target)?;
-        } else {
-            std::fs::copy(entry.path(), &target)?;
-        }
-    }
-    Ok(())
-}
-
 /// A leader that crashes before its own log write is durable may already have sent the entries
 /// to its followers, which stored them. Restarted, it must not lead again in the term it led:
 /// its next entries would take log positions (index and term) at which the followers hold the
@@ -854,7 +839,7 @@ async fn a_leader_that_lost_its_log_tail_does_not_lead_its_old_term_again() -> a
     let temp = tempfile::tempdir()?;
     let image = temp.path().join("node-1");
     cluster.pause(1)?;
-    let copied = copy_dir(cluster.data_dir(1), &image);
+    let copied = weir_tests::copy_dir(cluster.data_dir(1), &image);
     cluster.resume(1)?;
     copied?;
 

@@ -115,21 +115,6 @@ async fn first_streamed(
     Ok(item.and_then(|m| m.ok_or_else(|| tonic::Status::unknown("the stream ended"))))
 }
 
-/// Copies the files of a stopped broker's data directory (and its subdirectories).
-fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let target = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            copy_dir(&entry.path(), &target)?;
-        } else {
-            std::fs::copy(entry.path(), &target)?;
-        }
-    }
-    Ok(())
-}
-
 /// A byte of a stored batch to damage, and what the error names.
 #[derive(Debug, Clone, Copy)]
 struct Damage {
@@ -197,7 +182,7 @@ async fn any_damaged_byte_of_a_stored_batch_is_reported_at_its_offset_and_never_
     for damage in damages {
         let temp = tempfile::tempdir()?;
         let dir = temp.path().join("data");
-        copy_dir(&pristine, &dir)?;
+        weir_tests::copy_dir(&pristine, &dir)?;
         let db = dir.join("partitions.redb");
         let indexes = fault::batch_indexes(&db, FIRST_PARTITION_GROUP)?;
         assert_eq!(indexes.len(), 3, "partition 0 holds three batches");

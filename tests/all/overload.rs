@@ -161,16 +161,11 @@ async fn request_bytes_in_flight_are_bounded_per_connection_and_per_node() -> an
     let held_len = held_request.len() as u64;
     let mut holder = RawProducer::connect(&broker.url()).await?;
     let held = tokio::spawn(async move { holder.produce_unfinished(held_request).await });
-    weir_tests::eventually(
-        Duration::from_secs(30),
+    gauge_reaches(
+        &broker,
+        "weir_request_bytes_in_flight",
         "the held request's bytes",
-        || async {
-            (scraped_gauge(&broker, "weir_request_bytes_in_flight")
-                .await
-                .ok()?
-                >= held_len)
-                .then_some(())
-        },
+        |v| v >= held_len,
     )
     .await?;
 
@@ -188,16 +183,11 @@ async fn request_bytes_in_flight_are_bounded_per_connection_and_per_node() -> an
     // The held request ends (its client goes away): its budget is back, and B's retry fits.
     held.abort();
     let _ = held.await;
-    weir_tests::eventually(
-        Duration::from_secs(30),
+    gauge_reaches(
+        &broker,
+        "weir_request_bytes_in_flight",
         "the held bytes released",
-        || async {
-            (scraped_gauge(&broker, "weir_request_bytes_in_flight")
-                .await
-                .ok()?
-                == 0)
-                .then_some(())
-        },
+        |v| v == 0,
     )
     .await?;
     assert_eq!(b.produce(large).await?.base_offset, Some(6));
@@ -231,16 +221,11 @@ async fn one_connection_cannot_take_the_whole_node_budget() -> anyhow::Result<()
         tokio::spawn(async move { producer.produce_unfinished(request).await })
     };
     let held = hold(first);
-    weir_tests::eventually(
-        Duration::from_secs(30),
+    gauge_reaches(
+        &broker,
+        "weir_request_bytes_in_flight",
         "the held request's bytes",
-        || async {
-            (scraped_gauge(&broker, "weir_request_bytes_in_flight")
-                .await
-                .ok()?
-                >= first_len)
-                .then_some(())
-        },
+        |v| v >= first_len,
     )
     .await?;
     let second = Bytes::from(values_request("fair", 1024 * 1024 - 8192, 1).encode_to_vec());
@@ -257,6 +242,19 @@ async fn one_connection_cannot_take_the_whole_node_budget() -> anyhow::Result<()
     held.abort();
     broker.stop().await;
     Ok(())
+}
+
+/// Waits (up to 30 s) until gauge `name` of `broker`'s metrics satisfies `reached`.
+async fn gauge_reaches(
+    broker: &InProcessBroker,
+    name: &str,
+    what: &str,
+    reached: impl Fn(u64) -> bool,
+) -> anyhow::Result<()> {
+    weir_tests::eventually(Duration::from_secs(30), what, || async {
+        reached(scraped_gauge(broker, name).await.ok()?).then_some(())
+    })
+    .await
 }
 
 async fn scraped_gauge(broker: &InProcessBroker, name: &str) -> anyhow::Result<u64> {
@@ -308,10 +306,7 @@ async fn subscriptions_are_bounded_per_node() -> anyhow::Result<()> {
 
     // A subscriber that goes away frees its place.
     drop(first);
-    weir_tests::eventually(Duration::from_secs(30), "the place freed", || async {
-        (scraped_gauge(&broker, "weir_subscriptions").await.ok()? == 1).then_some(())
-    })
-    .await?;
+    gauge_reaches(&broker, "weir_subscriptions", "the place freed", |v| v == 1).await?;
     let mut third = subscribe().await?.into_inner();
     raw.clone()
         .produce(pb::ProduceRequest {

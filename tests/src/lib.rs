@@ -274,3 +274,19 @@ impl Drop for BrokerProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Copies directory `from` with its subdirectories to `to` (created if missing): a stopped
+/// broker's data directory, or one copied while it was paused (what a crash then leaves).
+pub fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}

@@ -192,38 +192,9 @@ async fn forward(
         let _ = outbound.set_nodelay(true);
         let (mut from_sender, mut to_sender) = inbound.split();
         let (mut from_target, mut to_target) = outbound.split();
-        let wait = || {
-            let delay = *delay.borrow();
-            async move {
-                if !delay.is_zero() {
-                    tokio::time::sleep(delay).await;
-                }
-            }
-        };
-        let up = async {
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                let n = from_sender.read(&mut buf).await?;
-                if n == 0 {
-                    return std::io::Result::Ok(());
-                }
-                wait().await;
-                to_target.write_all(&buf[..n]).await?;
-            }
-        };
-        let down = async {
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                let n = from_target.read(&mut buf).await?;
-                if n == 0 {
-                    return std::io::Result::Ok(());
-                }
-                wait().await;
-                if !*muted.borrow() {
-                    to_sender.write_all(&buf[..n]).await?;
-                }
-            }
-        };
+        let never = watch::channel(false).1;
+        let up = pump_one_way(&mut from_sender, &mut to_target, &delay, &never);
+        let down = pump_one_way(&mut from_target, &mut to_sender, &delay, &muted);
         tokio::select! {
             _ = up => {}
             _ = down => {}
@@ -235,6 +206,30 @@ async fn forward(
         _ = pump => {}
         _ = cut.wait_for(|cut| *cut) => {}
         _ = resets.changed() => {}
+    }
+}
+
+/// Copies bytes from `from` to `to` until `from` closes, each chunk after the link's current
+/// delay; while `dropped` is set, chunks are read and discarded instead.
+async fn pump_one_way(
+    from: &mut (impl AsyncReadExt + Unpin),
+    to: &mut (impl AsyncWriteExt + Unpin),
+    delay: &watch::Receiver<Duration>,
+    dropped: &watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        let wait = *delay.borrow();
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        if !*dropped.borrow() {
+            to.write_all(&buf[..n]).await?;
+        }
     }
 }
 
