@@ -27,6 +27,7 @@ use weir_proto::v1 as pb;
 use weir_proto::v1::broker_client::BrokerClient;
 
 use crate::RawClient;
+use crate::disk::DiskMode;
 use crate::proxy::LinkProxy;
 
 /// A node's id, as in `--node-id` and in `DescribeTopic`.
@@ -114,6 +115,8 @@ pub struct ProcessCluster {
     /// The proxies run on their own runtime, so they keep forwarding whatever the test's
     /// runtime is busy with (or blocked on).
     proxy_runtime: Option<tokio::runtime::Runtime>,
+    /// The simulated disk the nodes' databases live on, if any (`crate::disk`).
+    disk: Option<DiskMode>,
     _temp: tempfile::TempDir,
 }
 
@@ -192,6 +195,7 @@ impl ProcessCluster {
             nodes: slots,
             links,
             proxy_runtime: Some(proxy_runtime),
+            disk: None,
             _temp: temp,
         })
     }
@@ -279,6 +283,39 @@ impl ProcessCluster {
         .with_context(|| format!("writing node {id}'s config"))
     }
 
+    /// Puts the databases of every node started from now on on a simulated disk of `mode`
+    /// (`crate::disk`), so that [`ProcessCluster::lose_power`] and
+    /// [`ProcessCluster::set_fsync_failing`] work. The binary must be a test broker that reads
+    /// [`crate::disk::ENV`] (`weir-e2e`, `nemesis`).
+    pub fn simulate_disks(&mut self, mode: DiskMode) {
+        self.disk = Some(mode);
+    }
+
+    /// Cuts the power of nodes `ids` at once: SIGKILL, and each loses a random part of what it
+    /// wrote but did not sync (chosen from `seed`) when it starts again. Needs simulated disks.
+    pub fn lose_power(&mut self, ids: &[NodeId], seed: u64) -> anyhow::Result<()> {
+        anyhow::ensure!(self.disk.is_some(), "a power loss needs simulated disks");
+        for &id in ids {
+            if self.is_running(id) {
+                self.kill(id)?;
+            }
+        }
+        for (i, &id) in ids.iter().enumerate() {
+            let seed = seed.wrapping_add(1000 * i as u64);
+            crate::disk::mark_power_loss_in(self.data_dir(id), seed)
+                .with_context(|| format!("marking node {id}'s power loss"))?;
+        }
+        Ok(())
+    }
+
+    /// Makes every fsync of node `id`'s databases fail (`true`), or work again (`false`).
+    /// Needs simulated disks.
+    pub fn set_fsync_failing(&self, id: NodeId, failing: bool) -> anyhow::Result<()> {
+        anyhow::ensure!(self.disk.is_some(), "a failing fsync needs simulated disks");
+        crate::disk::set_fsync_failing(self.data_dir(id), failing)
+            .with_context(|| format!("setting node {id}'s fsync to fail: {failing}"))
+    }
+
     /// Whether node `id`'s process runs (it may be paused).
     pub fn is_running(&self, id: NodeId) -> bool {
         self.slot(id).process.is_some()
@@ -320,6 +357,28 @@ impl ProcessCluster {
         child.wait()?;
         slot.paused = false;
         Ok(())
+    }
+
+    /// Waits (up to 30 s) for node `id`'s process to end by itself; returns its exit status.
+    /// The node then counts as stopped: [`ProcessCluster::restart`] starts it again.
+    pub async fn wait_for_exit(&mut self, id: NodeId) -> anyhow::Result<std::process::ExitStatus> {
+        let what = format!("node {id} to exit");
+        let status = {
+            let slot = self.slot_mut(id);
+            let child = slot
+                .process
+                .as_mut()
+                .with_context(|| format!("node {id} is not running"))?;
+            crate::eventually(Duration::from_secs(30), &what, || {
+                let exited = child.try_wait();
+                async move { exited.ok().flatten() }
+            })
+            .await?
+        };
+        let slot = self.slot_mut(id);
+        slot.process = None;
+        slot.paused = false;
+        Ok(status)
     }
 
     /// Stops node `id` gracefully with SIGTERM; returns whether it exited successfully.
@@ -561,9 +620,14 @@ impl ProcessCluster {
     ) -> anyhow::Result<tokio::sync::oneshot::Receiver<Result<SocketAddr, String>>> {
         let weir = self.weir.clone();
         let args = self.broker_args(id);
-        let slot = self.slot_mut(id);
         let log = std::env::var("WEIR_CHILD_LOG").unwrap_or_else(|_| "warn".to_owned());
-        let mut child = Command::new(&weir)
+        let disk = self.disk;
+        let slot = self.slot_mut(id);
+        let mut command = Command::new(&weir);
+        if let Some(mode) = disk {
+            command.env(crate::disk::ENV, mode.as_env());
+        }
+        let mut child = command
             .args(&args)
             .env("RUST_LOG", log)
             .stdin(Stdio::null())

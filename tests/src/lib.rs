@@ -13,6 +13,7 @@
 //! Tests synchronise by polling with a deadline ([`eventually`]), never by sleeping.
 
 mod cluster;
+pub mod disk;
 pub mod modules;
 pub mod nemesis;
 mod proxy;

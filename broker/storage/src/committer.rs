@@ -188,6 +188,7 @@ impl Committer {
                     self.failed = true;
                     // Offsets assigned in the failed transaction never reached the disk.
                     self.tails.clear();
+                    self.options.on_failure.notify(error);
                 }
             }
             result.map(|_| ())

@@ -164,6 +164,41 @@ pub struct LogDbOptions {
     pub max_commit_bytes: usize,
     /// How long lazy writes (applied-state markers) may wait for a commit to ride on.
     pub lazy_flush_interval: Duration,
+    /// Told when a commit fails, after which the database refuses every write.
+    pub on_failure: OnFailure,
+}
+
+/// What to do when a commit of a [`LogDb`] fails (an fsync error, a full disk, a broken
+/// device). The database refuses every later write: after a failed fsync the kernel may have
+/// dropped pages it could not write, so what the database reads back is no longer what is
+/// durable, and only a restart, which reads the file again, can go on safely. Called once, on
+/// the committer thread; it must be quick.
+#[derive(Clone, Default)]
+pub struct OnFailure(Option<Arc<FailureHook>>);
+
+type FailureHook = dyn Fn(&WriteError) + Send + Sync;
+
+impl OnFailure {
+    /// Calls `hook` with the error of the commit that failed.
+    pub fn new(hook: impl Fn(&WriteError) + Send + Sync + 'static) -> Self {
+        Self(Some(Arc::new(hook)))
+    }
+
+    pub(crate) fn notify(&self, error: &WriteError) {
+        if let Some(hook) = &self.0 {
+            hook(error);
+        }
+    }
+}
+
+impl std::fmt::Debug for OnFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "OnFailure(hook)"
+        } else {
+            "OnFailure(none)"
+        })
+    }
 }
 
 impl Default for LogDbOptions {
@@ -172,6 +207,7 @@ impl Default for LogDbOptions {
             cache_bytes: 256 * 1024 * 1024,
             max_commit_bytes: 64 * 1024 * 1024,
             lazy_flush_interval: Duration::from_millis(500),
+            on_failure: OnFailure::default(),
         }
     }
 }
@@ -243,16 +279,16 @@ impl LogDb {
             })?;
         }
         let repair_path = path.clone();
-        let db = Database::builder()
+        let mut builder = Database::builder();
+        builder
             .set_cache_size(options.cache_bytes)
             .set_repair_callback(move |session| {
                 tracing::warn!(path = %repair_path.display(), progress = session.progress(), "repairing log database after an unclean shutdown");
-            })
-            .create(&path)
-            .map_err(|source| OpenError::Database {
-                path: path.clone(),
-                source: Box::new(source),
-            })?;
+            });
+        let db = crate::backend::create(&builder, &path).map_err(|source| OpenError::Database {
+            path: path.clone(),
+            source: Box::new(source),
+        })?;
         format::prepare(&db, &path)?;
 
         let db = Arc::new(db);

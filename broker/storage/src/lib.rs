@@ -20,6 +20,7 @@
 //! entry's checksummed envelope recorded at append, and the batch against its offset index row. The file records its storage format
 //! ([`STORAGE_FORMAT`]); an older file is converted at open, a newer one refused.
 
+mod backend;
 mod committer;
 mod db;
 mod error;
@@ -28,8 +29,9 @@ mod format;
 mod migrate;
 mod tables;
 
+pub use backend::{CreateDatabase, install_database_backend};
 pub use db::{
-    BatchRead, GroupId, LogBounds, LogDb, LogDbOptions, MetaKey, NewEntry, StorageStats,
+    BatchRead, GroupId, LogBounds, LogDb, LogDbOptions, MetaKey, NewEntry, OnFailure, StorageStats,
     StoredEntry, WriteBatch, WriteOp,
 };
 pub use error::{OpenError, ReadError, WriteError};

@@ -20,6 +20,10 @@ use weir_tests::nemesis::{self, NemesisConfig};
 
 fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some("broker") {
+        if let Err(e) = weir_tests::disk::install_from_env() {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
         return weir_cli::main();
     }
     // The clients' warnings (new epochs, fenced producers, retries) and the nemesis's own
