@@ -8,6 +8,7 @@ mod cli;
 mod cluster;
 mod corruption;
 mod crash;
+mod disk_faults;
 mod forged_commands;
 mod fuzz;
 mod groups;

@@ -83,7 +83,8 @@ impl BrokerArgs {
     }
 }
 
-/// Runs the broker until SIGINT or SIGTERM, then shuts it down gracefully.
+/// Runs the broker until SIGINT or SIGTERM, then shuts it down gracefully; or until one of its
+/// log databases fails, then stops it and returns the error (the process exits with status 1).
 pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     let config = args.config()?;
     let data_dir = config.data_dir.clone();
@@ -94,10 +95,24 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     if let Some(metrics) = broker.metrics_addr() {
         tracing::info!(%metrics, "metrics at http://{metrics}/metrics");
     }
-    wait_for_signal().await?;
-    broker.shutdown().await;
-    Ok(())
+    tokio::select! {
+        signal = wait_for_signal() => {
+            signal?;
+            broker.shutdown().await;
+            Ok(())
+        }
+        reason = broker.storage_failed() => {
+            tracing::error!(%reason, "stopping: a log database failed, so nothing more can be acknowledged; restart the broker to recover from what is durable");
+            // Shutting down only closes connections and stops the groups (the database refuses
+            // writes); bounded, so a stuck disk cannot keep a failed broker up.
+            let _ = tokio::time::timeout(STOP_AFTER_FAILURE, broker.shutdown()).await;
+            anyhow::bail!("a log database failed: {reason}")
+        }
+    }
 }
+
+/// How long a broker whose storage failed may take to shut down before it exits anyway.
+const STOP_AFTER_FAILURE: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[cfg(unix)]
 async fn wait_for_signal() -> anyhow::Result<()> {

@@ -16,6 +16,7 @@ mod metrics;
 mod modules;
 mod node;
 mod service;
+mod storage_failure;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -38,6 +39,7 @@ use crate::admission::{Admission, AdmissionLayer, AdmissionLimits, MIN_RECORD_BY
 use crate::metrics::{Metrics, RequestMetrics};
 use crate::node::Node;
 use crate::service::BrokerService;
+use crate::storage_failure::StorageFailure;
 
 /// Largest gRPC response sent; above the largest fetch response.
 const MAX_RESPONSE_BYTES: usize = 320 * 1024 * 1024;
@@ -102,6 +104,7 @@ pub struct Broker {
     shutdown: CancellationToken,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     metrics_addr: Option<SocketAddr>,
+    storage_failure: StorageFailure,
 }
 
 impl Broker {
@@ -190,7 +193,16 @@ impl Broker {
                 .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await }),
         );
 
-        let node = match Node::start(config, address, peers, shutdown.clone()).await {
+        let storage_failure = StorageFailure::default();
+        let node = match Node::start(
+            config,
+            address,
+            peers,
+            shutdown.clone(),
+            storage_failure.clone(),
+        )
+        .await
+        {
             Ok(node) => node,
             Err(e) => {
                 shutdown.cancel();
@@ -211,7 +223,16 @@ impl Broker {
             shutdown,
             server,
             metrics_addr,
+            storage_failure,
         })
+    }
+
+    /// Resolves when one of the node's log databases failed to commit (an fsync error, a full
+    /// disk); says which and why. From then on the node acknowledges nothing: the caller must
+    /// [`Broker::shutdown`] and let the process end, so it restarts from what is durable
+    /// (`weir broker` exits with status 1).
+    pub async fn storage_failed(&self) -> String {
+        self.storage_failure.wait().await
     }
 
     /// The address the gRPC server is bound to.

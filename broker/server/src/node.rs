@@ -30,6 +30,7 @@ use crate::metadata::{
     TopicInfo, decode_reply, encode_command,
 };
 use crate::modules::ModuleHost;
+use crate::storage_failure::StorageFailure;
 
 /// How long a request waits for a partition or the controller to have a leader.
 const LEADER_WAIT: Duration = Duration::from_secs(10);
@@ -85,15 +86,20 @@ impl Node {
         address: String,
         peers: Peers,
         shutdown: CancellationToken,
+        storage_failure: StorageFailure,
     ) -> Result<Arc<Self>, StartError> {
         let partition_db = LogDb::open(
             config.data_dir.join("partitions.redb"),
-            LogDbOptions::default(),
+            LogDbOptions {
+                on_failure: storage_failure.hook("partition log"),
+                ..LogDbOptions::default()
+            },
         )?;
         let controller_db = LogDb::open(
             config.data_dir.join("controller.redb"),
             LogDbOptions {
                 cache_bytes: 16 * 1024 * 1024,
+                on_failure: storage_failure.hook("controller"),
                 ..LogDbOptions::default()
             },
         )?;
