@@ -7,7 +7,84 @@ use rand::Rng;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 
+use super::moves::Moves;
 use crate::{NodeId, ProcessCluster};
+
+/// The kinds of fault, for choosing which a run injects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FaultKind {
+    /// [`Fault::Kill`].
+    Kill,
+    /// [`Fault::Pause`].
+    Pause,
+    /// [`Fault::Isolate`].
+    Isolate,
+    /// [`Fault::Split`].
+    Split,
+    /// [`Fault::OneWay`].
+    OneWay,
+    /// [`Fault::Bridge`].
+    Bridge,
+    /// [`Fault::LoseAnswers`].
+    LoseAnswers,
+    /// [`Fault::Slow`].
+    Slow,
+    /// [`Fault::PowerLoss`] of one node (needs simulated disks).
+    PowerLoss,
+    /// [`Fault::PowerLoss`] of every node at once (needs simulated disks).
+    PowerLossAll,
+    /// [`Fault::FailFsync`] (needs simulated disks).
+    FailFsync,
+    /// [`Fault::Move`] (needs fewer replicas than nodes).
+    Move,
+}
+
+impl FaultKind {
+    /// Every kind that needs neither simulated disks nor spare nodes.
+    pub const PROCESS_AND_NETWORK: [FaultKind; 8] = [
+        FaultKind::Kill,
+        FaultKind::Pause,
+        FaultKind::Isolate,
+        FaultKind::Split,
+        FaultKind::OneWay,
+        FaultKind::Bridge,
+        FaultKind::LoseAnswers,
+        FaultKind::Slow,
+    ];
+    /// The kinds that need simulated disks.
+    pub const DISK: [FaultKind; 3] = [
+        FaultKind::PowerLoss,
+        FaultKind::PowerLossAll,
+        FaultKind::FailFsync,
+    ];
+
+    /// The kind's name, for counting and for the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Kill => "kill",
+            FaultKind::Pause => "pause",
+            FaultKind::Isolate => "isolate",
+            FaultKind::Split => "split",
+            FaultKind::OneWay => "one-way",
+            FaultKind::Bridge => "bridge",
+            FaultKind::LoseAnswers => "lose-answers",
+            FaultKind::Slow => "slow",
+            FaultKind::PowerLoss => "power-loss",
+            FaultKind::PowerLossAll => "power-loss-all",
+            FaultKind::FailFsync => "fail-fsync",
+            FaultKind::Move => "move",
+        }
+    }
+
+    /// The kind called `name`.
+    pub fn from_name(name: &str) -> Option<FaultKind> {
+        Self::PROCESS_AND_NETWORK
+            .into_iter()
+            .chain(Self::DISK)
+            .chain([FaultKind::Move])
+            .find(|k| k.name() == name)
+    }
+}
 
 /// One fault, and how it is healed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +116,18 @@ pub enum Fault {
     },
     /// Every link to and from the node delayed by this many milliseconds, each way.
     Slow(NodeId, u64),
+    /// The nodes lose power at once: SIGKILL, and each loses a random part (from the seed) of
+    /// what it wrote but had not synced; healed by starting them again.
+    PowerLoss(Vec<NodeId>, u64),
+    /// [`Fault::PowerLoss`] of every node at once.
+    PowerLossAll(u64),
+    /// Every fsync of the node fails (it stops, having acknowledged nothing it could not
+    /// sync); healed by starting it again after a power loss, since a failed fsync may have
+    /// dropped what the kernel held.
+    FailFsync(NodeId, u64),
+    /// A replica of the partition moves to a node without one (in the background; the
+    /// number picks which, see [`Moves::start`]). Nothing to heal.
+    Move(u32, u64),
 }
 
 impl std::fmt::Display for Fault {
@@ -54,37 +143,52 @@ impl std::fmt::Display for Fault {
                 write!(f, "lose node {to}'s answers to node {from}")
             }
             Fault::Slow(n, ms) => write!(f, "slow every link of node {n} by {ms} ms"),
+            Fault::PowerLoss(nodes, seed) => {
+                write!(f, "cut the power of nodes {nodes:?} (seed {seed})")
+            }
+            Fault::PowerLossAll(seed) => write!(f, "cut the power of every node (seed {seed})"),
+            Fault::FailFsync(n, _) => write!(f, "fail every fsync of node {n}"),
+            Fault::Move(partition, _) => write!(f, "move a replica of partition {partition}"),
         }
     }
 }
 
 impl Fault {
-    /// The kind's name, for counting.
-    pub fn kind(&self) -> &'static str {
+    /// The fault's kind.
+    pub fn kind(&self) -> FaultKind {
         match self {
-            Fault::Kill(_) => "kill",
-            Fault::Pause(_) => "pause",
-            Fault::Isolate(_) => "isolate",
-            Fault::Split(_) => "split",
-            Fault::OneWay { .. } => "one-way",
-            Fault::Bridge(_) => "bridge",
-            Fault::LoseAnswers { .. } => "lose-answers",
-            Fault::Slow(..) => "slow",
+            Fault::Kill(_) => FaultKind::Kill,
+            Fault::Pause(_) => FaultKind::Pause,
+            Fault::Isolate(_) => FaultKind::Isolate,
+            Fault::Split(_) => FaultKind::Split,
+            Fault::OneWay { .. } => FaultKind::OneWay,
+            Fault::Bridge(_) => FaultKind::Bridge,
+            Fault::LoseAnswers { .. } => FaultKind::LoseAnswers,
+            Fault::Slow(..) => FaultKind::Slow,
+            Fault::PowerLoss(..) => FaultKind::PowerLoss,
+            Fault::PowerLossAll(_) => FaultKind::PowerLossAll,
+            Fault::FailFsync(..) => FaultKind::FailFsync,
+            Fault::Move(..) => FaultKind::Move,
         }
     }
 
-    /// A random fault for a cluster of `nodes`.
-    pub fn random(rng: &mut StdRng, nodes: &[NodeId]) -> Fault {
+    /// A random fault of one of `kinds` for a cluster of `nodes` whose topic has `partitions`.
+    pub fn random(
+        rng: &mut StdRng,
+        kinds: &[FaultKind],
+        nodes: &[NodeId],
+        partitions: u32,
+    ) -> Fault {
         let node = *nodes.choose(rng).expect("a cluster has nodes");
         let other = |rng: &mut StdRng| {
             let others: Vec<NodeId> = nodes.iter().copied().filter(|&n| n != node).collect();
             *others.choose(rng).expect("a cluster of two nodes or more")
         };
-        match rng.random_range(0..8) {
-            0 => Fault::Kill(node),
-            1 => Fault::Pause(node),
-            2 => Fault::Isolate(node),
-            3 => {
+        match *kinds.choose(rng).expect("at least one kind of fault") {
+            FaultKind::Kill => Fault::Kill(node),
+            FaultKind::Pause => Fault::Pause(node),
+            FaultKind::Isolate => Fault::Isolate(node),
+            FaultKind::Split => {
                 // A minority side of 1 to (n-1)/2 nodes.
                 let mut shuffled = nodes.to_vec();
                 rand::seq::SliceRandom::shuffle(shuffled.as_mut_slice(), rng);
@@ -93,36 +197,61 @@ impl Fault {
                 shuffled.sort_unstable();
                 Fault::Split(shuffled)
             }
-            4 => Fault::OneWay {
+            FaultKind::OneWay => Fault::OneWay {
                 from: node,
                 to: other(rng),
             },
-            5 => Fault::Bridge(node),
-            6 => Fault::Slow(node, rng.random_range(20..400)),
-            _ => Fault::LoseAnswers {
+            FaultKind::Bridge => Fault::Bridge(node),
+            FaultKind::Slow => Fault::Slow(node, rng.random_range(20..400)),
+            FaultKind::LoseAnswers => Fault::LoseAnswers {
                 from: node,
                 to: other(rng),
             },
+            FaultKind::PowerLoss => Fault::PowerLoss(vec![node], rng.random()),
+            FaultKind::PowerLossAll => Fault::PowerLossAll(rng.random()),
+            FaultKind::FailFsync => Fault::FailFsync(node, rng.random()),
+            FaultKind::Move => Fault::Move(rng.random_range(0..partitions.max(1)), rng.random()),
         }
     }
 
     /// Whether two faults can be active at once (they must not touch the same node's process
     /// or the same links in ways healing one would undo for the other).
     pub fn combines_with(&self, other: &Fault) -> bool {
-        let process = |f: &Fault| match f {
-            Fault::Kill(n) | Fault::Pause(n) => Some(*n),
+        if matches!(self, Fault::PowerLossAll(_)) || matches!(other, Fault::PowerLossAll(_)) {
+            return false;
+        }
+        let processes = |f: &Fault| match f {
+            Fault::Kill(n) | Fault::Pause(n) | Fault::FailFsync(n, _) => Some(vec![*n]),
+            Fault::PowerLoss(nodes, _) => Some(nodes.clone()),
             _ => None,
         };
-        match (process(self), process(other)) {
-            (Some(a), Some(b)) => a != b,
-            (Some(_), None) | (None, Some(_)) => true,
+        let links = |f: &Fault| processes(f).is_none() && !matches!(f, Fault::Move(..));
+        match (processes(self), processes(other)) {
+            (Some(a), Some(b)) => a.iter().all(|n| !b.contains(n)),
             // Two link faults: healing either heals every link.
-            (None, None) => false,
+            _ => !(links(self) && links(other)),
         }
     }
 
-    /// Injects the fault.
-    pub fn inject(&self, cluster: &mut ProcessCluster) -> anyhow::Result<()> {
+    /// Whether healing the fault starts processes, which must reach a quorum to report ready:
+    /// such faults are healed after the others.
+    pub fn heals_processes(&self) -> bool {
+        matches!(
+            self,
+            Fault::Kill(_)
+                | Fault::Pause(_)
+                | Fault::PowerLoss(..)
+                | Fault::PowerLossAll(_)
+                | Fault::FailFsync(..)
+        )
+    }
+
+    /// Injects the fault. Returns `false` if it could not be (a move while one still runs).
+    pub(super) fn inject(
+        &self,
+        cluster: &mut ProcessCluster,
+        moves: &mut Moves,
+    ) -> anyhow::Result<bool> {
         let nodes = cluster.node_ids();
         match self {
             Fault::Kill(n) => cluster.kill(*n)?,
@@ -153,8 +282,12 @@ impl Fault {
                     cluster.link(*other, *n).slow(Duration::from_millis(*ms));
                 }
             }
+            Fault::PowerLoss(nodes, seed) => cluster.lose_power(nodes, *seed)?,
+            Fault::PowerLossAll(seed) => cluster.lose_power(&nodes, *seed)?,
+            Fault::FailFsync(n, _) => cluster.set_fsync_failing(*n, true)?,
+            Fault::Move(partition, pick) => return Ok(moves.start(*partition, *pick)),
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Heals the fault.
@@ -177,6 +310,15 @@ impl Fault {
             Fault::Isolate(_) | Fault::Split(_) | Fault::OneWay { .. } | Fault::Bridge(_) => {
                 cluster.heal_all();
             }
+            Fault::PowerLoss(nodes, _) => cluster.start_nodes(nodes).await?,
+            Fault::PowerLossAll(_) => cluster.start_nodes(&cluster.node_ids()).await?,
+            Fault::FailFsync(n, seed) => {
+                // Still running if it had nothing to commit; stopped by itself otherwise.
+                cluster.lose_power(&[*n], *seed)?;
+                cluster.set_fsync_failing(*n, false)?;
+                cluster.restart(*n).await?;
+            }
+            Fault::Move(..) => {}
         }
         Ok(())
     }

@@ -22,6 +22,7 @@
 mod checker;
 mod faults;
 mod history;
+mod moves;
 mod workload;
 
 use std::collections::BTreeMap;
@@ -36,9 +37,11 @@ use rand::{Rng, SeedableRng};
 use weir_proto::v1 as pb;
 
 pub use checker::{FinalPartition, Tally, Violation, check, check_commits};
-pub use faults::Fault;
+pub use faults::{Fault, FaultKind};
 pub use history::{Append, Commit, CommittedView, History, Outcome, Read};
 
+use self::moves::Moves;
+use crate::disk::DiskMode;
 use crate::{NodeId, ProcessCluster};
 
 /// The topic the workload writes.
@@ -51,8 +54,15 @@ pub struct NemesisConfig {
     pub weir: PathBuf,
     /// The seed of every random choice.
     pub seed: u64,
-    /// Brokers (each partition is replicated on all of them).
+    /// Brokers.
     pub nodes: usize,
+    /// Replicas of each partition (at most `nodes`; fewer lets replicas move).
+    pub replication: u32,
+    /// The simulated disk the brokers' databases live on (`crate::disk`); `None`: the real
+    /// file system, and no disk faults.
+    pub disk: Option<DiskMode>,
+    /// The kinds of fault to inject; empty: every kind the configuration allows.
+    pub kinds: Vec<FaultKind>,
     /// How long faults are injected.
     pub duration: Duration,
     /// Partitions of the topic.
@@ -70,6 +80,8 @@ pub struct Report {
     pub tally: Tally,
     /// Faults injected, by kind.
     pub faults: BTreeMap<&'static str, u64>,
+    /// Replica moves started, and completed (during the run or, cut short, at the end).
+    pub moves: (u64, u64),
     /// Everything that went wrong.
     pub violations: Vec<Violation>,
     /// The faults and phases, with their time since the start.
@@ -81,17 +93,83 @@ pub struct Report {
     pub elapsed: Duration,
 }
 
+impl NemesisConfig {
+    /// The kinds of fault the run injects: [`NemesisConfig::kinds`], or every kind the
+    /// configuration allows.
+    pub fn fault_kinds(&self) -> Vec<FaultKind> {
+        if !self.kinds.is_empty() {
+            return self.kinds.clone();
+        }
+        let mut kinds = FaultKind::PROCESS_AND_NETWORK.to_vec();
+        if self.disk.is_some() {
+            kinds.extend(FaultKind::DISK);
+        }
+        if (self.replication as usize) < self.nodes {
+            kinds.push(FaultKind::Move);
+        }
+        kinds
+    }
+
+    /// Checks what a run needs.
+    fn validate(&self) -> anyhow::Result<()> {
+        let single_node_kinds = [
+            FaultKind::Kill,
+            FaultKind::Pause,
+            FaultKind::PowerLoss,
+            FaultKind::PowerLossAll,
+            FaultKind::FailFsync,
+        ];
+        anyhow::ensure!(
+            self.nodes >= 3
+                || (self.nodes >= 1
+                    && self
+                        .fault_kinds()
+                        .iter()
+                        .all(|k| single_node_kinds.contains(k))),
+            "link faults need 3 nodes or more"
+        );
+        anyhow::ensure!(
+            (1..=self.nodes as u32).contains(&self.replication),
+            "replication {} with {} nodes",
+            self.replication,
+            self.nodes
+        );
+        for kind in self.fault_kinds() {
+            anyhow::ensure!(
+                !FaultKind::DISK.contains(&kind) || self.disk.is_some(),
+                "{} faults need simulated disks",
+                kind.name()
+            );
+            anyhow::ensure!(
+                kind != FaultKind::Move || (self.replication as usize) < self.nodes,
+                "moves need fewer replicas ({}) than nodes ({})",
+                self.replication,
+                self.nodes
+            );
+        }
+        Ok(())
+    }
+}
+
 impl Report {
     /// The command that runs the same schedule again.
     pub fn replay_command(&self) -> String {
-        format!(
-            "cargo run --release -p weir-tests --bin nemesis -- --seed {} --nodes {} --seconds {} --partitions {} --writers {}",
-            self.config.seed,
-            self.config.nodes,
-            self.config.duration.as_secs(),
-            self.config.partitions,
-            self.config.writers
-        )
+        let c = &self.config;
+        let mut command = format!(
+            "cargo run --release -p weir-tests --bin nemesis -- --seed {} --nodes {} --replication {} --seconds {} --partitions {} --writers {} --disk {}",
+            c.seed,
+            c.nodes,
+            c.replication,
+            c.duration.as_secs(),
+            c.partitions,
+            c.writers,
+            c.disk.map_or("none", DiskMode::as_env),
+        );
+        if !c.kinds.is_empty() {
+            let names: Vec<&str> = c.kinds.iter().map(|k| k.name()).collect();
+            command.push_str(&format!(" --faults {}", names.join(",")));
+        }
+        command
     }
 }
 
@@ -100,11 +178,13 @@ impl std::fmt::Display for Report {
         let t = &self.tally;
         writeln!(
             f,
-            "nemesis seed {}: {} nodes, {} partitions, {} writers, {:?} of faults ({:.0?} in all)",
+            "nemesis seed {}: {} nodes, {} partitions of {} replicas, {} writers, disks {}, {:?} of faults ({:.0?} in all)",
             self.config.seed,
             self.config.nodes,
             self.config.partitions,
+            self.config.replication,
             self.config.writers,
+            self.config.disk.map_or("real", DiskMode::as_env),
             self.config.duration,
             self.elapsed
         )?;
@@ -119,6 +199,13 @@ impl std::fmt::Display for Report {
             t.commits, t.commit_queries
         )?;
         writeln!(f, "faults: {:?}", self.faults)?;
+        if self.moves.0 > 0 {
+            writeln!(
+                f,
+                "replica moves: {} started, {} completed",
+                self.moves.0, self.moves.1
+            )?;
+        }
         if self.violations.is_empty() {
             writeln!(f, "violations: none")?;
         } else {
@@ -143,6 +230,7 @@ impl std::fmt::Display for Report {
 
 /// Runs the nemesis against a fresh cluster and checks the outcome.
 pub async fn run(config: NemesisConfig) -> anyhow::Result<Report> {
+    config.validate()?;
     let started = Instant::now();
     let mut rng = StdRng::seed_from_u64(config.seed);
     // Short produce timeouts, so outcomes resolve while the run goes on.
@@ -152,6 +240,9 @@ pub async fn run(config: NemesisConfig) -> anyhow::Result<Report> {
         "[limits]\nproduce_timeout_ms = 3000\n",
     )
     .await?;
+    if let Some(mode) = config.disk {
+        cluster.simulate_disks(mode);
+    }
     cluster.start_nodes(&cluster.node_ids()).await?;
     let nodes = cluster.node_ids();
     let addrs: Vec<String> = nodes.iter().map(|&n| cluster.addr(n).to_string()).collect();
@@ -160,7 +251,7 @@ pub async fn run(config: NemesisConfig) -> anyhow::Result<Report> {
         .create_topic(pb::CreateTopicRequest {
             name: TOPIC.into(),
             partitions: config.partitions,
-            replication_factor: config.nodes as u32,
+            replication_factor: config.replication,
             ..Default::default()
         })
         .await?;
@@ -201,7 +292,8 @@ pub async fn run(config: NemesisConfig) -> anyhow::Result<Report> {
         stop.clone(),
     ));
 
-    let faults = inject_faults(&mut cluster, &mut rng, &history, config.duration).await?;
+    let mut moves = Moves::new(addrs.clone(), history.clone());
+    let faults = inject_faults(&mut cluster, &mut rng, &history, &config, &mut moves).await?;
 
     history.event("stopping the workload");
     stop.store(true, Ordering::Relaxed);
@@ -210,13 +302,19 @@ pub async fn run(config: NemesisConfig) -> anyhow::Result<Report> {
     }
     history.event("healing everything");
     cluster.heal_all();
+    let stopped: Vec<NodeId> = nodes
+        .iter()
+        .copied()
+        .filter(|&n| !cluster.is_running(n))
+        .collect();
     for &node in &nodes {
         if cluster.is_running(node) {
             cluster.resume(node)?;
-        } else {
-            cluster.restart(node).await?;
         }
     }
+    cluster.start_nodes(&stopped).await?;
+    history.event("completing the replica moves");
+    moves.finish().await?;
     let partitions = final_state(&cluster, config.partitions).await?;
     let client = workload::connect(&addrs[0]).await?;
     let final_view = crate::eventually(
@@ -239,6 +337,7 @@ pub async fn run(config: NemesisConfig) -> anyhow::Result<Report> {
         config,
         tally,
         faults,
+        moves: (moves.started, moves.completed),
         violations,
         events: history.events(),
         elapsed: started.elapsed(),
@@ -297,29 +396,36 @@ async fn inject_faults(
     cluster: &mut ProcessCluster,
     rng: &mut StdRng,
     history: &History,
-    duration: Duration,
+    config: &NemesisConfig,
+    moves: &mut Moves,
 ) -> anyhow::Result<BTreeMap<&'static str, u64>> {
     let nodes = cluster.node_ids();
-    let deadline = Instant::now() + duration;
+    let kinds = config.fault_kinds();
+    let random = |rng: &mut StdRng| Fault::random(rng, &kinds, &nodes, config.partitions);
+    let deadline = Instant::now() + config.duration;
     let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
     while Instant::now() < deadline {
         // The schedule's pace, drawn from the seed: not synchronisation.
         tokio::time::sleep(Duration::from_millis(rng.random_range(300..1500))).await;
-        let mut active = vec![Fault::random(rng, &nodes)];
+        let mut active = vec![random(rng)];
         if rng.random_bool(0.3) {
-            let second = Fault::random(rng, &nodes);
+            let second = random(rng);
             if active[0].combines_with(&second) {
                 active.push(second);
             }
         }
-        for fault in &active {
-            fault.inject(cluster)?;
-            *counts.entry(fault.kind()).or_default() += 1;
-            history.event(format!("inject: {fault}"));
+        let mut injected = Vec::with_capacity(active.len());
+        for fault in active {
+            if fault.inject(cluster, moves)? {
+                *counts.entry(fault.kind().name()).or_default() += 1;
+                history.event(format!("inject: {fault}"));
+                injected.push(fault);
+            }
         }
+        let mut active = injected;
         tokio::time::sleep(Duration::from_millis(rng.random_range(500..3000))).await;
         // Links first: a restarted node must reach a quorum to report ready.
-        active.sort_by_key(|f| matches!(f, Fault::Kill(_) | Fault::Pause(_)));
+        active.sort_by_key(Fault::heals_processes);
         for fault in &active {
             fault.heal(cluster).await?;
             history.event(format!("heal: {fault}"));
@@ -328,8 +434,9 @@ async fn inject_faults(
     Ok(counts)
 }
 
-/// Waits until every replica of every partition holds the same high watermark, then reads the
-/// records from one replica and every replica's stored batches.
+/// Waits until every replica of every partition holds the same high watermark, its leader
+/// seeing each in sync and its raft membership being the assigned replicas, then reads the
+/// records from the leader and every replica's stored batches.
 async fn final_state(
     cluster: &ProcessCluster,
     partitions: u32,
@@ -339,24 +446,34 @@ async fn final_state(
     for partition in 0..partitions {
         let what = format!("every replica of partition {partition} to agree");
         let agreed = crate::eventually(Duration::from_secs(120), &what, || async {
-            let mut marks = Vec::new();
+            // Only replicas know the leader.
+            let mut leader = None;
             for &node in &nodes {
-                marks.push(
-                    cluster
-                        .partition_on(node, TOPIC, partition)
-                        .await?
-                        .high_watermark,
-                );
+                leader = leader.or(cluster.partition_on(node, TOPIC, partition).await?.leader);
             }
-            let leader = cluster
-                .partition_on(nodes[0], TOPIC, partition)
-                .await?
-                .leader;
-            (leader.is_some() && marks.iter().all(|&m| m == marks[0])).then_some(marks[0])
+            let leader = leader?;
+            let view = cluster.partition_on(leader, TOPIC, partition).await?;
+            let mut replicas = view.replicas.clone();
+            replicas.sort_unstable();
+            let mut members: Vec<NodeId> = view.replica_status.iter().map(|r| r.node_id).collect();
+            members.sort_unstable();
+            let settled = view.leader == Some(leader)
+                && members == replicas
+                && view.replica_status.iter().all(|r| r.in_sync);
+            if !settled {
+                return None;
+            }
+            for &node in &replicas {
+                let mark = cluster.partition_on(node, TOPIC, partition).await?;
+                if mark.high_watermark != view.high_watermark {
+                    return None;
+                }
+            }
+            Some((leader, replicas, view.high_watermark))
         })
         .await;
-        let high_watermark = match agreed {
-            Ok(mark) => mark,
+        let (leader, replicas, high_watermark) = match agreed {
+            Ok(agreed) => agreed,
             Err(e) => {
                 let mut views = Vec::new();
                 for &node in &nodes {
@@ -365,11 +482,11 @@ async fn final_state(
                         cluster.partition_on(node, TOPIC, partition).await
                     ));
                 }
-                anyhow::bail!("{e}; the replicas' views:\n{}", views.join("\n"));
+                anyhow::bail!("{e}; the nodes' views:\n{}", views.join("\n"));
             }
         };
         let records = cluster
-            .read_partition(nodes[0], TOPIC, partition)
+            .read_partition(leader, TOPIC, partition)
             .await?
             .into_iter()
             .map(|r| (r.offset, r.value))
@@ -379,11 +496,17 @@ async fn final_state(
             "partition {partition}: read {} records below the high watermark {high_watermark}",
             records.len()
         );
-        let mut replicas = BTreeMap::new();
-        for &node in &nodes {
-            replicas.insert(node, stored_batches(cluster, node, partition).await?);
+        let mut stored = BTreeMap::new();
+        for node in replicas {
+            stored.insert(node, stored_batches(cluster, node, partition).await?);
         }
-        state.insert(partition, FinalPartition { records, replicas });
+        state.insert(
+            partition,
+            FinalPartition {
+                records,
+                replicas: stored,
+            },
+        );
     }
     Ok(state)
 }

@@ -1,0 +1,188 @@
+//! Replica moves while faults run. Each move is a membership change of the partition's raft
+//! group (the new replica joins as a learner, catches up and is swapped in for the old one)
+//! between two controller commands. Moves run one at a time in the background, so faults land
+//! in the middle of them; a move a fault cut short leaves an extra replica, never a missing
+//! one, and the nemesis runs it again at the end until it completes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
+use weir_client::Client;
+
+use super::TOPIC;
+use super::history::History;
+
+/// How long one attempt at a move may take.
+const ATTEMPT: Duration = Duration::from_secs(30);
+
+/// One replica move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Move {
+    partition: u32,
+    from: u64,
+    to: u64,
+}
+
+impl std::fmt::Display for Move {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "move partition {}'s replica from node {} to node {}",
+            self.partition, self.from, self.to
+        )
+    }
+}
+
+/// A move's end: done, or failed (perhaps before it was even chosen) with why.
+type Outcome = Result<Move, (Option<Move>, String)>;
+
+/// The moves of a run.
+pub(super) struct Moves {
+    addrs: Vec<String>,
+    history: Arc<History>,
+    running: Option<JoinHandle<Outcome>>,
+    /// Moves that failed after they were chosen, to run again at the end.
+    unfinished: Vec<Move>,
+    /// Moves started, and completed (at the first attempt or at the end).
+    pub(super) started: u64,
+    pub(super) completed: u64,
+}
+
+impl Moves {
+    pub(super) fn new(addrs: Vec<String>, history: Arc<History>) -> Self {
+        Self {
+            addrs,
+            history,
+            running: None,
+            unfinished: Vec::new(),
+            started: 0,
+            completed: 0,
+        }
+    }
+
+    /// Starts moving a replica of `partition` unless a move is still running: the replica on
+    /// the `pick`-th of its nodes goes to the `pick`-th node that holds none (both counted
+    /// around). Returns whether it started.
+    pub(super) fn start(&mut self, partition: u32, pick: u64) -> bool {
+        if self.running.as_ref().is_some_and(|r| !r.is_finished()) {
+            return false;
+        }
+        self.take_finished();
+        let addrs = self.addrs.clone();
+        let history = self.history.clone();
+        self.started += 1;
+        self.running = Some(tokio::spawn(async move {
+            let (client, topic) = any_node(&addrs)
+                .await
+                .map_err(|e| (None, format!("no node answered: {e}")))?;
+            let replicas = topic
+                .partitions
+                .get(partition as usize)
+                .map(|p| p.replicas.clone())
+                .unwrap_or_default();
+            let mut spare: Vec<u64> = (1..=addrs.len() as u64)
+                .filter(|n| !replicas.contains(n))
+                .collect();
+            spare.sort_unstable();
+            let (Some(&from), Some(&to)) = (
+                replicas.get(pick as usize % replicas.len().max(1)),
+                spare.get((pick / 7) as usize % spare.len().max(1)),
+            ) else {
+                return Err((None, format!("no move possible: replicas {replicas:?}")));
+            };
+            let chosen = Move {
+                partition,
+                from,
+                to,
+            };
+            history.event(format!("{chosen}: started"));
+            let outcome = attempt(&client, chosen).await;
+            history.event(match &outcome {
+                Ok(()) => format!("{chosen}: done"),
+                Err(e) => format!("{chosen}: failed: {e}"),
+            });
+            outcome.map(|()| chosen).map_err(|e| (Some(chosen), e))
+        }));
+        true
+    }
+
+    /// Records the outcome of the move that ran, if it ended.
+    fn take_finished(&mut self) {
+        if let Some(running) = self.running.take_if(|r| r.is_finished()) {
+            self.record(futures::FutureExt::now_or_never(running));
+        }
+    }
+
+    fn record(&mut self, outcome: Option<Result<Outcome, tokio::task::JoinError>>) {
+        match outcome {
+            Some(Ok(Ok(_))) => self.completed += 1,
+            Some(Ok(Err((Some(chosen), _)))) => self.unfinished.push(chosen),
+            _ => {}
+        }
+    }
+
+    /// Waits for the running move, then runs every move that failed again until it completes
+    /// (within two minutes each).
+    pub(super) async fn finish(&mut self) -> anyhow::Result<()> {
+        if let Some(running) = self.running.take() {
+            let outcome = running.await;
+            self.record(Some(outcome));
+        }
+        for chosen in std::mem::take(&mut self.unfinished) {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            loop {
+                let outcome = match any_node(&self.addrs).await {
+                    Ok((client, _)) => attempt(&client, chosen).await,
+                    Err(e) => Err(e.to_string()),
+                };
+                match outcome {
+                    Ok(()) => break,
+                    // Done before the answer was lost.
+                    Err(e) if e.contains("holds no replica") => break,
+                    Err(e) if Instant::now() > deadline => {
+                        anyhow::bail!("{chosen} never completed: {e}")
+                    }
+                    // A pace for the retries, not synchronisation.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                }
+            }
+            self.history
+                .event(format!("{chosen}: completed at the end"));
+            self.completed += 1;
+        }
+        Ok(())
+    }
+}
+
+async fn attempt(client: &Client, chosen: Move) -> Result<(), String> {
+    match tokio::time::timeout(
+        ATTEMPT,
+        client.move_replica(TOPIC, chosen.partition, chosen.from, chosen.to),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {ATTEMPT:?}")),
+    }
+}
+
+/// A client of the first node that describes the topic, and what it said.
+async fn any_node(addrs: &[String]) -> anyhow::Result<(Client, weir_client::TopicInfo)> {
+    let mut last = anyhow::anyhow!("no nodes");
+    for addr in addrs {
+        let answer = tokio::time::timeout(Duration::from_secs(2), async {
+            let client = Client::connect(addr.clone()).await?;
+            let topic = client.describe_topic(TOPIC).await?;
+            anyhow::Ok((client, topic))
+        })
+        .await;
+        match answer {
+            Ok(Ok(found)) => return Ok(found),
+            Ok(Err(e)) => last = e.context(addr.clone()),
+            Err(_) => last = anyhow::anyhow!("{addr}: no answer"),
+        }
+    }
+    Err(last)
+}
