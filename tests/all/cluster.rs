@@ -1524,6 +1524,93 @@ async fn a_move_to_a_stopped_node_fails_and_can_be_run_again() -> anyhow::Result
     Ok(())
 }
 
+/// A move cut short leaves its new replica in the metadata without the raft group having it.
+/// The next move of the partition, even to another node, must drop that replica first: before,
+/// it stayed listed forever (found by the nemesis, with moves under faults), a replica that
+/// never received anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_after_one_cut_short_leaves_no_replica_outside_the_raft_group() -> anyhow::Result<()>
+{
+    const TOPIC: &str = "recut";
+    let mut cluster =
+        ProcessCluster::new_with_config(weir(), 4, "learner_stall_ms = 2000\n").await?;
+    cluster.start_nodes(&cluster.node_ids()).await?;
+    cluster
+        .client(1)?
+        .create_topic(pb::CreateTopicRequest {
+            name: TOPIC.into(),
+            partitions: 1,
+            replication_factor: 2,
+            configs: HashMap::new(),
+        })
+        .await?;
+    let (leader, _) = cluster
+        .produce_acked(&cluster.node_ids(), TOPIC, 0, vec![record("before", 0)])
+        .await?;
+    let view = cluster
+        .partition_on(leader, TOPIC, 0)
+        .await
+        .context("describe")?;
+    let follower = *view
+        .replicas
+        .iter()
+        .find(|&&r| r != leader)
+        .context("RF 2")?;
+    let spares: Vec<NodeId> = cluster
+        .node_ids()
+        .into_iter()
+        .filter(|n| !view.replicas.contains(n))
+        .collect();
+    let (stalled, other) = (spares[0], spares[1]);
+
+    // The first move stalls on a stopped node and fails, its new replica already listed.
+    cluster.pause(stalled)?;
+    let client = weir_client::Client::connect(cluster.addr(leader).to_string()).await?;
+    let first = eventually(
+        Duration::from_secs(60),
+        "the move to fail on the stall",
+        || {
+            let client = client.clone();
+            async move {
+                match client.move_replica(TOPIC, 0, follower, stalled).await {
+                    Ok(moved) => Some(Err(anyhow::anyhow!("moved to a stopped node: {moved:?}"))),
+                    Err(e) if e.to_string().contains("made no progress") => Some(Ok(())),
+                    Err(e) if e.is_retriable() => None,
+                    Err(e) => Some(Err(e.into())),
+                }
+            }
+        },
+    )
+    .await?;
+    first?;
+    cluster.resume(stalled)?;
+
+    // Another move of the partition, to another node.
+    let moved = tokio::time::timeout(GENEROUS, client.move_replica(TOPIC, 0, follower, other))
+        .await
+        .context("the second move")??;
+    let mut listed = moved.partitions[0].replicas.clone();
+    listed.sort_unstable();
+    let mut expected = vec![leader, other];
+    expected.sort_unstable();
+    assert_eq!(
+        listed, expected,
+        "the replicas listed after the second move"
+    );
+    let status = cluster
+        .partition_on(leader, TOPIC, 0)
+        .await
+        .context("describe on the leader")?;
+    let mut voters: Vec<NodeId> = status.replica_status.iter().map(|r| r.node_id).collect();
+    voters.sort_unstable();
+    assert_eq!(voters, expected, "the raft group's voters");
+    let (_, next) = cluster
+        .produce_acked(&cluster.node_ids(), TOPIC, 0, vec![record("after", 1)])
+        .await?;
+    assert_eq!(next, 1);
+    Ok(())
+}
+
 /// `ListOffsets` latest answers only from a replica whose high watermark is the partition's: a
 /// follower that lags (here, cut off from the leader's messages) sends the caller to the leader
 /// instead of calling a stale offset the latest.

@@ -202,6 +202,12 @@ impl PartitionReplica {
         self.group.replace_voter(Some(add), Some(remove)).await
     }
 
+    /// The group's voters, as this node's membership config has them (during a change, the
+    /// old and the new ones).
+    pub fn voters(&self) -> Vec<NodeId> {
+        self.group.voters()
+    }
+
     /// The applied index and high watermark, updated as entries are applied.
     pub fn progress(&self) -> watch::Receiver<PartitionProgress> {
         self.progress.clone()

@@ -6,9 +6,9 @@
 //! same loop runs at start-up, so a restart brings back exactly the assigned partitions and
 //! removes data a crash left behind mid-delete.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -71,6 +71,8 @@ pub(crate) struct Node {
     /// next reconciliation.
     failed: RwLock<HashMap<GroupId, String>>,
     reconcile_lock: tokio::sync::Mutex<()>,
+    /// The partitions a replica move runs for, on this node (their leader).
+    moving: Mutex<HashSet<GroupId>>,
     round_robin: AtomicU32,
     /// The modules this node runs.
     pub(crate) modules: ModuleHost,
@@ -167,6 +169,7 @@ impl Node {
             partitions: RwLock::default(),
             failed: RwLock::default(),
             reconcile_lock: tokio::sync::Mutex::new(()),
+            moving: Mutex::default(),
             round_robin: AtomicU32::new(0),
             shutdown,
         });
@@ -361,7 +364,9 @@ impl Node {
     /// the metadata adds `to` (whose node starts an empty replica), the raft group takes `to`
     /// as a learner until it has caught up and then swaps it for `from`, and finally the
     /// metadata drops `from` (whose node stops its replica and deletes the data). A move
-    /// interrupted halfway leaves an extra replica, never a missing one, and can be re-run.
+    /// interrupted halfway leaves an extra replica in the metadata, never a missing one; the
+    /// next move of the partition (the same one run again, or another) first drops every
+    /// replica the raft group does not have. One move per partition runs at a time.
     pub(crate) async fn move_replica(
         &self,
         topic: &TopicInfo,
@@ -371,6 +376,15 @@ impl Node {
     ) -> Result<(), BrokerError> {
         let info = partition_info(topic, partition)?;
         let what = format!("{}/{}", topic.name, partition);
+        let hosted = self.leader_of(topic, partition).await?;
+        let _running = MoveGuard::take(&self.moving, hosted.group()).ok_or_else(|| {
+            BrokerError::Unavailable(format!(
+                "a move of {what} is running; try again when it ends"
+            ))
+        })?;
+        let info = self
+            .settle_replicas(topic, partition, info.clone(), &hosted)
+            .await?;
         if !info.replicas.contains(&from) {
             return Err(BrokerError::InvalidArgument(format!(
                 "node {from} holds no replica of {what} (replicas: {:?})",
@@ -388,7 +402,6 @@ impl Node {
             .get(&to)
             .map(|n| n.address.clone())
             .ok_or(BrokerError::UnknownNode(to))?;
-        let hosted = self.leader_of(topic, partition).await?;
         tracing::info!(partition = %what, from, to, "moving replica");
         let command = |add: bool| {
             let (topic, partition) = (topic.name.clone(), partition.0);
@@ -424,6 +437,44 @@ impl Node {
         })
         .await;
         Ok(())
+    }
+
+    /// Drops from the metadata every replica of `topic`/`partition` that its raft group (led
+    /// here) does not have: what a move cut short after adding its new replica, or before
+    /// dropping its old one, left behind. Returns the partition as it is then.
+    async fn settle_replicas(
+        &self,
+        topic: &TopicInfo,
+        partition: PartitionId,
+        info: PartitionInfo,
+        hosted: &HostedPartition,
+    ) -> Result<PartitionInfo, BrokerError> {
+        let voters = hosted.replica.voters();
+        let strays: Vec<NodeId> = info
+            .replicas
+            .iter()
+            .copied()
+            .filter(|r| !voters.contains(r))
+            .collect();
+        if strays.is_empty() {
+            return Ok(info);
+        }
+        for &node in &strays {
+            tracing::warn!(
+                partition = %format!("{}/{}", topic.name, partition),
+                node,
+                "dropping a replica the partition's raft group does not have (left by a move cut short)"
+            );
+            self.propose(Command::RemoveReplica {
+                topic: topic.name.clone(),
+                partition: partition.0,
+                node,
+            })
+            .await?;
+        }
+        let mut settled = info;
+        settled.replicas.retain(|r| !strays.contains(r));
+        Ok(settled)
     }
 
     /// Waits (at most [`LEADER_WAIT`]) until this node's metadata satisfies `done`.
@@ -965,4 +1016,27 @@ pub(crate) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| BrokerError::Internal(format!("storage task failed: {e}")))?
+}
+
+/// Marks a partition's move as running for as long as it lives.
+struct MoveGuard<'a> {
+    moving: &'a Mutex<HashSet<GroupId>>,
+    group: GroupId,
+}
+
+impl<'a> MoveGuard<'a> {
+    /// Marks `group`'s move as running; `None` if one already is.
+    fn take(moving: &'a Mutex<HashSet<GroupId>>, group: GroupId) -> Option<Self> {
+        let mut running = moving.lock().unwrap_or_else(|p| p.into_inner());
+        running.insert(group).then_some(MoveGuard { moving, group })
+    }
+}
+
+impl Drop for MoveGuard<'_> {
+    fn drop(&mut self) {
+        self.moving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.group);
+    }
 }
