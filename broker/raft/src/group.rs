@@ -169,6 +169,23 @@ where
                 .await
                 .map_err(|e| write_error(self.id, e))?;
         }
+        // Learners an earlier change added and never promoted (a move cut short): their nodes
+        // drop their replicas once the metadata no longer lists them, so they must leave the
+        // group too, or the leader would count entries replicated to a log that is gone.
+        let leftover: std::collections::BTreeSet<NodeId> = {
+            let metrics = self.raft.metrics().borrow_watched().clone();
+            metrics
+                .membership_config
+                .membership()
+                .learner_ids()
+                .collect()
+        };
+        if !leftover.is_empty() {
+            self.raft
+                .change_membership(openraft::ChangeMembers::RemoveNodes(leftover), false)
+                .await
+                .map_err(|e| write_error(self.id, e))?;
+        }
         Ok(())
     }
 
@@ -251,6 +268,16 @@ where
             .membership_config
             .membership()
             .voter_ids()
+            .collect()
+    }
+
+    /// Every member of the group's current membership: voters and learners.
+    pub(crate) fn members(&self) -> Vec<NodeId> {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let membership = metrics.membership_config.membership();
+        membership
+            .voter_ids()
+            .chain(membership.learner_ids())
             .collect()
     }
 

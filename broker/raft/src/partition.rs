@@ -202,10 +202,10 @@ impl PartitionReplica {
         self.group.replace_voter(Some(add), Some(remove)).await
     }
 
-    /// The group's voters, as this node's membership config has them (during a change, the
-    /// old and the new ones).
-    pub fn voters(&self) -> Vec<NodeId> {
-        self.group.voters()
+    /// The group's members, voters and learners, as this node's membership config has them
+    /// (during a change, the old and the new ones).
+    pub fn members(&self) -> Vec<NodeId> {
+        self.group.members()
     }
 
     /// The applied index and high watermark, updated as entries are applied.

@@ -426,22 +426,41 @@ impl Node {
             .await
             .map_err(|e| self.replica_error(e))?;
         self.propose(command(false)).await?;
-        // Answer with what this node's metadata says, so wait until the change reached it
+        // The membership change removed the learners an earlier move cut short had added.
+        let mut moved = info;
+        if !moved.replicas.contains(&to) {
+            moved.replicas.push(to);
+        }
+        moved.replicas.retain(|&r| r != from);
+        let mut settled = self
+            .settle_replicas(topic, partition, moved, &hosted)
+            .await?
+            .replicas;
+        settled.sort_unstable();
+        // Answer with what this node's metadata says, so wait until the changes reached it
         // (this node may follow the controller).
         let (name, index) = (topic.name.clone(), partition.0 as usize);
         self.wait_for_metadata(|m| {
             m.topics
                 .get(&name)
                 .and_then(|t| t.partitions.get(index))
-                .is_none_or(|p| !p.replicas.contains(&from))
+                .is_none_or(|p| {
+                    let mut now = p.replicas.clone();
+                    now.sort_unstable();
+                    now == settled
+                })
         })
         .await;
         Ok(())
     }
 
     /// Drops from the metadata every replica of `topic`/`partition` that its raft group (led
-    /// here) does not have: what a move cut short after adding its new replica, or before
-    /// dropping its old one, left behind. Returns the partition as it is then.
+    /// here) does not have, as a voter or a learner: what a move cut short and followed by
+    /// another move left behind. Returns the partition as it is then.
+    ///
+    /// A learner stays listed: its node keeps the entries it has, which the leader counts as
+    /// replicated to it; dropping it would delete them, and a move back to that node would then
+    /// show the leader a follower whose log went backwards (openraft stops the group on that).
     async fn settle_replicas(
         &self,
         topic: &TopicInfo,
@@ -449,12 +468,12 @@ impl Node {
         info: PartitionInfo,
         hosted: &HostedPartition,
     ) -> Result<PartitionInfo, BrokerError> {
-        let voters = hosted.replica.voters();
+        let members = hosted.replica.members();
         let strays: Vec<NodeId> = info
             .replicas
             .iter()
             .copied()
-            .filter(|r| !voters.contains(r))
+            .filter(|r| !members.contains(r))
             .collect();
         if strays.is_empty() {
             return Ok(info);
