@@ -11,39 +11,8 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use weir_proto::v1 as pb;
-use weir_tests::{InProcessBroker, RawGrpc, modules};
+use weir_tests::{InProcessBroker, RawGrpc, UNARY_RPCS as UNARY, modules};
 use weir_wasm::{ModuleId, Runtime, WasmLimits};
-
-/// Every unary RPC of `weir.v1.Broker` (Subscribe streams and is called apart).
-const UNARY: &[&str] = &[
-    "CreateTopic",
-    "DeleteTopic",
-    "ListTopics",
-    "DescribeTopic",
-    "Produce",
-    "InitProducerId",
-    "Fetch",
-    "ListOffsets",
-    "DescribeCluster",
-    "AddNode",
-    "RemoveNode",
-    "MoveReplica",
-    "RegisterModule",
-    "ListModules",
-    "DescribeModule",
-    "DeleteModule",
-    "AttachModule",
-    "DetachModule",
-    "JoinGroup",
-    "GroupHeartbeat",
-    "LeaveGroup",
-    "CommitOffsets",
-    "FetchCommittedOffsets",
-    "ListGroups",
-    "DescribeGroup",
-    "ResetGroupOffsets",
-    "DeleteGroup",
-];
 
 /// Names that exist on the broker under test, so fuzzed requests reach past the lookups.
 const NAMES: &[&str] = &["fuzz", "g", "keep-all", "0", ""];

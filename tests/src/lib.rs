@@ -24,7 +24,7 @@ pub use cluster::{
     run_to_exit,
 };
 pub use proxy::LinkProxy;
-pub use raw_grpc::{RawGrpc, RawProducer};
+pub use raw_grpc::{RawGrpc, RawProducer, UNARY_RPCS};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -11,6 +11,37 @@ use weir_proto::v1 as pb;
 
 const PRODUCE: &str = "/weir.v1.Broker/Produce";
 
+/// Every unary RPC of `weir.v1.Broker` (Subscribe streams and is called apart).
+pub const UNARY_RPCS: &[&str] = &[
+    "CreateTopic",
+    "DeleteTopic",
+    "ListTopics",
+    "DescribeTopic",
+    "Produce",
+    "InitProducerId",
+    "Fetch",
+    "ListOffsets",
+    "DescribeCluster",
+    "AddNode",
+    "RemoveNode",
+    "MoveReplica",
+    "RegisterModule",
+    "ListModules",
+    "DescribeModule",
+    "DeleteModule",
+    "AttachModule",
+    "DetachModule",
+    "JoinGroup",
+    "GroupHeartbeat",
+    "LeaveGroup",
+    "CommitOffsets",
+    "FetchCommittedOffsets",
+    "ListGroups",
+    "DescribeGroup",
+    "ResetGroupOffsets",
+    "DeleteGroup",
+];
+
 /// A client of any RPC, sending and receiving messages as bytes.
 #[derive(Clone)]
 pub struct RawGrpc {

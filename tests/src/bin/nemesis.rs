@@ -120,9 +120,19 @@ fn run() -> anyhow::Result<ExitCode> {
             seed: config.seed + round,
             ..config.clone()
         };
-        let report = runtime.block_on(nemesis::run(config))?;
-        println!("{report}\n");
-        failed |= !report.violations.is_empty();
+        let seed = config.seed;
+        match runtime.block_on(nemesis::run(config)) {
+            Ok(report) => {
+                println!("{report}\n");
+                failed |= !report.violations.is_empty();
+            }
+            // A run that could not finish (a cluster that never agreed again) is a failure
+            // of its own; the next rounds still run.
+            Err(e) => {
+                println!("nemesis seed {seed}: the run did not finish: {e:#}\n");
+                failed = true;
+            }
+        }
     }
     Ok(if failed {
         ExitCode::FAILURE

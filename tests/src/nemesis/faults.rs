@@ -29,9 +29,9 @@ pub enum FaultKind {
     LoseAnswers,
     /// [`Fault::Slow`].
     Slow,
-    /// [`Fault::PowerLoss`] of one node (needs simulated disks).
+    /// [`Fault::PowerLoss`] (needs simulated disks).
     PowerLoss,
-    /// [`Fault::PowerLoss`] of every node at once (needs simulated disks).
+    /// [`Fault::PowerLossAll`] (needs simulated disks).
     PowerLossAll,
     /// [`Fault::FailFsync`] (needs simulated disks).
     FailFsync,
@@ -116,10 +116,10 @@ pub enum Fault {
     },
     /// Every link to and from the node delayed by this many milliseconds, each way.
     Slow(NodeId, u64),
-    /// The nodes lose power at once: SIGKILL, and each loses a random part (from the seed) of
-    /// what it wrote but had not synced; healed by starting them again.
-    PowerLoss(Vec<NodeId>, u64),
-    /// [`Fault::PowerLoss`] of every node at once.
+    /// The node loses power: SIGKILL, and its disk loses a random part (from the seed) of what
+    /// it wrote but had not synced; healed by starting it again.
+    PowerLoss(NodeId, u64),
+    /// Every node loses power at once.
     PowerLossAll(u64),
     /// Every fsync of the node fails (it stops, having acknowledged nothing it could not
     /// sync); healed by starting it again after a power loss, since a failed fsync may have
@@ -143,9 +143,7 @@ impl std::fmt::Display for Fault {
                 write!(f, "lose node {to}'s answers to node {from}")
             }
             Fault::Slow(n, ms) => write!(f, "slow every link of node {n} by {ms} ms"),
-            Fault::PowerLoss(nodes, seed) => {
-                write!(f, "cut the power of nodes {nodes:?} (seed {seed})")
-            }
+            Fault::PowerLoss(n, seed) => write!(f, "cut the power of node {n} (seed {seed})"),
             Fault::PowerLossAll(seed) => write!(f, "cut the power of every node (seed {seed})"),
             Fault::FailFsync(n, _) => write!(f, "fail every fsync of node {n}"),
             Fault::Move(partition, _) => write!(f, "move a replica of partition {partition}"),
@@ -207,7 +205,7 @@ impl Fault {
                 from: node,
                 to: other(rng),
             },
-            FaultKind::PowerLoss => Fault::PowerLoss(vec![node], rng.random()),
+            FaultKind::PowerLoss => Fault::PowerLoss(node, rng.random()),
             FaultKind::PowerLossAll => Fault::PowerLossAll(rng.random()),
             FaultKind::FailFsync => Fault::FailFsync(node, rng.random()),
             FaultKind::Move => Fault::Move(rng.random_range(0..partitions.max(1)), rng.random()),
@@ -221,13 +219,14 @@ impl Fault {
             return false;
         }
         let processes = |f: &Fault| match f {
-            Fault::Kill(n) | Fault::Pause(n) | Fault::FailFsync(n, _) => Some(vec![*n]),
-            Fault::PowerLoss(nodes, _) => Some(nodes.clone()),
+            Fault::Kill(n) | Fault::Pause(n) | Fault::PowerLoss(n, _) | Fault::FailFsync(n, _) => {
+                Some(*n)
+            }
             _ => None,
         };
         let links = |f: &Fault| processes(f).is_none() && !matches!(f, Fault::Move(..));
         match (processes(self), processes(other)) {
-            (Some(a), Some(b)) => a.iter().all(|n| !b.contains(n)),
+            (Some(a), Some(b)) => a != b,
             // Two link faults: healing either heals every link.
             _ => !(links(self) && links(other)),
         }
@@ -282,7 +281,7 @@ impl Fault {
                     cluster.link(*other, *n).slow(Duration::from_millis(*ms));
                 }
             }
-            Fault::PowerLoss(nodes, seed) => cluster.lose_power(nodes, *seed)?,
+            Fault::PowerLoss(n, seed) => cluster.lose_power(&[*n], *seed)?,
             Fault::PowerLossAll(seed) => cluster.lose_power(&nodes, *seed)?,
             Fault::FailFsync(n, _) => cluster.set_fsync_failing(*n, true)?,
             Fault::Move(partition, pick) => return Ok(moves.start(*partition, *pick)),
@@ -310,7 +309,7 @@ impl Fault {
             Fault::Isolate(_) | Fault::Split(_) | Fault::OneWay { .. } | Fault::Bridge(_) => {
                 cluster.heal_all();
             }
-            Fault::PowerLoss(nodes, _) => cluster.start_nodes(nodes).await?,
+            Fault::PowerLoss(n, _) => cluster.restart(*n).await?,
             Fault::PowerLossAll(_) => cluster.start_nodes(&cluster.node_ids()).await?,
             Fault::FailFsync(n, seed) => {
                 // Still running if it had nothing to commit; stopped by itself otherwise.

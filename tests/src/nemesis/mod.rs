@@ -3,7 +3,8 @@
 //! the history and every replica's final state.
 //!
 //! - `history`: what the workload did and saw, and the faults, in order;
-//! - `faults`: the faults, chosen from the seed, injected and healed;
+//! - `faults`: the faults, chosen from the seed, injected and healed: process and network
+//!   faults, disk faults on the simulated disk (`crate::disk`), and replica moves (`moves`);
 //! - `checker`: what the history and the final state must satisfy.
 //!
 //! The workload (`workload`): `writers` idempotent producers append unique values
@@ -40,6 +41,7 @@ pub use checker::{FinalPartition, Tally, Violation, check, check_commits};
 pub use faults::{Fault, FaultKind};
 pub use history::{Append, Commit, CommittedView, History, Outcome, Read};
 
+pub use self::moves::MoveCounts;
 use self::moves::Moves;
 use crate::disk::DiskMode;
 use crate::{NodeId, ProcessCluster};
@@ -80,8 +82,8 @@ pub struct Report {
     pub tally: Tally,
     /// Faults injected, by kind.
     pub faults: BTreeMap<&'static str, u64>,
-    /// Replica moves started, and completed (during the run or, cut short, at the end).
-    pub moves: (u64, u64),
+    /// What became of the replica moves.
+    pub moves: MoveCounts,
     /// Everything that went wrong.
     pub violations: Vec<Violation>,
     /// The faults and phases, with their time since the start.
@@ -199,11 +201,12 @@ impl std::fmt::Display for Report {
             t.commits, t.commit_queries
         )?;
         writeln!(f, "faults: {:?}", self.faults)?;
-        if self.moves.0 > 0 {
+        let m = &self.moves;
+        if m.started > 0 {
             writeln!(
                 f,
-                "replica moves: {} started, {} completed",
-                self.moves.0, self.moves.1
+                "replica moves: {} started, {} completed, {} cut short and completed at the end, {} cut short and moot at the end",
+                m.started, m.completed, m.redone, m.moot
             )?;
         }
         if self.violations.is_empty() {
@@ -337,7 +340,7 @@ pub async fn run(config: NemesisConfig) -> anyhow::Result<Report> {
         config,
         tally,
         faults,
-        moves: (moves.started, moves.completed),
+        moves: moves.counts,
         violations,
         events: history.events(),
         elapsed: started.elapsed(),

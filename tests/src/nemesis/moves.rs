@@ -44,9 +44,22 @@ pub(super) struct Moves {
     running: Option<JoinHandle<Outcome>>,
     /// Moves that failed after they were chosen, to run again at the end.
     unfinished: Vec<Move>,
-    /// Moves started, and completed (at the first attempt or at the end).
-    pub(super) started: u64,
-    pub(super) completed: u64,
+    /// What became of the moves.
+    pub(super) counts: MoveCounts,
+}
+
+/// What became of a run's moves.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MoveCounts {
+    /// Moves started.
+    pub started: u64,
+    /// Moves that completed at the first attempt.
+    pub completed: u64,
+    /// Moves a fault cut short that completed when run again at the end.
+    pub redone: u64,
+    /// Moves a fault cut short whose old replica had moved away by the end (run again, they
+    /// only drop what they left behind).
+    pub moot: u64,
 }
 
 impl Moves {
@@ -56,8 +69,7 @@ impl Moves {
             history,
             running: None,
             unfinished: Vec::new(),
-            started: 0,
-            completed: 0,
+            counts: MoveCounts::default(),
         }
     }
 
@@ -71,7 +83,7 @@ impl Moves {
         self.take_finished();
         let addrs = self.addrs.clone();
         let history = self.history.clone();
-        self.started += 1;
+        self.counts.started += 1;
         self.running = Some(tokio::spawn(async move {
             let (client, topic) = any_node(&addrs)
                 .await
@@ -116,7 +128,7 @@ impl Moves {
 
     fn record(&mut self, outcome: Option<Result<Outcome, tokio::task::JoinError>>) {
         match outcome {
-            Some(Ok(Ok(_))) => self.completed += 1,
+            Some(Ok(Ok(_))) => self.counts.completed += 1,
             Some(Ok(Err((Some(chosen), _)))) => self.unfinished.push(chosen),
             _ => {}
         }
@@ -131,25 +143,32 @@ impl Moves {
         }
         for chosen in std::mem::take(&mut self.unfinished) {
             let deadline = Instant::now() + Duration::from_secs(120);
-            loop {
+            let moot = loop {
                 let outcome = match any_node(&self.addrs).await {
                     Ok((client, _)) => attempt(&client, chosen).await,
                     Err(e) => Err(e.to_string()),
                 };
                 match outcome {
-                    Ok(()) => break,
-                    // Done before the answer was lost.
-                    Err(e) if e.contains("holds no replica") => break,
+                    Ok(()) => break false,
+                    // Done before its answer was lost, or its old replica moved since.
+                    Err(e) if e.contains("holds no replica") => break true,
                     Err(e) if Instant::now() > deadline => {
                         anyhow::bail!("{chosen} never completed: {e}")
                     }
                     // A pace for the retries, not synchronisation.
                     Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
                 }
+            };
+            if moot {
+                self.history.event(format!(
+                    "{chosen}: moot at the end (no replica there any more)"
+                ));
+                self.counts.moot += 1;
+            } else {
+                self.history
+                    .event(format!("{chosen}: completed at the end"));
+                self.counts.redone += 1;
             }
-            self.history
-                .event(format!("{chosen}: completed at the end"));
-            self.completed += 1;
         }
         Ok(())
     }
