@@ -231,7 +231,9 @@ fn reencode_old_batch(bytes: &[u8]) -> Option<(Offset, weir_types::EncodedBatch)
         return None;
     }
     let mut rest = payload;
-    let mut records = Vec::with_capacity(record_count as usize);
+    // The count is unprotected (the old CRC covered the payload only): grow with what parses
+    // rather than reserve what a damaged header claims.
+    let mut records = Vec::new();
     for _ in 0..record_count {
         records.push(old_record(&mut rest, first_timestamp)?);
     }

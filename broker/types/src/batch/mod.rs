@@ -37,7 +37,7 @@ pub use header::{
     MAGIC, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE, ProducerStamp, stamp,
 };
 use header::{CRC_COVERS_FROM, LOG_OVERHEAD, read_header, seal, write_header};
-use record::{RawRecord, encode_record};
+use record::{MIN_RECORD_LEN, RawRecord, encode_record};
 
 /// A record header: a UTF-8 key and an opaque value, as in Kafka.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -236,7 +236,10 @@ impl EncodedBatch {
         let mut records = Vec::new();
         let header = check_each(&bytes, Gate::Stored, |header, record| {
             if records.capacity() == 0 {
-                records.reserve_exact(header.record_count as usize);
+                // The count is the header's claim, checked only once every record is decoded:
+                // reserve no more than the bytes can hold.
+                let fits = (bytes.len() - BATCH_HEADER_LEN) / MIN_RECORD_LEN;
+                records.reserve_exact((header.record_count as usize).min(fits));
             }
             let offset = header.base_offset.plus(record.offset_delta as u64);
             records.push((offset, record.to_record(&bytes, header.base_timestamp_ms)));

@@ -19,6 +19,10 @@ use crate::varint::{get_varint, get_varlong, put_varint, put_varlong, varint_len
 
 use super::{Header, Record};
 
+/// The fewest bytes a record takes: its length, attributes, timestamp delta, offset delta, key
+/// length, value length and header count, one byte each at least.
+pub(crate) const MIN_RECORD_LEN: usize = 7;
+
 /// One record as it lies in a batch, borrowed and structurally checked: its length field
 /// matches the bytes it uses, lengths are in range and header keys are UTF-8.
 #[derive(Debug, Clone, Copy)]

@@ -99,6 +99,21 @@ fn verifying_and_decoding_in_one_pass_gives_the_same_records() {
     assert!(EncodedBatch::verify_and_decode(Bytes::from(damaged)).is_err());
 }
 
+/// A header that claims two billion records, with a CRC made to match (anyone can compute
+/// one), must be refused without allocating for them: decoding reserved room for the claimed
+/// count up front, 200 GB here, and aborted the process (found by `cargo fuzz`, target
+/// record_batch).
+#[test]
+fn a_header_claiming_billions_of_records_is_refused_without_reserving_for_them() {
+    let batch = EncodedBatch::encode(&three(), BatchLimits::default()).unwrap();
+    let mut lying = batch.bytes().to_vec();
+    lying[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
+    let crc = crc32c::crc32c(&lying[CRC_COVERS_FROM..]);
+    lying[17..21].copy_from_slice(&crc.to_be_bytes());
+    let err = EncodedBatch::verify_and_decode(Bytes::from(lying)).unwrap_err();
+    assert!(err.to_string().contains("record"), "{err}");
+}
+
 #[test]
 fn the_header_has_kafkas_layout() {
     let batch = EncodedBatch::encode(&three(), BatchLimits::default()).unwrap();
