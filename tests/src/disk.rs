@@ -13,7 +13,8 @@
 //!
 //! A process opts in with [`install_from_env`]: `WEIR_SIMULATED_DISK=honest` simulates a disk
 //! that keeps what it synced; `=lying` one that acknowledges a sync before the data is durable
-//! (a broker built to acknowledge before fsync), so a power loss loses acknowledged writes.
+//! (a broker built to acknowledge before fsync), so a power loss loses acknowledged writes:
+//! everything since its last real sync.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -210,7 +211,7 @@ impl SimulatedDisk {
             .truncate(false)
             .open(path)?;
         let journal_path = side_file(path, "unsynced");
-        recover(path, &file, &journal_path)?;
+        recover(path, &file, &journal_path, mode)?;
         let journal = OpenOptions::new()
             .create(true)
             .append(true)
@@ -287,7 +288,12 @@ impl SimulatedDisk {
 
 /// Applies the journal the last process left beside `path`: all of it, or after a power loss a
 /// prefix (the next write torn at a page boundary). Then syncs the file and empties the journal.
-fn recover(path: &Path, file: &File, journal_path: &Path) -> io::Result<()> {
+///
+/// A lying disk loses everything since its last real sync: redb reuses the pages of commits it
+/// believes synced, so a prefix of what followed could leave a file no real disk would (an old
+/// commit whose pages were overwritten), while the image of a real sync is a database redb
+/// opens, just without the acknowledged commits since.
+fn recover(path: &Path, file: &File, journal_path: &Path, mode: DiskMode) -> io::Result<()> {
     let mut bytes = Vec::new();
     match File::open(journal_path) {
         Ok(mut journal) => {
@@ -308,6 +314,7 @@ fn recover(path: &Path, file: &File, journal_path: &Path) -> io::Result<()> {
     };
     let (kept, torn) = match seed {
         None => (records.len(), None),
+        Some(_) if mode == DiskMode::Lying => (0, None),
         Some(seed) => {
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
             let kept = rng.random_range(0..=records.len());

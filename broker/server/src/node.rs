@@ -376,6 +376,17 @@ impl Node {
     ) -> Result<(), BrokerError> {
         let info = partition_info(topic, partition)?;
         let what = format!("{}/{}", topic.name, partition);
+        if from == to {
+            return Err(BrokerError::InvalidArgument(format!(
+                "moving {what} from node {from} to itself"
+            )));
+        }
+        let address = self
+            .metadata()
+            .nodes
+            .get(&to)
+            .map(|n| n.address.clone())
+            .ok_or(BrokerError::UnknownNode(to))?;
         let hosted = self.leader_of(topic, partition).await?;
         let _running = MoveGuard::take(&self.moving, hosted.group()).ok_or_else(|| {
             BrokerError::Unavailable(format!(
@@ -391,17 +402,6 @@ impl Node {
                 info.replicas
             )));
         }
-        if from == to {
-            return Err(BrokerError::InvalidArgument(format!(
-                "moving {what} from node {from} to itself"
-            )));
-        }
-        let address = self
-            .metadata()
-            .nodes
-            .get(&to)
-            .map(|n| n.address.clone())
-            .ok_or(BrokerError::UnknownNode(to))?;
         tracing::info!(partition = %what, from, to, "moving replica");
         let command = |add: bool| {
             let (topic, partition) = (topic.name.clone(), partition.0);
