@@ -57,6 +57,9 @@ fuzz_target!(|data: &[u8]| {
         let alive = client
             .unary("/weir.v1.Broker/ListTopics", Bytes::new())
             .await;
-        assert!(alive.is_ok(), "the broker stopped serving after {rpc}: {alive:?}");
+        assert!(
+            alive.is_ok(),
+            "the broker stopped serving after {rpc}: {alive:?}"
+        );
     });
 });

@@ -15,7 +15,11 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(reader) = OutcomeReader::new(outcome, inputs) {
         for entry in reader.take(1 << 16) {
             if let Ok(entry) = entry {
-                assert!(entry.index() < inputs, "index {} of {inputs}", entry.index());
+                assert!(
+                    entry.index() < inputs,
+                    "index {} of {inputs}",
+                    entry.index()
+                );
             }
         }
     }
