@@ -1444,24 +1444,63 @@ async fn replicas_move_between_nodes_without_losing_data() -> anyhow::Result<()>
     Ok(())
 }
 
+/// `nodes` brokers whose moves give up on a learner after 2 s without progress, with `topic`
+/// created: one partition, two replicas.
+async fn cluster_with_quick_learner_stall(
+    nodes: usize,
+    topic: &str,
+) -> anyhow::Result<ProcessCluster> {
+    let mut cluster =
+        ProcessCluster::new_with_config(weir(), nodes, "learner_stall_ms = 2000\n").await?;
+    cluster.start_nodes(&cluster.node_ids()).await?;
+    cluster
+        .client(1)?
+        .create_topic(pb::CreateTopicRequest {
+            name: topic.into(),
+            partitions: 1,
+            replication_factor: 2,
+            configs: HashMap::new(),
+        })
+        .await?;
+    Ok(cluster)
+}
+
+/// Moves `topic`/0's replica from `from` to `to`, a stopped node, until the move fails because
+/// the new replica made no progress (retrying while the controller elects a leader); returns
+/// that error.
+async fn move_until_it_stalls(
+    client: &weir_client::Client,
+    topic: &str,
+    from: NodeId,
+    to: NodeId,
+) -> anyhow::Result<weir_client::ClientError> {
+    eventually(
+        Duration::from_secs(60),
+        "the move to fail on the stall",
+        || async move {
+            let answer = tokio::time::timeout(GENEROUS, client.move_replica(topic, 0, from, to));
+            let Ok(answer) = answer.await else {
+                return Some(Err(anyhow::anyhow!("the move waited for the stopped node")));
+            };
+            match answer {
+                Ok(moved) => Some(Err(anyhow::anyhow!("moved to a stopped node: {moved:?}"))),
+                Err(e) if e.to_string().contains("made no progress") => Some(Ok(e)),
+                // The controller may be electing a leader (the stopped node led it).
+                Err(e) if e.is_retriable() => None,
+                Err(e) => Some(Err(e.into())),
+            }
+        },
+    )
+    .await?
+}
+
 /// A move to a node that does not answer fails once the new replica makes no progress for
 /// `raft.learner_stall_ms`, instead of waiting forever; once the node is back, the same move
 /// completes with nothing lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_move_to_a_stopped_node_fails_and_can_be_run_again() -> anyhow::Result<()> {
     const TOPIC: &str = "stalled";
-    let mut cluster =
-        ProcessCluster::new_with_config(weir(), 3, "learner_stall_ms = 2000\n").await?;
-    cluster.start_nodes(&cluster.node_ids()).await?;
-    cluster
-        .client(1)?
-        .create_topic(pb::CreateTopicRequest {
-            name: TOPIC.into(),
-            partitions: 1,
-            replication_factor: 2,
-            configs: HashMap::new(),
-        })
-        .await?;
+    let mut cluster = cluster_with_quick_learner_stall(3, TOPIC).await?;
     let (leader, base) = cluster
         .produce_acked(&cluster.node_ids(), TOPIC, 0, vec![record("kept", 0)])
         .await?;
@@ -1484,28 +1523,7 @@ async fn a_move_to_a_stopped_node_fails_and_can_be_run_again() -> anyhow::Result
     // than cutting its links keeps the controller reachable, whichever node leads it.)
     cluster.pause(spare)?;
     let client = weir_client::Client::connect(cluster.addr(leader).to_string()).await?;
-    let stalled = eventually(
-        Duration::from_secs(60),
-        "the move to fail on the stall",
-        || {
-            let client = client.clone();
-            async move {
-                let answer =
-                    tokio::time::timeout(GENEROUS, client.move_replica(TOPIC, 0, follower, spare));
-                let Ok(answer) = answer.await else {
-                    return Some(Err(anyhow::anyhow!("the move waited for the stopped node")));
-                };
-                match answer {
-                    Ok(moved) => Some(Err(anyhow::anyhow!("moved to a stopped node: {moved:?}"))),
-                    Err(e) if e.to_string().contains("made no progress") => Some(Ok(e)),
-                    // The controller may be electing a leader (the stopped node led it).
-                    Err(e) if e.is_retriable() => None,
-                    Err(e) => Some(Err(e.into())),
-                }
-            }
-        },
-    )
-    .await??;
+    let stalled = move_until_it_stalls(&client, TOPIC, follower, spare).await?;
     assert_eq!(stalled.reason(), Some("UNAVAILABLE"), "{stalled}");
 
     cluster.resume(spare)?;
@@ -1532,18 +1550,7 @@ async fn a_move_to_a_stopped_node_fails_and_can_be_run_again() -> anyhow::Result
 async fn a_move_after_one_cut_short_leaves_no_replica_outside_the_raft_group() -> anyhow::Result<()>
 {
     const TOPIC: &str = "recut";
-    let mut cluster =
-        ProcessCluster::new_with_config(weir(), 4, "learner_stall_ms = 2000\n").await?;
-    cluster.start_nodes(&cluster.node_ids()).await?;
-    cluster
-        .client(1)?
-        .create_topic(pb::CreateTopicRequest {
-            name: TOPIC.into(),
-            partitions: 1,
-            replication_factor: 2,
-            configs: HashMap::new(),
-        })
-        .await?;
+    let mut cluster = cluster_with_quick_learner_stall(4, TOPIC).await?;
     let (leader, _) = cluster
         .produce_acked(&cluster.node_ids(), TOPIC, 0, vec![record("before", 0)])
         .await?;
@@ -1566,23 +1573,7 @@ async fn a_move_after_one_cut_short_leaves_no_replica_outside_the_raft_group() -
     // The first move stalls on a stopped node and fails, its new replica already listed.
     cluster.pause(stalled)?;
     let client = weir_client::Client::connect(cluster.addr(leader).to_string()).await?;
-    let first = eventually(
-        Duration::from_secs(60),
-        "the move to fail on the stall",
-        || {
-            let client = client.clone();
-            async move {
-                match client.move_replica(TOPIC, 0, follower, stalled).await {
-                    Ok(moved) => Some(Err(anyhow::anyhow!("moved to a stopped node: {moved:?}"))),
-                    Err(e) if e.to_string().contains("made no progress") => Some(Ok(())),
-                    Err(e) if e.is_retriable() => None,
-                    Err(e) => Some(Err(e.into())),
-                }
-            }
-        },
-    )
-    .await?;
-    first?;
+    move_until_it_stalls(&client, TOPIC, follower, stalled).await?;
     cluster.resume(stalled)?;
 
     // Another move of the partition, to another node.

@@ -36,6 +36,24 @@ async fn three_nodes_on_simulated_disks() -> anyhow::Result<ProcessCluster> {
     Ok(cluster)
 }
 
+/// Produces `{prefix}-0` to `{prefix}-4`, one request each, through whichever of `nodes` leads;
+/// records each at the offset it was acknowledged at.
+async fn produce_five(
+    cluster: &ProcessCluster,
+    nodes: &[weir_tests::NodeId],
+    prefix: &str,
+    acked: &mut Vec<(u64, String)>,
+) -> anyhow::Result<()> {
+    for i in 0..5 {
+        let value = format!("{prefix}-{i}");
+        let (_, base) = cluster
+            .produce_acked(nodes, TOPIC, 0, records(std::slice::from_ref(&value)))
+            .await?;
+        acked.push((base, value));
+    }
+    Ok(())
+}
+
 /// The values every node serves of the partition, once all agree on a high watermark of at
 /// least `at_least`.
 async fn every_replica(
@@ -60,13 +78,7 @@ async fn a_leader_whose_fsync_fails_acknowledges_nothing_and_another_takes_over(
     let mut cluster = three_nodes_on_simulated_disks().await?;
     let nodes = cluster.node_ids();
     let mut acked = Vec::new();
-    for i in 0..5 {
-        let values = vec![format!("before-{i}")];
-        let (_, base) = cluster
-            .produce_acked(&nodes, TOPIC, 0, records(&values))
-            .await?;
-        acked.push((base, values[0].clone()));
-    }
+    produce_five(&cluster, &nodes, "before", &mut acked).await?;
     let failing = cluster.leader_of(TOPIC, 0).await?;
     cluster.set_fsync_failing(failing, true)?;
 
@@ -97,13 +109,7 @@ async fn a_leader_whose_fsync_fails_acknowledges_nothing_and_another_takes_over(
     let others: Vec<_> = nodes.iter().copied().filter(|&n| n != failing).collect();
     let new_leader = cluster.leader_among(&others, TOPIC, 0).await?;
     assert_ne!(new_leader, failing);
-    for i in 0..5 {
-        let values = vec![format!("after-{i}")];
-        let (_, base) = cluster
-            .produce_acked(&others, TOPIC, 0, records(&values))
-            .await?;
-        acked.push((base, values[0].clone()));
-    }
+    produce_five(&cluster, &others, "after", &mut acked).await?;
 
     // The failed node comes back (its disk may have dropped what it had not synced) and
     // catches up: every replica holds every acknowledged record, once, where it was

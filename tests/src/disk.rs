@@ -355,6 +355,42 @@ fn recover(path: &Path, file: &File, journal_path: &Path, mode: DiskMode) -> io:
     }
 }
 
+/// The part of a read or write that falls in one page.
+struct PageSpan {
+    page: u64,
+    /// Where it starts in the page.
+    offset_in_page: usize,
+    /// Where it starts in the caller's buffer.
+    at: usize,
+    len: usize,
+}
+
+impl PageSpan {
+    /// Its bytes within the page.
+    fn within(&self) -> std::ops::Range<usize> {
+        self.offset_in_page..self.offset_in_page + self.len
+    }
+}
+
+/// The bytes `offset..offset + len`, page by page.
+fn page_spans(offset: u64, len: usize) -> impl Iterator<Item = PageSpan> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        (at < len).then(|| {
+            let position = offset + at as u64;
+            let offset_in_page = (position % PAGE) as usize;
+            let span = PageSpan {
+                page: position / PAGE,
+                offset_in_page,
+                at,
+                len: (PAGE as usize - offset_in_page).min(len - at),
+            };
+            at += span.len;
+            span
+        })
+    })
+}
+
 /// How many pages (aligned at multiples of [`PAGE`]) the bytes `offset..offset + len` touch.
 fn pages_spanned(offset: u64, len: usize) -> u64 {
     if len == 0 {
@@ -405,20 +441,12 @@ impl StorageBackend for SimulatedDisk {
                 ),
             ));
         }
-        let mut done = 0;
-        while done < out.len() {
-            let at = offset + done as u64;
-            let page = at / PAGE;
-            let within = (at % PAGE) as usize;
-            let n = (PAGE as usize - within).min(out.len() - done);
-            match state.pages.get(&page) {
-                Some(bytes) => out[done..done + n].copy_from_slice(&bytes[within..within + n]),
-                None => {
-                    let bytes = self.file_page(&state, page)?;
-                    out[done..done + n].copy_from_slice(&bytes[within..within + n]);
-                }
+        for span in page_spans(offset, out.len()) {
+            let to = &mut out[span.at..span.at + span.len];
+            match state.pages.get(&span.page) {
+                Some(bytes) => to.copy_from_slice(&bytes[span.within()]),
+                None => to.copy_from_slice(&self.file_page(&state, span.page)?[span.within()]),
             }
-            done += n;
         }
         Ok(())
     }
@@ -461,19 +489,13 @@ impl StorageBackend for SimulatedDisk {
             }
             .encode(),
         )?;
-        let mut done = 0;
-        while done < data.len() {
-            let at = offset + done as u64;
-            let page = at / PAGE;
-            let within = (at % PAGE) as usize;
-            let n = (PAGE as usize - within).min(data.len() - done);
-            if !state.pages.contains_key(&page) {
-                let bytes = self.file_page(&state, page)?;
-                state.pages.insert(page, bytes);
+        for span in page_spans(offset, data.len()) {
+            if !state.pages.contains_key(&span.page) {
+                let bytes = self.file_page(&state, span.page)?;
+                state.pages.insert(span.page, bytes);
             }
-            let bytes = state.pages.get_mut(&page).expect("inserted above");
-            bytes[within..within + n].copy_from_slice(&data[done..done + n]);
-            done += n;
+            let bytes = state.pages.get_mut(&span.page).expect("inserted above");
+            bytes[span.within()].copy_from_slice(&data[span.at..span.at + span.len]);
         }
         state.len = state.len.max(offset + data.len() as u64);
         Ok(())

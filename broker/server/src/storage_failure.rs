@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 use weir_storage::OnFailure;
 
+use crate::error::error_chain;
+
 /// Raised by the first failed commit of any of the node's databases.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct StorageFailure {
@@ -24,13 +26,7 @@ impl StorageFailure {
     pub(crate) fn hook(&self, name: &'static str) -> OnFailure {
         let failure = self.clone();
         OnFailure::new(move |error| {
-            let mut reason = error.to_string();
-            let mut source = std::error::Error::source(error);
-            while let Some(cause) = source {
-                reason.push_str(": ");
-                reason.push_str(&cause.to_string());
-                source = cause.source();
-            }
+            let reason = error_chain(error);
             failure
                 .reason
                 .lock()
