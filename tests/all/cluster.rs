@@ -1326,6 +1326,65 @@ async fn a_node_joins_takes_replicas_and_leaves_once_empty() -> anyhow::Result<(
     Ok(())
 }
 
+/// A node joining with `--peers` (how it reaches the others, here through the test's proxies)
+/// starts once the cluster has added it, although its controller replica catches up as a
+/// learner before it is a voter; every node then names it among its peers, restarts included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joining_with_peers_starts_once_added() -> anyhow::Result<()> {
+    let mut cluster = ProcessCluster::start(weir(), 3).await?;
+    let joiner = cluster.add_joiner().await?;
+    assert_eq!(joiner, 4);
+    let launch = cluster.launch(joiner)?;
+    cluster
+        .client(2)?
+        .add_node(pb::AddNodeRequest {
+            node_id: joiner,
+            address: cluster.addr(joiner).to_string(),
+        })
+        .await?;
+    cluster.await_started(launch).await?;
+    cluster.admit(joiner);
+    assert_eq!(cluster.node_ids(), vec![1, 2, 3, 4]);
+    let nodes = |description: pb::DescribeClusterResponse| {
+        let mut ids: Vec<NodeId> = description.nodes.iter().map(|n| n.node_id).collect();
+        ids.sort_unstable();
+        ids
+    };
+    let described = cluster
+        .client(joiner)?
+        .describe_cluster(pb::DescribeClusterRequest {})
+        .await?
+        .into_inner();
+    assert_eq!(nodes(described), vec![1, 2, 3, 4]);
+
+    // An old node and the new one restart with the four peers.
+    cluster.kill(1)?;
+    cluster.restart(1).await?;
+    cluster.kill(joiner)?;
+    cluster.restart(joiner).await?;
+    cluster
+        .client(1)?
+        .create_topic(pb::CreateTopicRequest {
+            name: "on-four".into(),
+            partitions: 1,
+            replication_factor: 4,
+            configs: HashMap::new(),
+        })
+        .await?;
+    let (_, base) = produce_acked(
+        &cluster,
+        &cluster.node_ids(),
+        "on-four",
+        0,
+        batch("four", 0, 3),
+    )
+    .await?;
+    let copies = converged_copies(&cluster, &cluster.node_ids(), "on-four", 0).await?;
+    assert_eq!(copies.len(), 4);
+    assert_stored_at(&assert_identical(&copies), base, &batch("four", 0, 3), 4);
+    Ok(())
+}
+
 /// A partition's replicas move between nodes without losing data: first a follower's, then
 /// the leader's own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -76,12 +76,26 @@ struct NodeSlot {
     config: PathBuf,
     /// What the config file holds after the raft timings.
     extra_config: String,
-    /// `--peers` for this node: itself at `addr`, every other node at the proxy of that link.
-    peers: String,
+    /// Where the node stands in the cluster's membership.
+    membership: Membership,
+    /// Started with `--join`: a node added after the cluster formed.
+    joins: bool,
     process: Option<Child>,
     paused: bool,
     /// A lazily connecting channel to `addr`; it reconnects by itself after a restart.
     channel: Mutex<Option<Channel>>,
+}
+
+/// Where a node of a [`ProcessCluster`] stands in the cluster's membership, as the test has
+/// made it: what [`ProcessCluster::node_ids`] lists and `--peers` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Membership {
+    /// Added by [`ProcessCluster::add_joiner`], not yet [admitted](ProcessCluster::admit).
+    Joining,
+    /// A member: one of the cluster's nodes.
+    Member,
+    /// [Retired](ProcessCluster::retire): removed from the cluster, its process stopped.
+    Retired,
 }
 
 /// A node process started by [`ProcessCluster::launch`] that has not reported ready yet.
@@ -107,9 +121,17 @@ impl Launch {
 /// peers), [`pause`](Self::pause) / [`resume`](Self::resume) them (SIGSTOP / SIGCONT), and
 /// [`isolate`](Self::isolate) or [`cut`](Self::cut) links. Dropping the cluster kills every
 /// process and removes the data.
+///
+/// Membership changes: [`add_joiner`](Self::add_joiner) sets up a new node (the next unused
+/// id, its links proxied like the others) that starts with `--join`; once the cluster has added
+/// it, [`admit`](Self::admit) makes it a member, which every node's `--peers` names from its
+/// next start on. [`retire`](Self::retire) stops a node the cluster removed. Ids are never
+/// reused.
 pub struct ProcessCluster {
     weir: PathBuf,
     nodes: Vec<NodeSlot>,
+    /// What every node's config file holds after the raft timings.
+    extra_config: String,
     /// `(from, to)` → the proxy `from` reaches `to` through.
     links: BTreeMap<(NodeId, NodeId), LinkProxy>,
     /// The proxies run on their own runtime, so they keep forwarding whatever the test's
@@ -117,7 +139,7 @@ pub struct ProcessCluster {
     proxy_runtime: Option<tokio::runtime::Runtime>,
     /// The simulated disk the nodes' databases live on, if any (`crate::disk`).
     disk: Option<DiskMode>,
-    _temp: tempfile::TempDir,
+    temp: tempfile::TempDir,
 }
 
 impl ProcessCluster {
@@ -164,39 +186,22 @@ impl ProcessCluster {
         }
         let mut slots = Vec::with_capacity(nodes);
         for &id in &ids {
-            let peers = ids
-                .iter()
-                .map(|&j| {
-                    let addr = if j == id {
-                        addrs[&id]
-                    } else {
-                        links[&(id, j)].addr()
-                    };
-                    format!("{j}={addr}")
-                })
-                .collect::<Vec<_>>()
-                .join(",");
-            let config = temp.path().join(format!("node-{id}.toml"));
-            std::fs::write(&config, format!("{}{extra_config}", RAFT_TIMINGS.toml()))?;
-            slots.push(NodeSlot {
+            slots.push(NodeSlot::new(
+                temp.path(),
                 id,
-                addr: addrs[&id],
-                data_dir: temp.path().join(format!("node-{id}")),
-                config,
-                extra_config: extra_config.to_owned(),
-                peers,
-                process: None,
-                paused: false,
-                channel: Mutex::new(None),
-            });
+                addrs[&id],
+                extra_config,
+                Membership::Member,
+            )?);
         }
         Ok(ProcessCluster {
             weir: weir.to_path_buf(),
             nodes: slots,
+            extra_config: extra_config.to_owned(),
             links,
             proxy_runtime: Some(proxy_runtime),
             disk: None,
-            _temp: temp,
+            temp,
         })
     }
 
@@ -228,9 +233,23 @@ impl ProcessCluster {
         self.await_listening(launch.id, launch.listening).await
     }
 
-    /// The node ids, `1..=N`.
+    /// The members' ids: `1..=N` at first, then as [`ProcessCluster::admit`] and
+    /// [`ProcessCluster::retire`] change them.
     pub fn node_ids(&self) -> Vec<NodeId> {
-        self.nodes.iter().map(|n| n.id).collect()
+        self.ids_where(|m| m == Membership::Member)
+    }
+
+    /// The ids of every node that is a member or joining: the nodes link faults apply to.
+    pub fn linked_ids(&self) -> Vec<NodeId> {
+        self.ids_where(|m| m != Membership::Retired)
+    }
+
+    fn ids_where(&self, keep: impl Fn(Membership) -> bool) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|n| keep(n.membership))
+            .map(|n| n.id)
+            .collect()
     }
 
     /// Node `id`'s real address (what it listens on and advertises to clients).
@@ -238,9 +257,78 @@ impl ProcessCluster {
         self.slot(id).addr
     }
 
-    /// Every node's id and real address, for clients that pick nodes themselves.
+    /// Every member's id and real address, for clients that pick nodes themselves.
     pub fn addrs(&self) -> Vec<(NodeId, SocketAddr)> {
-        self.nodes.iter().map(|n| (n.id, n.addr)).collect()
+        self.node_ids()
+            .into_iter()
+            .map(|id| (id, self.addr(id)))
+            .collect()
+    }
+
+    /// Sets up a node to join the cluster, with the next unused id: its port, data and config,
+    /// and proxied links to and from every member. It starts (with [`ProcessCluster::launch`])
+    /// as `weir broker --join` with every member and itself as `--peers`, and reports ready once
+    /// the cluster has added it (`AddNode`); then [`ProcessCluster::admit`] it.
+    pub async fn add_joiner(&mut self) -> anyhow::Result<NodeId> {
+        let id = self.nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
+        let addr = free_port()?;
+        let runtime = self
+            .proxy_runtime
+            .as_ref()
+            .context("the proxy runtime is gone")?;
+        for member in self.node_ids() {
+            let to_member = runtime.spawn(LinkProxy::start(self.addr(member))).await??;
+            self.links.insert((id, member), to_member);
+            let to_joiner = runtime.spawn(LinkProxy::start(addr)).await??;
+            self.links.insert((member, id), to_joiner);
+        }
+        let mut slot = NodeSlot::new(
+            self.temp.path(),
+            id,
+            addr,
+            &self.extra_config,
+            Membership::Joining,
+        )?;
+        slot.joins = true;
+        self.nodes.push(slot);
+        Ok(id)
+    }
+
+    /// Makes joining node `id` a member, once the cluster has added it: it is among
+    /// [`ProcessCluster::node_ids`], and every node's `--peers` names it from its next start.
+    pub fn admit(&mut self, id: NodeId) {
+        self.slot_mut(id).membership = Membership::Member;
+    }
+
+    /// Stops node `id` (SIGKILL) for good, once the cluster has removed it: it leaves
+    /// [`ProcessCluster::node_ids`] and every node's `--peers`. Its id is never used again.
+    pub fn retire(&mut self, id: NodeId) -> anyhow::Result<()> {
+        if self.is_running(id) {
+            self.kill(id)?;
+        }
+        self.slot_mut(id).membership = Membership::Retired;
+        Ok(())
+    }
+
+    /// `--peers` for node `id`: every member and `id` itself, itself at its real address and
+    /// every other node at the proxy of the link to it.
+    fn peers_of(&self, id: NodeId) -> String {
+        let mut ids = self.node_ids();
+        if !ids.contains(&id) {
+            ids.push(id);
+            ids.sort_unstable();
+        }
+        ids.iter()
+            .map(|&j| {
+                let addr = if j == id {
+                    self.addr(id)
+                } else {
+                    self.link(id, j).addr()
+                };
+                format!("{j}={addr}")
+            })
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// Node `id`'s data directory.
@@ -249,11 +337,12 @@ impl ProcessCluster {
     }
 
     /// The arguments of `weir` that node `id` runs with: `broker --node-id ... --listen ...
-    /// --peers ... --data-dir ... --config ...`. A test can change them to start the node by
-    /// hand (see [`run_to_exit`]) with a bad configuration.
+    /// --peers ... --data-dir ... --config ...` (and `--join` for a node added later). A test
+    /// can change them to start the node by hand (see [`run_to_exit`]) with a bad
+    /// configuration.
     pub fn broker_args(&self, id: NodeId) -> Vec<String> {
         let slot = self.slot(id);
-        [
+        let mut args: Vec<String> = [
             "broker",
             "--metrics-listen",
             "none",
@@ -262,14 +351,18 @@ impl ProcessCluster {
             "--listen",
             &slot.addr.to_string(),
             "--peers",
-            &slot.peers,
+            &self.peers_of(id),
             "--data-dir",
             &slot.data_dir.to_string_lossy(),
             "--config",
             &slot.config.to_string_lossy(),
         ]
         .map(str::to_owned)
-        .to_vec()
+        .to_vec();
+        if slot.joins {
+            args.push("--join".to_owned());
+        }
+        args
     }
 
     /// Gives node `id` other raft timings from its next start on (the others keep the fast
@@ -325,7 +418,7 @@ impl ProcessCluster {
     /// the nodes [`ProcessCluster::leader_of`] consults.
     pub fn is_reachable(&self, id: NodeId) -> bool {
         let slot = self.slot(id);
-        let linked = self.nodes.len() == 1
+        let linked = self.node_ids().len() == 1
             || self
                 .links
                 .iter()
@@ -686,6 +779,32 @@ impl ProcessCluster {
                 )
             }
         }
+    }
+}
+
+impl NodeSlot {
+    /// Node `id`'s slot, its data and config under `dir`; its config file is written.
+    fn new(
+        dir: &Path,
+        id: NodeId,
+        addr: SocketAddr,
+        extra_config: &str,
+        membership: Membership,
+    ) -> anyhow::Result<NodeSlot> {
+        let config = dir.join(format!("node-{id}.toml"));
+        std::fs::write(&config, format!("{}{extra_config}", RAFT_TIMINGS.toml()))?;
+        Ok(NodeSlot {
+            id,
+            addr,
+            data_dir: dir.join(format!("node-{id}")),
+            config,
+            extra_config: extra_config.to_owned(),
+            membership,
+            joins: false,
+            process: None,
+            paused: false,
+            channel: Mutex::new(None),
+        })
     }
 }
 

@@ -235,6 +235,33 @@ impl<S: MetadataState> ControllerReplica<S> {
         self.group.voters()
     }
 
+    /// Waits, for at most `timeout`, until `node` is among the voters of the membership this
+    /// replica knows: for a node being added, until its learner phase is over.
+    pub async fn wait_to_be_voter(
+        &self,
+        node: NodeId,
+        timeout: Duration,
+    ) -> Result<(), ReplicaError> {
+        self.group
+            .raft
+            .wait(Some(timeout))
+            .metrics(
+                |m| {
+                    m.membership_config
+                        .membership()
+                        .voter_ids()
+                        .any(|v| v == node)
+                },
+                "this node to become a controller voter",
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| ReplicaError::Unavailable {
+                group: self.group.id,
+                reason: format!("node {node} is not a controller voter: {e}"),
+            })
+    }
+
     /// Confirms, for at most `timeout`, that this node still leads the controller (a quorum
     /// answers it in its term) and has applied everything committed before the call: what a
     /// read of the leader's state needs not to be stale. A leader cut off from the others keeps

@@ -135,6 +135,10 @@ impl Node {
             }
         };
         controller.wait_for_leader(wait).await?;
+        if config.join {
+            // A joining node catches up as a learner first; it is a voter once that is over.
+            controller.wait_to_be_voter(config.node_id, wait).await?;
+        }
         controller.catch_up(wait).await?;
         let mut actual = controller.voters();
         actual.sort_unstable();
