@@ -1723,3 +1723,57 @@ async fn a_lagging_follower_does_not_answer_list_offsets_latest() -> anyhow::Res
         .await?;
     Ok(())
 }
+
+/// A controller leader that still reaches one follower but not the others must not keep that
+/// follower from voting: on four nodes the three connected ones elect a new leader and the
+/// metadata changes again. (Before: the follower kept hearing the old leader's heartbeats, so it
+/// refused every vote, and neither side had a quorum for good.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_reaching_only_a_minority_gives_way_to_the_connected_majority()
+-> anyhow::Result<()> {
+    let cluster = ProcessCluster::start(weir(), 4).await?;
+    let leader = cluster
+        .client(1)?
+        .describe_cluster(pb::DescribeClusterRequest {})
+        .await?
+        .into_inner()
+        .controller
+        .context("a controller leader")?;
+    let ids = cluster.node_ids();
+    let others: Vec<NodeId> = ids.iter().copied().filter(|&n| n != leader).collect();
+    // The leader keeps its links with one follower (the first) only.
+    let cut_off = &others[1..];
+    for &node in cut_off {
+        cluster.cut(leader, node);
+        cluster.cut(node, leader);
+    }
+    let asked = cut_off[0];
+    let new_leader = eventually(GENEROUS, "a new controller leader", || async {
+        let controller = cluster
+            .client(asked)
+            .ok()?
+            .describe_cluster(pb::DescribeClusterRequest {})
+            .await
+            .ok()?
+            .into_inner()
+            .controller?;
+        (controller != leader).then_some(controller)
+    })
+    .await?;
+    assert!(others.contains(&new_leader), "{new_leader}");
+    // And it changes the metadata, with the old leader and its follower's links as they are.
+    let created = cluster
+        .client(asked)?
+        .create_topic(pb::CreateTopicRequest {
+            name: "after-the-old-leader".into(),
+            partitions: 1,
+            replication_factor: 1,
+            configs: HashMap::new(),
+        })
+        .await?
+        .into_inner()
+        .topic
+        .context("CreateTopic describes the topic")?;
+    assert_eq!(created.name, "after-the-old-leader");
+    Ok(())
+}

@@ -56,6 +56,13 @@ pub(crate) fn raft_config(
         election_timeout_min: millis(timings.election_min),
         election_timeout_max: millis(timings.election_max),
         enable_pre_vote: Some(true),
+        // A leader that reaches a minority of followers but not a quorum keeps those
+        // followers' leases fresh, so they refuse the votes the connected quorum needs to
+        // elect another (openraft issue #2080; on four controller voters, leader + one
+        // follower against two, nobody can make progress). After its lease expires such a
+        // leader goes quiet for this long, its followers' leases lapse, and the others elect.
+        // The least openraft accepts: the lease plus one election timeout.
+        quorum_loss_probe_interval: Some(2 * millis(timings.election_max)),
         // A leader sends entries to its followers before its own write of them is durable. If
         // it crashes in between and restarts as leader of the same term (openraft's default),
         // its next entries take log ids its followers already hold different entries under,
