@@ -88,6 +88,29 @@ async fn replicas_moving_under_faults_lose_nothing() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Nodes join and leave (the controller's voters change, replicas move onto the new node and
+/// off it again before it is removed) while links fail, answers are lost and nodes pause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_joining_and_leaving_under_faults_lose_nothing() -> anyhow::Result<()> {
+    let report = run_clean(NemesisConfig {
+        kinds: vec![
+            FaultKind::Membership,
+            FaultKind::Membership,
+            FaultKind::Membership,
+            FaultKind::Move,
+            FaultKind::Isolate,
+            FaultKind::Split,
+            FaultKind::LoseAnswers,
+            FaultKind::Pause,
+        ],
+        ..config(3, 3, 40)
+    })
+    .await?;
+    let m = report.membership;
+    assert!(m.joined >= 2 && m.removed >= 1, "{report}");
+    Ok(())
+}
+
 /// The checker itself: a broker whose disk acknowledges syncs it has not made (as a broker
 /// built to acknowledge before fsync would) loses acknowledged records when it loses power,
 /// and the checker must say so. One node: on three, such a disk also breaks raft's own

@@ -7,7 +7,7 @@
 //! ```
 //!
 //! Options: `--seed S` (default: random), `--nodes N` (3), `--replication R` (replicas per
-//! partition: all nodes up to 3, else 3; fewer than the nodes adds replica moves),
+//! partition: all nodes up to 3, else 3),
 //! `--minutes M` or `--seconds S` of faults (1 minute), `--partitions P` (4), `--writers W`
 //! (4), `--disk honest|lying|none` (honest: the brokers' databases live on a simulated disk,
 //! which adds power losses and failing fsyncs; lying: one that acknowledges syncs it has not

@@ -7,6 +7,7 @@ use rand::Rng;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 
+use super::membership::MembershipChanges;
 use super::moves::Moves;
 use crate::{NodeId, ProcessCluster};
 
@@ -35,8 +36,10 @@ pub enum FaultKind {
     PowerLossAll,
     /// [`Fault::FailFsync`] (needs simulated disks).
     FailFsync,
-    /// [`Fault::Move`] (needs fewer replicas than nodes).
+    /// [`Fault::Move`] (needs fewer replicas than nodes, or nodes joining).
     Move,
+    /// [`Fault::Membership`] (needs 3 nodes or more).
+    Membership,
 }
 
 impl FaultKind {
@@ -73,6 +76,7 @@ impl FaultKind {
             FaultKind::PowerLossAll => "power-loss-all",
             FaultKind::FailFsync => "fail-fsync",
             FaultKind::Move => "move",
+            FaultKind::Membership => "membership",
         }
     }
 
@@ -81,7 +85,7 @@ impl FaultKind {
         Self::PROCESS_AND_NETWORK
             .into_iter()
             .chain(Self::DISK)
-            .chain([FaultKind::Move])
+            .chain([FaultKind::Move, FaultKind::Membership])
             .find(|k| k.name() == name)
     }
 }
@@ -128,6 +132,9 @@ pub enum Fault {
     /// A replica of the partition moves to a node without one (in the background; the
     /// number picks which, see [`Moves::start`]). Nothing to heal.
     Move(u32, u64),
+    /// The next step of a node joining or leaving the cluster (the number picks among
+    /// choices, see [`MembershipChanges::step`]). Nothing to heal.
+    Membership(u64),
 }
 
 impl std::fmt::Display for Fault {
@@ -147,6 +154,7 @@ impl std::fmt::Display for Fault {
             Fault::PowerLossAll(seed) => write!(f, "cut the power of every node (seed {seed})"),
             Fault::FailFsync(n, _) => write!(f, "fail every fsync of node {n}"),
             Fault::Move(partition, _) => write!(f, "move a replica of partition {partition}"),
+            Fault::Membership(_) => write!(f, "change the membership"),
         }
     }
 }
@@ -167,6 +175,7 @@ impl Fault {
             Fault::PowerLossAll(_) => FaultKind::PowerLossAll,
             Fault::FailFsync(..) => FaultKind::FailFsync,
             Fault::Move(..) => FaultKind::Move,
+            Fault::Membership(_) => FaultKind::Membership,
         }
     }
 
@@ -209,14 +218,23 @@ impl Fault {
             FaultKind::PowerLossAll => Fault::PowerLossAll(rng.random()),
             FaultKind::FailFsync => Fault::FailFsync(node, rng.random()),
             FaultKind::Move => Fault::Move(rng.random_range(0..partitions.max(1)), rng.random()),
+            FaultKind::Membership => Fault::Membership(rng.random()),
         }
     }
 
     /// Whether two faults can be active at once (they must not touch the same node's process
-    /// or the same links in ways healing one would undo for the other).
+    /// or the same links in ways healing one would undo for the other, and no process may
+    /// restart while a membership change is in doubt).
     pub fn combines_with(&self, other: &Fault) -> bool {
         if matches!(self, Fault::PowerLossAll(_)) || matches!(other, Fault::PowerLossAll(_)) {
             return false;
+        }
+        match (self, other) {
+            (Fault::Membership(_), Fault::Membership(_)) => return false,
+            (Fault::Membership(_), f) | (f, Fault::Membership(_)) => {
+                return !f.heals_processes();
+            }
+            _ => {}
         }
         let processes = |f: &Fault| match f {
             Fault::Kill(n) | Fault::Pause(n) | Fault::PowerLoss(n, _) | Fault::FailFsync(n, _) => {
@@ -224,7 +242,9 @@ impl Fault {
             }
             _ => None,
         };
-        let links = |f: &Fault| processes(f).is_none() && !matches!(f, Fault::Move(..));
+        let links = |f: &Fault| {
+            processes(f).is_none() && !matches!(f, Fault::Move(..) | Fault::Membership(_))
+        };
         match (processes(self), processes(other)) {
             (Some(a), Some(b)) => a != b,
             // Two link faults: healing either heals every link.
@@ -246,12 +266,14 @@ impl Fault {
     }
 
     /// Injects the fault. Returns `false` if it could not be (a move while one still runs).
-    pub(super) fn inject(
+    /// Link faults apply to joining nodes too.
+    pub(super) async fn inject(
         &self,
         cluster: &mut ProcessCluster,
         moves: &mut Moves,
+        membership: &mut MembershipChanges,
     ) -> anyhow::Result<bool> {
-        let nodes = cluster.node_ids();
+        let nodes = cluster.linked_ids();
         match self {
             Fault::Kill(n) => cluster.kill(*n)?,
             Fault::Pause(n) => cluster.pause(*n)?,
@@ -284,7 +306,8 @@ impl Fault {
             Fault::PowerLoss(n, seed) => cluster.lose_power(&[*n], *seed)?,
             Fault::PowerLossAll(seed) => cluster.lose_power(&nodes, *seed)?,
             Fault::FailFsync(n, _) => cluster.set_fsync_failing(*n, true)?,
-            Fault::Move(partition, pick) => return Ok(moves.start(*partition, *pick)),
+            Fault::Move(partition, pick) => return Ok(moves.start(*partition, *pick, None)),
+            Fault::Membership(pick) => membership.step(cluster, moves, *pick).await?,
         }
         Ok(true)
     }
@@ -301,7 +324,7 @@ impl Fault {
                 link.unmute();
             }
             Fault::Slow(n, _) => {
-                for other in cluster.node_ids().into_iter().filter(|o| o != n) {
+                for other in cluster.linked_ids().into_iter().filter(|o| o != n) {
                     cluster.link(*n, other).slow(Duration::ZERO);
                     cluster.link(other, *n).slow(Duration::ZERO);
                 }
@@ -317,7 +340,7 @@ impl Fault {
                 cluster.set_fsync_failing(*n, false)?;
                 cluster.restart(*n).await?;
             }
-            Fault::Move(..) => {}
+            Fault::Move(..) | Fault::Membership(_) => {}
         }
         Ok(())
     }

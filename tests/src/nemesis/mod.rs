@@ -4,7 +4,8 @@
 //!
 //! - `history`: what the workload did and saw, and the faults, in order;
 //! - `faults`: the faults, chosen from the seed, injected and healed: process and network
-//!   faults, disk faults on the simulated disk (`crate::disk`), and replica moves (`moves`);
+//!   faults, disk faults on the simulated disk (`crate::disk`), replica moves (`moves`), and
+//!   nodes joining and leaving (`membership`);
 //! - `checker`: what the history and the final state must satisfy.
 //!
 //! The workload (`workload`): `writers` idempotent producers append unique values
@@ -23,6 +24,7 @@
 mod checker;
 mod faults;
 mod history;
+mod membership;
 mod moves;
 mod workload;
 
@@ -41,6 +43,8 @@ pub use checker::{FinalPartition, Tally, Violation, check, check_commits};
 pub use faults::{Fault, FaultKind};
 pub use history::{Append, Commit, CommittedView, History, Outcome, Read};
 
+use self::membership::MembershipChanges;
+pub use self::membership::MembershipCounts;
 pub use self::moves::MoveCounts;
 use self::moves::Moves;
 use crate::disk::DiskMode;
@@ -58,7 +62,7 @@ pub struct NemesisConfig {
     pub seed: u64,
     /// Brokers.
     pub nodes: usize,
-    /// Replicas of each partition (at most `nodes`; fewer lets replicas move).
+    /// Replicas of each partition (at most `nodes`).
     pub replication: u32,
     /// The simulated disk the brokers' databases live on (`crate::disk`); `None`: the real
     /// file system, and no disk faults.
@@ -84,6 +88,8 @@ pub struct Report {
     pub faults: BTreeMap<&'static str, u64>,
     /// What became of the replica moves.
     pub moves: MoveCounts,
+    /// What the nodes joining and leaving did.
+    pub membership: MembershipCounts,
     /// Everything that went wrong.
     pub violations: Vec<Violation>,
     /// The faults and phases, with their time since the start.
@@ -106,7 +112,10 @@ impl NemesisConfig {
         if self.disk.is_some() {
             kinds.extend(FaultKind::DISK);
         }
-        if (self.replication as usize) < self.nodes {
+        if self.nodes >= 3 {
+            kinds.push(FaultKind::Membership);
+        }
+        if (self.replication as usize) < self.nodes || kinds.contains(&FaultKind::Membership) {
             kinds.push(FaultKind::Move);
         }
         kinds
@@ -136,15 +145,18 @@ impl NemesisConfig {
             self.replication,
             self.nodes
         );
-        for kind in self.fault_kinds() {
+        let kinds = self.fault_kinds();
+        for &kind in &kinds {
             anyhow::ensure!(
                 !FaultKind::DISK.contains(&kind) || self.disk.is_some(),
                 "{} faults need simulated disks",
                 kind.name()
             );
             anyhow::ensure!(
-                kind != FaultKind::Move || (self.replication as usize) < self.nodes,
-                "moves need fewer replicas ({}) than nodes ({})",
+                kind != FaultKind::Move
+                    || (self.replication as usize) < self.nodes
+                    || kinds.contains(&FaultKind::Membership),
+                "moves need fewer replicas ({}) than nodes ({}), or nodes joining",
                 self.replication,
                 self.nodes
             );
@@ -207,6 +219,14 @@ impl std::fmt::Display for Report {
                 f,
                 "replica moves: {} started, {} completed, {} cut short and completed at the end, {} cut short and moot at the end",
                 m.started, m.completed, m.redone, m.moot
+            )?;
+        }
+        let j = &self.membership;
+        if j.joined > 0 {
+            writeln!(
+                f,
+                "membership: {} nodes joined, {} replica moves to drain them, {} left",
+                j.joined, j.drain_moves, j.removed
             )?;
         }
         if self.violations.is_empty() {
@@ -295,8 +315,17 @@ pub async fn run(config: NemesisConfig) -> anyhow::Result<Report> {
         stop.clone(),
     ));
 
-    let mut moves = Moves::new(addrs.clone(), history.clone());
-    let faults = inject_faults(&mut cluster, &mut rng, &history, &config, &mut moves).await?;
+    let mut moves = Moves::new(addrs.clone(), nodes.clone(), history.clone());
+    let mut membership = MembershipChanges::new(addrs.clone(), config.partitions, history.clone());
+    let faults = inject_faults(
+        &mut cluster,
+        &mut rng,
+        &history,
+        &config,
+        &mut moves,
+        &mut membership,
+    )
+    .await?;
 
     history.event("stopping the workload");
     stop.store(true, Ordering::Relaxed);
@@ -305,6 +334,7 @@ pub async fn run(config: NemesisConfig) -> anyhow::Result<Report> {
     }
     history.event("healing everything");
     cluster.heal_all();
+    let nodes = cluster.node_ids();
     let stopped: Vec<NodeId> = nodes
         .iter()
         .copied()
@@ -341,6 +371,7 @@ pub async fn run(config: NemesisConfig) -> anyhow::Result<Report> {
         tally,
         faults,
         moves: moves.counts,
+        membership: membership.counts,
         violations,
         events: history.events(),
         elapsed: started.elapsed(),
@@ -395,21 +426,23 @@ fn batches_around(
 }
 
 /// Injects faults for `duration`: one at a time, sometimes two, each held a while and healed.
+/// A membership step is taken last, once the other fault of its round is active.
 async fn inject_faults(
     cluster: &mut ProcessCluster,
     rng: &mut StdRng,
     history: &History,
     config: &NemesisConfig,
     moves: &mut Moves,
+    membership: &mut MembershipChanges,
 ) -> anyhow::Result<BTreeMap<&'static str, u64>> {
-    let nodes = cluster.node_ids();
     let kinds = config.fault_kinds();
-    let random = |rng: &mut StdRng| Fault::random(rng, &kinds, &nodes, config.partitions);
     let deadline = Instant::now() + config.duration;
     let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
     while Instant::now() < deadline {
         // The schedule's pace, drawn from the seed: not synchronisation.
         tokio::time::sleep(Duration::from_millis(rng.random_range(300..1500))).await;
+        let nodes = cluster.node_ids();
+        let random = |rng: &mut StdRng| Fault::random(rng, &kinds, &nodes, config.partitions);
         let mut active = vec![random(rng)];
         if rng.random_bool(0.3) {
             let second = random(rng);
@@ -417,9 +450,13 @@ async fn inject_faults(
                 active.push(second);
             }
         }
+        active.sort_by_key(|f| matches!(f, Fault::Membership(_)));
+        if active.iter().any(|f| matches!(f, Fault::Membership(_))) {
+            membership.prepare(cluster).await?;
+        }
         let mut injected = Vec::with_capacity(active.len());
         for fault in active {
-            if fault.inject(cluster, moves)? {
+            if fault.inject(cluster, moves, membership).await? {
                 *counts.entry(fault.kind().name()).or_default() += 1;
                 history.event(format!("inject: {fault}"));
                 injected.push(fault);

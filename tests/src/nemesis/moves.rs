@@ -2,7 +2,9 @@
 //! group (the new replica joins as a learner, catches up and is swapped in for the old one)
 //! between two controller commands. Moves run one at a time in the background, so faults land
 //! in the middle of them; a move a fault cut short leaves an extra replica, never a missing
-//! one, and the nemesis runs it again at the end until it completes.
+//! one, and the nemesis runs it again at the end until it completes. Replicas move only to
+//! the nodes [`Moves::set_targets`] names: not to a node being drained before its removal
+//! (`super::membership`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,6 +14,7 @@ use weir_client::Client;
 
 use super::TOPIC;
 use super::history::History;
+use crate::NodeId;
 
 /// How long one attempt at a move may take.
 const ATTEMPT: Duration = Duration::from_secs(30);
@@ -20,8 +23,8 @@ const ATTEMPT: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Move {
     partition: u32,
-    from: u64,
-    to: u64,
+    from: NodeId,
+    to: NodeId,
 }
 
 impl std::fmt::Display for Move {
@@ -40,6 +43,8 @@ type Outcome = Result<Move, (Option<Move>, String)>;
 /// The moves of a run.
 pub(super) struct Moves {
     addrs: Vec<String>,
+    /// The nodes replicas may move to.
+    targets: Vec<NodeId>,
     history: Arc<History>,
     running: Option<JoinHandle<Outcome>>,
     /// Moves that failed after they were chosen, to run again at the end.
@@ -51,21 +56,23 @@ pub(super) struct Moves {
 /// What became of a run's moves.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MoveCounts {
-    /// Moves started.
+    /// Moves started (a replica and a node to move it to were found).
     pub started: u64,
     /// Moves that completed at the first attempt.
     pub completed: u64,
     /// Moves a fault cut short that completed when run again at the end.
     pub redone: u64,
-    /// Moves a fault cut short whose old replica had moved away by the end (run again, they
-    /// only drop what they left behind).
+    /// Moves a fault cut short whose old replica had moved away, or whose new node had left
+    /// the cluster, by the end (run again, they only drop what they left behind).
     pub moot: u64,
 }
 
 impl Moves {
-    pub(super) fn new(addrs: Vec<String>, history: Arc<History>) -> Self {
+    /// Moves among `targets`, asking the nodes at `addrs` (which must stay members).
+    pub(super) fn new(addrs: Vec<String>, targets: Vec<NodeId>, history: Arc<History>) -> Self {
         Self {
             addrs,
+            targets,
             history,
             running: None,
             unfinished: Vec::new(),
@@ -73,17 +80,27 @@ impl Moves {
         }
     }
 
+    /// Makes `targets` the nodes replicas may move to, from the next move on.
+    pub(super) fn set_targets(&mut self, targets: Vec<NodeId>) {
+        self.targets = targets;
+    }
+
+    /// Whether a move runs.
+    pub(super) fn is_running(&self) -> bool {
+        self.running.as_ref().is_some_and(|r| !r.is_finished())
+    }
+
     /// Starts moving a replica of `partition` unless a move is still running: the replica on
-    /// the `pick`-th of its nodes goes to the `pick`-th node that holds none (both counted
-    /// around). Returns whether it started.
-    pub(super) fn start(&mut self, partition: u32, pick: u64) -> bool {
-        if self.running.as_ref().is_some_and(|r| !r.is_finished()) {
+    /// node `from` if given, else the one on the `pick`-th of its nodes, goes to the `pick`-th
+    /// target that holds none (both counted around). Returns whether it started.
+    pub(super) fn start(&mut self, partition: u32, pick: u64, from: Option<NodeId>) -> bool {
+        if self.is_running() {
             return false;
         }
         self.take_finished();
         let addrs = self.addrs.clone();
+        let targets = self.targets.clone();
         let history = self.history.clone();
-        self.counts.started += 1;
         self.running = Some(tokio::spawn(async move {
             let (client, topic) = any_node(&addrs)
                 .await
@@ -93,14 +110,18 @@ impl Moves {
                 .get(partition as usize)
                 .map(|p| p.replicas.clone())
                 .unwrap_or_default();
-            let mut spare: Vec<u64> = (1..=addrs.len() as u64)
+            let mut spare: Vec<NodeId> = targets
+                .into_iter()
                 .filter(|n| !replicas.contains(n))
                 .collect();
             spare.sort_unstable();
-            let (Some(&from), Some(&to)) = (
-                replicas.get(pick as usize % replicas.len().max(1)),
-                spare.get((pick / 7) as usize % spare.len().max(1)),
-            ) else {
+            let from = match from {
+                Some(node) => replicas.contains(&node).then_some(node),
+                None => replicas.get(pick as usize % replicas.len().max(1)).copied(),
+            };
+            let (Some(from), Some(&to)) =
+                (from, spare.get((pick / 7) as usize % spare.len().max(1)))
+            else {
                 return Err((None, format!("no move possible: replicas {replicas:?}")));
             };
             let chosen = Move {
@@ -128,8 +149,15 @@ impl Moves {
 
     fn record(&mut self, outcome: Option<Result<Outcome, tokio::task::JoinError>>) {
         match outcome {
-            Some(Ok(Ok(_))) => self.counts.completed += 1,
-            Some(Ok(Err((Some(chosen), _)))) => self.unfinished.push(chosen),
+            Some(Ok(Ok(_))) => {
+                self.counts.started += 1;
+                self.counts.completed += 1;
+            }
+            Some(Ok(Err((Some(chosen), _)))) => {
+                self.counts.started += 1;
+                self.unfinished.push(chosen);
+            }
+            // No move was possible, or the task was lost.
             _ => {}
         }
     }
@@ -150,8 +178,11 @@ impl Moves {
                 };
                 match outcome {
                     Ok(()) => break false,
-                    // Done before its answer was lost, or its old replica moved since.
-                    Err(e) if e.contains("holds no replica") => break true,
+                    // Done before its answer was lost, or its old replica moved since, or
+                    // its new node has left the cluster since.
+                    Err(e) if e.contains("holds no replica") || e.contains("not a member") => {
+                        break true;
+                    }
                     Err(e) if Instant::now() > deadline => {
                         anyhow::bail!("{chosen} never completed: {e}")
                     }
@@ -161,7 +192,7 @@ impl Moves {
             };
             if moot {
                 self.history.event(format!(
-                    "{chosen}: moot at the end (no replica there any more)"
+                    "{chosen}: moot at the end (no replica there, or no such node, any more)"
                 ));
                 self.counts.moot += 1;
             } else {
@@ -188,7 +219,7 @@ async fn attempt(client: &Client, chosen: Move) -> Result<(), String> {
 }
 
 /// A client of the first node that describes the topic, and what it said.
-async fn any_node(addrs: &[String]) -> anyhow::Result<(Client, weir_client::TopicInfo)> {
+pub(super) async fn any_node(addrs: &[String]) -> anyhow::Result<(Client, weir_client::TopicInfo)> {
     let mut last = anyhow::anyhow!("no nodes");
     for addr in addrs {
         let answer = tokio::time::timeout(Duration::from_secs(2), async {

@@ -1,0 +1,220 @@
+//! Nodes joining and leaving the cluster while faults run: changes of the controller's voters
+//! and of where replicas may be placed.
+//!
+//! One node at a time joins and leaves again, so the cluster has its first nodes plus at most
+//! one: a node set up with the next unused id starts with `--join` and is added through
+//! `AddNode`; a replica moves onto it at once, and later replica moves (`super::moves`) may
+//! place more. At the next step it drains:
+//! nothing moves onto it any more, each of its replicas moves away (one move per step, in the
+//! background like every move), and once it holds none it is removed through `RemoveNode` and
+//! stopped. The next join takes a new id. The first nodes never leave: the workload's clients
+//! know only them.
+//!
+//! `AddNode` and `RemoveNode` are sent until they take effect while the faults of their round
+//! are active, and complete before those are healed. So that no node restarts while the
+//! controller's voters are in doubt (a node whose `--peers` differ from them refuses to start),
+//! a membership step is never combined with a fault that stops processes (see
+//! [`Fault::combines_with`](super::Fault::combines_with)).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use weir_client::{Client, ClientError, ClusterInfo};
+
+use super::history::History;
+use super::moves::{Moves, any_node};
+use crate::{NodeId, ProcessCluster};
+
+/// How long one `AddNode` or `RemoveNode` may take to take effect, retries included, before
+/// the run fails: the faults it runs under leave the controller a quorum.
+const CHANGE_DEADLINE: Duration = Duration::from_secs(90);
+
+/// How long one attempt may go unanswered.
+const ATTEMPT: Duration = Duration::from_secs(20);
+
+/// The membership changes of a run.
+pub(super) struct MembershipChanges {
+    /// The first nodes' addresses, which the changes are sent to.
+    addrs: Vec<String>,
+    /// The topic's partition count.
+    partitions: u32,
+    history: Arc<History>,
+    /// A node set up by [`MembershipChanges::prepare`] to join at the next step.
+    prepared: Option<NodeId>,
+    /// The node the last join added, while it is a member.
+    joined: Option<NodeId>,
+    /// Whether `joined` drains: its replicas move away, none move onto it.
+    draining: bool,
+    /// What the changes did.
+    pub(super) counts: MembershipCounts,
+}
+
+/// What a run's membership changes did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MembershipCounts {
+    /// Nodes that joined.
+    pub joined: u64,
+    /// Replica moves started to drain a node.
+    pub drain_moves: u64,
+    /// Nodes that left.
+    pub removed: u64,
+}
+
+/// How a change ended.
+enum Change {
+    /// It took effect (perhaps before an answer was lost).
+    Done,
+    /// The cluster refused it, saying why.
+    Refused(ClientError),
+}
+
+impl MembershipChanges {
+    pub(super) fn new(addrs: Vec<String>, partitions: u32, history: Arc<History>) -> Self {
+        Self {
+            addrs,
+            partitions,
+            history,
+            prepared: None,
+            joined: None,
+            draining: false,
+            counts: MembershipCounts::default(),
+        }
+    }
+
+    /// Sets up the node the next step adds, if it adds one, before the round's faults are
+    /// injected: they then cut its links too.
+    pub(super) async fn prepare(&mut self, cluster: &mut ProcessCluster) -> anyhow::Result<()> {
+        if self.joined.is_none() && self.prepared.is_none() {
+            self.prepared = Some(cluster.add_joiner().await?);
+        }
+        Ok(())
+    }
+
+    /// Takes the next step: adds the prepared node and moves a replica onto it; or starts
+    /// draining the joined one; or moves one of the draining node's replicas away (`pick`
+    /// chooses which and where); or removes the drained node.
+    pub(super) async fn step(
+        &mut self,
+        cluster: &mut ProcessCluster,
+        moves: &mut Moves,
+        pick: u64,
+    ) -> anyhow::Result<()> {
+        if let Some(id) = self.prepared.take() {
+            self.join(cluster, moves, id).await?;
+            moves.start(pick as u32 % self.partitions, pick, None);
+            return Ok(());
+        }
+        let Some(id) = self.joined else {
+            return Ok(());
+        };
+        if !self.draining {
+            self.draining = true;
+            moves.set_targets(
+                cluster
+                    .node_ids()
+                    .into_iter()
+                    .filter(|&n| n != id)
+                    .collect(),
+            );
+            self.history.event(format!("node {id} drains"));
+        }
+        let (_, topic) = any_node(&self.addrs).await?;
+        let held: Vec<u32> = topic
+            .partitions
+            .iter()
+            .filter(|p| p.replicas.contains(&id))
+            .map(|p| p.partition)
+            .collect();
+        if moves.is_running() {
+            // Perhaps moving a replica onto it, chosen before it drained.
+            return Ok(());
+        }
+        if let Some(&partition) = held.get(pick as usize % held.len().max(1)) {
+            if moves.start(partition, pick, Some(id)) {
+                self.counts.drain_moves += 1;
+            }
+            return Ok(());
+        }
+        self.remove(cluster, id).await
+    }
+
+    /// Starts node `id` (set up by [`MembershipChanges::prepare`]) and has the cluster add it.
+    async fn join(
+        &mut self,
+        cluster: &mut ProcessCluster,
+        moves: &mut Moves,
+        id: NodeId,
+    ) -> anyhow::Result<()> {
+        self.history.event(format!("node {id} joins"));
+        let launch = cluster.launch(id)?;
+        let address = cluster.addr(id).to_string();
+        let added = change(&self.addrs, "NODE_ALREADY_EXISTS", |client| {
+            let address = address.clone();
+            async move { client.add_node(id, address).await }
+        })
+        .await?;
+        if let Change::Refused(e) = added {
+            anyhow::bail!("adding node {id} was refused: {e}");
+        }
+        cluster.await_started(launch).await?;
+        cluster.admit(id);
+        moves.set_targets(cluster.node_ids());
+        self.joined = Some(id);
+        self.counts.joined += 1;
+        self.history.event(format!("node {id} joined"));
+        Ok(())
+    }
+
+    /// Has the cluster remove drained node `id`, and stops it. A replica left on it (a move
+    /// onto it cut short) makes the cluster refuse; the next steps drain that too.
+    async fn remove(&mut self, cluster: &mut ProcessCluster, id: NodeId) -> anyhow::Result<()> {
+        let removed = change(&self.addrs, "UNKNOWN_NODE", |client| async move {
+            client.remove_node(id).await
+        })
+        .await?;
+        match removed {
+            Change::Done => {
+                cluster.retire(id)?;
+                self.joined = None;
+                self.draining = false;
+                self.counts.removed += 1;
+                self.history.event(format!("node {id} left"));
+            }
+            Change::Refused(e) if e.reason() == Some("NODE_HAS_REPLICAS") => {
+                self.history
+                    .event(format!("node {id} not removed yet: {e}"));
+            }
+            Change::Refused(e) => anyhow::bail!("removing node {id} was refused: {e}"),
+        }
+        Ok(())
+    }
+}
+
+/// Sends a membership change through the first of the first nodes that answers, again while
+/// the answer is a retriable error or none, until it takes effect or is refused.
+/// `already` is the reason a repeat of a change that took effect is refused with.
+async fn change<F, Fut>(addrs: &[String], already: &str, send: F) -> anyhow::Result<Change>
+where
+    F: Fn(Client) -> Fut,
+    Fut: Future<Output = Result<ClusterInfo, ClientError>>,
+{
+    let deadline = Instant::now() + CHANGE_DEADLINE;
+    loop {
+        let failure = match any_node(addrs).await {
+            Ok((client, _)) => match tokio::time::timeout(ATTEMPT, send(client)).await {
+                Ok(Ok(_)) => return Ok(Change::Done),
+                Ok(Err(e)) if e.reason() == Some(already) => return Ok(Change::Done),
+                Ok(Err(e)) if !e.is_retriable() => return Ok(Change::Refused(e)),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("no answer within {ATTEMPT:?}"),
+            },
+            Err(e) => e.to_string(),
+        };
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no membership change within {CHANGE_DEADLINE:?}: {failure}"
+        );
+        // A pace for the retries, not synchronisation.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
