@@ -24,6 +24,7 @@ fn config(nodes: usize, replication: u32, seconds: u64) -> NemesisConfig {
         nodes,
         replication,
         disk: Some(DiskMode::Honest),
+        serve_uncommitted: false,
         kinds: Vec::new(),
         duration: Duration::from_secs(seconds),
         partitions: 3,
@@ -132,6 +133,30 @@ async fn the_checker_catches_a_broker_that_acknowledges_before_fsync() -> anyhow
             .iter()
             .any(|v| matches!(v, nemesis::Violation::Lost { .. })),
         "the checker found no lost record: {report}"
+    );
+    Ok(())
+}
+
+/// The checker itself: brokers that serve records past the high watermark (as a broker built
+/// to serve uncommitted records would) let readers see records a leader appended but never
+/// committed; cut off, the leader loses them to its successor's log, and the checker must
+/// report them as vanished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checker_catches_a_broker_that_serves_uncommitted_records() -> anyhow::Result<()> {
+    weir_tests::init_tracing();
+    let report = nemesis::run(NemesisConfig {
+        serve_uncommitted: true,
+        kinds: vec![FaultKind::Isolate, FaultKind::Split],
+        ..config(3, 3, 20)
+    })
+    .await?;
+    println!("{report}");
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|v| matches!(v, nemesis::Violation::Vanished { .. })),
+        "the checker found no vanished record: {report}"
     );
     Ok(())
 }

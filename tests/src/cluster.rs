@@ -139,6 +139,8 @@ pub struct ProcessCluster {
     proxy_runtime: Option<tokio::runtime::Runtime>,
     /// The simulated disk the nodes' databases live on, if any (`crate::disk`).
     disk: Option<DiskMode>,
+    /// Whether the nodes serve uncommitted records (`crate::test_broker`).
+    serve_uncommitted: bool,
     temp: tempfile::TempDir,
 }
 
@@ -201,6 +203,7 @@ impl ProcessCluster {
             links,
             proxy_runtime: Some(proxy_runtime),
             disk: None,
+            serve_uncommitted: false,
             temp,
         })
     }
@@ -382,6 +385,13 @@ impl ProcessCluster {
     /// [`crate::disk::ENV`] (`weir-e2e`, `nemesis`).
     pub fn simulate_disks(&mut self, mode: DiskMode) {
         self.disk = Some(mode);
+    }
+
+    /// Makes every node started from now on a broken broker that serves records past the high
+    /// watermark ([`crate::test_broker::SERVE_UNCOMMITTED_ENV`]), which a checker must catch.
+    /// The binary must be a test broker (`weir-e2e`, `nemesis`).
+    pub fn serve_uncommitted_records(&mut self) {
+        self.serve_uncommitted = true;
     }
 
     /// Cuts the power of nodes `ids` at once: SIGKILL, and each loses a random part of what it
@@ -715,10 +725,14 @@ impl ProcessCluster {
         let args = self.broker_args(id);
         let log = std::env::var("WEIR_CHILD_LOG").unwrap_or_else(|_| "warn".to_owned());
         let disk = self.disk;
+        let serve_uncommitted = self.serve_uncommitted;
         let slot = self.slot_mut(id);
         let mut command = Command::new(&weir);
         if let Some(mode) = disk {
             command.env(crate::disk::ENV, mode.as_env());
+        }
+        if serve_uncommitted {
+            command.env(crate::test_broker::SERVE_UNCOMMITTED_ENV, "1");
         }
         let mut child = command
             .args(&args)

@@ -18,6 +18,7 @@ pub mod modules;
 pub mod nemesis;
 mod proxy;
 mod raw_grpc;
+pub mod test_broker;
 
 pub use cluster::{
     Launch, LeaderRoute, NodeId, ProcessCluster, RaftTimings, fetch_all, free_port, lazy_channel,

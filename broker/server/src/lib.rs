@@ -10,6 +10,7 @@ mod admission;
 mod budgets;
 mod config;
 mod error;
+pub mod fault_injection;
 mod groups;
 mod metadata;
 mod metrics;

@@ -13,7 +13,8 @@
 //! which adds power losses and failing fsyncs; lying: one that acknowledges syncs it has not
 //! made, which the checker must catch), `--faults KIND,...` (only these kinds; default: every
 //! kind the options allow), `--rounds R` (1: runs one after another, each on a fresh cluster,
-//! seeds S, S+1, ...).
+//! seeds S, S+1, ...), `--serve-uncommitted` (brokers built to serve records past the high
+//! watermark, which the checker must catch).
 //!
 //! The brokers are this binary itself: started as `nemesis broker ...` it is the `weir` command
 //! line, so one build serves both.
@@ -26,7 +27,7 @@ use weir_tests::nemesis::{self, FaultKind, NemesisConfig};
 
 fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some("broker") {
-        if let Err(e) = weir_tests::disk::install_from_env() {
+        if let Err(e) = weir_tests::test_broker::install_from_env() {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
@@ -57,6 +58,7 @@ fn run() -> anyhow::Result<ExitCode> {
         nodes: 3,
         replication: 0,
         disk: Some(DiskMode::Honest),
+        serve_uncommitted: false,
         kinds: Vec::new(),
         duration: Duration::from_secs(60),
         partitions: 4,
@@ -83,6 +85,7 @@ fn run() -> anyhow::Result<ExitCode> {
             "--partitions" => config.partitions = u32::try_from(value()?)?,
             "--writers" => config.writers = u32::try_from(value()?)?,
             "--rounds" => rounds = value()?,
+            "--serve-uncommitted" => config.serve_uncommitted = true,
             "--disk" => {
                 config.disk = match text()?.as_str() {
                     "honest" => Some(DiskMode::Honest),
@@ -101,7 +104,7 @@ fn run() -> anyhow::Result<ExitCode> {
                     .collect::<anyhow::Result<_>>()?;
             }
             other => anyhow::bail!(
-                "unknown option {other:?}; options: --seed --nodes --replication --minutes --seconds --partitions --writers --disk --faults --rounds"
+                "unknown option {other:?}; options: --seed --nodes --replication --minutes --seconds --partitions --writers --disk --faults --rounds --serve-uncommitted"
             ),
         }
     }

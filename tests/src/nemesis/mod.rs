@@ -67,6 +67,9 @@ pub struct NemesisConfig {
     /// The simulated disk the brokers' databases live on (`crate::disk`); `None`: the real
     /// file system, and no disk faults.
     pub disk: Option<DiskMode>,
+    /// Brokers built to serve uncommitted records (`crate::test_broker`), which the checker
+    /// must catch.
+    pub serve_uncommitted: bool,
     /// The kinds of fault to inject; empty: every kind the configuration allows.
     pub kinds: Vec<FaultKind>,
     /// How long faults are injected.
@@ -179,6 +182,9 @@ impl Report {
             c.writers,
             c.disk.map_or("none", DiskMode::as_env),
         );
+        if c.serve_uncommitted {
+            command.push_str(" --serve-uncommitted");
+        }
         if !c.kinds.is_empty() {
             let names: Vec<&str> = c.kinds.iter().map(|k| k.name()).collect();
             command.push_str(&format!(" --faults {}", names.join(",")));
@@ -192,13 +198,18 @@ impl std::fmt::Display for Report {
         let t = &self.tally;
         writeln!(
             f,
-            "nemesis seed {}: {} nodes, {} partitions of {} replicas, {} writers, disks {}, {:?} of faults ({:.0?} in all)",
+            "nemesis seed {}: {} nodes, {} partitions of {} replicas, {} writers, disks {}{}, {:?} of faults ({:.0?} in all)",
             self.config.seed,
             self.config.nodes,
             self.config.partitions,
             self.config.replication,
             self.config.writers,
             self.config.disk.map_or("real", DiskMode::as_env),
+            if self.config.serve_uncommitted {
+                ", brokers serving uncommitted records"
+            } else {
+                ""
+            },
             self.config.duration,
             self.elapsed
         )?;
@@ -265,6 +276,9 @@ pub async fn run(config: NemesisConfig) -> anyhow::Result<Report> {
     .await?;
     if let Some(mode) = config.disk {
         cluster.simulate_disks(mode);
+    }
+    if config.serve_uncommitted {
+        cluster.serve_uncommitted_records();
     }
     cluster.start_nodes(&cluster.node_ids()).await?;
     let nodes = cluster.node_ids();

@@ -19,6 +19,7 @@ use weir_wasm::{Chain, ChainRecord};
 
 use super::{BrokerService, ResponseStream, module_admin};
 use crate::error::BrokerError;
+use crate::fault_injection;
 use crate::metadata::TopicInfo;
 use crate::modules::ModuleHost;
 use crate::node::{HostedPartition, Node, blocking};
@@ -344,7 +345,10 @@ impl BrokerService {
         hosted: &HostedPartition,
         offset: i64,
     ) -> Result<(Offset, PartitionProgress, Offset), BrokerError> {
-        let progress = *hosted.replica.progress().borrow();
+        let mut progress = *hosted.replica.progress().borrow();
+        if fault_injection::serves_uncommitted_records() {
+            progress = self.whole_log(hosted, progress).await?;
+        }
         let log_start = self.node()?.log_start(hosted.group(), progress).await?;
         let out_of_range = || BrokerError::OffsetOutOfRange {
             topic: hosted.topic.clone(),
@@ -384,6 +388,26 @@ impl BrokerService {
             return Err(out_of_range());
         }
         Ok((Offset(offset), progress, log_start))
+    }
+
+    /// A broken broker's progress ([`fault_injection::serve_uncommitted_records`]): the whole
+    /// log counted as committed.
+    async fn whole_log(
+        &self,
+        hosted: &HostedPartition,
+        progress: PartitionProgress,
+    ) -> Result<PartitionProgress, BrokerError> {
+        let db = self.node()?.partition_db.clone();
+        let group = hosted.group();
+        let end = blocking(move || {
+            db.next_offset_through(group, u64::MAX)
+                .map_err(BrokerError::from)
+        })
+        .await?;
+        Ok(PartitionProgress {
+            applied_index: u64::MAX,
+            high_watermark: end.unwrap_or_default().max(progress.high_watermark),
+        })
     }
 
     fn read_limits(limits: &crate::config::Limits, max_records: u32, max_bytes: u32) -> ReadLimits {
