@@ -90,7 +90,7 @@ pub struct BatchAttributes(pub u16);
 
 impl BatchAttributes {
     const COMPRESSION_MASK: u16 = 0x07;
-    const LOG_APPEND_TIME: u16 = 0x08;
+    pub(crate) const LOG_APPEND_TIME: u16 = 0x08;
     const TRANSACTIONAL: u16 = 0x10;
     const CONTROL: u16 = 0x20;
     const DELETE_HORIZON: u16 = 0x40;
@@ -129,8 +129,9 @@ impl BatchAttributes {
     }
 
     /// Refuses every feature Weir does not implement yet, naming it. What remains is an
-    /// uncompressed, non-transactional data batch with create-time timestamps.
-    pub(crate) fn check_supported(self) -> Result<(), BatchError> {
+    /// uncompressed, non-transactional data batch with create-time timestamps, or (where the
+    /// log stored it, `stored`) log-append-time ones.
+    pub(crate) fn check_supported(self, stored: bool) -> Result<(), BatchError> {
         let compression = self.compression();
         if compression != Compression::None {
             return Err(BatchError::Unsupported(match compression {
@@ -151,7 +152,7 @@ impl BatchAttributes {
                 "transactional batches (transactions are not supported yet)",
             ));
         }
-        if self.is_log_append_time() {
+        if self.is_log_append_time() && !stored {
             return Err(BatchError::Unsupported(
                 "log-append-time timestamps in a batch (the broker sets that type itself)",
             ));
@@ -222,6 +223,16 @@ pub struct BatchHeader {
 }
 
 impl BatchHeader {
+    /// The timestamp of the record whose timestamp delta is `delta`: the base timestamp plus
+    /// the delta, or with log-append time the batch's maximum (the time the log appended it).
+    pub fn record_timestamp_ms(&self, delta: i64) -> i64 {
+        if self.attributes.is_log_append_time() {
+            self.max_timestamp_ms
+        } else {
+            self.base_timestamp_ms.wrapping_add(delta)
+        }
+    }
+
     /// Offset of the last record the batch spans.
     pub fn last_offset(&self) -> Offset {
         self.base_offset.plus(u64::from(self.last_offset_delta))

@@ -242,7 +242,10 @@ impl EncodedBatch {
                 records.reserve_exact((header.record_count as usize).min(fits));
             }
             let offset = header.base_offset.plus(record.offset_delta as u64);
-            records.push((offset, record.to_record(&bytes, header.base_timestamp_ms)));
+            records.push((
+                offset,
+                record.to_record(&bytes, |delta| header.record_timestamp_ms(delta)),
+            ));
         })?;
         Ok((Self { bytes, header }, records))
     }
@@ -293,6 +296,28 @@ impl EncodedBatch {
         }
     }
 
+    /// A copy whose records carry the log-append time `now_ms` (Kafka's
+    /// `message.timestamp.type=LogAppendTime`): the timestamp-type attribute set and the
+    /// maximum timestamp, which readers then give every record, made `now_ms`; the records'
+    /// own bytes are unchanged. The CRC is recomputed.
+    pub fn with_log_append_time(&self, now_ms: i64) -> Self {
+        let mut bytes = self.bytes.to_vec();
+        let attributes =
+            BatchAttributes(self.header.attributes.0 | BatchAttributes::LOG_APPEND_TIME);
+        bytes[21..23].copy_from_slice(&attributes.0.to_be_bytes());
+        bytes[35..43].copy_from_slice(&now_ms.to_be_bytes());
+        let crc = seal(&mut bytes);
+        Self {
+            bytes: Bytes::from(bytes),
+            header: BatchHeader {
+                attributes,
+                max_timestamp_ms: now_ms,
+                crc,
+                ..self.header
+            },
+        }
+    }
+
     /// A copy with `base_offset` and `leader_epoch` stamped, as the log stores it. The CRC does
     /// not cover them, so the copy stays valid.
     pub fn stamped(&self, base_offset: Offset, leader_epoch: i32) -> Self {
@@ -330,7 +355,9 @@ fn check_each<'a>(
             computed,
         });
     }
-    header.attributes.check_supported()?;
+    header
+        .attributes
+        .check_supported(matches!(gate, Gate::Stored))?;
     check_producer_fields(&header)?;
     if header.record_count == 0 {
         return Err(BatchError::Empty);
@@ -397,7 +424,9 @@ fn check_each<'a>(
             decoded: last_delta,
         });
     }
-    if max_timestamp != header.max_timestamp_ms {
+    // With log-append time the maximum is the time the leader appended the batch at, and the
+    // records' own timestamps stay as the producer sent them.
+    if max_timestamp != header.max_timestamp_ms && !header.attributes.is_log_append_time() {
         return Err(BatchError::MaxTimestampMismatch {
             header: header.max_timestamp_ms,
             decoded: max_timestamp,
@@ -633,7 +662,8 @@ impl Iterator for RecordIter<'_> {
         match RawRecord::parse(&mut self.rest) {
             Ok(raw) => {
                 let offset = self.header.base_offset.plus(raw.offset_delta as u64);
-                let record = raw.to_record(self.source, self.header.base_timestamp_ms);
+                let header = self.header;
+                let record = raw.to_record(self.source, |delta| header.record_timestamp_ms(delta));
                 Some(Ok((offset, record)))
             }
             Err(reason) => {

@@ -82,8 +82,10 @@ impl<'a> RawRecord<'a> {
     }
 
     /// The record as an owned [`Record`], sharing `source`'s memory (which must hold every slice
-    /// of this record). A null value or header value becomes empty; callers refuse those first.
-    pub(crate) fn to_record(self, source: &Bytes, base_timestamp_ms: i64) -> Record {
+    /// of this record), its timestamp `timestamp_ms` of its timestamp delta (the batch's rule,
+    /// [`BatchHeader::record_timestamp_ms`]). A null value or header value becomes empty;
+    /// callers refuse those first.
+    pub(crate) fn to_record(self, source: &Bytes, timestamp_ms: impl FnOnce(i64) -> i64) -> Record {
         let share = |slice: &[u8]| source.slice_ref(slice);
         let mut headers = Vec::with_capacity(self.header_count);
         let mut buf = self.headers;
@@ -107,7 +109,7 @@ impl<'a> RawRecord<'a> {
             key: self.key.map(share),
             value: self.value.map_or_else(Bytes::new, share),
             headers,
-            timestamp_ms: base_timestamp_ms.wrapping_add(self.timestamp_delta),
+            timestamp_ms: timestamp_ms(self.timestamp_delta),
         }
     }
 }
@@ -223,7 +225,7 @@ mod tests {
         let raw = RawRecord::parse(&mut slice).unwrap();
         assert!(slice.is_empty());
         assert_eq!(raw.offset_delta, 2);
-        assert_eq!(raw.to_record(&source, 1_000), record);
+        assert_eq!(raw.to_record(&source, |delta| 1_000 + delta), record);
     }
 
     #[test]

@@ -224,6 +224,39 @@ fn headers_that_lie_are_refused_even_with_a_matching_crc() {
 }
 
 #[test]
+fn log_append_time_is_the_logs_to_set_and_readers_give_it_to_every_record() {
+    let batch = BatchEncoder::new(BatchLimits::default())
+        .with_producer(Some(PRODUCER))
+        .encode(&three())
+        .unwrap();
+    let appended = batch.with_log_append_time(7_777).stamped(Offset(10), 2);
+    let verified = EncodedBatch::verify(appended.bytes().clone()).unwrap();
+    let header = verified.header();
+    assert!(header.attributes.is_log_append_time());
+    assert_eq!(header.max_timestamp_ms, 7_777);
+    assert_eq!(
+        header.producer(),
+        Some(PRODUCER),
+        "the producer fields stay"
+    );
+    let decoded: Vec<_> = verified.records().map(Result::unwrap).collect();
+    let (_, decoded_once) = EncodedBatch::verify_and_decode(appended.bytes().clone()).unwrap();
+    assert_eq!(decoded, decoded_once);
+    for ((offset, record), (i, original)) in decoded.iter().zip(three().iter().enumerate()) {
+        assert_eq!(*offset, Offset(10 + i as u64));
+        assert_eq!(record.timestamp_ms, 7_777);
+        assert_eq!(record.value, original.value);
+    }
+    // A producer may not claim it: the log sets it.
+    let err = EncodedBatch::validate_produced(appended.bytes().clone(), BatchLimits::default())
+        .unwrap_err();
+    assert!(
+        matches!(err, BatchError::Unsupported(reason) if reason.contains("log-append-time")),
+        "{err}"
+    );
+}
+
+#[test]
 fn unsupported_features_are_refused_by_name() {
     let batch = EncodedBatch::encode(&three(), BatchLimits::default()).unwrap();
     for (attributes, what) in [
@@ -231,7 +264,6 @@ fn unsupported_features_are_refused_by_name() {
         (0x0004, "zstd"),
         (0x0010, "transactional"),
         (0x0020, "control"),
-        (0x0008, "log-append-time"),
         (0x0040, "delete horizon"),
     ] {
         let mut b = batch.bytes().to_vec();
