@@ -115,11 +115,11 @@ async fn topic_admin_errors_change_nothing() -> anyhow::Result<()> {
         "INVALID_REPLICATION_FACTOR",
     );
     let mut cfg = create("cfg", 1);
-    cfg.configs.insert("retention.ms".into(), "1".into());
+    cfg.configs.insert("retention.minutes".into(), "1".into());
     assert_reason(
         c.create_topic(cfg).await,
         Code::InvalidArgument,
-        "INVALID_ARGUMENT",
+        "INVALID_CONFIG",
     );
     assert_reason(
         c.delete_topic(pb::DeleteTopicRequest {

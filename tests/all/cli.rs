@@ -538,3 +538,77 @@ async fn consume_offset_without_partition_starts_every_partition_there() -> anyh
     assert_eq!(from("4")?, [(1, 4, "b4".to_owned())]);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_configs_are_set_altered_and_shown_with_their_source() -> anyhow::Result<()> {
+    let broker = InProcessBroker::start().await?;
+    let created = weir(
+        &broker,
+        &[
+            "topic",
+            "create",
+            "conf",
+            "--config",
+            "max.message.bytes=1000",
+        ],
+        "",
+    )?;
+    assert!(created.status.success(), "{}", stderr(&created));
+    let described = weir(&broker, &["topic", "describe", "conf"], "")?;
+    let text = stdout(&described);
+    assert!(
+        text.contains("CONFIG: max.message.bytes=1000 (topic)"),
+        "{text}"
+    );
+    assert!(text.contains("CONFIG: retention.ms=-1 (default)"), "{text}");
+
+    let altered = weir(
+        &broker,
+        &[
+            "topic",
+            "alter-config",
+            "conf",
+            "--set",
+            "message.timestamp.type=LogAppendTime",
+            "--delete",
+            "max.message.bytes",
+        ],
+        "",
+    )?;
+    let text = stdout(&altered);
+    assert!(altered.status.success(), "{}", stderr(&altered));
+    assert!(
+        text.contains("CONFIG: message.timestamp.type=LogAppendTime (topic)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("CONFIG: max.message.bytes=8388608 (default)"),
+        "{text}"
+    );
+
+    let refused = weir_fails(
+        &broker,
+        &[
+            "topic",
+            "alter-config",
+            "conf",
+            "--set",
+            "retention.ms=60000",
+        ],
+        "",
+    )?;
+    assert!(
+        refused.contains("INVALID_CONFIG") || refused.contains("retention.ms"),
+        "{refused}"
+    );
+    assert!(refused.contains("retention.ms"), "{refused}");
+    let nothing = weir_fails(&broker, &["topic", "alter-config", "conf"], "")?;
+    assert!(nothing.contains("nothing to change"), "{nothing}");
+    let malformed = weir_fails(
+        &broker,
+        &["topic", "create", "bad", "--config", "max.message.bytes"],
+        "",
+    )?;
+    assert!(malformed.contains("no '='"), "{malformed}");
+    Ok(())
+}

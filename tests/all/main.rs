@@ -23,4 +23,5 @@ mod produce_fetch;
 mod producer;
 mod record_batches;
 mod recovery;
+mod topic_configs;
 mod wasm_host;

@@ -14,6 +14,7 @@ const PRODUCE: &str = "/weir.v1.Broker/Produce";
 /// Every unary RPC of `weir.v1.Broker` (Subscribe streams and is called apart).
 pub const UNARY_RPCS: &[&str] = &[
     "CreateTopic",
+    "AlterTopicConfigs",
     "DeleteTopic",
     "ListTopics",
     "DescribeTopic",

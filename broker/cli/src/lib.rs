@@ -12,6 +12,7 @@ mod cluster;
 mod consume;
 mod format;
 mod group;
+mod key_value;
 mod log_limit;
 mod module;
 mod module_new;

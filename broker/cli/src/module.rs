@@ -17,6 +17,7 @@ use weir_client::{
     Client, ModuleInfo, ModulePath, ModuleRef, ModuleStats, ModuleUse, RejectPolicy, TopicInfo,
 };
 
+use crate::key_value::parse_key_value;
 use crate::module_new::{ModuleKind, SdkSource};
 use crate::module_test::{DEFAULT_BATCH_SIZE, TestOptions};
 use crate::table;
@@ -44,7 +45,7 @@ pub enum ModuleCommand {
         /// The module's .wasm file.
         file: PathBuf,
         /// A parameter for the module's `init`, as KEY=VALUE. Repeatable, in order.
-        #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
+        #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_key_value)]
         params: Vec<(String, String)>,
         /// Split each line at the first SEP into key and value, and print keyed output records
         /// as KEY SEP VALUE.
@@ -100,7 +101,7 @@ pub enum RegistryCommand {
         path: PathArg,
         /// A parameter for the module's `init`, as KEY=VALUE (the value may hold ',' and '=').
         /// Repeatable; the module receives them in the order given.
-        #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
+        #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_key_value)]
         params: Vec<(String, String)>,
         /// What the module's rejections do on the produce path [default: reject].
         #[arg(long, value_name = "POLICY")]
@@ -156,15 +157,6 @@ pub enum OnReject {
     Drop,
     /// Send the rejected records to --dead-letter-topic and store the rest.
     DeadLetter,
-}
-
-/// A `--param KEY=VALUE`, split at the first '='.
-fn parse_param(param: &str) -> Result<(String, String), String> {
-    match param.split_once('=') {
-        Some(("", _)) => Err(format!("{param:?} has an empty key")),
-        Some((key, value)) => Ok((key.to_owned(), value.to_owned())),
-        None => Err(format!("{param:?} has no '=': write KEY=VALUE")),
-    }
 }
 
 /// The policy of an attachment on `path` from `--on-reject` and `--dead-letter-topic`.

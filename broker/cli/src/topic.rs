@@ -1,9 +1,10 @@
-//! `weir topic create | list | describe | delete`: topic administration.
+//! `weir topic create | list | describe | alter-config | delete`: topic administration.
 
 use anyhow::Context;
 use clap::Subcommand;
 use weir_client::{Client, ModuleAttachment, ModulePath, PartitionInfo, TopicInfo, TopicSpec};
 
+use crate::key_value::parse_key_value;
 use crate::table;
 
 /// A topic administration command.
@@ -19,6 +20,22 @@ pub enum TopicCommand {
         /// Replicas per partition; 0 uses the broker's default.
         #[arg(short, long, default_value_t = 0)]
         replication_factor: u32,
+        /// A topic config, as KEY=VALUE with Kafka's names (retention.ms=-1,
+        /// max.message.bytes=1048576, message.timestamp.type=LogAppendTime, ...). Repeatable.
+        #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+        configs: Vec<(String, String)>,
+    },
+    /// Change a topic's configs: set some, remove others (their defaults apply again). All
+    /// or nothing.
+    AlterConfig {
+        /// Topic name.
+        name: String,
+        /// A config to set, as KEY=VALUE. Repeatable.
+        #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+        set: Vec<(String, String)>,
+        /// A config to remove. Repeatable.
+        #[arg(long = "delete", value_name = "KEY")]
+        delete: Vec<String>,
     },
     /// List topics with their partition count and replication factor.
     List,
@@ -43,9 +60,11 @@ impl TopicCommand {
                 name,
                 partitions,
                 replication_factor,
+                configs,
             } => {
-                let spec = TopicSpec::new(name.clone(), partitions)
+                let mut spec = TopicSpec::new(name.clone(), partitions)
                     .with_replication_factor(replication_factor);
+                spec.configs.extend(configs);
                 let topic = client
                     .create_topic(spec)
                     .await
@@ -94,6 +113,16 @@ impl TopicCommand {
                 }
                 print!("{}", describe(&topic));
             }
+            Self::AlterConfig { name, set, delete } => {
+                if set.is_empty() && delete.is_empty() {
+                    anyhow::bail!("nothing to change: give --set KEY=VALUE or --delete KEY");
+                }
+                let topic = client
+                    .alter_topic_configs(name.clone(), set, delete)
+                    .await
+                    .with_context(|| format!("cannot alter the configs of topic {name}"))?;
+                print!("{}", config_lines(&topic));
+            }
             Self::Delete { name } => {
                 client
                     .delete_topic(name.clone())
@@ -106,20 +135,29 @@ impl TopicCommand {
     }
 }
 
+/// One `CONFIG: key=value (topic|default)` line per topic config, in name order: what the
+/// answering broker applies, and whether the topic sets it or a default applies.
+fn config_lines(topic: &TopicInfo) -> String {
+    topic
+        .effective_configs
+        .iter()
+        .map(|c| {
+            let source = if c.set_on_topic { "topic" } else { "default" };
+            format!("CONFIG: {}={} ({source})\n", c.name, c.value)
+        })
+        .collect()
+}
+
 /// A topic's summary line, its partition table and its module chains.
 fn describe(topic: &TopicInfo) -> String {
     let rows: Vec<[String; 6]> = topic.partitions.iter().map(partition_row).collect();
-    let mut configs: Vec<_> = topic.configs.iter().collect();
-    configs.sort();
     let mut out = format!(
         "NAME: {}  PARTITIONS: {}  REPLICATION: {}\n",
         topic.name,
         topic.partitions.len(),
         topic.replication_factor
     );
-    for (key, value) in configs {
-        out.push_str(&format!("CONFIG: {key}={value}\n"));
-    }
+    out.push_str(&config_lines(topic));
     out.push('\n');
     out.push_str(&table::render(
         [
@@ -288,13 +326,27 @@ mod tests {
                     failure: None,
                 },
             ],
-            configs: HashMap::new(),
+            configs: HashMap::from([("max.message.bytes".to_owned(), "1000".to_owned())]),
+            effective_configs: vec![
+                weir_client::ConfigEntry {
+                    name: "max.message.bytes".to_owned(),
+                    value: "1000".to_owned(),
+                    set_on_topic: true,
+                },
+                weir_client::ConfigEntry {
+                    name: "retention.ms".to_owned(),
+                    value: "-1".to_owned(),
+                    set_on_topic: false,
+                },
+            ],
             produce_chain: Vec::new(),
             consume_chain: Vec::new(),
         };
         assert_eq!(
             describe(&topic),
             "NAME: orders  PARTITIONS: 2  REPLICATION: 3\n\
+             CONFIG: max.message.bytes=1000 (topic)\n\
+             CONFIG: retention.ms=-1 (default)\n\
              \n\
              PARTITION  LEADER  REPLICAS  IN-SYNC  HIGH-WATERMARK  LOG-START\n\
              0          2       1,2,3     1,2      120             0\n\
@@ -316,6 +368,7 @@ mod tests {
             replication_factor: 1,
             partitions: Vec::new(),
             configs: HashMap::new(),
+            effective_configs: Vec::new(),
             produce_chain: vec![
                 attachment(
                     ModuleRef::new("json-validate")

@@ -4,6 +4,7 @@
 //! 127.0.0.1:7070 with its data in `./weir-data`. A config file names only what it changes;
 //! an unknown key is an error (a typo must not silently fall back to a default).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use weir_raft::{GroupTimings, NodeId, ProducerLimits};
 use weir_types::BatchLimits;
 
-use crate::metadata::{MAX_MODULE_BYTES, MAX_PARTITIONS_PER_TOPIC};
+use crate::metadata::{MAX_MODULE_BYTES, MAX_PARTITIONS_PER_TOPIC, check_topic_config};
 
 /// Everything a broker node needs to start.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,6 +46,28 @@ pub struct BrokerConfig {
     pub groups: GroupSettings,
     /// What partitions remember of idempotent producers.
     pub producers: ProducerSettings,
+    /// This node's defaults for topic configs a topic does not set, with Kafka's names
+    /// (`"max.message.bytes" = 1048576`). Give every node the same.
+    pub topic_defaults: BTreeMap<String, TopicConfigValue>,
+}
+
+/// A value in `[topic_defaults]`: TOML's integer or string, as the topic config takes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TopicConfigValue {
+    /// An integer, such as `retention.ms`'s.
+    Integer(i64),
+    /// Text, such as `cleanup.policy`'s.
+    Text(String),
+}
+
+impl std::fmt::Display for TopicConfigValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TopicConfigValue::Integer(v) => write!(f, "{v}"),
+            TopicConfigValue::Text(v) => f.write_str(v),
+        }
+    }
 }
 
 /// What each partition remembers of idempotent producers (docs/api.md, "Idempotent
@@ -301,6 +324,7 @@ impl Default for BrokerConfig {
             modules: ModuleLimits::default(),
             groups: GroupSettings::default(),
             producers: ProducerSettings::default(),
+            topic_defaults: BTreeMap::new(),
         }
     }
 }
@@ -461,6 +485,7 @@ impl BrokerConfig {
         if g.offsets_retention_ms == 0 {
             return invalid("groups.offsets_retention_ms must be at least 1".into());
         }
+        self.topic_defaults()?;
         let p = &self.producers;
         if p.max_per_partition == 0 || p.idle_expiry_ms == 0 {
             return invalid(
@@ -540,6 +565,18 @@ impl BrokerConfig {
         }
     }
 
+    /// `[topic_defaults]`, checked and normalised as topic configs are.
+    pub(crate) fn topic_defaults(&self) -> Result<BTreeMap<String, String>, ConfigError> {
+        self.topic_defaults
+            .iter()
+            .map(|(key, value)| {
+                check_topic_config(key, &value.to_string())
+                    .map(|v| (key.clone(), v))
+                    .map_err(|e| ConfigError::Invalid(format!("topic_defaults: {e}")))
+            })
+            .collect()
+    }
+
     pub(crate) fn group_timings(&self) -> GroupTimings {
         GroupTimings {
             heartbeat: Duration::from_millis(self.raft.heartbeat_ms),
@@ -598,6 +635,11 @@ mod tests {
             ("groups", "offsets_retention_ms"),
             ("producers", "max_per_partition"),
             ("producers", "idle_expiry_ms"),
+            ("topic_defaults", "\"max.message.bytes\""),
+            ("topic_defaults", "\"message.timestamp.type\""),
+            ("topic_defaults", "\"retention.ms\""),
+            ("topic_defaults", "\"cleanup.policy\""),
+            ("topic_defaults", "\"no.such.config\""),
         ];
         let value = prop_oneof![
             any::<u64>().prop_map(|v| v.to_string()),
@@ -649,6 +691,8 @@ mod tests {
             let _ = config.group_timings();
             let _ = config.modules.wasm_limits();
             let _ = config.producers.limits();
+            let defaults = config.topic_defaults().expect("checked by validate");
+            let _ = crate::metadata::TopicConfig::resolve(&BTreeMap::new(), &defaults, config.limits.max_batch_bytes);
             let _ = crate::budgets::Budgets::new(&config.limits);
             let limits = &config.limits;
             let _ = crate::admission::Admission::new(crate::admission::AdmissionLimits {
@@ -659,6 +703,38 @@ mod tests {
                 peer_bytes: 2 * weir_raft::MAX_PEER_MESSAGE_BYTES,
                 max_produce_records: limits.max_batch_bytes / crate::admission::MIN_RECORD_BYTES,
             });
+        }
+    }
+
+    #[test]
+    fn topic_defaults_are_checked_like_topic_configs() {
+        let config: BrokerConfig = toml::from_str(
+            "[topic_defaults]\n\"max.message.bytes\" = 1000\n\"message.timestamp.type\" = \"logappendtime\"\n",
+        )
+        .unwrap();
+        let defaults = config.topic_defaults().unwrap();
+        assert_eq!(defaults["max.message.bytes"], "1000");
+        assert_eq!(defaults["message.timestamp.type"], "LogAppendTime");
+        for (file, named) in [
+            (
+                "[topic_defaults]\n\"max.message.bytes\" = -3\n",
+                "max.message.bytes",
+            ),
+            (
+                "[topic_defaults]\n\"retention.minutes\" = 3\n",
+                "retention.minutes",
+            ),
+            (
+                "[topic_defaults]\n\"retention.ms\" = 60000\n",
+                "retention.ms",
+            ),
+        ] {
+            let config: BrokerConfig = toml::from_str(file).unwrap();
+            let err = config.validate().unwrap_err().to_string();
+            assert!(
+                err.contains("topic_defaults") && err.contains(named),
+                "{err}"
+            );
         }
     }
 

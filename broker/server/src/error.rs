@@ -76,7 +76,7 @@ pub enum BrokerError {
     EmptyBatch,
     /// A record or the batch is over the size limit.
     #[error("{0}")]
-    TooLarge(BatchError),
+    TooLarge(String),
     /// A record is invalid.
     #[error("invalid record: {0}")]
     InvalidRecord(String),
@@ -128,6 +128,9 @@ pub enum BrokerError {
     /// The node still holds replicas.
     #[error("{0}")]
     NodeHasReplicas(String),
+    /// A topic config key or value is not one the broker takes.
+    #[error("{0}")]
+    InvalidConfig(String),
     /// The broker is shutting down.
     #[error("the broker is shutting down")]
     ShuttingDown,
@@ -274,6 +277,7 @@ impl BrokerError {
             BrokerError::UnknownNode(_) => "UNKNOWN_NODE",
             BrokerError::NodeExists(_) => "NODE_ALREADY_EXISTS",
             BrokerError::NodeHasReplicas(_) => "NODE_HAS_REPLICAS",
+            BrokerError::InvalidConfig(_) => "INVALID_CONFIG",
             BrokerError::ShuttingDown => "SHUTTING_DOWN",
             BrokerError::InvalidModule { .. } => "INVALID_MODULE",
             BrokerError::ModuleExists(_) => "MODULE_EXISTS",
@@ -306,6 +310,7 @@ impl BrokerError {
             | BrokerError::TooLarge(_)
             | BrokerError::InvalidRecord(_)
             | BrokerError::InvalidArgument(_)
+            | BrokerError::InvalidConfig(_)
             | BrokerError::InvalidModule { .. }
             | BrokerError::InvalidModuleParams(_)
             | BrokerError::RecordsRejected(_)
@@ -461,7 +466,7 @@ impl From<BatchError> for BrokerError {
         match e {
             BatchError::Empty => BrokerError::EmptyBatch,
             BatchError::RecordTooLarge { .. } | BatchError::BatchTooLarge { .. } => {
-                BrokerError::TooLarge(e)
+                BrokerError::TooLarge(e.to_string())
             }
             other => BrokerError::InvalidRecord(other.to_string()),
         }
@@ -493,6 +498,7 @@ impl From<CommandError> for BrokerError {
             CommandError::ModuleInUse { .. } => BrokerError::ModuleInUse(e.to_string()),
             CommandError::AlreadyAttached { .. } => BrokerError::InvalidArgument(e.to_string()),
             CommandError::Invalid(reason) => BrokerError::InvalidArgument(reason),
+            CommandError::InvalidConfig(reason) => BrokerError::InvalidConfig(reason),
         }
     }
 }

@@ -32,7 +32,7 @@ use weir_raft::Peers;
 
 pub use config::{
     BrokerConfig, ConfigError, GroupSettings, Limits, ModuleLimits, Peer, ProducerSettings,
-    RaftTimings,
+    RaftTimings, TopicConfigValue,
 };
 pub use error::{BrokerError, RejectedRecord};
 

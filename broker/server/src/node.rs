@@ -18,7 +18,7 @@ use weir_raft::{
     ControllerReplica, GroupId, NodeId, PartitionProgress, PartitionReplica, Peers, ReplicaError,
 };
 use weir_storage::{LogDb, LogDbOptions, WriteBatch, WriteOp};
-use weir_types::{Offset, PartitionId, TopicName};
+use weir_types::{BatchLimits, Offset, PartitionId, TopicName};
 
 use crate::StartError;
 use crate::budgets::Budgets;
@@ -26,8 +26,8 @@ use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::groups::{Coordinator, GroupOffsets};
 use crate::metadata::{
-    Applied, CONTROLLER_GROUP, ClusterMetadata, Command, MetadataStore, NodeInfo, PartitionInfo,
-    TopicInfo, decode_reply, encode_command,
+    Applied, CONTROLLER_GROUP, ClusterMetadata, Command, ConfigSource, MetadataStore, NodeInfo,
+    PartitionInfo, TopicConfig, TopicInfo, decode_reply, effective_configs, encode_command,
 };
 use crate::modules::ModuleHost;
 use crate::storage_failure::StorageFailure;
@@ -78,6 +78,8 @@ pub(crate) struct Node {
     pub(crate) modules: ModuleHost,
     /// What requests may hold after their handler answered.
     pub(crate) budgets: Budgets,
+    /// `[topic_defaults]` of the config, checked and normalised.
+    topic_defaults: BTreeMap<String, String>,
     pub(crate) shutdown: CancellationToken,
 }
 
@@ -157,6 +159,7 @@ impl Node {
             config.data_dir.join("modules"),
         );
         let budgets = Budgets::new(&config.limits);
+        let topic_defaults = config.topic_defaults()?;
         let node = Arc::new(Self {
             config,
             modules,
@@ -175,6 +178,7 @@ impl Node {
             reconcile_lock: tokio::sync::Mutex::new(()),
             moving: Mutex::default(),
             round_robin: AtomicU32::new(0),
+            topic_defaults,
             shutdown,
         });
         node.register_while_forming(wait).await?;
@@ -624,6 +628,37 @@ impl Node {
                 .cloned()
                 .ok_or_else(|| BrokerError::UnknownTopic(name.to_string())),
             _ => Err(BrokerError::UnknownTopic(name.to_string())),
+        }
+    }
+
+    /// What `topic`'s configs come to on this node.
+    pub(crate) fn topic_config(&self, topic: &TopicInfo) -> TopicConfig {
+        TopicConfig::resolve(
+            &topic.configs,
+            &self.topic_defaults,
+            self.config.limits.max_batch_bytes,
+        )
+    }
+
+    /// Every topic config of `topic` with the value this node applies and where it comes from.
+    pub(crate) fn effective_configs(
+        &self,
+        topic: &TopicInfo,
+    ) -> Vec<(&'static str, String, ConfigSource)> {
+        effective_configs(
+            &topic.configs,
+            &self.topic_defaults,
+            self.config.limits.max_batch_bytes,
+        )
+    }
+
+    /// The limits of a batch produced to `topic`: the node's, narrowed by its
+    /// `max.message.bytes`.
+    pub(crate) fn batch_limits_for(&self, topic: &TopicInfo) -> BatchLimits {
+        let max_batch_bytes = self.topic_config(topic).max_message_bytes;
+        BatchLimits {
+            max_record_bytes: self.config.limits.max_record_bytes.min(max_batch_bytes),
+            max_batch_bytes,
         }
     }
 

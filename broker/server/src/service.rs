@@ -17,7 +17,7 @@ use weir_proto::v1::broker_server::Broker;
 use weir_types::PartitionId;
 
 use crate::error::BrokerError;
-use crate::metadata::{Command, ModulePath, TopicInfo, check_topic_configs};
+use crate::metadata::{Command, ConfigSource, ModulePath, TopicInfo, check_topic_configs};
 use crate::metrics::RequestMetrics;
 use crate::node::Node;
 
@@ -101,6 +101,20 @@ impl BrokerService {
             configs: topic.configs.clone().into_iter().collect(),
             produce_chain: module_admin::attachments(topic, ModulePath::Produce),
             consume_chain: module_admin::attachments(topic, ModulePath::Consume),
+            effective_configs: self
+                .node()?
+                .effective_configs(topic)
+                .into_iter()
+                .map(|(name, value, source)| pb::ConfigEntry {
+                    name: name.to_owned(),
+                    value,
+                    source: match source {
+                        ConfigSource::Topic => pb::ConfigSource::Topic,
+                        ConfigSource::Default => pb::ConfigSource::Default,
+                    }
+                    .into(),
+                })
+                .collect(),
         })
     }
 }
@@ -134,8 +148,8 @@ impl BrokerService {
             0 => 1,
             rf => rf,
         };
-        let configs: BTreeMap<String, String> = req.configs.into_iter().collect();
-        check_topic_configs(&configs).map_err(BrokerError::InvalidArgument)?;
+        let configs = check_topic_configs(&req.configs.into_iter().collect())
+            .map_err(BrokerError::InvalidConfig)?;
         let topic = node
             .propose(Command::CreateTopic {
                 name,
@@ -190,6 +204,32 @@ impl BrokerService {
         let topic = self.topic(&request.into_inner().name).await?;
         Ok(pb::DescribeTopicResponse {
             topic: Some(self.describe(&topic).await?),
+        })
+    }
+
+    async fn handle_alter_topic_configs(
+        &self,
+        request: Request<pb::AlterTopicConfigsRequest>,
+    ) -> Result<pb::DescribeTopicResponse, BrokerError> {
+        let node = self.node()?;
+        let req = request.into_inner();
+        let topic = self.topic(&req.topic).await?;
+        let set: BTreeMap<String, String> = req.set.into_iter().collect();
+        // Checked here too, so a bad request fails before it reaches the controller's log.
+        crate::metadata::alter_topic_configs(&topic.configs, &set, &req.delete)
+            .map_err(BrokerError::InvalidConfig)?;
+        let altered = node
+            .propose(Command::AlterTopicConfigs {
+                topic: topic.name.clone(),
+                set,
+                delete: req.delete,
+            })
+            .await?
+            .topic()
+            .ok_or_else(|| BrokerError::Internal("controller returned no topic".into()))?;
+        tracing::info!(configs = ?altered.configs, "topic configs altered");
+        Ok(pb::DescribeTopicResponse {
+            topic: Some(self.describe(&altered).await?),
         })
     }
 
@@ -284,6 +324,17 @@ impl Broker for BrokerService {
         request: Request<pb::DescribeTopicRequest>,
     ) -> Result<Response<pb::DescribeTopicResponse>, Status> {
         self.answer("DescribeTopic", self.handle_describe_topic(request).await)
+    }
+
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic))]
+    async fn alter_topic_configs(
+        &self,
+        request: Request<pb::AlterTopicConfigsRequest>,
+    ) -> Result<Response<pb::DescribeTopicResponse>, Status> {
+        self.answer(
+            "AlterTopicConfigs",
+            self.handle_alter_topic_configs(request).await,
+        )
     }
 
     #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, records = request.get_ref().records.len()))]

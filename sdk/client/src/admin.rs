@@ -64,14 +64,28 @@ pub struct TopicInfo {
     pub replication_factor: u32,
     /// The partitions, in partition order.
     pub partitions: Vec<PartitionInfo>,
-    /// Topic configuration entries.
+    /// The configs set on the topic itself.
     pub configs: HashMap<String, String>,
+    /// Every topic config with the value the answering broker applies and where it comes
+    /// from, in name order.
+    pub effective_configs: Vec<ConfigEntry>,
     /// Modules run on the partition leader over every produce request, in order, before
     /// anything is stored.
     pub produce_chain: Vec<ModuleAttachment>,
     /// Modules run over fetched records, in order, for consumers that name no chain of their
     /// own.
     pub consume_chain: Vec<ModuleAttachment>,
+}
+
+/// A topic config's effective value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigEntry {
+    /// The config's name (Kafka's: `max.message.bytes`, ...).
+    pub name: String,
+    /// Its value.
+    pub value: String,
+    /// Whether the topic sets it (`true`) or a default applies (`false`).
+    pub set_on_topic: bool,
 }
 
 /// The state of one partition.
@@ -160,6 +174,15 @@ impl From<v1::TopicDescription> for TopicInfo {
             replication_factor: topic.replication_factor,
             partitions,
             configs: topic.configs,
+            effective_configs: topic
+                .effective_configs
+                .into_iter()
+                .map(|entry| ConfigEntry {
+                    set_on_topic: entry.source() == v1::ConfigSource::Topic,
+                    name: entry.name,
+                    value: entry.value,
+                })
+                .collect(),
             produce_chain: chain(topic.produce_chain, ModulePath::Produce),
             consume_chain: chain(topic.consume_chain, ModulePath::Consume),
         }
@@ -234,7 +257,20 @@ mod tests {
             configs: HashMap::new(),
             produce_chain: Vec::new(),
             consume_chain: Vec::new(),
+            effective_configs: vec![v1::ConfigEntry {
+                name: "max.message.bytes".to_owned(),
+                value: "1000".to_owned(),
+                source: v1::ConfigSource::Topic as i32,
+            }],
         });
+        assert_eq!(
+            info.effective_configs,
+            [ConfigEntry {
+                name: "max.message.bytes".to_owned(),
+                value: "1000".to_owned(),
+                set_on_topic: true,
+            }]
+        );
         let order: Vec<u32> = info.partitions.iter().map(|p| p.partition).collect();
         assert_eq!(order, [0, 1]);
         assert_eq!(info.partitions[0].leader, Some(2));

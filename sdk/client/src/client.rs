@@ -173,6 +173,30 @@ impl Client {
         topic_of(response.topic, "CreateTopic answered without the topic")
     }
 
+    /// Sets topic configs (`set`, name and value) and removes others (`delete`: their
+    /// defaults apply again), all or nothing; returns the topic as it is afterwards. Broker
+    /// reasons: `UNKNOWN_TOPIC`, `INVALID_CONFIG` (naming the key).
+    pub async fn alter_topic_configs(
+        &self,
+        topic: impl Into<String>,
+        set: impl IntoIterator<Item = (String, String)>,
+        delete: impl IntoIterator<Item = String>,
+    ) -> Result<TopicInfo, ClientError> {
+        let response = self
+            .bootstrap()
+            .alter_topic_configs(v1::AlterTopicConfigsRequest {
+                topic: topic.into(),
+                set: set.into_iter().collect(),
+                delete: delete.into_iter().collect(),
+            })
+            .await?
+            .into_inner();
+        topic_of(
+            response.topic,
+            "AlterTopicConfigs answered without the topic",
+        )
+    }
+
     /// Deletes a topic and all of its data. Broker reason: `UNKNOWN_TOPIC`.
     pub async fn delete_topic(&self, name: impl Into<String>) -> Result<(), ClientError> {
         self.bootstrap()

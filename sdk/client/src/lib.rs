@@ -162,7 +162,8 @@ mod producer;
 mod routing;
 
 pub use admin::{
-    ClusterInfo, NodeInfo, PartitionInfo, ReplicaStatus, TopicInfo, TopicSpec, TopicSummary,
+    ClusterInfo, ConfigEntry, NodeInfo, PartitionInfo, ReplicaStatus, TopicInfo, TopicSpec,
+    TopicSummary,
 };
 pub use client::{Client, MAX_MESSAGE_BYTES};
 pub use consume::{

@@ -11,8 +11,6 @@
 //! (`limits.max_partitions_per_topic`, `modules.max_module_bytes`) are policy within them, and a
 //! configuration above them is refused at start-up.
 
-use std::collections::BTreeMap;
-
 use super::model::Attachment;
 
 /// Most partitions one topic may have.
@@ -90,18 +88,6 @@ pub fn check_attachment(attachment: &Attachment) -> Result<(), String> {
     check_params(&attachment.module, &attachment.params)
 }
 
-/// Checks a topic's configuration. The broker supports no topic config yet, so any key is
-/// refused.
-pub fn check_topic_configs(configs: &BTreeMap<String, String>) -> Result<(), String> {
-    match configs.keys().next() {
-        Some(key) => Err(format!(
-            "unknown topic config '{}': this broker supports no topic configs yet",
-            truncated(key)
-        )),
-        None => Ok(()),
-    }
-}
-
 /// Checks a node address or cluster id: not empty, at most [`MAX_ADDRESS_BYTES`].
 pub fn check_address(what: &str, value: &str) -> Result<(), String> {
     if value.is_empty() || value.len() > MAX_ADDRESS_BYTES {
@@ -156,14 +142,6 @@ mod tests {
                 .unwrap_err()
                 .contains("65 parameters")
         );
-    }
-
-    #[test]
-    fn a_long_bad_key_is_named_by_its_start() {
-        let configs = BTreeMap::from([("k".repeat(10_000), "v".into())]);
-        let err = check_topic_configs(&configs).unwrap_err();
-        assert!(err.len() < 200, "{err}");
-        assert!(err.contains(&format!("'{}…'", "k".repeat(64))), "{err}");
     }
 
     #[test]

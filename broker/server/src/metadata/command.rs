@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 use weir_raft::NodeId;
 use weir_types::TopicName;
 
-use super::base64_bytes;
 use super::bounds::{
     self, MAX_CHAIN_STAGES, MAX_MODULE_BYTES, MAX_NODES, MAX_PARTITIONS, MAX_PARTITIONS_PER_TOPIC,
     MAX_STORED_MODULE_BYTES,
@@ -19,6 +18,7 @@ use super::model::{
     Attachment, CONTROLLER_GROUP, ClusterMetadata, ModulePath, ModuleVersionInfo, NodeInfo,
     PartitionInfo, RejectPolicy, TopicInfo,
 };
+use super::{base64_bytes, topic_config};
 use crate::groups::GroupCommand;
 
 /// A change to the metadata, proposed through the controller.
@@ -41,6 +41,15 @@ pub enum Command {
         replication_factor: u32,
         /// Topic configuration.
         configs: BTreeMap<String, String>,
+    },
+    /// Sets some of a topic's configs and removes others (their defaults apply again).
+    AlterTopicConfigs {
+        /// Topic name.
+        topic: TopicName,
+        /// Keys to set, with their values.
+        set: BTreeMap<String, String>,
+        /// Keys to remove.
+        delete: Vec<String>,
     },
     /// Deletes a topic.
     DeleteTopic {
@@ -201,6 +210,9 @@ pub enum CommandError {
     /// The command was malformed.
     #[error("invalid command: {0}")]
     Invalid(String),
+    /// A topic config key or value the broker does not take.
+    #[error("{0}")]
+    InvalidConfig(String),
 }
 
 fn module_label(name: &str, version: Option<u32>) -> String {
@@ -302,7 +314,8 @@ impl ClusterMetadata {
                         "the cluster has {existing} partitions; {partitions} more would pass the limit of {MAX_PARTITIONS}"
                     )));
                 }
-                bounds::check_topic_configs(&configs).map_err(CommandError::Invalid)?;
+                let configs = topic_config::check_topic_configs(&configs)
+                    .map_err(CommandError::InvalidConfig)?;
                 if replication_factor as usize > self.nodes.len() {
                     return Err(CommandError::NotEnoughNodes {
                         requested: replication_factor,
@@ -337,6 +350,15 @@ impl ClusterMetadata {
                 };
                 self.topics.insert(name, topic.clone());
                 Ok(Applied::Topic(topic))
+            }
+            Command::AlterTopicConfigs { topic, set, delete } => {
+                let info = self
+                    .topics
+                    .get_mut(&topic)
+                    .ok_or_else(|| CommandError::UnknownTopic(topic.clone()))?;
+                info.configs = topic_config::alter_topic_configs(&info.configs, &set, &delete)
+                    .map_err(CommandError::InvalidConfig)?;
+                Ok(Applied::Topic(info.clone()))
             }
             Command::DeleteTopic { name } => match self.topics.remove(&name) {
                 Some(_) => {
@@ -658,7 +680,7 @@ pub(super) mod tests {
 
     fn refusal(reply: CommandReply) -> String {
         match reply {
-            Err(CommandError::Invalid(reason)) => reason,
+            Err(CommandError::Invalid(reason) | CommandError::InvalidConfig(reason)) => reason,
             other => panic!("expected an invalid-command refusal, got {other:?}"),
         }
     }
@@ -691,7 +713,18 @@ pub(super) mod tests {
             replication_factor: 1,
             configs: BTreeMap::from([("retention.ms".into(), "1".into())]),
         };
-        assert!(refusal(m.apply(with_config)).contains("'retention.ms'"));
+        assert!(refusal(m.apply(with_config)).starts_with("retention.ms"));
+        let unknown = Command::CreateTopic {
+            name: topic("c"),
+            partitions: 1,
+            replication_factor: 1,
+            configs: BTreeMap::from([("k".repeat(10_000), "v".into())]),
+        };
+        let reason = refusal(m.apply(unknown));
+        assert!(
+            reason.len() < 400 && reason.contains("unknown topic config"),
+            "{reason}"
+        );
         let reason = refusal(m.apply(register("m", b"\0asm", Some("00"))));
         assert!(reason.contains("does not match"), "{reason}");
         assert!(

@@ -14,6 +14,8 @@
 //!   channels that publish every change);
 //! - `bounds`: the bounds every command is checked against where it applies, the same on every
 //!   node whatever its configuration;
+//! - `topic_config`: the topic configs (Kafka's names), their values, and how a topic's own
+//!   and the node's defaults resolve;
 //! - `base64_bytes`: the JSON encoding of module bytes, shared by the data and the commands.
 
 mod base64_bytes;
@@ -21,10 +23,11 @@ mod bounds;
 mod command;
 mod model;
 mod store;
+mod topic_config;
 
 pub use bounds::{
     MAX_CHAIN_STAGES, MAX_COMMIT_METADATA, MAX_MODULE_BYTES, MAX_PARTITIONS_PER_TOPIC,
-    check_module_name, check_params, check_topic_configs,
+    check_module_name, check_params,
 };
 pub use command::{Applied, Command, CommandError, decode_reply, encode_command};
 pub use model::{
@@ -32,3 +35,7 @@ pub use model::{
     PartitionInfo, RejectPolicy, TopicInfo,
 };
 pub use store::MetadataStore;
+pub use topic_config::{
+    ConfigSource, TimestampType, TopicConfig, alter_topic_configs, check_topic_config,
+    check_topic_configs, effective_configs,
+};

@@ -20,7 +20,7 @@ use weir_types::{
 
 use super::{BrokerService, now_ms};
 use crate::error::{BrokerError, RejectedRecord};
-use crate::metadata::{RejectPolicy, TopicInfo};
+use crate::metadata::{RejectPolicy, TimestampType, TopicInfo};
 use crate::modules::dead_letter_record;
 use crate::node::Node;
 
@@ -170,12 +170,17 @@ impl BrokerService {
         })?;
         let topic = self.topic(&req.topic).await?;
         let started = Instant::now();
-        let produced = Produced::from_request(
-            req.records,
-            req.record_batch,
-            req.producer,
-            node.config.batch_limits(),
-        )?;
+        let limits = node.batch_limits_for(&topic);
+        let produced = Produced::from_request(req.records, req.record_batch, req.producer, limits)
+            .map_err(|e| match e {
+                BrokerError::TooLarge(m) if limits != node.config.batch_limits() => {
+                    BrokerError::TooLarge(format!(
+                        "{m} (topic '{}' has max.message.bytes={})",
+                        topic.name, limits.max_batch_bytes
+                    ))
+                }
+                other => other,
+            })?;
         let partitions = topic.partitions.len() as u32;
         let partition = match (req.partition, produced.first_key()) {
             (Some(p), _) => Node::check_partition(&topic, p)?,
@@ -231,8 +236,7 @@ impl BrokerService {
             } else {
                 // The broker changed the records, so it encodes the batch again: the producer's
                 // id, epoch and base sequence stay, the CRC is new.
-                let encoder =
-                    BatchEncoder::new(node.config.batch_limits()).with_producer(produced.producer);
+                let encoder = BatchEncoder::new(limits).with_producer(produced.producer);
                 Some(encoder.encode(&kept).map_err(|e| {
                     BrokerError::InvalidRecord(format!(
                         "the produce chain's output cannot be stored: {e}"
@@ -249,6 +253,11 @@ impl BrokerService {
                     duplicate: false,
                 });
             }
+        }
+        if node.topic_config(&topic).timestamp_type == TimestampType::LogAppendTime {
+            // The leader's clock when it appends, as Kafka's LogAppendTime: the batch keeps its
+            // records' bytes and says so in its header.
+            batch = batch.map(|b| b.with_log_append_time(now_ms()));
         }
         let batch_bytes = batch.as_ref().map_or(0, |b| b.bytes().len() as u64);
         if acks == pb::Acks::None {

@@ -1,0 +1,375 @@
+//! Topic configs, with Kafka's names: the keys there are, the values each takes, and how a
+//! topic's own values and the broker's defaults resolve into what the broker enforces.
+//!
+//! A topic's own values live in the replicated metadata, checked where a command applies
+//! ([`check_topic_configs`]) so every node refuses the same ones, and normalised (`logappendtime`
+//! is stored as `LogAppendTime`). The defaults are each node's (`[topic_defaults]` in its config
+//! file), checked at start-up by the same rules.
+//!
+//! Retention and compaction are being built (issue #13): until they are, the keys that would
+//! switch them on accept only the values that describe what the broker does today (`retention.ms`
+//! and `retention.bytes` of -1, `cleanup.policy` of `delete`), so no topic claims a bound the
+//! broker would not keep.
+
+use std::collections::BTreeMap;
+
+/// Kafka's `retention.ms`: how long a batch is kept after its newest record's timestamp; -1
+/// keeps it forever.
+pub const RETENTION_MS: &str = "retention.ms";
+/// Kafka's `retention.bytes`: the most bytes one partition keeps; -1: no bound.
+pub const RETENTION_BYTES: &str = "retention.bytes";
+/// Kafka's `cleanup.policy`: `delete`, `compact`, or both.
+pub const CLEANUP_POLICY: &str = "cleanup.policy";
+/// Kafka's `delete.retention.ms`: how long compaction keeps tombstones.
+pub const DELETE_RETENTION_MS: &str = "delete.retention.ms";
+/// Kafka's `min.compaction.lag.ms`: how long a record stays uncompacted.
+pub const MIN_COMPACTION_LAG_MS: &str = "min.compaction.lag.ms";
+/// Kafka's `max.message.bytes`: the largest record batch a producer may send to the topic.
+pub const MAX_MESSAGE_BYTES: &str = "max.message.bytes";
+/// Kafka's `message.timestamp.type`: `CreateTime` (the producer's) or `LogAppendTime` (the
+/// partition leader's clock when it appends).
+pub const MESSAGE_TIMESTAMP_TYPE: &str = "message.timestamp.type";
+
+/// Every key, in the order descriptions list them.
+pub const KEYS: [&str; 7] = [
+    CLEANUP_POLICY,
+    DELETE_RETENTION_MS,
+    MAX_MESSAGE_BYTES,
+    MESSAGE_TIMESTAMP_TYPE,
+    MIN_COMPACTION_LAG_MS,
+    RETENTION_BYTES,
+    RETENTION_MS,
+];
+
+/// Most topic configs a command may name, and the longest key or value echoed in an error.
+const MAX_NAMED: usize = 64;
+const ECHO_BYTES: usize = 64;
+
+/// Whose timestamps a topic's records carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimestampType {
+    /// The producer's.
+    CreateTime,
+    /// The partition leader's clock when it appends the batch.
+    LogAppendTime,
+}
+
+/// Where an effective value comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// Set on the topic.
+    Topic,
+    /// The node's `[topic_defaults]`, or the built-in default.
+    Default,
+}
+
+/// A topic's configs as this node enforces them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicConfig {
+    /// The largest record batch a producer may send, in bytes.
+    pub max_message_bytes: usize,
+    /// Whose timestamps the records carry.
+    pub timestamp_type: TimestampType,
+}
+
+impl TopicConfig {
+    /// What `topic` (a topic's own, checked values) over `defaults` (a node's, checked) comes to
+    /// on a node whose largest batch is `max_batch_bytes`: `max.message.bytes` never exceeds it.
+    pub fn resolve(
+        topic: &BTreeMap<String, String>,
+        defaults: &BTreeMap<String, String>,
+        max_batch_bytes: usize,
+    ) -> TopicConfig {
+        let value = |key: &str| topic.get(key).or_else(|| defaults.get(key));
+        let max_message_bytes = value(MAX_MESSAGE_BYTES)
+            .and_then(|v| v.parse::<usize>().ok())
+            .map_or(max_batch_bytes, |v| v.min(max_batch_bytes));
+        let timestamp_type = match value(MESSAGE_TIMESTAMP_TYPE).map(String::as_str) {
+            Some("LogAppendTime") => TimestampType::LogAppendTime,
+            _ => TimestampType::CreateTime,
+        };
+        TopicConfig {
+            max_message_bytes,
+            timestamp_type,
+        }
+    }
+}
+
+/// Every key with its effective value and where it comes from, in [`KEYS`] order: the topic's
+/// own value, else the node's default, else the built-in one (`max.message.bytes`: the node's
+/// `limits.max_batch_bytes`).
+pub fn effective_configs(
+    topic: &BTreeMap<String, String>,
+    defaults: &BTreeMap<String, String>,
+    max_batch_bytes: usize,
+) -> Vec<(&'static str, String, ConfigSource)> {
+    KEYS.iter()
+        .map(|&key| match topic.get(key) {
+            Some(value) => (key, value.clone(), ConfigSource::Topic),
+            None => {
+                let value = defaults
+                    .get(key)
+                    .cloned()
+                    .unwrap_or_else(|| built_in_default(key, max_batch_bytes));
+                (key, value, ConfigSource::Default)
+            }
+        })
+        .collect()
+}
+
+/// The value a key has when neither the topic nor the node's config sets it.
+fn built_in_default(key: &str, max_batch_bytes: usize) -> String {
+    match key {
+        RETENTION_MS | RETENTION_BYTES => "-1".to_owned(),
+        CLEANUP_POLICY => "delete".to_owned(),
+        // Kafka's: a day.
+        DELETE_RETENTION_MS => "86400000".to_owned(),
+        MIN_COMPACTION_LAG_MS => "0".to_owned(),
+        MAX_MESSAGE_BYTES => max_batch_bytes.to_string(),
+        MESSAGE_TIMESTAMP_TYPE => "CreateTime".to_owned(),
+        _ => String::new(),
+    }
+}
+
+/// Checks one key and value; returns the value as it is stored (normalised). The error names
+/// the key and says what it takes.
+pub fn check_topic_config(key: &str, value: &str) -> Result<String, String> {
+    let key_shown = echo(key);
+    let value_shown = echo(value);
+    let bad = |takes: &str| format!("{key_shown}={value_shown:?}: {key_shown} takes {takes}");
+    let integer = |min: i64| -> Result<i64, String> {
+        value
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|v| *v >= min)
+            .ok_or_else(|| bad(&format!("an integer of at least {min}")))
+    };
+    match key {
+        RETENTION_MS | RETENTION_BYTES => {
+            let v = integer(-1)?;
+            if v != -1 {
+                return Err(format!(
+                    "{key_shown}={value_shown:?}: retention is not enforced yet, so {key_shown} \
+                     takes only -1 (keep everything) for now"
+                ));
+            }
+            Ok(v.to_string())
+        }
+        DELETE_RETENTION_MS | MIN_COMPACTION_LAG_MS => Ok(integer(0)?.to_string()),
+        MAX_MESSAGE_BYTES => {
+            let v = integer(0)?;
+            if v > i64::from(i32::MAX) {
+                return Err(bad("an integer from 0 to 2147483647"));
+            }
+            Ok(v.to_string())
+        }
+        CLEANUP_POLICY => {
+            let mut policies: Vec<&str> = value.split(',').map(str::trim).collect();
+            policies.sort_unstable();
+            policies.dedup();
+            match policies.as_slice() {
+                ["delete"] => Ok("delete".to_owned()),
+                ["compact"] | ["compact", "delete"] => Err(format!(
+                    "{key_shown}={value_shown:?}: compaction is not built yet, so {key_shown} \
+                     takes only delete for now"
+                )),
+                _ => Err(bad("delete, compact, or compact,delete")),
+            }
+        }
+        MESSAGE_TIMESTAMP_TYPE => match value.trim().to_ascii_lowercase().as_str() {
+            "createtime" => Ok("CreateTime".to_owned()),
+            "logappendtime" => Ok("LogAppendTime".to_owned()),
+            _ => Err(bad("CreateTime or LogAppendTime")),
+        },
+        _ => Err(format!(
+            "unknown topic config '{key_shown}'; the topic configs are {}",
+            KEYS.join(", ")
+        )),
+    }
+}
+
+/// Checks a set of topic configs; returns them normalised.
+pub fn check_topic_configs(
+    configs: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, String> {
+    if configs.len() > MAX_NAMED {
+        return Err(format!(
+            "{} topic configs named; there are only {}",
+            configs.len(),
+            KEYS.len()
+        ));
+    }
+    configs
+        .iter()
+        .map(|(key, value)| Ok((key.clone(), check_topic_config(key, value)?)))
+        .collect()
+}
+
+/// Changes `current` (checked, normalised) by setting `set` and removing `delete`; returns the
+/// new configs, or what is wrong (a key both set and deleted, an unknown key, a bad value).
+pub fn alter_topic_configs(
+    current: &BTreeMap<String, String>,
+    set: &BTreeMap<String, String>,
+    delete: &[String],
+) -> Result<BTreeMap<String, String>, String> {
+    if delete.len() > MAX_NAMED {
+        return Err(format!("{} topic configs to delete named", delete.len()));
+    }
+    let set = check_topic_configs(set)?;
+    let mut altered = current.clone();
+    for key in delete {
+        if set.contains_key(key) {
+            return Err(format!(
+                "{} is both set and deleted; do one or the other",
+                echo(key)
+            ));
+        }
+        if !KEYS.contains(&key.as_str()) {
+            return Err(format!(
+                "unknown topic config '{}'; the topic configs are {}",
+                echo(key),
+                KEYS.join(", ")
+            ));
+        }
+        altered.remove(key);
+    }
+    altered.extend(set);
+    Ok(altered)
+}
+
+/// `text`, cut short for an error message.
+fn echo(text: &str) -> String {
+    if text.len() <= ECHO_BYTES {
+        return text.to_owned();
+    }
+    let mut end = ECHO_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn configs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn values_are_checked_and_normalised_and_errors_name_the_key() {
+        assert_eq!(
+            check_topic_config(MESSAGE_TIMESTAMP_TYPE, "logappendtime").as_deref(),
+            Ok("LogAppendTime")
+        );
+        assert_eq!(
+            check_topic_config(CLEANUP_POLICY, " delete ").as_deref(),
+            Ok("delete")
+        );
+        assert_eq!(
+            check_topic_config(MAX_MESSAGE_BYTES, "1048588").as_deref(),
+            Ok("1048588")
+        );
+        for (key, value) in [
+            (MAX_MESSAGE_BYTES, "-5"),
+            (MAX_MESSAGE_BYTES, "3000000000"),
+            (MAX_MESSAGE_BYTES, "lots"),
+            (MESSAGE_TIMESTAMP_TYPE, "NowTime"),
+            (DELETE_RETENTION_MS, "-1"),
+            (CLEANUP_POLICY, "shred"),
+            (RETENTION_MS, "-2"),
+        ] {
+            let err = check_topic_config(key, value).unwrap_err();
+            assert!(err.starts_with(key), "{err}");
+        }
+        let unknown = check_topic_config("retention.minutes", "5").unwrap_err();
+        assert!(unknown.contains("'retention.minutes'"), "{unknown}");
+        let long = check_topic_config(&"k".repeat(10_000), "v").unwrap_err();
+        assert!(long.len() < 400, "{long}");
+    }
+
+    #[test]
+    fn retention_and_compaction_take_only_todays_behaviour_until_they_are_built() {
+        assert_eq!(check_topic_config(RETENTION_MS, "-1").as_deref(), Ok("-1"));
+        assert_eq!(
+            check_topic_config(RETENTION_BYTES, "-1").as_deref(),
+            Ok("-1")
+        );
+        for (key, value) in [
+            (RETENTION_MS, "3600000"),
+            (RETENTION_BYTES, "0"),
+            (CLEANUP_POLICY, "compact"),
+            (CLEANUP_POLICY, "delete,compact"),
+        ] {
+            let err = check_topic_config(key, value).unwrap_err();
+            assert!(err.contains("not") && err.contains("yet"), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_topic_wins_over_the_defaults_and_the_node_bounds_the_batch_size() {
+        let topic = configs(&[(MAX_MESSAGE_BYTES, "1000")]);
+        let defaults = configs(&[
+            (MAX_MESSAGE_BYTES, "5000"),
+            (MESSAGE_TIMESTAMP_TYPE, "LogAppendTime"),
+        ]);
+        let resolved = TopicConfig::resolve(&topic, &defaults, 4000);
+        assert_eq!(resolved.max_message_bytes, 1000);
+        assert_eq!(resolved.timestamp_type, TimestampType::LogAppendTime);
+        let bounded = TopicConfig::resolve(&BTreeMap::new(), &defaults, 4000);
+        assert_eq!(bounded.max_message_bytes, 4000);
+
+        let effective = effective_configs(&topic, &defaults, 4000);
+        assert_eq!(effective.len(), KEYS.len());
+        let find = |key| effective.iter().find(|(k, _, _)| *k == key).cloned();
+        assert_eq!(
+            find(MAX_MESSAGE_BYTES),
+            Some((MAX_MESSAGE_BYTES, "1000".to_owned(), ConfigSource::Topic))
+        );
+        assert_eq!(
+            find(MESSAGE_TIMESTAMP_TYPE),
+            Some((
+                MESSAGE_TIMESTAMP_TYPE,
+                "LogAppendTime".to_owned(),
+                ConfigSource::Default
+            ))
+        );
+        assert_eq!(
+            find(RETENTION_MS),
+            Some((RETENTION_MS, "-1".to_owned(), ConfigSource::Default))
+        );
+    }
+
+    #[test]
+    fn an_alteration_sets_deletes_and_refuses_contradictions() {
+        let current = configs(&[(MAX_MESSAGE_BYTES, "1000"), (CLEANUP_POLICY, "delete")]);
+        let altered = alter_topic_configs(
+            &current,
+            &configs(&[(MESSAGE_TIMESTAMP_TYPE, "logappendtime")]),
+            &[MAX_MESSAGE_BYTES.to_owned()],
+        )
+        .unwrap();
+        assert_eq!(
+            altered,
+            configs(&[
+                (CLEANUP_POLICY, "delete"),
+                (MESSAGE_TIMESTAMP_TYPE, "LogAppendTime")
+            ])
+        );
+        let both = alter_topic_configs(
+            &current,
+            &configs(&[(MAX_MESSAGE_BYTES, "5")]),
+            &[MAX_MESSAGE_BYTES.to_owned()],
+        )
+        .unwrap_err();
+        assert!(both.contains("both set and deleted"), "{both}");
+        let unknown =
+            alter_topic_configs(&current, &BTreeMap::new(), &["nope".to_owned()]).unwrap_err();
+        assert!(unknown.contains("'nope'"), "{unknown}");
+    }
+}
