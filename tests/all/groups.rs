@@ -939,3 +939,66 @@ async fn an_isolated_controller_leader_does_not_answer_stale_committed_offsets()
     );
     Ok(())
 }
+
+/// Members cost the coordinator memory until they leave or expire, so a group and the node
+/// have a most: a join beyond the group's is refused for good (`GROUP_MAX_SIZE_REACHED`), one
+/// beyond the node's is overload, retriable once members leave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_beyond_the_member_limits_are_refused_until_members_leave() -> anyhow::Result<()> {
+    let broker = InProcessBroker::start_adjusted(|config| {
+        config.groups.max_members_per_group = 2;
+        config.groups.max_members = 3;
+    })
+    .await?;
+    let mut raw = broker.raw_client().await?;
+    raw.create_topic(pb::CreateTopicRequest {
+        name: "t".into(),
+        partitions: 1,
+        ..Default::default()
+    })
+    .await?;
+    let join = |group: &str| pb::JoinGroupRequest {
+        group: group.into(),
+        topics: vec!["t".into()],
+        ..Default::default()
+    };
+    let first = raw.join_group(join("a")).await?.into_inner().member_id;
+    raw.join_group(join("a")).await?;
+    let full = raw
+        .join_group(join("a"))
+        .await
+        .expect_err("a third member of a group of at most two");
+    assert_eq!(
+        weir_proto::error::reason_of(&full).as_deref(),
+        Some("GROUP_MAX_SIZE_REACHED"),
+        "{full:?}"
+    );
+    raw.join_group(join("b")).await?;
+    let overloaded = raw
+        .join_group(join("c"))
+        .await
+        .expect_err("a fourth member on a node of at most three");
+    assert_eq!(
+        overloaded.code(),
+        tonic::Code::ResourceExhausted,
+        "{overloaded:?}"
+    );
+    assert!(
+        overloaded.message().contains("groups.max_members"),
+        "{overloaded:?}"
+    );
+
+    raw.leave_group(pb::LeaveGroupRequest {
+        group: "a".into(),
+        member_id: first,
+    })
+    .await?;
+    let joined = raw.join_group(join("c")).await?.into_inner();
+    assert!(!joined.member_id.is_empty());
+    let described = raw
+        .describe_group(pb::DescribeGroupRequest { group: "a".into() })
+        .await?
+        .into_inner();
+    assert_eq!(described.members.len(), 1);
+    Ok(())
+}

@@ -116,6 +116,12 @@ pub struct GroupSettings {
     /// How long the committed offsets of a group without members are kept after its last
     /// commit (Kafka's `offsets.retention.minutes`, 7 days by default).
     pub offsets_retention_ms: u64,
+    /// Most members one group may have (Kafka's `group.max.size`); a join beyond is refused
+    /// with `GROUP_MAX_SIZE_REACHED`.
+    pub max_members_per_group: usize,
+    /// Most members of all groups the node coordinates at once; a join beyond is refused with
+    /// `OVERLOADED` until members leave or expire.
+    pub max_members: usize,
 }
 
 impl Default for GroupSettings {
@@ -125,6 +131,8 @@ impl Default for GroupSettings {
             min_session_timeout_ms: 1_000,
             max_session_timeout_ms: 300_000,
             offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
+            max_members_per_group: 10_000,
+            max_members: 100_000,
         }
     }
 }
@@ -485,6 +493,11 @@ impl BrokerConfig {
         if g.offsets_retention_ms == 0 {
             return invalid("groups.offsets_retention_ms must be at least 1".into());
         }
+        if g.max_members_per_group == 0 || g.max_members == 0 {
+            return invalid(
+                "groups.max_members_per_group and groups.max_members must be at least 1".into(),
+            );
+        }
         self.topic_defaults()?;
         let p = &self.producers;
         if p.max_per_partition == 0 || p.idle_expiry_ms == 0 {
@@ -633,6 +646,8 @@ mod tests {
             ("groups", "min_session_timeout_ms"),
             ("groups", "max_session_timeout_ms"),
             ("groups", "offsets_retention_ms"),
+            ("groups", "max_members_per_group"),
+            ("groups", "max_members"),
             ("producers", "max_per_partition"),
             ("producers", "idle_expiry_ms"),
             ("topic_defaults", "\"max.message.bytes\""),

@@ -128,6 +128,9 @@ pub enum BrokerError {
     /// The node still holds replicas.
     #[error("{0}")]
     NodeHasReplicas(String),
+    /// A consumer group has as many members as it may have.
+    #[error("{0}")]
+    GroupMaxSizeReached(String),
     /// A topic config key or value is not one the broker takes.
     #[error("{0}")]
     InvalidConfig(String),
@@ -278,6 +281,7 @@ impl BrokerError {
             BrokerError::NodeExists(_) => "NODE_ALREADY_EXISTS",
             BrokerError::NodeHasReplicas(_) => "NODE_HAS_REPLICAS",
             BrokerError::InvalidConfig(_) => "INVALID_CONFIG",
+            BrokerError::GroupMaxSizeReached(_) => "GROUP_MAX_SIZE_REACHED",
             BrokerError::ShuttingDown => "SHUTTING_DOWN",
             BrokerError::InvalidModule { .. } => "INVALID_MODULE",
             BrokerError::ModuleExists(_) => "MODULE_EXISTS",
@@ -330,6 +334,7 @@ impl BrokerError {
             | BrokerError::ModuleInUse(_)
             | BrokerError::ModuleFailed { .. }
             | BrokerError::GroupNotEmpty(_)
+            | BrokerError::GroupMaxSizeReached(_)
             | BrokerError::NotAssigned(_)
             | BrokerError::OutOfOrderSequence(_)
             | BrokerError::InvalidProducerEpoch(_) => Code::FailedPrecondition,

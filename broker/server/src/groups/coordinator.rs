@@ -13,6 +13,7 @@
 //! position), so a partition is never consumed by two live members at once.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -30,10 +31,15 @@ const MAX_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
 /// full intervals.
 const HAND_OVER_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
 
+/// The fewest entries the group map prunes its empty groups at.
+const MIN_PRUNE_AT: usize = 64;
+
 /// Live consumer groups, for one controller term.
 #[derive(Default)]
 pub(crate) struct Coordinator {
     state: Mutex<Terms>,
+    /// Members of every live group, this term's or an earlier one's still in use.
+    members: Arc<AtomicUsize>,
 }
 
 #[derive(Default)]
@@ -41,6 +47,9 @@ struct Terms {
     /// The controller term the groups below belong to.
     term: u64,
     groups: HashMap<GroupName, Arc<tokio::sync::Mutex<LiveGroup>>>,
+    /// Once the map holds this many groups, those without members are dropped: requests that
+    /// name groups without joining them (commits, resets) leave entries behind.
+    prune_at: usize,
 }
 
 impl Coordinator {
@@ -65,11 +74,24 @@ impl Coordinator {
 
     /// The live group `name`, created empty if it has no members yet.
     pub(crate) fn group(&self, term: u64, name: &GroupName) -> Arc<tokio::sync::Mutex<LiveGroup>> {
-        self.lock(term)
-            .groups
-            .entry(name.clone())
-            .or_default()
-            .clone()
+        let mut state = self.lock(term);
+        if let Some(group) = state.groups.get(name) {
+            return group.clone();
+        }
+        if state.groups.len() >= state.prune_at.max(MIN_PRUNE_AT) {
+            retain_joined(&mut state.groups);
+            state.prune_at = 2 * state.groups.len();
+        }
+        let group = Arc::new(tokio::sync::Mutex::new(LiveGroup::counted_in(
+            self.members.clone(),
+        )));
+        state.groups.insert(name.clone(), group.clone());
+        group
+    }
+
+    /// Members of every live group: what the coordinator holds in memory.
+    pub(crate) fn member_count(&self) -> usize {
+        self.members.load(Ordering::Relaxed)
     }
 
     /// The live group `name`, if it has been joined in this term.
@@ -84,16 +106,19 @@ impl Coordinator {
     /// Every group joined in this term; groups whose members all left are forgotten.
     pub(crate) fn groups(&self, term: u64) -> Vec<(GroupName, Arc<tokio::sync::Mutex<LiveGroup>>)> {
         let mut state = self.lock(term);
-        state.groups.retain(|_, group| {
-            // A group in use by a request is kept; the next listing looks again.
-            group.try_lock().map_or(true, |g| !g.members.is_empty())
-        });
+        retain_joined(&mut state.groups);
         state
             .groups
             .iter()
             .map(|(name, group)| (name.clone(), group.clone()))
             .collect()
     }
+}
+
+/// Drops the groups without members, but those in use by a request (the next pruning looks
+/// again).
+fn retain_joined(groups: &mut HashMap<GroupName, Arc<tokio::sync::Mutex<LiveGroup>>>) {
+    groups.retain(|_, group| group.try_lock().map_or(true, |g| !g.members.is_empty()));
 }
 
 /// A member of a live group.
@@ -126,6 +151,8 @@ pub(crate) struct LiveGroup {
     assignor: Assignor,
     generation: u64,
     members: BTreeMap<String, Member>,
+    /// The coordinator's count of members, kept by joins, leaves, expiries and drops.
+    counted: Arc<AtomicUsize>,
     /// Where the assignor wants each partition, by member id.
     target: BTreeMap<String, BTreeSet<TopicPartition>>,
     /// The partition counts `target` was computed for.
@@ -153,7 +180,21 @@ impl GroupState {
     }
 }
 
+impl Drop for LiveGroup {
+    fn drop(&mut self) {
+        self.counted
+            .fetch_sub(self.members.len(), Ordering::Relaxed);
+    }
+}
+
 impl LiveGroup {
+    /// An empty group whose members count in `counted`.
+    fn counted_in(counted: Arc<AtomicUsize>) -> Self {
+        let mut group = Self::default();
+        group.counted = counted;
+        group
+    }
+
     /// The group's assignor (meaningful while it has members).
     pub(crate) fn assignor(&self) -> Assignor {
         self.assignor
@@ -195,6 +236,7 @@ impl LiveGroup {
         for id in &expired {
             self.members.remove(id);
         }
+        self.counted.fetch_sub(expired.len(), Ordering::Relaxed);
         if !expired.is_empty() {
             self.membership_changed();
         }
@@ -217,7 +259,9 @@ impl LiveGroup {
             )));
         }
         self.assignor = assignor;
-        self.members.insert(member_id, member);
+        if self.members.insert(member_id, member).is_none() {
+            self.counted.fetch_add(1, Ordering::Relaxed);
+        }
         self.membership_changed();
         Ok(())
     }
@@ -227,6 +271,7 @@ impl LiveGroup {
         if self.members.remove(member_id).is_none() {
             return Err(unknown_member(group, member_id));
         }
+        self.counted.fetch_sub(1, Ordering::Relaxed);
         self.membership_changed();
         Ok(())
     }
@@ -537,5 +582,52 @@ mod tests {
         assert!(coordinator.existing(3, &name).is_some());
         assert!(coordinator.existing(4, &name).is_none());
         assert!(coordinator.groups(4).is_empty());
+    }
+
+    #[test]
+    fn the_member_count_follows_joins_leaves_expiries_and_dropped_terms() {
+        let coordinator = Coordinator::default();
+        let now = Instant::now();
+        let join = |term, group: &str, id: &str| {
+            let name: GroupName = group.parse().unwrap();
+            coordinator
+                .group(term, &name)
+                .try_lock()
+                .unwrap()
+                .join(&name, id.into(), member(now, &["t"]), Assignor::Range)
+                .unwrap();
+        };
+        join(1, "g", "a");
+        join(1, "g", "b");
+        join(1, "h", "c");
+        // A member joining again under its id is not counted twice.
+        join(1, "h", "c");
+        assert_eq!(coordinator.member_count(), 3);
+        let g: GroupName = "g".parse().unwrap();
+        let group = coordinator.existing(1, &g).unwrap();
+        group.try_lock().unwrap().leave(&g, "a").unwrap();
+        assert_eq!(coordinator.member_count(), 2);
+        // "b" and "c" have 10 s sessions.
+        let expired = group
+            .try_lock()
+            .unwrap()
+            .expire(now + Duration::from_secs(11));
+        assert_eq!(expired, ["b"]);
+        assert_eq!(coordinator.member_count(), 1);
+        drop(group);
+        // A new term drops every group, and their members with them.
+        assert!(coordinator.groups(2).is_empty());
+        assert_eq!(coordinator.member_count(), 0);
+    }
+
+    #[test]
+    fn groups_named_without_members_do_not_pile_up() {
+        let coordinator = Coordinator::default();
+        for i in 0..10_000 {
+            let name: GroupName = format!("g{i}").parse().unwrap();
+            drop(coordinator.group(1, &name));
+        }
+        let held = coordinator.lock(1).groups.len();
+        assert!(held <= 2 * MIN_PRUNE_AT, "{held} empty groups held");
     }
 }

@@ -222,6 +222,19 @@ impl BrokerService {
         let live = node.coordinator.group(term, &group);
         let mut live = live.lock().await;
         expire(&group, &mut live, now);
+        let limits = &node.config.groups;
+        if live.members().len() >= limits.max_members_per_group {
+            return Err(BrokerError::GroupMaxSizeReached(format!(
+                "group '{group}' has {} members, the most a group may have (groups.max_members_per_group)",
+                live.members().len()
+            )));
+        }
+        let members = node.coordinator.member_count();
+        if members >= limits.max_members {
+            return Err(BrokerError::Overloaded(format!(
+                "this coordinator holds {members} consumer group members, its limit (groups.max_members); try again once members leave or expire"
+            )));
+        }
         tracing::info!(%group, member = %member_id, topics = ?member.topics, "consumer group member joined");
         live.join(&group, member_id, member, assignor)?;
         Ok(response)
