@@ -289,19 +289,34 @@ async fn retries_of_the_last_five_batches_get_their_offsets_and_store_nothing() 
         );
         assert_eq!(outcome.partition, 0);
     }
-    // The sixth from last is no longer remembered: it cannot be told from a batch out of
-    // order, and is never stored twice.
+    // The sixth from last is no longer remembered, but its sequence comes before those that
+    // are, and the partition takes a producer's batches only in sequence: it was stored. The
+    // retry is told so (Kafka's DUPLICATE_SEQUENCE_NUMBER), without the offsets, and nothing is
+    // stored twice. (Answering OUT_OF_ORDER_SEQUENCE made a producer that had kept sending
+    // behind a retried batch start a new epoch and store that batch again: found by the
+    // nemesis.)
     for i in [1, 0] {
         let refused = client
             .produce_batch("retries", 0, batches[i].1.clone(), weir_client::Acks::All)
             .await
-            .expect_err("a retry older than the last five batches is refused");
+            .expect_err("a retry older than the last five batches has no offsets to answer with");
         assert_eq!(
             refused.reason(),
-            Some("OUT_OF_ORDER_SEQUENCE"),
+            Some("DUPLICATE_SEQUENCE_NUMBER"),
             "retry of batch {i}: {refused:?}"
         );
     }
+    // A batch past the sequence, though, is out of order.
+    let ahead = stamped_batch(producer.id, 0, 20, &values("ahead", 1));
+    let refused = client
+        .produce_batch("retries", 0, ahead, weir_client::Acks::All)
+        .await
+        .expect_err("a gap in the sequence");
+    assert_eq!(
+        refused.reason(),
+        Some("OUT_OF_ORDER_SEQUENCE"),
+        "{refused:?}"
+    );
     assert_eq!(high_watermark(&raw, "retries").await?, 14);
     let all: Vec<String> = batches.iter().flat_map(|(v, _)| v.clone()).collect();
     assert_eq!(stored(&raw, "retries").await?, laid_out(&all));

@@ -89,6 +89,22 @@ pub enum SequenceError {
         /// The batch's first sequence.
         received: i32,
     },
+    /// A retry of a batch stored before the batches the partition remembers: its sequences
+    /// come before theirs, and a producer's batches are stored only in sequence, so it was
+    /// stored, at offsets no longer known (Kafka's `DUPLICATE_SEQUENCE_NUMBER`).
+    #[error(
+        "producer {producer_id}: sequences {first}..={last} were stored before the last batches this partition remembers (from sequence {oldest_remembered}); their offsets are no longer known"
+    )]
+    DuplicateSequence {
+        /// The producer.
+        producer_id: i64,
+        /// The batch's first sequence.
+        first: i32,
+        /// The batch's last sequence.
+        last: i32,
+        /// The first sequence of the oldest batch the partition remembers.
+        oldest_remembered: i32,
+    },
     /// A newer epoch of the producer has written to this partition: this one is fenced.
     #[error("producer {producer_id}: epoch {received} is older than its current epoch {current}")]
     InvalidProducerEpoch {

@@ -173,6 +173,16 @@ impl ProducerEntry {
                 None => Verdict::InFlight,
             });
         }
+        if let Some(oldest) = entry.batches.front()
+            && is_ahead(batch.last_sequence, oldest.first_sequence)
+        {
+            return Err(SequenceError::DuplicateSequence {
+                producer_id,
+                first: batch.first_sequence,
+                last: batch.last_sequence,
+                oldest_remembered: oldest.first_sequence,
+            });
+        }
         continues(entry.batches.back().map_or(0, |last| {
             ProducerStamp::sequence_after(last.last_sequence, 1)
         }))
@@ -376,11 +386,37 @@ mod tests {
             check(&s, &batch(1, 0, 1, 1)),
             Ok(Verdict::Duplicate(stored(1, 1)))
         );
-        // Older than the window: refused, never stored again.
-        assert!(matches!(
+        // Older than the window: stored, since later ones were; never stored again, and
+        // answered as such without offsets.
+        assert_eq!(
             check(&s, &batch(1, 0, 0, 1)),
+            Err(SequenceError::DuplicateSequence {
+                producer_id: 1,
+                first: 0,
+                last: 0,
+                oldest_remembered: 1
+            })
+        );
+        // Past the sequence: a gap.
+        assert!(matches!(
+            check(&s, &batch(1, 0, 8, 1)),
             Err(SequenceError::OutOfOrderSequence { expected: 6, .. })
         ));
+        // Across the wrap too.
+        let mut s = state();
+        for i in 0..6 {
+            let first = ProducerStamp::sequence_after(i32::MAX - 2, i);
+            s.apply(&batch(2, 0, first, 1), stored(i, 1), 0, &mut changes);
+        }
+        assert!(matches!(
+            check(&s, &batch(2, 0, i32::MAX - 2, 1)),
+            Err(SequenceError::DuplicateSequence { .. })
+        ));
+        assert_eq!(
+            check(&s, &batch(2, 0, 3, 1)),
+            Ok(Verdict::Append),
+            "the next after i32::MAX - 2 + 5 is 3"
+        );
     }
 
     #[test]

@@ -110,6 +110,9 @@ pub enum BrokerError {
     /// An idempotent producer's batch does not continue its sequence in the partition.
     #[error("{0}")]
     OutOfOrderSequence(String),
+    /// An idempotent producer's retry of a batch stored before those the partition remembers.
+    #[error("{0}")]
+    DuplicateSequence(String),
     /// An idempotent producer's batch is of an epoch a newer one fenced.
     #[error("{0}")]
     InvalidProducerEpoch(String),
@@ -274,6 +277,7 @@ impl BrokerError {
             BrokerError::Indeterminate(_) => "OUTCOME_UNKNOWN",
             BrokerError::Corrupt { .. } => "CORRUPT_DATA",
             BrokerError::OutOfOrderSequence(_) => "OUT_OF_ORDER_SEQUENCE",
+            BrokerError::DuplicateSequence(_) => "DUPLICATE_SEQUENCE_NUMBER",
             BrokerError::InvalidProducerEpoch(_) => "INVALID_PRODUCER_EPOCH",
             BrokerError::UnknownProducerId(_) => "UNKNOWN_PRODUCER_ID",
             BrokerError::Internal(_) => "INTERNAL",
@@ -329,7 +333,8 @@ impl BrokerError {
             | BrokerError::UnknownMember(_) => Code::NotFound,
             BrokerError::TopicExists(_)
             | BrokerError::NodeExists(_)
-            | BrokerError::ModuleExists(_) => Code::AlreadyExists,
+            | BrokerError::ModuleExists(_)
+            | BrokerError::DuplicateSequence(_) => Code::AlreadyExists,
             BrokerError::NodeHasReplicas(_)
             | BrokerError::ModuleInUse(_)
             | BrokerError::ModuleFailed { .. }
@@ -441,6 +446,9 @@ impl From<ReplicaError> for BrokerError {
             ReplicaError::Indeterminate { .. } => BrokerError::Indeterminate(e.to_string()),
             ReplicaError::Stopped { .. } => BrokerError::Internal(e.to_string()),
             ReplicaError::Sequence { source, .. } => match source {
+                SequenceError::DuplicateSequence { .. } => {
+                    BrokerError::DuplicateSequence(source.to_string())
+                }
                 SequenceError::OutOfOrderSequence { .. } => {
                     BrokerError::OutOfOrderSequence(source.to_string())
                 }

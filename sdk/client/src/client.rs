@@ -274,8 +274,10 @@ impl Client {
     /// That is what [`Producer`](crate::Producer) does.
     ///
     /// Broker reasons: those of [`Client::produce`], and for an idempotent batch
-    /// `OUT_OF_ORDER_SEQUENCE` (a batch before it is missing), `INVALID_PRODUCER_EPOCH` (a
-    /// newer epoch of the producer fenced this one) and `UNKNOWN_PRODUCER_ID`.
+    /// `OUT_OF_ORDER_SEQUENCE` (a batch before it is missing), `DUPLICATE_SEQUENCE_NUMBER` (a
+    /// retry of a batch stored before the last five the partition remembers: it is stored, at
+    /// offsets no longer known), `INVALID_PRODUCER_EPOCH` (a newer epoch of the producer fenced
+    /// this one) and `UNKNOWN_PRODUCER_ID`.
     pub async fn produce_batch(
         &self,
         topic: impl Into<String>,

@@ -309,6 +309,9 @@ impl BrokerService {
                 BrokerError::OutOfOrderSequence(m) => {
                     BrokerError::OutOfOrderSequence(format!("{}/{partition}: {m}", topic.name))
                 }
+                BrokerError::DuplicateSequence(m) => {
+                    BrokerError::DuplicateSequence(format!("{}/{partition}: {m}", topic.name))
+                }
                 BrokerError::InvalidProducerEpoch(m) => {
                     BrokerError::InvalidProducerEpoch(format!("{}/{partition}: {m}", topic.name))
                 }

@@ -15,6 +15,10 @@
 //!   one ahead of its sequence a moment for the ones before): `OUT_OF_ORDER_SEQUENCE` for a
 //!   batch sent while an earlier one was unanswered is such a reordering, and the batch is sent
 //!   again as it is once the earlier ones are answered;
+//! - `DUPLICATE_SEQUENCE_NUMBER` answers a retry of a batch stored before the last batches the
+//!   partition remembers (its answers were lost while the batches behind it were stored): the
+//!   batch is stored, and its records are answered so, without offsets (as Kafka's producer
+//!   does);
 //! - `OUT_OF_ORDER_SEQUENCE` for a batch sent with nothing before it unanswered means the
 //!   partition expects a sequence of an earlier batch this sender gave up on (delivery timeout)
 //!   that was never stored, or no longer knows the producer: the sender starts a new epoch of
@@ -124,6 +128,8 @@ enum Failure {
     OutOfSequence,
     /// A newer epoch of the producer id wrote here: a new producer id.
     Fenced,
+    /// It was stored before the batches the partition remembers: stored, offsets unknown.
+    StoredEarlier,
 }
 
 fn classify(e: &ClientError, idempotent: bool, sent_behind: bool) -> Failure {
@@ -131,6 +137,7 @@ fn classify(e: &ClientError, idempotent: bool, sent_behind: bool) -> Failure {
         Some("OUT_OF_ORDER_SEQUENCE") if idempotent && sent_behind => Failure::Overtook,
         Some("OUT_OF_ORDER_SEQUENCE") if idempotent => Failure::OutOfSequence,
         Some("INVALID_PRODUCER_EPOCH" | "UNKNOWN_PRODUCER_ID") if idempotent => Failure::Fenced,
+        Some("DUPLICATE_SEQUENCE_NUMBER") if idempotent => Failure::StoredEarlier,
         _ if e.is_retriable() => Failure::Retry,
         _ => Failure::Refused,
     }
@@ -283,6 +290,16 @@ impl Sender {
         };
         let idempotent = self.sequence.as_ref().is_some_and(Sequence::is_idempotent);
         match classify(&error, idempotent, front.sent_behind) {
+            Failure::StoredEarlier => {
+                let outcome = ProduceOutcome {
+                    partition: self.partition,
+                    base_offset: None,
+                    record_count: front.records.len() as u32,
+                    duplicate: true,
+                    rejected: Vec::new(),
+                };
+                deliver(&self.inner, &self.topic, self.partition, front, outcome);
+            }
             Failure::Overtook if Instant::now() < front.deadline => {
                 let unstored = self.drain(front).await;
                 for batch in unstored {
@@ -540,6 +557,8 @@ mod tests {
             ("OUT_OF_ORDER_SEQUENCE", true, true, "overtook"),
             ("OUT_OF_ORDER_SEQUENCE", false, false, "refused"),
             ("INVALID_PRODUCER_EPOCH", true, false, "fenced"),
+            ("DUPLICATE_SEQUENCE_NUMBER", true, false, "stored earlier"),
+            ("DUPLICATE_SEQUENCE_NUMBER", false, false, "refused"),
             ("NOT_LEADER", true, true, "retry"),
             ("OUTCOME_UNKNOWN", false, false, "retry"),
             ("INVALID_RECORD", true, false, "refused"),
@@ -551,6 +570,7 @@ mod tests {
                 Failure::Refused => "refused",
                 Failure::OutOfSequence => "out of sequence",
                 Failure::Fenced => "fenced",
+                Failure::StoredEarlier => "stored earlier",
             };
             assert_eq!(
                 got, expected,
