@@ -102,9 +102,15 @@ impl Moves {
         let targets = self.targets.clone();
         let history = self.history.clone();
         self.running = Some(tokio::spawn(async move {
+            let not_started = |reason: String| {
+                history.event(format!(
+                    "no move of partition {partition} (from node {from:?}): {reason}"
+                ));
+                (None, reason)
+            };
             let (client, topic) = any_node(&addrs)
                 .await
-                .map_err(|e| (None, format!("no node answered: {e}")))?;
+                .map_err(|e| not_started(format!("no node answered: {e}")))?;
             let replicas = topic
                 .partitions
                 .get(partition as usize)
@@ -122,7 +128,9 @@ impl Moves {
             let (Some(from), Some(&to)) =
                 (from, spare.get((pick / 7) as usize % spare.len().max(1)))
             else {
-                return Err((None, format!("no move possible: replicas {replicas:?}")));
+                return Err(not_started(format!(
+                    "none possible: replicas {replicas:?}, targets without one {spare:?}"
+                )));
             };
             let chosen = Move {
                 partition,
