@@ -10,10 +10,12 @@
 //! stopped. The next join takes a new id. The first nodes never leave: the workload's clients
 //! know only them.
 //!
-//! `AddNode` and `RemoveNode` are sent until they take effect while the faults of their round
-//! are active, and complete before those are healed. So that no node restarts while the
-//! controller's voters are in doubt (a node whose `--peers` differ from them refuses to start),
-//! a membership step is never combined with a fault that stops processes (see
+//! `AddNode` and `RemoveNode` are sent, again while unanswered or retriable, while the faults
+//! of their round are active, for a few seconds; a change still in doubt is completed once
+//! those faults are healed, before the next round (`MembershipChanges::complete`), and must
+//! then take effect. So that no node restarts while the controller's voters are in doubt (a
+//! node whose `--peers` differ from them refuses to start), a membership step is never
+//! combined with a fault that stops processes (see
 //! [`Fault::combines_with`](super::Fault::combines_with)).
 
 use std::sync::Arc;
@@ -23,10 +25,13 @@ use weir_client::{Client, ClientError, ClusterInfo};
 
 use super::history::History;
 use super::moves::{Moves, any_node};
-use crate::{NodeId, ProcessCluster};
+use crate::{Launch, NodeId, ProcessCluster};
 
-/// How long one `AddNode` or `RemoveNode` may take to take effect, retries included, before
-/// the run fails: the faults it runs under leave the controller a quorum.
+/// How long `AddNode` or `RemoveNode` is tried while the round's faults are active.
+const WHILE_FAULTED: Duration = Duration::from_secs(5);
+
+/// How long a change in doubt may take to take effect once every fault is healed, retries
+/// included, before the run fails.
 const CHANGE_DEADLINE: Duration = Duration::from_secs(90);
 
 /// How long one attempt may go unanswered.
@@ -45,6 +50,8 @@ pub(super) struct MembershipChanges {
     joined: Option<NodeId>,
     /// Whether `joined` drains: its replicas move away, none move onto it.
     draining: bool,
+    /// A change sent but not known to have taken effect.
+    pending: Pending,
     /// What the changes did.
     pub(super) counts: MembershipCounts,
 }
@@ -58,6 +65,19 @@ pub struct MembershipCounts {
     pub drain_moves: u64,
     /// Nodes that left.
     pub removed: u64,
+}
+
+/// A membership change in doubt.
+enum Pending {
+    None,
+    /// Node `id`, launched, is being added; `pick` chooses the replica moved onto it.
+    Join {
+        id: NodeId,
+        launch: Launch,
+        pick: u64,
+    },
+    /// The drained node is being removed.
+    Remove(NodeId),
 }
 
 /// How a change ended.
@@ -77,6 +97,7 @@ impl MembershipChanges {
             prepared: None,
             joined: None,
             draining: false,
+            pending: Pending::None,
             counts: MembershipCounts::default(),
         }
     }
@@ -100,9 +121,10 @@ impl MembershipChanges {
         pick: u64,
     ) -> anyhow::Result<()> {
         if let Some(id) = self.prepared.take() {
-            self.join(cluster, moves, id).await?;
-            moves.start(pick as u32 % self.partitions, pick, None);
-            return Ok(());
+            self.history.event(format!("node {id} joins"));
+            let launch = cluster.launch(id)?;
+            self.pending = Pending::Join { id, launch, pick };
+            return self.advance(cluster, moves, WHILE_FAULTED).await;
         }
         let Some(id) = self.joined else {
             return Ok(());
@@ -135,85 +157,120 @@ impl MembershipChanges {
             }
             return Ok(());
         }
-        self.remove(cluster, id).await
+        self.pending = Pending::Remove(id);
+        self.advance(cluster, moves, WHILE_FAULTED).await
     }
 
-    /// Starts node `id` (set up by [`MembershipChanges::prepare`]) and has the cluster add it.
-    async fn join(
+    /// Completes the change in doubt, if any, now that every fault is healed: it must take
+    /// effect within [`CHANGE_DEADLINE`].
+    pub(super) async fn complete(
         &mut self,
         cluster: &mut ProcessCluster,
         moves: &mut Moves,
-        id: NodeId,
     ) -> anyhow::Result<()> {
-        self.history.event(format!("node {id} joins"));
-        let launch = cluster.launch(id)?;
-        let address = cluster.addr(id).to_string();
-        let added = change(&self.addrs, "NODE_ALREADY_EXISTS", |client| {
-            let address = address.clone();
-            async move { client.add_node(id, address).await }
-        })
-        .await?;
-        if let Change::Refused(e) = added {
-            anyhow::bail!("adding node {id} was refused: {e}");
+        self.advance(cluster, moves, CHANGE_DEADLINE).await?;
+        match &self.pending {
+            Pending::None => Ok(()),
+            Pending::Join { id, .. } => anyhow::bail!(
+                "adding node {id} did not take effect within {CHANGE_DEADLINE:?} of every fault healed"
+            ),
+            Pending::Remove(id) => anyhow::bail!(
+                "removing node {id} did not take effect within {CHANGE_DEADLINE:?} of every fault healed"
+            ),
         }
-        cluster.await_started(launch).await?;
-        cluster.admit(id);
-        moves.set_targets(cluster.node_ids());
-        self.joined = Some(id);
-        self.counts.joined += 1;
-        self.history.event(format!("node {id} joined"));
-        Ok(())
     }
 
-    /// Has the cluster remove drained node `id`, and stops it. A replica left on it (a move
-    /// onto it cut short) makes the cluster refuse; the next steps drain that too.
-    async fn remove(&mut self, cluster: &mut ProcessCluster, id: NodeId) -> anyhow::Result<()> {
-        let removed = change(&self.addrs, "UNKNOWN_NODE", |client| async move {
-            client.remove_node(id).await
-        })
-        .await?;
-        match removed {
-            Change::Done => {
-                cluster.retire(id)?;
-                self.joined = None;
-                self.draining = false;
-                self.counts.removed += 1;
-                self.history.event(format!("node {id} left"));
+    /// Sends the pending change, again while unanswered or retriable, for at most `within`;
+    /// it stays pending if it has not taken effect by then.
+    async fn advance(
+        &mut self,
+        cluster: &mut ProcessCluster,
+        moves: &mut Moves,
+        within: Duration,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        match std::mem::replace(&mut self.pending, Pending::None) {
+            Pending::None => Ok(()),
+            Pending::Join { id, launch, pick } => {
+                let address = cluster.addr(id).to_string();
+                let added = change(&self.addrs, "NODE_ALREADY_EXISTS", deadline, |client| {
+                    let address = address.clone();
+                    async move { client.add_node(id, address).await }
+                })
+                .await;
+                match added {
+                    None => {
+                        self.pending = Pending::Join { id, launch, pick };
+                        Ok(())
+                    }
+                    Some(Change::Refused(e)) => anyhow::bail!("adding node {id} was refused: {e}"),
+                    Some(Change::Done) => {
+                        cluster.await_started(launch).await?;
+                        cluster.admit(id);
+                        moves.set_targets(cluster.node_ids());
+                        self.joined = Some(id);
+                        self.counts.joined += 1;
+                        self.history.event(format!("node {id} joined"));
+                        moves.start(pick as u32 % self.partitions, pick, None);
+                        Ok(())
+                    }
+                }
             }
-            Change::Refused(e) if e.reason() == Some("NODE_HAS_REPLICAS") => {
-                self.history
-                    .event(format!("node {id} not removed yet: {e}"));
+            Pending::Remove(id) => {
+                let removed = change(&self.addrs, "UNKNOWN_NODE", deadline, |client| async move {
+                    client.remove_node(id).await
+                })
+                .await;
+                match removed {
+                    None => self.pending = Pending::Remove(id),
+                    Some(Change::Done) => {
+                        cluster.retire(id)?;
+                        self.joined = None;
+                        self.draining = false;
+                        self.counts.removed += 1;
+                        self.history.event(format!("node {id} left"));
+                    }
+                    Some(Change::Refused(e)) if e.reason() == Some("NODE_HAS_REPLICAS") => {
+                        self.history
+                            .event(format!("node {id} not removed yet: {e}"));
+                    }
+                    Some(Change::Refused(e)) => {
+                        anyhow::bail!("removing node {id} was refused: {e}")
+                    }
+                }
+                Ok(())
             }
-            Change::Refused(e) => anyhow::bail!("removing node {id} was refused: {e}"),
         }
-        Ok(())
     }
 }
 
 /// Sends a membership change through the first of the first nodes that answers, again while
-/// the answer is a retriable error or none, until it takes effect or is refused.
-/// `already` is the reason a repeat of a change that took effect is refused with.
-async fn change<F, Fut>(addrs: &[String], already: &str, send: F) -> anyhow::Result<Change>
+/// the answer is a retriable error or none, until it takes effect or is refused; `None` if
+/// neither happened by `deadline`. `already` is the reason a repeat of a change that took
+/// effect is refused with.
+async fn change<F, Fut>(
+    addrs: &[String],
+    already: &str,
+    deadline: Instant,
+    send: F,
+) -> Option<Change>
 where
     F: Fn(Client) -> Fut,
     Fut: Future<Output = Result<ClusterInfo, ClientError>>,
 {
-    let deadline = Instant::now() + CHANGE_DEADLINE;
     loop {
-        let failure = match any_node(addrs).await {
-            Ok((client, _)) => match tokio::time::timeout(ATTEMPT, send(client)).await {
-                Ok(Ok(_)) => return Ok(Change::Done),
-                Ok(Err(e)) if e.reason() == Some(already) => return Ok(Change::Done),
-                Ok(Err(e)) if !e.is_retriable() => return Ok(Change::Refused(e)),
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => format!("no answer within {ATTEMPT:?}"),
-            },
-            Err(e) => e.to_string(),
-        };
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "no membership change within {CHANGE_DEADLINE:?}: {failure}"
-        );
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        if let Ok((client, _)) = any_node(addrs).await {
+            match tokio::time::timeout(left.min(ATTEMPT), send(client)).await {
+                Ok(Ok(_)) => return Some(Change::Done),
+                Ok(Err(e)) if e.reason() == Some(already) => return Some(Change::Done),
+                Ok(Err(e)) if !e.is_retriable() => return Some(Change::Refused(e)),
+                Ok(Err(_)) | Err(_) => {}
+            }
+        }
         // A pace for the retries, not synchronisation.
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

@@ -440,7 +440,8 @@ fn batches_around(
 }
 
 /// Injects faults for `duration`: one at a time, sometimes two, each held a while and healed.
-/// A membership step is taken last, once the other fault of its round is active.
+/// A membership step is taken last, once the other fault of its round is active, and what it
+/// left in doubt is completed once that fault is healed.
 async fn inject_faults(
     cluster: &mut ProcessCluster,
     rng: &mut StdRng,
@@ -484,6 +485,8 @@ async fn inject_faults(
             fault.heal(cluster).await?;
             history.event(format!("heal: {fault}"));
         }
+        // A membership change still in doubt takes effect before any process restarts.
+        membership.complete(cluster, moves).await?;
     }
     Ok(counts)
 }
