@@ -361,7 +361,13 @@ pub async fn run(config: NemesisConfig) -> anyhow::Result<Report> {
     }
     cluster.start_nodes(&stopped).await?;
     history.event("completing the replica moves");
-    moves.finish().await?;
+    if let Err(e) = moves.finish().await {
+        let partitions: Vec<u32> = (0..config.partitions).collect();
+        anyhow::bail!(
+            "{e:#}; the nodes' views:\n{}",
+            views(&cluster, &partitions).await
+        );
+    }
     let partitions = final_state(&cluster, config.partitions).await?;
     let client = workload::connect(&addrs[0]).await?;
     let final_view = crate::eventually(
@@ -536,14 +542,10 @@ async fn final_state(
         let (leader, replicas, high_watermark) = match agreed {
             Ok(agreed) => agreed,
             Err(e) => {
-                let mut views = Vec::new();
-                for &node in &nodes {
-                    views.push(format!(
-                        "node {node}: {:?}",
-                        cluster.partition_on(node, TOPIC, partition).await
-                    ));
-                }
-                anyhow::bail!("{e}; the nodes' views:\n{}", views.join("\n"));
+                anyhow::bail!(
+                    "{e}; the nodes' views:\n{}",
+                    views(cluster, &[partition]).await
+                );
             }
         };
         let records = cluster
@@ -570,6 +572,21 @@ async fn final_state(
         );
     }
     Ok(state)
+}
+
+/// How each member sees each of `partitions` (leader, replicas, high watermark, replica
+/// states, failure), for a report of a final check that gave up.
+async fn views(cluster: &ProcessCluster, partitions: &[u32]) -> String {
+    let mut views = Vec::new();
+    for &partition in partitions {
+        for node in cluster.node_ids() {
+            views.push(format!(
+                "partition {partition}, node {node}: {:?}",
+                cluster.partition_on(node, TOPIC, partition).await
+            ));
+        }
+    }
+    views.join("\n")
 }
 
 /// Whether every node answers that the topic does not exist: a broker that lost the
