@@ -140,7 +140,16 @@ impl MembershipChanges {
             );
             self.history.event(format!("node {id} drains"));
         }
-        let (_, topic) = any_node(&self.addrs).await?;
+        let (_, topic) = match any_node(&self.addrs).await {
+            Ok(found) => found,
+            Err(e) => {
+                // Under the round's fault: the next step looks again.
+                self.history.event(format!(
+                    "node {id} drains: no node described the topic: {e:#}"
+                ));
+                return Ok(());
+            }
+        };
         let held: Vec<u32> = topic
             .partitions
             .iter()
