@@ -652,10 +652,10 @@ impl Node {
         )
     }
 
-    /// The limits of a batch produced to `topic`: the node's, narrowed by its
+    /// The limits of a batch produced to a topic of `config`: the node's, narrowed by its
     /// `max.message.bytes`.
-    pub(crate) fn batch_limits_for(&self, topic: &TopicInfo) -> BatchLimits {
-        let max_batch_bytes = self.topic_config(topic).max_message_bytes;
+    pub(crate) fn batch_limits_for(&self, config: &TopicConfig) -> BatchLimits {
+        let max_batch_bytes = config.max_message_bytes;
         BatchLimits {
             max_record_bytes: self.config.limits.max_record_bytes.min(max_batch_bytes),
             max_batch_bytes,

@@ -100,7 +100,7 @@ pub fn check_address(what: &str, value: &str) -> Result<(), String> {
 }
 
 /// The start of `s`, for naming a bad value in an error without echoing all of it.
-fn truncated(s: &str) -> String {
+pub(super) fn truncated(s: &str) -> String {
     const SHOWN: usize = 64;
     match s.char_indices().nth(SHOWN) {
         Some((end, _)) => format!("{}…", s[..end].escape_debug()),

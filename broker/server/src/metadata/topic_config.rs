@@ -13,6 +13,8 @@
 
 use std::collections::BTreeMap;
 
+use super::bounds::truncated;
+
 /// Kafka's `retention.ms`: how long a batch is kept after its newest record's timestamp; -1
 /// keeps it forever.
 pub const RETENTION_MS: &str = "retention.ms";
@@ -41,9 +43,8 @@ pub const KEYS: [&str; 7] = [
     RETENTION_MS,
 ];
 
-/// Most topic configs a command may name, and the longest key or value echoed in an error.
+/// Most topic configs a command may name.
 const MAX_NAMED: usize = 64;
-const ECHO_BYTES: usize = 64;
 
 /// Whose timestamps a topic's records carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,9 +135,9 @@ fn built_in_default(key: &str, max_batch_bytes: usize) -> String {
 /// Checks one key and value; returns the value as it is stored (normalised). The error names
 /// the key and says what it takes.
 pub fn check_topic_config(key: &str, value: &str) -> Result<String, String> {
-    let key_shown = echo(key);
-    let value_shown = echo(value);
-    let bad = |takes: &str| format!("{key_shown}={value_shown:?}: {key_shown} takes {takes}");
+    let key_shown = truncated(key);
+    let value_shown = format!("\"{}\"", truncated(value));
+    let bad = |takes: &str| format!("{key_shown}={value_shown}: {key_shown} takes {takes}");
     let integer = |min: i64| -> Result<i64, String> {
         value
             .trim()
@@ -150,7 +151,7 @@ pub fn check_topic_config(key: &str, value: &str) -> Result<String, String> {
             let v = integer(-1)?;
             if v != -1 {
                 return Err(format!(
-                    "{key_shown}={value_shown:?}: retention is not enforced yet, so {key_shown} \
+                    "{key_shown}={value_shown}: retention is not enforced yet, so {key_shown} \
                      takes only -1 (keep everything) for now"
                 ));
             }
@@ -171,7 +172,7 @@ pub fn check_topic_config(key: &str, value: &str) -> Result<String, String> {
             match policies.as_slice() {
                 ["delete"] => Ok("delete".to_owned()),
                 ["compact"] | ["compact", "delete"] => Err(format!(
-                    "{key_shown}={value_shown:?}: compaction is not built yet, so {key_shown} \
+                    "{key_shown}={value_shown}: compaction is not built yet, so {key_shown} \
                      takes only delete for now"
                 )),
                 _ => Err(bad("delete, compact, or compact,delete")),
@@ -182,10 +183,7 @@ pub fn check_topic_config(key: &str, value: &str) -> Result<String, String> {
             "logappendtime" => Ok("LogAppendTime".to_owned()),
             _ => Err(bad("CreateTime or LogAppendTime")),
         },
-        _ => Err(format!(
-            "unknown topic config '{key_shown}'; the topic configs are {}",
-            KEYS.join(", ")
-        )),
+        _ => Err(unknown_key(key)),
     }
 }
 
@@ -206,6 +204,15 @@ pub fn check_topic_configs(
         .collect()
 }
 
+/// The refusal of a key that is not a topic config.
+fn unknown_key(key: &str) -> String {
+    format!(
+        "unknown topic config '{}'; the topic configs are {}",
+        truncated(key),
+        KEYS.join(", ")
+    )
+}
+
 /// Changes `current` (checked, normalised) by setting `set` and removing `delete`; returns the
 /// new configs, or what is wrong (a key both set and deleted, an unknown key, a bad value).
 pub fn alter_topic_configs(
@@ -222,32 +229,16 @@ pub fn alter_topic_configs(
         if set.contains_key(key) {
             return Err(format!(
                 "{} is both set and deleted; do one or the other",
-                echo(key)
+                truncated(key)
             ));
         }
         if !KEYS.contains(&key.as_str()) {
-            return Err(format!(
-                "unknown topic config '{}'; the topic configs are {}",
-                echo(key),
-                KEYS.join(", ")
-            ));
+            return Err(unknown_key(key));
         }
         altered.remove(key);
     }
     altered.extend(set);
     Ok(altered)
-}
-
-/// `text`, cut short for an error message.
-fn echo(text: &str) -> String {
-    if text.len() <= ECHO_BYTES {
-        return text.to_owned();
-    }
-    let mut end = ECHO_BYTES;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
 }
 
 #[cfg(test)]

@@ -170,7 +170,8 @@ impl BrokerService {
         })?;
         let topic = self.topic(&req.topic).await?;
         let started = Instant::now();
-        let limits = node.batch_limits_for(&topic);
+        let config = node.topic_config(&topic);
+        let limits = node.batch_limits_for(&config);
         let produced = Produced::from_request(req.records, req.record_batch, req.producer, limits)
             .map_err(|e| match e {
                 BrokerError::TooLarge(m) if limits != node.config.batch_limits() => {
@@ -254,7 +255,7 @@ impl BrokerService {
                 });
             }
         }
-        if node.topic_config(&topic).timestamp_type == TimestampType::LogAppendTime {
+        if config.timestamp_type == TimestampType::LogAppendTime {
             // The leader's clock when it appends, as Kafka's LogAppendTime: the batch keeps its
             // records' bytes and says so in its header.
             batch = batch.map(|b| b.with_log_append_time(now_ms()));
