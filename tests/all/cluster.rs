@@ -19,6 +19,7 @@ use tonic::Code;
 use weir_proto::error::reason_of;
 use weir_proto::v1 as pb;
 use weir_proto::v1::broker_client::BrokerClient;
+use weir_tests::test_broker::BuiltInFault;
 use weir_tests::{
     LeaderRoute, NodeId, ProcessCluster, RaftTimings, eventually, lazy_channel, run_to_exit,
 };
@@ -1658,6 +1659,112 @@ async fn a_move_after_one_cut_short_leaves_no_replica_outside_the_raft_group() -
         .produce_acked(&cluster.node_ids(), TOPIC, 0, vec![record("after", 1)])
         .await?;
     assert_eq!(next, 1);
+    Ok(())
+}
+
+/// A leader that dies between a move's two membership entries leaves the partition's raft
+/// group in joint consensus: every election then needs a majority of the old voters and one of
+/// the new. The next leader must finish the change. Before, nothing did until another move of
+/// the partition: the group lost its leader as soon as one node of either half failed, and a
+/// node of the new half could be drained and removed (found by the nemesis, rounds 1702 and
+/// 1801).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_cut_short_in_joint_consensus_is_finished_by_the_next_leader() -> anyhow::Result<()>
+{
+    const TOPIC: &str = "joint";
+    // Five nodes, so the controller keeps a majority with two of them down.
+    let mut cluster = ProcessCluster::new(weir(), 5).await?;
+    cluster.build_in(BuiltInFault::CrashInJointConsensus);
+    cluster.start_nodes(&cluster.node_ids()).await?;
+    cluster
+        .client(1)?
+        .create_topic(pb::CreateTopicRequest {
+            name: TOPIC.into(),
+            partitions: 1,
+            replication_factor: 3,
+            configs: HashMap::new(),
+        })
+        .await?;
+    let (leader, base) = produce_acked(
+        &cluster,
+        &cluster.node_ids(),
+        TOPIC,
+        0,
+        batch("before", 0, 1),
+    )
+    .await?;
+    assert_eq!(base, 0);
+    let replicas = cluster
+        .partition_on(leader, TOPIC, 0)
+        .await
+        .context("describe")?
+        .replicas;
+    let from = *replicas.iter().find(|&&r| r != leader).context("RF 3")?;
+    let to = *cluster
+        .node_ids()
+        .iter()
+        .find(|n| !replicas.contains(n))
+        .context("a spare node")?;
+    let mut new_voters: Vec<NodeId> = replicas.iter().copied().filter(|&r| r != from).collect();
+    new_voters.push(to);
+    new_voters.sort_unstable();
+
+    // The leader aborts as it applies the joint configuration: the move is cut short.
+    let cut = tokio::time::timeout(
+        GENEROUS,
+        cluster
+            .client(leader)?
+            .move_replica(pb::MoveReplicaRequest {
+                topic: TOPIC.into(),
+                partition: 0,
+                from_node: from,
+                to_node: to,
+            }),
+    )
+    .await
+    .context("the move got no answer")?;
+    assert!(cut.is_err(), "the move completed: {cut:?}");
+    let status = cluster.wait_for_exit(leader).await?;
+    assert!(!status.success(), "node {leader} exited with {status}");
+
+    let survivors: Vec<NodeId> = cluster
+        .node_ids()
+        .into_iter()
+        .filter(|&n| n != leader)
+        .collect();
+    let finished = {
+        let cluster = &cluster;
+        eventually(GENEROUS, "the group to leave joint consensus", || {
+            let (survivors, new_voters) = (survivors.clone(), new_voters.clone());
+            async move {
+                for node in survivors {
+                    let view = cluster.partition_on(node, TOPIC, 0).await?;
+                    let mut voters: Vec<NodeId> =
+                        view.replica_status.iter().map(|r| r.node_id).collect();
+                    voters.sort_unstable();
+                    if voters == new_voters {
+                        return Some(());
+                    }
+                }
+                None
+            }
+        })
+        .await
+    };
+    assert!(
+        finished.is_ok(),
+        "the raft group's voters never became {new_voters:?}: {finished:?}"
+    );
+
+    // Without `from` and the dead leader, the new voters still have a majority; the old ones,
+    // which a group in joint consensus also needs, would not.
+    cluster.kill(from)?;
+    let alive: Vec<NodeId> = survivors.into_iter().filter(|&n| n != from).collect();
+    let (_, next) = produce_acked(&cluster, &alive, TOPIC, 0, batch("after", 1, 1)).await?;
+    assert_eq!(next, 1);
+    let stored = cluster.read_partition(to, TOPIC, 0).await?;
+    let values: Vec<String> = stored.iter().map(value_of).collect();
+    assert_eq!(values, ["before-0", "after-1"], "records on node {to}");
     Ok(())
 }
 

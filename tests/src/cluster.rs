@@ -29,6 +29,7 @@ use weir_proto::v1::broker_client::BrokerClient;
 use crate::RawClient;
 use crate::disk::DiskMode;
 use crate::proxy::LinkProxy;
+use crate::test_broker::BuiltInFault;
 
 /// A node's id, as in `--node-id` and in `DescribeTopic`.
 pub type NodeId = u64;
@@ -139,8 +140,8 @@ pub struct ProcessCluster {
     proxy_runtime: Option<tokio::runtime::Runtime>,
     /// The simulated disk the nodes' databases live on, if any (`crate::disk`).
     disk: Option<DiskMode>,
-    /// Whether the nodes serve uncommitted records (`crate::test_broker`).
-    serve_uncommitted: bool,
+    /// The faults the nodes build in (`crate::test_broker`).
+    built_in_faults: Vec<BuiltInFault>,
     temp: tempfile::TempDir,
 }
 
@@ -203,7 +204,7 @@ impl ProcessCluster {
             links,
             proxy_runtime: Some(proxy_runtime),
             disk: None,
-            serve_uncommitted: false,
+            built_in_faults: Vec::new(),
             temp,
         })
     }
@@ -387,11 +388,12 @@ impl ProcessCluster {
         self.disk = Some(mode);
     }
 
-    /// Makes every node started from now on a broken broker that serves records past the high
-    /// watermark ([`crate::test_broker::SERVE_UNCOMMITTED_ENV`]), which a checker must catch.
-    /// The binary must be a test broker (`weir-e2e`, `nemesis`).
-    pub fn serve_uncommitted_records(&mut self) {
-        self.serve_uncommitted = true;
+    /// Makes every node started from now on build in `fault`. The binary must be a test
+    /// broker (`weir-e2e`, `nemesis`).
+    pub fn build_in(&mut self, fault: BuiltInFault) {
+        if !self.built_in_faults.contains(&fault) {
+            self.built_in_faults.push(fault);
+        }
     }
 
     /// Cuts the power of nodes `ids` at once: SIGKILL, and each loses a random part of what it
@@ -725,14 +727,14 @@ impl ProcessCluster {
         let args = self.broker_args(id);
         let log = std::env::var("WEIR_CHILD_LOG").unwrap_or_else(|_| "warn".to_owned());
         let disk = self.disk;
-        let serve_uncommitted = self.serve_uncommitted;
+        let built_in_faults = self.built_in_faults.clone();
         let slot = self.slot_mut(id);
         let mut command = Command::new(&weir);
         if let Some(mode) = disk {
             command.env(crate::disk::ENV, mode.as_env());
         }
-        if serve_uncommitted {
-            command.env(crate::test_broker::SERVE_UNCOMMITTED_ENV, "1");
+        for fault in built_in_faults {
+            command.env(fault.env(), "1");
         }
         let mut child = command
             .args(&args)

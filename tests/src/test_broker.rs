@@ -1,22 +1,54 @@
 //! What the test brokers (`weir-e2e`, `nemesis broker`) build in when their environment asks:
-//! the simulated disk ([`crate::disk::ENV`]), and a broker that serves uncommitted records
-//! ([`SERVE_UNCOMMITTED_ENV`]), which the nemesis's checker must catch.
+//! the simulated disk ([`crate::disk::ENV`]) and the faults of [`BuiltInFault`].
 
-/// The environment variable (`1`) that makes a test broker serve records past the high
-/// watermark (`weir_server::fault_injection::serve_uncommitted_records`).
-pub const SERVE_UNCOMMITTED_ENV: &str = "WEIR_SERVE_UNCOMMITTED";
+/// A fault a test broker builds in when its environment variable is `1`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BuiltInFault {
+    /// Serve records past the high watermark
+    /// (`weir_server::fault_injection::serve_uncommitted_records`): a broken broker the
+    /// nemesis's checker must catch.
+    ServeUncommitted,
+    /// Abort when a leading partition replica applies the joint membership it proposed
+    /// (`weir_server::fault_injection::crash_in_joint_consensus`): a replica move cut short
+    /// between its two membership entries.
+    CrashInJointConsensus,
+}
+
+impl BuiltInFault {
+    const ALL: [BuiltInFault; 2] = [
+        BuiltInFault::ServeUncommitted,
+        BuiltInFault::CrashInJointConsensus,
+    ];
+
+    /// The environment variable that switches the fault on.
+    pub fn env(self) -> &'static str {
+        match self {
+            BuiltInFault::ServeUncommitted => "WEIR_SERVE_UNCOMMITTED",
+            BuiltInFault::CrashInJointConsensus => "WEIR_CRASH_IN_JOINT_CONSENSUS",
+        }
+    }
+
+    fn install(self) {
+        match self {
+            BuiltInFault::ServeUncommitted => {
+                weir_server::fault_injection::serve_uncommitted_records()
+            }
+            BuiltInFault::CrashInJointConsensus => {
+                weir_server::fault_injection::crash_in_joint_consensus()
+            }
+        }
+    }
+}
 
 /// Installs what the environment asks for; call before the broker starts. Fails on a value
 /// it does not know.
 pub fn install_from_env() -> Result<(), String> {
     crate::disk::install_from_env()?;
-    match std::env::var(SERVE_UNCOMMITTED_ENV).as_deref() {
-        Err(_) | Ok("0") => {}
-        Ok("1") => weir_server::fault_injection::serve_uncommitted_records(),
-        Ok(other) => {
-            return Err(format!(
-                "{SERVE_UNCOMMITTED_ENV}={other:?}: expected 0 or 1"
-            ));
+    for fault in BuiltInFault::ALL {
+        match std::env::var(fault.env()).as_deref() {
+            Err(_) | Ok("0") => {}
+            Ok("1") => fault.install(),
+            Ok(other) => return Err(format!("{}={other:?}: expected 0 or 1", fault.env())),
         }
     }
     Ok(())

@@ -1,14 +1,17 @@
 //! What every raft group on a node has in common, whatever its state machine.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
-use openraft::errors::{ClientWriteError, Fatal, InitializeError, RaftError};
+use openraft::errors::{
+    ClientWriteError, Fatal, InitializeError, LinearizableReadError, RaftError,
+};
 use openraft::impls::ProgressResponder;
 use openraft::raft::ClientWriteResult;
 use openraft::storage::RaftStateMachine;
-use openraft::{BasicNode, Raft, ServerState};
+use openraft::{BasicNode, ChangeMembers, Raft, ReadPolicy, ServerState};
 use weir_storage::GroupId;
 
 use crate::config::{GroupKind, GroupTimings, raft_config};
@@ -23,6 +26,9 @@ pub(crate) struct Group<SM: RaftStateMachine<TypeConfig>> {
     pub(crate) raft: Raft<TypeConfig, SM>,
     pub(crate) peers: Peers,
     learner_stall: Duration,
+    /// Held by whoever changes the membership on this node ([`Group::replace_voter`] and the
+    /// task that finishes joint configurations), so they never race each other.
+    membership_changes: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl<SM: RaftStateMachine<TypeConfig>> Clone for Group<SM> {
@@ -32,6 +38,7 @@ impl<SM: RaftStateMachine<TypeConfig>> Clone for Group<SM> {
             raft: self.raft.clone(),
             peers: self.peers.clone(),
             learner_stall: self.learner_stall,
+            membership_changes: self.membership_changes.clone(),
         }
     }
 }
@@ -77,12 +84,15 @@ where
                     source: Box::new(e),
                 })?;
         }
-        Ok(Self {
+        let group = Self {
             id,
             raft,
             peers: peers.clone(),
             learner_stall: timings.learner_stall,
-        })
+            membership_changes: Arc::default(),
+        };
+        tokio::spawn(group.clone().finish_joint_configurations());
+        Ok(group)
     }
 
     /// Makes `members` the group's first voters, if it was never initialised; a no-op on a
@@ -142,12 +152,16 @@ where
     /// on the leader. Adding a voter already present or removing an absent one is a no-op.
     /// A learner that makes no progress for the configured stall time fails the change with
     /// `UNAVAILABLE`; it stays a learner, and the change can be run again.
+    ///
+    /// A joint configuration left by a change cut short counts as its new half: the change
+    /// starts from the voters that change was heading for, never from the union of both halves.
     pub(crate) async fn replace_voter(
         &self,
         add: Option<(NodeId, String)>,
         remove: Option<NodeId>,
     ) -> Result<(), ReplicaError> {
-        let mut voters: std::collections::BTreeSet<NodeId> = self.voters().into_iter().collect();
+        let _changing = self.membership_changes.lock().await;
+        let mut voters = self.target_voters();
         let mut changed = false;
         if let Some((node, address)) = add
             && !voters.contains(&node)
@@ -163,7 +177,7 @@ where
         if let Some(node) = remove {
             changed |= voters.remove(&node);
         }
-        if changed {
+        if changed || self.is_joint() {
             self.raft
                 .change_membership(voters, false)
                 .await
@@ -172,7 +186,7 @@ where
         // Learners an earlier change added and never promoted (a move cut short): their nodes
         // drop their replicas once the metadata no longer lists them, so they must leave the
         // group too, or the leader would count entries replicated to a log that is gone.
-        let leftover: std::collections::BTreeSet<NodeId> = {
+        let leftover: BTreeSet<NodeId> = {
             let metrics = self.raft.metrics().borrow_watched().clone();
             metrics
                 .membership_config
@@ -182,11 +196,78 @@ where
         };
         if !leftover.is_empty() {
             self.raft
-                .change_membership(openraft::ChangeMembers::RemoveNodes(leftover), false)
+                .change_membership(ChangeMembers::RemoveNodes(leftover), false)
                 .await
                 .map_err(|e| write_error(self.id, e))?;
         }
         Ok(())
+    }
+
+    /// Runs for the group's life: whenever this node leads the group with its latest state and
+    /// the membership is a joint configuration that no change on this node is finishing, it
+    /// finishes it. A leader that dies between the two entries of a membership change leaves
+    /// the group in joint consensus, and openraft leaves it there: every election then needs a
+    /// majority of both halves, which is one node failure from no leader at all, and a node
+    /// of either half cannot be retired. The change is finished forwards (to its new half),
+    /// whose nodes all caught up as learners before the joint configuration was proposed.
+    async fn finish_joint_configurations(self) {
+        let mut metrics = self.raft.metrics();
+        // The (term, membership) last tried, so a failure is tried once, not in a loop.
+        let mut tried = None;
+        loop {
+            let stuck = {
+                let m = metrics.borrow_watched();
+                (leads_with_latest_state(&m) && is_joint(m.membership_config.membership()))
+                    .then(|| (m.current_term, *m.membership_config.log_id()))
+            };
+            if let Some(stuck) = stuck
+                && tried.as_ref() != Some(&stuck)
+            {
+                tried = Some(stuck);
+                let _changing = self.membership_changes.lock().await;
+                // A change that held the lock may have finished it meanwhile.
+                if self.is_leader() && self.is_joint() {
+                    let target = self.target_voters();
+                    tracing::info!(group = self.id, voters = ?target, "finishing a membership change its leader did not end");
+                    if let Err(e) = self
+                        .raft
+                        .change_membership(ChangeMembers::AddVoterIds(BTreeSet::new()), false)
+                        .await
+                    {
+                        tracing::warn!(group = self.id, error = %e, "finishing a joint configuration failed; the next leader or change retries");
+                    }
+                }
+            }
+            if metrics.changed().await.is_err() {
+                return; // raft stopped
+            }
+        }
+    }
+
+    /// Whether the membership this node has is a joint configuration (a change under way or
+    /// cut short).
+    fn is_joint(&self) -> bool {
+        is_joint(
+            self.raft
+                .metrics()
+                .borrow_watched()
+                .membership_config
+                .membership(),
+        )
+    }
+
+    /// The voters the membership is heading for: its only configuration, or the new half of a
+    /// joint one.
+    fn target_voters(&self) -> BTreeSet<NodeId> {
+        self.raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .get_joint_config()
+            .last()
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Waits until learner `node` has replicated the leader's log as it stands now, failing
@@ -279,6 +360,27 @@ where
             .voter_ids()
             .chain(membership.learner_ids())
             .collect()
+    }
+
+    /// [`Group::members`], confirmed current: a read-index round with a quorum shows this node
+    /// still leads the group, so no other leader can have changed the membership unseen. A
+    /// deposed leader that has not noticed yet has a stale view, and acting on it (dropping a
+    /// replica it does not know of) would break the new leader's group.
+    pub(crate) async fn confirmed_members(&self) -> Result<Vec<NodeId>, ReplicaError> {
+        match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+            Ok(_) => Ok(self.members()),
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
+                Err(ReplicaError::NotLeader {
+                    group: self.id,
+                    leader: f.leader_id,
+                })
+            }
+            Err(RaftError::APIError(other)) => Err(ReplicaError::Unavailable {
+                group: self.id,
+                reason: other.to_string(),
+            }),
+            Err(RaftError::Fatal(fatal)) => Err(stopped(self.id, fatal)),
+        }
     }
 
     /// Whether this node leads the group.
@@ -483,6 +585,11 @@ fn is_lone_voter<SM: RaftStateMachine<TypeConfig>>(
     let metrics = metrics.borrow_watched();
     let mut voters = metrics.membership_config.membership().voter_ids();
     voters.next() == Some(node_id) && voters.next().is_none()
+}
+
+/// Whether `membership` has two configurations (old and new voters) rather than one.
+fn is_joint(membership: &openraft::Membership<NodeId, BasicNode>) -> bool {
+    membership.get_joint_config().len() > 1
 }
 
 /// Whether the node these metrics are of leads the group and has applied an entry of its own

@@ -16,6 +16,7 @@
 mod config;
 mod controller;
 mod error;
+pub mod fault_injection;
 mod group;
 mod log_store;
 mod network;

@@ -203,9 +203,11 @@ impl PartitionReplica {
     }
 
     /// The group's members, voters and learners, as this node's membership config has them
-    /// (during a change, the old and the new ones).
-    pub fn members(&self) -> Vec<NodeId> {
-        self.group.members()
+    /// (during a change, the old and the new ones), once a round with a quorum has confirmed
+    /// that this node still leads the group (`NOT_LEADER` otherwise): a view another leader
+    /// cannot have made stale.
+    pub async fn confirmed_members(&self) -> Result<Vec<NodeId>, ReplicaError> {
+        self.group.confirmed_members().await
     }
 
     /// The applied index and high watermark, updated as entries are applied.

@@ -296,6 +296,10 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
                 }
                 EntryPayload::Blank => Response::Nothing,
                 EntryPayload::Membership(m) => {
+                    if responder.is_some() && m.get_joint_config().len() > 1 {
+                        // Only the leader that proposed the entry holds its responder.
+                        crate::fault_injection::crash_if_asked_in_joint_consensus(self.group);
+                    }
                     self.state.membership = StoredMembership::new(Some(entry.log_id), m);
                     Response::Nothing
                 }

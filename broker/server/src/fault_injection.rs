@@ -5,6 +5,8 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+pub use weir_raft::fault_injection::crash_in_joint_consensus;
+
 static SERVE_UNCOMMITTED: AtomicBool = AtomicBool::new(false);
 
 /// Makes every broker of this process serve fetches past the high watermark, up to the end of

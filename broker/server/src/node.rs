@@ -434,16 +434,28 @@ impl Node {
             .await
             .map_err(|e| self.replica_error(e))?;
         self.propose(command(false)).await?;
-        // The membership change removed the learners an earlier move cut short had added.
         let mut moved = info;
         if !moved.replicas.contains(&to) {
             moved.replicas.push(to);
         }
         moved.replicas.retain(|&r| r != from);
-        let mut settled = self
-            .settle_replicas(topic, partition, moved, &hosted)
-            .await?
-            .replicas;
+        // The membership change removed the learners an earlier move cut short had added; the
+        // metadata drops them too, if this node still leads (a leader that moved its own
+        // replica away does not, and no longer knows the group: the next move settles them).
+        let mut settled = if from == self.config.node_id {
+            moved.replicas
+        } else {
+            match self
+                .settle_replicas(topic, partition, moved.clone(), &hosted)
+                .await
+            {
+                Ok(settled) => settled.replicas,
+                Err(e) => {
+                    tracing::warn!(partition = %what, error = %e, "the move is done, but dropping the replicas left by moves cut short failed; the next move drops them");
+                    moved.replicas
+                }
+            }
+        };
         settled.sort_unstable();
         // Answer with what this node's metadata says, so wait until the changes reached it
         // (this node may follow the controller).
@@ -476,7 +488,14 @@ impl Node {
         info: PartitionInfo,
         hosted: &HostedPartition,
     ) -> Result<PartitionInfo, BrokerError> {
-        let members = hosted.replica.members();
+        // Only a leader's own view counts, confirmed current: a leader deposed without knowing
+        // it would drop the replicas its successor added (found by the nemesis: a group whose
+        // joint configuration counted on two nodes the metadata had dropped).
+        let members = hosted
+            .replica
+            .confirmed_members()
+            .await
+            .map_err(|e| self.replica_error(e))?;
         let strays: Vec<NodeId> = info
             .replicas
             .iter()

@@ -278,7 +278,7 @@ pub async fn run(config: NemesisConfig) -> anyhow::Result<Report> {
         cluster.simulate_disks(mode);
     }
     if config.serve_uncommitted {
-        cluster.serve_uncommitted_records();
+        cluster.build_in(crate::test_broker::BuiltInFault::ServeUncommitted);
     }
     cluster.start_nodes(&cluster.node_ids()).await?;
     let nodes = cluster.node_ids();
