@@ -1762,6 +1762,7 @@ async fn a_move_cut_short_in_joint_consensus_is_finished_by_the_next_leader() ->
     let alive: Vec<NodeId> = survivors.into_iter().filter(|&n| n != from).collect();
     let (_, next) = produce_acked(&cluster, &alive, TOPIC, 0, batch("after", 1, 1)).await?;
     assert_eq!(next, 1);
+    cluster.wait_for_high_watermark(to, TOPIC, 0, 2).await?;
     let stored = cluster.read_partition(to, TOPIC, 0).await?;
     let values: Vec<String> = stored.iter().map(value_of).collect();
     assert_eq!(values, ["before-0", "after-1"], "records on node {to}");
