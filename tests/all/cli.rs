@@ -588,13 +588,7 @@ async fn topic_configs_are_set_altered_and_shown_with_their_source() -> anyhow::
 
     let refused = weir_fails(
         &broker,
-        &[
-            "topic",
-            "alter-config",
-            "conf",
-            "--set",
-            "retention.ms=60000",
-        ],
+        &["topic", "alter-config", "conf", "--set", "retention.ms=-5"],
         "",
     )?;
     assert!(
@@ -610,5 +604,64 @@ async fn topic_configs_are_set_altered_and_shown_with_their_source() -> anyhow::
         "",
     )?;
     assert!(malformed.contains("no '='"), "{malformed}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_trim_deletes_the_records_below_an_offset() -> anyhow::Result<()> {
+    let broker = InProcessBroker::start().await?;
+    let created = weir(&broker, &["topic", "create", "trimmed"], "")?;
+    assert!(created.status.success(), "{}", stderr(&created));
+    let produced = weir(&broker, &["produce", "trimmed"], "a\nb\nc\nd\n")?;
+    assert!(produced.status.success(), "{}", stderr(&produced));
+
+    let trimmed = weir(
+        &broker,
+        &[
+            "topic",
+            "trim",
+            "trimmed",
+            "--partition",
+            "0",
+            "--before",
+            "2",
+        ],
+        "",
+    )?;
+    assert!(trimmed.status.success(), "{}", stderr(&trimmed));
+    assert_eq!(stdout(&trimmed), "trimmed/0 now starts at offset 2.\n");
+    let consumed = weir(
+        &broker,
+        &[
+            "consume",
+            "trimmed",
+            "--from-beginning",
+            "--max-messages",
+            "2",
+            "--format",
+            "%o:%v\\n",
+        ],
+        "",
+    )?;
+    assert!(consumed.status.success(), "{}", stderr(&consumed));
+    assert_eq!(stdout(&consumed), "2:c\n3:d\n");
+
+    let past = weir_fails(
+        &broker,
+        &[
+            "topic",
+            "trim",
+            "trimmed",
+            "--partition",
+            "0",
+            "--before",
+            "9",
+        ],
+        "",
+    )?;
+    assert!(
+        past.contains("OFFSET_OUT_OF_RANGE") || past.contains("out of range"),
+        "{past}"
+    );
     Ok(())
 }

@@ -23,5 +23,6 @@ mod produce_fetch;
 mod producer;
 mod record_batches;
 mod recovery;
+mod retention;
 mod topic_configs;
 mod wasm_host;

@@ -71,7 +71,8 @@ async fn configs_are_checked_altered_all_or_nothing_and_described_with_their_sou
         ("retention.minutes", "5"),
         ("max.message.bytes", "-1"),
         ("message.timestamp.type", "WallClock"),
-        ("retention.ms", "3600000"),
+        ("retention.ms", "-2"),
+        ("retention.bytes", "1000000"),
         ("cleanup.policy", "compact"),
     ] {
         invalid_config(

@@ -841,15 +841,25 @@ impl Drop for ProcessCluster {
 }
 
 /// Reads every committed record of `topic`/`partition` that the node behind `client` serves,
-/// from offset 0 up to the high watermark it reports, checking that offsets are dense.
+/// from its log start up to the high watermark it reports, checking that offsets are dense.
 pub async fn fetch_all(
     client: &mut RawClient,
     topic: &str,
     partition: u32,
 ) -> anyhow::Result<Vec<pb::ConsumedRecord>> {
+    let start = client
+        .list_offsets(pb::ListOffsetsRequest {
+            topic: topic.into(),
+            partition,
+            spec: Some(pb::list_offsets_request::Spec::Earliest(true)),
+        })
+        .await?
+        .into_inner()
+        .offset
+        .context("ListOffsets earliest answers an offset")?;
     let mut records: Vec<pb::ConsumedRecord> = Vec::new();
     loop {
-        let offset = records.len() as u64;
+        let offset = start + records.len() as u64;
         let fetched = client
             .fetch(pb::FetchRequest {
                 modules: Vec::new(),
@@ -870,7 +880,7 @@ pub async fn fetch_all(
         }
         let got = fetched.records.len();
         records.extend(fetched.records);
-        if records.len() as u64 >= fetched.high_watermark {
+        if start + records.len() as u64 >= fetched.high_watermark {
             return Ok(records);
         }
         anyhow::ensure!(

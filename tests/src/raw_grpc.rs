@@ -26,6 +26,7 @@ pub const UNARY_RPCS: &[&str] = &[
     "AddNode",
     "RemoveNode",
     "MoveReplica",
+    "DeleteRecords",
     "RegisterModule",
     "ListModules",
     "DescribeModule",

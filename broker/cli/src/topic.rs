@@ -1,4 +1,4 @@
-//! `weir topic create | list | describe | alter-config | delete`: topic administration.
+//! `weir topic create | list | describe | alter-config | trim | delete`: topic administration.
 
 use anyhow::Context;
 use clap::Subcommand;
@@ -44,6 +44,18 @@ pub enum TopicCommand {
     Describe {
         /// Topic name.
         name: String,
+    },
+    /// Delete a partition's records below an offset (Kafka's DeleteRecords): its log start
+    /// moves there on every replica, and consumers reading below it reset per their policy.
+    Trim {
+        /// Topic name.
+        name: String,
+        /// The partition.
+        #[arg(short, long)]
+        partition: u32,
+        /// The new first offset: every record below it is deleted. At most the high watermark.
+        #[arg(long, value_name = "OFFSET")]
+        before: u64,
     },
     /// Delete a topic and all of its data.
     Delete {
@@ -122,6 +134,17 @@ impl TopicCommand {
                     .await
                     .with_context(|| format!("cannot alter the configs of topic {name}"))?;
                 print!("{}", config_lines(&topic));
+            }
+            Self::Trim {
+                name,
+                partition,
+                before,
+            } => {
+                let log_start = client
+                    .delete_records(name.clone(), partition, before)
+                    .await
+                    .with_context(|| format!("cannot trim {name}/{partition}"))?;
+                println!("{name}/{partition} now starts at offset {log_start}.");
             }
             Self::Delete { name } => {
                 client
@@ -297,6 +320,7 @@ mod tests {
                     replicas: vec![1, 2, 3],
                     high_watermark: 120,
                     log_start_offset: 0,
+                    first_stored_offset: None,
                     replica_status: vec![
                         weir_client::ReplicaStatus {
                             node_id: 1,
@@ -322,6 +346,7 @@ mod tests {
                     replicas: vec![2, 3, 1],
                     high_watermark: 7,
                     log_start_offset: 5,
+                    first_stored_offset: None,
                     replica_status: Vec::new(),
                     failure: None,
                 },

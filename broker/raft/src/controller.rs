@@ -67,10 +67,11 @@ impl<S: MetadataState> RaftStateMachine<TypeConfig> for ControllerStateMachine<S
                 EntryPayload::Normal(Request::Controller(command)) => {
                     Response::Controller(self.state.apply(&command))
                 }
-                EntryPayload::Normal(Request::Append(_)) => {
+                EntryPayload::Normal(request @ (Request::Append(_) | Request::Trim { .. })) => {
                     tracing::warn!(
                         group = self.group,
-                        "record batch in the controller log ignored"
+                        %request,
+                        "partition request in the controller log ignored"
                     );
                     Response::Nothing
                 }

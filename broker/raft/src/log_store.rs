@@ -26,6 +26,7 @@ use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{EntryPayload, Membership, OptionalSend, RaftLogReader};
 use serde::{Deserialize, Serialize};
 use weir_storage::{GroupId, LogDb, MetaKey, NewEntry, StoredEntry, WriteBatch, WriteOp};
+use weir_types::Offset;
 
 use crate::producers::ProducerBatch;
 use crate::types::{AppendBatch, Entry, LogId, NodeId, Request, TypeConfig, Vote};
@@ -47,6 +48,8 @@ enum PayloadMeta {
     AppendIdempotent(ProducerBatch),
     Controller(Bytes),
     Membership(Membership<NodeId, openraft::BasicNode>),
+    /// A partition's new log start ([`Request::Trim`]).
+    Trim(Offset),
 }
 
 /// The leader epoch stamped into a stored batch: the raft term it was proposed in, as Kafka's
@@ -69,6 +72,7 @@ fn to_new_entry(entry: &Entry) -> io::Result<NewEntry> {
             (PayloadMeta::Controller(cmd.clone()), None)
         }
         EntryPayload::Membership(m) => (PayloadMeta::Membership(m.clone()), None),
+        EntryPayload::Normal(Request::Trim { log_start }) => (PayloadMeta::Trim(*log_start), None),
     };
     let meta = serde_json::to_vec(&EntryMeta {
         log_id: entry.log_id,
@@ -108,6 +112,7 @@ fn from_stored(group: GroupId, stored: StoredEntry) -> io::Result<Entry> {
         }
         (PayloadMeta::Controller(cmd), None) => EntryPayload::Normal(Request::Controller(cmd)),
         (PayloadMeta::Membership(m), None) => EntryPayload::Membership(m),
+        (PayloadMeta::Trim(log_start), None) => EntryPayload::Normal(Request::Trim { log_start }),
         _ => {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -126,6 +131,14 @@ fn from_stored(group: GroupId, stored: StoredEntry) -> io::Result<Entry> {
 
 pub(crate) fn storage_err(e: impl std::error::Error + Send + Sync + 'static) -> io::Error {
     io::Error::other(e)
+}
+
+/// The log id of entry `index` of `group`, if the entry is stored (blocking).
+pub(crate) fn stored_log_id(db: &LogDb, group: GroupId, index: u64) -> io::Result<Option<LogId>> {
+    match db.entry_meta(group, index).map_err(storage_err)? {
+        Some(meta) => Ok(Some(decode_meta(group, index, &meta)?.log_id)),
+        None => Ok(None),
+    }
 }
 
 /// Runs a blocking storage call off the async workers.

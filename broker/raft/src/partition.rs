@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use weir_storage::{GroupId, LogDb};
-use weir_types::EncodedBatch;
+use weir_types::{EncodedBatch, Offset};
 
 use crate::config::{GroupKind, GroupTimings};
 use crate::error::{ReplicaError, StartError};
@@ -81,6 +81,7 @@ impl PartitionReplica {
             state_machine,
         )
         .await?;
+        tokio::spawn(snapshot_at_log_start(group.clone(), progress.clone()));
         Ok(Self {
             group,
             progress,
@@ -143,6 +144,19 @@ impl PartitionReplica {
         self.sequencer
             .append(&self.group, &self.producers, append, producer)
             .await
+    }
+
+    /// Moves the partition's log start up to `log_start` (clamped to the high watermark; a
+    /// no-op when the log already starts there or later), through raft so every replica trims
+    /// at the same offset. Returns the log start after it. Must run on the leader.
+    pub async fn trim(&self, log_start: Offset) -> Result<Offset, ReplicaError> {
+        match self.group.write(Request::Trim { log_start }).await? {
+            Response::Trimmed { log_start } => Ok(log_start),
+            other => Err(ReplicaError::Indeterminate {
+                group: self.group.id,
+                reason: format!("unexpected state machine response {other:?}"),
+            }),
+        }
     }
 
     /// Hands `batch` to raft without waiting for the outcome (acks=none); returns a future that
@@ -275,6 +289,27 @@ impl PartitionReplica {
     /// Stops the group's raft tasks. Data stays on disk.
     pub async fn shutdown(&self) {
         self.group.shutdown().await
+    }
+}
+
+/// Runs for the replica's life: whenever the log start moves, asks raft for a snapshot, which
+/// the state machine cuts at the new log start; raft then purges the entries below it from the
+/// log (all but the last `max_in_snapshot_log_to_keep`, well behind the applied index, as
+/// openraft issue #2116 needs), and a replica that falls behind installs the snapshot and
+/// receives only the entries after it.
+async fn snapshot_at_log_start(
+    group: Group<PartitionStateMachine>,
+    mut progress: watch::Receiver<PartitionProgress>,
+) {
+    let mut asked_at = progress.borrow().log_start;
+    while progress.changed().await.is_ok() {
+        let log_start = progress.borrow_and_update().log_start;
+        if log_start > asked_at {
+            asked_at = log_start;
+            if group.raft.trigger().snapshot().await.is_err() {
+                return; // raft stopped
+            }
+        }
     }
 }
 

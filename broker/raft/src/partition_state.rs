@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use weir_storage::{GroupId, LogDb, MetaKey, WriteBatch, WriteOp};
 use weir_types::Offset;
 
-use crate::log_store::{blocking, read_meta_json, storage_err};
+use crate::log_store::{blocking, read_meta_json, storage_err, stored_log_id};
 use crate::producers::{Changes, ProducerEntry, ProducerLimits, ProducerState};
 use crate::snapshot::{self, PreparedSnapshot};
 use crate::types::{
@@ -43,6 +43,17 @@ pub struct PartitionProgress {
     pub applied_index: u64,
     /// One past the last committed offset: the next offset a consumer will see.
     pub high_watermark: Offset,
+    /// The first offset consumers may read: records below it were trimmed (retention or an
+    /// explicit trim), on every replica alike.
+    pub log_start: Offset,
+}
+
+impl PartitionProgress {
+    /// The first offset a consumer may read: the log start, which a replica that installed a
+    /// snapshot may see before the high watermark has caught up with it.
+    pub fn first_readable(&self) -> Offset {
+        self.log_start.min(self.high_watermark)
+    }
 }
 
 /// The applied state, persisted lazily.
@@ -51,6 +62,17 @@ struct AppliedState {
     last_applied: Option<LogId>,
     membership: StoredMembership,
     next_offset: Offset,
+    /// The replicated log start ([`Request::Trim`]).
+    #[serde(default)]
+    log_start: Offset,
+    /// The membership before `membership`: what a snapshot cut between the two carries.
+    #[serde(default)]
+    previous_membership: StoredMembership,
+    /// The producer state already holds the entries up to this index: it was installed from a
+    /// snapshot whose producers were taken after its cut, so applying those entries again must
+    /// not record their batches twice.
+    #[serde(default)]
+    producers_through: u64,
 }
 
 /// Checks the stored applied state against the log it was applied from, at start-up.
@@ -102,7 +124,69 @@ fn check_against_log(
     }
 }
 
+/// Where a snapshot of the partition is cut: the last entry wholly below the log start.
+struct Cut {
+    last_log_id: LogId,
+    /// The membership as of that entry.
+    membership: StoredMembership,
+    /// The offset the first entry after it starts at.
+    next_offset: Offset,
+}
+
+/// The cut for a snapshot at the retention point (blocking), or `None` when the log start has
+/// not moved past the current snapshot, or the cut falls before the two memberships the state
+/// remembers (a later trim tries again).
+fn retention_cut(db: &LogDb, group: GroupId, state: &AppliedState) -> io::Result<Option<Cut>> {
+    let Some(applied) = state.last_applied else {
+        return Ok(None);
+    };
+    let (index, next_offset) = match db
+        .first_batch_reaching(group, state.log_start)
+        .map_err(storage_err)?
+    {
+        Some((first_kept, base)) if first_kept <= applied.index => {
+            match first_kept.checked_sub(1) {
+                Some(index) => (index, base),
+                None => return Ok(None),
+            }
+        }
+        // Every applied batch lies below the log start.
+        _ => (applied.index, state.next_offset),
+    };
+    let snapshot: Option<(SnapshotMeta, SnapshotBytes)> =
+        read_meta_json(db, group, MetaKey::Snapshot)?;
+    let covered = snapshot.and_then(|(meta, _)| meta.last_log_id.map(|l| l.index));
+    if covered.is_some_and(|covered| covered >= index) {
+        return Ok(None);
+    }
+    let Some(last_log_id) = stored_log_id(db, group, index)? else {
+        return Ok(None);
+    };
+    // The membership as of the cut: the current one if it is no later, else the one before
+    // it if that is known (a state installed from a snapshot remembers no earlier one).
+    let membership = match (
+        state.membership.log_id(),
+        state.previous_membership.log_id(),
+    ) {
+        (None, _) => state.membership.clone(),
+        (Some(current), _) if current.index <= index => state.membership.clone(),
+        (Some(_), Some(previous)) if previous.index <= index => state.previous_membership.clone(),
+        _ => return Ok(None),
+    };
+    Ok(Some(Cut {
+        last_log_id,
+        membership,
+        next_offset,
+    }))
+}
+
 /// What a partition snapshot carries: metadata only, never records.
+///
+/// A snapshot is cut at the retention point, not at the applied index (DESIGN §4): `applied`
+/// is the state right after the last entry it covers (the last one below the log start), so
+/// a replica that installs it then receives every retained entry. The producer state is the
+/// one the builder had, as of `applied.producers_through`; the replica skips recording the
+/// batches up to there again.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct SnapshotState {
     applied: AppliedState,
@@ -227,14 +311,12 @@ impl PartitionStateMachine {
         Ok(())
     }
 
-    fn snapshot_state(&self) -> SnapshotState {
-        SnapshotState {
-            applied: self.state.clone(),
-            producers: lock_producers(&self.producers)
-                .entries()
-                .map(|(id, e)| (id, e.clone()))
-                .collect(),
-        }
+    /// Every idempotent producer's entry, for a snapshot.
+    fn producer_entries(&self) -> Vec<(i64, ProducerEntry)> {
+        lock_producers(&self.producers)
+            .entries()
+            .map(|(id, e)| (id, e.clone()))
+            .collect()
     }
 }
 
@@ -242,6 +324,7 @@ fn progress_of(state: &AppliedState) -> PartitionProgress {
     PartitionProgress {
         applied_index: state.last_applied.map_or(0, |l| l.index),
         high_watermark: state.next_offset,
+        log_start: state.log_start,
     }
 }
 
@@ -274,7 +357,9 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
                         record_count,
                     };
                     self.state.next_offset = outcome.base_offset.plus(offset_count);
-                    if let Some(producer) = producer {
+                    if let Some(producer) = producer
+                        && entry.log_id.index > self.state.producers_through
+                    {
                         lock_producers(&self.producers).apply(
                             &producer,
                             outcome,
@@ -285,6 +370,15 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
                     Response::Appended {
                         base_offset: outcome.base_offset,
                         record_count: outcome.record_count,
+                    }
+                }
+                EntryPayload::Normal(Request::Trim { log_start }) => {
+                    let log_start = log_start.min(self.state.next_offset);
+                    if log_start > self.state.log_start {
+                        self.state.log_start = log_start;
+                    }
+                    Response::Trimmed {
+                        log_start: self.state.log_start,
                     }
                 }
                 EntryPayload::Normal(Request::Controller(_)) => {
@@ -300,7 +394,11 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
                         // Only the leader that proposed the entry holds its responder.
                         crate::fault_injection::crash_if_asked_in_joint_consensus(self.group);
                     }
-                    self.state.membership = StoredMembership::new(Some(entry.log_id), m);
+                    let previous = std::mem::replace(
+                        &mut self.state.membership,
+                        StoredMembership::new(Some(entry.log_id), m),
+                    );
+                    self.state.previous_membership = previous;
                     Response::Nothing
                 }
             };
@@ -317,18 +415,58 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
         Ok(())
     }
 
-    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        PreparedSnapshot {
+    /// A snapshot cut at the retention point, when the log start has moved past the current
+    /// snapshot (`None` otherwise: there is nothing to purge). Forced (openraft found purged
+    /// entries without a snapshot, which Weir never leaves), it falls back to the applied index.
+    async fn try_create_snapshot_builder(&mut self, force: bool) -> Option<Self::SnapshotBuilder> {
+        let (db, group, state) = (self.db.clone(), self.group, self.state.clone());
+        let cut = blocking(move || retention_cut(&db, group, &state)).await;
+        let cut = match cut {
+            Ok(cut) => cut,
+            Err(e) => {
+                tracing::warn!(group = self.group, error = %e, "finding where to cut a snapshot failed; not snapshotting now");
+                None
+            }
+        };
+        let (last_applied, membership, next_offset) = match cut {
+            Some(cut) => (Some(cut.last_log_id), cut.membership, cut.next_offset),
+            None if force => (
+                self.state.last_applied,
+                self.state.membership.clone(),
+                self.state.next_offset,
+            ),
+            None => return None,
+        };
+        let applied_through = self.state.last_applied.map_or(0, |l| l.index);
+        let state = SnapshotState {
+            applied: AppliedState {
+                last_applied,
+                membership: membership.clone(),
+                next_offset,
+                log_start: self.state.log_start,
+                previous_membership: StoredMembership::default(),
+                producers_through: self.state.producers_through.max(applied_through),
+            },
+            producers: self.producer_entries(),
+        };
+        tracing::info!(group = self.group, cut = ?last_applied.map(|l| l.index), log_start = %self.state.log_start, "snapshotting at the retention point");
+        Some(PreparedSnapshot {
             db: self.db.clone(),
             group: self.group,
             meta: SnapshotMeta {
-                last_log_id: self.state.last_applied,
-                last_membership: self.state.membership.clone(),
+                last_log_id: last_applied,
+                last_membership: membership,
             },
-            data: serde_json::to_vec(&self.snapshot_state()).expect(
+            data: serde_json::to_vec(&state).expect(
                 "the snapshot state is plain data (integers, log ids, producer entries) that JSON encodes",
             ),
-        }
+        })
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.try_create_snapshot_builder(true)
+            .await
+            .expect("a forced snapshot has a cut: openraft builds one only after applying an entry")
     }
 
     async fn install_snapshot(
@@ -345,9 +483,26 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
         self.state = AppliedState {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
-            next_offset: installed.applied.next_offset,
+            ..installed.applied
         };
-        let mut extra = vec![
+        // The snapshot covers the log up to its cut. A replica whose own log holds that very
+        // entry keeps what follows it; any other (behind, or diverged) has nothing to keep, and
+        // its next batch must get the offset after the cut.
+        let (db, group, cut) = (self.db.clone(), self.group, meta.last_log_id);
+        let keeps_log = match cut {
+            Some(cut) => blocking(move || stored_log_id(&db, group, cut.index))
+                .await?
+                .is_some_and(|local| local == cut),
+            None => false,
+        };
+        let mut extra = Vec::new();
+        if !keeps_log {
+            extra.push(WriteOp::ResetLog {
+                group: self.group,
+                next_offset: self.state.next_offset,
+            });
+        }
+        extra.extend([
             WriteOp::PutMeta {
                 group: self.group,
                 key: MetaKey::Applied,
@@ -356,7 +511,7 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
                     .into(),
             },
             WriteOp::ClearProducers { group: self.group },
-        ];
+        ]);
         for (id, entry) in &installed.producers {
             extra.push(WriteOp::PutProducer {
                 group: self.group,
@@ -393,8 +548,8 @@ mod tests {
     fn put_applied(db: &LogDb, index: u64, next_offset: u64) {
         let state = AppliedState {
             last_applied: Some(log_id::<TypeConfig>(1, 1, index)),
-            membership: StoredMembership::default(),
             next_offset: Offset(next_offset),
+            ..AppliedState::default()
         };
         let value = serde_json::to_vec(&state).expect("encode").into();
         db.write(WriteBatch::one(WriteOp::PutMeta {
@@ -422,13 +577,7 @@ mod tests {
         let db = open_db(&dir);
         put_applied(&db, 3, 5);
         let sm = open_state(&db).await.expect("open");
-        assert_eq!(
-            *sm.progress.borrow(),
-            PartitionProgress {
-                applied_index: 0,
-                high_watermark: Offset(0)
-            }
-        );
+        assert_eq!(*sm.progress.borrow(), PartitionProgress::default());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

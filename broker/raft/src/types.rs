@@ -33,6 +33,13 @@ pub enum Request {
     Append(AppendBatch),
     /// A metadata command for the controller, encoded by the broker.
     Controller(Bytes),
+    /// Move a partition's log start up to `log_start` (never down, never past the next
+    /// offset): records below it are gone for consumers on every replica at once, and each
+    /// replica deletes the batches wholly below it from its storage when it next snapshots.
+    Trim {
+        /// The new first offset.
+        log_start: Offset,
+    },
 }
 
 impl Request {
@@ -42,6 +49,7 @@ impl Request {
         match self {
             Request::Append(append) => append.batch.as_ref().map_or(0, |b| b.bytes().len()),
             Request::Controller(command) => command.len(),
+            Request::Trim { .. } => 0,
         }
     }
 }
@@ -59,6 +67,7 @@ impl fmt::Display for Request {
                 None => f.write_str("append a producer sequence without records"),
             },
             Request::Controller(cmd) => write!(f, "controller command ({} bytes)", cmd.len()),
+            Request::Trim { log_start } => write!(f, "trim the log to start at {log_start}"),
         }
     }
 }
@@ -94,6 +103,11 @@ pub enum Response {
     },
     /// The controller's reply, encoded by the broker.
     Controller(Bytes),
+    /// The log starts at `log_start` now (it may have been there already).
+    Trimmed {
+        /// The partition's first offset.
+        log_start: Offset,
+    },
     /// The entry carried nothing to answer (blank or membership entries, or a request sent to
     /// the wrong kind of group).
     Nothing,

@@ -46,6 +46,8 @@ pub struct BrokerConfig {
     pub groups: GroupSettings,
     /// What partitions remember of idempotent producers.
     pub producers: ProducerSettings,
+    /// How retention runs (docs/operations.md, "Retention").
+    pub retention: RetentionSettings,
     /// This node's defaults for topic configs a topic does not set, with Kafka's names
     /// (`"max.message.bytes" = 1048576`). Give every node the same.
     pub topic_defaults: BTreeMap<String, TopicConfigValue>,
@@ -99,6 +101,23 @@ impl ProducerSettings {
         ProducerLimits {
             max_producers: self.max_per_partition,
             idle_expiry: Duration::from_millis(self.idle_expiry_ms),
+        }
+    }
+}
+
+/// How retention runs (docs/operations.md, "Retention").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// How often each partition leader looks for batches past their topic's `retention.ms`, in
+    /// milliseconds (Kafka's `log.retention.check.interval.ms`).
+    pub check_interval_ms: u64,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self {
+            check_interval_ms: 30_000,
         }
     }
 }
@@ -332,6 +351,7 @@ impl Default for BrokerConfig {
             modules: ModuleLimits::default(),
             groups: GroupSettings::default(),
             producers: ProducerSettings::default(),
+            retention: RetentionSettings::default(),
             topic_defaults: BTreeMap::new(),
         }
     }
@@ -425,6 +445,12 @@ impl BrokerConfig {
         {
             return invalid(format!(
                 "limits.max_partitions_per_topic must be between 1 and {MAX_PARTITIONS_PER_TOPIC}"
+            ));
+        }
+        if !(10..=86_400_000).contains(&self.retention.check_interval_ms) {
+            return invalid(format!(
+                "retention.check_interval_ms ({}) must be between 10 and 86400000 (a day)",
+                self.retention.check_interval_ms
             ));
         }
         if l.produce_timeout_ms == 0 {
@@ -740,8 +766,8 @@ mod tests {
                 "retention.minutes",
             ),
             (
-                "[topic_defaults]\n\"retention.ms\" = 60000\n",
-                "retention.ms",
+                "[topic_defaults]\n\"retention.bytes\" = 60000\n",
+                "retention.bytes",
             ),
         ] {
             let config: BrokerConfig = toml::from_str(file).unwrap();

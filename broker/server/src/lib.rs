@@ -16,6 +16,7 @@ mod metadata;
 mod metrics;
 mod modules;
 mod node;
+mod retention;
 mod service;
 mod storage_failure;
 

@@ -14,9 +14,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-use weir_raft::{
-    ControllerReplica, GroupId, NodeId, PartitionProgress, PartitionReplica, Peers, ReplicaError,
-};
+use weir_raft::{ControllerReplica, GroupId, NodeId, PartitionReplica, Peers, ReplicaError};
 use weir_storage::{LogDb, LogDbOptions, WriteBatch, WriteOp};
 use weir_types::{BatchLimits, Offset, PartitionId, TopicName};
 
@@ -186,6 +184,7 @@ impl Node {
         node.settle_lone_replicas().await;
         node.clone().spawn_reconciler();
         crate::groups::expiry::spawn(node.clone());
+        crate::retention::spawn(node.clone());
         Ok(node)
     }
 
@@ -472,6 +471,35 @@ impl Node {
         })
         .await;
         Ok(())
+    }
+
+    /// Moves the log start of `topic`/`partition` up to `before` (Kafka's DeleteRecords), on the
+    /// partition's leader; returns the log start after it. Past the high watermark is
+    /// `OFFSET_OUT_OF_RANGE`.
+    pub(crate) async fn delete_records(
+        &self,
+        topic: &TopicInfo,
+        partition: PartitionId,
+        before: Offset,
+    ) -> Result<Offset, BrokerError> {
+        let hosted = self.leader_of(topic, partition).await?;
+        let progress = *hosted.replica.progress().borrow();
+        if before > progress.high_watermark {
+            return Err(BrokerError::OffsetOutOfRange {
+                topic: topic.name.clone(),
+                partition,
+                requested: i64::try_from(before.0).unwrap_or(i64::MAX),
+                log_start: progress.first_readable(),
+                high_watermark: progress.high_watermark,
+            });
+        }
+        let log_start = hosted
+            .replica
+            .trim(before)
+            .await
+            .map_err(|e| self.replica_error(e))?;
+        tracing::info!(topic = %topic.name, %partition, %log_start, "records deleted below the log start");
+        Ok(log_start)
     }
 
     /// Drops from the metadata every replica of `topic`/`partition` that its raft group (led
@@ -794,18 +822,6 @@ impl Node {
             leader,
             leader_address,
         }
-    }
-
-    /// The first offset still stored in a partition.
-    pub(crate) async fn log_start(
-        &self,
-        group: GroupId,
-        progress: PartitionProgress,
-    ) -> Result<Offset, BrokerError> {
-        let db = self.partition_db.clone();
-        let first = blocking(move || db.first_offset(group).map_err(BrokerError::from)).await?;
-        // With nothing stored, the log starts where the next record will go.
-        Ok(first.map_or(progress.high_watermark, |f| f.min(progress.high_watermark)))
     }
 
     /// Starts the replicas assigned to this node and stops (and deletes) the others.

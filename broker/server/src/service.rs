@@ -14,12 +14,12 @@ use futures::Stream;
 use tonic::{Request, Response, Status};
 use weir_proto::v1 as pb;
 use weir_proto::v1::broker_server::Broker;
-use weir_types::PartitionId;
+use weir_types::{Offset, PartitionId};
 
 use crate::error::BrokerError;
 use crate::metadata::{Command, ConfigSource, ModulePath, TopicInfo, check_topic_configs};
 use crate::metrics::RequestMetrics;
-use crate::node::Node;
+use crate::node::{Node, blocking};
 
 mod consume;
 mod groups;
@@ -89,8 +89,12 @@ impl BrokerService {
                     })
                     .collect();
                 description.high_watermark = progress.high_watermark.0;
-                description.log_start_offset =
-                    self.node()?.log_start(hosted.group(), progress).await?.0;
+                description.log_start_offset = progress.first_readable().0;
+                let (db, group) = (self.node()?.partition_db.clone(), hosted.group());
+                description.first_stored_offset =
+                    blocking(move || db.first_offset(group).map_err(BrokerError::from))
+                        .await?
+                        .map(|o| o.0);
             }
             partitions.push(description);
         }
@@ -273,6 +277,22 @@ impl BrokerService {
         })
     }
 
+    async fn handle_delete_records(
+        &self,
+        request: Request<pb::DeleteRecordsRequest>,
+    ) -> Result<pb::DeleteRecordsResponse, BrokerError> {
+        let node = self.node()?;
+        let req = request.into_inner();
+        let topic = self.topic(&req.topic).await?;
+        let partition = Node::check_partition(&topic, req.partition)?;
+        let log_start = node
+            .delete_records(&topic, partition, Offset(req.before_offset))
+            .await?;
+        Ok(pb::DeleteRecordsResponse {
+            log_start_offset: log_start.0,
+        })
+    }
+
     async fn handle_describe_cluster(
         &self,
         _request: Request<pb::DescribeClusterRequest>,
@@ -378,6 +398,13 @@ impl Broker for BrokerService {
             "InitProducerId",
             self.handle_init_producer_id(request).await,
         )
+    }
+
+    async fn delete_records(
+        &self,
+        request: Request<pb::DeleteRecordsRequest>,
+    ) -> Result<Response<pb::DeleteRecordsResponse>, Status> {
+        self.answer("DeleteRecords", self.handle_delete_records(request).await)
     }
 
     async fn describe_cluster(

@@ -318,6 +318,18 @@ impl Tables<'_, '_> {
                 self.meta
                     .insert((group, TAIL_META_KEY), tail.to_le_bytes().as_slice())?;
             }
+            WriteOp::ResetLog { group, next_offset } => {
+                let group = *group;
+                self.log
+                    .retain_in((group, 0)..=(group, u64::MAX), |_, _| false)?;
+                self.offsets
+                    .retain_in((group, 0)..=(group, u64::MAX), |_, _| false)?;
+                self.tails.insert(group, next_offset.0);
+                self.meta.insert(
+                    (group, TAIL_META_KEY),
+                    next_offset.0.to_le_bytes().as_slice(),
+                )?;
+            }
             WriteOp::PutMeta { group, key, value } => {
                 self.meta.insert((*group, *key as u8), value.as_ref())?;
             }

@@ -112,6 +112,15 @@ pub enum WriteOp {
         /// The producer id.
         producer_id: u64,
     },
+    /// Delete every entry of a group's log and their offsets, and continue the log at
+    /// `next_offset`: what a replica does when it installs a snapshot cut past its whole log
+    /// (it then receives the entries after the snapshot, the first at `next_offset`).
+    ResetLog {
+        /// The raft group.
+        group: GroupId,
+        /// The offset the next batch appended gets.
+        next_offset: Offset,
+    },
     /// Forget every idempotent producer of a group (before a snapshot's are written).
     ClearProducers {
         /// The raft group.
@@ -131,6 +140,7 @@ impl WriteOp {
             WriteOp::Append { group, .. }
             | WriteOp::TruncateAfter { group, .. }
             | WriteOp::PurgeUpTo { group, .. }
+            | WriteOp::ResetLog { group, .. }
             | WriteOp::PutMeta { group, .. }
             | WriteOp::PutProducer { group, .. }
             | WriteOp::DeleteProducer { group, .. }
@@ -453,6 +463,63 @@ impl LogDb {
             }
         }
         Ok(None)
+    }
+
+    /// The raft index and base offset of the first batch of `group` that holds an offset at or
+    /// above `offset`: where a log trimmed to start at `offset` begins. `None` when every
+    /// stored batch lies wholly below it.
+    pub fn first_batch_reaching(
+        &self,
+        group: GroupId,
+        offset: Offset,
+    ) -> Result<Option<(u64, Offset)>, ReadError> {
+        let txn = self.shared.db.begin_read()?;
+        let table = txn.open_table(OFFSET_INDEX)?;
+        for row in table.range((group, 0)..=(group, u64::MAX))? {
+            let (key, row) = row?;
+            let (index, count, _) = row.value();
+            let base = key.value().1;
+            if base + u64::from(count) > offset.0 {
+                return Ok(Some((index, Offset(base))));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Where time-based retention lets the log of `group` start: the base offset of the first
+    /// batch whose newest record is to be kept (its timestamp is at or after
+    /// `keep_from_ms`), or `limit` (the high watermark) when every batch below it is older. Whole
+    /// batches only; never past `limit`.
+    pub fn retention_point(
+        &self,
+        group: GroupId,
+        keep_from_ms: i64,
+        limit: Offset,
+    ) -> Result<Offset, ReadError> {
+        let txn = self.shared.db.begin_read()?;
+        let table = txn.open_table(OFFSET_INDEX)?;
+        for row in table.range((group, 0)..=(group, u64::MAX))? {
+            let (key, row) = row?;
+            let (_, count, max_timestamp) = row.value();
+            let base = key.value().1;
+            if max_timestamp >= keep_from_ms || base + u64::from(count) > limit.0 {
+                return Ok(Offset(base.min(limit.0)));
+            }
+        }
+        Ok(limit)
+    }
+
+    /// The metadata of entry `index` of `group`, if it is stored.
+    pub fn entry_meta(&self, group: GroupId, index: u64) -> Result<Option<Bytes>, ReadError> {
+        let txn = self.shared.db.begin_read()?;
+        let table = txn.open_table(RAFT_LOG)?;
+        match table.get((group, index))? {
+            Some(value) => {
+                let envelope = decode_envelope(group, index, value.value())?;
+                Ok(Some(Bytes::copy_from_slice(envelope.meta)))
+            }
+            None => Ok(None),
+        }
     }
 
     /// The metadata of the last entry of `group`, without reading its batch: enough to
@@ -919,6 +986,61 @@ mod tests {
         append(&db, 1, vec![data(3, &["z"])]);
         assert_eq!(values(&db, 1, 0, u64::MAX), vec![(2, "z".into())]);
         assert_eq!(db.first_offset(1).unwrap(), Some(Offset(2)));
+    }
+
+    #[test]
+    fn retention_and_trim_points_follow_whole_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(&dir);
+        // Record timestamps are 1 000 + the value's length.
+        append(
+            &db,
+            1,
+            vec![
+                data(1, &["a", "bb"]),
+                blank(2),
+                data(3, &["ccc"]),
+                data(4, &["dddd", "e"]),
+            ],
+        );
+        // Offsets: 0-1 at index 1 (newest 1 002), 2 at index 3 (1 003), 3-4 at index 4 (1 004).
+        assert_eq!(db.retention_point(1, 1_003, Offset(5)).unwrap(), Offset(2));
+        assert_eq!(db.retention_point(1, 1_002, Offset(5)).unwrap(), Offset(0));
+        assert_eq!(db.retention_point(1, 9_999, Offset(5)).unwrap(), Offset(5));
+        // Never past the limit (the high watermark), even when older.
+        assert_eq!(db.retention_point(1, 9_999, Offset(3)).unwrap(), Offset(3));
+        assert_eq!(
+            db.first_batch_reaching(1, Offset(1)).unwrap(),
+            Some((1, Offset(0)))
+        );
+        assert_eq!(
+            db.first_batch_reaching(1, Offset(2)).unwrap(),
+            Some((3, Offset(2)))
+        );
+        assert_eq!(db.first_batch_reaching(1, Offset(5)).unwrap(), None);
+        assert_eq!(db.entry_meta(1, 2).unwrap().as_deref(), Some(&b"blank"[..]));
+        assert_eq!(db.entry_meta(1, 9).unwrap(), None);
+    }
+
+    #[test]
+    fn a_reset_log_continues_at_the_given_offset_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(&dir);
+        append(&db, 1, vec![data(1, &["a"]), data(2, &["b"])]);
+        db.write(WriteBatch::one(WriteOp::ResetLog {
+            group: 1,
+            next_offset: Offset(40),
+        }))
+        .unwrap();
+        assert_eq!(db.bounds(1).unwrap(), LogBounds::default());
+        assert_eq!(db.first_offset(1).unwrap(), None);
+        drop(db);
+        let db = open(&dir);
+        append(&db, 1, vec![data(10, &["x", "y"])]);
+        assert_eq!(
+            values(&db, 1, 0, u64::MAX),
+            vec![(40, "x".into()), (41, "y".into())]
+        );
     }
 
     #[test]

@@ -99,8 +99,12 @@ pub struct PartitionInfo {
     pub replicas: Vec<u64>,
     /// One past the last committed offset: the next offset a consumer will see.
     pub high_watermark: u64,
-    /// The first offset still stored.
+    /// The first offset consumers may read: records below it were deleted (retention, or
+    /// [`Client::delete_records`](crate::Client::delete_records)).
     pub log_start_offset: u64,
+    /// The first offset the answering broker's replica still holds on disk (`None`: no batch).
+    /// Below `log_start_offset` until that replica has purged what lies under the log start.
+    pub first_stored_offset: Option<u64>,
     /// Each replica's replication state as the leader sees it; empty when the broker that
     /// answered does not lead the partition.
     pub replica_status: Vec<ReplicaStatus>,
@@ -205,6 +209,7 @@ impl From<v1::PartitionDescription> for PartitionInfo {
             replicas: partition.replicas,
             high_watermark: partition.high_watermark,
             log_start_offset: partition.log_start_offset,
+            first_stored_offset: partition.first_stored_offset,
             replica_status: partition
                 .replica_status
                 .into_iter()

@@ -508,6 +508,30 @@ impl Client {
         topic_of(response.topic, "MoveReplica answered without the topic")
     }
 
+    /// Deletes the records of `topic`/`partition` below `before` (Kafka's DeleteRecords): the
+    /// partition's log start moves up to it on every replica, and reads below it fail with
+    /// `OFFSET_OUT_OF_RANGE`. Returns the log start after it. Sent to the partition's leader;
+    /// an offset past the high watermark is `OFFSET_OUT_OF_RANGE`.
+    pub async fn delete_records(
+        &self,
+        topic: impl Into<String>,
+        partition: u32,
+        before: u64,
+    ) -> Result<u64, ClientError> {
+        let request = v1::DeleteRecordsRequest {
+            topic: topic.into(),
+            partition,
+            before_offset: before,
+        };
+        let response = self
+            .to_leader(&request.topic, partition, |mut broker| {
+                let request = request.clone();
+                async move { broker.delete_records(request).await }
+            })
+            .await?;
+        Ok(response.log_start_offset)
+    }
+
     /// Registers `wasm` as version `version` of the module `name` (`None`: one more than the
     /// latest, 1 for a new name), and returns the module as registered. The broker validates
     /// and compiles the module before storing anything. Sent to the bootstrap broker, which

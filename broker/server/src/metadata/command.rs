@@ -711,7 +711,7 @@ pub(super) mod tests {
             name: topic("c"),
             partitions: 1,
             replication_factor: 1,
-            configs: BTreeMap::from([("retention.ms".into(), "1".into())]),
+            configs: BTreeMap::from([("retention.ms".into(), "-7".into())]),
         };
         assert!(refusal(m.apply(with_config)).starts_with("retention.ms"));
         let unknown = Command::CreateTopic {

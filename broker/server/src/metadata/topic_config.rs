@@ -6,10 +6,10 @@
 //! is stored as `LogAppendTime`). The defaults are each node's (`[topic_defaults]` in its config
 //! file), checked at start-up by the same rules.
 //!
-//! Retention and compaction are being built (issue #13): until they are, the keys that would
-//! switch them on accept only the values that describe what the broker does today (`retention.ms`
-//! and `retention.bytes` of -1, `cleanup.policy` of `delete`), so no topic claims a bound the
-//! broker would not keep.
+//! Size-based retention and compaction are being built (issue #13): until they are, the keys
+//! that would switch them on accept only the values that describe what the broker does today
+//! (`retention.bytes` of -1, `cleanup.policy` of `delete`), so no topic claims a bound the broker
+//! would not keep. `retention.ms` is enforced.
 
 use std::collections::BTreeMap;
 
@@ -71,6 +71,8 @@ pub struct TopicConfig {
     pub max_message_bytes: usize,
     /// Whose timestamps the records carry.
     pub timestamp_type: TimestampType,
+    /// How long a batch is kept after its newest record's timestamp; `None`: forever.
+    pub retention_ms: Option<u64>,
 }
 
 impl TopicConfig {
@@ -89,9 +91,13 @@ impl TopicConfig {
             Some("LogAppendTime") => TimestampType::LogAppendTime,
             _ => TimestampType::CreateTime,
         };
+        let retention_ms = value(RETENTION_MS)
+            .and_then(|v| v.parse::<i64>().ok())
+            .and_then(|v| u64::try_from(v).ok());
         TopicConfig {
             max_message_bytes,
             timestamp_type,
+            retention_ms,
         }
     }
 }
@@ -147,12 +153,13 @@ pub fn check_topic_config(key: &str, value: &str) -> Result<String, String> {
             .ok_or_else(|| bad(&format!("an integer of at least {min}")))
     };
     match key {
-        RETENTION_MS | RETENTION_BYTES => {
+        RETENTION_MS => Ok(integer(-1)?.to_string()),
+        RETENTION_BYTES => {
             let v = integer(-1)?;
             if v != -1 {
                 return Err(format!(
-                    "{key_shown}={value_shown}: retention is not enforced yet, so {key_shown} \
-                     takes only -1 (keep everything) for now"
+                    "{key_shown}={value_shown}: size-based retention is not enforced yet, so \
+                     {key_shown} takes only -1 (no bound) for now"
                 ));
             }
             Ok(v.to_string())
@@ -285,14 +292,18 @@ mod tests {
     }
 
     #[test]
-    fn retention_and_compaction_take_only_todays_behaviour_until_they_are_built() {
+    fn size_retention_and_compaction_take_only_todays_behaviour_until_they_are_built() {
         assert_eq!(check_topic_config(RETENTION_MS, "-1").as_deref(), Ok("-1"));
+        assert_eq!(
+            check_topic_config(RETENTION_MS, " 3600000").as_deref(),
+            Ok("3600000")
+        );
+        assert!(check_topic_config(RETENTION_MS, "-2").is_err());
         assert_eq!(
             check_topic_config(RETENTION_BYTES, "-1").as_deref(),
             Ok("-1")
         );
         for (key, value) in [
-            (RETENTION_MS, "3600000"),
             (RETENTION_BYTES, "0"),
             (CLEANUP_POLICY, "compact"),
             (CLEANUP_POLICY, "delete,compact"),

@@ -349,7 +349,7 @@ impl BrokerService {
         if fault_injection::serves_uncommitted_records() {
             progress = self.whole_log(hosted, progress).await?;
         }
-        let log_start = self.node()?.log_start(hosted.group(), progress).await?;
+        let log_start = progress.first_readable();
         let out_of_range = || BrokerError::OffsetOutOfRange {
             topic: hosted.topic.clone(),
             partition: hosted.partition,
@@ -407,6 +407,7 @@ impl BrokerService {
         Ok(PartitionProgress {
             applied_index: u64::MAX,
             high_watermark: end.unwrap_or_default().max(progress.high_watermark),
+            ..progress
         })
     }
 
@@ -483,7 +484,7 @@ impl BrokerService {
         use pb::start_position::Position;
         let start = match req.start.and_then(|s| s.position) {
             None | Some(Position::Latest(_)) => progress.high_watermark,
-            Some(Position::Earliest(_)) => node.log_start(hosted.group(), progress).await?,
+            Some(Position::Earliest(_)) => progress.first_readable(),
             Some(Position::Offset(o)) => {
                 let offset = i64::try_from(o).unwrap_or(i64::MAX);
                 self.check_offset(&hosted, offset).await?.0
@@ -567,7 +568,7 @@ impl BrokerService {
                 self.confirmed_progress(&hosted).await?
             }
         };
-        let log_start = node.log_start(hosted.group(), progress).await?;
+        let log_start = progress.first_readable();
         let (offset, timestamp_ms) = match req.spec {
             None | Some(Spec::Latest(_)) => (Some(progress.high_watermark.0), None),
             Some(Spec::Earliest(_)) => (Some(log_start.0), None),

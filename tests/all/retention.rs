@@ -1,0 +1,279 @@
+//! Retention and trimming (docs/operations.md, "Retention"): the log start moves on every
+//! replica alike, records below it are out of range for readers and groups, and a replica that
+//! falls behind it receives a snapshot and the retained entries only.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use bytes::Bytes;
+use tonic::Code;
+use weir_client::{
+    Client, Consumer, ConsumerConfig, FetchSpec, OffsetReset, OffsetSpec, ProducerRecord,
+    TopicPartition, TopicSpec,
+};
+use weir_proto::v1 as pb;
+use weir_tests::{InProcessBroker, NodeId, ProcessCluster, eventually};
+
+/// Bounds a wait for replication, an election or a retention pass; never a timing assertion.
+const GENEROUS: Duration = Duration::from_secs(30);
+
+fn weir() -> &'static std::path::Path {
+    std::path::Path::new(crate::WEIR)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn record(value: String, timestamp_ms: i64) -> pb::Record {
+    pb::Record {
+        key: None,
+        value: Bytes::from(value),
+        headers: Vec::new(),
+        timestamp_ms: Some(timestamp_ms),
+    }
+}
+
+fn values(records: &[pb::ConsumedRecord]) -> Vec<(u64, String)> {
+    records
+        .iter()
+        .map(|r| (r.offset, String::from_utf8_lossy(&r.value).into_owned()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trimmed_records_are_out_of_range_and_a_group_behind_them_resets() -> anyhow::Result<()> {
+    let broker = InProcessBroker::start().await?;
+    let client = Client::connect(broker.addr().to_string()).await?;
+    client.create_topic(TopicSpec::new("trimmed", 1)).await?;
+    let records = (0..10)
+        .map(|i| ProducerRecord::new(format!("v{i}")))
+        .collect();
+    client
+        .produce("trimmed", Some(0), records, weir_client::Acks::All)
+        .await?;
+    let tp = TopicPartition::new("trimmed", 0);
+    let mut config = ConsumerConfig::with_group("readers");
+    config.auto_commit = false;
+    config.offset_reset = OffsetReset::Earliest;
+    config.fetch_max_wait = Duration::from_millis(100);
+    let mut first = Consumer::new(client.clone(), config.clone());
+    first.commit_offsets(&[(tp.clone(), 2)]).await?;
+    first.close().await?;
+
+    assert_eq!(client.delete_records("trimmed", 0, 6).await?, 6);
+    // The log start never moves back.
+    assert_eq!(client.delete_records("trimmed", 0, 4).await?, 6);
+    let past_the_end = client
+        .delete_records("trimmed", 0, 11)
+        .await
+        .expect_err("past the high watermark");
+    assert_eq!(
+        past_the_end.reason(),
+        Some("OFFSET_OUT_OF_RANGE"),
+        "{past_the_end}"
+    );
+
+    let below = client
+        .fetch(FetchSpec::new("trimmed", 0, 0))
+        .await
+        .expect_err("a trimmed offset");
+    assert_eq!(below.reason(), Some("OFFSET_OUT_OF_RANGE"), "{below}");
+    let fetched = client.fetch(FetchSpec::new("trimmed", 0, 6)).await?;
+    let got: Vec<(u64, Bytes)> = fetched
+        .records
+        .iter()
+        .map(|r| (r.offset, r.value.clone()))
+        .collect();
+    let want: Vec<(u64, Bytes)> = (6..10).map(|i| (i, Bytes::from(format!("v{i}")))).collect();
+    assert_eq!(got, want);
+    let earliest = client
+        .list_offsets("trimmed", 0, OffsetSpec::Earliest)
+        .await?;
+    assert_eq!(earliest.offset, Some(6));
+    let described = client.describe_topic("trimmed").await?;
+    assert_eq!(described.partitions[0].log_start_offset, 6);
+
+    // The group's committed offset (2) was trimmed: its next member resets per its policy,
+    // and resumes from what is left, not from 2 (out of range) nor from the end.
+    let committed = client.committed_offsets("readers", &[]).await?;
+    assert_eq!(
+        committed.iter().map(|c| c.offset).collect::<Vec<_>>(),
+        vec![2]
+    );
+    let mut second = Consumer::new(client.clone(), config);
+    second.subscribe(&["trimmed"]).await?;
+    let deadline = tokio::time::Instant::now() + GENEROUS;
+    let mut offsets = Vec::new();
+    while offsets.len() < 4 {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "got only {offsets:?}"
+        );
+        offsets.extend(second.poll().await?.into_iter().map(|r| r.record.offset));
+    }
+    assert_eq!(offsets, vec![6, 7, 8, 9]);
+    second.close().await?;
+
+    // The log start is replicated state: it survives a restart.
+    let (data_dir, _temp) = broker.stop().await;
+    let broker = InProcessBroker::start_in(&data_dir).await?;
+    let client = Client::connect(broker.addr().to_string()).await?;
+    let earliest = client
+        .list_offsets("trimmed", 0, OffsetSpec::Earliest)
+        .await?;
+    assert_eq!(earliest.offset, Some(6));
+    Ok(())
+}
+
+/// A topic keeping an hour: batches whose newest record is two hours old go, on every replica
+/// at the same offset; the young ones stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_ms_moves_the_log_start_on_every_replica_alike() -> anyhow::Result<()> {
+    const TOPIC: &str = "hourly";
+    let cluster =
+        ProcessCluster::new_with_config(weir(), 3, "[retention]\ncheck_interval_ms = 100\n")
+            .await?;
+    let mut cluster = cluster;
+    cluster.start_nodes(&cluster.node_ids()).await?;
+    let nodes = cluster.node_ids();
+    cluster
+        .client(1)?
+        .create_topic(pb::CreateTopicRequest {
+            name: TOPIC.into(),
+            partitions: 1,
+            replication_factor: 3,
+            configs: [("retention.ms".to_owned(), "3600000".to_owned())].into(),
+        })
+        .await?;
+    let old = now_ms() - 2 * 3_600_000;
+    for batch in 0..4 {
+        let records = (0..2)
+            .map(|i| record(format!("old-{}", batch * 2 + i), old))
+            .collect();
+        cluster.produce_acked(&nodes, TOPIC, 0, records).await?;
+    }
+    for i in 0..3 {
+        cluster
+            .produce_acked(
+                &nodes,
+                TOPIC,
+                0,
+                vec![record(format!("young-{i}"), now_ms())],
+            )
+            .await?;
+    }
+
+    let cluster = &cluster;
+    for &node in &nodes {
+        eventually(GENEROUS, "the log start to reach 8", || async move {
+            let view = cluster.partition_on(node, TOPIC, 0).await?;
+            (view.log_start_offset == 8).then_some(())
+        })
+        .await
+        .with_context(|| format!("node {node}"))?;
+    }
+    let want: Vec<(u64, String)> = (0..3).map(|i| (8 + i, format!("young-{i}"))).collect();
+    for &node in &nodes {
+        let stored = cluster.read_partition(node, TOPIC, 0).await?;
+        assert_eq!(values(&stored), want, "node {node}");
+    }
+    let leader = cluster.leader_of(TOPIC, 0).await?;
+    let below = cluster
+        .client(leader)?
+        .fetch(pb::FetchRequest {
+            topic: TOPIC.into(),
+            partition: 0,
+            offset: 7,
+            ..Default::default()
+        })
+        .await
+        .expect_err("a record retention deleted");
+    assert_eq!(below.code(), Code::OutOfRange, "{below:?}");
+    Ok(())
+}
+
+/// After a trim, every replica purges the entries below the log start; a replica moved onto a
+/// new node then installs a snapshot cut at the log start and receives only the entries after
+/// it: it never stores a trimmed batch, and serves the same records as the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_moved_after_a_trim_receives_only_the_retained_entries() -> anyhow::Result<()> {
+    const TOPIC: &str = "moved";
+    const TRIMMED: u64 = 250;
+    let mut cluster = ProcessCluster::new(weir(), 4).await?;
+    cluster.start_nodes(&cluster.node_ids()).await?;
+    cluster
+        .client(1)?
+        .create_topic(pb::CreateTopicRequest {
+            name: TOPIC.into(),
+            partitions: 1,
+            replication_factor: 3,
+            configs: Default::default(),
+        })
+        .await?;
+    let all = cluster.node_ids();
+    for i in 0..300 {
+        cluster
+            .produce_acked(&all, TOPIC, 0, vec![record(format!("r{i}"), now_ms())])
+            .await?;
+    }
+    let leader = cluster.leader_of(TOPIC, 0).await?;
+    let client = Client::connect(cluster.addr(leader).to_string()).await?;
+    assert_eq!(client.delete_records(TOPIC, 0, TRIMMED).await?, TRIMMED);
+    for i in 300..320 {
+        cluster
+            .produce_acked(&all, TOPIC, 0, vec![record(format!("r{i}"), now_ms())])
+            .await?;
+    }
+    let view = cluster
+        .partition_on(leader, TOPIC, 0)
+        .await
+        .context("describe on the leader")?;
+    let replicas = view.replicas.clone();
+    {
+        let cluster = &cluster;
+        for &node in &replicas {
+            // Purged, but for the last hundred or so entries below the log start.
+            eventually(GENEROUS, "the replica to purge its log", || async move {
+                let view = cluster.partition_on(node, TOPIC, 0).await?;
+                view.first_stored_offset
+                    .is_some_and(|first| first > 0 && first <= TRIMMED)
+                    .then_some(())
+            })
+            .await
+            .with_context(|| format!("node {node}"))?;
+        }
+    }
+    let from = *replicas
+        .iter()
+        .find(|&&r| r != leader)
+        .context("RF 3 has followers")?;
+    let to: NodeId = *all
+        .iter()
+        .find(|n| !replicas.contains(n))
+        .context("a spare node")?;
+    tokio::time::timeout(GENEROUS, client.move_replica(TOPIC, 0, from, to))
+        .await
+        .context("the move")??;
+
+    let on_leader = cluster.read_partition(leader, TOPIC, 0).await?;
+    assert_eq!(on_leader.first().map(|r| r.offset), Some(TRIMMED));
+    assert_eq!(on_leader.len(), 70);
+    let cluster = &cluster;
+    let view = eventually(GENEROUS, "the moved replica to catch up", || async move {
+        let view = cluster.partition_on(to, TOPIC, 0).await?;
+        (view.high_watermark == 320).then_some(view)
+    })
+    .await?;
+    assert_eq!(view.log_start_offset, TRIMMED);
+    assert_eq!(
+        view.first_stored_offset,
+        Some(TRIMMED),
+        "the moved replica stores only what follows the log start"
+    );
+    let on_new = cluster.read_partition(to, TOPIC, 0).await?;
+    assert_eq!(values(&on_new), values(&on_leader));
+    Ok(())
+}
