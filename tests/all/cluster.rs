@@ -1585,6 +1585,23 @@ async fn a_move_to_a_stopped_node_fails_and_can_be_run_again() -> anyhow::Result
     let client = weir_client::Client::connect(cluster.addr(leader).to_string()).await?;
     let stalled = move_until_it_stalls(&client, TOPIC, follower, spare).await?;
     assert_eq!(stalled.reason(), Some("UNAVAILABLE"), "{stalled}");
+    // The failed move takes back its first step: the new replica is no longer listed. (Before,
+    // every failed move left one listed, until no node was left to move to.)
+    let mut original = replicas.clone();
+    original.sort_unstable();
+    let listed = {
+        let cluster = &cluster;
+        eventually(GENEROUS, "the failed move's replica to be dropped", || {
+            let original = original.clone();
+            async move {
+                let mut listed = cluster.partition_on(leader, TOPIC, 0).await?.replicas;
+                listed.sort_unstable();
+                (listed == original).then_some(listed)
+            }
+        })
+        .await
+    };
+    assert!(listed.is_ok(), "{listed:?}");
 
     cluster.resume(spare)?;
     let moved = tokio::time::timeout(GENEROUS, client.move_replica(TOPIC, 0, follower, spare))
@@ -1602,10 +1619,11 @@ async fn a_move_to_a_stopped_node_fails_and_can_be_run_again() -> anyhow::Result
     Ok(())
 }
 
-/// A move cut short leaves its new replica in the metadata without the raft group having it.
-/// The next move of the partition, even to another node, must drop that replica first: before,
-/// it stayed listed forever (found by the nemesis, with moves under faults), a replica that
-/// never received anything.
+/// A move cut short leaves its new replica in the metadata without the raft group having it
+/// (a failed move takes it back itself, but not one whose leader went away meanwhile). The next
+/// move of the partition, even to another node, must drop any such replica first: before, it
+/// stayed listed forever (found by the nemesis, with moves under faults), a replica that never
+/// received anything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_move_after_one_cut_short_leaves_no_replica_outside_the_raft_group() -> anyhow::Result<()>
 {

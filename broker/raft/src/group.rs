@@ -203,6 +203,31 @@ where
         Ok(())
     }
 
+    /// Takes `node` out of the group if it is only a learner (a change that failed before
+    /// promoting it), so the leader forgets what it replicated there. Returns `true` when `node`
+    /// is no member now, `false` when it is a voter (left alone). Must run on the leader.
+    pub(crate) async fn drop_learner(&self, node: NodeId) -> Result<bool, ReplicaError> {
+        let _changing = self.membership_changes.lock().await;
+        let (voter, learner) = {
+            let metrics = self.raft.metrics().borrow_watched().clone();
+            let membership = metrics.membership_config.membership();
+            (
+                membership.voter_ids().any(|v| v == node),
+                membership.learner_ids().any(|l| l == node),
+            )
+        };
+        if voter {
+            return Ok(false);
+        }
+        if learner {
+            self.raft
+                .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([node])), false)
+                .await
+                .map_err(|e| write_error(self.id, e))?;
+        }
+        Ok(true)
+    }
+
     /// Runs for the group's life: whenever this node leads the group with its latest state and
     /// the membership is a joint configuration that no change on this node is finishing, it
     /// finishes it. A leader that dies between the two entries of a membership change leaves

@@ -216,6 +216,13 @@ impl PartitionReplica {
         self.group.replace_voter(Some(add), Some(remove)).await
     }
 
+    /// Takes `node` out of the group if it is only a learner (a move that failed before
+    /// promoting it); `true` when it is no member now, `false` when it is a voter. Must run on
+    /// the leader.
+    pub async fn drop_learner(&self, node: NodeId) -> Result<bool, ReplicaError> {
+        self.group.drop_learner(node).await
+    }
+
     /// The group's members, voters and learners, as this node's membership config has them
     /// (during a change, the old and the new ones), once a round with a quorum has confirmed
     /// that this node still leads the group (`NOT_LEADER` otherwise): a view another leader

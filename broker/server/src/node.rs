@@ -427,11 +427,10 @@ impl Node {
             }
         };
         self.propose(command(true)).await?;
-        hosted
-            .replica
-            .replace_voter((to, address), from)
-            .await
-            .map_err(|e| self.replica_error(e))?;
+        if let Err(e) = hosted.replica.replace_voter((to, address), from).await {
+            self.roll_back_move(&what, command(true), &hosted).await;
+            return Err(self.replica_error(e));
+        }
         self.propose(command(false)).await?;
         let mut moved = info;
         if !moved.replicas.contains(&to) {
@@ -500,6 +499,46 @@ impl Node {
             .map_err(|e| self.replica_error(e))?;
         tracing::info!(topic = %topic.name, %partition, %log_start, "records deleted below the log start");
         Ok(log_start)
+    }
+
+    /// Undoes the first step of a move whose membership change failed (`added`: the
+    /// `AddReplica` it proposed), if the new replica never became a voter: the raft group drops
+    /// it as a learner, then the metadata drops it, and its node deletes what it received.
+    /// Without this, every move cut short left one more replica listed, until moves found no
+    /// node without one (the nemesis saw six listed for a partition of three). Best effort: a
+    /// leader that lost its leadership meanwhile leaves it to the next move's settling.
+    async fn roll_back_move(&self, what: &str, added: Command, hosted: &HostedPartition) {
+        let Command::AddReplica {
+            topic,
+            partition,
+            node,
+        } = added
+        else {
+            return;
+        };
+        match hosted.replica.drop_learner(node).await {
+            Ok(true) => {
+                let dropped = self
+                    .propose(Command::RemoveReplica {
+                        topic,
+                        partition,
+                        node,
+                    })
+                    .await;
+                match dropped {
+                    Ok(_) => {
+                        tracing::info!(partition = %what, node, "move failed; its new replica was dropped")
+                    }
+                    Err(e) => {
+                        tracing::warn!(partition = %what, node, error = %e, "move failed, and dropping its new replica from the metadata failed too; the next move drops it")
+                    }
+                }
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(partition = %what, node, error = %e, "move failed, and taking its new replica out of the raft group failed too; the next move does")
+            }
+        }
     }
 
     /// Drops from the metadata every replica of `topic`/`partition` that its raft group (led
