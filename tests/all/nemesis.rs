@@ -89,6 +89,28 @@ async fn replicas_moving_under_faults_lose_nothing() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Partitions are trimmed (DeleteRecords) while replicas move and nodes are killed, lose power
+/// and are cut off: every replica must trim at the same offset, a replica behind the new log
+/// start must catch up from a snapshot, and nothing at or above the log start may be lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trims_under_faults_lose_nothing_above_the_log_start() -> anyhow::Result<()> {
+    let report = run_clean(NemesisConfig {
+        kinds: vec![
+            FaultKind::Trim,
+            FaultKind::Trim,
+            FaultKind::Move,
+            FaultKind::Kill,
+            FaultKind::PowerLoss,
+            FaultKind::Isolate,
+        ],
+        ..config(4, 3, 30)
+    })
+    .await?;
+    assert!(report.faults.get("trim") >= Some(&2), "{report}");
+    assert!(report.tally.trimmed > 0, "{report}");
+    Ok(())
+}
+
 /// Nodes join and leave (the controller's voters change, replicas move onto the new node and
 /// off it again before it is removed) while links fail, answers are lost and nodes pause.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

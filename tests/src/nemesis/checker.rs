@@ -20,7 +20,10 @@ use super::history::{Append, Commit, CommittedView, Outcome, Read};
 /// One partition's final state.
 #[derive(Debug, Clone, Default)]
 pub struct FinalPartition {
-    /// The partition's records, `(offset, value)`, as its leader serves them.
+    /// The partition's log start: records below it were trimmed (the checker does not count
+    /// them lost, nor reads of them vanished).
+    pub log_start: u64,
+    /// The partition's records, `(offset, value)`, from its log start, as its leader serves them.
     pub records: Vec<(u64, Bytes)>,
     /// Every replica's stored batches, exactly as served, by node.
     pub replicas: BTreeMap<u64, Vec<Bytes>>,
@@ -181,6 +184,8 @@ impl fmt::Display for Violation {
 pub struct Tally {
     /// Appends acknowledged.
     pub acknowledged: usize,
+    /// Of those, trimmed since (below the final log start): not checked.
+    pub trimmed: usize,
     /// Appends that failed or whose outcome is unknown.
     pub indefinite: usize,
     /// Of those, stored all the same.
@@ -224,7 +229,12 @@ pub fn check(
         match append.outcome {
             Outcome::Ok { offset } => {
                 tally.acknowledged += 1;
-                if at.is_none_or(|offsets| !offsets.contains(&offset)) {
+                let trimmed = partitions
+                    .get(&append.partition)
+                    .is_some_and(|p| offset < p.log_start);
+                if trimmed {
+                    tally.trimmed += 1;
+                } else if at.is_none_or(|offsets| !offsets.contains(&offset)) {
                     violations.push(Violation::Lost {
                         partition: append.partition,
                         value: append.value.clone(),
@@ -292,8 +302,11 @@ pub fn check(
         }
     }
     for read in reads {
-        let now = partitions
-            .get(&read.partition)
+        let partition = partitions.get(&read.partition);
+        if partition.is_some_and(|p| read.offset < p.log_start) {
+            continue; // trimmed since
+        }
+        let now = partition
             .and_then(|p| p.records.iter().find(|(o, _)| *o == read.offset))
             .map(|(_, v)| v);
         if now != Some(&read.value) {
@@ -369,9 +382,37 @@ mod tests {
             .collect();
         let batch = Bytes::from(values.concat());
         FinalPartition {
+            log_start: 0,
             records,
             replicas: BTreeMap::from([(1, vec![batch.clone()]), (2, vec![batch])]),
         }
+    }
+
+    #[test]
+    fn trimmed_records_are_neither_lost_nor_vanished_but_only_below_the_log_start() {
+        let appends = [
+            append(1, 0, 0, Outcome::Ok { offset: 0 }),
+            append(1, 1, 0, Outcome::Ok { offset: 1 }),
+            append(1, 2, 0, Outcome::Ok { offset: 2 }),
+        ];
+        let reads = |offset: u64, value: &'static [u8]| Read {
+            partition: 0,
+            offset,
+            value: Bytes::from_static(value),
+        };
+        // Offsets 0 and 1 trimmed; 2 kept.
+        let mut p = log(&["w1-2"]);
+        p.records = vec![(2, Bytes::from_static(b"w1-2"))];
+        p.log_start = 2;
+        let partitions = BTreeMap::from([(0, p.clone())]);
+        let (tally, violations) = check(&appends, &[reads(0, b"w1-0")], &partitions);
+        assert_eq!(violations, Vec::new());
+        assert_eq!((tally.acknowledged, tally.trimmed), (3, 2));
+        // At or above the log start, a missing record is still lost, a changed one vanished.
+        p.records.clear();
+        let partitions = BTreeMap::from([(0, p)]);
+        let (_, violations) = check(&appends, &[reads(2, b"w1-2")], &partitions);
+        assert_eq!(violations.len(), 2, "{violations:#?}");
     }
 
     #[test]

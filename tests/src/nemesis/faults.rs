@@ -40,6 +40,8 @@ pub enum FaultKind {
     Move,
     /// [`Fault::Membership`] (needs 3 nodes or more).
     Membership,
+    /// [`Fault::Trim`].
+    Trim,
 }
 
 impl FaultKind {
@@ -77,6 +79,7 @@ impl FaultKind {
             FaultKind::FailFsync => "fail-fsync",
             FaultKind::Move => "move",
             FaultKind::Membership => "membership",
+            FaultKind::Trim => "trim",
         }
     }
 
@@ -85,7 +88,7 @@ impl FaultKind {
         Self::PROCESS_AND_NETWORK
             .into_iter()
             .chain(Self::DISK)
-            .chain([FaultKind::Move, FaultKind::Membership])
+            .chain([FaultKind::Move, FaultKind::Membership, FaultKind::Trim])
             .find(|k| k.name() == name)
     }
 }
@@ -135,6 +138,11 @@ pub enum Fault {
     /// The next step of a node joining or leaving the cluster (the number picks among
     /// choices, see [`MembershipChanges::step`]). Nothing to heal.
     Membership(u64),
+    /// The partition's records below some offset deleted (DeleteRecords through any node,
+    /// followed to the leader): up to this many percent of its high watermark, at most half.
+    /// Not a fault but an operation run while faults are: every replica must trim alike, and a
+    /// replica behind the new log start must catch up from a snapshot. Nothing to heal.
+    Trim(u32, u64),
 }
 
 impl std::fmt::Display for Fault {
@@ -155,6 +163,12 @@ impl std::fmt::Display for Fault {
             Fault::FailFsync(n, _) => write!(f, "fail every fsync of node {n}"),
             Fault::Move(partition, _) => write!(f, "move a replica of partition {partition}"),
             Fault::Membership(_) => write!(f, "change the membership"),
+            Fault::Trim(partition, percent) => {
+                write!(
+                    f,
+                    "trim partition {partition} to {percent}% of its high watermark"
+                )
+            }
         }
     }
 }
@@ -176,6 +190,7 @@ impl Fault {
             Fault::FailFsync(..) => FaultKind::FailFsync,
             Fault::Move(..) => FaultKind::Move,
             Fault::Membership(_) => FaultKind::Membership,
+            Fault::Trim(..) => FaultKind::Trim,
         }
     }
 
@@ -219,6 +234,10 @@ impl Fault {
             FaultKind::FailFsync => Fault::FailFsync(node, rng.random()),
             FaultKind::Move => Fault::Move(rng.random_range(0..partitions.max(1)), rng.random()),
             FaultKind::Membership => Fault::Membership(rng.random()),
+            FaultKind::Trim => Fault::Trim(
+                rng.random_range(0..partitions.max(1)),
+                rng.random_range(1..=50),
+            ),
         }
     }
 
@@ -243,7 +262,8 @@ impl Fault {
             _ => None,
         };
         let links = |f: &Fault| {
-            processes(f).is_none() && !matches!(f, Fault::Move(..) | Fault::Membership(_))
+            processes(f).is_none()
+                && !matches!(f, Fault::Move(..) | Fault::Membership(_) | Fault::Trim(..))
         };
         match (processes(self), processes(other)) {
             (Some(a), Some(b)) => a != b,
@@ -308,6 +328,7 @@ impl Fault {
             Fault::FailFsync(n, _) => cluster.set_fsync_failing(*n, true)?,
             Fault::Move(partition, pick) => return Ok(moves.start(*partition, *pick, None)),
             Fault::Membership(pick) => membership.step(cluster, moves, *pick).await?,
+            Fault::Trim(partition, percent) => return Ok(trim(cluster, *partition, *percent).await),
         }
         Ok(true)
     }
@@ -340,8 +361,32 @@ impl Fault {
                 cluster.set_fsync_failing(*n, false)?;
                 cluster.restart(*n).await?;
             }
-            Fault::Move(..) | Fault::Membership(_) => {}
+            Fault::Move(..) | Fault::Membership(_) | Fault::Trim(..) => {}
         }
         Ok(())
     }
+}
+
+/// Deletes the records of `partition` below `percent`% of its high watermark, through any
+/// node that answers within a few seconds; returns whether the trim was acknowledged. (A trim
+/// that fails or whose answer is lost may still take effect: the checker judges by the final
+/// log start, never by what was asked.)
+async fn trim(cluster: &ProcessCluster, partition: u32, percent: u64) -> bool {
+    const ATTEMPT: Duration = Duration::from_secs(5);
+    for node in cluster.node_ids() {
+        let attempt = async {
+            let client = weir_client::Client::connect(cluster.addr(node).to_string()).await?;
+            let end = client
+                .list_offsets(super::TOPIC, partition, weir_client::OffsetSpec::Latest)
+                .await?
+                .high_watermark;
+            client
+                .delete_records(super::TOPIC, partition, end * percent / 100)
+                .await
+        };
+        if let Ok(Ok(_)) = tokio::time::timeout(ATTEMPT, attempt).await {
+            return true;
+        }
+    }
+    false
 }

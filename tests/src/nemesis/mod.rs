@@ -121,6 +121,7 @@ impl NemesisConfig {
         if (self.replication as usize) < self.nodes || kinds.contains(&FaultKind::Membership) {
             kinds.push(FaultKind::Move);
         }
+        kinds.push(FaultKind::Trim);
         kinds
     }
 
@@ -132,6 +133,7 @@ impl NemesisConfig {
             FaultKind::PowerLoss,
             FaultKind::PowerLossAll,
             FaultKind::FailFsync,
+            FaultKind::Trim,
         ];
         anyhow::ensure!(
             self.nodes >= 3
@@ -215,8 +217,8 @@ impl std::fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "appends: {} acknowledged, {} failed or unknown ({} of them stored); {} records read during the run",
-            t.acknowledged, t.indefinite, t.indefinite_stored, t.read
+            "appends: {} acknowledged ({} trimmed since), {} failed or unknown ({} of them stored); {} records read during the run",
+            t.acknowledged, t.trimmed, t.indefinite, t.indefinite_stored, t.read
         )?;
         writeln!(
             f,
@@ -532,14 +534,16 @@ async fn final_state(
             }
             for &node in &replicas {
                 let mark = cluster.partition_on(node, TOPIC, partition).await?;
-                if mark.high_watermark != view.high_watermark {
+                if mark.high_watermark != view.high_watermark
+                    || mark.log_start_offset != view.log_start_offset
+                {
                     return None;
                 }
             }
-            Some((leader, replicas, view.high_watermark))
+            Some((leader, replicas, view.log_start_offset, view.high_watermark))
         })
         .await;
-        let (leader, replicas, high_watermark) = match agreed {
+        let (leader, replicas, log_start, high_watermark) = match agreed {
             Ok(agreed) => agreed,
             Err(e) => {
                 anyhow::bail!(
@@ -555,17 +559,21 @@ async fn final_state(
             .map(|r| (r.offset, r.value))
             .collect::<Vec<_>>();
         anyhow::ensure!(
-            records.len() as u64 == high_watermark,
-            "partition {partition}: read {} records below the high watermark {high_watermark}",
+            records.len() as u64 == high_watermark - log_start,
+            "partition {partition}: read {} records from the log start {log_start} to the high watermark {high_watermark}",
             records.len()
         );
         let mut stored = BTreeMap::new();
         for node in replicas {
-            stored.insert(node, stored_batches(cluster, node, partition).await?);
+            stored.insert(
+                node,
+                stored_batches(cluster, node, partition, log_start).await?,
+            );
         }
         state.insert(
             partition,
             FinalPartition {
+                log_start,
                 records,
                 replicas: stored,
             },
@@ -612,10 +620,11 @@ async fn stored_batches(
     cluster: &ProcessCluster,
     node: NodeId,
     partition: u32,
+    log_start: u64,
 ) -> anyhow::Result<Vec<Bytes>> {
     let mut client = cluster.client(node)?;
     let mut batches = Vec::new();
-    let mut next = 0u64;
+    let mut next = log_start;
     loop {
         let fetched = client
             .fetch(pb::FetchRequest {
