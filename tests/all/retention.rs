@@ -277,3 +277,59 @@ async fn a_replica_moved_after_a_trim_receives_only_the_retained_entries() -> an
     assert_eq!(values(&on_new), values(&on_leader));
     Ok(())
 }
+
+/// The controller's log stays bounded however many group commits it takes (it snapshots every
+/// 1 000 entries and purges to 100 behind), and a restarted node restores the groups' offsets
+/// from its snapshot and the entries after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_log_stays_bounded_and_restores_from_its_snapshot() -> anyhow::Result<()> {
+    const COMMITS: u64 = 2_500;
+    let broker = InProcessBroker::start().await?;
+    let client = Client::connect(broker.addr().to_string()).await?;
+    client.create_topic(TopicSpec::new("committed", 1)).await?;
+    let records = (0..10)
+        .map(|i| ProducerRecord::new(format!("v{i}")))
+        .collect();
+    client
+        .produce("committed", Some(0), records, weir_client::Acks::All)
+        .await?;
+    let tp = TopicPartition::new("committed", 0);
+    let mut config = ConsumerConfig::with_group("many-commits");
+    config.auto_commit = false;
+    let mut consumer = Consumer::new(client.clone(), config);
+    for i in 0..COMMITS {
+        consumer.commit_offsets(&[(tp.clone(), i % 10)]).await?;
+    }
+    consumer.close().await?;
+    let last = (COMMITS - 1) % 10;
+
+    let (data_dir, temp) = broker.stop().await;
+    {
+        let db = weir_storage::LogDb::open(
+            data_dir.join("controller.redb"),
+            weir_storage::LogDbOptions::default(),
+        )?;
+        let bounds = db.bounds(0)?;
+        let (first, last_index) = (
+            bounds
+                .first_index
+                .context("the controller log keeps entries")?,
+            bounds
+                .last_index
+                .context("the controller log keeps entries")?,
+        );
+        assert!(
+            first > 1_000 && last_index - first < 1_200,
+            "the controller log holds entries {first} to {last_index} after {COMMITS} commits"
+        );
+    }
+    let broker = InProcessBroker::start_in(&data_dir).await?;
+    let client = Client::connect(broker.addr().to_string()).await?;
+    let committed = client.committed_offsets("many-commits", &[]).await?;
+    assert_eq!(
+        committed.iter().map(|c| c.offset).collect::<Vec<_>>(),
+        vec![last]
+    );
+    drop(temp);
+    Ok(())
+}
