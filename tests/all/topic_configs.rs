@@ -72,7 +72,7 @@ async fn configs_are_checked_altered_all_or_nothing_and_described_with_their_sou
         ("max.message.bytes", "-1"),
         ("message.timestamp.type", "WallClock"),
         ("retention.ms", "-2"),
-        ("retention.bytes", "1000000"),
+        ("retention.bytes", "-3"),
         ("cleanup.policy", "compact"),
     ] {
         invalid_config(

@@ -766,7 +766,7 @@ mod tests {
                 "retention.minutes",
             ),
             (
-                "[topic_defaults]\n\"retention.bytes\" = 60000\n",
+                "[topic_defaults]\n\"retention.bytes\" = -60000\n",
                 "retention.bytes",
             ),
         ] {

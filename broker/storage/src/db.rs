@@ -509,6 +509,33 @@ impl LogDb {
         Ok(limit)
     }
 
+    /// The batches of `group` whose base offset is in `from..limit`, in order, as `(base
+    /// offset, offset count, bytes stored)`: what size-based retention counts. Reads the
+    /// entries themselves (their stored length), so callers scan each batch once.
+    pub fn batch_sizes(
+        &self,
+        group: GroupId,
+        from: Offset,
+        limit: Offset,
+    ) -> Result<Vec<(Offset, u32, u64)>, ReadError> {
+        let txn = self.shared.db.begin_read()?;
+        let offsets = txn.open_table(OFFSET_INDEX)?;
+        let log = txn.open_table(RAFT_LOG)?;
+        let mut sizes = Vec::new();
+        if from >= limit {
+            return Ok(sizes);
+        }
+        for row in offsets.range((group, from.0)..(group, limit.0))? {
+            let (key, row) = row?;
+            let (index, count, _) = row.value();
+            let bytes = log
+                .get((group, index))?
+                .map_or(0, |entry| entry.value().len() as u64);
+            sizes.push((Offset(key.value().1), count, bytes));
+        }
+        Ok(sizes)
+    }
+
     /// The metadata of entry `index` of `group`, if it is stored.
     pub fn entry_meta(&self, group: GroupId, index: u64) -> Result<Option<Bytes>, ReadError> {
         let txn = self.shared.db.begin_read()?;
@@ -1020,6 +1047,29 @@ mod tests {
         assert_eq!(db.first_batch_reaching(1, Offset(5)).unwrap(), None);
         assert_eq!(db.entry_meta(1, 2).unwrap().as_deref(), Some(&b"blank"[..]));
         assert_eq!(db.entry_meta(1, 9).unwrap(), None);
+    }
+
+    #[test]
+    fn batch_sizes_are_the_stored_lengths_of_the_batches_in_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(&dir);
+        append(
+            &db,
+            1,
+            vec![
+                data(1, &["a", "bb"]),
+                blank(2),
+                data(3, &["c".repeat(500).as_str()]),
+            ],
+        );
+        let sizes = db.batch_sizes(1, Offset(0), Offset(3)).unwrap();
+        assert_eq!(
+            sizes.iter().map(|&(o, c, _)| (o, c)).collect::<Vec<_>>(),
+            vec![(Offset(0), 2), (Offset(2), 1)]
+        );
+        assert!(sizes[1].2 > 500 && sizes[1].2 > sizes[0].2, "{sizes:?}");
+        assert_eq!(db.batch_sizes(1, Offset(2), Offset(3)).unwrap().len(), 1);
+        assert_eq!(db.batch_sizes(1, Offset(3), Offset(3)).unwrap(), Vec::new());
     }
 
     #[test]

@@ -6,10 +6,9 @@
 //! is stored as `LogAppendTime`). The defaults are each node's (`[topic_defaults]` in its config
 //! file), checked at start-up by the same rules.
 //!
-//! Size-based retention and compaction are being built (issue #13): until they are, the keys
-//! that would switch them on accept only the values that describe what the broker does today
-//! (`retention.bytes` of -1, `cleanup.policy` of `delete`), so no topic claims a bound the broker
-//! would not keep. `retention.ms` is enforced.
+//! Compaction is being built (issue #13): until it is, `cleanup.policy` accepts only `delete`,
+//! so no topic claims a behaviour the broker does not have. Retention (`retention.ms`,
+//! `retention.bytes`) is enforced.
 
 use std::collections::BTreeMap;
 
@@ -73,6 +72,8 @@ pub struct TopicConfig {
     pub timestamp_type: TimestampType,
     /// How long a batch is kept after its newest record's timestamp; `None`: forever.
     pub retention_ms: Option<u64>,
+    /// The most bytes of batches one partition keeps; `None`: no bound.
+    pub retention_bytes: Option<u64>,
 }
 
 impl TopicConfig {
@@ -91,13 +92,16 @@ impl TopicConfig {
             Some("LogAppendTime") => TimestampType::LogAppendTime,
             _ => TimestampType::CreateTime,
         };
-        let retention_ms = value(RETENTION_MS)
-            .and_then(|v| v.parse::<i64>().ok())
-            .and_then(|v| u64::try_from(v).ok());
+        let bound = |key| {
+            value(key)
+                .and_then(|v| v.parse::<i64>().ok())
+                .and_then(|v| u64::try_from(v).ok())
+        };
         TopicConfig {
             max_message_bytes,
             timestamp_type,
-            retention_ms,
+            retention_ms: bound(RETENTION_MS),
+            retention_bytes: bound(RETENTION_BYTES),
         }
     }
 }
@@ -153,17 +157,7 @@ pub fn check_topic_config(key: &str, value: &str) -> Result<String, String> {
             .ok_or_else(|| bad(&format!("an integer of at least {min}")))
     };
     match key {
-        RETENTION_MS => Ok(integer(-1)?.to_string()),
-        RETENTION_BYTES => {
-            let v = integer(-1)?;
-            if v != -1 {
-                return Err(format!(
-                    "{key_shown}={value_shown}: size-based retention is not enforced yet, so \
-                     {key_shown} takes only -1 (no bound) for now"
-                ));
-            }
-            Ok(v.to_string())
-        }
+        RETENTION_MS | RETENTION_BYTES => Ok(integer(-1)?.to_string()),
         DELETE_RETENTION_MS | MIN_COMPACTION_LAG_MS => Ok(integer(0)?.to_string()),
         MAX_MESSAGE_BYTES => {
             let v = integer(0)?;
@@ -292,7 +286,7 @@ mod tests {
     }
 
     #[test]
-    fn size_retention_and_compaction_take_only_todays_behaviour_until_they_are_built() {
+    fn retention_takes_minus_one_or_more_and_compaction_waits_until_it_is_built() {
         assert_eq!(check_topic_config(RETENTION_MS, "-1").as_deref(), Ok("-1"));
         assert_eq!(
             check_topic_config(RETENTION_MS, " 3600000").as_deref(),
@@ -303,8 +297,12 @@ mod tests {
             check_topic_config(RETENTION_BYTES, "-1").as_deref(),
             Ok("-1")
         );
+        assert_eq!(
+            check_topic_config(RETENTION_BYTES, "1048576").as_deref(),
+            Ok("1048576")
+        );
+        assert!(check_topic_config(RETENTION_BYTES, "lots").is_err());
         for (key, value) in [
-            (RETENTION_BYTES, "0"),
             (CLEANUP_POLICY, "compact"),
             (CLEANUP_POLICY, "delete,compact"),
         ] {
