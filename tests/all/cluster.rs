@@ -1453,6 +1453,20 @@ async fn replicas_move_between_nodes_without_losing_data() -> anyhow::Result<()>
         .await
         .expect_err("the spare node holds no replica");
     assert_eq!(bad.reason(), Some("INVALID_ARGUMENT"), "{bad}");
+    // Onto a node that holds one already: refused, rather than shrinking the replicas to one.
+    let onto_a_replica = client
+        .move_replica(TOPIC, 0, follower, leader)
+        .await
+        .expect_err("the leader holds a replica");
+    assert_eq!(
+        onto_a_replica.reason(),
+        Some("INVALID_ARGUMENT"),
+        "{onto_a_replica}"
+    );
+    assert_eq!(
+        replicas(&client.describe_topic(TOPIC).await?),
+        replicas(&before)
+    );
 
     let moved = client.move_replica(TOPIC, 0, follower, spare).await?;
     let mut expected = vec![leader, spare];

@@ -409,6 +409,15 @@ impl Node {
                 info.replicas
             )));
         }
+        // A node listed but not voting (a learner a move cut short left) may be moved to again:
+        // that move completes. One that votes already holds a replica: moving there would only
+        // drop `from`, shrinking the partition's replicas.
+        let voters = hosted.replica.replica_status().unwrap_or_default();
+        if voters.iter().any(|r| r.node_id == to) {
+            return Err(BrokerError::InvalidArgument(format!(
+                "node {to} already holds a replica of {what}"
+            )));
+        }
         tracing::info!(partition = %what, from, to, "moving replica");
         let command = |add: bool| {
             let (topic, partition) = (topic.name.clone(), partition.0);

@@ -116,20 +116,26 @@ impl Moves {
                 .get(partition as usize)
                 .map(|p| p.replicas.clone())
                 .unwrap_or_default();
-            let mut spare: Vec<NodeId> = targets
-                .into_iter()
-                .filter(|n| !replicas.contains(n))
-                .collect();
-            spare.sort_unstable();
             let from = match from {
                 Some(node) => replicas.contains(&node).then_some(node),
                 None => replicas.get(pick as usize % replicas.len().max(1)).copied(),
             };
+            let mut spare: Vec<NodeId> = targets
+                .iter()
+                .copied()
+                .filter(|n| !replicas.contains(n))
+                .collect();
+            if spare.is_empty() {
+                // Every target listed: some only as learners moves cut short left (a move
+                // there completes; the broker refuses nodes that vote already).
+                spare = targets.into_iter().filter(|&n| Some(n) != from).collect();
+            }
+            spare.sort_unstable();
             let (Some(from), Some(&to)) =
                 (from, spare.get((pick / 7) as usize % spare.len().max(1)))
             else {
                 return Err(not_started(format!(
-                    "none possible: replicas {replicas:?}, targets without one {spare:?}"
+                    "none possible: replicas {replicas:?}, targets {spare:?}"
                 )));
             };
             let chosen = Move {
@@ -187,8 +193,12 @@ impl Moves {
                 match outcome {
                     Ok(()) => break false,
                     // Done before its answer was lost, or its old replica moved since, or
-                    // its new node has left the cluster since.
-                    Err(e) if e.contains("holds no replica") || e.contains("not a member") => {
+                    // its new node has left the cluster or holds a replica since.
+                    Err(e)
+                        if e.contains("holds no replica")
+                            || e.contains("not a member")
+                            || e.contains("already holds a replica") =>
+                    {
                         break true;
                     }
                     Err(e) if Instant::now() > deadline => {
