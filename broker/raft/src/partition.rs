@@ -308,7 +308,8 @@ async fn snapshot_at_log_start(
     group: Group<PartitionStateMachine>,
     mut progress: watch::Receiver<PartitionProgress>,
 ) {
-    let mut asked_at = progress.borrow().log_start;
+    // From zero: a replica that stopped before it snapshotted at its log start does so now.
+    let mut asked_at = Offset(0);
     while progress.changed().await.is_ok() {
         let log_start = progress.borrow_and_update().log_start;
         if log_start > asked_at {
