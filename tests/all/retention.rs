@@ -43,17 +43,44 @@ fn values(records: &[pb::ConsumedRecord]) -> Vec<(u64, String)> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn trimmed_records_are_out_of_range_and_a_group_behind_them_resets() -> anyhow::Result<()> {
+/// A single broker with `topic` (one partition) holding `v0`..`v9` at offsets 0 to 9.
+async fn broker_with_ten_records(topic: &str) -> anyhow::Result<(InProcessBroker, Client)> {
     let broker = InProcessBroker::start().await?;
     let client = Client::connect(broker.addr().to_string()).await?;
-    client.create_topic(TopicSpec::new("trimmed", 1)).await?;
+    client.create_topic(TopicSpec::new(topic, 1)).await?;
     let records = (0..10)
         .map(|i| ProducerRecord::new(format!("v{i}")))
         .collect();
     client
-        .produce("trimmed", Some(0), records, weir_client::Acks::All)
+        .produce(topic, Some(0), records, weir_client::Acks::All)
         .await?;
+    Ok((broker, client))
+}
+
+/// Creates `topic` on `cluster`: one partition, three replicas, `configs`.
+async fn create_on_three(
+    cluster: &ProcessCluster,
+    topic: &str,
+    configs: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    cluster
+        .client(1)?
+        .create_topic(pb::CreateTopicRequest {
+            name: topic.into(),
+            partitions: 1,
+            replication_factor: 3,
+            configs: configs
+                .iter()
+                .map(|&(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        })
+        .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trimmed_records_are_out_of_range_and_a_group_behind_them_resets() -> anyhow::Result<()> {
+    let (broker, client) = broker_with_ten_records("trimmed").await?;
     let tp = TopicPartition::new("trimmed", 0);
     let mut config = ConsumerConfig::with_group("readers");
     config.auto_commit = false;
@@ -139,15 +166,7 @@ async fn retention_ms_moves_the_log_start_on_every_replica_alike() -> anyhow::Re
     let mut cluster = cluster;
     cluster.start_nodes(&cluster.node_ids()).await?;
     let nodes = cluster.node_ids();
-    cluster
-        .client(1)?
-        .create_topic(pb::CreateTopicRequest {
-            name: TOPIC.into(),
-            partitions: 1,
-            replication_factor: 3,
-            configs: [("retention.ms".to_owned(), "3600000".to_owned())].into(),
-        })
-        .await?;
+    create_on_three(&cluster, TOPIC, &[("retention.ms", "3600000")]).await?;
     let old = now_ms() - 2 * 3_600_000;
     for batch in 0..4 {
         let records = (0..2)
@@ -204,15 +223,7 @@ async fn a_replica_moved_after_a_trim_receives_only_the_retained_entries() -> an
     const TRIMMED: u64 = 250;
     let mut cluster = ProcessCluster::new(weir(), 4).await?;
     cluster.start_nodes(&cluster.node_ids()).await?;
-    cluster
-        .client(1)?
-        .create_topic(pb::CreateTopicRequest {
-            name: TOPIC.into(),
-            partitions: 1,
-            replication_factor: 3,
-            configs: Default::default(),
-        })
-        .await?;
+    create_on_three(&cluster, TOPIC, &[]).await?;
     let all = cluster.node_ids();
     for i in 0..300 {
         cluster
@@ -284,15 +295,7 @@ async fn a_replica_moved_after_a_trim_receives_only_the_retained_entries() -> an
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_controller_log_stays_bounded_and_restores_from_its_snapshot() -> anyhow::Result<()> {
     const COMMITS: u64 = 2_500;
-    let broker = InProcessBroker::start().await?;
-    let client = Client::connect(broker.addr().to_string()).await?;
-    client.create_topic(TopicSpec::new("committed", 1)).await?;
-    let records = (0..10)
-        .map(|i| ProducerRecord::new(format!("v{i}")))
-        .collect();
-    client
-        .produce("committed", Some(0), records, weir_client::Acks::All)
-        .await?;
+    let (broker, client) = broker_with_ten_records("committed").await?;
     let tp = TopicPartition::new("committed", 0);
     let mut config = ConsumerConfig::with_group("many-commits");
     config.auto_commit = false;
