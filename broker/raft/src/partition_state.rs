@@ -466,7 +466,7 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         self.try_create_snapshot_builder(true)
             .await
-            .expect("a forced snapshot has a cut: openraft builds one only after applying an entry")
+            .expect("a forced snapshot always has a cut: the applied index when there is no other")
     }
 
     async fn install_snapshot(
