@@ -1351,12 +1351,21 @@ async fn a_node_joining_with_peers_starts_once_added() -> anyhow::Result<()> {
         ids.sort_unstable();
         ids
     };
-    let described = cluster
-        .client(joiner)?
-        .describe_cluster(pb::DescribeClusterRequest {})
-        .await?
-        .into_inner();
-    assert_eq!(nodes(described), vec![1, 2, 3, 4]);
+    // The joiner answers from its own copy of the controller state, which may not yet have
+    // applied the entry that added it when it starts serving.
+    let joiner_client = cluster.client(joiner)?;
+    eventually(GENEROUS, "the joiner to list all four nodes", || {
+        let mut client = joiner_client.clone();
+        async move {
+            let described = client
+                .describe_cluster(pb::DescribeClusterRequest {})
+                .await
+                .ok()?
+                .into_inner();
+            (nodes(described) == vec![1, 2, 3, 4]).then_some(())
+        }
+    })
+    .await?;
 
     // An old node and the new one restart with the four peers.
     cluster.kill(1)?;

@@ -60,7 +60,8 @@ pub struct MoveCounts {
     pub started: u64,
     /// Moves that completed at the first attempt.
     pub completed: u64,
-    /// Moves a fault cut short that completed when run again at the end.
+    /// Moves a fault cut short that completed when run again at the end, or were found to
+    /// have completed though their answer was lost.
     pub redone: u64,
     /// Moves a fault cut short whose old replica had moved away, or whose new node had left
     /// the cluster, by the end (run again, they only drop what they left behind).
@@ -208,11 +209,16 @@ impl Moves {
                     Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
                 }
             };
-            if moot {
+            if moot && !self.took_effect(chosen).await {
                 self.history.event(format!(
                     "{chosen}: moot at the end (no replica there, or no such node, any more)"
                 ));
                 self.counts.moot += 1;
+            } else if moot {
+                self.history.event(format!(
+                    "{chosen}: found done at the end (its answer was lost)"
+                ));
+                self.counts.redone += 1;
             } else {
                 self.history
                     .event(format!("{chosen}: completed at the end"));
@@ -220,6 +226,18 @@ impl Moves {
             }
         }
         Ok(())
+    }
+
+    /// Whether the partition's replicas now include the move's new node and not its old one:
+    /// the move completed, though the attempt that made it lost its answer.
+    async fn took_effect(&self, chosen: Move) -> bool {
+        let Ok((_, topic)) = any_node(&self.addrs).await else {
+            return false;
+        };
+        topic
+            .partitions
+            .get(chosen.partition as usize)
+            .is_some_and(|p| p.replicas.contains(&chosen.to) && !p.replicas.contains(&chosen.from))
     }
 }
 
