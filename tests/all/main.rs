@@ -9,6 +9,7 @@ mod cluster;
 mod corruption;
 mod crash;
 mod disk_faults;
+mod disk_full;
 mod forged_commands;
 mod fuzz;
 mod groups;

@@ -19,6 +19,7 @@ pub mod nemesis;
 mod proxy;
 mod raw_grpc;
 pub mod test_broker;
+pub mod tmpfs;
 
 pub use cluster::{
     Launch, LeaderRoute, NodeId, ProcessCluster, RaftTimings, fetch_all, free_port, lazy_channel,
@@ -106,6 +107,14 @@ impl InProcessBroker {
         Ok(BrokerClient::connect(self.url())
             .await?
             .max_decoding_message_size(64 * 1024 * 1024))
+    }
+
+    /// Waits until one of the broker's databases failed to commit; says which and why.
+    pub async fn storage_failed(&self) -> String {
+        match &self.broker {
+            Some(broker) => broker.storage_failed().await,
+            None => std::future::pending().await,
+        }
     }
 
     /// Shuts the broker down gracefully and keeps the data directory for a restart.

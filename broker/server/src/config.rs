@@ -48,6 +48,8 @@ pub struct BrokerConfig {
     pub producers: ProducerSettings,
     /// How retention runs (docs/operations.md, "Retention").
     pub retention: RetentionSettings,
+    /// The free-space reserve of the data directory (docs/operations.md, "Disk space").
+    pub disk: DiskSettings,
     /// This node's defaults for topic configs a topic does not set, with Kafka's names
     /// (`"max.message.bytes" = 1048576`). Give every node the same.
     pub topic_defaults: BTreeMap<String, TopicConfigValue>,
@@ -118,6 +120,26 @@ impl Default for RetentionSettings {
     fn default() -> Self {
         Self {
             check_interval_ms: 30_000,
+        }
+    }
+}
+
+/// The free-space reserve of the data directory (docs/operations.md, "Disk space").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiskSettings {
+    /// While the data directory's filesystem has fewer bytes free than this, partitions this
+    /// node leads refuse new records with `DISK_FULL` (Redpanda's `storage_min_free_bytes`).
+    pub min_free_bytes: u64,
+    /// How often the free space is read, in milliseconds.
+    pub check_interval_ms: u64,
+}
+
+impl Default for DiskSettings {
+    fn default() -> Self {
+        Self {
+            min_free_bytes: 256 * 1024 * 1024,
+            check_interval_ms: 100,
         }
     }
 }
@@ -352,6 +374,7 @@ impl Default for BrokerConfig {
             groups: GroupSettings::default(),
             producers: ProducerSettings::default(),
             retention: RetentionSettings::default(),
+            disk: DiskSettings::default(),
             topic_defaults: BTreeMap::new(),
         }
     }
@@ -451,6 +474,12 @@ impl BrokerConfig {
             return invalid(format!(
                 "retention.check_interval_ms ({}) must be between 10 and 86400000 (a day)",
                 self.retention.check_interval_ms
+            ));
+        }
+        if !(10..=60_000).contains(&self.disk.check_interval_ms) {
+            return invalid(format!(
+                "disk.check_interval_ms ({}) must be between 10 and 60000 (a minute)",
+                self.disk.check_interval_ms
             ));
         }
         if l.produce_timeout_ms == 0 {
@@ -853,5 +882,18 @@ mod tests {
         let mut c = BrokerConfig::default();
         c.limits.max_record_bytes = c.limits.max_batch_bytes + 1;
         assert!(c.validate().is_err());
+        let mut c = BrokerConfig::default();
+        c.disk.check_interval_ms = 0;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("disk.check_interval_ms"), "{err}");
+    }
+
+    #[test]
+    fn the_disk_reserve_is_read_from_the_file() {
+        let c: BrokerConfig =
+            toml::from_str("[disk]\nmin_free_bytes = 1048576\ncheck_interval_ms = 50\n").unwrap();
+        assert_eq!(c.disk.min_free_bytes, 1 << 20);
+        assert_eq!(c.disk.check_interval_ms, 50);
+        assert!(c.validate().is_ok());
     }
 }

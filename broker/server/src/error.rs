@@ -178,6 +178,10 @@ pub enum BrokerError {
     /// The request is larger than any this node accepts.
     #[error("{0}")]
     RequestTooLarge(String),
+    /// The node's data directory is below its free-space reserve (`disk.min_free_bytes`);
+    /// retriable once space is freed.
+    #[error("{0}")]
+    DiskFull(String),
     /// The request's body did not arrive in time.
     #[error("{0}")]
     RequestTimedOut(String),
@@ -296,6 +300,7 @@ impl BrokerError {
             BrokerError::ModulePoolExhausted(_) => "MODULE_POOL_EXHAUSTED",
             BrokerError::Overloaded(_) => "OVERLOADED",
             BrokerError::RequestTooLarge(_) => "REQUEST_TOO_LARGE",
+            BrokerError::DiskFull(_) => "DISK_FULL",
             BrokerError::RequestTimedOut(_) => "REQUEST_TIMED_OUT",
             BrokerError::RecordsRejected(_) => "RECORD_REJECTED",
             BrokerError::InvalidGroupName { .. } => "INVALID_GROUP_NAME",
@@ -348,7 +353,8 @@ impl BrokerError {
             BrokerError::Unavailable(_) | BrokerError::ShuttingDown => Code::Unavailable,
             BrokerError::ModulePoolExhausted(_)
             | BrokerError::Overloaded(_)
-            | BrokerError::RequestTooLarge(_) => Code::ResourceExhausted,
+            | BrokerError::RequestTooLarge(_)
+            | BrokerError::DiskFull(_) => Code::ResourceExhausted,
             BrokerError::RequestTimedOut(_) => Code::DeadlineExceeded,
             BrokerError::Indeterminate(_) => Code::Aborted,
             BrokerError::Corrupt { .. } => Code::DataLoss,

@@ -9,6 +9,7 @@
 mod admission;
 mod budgets;
 mod config;
+mod disk;
 mod error;
 pub mod fault_injection;
 mod groups;
@@ -32,8 +33,8 @@ use weir_proto::v1::broker_server::BrokerServer;
 use weir_raft::Peers;
 
 pub use config::{
-    BrokerConfig, ConfigError, GroupSettings, Limits, ModuleLimits, Peer, ProducerSettings,
-    RaftTimings, TopicConfigValue,
+    BrokerConfig, ConfigError, DiskSettings, GroupSettings, Limits, ModuleLimits, Peer,
+    ProducerSettings, RaftTimings, RetentionSettings, TopicConfigValue,
 };
 pub use error::{BrokerError, RejectedRecord};
 

@@ -267,6 +267,28 @@ impl Collector for NodeCollector {
                 MetricType::Gauge,
             )?,
         )?;
+        ConstGauge::new(node.disk.free_bytes().min(i64::MAX as u64) as i64).encode(
+            encoder.encode_descriptor(
+                "weir_disk_free_bytes",
+                "Bytes free on the data directory's filesystem at the last sample",
+                None,
+                MetricType::Gauge,
+            )?,
+        )?;
+        ConstGauge::new(node.disk.min_free_bytes().min(i64::MAX as u64) as i64).encode(
+            encoder.encode_descriptor(
+                "weir_disk_min_free_bytes",
+                "The free-space reserve (disk.min_free_bytes): below it, produce is refused with DISK_FULL",
+                None,
+                MetricType::Gauge,
+            )?,
+        )?;
+        ConstCounter::new(node.disk.refused() as f64).encode(encoder.encode_descriptor(
+            "weir_disk_full_refusals",
+            "Produce requests refused with DISK_FULL",
+            None,
+            MetricType::Counter,
+        )?)?;
         let failed = ConstGauge::new(node.failed_partitions() as i64);
         failed.encode(encoder.encode_descriptor(
             "weir_partitions_failed",

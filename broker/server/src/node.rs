@@ -21,6 +21,7 @@ use weir_types::{BatchLimits, Offset, PartitionId, TopicName};
 use crate::StartError;
 use crate::budgets::Budgets;
 use crate::config::BrokerConfig;
+use crate::disk::DiskSpace;
 use crate::error::BrokerError;
 use crate::groups::{Coordinator, GroupOffsets};
 use crate::metadata::{
@@ -76,6 +77,8 @@ pub(crate) struct Node {
     pub(crate) modules: ModuleHost,
     /// What requests may hold after their handler answered.
     pub(crate) budgets: Budgets,
+    /// The data directory's free space, and its reserve.
+    pub(crate) disk: Arc<DiskSpace>,
     /// `[topic_defaults]` of the config, checked and normalised.
     topic_defaults: BTreeMap<String, String>,
     pub(crate) shutdown: CancellationToken,
@@ -157,11 +160,17 @@ impl Node {
             config.data_dir.join("modules"),
         );
         let budgets = Budgets::new(&config.limits);
+        let disk = DiskSpace::new(&config.data_dir, config.disk.min_free_bytes);
+        disk.clone().spawn_sampler(
+            Duration::from_millis(config.disk.check_interval_ms),
+            shutdown.clone(),
+        );
         let topic_defaults = config.topic_defaults()?;
         let node = Arc::new(Self {
             config,
             modules,
             budgets,
+            disk,
             address,
             peers,
             partition_db,

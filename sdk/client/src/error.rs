@@ -9,10 +9,10 @@ use weir_proto::error::{metadata_of, reason_of, violations_of};
 use crate::{RejectAction, RejectedRecord};
 
 /// Reasons that describe a passing condition of the cluster (a leader moving, a node starting or
-/// stopping, a write cut short by a leader change, every module instance of a node in use), so
-/// the same request can succeed later; see
-/// the error table of docs/api.md. Every other reason describes the request itself, whatever
-/// its status code: the module reasons (`RECORD_REJECTED`, `MODULE_FAILED`, `INVALID_MODULE`,
+/// stopping, a write cut short by a leader change, every module instance of a node in use, a
+/// node's disk below its reserve), so the same request can succeed later; see the error table
+/// of docs/api.md. Every other reason describes the request itself, whatever its status code:
+/// the module reasons (`RECORD_REJECTED`, `MODULE_FAILED`, `INVALID_MODULE`,
 /// `INVALID_MODULE_PARAMS`, `UNKNOWN_MODULE`, `MODULE_EXISTS`, `MODULE_IN_USE`) among them, since
 /// the same records through the same modules get the same verdict.
 const RETRIABLE_REASONS: &[&str] = &[
@@ -22,6 +22,7 @@ const RETRIABLE_REASONS: &[&str] = &[
     "SHUTTING_DOWN",
     "MODULE_POOL_EXHAUSTED",
     "OVERLOADED",
+    "DISK_FULL",
     "REQUEST_TIMED_OUT",
 ];
 

@@ -1,0 +1,174 @@
+//! A broker whose disk fills up, on a size-limited tmpfs the test mounts: produce is refused
+//! with a retriable `DISK_FULL` before the free-space reserve is used up, nothing acknowledged
+//! is lost, reads go on, and produce resumes by itself once space is freed
+//! (docs/operations.md, "Disk space").
+
+use weir_client::{Acks, Client, ProducerRecord, TopicSpec};
+use weir_tests::tmpfs::Tmpfs;
+use weir_tests::{InProcessBroker, eventually, fetch_all, scrape_metrics, test_config};
+
+const GENEROUS: std::time::Duration = std::time::Duration::from_secs(30);
+const MIB: u64 = 1 << 20;
+/// Records of 1 KiB, 64 to a produce request.
+const RECORD: usize = 1024;
+const PER_REQUEST: usize = 64;
+
+fn request(first: usize) -> Vec<ProducerRecord> {
+    (first..first + PER_REQUEST)
+        .map(|i| ProducerRecord::new(format!("{i:08}-{}", "v".repeat(RECORD - 9))))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_produce_keeps_what_was_acknowledged_and_recovers() -> anyhow::Result<()>
+{
+    const RESERVE: u64 = 8 * MIB;
+    let disk = Tmpfs::mount(64 * MIB)?;
+    let mut config = test_config(&disk.path().join("data"));
+    config.disk.min_free_bytes = RESERVE;
+    config.disk.check_interval_ms = 10;
+    let broker = InProcessBroker::start_with(config).await?;
+    let client = Client::connect(broker.addr().to_string()).await?;
+    client.create_topic(TopicSpec::new("filling", 1)).await?;
+    // Leave 4 MiB above the reserve.
+    let filler = disk.fill("filler", disk.free_bytes()? - RESERVE - 4 * MIB)?;
+
+    // Produce until refused: the 4 MiB hold about 60 requests, so 500 are plenty.
+    let mut acknowledged = 0usize;
+    let refusal = loop {
+        anyhow::ensure!(
+            acknowledged < 500 * PER_REQUEST,
+            "500 requests of 64 KiB were all stored on a disk with 4 MiB above its reserve"
+        );
+        match client
+            .produce("filling", Some(0), request(acknowledged), Acks::All)
+            .await
+        {
+            Ok(outcome) => {
+                assert_eq!(outcome.base_offset, Some(acknowledged as u64));
+                acknowledged += PER_REQUEST;
+            }
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(refusal.reason(), Some("DISK_FULL"), "{refusal}");
+    assert_eq!(refusal.code(), Some(tonic::Code::ResourceExhausted));
+    assert!(refusal.is_retriable(), "{refusal}");
+    assert!(
+        refusal.to_string().contains("disk.min_free_bytes"),
+        "{refusal}"
+    );
+    assert!(acknowledged > 0, "the first request was refused");
+    assert!(
+        disk.free_bytes()? > RESERVE / 2,
+        "the reserve was used up: {} bytes free",
+        disk.free_bytes()?
+    );
+
+    // Reads go on, and hold every acknowledged record and nothing else.
+    let mut raw = broker.raw_client().await?;
+    let expected: Vec<String> = (0..acknowledged / PER_REQUEST)
+        .flat_map(|r| request(r * PER_REQUEST))
+        .map(|r| String::from_utf8_lossy(&r.value).into_owned())
+        .collect();
+    let values = |records: Vec<weir_proto::v1::ConsumedRecord>| -> Vec<String> {
+        records
+            .into_iter()
+            .map(|r| String::from_utf8_lossy(&r.value).into_owned())
+            .collect()
+    };
+    assert_eq!(values(fetch_all(&mut raw, "filling", 0).await?), expected);
+    let metrics = scrape_metrics(broker.metrics_addr().expect("metrics")).await?;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("weir_disk_full_refusals_total ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+
+    // Space comes back: produce resumes without a restart.
+    std::fs::remove_file(filler)?;
+    let resumed = eventually(GENEROUS, "produce to resume", || {
+        let client = client.clone();
+        async move {
+            client
+                .produce("filling", Some(0), request(acknowledged), Acks::All)
+                .await
+                .ok()
+        }
+    })
+    .await?;
+    assert_eq!(resumed.base_offset, Some(acknowledged as u64));
+    let all = values(fetch_all(&mut raw, "filling", 0).await?);
+    assert_eq!(all.len(), acknowledged + PER_REQUEST);
+    assert_eq!(all[..acknowledged], expected[..]);
+    broker.stop().await;
+    Ok(())
+}
+
+/// Without a reserve the disk really fills: the commit that finds no space fails its database,
+/// which stops the broker as a failed fsync does (a supervisor restarts it); every record it
+/// acknowledged before survives, and once space is freed it starts and takes writes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_finds_the_disk_full_stops_the_broker_and_loses_nothing_acknowledged()
+-> anyhow::Result<()> {
+    let disk = Tmpfs::mount(64 * MIB)?;
+    let mut config = test_config(&disk.path().join("data"));
+    config.disk.min_free_bytes = 0;
+    let broker = InProcessBroker::start_with(config.clone()).await?;
+    let client = Client::connect(broker.addr().to_string()).await?;
+    client.create_topic(TopicSpec::new("filling", 1)).await?;
+    let filler = disk.fill("filler", disk.free_bytes()? - 4 * MIB)?;
+
+    let mut acknowledged = 0usize;
+    let failure = loop {
+        anyhow::ensure!(
+            acknowledged < 500 * PER_REQUEST,
+            "500 requests of 64 KiB were all stored on a disk with 4 MiB free"
+        );
+        match client
+            .produce("filling", Some(0), request(acknowledged), Acks::All)
+            .await
+        {
+            Ok(outcome) => {
+                assert_eq!(outcome.base_offset, Some(acknowledged as u64));
+                acknowledged += PER_REQUEST;
+            }
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        failure.to_string().contains("No space left on device"),
+        "{failure}"
+    );
+    let why = broker.storage_failed().await;
+    assert!(why.contains("No space left on device"), "{why}");
+    broker.stop().await;
+
+    std::fs::remove_file(filler)?;
+    let broker = InProcessBroker::start_with(config).await?;
+    let client = Client::connect(broker.addr().to_string()).await?;
+    let mut raw = broker.raw_client().await?;
+    let stored: Vec<String> = fetch_all(&mut raw, "filling", 0)
+        .await?
+        .into_iter()
+        .map(|r| String::from_utf8_lossy(&r.value).into_owned())
+        .collect();
+    let expected: Vec<String> = (0..=acknowledged / PER_REQUEST)
+        .flat_map(|r| request(r * PER_REQUEST))
+        .map(|r| String::from_utf8_lossy(&r.value).into_owned())
+        .collect();
+    // Every acknowledged record, and perhaps the request that failed (its outcome was unknown).
+    assert!(
+        stored.len() == acknowledged || stored.len() == acknowledged + PER_REQUEST,
+        "{} records stored after {acknowledged} were acknowledged",
+        stored.len()
+    );
+    assert_eq!(stored[..], expected[..stored.len()]);
+    let next = client
+        .produce("filling", Some(0), request(stored.len()), Acks::All)
+        .await?;
+    assert_eq!(next.base_offset, Some(stored.len() as u64));
+    broker.stop().await;
+    Ok(())
+}

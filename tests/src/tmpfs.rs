@@ -1,0 +1,68 @@
+//! A size-limited tmpfs mounted for one test, so that a broker's disk can really fill up
+//! (ENOSPC from the kernel, not a simulated failure). Mounting needs root, as the project's
+//! machines and CI have; elsewhere the test fails saying so.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::Context;
+
+/// A tmpfs mounted on a fresh temporary directory, unmounted when dropped.
+pub struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `bytes` (rounded up to whole pages by the kernel).
+    pub fn mount(bytes: u64) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let output = Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={bytes}"))
+            .arg("tmpfs")
+            .arg(dir.path())
+            .output()
+            .context("running mount")?;
+        anyhow::ensure!(
+            output.status.success(),
+            "cannot mount a tmpfs on {} (this test needs root): {}",
+            dir.path().display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+        Ok(Self { dir })
+    }
+
+    /// Where it is mounted.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Bytes free on it.
+    pub fn free_bytes(&self) -> anyhow::Result<u64> {
+        let stats = rustix::fs::statvfs(self.path())?;
+        Ok(stats.f_bavail * stats.f_frsize)
+    }
+
+    /// Writes a file of `bytes` on it (taking that much space), and returns its path.
+    pub fn fill(&self, name: &str, bytes: u64) -> anyhow::Result<PathBuf> {
+        let path = self.path().join(name);
+        // Written, not `set_len`: a sparse file would take no space.
+        let chunk = vec![0xA5u8; 1 << 20];
+        let mut file = std::fs::File::create(&path)?;
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            std::io::Write::write_all(&mut file, &chunk[..n])
+                .with_context(|| format!("filling {}", path.display()))?;
+            left -= n as u64;
+        }
+        Ok(path)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazily, in case a broker still has a file open on it.
+        let _ = Command::new("umount").arg("-l").arg(self.path()).status();
+    }
+}
