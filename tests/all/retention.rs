@@ -387,6 +387,23 @@ async fn retention_bytes_bounds_the_partition_and_the_data_file() -> anyhow::Res
         kept_bytes > BOUND * 3 / 4,
         "retention kept only {kept_bytes} bytes of a {BOUND}-byte bound"
     );
+    // What describe and the metrics say the replica stores is what it holds: its batches from
+    // the first stored offset on, each a little larger than its records.
+    let stored_records = p.high_watermark - p.first_stored_offset.unwrap_or(0);
+    let stored_bytes = p.stored_bytes.context("describe gives the stored bytes")?;
+    let payload = stored_records * RECORD as u64;
+    assert!(
+        payload < stored_bytes && stored_bytes < payload + payload / 10,
+        "{stored_bytes} bytes stored for {stored_records} records of {RECORD} bytes"
+    );
+    let metrics = weir_tests::scrape_metrics(broker.metrics_addr().context("metrics")?).await?;
+    assert!(
+        metrics.lines().any(|l| l
+            == format!(
+                "weir_partition_stored_bytes{{topic=\"bounded\",partition=\"0\"}} {stored_bytes}"
+            )),
+        "{metrics}"
+    );
     let fetched = client
         .fetch(FetchSpec::new("bounded", 0, p.log_start_offset))
         .await?;

@@ -173,7 +173,7 @@ fn config_lines(topic: &TopicInfo) -> String {
 
 /// A topic's summary line, its partition table and its module chains.
 fn describe(topic: &TopicInfo) -> String {
-    let rows: Vec<[String; 6]> = topic.partitions.iter().map(partition_row).collect();
+    let rows: Vec<[String; 7]> = topic.partitions.iter().map(partition_row).collect();
     let mut out = format!(
         "NAME: {}  PARTITIONS: {}  REPLICATION: {}\n",
         topic.name,
@@ -190,6 +190,7 @@ fn describe(topic: &TopicInfo) -> String {
             "IN-SYNC",
             "HIGH-WATERMARK",
             "LOG-START",
+            "STORED",
         ],
         &rows,
     ));
@@ -278,7 +279,7 @@ pub(crate) fn failure_lines<'a>(
         .collect()
 }
 
-fn partition_row(p: &PartitionInfo) -> [String; 6] {
+fn partition_row(p: &PartitionInfo) -> [String; 7] {
     let replicas: Vec<String> = p.replicas.iter().map(u64::to_string).collect();
     // Only the leader knows its followers' state; `?` when another node answered.
     let in_sync = if p.replica_status.is_empty() {
@@ -299,7 +300,24 @@ fn partition_row(p: &PartitionInfo) -> [String; 6] {
         in_sync,
         p.high_watermark.to_string(),
         p.log_start_offset.to_string(),
+        p.stored_bytes.map_or_else(|| "-".to_owned(), human_bytes),
     ]
+}
+
+/// `bytes` in the largest binary unit that keeps a whole number before the point:
+/// `512 B`, `1.5 KiB`, `20.0 MiB`.
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
 }
 
 #[cfg(test)]
@@ -321,6 +339,7 @@ mod tests {
                     high_watermark: 120,
                     log_start_offset: 0,
                     first_stored_offset: None,
+                    stored_bytes: Some(1536),
                     replica_status: vec![
                         weir_client::ReplicaStatus {
                             node_id: 1,
@@ -347,6 +366,7 @@ mod tests {
                     high_watermark: 7,
                     log_start_offset: 5,
                     first_stored_offset: None,
+                    stored_bytes: None,
                     replica_status: Vec::new(),
                     failure: None,
                 },
@@ -373,9 +393,9 @@ mod tests {
              CONFIG: max.message.bytes=1000 (topic)\n\
              CONFIG: retention.ms=-1 (default)\n\
              \n\
-             PARTITION  LEADER  REPLICAS  IN-SYNC  HIGH-WATERMARK  LOG-START\n\
-             0          2       1,2,3     1,2      120             0\n\
-             1          -       2,3,1     ?        7               5\n"
+             PARTITION  LEADER  REPLICAS  IN-SYNC  HIGH-WATERMARK  LOG-START  STORED\n\
+             0          2       1,2,3     1,2      120             0          1.5 KiB\n\
+             1          -       2,3,1     ?        7               5          -\n"
         );
     }
 
@@ -415,7 +435,7 @@ mod tests {
             describe(&topic),
             "NAME: orders  PARTITIONS: 0  REPLICATION: 1\n\
              \n\
-             PARTITION  LEADER  REPLICAS  IN-SYNC  HIGH-WATERMARK  LOG-START\n\
+             PARTITION  LEADER  REPLICAS  IN-SYNC  HIGH-WATERMARK  LOG-START  STORED\n\
              \n\
              Produce chain:\n\
              STAGE  MODULE           PARAMS              ON-REJECT\n\

@@ -215,6 +215,18 @@ impl Collector for NodeCollector {
         )?;
         encode_partition_gauge(
             &mut encoder,
+            "weir_partition_stored_bytes",
+            "Bytes of the log entries this node's replica stores (record batches and their raft envelopes)",
+            &hosted,
+            // A read transaction of one metadata row per partition; -1 if it cannot be read.
+            |p| {
+                node.partition_db
+                    .log_bytes(p.group())
+                    .map_or(-1, |b| b.min(i64::MAX as u64) as i64)
+            },
+        )?;
+        encode_partition_gauge(
+            &mut encoder,
             "weir_partition_is_leader",
             "1 if this node leads the partition",
             &hosted,

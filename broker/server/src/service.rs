@@ -91,10 +91,12 @@ impl BrokerService {
                 description.high_watermark = progress.high_watermark.0;
                 description.log_start_offset = progress.first_readable().0;
                 let (db, group) = (self.node()?.partition_db.clone(), hosted.group());
-                description.first_stored_offset =
-                    blocking(move || db.first_offset(group).map_err(BrokerError::from))
-                        .await?
-                        .map(|o| o.0);
+                let (first_stored, stored_bytes) = blocking(move || {
+                    Ok::<_, BrokerError>((db.first_offset(group)?, db.log_bytes(group)?))
+                })
+                .await?;
+                description.first_stored_offset = first_stored.map(|o| o.0);
+                description.stored_bytes = Some(stored_bytes);
             }
             partitions.push(description);
         }

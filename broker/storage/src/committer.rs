@@ -15,6 +15,9 @@
 //! - `tails` holds, per group, the offset the next appended batch gets (the last batch's base
 //!   offset plus the offsets it spans). Only this thread changes
 //!   offsets, so assignment is deterministic in log order.
+//! - `log_bytes` holds, per group, the bytes of the log entries it stores (their envelopes), and
+//!   every transaction that changes them writes the group's [`LOG_BYTES_META_KEY`] row too, so
+//!   the stored figure is always that of the stored entries.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -27,7 +30,8 @@ use weir_types::Offset;
 use crate::db::{GroupId, LogDbOptions, StorageStats, WriteBatch, WriteOp};
 use crate::error::WriteError;
 use crate::tables::{
-    IndexRow, OFFSET_INDEX, PRODUCERS, RAFT_LOG, RAFT_META, encode_envelope, index_row,
+    IndexRow, LOG_BYTES_META_KEY, OFFSET_INDEX, PRODUCERS, RAFT_LOG, RAFT_META, encode_envelope,
+    index_row, stored_log_bytes,
 };
 
 type Done = Box<dyn FnOnce(Result<(), WriteError>) + Send>;
@@ -96,6 +100,8 @@ pub(crate) struct Committer {
     options: LogDbOptions,
     stats: Arc<StorageStats>,
     tails: HashMap<GroupId, u64>,
+    /// Per group, the bytes of its stored log entries (loaded when first changed).
+    log_bytes: HashMap<GroupId, u64>,
     /// Groups deleted since the database opened, and not written durably since: lazy writes
     /// to them are dropped.
     deleted: HashSet<GroupId>,
@@ -116,6 +122,7 @@ impl Committer {
             options,
             stats,
             tails: HashMap::new(),
+            log_bytes: HashMap::new(),
             deleted: HashSet::new(),
             lazy: Vec::new(),
             failed: false,
@@ -188,6 +195,7 @@ impl Committer {
                     self.failed = true;
                     // Offsets assigned in the failed transaction never reached the disk.
                     self.tails.clear();
+                    self.log_bytes.clear();
                     self.options.on_failure.notify(error);
                 }
             }
@@ -216,6 +224,8 @@ impl Committer {
                 offsets: &mut offsets,
                 producers: &mut producers,
                 tails: &mut self.tails,
+                log_bytes: &mut self.log_bytes,
+                resized: HashSet::new(),
             };
             for job in jobs {
                 for op in &job.batch.ops {
@@ -235,6 +245,7 @@ impl Committer {
                     appended += tables.apply(op).map_err(WriteError::commit)?;
                 }
             }
+            tables.record_log_bytes().map_err(WriteError::commit)?;
         }
         txn.commit().map_err(WriteError::commit)?;
         Ok(appended)
@@ -247,6 +258,9 @@ struct Tables<'a, 't> {
     offsets: &'a mut Table<'t, (u64, u64), IndexRow>,
     producers: &'a mut Table<'t, (u64, u64), &'static [u8]>,
     tails: &'a mut HashMap<GroupId, u64>,
+    log_bytes: &'a mut HashMap<GroupId, u64>,
+    /// Groups whose log bytes this transaction changed.
+    resized: HashSet<GroupId>,
 }
 
 impl Tables<'_, '_> {
@@ -255,6 +269,7 @@ impl Tables<'_, '_> {
         match op {
             WriteOp::Append { group, entries } => {
                 let group = *group;
+                let before = self.log_bytes(group)?;
                 let mut next_offset = self.tail(group)?;
                 for entry in entries {
                     let value = match &entry.batch {
@@ -274,12 +289,12 @@ impl Tables<'_, '_> {
                     self.log.insert((group, entry.index), value.as_slice())?;
                 }
                 self.tails.insert(group, next_offset);
+                self.set_log_bytes(group, before + appended as u64);
             }
             WriteOp::TruncateAfter { group, last_kept } => {
                 let group = *group;
                 let from = last_kept.map_or(0, |i| i + 1);
-                self.log
-                    .retain_in((group, from)..=(group, u64::MAX), |_, _| false)?;
+                self.delete_entries(group, from, u64::MAX)?;
                 // Offsets grow with the raft index, so the doomed rows are a suffix.
                 let mut doomed = Vec::new();
                 for item in self.offsets.range((group, 0)..=(group, u64::MAX))?.rev() {
@@ -298,8 +313,7 @@ impl Tables<'_, '_> {
             }
             WriteOp::PurgeUpTo { group, index } => {
                 let group = *group;
-                self.log
-                    .retain_in((group, 0)..=(group, *index), |_, _| false)?;
+                self.delete_entries(group, 0, *index)?;
                 let mut doomed = Vec::new();
                 for item in self.offsets.range((group, 0)..=(group, u64::MAX))? {
                     let (key, value) = item?;
@@ -320,8 +334,7 @@ impl Tables<'_, '_> {
             }
             WriteOp::ResetLog { group, next_offset } => {
                 let group = *group;
-                self.log
-                    .retain_in((group, 0)..=(group, u64::MAX), |_, _| false)?;
+                self.delete_entries(group, 0, u64::MAX)?;
                 self.offsets
                     .retain_in((group, 0)..=(group, u64::MAX), |_, _| false)?;
                 self.tails.insert(group, next_offset.0);
@@ -359,9 +372,55 @@ impl Tables<'_, '_> {
                 self.meta
                     .retain_in((group, 0)..=(group, u8::MAX), |_, _| false)?;
                 self.tails.remove(&group);
+                // Nothing left to record: a later append counts from zero.
+                self.log_bytes.insert(group, 0);
+                self.resized.remove(&group);
             }
         }
         Ok(appended)
+    }
+
+    /// Deletes `group`'s entries from `first` to `last` (raft indexes, inclusive), counting
+    /// their bytes off its log bytes.
+    fn delete_entries(&mut self, group: GroupId, first: u64, last: u64) -> Result<(), redb::Error> {
+        let before = self.log_bytes(group)?;
+        let mut removed = 0u64;
+        self.log
+            .retain_in((group, first)..=(group, last), |_, value| {
+                removed += value.len() as u64;
+                false
+            })?;
+        self.set_log_bytes(group, before.saturating_sub(removed));
+        Ok(())
+    }
+
+    /// The bytes of `group`'s stored log entries before this operation: as last recorded, or
+    /// counted once from the log (a group written before the figure was kept).
+    fn log_bytes(&mut self, group: GroupId) -> Result<u64, redb::Error> {
+        if let Some(bytes) = self.log_bytes.get(&group) {
+            return Ok(*bytes);
+        }
+        let bytes = match self.meta.get((group, LOG_BYTES_META_KEY))? {
+            Some(value) => decode_u64(value.value(), group, "log bytes")?,
+            None => stored_log_bytes(&*self.log, group)?,
+        };
+        self.log_bytes.insert(group, bytes);
+        Ok(bytes)
+    }
+
+    fn set_log_bytes(&mut self, group: GroupId, bytes: u64) {
+        self.log_bytes.insert(group, bytes);
+        self.resized.insert(group);
+    }
+
+    /// Writes the log bytes of every group this transaction changed.
+    fn record_log_bytes(&mut self) -> Result<(), redb::Error> {
+        for group in std::mem::take(&mut self.resized) {
+            let bytes = self.log_bytes.get(&group).copied().unwrap_or(0);
+            self.meta
+                .insert((group, LOG_BYTES_META_KEY), bytes.to_le_bytes().as_slice())?;
+        }
+        Ok(())
     }
 
     /// The offset the next batch appended to `group` gets.
@@ -380,13 +439,7 @@ impl Tables<'_, '_> {
             // Every batch was purged (or none was ever written): the purge left the tail.
             None => match self.meta.get((group, TAIL_META_KEY))? {
                 None => 0,
-                Some(value) => <[u8; 8]>::try_from(value.value())
-                    .map(u64::from_le_bytes)
-                    .map_err(|_| {
-                        redb::Error::Corrupted(format!(
-                            "group {group}: the stored next offset is not 8 bytes"
-                        ))
-                    })?,
+                Some(value) => decode_u64(value.value(), group, "next offset")?,
             },
         };
         self.tails.insert(group, tail);
@@ -396,3 +449,12 @@ impl Tables<'_, '_> {
 
 /// Metadata key, private to storage, remembering the next offset across a full purge.
 const TAIL_META_KEY: u8 = 200;
+
+/// A little-endian `u64` of a metadata row, `what` of `group`.
+fn decode_u64(bytes: &[u8], group: GroupId, what: &str) -> Result<u64, redb::Error> {
+    <[u8; 8]>::try_from(bytes)
+        .map(u64::from_le_bytes)
+        .map_err(|_| {
+            redb::Error::Corrupted(format!("group {group}: the stored {what} is not 8 bytes"))
+        })
+}

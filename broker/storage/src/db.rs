@@ -15,7 +15,8 @@ use crate::committer::{Committer, Job};
 use crate::error::{OpenError, ReadError, WriteError};
 use crate::format;
 use crate::tables::{
-    IndexRow, OFFSET_INDEX, PRODUCERS, RAFT_LOG, RAFT_META, decode_envelope, verify_stored,
+    IndexRow, LOG_BYTES_META_KEY, OFFSET_INDEX, PRODUCERS, RAFT_LOG, RAFT_META, decode_envelope,
+    stored_log_bytes, verify_stored,
 };
 
 /// Identifies one raft log inside a database. Group ids are never reused, so a deleted topic's
@@ -696,6 +697,25 @@ impl LogDb {
         verify_stored(group, index, batch, Some(row))
     }
 
+    /// The bytes of the log entries `group` stores (their envelopes: the record batches and
+    /// raft's metadata; not the offset index rows or the pages redb keeps free). What a replica
+    /// takes on disk, near enough: the data file is larger by redb's overhead and free pages.
+    pub fn log_bytes(&self, group: GroupId) -> Result<u64, ReadError> {
+        let txn = self.shared.db.begin_read()?;
+        let meta = txn.open_table(RAFT_META)?;
+        if let Some(value) = meta.get((group, LOG_BYTES_META_KEY))? {
+            let bytes = <[u8; 8]>::try_from(value.value()).map_err(|_| {
+                ReadError::from(redb::StorageError::Corrupted(format!(
+                    "group {group}: the stored log bytes are not 8 bytes"
+                )))
+            })?;
+            return Ok(u64::from_le_bytes(bytes));
+        }
+        // Not written since the figure was kept: count once.
+        let log = txn.open_table(RAFT_LOG)?;
+        Ok(stored_log_bytes(&log, group)?)
+    }
+
     /// The first offset still stored in `group`, if any batch is stored.
     pub fn first_offset(&self, group: GroupId) -> Result<Option<Offset>, ReadError> {
         let txn = self.shared.db.begin_read()?;
@@ -981,6 +1001,71 @@ mod tests {
             }
         );
         assert_eq!(db.groups().unwrap(), vec![7, 8]);
+    }
+
+    /// The envelope bytes of `group`'s entries, added up from what reading them returns.
+    fn envelope_bytes(db: &LogDb, group: GroupId) -> u64 {
+        db.entries(group, 0..=u64::MAX)
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (crate::tables::ENVELOPE_HEADER
+                    + e.meta.len()
+                    + e.batch.as_ref().map_or(0, |b| b.bytes().len())) as u64
+            })
+            .sum()
+    }
+
+    #[test]
+    fn log_bytes_follow_appends_truncations_purges_resets_and_deletions() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(&dir);
+        assert_eq!(db.log_bytes(1).unwrap(), 0);
+        append(
+            &db,
+            1,
+            vec![
+                blank(1),
+                data(2, &["a", "bb"]),
+                data(3, &["ccc"]),
+                data(4, &["d"]),
+            ],
+        );
+        append(&db, 2, vec![data(1, &["other group"])]);
+        let full = envelope_bytes(&db, 1);
+        assert!(full > 0);
+        assert_eq!(db.log_bytes(1).unwrap(), full);
+        db.write(WriteBatch::one(WriteOp::TruncateAfter {
+            group: 1,
+            last_kept: Some(3),
+        }))
+        .unwrap();
+        assert!(envelope_bytes(&db, 1) < full);
+        assert_eq!(db.log_bytes(1).unwrap(), envelope_bytes(&db, 1));
+        db.write(WriteBatch::one(WriteOp::PurgeUpTo { group: 1, index: 2 }))
+            .unwrap();
+        assert_eq!(db.log_bytes(1).unwrap(), envelope_bytes(&db, 1));
+        assert_eq!(db.log_bytes(2).unwrap(), envelope_bytes(&db, 2));
+
+        // The figure survives a reopen, and goes on from there.
+        drop(db);
+        let db = open(&dir);
+        append(&db, 1, vec![data(4, &["e"])]);
+        assert_eq!(db.log_bytes(1).unwrap(), envelope_bytes(&db, 1));
+        db.write(WriteBatch::one(WriteOp::ResetLog {
+            group: 1,
+            next_offset: Offset(100),
+        }))
+        .unwrap();
+        assert_eq!(db.log_bytes(1).unwrap(), 0);
+        append(&db, 1, vec![data(9, &["after the reset"])]);
+        assert_eq!(db.log_bytes(1).unwrap(), envelope_bytes(&db, 1));
+        db.write(WriteBatch::one(WriteOp::DeleteGroup { group: 1 }))
+            .unwrap();
+        assert_eq!(db.log_bytes(1).unwrap(), 0);
+        append(&db, 1, vec![data(1, &["moved back"])]);
+        assert_eq!(db.log_bytes(1).unwrap(), envelope_bytes(&db, 1));
+        assert_eq!(db.log_bytes(2).unwrap(), envelope_bytes(&db, 2));
     }
 
     #[test]

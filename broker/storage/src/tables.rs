@@ -30,6 +30,22 @@ pub(crate) const OFFSET_INDEX: TableDefinition<(u64, u64), IndexRow> =
 
 pub(crate) const PRODUCERS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("producers");
 
+/// Metadata key, private to storage: the bytes of a group's stored log entries
+/// (little-endian `u64`), written with every change to them.
+pub(crate) const LOG_BYTES_META_KEY: u8 = 201;
+
+/// Counts the bytes of `group`'s stored log entries (every envelope, read in full).
+pub(crate) fn stored_log_bytes(
+    log: &impl redb::ReadableTable<(u64, u64), &'static [u8]>,
+    group: GroupId,
+) -> Result<u64, redb::StorageError> {
+    let mut bytes = 0u64;
+    for item in log.range((group, 0)..=(group, u64::MAX))? {
+        bytes += item?.1.value().len() as u64;
+    }
+    Ok(bytes)
+}
+
 /// An `offset_index` row: `(raft index, offset count, max timestamp)` of the batch at the key's
 /// base offset.
 pub(crate) type IndexRow = (u64, u32, i64);

@@ -105,6 +105,9 @@ pub struct PartitionInfo {
     /// The first offset the answering broker's replica still holds on disk (`None`: no batch).
     /// Below `log_start_offset` until that replica has purged what lies under the log start.
     pub first_stored_offset: Option<u64>,
+    /// Bytes of the log entries the answering broker's replica stores on disk (`None`: it holds
+    /// no replica of the partition).
+    pub stored_bytes: Option<u64>,
     /// Each replica's replication state as the leader sees it; empty when the broker that
     /// answered does not lead the partition.
     pub replica_status: Vec<ReplicaStatus>,
@@ -210,6 +213,7 @@ impl From<v1::PartitionDescription> for PartitionInfo {
             high_watermark: partition.high_watermark,
             log_start_offset: partition.log_start_offset,
             first_stored_offset: partition.first_stored_offset,
+            stored_bytes: partition.stored_bytes,
             replica_status: partition
                 .replica_status
                 .into_iter()
