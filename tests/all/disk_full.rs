@@ -137,6 +137,10 @@ async fn a_commit_that_finds_the_disk_full_stops_the_broker_and_loses_nothing_ac
             Err(e) => break e,
         }
     };
+    // The write that found no space may have reached the disk or not (and, in a cluster, the
+    // followers): its outcome is unknown, which a producer may retry elsewhere.
+    assert_eq!(failure.reason(), Some("OUTCOME_UNKNOWN"), "{failure}");
+    assert!(failure.is_retriable(), "{failure}");
     assert!(
         failure.to_string().contains("No space left on device"),
         "{failure}"

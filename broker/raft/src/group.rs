@@ -597,6 +597,12 @@ fn write_error(
             group,
             reason: other.to_string(),
         },
+        // The group failed on a storage error while this write may have been in flight: it may
+        // have reached the disk, or other replicas, or neither.
+        RaftError::Fatal(fatal @ Fatal::StorageError(_)) => ReplicaError::Indeterminate {
+            group,
+            reason: format!("the raft group stopped on a storage error: {fatal}"),
+        },
         RaftError::Fatal(fatal) => stopped(group, fatal),
     }
 }
