@@ -1,13 +1,21 @@
 //! A broker whose disk fills up, on a size-limited tmpfs the test mounts: produce is refused
 //! with a retriable `DISK_FULL` before the free-space reserve is used up, nothing acknowledged
-//! is lost, reads go on, and produce resumes by itself once space is freed
-//! (docs/operations.md, "Disk space").
+//! is lost, reads go on, and produce resumes by itself once space is freed; a follower below
+//! its reserve holds back replicated entries and catches up later (docs/operations.md, "Disk
+//! space").
 
+use std::time::Duration;
+
+use anyhow::Context;
 use weir_client::{Acks, Client, ProducerRecord, TopicSpec};
+use weir_proto::v1 as pb;
 use weir_tests::tmpfs::Tmpfs;
-use weir_tests::{InProcessBroker, eventually, fetch_all, scrape_metrics, test_config};
+use weir_tests::{
+    InProcessBroker, ProcessCluster, RaftTimings, eventually, fetch_all, scrape_metrics,
+    test_config,
+};
 
-const GENEROUS: std::time::Duration = std::time::Duration::from_secs(30);
+const GENEROUS: Duration = Duration::from_secs(30);
 const MIB: u64 = 1 << 20;
 /// Records of 1 KiB, 64 to a produce request.
 const RECORD: usize = 1024;
@@ -174,5 +182,103 @@ async fn a_commit_that_finds_the_disk_full_stops_the_broker_and_loses_nothing_ac
         .await?;
     assert_eq!(next.base_offset, Some(stored.len() as u64));
     broker.stop().await;
+    Ok(())
+}
+
+/// A follower whose disk falls below its reserve holds back the entries its leader replicates
+/// instead of failing a commit: the other two replicas go on acknowledging, the node stays up,
+/// and once space is freed it catches up with the same records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_below_its_reserve_holds_back_entries_and_catches_up_later() -> anyhow::Result<()>
+{
+    const RESERVE: u64 = 32 * MIB;
+    const TOPIC: &str = "replicated";
+    let mut cluster = ProcessCluster::new_with_config(
+        std::path::Path::new(crate::WEIR),
+        3,
+        &format!("[disk]\nmin_free_bytes = {RESERVE}\ncheck_interval_ms = 10\n"),
+    )
+    .await?;
+    let mut disks = Vec::new();
+    for id in [1, 2, 3] {
+        disks.push(Tmpfs::mount_at(cluster.data_dir(id), 128 * MIB)?);
+    }
+    cluster.start_nodes(&[1, 2, 3]).await?;
+    cluster
+        .client(1)?
+        .create_topic(pb::CreateTopicRequest {
+            name: TOPIC.into(),
+            partitions: 1,
+            replication_factor: 3,
+            configs: Default::default(),
+        })
+        .await?;
+    let partition = 0;
+    let leader = cluster.leader_of(TOPIC, partition).await?;
+    let full = if leader == 1 { 2 } else { 1 };
+    let others: Vec<u64> = [1, 2, 3].into_iter().filter(|&id| id != full).collect();
+    // The follower to fill restarts with long election timeouts, so it never calls an
+    // election while the others run: it stays a follower.
+    cluster.set_raft_timings(
+        full,
+        RaftTimings {
+            heartbeat_ms: 100,
+            election_min_ms: 10_000,
+            election_max_ms: 20_000,
+        },
+    )?;
+    cluster.kill(full)?;
+    cluster.restart(full).await?;
+    cluster.leader_among(&others, TOPIC, partition).await?;
+    let disk = &disks[full as usize - 1];
+    let filler = disk.fill("filler", disk.free_bytes()? - RESERVE - 2 * MIB)?;
+
+    // 16 MiB, eight times what the full node has above its reserve: the other two acknowledge
+    // it all.
+    let mut produced = 0u64;
+    for r in 0..256 {
+        let records = request(r * PER_REQUEST)
+            .into_iter()
+            .map(pb::Record::from)
+            .collect();
+        let (_, base) = cluster
+            .produce_acked(&others, TOPIC, partition, records)
+            .await?;
+        assert_eq!(base, produced);
+        produced += PER_REQUEST as u64;
+    }
+    assert!(cluster.is_running(full), "node {full} stopped");
+    assert!(
+        disk.free_bytes()? > RESERVE / 2,
+        "node {full} used up its reserve: {} bytes free",
+        disk.free_bytes()?
+    );
+    let behind = cluster
+        .partition_on(full, TOPIC, partition)
+        .await
+        .context("the full node answers")?;
+    assert!(
+        behind.high_watermark < produced,
+        "node {full} stored all {produced} records on a disk that had room for an eighth"
+    );
+
+    std::fs::remove_file(filler)?;
+    // Generous: the node fetches 16 MiB while the machine may be busy with other tests.
+    eventually(
+        Duration::from_secs(120),
+        "the full node to catch up",
+        || async {
+            let view = cluster.partition_on(full, TOPIC, partition).await?;
+            (view.high_watermark >= produced).then_some(())
+        },
+    )
+    .await?;
+    let on_leader = cluster.read_partition(leader, TOPIC, partition).await?;
+    assert_eq!(on_leader.len() as u64, produced);
+    assert_eq!(
+        cluster.read_partition(full, TOPIC, partition).await?,
+        on_leader
+    );
+    drop(cluster);
     Ok(())
 }

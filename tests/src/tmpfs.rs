@@ -7,34 +7,48 @@ use std::process::Command;
 
 use anyhow::Context;
 
-/// A tmpfs mounted on a fresh temporary directory, unmounted when dropped.
+/// A mounted tmpfs, unmounted when dropped.
 pub struct Tmpfs {
-    dir: tempfile::TempDir,
+    path: PathBuf,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Tmpfs {
-    /// Mounts a tmpfs of `bytes` (rounded up to whole pages by the kernel).
+    /// Mounts a tmpfs of `bytes` (rounded up to whole pages by the kernel) on a fresh
+    /// temporary directory.
     pub fn mount(bytes: u64) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
+        let mut tmpfs = Self::mount_at(dir.path(), bytes)?;
+        tmpfs._dir = Some(dir);
+        Ok(tmpfs)
+    }
+
+    /// Mounts a tmpfs of `bytes` on `path` (created if missing; whatever it held is hidden
+    /// until the tmpfs is unmounted).
+    pub fn mount_at(path: &Path, bytes: u64) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(path)?;
         let output = Command::new("mount")
             .args(["-t", "tmpfs", "-o"])
             .arg(format!("size={bytes}"))
             .arg("tmpfs")
-            .arg(dir.path())
+            .arg(path)
             .output()
             .context("running mount")?;
         anyhow::ensure!(
             output.status.success(),
             "cannot mount a tmpfs on {} (this test needs root): {}",
-            dir.path().display(),
+            path.display(),
             String::from_utf8_lossy(&output.stderr).trim()
         );
-        Ok(Self { dir })
+        Ok(Self {
+            path: path.to_owned(),
+            _dir: None,
+        })
     }
 
     /// Where it is mounted.
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        &self.path
     }
 
     /// Bytes free on it.

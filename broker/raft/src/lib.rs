@@ -31,7 +31,7 @@ mod unflushed;
 pub use config::GroupTimings;
 pub use controller::{ControllerReplica, MetadataState};
 pub use error::{ReplicaError, SequenceError, StartError};
-pub use network::{MAX_PEER_MESSAGE_BYTES, Peers};
+pub use network::{EntryGate, MAX_PEER_MESSAGE_BYTES, Peers};
 pub use partition::{PartitionReplica, ReplicaStatus};
 pub use partition_state::PartitionProgress;
 pub use producers::{ProducerBatch, ProducerLimits, REMEMBERED_BATCHES};

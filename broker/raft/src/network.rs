@@ -5,7 +5,10 @@
 //! Raft payloads are openraft's own serde types encoded with postcard (compact, and record
 //! batches travel as length-prefixed bytes). A message for a group this node does not run (yet)
 //! is answered `NOT_FOUND`, which the sender treats as an unreachable peer and retries with
-//! backoff: replicas of a new partition start on their own schedule.
+//! backoff: replicas of a new partition start on their own schedule. So is an AppendEntries
+//! with entries that the node's [`EntryGate`] holds back (its disk is below its reserve): the
+//! leader backs off and sends them again, and heartbeats still pass, so the replica keeps its
+//! leader and catches up once the gate opens.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -37,6 +40,10 @@ use weir_storage::GroupId;
 
 use crate::error::ReplicaError;
 use crate::types::{NodeId, Snapshot, SnapshotBytes, SnapshotMeta, TypeConfig, Vote};
+
+/// An AppendEntries without entries (a heartbeat: vote, log ids, commit index) encodes in far
+/// fewer bytes than this; a larger one carries entries.
+const HEARTBEAT_MAX_BYTES: usize = 1024;
 
 /// Largest message between nodes; AppendEntries are bounded well below it by bytes.
 pub const MAX_PEER_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
@@ -98,6 +105,9 @@ where
     }
 }
 
+/// Says, for a group, why this node takes no new log entries for now (`None`: it takes them).
+pub type EntryGate = Arc<dyn Fn(GroupId) -> Option<String> + Send + Sync>;
+
 /// Proposes an encoded controller command on this node's controller leader.
 pub(crate) type ControllerProposer =
     Arc<dyn Fn(Bytes) -> BoxFuture<'static, Result<Bytes, ReplicaError>> + Send + Sync>;
@@ -110,6 +120,7 @@ struct Shared {
     channels: RwLock<HashMap<String, Channel>>,
     groups: RwLock<HashMap<GroupId, Arc<dyn GroupEndpoint>>>,
     controller: RwLock<Option<ControllerProposer>>,
+    entry_gate: RwLock<Option<EntryGate>>,
 }
 
 /// A node's transport: outgoing channels to peers (one per address, shared by every group) and
@@ -139,6 +150,18 @@ impl Peers {
         })
         .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES)
+    }
+
+    /// Holds back AppendEntries carrying entries for a group while `gate` gives a reason.
+    pub fn set_entry_gate(&self, gate: EntryGate) {
+        *write(&self.shared.entry_gate) = Some(gate);
+    }
+
+    /// Why entries for `group` are held back now, if they are.
+    fn entries_held_back(&self, group: GroupId) -> Option<String> {
+        read(&self.shared.entry_gate)
+            .as_ref()
+            .and_then(|gate| gate(group))
     }
 
     /// Reaches `node` at `address` instead of the address the cluster metadata gives for it.
@@ -280,7 +303,20 @@ impl RaftService for Receiver {
     ) -> Result<tonic::Response<RaftResponse>, Status> {
         let request = request.into_inner();
         let endpoint = self.peers.endpoint(request.group)?;
-        answer(endpoint.append_entries(decode(&request.payload)?).await)
+        let held_back = self.peers.entries_held_back(request.group);
+        if let Some(reason) = &held_back
+            && request.payload.len() > HEARTBEAT_MAX_BYTES
+        {
+            // Not a heartbeat: refused before it is decoded.
+            return Err(Status::resource_exhausted(reason.clone()));
+        }
+        let rpc: AppendEntriesRequest<TypeConfig> = decode(&request.payload)?;
+        if let Some(reason) = held_back
+            && !rpc.entries.is_empty()
+        {
+            return Err(Status::resource_exhausted(reason));
+        }
+        answer(endpoint.append_entries(rpc).await)
     }
 
     async fn vote(
@@ -391,15 +427,18 @@ impl PeerClient {
             Rpc::InstallSnapshot => client.install_snapshot(request).await,
         };
         let response = response.map_err(|status| match status.code() {
-            // The peer is down, or does not run this group yet: back off and retry.
-            Code::Unavailable | Code::NotFound | Code::DeadlineExceeded | Code::Cancelled => {
-                CallError::Unreachable(io::Error::other(format!(
-                    "node {} group {}: {}",
-                    self.target,
-                    self.group,
-                    status.message()
-                )))
-            }
+            // The peer is down, does not run this group yet, or holds entries back (its disk
+            // is below its reserve): back off and retry.
+            Code::Unavailable
+            | Code::NotFound
+            | Code::DeadlineExceeded
+            | Code::Cancelled
+            | Code::ResourceExhausted => CallError::Unreachable(io::Error::other(format!(
+                "node {} group {}: {}",
+                self.target,
+                self.group,
+                status.message()
+            ))),
             _ => CallError::network(&format!(
                 "node {} group {}: {status}",
                 self.target, self.group

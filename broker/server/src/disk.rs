@@ -5,9 +5,12 @@
 //! a background task samples the filesystem's free space every `disk.check_interval_ms`, and
 //! while it is below `disk.min_free_bytes` the partitions this node leads refuse new records
 //! with `DISK_FULL` (RESOURCE_EXHAUSTED, retriable), as Redpanda refuses writes below
-//! `storage_min_free_bytes`. Everything else goes on: fetches, group commits, trims (which free
-//! space inside the data file for new batches), and raft replication, whose entries the
-//! reserve absorbs. Produce resumes by itself at the first sample above the reserve.
+//! `storage_min_free_bytes`, and the partition replicas it follows hold back new entries (the
+//! transport's entry gate: their leaders back off and send them again, and the other replicas
+//! make the quorum). Everything else goes on: fetches, group commits and the controller's
+//! entries, trims (which free space inside the data file for new batches). The reserve absorbs
+//! what is in flight. Produce and replication resume by themselves at the first sample above
+//! the reserve.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -79,12 +82,12 @@ impl DiskSpace {
                                 tracing::warn!(
                                     free_bytes = self.free_bytes(),
                                     min_free_bytes = self.min_free_bytes,
-                                    "the data directory's disk is below its reserve: produce is refused (DISK_FULL) until space is freed"
+                                    "the data directory's disk is below its reserve: produce is refused (DISK_FULL) and replicated entries are held back until space is freed"
                                 );
                             } else {
                                 tracing::info!(
                                     free_bytes = self.free_bytes(),
-                                    "the data directory's disk is above its reserve again: produce resumes"
+                                    "the data directory's disk is above its reserve again: produce and replication resume"
                                 );
                             }
                         }
@@ -117,19 +120,30 @@ impl DiskSpace {
         self.refused.load(Ordering::Relaxed)
     }
 
-    /// `DISK_FULL` if the last sample was below the reserve.
+    /// `DISK_FULL` for a produce request if the last sample was below the reserve.
     pub(crate) fn check_room(&self, node_id: u64) -> Result<(), BrokerError> {
-        let free = self.free_bytes();
-        if free >= self.min_free_bytes {
-            return Ok(());
+        match self.shortage(node_id) {
+            None => Ok(()),
+            Some(shortage) => {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                Err(BrokerError::DiskFull(format!(
+                    "{shortage}: new records are refused until space is freed (retention, \
+                     `weir topic trim`, or the operator); nothing was stored"
+                )))
+            }
         }
-        self.refused.fetch_add(1, Ordering::Relaxed);
-        Err(BrokerError::DiskFull(format!(
-            "node {node_id}'s data directory has {free} bytes free, below its reserve \
-             (disk.min_free_bytes = {}): new records are refused until space is freed \
-             (retention, `weir topic trim`, or the operator); nothing was stored",
-            self.min_free_bytes
-        )))
+    }
+
+    /// What is short, if the last sample was below the reserve.
+    pub(crate) fn shortage(&self, node_id: u64) -> Option<String> {
+        let free = self.free_bytes();
+        (free < self.min_free_bytes).then(|| {
+            format!(
+                "node {node_id}'s data directory has {free} bytes free, below its reserve \
+                 (disk.min_free_bytes = {})",
+                self.min_free_bytes
+            )
+        })
     }
 }
 

@@ -165,6 +165,16 @@ impl Node {
             Duration::from_millis(config.disk.check_interval_ms),
             shutdown.clone(),
         );
+        // Below the reserve, this node's partition replicas take no new entries either (their
+        // leaders back off and retry); the controller's small entries still land.
+        let gate = disk.clone();
+        let node_id = config.node_id;
+        peers.set_entry_gate(Arc::new(move |group| {
+            if group == CONTROLLER_GROUP {
+                return None;
+            }
+            gate.shortage(node_id)
+        }));
         let topic_defaults = config.topic_defaults()?;
         let node = Arc::new(Self {
             config,
