@@ -490,7 +490,7 @@ pub(crate) async fn serve(
         tokio::spawn(async move {
             let service = service_fn(move |request: Request<hyper::body::Incoming>| {
                 let metrics = metrics.clone();
-                async move { Ok::<_, std::convert::Infallible>(respond(&metrics, &request)) }
+                async move { Ok::<_, std::convert::Infallible>(respond(metrics, &request).await) }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -502,14 +502,25 @@ pub(crate) async fn serve(
     }
 }
 
-fn respond(metrics: &Metrics, request: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+async fn respond(
+    metrics: Arc<Metrics>,
+    request: &Request<hyper::body::Incoming>,
+) -> Response<Full<Bytes>> {
     let (status, content_type, body) =
         if request.method() == Method::GET && request.uri().path() == "/metrics" {
-            (
-                StatusCode::OK,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                metrics.render(),
-            )
+            // Off the async workers: the per-partition gauges read the log database.
+            match tokio::task::spawn_blocking(move || metrics.render()).await {
+                Ok(body) => (
+                    StatusCode::OK,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    body,
+                ),
+                Err(e) => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain",
+                    format!("rendering the metrics failed: {e}\n"),
+                ),
+            }
         } else {
             (
                 StatusCode::NOT_FOUND,
