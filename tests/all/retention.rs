@@ -225,9 +225,17 @@ async fn a_replica_moved_after_a_trim_receives_only_the_retained_entries() -> an
     cluster.start_nodes(&cluster.node_ids()).await?;
     create_on_three(&cluster, TOPIC, &[]).await?;
     let all = cluster.node_ids();
+    // The records to be trimmed are large (4 MiB in all), the ones kept small, so the bytes
+    // the new replica receives tell which it got.
+    const LARGE: usize = 16 * 1024;
     for i in 0..300 {
+        let value = if i < TRIMMED {
+            format!("r{i}-{}", "x".repeat(LARGE))
+        } else {
+            format!("r{i}")
+        };
         cluster
-            .produce_acked(&all, TOPIC, 0, vec![record(format!("r{i}"), now_ms())])
+            .produce_acked(&all, TOPIC, 0, vec![record(value, now_ms())])
             .await?;
     }
     let leader = cluster.leader_of(TOPIC, 0).await?;
@@ -265,6 +273,7 @@ async fn a_replica_moved_after_a_trim_receives_only_the_retained_entries() -> an
         .iter()
         .find(|n| !replicas.contains(n))
         .context("a spare node")?;
+    let sent_before = cluster.link(leader, to).bytes_sent();
     tokio::time::timeout(GENEROUS, client.move_replica(TOPIC, 0, from, to))
         .await
         .context("the move")??;
@@ -286,6 +295,14 @@ async fn a_replica_moved_after_a_trim_receives_only_the_retained_entries() -> an
     );
     let on_new = cluster.read_partition(to, TOPIC, 0).await?;
     assert_eq!(values(&on_new), values(&on_leader));
+    // What the leader sent the new node while it caught up: the snapshot, the 70 small
+    // retained entries, heartbeats and the controller's traffic; not the trimmed 4 MiB.
+    let sent = cluster.link(leader, to).bytes_sent() - sent_before;
+    println!("the leader sent the moved replica {sent} bytes to catch up");
+    assert!(
+        sent < TRIMMED * LARGE as u64 / 4,
+        "the leader sent {sent} bytes to the moved replica"
+    );
     Ok(())
 }
 

@@ -36,6 +36,7 @@ pub struct LinkProxy {
     /// Bumped to close the connections open at that moment.
     resets: watch::Sender<u64>,
     refused: Arc<AtomicU64>,
+    sent: Arc<AtomicU64>,
     acceptor: JoinHandle<()>,
 }
 
@@ -49,6 +50,7 @@ impl LinkProxy {
         let (delay, _) = watch::channel(Duration::ZERO);
         let (resets, _) = watch::channel(0);
         let refused = Arc::new(AtomicU64::new(0));
+        let sent = Arc::new(AtomicU64::new(0));
         let acceptor = tokio::spawn(accept_loop(
             listener,
             target,
@@ -57,6 +59,7 @@ impl LinkProxy {
                 muted: muted.clone(),
                 delay: delay.clone(),
                 resets: resets.clone(),
+                sent: sent.clone(),
             },
             refused.clone(),
         ));
@@ -68,6 +71,7 @@ impl LinkProxy {
             delay,
             resets,
             refused,
+            sent,
             acceptor,
         })
     }
@@ -128,6 +132,11 @@ impl LinkProxy {
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
     }
+
+    /// Bytes forwarded from the sender to the target so far (its requests; not the answers).
+    pub fn bytes_sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
 }
 
 impl Drop for LinkProxy {
@@ -143,6 +152,8 @@ struct Links {
     muted: watch::Sender<bool>,
     delay: watch::Sender<Duration>,
     resets: watch::Sender<u64>,
+    /// Bytes forwarded from senders to the target.
+    sent: Arc<AtomicU64>,
 }
 
 async fn accept_loop(
@@ -169,6 +180,7 @@ async fn accept_loop(
             links.muted.subscribe(),
             links.delay.subscribe(),
             links.resets.subscribe(),
+            links.sent.clone(),
         ));
     }
 }
@@ -182,6 +194,7 @@ async fn forward(
     muted: watch::Receiver<bool>,
     delay: watch::Receiver<Duration>,
     mut resets: watch::Receiver<u64>,
+    sent: Arc<AtomicU64>,
 ) {
     let pump = async {
         // The target being down (a killed node) looks to the sender like a closed connection.
@@ -193,8 +206,14 @@ async fn forward(
         let (mut from_sender, mut to_sender) = inbound.split();
         let (mut from_target, mut to_target) = outbound.split();
         let never = watch::channel(false).1;
-        let up = pump_one_way(&mut from_sender, &mut to_target, &delay, &never);
-        let down = pump_one_way(&mut from_target, &mut to_sender, &delay, &muted);
+        let up = pump_one_way(
+            &mut from_sender,
+            &mut to_target,
+            &delay,
+            &never,
+            Some(&sent),
+        );
+        let down = pump_one_way(&mut from_target, &mut to_sender, &delay, &muted, None);
         tokio::select! {
             _ = up => {}
             _ = down => {}
@@ -210,12 +229,14 @@ async fn forward(
 }
 
 /// Copies bytes from `from` to `to` until `from` closes, each chunk after the link's current
-/// delay; while `dropped` is set, chunks are read and discarded instead.
+/// delay; while `dropped` is set, chunks are read and discarded instead. Counts the bytes
+/// forwarded in `counted`, if given.
 async fn pump_one_way(
     from: &mut (impl AsyncReadExt + Unpin),
     to: &mut (impl AsyncWriteExt + Unpin),
     delay: &watch::Receiver<Duration>,
     dropped: &watch::Receiver<bool>,
+    counted: Option<&AtomicU64>,
 ) -> std::io::Result<()> {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -229,6 +250,9 @@ async fn pump_one_way(
         }
         if !*dropped.borrow() {
             to.write_all(&buf[..n]).await?;
+            if let Some(counted) = counted {
+                counted.fetch_add(n as u64, Ordering::Relaxed);
+            }
         }
     }
 }
