@@ -129,7 +129,8 @@ impl Default for RetentionSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct DiskSettings {
     /// While the data directory's filesystem has fewer bytes free than this, partitions this
-    /// node leads refuse new records with `DISK_FULL` (Redpanda's `storage_min_free_bytes`).
+    /// node leads refuse new records with `DISK_FULL` (Redpanda's `storage_min_free_bytes`),
+    /// and the replicas it follows hold back the entries their leaders send.
     pub min_free_bytes: u64,
     /// How often the free space is read, in milliseconds.
     pub check_interval_ms: u64,
