@@ -60,8 +60,9 @@ pub struct MoveCounts {
     pub started: u64,
     /// Moves that completed at the first attempt.
     pub completed: u64,
-    /// Moves a fault cut short that completed when run again at the end, or were found to
-    /// have completed though their answer was lost.
+    /// Moves a fault cut short that completed when run again at the end, or were found in
+    /// effect then (the new node holds a replica and the old one none: the move completed
+    /// though its answer was lost, or later moves and drains left the same placement).
     pub redone: u64,
     /// Moves a fault cut short whose old replica had moved away, or whose new node had left
     /// the cluster, by the end (run again, they only drop what they left behind).
@@ -216,7 +217,7 @@ impl Moves {
                 self.counts.moot += 1;
             } else if moot {
                 self.history.event(format!(
-                    "{chosen}: found done at the end (its answer was lost)"
+                    "{chosen}: in effect at the end (the new node holds a replica, the old one none)"
                 ));
                 self.counts.redone += 1;
             } else {
@@ -229,7 +230,7 @@ impl Moves {
     }
 
     /// Whether the partition's replicas now include the move's new node and not its old one:
-    /// the move completed, though the attempt that made it lost its answer.
+    /// what the move was for holds.
     async fn took_effect(&self, chosen: Move) -> bool {
         let Ok((_, topic)) = any_node(&self.addrs).await else {
             return false;
