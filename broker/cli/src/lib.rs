@@ -25,10 +25,8 @@ mod topic;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use log_limit::RepeatLimit;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -142,8 +140,7 @@ pub fn main() -> ExitCode {
     let output = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_filter(filter)
-        .with_filter(RepeatLimit::new(&["openraft"], Duration::from_secs(10)));
+        .with_filter(log_limit::with_levels(filter));
     tracing_subscriber::registry().with(output).init();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
