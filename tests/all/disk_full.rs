@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use weir_client::{Acks, Client, ProducerRecord, TopicSpec};
+use weir_client::{Acks, Client, ClientError, ProducerRecord, TopicSpec};
 use weir_proto::v1 as pb;
 use weir_tests::tmpfs::Tmpfs;
 use weir_tests::{
@@ -27,6 +27,45 @@ fn request(first: usize) -> Vec<ProducerRecord> {
         .collect()
 }
 
+/// Produces requests of [`request`] to `filling`/0 (acks=all) until one fails; returns the
+/// records acknowledged before it and its error. 4 MiB hold about 60 requests, so more than
+/// 500 acknowledged means the disk never filled.
+async fn produce_until_refused(client: &Client) -> anyhow::Result<(usize, ClientError)> {
+    let mut acknowledged = 0usize;
+    loop {
+        anyhow::ensure!(
+            acknowledged < 500 * PER_REQUEST,
+            "500 requests of 64 KiB were all stored on a disk with 4 MiB to spare"
+        );
+        match client
+            .produce("filling", Some(0), request(acknowledged), Acks::All)
+            .await
+        {
+            Ok(outcome) => {
+                assert_eq!(outcome.base_offset, Some(acknowledged as u64));
+                acknowledged += PER_REQUEST;
+            }
+            Err(e) => return Ok((acknowledged, e)),
+        }
+    }
+}
+
+/// The values of `records`, as text.
+fn values(records: Vec<pb::ConsumedRecord>) -> Vec<String> {
+    records
+        .into_iter()
+        .map(|r| String::from_utf8_lossy(&r.value).into_owned())
+        .collect()
+}
+
+/// The values of the first `requests` requests' records.
+fn requested_values(requests: usize) -> Vec<String> {
+    (0..requests)
+        .flat_map(|r| request(r * PER_REQUEST))
+        .map(|r| String::from_utf8_lossy(&r.value).into_owned())
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_produce_keeps_what_was_acknowledged_and_recovers() -> anyhow::Result<()>
 {
@@ -39,26 +78,9 @@ async fn a_full_disk_refuses_produce_keeps_what_was_acknowledged_and_recovers() 
     let client = Client::connect(broker.addr().to_string()).await?;
     client.create_topic(TopicSpec::new("filling", 1)).await?;
     // Leave 4 MiB above the reserve.
-    let filler = disk.fill("filler", disk.free_bytes()? - RESERVE - 4 * MIB)?;
+    let filler = disk.fill_leaving("filler", RESERVE + 4 * MIB)?;
 
-    // Produce until refused: the 4 MiB hold about 60 requests, so 500 are plenty.
-    let mut acknowledged = 0usize;
-    let refusal = loop {
-        anyhow::ensure!(
-            acknowledged < 500 * PER_REQUEST,
-            "500 requests of 64 KiB were all stored on a disk with 4 MiB above its reserve"
-        );
-        match client
-            .produce("filling", Some(0), request(acknowledged), Acks::All)
-            .await
-        {
-            Ok(outcome) => {
-                assert_eq!(outcome.base_offset, Some(acknowledged as u64));
-                acknowledged += PER_REQUEST;
-            }
-            Err(e) => break e,
-        }
-    };
+    let (acknowledged, refusal) = produce_until_refused(&client).await?;
     assert_eq!(refusal.reason(), Some("DISK_FULL"), "{refusal}");
     assert_eq!(refusal.code(), Some(tonic::Code::ResourceExhausted));
     assert!(refusal.is_retriable(), "{refusal}");
@@ -75,16 +97,7 @@ async fn a_full_disk_refuses_produce_keeps_what_was_acknowledged_and_recovers() 
 
     // Reads go on, and hold every acknowledged record and nothing else.
     let mut raw = broker.raw_client().await?;
-    let expected: Vec<String> = (0..acknowledged / PER_REQUEST)
-        .flat_map(|r| request(r * PER_REQUEST))
-        .map(|r| String::from_utf8_lossy(&r.value).into_owned())
-        .collect();
-    let values = |records: Vec<weir_proto::v1::ConsumedRecord>| -> Vec<String> {
-        records
-            .into_iter()
-            .map(|r| String::from_utf8_lossy(&r.value).into_owned())
-            .collect()
-    };
+    let expected = requested_values(acknowledged / PER_REQUEST);
     assert_eq!(values(fetch_all(&mut raw, "filling", 0).await?), expected);
     let metrics = scrape_metrics(broker.metrics_addr().expect("metrics")).await?;
     assert!(
@@ -126,25 +139,9 @@ async fn a_commit_that_finds_the_disk_full_stops_the_broker_and_loses_nothing_ac
     let broker = InProcessBroker::start_with(config.clone()).await?;
     let client = Client::connect(broker.addr().to_string()).await?;
     client.create_topic(TopicSpec::new("filling", 1)).await?;
-    let filler = disk.fill("filler", disk.free_bytes()? - 4 * MIB)?;
+    let filler = disk.fill_leaving("filler", 4 * MIB)?;
 
-    let mut acknowledged = 0usize;
-    let failure = loop {
-        anyhow::ensure!(
-            acknowledged < 500 * PER_REQUEST,
-            "500 requests of 64 KiB were all stored on a disk with 4 MiB free"
-        );
-        match client
-            .produce("filling", Some(0), request(acknowledged), Acks::All)
-            .await
-        {
-            Ok(outcome) => {
-                assert_eq!(outcome.base_offset, Some(acknowledged as u64));
-                acknowledged += PER_REQUEST;
-            }
-            Err(e) => break e,
-        }
-    };
+    let (acknowledged, failure) = produce_until_refused(&client).await?;
     // The write that found no space may have reached the disk or not (and, in a cluster, the
     // followers): its outcome is unknown, which a producer may retry elsewhere.
     assert_eq!(failure.reason(), Some("OUTCOME_UNKNOWN"), "{failure}");
@@ -161,15 +158,8 @@ async fn a_commit_that_finds_the_disk_full_stops_the_broker_and_loses_nothing_ac
     let broker = InProcessBroker::start_with(config).await?;
     let client = Client::connect(broker.addr().to_string()).await?;
     let mut raw = broker.raw_client().await?;
-    let stored: Vec<String> = fetch_all(&mut raw, "filling", 0)
-        .await?
-        .into_iter()
-        .map(|r| String::from_utf8_lossy(&r.value).into_owned())
-        .collect();
-    let expected: Vec<String> = (0..=acknowledged / PER_REQUEST)
-        .flat_map(|r| request(r * PER_REQUEST))
-        .map(|r| String::from_utf8_lossy(&r.value).into_owned())
-        .collect();
+    let stored = values(fetch_all(&mut raw, "filling", 0).await?);
+    let expected = requested_values(acknowledged / PER_REQUEST + 1);
     // Every acknowledged record, and perhaps the request that failed (its outcome was unknown).
     assert!(
         stored.len() == acknowledged || stored.len() == acknowledged + PER_REQUEST,
@@ -204,15 +194,7 @@ async fn a_follower_below_its_reserve_holds_back_entries_and_catches_up_later() 
         disks.push(Tmpfs::mount_at(cluster.data_dir(id), 128 * MIB)?);
     }
     cluster.start_nodes(&[1, 2, 3]).await?;
-    cluster
-        .client(1)?
-        .create_topic(pb::CreateTopicRequest {
-            name: TOPIC.into(),
-            partitions: 1,
-            replication_factor: 3,
-            configs: Default::default(),
-        })
-        .await?;
+    cluster.create_topic(TOPIC, 1, 3, &[]).await?;
     let partition = 0;
     let leader = cluster.leader_of(TOPIC, partition).await?;
     let full = if leader == 1 { 2 } else { 1 };
@@ -231,7 +213,7 @@ async fn a_follower_below_its_reserve_holds_back_entries_and_catches_up_later() 
     cluster.restart(full).await?;
     cluster.leader_among(&others, TOPIC, partition).await?;
     let disk = &disks[full as usize - 1];
-    let filler = disk.fill("filler", disk.free_bytes()? - RESERVE - 2 * MIB)?;
+    let filler = disk.fill_leaving("filler", RESERVE + 2 * MIB)?;
 
     // 16 MiB, eight times what the full node has above its reserve: the other two acknowledge
     // it all.

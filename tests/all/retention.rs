@@ -57,27 +57,6 @@ async fn broker_with_ten_records(topic: &str) -> anyhow::Result<(InProcessBroker
     Ok((broker, client))
 }
 
-/// Creates `topic` on `cluster`: one partition, three replicas, `configs`.
-async fn create_on_three(
-    cluster: &ProcessCluster,
-    topic: &str,
-    configs: &[(&str, &str)],
-) -> anyhow::Result<()> {
-    cluster
-        .client(1)?
-        .create_topic(pb::CreateTopicRequest {
-            name: topic.into(),
-            partitions: 1,
-            replication_factor: 3,
-            configs: configs
-                .iter()
-                .map(|&(k, v)| (k.to_owned(), v.to_owned()))
-                .collect(),
-        })
-        .await?;
-    Ok(())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trimmed_records_are_out_of_range_and_a_group_behind_them_resets() -> anyhow::Result<()> {
     let (broker, client) = broker_with_ten_records("trimmed").await?;
@@ -166,7 +145,9 @@ async fn retention_ms_moves_the_log_start_on_every_replica_alike() -> anyhow::Re
     let mut cluster = cluster;
     cluster.start_nodes(&cluster.node_ids()).await?;
     let nodes = cluster.node_ids();
-    create_on_three(&cluster, TOPIC, &[("retention.ms", "3600000")]).await?;
+    cluster
+        .create_topic(TOPIC, 1, 3, &[("retention.ms", "3600000")])
+        .await?;
     let old = now_ms() - 2 * 3_600_000;
     for batch in 0..4 {
         let records = (0..2)
@@ -223,7 +204,7 @@ async fn a_replica_moved_after_a_trim_receives_only_the_retained_entries() -> an
     const TRIMMED: u64 = 250;
     let mut cluster = ProcessCluster::new(weir(), 4).await?;
     cluster.start_nodes(&cluster.node_ids()).await?;
-    create_on_three(&cluster, TOPIC, &[]).await?;
+    cluster.create_topic(TOPIC, 1, 3, &[]).await?;
     let all = cluster.node_ids();
     // The records to be trimmed are large (4 MiB in all), the ones kept small, so the bytes
     // the new replica receives tell which it got.

@@ -562,6 +562,29 @@ impl ProcessCluster {
         }
     }
 
+    /// Creates `topic` through node 1: `partitions` partitions of `replication_factor`
+    /// replicas, with topic `configs` (Kafka's names).
+    pub async fn create_topic(
+        &self,
+        topic: &str,
+        partitions: u32,
+        replication_factor: u32,
+        configs: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
+        self.client(1)?
+            .create_topic(pb::CreateTopicRequest {
+                name: topic.into(),
+                partitions,
+                replication_factor,
+                configs: configs
+                    .iter()
+                    .map(|&(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect(),
+            })
+            .await?;
+        Ok(())
+    }
+
     /// Describes `topic` as node `id` sees it; `None` if the node does not answer in time.
     pub async fn describe(&self, id: NodeId, topic: &str) -> Option<pb::TopicDescription> {
         let mut client = self.client(id).ok()?;

@@ -57,6 +57,15 @@ impl Tmpfs {
         Ok(stats.f_bavail * stats.f_frsize)
     }
 
+    /// Writes a file that leaves `left` bytes free on it, and returns its path.
+    pub fn fill_leaving(&self, name: &str, left: u64) -> anyhow::Result<PathBuf> {
+        let free = self.free_bytes()?;
+        let bytes = free.checked_sub(left).with_context(|| {
+            format!("the tmpfs has {free} bytes free, fewer than the {left} to leave")
+        })?;
+        self.fill(name, bytes)
+    }
+
     /// Writes a file of `bytes` on it (taking that much space), and returns its path.
     pub fn fill(&self, name: &str, bytes: u64) -> anyhow::Result<PathBuf> {
         let path = self.path().join(name);

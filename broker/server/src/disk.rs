@@ -27,6 +27,8 @@ const UNKNOWN: u64 = u64::MAX;
 /// What a node knows of its data directory's free space.
 #[derive(Debug)]
 pub(crate) struct DiskSpace {
+    /// The node whose data directory this is, for the messages.
+    node_id: u64,
     data_dir: PathBuf,
     min_free_bytes: u64,
     /// Bytes free to the broker's user at the last sample.
@@ -36,10 +38,11 @@ pub(crate) struct DiskSpace {
 }
 
 impl DiskSpace {
-    /// Watches the filesystem holding `data_dir`, refusing produce below `min_free_bytes`;
-    /// takes the first sample now.
-    pub(crate) fn new(data_dir: &Path, min_free_bytes: u64) -> Arc<Self> {
+    /// Watches the filesystem holding node `node_id`'s `data_dir`, refusing produce below
+    /// `min_free_bytes`; takes the first sample now.
+    pub(crate) fn new(node_id: u64, data_dir: &Path, min_free_bytes: u64) -> Arc<Self> {
         let disk = Arc::new(Self {
+            node_id,
             data_dir: data_dir.to_owned(),
             min_free_bytes,
             free_bytes: AtomicU64::new(UNKNOWN),
@@ -121,8 +124,8 @@ impl DiskSpace {
     }
 
     /// `DISK_FULL` for a produce request if the last sample was below the reserve.
-    pub(crate) fn check_room(&self, node_id: u64) -> Result<(), BrokerError> {
-        match self.shortage(node_id) {
+    pub(crate) fn check_room(&self) -> Result<(), BrokerError> {
+        match self.shortage() {
             None => Ok(()),
             Some(shortage) => {
                 self.refused.fetch_add(1, Ordering::Relaxed);
@@ -135,13 +138,13 @@ impl DiskSpace {
     }
 
     /// What is short, if the last sample was below the reserve.
-    pub(crate) fn shortage(&self, node_id: u64) -> Option<String> {
+    pub(crate) fn shortage(&self) -> Option<String> {
         let free = self.free_bytes();
         (free < self.min_free_bytes).then(|| {
             format!(
-                "node {node_id}'s data directory has {free} bytes free, below its reserve \
+                "node {}'s data directory has {free} bytes free, below its reserve \
                  (disk.min_free_bytes = {})",
-                self.min_free_bytes
+                self.node_id, self.min_free_bytes
             )
         })
     }
@@ -154,12 +157,12 @@ mod tests {
     #[test]
     fn below_the_reserve_is_refused_and_above_it_is_not() {
         let dir = tempfile::tempdir().unwrap();
-        let roomy = DiskSpace::new(dir.path(), 0);
+        let roomy = DiskSpace::new(1, dir.path(), 0);
         assert!(roomy.free_bytes() > 0 && roomy.free_bytes() < UNKNOWN);
-        assert!(roomy.check_room(1).is_ok());
+        assert!(roomy.check_room().is_ok());
 
-        let cramped = DiskSpace::new(dir.path(), u64::MAX - 1);
-        let err = cramped.check_room(7).unwrap_err();
+        let cramped = DiskSpace::new(7, dir.path(), u64::MAX - 1);
+        let err = cramped.check_room().unwrap_err();
         assert_eq!(err.reason(), "DISK_FULL");
         assert!(err.to_string().contains("node 7"), "{err}");
         assert_eq!(cramped.refused(), 1);
@@ -167,8 +170,8 @@ mod tests {
 
     #[test]
     fn an_unreadable_directory_does_not_refuse() {
-        let disk = DiskSpace::new(Path::new("/no/such/weir/data/dir"), 1 << 30);
+        let disk = DiskSpace::new(1, Path::new("/no/such/weir/data/dir"), 1 << 30);
         assert_eq!(disk.free_bytes(), UNKNOWN);
-        assert!(disk.check_room(1).is_ok());
+        assert!(disk.check_room().is_ok());
     }
 }

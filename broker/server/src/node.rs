@@ -160,7 +160,7 @@ impl Node {
             config.data_dir.join("modules"),
         );
         let budgets = Budgets::new(&config.limits);
-        let disk = DiskSpace::new(&config.data_dir, config.disk.min_free_bytes);
+        let disk = DiskSpace::new(config.node_id, &config.data_dir, config.disk.min_free_bytes);
         disk.clone().spawn_sampler(
             Duration::from_millis(config.disk.check_interval_ms),
             shutdown.clone(),
@@ -168,12 +168,10 @@ impl Node {
         // Below the reserve, this node's partition replicas take no new entries either (their
         // leaders back off and retry); the controller's small entries still land.
         let gate = disk.clone();
-        let node_id = config.node_id;
         peers.set_entry_gate(Arc::new(move |group| {
-            if group == CONTROLLER_GROUP {
-                return None;
-            }
-            gate.shortage(node_id)
+            (group != CONTROLLER_GROUP)
+                .then(|| gate.shortage())
+                .flatten()
         }));
         let topic_defaults = config.topic_defaults()?;
         let node = Arc::new(Self {

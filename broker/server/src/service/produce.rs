@@ -221,7 +221,7 @@ impl BrokerService {
             };
             return Ok(answer(duplicate, Vec::new()));
         }
-        node.disk.check_room(node.config.node_id)?;
+        node.disk.check_room()?;
         let mut batch = Some(produced.batch);
         let mut rejected = Vec::new();
         if !topic.produce_chain.is_empty() {
