@@ -510,14 +510,16 @@ impl LogDb {
         Ok(limit)
     }
 
-    /// The batches of `group` whose base offset is in `from..limit`, in order, as `(base
-    /// offset, offset count, bytes stored)`: what size-based retention counts. Reads the
-    /// entries themselves (their stored length), so callers scan each batch once.
+    /// The first `max_batches` batches of `group` whose base offset is in `from..limit`, in
+    /// order, as `(base offset, offset count, bytes stored)`: what size-based retention counts.
+    /// Reads the entries themselves (their stored length), so callers scan each batch once,
+    /// a bounded stretch at a time.
     pub fn batch_sizes(
         &self,
         group: GroupId,
         from: Offset,
         limit: Offset,
+        max_batches: usize,
     ) -> Result<Vec<(Offset, u32, u64)>, ReadError> {
         let txn = self.shared.db.begin_read()?;
         let offsets = txn.open_table(OFFSET_INDEX)?;
@@ -526,7 +528,10 @@ impl LogDb {
         if from >= limit {
             return Ok(sizes);
         }
-        for row in offsets.range((group, from.0)..(group, limit.0))? {
+        for row in offsets
+            .range((group, from.0)..(group, limit.0))?
+            .take(max_batches)
+        {
             let (key, row) = row?;
             let (index, count, _) = row.value();
             let bytes = log
@@ -1147,14 +1152,24 @@ mod tests {
                 data(3, &["c".repeat(500).as_str()]),
             ],
         );
-        let sizes = db.batch_sizes(1, Offset(0), Offset(3)).unwrap();
+        let sizes = db.batch_sizes(1, Offset(0), Offset(3), 10).unwrap();
         assert_eq!(
             sizes.iter().map(|&(o, c, _)| (o, c)).collect::<Vec<_>>(),
             vec![(Offset(0), 2), (Offset(2), 1)]
         );
         assert!(sizes[1].2 > 500 && sizes[1].2 > sizes[0].2, "{sizes:?}");
-        assert_eq!(db.batch_sizes(1, Offset(2), Offset(3)).unwrap().len(), 1);
-        assert_eq!(db.batch_sizes(1, Offset(3), Offset(3)).unwrap(), Vec::new());
+        assert_eq!(
+            db.batch_sizes(1, Offset(2), Offset(3), 10).unwrap().len(),
+            1
+        );
+        assert_eq!(
+            db.batch_sizes(1, Offset(0), Offset(3), 1).unwrap(),
+            sizes[..1]
+        );
+        assert_eq!(
+            db.batch_sizes(1, Offset(3), Offset(3), 10).unwrap(),
+            Vec::new()
+        );
     }
 
     #[test]

@@ -22,6 +22,10 @@ use crate::error::BrokerError;
 use crate::node::{HostedPartition, Node, blocking};
 use sizes::PartitionSizes;
 
+/// Batches whose sizes one read of the log returns, so a scan holds a bounded list and a short
+/// read transaction.
+const SCAN_BATCHES: usize = 4096;
+
 /// Starts the periodic retention check on `node`, every `retention.check_interval_ms`.
 pub(crate) fn spawn(node: Arc<Node>) {
     let every = Duration::from_millis(node.config.retention.check_interval_ms);
@@ -84,15 +88,22 @@ async fn enforce(
                     }
                 })
                 .or_insert_with(|| PartitionSizes::new(limit_bytes));
-            let from = counted.scanned_to;
-            let db = db.clone();
-            let new = blocking(move || {
-                db.batch_sizes(group, from, limit)
-                    .map_err(BrokerError::from)
-            })
-            .await?;
-            for (base, count, bytes) in new {
-                counted.add(base, count, bytes);
+            // A stretch at a time: a new leader scans the whole retained log once.
+            loop {
+                let from = counted.scanned_to;
+                let db = db.clone();
+                let new = blocking(move || {
+                    db.batch_sizes(group, from, limit, SCAN_BATCHES)
+                        .map_err(BrokerError::from)
+                })
+                .await?;
+                let done = new.len() < SCAN_BATCHES;
+                for (base, count, bytes) in new {
+                    counted.add(base, count, bytes);
+                }
+                if done {
+                    break;
+                }
             }
             if let Some(by_size) = counted.log_start_above(log_start) {
                 log_start = by_size;

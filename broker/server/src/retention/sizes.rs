@@ -1,7 +1,9 @@
 //! What a partition leader knows of its partition's size, for `retention.bytes`.
 //!
-//! The log's size is not stored anywhere: the leader scans each batch once (its stored
-//! length), the whole retained log when it starts leading and only the new batches after, and
+//! Storage keeps each log's total (`LogDb::log_bytes`), but not where to cut it, and that total
+//! counts the entries below the log start still awaiting their purge. So the leader scans each
+//! batch once (its stored length), the whole retained log when it starts leading and only the
+//! new batches after, and
 //! keeps a checkpoint every `granularity` bytes (a sixteenth of the bound, at least 4 KiB).
 //! The log start it proposes is the first checkpoint after which the log fits the bound: the
 //! partition keeps between `retention.bytes - granularity` and `retention.bytes` of batches
