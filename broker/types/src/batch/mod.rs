@@ -16,7 +16,8 @@
 //! - [`EncodedBatch::verify`] for bytes that come from disk or a peer: CRC, magic, length,
 //!   supported attributes, consistent producer fields, and every record decoded and counted
 //!   against the header (record count, last offset delta, max timestamp, offset deltas
-//!   increasing), with nothing left over.
+//!   increasing), with nothing left over. A stored batch may be compacted (see `compact.rs`):
+//!   empty, or with its last record before its last offset.
 //! - [`EncodedBatch::validate_produced`] for bytes from a producer: all of that, plus what a
 //!   producer's batch must satisfy (offsets contiguous from 0, timestamps not negative, size
 //!   limits).
@@ -25,6 +26,7 @@
 //! transactional and control batches, log-append-time timestamps, delete horizons, null values
 //! and null header values.
 
+mod compact;
 mod header;
 mod record;
 
@@ -32,6 +34,7 @@ use bytes::Bytes;
 
 use crate::names::Offset;
 
+pub use compact::CompactionRecord;
 pub use header::{
     BASE_OFFSET_AT, BATCH_HEADER_LEN, BatchAttributes, BatchHeader, Compression, LEADER_EPOCH_AT,
     MAGIC, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE, ProducerStamp, stamp,
@@ -359,7 +362,9 @@ fn check_each<'a>(
         .attributes
         .check_supported(matches!(gate, Gate::Stored))?;
     check_producer_fields(&header)?;
-    if header.record_count == 0 {
+    // A stored batch may have lost every record to compaction; it keeps its offsets (and its
+    // producer fields), so it stays in the log.
+    if header.record_count == 0 && gate != Gate::Stored {
         return Err(BatchError::Empty);
     }
     let mut payload = &bytes[BATCH_HEADER_LEN..];
@@ -418,15 +423,25 @@ fn check_each<'a>(
             decoded,
         });
     }
-    if i64::from(last_delta) != i64::from(header.last_offset_delta) {
+    // Compaction removes records but keeps the offsets a batch spans: a stored batch's last
+    // record may lie before its last offset.
+    let last_delta_fits = match gate {
+        Gate::Stored => i64::from(last_delta) <= i64::from(header.last_offset_delta),
+        Gate::Produced(_) => i64::from(last_delta) == i64::from(header.last_offset_delta),
+    };
+    if !last_delta_fits {
         return Err(BatchError::LastOffsetDeltaMismatch {
             header: header.last_offset_delta,
             decoded: last_delta,
         });
     }
     // With log-append time the maximum is the time the leader appended the batch at, and the
-    // records' own timestamps stay as the producer sent them.
-    if max_timestamp != header.max_timestamp_ms && !header.attributes.is_log_append_time() {
+    // records' own timestamps stay as the producer sent them. A batch compaction emptied keeps
+    // the maximum it had.
+    if decoded > 0
+        && max_timestamp != header.max_timestamp_ms
+        && !header.attributes.is_log_append_time()
+    {
         return Err(BatchError::MaxTimestampMismatch {
             header: header.max_timestamp_ms,
             decoded: max_timestamp,

@@ -195,7 +195,26 @@ fn headers_that_lie_are_refused_even_with_a_matching_crc() {
         }
     );
     assert_eq!(
-        with(23, &5i32.to_be_bytes()),
+        with(23, &1i32.to_be_bytes()),
+        BatchError::LastOffsetDeltaMismatch {
+            header: 1,
+            decoded: 2
+        }
+    );
+    // A stored batch may span offsets past its last record (compaction removed the records
+    // there); a producer's may not.
+    let mut spans_more = bytes.clone();
+    spans_more[23..27].copy_from_slice(&5i32.to_be_bytes());
+    let spans_more = resealed(spans_more);
+    assert_eq!(
+        EncodedBatch::verify(spans_more.clone())
+            .unwrap()
+            .header()
+            .offset_count(),
+        6
+    );
+    assert_eq!(
+        EncodedBatch::validate_produced(spans_more, BatchLimits::default()).unwrap_err(),
         BatchError::LastOffsetDeltaMismatch {
             header: 5,
             decoded: 2
@@ -399,4 +418,85 @@ fn sequences_wrap_from_the_largest_int32_to_zero() {
     assert_eq!(ProducerStamp::sequence_after(i32::MAX, 1), 0);
     assert_eq!(ProducerStamp::sequence_after(i32::MAX - 1, 3), 1);
     assert_eq!(ProducerStamp::sequence_after(7, 1 << 31), 7, "a whole turn");
+}
+
+#[test]
+fn compaction_keeps_offsets_producer_fields_and_the_span_of_a_batch() {
+    let records: Vec<Record> = (0..5)
+        .map(|i| record(Some(&format!("k{i}")), &format!("v{i}"), 1_000 + i))
+        .collect();
+    let batch = BatchEncoder::new(BatchLimits::default())
+        .with_producer(Some(PRODUCER))
+        .encode(&records)
+        .unwrap()
+        .stamped(Offset(40), 7);
+    let seen: Vec<(Offset, Option<&[u8]>, bool, i64)> = batch
+        .compaction_records()
+        .map(|r| r.map(|r| (r.offset, r.key, r.tombstone, r.timestamp_ms)))
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(seen.len(), 5);
+    assert_eq!(seen[3], (Offset(43), Some(&b"k3"[..]), false, 1_003));
+
+    assert!(
+        batch.retaining(|_| true).unwrap().is_none(),
+        "nothing to rewrite"
+    );
+
+    // Keep offsets 41 and 43: the newest record (44) goes, so the maximum timestamp drops.
+    let kept = batch
+        .retaining(|r| r.offset == Offset(41) || r.offset == Offset(43))
+        .unwrap()
+        .unwrap();
+    let verified = EncodedBatch::verify(kept.bytes().clone()).unwrap();
+    let h = *verified.header();
+    assert_eq!(h, *kept.header());
+    assert_eq!(
+        (h.base_offset, h.partition_leader_epoch, h.offset_count()),
+        (Offset(40), 7, 5)
+    );
+    assert_eq!((h.record_count, h.max_timestamp_ms), (2, 1_003));
+    assert_eq!(h.producer(), batch.header().producer());
+    assert_eq!(h.base_timestamp_ms, batch.header().base_timestamp_ms);
+    let decoded: Vec<(Offset, Record)> = verified.records().collect::<Result<_, _>>().unwrap();
+    assert_eq!(
+        decoded,
+        vec![
+            (Offset(41), records[1].clone()),
+            (Offset(43), records[3].clone())
+        ]
+    );
+
+    // Keep nothing: the batch stays, empty, spanning the same offsets.
+    let empty = batch.retaining(|_| false).unwrap().unwrap();
+    let verified = EncodedBatch::verify(empty.bytes().clone()).unwrap();
+    assert_eq!(verified.header().record_count, 0);
+    assert_eq!(verified.header().next_offset(), Offset(45));
+    assert_eq!(verified.header().max_timestamp_ms, 1_004);
+    assert_eq!(verified.records().count(), 0);
+    // A producer may not send an empty batch, nor one with gaps.
+    assert_eq!(
+        EncodedBatch::validate_produced(empty.bytes().clone(), BatchLimits::default()).unwrap_err(),
+        BatchError::Empty
+    );
+    let gappy = batch
+        .retaining(|r| r.offset != Offset(42))
+        .unwrap()
+        .unwrap();
+    assert!(
+        EncodedBatch::validate_produced(gappy.bytes().clone(), BatchLimits::default()).is_err()
+    );
+}
+
+#[test]
+fn compaction_of_a_log_append_time_batch_keeps_the_append_time() {
+    let batch = EncodedBatch::encode(&three(), BatchLimits::default())
+        .unwrap()
+        .with_log_append_time(9_999);
+    let kept = batch.retaining(|r| r.offset == Offset(0)).unwrap().unwrap();
+    let verified = EncodedBatch::verify(kept.bytes().clone()).unwrap();
+    assert_eq!(verified.header().max_timestamp_ms, 9_999);
+    let records: Vec<(Offset, Record)> = verified.records().collect::<Result<_, _>>().unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].1.timestamp_ms, 9_999);
 }
