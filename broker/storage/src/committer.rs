@@ -25,13 +25,13 @@ use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
 use redb::{Database, ReadableTable, Table};
-use weir_types::Offset;
+use weir_types::{EncodedBatch, Offset};
 
 use crate::db::{GroupId, LogDbOptions, StorageStats, WriteBatch, WriteOp};
 use crate::error::WriteError;
 use crate::tables::{
-    IndexRow, LOG_BYTES_META_KEY, OFFSET_INDEX, PRODUCERS, RAFT_LOG, RAFT_META, encode_envelope,
-    index_row, stored_log_bytes,
+    IndexRow, LOG_BYTES_META_KEY, OFFSET_INDEX, PRODUCERS, RAFT_LOG, RAFT_META, decode_envelope,
+    encode_envelope, index_row, stored_batch_crc, stored_log_bytes,
 };
 
 type Done = Box<dyn FnOnce(Result<(), WriteError>) + Send>;
@@ -68,6 +68,7 @@ impl Job {
                     .map(|e| e.meta.len() + e.batch.as_ref().map_or(0, |b| b.bytes().len()))
                     .sum(),
                 WriteOp::PutMeta { value, .. } | WriteOp::PutProducer { value, .. } => value.len(),
+                WriteOp::ReplaceBatch { batch, .. } => batch.bytes().len(),
                 _ => 0,
             })
             .sum()
@@ -343,6 +344,12 @@ impl Tables<'_, '_> {
                     next_offset.0.to_le_bytes().as_slice(),
                 )?;
             }
+            WriteOp::ReplaceBatch {
+                group,
+                base_offset,
+                expected_crc,
+                batch,
+            } => self.replace_batch(*group, *base_offset, *expected_crc, batch)?,
             WriteOp::PutMeta { group, key, value } => {
                 self.meta.insert((*group, *key as u8), value.as_ref())?;
             }
@@ -378,6 +385,55 @@ impl Tables<'_, '_> {
             }
         }
         Ok(appended)
+    }
+
+    /// [`WriteOp::ReplaceBatch`]: replaces the batch at `base_offset` if it is still the one
+    /// whose CRC is `expected_crc` and spans the offsets `batch` does.
+    fn replace_batch(
+        &mut self,
+        group: GroupId,
+        base_offset: Offset,
+        expected_crc: u32,
+        batch: &EncodedBatch,
+    ) -> Result<(), redb::Error> {
+        let Some((index, count, _)) = self
+            .offsets
+            .get((group, base_offset.0))?
+            .map(|row| row.value())
+        else {
+            return Ok(()); // trimmed meanwhile
+        };
+        if u64::from(count) != batch.header().offset_count() {
+            return Ok(());
+        }
+        let (meta, leader_epoch, old_len) = {
+            let Some(stored) = self.log.get((group, index))? else {
+                return Ok(());
+            };
+            let stored = stored.value();
+            let Ok(envelope) = decode_envelope(group, index, stored) else {
+                return Ok(()); // damaged: left for readers to report
+            };
+            match envelope.batch {
+                Some(old)
+                    if old.base_offset == base_offset
+                        && stored_batch_crc(old.bytes) == Some(expected_crc) =>
+                {
+                    (envelope.meta.to_vec(), old.leader_epoch, stored.len())
+                }
+                _ => return Ok(()), // compacted meanwhile
+            }
+        };
+        let value = encode_envelope(&meta, Some((batch.bytes(), base_offset, leader_epoch)));
+        let before = self.log_bytes(group)?;
+        self.log.insert((group, index), value.as_slice())?;
+        self.offsets
+            .insert((group, base_offset.0), index_row(index, batch))?;
+        self.set_log_bytes(
+            group,
+            (before + value.len() as u64).saturating_sub(old_len as u64),
+        );
+        Ok(())
     }
 
     /// Deletes `group`'s entries from `first` to `last` (raft indexes, inclusive), counting

@@ -37,6 +37,9 @@ pub enum MetaKey {
     Applied = 4,
     /// The current state machine snapshot.
     Snapshot = 5,
+    /// How far the group's log is compacted (see [`CompactionState`](crate::CompactionState)),
+    /// written by storage itself.
+    Compaction = 6,
 }
 
 /// One entry to append.
@@ -127,6 +130,20 @@ pub enum WriteOp {
         /// The raft group.
         group: GroupId,
     },
+    /// Replace the batch at `base_offset` of `group` by `batch`, its compacted copy (same base
+    /// offset, leader epoch and offsets spanned; fewer records), if the stored batch is still
+    /// the one compaction read (its CRC is `expected_crc`); otherwise (trimmed, or compacted
+    /// meanwhile) change nothing. The offset index row takes the copy's maximum timestamp.
+    ReplaceBatch {
+        /// The raft group.
+        group: GroupId,
+        /// The batch's base offset.
+        base_offset: Offset,
+        /// The CRC of the batch compaction read.
+        expected_crc: u32,
+        /// The compacted copy.
+        batch: EncodedBatch,
+    },
     /// Delete a group's log, offsets, producers and metadata.
     DeleteGroup {
         /// The raft group.
@@ -145,6 +162,7 @@ impl WriteOp {
             | WriteOp::PutMeta { group, .. }
             | WriteOp::PutProducer { group, .. }
             | WriteOp::DeleteProducer { group, .. }
+            | WriteOp::ReplaceBatch { group, .. }
             | WriteOp::ClearProducers { group }
             | WriteOp::DeleteGroup { group } => *group,
         }

@@ -22,6 +22,7 @@
 
 mod backend;
 mod committer;
+mod compaction;
 mod db;
 mod error;
 pub mod fault;
@@ -30,6 +31,7 @@ mod migrate;
 mod tables;
 
 pub use backend::{CreateDatabase, install_database_backend};
+pub use compaction::{CompactionError, CompactionOutcome, CompactionState};
 pub use db::{
     BatchRead, GroupId, LogBounds, LogDb, LogDbOptions, MetaKey, NewEntry, OnFailure, StorageStats,
     StoredEntry, WriteBatch, WriteOp,

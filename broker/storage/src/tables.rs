@@ -194,6 +194,12 @@ pub(crate) fn verify_stored(
     }
 }
 
+/// The CRC-32C field of stored batch bytes (big-endian, at byte 17), if they are that long.
+pub(crate) fn stored_batch_crc(batch: &[u8]) -> Option<u32> {
+    let crc: [u8; 4] = batch.get(17..21)?.try_into().ok()?;
+    Some(u32::from_be_bytes(crc))
+}
+
 /// The `offset_index` row for a batch appended by raft entry `index`.
 pub(crate) fn index_row(index: u64, batch: &EncodedBatch) -> IndexRow {
     let header = batch.header();

@@ -1,0 +1,408 @@
+//! Log compaction of one group (Kafka's `cleanup.policy=compact`): below a point the raft layer
+//! decided, only the latest record of each key stays, and tombstones older than a time go too.
+//! Offsets never change: a batch keeps its offsets and loses records (weir-types' `compact.rs`).
+//!
+//! A pass is deterministic, so every replica that runs it on the same committed records ends
+//! with the same records:
+//! - The log below the previous pass's point (the *clean* part) holds one record per key. The
+//!   pass maps every key of the *dirty* part (from that point to the new one) to its latest
+//!   offset there, by the SHA-256 of the key (first 16 bytes), so the map's size is bounded by
+//!   the dirty part, which the leader bounds.
+//! - It then rewrites the log from its start to the new point: a keyed record goes when the
+//!   map has a later offset for its key; a tombstone that is its key's latest goes once its
+//!   timestamp is before `tombstones_before_ms`. Records without a key, and everything at or
+//!   past the point, stay.
+//!
+//! Running a pass again, or a later pass over a log another replica compacted further (a
+//! follower catching up receives the leader's compacted batches), changes nothing that the
+//! later pass would not: what stays is the latest record of each key below the point, less
+//! expired tombstones. So a pass interrupted by a crash is simply run again.
+//!
+//! I/O is bounded: batches are read and rewritten a few MiB at a time, each rewrite a write of
+//! its own, which replaces a batch only if it is still the one read ([`WriteOp::ReplaceBatch`]):
+//! retention may trim batches meanwhile, and produce goes on.
+
+use std::collections::HashMap;
+
+use sha2::{Digest, Sha256};
+use weir_types::{CompactionRecord, EncodedBatch, Offset};
+
+use crate::db::{GroupId, LogDb, MetaKey, WriteBatch, WriteOp};
+use crate::error::{ReadError, WriteError};
+
+/// Bytes of batches read, or rewritten, at a time.
+const CHUNK_BYTES: usize = 4 << 20;
+
+/// How far a group's log is compacted, as the last finished pass left it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CompactionState {
+    /// Records below this offset are compacted.
+    pub below: Offset,
+    /// Tombstones older than this (milliseconds since the epoch) were removed.
+    pub tombstones_before_ms: i64,
+    /// The oldest timestamp of a tombstone the pass kept, if it kept any: when the next pass
+    /// would remove it.
+    pub oldest_tombstone_ms: Option<i64>,
+}
+
+impl CompactionState {
+    const LEN: usize = 25;
+
+    fn encode(&self) -> [u8; Self::LEN] {
+        let mut out = [0u8; Self::LEN];
+        out[..8].copy_from_slice(&self.below.0.to_le_bytes());
+        out[8..16].copy_from_slice(&self.tombstones_before_ms.to_le_bytes());
+        if let Some(oldest) = self.oldest_tombstone_ms {
+            out[16] = 1;
+            out[17..25].copy_from_slice(&oldest.to_le_bytes());
+        }
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let bytes: &[u8; Self::LEN] = bytes.try_into().ok()?;
+        let u64_at = |at: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&bytes[at..at + 8]);
+            b
+        };
+        Some(Self {
+            below: Offset(u64::from_le_bytes(u64_at(0))),
+            tombstones_before_ms: i64::from_le_bytes(u64_at(8)),
+            oldest_tombstone_ms: (bytes[16] == 1).then(|| i64::from_le_bytes(u64_at(17))),
+        })
+    }
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CompactionOutcome {
+    /// Distinct keys in the dirty part.
+    pub dirty_keys: usize,
+    /// Batches rewritten.
+    pub batches_rewritten: u64,
+    /// Records removed.
+    pub records_removed: u64,
+    /// Batch bytes before and after the rewritten batches.
+    pub bytes_before: u64,
+    /// See `bytes_before`.
+    pub bytes_after: u64,
+}
+
+/// Why a pass stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum CompactionError {
+    /// Reading the log failed (or found damage).
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// Writing a rewritten batch failed.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    /// A batch that verified could not be taken apart (a bug, not damage).
+    #[error("group {group}: compacting the batch at offset {offset}: {source}")]
+    Batch {
+        /// The raft group.
+        group: GroupId,
+        /// The batch's base offset.
+        offset: Offset,
+        /// What was wrong.
+        source: weir_types::BatchError,
+    },
+}
+
+type KeyHash = u128;
+
+fn key_hash(key: &[u8]) -> KeyHash {
+    let digest = Sha256::digest(key);
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&digest[..16]);
+    u128::from_le_bytes(first)
+}
+
+impl LogDb {
+    /// How far `group`'s log is compacted, if a pass ever finished.
+    pub fn compaction_state(&self, group: GroupId) -> Result<Option<CompactionState>, ReadError> {
+        Ok(self
+            .meta(group, MetaKey::Compaction)?
+            .and_then(|bytes| CompactionState::decode(&bytes)))
+    }
+
+    /// Compacts `group`'s committed log below `below` (see the module documentation), removing
+    /// tombstones whose timestamp is before `tombstones_before_ms`, and records the new
+    /// [`CompactionState`]. Blocking; every offset below `below` must be committed.
+    pub fn compact(
+        &self,
+        group: GroupId,
+        below: Offset,
+        tombstones_before_ms: i64,
+    ) -> Result<CompactionOutcome, CompactionError> {
+        let dirty_from = self
+            .compaction_state(group)?
+            .map_or(Offset(0), |s| s.below.min(below));
+        let mut outcome = CompactionOutcome::default();
+
+        // The latest offset of every key in the dirty part.
+        let mut latest: HashMap<KeyHash, Offset> = HashMap::new();
+        self.each_batch(group, dirty_from, below, |batch| {
+            for record in batch.compaction_records() {
+                let record = record.map_err(|source| corrupt(group, batch, source))?;
+                if let Some(key) = record.key
+                    && record.offset >= dirty_from
+                    && record.offset < below
+                {
+                    latest.insert(key_hash(key), record.offset);
+                }
+            }
+            Ok(())
+        })?;
+        outcome.dirty_keys = latest.len();
+
+        let keep = |record: &CompactionRecord<'_>| -> bool {
+            let Some(key) = record.key else {
+                return true;
+            };
+            if record.offset >= below {
+                return true;
+            }
+            if latest
+                .get(&key_hash(key))
+                .is_some_and(|newest| *newest > record.offset)
+            {
+                return false;
+            }
+            !(record.tombstone && record.timestamp_ms < tombstones_before_ms)
+        };
+        let mut oldest_tombstone_ms: Option<i64> = None;
+        let mut rewrites: Vec<WriteOp> = Vec::new();
+        let mut pending_bytes = 0usize;
+        self.each_batch(group, Offset(0), below, |batch| {
+            let compacted = batch
+                .retaining(keep)
+                .map_err(|source| corrupt(group, batch, source))?;
+            let kept = compacted.as_ref().unwrap_or(batch);
+            for record in kept.compaction_records() {
+                let record = record.map_err(|source| corrupt(group, batch, source))?;
+                if record.tombstone && record.offset < below {
+                    let ts = record.timestamp_ms;
+                    oldest_tombstone_ms = Some(oldest_tombstone_ms.map_or(ts, |o| o.min(ts)));
+                }
+            }
+            if let Some(compacted) = compacted {
+                let header = batch.header();
+                outcome.batches_rewritten += 1;
+                outcome.records_removed +=
+                    u64::from(header.record_count - compacted.header().record_count);
+                outcome.bytes_before += batch.bytes().len() as u64;
+                outcome.bytes_after += compacted.bytes().len() as u64;
+                pending_bytes += compacted.bytes().len();
+                rewrites.push(WriteOp::ReplaceBatch {
+                    group,
+                    base_offset: header.base_offset,
+                    expected_crc: header.crc,
+                    batch: compacted,
+                });
+                if pending_bytes >= CHUNK_BYTES {
+                    pending_bytes = 0;
+                    self.write(WriteBatch {
+                        ops: std::mem::take(&mut rewrites),
+                    })?;
+                }
+            }
+            Ok(())
+        })?;
+        let state = CompactionState {
+            below,
+            tombstones_before_ms,
+            oldest_tombstone_ms,
+        };
+        rewrites.push(WriteOp::PutMeta {
+            group,
+            key: MetaKey::Compaction,
+            value: state.encode().to_vec().into(),
+        });
+        self.write(WriteBatch { ops: rewrites })?;
+        Ok(outcome)
+    }
+
+    /// Calls `each` with every committed batch of `group` holding offsets in `from..below`, in
+    /// order, reading [`CHUNK_BYTES`] at a time (a short read transaction each).
+    fn each_batch(
+        &self,
+        group: GroupId,
+        from: Offset,
+        below: Offset,
+        mut each: impl FnMut(&EncodedBatch) -> Result<(), CompactionError>,
+    ) -> Result<(), CompactionError> {
+        let mut next = from;
+        while next < below {
+            let read = self.read_batches(group, next, below, u64::MAX, CHUNK_BYTES)?;
+            let Some(last) = read.batches.last() else {
+                break;
+            };
+            let after = last.header().next_offset();
+            for batch in &read.batches {
+                if batch.header().base_offset >= below {
+                    return Ok(());
+                }
+                each(batch)?;
+            }
+            if after <= next {
+                break;
+            }
+            next = after;
+        }
+        Ok(())
+    }
+}
+
+fn corrupt(
+    group: GroupId,
+    batch: &EncodedBatch,
+    source: weir_types::BatchError,
+) -> CompactionError {
+    CompactionError::Batch {
+        group,
+        offset: batch.header().base_offset,
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use bytes::Bytes;
+    use weir_types::{BatchLimits, Record};
+
+    use super::*;
+    use crate::db::{LogDbOptions, NewEntry};
+
+    /// Key and value of every record of `group` from offset 0, by offset.
+    fn records(db: &LogDb, group: GroupId) -> BTreeMap<u64, (String, String)> {
+        let read = db
+            .read_batches(group, Offset(0), Offset(u64::MAX), u64::MAX, usize::MAX)
+            .unwrap();
+        read.batches
+            .iter()
+            .flat_map(|b| b.records().map(Result::unwrap))
+            .map(|(offset, r)| {
+                let text = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
+                (offset.0, (text(&r.key.unwrap()), text(&r.value)))
+            })
+            .collect()
+    }
+
+    /// What compaction below `below` must leave of `all`: the latest record of each key below
+    /// it, and everything from it on.
+    fn expected(
+        all: &BTreeMap<u64, (String, String)>,
+        below: u64,
+    ) -> BTreeMap<u64, (String, String)> {
+        let mut latest: HashMap<&str, u64> = HashMap::new();
+        for (offset, (key, _)) in all.range(..below) {
+            latest.insert(key, *offset);
+        }
+        all.iter()
+            .filter(|(offset, (key, _))| **offset >= below || latest[key.as_str()] == **offset)
+            .map(|(o, kv)| (*o, kv.clone()))
+            .collect()
+    }
+
+    /// Ten batches of five keyed records over seven keys: offsets 0..50.
+    fn keyed_log(db: &LogDb, group: GroupId) {
+        let entries = (0..10u64)
+            .map(|b| {
+                let records: Vec<Record> = (0..5u64)
+                    .map(|r| {
+                        let n = b * 5 + r;
+                        Record {
+                            key: Some(Bytes::from(format!("k{}", n % 7))),
+                            value: Bytes::from(format!("v{n}")),
+                            timestamp_ms: 1_000 + n as i64,
+                            ..Record::default()
+                        }
+                    })
+                    .collect();
+                NewEntry {
+                    index: b + 1,
+                    meta: Bytes::from(format!("meta-{b}")),
+                    batch: Some(EncodedBatch::encode(&records, BatchLimits::default()).unwrap()),
+                    leader_epoch: 2,
+                }
+            })
+            .collect();
+        db.write(WriteBatch::one(WriteOp::Append { group, entries }))
+            .unwrap();
+    }
+
+    #[test]
+    fn a_pass_keeps_the_latest_record_of_each_key_below_its_point_at_the_same_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = LogDb::open(dir.path().join("log.redb"), LogDbOptions::default()).unwrap();
+        keyed_log(&db, 4);
+        let all = records(&db, 4);
+        assert_eq!(all.len(), 50);
+        let bytes_before = db.log_bytes(4).unwrap();
+
+        // Below 32: mid-batch (the batch at 30 keeps 32..35 whatever the keys say).
+        let first = db.compact(4, Offset(32), 0).unwrap();
+        assert_eq!(records(&db, 4), expected(&all, 32));
+        assert_eq!(first.dirty_keys, 7);
+        assert_eq!(first.records_removed, 32 - 7);
+        assert!(db.log_bytes(4).unwrap() < bytes_before);
+        assert_eq!(
+            db.compaction_state(4).unwrap(),
+            Some(CompactionState {
+                below: Offset(32),
+                tombstones_before_ms: 0,
+                oldest_tombstone_ms: None,
+            })
+        );
+
+        // The next pass maps only 32..50 and ends where one pass over everything would.
+        db.compact(4, Offset(50), 0).unwrap();
+        let compacted = records(&db, 4);
+        assert_eq!(compacted, expected(&all, 50));
+        assert_eq!(compacted.len(), 7);
+        // Every batch is still there, spanning its offsets (some empty): the log reads through.
+        let read = db
+            .read_batches(4, Offset(0), Offset(u64::MAX), u64::MAX, usize::MAX)
+            .unwrap();
+        assert_eq!(read.batches.len(), 10);
+        assert_eq!(read.batches[9].header().next_offset(), Offset(50));
+
+        // Again, or an earlier point over the later result: nothing to do.
+        for below in [50, 32] {
+            let again = db.compact(4, Offset(below), 0).unwrap();
+            assert_eq!(again.batches_rewritten, 0, "below {below}");
+            assert_eq!(records(&db, 4), compacted);
+        }
+    }
+
+    #[test]
+    fn a_batch_changed_since_it_was_read_is_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = LogDb::open(dir.path().join("log.redb"), LogDbOptions::default()).unwrap();
+        keyed_log(&db, 4);
+        let read = db
+            .read_batches(4, Offset(0), Offset(5), u64::MAX, usize::MAX)
+            .unwrap();
+        let first = read.batches[0].clone();
+        let only_0 = first.retaining(|r| r.offset == Offset(0)).unwrap().unwrap();
+        let only_1 = first.retaining(|r| r.offset == Offset(1)).unwrap().unwrap();
+        let replace = |batch: &EncodedBatch, expected_crc| {
+            db.write(WriteBatch::one(WriteOp::ReplaceBatch {
+                group: 4,
+                base_offset: Offset(0),
+                expected_crc,
+                batch: batch.clone(),
+            }))
+            .unwrap();
+        };
+        replace(&only_0, first.header().crc);
+        // A second rewrite from the same read finds another batch there: no change.
+        replace(&only_1, first.header().crc);
+        let kept: Vec<u64> = records(&db, 4).into_keys().take_while(|o| *o < 5).collect();
+        assert_eq!(kept, vec![0]);
+    }
+}
