@@ -67,7 +67,9 @@ impl<S: MetadataState> RaftStateMachine<TypeConfig> for ControllerStateMachine<S
                 EntryPayload::Normal(Request::Controller(command)) => {
                     Response::Controller(self.state.apply(&command))
                 }
-                EntryPayload::Normal(request @ (Request::Append(_) | Request::Trim { .. })) => {
+                EntryPayload::Normal(
+                    request @ (Request::Append(_) | Request::Trim { .. } | Request::Compact(_)),
+                ) => {
                     tracing::warn!(
                         group = self.group,
                         %request,

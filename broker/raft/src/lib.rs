@@ -13,6 +13,7 @@
 //! idempotent producers' state (Kafka's KIP-98), from which the partition leader tells a retry
 //! from a new batch ([`PartitionReplica::append`]).
 
+mod compactor;
 mod config;
 mod controller;
 mod error;
@@ -28,6 +29,7 @@ mod snapshot;
 mod types;
 mod unflushed;
 
+pub use compactor::Compactions;
 pub use config::GroupTimings;
 pub use controller::{ControllerReplica, MetadataState};
 pub use error::{ReplicaError, SequenceError, StartError};
@@ -35,5 +37,7 @@ pub use network::{EntryGate, MAX_PEER_MESSAGE_BYTES, Peers};
 pub use partition::{PartitionReplica, ReplicaStatus};
 pub use partition_state::PartitionProgress;
 pub use producers::{ProducerBatch, ProducerLimits, REMEMBERED_BATCHES};
-pub use types::{AppendBatch, AppendOutcome, Appended, NodeId, Request, Response, TypeConfig};
+pub use types::{
+    AppendBatch, AppendOutcome, Appended, CompactionTarget, NodeId, Request, Response, TypeConfig,
+};
 pub use weir_storage::GroupId;

@@ -29,7 +29,9 @@ use weir_storage::{GroupId, LogDb, MetaKey, NewEntry, StoredEntry, WriteBatch, W
 use weir_types::Offset;
 
 use crate::producers::ProducerBatch;
-use crate::types::{AppendBatch, Entry, LogId, NodeId, Request, TypeConfig, Vote};
+use crate::types::{
+    AppendBatch, CompactionTarget, Entry, LogId, NodeId, Request, TypeConfig, Vote,
+};
 use crate::unflushed::Unflushed;
 
 /// Everything about an entry except its record batch, as stored in the entry's metadata.
@@ -50,6 +52,8 @@ enum PayloadMeta {
     Membership(Membership<NodeId, openraft::BasicNode>),
     /// A partition's new log start ([`Request::Trim`]).
     Trim(Offset),
+    /// A partition's compaction ([`Request::Compact`]).
+    Compact(CompactionTarget),
 }
 
 /// The leader epoch stamped into a stored batch: the raft term it was proposed in, as Kafka's
@@ -73,6 +77,7 @@ fn to_new_entry(entry: &Entry) -> io::Result<NewEntry> {
         }
         EntryPayload::Membership(m) => (PayloadMeta::Membership(m.clone()), None),
         EntryPayload::Normal(Request::Trim { log_start }) => (PayloadMeta::Trim(*log_start), None),
+        EntryPayload::Normal(Request::Compact(target)) => (PayloadMeta::Compact(*target), None),
     };
     let meta = serde_json::to_vec(&EntryMeta {
         log_id: entry.log_id,
@@ -113,6 +118,7 @@ fn from_stored(group: GroupId, stored: StoredEntry) -> io::Result<Entry> {
         (PayloadMeta::Controller(cmd), None) => EntryPayload::Normal(Request::Controller(cmd)),
         (PayloadMeta::Membership(m), None) => EntryPayload::Membership(m),
         (PayloadMeta::Trim(log_start), None) => EntryPayload::Normal(Request::Trim { log_start }),
+        (PayloadMeta::Compact(target), None) => EntryPayload::Normal(Request::Compact(target)),
         _ => {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,

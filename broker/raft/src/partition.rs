@@ -7,6 +7,7 @@ use tokio::sync::watch;
 use weir_storage::{GroupId, LogDb};
 use weir_types::{EncodedBatch, Offset};
 
+use crate::compactor::{Compactions, compact_when_asked};
 use crate::config::{GroupKind, GroupTimings};
 use crate::error::{ReplicaError, StartError};
 use crate::group::Group;
@@ -17,7 +18,9 @@ use crate::partition_state::{
 };
 use crate::producers::{ProducerBatch, ProducerEntry, ProducerLimits, Verdict};
 use crate::sequencer::Sequencer;
-use crate::types::{AppendBatch, AppendOutcome, Appended, NodeId, Request, Response};
+use crate::types::{
+    AppendBatch, AppendOutcome, Appended, CompactionTarget, NodeId, Request, Response,
+};
 use crate::unflushed::Unflushed;
 
 /// A replica's replication state, as the leader sees it.
@@ -58,6 +61,7 @@ impl PartitionReplica {
         peers: Peers,
         timings: GroupTimings,
         producer_limits: ProducerLimits,
+        compactions: Compactions,
     ) -> Result<Self, StartError> {
         // The state machine applies only what the log holds durably (see `crate::unflushed`).
         let unflushed = Unflushed::default();
@@ -68,6 +72,12 @@ impl PartitionReplica {
                 .map_err(storage)?;
         let progress = state_machine.progress.subscribe();
         let producers = state_machine.producers.clone();
+        tokio::spawn(compact_when_asked(
+            db.clone(),
+            group,
+            progress.clone(),
+            compactions,
+        ));
         let log_store = GroupLogStore::open(db, group, unflushed)
             .await
             .map_err(storage)?;
@@ -152,6 +162,23 @@ impl PartitionReplica {
     pub async fn trim(&self, log_start: Offset) -> Result<Offset, ReplicaError> {
         match self.group.write(Request::Trim { log_start }).await? {
             Response::Trimmed { log_start } => Ok(log_start),
+            other => Err(ReplicaError::Indeterminate {
+                group: self.group.id,
+                reason: format!("unexpected state machine response {other:?}"),
+            }),
+        }
+    }
+
+    /// Asks every replica to compact the partition's log to `target` (merged with what was
+    /// asked before; `below` clamped to the high watermark), through raft. Returns the target
+    /// every replica now works towards; each compacts in the background. Must run on the
+    /// leader.
+    pub async fn compact(
+        &self,
+        target: CompactionTarget,
+    ) -> Result<CompactionTarget, ReplicaError> {
+        match self.group.write(Request::Compact(target)).await? {
+            Response::Compacting(target) => Ok(target),
             other => Err(ReplicaError::Indeterminate {
                 group: self.group.id,
                 reason: format!("unexpected state machine response {other:?}"),

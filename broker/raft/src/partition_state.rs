@@ -28,8 +28,8 @@ use crate::log_store::{blocking, read_meta_json, storage_err, stored_log_id};
 use crate::producers::{Changes, ProducerEntry, ProducerLimits, ProducerState};
 use crate::snapshot::{self, PreparedSnapshot};
 use crate::types::{
-    AppendBatch, AppendOutcome, LogId, Request, Response, Snapshot, SnapshotBytes, SnapshotMeta,
-    StoredMembership, TypeConfig,
+    AppendBatch, AppendOutcome, CompactionTarget, LogId, Request, Response, Snapshot,
+    SnapshotBytes, SnapshotMeta, StoredMembership, TypeConfig,
 };
 use crate::unflushed::Unflushed;
 
@@ -46,6 +46,8 @@ pub struct PartitionProgress {
     /// The first offset consumers may read: records below it were trimmed (retention or an
     /// explicit trim), on every replica alike.
     pub log_start: Offset,
+    /// The compaction the leader last asked for, if it ever did ([`Request::Compact`]).
+    pub compaction: Option<CompactionTarget>,
 }
 
 impl PartitionProgress {
@@ -73,6 +75,9 @@ struct AppliedState {
     /// not record their batches twice.
     #[serde(default)]
     producers_through: u64,
+    /// The compaction asked for ([`Request::Compact`]), every request merged.
+    #[serde(default)]
+    compaction: Option<CompactionTarget>,
 }
 
 /// Checks the stored applied state against the log it was applied from, at start-up.
@@ -325,6 +330,7 @@ fn progress_of(state: &AppliedState) -> PartitionProgress {
         applied_index: state.last_applied.map_or(0, |l| l.index),
         high_watermark: state.next_offset,
         log_start: state.log_start,
+        compaction: state.compaction,
     }
 }
 
@@ -380,6 +386,18 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
                     Response::Trimmed {
                         log_start: self.state.log_start,
                     }
+                }
+                EntryPayload::Normal(Request::Compact(asked)) => {
+                    let asked = CompactionTarget {
+                        below: asked.below.min(self.state.next_offset),
+                        ..asked
+                    };
+                    let target = self
+                        .state
+                        .compaction
+                        .map_or(asked, |current| current.merged(asked));
+                    self.state.compaction = Some(target);
+                    Response::Compacting(target)
                 }
                 EntryPayload::Normal(Request::Controller(_)) => {
                     tracing::warn!(
@@ -446,6 +464,7 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
                 log_start: self.state.log_start,
                 previous_membership: StoredMembership::default(),
                 producers_through: self.state.producers_through.max(applied_through),
+                compaction: self.state.compaction,
             },
             producers: self.producer_entries(),
         };

@@ -26,6 +26,25 @@ pub struct AppendBatch {
     pub producer: Option<ProducerBatch>,
 }
 
+/// A compaction the partition's leader asked of every replica (`Request::Compact`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CompactionTarget {
+    /// Records below this offset keep only the latest of each key.
+    pub below: Offset,
+    /// Tombstones (the latest of their key) with a timestamp before this go too.
+    pub tombstones_before_ms: i64,
+}
+
+impl CompactionTarget {
+    /// The target asking for both this and `other`: each bound at its furthest.
+    pub fn merged(self, other: CompactionTarget) -> CompactionTarget {
+        CompactionTarget {
+            below: self.below.max(other.below),
+            tombstones_before_ms: self.tombstones_before_ms.max(other.tombstones_before_ms),
+        }
+    }
+}
+
 /// What a client proposes to a group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
@@ -40,6 +59,10 @@ pub enum Request {
         /// The new first offset.
         log_start: Offset,
     },
+    /// Compact a partition's log (`cleanup.policy=compact`): every replica rewrites its own
+    /// committed batches to the same records, in the background (see weir-storage's
+    /// `compaction`). Bounds never move back; `below` never passes the next offset.
+    Compact(CompactionTarget),
 }
 
 impl Request {
@@ -49,7 +72,7 @@ impl Request {
         match self {
             Request::Append(append) => append.batch.as_ref().map_or(0, |b| b.bytes().len()),
             Request::Controller(command) => command.len(),
-            Request::Trim { .. } => 0,
+            Request::Trim { .. } | Request::Compact(_) => 0,
         }
     }
 }
@@ -68,6 +91,11 @@ impl fmt::Display for Request {
             },
             Request::Controller(cmd) => write!(f, "controller command ({} bytes)", cmd.len()),
             Request::Trim { log_start } => write!(f, "trim the log to start at {log_start}"),
+            Request::Compact(target) => write!(
+                f,
+                "compact the log below {} (tombstones before {} ms)",
+                target.below, target.tombstones_before_ms
+            ),
         }
     }
 }
@@ -108,6 +136,8 @@ pub enum Response {
         /// The partition's first offset.
         log_start: Offset,
     },
+    /// Every replica compacts to `target` (the asked one merged with earlier ones).
+    Compacting(CompactionTarget),
     /// The entry carried nothing to answer (blank or membership entries, or a request sent to
     /// the wrong kind of group).
     Nothing,

@@ -55,12 +55,15 @@ pub struct BrokerConfig {
     pub topic_defaults: BTreeMap<String, TopicConfigValue>,
 }
 
-/// A value in `[topic_defaults]`: TOML's integer or string, as the topic config takes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A value in `[topic_defaults]`: TOML's integer, float or string, as the topic config takes
+/// it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum TopicConfigValue {
     /// An integer, such as `retention.ms`'s.
     Integer(i64),
+    /// A number with a fraction, such as `min.cleanable.dirty.ratio`'s.
+    Float(f64),
     /// Text, such as `cleanup.policy`'s.
     Text(String),
 }
@@ -69,6 +72,7 @@ impl std::fmt::Display for TopicConfigValue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             TopicConfigValue::Integer(v) => write!(f, "{v}"),
+            TopicConfigValue::Float(v) => write!(f, "{v}"),
             TopicConfigValue::Text(v) => f.write_str(v),
         }
     }

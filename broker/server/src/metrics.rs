@@ -301,6 +301,36 @@ impl Collector for NodeCollector {
             None,
             MetricType::Counter,
         )?)?;
+        let compactions = &node.compactions;
+        for (name, help, value) in [
+            (
+                "weir_compaction_passes",
+                "Compaction passes this node's replicas finished",
+                compactions.passes(),
+            ),
+            (
+                "weir_compaction_failures",
+                "Compaction passes that failed (they run again at the next request)",
+                compactions.failures(),
+            ),
+            (
+                "weir_compaction_removed_records",
+                "Records compaction removed from this node's replicas",
+                compactions.records_removed(),
+            ),
+            (
+                "weir_compaction_reclaimed_bytes",
+                "Batch bytes compaction removed from this node's replicas",
+                compactions.bytes_reclaimed(),
+            ),
+        ] {
+            ConstCounter::new(value as f64).encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                MetricType::Counter,
+            )?)?;
+        }
         let failed = ConstGauge::new(node.failed_partitions() as i64);
         failed.encode(encoder.encode_descriptor(
             "weir_partitions_failed",

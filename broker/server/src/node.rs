@@ -14,7 +14,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-use weir_raft::{ControllerReplica, GroupId, NodeId, PartitionReplica, Peers, ReplicaError};
+use weir_raft::{
+    Compactions, ControllerReplica, GroupId, NodeId, PartitionReplica, Peers, ReplicaError,
+};
 use weir_storage::{LogDb, LogDbOptions, WriteBatch, WriteOp};
 use weir_types::{BatchLimits, Offset, PartitionId, TopicName};
 
@@ -79,6 +81,8 @@ pub(crate) struct Node {
     pub(crate) budgets: Budgets,
     /// The data directory's free space, and its reserve.
     pub(crate) disk: Arc<DiskSpace>,
+    /// Compaction passes of this node's replicas: one at a time, and what they did.
+    pub(crate) compactions: Compactions,
     /// `[topic_defaults]` of the config, checked and normalised.
     topic_defaults: BTreeMap<String, String>,
     pub(crate) shutdown: CancellationToken,
@@ -179,6 +183,7 @@ impl Node {
             modules,
             budgets,
             disk,
+            compactions: Compactions::default(),
             address,
             peers,
             partition_db,
@@ -1005,6 +1010,7 @@ impl Node {
             self.peers.clone(),
             self.config.group_timings(),
             self.config.producers.limits(),
+            self.compactions.clone(),
         )
         .await?;
         let voters: BTreeMap<NodeId, String> = info

@@ -43,10 +43,13 @@ pub struct CompactionState {
     /// The oldest timestamp of a tombstone the pass kept, if it kept any: when the next pass
     /// would remove it.
     pub oldest_tombstone_ms: Option<i64>,
+    /// Bytes of the batches below `below` after the pass (the clean part): against the log's
+    /// bytes, how much of it is dirty now.
+    pub clean_bytes: u64,
 }
 
 impl CompactionState {
-    const LEN: usize = 25;
+    const LEN: usize = 33;
 
     fn encode(&self) -> [u8; Self::LEN] {
         let mut out = [0u8; Self::LEN];
@@ -56,6 +59,7 @@ impl CompactionState {
             out[16] = 1;
             out[17..25].copy_from_slice(&oldest.to_le_bytes());
         }
+        out[25..33].copy_from_slice(&self.clean_bytes.to_le_bytes());
         out
     }
 
@@ -70,6 +74,7 @@ impl CompactionState {
             below: Offset(u64::from_le_bytes(u64_at(0))),
             tombstones_before_ms: i64::from_le_bytes(u64_at(8)),
             oldest_tombstone_ms: (bytes[16] == 1).then(|| i64::from_le_bytes(u64_at(17))),
+            clean_bytes: u64::from_le_bytes(u64_at(25)),
         })
     }
 }
@@ -173,6 +178,7 @@ impl LogDb {
             !(record.tombstone && record.timestamp_ms < tombstones_before_ms)
         };
         let mut oldest_tombstone_ms: Option<i64> = None;
+        let mut clean_bytes = 0u64;
         let mut rewrites: Vec<WriteOp> = Vec::new();
         let mut pending_bytes = 0usize;
         self.each_batch(group, Offset(0), below, |batch| {
@@ -180,6 +186,7 @@ impl LogDb {
                 .retaining(keep)
                 .map_err(|source| corrupt(group, batch, source))?;
             let kept = compacted.as_ref().unwrap_or(batch);
+            clean_bytes += kept.bytes().len() as u64;
             for record in kept.compaction_records() {
                 let record = record.map_err(|source| corrupt(group, batch, source))?;
                 if record.tombstone && record.offset < below {
@@ -214,6 +221,7 @@ impl LogDb {
             below,
             tombstones_before_ms,
             oldest_tombstone_ms,
+            clean_bytes,
         };
         rewrites.push(WriteOp::PutMeta {
             group,
@@ -350,14 +358,24 @@ mod tests {
         assert_eq!(first.dirty_keys, 7);
         assert_eq!(first.records_removed, 32 - 7);
         assert!(db.log_bytes(4).unwrap() < bytes_before);
+        let state = db.compaction_state(4).unwrap().unwrap();
         assert_eq!(
-            db.compaction_state(4).unwrap(),
-            Some(CompactionState {
-                below: Offset(32),
-                tombstones_before_ms: 0,
-                oldest_tombstone_ms: None,
-            })
+            (
+                state.below,
+                state.tombstones_before_ms,
+                state.oldest_tombstone_ms
+            ),
+            (Offset(32), 0, None)
         );
+        // The seven batches below 32 (the last holding records past it too).
+        let clean: u64 = db
+            .read_batches(4, Offset(0), Offset(32), u64::MAX, usize::MAX)
+            .unwrap()
+            .batches
+            .iter()
+            .map(|b| b.bytes().len() as u64)
+            .sum();
+        assert_eq!(state.clean_bytes, clean);
 
         // The next pass maps only 32..50 and ends where one pass over everything would.
         db.compact(4, Offset(50), 0).unwrap();

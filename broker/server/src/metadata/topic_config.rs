@@ -6,9 +6,9 @@
 //! is stored as `LogAppendTime`). The defaults are each node's (`[topic_defaults]` in its config
 //! file), checked at start-up by the same rules.
 //!
-//! Compaction is being built (issue #13): until it is, `cleanup.policy` accepts only `delete`,
-//! so no topic claims a behaviour the broker does not have. Retention (`retention.ms`,
-//! `retention.bytes`) is enforced.
+//! Retention (`retention.ms`, `retention.bytes`) applies to topics whose `cleanup.policy`
+//! includes `delete`; compaction (`delete.retention.ms`, `min.compaction.lag.ms`,
+//! `min.cleanable.dirty.ratio`) to those whose policy includes `compact`.
 
 use std::collections::BTreeMap;
 
@@ -25,6 +25,9 @@ pub const CLEANUP_POLICY: &str = "cleanup.policy";
 pub const DELETE_RETENTION_MS: &str = "delete.retention.ms";
 /// Kafka's `min.compaction.lag.ms`: how long a record stays uncompacted.
 pub const MIN_COMPACTION_LAG_MS: &str = "min.compaction.lag.ms";
+/// Kafka's `min.cleanable.dirty.ratio`: the share of a compacted partition's bytes not yet
+/// compacted at which the next compaction runs.
+pub const MIN_CLEANABLE_DIRTY_RATIO: &str = "min.cleanable.dirty.ratio";
 /// Kafka's `max.message.bytes`: the largest record batch a producer may send to the topic.
 pub const MAX_MESSAGE_BYTES: &str = "max.message.bytes";
 /// Kafka's `message.timestamp.type`: `CreateTime` (the producer's) or `LogAppendTime` (the
@@ -32,11 +35,12 @@ pub const MAX_MESSAGE_BYTES: &str = "max.message.bytes";
 pub const MESSAGE_TIMESTAMP_TYPE: &str = "message.timestamp.type";
 
 /// Every key, in the order descriptions list them.
-pub const KEYS: [&str; 7] = [
+pub const KEYS: [&str; 8] = [
     CLEANUP_POLICY,
     DELETE_RETENTION_MS,
     MAX_MESSAGE_BYTES,
     MESSAGE_TIMESTAMP_TYPE,
+    MIN_CLEANABLE_DIRTY_RATIO,
     MIN_COMPACTION_LAG_MS,
     RETENTION_BYTES,
     RETENTION_MS,
@@ -64,7 +68,7 @@ pub enum ConfigSource {
 }
 
 /// A topic's configs as this node enforces them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TopicConfig {
     /// The largest record batch a producer may send, in bytes.
     pub max_message_bytes: usize,
@@ -74,6 +78,17 @@ pub struct TopicConfig {
     pub retention_ms: Option<u64>,
     /// The most bytes of batches one partition keeps; `None`: no bound.
     pub retention_bytes: Option<u64>,
+    /// `cleanup.policy` includes `delete`: retention applies.
+    pub delete: bool,
+    /// `cleanup.policy` includes `compact`: the partitions are compacted, and every record
+    /// needs a key.
+    pub compact: bool,
+    /// How long a tombstone stays after its timestamp.
+    pub delete_retention_ms: u64,
+    /// How long a record stays uncompacted after its batch's newest timestamp.
+    pub min_compaction_lag_ms: u64,
+    /// The share of a partition's bytes not yet compacted at which it is compacted.
+    pub min_cleanable_dirty_ratio: f64,
 }
 
 impl TopicConfig {
@@ -97,11 +112,24 @@ impl TopicConfig {
                 .and_then(|v| v.parse::<i64>().ok())
                 .and_then(|v| u64::try_from(v).ok())
         };
+        let policy = value(CLEANUP_POLICY).map_or("delete", String::as_str);
+        let millis = |key| {
+            value(key)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or_else(|| built_in_default(key, 0).parse().unwrap_or(0))
+        };
         TopicConfig {
             max_message_bytes,
             timestamp_type,
             retention_ms: bound(RETENTION_MS),
             retention_bytes: bound(RETENTION_BYTES),
+            delete: policy.split(',').any(|p| p == "delete"),
+            compact: policy.split(',').any(|p| p == "compact"),
+            delete_retention_ms: millis(DELETE_RETENTION_MS),
+            min_compaction_lag_ms: millis(MIN_COMPACTION_LAG_MS),
+            min_cleanable_dirty_ratio: value(MIN_CLEANABLE_DIRTY_RATIO)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(DEFAULT_MIN_CLEANABLE_DIRTY_RATIO),
         }
     }
 }
@@ -136,11 +164,15 @@ fn built_in_default(key: &str, max_batch_bytes: usize) -> String {
         // Kafka's: a day.
         DELETE_RETENTION_MS => "86400000".to_owned(),
         MIN_COMPACTION_LAG_MS => "0".to_owned(),
+        MIN_CLEANABLE_DIRTY_RATIO => DEFAULT_MIN_CLEANABLE_DIRTY_RATIO.to_string(),
         MAX_MESSAGE_BYTES => max_batch_bytes.to_string(),
         MESSAGE_TIMESTAMP_TYPE => "CreateTime".to_owned(),
         _ => String::new(),
     }
 }
+
+/// Kafka's default `min.cleanable.dirty.ratio`.
+const DEFAULT_MIN_CLEANABLE_DIRTY_RATIO: f64 = 0.5;
 
 /// Checks one key and value; returns the value as it is stored (normalised). The error names
 /// the key and says what it takes.
@@ -171,14 +203,17 @@ pub fn check_topic_config(key: &str, value: &str) -> Result<String, String> {
             policies.sort_unstable();
             policies.dedup();
             match policies.as_slice() {
-                ["delete"] => Ok("delete".to_owned()),
-                ["compact"] | ["compact", "delete"] => Err(format!(
-                    "{key_shown}={value_shown}: compaction is not built yet, so {key_shown} \
-                     takes only delete for now"
-                )),
+                ["delete"] | ["compact"] | ["compact", "delete"] => Ok(policies.join(",")),
                 _ => Err(bad("delete, compact, or compact,delete")),
             }
         }
+        MIN_CLEANABLE_DIRTY_RATIO => value
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|v| (0.0..=1.0).contains(v))
+            .map(|v| v.to_string())
+            .ok_or_else(|| bad("a number from 0 to 1")),
         MESSAGE_TIMESTAMP_TYPE => match value.trim().to_ascii_lowercase().as_str() {
             "createtime" => Ok("CreateTime".to_owned()),
             "logappendtime" => Ok("LogAppendTime".to_owned()),
@@ -286,7 +321,7 @@ mod tests {
     }
 
     #[test]
-    fn retention_takes_minus_one_or_more_and_compaction_waits_until_it_is_built() {
+    fn retention_takes_minus_one_or_more_and_the_policies_combine() {
         assert_eq!(check_topic_config(RETENTION_MS, "-1").as_deref(), Ok("-1"));
         assert_eq!(
             check_topic_config(RETENTION_MS, " 3600000").as_deref(),
@@ -302,13 +337,41 @@ mod tests {
             Ok("1048576")
         );
         assert!(check_topic_config(RETENTION_BYTES, "lots").is_err());
+        for (value, stored) in [
+            ("compact", "compact"),
+            ("delete, compact", "compact,delete"),
+            ("compact,delete,compact", "compact,delete"),
+        ] {
+            assert_eq!(
+                check_topic_config(CLEANUP_POLICY, value).as_deref(),
+                Ok(stored)
+            );
+        }
         for (key, value) in [
-            (CLEANUP_POLICY, "compact"),
-            (CLEANUP_POLICY, "delete,compact"),
+            (CLEANUP_POLICY, "compact,shred"),
+            (CLEANUP_POLICY, ""),
+            (MIN_CLEANABLE_DIRTY_RATIO, "1.5"),
+            (MIN_CLEANABLE_DIRTY_RATIO, "-0.1"),
+            (MIN_CLEANABLE_DIRTY_RATIO, "NaN"),
         ] {
             let err = check_topic_config(key, value).unwrap_err();
-            assert!(err.contains("not") && err.contains("yet"), "{err}");
+            assert!(err.starts_with(key), "{err}");
         }
+        let compacted = TopicConfig::resolve(
+            &configs(&[
+                (CLEANUP_POLICY, "compact"),
+                (MIN_CLEANABLE_DIRTY_RATIO, "0.1"),
+            ]),
+            &BTreeMap::new(),
+            1000,
+        );
+        assert!(compacted.compact && !compacted.delete);
+        assert_eq!(compacted.min_cleanable_dirty_ratio, 0.1);
+        assert_eq!(compacted.delete_retention_ms, 86_400_000);
+        assert_eq!(compacted.min_compaction_lag_ms, 0);
+        let default = TopicConfig::resolve(&BTreeMap::new(), &BTreeMap::new(), 1000);
+        assert!(default.delete && !default.compact);
+        assert_eq!(default.min_cleanable_dirty_ratio, 0.5);
     }
 
     #[test]

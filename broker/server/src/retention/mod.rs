@@ -1,5 +1,6 @@
-//! Retention (`retention.ms`, `retention.bytes`): the leader of each partition periodically
-//! finds the batches its topic no longer keeps and moves the partition's log start past them,
+//! Retention (`retention.ms`, `retention.bytes`, for topics whose `cleanup.policy` includes
+//! `delete`): the leader of each partition periodically finds the batches its topic no longer
+//! keeps and moves the partition's log start past them,
 //! through raft (`PartitionReplica::trim`), so every replica trims at the same offset. Each
 //! replica then snapshots at the new log start and purges the entries below it from its log
 //! (weir-raft). Whole batches only, never past the high watermark.
@@ -9,7 +10,11 @@
 //!   has gone, as Kafka judges a segment by its largest timestamp.
 //! - By size: the oldest batches go while the partition holds more than `retention.bytes` of
 //!   them, to a sixteenth of the bound (see [`sizes`]).
+//!
+//! The same periodic check asks for compaction on topics whose policy includes `compact` (see
+//! [`compaction`]).
 
+mod compaction;
 mod sizes;
 
 use std::collections::HashMap;
@@ -19,6 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use weir_raft::GroupId;
 
 use crate::error::BrokerError;
+use crate::metadata::TopicConfig;
 use crate::node::{HostedPartition, Node, blocking};
 use sizes::PartitionSizes;
 
@@ -45,8 +51,19 @@ pub(crate) fn spawn(node: Arc<Node>) {
             // A partition led again later is scanned again: another leader may have trimmed it.
             sizes.retain(|group, _| leading.iter().any(|h| h.group() == *group));
             for hosted in leading {
-                if let Err(e) = enforce(&node, &hosted, &mut sizes).await {
+                let Some(topic) = node.metadata().topics.get(&hosted.topic).cloned() else {
+                    continue; // deleted meanwhile
+                };
+                let config = node.topic_config(&topic);
+                if config.delete
+                    && let Err(e) = enforce(&node, &hosted, &config, &mut sizes).await
+                {
                     tracing::warn!(topic = %hosted.topic, partition = %hosted.partition, error = %e, "enforcing retention failed; will retry");
+                }
+                if config.compact
+                    && let Err(e) = compaction::ask_if_due(&node, &hosted, &config).await
+                {
+                    tracing::warn!(topic = %hosted.topic, partition = %hosted.partition, error = %e, "asking for compaction failed; will retry");
                 }
             }
         }
@@ -58,12 +75,9 @@ pub(crate) fn spawn(node: Arc<Node>) {
 async fn enforce(
     node: &Node,
     hosted: &HostedPartition,
+    config: &TopicConfig,
     sizes: &mut HashMap<GroupId, PartitionSizes>,
 ) -> Result<(), BrokerError> {
-    let Some(topic) = node.metadata().topics.get(&hosted.topic).cloned() else {
-        return Ok(()); // deleted meanwhile
-    };
-    let config = node.topic_config(&topic);
     let progress = *hosted.replica.progress().borrow();
     let (db, group) = (node.partition_db.clone(), hosted.group());
     let limit = progress.high_watermark;

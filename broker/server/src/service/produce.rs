@@ -142,6 +142,20 @@ fn to_records(records: Vec<pb::Record>) -> Result<Vec<Record>, BrokerError> {
         .collect()
 }
 
+/// Refuses a batch for a compacted topic that holds a record without a key: compaction keeps
+/// the latest record of each key, so a keyless one has no place there (Kafka refuses it too).
+fn refuse_keyless(topic: &str, batch: &EncodedBatch) -> Result<(), BrokerError> {
+    for (index, record) in batch.compaction_records().enumerate() {
+        if record.map_err(BrokerError::from)?.key.is_none() {
+            return Err(BrokerError::InvalidRecord(format!(
+                "record {index} has no key, and topic '{topic}' is compacted \
+                 (cleanup.policy includes compact): every record needs a key"
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn to_pb_record(record: Record) -> pb::Record {
     pb::Record {
         key: record.key,
@@ -255,6 +269,11 @@ impl BrokerService {
                     duplicate: false,
                 });
             }
+        }
+        if config.compact
+            && let Some(batch) = &batch
+        {
+            refuse_keyless(topic.name.as_str(), batch)?;
         }
         if config.timestamp_type == TimestampType::LogAppendTime {
             // The leader's clock when it appends, as Kafka's LogAppendTime: the batch keeps its
