@@ -6,6 +6,7 @@ pub(crate) const WEIR: &str = env!("CARGO_BIN_EXE_weir-e2e");
 mod bad_input;
 mod cli;
 mod cluster;
+mod compaction;
 mod corruption;
 mod crash;
 mod disk_faults;

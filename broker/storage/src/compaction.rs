@@ -43,9 +43,9 @@ pub struct CompactionState {
     /// The oldest timestamp of a tombstone the pass kept, if it kept any: when the next pass
     /// would remove it.
     pub oldest_tombstone_ms: Option<i64>,
-    /// Bytes of the batches below `below` after the pass (the clean part): against the log's
-    /// bytes, how much of it is dirty now.
-    pub clean_bytes: u64,
+    /// The group's log bytes ([`LogDb::log_bytes`]) when the pass finished: what was written
+    /// since is the log's dirty part, near enough.
+    pub log_bytes_after: u64,
 }
 
 impl CompactionState {
@@ -59,7 +59,7 @@ impl CompactionState {
             out[16] = 1;
             out[17..25].copy_from_slice(&oldest.to_le_bytes());
         }
-        out[25..33].copy_from_slice(&self.clean_bytes.to_le_bytes());
+        out[25..33].copy_from_slice(&self.log_bytes_after.to_le_bytes());
         out
     }
 
@@ -74,7 +74,7 @@ impl CompactionState {
             below: Offset(u64::from_le_bytes(u64_at(0))),
             tombstones_before_ms: i64::from_le_bytes(u64_at(8)),
             oldest_tombstone_ms: (bytes[16] == 1).then(|| i64::from_le_bytes(u64_at(17))),
-            clean_bytes: u64::from_le_bytes(u64_at(25)),
+            log_bytes_after: u64::from_le_bytes(u64_at(25)),
         })
     }
 }
@@ -178,7 +178,6 @@ impl LogDb {
             !(record.tombstone && record.timestamp_ms < tombstones_before_ms)
         };
         let mut oldest_tombstone_ms: Option<i64> = None;
-        let mut clean_bytes = 0u64;
         let mut rewrites: Vec<WriteOp> = Vec::new();
         let mut pending_bytes = 0usize;
         self.each_batch(group, Offset(0), below, |batch| {
@@ -186,7 +185,6 @@ impl LogDb {
                 .retaining(keep)
                 .map_err(|source| corrupt(group, batch, source))?;
             let kept = compacted.as_ref().unwrap_or(batch);
-            clean_bytes += kept.bytes().len() as u64;
             for record in kept.compaction_records() {
                 let record = record.map_err(|source| corrupt(group, batch, source))?;
                 if record.tombstone && record.offset < below {
@@ -217,18 +215,20 @@ impl LogDb {
             }
             Ok(())
         })?;
+        self.write(WriteBatch { ops: rewrites })?;
+        // The figure the committer keeps: exact as of this read, and nothing of this pass is
+        // still to be written.
         let state = CompactionState {
             below,
             tombstones_before_ms,
             oldest_tombstone_ms,
-            clean_bytes,
+            log_bytes_after: self.log_bytes(group)?,
         };
-        rewrites.push(WriteOp::PutMeta {
+        self.write(WriteBatch::one(WriteOp::PutMeta {
             group,
             key: MetaKey::Compaction,
             value: state.encode().to_vec().into(),
-        });
-        self.write(WriteBatch { ops: rewrites })?;
+        }))?;
         Ok(outcome)
     }
 
@@ -367,15 +367,7 @@ mod tests {
             ),
             (Offset(32), 0, None)
         );
-        // The seven batches below 32 (the last holding records past it too).
-        let clean: u64 = db
-            .read_batches(4, Offset(0), Offset(32), u64::MAX, usize::MAX)
-            .unwrap()
-            .batches
-            .iter()
-            .map(|b| b.bytes().len() as u64)
-            .sum();
-        assert_eq!(state.clean_bytes, clean);
+        assert_eq!(state.log_bytes_after, db.log_bytes(4).unwrap());
 
         // The next pass maps only 32..50 and ends where one pass over everything would.
         db.compact(4, Offset(50), 0).unwrap();

@@ -5,8 +5,8 @@
 //! - **How far**: up to the high watermark, but never into the tail whose batches are newer
 //!   than `min.compaction.lag.ms`, and at most [`MAX_DIRTY_OFFSETS`] past the last pass (each
 //!   replica maps the keys of that stretch in memory).
-//! - **When**: once the part of the log not compacted yet is at least `min.cleanable.dirty.ratio`
-//!   of its bytes (as Kafka's cleaner picks logs), or a tombstone the last pass kept has become
+//! - **When**: once the bytes written since the last pass are at least
+//!   `min.cleanable.dirty.ratio` of the log's (as Kafka's cleaner picks logs by their dirty part), or a tombstone the last pass kept has become
 //!   older than `delete.retention.ms` (tombstones are removed by a pass, so one is due).
 //! - Not while the last pass asked for has not finished on this node.
 
@@ -62,7 +62,8 @@ pub(super) async fn ask_if_due(
     let tombstones_before_ms = now
         .saturating_sub(retention_ms)
         .max(done.map_or(i64::MIN, |d| d.tombstones_before_ms));
-    let dirty_bytes = log_bytes.saturating_sub(done.map_or(0, |d| d.clean_bytes));
+    // What was written since the last pass (less what retention trimmed since).
+    let dirty_bytes = log_bytes.saturating_sub(done.map_or(0, |d| d.log_bytes_after));
     let dirty_enough = below > clean_from
         && log_bytes > 0
         && dirty_bytes as f64 >= config.min_cleanable_dirty_ratio * log_bytes as f64;

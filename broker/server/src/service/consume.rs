@@ -116,13 +116,15 @@ fn corrupt_in(partition: &str, e: ReadError) -> BrokerError {
 }
 
 /// The records of `batches` from `from` up to the high watermark: at most `limits.max_records`,
-/// stopping once `limits.max_bytes` of keys and values are gathered (at least one record).
+/// stopping once `limits.max_bytes` of keys and values are gathered (at least one record); and
+/// the offset the reader continues from (the first record not served; with gaps compaction
+/// left, not necessarily the one after the last served).
 fn records_of(
     batches: &[EncodedBatch],
     from: Offset,
     high_watermark: Offset,
     limits: ReadLimits,
-) -> Result<Vec<(Offset, Record)>, BrokerError> {
+) -> Result<(Vec<(Offset, Record)>, Option<Offset>), BrokerError> {
     let mut records = Vec::new();
     let mut bytes = 0usize;
     for batch in batches {
@@ -134,17 +136,24 @@ fn records_of(
             if offset < from {
                 continue;
             }
-            if offset >= high_watermark
-                || records.len() >= limits.max_records
+            if offset >= high_watermark {
+                return Ok((records, Some(high_watermark)));
+            }
+            if records.len() >= limits.max_records
                 || (bytes >= limits.max_bytes && !records.is_empty())
             {
-                return Ok(records);
+                return Ok((records, Some(offset)));
             }
             bytes += record.value.len() + record.key.as_ref().map_or(0, Bytes::len);
             records.push((offset, record));
         }
     }
-    Ok(records)
+    // Every record of the batches was served: the reader goes on after the last batch, past
+    // the offsets compaction left without records at its end.
+    let after = batches
+        .last()
+        .map(|b| b.header().next_offset().min(high_watermark));
+    Ok((records, after))
 }
 
 /// Reads from `from` and shapes the answer: records (cut by the limits) or the stored batches
@@ -181,7 +190,7 @@ async fn read(
             None,
         ));
     }
-    let records = match form {
+    let (records, after) = match form {
         Form::Records => records_of(&batches, from, progress.high_watermark, limits)?,
         // Batches are read whole, so the chain sees every record of them from `from` on (none
         // before it: the client would skip those, and an aggregate would count them twice).
@@ -196,7 +205,7 @@ async fn read(
         )?,
     };
     let next_offset = match form {
-        Form::Records => records.last().map(|(o, _)| o.plus(1)),
+        Form::Records => after,
         Form::Batches => batches.last().map(|b| b.header().next_offset()),
     };
     let (records, rejected, chain) = match chain {

@@ -1,0 +1,225 @@
+//! Compaction (docs/operations.md, "Compaction"): a compacted topic keeps the latest record of
+//! each key at its offset, identical on every replica (a follower that was down catches up to
+//! the same records), never touches the tail newer than `min.compaction.lag.ms`, and drops
+//! tombstones once they are older than `delete.retention.ms`.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use bytes::Bytes;
+use weir_proto::v1 as pb;
+use weir_tests::{NodeId, ProcessCluster, RawClient, eventually};
+
+/// Bounds a wait for replication, an election or a compaction pass; never a timing assertion.
+const GENEROUS: Duration = Duration::from_secs(30);
+
+/// Retention and compaction checks every 100 ms, so a test waits for passes, not for a timer.
+const FAST_CHECKS: &str = "[retention]\ncheck_interval_ms = 100\n";
+
+fn weir() -> &'static std::path::Path {
+    std::path::Path::new(crate::WEIR)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn keyed(key: &str, value: &str, timestamp_ms: i64) -> pb::Record {
+    pb::Record {
+        key: Some(Bytes::copy_from_slice(key.as_bytes())),
+        value: Bytes::copy_from_slice(value.as_bytes()),
+        timestamp_ms: Some(timestamp_ms),
+        ..Default::default()
+    }
+}
+
+/// Offset → (key, value) of every record node `id` serves, read from the log start by
+/// following the broker's next offset (compacted logs have gaps) up to the high watermark.
+async fn read_log(
+    cluster: &ProcessCluster,
+    id: NodeId,
+    topic: &str,
+) -> anyhow::Result<BTreeMap<u64, (String, String)>> {
+    let mut client: RawClient = cluster.client(id)?;
+    let mut offset = client
+        .list_offsets(pb::ListOffsetsRequest {
+            topic: topic.into(),
+            partition: 0,
+            spec: Some(pb::list_offsets_request::Spec::Earliest(true)),
+        })
+        .await?
+        .into_inner()
+        .offset
+        .context("ListOffsets earliest answers an offset")?;
+    let mut records = BTreeMap::new();
+    loop {
+        let fetched = client
+            .fetch(pb::FetchRequest {
+                topic: topic.into(),
+                partition: 0,
+                offset: offset as i64,
+                max_records: 7,
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        for r in &fetched.records {
+            let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            records.insert(
+                r.offset,
+                (text(r.key.as_deref().unwrap_or_default()), text(&r.value)),
+            );
+        }
+        anyhow::ensure!(
+            fetched.next_offset > offset || fetched.next_offset >= fetched.high_watermark,
+            "the fetch at {offset} did not move on (next offset {}, high watermark {})",
+            fetched.next_offset,
+            fetched.high_watermark
+        );
+        offset = fetched.next_offset;
+        if offset >= fetched.high_watermark {
+            return Ok(records);
+        }
+    }
+}
+
+/// The latest record of each key of `produced` (offset → key, value), at its offset.
+fn latest_per_key(produced: &BTreeMap<u64, (String, String)>) -> BTreeMap<u64, (String, String)> {
+    let mut latest: BTreeMap<&str, u64> = BTreeMap::new();
+    for (offset, (key, _)) in produced {
+        latest.insert(key, *offset);
+    }
+    latest
+        .values()
+        .map(|offset| (*offset, produced[offset].clone()))
+        .collect()
+}
+
+/// Produces `records` as one batch through the live `nodes`; records them in `produced` at
+/// the offsets they got.
+async fn produce(
+    cluster: &ProcessCluster,
+    nodes: &[NodeId],
+    topic: &str,
+    records: Vec<pb::Record>,
+    produced: &mut BTreeMap<u64, (String, String)>,
+) -> anyhow::Result<()> {
+    let kv: Vec<(String, String)> = records
+        .iter()
+        .map(|r| {
+            let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            (text(r.key.as_deref().unwrap_or_default()), text(&r.value))
+        })
+        .collect();
+    let (_, base) = cluster.produce_acked(nodes, topic, 0, records).await?;
+    for (i, kv) in kv.into_iter().enumerate() {
+        produced.insert(base + i as u64, kv);
+    }
+    Ok(())
+}
+
+/// Waits until every node in `nodes` serves exactly `want`.
+async fn every_replica_serves(
+    cluster: &ProcessCluster,
+    nodes: &[NodeId],
+    topic: &str,
+    want: &BTreeMap<u64, (String, String)>,
+) -> anyhow::Result<()> {
+    for &node in nodes {
+        let last = std::sync::Mutex::new(None);
+        let waited = eventually(GENEROUS, "the replica to be compacted", || async {
+            let got = read_log(cluster, node, topic).await;
+            let done = matches!(&got, Ok(got) if got == want);
+            *last.lock().unwrap() = Some(got);
+            done.then_some(())
+        })
+        .await;
+        if let Err(e) = waited {
+            let last = last.lock().unwrap().take();
+            anyhow::bail!("node {node}: {e:#}; want {want:?}, last read {last:?}");
+        }
+    }
+    Ok(())
+}
+
+/// A keyed workload on a compacted topic: every replica ends with the latest value of each
+/// key at its original offset, including a follower that was down while the records were
+/// produced and compacted, and again after more updates (a second pass over the first's
+/// result). A record without a key is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_replica_keeps_the_latest_value_of_each_key_at_its_offset() -> anyhow::Result<()> {
+    const TOPIC: &str = "table";
+    let mut cluster = ProcessCluster::new_with_config(weir(), 3, FAST_CHECKS).await?;
+    cluster.start_nodes(&cluster.node_ids()).await?;
+    let all = cluster.node_ids();
+    cluster
+        .create_topic(
+            TOPIC,
+            1,
+            3,
+            &[
+                ("cleanup.policy", "compact"),
+                // Compact whatever was written since the last pass, at the next check.
+                ("min.cleanable.dirty.ratio", "0"),
+            ],
+        )
+        .await?;
+    let leader = cluster.leader_of(TOPIC, 0).await?;
+    let down = *all.iter().find(|&&n| n != leader).context("a follower")?;
+    cluster.kill(down)?;
+    let live: Vec<NodeId> = all.iter().copied().filter(|&n| n != down).collect();
+
+    let mut produced = BTreeMap::new();
+    for batch in 0..20u64 {
+        let records = (0..10u64)
+            .map(|i| {
+                let n = batch * 10 + i;
+                keyed(&format!("k{}", n % 13), &format!("v{n}"), now_ms())
+            })
+            .collect();
+        produce(&cluster, &live, TOPIC, records, &mut produced).await?;
+    }
+    let keyless = cluster
+        .client(leader)?
+        .produce(pb::ProduceRequest {
+            topic: TOPIC.into(),
+            partition: Some(0),
+            records: vec![pb::Record {
+                value: Bytes::from_static(b"no key"),
+                ..Default::default()
+            }],
+            acks: pb::Acks::All as i32,
+            ..Default::default()
+        })
+        .await
+        .expect_err("a keyless record on a compacted topic");
+    assert_eq!(
+        weir_proto::error::reason_of(&keyless).as_deref(),
+        Some("INVALID_RECORD"),
+        "{keyless:?}"
+    );
+    assert!(keyless.message().contains("no key"), "{keyless:?}");
+
+    let want = latest_per_key(&produced);
+    assert_eq!(want.len(), 13);
+    every_replica_serves(&cluster, &live, TOPIC, &want).await?;
+
+    // The follower that missed it all receives the leader's compacted batches and the request
+    // to compact, and ends with the same records.
+    cluster.restart(down).await?;
+    every_replica_serves(&cluster, &all, TOPIC, &want).await?;
+
+    // More updates to three keys: the next pass maps only them, and leaves the others be.
+    let updates = ["k1", "k5", "k12"]
+        .iter()
+        .map(|k| keyed(k, &format!("{k}-updated"), now_ms()))
+        .collect();
+    produce(&cluster, &all, TOPIC, updates, &mut produced).await?;
+    let want = latest_per_key(&produced);
+    assert_eq!(want.len(), 13);
+    every_replica_serves(&cluster, &all, TOPIC, &want).await?;
+    Ok(())
+}
