@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use bytes::Bytes;
 use weir_proto::v1 as pb;
-use weir_tests::{NodeId, ProcessCluster, RawClient, eventually};
+use weir_tests::{InProcessBroker, NodeId, ProcessCluster, RawClient, eventually};
 
 /// Bounds a wait for replication, an election or a compaction pass; never a timing assertion.
 const GENEROUS: Duration = Duration::from_secs(30);
@@ -36,14 +36,12 @@ fn keyed(key: &str, value: &str, timestamp_ms: i64) -> pb::Record {
     }
 }
 
-/// Offset → (key, value) of every record node `id` serves, read from the log start by
+/// Offset → (key, value) of every record the node behind `client` serves, read from the log start by
 /// following the broker's next offset (compacted logs have gaps) up to the high watermark.
 async fn read_log(
-    cluster: &ProcessCluster,
-    id: NodeId,
+    mut client: RawClient,
     topic: &str,
 ) -> anyhow::Result<BTreeMap<u64, (String, String)>> {
-    let mut client: RawClient = cluster.client(id)?;
     let mut offset = client
         .list_offsets(pb::ListOffsetsRequest {
             topic: topic.into(),
@@ -131,7 +129,7 @@ async fn every_replica_serves(
     for &node in nodes {
         let last = std::sync::Mutex::new(None);
         let waited = eventually(GENEROUS, "the replica to be compacted", || async {
-            let got = read_log(cluster, node, topic).await;
+            let got = read_log(cluster.client(node).ok()?, topic).await;
             let done = matches!(&got, Ok(got) if got == want);
             *last.lock().unwrap() = Some(got);
             done.then_some(())
@@ -221,5 +219,80 @@ async fn every_replica_keeps_the_latest_value_of_each_key_at_its_offset() -> any
     let want = latest_per_key(&produced);
     assert_eq!(want.len(), 13);
     every_replica_serves(&cluster, &all, TOPIC, &want).await?;
+    Ok(())
+}
+
+/// `min.compaction.lag.ms` keeps the young tail as it is: batches older than the lag are
+/// compacted, the ones written within it keep every record, whatever their keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tail_within_the_compaction_lag_is_left_alone() -> anyhow::Result<()> {
+    const TOPIC: &str = "lagged";
+    let broker = InProcessBroker::start_adjusted(|c| c.retention.check_interval_ms = 100).await?;
+    let mut client = broker.raw_client().await?;
+    client
+        .create_topic(pb::CreateTopicRequest {
+            name: TOPIC.into(),
+            partitions: 1,
+            replication_factor: 1,
+            configs: [
+                ("cleanup.policy", "compact"),
+                ("min.cleanable.dirty.ratio", "0"),
+                ("min.compaction.lag.ms", "3600000"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        })
+        .await?;
+    let two_hours_ago = now_ms() - 2 * 3_600_000;
+    let mut produced = BTreeMap::new();
+    let mut offset = 0;
+    for (timestamp_ms, prefix) in [(two_hours_ago, "old"), (now_ms(), "young")] {
+        for batch in 0..3 {
+            let records: Vec<pb::Record> = (0..4)
+                .map(|k| {
+                    keyed(
+                        &format!("k{k}"),
+                        &format!("{prefix}-{batch}-{k}"),
+                        timestamp_ms,
+                    )
+                })
+                .collect();
+            for r in &records {
+                let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+                produced.insert(
+                    offset,
+                    (text(r.key.as_deref().unwrap_or_default()), text(&r.value)),
+                );
+                offset += 1;
+            }
+            client
+                .produce(pb::ProduceRequest {
+                    topic: TOPIC.into(),
+                    partition: Some(0),
+                    records,
+                    acks: pb::Acks::All as i32,
+                    ..Default::default()
+                })
+                .await?;
+        }
+    }
+    // The old half (offsets 0..12) keeps its last batch; the young half all of its records.
+    let want: BTreeMap<u64, (String, String)> = produced
+        .iter()
+        .filter(|(offset, _)| **offset >= 8)
+        .map(|(o, kv)| (*o, kv.clone()))
+        .collect();
+    let last = std::sync::Mutex::new(None);
+    let waited = eventually(GENEROUS, "the old batches to be compacted", || async {
+        let got = read_log(client.clone(), TOPIC).await;
+        let done = matches!(&got, Ok(got) if *got == want);
+        *last.lock().unwrap() = Some(got);
+        done.then_some(())
+    })
+    .await;
+    if let Err(e) = waited {
+        anyhow::bail!("{e:#}; want {want:?}, last read {:?}", last.lock().unwrap());
+    }
     Ok(())
 }
