@@ -66,7 +66,7 @@ async fn a_forged_topic_of_four_billion_partitions_is_refused_and_the_broker_res
     assert!(reason.contains("at most 65536"), "{reason}");
     let configs = serde_json::json!({"CreateTopic": {
         "name": "configured", "partitions": 1, "replication_factor": 1,
-        "configs": {"cleanup.policy": "compact"}
+        "configs": {"cleanup.policy": "shred"}
     }});
     let reason = propose_refused(&broker.url(), configs).await?;
     assert!(reason.starts_with("cleanup.policy"), "{reason}");

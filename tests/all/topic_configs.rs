@@ -50,7 +50,7 @@ async fn configs_are_checked_altered_all_or_nothing_and_described_with_their_sou
         )
         .await?;
     let configs = effective(&created);
-    assert_eq!(configs.len(), 7, "{configs:?}");
+    assert_eq!(configs.len(), 8, "{configs:?}");
     assert_eq!(
         configs.get("max.message.bytes").cloned(),
         entry("2000", true)
@@ -73,7 +73,8 @@ async fn configs_are_checked_altered_all_or_nothing_and_described_with_their_sou
         ("message.timestamp.type", "WallClock"),
         ("retention.ms", "-2"),
         ("retention.bytes", "-3"),
-        ("cleanup.policy", "compact"),
+        ("cleanup.policy", "compact,shred"),
+        ("min.cleanable.dirty.ratio", "2"),
     ] {
         invalid_config(
             client
