@@ -689,13 +689,16 @@ mod tests {
             max_records: 100,
             max_bytes: 1 << 20,
         };
-        let offsets = |records: Vec<(Offset, Record)>| -> Vec<u64> {
-            records.into_iter().map(|(o, _)| o.0).collect()
+        let offsets = |(records, after): (Vec<(Offset, Record)>, Option<Offset>)| {
+            (
+                records.into_iter().map(|(o, _)| o.0).collect::<Vec<u64>>(),
+                after.map(|o| o.0),
+            )
         };
         let batches = [batch];
         assert_eq!(
             offsets(records_of(&batches, Offset(11), Offset(13), all).unwrap()),
-            [11, 12]
+            (vec![11, 12], Some(13))
         );
         let two = ReadLimits {
             max_records: 2,
@@ -703,7 +706,7 @@ mod tests {
         };
         assert_eq!(
             offsets(records_of(&batches, Offset(0), Offset(20), two).unwrap()),
-            [10, 11]
+            (vec![10, 11], Some(12))
         );
         let one_byte = ReadLimits {
             max_bytes: 1,
@@ -711,7 +714,35 @@ mod tests {
         };
         assert_eq!(
             offsets(records_of(&batches, Offset(0), Offset(20), one_byte).unwrap()),
-            [10]
+            (vec![10], Some(11))
+        );
+        // A batch compaction left with records at 10 and 12 of 10..=14: the reader goes on
+        // after its last offset, not after its last record.
+        let compacted = [batches[0]
+            .retaining(|r| r.offset == Offset(10) || r.offset == Offset(12))
+            .unwrap()
+            .unwrap()];
+        let extended = BatchEncoder::new(BatchLimits::default())
+            .encode(&[
+                record("a"),
+                record("b"),
+                record("c"),
+                record("d"),
+                record("e"),
+            ])
+            .unwrap()
+            .stamped(Offset(10), 1);
+        let compacted_wide = [extended
+            .retaining(|r| r.offset == Offset(10) || r.offset == Offset(12))
+            .unwrap()
+            .unwrap()];
+        assert_eq!(
+            offsets(records_of(&compacted, Offset(11), Offset(20), all).unwrap()),
+            (vec![12], Some(14))
+        );
+        assert_eq!(
+            offsets(records_of(&compacted_wide, Offset(13), Offset(20), all).unwrap()),
+            (vec![], Some(15))
         );
     }
 }
