@@ -157,6 +157,7 @@ mod tests {
                 ("b".to_owned(), Bytes::from_static(b"2")),
             ],
             timestamp_ms: 1_700_000_000_000,
+            tombstone: false,
         }
     }
 
