@@ -25,5 +25,6 @@ mod producer;
 mod record_batches;
 mod recovery;
 mod retention;
+mod tombstones;
 mod topic_configs;
 mod wasm_host;
