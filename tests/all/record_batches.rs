@@ -487,9 +487,15 @@ async fn malformed_and_unsupported_batches_are_refused_by_name_and_store_nothing
         ),
         ("gzip attribute", with_attributes(0x01), &["gzip"]),
         (
-            "a null value",
-            kafka_encode(&[kafka_record(0, Some(b"k"), None, &[], T0)])?,
-            &["tombstone"],
+            // A null value is a tombstone, stored (tests/all/tombstones.rs); a null header
+            // value is not.
+            "a null header value",
+            kafka_encode(&[{
+                let mut record = kafka_record(0, Some(b"k"), Some(b"v"), &[], T0);
+                record.headers.insert(StrBytes::from_static_str("h"), None);
+                record
+            }])?,
+            &["record 0", "header has a null value"],
         ),
     ];
     for (case, batch, mentions) in cases {
