@@ -46,6 +46,7 @@ fn record(tag: &str, seq: u64) -> pb::Record {
             value: Bytes::from(tag.to_owned()),
         }],
         timestamp_ms: (!seq.is_multiple_of(5)).then_some(1_700_000_000_000 + seq as i64),
+        tombstone: false,
     }
 }
 

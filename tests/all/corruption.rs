@@ -40,6 +40,7 @@ fn record(value: &str) -> pb::Record {
             value: Bytes::from(value.to_owned()),
         }],
         timestamp_ms: Some(1_700_000_000_000),
+        tombstone: false,
     }
 }
 

@@ -81,6 +81,7 @@ fn stamped_batch(producer_id: i64, epoch: i16, base_sequence: i32, values: &[Str
             value: Bytes::from(v.clone()),
             headers: Vec::new(),
             timestamp_ms: 1_700_000_000_000 + i as i64,
+            tombstone: false,
         })
         .collect();
     BatchEncoder::new(BatchLimits::default())

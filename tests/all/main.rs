@@ -26,5 +26,6 @@ mod producer;
 mod record_batches;
 mod recovery;
 mod retention;
+mod tombstones;
 mod topic_configs;
 mod wasm_host;

@@ -51,6 +51,7 @@ fn value_record(value: &str) -> pb::Record {
         value: Bytes::copy_from_slice(value.as_bytes()),
         headers: Vec::new(),
         timestamp_ms: None,
+        tombstone: false,
     }
 }
 

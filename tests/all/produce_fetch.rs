@@ -15,6 +15,7 @@ fn record(key: Option<&str>, value: &str, ts: Option<i64>) -> pb::Record {
             value: Bytes::from_static(b"hv"),
         }],
         timestamp_ms: ts,
+        tombstone: false,
     }
 }
 

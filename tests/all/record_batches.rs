@@ -46,7 +46,7 @@ async fn create(c: &mut RawClient, topic: &str, partitions: u32) -> anyhow::Resu
 /// `kafka-protocol` derives a batch's base sequence from its records and starts a new batch
 /// wherever `offset - sequence` changes, so record `offset` carries sequence `offset - 1`:
 /// one batch whose base sequence is -1 (no sequence), as a non-idempotent Kafka producer sends.
-fn kafka_record(
+pub(crate) fn kafka_record(
     offset: i64,
     key: Option<&[u8]>,
     value: Option<&[u8]>,
@@ -104,7 +104,7 @@ fn kafka_records() -> Vec<Record> {
 }
 
 /// Encodes `records` with `kafka-protocol` as one uncompressed v2 batch.
-fn kafka_encode(records: &[Record]) -> anyhow::Result<Bytes> {
+pub(crate) fn kafka_encode(records: &[Record]) -> anyhow::Result<Bytes> {
     let mut buf = BytesMut::new();
     RecordBatchEncoder::encode(
         &mut buf,
@@ -126,7 +126,7 @@ fn kafka_encode(records: &[Record]) -> anyhow::Result<Bytes> {
 
 /// Decodes one batch with `kafka-protocol` (which checks its CRC and lengths), requiring that
 /// it spans the bytes exactly.
-fn kafka_decode(batch: &Bytes) -> anyhow::Result<Vec<Record>> {
+pub(crate) fn kafka_decode(batch: &Bytes) -> anyhow::Result<Vec<Record>> {
     let mut buf = batch.clone();
     let set = RecordBatchDecoder::decode(&mut buf)
         .with_context(|| format!("kafka-protocol cannot decode {batch:02x?}"))?;
@@ -154,6 +154,7 @@ fn as_consumed(record: &Record, offset: u64) -> pb::ConsumedRecord {
             })
             .collect(),
         timestamp_ms: record.timestamp,
+        tombstone: record.value.is_none(),
     }
 }
 
@@ -212,6 +213,7 @@ fn weir_record(value: &str, seq: i64) -> pb::Record {
             value: Bytes::from(seq.to_string()),
         }],
         timestamp_ms: Some(T0 + seq),
+        tombstone: false,
     }
 }
 
@@ -367,6 +369,7 @@ async fn batches_weir_encodes_from_records_decode_with_another_kafka_codec() -> 
                 },
             ],
             timestamp_ms: Some(T0 - 5),
+            tombstone: false,
         },
         // The broker's append time.
         pb::Record {
@@ -484,9 +487,15 @@ async fn malformed_and_unsupported_batches_are_refused_by_name_and_store_nothing
         ),
         ("gzip attribute", with_attributes(0x01), &["gzip"]),
         (
-            "a null value",
-            kafka_encode(&[kafka_record(0, Some(b"k"), None, &[], T0)])?,
-            &["tombstone"],
+            // A null value is a tombstone, stored (tests/all/tombstones.rs); a null header
+            // value is not.
+            "a null header value",
+            kafka_encode(&[{
+                let mut record = kafka_record(0, Some(b"k"), Some(b"v"), &[], T0);
+                record.headers.insert(StrBytes::from_static_str("h"), None);
+                record
+            }])?,
+            &["record 0", "header has a null value"],
         ),
     ];
     for (case, batch, mentions) in cases {

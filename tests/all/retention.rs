@@ -33,6 +33,7 @@ fn record(value: String, timestamp_ms: i64) -> pb::Record {
         value: Bytes::from(value),
         headers: Vec::new(),
         timestamp_ms: Some(timestamp_ms),
+        tombstone: false,
     }
 }
 

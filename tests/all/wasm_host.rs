@@ -75,6 +75,7 @@ fn records(values: &[&str]) -> Vec<ChainRecord> {
                     value: Bytes::from_static(b"hv"),
                 }],
                 timestamp_ms: 1_700_000_000_000 + i as i64,
+                tombstone: false,
             },
         })
         .collect()

@@ -83,8 +83,9 @@ pub struct ConsumeArgs {
     #[arg(short, long = "module", value_name = "MODULE")]
     modules: Vec<ModuleRef>,
 
-    /// Output template: %v value, %k key, %o offset, %p partition, %t topic, %T timestamp,
-    /// %h headers, %% and the escapes \n \t \r \\.
+    /// Output template: %v value (NULL for a tombstone), %S value size (-1 for a tombstone),
+    /// %k key, %o offset, %p partition, %t topic, %T timestamp, %h headers, %% and the escapes
+    /// \n \t \r \\.
     #[arg(short, long, default_value = DEFAULT_FORMAT, value_name = "FMT")]
     format: Format,
 }

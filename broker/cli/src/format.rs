@@ -1,8 +1,10 @@
 //! `--format` templates of `weir consume`, in the style of kcat's `-f`.
 //!
-//! Directives: `%v` value (also `%s`, kcat's spelling), `%k` key (empty when absent), `%o`
-//! offset, `%p` partition, `%t` topic, `%T` timestamp (ms since the Unix epoch), `%h` headers as
-//! `k=v,k=v`, `%%` a percent sign.
+//! Directives: `%v` value (also `%s`, kcat's spelling; `NULL` for a tombstone, as kcat's `-Z`
+//! prints a null value, while an empty value prints nothing), `%S` value size in bytes (`-1` for
+//! a tombstone, Kafka's null length: unambiguous where a value may be the text `NULL`), `%k` key
+//! (empty when absent), `%o` offset, `%p` partition, `%t` topic, `%T` timestamp (ms since the
+//! Unix epoch), `%h` headers as `k=v,k=v`, `%%` a percent sign.
 //! Escapes: `\n`, `\t`, `\r`, `\\`. Keys, values and headers print as UTF-8, with invalid bytes
 //! replaced. Anything else is refused when the template is parsed, not silently printed.
 
@@ -10,6 +12,9 @@ use std::fmt;
 use std::str::FromStr;
 
 use weir_client::ConsumedRecord;
+
+/// What `%v` prints for a tombstone (a null value), as kcat's `-Z`.
+pub const TOMBSTONE_VALUE: &str = "NULL";
 
 /// The default template: the value and a newline.
 pub const DEFAULT_FORMAT: &str = "%v\\n";
@@ -25,6 +30,7 @@ enum Part {
     Literal(String),
     Key,
     Value,
+    ValueSize,
     Offset,
     Partition,
     Topic,
@@ -58,6 +64,7 @@ impl FromStr for Format {
             let directive = match c {
                 '%' => match chars.next() {
                     Some('v' | 's') => Part::Value,
+                    Some('S') => Part::ValueSize,
                     Some('k') => Part::Key,
                     Some('o') => Part::Offset,
                     Some('p') => Part::Partition,
@@ -70,7 +77,7 @@ impl FromStr for Format {
                     }
                     Some(other) => {
                         return Err(refuse(format!(
-                            "unknown directive %{other} (use %v %k %o %p %t %T %h or %%)"
+                            "unknown directive %{other} (use %v %S %k %o %p %t %T %h or %%)"
                         )));
                     }
                     None => return Err(refuse("the format ends with a lone %".to_owned())),
@@ -113,7 +120,12 @@ impl Format {
         for part in &self.parts {
             match part {
                 Part::Literal(text) => out.extend_from_slice(text.as_bytes()),
+                Part::Value if record.tombstone => {
+                    out.extend_from_slice(TOMBSTONE_VALUE.as_bytes())
+                }
                 Part::Value => push_lossy(out, &record.value),
+                Part::ValueSize if record.tombstone => out.extend_from_slice(b"-1"),
+                Part::ValueSize => out.extend_from_slice(record.value.len().to_string().as_bytes()),
                 Part::Key => push_lossy(out, record.key.as_deref().unwrap_or_default()),
                 Part::Offset => out.extend_from_slice(record.offset.to_string().as_bytes()),
                 Part::Partition => out.extend_from_slice(partition.to_string().as_bytes()),
@@ -157,6 +169,7 @@ mod tests {
                 ("b".to_owned(), Bytes::from_static(b"2")),
             ],
             timestamp_ms: 1_700_000_000_000,
+            tombstone: false,
         }
     }
 
@@ -186,6 +199,19 @@ mod tests {
         record.key = None;
         record.value = Bytes::from_static(b"a\xffb");
         assert_eq!(render("[%k] %v", &record), "[] a\u{fffd}b");
+    }
+
+    #[test]
+    fn tombstones_print_apart_from_empty_values() {
+        let mut empty = record();
+        empty.value = Bytes::new();
+        let mut tombstone = empty.clone();
+        tombstone.tombstone = true;
+        assert_eq!(render(DEFAULT_FORMAT, &tombstone), "NULL\n");
+        assert_eq!(render(DEFAULT_FORMAT, &empty), "\n");
+        assert_eq!(render("%k %S [%v]", &tombstone), "k1 -1 [NULL]");
+        assert_eq!(render("%k %S [%v]", &empty), "k1 0 []");
+        assert_eq!(render("%S", &record()), "5");
     }
 
     #[test]

@@ -215,6 +215,7 @@ fn record_from_line(mut line: Vec<u8>, separator: Option<&[u8]>) -> Option<Recor
         value,
         headers: Vec::new(),
         timestamp_ms,
+        tombstone: false,
     })
 }
 

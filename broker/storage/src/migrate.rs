@@ -275,6 +275,8 @@ fn old_record(buf: &mut &[u8], first_timestamp: i64) -> Option<Record> {
         value,
         headers,
         timestamp_ms: first_timestamp.wrapping_add(delta),
+        // Format 1 had no null values.
+        tombstone: false,
     })
 }
 

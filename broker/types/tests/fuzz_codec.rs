@@ -10,7 +10,8 @@ use weir_types::{BatchEncoder, BatchLimits, EncodedBatch, Header, Offset, Record
 fn record() -> impl Strategy<Value = Record> {
     (
         proptest::option::of(proptest::collection::vec(any::<u8>(), 0..16)),
-        proptest::collection::vec(any::<u8>(), 0..64),
+        // `None`: a tombstone (a null value).
+        proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64)),
         proptest::collection::vec(
             ("[a-z]{0,8}", proptest::collection::vec(any::<u8>(), 0..8)),
             0..3,
@@ -19,7 +20,8 @@ fn record() -> impl Strategy<Value = Record> {
     )
         .prop_map(|(key, value, headers, timestamp_ms)| Record {
             key: key.map(Bytes::from),
-            value: Bytes::from(value),
+            tombstone: value.is_none(),
+            value: value.map(Bytes::from).unwrap_or_default(),
             headers: headers
                 .into_iter()
                 .map(|(key, value)| Header {

@@ -139,8 +139,17 @@ impl Chain {
     /// each module call is bounded by the runtime's time limit.
     ///
     /// A stage with no records left to process is not called.
+    ///
+    /// Tombstones (records with a null value) are handed to no stage, because the module ABI has
+    /// no null value: they come out unchanged, among the survivors in position order (positions
+    /// increase along the input, as offsets do). The consume path relies on this; the produce
+    /// path refuses tombstones before its chain runs.
     pub fn run(&mut self, input: Vec<ChainRecord>) -> Result<ChainOutput, ChainError> {
-        let mut records = input;
+        let (mut records, tombstones) = if input.iter().any(|r| r.record.tombstone) {
+            input.into_iter().partition(|r| !r.record.tombstone)
+        } else {
+            (input, Vec::new())
+        };
         let mut rejected = Vec::new();
         for stage in 0..self.slots.len() {
             if records.is_empty() {
@@ -149,6 +158,9 @@ impl Chain {
             records = self
                 .run_stage(stage, records, &mut rejected)
                 .map_err(|error| ChainError { stage, error })?;
+        }
+        if !tombstones.is_empty() {
+            records = merge_by_position(records, tombstones);
         }
         Ok(ChainOutput { records, rejected })
     }
@@ -214,6 +226,24 @@ impl Chain {
         }
         result
     }
+}
+
+/// Puts the tombstones a chain passed by back among its survivors: each before the first
+/// survivor with a larger position.
+fn merge_by_position(
+    survivors: Vec<ChainRecord>,
+    tombstones: Vec<ChainRecord>,
+) -> Vec<ChainRecord> {
+    let mut out = Vec::with_capacity(survivors.len() + tombstones.len());
+    let mut tombstones = tombstones.into_iter().peekable();
+    for survivor in survivors {
+        while let Some(t) = tombstones.next_if(|t| t.position < survivor.position) {
+            out.push(t);
+        }
+        out.push(survivor);
+    }
+    out.extend(tombstones);
+    out
 }
 
 /// The input batch for a stage: positions travel in the `offset` field.
@@ -321,9 +351,11 @@ impl Cursor {
     }
 }
 
-/// A record from an outcome entry, its fields sharing `buf`.
+/// A record from an outcome entry, its fields sharing `buf`. A module's output has no null
+/// value, so it is never a tombstone.
 fn to_record(buf: &Bytes, view: &RecordView<'_>) -> Record {
     Record {
+        tombstone: false,
         key: view.key.map(|k| buf.slice_ref(k)),
         value: buf.slice_ref(view.value),
         headers: view
@@ -353,6 +385,7 @@ mod tests {
                 value: Bytes::from_static(b"hv"),
             }],
             timestamp_ms: 42,
+            tombstone: false,
         }
     }
 
@@ -501,6 +534,60 @@ mod tests {
                 previous: 1
             }
         );
+    }
+
+    fn tombstone(position: u64) -> ChainRecord {
+        ChainRecord {
+            position,
+            record: Record {
+                key: Some(Bytes::from_static(b"k")),
+                tombstone: true,
+                timestamp_ms: 42,
+                ..Record::default()
+            },
+        }
+    }
+
+    #[test]
+    fn tombstones_go_back_among_the_survivors_in_position_order() {
+        // Survivors 10, 12, 12 (two derived from one input), 15; tombstones 9, 11, 13, 20.
+        let mut survivors = inputs(&["a", "b", "c", "d", "e", "f"]);
+        survivors.retain(|r| [10, 12, 15].contains(&r.position));
+        survivors.insert(2, survivors[1].clone());
+        let tombstones = vec![tombstone(9), tombstone(11), tombstone(13), tombstone(20)];
+        let merged = merge_by_position(survivors, tombstones);
+        let order: Vec<(u64, bool)> = merged
+            .iter()
+            .map(|r| (r.position, r.record.tombstone))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                (9, true),
+                (10, false),
+                (11, true),
+                (12, false),
+                (12, false),
+                (13, true),
+                (15, false),
+                (20, true)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_chain_passes_tombstones_by_in_position_order() {
+        // The integration tests run real modules (tests/all/tombstones.rs); here, the merge.
+        let mut chain = Chain::new(Vec::new());
+        let input = vec![tombstone(1), tombstone(2)];
+        let output = chain.run(input.clone()).expect("nothing to fail");
+        assert_eq!(output.records, input);
+        assert!(output.rejected.is_empty());
+        let mut mixed = inputs(&["a"]);
+        mixed.insert(0, tombstone(3));
+        let output = chain.run(mixed).expect("nothing to fail");
+        let positions: Vec<u64> = output.records.iter().map(|r| r.position).collect();
+        assert_eq!(positions, [3, 10]);
     }
 
     #[test]

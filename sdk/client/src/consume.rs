@@ -17,12 +17,15 @@ pub struct ConsumedRecord {
     pub offset: u64,
     /// The key; `None` is "no key", which differs from an empty key.
     pub key: Option<Bytes>,
-    /// The value.
+    /// The value; empty for a tombstone.
     pub value: Bytes,
     /// Headers, in the order produced.
     pub headers: Vec<(String, Bytes)>,
     /// Milliseconds since the Unix epoch: the producer's timestamp or the broker's append time.
     pub timestamp_ms: i64,
+    /// The value is null: a tombstone, which deletes the key from a compacted topic, as distinct
+    /// from an empty value.
+    pub tombstone: bool,
 }
 
 impl ConsumedRecord {
@@ -44,6 +47,7 @@ impl ConsumedRecord {
                 .map(|header| (header.key, header.value))
                 .collect(),
             timestamp_ms: record.timestamp_ms,
+            tombstone: record.tombstone,
         }
     }
 }
@@ -83,6 +87,7 @@ impl From<v1::ConsumedRecord> for ConsumedRecord {
                 .map(|header| (header.key, header.value))
                 .collect(),
             timestamp_ms: record.timestamp_ms,
+            tombstone: record.tombstone,
         }
     }
 }
@@ -543,6 +548,7 @@ mod tests {
                     value: Bytes::from_static(b"x"),
                 }],
                 timestamp_ms: 100,
+                tombstone: false,
             })
             .collect();
         EncodedBatch::encode(&records, weir_types::BatchLimits::default())
@@ -601,6 +607,7 @@ mod tests {
                 value: Bytes::from_static(b"x"),
             }],
             timestamp_ms: 9,
+            tombstone: false,
         };
         let absent = ConsumedRecord::from(wire(None));
         let empty = ConsumedRecord::from(wire(Some(Bytes::new())));
@@ -608,5 +615,35 @@ mod tests {
         assert_eq!(empty.key, Some(Bytes::new()));
         assert_eq!(absent.headers, [("h".to_owned(), Bytes::from_static(b"x"))]);
         assert_eq!(absent.payload_len(), 1 + 1 + 1);
+    }
+
+    #[test]
+    fn tombstones_and_empty_values_stay_apart_from_records_and_from_batches() {
+        let wire = |tombstone| v1::ConsumedRecord {
+            offset: 4,
+            key: Some(Bytes::from_static(b"k")),
+            tombstone,
+            ..Default::default()
+        };
+        assert!(ConsumedRecord::from(wire(true)).tombstone);
+        assert!(!ConsumedRecord::from(wire(false)).tombstone);
+        let batch = EncodedBatch::encode(
+            &[
+                Record {
+                    key: Some(Bytes::from_static(b"k")),
+                    tombstone: true,
+                    ..Record::default()
+                },
+                Record::default(),
+            ],
+            weir_types::BatchLimits::default(),
+        )
+        .unwrap();
+        let records = records_of_batches(vec![batch.into_bytes()], 0).unwrap();
+        let kinds: Vec<(u64, bool, usize)> = records
+            .iter()
+            .map(|r| (r.offset, r.tombstone, r.value.len()))
+            .collect();
+        assert_eq!(kinds, [(0, true, 0), (1, false, 0)]);
     }
 }

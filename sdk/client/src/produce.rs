@@ -9,7 +9,8 @@ use weir_proto::v1;
 
 use crate::RejectAction;
 
-/// A record to produce: an optional key, a value, headers and an optional timestamp.
+/// A record to produce: an optional key, a value (or a tombstone's null value), headers and an
+/// optional timestamp.
 ///
 /// ```
 /// use weir_client::ProducerRecord;
@@ -18,13 +19,21 @@ use crate::RejectAction;
 ///     .with_key("customer-7")
 ///     .with_header("content-type", "application/json");
 /// assert_eq!(record.key.as_deref(), Some(&b"customer-7"[..]));
+///
+/// // Deletes customer-7 from a compacted topic.
+/// let delete = ProducerRecord::tombstone("customer-7");
+/// assert!(delete.tombstone && delete.value.is_empty());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ProducerRecord {
     /// The key; `None` is "no key", which differs from an empty key.
     pub key: Option<Bytes>,
-    /// The value.
+    /// The value; empty for a tombstone.
     pub value: Bytes,
+    /// The value is null: a tombstone, which deletes the key from a compacted topic (Kafka's
+    /// null value), as distinct from an empty value. `value` must then be empty, or the record
+    /// is refused.
+    pub tombstone: bool,
     /// Headers, in order; keys may repeat.
     pub headers: Vec<(String, Bytes)>,
     /// Milliseconds since the Unix epoch; `None` is the time it is sent: the
@@ -42,6 +51,17 @@ impl ProducerRecord {
     pub fn new(value: impl Into<Bytes>) -> Self {
         Self {
             value: value.into(),
+            ..Self::default()
+        }
+    }
+
+    /// A tombstone for `key`: a record with a null value, which deletes the key from a
+    /// compacted topic. (A topic with a produce chain refuses tombstones: modules have no null
+    /// value.)
+    pub fn tombstone(key: impl Into<Bytes>) -> Self {
+        Self {
+            key: Some(key.into()),
+            tombstone: true,
             ..Self::default()
         }
     }
@@ -87,6 +107,7 @@ impl From<ProducerRecord> for v1::Record {
                 .map(|(key, value)| v1::Header { key, value })
                 .collect(),
             timestamp_ms: record.timestamp_ms,
+            tombstone: record.tombstone,
         }
     }
 }

@@ -300,12 +300,19 @@ impl Producer {
 
     /// Buffers one record for sending, waiting while the buffer is full, and returns its
     /// [`Delivery`]. Fails at once when the topic does not exist, the record names a partition
-    /// the topic does not have, or the record is larger than the whole buffer.
+    /// the topic does not have, is a tombstone with a value, or is larger than the whole buffer.
     pub async fn enqueue(
         &self,
         topic: &str,
         record: ProducerRecord,
     ) -> Result<Delivery, ClientError> {
+        if record.tombstone && !record.value.is_empty() {
+            // Refused here: in a batch it would fail every record batched with it.
+            return Err(ClientError::InvalidArgument(format!(
+                "a tombstone carries no value, but this one has {} bytes",
+                record.value.len()
+            )));
+        }
         let partition = self.partition_for(topic, &record).await?;
         let bytes = record.payload_len().max(1);
         if bytes > self.inner.config.buffer_max_bytes {

@@ -101,6 +101,7 @@ fn native_versus_wasm(count: usize) -> anyhow::Result<()> {
                 value: value(i, size),
                 headers: Vec::new(),
                 timestamp_ms: 0,
+                tombstone: false,
             })
             .collect();
 
@@ -309,6 +310,7 @@ async fn produce(
             value: value(i, 1024),
             headers: Vec::new(),
             timestamp_ms: None,
+            tombstone: false,
         })
         .collect();
     let response = client

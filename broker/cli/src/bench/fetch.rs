@@ -212,6 +212,7 @@ mod tests {
                 value: Bytes::from_static(b"v"),
             }],
             timestamp_ms: 1,
+            tombstone: false,
         }
     }
 
@@ -258,6 +259,7 @@ mod tests {
                 value: Bytes::from_static(b"v"),
             }],
             timestamp_ms: 1,
+            tombstone: false,
         };
         let records = [
             consumed(9, "bb"),

@@ -163,6 +163,7 @@ fn encode(encoder: &BatchEncoder, records: &[ProducerRecord]) -> anyhow::Result<
                 })
                 .collect(),
             timestamp_ms: r.timestamp_ms.unwrap_or(now),
+            tombstone: r.tombstone,
         })
         .collect();
     Ok(encoder.encode(&records)?.into_bytes())

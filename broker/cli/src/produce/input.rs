@@ -101,6 +101,13 @@ pub fn record_from_line(
     Ok(ProducerRecord::new(line.slice(at + separator.len()..)).with_key(line.slice(..at)))
 }
 
+/// `record` as a tombstone (a null value) if its value is empty, else unchanged: what
+/// `--tombstone` does to every line.
+pub fn empty_as_tombstone(mut record: ProducerRecord) -> ProducerRecord {
+    record.tombstone = record.value.is_empty();
+    record
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +124,18 @@ mod tests {
             },
         );
         delivered
+    }
+
+    #[test]
+    fn with_tombstone_only_empty_values_become_tombstones() {
+        let keyed = empty_as_tombstone(record_from_line(b"k:\n".to_vec(), Some(b":")).unwrap());
+        assert!(keyed.tombstone);
+        assert_eq!(keyed.key.as_deref(), Some(&b"k"[..]));
+        let empty_line = empty_as_tombstone(record_from_line(b"\n".to_vec(), None).unwrap());
+        assert!(empty_line.tombstone && empty_line.key.is_none());
+        let valued = empty_as_tombstone(record_from_line(b"k:v\n".to_vec(), Some(b":")).unwrap());
+        assert!(!valued.tombstone);
+        assert_eq!(valued.value, "v");
     }
 
     fn values(inputs: &[Input]) -> Vec<Vec<String>> {

@@ -12,6 +12,9 @@
 //! Order: the lines of one partition (hence of one key, and all lines of a one-partition topic)
 //! are stored in input order, each once.
 //!
+//! Tombstones: with `--tombstone`, a line whose value is empty becomes a record with a null
+//! value (as rpk's `--tombstone`); without it, an empty value is an empty value.
+//!
 //! Modules: a record the topic's produce chain rejects is reported on stderr by its input line,
 //! `record LINE rejected by MODULE (dropped|sent to dead-letter topic): REASON`. Records the
 //! topic's policy dropped or dead-lettered count as handled (exit 0); a request the chain
@@ -28,7 +31,7 @@ use clap::Args;
 use tokio::sync::mpsc;
 use weir_client::{Acks, Client, Delivery, Producer, ProducerConfig};
 
-use self::input::{Input, read_records};
+use self::input::{Input, empty_as_tombstone, read_records};
 use self::report::{InputEnd, Report};
 use crate::pipeline::DELIVERY_TIMEOUT;
 use crate::retry::with_retries;
@@ -74,6 +77,12 @@ pub struct ProduceArgs {
     /// Most records per batch (produce request).
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
     batch_size: u32,
+
+    /// Produce lines with an empty value (empty lines, or `KEY<SEP>` with --key-separator) as
+    /// tombstones: records with a null value, which delete their key from a compacted topic
+    /// (rpk's flag). A topic with a produce chain refuses tombstones.
+    #[arg(short = 'Z', long)]
+    tombstone: bool,
 
     /// Print a summary of the records and offsets written to stderr.
     #[arg(short, long)]
@@ -121,6 +130,9 @@ pub async fn run(client: &Client, args: ProduceArgs) -> anyhow::Result<()> {
                 Some(Input::Records(records)) => {
                     for mut record in records {
                         record.partition = args.partition;
+                        if args.tombstone {
+                            record = empty_as_tombstone(record);
+                        }
                         let delivery = producer
                             .enqueue(&args.topic, record)
                             .await

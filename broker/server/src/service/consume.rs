@@ -301,6 +301,7 @@ fn consumed(offset: Offset, record: Record) -> pb::ConsumedRecord {
             })
             .collect(),
         timestamp_ms: record.timestamp_ms,
+        tombstone: record.tombstone,
     }
 }
 

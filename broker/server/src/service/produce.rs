@@ -137,6 +137,8 @@ fn to_records(records: Vec<pb::Record>) -> Result<Vec<Record>, BrokerError> {
                     })
                     .collect(),
                 timestamp_ms,
+                // The encoder refuses a tombstone with a value, naming the record.
+                tombstone: r.tombstone,
             })
         })
         .collect()
@@ -169,6 +171,19 @@ fn to_pb_record(record: Record) -> pb::Record {
             })
             .collect(),
         timestamp_ms: Some(record.timestamp_ms),
+        tombstone: record.tombstone,
+    }
+}
+
+/// Refuses records a produce chain cannot take: tombstones, since the module ABI has no null
+/// value (a module could neither see nor keep one).
+fn check_chain_input(records: &[Record], topic: &TopicName) -> Result<(), BrokerError> {
+    match records.iter().position(|r| r.tombstone) {
+        Some(index) => Err(BrokerError::InvalidRecord(format!(
+            "record {index} is a tombstone (a null value): tombstones cannot pass through \
+             topic '{topic}''s produce chain, whose modules have no null value"
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -239,12 +254,13 @@ impl BrokerService {
         let mut batch = Some(produced.batch);
         let mut rejected = Vec::new();
         if !topic.produce_chain.is_empty() {
-            let records = batch
+            let records: Vec<Record> = batch
                 .as_ref()
                 .map(|b| b.records().map(|r| r.map(|(_, r)| r)).collect())
                 .transpose()
                 .map_err(BrokerError::from)?
                 .unwrap_or_default();
+            check_chain_input(&records, &topic.name)?;
             let kept;
             (kept, rejected) = self.run_produce_chain(&topic, records).await?;
             batch = if kept.is_empty() {
@@ -472,6 +488,45 @@ mod tests {
             })
         );
         assert_eq!(from_records.batch.header().producer_id, 4);
+    }
+
+    #[test]
+    fn tombstones_are_encoded_as_null_values_and_one_with_a_value_is_refused() {
+        let limits = weir_types::BatchLimits::default();
+        let tombstone = pb::Record {
+            key: Some(Bytes::from_static(b"k")),
+            tombstone: true,
+            timestamp_ms: Some(5),
+            ..pb::Record::default()
+        };
+        let produced = Produced::from_request(
+            vec![tombstone.clone(), record("")],
+            Bytes::new(),
+            None,
+            limits,
+        )
+        .unwrap();
+        let stored: Vec<Record> = produced.batch.records().map(|r| r.unwrap().1).collect();
+        assert!(stored[0].tombstone && stored[0].value.is_empty());
+        assert!(!stored[1].tombstone && stored[1].value.is_empty());
+        assert_eq!(to_pb_record(stored[0].clone()), tombstone);
+        let mut with_value = tombstone;
+        with_value.value = Bytes::from_static(b"v");
+        let err = Produced::from_request(vec![record("a"), with_value], Bytes::new(), None, limits)
+            .err()
+            .unwrap();
+        assert!(
+            matches!(&err, BrokerError::InvalidRecord(m) if m.contains("record 1") && m.contains("tombstone")),
+            "{err}"
+        );
+        // A produce chain takes none.
+        let topic: TopicName = "t".parse().unwrap();
+        assert!(check_chain_input(&stored[1..], &topic).is_ok());
+        let err = check_chain_input(&stored, &topic).unwrap_err();
+        assert!(
+            matches!(&err, BrokerError::InvalidRecord(m) if m.starts_with("record 0 is a tombstone")),
+            "{err}"
+        );
     }
 
     #[test]

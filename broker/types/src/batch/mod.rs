@@ -22,9 +22,10 @@
 //!   producer's batch must satisfy (offsets contiguous from 0, timestamps not negative, size
 //!   limits).
 //!
-//! Features Weir does not implement yet are refused by name rather than misread: compressed,
-//! transactional and control batches, log-append-time timestamps, delete horizons, null values
-//! and null header values.
+//! A null value (Kafka's tombstone, which deletes its key from a compacted topic) is a
+//! [`Record`] with `tombstone` set and an empty `value`. Features Weir does not implement yet are
+//! refused by name rather than misread: compressed, transactional and control batches,
+//! log-append-time timestamps, delete horizons and null header values.
 
 mod compact;
 mod header;
@@ -51,13 +52,18 @@ pub struct Header {
     pub value: Bytes,
 }
 
-/// One record: an optional key, a value, headers and a timestamp in milliseconds since the epoch.
+/// One record: an optional key, a value (or none: a tombstone), headers and a timestamp in
+/// milliseconds since the epoch.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Record {
     /// Partitioning and compaction key; `None` is distinct from an empty key.
     pub key: Option<Bytes>,
-    /// The payload.
+    /// The payload; empty when `tombstone` is set.
     pub value: Bytes,
+    /// The value is null (Kafka's tombstone, which deletes the key from a compacted topic),
+    /// as distinct from an empty value. A tombstone's `value` must be empty: encoding one that
+    /// is not is an error.
+    pub tombstone: bool,
     /// Application headers, in the order they were given.
     pub headers: Vec<Header>,
     /// Milliseconds since the Unix epoch.
@@ -380,11 +386,6 @@ fn check_each<'a>(
         if record.offset_delta <= last_delta {
             return Err(invalid("offset deltas do not increase"));
         }
-        if record.value.is_none() {
-            return Err(invalid(
-                "null value (a tombstone): Weir does not store tombstones yet",
-            ));
-        }
         if record.has_null_header_value {
             return Err(invalid(
                 "a header has a null value, which Weir does not store",
@@ -552,6 +553,9 @@ impl BatchEncoder {
             }
             let offset_delta =
                 i32::try_from(delta).map_err(|_| malformed("offset too far from the first"))?;
+            if record.tombstone && !record.value.is_empty() {
+                return Err(malformed("a tombstone carries no value"));
+            }
             let timestamp_delta = record
                 .timestamp_ms
                 .checked_sub(base_timestamp_ms)

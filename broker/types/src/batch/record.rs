@@ -30,7 +30,7 @@ pub(crate) struct RawRecord<'a> {
     pub(crate) timestamp_delta: i64,
     pub(crate) offset_delta: i32,
     pub(crate) key: Option<&'a [u8]>,
-    /// `None` is Kafka's null value (a tombstone), which Weir does not accept yet.
+    /// `None` is Kafka's null value (a tombstone).
     pub(crate) value: Option<&'a [u8]>,
     /// Set when some header has a null value, which Weir does not accept yet.
     pub(crate) has_null_header_value: bool,
@@ -83,8 +83,8 @@ impl<'a> RawRecord<'a> {
 
     /// The record as an owned [`Record`], sharing `source`'s memory (which must hold every slice
     /// of this record), its timestamp `timestamp_ms` of its timestamp delta (the batch's rule,
-    /// [`BatchHeader::record_timestamp_ms`]). A null value or header value becomes empty;
-    /// callers refuse those first.
+    /// [`BatchHeader::record_timestamp_ms`]). A null value becomes a tombstone with an empty
+    /// value; a null header value becomes empty, so callers refuse those first.
     pub(crate) fn to_record(self, source: &Bytes, timestamp_ms: impl FnOnce(i64) -> i64) -> Record {
         let share = |slice: &[u8]| source.slice_ref(slice);
         let mut headers = Vec::with_capacity(self.header_count);
@@ -108,6 +108,7 @@ impl<'a> RawRecord<'a> {
         Record {
             key: self.key.map(share),
             value: self.value.map_or_else(Bytes::new, share),
+            tombstone: self.value.is_none(),
             headers,
             timestamp_ms: timestamp_ms(self.timestamp_delta),
         }
@@ -163,10 +164,20 @@ pub(crate) fn encode_record(
         None => -1,
         Some(key) => len_i32(key.len())?,
     };
-    let value_len = len_i32(record.value.len())?;
+    // A tombstone's value is null (-1) and its bytes empty (the encoder refuses one that is not).
+    let value_len = if record.tombstone {
+        -1
+    } else {
+        len_i32(record.value.len())?
+    };
     let mut body = 1 + varlong_len(timestamp_delta) + varint_len(offset_delta);
     body += varint_len(key_len) + record.key.as_ref().map_or(0, Bytes::len);
-    body += varint_len(value_len) + record.value.len();
+    body += varint_len(value_len)
+        + if record.tombstone {
+            0
+        } else {
+            record.value.len()
+        };
     body += varint_len(len_i32(record.headers.len())?);
     for header in &record.headers {
         body += varint_len(len_i32(header.key.len())?) + header.key.len();
@@ -184,7 +195,9 @@ pub(crate) fn encode_record(
         buf.extend_from_slice(key);
     }
     put_varint(buf, value_len);
-    buf.extend_from_slice(&record.value);
+    if !record.tombstone {
+        buf.extend_from_slice(&record.value);
+    }
     put_varint(buf, record.headers.len() as i32);
     for header in &record.headers {
         put_varint(buf, header.key.len() as i32);
@@ -209,6 +222,7 @@ mod tests {
                 value: Bytes::from_static(b"x"),
             }],
             timestamp_ms: 1_005,
+            tombstone: false,
         };
         let mut buf = Vec::new();
         let written = encode_record(&mut buf, &record, 5, 2).unwrap();
@@ -236,6 +250,24 @@ mod tests {
         assert_eq!(raw.key, None);
         assert_eq!(raw.value, None);
         assert!(raw.has_null_header_value);
+    }
+
+    #[test]
+    fn a_tombstone_is_written_as_a_null_value_and_read_back_as_one() {
+        let tombstone = Record {
+            key: Some(Bytes::from_static(b"k")),
+            tombstone: true,
+            timestamp_ms: 7,
+            ..Record::default()
+        };
+        let mut buf = Vec::new();
+        encode_record(&mut buf, &tombstone, 0, 0).unwrap();
+        // length 7, attributes, ts 0, offset 0, key 1 "k", value -1 (null), no headers.
+        assert_eq!(buf, [14, 0, 0, 0, 2, b'k', 1, 0]);
+        let source = Bytes::from(buf);
+        let raw = RawRecord::parse(&mut &source[..]).unwrap();
+        assert_eq!(raw.value, None);
+        assert_eq!(raw.to_record(&source, |delta| 7 + delta), tombstone);
     }
 
     #[test]

@@ -11,6 +11,16 @@ fn record(key: Option<&str>, value: &str, ts: i64) -> Record {
             value: Bytes::from_static(b"v"),
         }],
         timestamp_ms: ts,
+        tombstone: false,
+    }
+}
+
+fn tombstone(key: &str, ts: i64) -> Record {
+    Record {
+        key: Some(Bytes::copy_from_slice(key.as_bytes())),
+        timestamp_ms: ts,
+        tombstone: true,
+        ..Record::default()
     }
 }
 
@@ -354,17 +364,96 @@ fn produced_batches_must_have_contiguous_offsets_and_sane_records() {
 }
 
 #[test]
-fn null_values_are_refused_with_the_record() {
-    // A hand-built batch with one record whose value is null (length -1).
+fn tombstones_round_trip_distinct_from_empty_values() {
+    let records = vec![
+        tombstone("gone", 1_000),
+        record(Some("gone"), "", 1_000),
+        record(None, "kept", 1_001),
+    ];
+    let limits = BatchLimits::default();
+    let batch = EncodedBatch::encode(&records, limits).unwrap();
+    // Both gates accept a null value.
+    EncodedBatch::validate_produced(batch.bytes().clone(), limits).unwrap();
+    let (verified, decoded) = EncodedBatch::verify_and_decode(batch.bytes().clone()).unwrap();
+    let decoded: Vec<Record> = decoded.into_iter().map(|(_, r)| r).collect();
+    assert_eq!(decoded, records);
+    assert!(decoded[0].tombstone && decoded[0].value.is_empty());
+    assert!(!decoded[1].tombstone && decoded[1].value.is_empty());
+    let iterated: Vec<Record> = verified.records().map(|r| r.unwrap().1).collect();
+    assert_eq!(iterated, records);
+    // A consume chain's survivors keep their tombstones too.
+    let gapped = BatchEncoder::new(limits)
+        .encode_at_offsets(&[
+            (Offset(3), tombstone("a", 5)),
+            (Offset(9), tombstone("b", 5)),
+        ])
+        .unwrap();
+    let again: Vec<_> = EncodedBatch::verify(gapped.into_bytes())
+        .unwrap()
+        .records()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(
+        again,
+        [
+            (Offset(3), tombstone("a", 5)),
+            (Offset(9), tombstone("b", 5))
+        ]
+    );
+}
+
+#[test]
+fn a_tombstone_with_a_value_is_refused_naming_the_record() {
+    let mut bad = tombstone("k", 0);
+    bad.value = Bytes::from_static(b"v");
+    assert_eq!(
+        EncodedBatch::encode(&[record(None, "a", 0), bad], BatchLimits::default()).unwrap_err(),
+        BatchError::InvalidRecord {
+            index: 1,
+            reason: "a tombstone carries no value"
+        }
+    );
+}
+
+#[test]
+fn a_kafka_batch_with_a_null_value_verifies_as_a_tombstone() {
+    // A hand-built batch with one record whose value is null (length -1), as any Kafka client
+    // writes a tombstone.
     let batch = EncodedBatch::encode(&[record(None, "", 0)], BatchLimits::default()).unwrap();
     let mut bytes = batch.bytes()[..BATCH_HEADER_LEN].to_vec();
     // length 6: attributes, ts 0, offset 0, no key, null value, 0 headers.
     bytes.extend_from_slice(&[12, 0, 0, 0, 1, 1, 0]);
     let len = (bytes.len() - 12) as i32;
     bytes[8..12].copy_from_slice(&len.to_be_bytes());
+    let bytes = resealed(bytes);
+    EncodedBatch::validate_produced(bytes.clone(), BatchLimits::default()).unwrap();
+    let (_, decoded) = EncodedBatch::verify_and_decode(bytes).unwrap();
+    assert_eq!(
+        decoded,
+        [(
+            Offset(0),
+            Record {
+                key: None,
+                value: Bytes::new(),
+                headers: vec![],
+                timestamp_ms: 0,
+                tombstone: true,
+            }
+        )]
+    );
+}
+
+#[test]
+fn null_header_values_are_still_refused_with_the_record() {
+    let batch = EncodedBatch::encode(&[record(None, "", 0)], BatchLimits::default()).unwrap();
+    let mut bytes = batch.bytes()[..BATCH_HEADER_LEN].to_vec();
+    // length 9: attributes, ts 0, offset 0, no key, empty value, 1 header "h" with a null value.
+    bytes.extend_from_slice(&[18, 0, 0, 0, 1, 0, 2, 2, b'h', 1]);
+    let len = (bytes.len() - 12) as i32;
+    bytes[8..12].copy_from_slice(&len.to_be_bytes());
     let err = EncodedBatch::verify(resealed(bytes)).unwrap_err();
     assert!(
-        matches!(err, BatchError::InvalidRecord { index: 0, reason } if reason.contains("tombstone")),
+        matches!(err, BatchError::InvalidRecord { index: 0, reason } if reason.contains("header has a null value")),
         "{err}"
     );
 }

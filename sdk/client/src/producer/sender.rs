@@ -438,6 +438,8 @@ fn encode(records: &[Pending], stamp: Option<ProducerStamp>) -> Result<EncodedBa
                 })
                 .collect(),
             timestamp_ms: p.record.timestamp_ms.unwrap_or(now),
+            // Encoded as a null value; `Producer::enqueue` refused a tombstone with a value.
+            tombstone: p.record.tombstone,
         })
         .collect();
     // The broker applies its own limits and refuses what is over them.
