@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use bytes::Bytes;
 use weir_proto::v1 as pb;
-use weir_tests::{InProcessBroker, NodeId, ProcessCluster, RawClient, eventually};
+use weir_tests::{InProcessBroker, NodeId, ProcessCluster, RawClient, eventually, scrape_metrics};
 
 /// Bounds a wait for replication, an election or a compaction pass; never a timing assertion.
 const GENEROUS: Duration = Duration::from_secs(30);
@@ -25,6 +25,18 @@ fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// How [`read_log`] shows a tombstone's value.
+const TOMBSTONE: &str = "<tombstone>";
+
+fn tombstone(key: &str, timestamp_ms: i64) -> pb::Record {
+    pb::Record {
+        key: Some(Bytes::copy_from_slice(key.as_bytes())),
+        tombstone: true,
+        timestamp_ms: Some(timestamp_ms),
+        ..Default::default()
+    }
 }
 
 fn keyed(key: &str, value: &str, timestamp_ms: i64) -> pb::Record {
@@ -66,9 +78,14 @@ async fn read_log(
             .into_inner();
         for r in &fetched.records {
             let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            let value = if r.tombstone {
+                TOMBSTONE.to_owned()
+            } else {
+                text(&r.value)
+            };
             records.insert(
                 r.offset,
-                (text(r.key.as_deref().unwrap_or_default()), text(&r.value)),
+                (text(r.key.as_deref().unwrap_or_default()), value),
             );
         }
         anyhow::ensure!(
@@ -283,10 +300,82 @@ async fn the_tail_within_the_compaction_lag_is_left_alone() -> anyhow::Result<()
         .filter(|(offset, _)| **offset >= 8)
         .map(|(o, kv)| (*o, kv.clone()))
         .collect();
+    wait_for_log(&client, TOPIC, &want).await
+}
+
+/// A tombstone removes its key's older records at the next pass, and goes itself once older
+/// than `delete.retention.ms`: at once for one stamped two hours ago on a topic keeping them an
+/// hour; for a fresh one, when the topic's `delete.retention.ms` drops to 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tombstones_delete_their_key_and_vanish_after_their_delay() -> anyhow::Result<()> {
+    const TOPIC: &str = "deletes";
+    let broker = InProcessBroker::start_adjusted(|c| c.retention.check_interval_ms = 100).await?;
+    let mut client = broker.raw_client().await?;
+    client
+        .create_topic(pb::CreateTopicRequest {
+            name: TOPIC.into(),
+            partitions: 1,
+            replication_factor: 1,
+            configs: [
+                ("cleanup.policy", "compact"),
+                ("min.cleanable.dirty.ratio", "0"),
+                ("delete.retention.ms", "3600000"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        })
+        .await?;
+    let now = now_ms();
+    client
+        .produce(pb::ProduceRequest {
+            topic: TOPIC.into(),
+            partition: Some(0),
+            records: vec![
+                keyed("a", "a1", now),
+                keyed("b", "b1", now),
+                tombstone("a", now - 2 * 3_600_000),
+                keyed("c", "c1", now),
+                tombstone("c", now),
+            ],
+            acks: pb::Acks::All as i32,
+            ..Default::default()
+        })
+        .await?;
+    let entry = |key: &str, value: &str| (key.to_owned(), value.to_owned());
+    let want: BTreeMap<u64, (String, String)> =
+        [(1, entry("b", "b1")), (4, entry("c", TOMBSTONE))].into();
+    wait_for_log(&client, TOPIC, &want).await?;
+
+    client
+        .alter_topic_configs(pb::AlterTopicConfigsRequest {
+            topic: TOPIC.into(),
+            set: [("delete.retention.ms".to_owned(), "0".to_owned())].into(),
+            delete: Vec::new(),
+        })
+        .await?;
+    let want: BTreeMap<u64, (String, String)> = [(1, entry("b", "b1"))].into();
+    wait_for_log(&client, TOPIC, &want).await?;
+
+    let metrics = scrape_metrics(broker.metrics_addr().context("metrics")?).await?;
+    let removed = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("weir_compaction_removed_records_total "))
+        .context("the removed-records counter")?;
+    assert_eq!(removed.trim().parse::<f64>()?, 4.0, "{metrics}");
+    Ok(())
+}
+
+/// Waits until the broker behind `client` serves exactly `want` of `topic`.
+async fn wait_for_log(
+    client: &RawClient,
+    topic: &str,
+    want: &BTreeMap<u64, (String, String)>,
+) -> anyhow::Result<()> {
     let last = std::sync::Mutex::new(None);
-    let waited = eventually(GENEROUS, "the old batches to be compacted", || async {
-        let got = read_log(client.clone(), TOPIC).await;
-        let done = matches!(&got, Ok(got) if *got == want);
+    let waited = eventually(GENEROUS, "the log to be compacted", || async {
+        let got = read_log(client.clone(), topic).await;
+        let done = matches!(&got, Ok(got) if got == want);
         *last.lock().unwrap() = Some(got);
         done.then_some(())
     })

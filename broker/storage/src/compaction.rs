@@ -390,6 +390,65 @@ mod tests {
     }
 
     #[test]
+    fn a_tombstone_removes_its_key_and_goes_itself_once_older_than_the_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = LogDb::open(dir.path().join("log.redb"), LogDbOptions::default()).unwrap();
+        let record = |key: &str, value: Option<&str>, timestamp_ms: i64| Record {
+            key: Some(Bytes::copy_from_slice(key.as_bytes())),
+            value: value.map_or_else(Bytes::new, |v| Bytes::copy_from_slice(v.as_bytes())),
+            tombstone: value.is_none(),
+            timestamp_ms,
+            ..Record::default()
+        };
+        let records = [
+            record("a", Some("a1"), 1_000),
+            record("b", Some("b1"), 1_000),
+            record("a", None, 2_000),
+            record("c", Some("c1"), 1_000),
+            record("c", None, 5_000),
+        ];
+        db.write(WriteBatch::one(WriteOp::Append {
+            group: 4,
+            entries: vec![NewEntry {
+                index: 1,
+                meta: Bytes::from_static(b"meta"),
+                batch: Some(EncodedBatch::encode(&records, BatchLimits::default()).unwrap()),
+                leader_epoch: 1,
+            }],
+        }))
+        .unwrap();
+        let kept = |db: &LogDb| -> Vec<(u64, String, bool)> {
+            let read = db
+                .read_batches(4, Offset(0), Offset(u64::MAX), u64::MAX, usize::MAX)
+                .unwrap();
+            read.batches
+                .iter()
+                .flat_map(|b| b.records().map(Result::unwrap))
+                .map(|(o, r)| {
+                    let key = String::from_utf8(r.key.unwrap().to_vec()).unwrap();
+                    (o.0, key, r.tombstone)
+                })
+                .collect()
+        };
+
+        // Tombstones before 3 000 go: a's (2 000) with a's value; c's (5 000) stays, c's value
+        // goes.
+        db.compact(4, Offset(5), 3_000).unwrap();
+        assert_eq!(
+            kept(&db),
+            vec![(1, "b".to_owned(), false), (4, "c".to_owned(), true)]
+        );
+        let state = db.compaction_state(4).unwrap().unwrap();
+        assert_eq!(state.oldest_tombstone_ms, Some(5_000));
+
+        // A later cut-off, no new records: c's tombstone goes too.
+        db.compact(4, Offset(5), 6_000).unwrap();
+        assert_eq!(kept(&db), vec![(1, "b".to_owned(), false)]);
+        let state = db.compaction_state(4).unwrap().unwrap();
+        assert_eq!(state.oldest_tombstone_ms, None);
+    }
+
+    #[test]
     fn a_batch_changed_since_it_was_read_is_not_replaced() {
         let dir = tempfile::tempdir().unwrap();
         let db = LogDb::open(dir.path().join("log.redb"), LogDbOptions::default()).unwrap();
