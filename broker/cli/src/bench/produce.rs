@@ -56,6 +56,11 @@ pub struct ProduceBenchArgs {
     #[arg(long, value_name = "BYTES", default_value_t = 1024)]
     record_size: usize,
 
+    /// Give records keys, cycling through this many (`k0`, `k1`, …): a keyed workload, as a
+    /// compacted topic needs. 0: no keys. Not with --producer.
+    #[arg(long, default_value_t = 0, conflicts_with = "producer")]
+    keys: u64,
+
     /// Records per produce request (with --producer: per batch).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     batch_size: u32,
@@ -155,6 +160,7 @@ impl ProduceBenchArgs {
             partitions,
             records: self.records,
             record_size: self.record_size,
+            keys: self.keys,
             batch_size: self.batch_size,
             concurrency: self.concurrency,
             acks: self.acks,
@@ -201,6 +207,8 @@ pub struct Load<'a> {
     pub records: u64,
     /// Bytes of each record's value.
     pub record_size: usize,
+    /// Keys the records cycle through; 0: no keys.
+    pub keys: u64,
     /// Records per request or batch.
     pub batch_size: u32,
     /// Requests in flight (batches per partition for the `Producer`).

@@ -188,6 +188,7 @@ mod tests {
             partitions: 1,
             records: 1000,
             record_size: 1024,
+            keys: 0,
             batch_size: 100,
             concurrency,
             acks,

@@ -71,8 +71,12 @@ pub async fn run(
     // One random value shared by every record: building requests costs no copies (until the
     // batch encoder copies it, as a client's would), and the payload is not compressible.
     let value = Bytes::from(super::probe::incompressible_bytes(load.record_size));
-    let batch: Vec<ProducerRecord> = (0..batch_size)
+    let mut batch: Vec<ProducerRecord> = (0..batch_size)
         .map(|_| ProducerRecord::new(value.clone()))
+        .collect();
+    // With keys, record number n has key n mod `keys`; the keys are made once.
+    let keys: Vec<Bytes> = (0..load.keys)
+        .map(|k| Bytes::from(format!("k{k}")))
         .collect();
     // Encoding checks nothing the broker does not check again with its own limits.
     let encoder = BatchEncoder::new(BatchLimits {
@@ -111,6 +115,11 @@ pub async fn run(
             }
         }
         let count = load.chunk(sent);
+        if !keys.is_empty() {
+            for (n, record) in (sent..).zip(batch.iter_mut()) {
+                record.key = Some(keys[(n % keys.len() as u64) as usize].clone());
+            }
+        }
         let records = &batch[..usize::try_from(count).context("--batch-size is too large")?];
         let partition = u32::try_from(request % u64::from(load.partitions))
             .context("partition index overflow")?;
