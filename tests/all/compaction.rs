@@ -4,6 +4,7 @@
 //! tombstones once they are older than `delete.retention.ms`.
 
 use std::collections::BTreeMap;
+use std::sync::PoisonError;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -144,18 +145,9 @@ async fn every_replica_serves(
     want: &BTreeMap<u64, (String, String)>,
 ) -> anyhow::Result<()> {
     for &node in nodes {
-        let last = std::sync::Mutex::new(None);
-        let waited = eventually(GENEROUS, "the replica to be compacted", || async {
-            let got = read_log(cluster.client(node).ok()?, topic).await;
-            let done = matches!(&got, Ok(got) if got == want);
-            *last.lock().unwrap() = Some(got);
-            done.then_some(())
-        })
-        .await;
-        if let Err(e) = waited {
-            let last = last.lock().unwrap().take();
-            anyhow::bail!("node {node}: {e:#}; want {want:?}, last read {last:?}");
-        }
+        wait_for_log(&cluster.client(node)?, topic, want)
+            .await
+            .with_context(|| format!("node {node}"))?;
     }
     Ok(())
 }
@@ -372,16 +364,18 @@ async fn wait_for_log(
     topic: &str,
     want: &BTreeMap<u64, (String, String)>,
 ) -> anyhow::Result<()> {
+    // The last read, for the error: what the log held instead.
     let last = std::sync::Mutex::new(None);
     let waited = eventually(GENEROUS, "the log to be compacted", || async {
         let got = read_log(client.clone(), topic).await;
         let done = matches!(&got, Ok(got) if got == want);
-        *last.lock().unwrap() = Some(got);
+        *last.lock().unwrap_or_else(PoisonError::into_inner) = Some(got);
         done.then_some(())
     })
     .await;
     if let Err(e) = waited {
-        anyhow::bail!("{e:#}; want {want:?}, last read {:?}", last.lock().unwrap());
+        let last = last.lock().unwrap_or_else(PoisonError::into_inner).take();
+        anyhow::bail!("{e:#}; want {want:?}, last read {last:?}");
     }
     Ok(())
 }

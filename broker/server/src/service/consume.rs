@@ -115,16 +115,23 @@ fn corrupt_in(partition: &str, e: ReadError) -> BrokerError {
     }
 }
 
+/// Records served from stored batches, and where the reader continues.
+#[derive(Debug, PartialEq)]
+struct RecordsRead {
+    records: Vec<(Offset, Record)>,
+    /// The first offset not served: with gaps compaction left, not necessarily the one after
+    /// the last record. `None` when there were no batches.
+    next_offset: Option<Offset>,
+}
+
 /// The records of `batches` from `from` up to the high watermark: at most `limits.max_records`,
-/// stopping once `limits.max_bytes` of keys and values are gathered (at least one record); and
-/// the offset the reader continues from (the first record not served; with gaps compaction
-/// left, not necessarily the one after the last served).
+/// stopping once `limits.max_bytes` of keys and values are gathered (at least one record).
 fn records_of(
     batches: &[EncodedBatch],
     from: Offset,
     high_watermark: Offset,
     limits: ReadLimits,
-) -> Result<(Vec<(Offset, Record)>, Option<Offset>), BrokerError> {
+) -> Result<RecordsRead, BrokerError> {
     let mut records = Vec::new();
     let mut bytes = 0usize;
     for batch in batches {
@@ -137,12 +144,18 @@ fn records_of(
                 continue;
             }
             if offset >= high_watermark {
-                return Ok((records, Some(high_watermark)));
+                return Ok(RecordsRead {
+                    records,
+                    next_offset: Some(high_watermark),
+                });
             }
             if records.len() >= limits.max_records
                 || (bytes >= limits.max_bytes && !records.is_empty())
             {
-                return Ok((records, Some(offset)));
+                return Ok(RecordsRead {
+                    records,
+                    next_offset: Some(offset),
+                });
             }
             bytes += record.value.len() + record.key.as_ref().map_or(0, Bytes::len);
             records.push((offset, record));
@@ -150,10 +163,13 @@ fn records_of(
     }
     // Every record of the batches was served: the reader goes on after the last batch, past
     // the offsets compaction left without records at its end.
-    let after = batches
+    let next_offset = batches
         .last()
         .map(|b| b.header().next_offset().min(high_watermark));
-    Ok((records, after))
+    Ok(RecordsRead {
+        records,
+        next_offset,
+    })
 }
 
 /// Reads from `from` and shapes the answer: records (cut by the limits) or the stored batches
@@ -190,7 +206,10 @@ async fn read(
             None,
         ));
     }
-    let (records, after) = match form {
+    let RecordsRead {
+        records,
+        next_offset: after,
+    } = match form {
         Form::Records => records_of(&batches, from, progress.high_watermark, limits)?,
         // Batches are read whole, so the chain sees every record of them from `from` on (none
         // before it: the client would skip those, and an aggregate would count them twice).
@@ -690,10 +709,13 @@ mod tests {
             max_records: 100,
             max_bytes: 1 << 20,
         };
-        let offsets = |(records, after): (Vec<(Offset, Record)>, Option<Offset>)| {
+        let offsets = |read: RecordsRead| {
             (
-                records.into_iter().map(|(o, _)| o.0).collect::<Vec<u64>>(),
-                after.map(|o| o.0),
+                read.records
+                    .into_iter()
+                    .map(|(o, _)| o.0)
+                    .collect::<Vec<u64>>(),
+                read.next_offset.map(|o| o.0),
             )
         };
         let batches = [batch];
