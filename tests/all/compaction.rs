@@ -379,3 +379,67 @@ async fn wait_for_log(
     }
     Ok(())
 }
+
+/// `compact,delete`: a follower that was down while its partition was compacted and trimmed
+/// past its log installs the leader's snapshot (which carries the compaction asked for) and
+/// receives the retained, compacted entries; it runs the pass only once it holds them, and
+/// ends with the same records as the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_restored_from_a_snapshot_ends_with_the_same_compacted_log() -> anyhow::Result<()>
+{
+    const TOPIC: &str = "restored";
+    const TRIMMED: u64 = 250;
+    let mut cluster = ProcessCluster::new_with_config(weir(), 3, FAST_CHECKS).await?;
+    cluster.start_nodes(&cluster.node_ids()).await?;
+    let all = cluster.node_ids();
+    cluster
+        .create_topic(
+            TOPIC,
+            1,
+            3,
+            &[
+                ("cleanup.policy", "compact,delete"),
+                ("min.cleanable.dirty.ratio", "0"),
+            ],
+        )
+        .await?;
+    let leader = cluster.leader_of(TOPIC, 0).await?;
+    let down = *all.iter().find(|&&n| n != leader).context("a follower")?;
+    cluster.kill(down)?;
+    let live: Vec<NodeId> = all.iter().copied().filter(|&n| n != down).collect();
+
+    // One record per batch, so the trim below leaves entries to purge.
+    let mut produced = BTreeMap::new();
+    for n in 0..300u64 {
+        let record = keyed(&format!("k{}", n % 13), &format!("v{n}"), now_ms());
+        produce(&cluster, &live, TOPIC, vec![record], &mut produced).await?;
+    }
+    let want = latest_per_key(&produced);
+    assert!(want.keys().all(|offset| *offset >= TRIMMED), "{want:?}");
+    every_replica_serves(&cluster, &live, TOPIC, &want).await?;
+
+    let client = weir_client::Client::connect(cluster.addr(leader).to_string()).await?;
+    assert_eq!(client.delete_records(TOPIC, 0, TRIMMED).await?, TRIMMED);
+    {
+        let cluster = &cluster;
+        for &node in &live {
+            eventually(GENEROUS, "the replica to purge its log", || async move {
+                let view = cluster.partition_on(node, TOPIC, 0).await?;
+                view.first_stored_offset
+                    .is_some_and(|first| first > 0)
+                    .then_some(())
+            })
+            .await
+            .with_context(|| format!("node {node}"))?;
+        }
+    }
+
+    cluster.restart(down).await?;
+    every_replica_serves(&cluster, &all, TOPIC, &want).await?;
+    let restored = cluster
+        .partition_on(down, TOPIC, 0)
+        .await
+        .context("describe on the restored follower")?;
+    assert_eq!(restored.log_start_offset, TRIMMED);
+    Ok(())
+}

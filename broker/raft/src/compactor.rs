@@ -75,11 +75,37 @@ impl Compactions {
     }
 }
 
-/// Whether a log compacted as `done` says still has to be compacted to `target`.
+/// Whether a log compacted as `done` still has to be compacted to `target`.
 fn behind(done: Option<CompactionTarget>, target: CompactionTarget) -> bool {
     done.is_none_or(|done| {
         target.below > done.below || target.tombstones_before_ms > done.tombstones_before_ms
     })
+}
+
+/// The pass this replica can run now, if any: the target asked for, once the replica has
+/// applied every offset below it (a replica that installed a snapshot learns the target before
+/// it receives the entries after the snapshot).
+fn due(progress: &PartitionProgress, done: Option<CompactionTarget>) -> Option<CompactionTarget> {
+    progress
+        .compaction
+        .filter(|t| behind(done, *t) && t.below <= progress.high_watermark)
+}
+
+/// How far this replica's log is compacted, as its storage recorded.
+async fn stored_state(db: &LogDb, group: GroupId) -> Option<Option<CompactionTarget>> {
+    let db = db.clone();
+    let stored = tokio::task::spawn_blocking(move || db.compaction_state(group)).await;
+    match stored {
+        Ok(Ok(state)) => Some(state.map(|s| CompactionTarget {
+            below: s.below,
+            tombstones_before_ms: s.tombstones_before_ms,
+        })),
+        Ok(Err(e)) => {
+            tracing::warn!(group, error = %e, "reading how far the log is compacted failed; compacting from the start");
+            Some(None)
+        }
+        Err(_) => None, // the runtime is shutting down
+    }
 }
 
 /// Runs for the replica's life (until its progress channel closes): whenever the asked
@@ -90,24 +116,21 @@ pub(crate) async fn compact_when_asked(
     mut progress: watch::Receiver<PartitionProgress>,
     compactions: Compactions,
 ) {
-    let stored = {
-        let db = db.clone();
-        tokio::task::spawn_blocking(move || db.compaction_state(group)).await
+    let Some(mut done) = stored_state(&db, group).await else {
+        return;
     };
-    let mut done: Option<CompactionTarget> = match stored {
-        Ok(Ok(state)) => state.map(|s| CompactionTarget {
-            below: s.below,
-            tombstones_before_ms: s.tombstones_before_ms,
-        }),
-        Ok(Err(e)) => {
-            tracing::warn!(group, error = %e, "reading how far the log is compacted failed; compacting from the start");
-            None
-        }
-        Err(_) => return, // the runtime is shutting down
-    };
+    let mut resets = progress.borrow().log_resets;
     loop {
-        let asked = progress.borrow_and_update().compaction;
-        if let Some(target) = asked.filter(|t| behind(done, *t)) {
+        let current = *progress.borrow_and_update();
+        if current.log_resets != resets {
+            // A snapshot replaced the log, and storage forgot how far it was compacted.
+            resets = current.log_resets;
+            let Some(stored) = stored_state(&db, group).await else {
+                return;
+            };
+            done = stored;
+        }
+        if let Some(target) = due(&current, done) {
             let Ok(_turn) = compactions.0.running.acquire().await else {
                 return;
             };
@@ -142,7 +165,7 @@ pub(crate) async fn compact_when_asked(
             }
         }
         if progress
-            .wait_for(|p| p.compaction.is_some_and(|t| behind(done, t)))
+            .wait_for(|p| p.log_resets != resets || due(p, done).is_some())
             .await
             .is_err()
         {

@@ -48,6 +48,9 @@ pub struct PartitionProgress {
     pub log_start: Offset,
     /// The compaction the leader last asked for, if it ever did ([`Request::Compact`]).
     pub compaction: Option<CompactionTarget>,
+    /// Snapshots this replica installed past its whole log since it started, replacing the log
+    /// (and forgetting how far it was compacted).
+    pub log_resets: u64,
 }
 
 impl PartitionProgress {
@@ -219,6 +222,8 @@ pub(crate) struct PartitionStateMachine {
     next_expiry_ms: i64,
     /// The log's entries not yet durable: an entry is applied only once it is not among them.
     unflushed: Unflushed,
+    /// See [`PartitionProgress::log_resets`].
+    log_resets: u64,
 }
 
 fn now_ms() -> i64 {
@@ -265,7 +270,7 @@ impl PartitionStateMachine {
             .collect::<io::Result<Vec<_>>>()?;
         producers.restore(entries);
         let state = applied.unwrap_or_default();
-        let (progress, _) = watch::channel(progress_of(&state));
+        let (progress, _) = watch::channel(progress_of(&state, 0));
         Ok(Self {
             db,
             group,
@@ -274,11 +279,12 @@ impl PartitionStateMachine {
             producers: Arc::new(Mutex::new(producers)),
             next_expiry_ms: now_ms() + EXPIRY_INTERVAL.as_millis() as i64,
             unflushed,
+            log_resets: 0,
         })
     }
 
     fn publish(&self) {
-        let progress = progress_of(&self.state);
+        let progress = progress_of(&self.state, self.log_resets);
         self.progress.send_if_modified(|current| {
             let changed = *current != progress;
             *current = progress;
@@ -325,12 +331,13 @@ impl PartitionStateMachine {
     }
 }
 
-fn progress_of(state: &AppliedState) -> PartitionProgress {
+fn progress_of(state: &AppliedState, log_resets: u64) -> PartitionProgress {
     PartitionProgress {
         applied_index: state.last_applied.map_or(0, |l| l.index),
         high_watermark: state.next_offset,
         log_start: state.log_start,
         compaction: state.compaction,
+        log_resets,
     }
 }
 
@@ -516,6 +523,7 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
         };
         let mut extra = Vec::new();
         if !keeps_log {
+            self.log_resets += 1;
             extra.push(WriteOp::ResetLog {
                 group: self.group,
                 next_offset: self.state.next_offset,

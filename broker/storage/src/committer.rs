@@ -27,11 +27,11 @@ use std::time::Instant;
 use redb::{Database, ReadableTable, Table};
 use weir_types::{EncodedBatch, Offset};
 
-use crate::db::{GroupId, LogDbOptions, StorageStats, WriteBatch, WriteOp};
+use crate::db::{GroupId, LogDbOptions, MetaKey, StorageStats, WriteBatch, WriteOp};
 use crate::error::WriteError;
 use crate::tables::{
-    IndexRow, LOG_BYTES_META_KEY, OFFSET_INDEX, PRODUCERS, RAFT_LOG, RAFT_META, decode_envelope,
-    encode_envelope, index_row, stored_batch_crc, stored_log_bytes,
+    IndexRow, LOG_BYTES_META_KEY, OFFSET_INDEX, PRODUCERS, RAFT_LOG, RAFT_META, RESETS_META_KEY,
+    decode_envelope, encode_envelope, index_row, stored_batch_crc, stored_log_bytes,
 };
 
 type Done = Box<dyn FnOnce(Result<(), WriteError>) + Send>;
@@ -336,6 +336,13 @@ impl Tables<'_, '_> {
             WriteOp::ResetLog { group, next_offset } => {
                 let group = *group;
                 self.delete_entries(group, 0, u64::MAX)?;
+                // How far the old log was compacted says nothing of the new one.
+                self.meta.remove((group, MetaKey::Compaction as u8))?;
+                let resets = log_resets(self.meta, group)?;
+                self.meta.insert(
+                    (group, RESETS_META_KEY),
+                    (resets + 1).to_le_bytes().as_slice(),
+                )?;
                 self.offsets
                     .retain_in((group, 0)..=(group, u64::MAX), |_, _| false)?;
                 self.tails.insert(group, next_offset.0);
@@ -350,6 +357,18 @@ impl Tables<'_, '_> {
                 expected_crc,
                 batch,
             } => self.replace_batch(*group, *base_offset, *expected_crc, batch)?,
+            WriteOp::RecordCompaction {
+                group,
+                state,
+                resets_seen,
+            } => {
+                if log_resets(self.meta, *group)? == *resets_seen {
+                    self.meta.insert(
+                        (*group, MetaKey::Compaction as u8),
+                        state.encode().as_slice(),
+                    )?;
+                }
+            }
             WriteOp::PutMeta { group, key, value } => {
                 self.meta.insert((*group, *key as u8), value.as_ref())?;
             }
@@ -505,6 +524,17 @@ impl Tables<'_, '_> {
 
 /// Metadata key, private to storage, remembering the next offset across a full purge.
 const TAIL_META_KEY: u8 = 200;
+
+/// The times `group`'s log was reset ([`WriteOp::ResetLog`]), as its meta row counts them.
+pub(crate) fn log_resets(
+    meta: &impl ReadableTable<(u64, u8), &'static [u8]>,
+    group: GroupId,
+) -> Result<u64, redb::Error> {
+    match meta.get((group, RESETS_META_KEY))? {
+        Some(value) => decode_u64(value.value(), group, "log resets"),
+        None => Ok(0),
+    }
+}
 
 /// A little-endian `u64` of a metadata row, `what` of `group`.
 fn decode_u64(bytes: &[u8], group: GroupId, what: &str) -> Result<u64, redb::Error> {

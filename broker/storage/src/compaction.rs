@@ -27,8 +27,10 @@ use std::collections::HashMap;
 use sha2::{Digest, Sha256};
 use weir_types::{CompactionRecord, EncodedBatch, Offset};
 
+use crate::committer::log_resets;
 use crate::db::{GroupId, LogDb, MetaKey, WriteBatch, WriteOp};
 use crate::error::{ReadError, WriteError};
+use crate::tables::RAFT_META;
 
 /// Bytes of batches read, or rewritten, at a time.
 const CHUNK_BYTES: usize = 4 << 20;
@@ -51,7 +53,7 @@ pub struct CompactionState {
 impl CompactionState {
     const LEN: usize = 33;
 
-    fn encode(&self) -> [u8; Self::LEN] {
+    pub(crate) fn encode(&self) -> [u8; Self::LEN] {
         let mut out = [0u8; Self::LEN];
         out[..8].copy_from_slice(&self.below.0.to_le_bytes());
         out[8..16].copy_from_slice(&self.tombstones_before_ms.to_le_bytes());
@@ -141,9 +143,8 @@ impl LogDb {
         below: Offset,
         tombstones_before_ms: i64,
     ) -> Result<CompactionOutcome, CompactionError> {
-        let dirty_from = self
-            .compaction_state(group)?
-            .map_or(Offset(0), |s| s.below.min(below));
+        let (state, resets_seen) = self.compaction_start(group)?;
+        let dirty_from = state.map_or(Offset(0), |s| s.below.min(below));
         let mut outcome = CompactionOutcome::default();
 
         // The latest offset of every key in the dirty part.
@@ -224,12 +225,26 @@ impl LogDb {
             oldest_tombstone_ms,
             log_bytes_after: self.log_bytes(group)?,
         };
-        self.write(WriteBatch::one(WriteOp::PutMeta {
+        self.write(WriteBatch::one(WriteOp::RecordCompaction {
             group,
-            key: MetaKey::Compaction,
-            value: state.encode().to_vec().into(),
+            state,
+            resets_seen,
         }))?;
         Ok(outcome)
+    }
+
+    /// How far `group` is compacted and how many times its log was reset, read together.
+    fn compaction_start(
+        &self,
+        group: GroupId,
+    ) -> Result<(Option<CompactionState>, u64), ReadError> {
+        let txn = self.begin_read()?;
+        let meta = txn.open_table(RAFT_META)?;
+        let state = meta
+            .get((group, MetaKey::Compaction as u8))?
+            .and_then(|v| CompactionState::decode(v.value()));
+        let resets = log_resets(&meta, group).map_err(ReadError::from)?;
+        Ok((state, resets))
     }
 
     /// Calls `each` with every committed batch of `group` holding offsets in `from..below`, in
@@ -446,6 +461,36 @@ mod tests {
         assert_eq!(kept(&db), vec![(1, "b".to_owned(), false)]);
         let state = db.compaction_state(4).unwrap().unwrap();
         assert_eq!(state.oldest_tombstone_ms, None);
+    }
+
+    /// A snapshot installed past the log replaces it: how far the old one was compacted says
+    /// nothing of the new one, and a pass that read the old one records nothing.
+    #[test]
+    fn a_reset_log_forgets_its_compaction_and_a_pass_across_it_records_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = LogDb::open(dir.path().join("log.redb"), LogDbOptions::default()).unwrap();
+        keyed_log(&db, 4);
+        db.compact(4, Offset(32), 0).unwrap();
+        let state = db.compaction_state(4).unwrap().unwrap();
+        let (_, resets_before) = db.compaction_start(4).unwrap();
+
+        db.write(WriteBatch::one(WriteOp::ResetLog {
+            group: 4,
+            next_offset: Offset(50),
+        }))
+        .unwrap();
+        assert_eq!(db.compaction_state(4).unwrap(), None);
+        // The end of a pass that began before the reset.
+        db.write(WriteBatch::one(WriteOp::RecordCompaction {
+            group: 4,
+            state,
+            resets_seen: resets_before,
+        }))
+        .unwrap();
+        assert_eq!(db.compaction_state(4).unwrap(), None);
+        // A pass after it records as usual.
+        db.compact(4, Offset(50), 0).unwrap();
+        assert_eq!(db.compaction_state(4).unwrap().unwrap().below, Offset(50));
     }
 
     #[test]

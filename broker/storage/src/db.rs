@@ -12,6 +12,7 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use weir_types::{EncodedBatch, Offset};
 
 use crate::committer::{Committer, Job};
+use crate::compaction::CompactionState;
 use crate::error::{OpenError, ReadError, WriteError};
 use crate::format;
 use crate::tables::{
@@ -144,6 +145,17 @@ pub enum WriteOp {
         /// The compacted copy.
         batch: EncodedBatch,
     },
+    /// Record how far a group's log is compacted ([`LogDb::compact`] writes it at the end of a
+    /// pass), unless the log was reset ([`WriteOp::ResetLog`]) since the pass began: the pass
+    /// read a log that is gone, so the state would describe batches it never saw.
+    RecordCompaction {
+        /// The raft group.
+        group: GroupId,
+        /// The state to record.
+        state: CompactionState,
+        /// The group's reset count when the pass began.
+        resets_seen: u64,
+    },
     /// Delete a group's log, offsets, producers and metadata.
     DeleteGroup {
         /// The raft group.
@@ -163,6 +175,7 @@ impl WriteOp {
             | WriteOp::PutProducer { group, .. }
             | WriteOp::DeleteProducer { group, .. }
             | WriteOp::ReplaceBatch { group, .. }
+            | WriteOp::RecordCompaction { group, .. }
             | WriteOp::ClearProducers { group }
             | WriteOp::DeleteGroup { group } => *group,
         }
@@ -558,6 +571,11 @@ impl LogDb {
             sizes.push((Offset(key.value().1), count, bytes));
         }
         Ok(sizes)
+    }
+
+    /// A read transaction, for the crate's other readers.
+    pub(crate) fn begin_read(&self) -> Result<redb::ReadTransaction, ReadError> {
+        Ok(self.shared.db.begin_read()?)
     }
 
     /// The metadata of entry `index` of `group`, if it is stored.

@@ -34,6 +34,11 @@ pub(crate) const PRODUCERS: TableDefinition<(u64, u64), &[u8]> = TableDefinition
 /// (little-endian `u64`), written with every change to them.
 pub(crate) const LOG_BYTES_META_KEY: u8 = 201;
 
+/// Metadata key, private to storage: how many times a group's log was reset (a snapshot
+/// installed past it, `WriteOp::ResetLog`), little-endian `u64`; a compaction pass records its
+/// state only if no reset happened while it ran.
+pub(crate) const RESETS_META_KEY: u8 = 202;
+
 /// Counts the bytes of `group`'s stored log entries (every envelope, read in full).
 pub(crate) fn stored_log_bytes(
     log: &impl redb::ReadableTable<(u64, u64), &'static [u8]>,
