@@ -396,6 +396,11 @@ impl ProcessCluster {
         }
     }
 
+    /// Nodes started (or restarted) from now on run without `fault`.
+    pub fn take_out(&mut self, fault: BuiltInFault) {
+        self.built_in_faults.retain(|f| *f != fault);
+    }
+
     /// Cuts the power of nodes `ids` at once: SIGKILL, and each loses a random part of what it
     /// wrote but did not sync (chosen from `seed`) when it starts again. Needs simulated disks.
     pub fn lose_power(&mut self, ids: &[NodeId], seed: u64) -> anyhow::Result<()> {

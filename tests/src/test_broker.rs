@@ -12,12 +12,16 @@ pub enum BuiltInFault {
     /// (`weir_server::fault_injection::crash_in_joint_consensus`): a replica move cut short
     /// between its two membership entries.
     CrashInJointConsensus,
+    /// Abort in the middle of a compaction pass, its first rewrites durable and its state not
+    /// recorded (`weir_server::fault_injection::crash_mid_compaction`).
+    CrashMidCompaction,
 }
 
 impl BuiltInFault {
-    const ALL: [BuiltInFault; 2] = [
+    const ALL: [BuiltInFault; 3] = [
         BuiltInFault::ServeUncommitted,
         BuiltInFault::CrashInJointConsensus,
+        BuiltInFault::CrashMidCompaction,
     ];
 
     /// The environment variable that switches the fault on.
@@ -25,6 +29,7 @@ impl BuiltInFault {
         match self {
             BuiltInFault::ServeUncommitted => "WEIR_SERVE_UNCOMMITTED",
             BuiltInFault::CrashInJointConsensus => "WEIR_CRASH_IN_JOINT_CONSENSUS",
+            BuiltInFault::CrashMidCompaction => "WEIR_CRASH_MID_COMPACTION",
         }
     }
 
@@ -35,6 +40,9 @@ impl BuiltInFault {
             }
             BuiltInFault::CrashInJointConsensus => {
                 weir_server::fault_injection::crash_in_joint_consensus()
+            }
+            BuiltInFault::CrashMidCompaction => {
+                weir_server::fault_injection::crash_mid_compaction()
             }
         }
     }

@@ -6,6 +6,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use weir_raft::fault_injection::crash_in_joint_consensus;
+pub use weir_storage::crash_mid_compaction;
 
 static SERVE_UNCOMMITTED: AtomicBool = AtomicBool::new(false);
 

@@ -23,6 +23,7 @@
 //! retention may trim batches meanwhile, and produce goes on.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use sha2::{Digest, Sha256};
 use weir_types::{CompactionRecord, EncodedBatch, Offset};
@@ -34,6 +35,27 @@ use crate::tables::RAFT_META;
 
 /// Bytes of batches read, or rewritten, at a time.
 const CHUNK_BYTES: usize = 4 << 20;
+
+static CRASH_MID_PASS: AtomicBool = AtomicBool::new(false);
+
+/// Fault injection, for tests: makes this process abort in its next compaction pass that
+/// rewrites batches, once the first rewrites are durable and before the pass records its state,
+/// as a crash in the middle of a pass would. The `weir` binary never calls it.
+pub fn crash_mid_compaction() {
+    CRASH_MID_PASS.store(true, Ordering::Relaxed);
+}
+
+/// Writes `rewrites` (a pass's batch replacements), then aborts if asked to
+/// ([`crash_mid_compaction`]).
+fn write_rewrites(db: &LogDb, rewrites: Vec<WriteOp>) -> Result<(), WriteError> {
+    let any = !rewrites.is_empty();
+    db.write(WriteBatch { ops: rewrites })?;
+    if any && CRASH_MID_PASS.load(Ordering::Relaxed) {
+        eprintln!("fault injection: aborting in the middle of a compaction pass, as asked");
+        std::process::abort();
+    }
+    Ok(())
+}
 
 /// How far a group's log is compacted, as the last finished pass left it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -180,7 +202,7 @@ impl LogDb {
         };
         let mut oldest_tombstone_ms: Option<i64> = None;
         let mut rewrites: Vec<WriteOp> = Vec::new();
-        let mut pending_bytes = 0usize;
+        let (mut pending_bytes, mut read_bytes) = (0usize, 0usize);
         self.each_batch(group, Offset(0), below, |batch| {
             let compacted = batch
                 .retaining(keep)
@@ -193,6 +215,7 @@ impl LogDb {
                     oldest_tombstone_ms = Some(oldest_tombstone_ms.map_or(ts, |o| o.min(ts)));
                 }
             }
+            read_bytes += batch.bytes().len();
             if let Some(compacted) = compacted {
                 let header = batch.header();
                 outcome.batches_rewritten += 1;
@@ -207,16 +230,15 @@ impl LogDb {
                     expected_crc: header.crc,
                     batch: compacted,
                 });
-                if pending_bytes >= CHUNK_BYTES {
-                    pending_bytes = 0;
-                    self.write(WriteBatch {
-                        ops: std::mem::take(&mut rewrites),
-                    })?;
-                }
+            }
+            // A write per few MiB read or rewritten: each is short, and progress is kept.
+            if pending_bytes >= CHUNK_BYTES || read_bytes >= CHUNK_BYTES {
+                (pending_bytes, read_bytes) = (0, 0);
+                write_rewrites(self, std::mem::take(&mut rewrites))?;
             }
             Ok(())
         })?;
-        self.write(WriteBatch { ops: rewrites })?;
+        write_rewrites(self, rewrites)?;
         // The figure the committer keeps: exact as of this read, and nothing of this pass is
         // still to be written.
         let state = CompactionState {

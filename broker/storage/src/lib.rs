@@ -31,7 +31,7 @@ mod migrate;
 mod tables;
 
 pub use backend::{CreateDatabase, install_database_backend};
-pub use compaction::{CompactionError, CompactionOutcome, CompactionState};
+pub use compaction::{CompactionError, CompactionOutcome, CompactionState, crash_mid_compaction};
 pub use db::{
     BatchRead, GroupId, LogBounds, LogDb, LogDbOptions, MetaKey, NewEntry, OnFailure, StorageStats,
     StoredEntry, WriteBatch, WriteOp,
