@@ -11,7 +11,9 @@
 //! - It then rewrites the log from its start to the new point: a keyed record goes when the
 //!   map has a later offset for its key; a tombstone that is its key's latest goes once its
 //!   timestamp is before `tombstones_before_ms`. Records without a key, and everything at or
-//!   past the point, stay.
+//!   past the point, stay. The clean part is read again; a dirty batch is decided from what
+//!   the first read remembered of it, and read again only when it keeps some records and
+//!   loses others (one that loses all is rebuilt from its header, `EncodedBatch::emptied`).
 //!
 //! Running a pass again, or a later pass over a log another replica compacted further (a
 //! follower catching up receives the leader's compacted batches), changes nothing that the
@@ -26,7 +28,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use sha2::{Digest, Sha256};
-use weir_types::{CompactionRecord, EncodedBatch, Offset};
+use weir_types::{BatchHeader, CompactionRecord, EncodedBatch, Offset};
 
 use crate::committer::log_resets;
 use crate::db::{GroupId, LogDb, MetaKey, WriteBatch, WriteOp};
@@ -148,6 +150,121 @@ fn key_hash(key: &[u8]) -> KeyHash {
     u128::from_le_bytes(first)
 }
 
+/// The keys of a pass's dirty part: each key (by hash) gets an id, and the latest offset of
+/// each id.
+#[derive(Default)]
+struct DirtyKeys {
+    ids: HashMap<KeyHash, u32>,
+    latest: Vec<Offset>,
+}
+
+impl DirtyKeys {
+    /// Notes `key` at `offset` (offsets come in order); returns its id.
+    fn saw(&mut self, key: &[u8], offset: Offset) -> u32 {
+        let next = self.latest.len() as u32;
+        let id = *self.ids.entry(key_hash(key)).or_insert(next);
+        if id == next {
+            self.latest.push(offset);
+        } else {
+            self.latest[id as usize] = offset;
+        }
+        id
+    }
+
+    /// The latest offset of `key` in the dirty part, if it is there.
+    fn latest_of(&self, key: &[u8]) -> Option<Offset> {
+        self.ids
+            .get(&key_hash(key))
+            .map(|id| self.latest[*id as usize])
+    }
+}
+
+/// A batch of the dirty part as its first read saw it.
+struct DirtyBatch {
+    header: BatchHeader,
+    records: Vec<DirtyRecord>,
+}
+
+/// A record of the dirty part: its offset, its key's id ([`DirtyKeys`]) when it has a key and
+/// lies in the dirty part, and its timestamp when it is a tombstone.
+struct DirtyRecord {
+    offset: Offset,
+    key: Option<u32>,
+    tombstone_ms: Option<i64>,
+}
+
+/// Gathers a pass's batch replacements and writes them a few MiB at a time.
+struct Rewriter<'a> {
+    db: &'a LogDb,
+    group: GroupId,
+    rewrites: Vec<WriteOp>,
+    /// Bytes of replacements, and of batches read, since the last write.
+    pending_bytes: usize,
+    read_bytes: usize,
+    oldest_tombstone_ms: Option<i64>,
+}
+
+impl<'a> Rewriter<'a> {
+    fn new(db: &'a LogDb, group: GroupId) -> Self {
+        Self {
+            db,
+            group,
+            rewrites: Vec::new(),
+            pending_bytes: 0,
+            read_bytes: 0,
+            oldest_tombstone_ms: None,
+        }
+    }
+
+    /// A tombstone below the pass's point stays.
+    fn kept_tombstone(&mut self, timestamp_ms: i64) {
+        let oldest = self
+            .oldest_tombstone_ms
+            .map_or(timestamp_ms, |o| o.min(timestamp_ms));
+        self.oldest_tombstone_ms = Some(oldest);
+    }
+
+    /// `bytes` of batches were read.
+    fn read(&mut self, bytes: usize) {
+        self.read_bytes += bytes;
+    }
+
+    /// Replaces the batch of `header` by `compacted` (nothing when `None`), counting it in
+    /// `outcome`, and writes what gathered once it is a few MiB: each write is short, and the
+    /// pass's progress is kept.
+    fn replace(
+        &mut self,
+        header: &BatchHeader,
+        compacted: Option<EncodedBatch>,
+        outcome: &mut CompactionOutcome,
+    ) -> Result<(), CompactionError> {
+        if let Some(compacted) = compacted {
+            outcome.batches_rewritten += 1;
+            outcome.records_removed +=
+                u64::from(header.record_count - compacted.header().record_count);
+            outcome.bytes_before += u64::from(header.batch_length) + 12;
+            outcome.bytes_after += compacted.bytes().len() as u64;
+            self.pending_bytes += compacted.bytes().len();
+            self.rewrites.push(WriteOp::ReplaceBatch {
+                group: self.group,
+                base_offset: header.base_offset,
+                expected_crc: header.crc,
+                batch: compacted,
+            });
+        }
+        if self.pending_bytes >= CHUNK_BYTES || self.read_bytes >= CHUNK_BYTES {
+            (self.pending_bytes, self.read_bytes) = (0, 0);
+            write_rewrites(self.db, std::mem::take(&mut self.rewrites))?;
+        }
+        Ok(())
+    }
+
+    /// The replacements not written yet, and the oldest tombstone kept.
+    fn finish(self) -> (Vec<WriteOp>, Option<i64>) {
+        (self.rewrites, self.oldest_tombstone_ms)
+    }
+}
+
 impl LogDb {
     /// How far `group`'s log is compacted, if a pass ever finished.
     pub fn compaction_state(&self, group: GroupId) -> Result<Option<CompactionState>, ReadError> {
@@ -169,41 +286,57 @@ impl LogDb {
         let dirty_from = state.map_or(Offset(0), |s| s.below.min(below));
         let mut outcome = CompactionOutcome::default();
 
-        // The latest offset of every key in the dirty part.
-        let mut latest: HashMap<KeyHash, Offset> = HashMap::new();
+        // First read, of the dirty part: the latest offset of every key there, and what each
+        // batch there holds, so the rewrite decides most batches without reading them again.
+        let mut keys = DirtyKeys::default();
+        let mut dirty: Vec<DirtyBatch> = Vec::new();
         self.each_batch(group, dirty_from, below, |batch| {
+            let header = *batch.header();
+            let mut records = Vec::with_capacity(header.record_count as usize);
             for record in batch.compaction_records() {
                 let record = record.map_err(|source| corrupt(group, batch, source))?;
-                if let Some(key) = record.key
-                    && record.offset >= dirty_from
-                    && record.offset < below
-                {
-                    latest.insert(key_hash(key), record.offset);
-                }
+                let dirty_key = (record.offset >= dirty_from && record.offset < below)
+                    .then_some(record.key)
+                    .flatten();
+                let key = dirty_key.map(|key| keys.saw(key, record.offset));
+                records.push(DirtyRecord {
+                    offset: record.offset,
+                    key,
+                    tombstone_ms: record.tombstone.then_some(record.timestamp_ms),
+                });
+            }
+            // A batch reaching below the dirty part is read again with the clean part.
+            if header.base_offset >= dirty_from {
+                dirty.push(DirtyBatch { header, records });
             }
             Ok(())
         })?;
-        outcome.dirty_keys = latest.len();
+        outcome.dirty_keys = keys.latest.len();
 
-        let keep = |record: &CompactionRecord<'_>| -> bool {
-            let Some(key) = record.key else {
-                return true;
-            };
-            if record.offset >= below {
+        // Whether a record stays: everything from `below` on and every record without a key
+        // does; a keyed one goes when its key is newer in the dirty part (`latest`), or when
+        // it is a tombstone older than the cut-off.
+        let keeps = |offset: Offset,
+                     keyed: bool,
+                     latest: Option<Offset>,
+                     tombstone_ms: Option<i64>|
+         -> bool {
+            if offset >= below || !keyed {
                 return true;
             }
-            if latest
-                .get(&key_hash(key))
-                .is_some_and(|newest| *newest > record.offset)
-            {
+            if latest.is_some_and(|newest| newest > offset) {
                 return false;
             }
-            !(record.tombstone && record.timestamp_ms < tombstones_before_ms)
+            tombstone_ms.is_none_or(|ts| ts >= tombstones_before_ms)
         };
-        let mut oldest_tombstone_ms: Option<i64> = None;
-        let mut rewrites: Vec<WriteOp> = Vec::new();
-        let (mut pending_bytes, mut read_bytes) = (0usize, 0usize);
-        self.each_batch(group, Offset(0), below, |batch| {
+        let keep = |record: &CompactionRecord<'_>| -> bool {
+            let latest = record.key.and_then(|key| keys.latest_of(key));
+            let tombstone_ms = record.tombstone.then_some(record.timestamp_ms);
+            keeps(record.offset, record.key.is_some(), latest, tombstone_ms)
+        };
+        let mut writer = Rewriter::new(self, group);
+        // The clean part, read: its keys are not in memory.
+        self.each_batch(group, Offset(0), dirty_from, |batch| {
             let compacted = batch
                 .retaining(keep)
                 .map_err(|source| corrupt(group, batch, source))?;
@@ -211,33 +344,55 @@ impl LogDb {
             for record in kept.compaction_records() {
                 let record = record.map_err(|source| corrupt(group, batch, source))?;
                 if record.tombstone && record.offset < below {
-                    let ts = record.timestamp_ms;
-                    oldest_tombstone_ms = Some(oldest_tombstone_ms.map_or(ts, |o| o.min(ts)));
+                    writer.kept_tombstone(record.timestamp_ms);
                 }
             }
-            read_bytes += batch.bytes().len();
-            if let Some(compacted) = compacted {
-                let header = batch.header();
-                outcome.batches_rewritten += 1;
-                outcome.records_removed +=
-                    u64::from(header.record_count - compacted.header().record_count);
-                outcome.bytes_before += batch.bytes().len() as u64;
-                outcome.bytes_after += compacted.bytes().len() as u64;
-                pending_bytes += compacted.bytes().len();
-                rewrites.push(WriteOp::ReplaceBatch {
-                    group,
-                    base_offset: header.base_offset,
-                    expected_crc: header.crc,
-                    batch: compacted,
-                });
-            }
-            // A write per few MiB read or rewritten: each is short, and progress is kept.
-            if pending_bytes >= CHUNK_BYTES || read_bytes >= CHUNK_BYTES {
-                (pending_bytes, read_bytes) = (0, 0);
-                write_rewrites(self, std::mem::take(&mut rewrites))?;
-            }
-            Ok(())
+            writer.read(batch.bytes().len());
+            writer.replace(batch.header(), compacted, &mut outcome)
         })?;
+        // The dirty part, from what the first read remembered.
+        for DirtyBatch { header, records } in dirty {
+            let decisions: Vec<bool> = records
+                .iter()
+                .map(|r| {
+                    let latest = r.key.map(|id| keys.latest[id as usize]);
+                    keeps(r.offset, r.key.is_some(), latest, r.tombstone_ms)
+                })
+                .collect();
+            for (record, kept) in records.iter().zip(&decisions) {
+                if let Some(ts) = record.tombstone_ms
+                    && *kept
+                    && record.offset < below
+                {
+                    writer.kept_tombstone(ts);
+                }
+            }
+            let compacted = if decisions.iter().all(|k| *k) {
+                None
+            } else if decisions.iter().all(|k| !*k) {
+                Some(EncodedBatch::emptied(&header))
+            } else {
+                // Some records stay and some go: read it again to copy those that stay.
+                let mut compacted = None;
+                self.each_batch(
+                    group,
+                    header.base_offset,
+                    header.base_offset.plus(1),
+                    |batch| {
+                        if batch.header().crc == header.crc {
+                            compacted = batch
+                                .retaining(keep)
+                                .map_err(|source| corrupt(group, batch, source))?;
+                        }
+                        writer.read(batch.bytes().len());
+                        Ok(())
+                    },
+                )?;
+                compacted
+            };
+            writer.replace(&header, compacted, &mut outcome)?;
+        }
+        let (rewrites, oldest_tombstone_ms) = writer.finish();
         write_rewrites(self, rewrites)?;
         // The figure the committer keeps: exact as of this read, and nothing of this pass is
         // still to be written.

@@ -18,9 +18,10 @@ use crate::error::BrokerError;
 use crate::metadata::TopicConfig;
 use crate::node::{HostedPartition, Node, blocking};
 
-/// The most offsets one pass compacts past the last one: bounds each replica's key map (16
-/// bytes of key hash and 8 of offset per key, some 40 MiB at most with the map's overhead).
-pub(crate) const MAX_DIRTY_OFFSETS: u64 = 1 << 20;
+/// The most offsets one pass compacts past the last one: bounds what each replica holds of
+/// the dirty part (per record its offset, key id and tombstone time; per key its hash and
+/// latest offset: some 64 bytes a record, 32 MiB at most).
+pub(crate) const MAX_DIRTY_OFFSETS: u64 = 1 << 19;
 
 /// Asks the replicas of `hosted` (led here) to compact, if a pass is due.
 pub(super) async fn ask_if_due(

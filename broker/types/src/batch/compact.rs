@@ -63,31 +63,49 @@ impl EncodedBatch {
         if !dropped {
             return Ok(None);
         }
-        let payload: usize = kept.iter().map(|b| b.len()).sum();
-        let mut out = vec![0u8; BATCH_HEADER_LEN];
-        out.reserve_exact(payload);
-        for bytes in &kept {
-            out.extend_from_slice(bytes);
-        }
-        let mut new_header = BatchHeader {
-            batch_length: u32::try_from(out.len() - LOG_OVERHEAD)
-                .map_err(|_| BatchError::Malformed("batch over 2 GiB"))?,
-            record_count: kept.len() as u32,
-            ..header
-        };
-        // With log-append time the maximum is the append time, which every record reads as.
-        if !header.attributes.is_log_append_time()
-            && let Some(max) = max_timestamp_ms
-        {
-            new_header.max_timestamp_ms = max;
-        }
-        write_header(&mut out[..BATCH_HEADER_LEN], &new_header);
-        new_header.crc = seal(&mut out);
-        Ok(Some(EncodedBatch {
-            bytes: Bytes::from(out),
-            header: new_header,
-        }))
+        assemble(&header, &kept, max_timestamp_ms).map(Some)
     }
+
+    /// The batch of `header` with every record removed, built from the header alone: exactly
+    /// what [`retaining`](Self::retaining) gives when it keeps no record, so a replica that
+    /// knows a batch's records are all superseded need not read it.
+    pub fn emptied(header: &BatchHeader) -> EncodedBatch {
+        assemble(header, &[], None).expect("an empty batch is far under 2 GiB")
+    }
+}
+
+/// A batch of `header` holding the records `kept` (their bytes as stored), with its length,
+/// count, CRC and (when there are records and the batch is not log-append time) maximum
+/// timestamp made the new batch's.
+fn assemble(
+    header: &BatchHeader,
+    kept: &[&[u8]],
+    max_timestamp_ms: Option<i64>,
+) -> Result<EncodedBatch, BatchError> {
+    let payload: usize = kept.iter().map(|b| b.len()).sum();
+    let mut out = vec![0u8; BATCH_HEADER_LEN];
+    out.reserve_exact(payload);
+    for bytes in kept {
+        out.extend_from_slice(bytes);
+    }
+    let mut new_header = BatchHeader {
+        batch_length: u32::try_from(out.len() - LOG_OVERHEAD)
+            .map_err(|_| BatchError::Malformed("batch over 2 GiB"))?,
+        record_count: kept.len() as u32,
+        ..*header
+    };
+    // With log-append time the maximum is the append time, which every record reads as.
+    if !header.attributes.is_log_append_time()
+        && let Some(max) = max_timestamp_ms
+    {
+        new_header.max_timestamp_ms = max;
+    }
+    write_header(&mut out[..BATCH_HEADER_LEN], &new_header);
+    new_header.crc = seal(&mut out);
+    Ok(EncodedBatch {
+        bytes: Bytes::from(out),
+        header: new_header,
+    })
 }
 
 fn view<'a>(header: &BatchHeader, raw: &RawRecord<'a>) -> CompactionRecord<'a> {

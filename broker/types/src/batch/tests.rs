@@ -556,8 +556,10 @@ fn compaction_keeps_offsets_producer_fields_and_the_span_of_a_batch() {
         ]
     );
 
-    // Keep nothing: the batch stays, empty, spanning the same offsets.
+    // Keep nothing: the batch stays, empty, spanning the same offsets; the same bytes as one
+    // built from the header alone.
     let empty = batch.retaining(|_| false).unwrap().unwrap();
+    assert_eq!(EncodedBatch::emptied(batch.header()), empty);
     let verified = EncodedBatch::verify(empty.bytes().clone()).unwrap();
     assert_eq!(verified.header().record_count, 0);
     assert_eq!(verified.header().next_offset(), Offset(45));
