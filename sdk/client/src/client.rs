@@ -136,7 +136,8 @@ impl Client {
     /// [`ClientError::Connect`] when no connection is established within 5 seconds.
     ///
     /// Connections to the other brokers of the cluster are opened when a `NOT_LEADER` answer
-    /// first sends a request to them, with the same settings.
+    /// first sends a request to them, with the same settings. Plaintext; for TLS, see
+    /// [`Client::builder`].
     pub async fn connect(addr: impl Into<String>) -> Result<Self, ClientError> {
         Self::builder(addr).connect().await
     }
