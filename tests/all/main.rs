@@ -26,6 +26,7 @@ mod producer;
 mod record_batches;
 mod recovery;
 mod retention;
+mod tls;
 mod tombstones;
 mod topic_configs;
 mod wasm_host;

@@ -22,7 +22,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use weir_proto::v1 as pb;
 use weir_proto::v1::broker_client::BrokerClient;
 
@@ -142,6 +142,8 @@ pub struct ProcessCluster {
     disk: Option<DiskMode>,
     /// The faults the nodes build in (`crate::test_broker`).
     built_in_faults: Vec<BuiltInFault>,
+    /// How the test's clients reach the nodes when they serve TLS.
+    client_tls: Option<ClientTlsConfig>,
     temp: tempfile::TempDir,
 }
 
@@ -205,6 +207,7 @@ impl ProcessCluster {
             proxy_runtime: Some(proxy_runtime),
             disk: None,
             built_in_faults: Vec::new(),
+            client_tls: None,
             temp,
         })
     }
@@ -369,6 +372,25 @@ impl ProcessCluster {
         args
     }
 
+    /// Makes [`ProcessCluster::client`] (and every helper built on it) speak TLS with `tls`,
+    /// for nodes started with a `[tls]` section (see `crate::tls::TestPki`). Call it before the
+    /// first client is made: channels already made keep their transport.
+    pub fn use_client_tls(&mut self, tls: ClientTlsConfig) {
+        self.client_tls = Some(tls);
+    }
+
+    /// Replaces what node `id`'s config file holds after the raft timings (the cluster's
+    /// `extra_config`) from its next start on: for example another `[tls]` section.
+    pub fn set_extra_config(&mut self, id: NodeId, extra_config: &str) -> anyhow::Result<()> {
+        let slot = self.slot_mut(id);
+        slot.extra_config = extra_config.to_owned();
+        std::fs::write(
+            &slot.config,
+            format!("{}{}", RAFT_TIMINGS.toml(), slot.extra_config),
+        )
+        .with_context(|| format!("writing node {id}'s config"))
+    }
+
     /// Gives node `id` other raft timings from its next start on (the others keep the fast
     /// test timings), for example so that only one node times out and elects itself.
     pub fn set_raft_timings(&mut self, id: NodeId, timings: RaftTimings) -> anyhow::Result<()> {
@@ -451,7 +473,9 @@ impl ProcessCluster {
         let mut channel = slot.channel.lock().unwrap_or_else(|p| p.into_inner());
         let channel = match &*channel {
             Some(c) => c.clone(),
-            None => channel.insert(lazy_channel(slot.addr)?).clone(),
+            None => channel
+                .insert(lazy_channel_with(slot.addr, self.client_tls.as_ref())?)
+                .clone(),
         };
         Ok(BrokerClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
     }
@@ -960,10 +984,23 @@ impl LeaderRoute {
 
 /// A channel to `addr` that connects on first use and reconnects after failures.
 pub fn lazy_channel(addr: SocketAddr) -> anyhow::Result<Channel> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+    lazy_channel_with(addr, None)
+}
+
+/// [`lazy_channel`], over TLS with `tls` (the node's certificate checked for `addr`'s IP).
+pub fn lazy_channel_with(
+    addr: SocketAddr,
+    tls: Option<&ClientTlsConfig>,
+) -> anyhow::Result<Channel> {
+    let mut endpoint = match tls {
+        None => Endpoint::from_shared(format!("http://{addr}"))?,
+        Some(tls) => Endpoint::from_shared(format!("https://{addr}"))?
+            .tls_config(tls.clone().domain_name(addr.ip().to_string()))?,
+    };
+    endpoint = endpoint
         .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true)
-        .connect_lazy())
+        .tcp_nodelay(true);
+    Ok(endpoint.connect_lazy())
 }
 
 /// A port on 127.0.0.1 for a node to listen on, free when chosen and never handed out twice by

@@ -19,11 +19,12 @@ pub mod nemesis;
 mod proxy;
 mod raw_grpc;
 pub mod test_broker;
+pub mod tls;
 pub mod tmpfs;
 
 pub use cluster::{
     Launch, LeaderRoute, NodeId, ProcessCluster, RaftTimings, fetch_all, free_port, lazy_channel,
-    run_to_exit,
+    lazy_channel_with, run_to_exit,
 };
 pub use proxy::LinkProxy;
 pub use raw_grpc::{RawGrpc, RawProducer, UNARY_RPCS};

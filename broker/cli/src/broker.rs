@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use weir_server::{Broker, BrokerConfig, Peer};
+use weir_server::{Broker, BrokerConfig, ClientAuth, Peer};
 
 /// Flags of `weir broker`.
 #[derive(Debug, clap::Args)]
@@ -33,6 +33,18 @@ pub struct BrokerArgs {
     /// (`weir cluster add-node ID ADDR`).
     #[arg(long)]
     join: bool,
+    /// This node's certificate chain (PEM), shown to clients and peers; turns TLS on, with
+    /// --tls-key. With --tls-ca (a global flag), the CA that peers' certificates, and clients'
+    /// when asked for, must chain to. See docs/security.md.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Whether clients must present a certificate from --tls-ca: none, optional (one presented
+    /// must chain to the CA) or required [default: optional with --tls-ca, else none].
+    #[arg(long, value_name = "none|optional|required")]
+    tls_client_auth: Option<ClientAuth>,
     /// TOML config file; flags override what it sets.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -55,7 +67,7 @@ impl std::str::FromStr for MetricsListen {
 }
 
 impl BrokerArgs {
-    fn config(self) -> anyhow::Result<BrokerConfig> {
+    fn config(self, tls_ca: Option<PathBuf>) -> anyhow::Result<BrokerConfig> {
         let mut config = match &self.config {
             Some(path) => BrokerConfig::from_file(path)?,
             None => BrokerConfig::default(),
@@ -78,6 +90,18 @@ impl BrokerArgs {
         if self.join {
             config.join = true;
         }
+        if let Some(cert) = self.tls_cert {
+            config.tls.cert = Some(cert);
+        }
+        if let Some(key) = self.tls_key {
+            config.tls.key = Some(key);
+        }
+        if let Some(ca) = tls_ca {
+            config.tls.ca = Some(ca);
+        }
+        if let Some(auth) = self.tls_client_auth {
+            config.tls.client_auth = Some(auth);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -85,8 +109,8 @@ impl BrokerArgs {
 
 /// Runs the broker until SIGINT or SIGTERM, then shuts it down gracefully; or until one of its
 /// log databases fails, then stops it and returns the error (the process exits with status 1).
-pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
-    let config = args.config()?;
+pub async fn run(args: BrokerArgs, tls_ca: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = args.config(tls_ca)?;
     let data_dir = config.data_dir.clone();
     let broker = Broker::start(config)
         .await
@@ -159,7 +183,7 @@ mod tests {
             "none",
         ])
         .args;
-        let config = args.config().unwrap();
+        let config = args.config(None).unwrap();
         assert_eq!(config.node_id, 4);
         assert!(config.peers.is_empty());
         assert_eq!(config.data_dir, PathBuf::from("from-flag"));
@@ -177,7 +201,7 @@ mod tests {
             "1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003",
         ])
         .args;
-        let config = args.config().unwrap();
+        let config = args.config(None).unwrap();
         assert_eq!(config.peers.len(), 3);
         assert_eq!(config.peers[1].address, "127.0.0.1:7002");
         let bad = Wrapper::try_parse_from(["weir", "--peers", "1=127.0.0.1:7001,two=x:1"]);
@@ -185,7 +209,7 @@ mod tests {
         let missing_self =
             Wrapper::parse_from(["weir", "--node-id", "9", "--peers", "1=a:1,2=b:2"]).args;
         assert!(
-            format!("{:#}", missing_self.config().unwrap_err()).contains("not among the peers")
+            format!("{:#}", missing_self.config(None).unwrap_err()).contains("not among the peers")
         );
     }
 
@@ -195,8 +219,48 @@ mod tests {
         let file = dir.path().join("weir.toml");
         std::fs::write(&file, "listen = \"not an address\"\n").unwrap();
         let args = Wrapper::parse_from(["weir", "--config", file.to_str().unwrap()]).args;
-        let err = format!("{:#}", args.config().unwrap_err());
+        let err = format!("{:#}", args.config(None).unwrap_err());
         assert!(err.contains("weir.toml"), "{err}");
         assert!(err.contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn tls_flags_fill_the_tls_section_and_incomplete_ones_are_refused() {
+        let args = Wrapper::parse_from([
+            "weir",
+            "--tls-cert",
+            "node.pem",
+            "--tls-key",
+            "node-key.pem",
+            "--tls-client-auth",
+            "required",
+        ])
+        .args;
+        let config = args.config(Some(PathBuf::from("ca.pem"))).unwrap();
+        assert_eq!(config.tls.cert, Some(PathBuf::from("node.pem")));
+        assert_eq!(config.tls.key, Some(PathBuf::from("node-key.pem")));
+        assert_eq!(config.tls.ca, Some(PathBuf::from("ca.pem")));
+        assert_eq!(config.tls.client_auth, Some(ClientAuth::Required));
+        let without_key = Wrapper::try_parse_from(["weir", "--tls-cert", "node.pem"]);
+        assert!(without_key.unwrap_err().to_string().contains("--tls-key"));
+        let bad_auth = Wrapper::try_parse_from(["weir", "--tls-client-auth", "always"]);
+        assert!(
+            bad_auth
+                .unwrap_err()
+                .to_string()
+                .contains("none, optional or required")
+        );
+        let required_without_ca = Wrapper::parse_from([
+            "weir",
+            "--tls-cert",
+            "node.pem",
+            "--tls-key",
+            "node-key.pem",
+            "--tls-client-auth",
+            "required",
+        ])
+        .args;
+        let err = format!("{:#}", required_without_ca.config(None).unwrap_err());
+        assert!(err.contains("needs tls.ca"), "{err}");
     }
 }

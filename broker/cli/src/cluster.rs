@@ -62,7 +62,7 @@ impl ClusterCommand {
                     .into_iter()
                     .map(|t| t.name)
                     .collect();
-                let partitions = leader_views(&cluster, &topics).await;
+                let partitions = leader_views(client, &cluster, &topics).await;
                 if !partitions.is_empty() {
                     print!("\n{}", partition_table(&partitions));
                     print!(
@@ -147,6 +147,7 @@ fn status(cluster: &ClusterInfo) -> String {
 /// node's id with its answer, in the cluster's node order. A node that cannot be reached or
 /// fails only costs its answer, which is its error.
 pub(crate) async fn ask_every_node<T, F, Fut>(
+    client: &Client,
     cluster: &ClusterInfo,
     query: F,
 ) -> Vec<(u64, Result<T, ClientError>)>
@@ -157,7 +158,7 @@ where
     let asks = cluster.nodes.iter().map(|node| {
         let query = &query;
         async move {
-            let answer = match Client::connect(node.address.as_str()).await {
+            let answer = match client.connect_to(node.address.as_str()).await {
                 Ok(client) => query(client).await,
                 Err(err) => Err(err),
             };
@@ -172,10 +173,11 @@ where
 /// replicas know its leader, and only the leader knows its followers' state, so every reachable
 /// node of `cluster` is asked.
 pub(crate) async fn leader_views(
+    client: &Client,
     cluster: &ClusterInfo,
     topics: &[String],
 ) -> BTreeMap<(String, u32), PartitionInfo> {
-    let answers = ask_every_node(cluster, |client| async move {
+    let answers = ask_every_node(client, cluster, |client| async move {
         let mut described = Vec::new();
         for topic in topics {
             // A topic a node cannot describe only costs that node's view of it.

@@ -3,8 +3,9 @@
 //! (DESIGN §7).
 //!
 //! Every command talks to the broker given by `--broker HOST:PORT` (env `WEIR_BROKER`, default
-//! `127.0.0.1:7070`). Results go to stdout; diagnostics go to stderr; a failure prints one line
-//! `error: ...` with the broker's reason and exits with status 1.
+//! `127.0.0.1:7070`), over TLS when `--tls-ca FILE` is given (docs/security.md). Results go to
+//! stdout; diagnostics go to stderr; a failure prints one line `error: ...` with the broker's
+//! reason and exits with status 1.
 
 mod bench;
 mod broker;
@@ -24,13 +25,16 @@ mod table;
 mod topic;
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use anyhow::Context;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
-use weir_client::Client;
+use weir_client::{Client, ClientTls};
 
 /// The Weir command line.
 #[derive(Debug, Parser)]
@@ -50,8 +54,74 @@ struct Cli {
     )]
     broker: String,
 
+    /// CA certificate (PEM) to verify brokers against; turns TLS on for every connection. For
+    /// `weir broker`, the CA its peers' (and clients') certificates must chain to.
+    #[arg(long, global = true, env = "WEIR_TLS_CA", value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+
+    /// Client certificate (PEM) to present to brokers that ask for one (mutual TLS); needs
+    /// --tls-ca and --tls-client-key.
+    #[arg(
+        long,
+        global = true,
+        env = "WEIR_TLS_CLIENT_CERT",
+        value_name = "FILE",
+        requires_all = ["tls_ca", "tls_client_key"]
+    )]
+    tls_client_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --tls-client-cert.
+    #[arg(
+        long,
+        global = true,
+        env = "WEIR_TLS_CLIENT_KEY",
+        value_name = "FILE",
+        requires = "tls_client_cert"
+    )]
+    tls_client_key: Option<PathBuf>,
+
     #[command(subcommand)]
     command: Command,
+}
+
+/// How client commands reach the cluster: the broker given by `--broker` and the TLS files.
+#[derive(Debug, Clone)]
+pub(crate) struct Connection {
+    /// `--broker`.
+    pub(crate) broker: String,
+    /// `--tls-ca`: TLS to every broker, trusting this CA.
+    tls_ca: Option<PathBuf>,
+    /// `--tls-client-cert` and `--tls-client-key`.
+    identity: Option<(PathBuf, PathBuf)>,
+}
+
+impl Connection {
+    /// The TLS settings from the files named by the flags (`None`: plaintext); an unreadable
+    /// file is an error naming its flag and path.
+    fn tls(&self) -> anyhow::Result<Option<ClientTls>> {
+        let read = |path: &PathBuf, flag: &str| {
+            std::fs::read(path).with_context(|| format!("cannot read {flag} {}", path.display()))
+        };
+        let Some(ca) = &self.tls_ca else {
+            return Ok(None);
+        };
+        let mut tls = ClientTls::new().ca(read(ca, "--tls-ca")?);
+        if let Some((cert, key)) = &self.identity {
+            tls = tls.identity(
+                read(cert, "--tls-client-cert")?,
+                read(key, "--tls-client-key")?,
+            );
+        }
+        Ok(Some(tls))
+    }
+
+    /// Connects to the broker named by `--broker`.
+    pub(crate) async fn connect(&self) -> anyhow::Result<Client> {
+        Ok(Client::builder(self.broker.as_str())
+            .tls(self.tls()?)
+            .connect()
+            .await?)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -110,23 +180,18 @@ impl Command {
         }
     }
 
-    async fn run(self, broker: &str) -> anyhow::Result<()> {
+    async fn run(self, broker: &Connection) -> anyhow::Result<()> {
         match self {
-            Self::Broker(args) => broker::run(args).await,
-            Self::Topic { command } => command.run(&connect(broker).await?).await,
-            Self::Produce(args) => produce::run(&connect(broker).await?, args).await,
-            Self::Consume(args) => consume::run(&connect(broker).await?, args).await,
+            Self::Broker(args) => broker::run(args, broker.tls_ca.clone()).await,
+            Self::Topic { command } => command.run(&broker.connect().await?).await,
+            Self::Produce(args) => produce::run(&broker.connect().await?, args).await,
+            Self::Consume(args) => consume::run(&broker.connect().await?, args).await,
             Self::Module { command } => command.run(broker).await,
-            Self::Group { command } => command.run(&connect(broker).await?).await,
-            Self::Cluster { command } => command.run(&connect(broker).await?).await,
+            Self::Group { command } => command.run(&broker.connect().await?).await,
+            Self::Cluster { command } => command.run(&broker.connect().await?).await,
             Self::Bench { embedded, command } => command.run(broker, embedded).await,
         }
     }
-}
-
-/// Connects to the broker named by `--broker`.
-async fn connect(broker: &str) -> anyhow::Result<Client> {
-    Ok(Client::connect(broker).await?)
 }
 
 /// Runs the `weir` command line with the process's arguments and returns its exit status.
@@ -153,15 +218,32 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(cli.command.run(&cli.broker));
+    let connection = Connection {
+        broker: cli.broker,
+        tls_ca: cli.tls_ca,
+        identity: cli.tls_client_cert.zip(cli.tls_client_key),
+    };
+    let plaintext = connection.tls_ca.is_none();
+    let result = runtime.block_on(cli.command.run(&connection));
     // Exit without waiting for a blocked read of stdin or write to stdout that may never finish.
     runtime.shutdown_background();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {}", one_line(&err));
+            let line = one_line(&err);
+            eprintln!("error: {line}{}", tls_hint(&line, plaintext));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A hint for an error that a plaintext client gets from a TLS listener: the listener's TLS
+/// alert, read as HTTP/2, is a frame of an invalid size.
+fn tls_hint(line: &str, plaintext: bool) -> &'static str {
+    if plaintext && line.contains("frame with invalid size") {
+        " (the broker may require TLS: pass --tls-ca FILE)"
+    } else {
+        ""
     }
 }
 

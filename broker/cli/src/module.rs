@@ -185,7 +185,7 @@ fn reject_policy(
 impl ModuleCommand {
     /// Runs the command, against the broker at `broker` for those that need one, printing its
     /// result to stdout.
-    pub async fn run(self, broker: &str) -> anyhow::Result<()> {
+    pub async fn run(self, broker: &crate::Connection) -> anyhow::Result<()> {
         match self {
             Self::New { name, kind, dir } => {
                 let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
@@ -235,7 +235,7 @@ impl ModuleCommand {
                 .context("the module test task failed")??;
                 Ok(())
             }
-            Self::Registry(command) => command.run(&crate::connect(broker).await?).await,
+            Self::Registry(command) => command.run(&broker.connect().await?).await,
         }
     }
 }
@@ -417,12 +417,10 @@ async fn cluster_counters(client: &Client, name: &str, answered: &ModuleInfo) ->
     let Ok(cluster) = client.describe_cluster().await else {
         return counters;
     };
-    let answers =
-        crate::cluster::ask_every_node(
-            &cluster,
-            |node| async move { node.describe_module(name).await },
-        )
-        .await;
+    let answers = crate::cluster::ask_every_node(client, &cluster, |node| async move {
+        node.describe_module(name).await
+    })
+    .await;
     for info in answers.into_iter().filter_map(|(_, answer)| answer.ok()) {
         counters.add(&info);
     }

@@ -116,7 +116,8 @@ impl TopicCommand {
                     && cluster.nodes.len() > 1
                 {
                     let mut views =
-                        crate::cluster::leader_views(&cluster, std::slice::from_ref(&name)).await;
+                        crate::cluster::leader_views(client, &cluster, std::slice::from_ref(&name))
+                            .await;
                     for partition in &mut topic.partitions {
                         if let Some(view) = views.remove(&(name.clone(), partition.partition)) {
                             *partition = view;

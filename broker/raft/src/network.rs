@@ -29,7 +29,7 @@ use openraft::storage::RaftStateMachine;
 use openraft::{BasicNode, OptionalSend, Raft};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 use weir_proto::internal::raft_client::RaftClient;
 use weir_proto::internal::raft_server::{Raft as RaftService, RaftServer};
@@ -121,6 +121,9 @@ struct Shared {
     groups: RwLock<HashMap<GroupId, Arc<dyn GroupEndpoint>>>,
     controller: RwLock<Option<ControllerProposer>>,
     entry_gate: RwLock<Option<EntryGate>>,
+    /// How peers are dialled when the node has TLS: the CA their certificates must chain to and
+    /// this node's own certificate, presented as a client certificate.
+    tls: RwLock<Option<ClientTlsConfig>>,
 }
 
 /// A node's transport: outgoing channels to peers (one per address, shared by every group) and
@@ -150,6 +153,12 @@ impl Peers {
         })
         .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES)
+    }
+
+    /// Dials every peer over TLS with `tls` from now on. Set it before the first channel is
+    /// made: channels already pooled keep their transport.
+    pub fn set_tls(&self, tls: ClientTlsConfig) {
+        *write(&self.shared.tls) = Some(tls);
     }
 
     /// Holds back AppendEntries carrying entries for a group while `gate` gives a reason.
@@ -218,13 +227,24 @@ impl Peers {
         if let Some(channel) = read(&self.shared.channels).get(addr) {
             return Ok(channel.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("peer address {addr}: {e}"),
-                )
-            })?
+        let invalid = |e: &dyn std::fmt::Display| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("peer address {addr}: {e}"),
+            )
+        };
+        let tls = read(&self.shared.tls).clone();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let mut endpoint =
+            Endpoint::from_shared(format!("{scheme}://{addr}")).map_err(|e| invalid(&e))?;
+        if let Some(tls) = tls {
+            // The peer's certificate is checked against the host of its address: an IP
+            // address against the certificate's IP SANs, a name against its DNS SANs.
+            endpoint = endpoint
+                .tls_config(tls.domain_name(server_name(addr)))
+                .map_err(|e| invalid(&e))?;
+        }
+        let endpoint = endpoint
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
@@ -251,6 +271,15 @@ impl Peers {
             .into_inner();
         Ok(reply.reply)
     }
+}
+
+/// The TLS server name of the node at `addr` (`HOST:PORT`): its host, without the brackets of
+/// an IPv6 address.
+fn server_name(addr: &str) -> String {
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _port)| host);
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned()
 }
 
 fn client(channel: Channel) -> RaftClient<Channel> {
@@ -535,5 +564,17 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         Ok(self
             .call(Rpc::InstallSnapshot, &request, option.hard_ttl())
             .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_name_of_a_peer_is_the_host_of_its_address() {
+        assert_eq!(server_name("127.0.0.1:7070"), "127.0.0.1");
+        assert_eq!(server_name("node-1.weir:7070"), "node-1.weir");
+        assert_eq!(server_name("[::1]:7070"), "::1");
     }
 }

@@ -14,6 +14,7 @@ use weir_raft::{GroupTimings, NodeId, ProducerLimits};
 use weir_types::BatchLimits;
 
 use crate::metadata::{MAX_MODULE_BYTES, MAX_PARTITIONS_PER_TOPIC, check_topic_config};
+use crate::tls::TlsSettings;
 
 /// Everything a broker node needs to start.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,6 +54,9 @@ pub struct BrokerConfig {
     /// This node's defaults for topic configs a topic does not set, with Kafka's names
     /// (`"max.message.bytes" = 1048576`). Give every node the same.
     pub topic_defaults: BTreeMap<String, TopicConfigValue>,
+    /// TLS for the listener and between nodes (docs/security.md); off unless `cert` and `key`
+    /// are set.
+    pub tls: TlsSettings,
 }
 
 /// A value in `[topic_defaults]`: TOML's integer, float or string, as the topic config takes
@@ -381,6 +385,7 @@ impl Default for BrokerConfig {
             retention: RetentionSettings::default(),
             disk: DiskSettings::default(),
             topic_defaults: BTreeMap::new(),
+            tls: TlsSettings::default(),
         }
     }
 }
@@ -459,6 +464,9 @@ impl BrokerConfig {
     /// Checks ranges and relations between values.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
+        self.tls
+            .validate(!self.peers.is_empty() || self.join)
+            .map_err(ConfigError::Invalid)?;
         let l = &self.limits;
         if l.max_record_bytes == 0 || l.max_record_bytes > l.max_batch_bytes {
             return invalid(format!(
@@ -838,6 +846,32 @@ mod tests {
         let err = BrokerConfig::from_file(&path).unwrap_err();
         assert!(matches!(err, ConfigError::Parse { .. }));
         assert!(format!("{:?}", err).contains("node_idd"));
+    }
+
+    #[test]
+    fn the_tls_section_is_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weir.toml");
+        std::fs::write(
+            &path,
+            "[tls]\ncert = \"node.pem\"\nkey = \"node-key.pem\"\nca = \"ca.pem\"\nclient_auth = \"required\"\n",
+        )
+        .unwrap();
+        let c = BrokerConfig::from_file(&path).unwrap();
+        assert_eq!(c.tls.cert, Some(PathBuf::from("node.pem")));
+        assert_eq!(c.tls.client_auth, Some(crate::ClientAuth::Required));
+        c.validate().unwrap();
+
+        std::fs::write(&path, "[tls]\nclient_auth = \"sometimes\"\n").unwrap();
+        let err = format!("{:?}", BrokerConfig::from_file(&path).unwrap_err());
+        assert!(err.contains("sometimes"), "{err}");
+
+        std::fs::write(&path, "[tls]\ncert = \"node.pem\"\n").unwrap();
+        let err = BrokerConfig::from_file(&path)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("tls.key"), "{err}");
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod node;
 mod retention;
 mod service;
 mod storage_failure;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -37,6 +38,7 @@ pub use config::{
     ProducerSettings, RaftTimings, RetentionSettings, TopicConfigValue,
 };
 pub use error::{BrokerError, RejectedRecord};
+pub use tls::{ClientAuth, TlsError, TlsSettings};
 
 use crate::admission::{Admission, AdmissionLayer, AdmissionLimits, MIN_RECORD_BYTES};
 use crate::metrics::{Metrics, RequestMetrics};
@@ -67,6 +69,9 @@ pub enum StartError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A TLS file is missing, not PEM, or its key does not match its certificate.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}")]
     Bind {
@@ -120,6 +125,7 @@ impl Broker {
 
     async fn start_in_span(config: BrokerConfig) -> Result<Self, StartError> {
         config.validate()?;
+        let tls = config.tls.load()?;
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -132,7 +138,13 @@ impl Broker {
             source,
         })?;
         let address = config.address(local_addr);
-        tracing::info!(%local_addr, data_dir = %config.data_dir.display(), "starting broker");
+        tracing::info!(%local_addr, data_dir = %config.data_dir.display(), tls = tls.is_some(), "starting broker");
+        if tls.is_none() && tls::is_exposed(local_addr) {
+            tracing::warn!(
+                %local_addr,
+                "listening on a non-loopback address without TLS: anyone who can reach this port can read and write every topic and send raft messages; set tls.cert and tls.key (docs/security.md)"
+            );
+        }
         let metrics_listener = match config.metrics_listen {
             Some(addr) => Some(
                 TcpListener::bind(addr)
@@ -147,6 +159,15 @@ impl Broker {
         // same port. Client requests get UNAVAILABLE until the node is ready.
         let shutdown = CancellationToken::new();
         let peers = Peers::new();
+        if let Some(peer_tls) = tls.as_ref().and_then(tls::TlsMaterial::peers) {
+            peers.set_tls(peer_tls);
+        }
+        let mut server_builder = tonic::transport::Server::builder();
+        if let Some(tls) = &tls {
+            server_builder = server_builder
+                .tls_config(tls.server())
+                .map_err(|e| StartError::Tls(TlsError::Config(e)))?;
+        }
         let node_cell = Arc::new(OnceLock::new());
         let request_metrics = RequestMetrics::shared();
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -184,7 +205,7 @@ impl Broker {
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let stop = shutdown.clone();
         let server = tokio::spawn(
-            tonic::transport::Server::builder()
+            server_builder
                 .max_concurrent_streams(limits.max_concurrent_requests_per_connection)
                 .http2_max_pending_accept_reset_streams(Some(PENDING_RESET_STREAMS))
                 .layer(AdmissionLayer::new(admission.clone()))

@@ -6,9 +6,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use tonic::codegen::http::Uri;
-use tonic::transport::Endpoint;
+use tonic::transport::{ClientTlsConfig, Endpoint};
 
 use crate::AddressError;
+use crate::tls::TlsError;
 
 /// How long a connection may take to establish before the request that needs it fails.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -24,14 +25,30 @@ const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) struct BrokerAddress(Uri);
 
 impl BrokerAddress {
-    /// The endpoint for this broker, with Weir's connection settings.
-    pub(crate) fn endpoint(&self) -> Endpoint {
-        Endpoint::from(self.0.clone())
+    /// The endpoint for this broker, with Weir's connection settings: over TLS with `tls`
+    /// (the broker's certificate checked against the host of the address), else plaintext.
+    pub(crate) fn endpoint(&self, tls: Option<&ClientTlsConfig>) -> Result<Endpoint, TlsError> {
+        let endpoint = match tls {
+            None => Endpoint::from(self.0.clone()),
+            Some(tls) => {
+                let transport = |source| TlsError::Transport {
+                    addr: self.to_string(),
+                    source,
+                };
+                let host = self.0.host().unwrap_or_default();
+                let server_name = host.trim_start_matches('[').trim_end_matches(']');
+                Endpoint::from_shared(format!("https://{self}"))
+                    .map_err(transport)?
+                    .tls_config(tls.clone().domain_name(server_name))
+                    .map_err(transport)?
+            }
+        };
+        Ok(endpoint
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
             .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
-            .keep_alive_while_idle(true)
+            .keep_alive_while_idle(true))
     }
 }
 
@@ -49,8 +66,9 @@ impl FromStr for BrokerAddress {
     type Err = AddressError;
 
     /// `HOST:PORT` or `http://HOST:PORT[/]`. The port is required, as in Kafka's bootstrap
-    /// addresses, because a default of 80 would only hide a typo. TLS is not built in yet, so
-    /// `https` (and every other scheme) is refused rather than silently sent in clear text.
+    /// addresses, because a default of 80 would only hide a typo. TLS is a setting of the
+    /// client, applied to every broker it reaches (brokers advertise `HOST:PORT`), so `https`
+    /// (and every other scheme) is refused rather than taken to mean something per address.
     fn from_str(addr: &str) -> Result<Self, Self::Err> {
         let addr = addr.trim();
         if addr.is_empty() {
@@ -146,8 +164,13 @@ mod tests {
     fn every_valid_address_makes_an_endpoint() {
         let address: BrokerAddress = "localhost:7070".parse().expect("valid address");
         assert_eq!(
-            address.endpoint().uri().to_string(),
+            address.endpoint(None).expect("plaintext").uri().to_string(),
             "http://localhost:7070/"
+        );
+        let tls = ClientTlsConfig::new();
+        assert_eq!(
+            address.endpoint(Some(&tls)).expect("tls").uri().to_string(),
+            "https://localhost:7070/"
         );
     }
 }

@@ -6,12 +6,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, ClientTlsConfig};
 use weir_proto::v1::{self, broker_client::BrokerClient};
 
 use crate::address::BrokerAddress;
 use crate::module::attach_request;
 use crate::routing::{self, LeaderCache, follow_leader};
+use crate::tls::ClientTls;
 use crate::{
     Acks, BatchStream, ClientError, ClusterInfo, ConsumedRecord, FetchSpec, Fetched, ListedOffset,
     ModuleInfo, ModulePath, ModuleRef, OffsetSpec, ProduceOutcome, ProducerId, ProducerRecord,
@@ -50,6 +51,82 @@ struct Shared {
     pool: Mutex<HashMap<BrokerAddress, BrokerClient<Channel>>>,
     /// The known leaders of partitions.
     leaders: Mutex<LeaderCache>,
+    /// TLS to every broker, when the client was built with it.
+    tls: Option<ClientTlsConfig>,
+}
+
+/// Builds a [`Client`] with settings beyond [`Client::connect`]'s: TLS.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), weir_client::ClientError> {
+/// let ca = std::fs::read("ca.pem").expect("the CA file");
+/// let client = weir_client::Client::builder("broker-1:7070")
+///     .tls_ca(ca)
+///     .connect()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    addr: String,
+    tls: Option<ClientTls>,
+}
+
+impl ClientBuilder {
+    /// Speaks TLS to every broker, trusting the CA certificates in `pem` (PEM) for their
+    /// certificates.
+    pub fn tls_ca(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls = Some(self.tls.take().unwrap_or_default().ca(pem));
+        self
+    }
+
+    /// Presents `cert_pem` (the chain, leaf first) and its private key `key_pem` to brokers
+    /// that ask for a client certificate (mutual TLS). Needs [`ClientBuilder::tls_ca`].
+    pub fn tls_identity(
+        mut self,
+        cert_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.tls = Some(
+            self.tls
+                .take()
+                .unwrap_or_default()
+                .identity(cert_pem, key_pem),
+        );
+        self
+    }
+
+    /// Replaces the TLS settings with `tls` (`None`: plaintext).
+    pub fn tls(mut self, tls: Option<ClientTls>) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// Connects to the bootstrap broker, as [`Client::connect`] does.
+    ///
+    /// Fails with [`ClientError::Tls`] for TLS settings that cannot be used (a CA or certificate
+    /// that is not PEM, a client certificate without a CA), and with [`ClientError::Connect`]
+    /// when no connection is established, a failed TLS handshake included.
+    pub async fn connect(self) -> Result<Client, ClientError> {
+        let tls = self.tls.as_ref().map(ClientTls::config).transpose()?;
+        connect(self.addr, tls).await
+    }
+}
+
+/// Connects to the broker at `addr` over TLS with `tls`, else plaintext.
+async fn connect(addr: String, tls: Option<ClientTlsConfig>) -> Result<Client, ClientError> {
+    let address: BrokerAddress = addr.parse().map_err(|source| ClientError::InvalidAddress {
+        addr: addr.clone(),
+        source,
+    })?;
+    let channel = address
+        .endpoint(tls.as_ref())?
+        .connect()
+        .await
+        .map_err(|source| ClientError::Connect { addr, source })?;
+    let bootstrap = broker_client(channel);
+    let pool = HashMap::from([(address, bootstrap.clone())]);
+    Ok(Client::new(bootstrap, pool, tls))
 }
 
 impl Client {
@@ -59,22 +136,26 @@ impl Client {
     /// [`ClientError::Connect`] when no connection is established within 5 seconds.
     ///
     /// Connections to the other brokers of the cluster are opened when a `NOT_LEADER` answer
-    /// first sends a request to them, with the same settings.
+    /// first sends a request to them, with the same settings. Plaintext; for TLS, see
+    /// [`Client::builder`].
     pub async fn connect(addr: impl Into<String>) -> Result<Self, ClientError> {
-        let addr = addr.into();
-        let address: BrokerAddress =
-            addr.parse().map_err(|source| ClientError::InvalidAddress {
-                addr: addr.clone(),
-                source,
-            })?;
-        let channel = address
-            .endpoint()
-            .connect()
-            .await
-            .map_err(|source| ClientError::Connect { addr, source })?;
-        let bootstrap = broker_client(channel);
-        let pool = HashMap::from([(address, bootstrap.clone())]);
-        Ok(Self::new(bootstrap, pool))
+        Self::builder(addr).connect().await
+    }
+
+    /// A builder for a client of the broker at `addr`, for settings [`Client::connect`] does
+    /// not take (TLS).
+    pub fn builder(addr: impl Into<String>) -> ClientBuilder {
+        ClientBuilder {
+            addr: addr.into(),
+            tls: None,
+        }
+    }
+
+    /// A new client of the broker at `addr` with this client's settings (TLS), over a
+    /// connection of its own: for asking one node in particular, which requests routed by
+    /// the cluster cannot.
+    pub async fn connect_to(&self, addr: impl Into<String>) -> Result<Self, ClientError> {
+        connect(addr.into(), self.shared.tls.clone()).await
     }
 
     /// A client over an existing channel, for transports [`Client::connect`] does not set up
@@ -85,18 +166,20 @@ impl Client {
     /// may not accept; such requests then fail, and the next attempt starts from the bootstrap
     /// broker again.
     pub fn from_channel(channel: Channel) -> Self {
-        Self::new(broker_client(channel), HashMap::new())
+        Self::new(broker_client(channel), HashMap::new(), None)
     }
 
     fn new(
         bootstrap: BrokerClient<Channel>,
         pool: HashMap<BrokerAddress, BrokerClient<Channel>>,
+        tls: Option<ClientTlsConfig>,
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 bootstrap,
                 pool: Mutex::new(pool),
                 leaders: Mutex::new(LeaderCache::default()),
+                tls,
             }),
         }
     }
@@ -121,9 +204,12 @@ impl Client {
     }
 
     /// The connection to `target` (`None`: the bootstrap broker), opened lazily on first use.
-    fn connection(&self, target: Option<&BrokerAddress>) -> BrokerClient<Channel> {
+    fn connection(
+        &self,
+        target: Option<&BrokerAddress>,
+    ) -> Result<BrokerClient<Channel>, ClientError> {
         let Some(address) = target else {
-            return self.bootstrap();
+            return Ok(self.bootstrap());
         };
         // Every change is one insert, so a poisoned pool is still consistent.
         let mut pool = self
@@ -131,9 +217,12 @@ impl Client {
             .pool
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        pool.entry(address.clone())
-            .or_insert_with(|| broker_client(address.endpoint().connect_lazy()))
-            .clone()
+        if let Some(client) = pool.get(address) {
+            return Ok(client.clone());
+        }
+        let client = broker_client(address.endpoint(self.shared.tls.as_ref())?.connect_lazy());
+        pool.insert(address.clone(), client.clone());
+        Ok(client)
     }
 
     /// Sends a request about `topic`/`partition` to its leader: `call` makes the request over
@@ -149,9 +238,9 @@ impl Client {
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         follow_leader(&self.shared.leaders, topic, partition, |target| {
-            let response = call(self.connection(target.as_ref()));
+            let response = self.connection(target.as_ref()).map(&mut call);
             async move {
-                response
+                response?
                     .await
                     .map(tonic::Response::into_inner)
                     .map_err(ClientError::from)

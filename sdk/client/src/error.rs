@@ -39,7 +39,12 @@ pub enum ClientError {
         #[source]
         source: AddressError,
     },
-    /// The first connection to the broker failed (refused, unreachable, timed out).
+    /// The client's TLS settings cannot be used.
+    #[error("invalid TLS settings")]
+    Tls(#[from] crate::tls::TlsError),
+    /// The first connection to the broker failed (refused, unreachable, timed out, or a TLS
+    /// handshake that failed: a broker certificate the CA does not vouch for, a client
+    /// certificate the broker refused, plaintext against a TLS listener).
     #[error("cannot connect to broker at {addr}")]
     Connect {
         /// The address as given.
@@ -83,8 +88,11 @@ pub enum AddressError {
     /// The address is empty.
     #[error("the address is empty")]
     Empty,
-    /// The address names a scheme other than `http`.
-    #[error("unsupported scheme {scheme:?}: use HOST:PORT or http://HOST:PORT")]
+    /// The address names a scheme other than `http`. TLS is a setting of the client
+    /// ([`crate::ClientBuilder::tls`]), not of an address.
+    #[error(
+        "unsupported scheme {scheme:?}: use HOST:PORT or http://HOST:PORT (TLS is turned on with the client's TLS settings, e.g. weir --tls-ca)"
+    )]
     UnsupportedScheme {
         /// The scheme found.
         scheme: String,
@@ -179,6 +187,7 @@ impl ClientError {
                 }
             },
             Self::InvalidAddress { .. }
+            | Self::Tls(_)
             | Self::InvalidArgument(_)
             | Self::UnexpectedResponse(_)
             | Self::CorruptBatch(_) => false,

@@ -160,12 +160,13 @@ mod module;
 mod produce;
 mod producer;
 mod routing;
+mod tls;
 
 pub use admin::{
     ClusterInfo, ConfigEntry, NodeInfo, PartitionInfo, ReplicaStatus, TopicInfo, TopicSpec,
     TopicSummary,
 };
-pub use client::{Client, MAX_MESSAGE_BYTES};
+pub use client::{Client, ClientBuilder, MAX_MESSAGE_BYTES};
 pub use consume::{
     BatchStream, ConsumedRecord, FetchSpec, Fetched, ListedOffset, OffsetSpec, RecordStream,
     StartAt, SubscribeSpec, SubscribedBatch,
@@ -184,6 +185,7 @@ pub use module::{
 pub use produce::{
     Acks, ParseAcksError, ProduceOutcome, ProducerId, ProducerRecord, RejectedRecord,
 };
+pub use tls::{ClientTls, TlsError};
 
 /// Kafka's record batch format v2, which the broker stores and serves: encode batches for
 /// [`Client::produce_batch`] and decode what a fetch returns. (The codec is `weir-types`'s, the

@@ -35,15 +35,20 @@ impl BenchCommand {
     /// Runs the benchmark and prints its report to stdout: against the broker at `broker`, or,
     /// with `embedded`, against a broker started in this process on a temporary directory under
     /// the current one (so the disk probe and the broker share a file system).
-    pub async fn run(self, broker: &str, embedded: bool) -> anyhow::Result<()> {
+    pub async fn run(self, broker: &crate::Connection, embedded: bool) -> anyhow::Result<()> {
         let embedded = match embedded {
             true => Some(Embedded::start().await?),
             false => None,
         };
-        let address = embedded
-            .as_ref()
-            .map_or_else(|| broker.to_owned(), |e| e.broker.local_addr().to_string());
-        let client: Client = crate::connect(&address).await?;
+        let address = embedded.as_ref().map_or_else(
+            || broker.broker.clone(),
+            |e| e.broker.local_addr().to_string(),
+        );
+        let client: Client = match embedded {
+            // The embedded broker is plaintext on loopback.
+            Some(_) => Client::connect(address.as_str()).await?,
+            None => broker.connect().await?,
+        };
         match self {
             Self::Produce(args) => {
                 let produced = produce::run(&client, &args).await?;
