@@ -192,6 +192,14 @@ impl Client {
             .map(|address| address.to_string())
     }
 
+    /// The generated gRPC client of the `weir.v1` API over this client's connection to its
+    /// bootstrap broker (its TLS settings and message size limits), for tools that call the
+    /// API directly, such as `weir bench consume` fetching stored batches. Requests through it
+    /// are not routed: a `NOT_LEADER` answer is the caller's to handle.
+    pub fn raw_broker(&self) -> BrokerClient<Channel> {
+        self.bootstrap()
+    }
+
     /// The connection to the bootstrap broker.
     fn bootstrap(&self) -> BrokerClient<Channel> {
         self.shared.bootstrap.clone()

@@ -82,7 +82,12 @@ pub async fn run(
             args.topic
         );
     }
-    let broker = fetch::connect(address).await?;
+    // A connection of its own (with the client's TLS settings), as a reader's would be.
+    let broker = client
+        .connect_to(address)
+        .await
+        .with_context(|| format!("cannot connect to {address}"))?
+        .raw_broker();
     let mut comparison = Comparison::new(
         "consume",
         args.format.iter().map(ToString::to_string).collect(),

@@ -15,9 +15,9 @@ use std::fmt;
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::ValueEnum;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
+use weir_client::ClientError;
 use weir_client::codec::EncodedBatch;
-use weir_client::{ClientError, MAX_MESSAGE_BYTES};
 use weir_proto::v1::{self, broker_client::BrokerClient};
 
 /// The answer format a fetch asks for.
@@ -58,24 +58,6 @@ impl Format {
 /// A raw connection to one broker, which must hold a replica of the partitions read (any
 /// replica serves fetches). Not routed: a `NOT_LEADER` answer is an error.
 pub type RawBroker = BrokerClient<Channel>;
-
-/// Connects to the broker at `address` (`HOST:PORT` or a URL) as weir-client does: no Nagle
-/// delay, the same message size limit.
-pub async fn connect(address: &str) -> anyhow::Result<RawBroker> {
-    let uri = match address.contains("://") {
-        true => address.to_owned(),
-        false => format!("http://{address}"),
-    };
-    let channel = Endpoint::from_shared(uri)
-        .with_context(|| format!("{address} is not a broker address"))?
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .with_context(|| format!("cannot connect to {address}"))?;
-    Ok(BrokerClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES))
-}
 
 /// What one fetch brought below the end offset asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
