@@ -8,11 +8,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::weir;
 use anyhow::Context;
 use bytes::Bytes;
 use tonic::Code;
@@ -30,10 +30,6 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a failover, election or catch-up may take before a test fails. Generous: this
 /// bounds a hang, it does not measure speed.
 const GENEROUS: Duration = Duration::from_secs(30);
-
-fn weir() -> &'static Path {
-    Path::new(crate::WEIR)
-}
 
 /// A record that exercises every field: key, value, a header and (mostly) an explicit
 /// timestamp; every fifth record leaves the timestamp to the broker.

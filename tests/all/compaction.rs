@@ -5,8 +5,9 @@
 
 use std::collections::BTreeMap;
 use std::sync::PoisonError;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use crate::{now_ms, weir};
 use anyhow::Context;
 use bytes::Bytes;
 use weir_proto::v1 as pb;
@@ -18,16 +19,6 @@ const GENEROUS: Duration = Duration::from_secs(30);
 
 /// Retention and compaction checks every 100 ms, so a test waits for passes, not for a timer.
 const FAST_CHECKS: &str = "[retention]\ncheck_interval_ms = 100\n";
-
-fn weir() -> &'static std::path::Path {
-    std::path::Path::new(crate::WEIR)
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
 
 /// How [`read_log`] shows a tombstone's value.
 const TOMBSTONE: &str = "<tombstone>";

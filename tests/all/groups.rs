@@ -3,9 +3,9 @@
 //! failovers.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::time::Duration;
 
+use crate::weir;
 use anyhow::Context;
 use weir_client::{
     Client, ClientError, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, Producer,
@@ -477,10 +477,6 @@ async fn the_producer_batches_keeps_keys_together_and_reports_every_offset() {
 }
 
 // ---- On a three-node cluster of real `weir broker` processes --------------------------------
-
-fn weir() -> &'static Path {
-    Path::new(crate::WEIR)
-}
 
 /// The controller leader, as node `via` reports it, once it is not `not`.
 async fn controller_leader(

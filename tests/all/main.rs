@@ -3,6 +3,18 @@
 /// The `weir` command line built for these tests (see `tests/src/bin/weir-e2e.rs`).
 pub(crate) const WEIR: &str = env!("CARGO_BIN_EXE_weir-e2e");
 
+/// [`WEIR`] as a path, as `ProcessCluster` takes it.
+pub(crate) fn weir() -> &'static std::path::Path {
+    std::path::Path::new(WEIR)
+}
+
+/// The wall clock in milliseconds since the Unix epoch, as record timestamps count.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 mod bad_input;
 mod cli;
 mod cluster;

@@ -2,8 +2,9 @@
 //! replica alike, records below it are out of range for readers and groups, and a replica that
 //! falls behind it receives a snapshot and the retained entries only.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use crate::{now_ms, weir};
 use anyhow::Context;
 use bytes::Bytes;
 use tonic::Code;
@@ -16,16 +17,6 @@ use weir_tests::{InProcessBroker, NodeId, ProcessCluster, eventually};
 
 /// Bounds a wait for replication, an election or a retention pass; never a timing assertion.
 const GENEROUS: Duration = Duration::from_secs(30);
-
-fn weir() -> &'static std::path::Path {
-    std::path::Path::new(crate::WEIR)
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
 
 fn record(value: String, timestamp_ms: i64) -> pb::Record {
     pb::Record {

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use crate::weir;
 use anyhow::Context;
 use bytes::Bytes;
 use tonic::Code;
@@ -12,10 +13,6 @@ use weir_client::{Acks, Client, ClientError, FetchSpec, ProducerRecord, TopicSpe
 use weir_proto::v1 as pb;
 use weir_tests::tls::{Pem, TestPki};
 use weir_tests::{NodeId, ProcessCluster};
-
-fn weir() -> &'static Path {
-    Path::new(crate::WEIR)
-}
 
 /// A one-node TLS broker serving `node`'s certificate, trusting `pki.ca`, with `client_auth`.
 async fn tls_broker(

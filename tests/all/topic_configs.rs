@@ -3,8 +3,8 @@
 //! (`max.message.bytes`, `message.timestamp.type`).
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::now_ms;
 use bytes::Bytes;
 use weir_client::{Acks, Client, ClientError, FetchSpec, ProducerRecord, TopicInfo, TopicSpec};
 use weir_proto::v1 as pb;
@@ -28,12 +28,6 @@ fn invalid_config(result: Result<TopicInfo, ClientError>, naming: &str) {
     let err = result.expect_err("an invalid config is refused");
     assert_eq!(err.reason(), Some("INVALID_CONFIG"), "{err}");
     assert!(err.to_string().contains(naming), "{err}");
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
