@@ -230,21 +230,18 @@ async fn the_tail_within_the_compaction_lag_is_left_alone() -> anyhow::Result<()
     const TOPIC: &str = "lagged";
     let broker = InProcessBroker::start_adjusted(|c| c.retention.check_interval_ms = 100).await?;
     let mut client = broker.raw_client().await?;
-    client
-        .create_topic(pb::CreateTopicRequest {
-            name: TOPIC.into(),
-            partitions: 1,
-            replication_factor: 1,
-            configs: [
-                ("cleanup.policy", "compact"),
-                ("min.cleanable.dirty.ratio", "0"),
-                ("min.compaction.lag.ms", "3600000"),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect(),
-        })
-        .await?;
+    weir_tests::create_topic(
+        &client,
+        TOPIC,
+        1,
+        1,
+        &[
+            ("cleanup.policy", "compact"),
+            ("min.cleanable.dirty.ratio", "0"),
+            ("min.compaction.lag.ms", "3600000"),
+        ],
+    )
+    .await?;
     let two_hours_ago = now_ms() - 2 * 3_600_000;
     let mut produced = BTreeMap::new();
     let mut offset = 0;
@@ -295,21 +292,18 @@ async fn tombstones_delete_their_key_and_vanish_after_their_delay() -> anyhow::R
     const TOPIC: &str = "deletes";
     let broker = InProcessBroker::start_adjusted(|c| c.retention.check_interval_ms = 100).await?;
     let mut client = broker.raw_client().await?;
-    client
-        .create_topic(pb::CreateTopicRequest {
-            name: TOPIC.into(),
-            partitions: 1,
-            replication_factor: 1,
-            configs: [
-                ("cleanup.policy", "compact"),
-                ("min.cleanable.dirty.ratio", "0"),
-                ("delete.retention.ms", "3600000"),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect(),
-        })
-        .await?;
+    weir_tests::create_topic(
+        &client,
+        TOPIC,
+        1,
+        1,
+        &[
+            ("cleanup.policy", "compact"),
+            ("min.cleanable.dirty.ratio", "0"),
+            ("delete.retention.ms", "3600000"),
+        ],
+    )
+    .await?;
     let now = now_ms();
     client
         .produce(pb::ProduceRequest {

@@ -12,18 +12,6 @@ use weir_proto::v1 as pb;
 use weir_tests::modules::{module_ref as module, register};
 use weir_tests::{InProcessBroker, RawClient, modules};
 
-async fn create_topic(client: &mut RawClient, name: &str) -> anyhow::Result<()> {
-    client
-        .create_topic(pb::CreateTopicRequest {
-            name: name.into(),
-            partitions: 1,
-            replication_factor: 0,
-            configs: HashMap::new(),
-        })
-        .await?;
-    Ok(())
-}
-
 async fn attach(
     client: &mut RawClient,
     topic: &str,
@@ -161,7 +149,7 @@ async fn registry_lists_versions_and_refuses_deleting_attached_modules() -> anyh
     assert_eq!(described.versions[0].sha256, weir_wasm::sha256_hex(&wasm));
     assert_eq!(described.versions[0].size_bytes, wasm.len() as u64);
 
-    create_topic(&mut client, "orders").await?;
+    weir_tests::create_topic(&client, "orders", 1, 0, &[]).await?;
     let topic = attach(
         &mut client,
         "orders",
@@ -285,7 +273,7 @@ async fn validated_produce(
     dead_letter_topic: &str,
 ) -> anyhow::Result<Result<pb::ProduceResponse, tonic::Status>> {
     register(client, "json-validate").await?;
-    create_topic(client, "orders").await?;
+    weir_tests::create_topic(client, "orders", 1, 0, &[]).await?;
     attach(
         client,
         "orders",
@@ -372,7 +360,7 @@ async fn dead_letter_policy_routes_rejects_with_the_reason_in_headers() -> anyho
     weir_tests::init_tracing();
     let broker = InProcessBroker::start().await?;
     let mut client = broker.raw_client().await?;
-    create_topic(&mut client, "orders-dlq").await?;
+    weir_tests::create_topic(&client, "orders-dlq", 1, 0, &[]).await?;
     let response =
         validated_produce(&mut client, pb::RejectPolicy::DeadLetter, "orders-dlq").await??;
     assert_eq!(response.record_count, 3);
@@ -420,7 +408,7 @@ async fn consume_filter_returns_exactly_the_matches_at_their_original_offsets() 
     let broker = InProcessBroker::start().await?;
     let mut client = broker.raw_client().await?;
     register(&mut client, "field-filter").await?;
-    create_topic(&mut client, "orders").await?;
+    weir_tests::create_topic(&client, "orders", 1, 0, &[]).await?;
     let orders = orders();
     let refs: Vec<&str> = orders.iter().map(String::as_str).collect();
     produce(&mut client, "orders", &refs).await?;
@@ -469,7 +457,7 @@ async fn chains_apply_in_order_and_params_reach_init() -> anyhow::Result<()> {
     for name in ["uppercase", "contains"] {
         register(&mut client, name).await?;
     }
-    create_topic(&mut client, "words").await?;
+    weir_tests::create_topic(&client, "words", 1, 0, &[]).await?;
     produce(&mut client, "words", &["abc", "xyz", "ABC"]).await?;
     let upper = module("uppercase", &[]);
     let contains = module("contains", &[("needle", "ABC")]);
@@ -529,7 +517,7 @@ async fn example_modules_work_on_real_produce_and_consume_paths() -> anyhow::Res
     }
 
     // Flat-map on the produce path: one request record becomes one stored record per part.
-    create_topic(&mut client, "lines").await?;
+    weir_tests::create_topic(&client, "lines", 1, 0, &[]).await?;
     attach(
         &mut client,
         "lines",
@@ -545,7 +533,7 @@ async fn example_modules_work_on_real_produce_and_consume_paths() -> anyhow::Res
     assert_eq!(values(&fetched), vec!["a", "b", "c", "d"]);
 
     // Maps and a regex filter on the consume path.
-    create_topic(&mut client, "people").await?;
+    weir_tests::create_topic(&client, "people", 1, 0, &[]).await?;
     produce(
         &mut client,
         "people",
@@ -584,7 +572,7 @@ async fn example_modules_work_on_real_produce_and_consume_paths() -> anyhow::Res
     );
 
     // An aggregate over a subscription keeps its running state across messages.
-    create_topic(&mut client, "payments").await?;
+    weir_tests::create_topic(&client, "payments", 1, 0, &[]).await?;
     produce(
         &mut client,
         "payments",
@@ -637,8 +625,8 @@ async fn hostile_modules_fail_their_chain_only() -> anyhow::Result<()> {
     let mut client = broker.raw_client().await?;
     register(&mut client, "hostile").await?;
     register(&mut client, "keep-all").await?;
-    create_topic(&mut client, "healthy").await?;
-    create_topic(&mut client, "victim").await?;
+    weir_tests::create_topic(&client, "healthy", 1, 0, &[]).await?;
+    weir_tests::create_topic(&client, "victim", 1, 0, &[]).await?;
     produce(&mut client, "victim", &["x", "y"]).await?;
 
     for (behaviour, expected) in [
@@ -736,7 +724,7 @@ async fn module_counters_are_described_and_exported() -> anyhow::Result<()> {
     let broker = InProcessBroker::start().await?;
     let mut client = broker.raw_client().await?;
     register(&mut client, "field-filter").await?;
-    create_topic(&mut client, "orders").await?;
+    weir_tests::create_topic(&client, "orders", 1, 0, &[]).await?;
     let orders = orders();
     let refs: Vec<&str> = orders.iter().map(String::as_str).collect();
     produce(&mut client, "orders", &refs).await?;
@@ -835,7 +823,7 @@ async fn idle_produce_chains_give_way_and_a_full_instance_pool_is_retriable() ->
     let mut client = broker.raw_client().await?;
     register(&mut client, "keep-all").await?;
     for topic in ["a", "b", "c"] {
-        create_topic(&mut client, topic).await?;
+        weir_tests::create_topic(&client, topic, 1, 0, &[]).await?;
     }
     for topic in ["a", "b"] {
         attach(
@@ -903,7 +891,7 @@ async fn modules_and_attachments_survive_a_restart() -> anyhow::Result<()> {
     let broker = InProcessBroker::start().await?;
     let mut client = broker.raw_client().await?;
     register(&mut client, "uppercase").await?;
-    create_topic(&mut client, "words").await?;
+    weir_tests::create_topic(&client, "words", 1, 0, &[]).await?;
     attach(
         &mut client,
         "words",

@@ -172,19 +172,6 @@ fn values(records: &[pb::ConsumedRecord]) -> Vec<String> {
         .collect()
 }
 
-async fn create_rf3(cluster: &ProcessCluster, topic: &str) -> anyhow::Result<()> {
-    cluster
-        .client(1)?
-        .create_topic(pb::CreateTopicRequest {
-            name: topic.into(),
-            partitions: 1,
-            replication_factor: 3,
-            configs: HashMap::new(),
-        })
-        .await?;
-    Ok(())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_cluster_replicates_and_survives_a_leader_kill() -> anyhow::Result<()> {
     const TOPIC: &str = "replicated";
@@ -193,7 +180,7 @@ async fn a_tls_cluster_replicates_and_survives_a_leader_kill() -> anyhow::Result
     let mut cluster = ProcessCluster::new_with_config(weir(), 3, &toml).await?;
     cluster.use_client_tls(TestPki::client_config(&pki.ca, Some(&pki.client)));
     cluster.start_nodes(&[1, 2, 3]).await?;
-    create_rf3(&cluster, TOPIC).await?;
+    cluster.create_topic(TOPIC, 1, 3, &[]).await?;
 
     let first: Vec<pb::Record> = (0..5).map(|i| record(&format!("before-{i}"))).collect();
     let (_, base) = cluster
@@ -281,15 +268,7 @@ async fn a_node_with_a_certificate_from_another_ca_cannot_replicate() -> anyhow:
         refused.message().contains("larger than the 2 live node(s)"),
         "{refused:?}"
     );
-    cluster
-        .client(1)?
-        .create_topic(pb::CreateTopicRequest {
-            name: TOPIC.into(),
-            partitions: 1,
-            replication_factor: 2,
-            configs: HashMap::new(),
-        })
-        .await?;
+    cluster.create_topic(TOPIC, 1, 2, &[]).await?;
     let (_, base) = cluster
         .produce_acked(&[1, 2], TOPIC, 0, vec![record("x"), record("y")])
         .await?;

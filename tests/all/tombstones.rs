@@ -4,7 +4,6 @@
 //! with a value, and by a topic's produce chain, storing nothing; passed by consume chains in
 //! offset order; and the command line's `--tombstone` and how `weir consume` prints them.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -71,18 +70,6 @@ fn seen(offset: u64, key: &str, value: Option<&str>) -> Seen {
         value.is_none(),
         value.unwrap_or_default().to_owned(),
     )
-}
-
-async fn create_topic(client: &mut RawClient, name: &str) -> anyhow::Result<()> {
-    client
-        .create_topic(pb::CreateTopicRequest {
-            name: name.into(),
-            partitions: 1,
-            replication_factor: 0,
-            configs: HashMap::new(),
-        })
-        .await?;
-    Ok(())
 }
 
 /// A gRPC record with `key` and `value`; `None` is a tombstone.
@@ -177,7 +164,7 @@ async fn tombstones_and_empty_values_stay_apart_on_every_produce_and_read_path()
     let broker = InProcessBroker::start().await?;
     let mut raw = broker.raw_client().await?;
     let client = Client::connect(broker.url()).await?;
-    create_topic(&mut raw, "users").await?;
+    weir_tests::create_topic(&raw, "users", 1, 0, &[]).await?;
 
     // gRPC records: offsets 0-2.
     let answer = raw
@@ -297,7 +284,7 @@ async fn a_tombstone_with_a_value_is_refused_and_nothing_is_stored() -> anyhow::
     weir_tests::init_tracing();
     let broker = InProcessBroker::start().await?;
     let mut raw = broker.raw_client().await?;
-    create_topic(&mut raw, "users").await?;
+    weir_tests::create_topic(&raw, "users", 1, 0, &[]).await?;
     let mut with_value = pb_record("b", Some("not empty"));
     with_value.tombstone = true;
     let refused = raw
@@ -343,7 +330,7 @@ async fn a_produce_chain_refuses_tombstones_and_stores_nothing() -> anyhow::Resu
     let broker = InProcessBroker::start().await?;
     let mut raw = broker.raw_client().await?;
     register(&mut raw, "keep-all").await?;
-    create_topic(&mut raw, "users").await?;
+    weir_tests::create_topic(&raw, "users", 1, 0, &[]).await?;
     raw.attach_module(pb::AttachModuleRequest {
         topic: "users".into(),
         module: Some(module("keep-all", &[])),
@@ -414,7 +401,7 @@ async fn consume_chains_pass_tombstones_by_in_offset_order() -> anyhow::Result<(
     for name in ["contains", "uppercase"] {
         register(&mut raw, name).await?;
     }
-    create_topic(&mut raw, "users").await?;
+    weir_tests::create_topic(&raw, "users", 1, 0, &[]).await?;
     raw.produce(produce_request(
         "users",
         vec![
@@ -507,7 +494,7 @@ async fn the_cli_produces_tombstones_and_prints_them_apart_from_empty_values() -
 {
     let broker = InProcessBroker::start().await?;
     let mut raw = broker.raw_client().await?;
-    create_topic(&mut raw, "users").await?;
+    weir_tests::create_topic(&raw, "users", 1, 0, &[]).await?;
     let produced = weir(
         &broker,
         &["produce", "users", "-K", ":", "--tombstone"],

@@ -600,18 +600,14 @@ impl ProcessCluster {
         replication_factor: u32,
         configs: &[(&str, &str)],
     ) -> anyhow::Result<()> {
-        self.client(1)?
-            .create_topic(pb::CreateTopicRequest {
-                name: topic.into(),
-                partitions,
-                replication_factor,
-                configs: configs
-                    .iter()
-                    .map(|&(k, v)| (k.to_owned(), v.to_owned()))
-                    .collect(),
-            })
-            .await?;
-        Ok(())
+        crate::create_topic(
+            &self.client(1)?,
+            topic,
+            partitions,
+            replication_factor,
+            configs,
+        )
+        .await
     }
 
     /// Describes `topic` as node `id` sees it; `None` if the node does not answer in time.

@@ -161,6 +161,30 @@ where
     }
 }
 
+/// Creates topic `name` through the broker behind `client`: `partitions` partitions of
+/// `replication_factor` replicas (0: the broker's default), with topic `configs` (Kafka's names).
+pub async fn create_topic(
+    client: &RawClient,
+    name: &str,
+    partitions: u32,
+    replication_factor: u32,
+    configs: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    client
+        .clone()
+        .create_topic(weir_proto::v1::CreateTopicRequest {
+            name: name.into(),
+            partitions,
+            replication_factor,
+            configs: configs
+                .iter()
+                .map(|&(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        })
+        .await?;
+    Ok(())
+}
+
 /// The text a broker's metrics endpoint at `addr` serves (`GET /metrics`, the whole response).
 pub async fn scrape_metrics(addr: SocketAddr) -> anyhow::Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
