@@ -93,6 +93,24 @@ fn produce_request(topic: &str, records: Vec<pb::Record>) -> pb::ProduceRequest 
     }
 }
 
+/// The first `count` records of a weir-client subscription, each within [`STREAM_WAIT`].
+async fn first_records<T, E>(
+    stream: &mut (impl futures::Stream<Item = Result<T, E>> + Unpin),
+    count: usize,
+) -> anyhow::Result<Vec<T>>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let mut got = Vec::with_capacity(count);
+    while got.len() < count {
+        let record = tokio::time::timeout(STREAM_WAIT, stream.next())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the subscription ended"))??;
+        got.push(record);
+    }
+    Ok(got)
+}
+
 async fn high_watermark(client: &mut RawClient, topic: &str) -> anyhow::Result<u64> {
     let offset = client
         .list_offsets(pb::ListOffsetsRequest {
@@ -265,13 +283,7 @@ async fn tombstones_and_empty_values_stay_apart_on_every_produce_and_read_path()
     let fetched = client.fetch(FetchSpec::new("users", 0, 0)).await?;
     assert_eq!(seen_client(&fetched.records), expected);
     let mut stream = client.subscribe("users", 0, StartAt::Earliest).await?;
-    let mut got = Vec::new();
-    while got.len() < expected.len() {
-        let record = tokio::time::timeout(STREAM_WAIT, stream.next())
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("the subscription ended"))??;
-        got.push(record);
-    }
+    let got = first_records(&mut stream, expected.len()).await?;
     assert_eq!(seen_client(&got), expected);
     broker.stop().await;
     Ok(())
@@ -475,13 +487,7 @@ async fn consume_chains_pass_tombstones_by_in_offset_order() -> anyhow::Result<(
     let mut stream = client
         .subscribe_with(SubscribeSpec::new("users", 0, StartAt::Earliest))
         .await?;
-    let mut got = Vec::new();
-    while got.len() < tombstones_only.len() {
-        let record = tokio::time::timeout(STREAM_WAIT, stream.next())
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("the subscription ended"))??;
-        got.push(record);
-    }
+    let got = first_records(&mut stream, tombstones_only.len()).await?;
     assert_eq!(seen_client(&got), tombstones_only);
     broker.stop().await;
     Ok(())
