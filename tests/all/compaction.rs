@@ -144,6 +144,41 @@ async fn every_replica_serves(
     Ok(())
 }
 
+/// A three-node cluster checking every 100 ms, with `topic` (one partition on every node,
+/// topic `configs`), once one of the partition's followers is killed.
+struct FollowerDown {
+    cluster: ProcessCluster,
+    /// Every node.
+    all: Vec<NodeId>,
+    /// The partition's leader.
+    leader: NodeId,
+    /// The follower killed.
+    down: NodeId,
+    /// The nodes still up.
+    live: Vec<NodeId>,
+}
+
+async fn with_a_follower_down(
+    topic: &str,
+    configs: &[(&str, &str)],
+) -> anyhow::Result<FollowerDown> {
+    let mut cluster = ProcessCluster::new_with_config(weir(), 3, FAST_CHECKS).await?;
+    let all = cluster.node_ids();
+    cluster.start_nodes(&all).await?;
+    cluster.create_topic(topic, 1, 3, configs).await?;
+    let leader = cluster.leader_of(topic, 0).await?;
+    let down = *all.iter().find(|&&n| n != leader).context("a follower")?;
+    cluster.kill(down)?;
+    let live = all.iter().copied().filter(|&n| n != down).collect();
+    Ok(FollowerDown {
+        cluster,
+        all,
+        leader,
+        down,
+        live,
+    })
+}
+
 /// A keyed workload on a compacted topic: every replica ends with the latest value of each
 /// key at its original offset, including a follower that was down while the records were
 /// produced and compacted, and again after more updates (a second pass over the first's
@@ -151,25 +186,21 @@ async fn every_replica_serves(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_replica_keeps_the_latest_value_of_each_key_at_its_offset() -> anyhow::Result<()> {
     const TOPIC: &str = "table";
-    let mut cluster = ProcessCluster::new_with_config(weir(), 3, FAST_CHECKS).await?;
-    cluster.start_nodes(&cluster.node_ids()).await?;
-    let all = cluster.node_ids();
-    cluster
-        .create_topic(
-            TOPIC,
-            1,
-            3,
-            &[
-                ("cleanup.policy", "compact"),
-                // Compact whatever was written since the last pass, at the next check.
-                ("min.cleanable.dirty.ratio", "0"),
-            ],
-        )
-        .await?;
-    let leader = cluster.leader_of(TOPIC, 0).await?;
-    let down = *all.iter().find(|&&n| n != leader).context("a follower")?;
-    cluster.kill(down)?;
-    let live: Vec<NodeId> = all.iter().copied().filter(|&n| n != down).collect();
+    let FollowerDown {
+        mut cluster,
+        all,
+        leader,
+        down,
+        live,
+    } = with_a_follower_down(
+        TOPIC,
+        &[
+            ("cleanup.policy", "compact"),
+            // Compact whatever was written since the last pass, at the next check.
+            ("min.cleanable.dirty.ratio", "0"),
+        ],
+    )
+    .await?;
 
     let mut produced = BTreeMap::new();
     for batch in 0..20u64 {
@@ -375,24 +406,20 @@ async fn a_follower_restored_from_a_snapshot_ends_with_the_same_compacted_log() 
 {
     const TOPIC: &str = "restored";
     const TRIMMED: u64 = 250;
-    let mut cluster = ProcessCluster::new_with_config(weir(), 3, FAST_CHECKS).await?;
-    cluster.start_nodes(&cluster.node_ids()).await?;
-    let all = cluster.node_ids();
-    cluster
-        .create_topic(
-            TOPIC,
-            1,
-            3,
-            &[
-                ("cleanup.policy", "compact,delete"),
-                ("min.cleanable.dirty.ratio", "0"),
-            ],
-        )
-        .await?;
-    let leader = cluster.leader_of(TOPIC, 0).await?;
-    let down = *all.iter().find(|&&n| n != leader).context("a follower")?;
-    cluster.kill(down)?;
-    let live: Vec<NodeId> = all.iter().copied().filter(|&n| n != down).collect();
+    let FollowerDown {
+        mut cluster,
+        all,
+        leader,
+        down,
+        live,
+    } = with_a_follower_down(
+        TOPIC,
+        &[
+            ("cleanup.policy", "compact,delete"),
+            ("min.cleanable.dirty.ratio", "0"),
+        ],
+    )
+    .await?;
 
     // One record per batch, so the trim below leaves entries to purge.
     let mut produced = BTreeMap::new();
