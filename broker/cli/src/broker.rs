@@ -226,7 +226,7 @@ mod tests {
 
     #[test]
     fn tls_flags_fill_the_tls_section_and_incomplete_ones_are_refused() {
-        let args = Wrapper::parse_from([
+        const REQUIRED: [&str; 7] = [
             "weir",
             "--tls-cert",
             "node.pem",
@@ -234,8 +234,8 @@ mod tests {
             "node-key.pem",
             "--tls-client-auth",
             "required",
-        ])
-        .args;
+        ];
+        let args = Wrapper::parse_from(REQUIRED).args;
         let config = args.config(Some(PathBuf::from("ca.pem"))).unwrap();
         assert_eq!(config.tls.cert, Some(PathBuf::from("node.pem")));
         assert_eq!(config.tls.key, Some(PathBuf::from("node-key.pem")));
@@ -250,16 +250,7 @@ mod tests {
                 .to_string()
                 .contains("none, optional or required")
         );
-        let required_without_ca = Wrapper::parse_from([
-            "weir",
-            "--tls-cert",
-            "node.pem",
-            "--tls-key",
-            "node-key.pem",
-            "--tls-client-auth",
-            "required",
-        ])
-        .args;
+        let required_without_ca = Wrapper::parse_from(REQUIRED).args;
         let err = format!("{:#}", required_without_ca.config(None).unwrap_err());
         assert!(err.contains("needs tls.ca"), "{err}");
     }
