@@ -116,10 +116,15 @@ pub(crate) async fn compact_when_asked(
     mut progress: watch::Receiver<PartitionProgress>,
     compactions: Compactions,
 ) {
+    // Most partitions are never compacted: their replicas read nothing, at start-up or later,
+    // until a compaction is asked for.
+    if progress.wait_for(|p| p.compaction.is_some()).await.is_err() {
+        return; // the replica stopped
+    }
+    let mut resets = progress.borrow().log_resets;
     let Some(mut done) = stored_state(&db, group).await else {
         return;
     };
-    let mut resets = progress.borrow().log_resets;
     loop {
         let current = *progress.borrow_and_update();
         if current.log_resets != resets {
