@@ -33,7 +33,9 @@ pub use compactor::Compactions;
 pub use config::GroupTimings;
 pub use controller::{ControllerReplica, MetadataState};
 pub use error::{ReplicaError, SequenceError, StartError};
-pub use network::{EntryGate, MAX_PEER_MESSAGE_BYTES, Peers};
+pub use network::{
+    CLUSTER_SECRET_METADATA, ClusterSecret, EntryGate, MAX_PEER_MESSAGE_BYTES, PeerChannel, Peers,
+};
 pub use partition::{PartitionReplica, ReplicaStatus};
 pub use partition_state::PartitionProgress;
 pub use producers::{ProducerBatch, ProducerLimits, REMEMBERED_BATCHES};

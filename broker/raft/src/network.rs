@@ -29,6 +29,9 @@ use openraft::storage::RaftStateMachine;
 use openraft::{BasicNode, OptionalSend, Raft};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 use weir_proto::internal::raft_client::RaftClient;
@@ -47,6 +50,28 @@ const HEARTBEAT_MAX_BYTES: usize = 1024;
 
 /// Largest message between nodes; AppendEntries are bounded well below it by bytes.
 pub const MAX_PEER_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
+
+/// The request metadata carrying the cluster secret on every request a node sends another.
+pub const CLUSTER_SECRET_METADATA: &str = "weir-cluster-secret";
+
+/// A channel to a peer that marks every request with the cluster secret, when the node has
+/// one; for the raft service and for the client API alike (requests a node forwards).
+pub type PeerChannel = InterceptedService<Channel, ClusterSecret>;
+
+/// Adds the cluster secret to a request's metadata.
+#[derive(Clone, Default)]
+pub struct ClusterSecret(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for ClusterSecret {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(secret) = &self.0 {
+            request
+                .metadata_mut()
+                .insert(CLUSTER_SECRET_METADATA, secret.clone());
+        }
+        Ok(request)
+    }
+}
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -124,6 +149,8 @@ struct Shared {
     /// How peers are dialled when the node has TLS: the CA their certificates must chain to and
     /// this node's own certificate, presented as a client certificate.
     tls: RwLock<Option<ClientTlsConfig>>,
+    /// The secret shown to peers on every request, if the cluster has one.
+    secret: RwLock<ClusterSecret>,
 }
 
 /// A node's transport: outgoing channels to peers (one per address, shared by every group) and
@@ -159,6 +186,19 @@ impl Peers {
     /// made: channels already pooled keep their transport.
     pub fn set_tls(&self, tls: ClientTlsConfig) {
         *write(&self.shared.tls) = Some(tls);
+    }
+
+    /// Shows `secret` to peers on every request from now on (printable ASCII).
+    pub fn set_cluster_secret(&self, secret: &str) -> Result<(), io::Error> {
+        let mut value: MetadataValue<Ascii> = secret.parse().map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the cluster secret must be printable ASCII",
+            )
+        })?;
+        value.set_sensitive(true);
+        *write(&self.shared.secret) = ClusterSecret(Some(value));
+        Ok(())
     }
 
     /// Holds back AppendEntries carrying entries for a group while `gate` gives a reason.
@@ -218,12 +258,19 @@ impl Peers {
     }
 
     /// The pooled client for `addr`, created on first use.
-    pub(crate) fn client(&self, addr: &str) -> Result<RaftClient<Channel>, io::Error> {
+    pub(crate) fn client(&self, addr: &str) -> Result<RaftClient<PeerChannel>, io::Error> {
         self.channel(addr).map(client)
     }
 
-    /// The pooled channel to the node at `addr`, created on first use; it connects lazily.
-    pub fn channel(&self, addr: &str) -> Result<Channel, io::Error> {
+    /// The pooled channel to the node at `addr`, created on first use (it connects lazily),
+    /// showing the cluster secret on every request.
+    pub fn channel(&self, addr: &str) -> Result<PeerChannel, io::Error> {
+        let secret = read(&self.shared.secret).clone();
+        self.plain_channel(addr)
+            .map(|channel| InterceptedService::new(channel, secret))
+    }
+
+    fn plain_channel(&self, addr: &str) -> Result<Channel, io::Error> {
         if let Some(channel) = read(&self.shared.channels).get(addr) {
             return Ok(channel.clone());
         }
@@ -282,7 +329,7 @@ fn server_name(addr: &str) -> String {
         .to_owned()
 }
 
-fn client(channel: Channel) -> RaftClient<Channel> {
+fn client(channel: PeerChannel) -> RaftClient<PeerChannel> {
     RaftClient::new(channel)
         .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES)
@@ -421,7 +468,7 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
 pub(crate) struct PeerClient {
     group: GroupId,
     target: NodeId,
-    client: Result<RaftClient<Channel>, io::Error>,
+    client: Result<RaftClient<PeerChannel>, io::Error>,
 }
 
 enum Rpc {

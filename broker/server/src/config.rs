@@ -14,6 +14,7 @@ use weir_raft::{GroupTimings, NodeId, ProducerLimits};
 use weir_types::BatchLimits;
 
 use crate::metadata::{MAX_MODULE_BYTES, MAX_PARTITIONS_PER_TOPIC, check_topic_config};
+use crate::security::SecuritySettings;
 use crate::tls::TlsSettings;
 
 /// Everything a broker node needs to start.
@@ -57,6 +58,8 @@ pub struct BrokerConfig {
     /// TLS for the listener and between nodes (docs/security.md); off unless `cert` and `key`
     /// are set.
     pub tls: TlsSettings,
+    /// Authentication and authorization (docs/security.md); off by default.
+    pub security: SecuritySettings,
 }
 
 /// A value in `[topic_defaults]`: TOML's integer, float or string, as the topic config takes
@@ -386,6 +389,7 @@ impl Default for BrokerConfig {
             disk: DiskSettings::default(),
             topic_defaults: BTreeMap::new(),
             tls: TlsSettings::default(),
+            security: SecuritySettings::default(),
         }
     }
 }
@@ -464,8 +468,12 @@ impl BrokerConfig {
     /// Checks ranges and relations between values.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let clustered = !self.peers.is_empty() || self.join;
         self.tls
-            .validate(!self.peers.is_empty() || self.join)
+            .validate(clustered)
+            .map_err(ConfigError::Invalid)?;
+        self.security
+            .validate(&self.tls, clustered)
             .map_err(ConfigError::Invalid)?;
         let l = &self.limits;
         if l.max_record_bytes == 0 || l.max_record_bytes > l.max_batch_bytes {

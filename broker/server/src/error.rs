@@ -213,6 +213,19 @@ pub enum BrokerError {
     /// this error; it is passed on unchanged (see [`BrokerError::forwarded`]).
     #[error("{}", .0.message())]
     Forwarded(Box<Status>),
+    /// The request's credentials do not check out: an unknown user, a wrong password,
+    /// malformed credentials, a client certificate without a name.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller lacks a permission the request needs; the message names it.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// A user of that name exists.
+    #[error("user '{0}' already exists")]
+    UserExists(String),
+    /// No user of that name exists.
+    #[error("user '{0}' does not exist")]
+    UnknownUser(String),
     /// A produce-path module rejected records of a request whose policy is `reject`.
     #[error("{} of the request's records rejected by the topic's produce chain: {}", .0.len(), summary(.0))]
     RecordsRejected(Vec<RejectedRecord>),
@@ -309,6 +322,10 @@ impl BrokerError {
             BrokerError::InconsistentGroupProtocol(_) => "INCONSISTENT_GROUP_PROTOCOL",
             BrokerError::GroupNotEmpty(_) => "GROUP_NOT_EMPTY",
             BrokerError::NotAssigned(_) => "NOT_ASSIGNED",
+            BrokerError::Unauthenticated(_) => "UNAUTHENTICATED",
+            BrokerError::PermissionDenied(_) => "PERMISSION_DENIED",
+            BrokerError::UserExists(_) => "USER_EXISTS",
+            BrokerError::UnknownUser(_) => "UNKNOWN_USER",
             // Counted under this label in the metrics only; the client sees the leader's.
             BrokerError::Forwarded(_) => "FORWARDED",
         }
@@ -335,10 +352,12 @@ impl BrokerError {
             | BrokerError::UnknownNode(_)
             | BrokerError::UnknownModule(_)
             | BrokerError::UnknownGroup(_)
-            | BrokerError::UnknownMember(_) => Code::NotFound,
+            | BrokerError::UnknownMember(_)
+            | BrokerError::UnknownUser(_) => Code::NotFound,
             BrokerError::TopicExists(_)
             | BrokerError::NodeExists(_)
             | BrokerError::ModuleExists(_)
+            | BrokerError::UserExists(_)
             | BrokerError::DuplicateSequence(_) => Code::AlreadyExists,
             BrokerError::NodeHasReplicas(_)
             | BrokerError::ModuleInUse(_)
@@ -359,6 +378,8 @@ impl BrokerError {
             BrokerError::Indeterminate(_) => Code::Aborted,
             BrokerError::Corrupt { .. } => Code::DataLoss,
             BrokerError::Internal(_) => Code::Internal,
+            BrokerError::Unauthenticated(_) => Code::Unauthenticated,
+            BrokerError::PermissionDenied(_) => Code::PermissionDenied,
             BrokerError::Forwarded(status) => status.code(),
         }
     }
@@ -516,6 +537,8 @@ impl From<CommandError> for BrokerError {
             }
             CommandError::ModuleInUse { .. } => BrokerError::ModuleInUse(e.to_string()),
             CommandError::AlreadyAttached { .. } => BrokerError::InvalidArgument(e.to_string()),
+            CommandError::UserExists(name) => BrokerError::UserExists(name),
+            CommandError::UnknownUser(name) => BrokerError::UnknownUser(name),
             CommandError::Invalid(reason) => BrokerError::InvalidArgument(reason),
             CommandError::InvalidConfig(reason) => BrokerError::InvalidConfig(reason),
         }

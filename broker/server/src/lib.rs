@@ -18,6 +18,7 @@ mod metrics;
 mod modules;
 mod node;
 mod retention;
+mod security;
 mod service;
 mod storage_failure;
 mod tls;
@@ -28,6 +29,7 @@ use std::sync::{Arc, OnceLock};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use tracing::Instrument;
 use weir_proto::v1::broker_server::BrokerServer;
@@ -38,11 +40,13 @@ pub use config::{
     ProducerSettings, RaftTimings, RetentionSettings, TopicConfigValue,
 };
 pub use error::{BrokerError, RejectedRecord};
+pub use security::{BootstrapUser, SecuritySettings};
 pub use tls::{ClientAuth, TlsError, TlsSettings};
 
 use crate::admission::{Admission, AdmissionLayer, AdmissionLimits, MIN_RECORD_BYTES};
 use crate::metrics::{Metrics, RequestMetrics};
 use crate::node::Node;
+use crate::security::Security;
 use crate::service::BrokerService;
 use crate::storage_failure::StorageFailure;
 
@@ -138,13 +142,24 @@ impl Broker {
             source,
         })?;
         let address = config.address(local_addr);
-        tracing::info!(%local_addr, data_dir = %config.data_dir.display(), tls = tls.is_some(), "starting broker");
-        if tls.is_none() && tls::is_exposed(local_addr) {
-            tracing::warn!(
-                %local_addr,
-                "listening on a non-loopback address without TLS: anyone who can reach this port can read and write every topic and send raft messages; set tls.cert and tls.key (docs/security.md)"
-            );
+        tracing::info!(%local_addr, data_dir = %config.data_dir.display(), tls = tls.is_some(), authorization = config.security.authorization, "starting broker");
+        let warnings =
+            security::exposure_warnings(local_addr, tls.is_some(), config.security.authorization);
+        for warning in &warnings {
+            tracing::warn!("{warning} (docs/security.md)");
         }
+        let cluster_secret = config
+            .security
+            .cluster_secret_file
+            .as_deref()
+            .map(security::read_cluster_secret)
+            .transpose()
+            .map_err(ConfigError::Invalid)?;
+        let security = Arc::new(Security::new(
+            &config.security,
+            &config.tls,
+            cluster_secret.clone(),
+        ));
         let metrics_listener = match config.metrics_listen {
             Some(addr) => Some(
                 TcpListener::bind(addr)
@@ -161,6 +176,11 @@ impl Broker {
         let peers = Peers::new();
         if let Some(peer_tls) = tls.as_ref().and_then(tls::TlsMaterial::peers) {
             peers.set_tls(peer_tls);
+        }
+        if let Some(secret) = &cluster_secret {
+            peers
+                .set_cluster_secret(secret)
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         }
         let mut server_builder = tonic::transport::Server::builder();
         if let Some(tls) = &tls {
@@ -197,6 +217,7 @@ impl Broker {
         let broker = BrokerServer::new(BrokerService::new(
             node_cell.clone(),
             request_metrics.clone(),
+            security.clone(),
         ))
         .max_decoding_message_size(max_request_bytes)
         .max_encoding_message_size(MAX_RESPONSE_BYTES);
@@ -212,7 +233,10 @@ impl Broker {
                 .add_service(health_service)
                 .add_service(reflection)
                 .add_service(reflection_v1alpha)
-                .add_service(peers.service())
+                .add_service(InterceptedService::new(
+                    peers.service(),
+                    security.peer_guard(),
+                ))
                 .add_service(broker)
                 .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await }),
         );
@@ -221,6 +245,7 @@ impl Broker {
         let node = match Node::start(
             config,
             address,
+            warnings,
             peers,
             shutdown.clone(),
             storage_failure.clone(),
@@ -237,7 +262,12 @@ impl Broker {
         let _ = node_cell.set(node.clone());
         health.set_serving::<BrokerServer<BrokerService>>().await;
         if let Some(listener) = metrics_listener {
-            let metrics = Arc::new(Metrics::new(&node, &request_metrics, &admission));
+            let metrics = Arc::new(Metrics::new(
+                &node,
+                &request_metrics,
+                &admission,
+                security.audit(),
+            ));
             tokio::spawn(metrics::serve(listener, metrics, shutdown.clone()));
         }
         tracing::info!("broker ready");

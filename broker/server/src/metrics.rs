@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admission::{Admission, REFUSAL_REASONS};
 use crate::node::{HostedPartition, Node};
+use crate::security::Audit;
 
 /// Labels of per-topic counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -440,8 +441,24 @@ impl Metrics {
         node: &Arc<Node>,
         requests: &RequestMetrics,
         admission: &Arc<Admission>,
+        audit: &Audit,
     ) -> Self {
         let mut registry = Registry::default();
+        registry.register(
+            "weir_authentication_failures",
+            "Requests refused as UNAUTHENTICATED (or overloaded password checks), by reason",
+            audit.authentication_failures.clone(),
+        );
+        registry.register(
+            "weir_authorization_denials",
+            "Requests refused as PERMISSION_DENIED, by RPC, missing operation and resource type",
+            audit.authorization_denials.clone(),
+        );
+        registry.register(
+            "weir_peer_requests_refused",
+            "Peer-service (raft, controller forwarding) requests from callers that are not nodes",
+            audit.peer_refusals.clone(),
+        );
         registry.register(
             "weir_produced_records",
             "Records appended and acknowledged",

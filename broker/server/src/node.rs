@@ -57,6 +57,8 @@ impl HostedPartition {
 pub(crate) struct Node {
     pub(crate) config: BrokerConfig,
     pub(crate) address: String,
+    /// What leaves this node open, registered in the metadata for `weir cluster status`.
+    warnings: Vec<String>,
     peers: Peers,
     pub(crate) partition_db: LogDb,
     controller_db: LogDb,
@@ -93,6 +95,7 @@ impl Node {
     pub(crate) async fn start(
         config: BrokerConfig,
         address: String,
+        warnings: Vec<String>,
         peers: Peers,
         shutdown: CancellationToken,
         storage_failure: StorageFailure,
@@ -185,6 +188,7 @@ impl Node {
             disk,
             compactions: Compactions::default(),
             address,
+            warnings,
             peers,
             partition_db,
             controller_db,
@@ -259,7 +263,8 @@ impl Node {
         }
     }
 
-    /// Names the cluster (first start) and records this node's address.
+    /// Names the cluster (first start), records this node's address and warnings, and creates
+    /// the bootstrap user if it is missing.
     async fn register(&self) -> Result<(), BrokerError> {
         let metadata = self.metadata();
         if metadata.cluster_id.is_none() {
@@ -269,9 +274,29 @@ impl Node {
         let me = NodeInfo {
             id: self.config.node_id,
             address: self.address.clone(),
+            warnings: self.warnings.clone(),
         };
         if self.metadata().nodes.get(&me.id) != Some(&me) {
             self.propose(Command::RegisterNode(me)).await?;
+        }
+        if let Some(user) = &self.config.security.bootstrap_user
+            && !self.metadata().users.contains_key(&user.name)
+        {
+            let credential = crate::security::derive_credential(&user.password)
+                .map_err(BrokerError::InvalidArgument)?;
+            match self
+                .propose(Command::PutUser {
+                    name: user.name.clone(),
+                    credential,
+                    replace: false,
+                })
+                .await
+            {
+                Ok(_) => tracing::info!(user = %user.name, "bootstrap user created"),
+                // Another node of a forming cluster created it first.
+                Err(BrokerError::UserExists(_)) => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }
@@ -685,7 +710,7 @@ impl Node {
     pub(crate) fn node_client(
         &self,
         id: NodeId,
-    ) -> Result<weir_proto::v1::broker_client::BrokerClient<tonic::transport::Channel>, BrokerError>
+    ) -> Result<weir_proto::v1::broker_client::BrokerClient<weir_raft::PeerChannel>, BrokerError>
     {
         let address = self
             .controller
@@ -703,7 +728,7 @@ impl Node {
     /// there.
     pub(crate) fn controller_leader_client(
         &self,
-    ) -> Result<weir_proto::v1::broker_client::BrokerClient<tonic::transport::Channel>, BrokerError>
+    ) -> Result<weir_proto::v1::broker_client::BrokerClient<weir_raft::PeerChannel>, BrokerError>
     {
         let leader = self
             .controller

@@ -17,14 +17,20 @@ use weir_proto::v1::broker_server::Broker;
 use weir_types::{Offset, PartitionId};
 
 use crate::error::BrokerError;
-use crate::metadata::{Command, ConfigSource, ModulePath, TopicInfo, check_topic_configs};
+use crate::metadata::{
+    ClusterMetadata, Command, ConfigSource, ModulePath, TopicInfo, check_topic_configs,
+};
 use crate::metrics::RequestMetrics;
 use crate::node::{Node, blocking};
+use crate::security::{Operation, Principal, Resource, Security};
+use permissions::Permissions;
 
 mod consume;
 mod groups;
 mod module_admin;
+mod permissions;
 mod produce;
+mod security_admin;
 
 /// The gRPC service over a [`Node`].
 #[derive(Clone)]
@@ -33,11 +39,74 @@ pub(crate) struct BrokerService {
     /// already takes part in elections through the same port.
     node: Arc<OnceLock<Arc<Node>>>,
     metrics: Arc<RequestMetrics>,
+    security: Arc<Security>,
+}
+
+/// Who made a request, and the metadata (users, ACLs) it was judged against.
+pub(crate) struct Caller {
+    principal: Principal,
+    metadata: Arc<ClusterMetadata>,
 }
 
 impl BrokerService {
-    pub(crate) fn new(node: Arc<OnceLock<Arc<Node>>>, metrics: Arc<RequestMetrics>) -> Self {
-        Self { node, metrics }
+    pub(crate) fn new(
+        node: Arc<OnceLock<Arc<Node>>>,
+        metrics: Arc<RequestMetrics>,
+        security: Arc<Security>,
+    ) -> Self {
+        Self {
+            node,
+            metrics,
+            security,
+        }
+    }
+
+    /// Serves `request` with `handler` once its caller is authenticated and has every
+    /// permission it needs, and answers as [`Self::answer`] does.
+    async fn serve<Req, T, F, Fut>(
+        &self,
+        rpc: &'static str,
+        request: Request<Req>,
+        handler: F,
+    ) -> Result<Response<T>, Status>
+    where
+        Req: Permissions,
+        F: FnOnce(Request<Req>, Caller) -> Fut,
+        Fut: Future<Output = Result<T, BrokerError>>,
+    {
+        let result = match self.caller(rpc, &request).await {
+            Ok(caller) => handler(request, caller).await,
+            Err(e) => Err(e),
+        };
+        self.answer(rpc, result)
+    }
+
+    /// Authenticates the caller of `request` and checks what it needs.
+    async fn caller<Req: Permissions>(
+        &self,
+        rpc: &'static str,
+        request: &Request<Req>,
+    ) -> Result<Caller, BrokerError> {
+        let metadata = self.node()?.metadata();
+        let principal = self
+            .security
+            .authenticate(rpc, request, &metadata.users)
+            .await?;
+        if self.security.authorization() {
+            let needs = request.get_ref().needs();
+            self.security
+                .authorize(rpc, request, &principal, &metadata.acls, &needs)?;
+        }
+        Ok(Caller {
+            principal,
+            metadata,
+        })
+    }
+
+    /// Whether the caller may do `operation` on `resource` (for lists).
+    fn may(&self, caller: &Caller, operation: Operation, resource: Resource<'_>) -> bool {
+        self.security
+            .allows(&caller.principal, &caller.metadata.acls, operation, resource)
     }
 
     fn node(&self) -> Result<&Arc<Node>, BrokerError> {
@@ -308,10 +377,12 @@ impl BrokerService {
                 .map(|n| pb::NodeDescription {
                     node_id: n.id,
                     address: n.address.clone(),
+                    warnings: n.warnings.clone(),
                 })
                 .collect(),
             controller: node.controller_leader(),
             cluster_id: metadata.cluster_id.clone().unwrap_or_default(),
+            authorization: self.security.authorization(),
         })
     }
 }
@@ -323,7 +394,7 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::CreateTopicRequest>,
     ) -> Result<Response<pb::CreateTopicResponse>, Status> {
-        self.answer("CreateTopic", self.handle_create_topic(request).await)
+        self.serve("CreateTopic", request, |request, _| self.handle_create_topic(request)).await
     }
 
     #[tracing::instrument(skip_all, fields(topic = %request.get_ref().name))]
@@ -331,21 +402,28 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::DeleteTopicRequest>,
     ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
-        self.answer("DeleteTopic", self.handle_delete_topic(request).await)
+        self.serve("DeleteTopic", request, |request, _| self.handle_delete_topic(request)).await
     }
 
     async fn list_topics(
         &self,
         request: Request<pb::ListTopicsRequest>,
     ) -> Result<Response<pb::ListTopicsResponse>, Status> {
-        self.answer("ListTopics", self.handle_list_topics(request).await)
+        self.serve("ListTopics", request, |request, caller| async move {
+            let mut listed = self.handle_list_topics(request).await?;
+            listed
+                .topics
+                .retain(|t| self.may(&caller, Operation::Describe, Resource::topic(&t.name)));
+            Ok(listed)
+        })
+        .await
     }
 
     async fn describe_topic(
         &self,
         request: Request<pb::DescribeTopicRequest>,
     ) -> Result<Response<pb::DescribeTopicResponse>, Status> {
-        self.answer("DescribeTopic", self.handle_describe_topic(request).await)
+        self.serve("DescribeTopic", request, |request, _| self.handle_describe_topic(request)).await
     }
 
     #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic))]
@@ -353,10 +431,7 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::AlterTopicConfigsRequest>,
     ) -> Result<Response<pb::DescribeTopicResponse>, Status> {
-        self.answer(
-            "AlterTopicConfigs",
-            self.handle_alter_topic_configs(request).await,
-        )
+        self.serve("AlterTopicConfigs", request, |request, _| self.handle_alter_topic_configs(request)).await
     }
 
     #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, records = request.get_ref().records.len()))]
@@ -364,7 +439,7 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::ProduceRequest>,
     ) -> Result<Response<pb::ProduceResponse>, Status> {
-        self.answer("Produce", self.handle_produce(request).await)
+        self.serve("Produce", request, |request, _| self.handle_produce(request)).await
     }
 
     #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition, offset = request.get_ref().offset))]
@@ -372,7 +447,7 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::FetchRequest>,
     ) -> Result<Response<pb::FetchResponse>, Status> {
-        self.answer("Fetch", self.handle_fetch(request).await)
+        self.serve("Fetch", request, |request, _| self.handle_fetch(request)).await
     }
 
     type SubscribeStream = ResponseStream<pb::SubscribeResponse>;
@@ -382,62 +457,56 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        self.answer("Subscribe", self.handle_subscribe(request).await)
+        self.serve("Subscribe", request, |request, _| self.handle_subscribe(request)).await
     }
 
     async fn list_offsets(
         &self,
         request: Request<pb::ListOffsetsRequest>,
     ) -> Result<Response<pb::ListOffsetsResponse>, Status> {
-        self.answer("ListOffsets", self.handle_list_offsets(request).await)
+        self.serve("ListOffsets", request, |request, _| self.handle_list_offsets(request)).await
     }
 
     async fn init_producer_id(
         &self,
         request: Request<pb::InitProducerIdRequest>,
     ) -> Result<Response<pb::InitProducerIdResponse>, Status> {
-        self.answer(
-            "InitProducerId",
-            self.handle_init_producer_id(request).await,
-        )
+        self.serve("InitProducerId", request, |request, _| self.handle_init_producer_id(request)).await
     }
 
     async fn delete_records(
         &self,
         request: Request<pb::DeleteRecordsRequest>,
     ) -> Result<Response<pb::DeleteRecordsResponse>, Status> {
-        self.answer("DeleteRecords", self.handle_delete_records(request).await)
+        self.serve("DeleteRecords", request, |request, _| self.handle_delete_records(request)).await
     }
 
     async fn describe_cluster(
         &self,
         request: Request<pb::DescribeClusterRequest>,
     ) -> Result<Response<pb::DescribeClusterResponse>, Status> {
-        self.answer(
-            "DescribeCluster",
-            self.handle_describe_cluster(request).await,
-        )
+        self.serve("DescribeCluster", request, |request, _| self.handle_describe_cluster(request)).await
     }
 
     async fn add_node(
         &self,
         request: Request<pb::AddNodeRequest>,
     ) -> Result<Response<pb::DescribeClusterResponse>, Status> {
-        self.answer("AddNode", self.handle_add_node(request).await)
+        self.serve("AddNode", request, |request, _| self.handle_add_node(request)).await
     }
 
     async fn remove_node(
         &self,
         request: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::DescribeClusterResponse>, Status> {
-        self.answer("RemoveNode", self.handle_remove_node(request).await)
+        self.serve("RemoveNode", request, |request, _| self.handle_remove_node(request)).await
     }
 
     async fn move_replica(
         &self,
         request: Request<pb::MoveReplicaRequest>,
     ) -> Result<Response<pb::DescribeTopicResponse>, Status> {
-        self.answer("MoveReplica", self.handle_move_replica(request).await)
+        self.serve("MoveReplica", request, |request, _| self.handle_move_replica(request)).await
     }
 
     #[tracing::instrument(skip_all, fields(module = %request.get_ref().name, bytes = request.get_ref().wasm.len()))]
@@ -445,21 +514,28 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::RegisterModuleRequest>,
     ) -> Result<Response<pb::ModuleDescription>, Status> {
-        self.answer("RegisterModule", self.handle_register_module(request).await)
+        self.serve("RegisterModule", request, |request, _| self.handle_register_module(request)).await
     }
 
     async fn list_modules(
         &self,
         request: Request<pb::ListModulesRequest>,
     ) -> Result<Response<pb::ListModulesResponse>, Status> {
-        self.answer("ListModules", self.handle_list_modules(request).await)
+        self.serve("ListModules", request, |request, caller| async move {
+            let mut listed = self.handle_list_modules(request).await?;
+            listed
+                .modules
+                .retain(|m| self.may(&caller, Operation::Describe, Resource::module(&m.name)));
+            Ok(listed)
+        })
+        .await
     }
 
     async fn describe_module(
         &self,
         request: Request<pb::DescribeModuleRequest>,
     ) -> Result<Response<pb::ModuleDescription>, Status> {
-        self.answer("DescribeModule", self.handle_describe_module(request).await)
+        self.serve("DescribeModule", request, |request, _| self.handle_describe_module(request)).await
     }
 
     #[tracing::instrument(skip_all, fields(module = %request.get_ref().name))]
@@ -467,7 +543,7 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::DeleteModuleRequest>,
     ) -> Result<Response<pb::DeleteModuleResponse>, Status> {
-        self.answer("DeleteModule", self.handle_delete_module(request).await)
+        self.serve("DeleteModule", request, |request, _| self.handle_delete_module(request)).await
     }
 
     #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic))]
@@ -475,7 +551,7 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::AttachModuleRequest>,
     ) -> Result<Response<pb::DescribeTopicResponse>, Status> {
-        self.answer("AttachModule", self.handle_attach_module(request).await)
+        self.serve("AttachModule", request, |request, _| self.handle_attach_module(request)).await
     }
 
     #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, module = %request.get_ref().name))]
@@ -483,7 +559,7 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::DetachModuleRequest>,
     ) -> Result<Response<pb::DescribeTopicResponse>, Status> {
-        self.answer("DetachModule", self.handle_detach_module(request).await)
+        self.serve("DetachModule", request, |request, _| self.handle_detach_module(request)).await
     }
 
     #[tracing::instrument(skip_all, fields(group = %request.get_ref().group))]
@@ -491,14 +567,14 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::JoinGroupRequest>,
     ) -> Result<Response<pb::JoinGroupResponse>, Status> {
-        self.answer("JoinGroup", self.handle_join_group(request).await)
+        self.serve("JoinGroup", request, |request, _| self.handle_join_group(request)).await
     }
 
     async fn group_heartbeat(
         &self,
         request: Request<pb::GroupHeartbeatRequest>,
     ) -> Result<Response<pb::GroupHeartbeatResponse>, Status> {
-        self.answer("GroupHeartbeat", self.handle_group_heartbeat(request).await)
+        self.serve("GroupHeartbeat", request, |request, _| self.handle_group_heartbeat(request)).await
     }
 
     #[tracing::instrument(skip_all, fields(group = %request.get_ref().group))]
@@ -506,7 +582,7 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::LeaveGroupRequest>,
     ) -> Result<Response<pb::LeaveGroupResponse>, Status> {
-        self.answer("LeaveGroup", self.handle_leave_group(request).await)
+        self.serve("LeaveGroup", request, |request, _| self.handle_leave_group(request)).await
     }
 
     #[tracing::instrument(skip_all, fields(group = %request.get_ref().group))]
@@ -514,31 +590,35 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::CommitOffsetsRequest>,
     ) -> Result<Response<pb::CommitOffsetsResponse>, Status> {
-        self.answer("CommitOffsets", self.handle_commit_offsets(request).await)
+        self.serve("CommitOffsets", request, |request, _| self.handle_commit_offsets(request)).await
     }
 
     async fn fetch_committed_offsets(
         &self,
         request: Request<pb::FetchCommittedOffsetsRequest>,
     ) -> Result<Response<pb::FetchCommittedOffsetsResponse>, Status> {
-        self.answer(
-            "FetchCommittedOffsets",
-            self.handle_fetch_committed_offsets(request).await,
-        )
+        self.serve("FetchCommittedOffsets", request, |request, _| self.handle_fetch_committed_offsets(request)).await
     }
 
     async fn list_groups(
         &self,
         request: Request<pb::ListGroupsRequest>,
     ) -> Result<Response<pb::ListGroupsResponse>, Status> {
-        self.answer("ListGroups", self.handle_list_groups(request).await)
+        self.serve("ListGroups", request, |request, caller| async move {
+            let mut listed = self.handle_list_groups(request).await?;
+            listed
+                .groups
+                .retain(|g| self.may(&caller, Operation::Describe, Resource::group(&g.group)));
+            Ok(listed)
+        })
+        .await
     }
 
     async fn describe_group(
         &self,
         request: Request<pb::DescribeGroupRequest>,
     ) -> Result<Response<pb::GroupDescription>, Status> {
-        self.answer("DescribeGroup", self.handle_describe_group(request).await)
+        self.serve("DescribeGroup", request, |request, _| self.handle_describe_group(request)).await
     }
 
     #[tracing::instrument(skip_all, fields(group = %request.get_ref().group))]
@@ -546,10 +626,7 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::ResetGroupOffsetsRequest>,
     ) -> Result<Response<pb::ResetGroupOffsetsResponse>, Status> {
-        self.answer(
-            "ResetGroupOffsets",
-            self.handle_reset_group_offsets(request).await,
-        )
+        self.serve("ResetGroupOffsets", request, |request, _| self.handle_reset_group_offsets(request)).await
     }
 
     #[tracing::instrument(skip_all, fields(group = %request.get_ref().group))]
@@ -557,6 +634,69 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::DeleteGroupRequest>,
     ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
-        self.answer("DeleteGroup", self.handle_delete_group(request).await)
+        self.serve("DeleteGroup", request, |request, _| self.handle_delete_group(request)).await
+    }
+
+    #[tracing::instrument(skip_all, fields(user = %request.get_ref().name))]
+    async fn create_user(
+        &self,
+        request: Request<pb::UserCredentialRequest>,
+    ) -> Result<Response<pb::UserDescription>, Status> {
+        self.serve("CreateUser", request, |request, _| {
+            self.handle_put_user(request, false)
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(user = %request.get_ref().name))]
+    async fn set_user_password(
+        &self,
+        request: Request<pb::UserCredentialRequest>,
+    ) -> Result<Response<pb::UserDescription>, Status> {
+        self.serve("SetUserPassword", request, |request, _| {
+            self.handle_put_user(request, true)
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(user = %request.get_ref().name))]
+    async fn delete_user(
+        &self,
+        request: Request<pb::DeleteUserRequest>,
+    ) -> Result<Response<pb::DeleteUserResponse>, Status> {
+        self.serve("DeleteUser", request, |request, _| self.handle_delete_user(request))
+            .await
+    }
+
+    async fn list_users(
+        &self,
+        request: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        self.serve("ListUsers", request, |request, _| self.handle_list_users(request))
+            .await
+    }
+
+    async fn create_acls(
+        &self,
+        request: Request<pb::CreateAclsRequest>,
+    ) -> Result<Response<pb::CreateAclsResponse>, Status> {
+        self.serve("CreateAcls", request, |request, _| self.handle_create_acls(request))
+            .await
+    }
+
+    async fn delete_acls(
+        &self,
+        request: Request<pb::DeleteAclsRequest>,
+    ) -> Result<Response<pb::DeleteAclsResponse>, Status> {
+        self.serve("DeleteAcls", request, |request, _| self.handle_delete_acls(request))
+            .await
+    }
+
+    async fn list_acls(
+        &self,
+        request: Request<pb::ListAclsRequest>,
+    ) -> Result<Response<pb::ListAclsResponse>, Status> {
+        self.serve("ListAcls", request, |request, _| self.handle_list_acls(request))
+            .await
     }
 }

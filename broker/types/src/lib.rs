@@ -7,6 +7,7 @@
 mod batch;
 mod names;
 mod partitioner;
+pub mod scram;
 mod varint;
 
 pub use batch::{

@@ -19,6 +19,12 @@ pub const MAX_PARTITIONS_PER_TOPIC: u32 = 65_536;
 pub const MAX_PARTITIONS: usize = 262_144;
 /// Most nodes a cluster may have.
 pub const MAX_NODES: usize = 1_024;
+/// Most warnings a node registers, and the longest one in bytes.
+pub const MAX_NODE_WARNINGS: (usize, usize) = (8, 1024);
+/// Most users the cluster holds.
+pub const MAX_USERS: usize = 10_000;
+/// Most ACL bindings the cluster holds.
+pub const MAX_ACLS: usize = 10_000;
 /// Longest node address (`host:port`) and cluster id.
 pub const MAX_ADDRESS_BYTES: usize = 255;
 /// Largest module, in bytes.

@@ -9,10 +9,11 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use weir_raft::NodeId;
 use weir_types::TopicName;
+use weir_types::scram::ScramCredential;
 
 use super::bounds::{
-    self, MAX_CHAIN_STAGES, MAX_MODULE_BYTES, MAX_NODES, MAX_PARTITIONS, MAX_PARTITIONS_PER_TOPIC,
-    MAX_STORED_MODULE_BYTES,
+    self, MAX_ACLS, MAX_CHAIN_STAGES, MAX_MODULE_BYTES, MAX_NODE_WARNINGS, MAX_NODES,
+    MAX_PARTITIONS, MAX_PARTITIONS_PER_TOPIC, MAX_STORED_MODULE_BYTES, MAX_USERS,
 };
 use super::model::{
     Attachment, CONTROLLER_GROUP, ClusterMetadata, ModulePath, ModuleVersionInfo, NodeInfo,
@@ -20,6 +21,7 @@ use super::model::{
 };
 use super::{base64_bytes, topic_config};
 use crate::groups::GroupCommand;
+use crate::security::{AclBinding, check_user_name};
 
 /// A change to the metadata, proposed through the controller.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,6 +122,30 @@ pub enum Command {
         /// Module name.
         module: String,
     },
+    /// Creates a user, or with `replace` changes an existing user's credential.
+    PutUser {
+        /// The user's name.
+        name: String,
+        /// The SCRAM-SHA-256 credential derived from the password by the client.
+        credential: ScramCredential,
+        /// Replace an existing user's credential instead of creating a user.
+        replace: bool,
+    },
+    /// Deletes a user.
+    DeleteUser {
+        /// The user's name.
+        name: String,
+    },
+    /// Adds ACL bindings (those present already change nothing).
+    CreateAcls {
+        /// The bindings, checked.
+        bindings: Vec<AclBinding>,
+    },
+    /// Removes ACL bindings equal to these.
+    DeleteAcls {
+        /// The bindings.
+        bindings: Vec<AclBinding>,
+    },
     /// Changes consumer groups' committed offsets, which live beside the cluster metadata
     /// ([`ControllerState`](super::store::ControllerState)).
     Group(GroupCommand),
@@ -207,6 +233,12 @@ pub enum CommandError {
         /// Module name.
         module: String,
     },
+    /// A user of that name exists.
+    #[error("user '{0}' already exists")]
+    UserExists(String),
+    /// No user of that name exists.
+    #[error("user '{0}' does not exist")]
+    UnknownUser(String),
     /// The command was malformed.
     #[error("invalid command: {0}")]
     Invalid(String),
@@ -233,6 +265,8 @@ pub enum Applied {
     ModuleVersion(u32),
     /// The issued producer id.
     ProducerId(i64),
+    /// How many things the command removed.
+    Removed(u32),
 }
 
 impl Applied {
@@ -281,6 +315,12 @@ impl ClusterMetadata {
             Command::RegisterNode(node) => {
                 bounds::check_address("a node's address", &node.address)
                     .map_err(CommandError::Invalid)?;
+                let (most, longest) = MAX_NODE_WARNINGS;
+                if node.warnings.len() > most || node.warnings.iter().any(|w| w.len() > longest) {
+                    return Err(CommandError::Invalid(format!(
+                        "a node registers at most {most} warnings of at most {longest} bytes"
+                    )));
+                }
                 if !self.nodes.contains_key(&node.id) && self.nodes.len() >= MAX_NODES {
                     return Err(CommandError::Invalid(format!(
                         "the cluster has {MAX_NODES} nodes, the most it may have"
@@ -555,6 +595,50 @@ impl ClusterMetadata {
                 chain.push(attachment);
                 Ok(Applied::Done)
             }
+            Command::PutUser {
+                name,
+                credential,
+                replace,
+            } => {
+                check_user_name(&name).map_err(CommandError::Invalid)?;
+                credential
+                    .check()
+                    .map_err(|e| CommandError::Invalid(e.to_string()))?;
+                match (self.users.contains_key(&name), replace) {
+                    (true, false) => return Err(CommandError::UserExists(name)),
+                    (false, true) => return Err(CommandError::UnknownUser(name)),
+                    (false, false) if self.users.len() >= MAX_USERS => {
+                        return Err(CommandError::Invalid(format!(
+                            "the cluster has {MAX_USERS} users, the most it may have"
+                        )));
+                    }
+                    _ => {}
+                }
+                self.users.insert(name, credential);
+                Ok(Applied::Done)
+            }
+            Command::DeleteUser { name } => match self.users.remove(&name) {
+                Some(_) => Ok(Applied::Done),
+                None => Err(CommandError::UnknownUser(name)),
+            },
+            Command::CreateAcls { bindings } => {
+                for binding in &bindings {
+                    binding.check().map_err(CommandError::Invalid)?;
+                }
+                let new = bindings.iter().filter(|b| !self.acls.contains(b)).count();
+                if self.acls.len() + new > MAX_ACLS {
+                    return Err(CommandError::Invalid(format!(
+                        "the cluster has {} ACL bindings; {new} more would pass the limit of {MAX_ACLS}",
+                        self.acls.len()
+                    )));
+                }
+                self.acls.extend(bindings);
+                Ok(Applied::Done)
+            }
+            Command::DeleteAcls { bindings } => {
+                let removed = bindings.iter().filter(|b| self.acls.remove(b)).count();
+                Ok(Applied::Removed(removed as u32))
+            }
             Command::Group(_) | Command::AllocateProducerId => Err(CommandError::Invalid(
                 "consumer group and producer id commands apply to the controller state beside \
                  the cluster metadata"
@@ -615,6 +699,7 @@ pub(super) mod tests {
             m.apply(Command::RegisterNode(NodeInfo {
                 id,
                 address: format!("127.0.0.1:{id}"),
+                warnings: Vec::new(),
             }))
             .unwrap();
         }
@@ -749,6 +834,7 @@ pub(super) mod tests {
             refusal(m.apply(Command::RegisterNode(NodeInfo {
                 id: 9,
                 address: "x".repeat(bounds::MAX_ADDRESS_BYTES + 1),
+                warnings: Vec::new(),
             })))
             .contains("address")
         );

@@ -3,14 +3,16 @@
 //!
 //! Changes go through [`Command`](super::command::Command)s, applied in `command`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use weir_raft::{GroupId, NodeId};
+use weir_types::scram::ScramCredential;
 use weir_types::{PartitionId, TopicName};
 
 use super::base64_bytes;
+use crate::security::AclBinding;
 
 /// The controller group's id; partition groups are numbered from 1.
 pub const CONTROLLER_GROUP: GroupId = 0;
@@ -22,6 +24,10 @@ pub struct NodeInfo {
     pub id: NodeId,
     /// Address clients and peers reach it at.
     pub address: String,
+    /// What leaves the node open, as it reported at its start (listening beyond loopback
+    /// without TLS or without authorization); shown by `weir cluster status`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// One partition's placement.
@@ -168,6 +174,12 @@ pub struct ClusterMetadata {
     /// Registered modules by name, then version.
     #[serde(default)]
     pub modules: BTreeMap<String, BTreeMap<u32, ModuleVersionInfo>>,
+    /// Users by name, with their SCRAM-SHA-256 credentials (never a password).
+    #[serde(default)]
+    pub users: BTreeMap<String, ScramCredential>,
+    /// ACL bindings.
+    #[serde(default)]
+    pub acls: BTreeSet<AclBinding>,
 }
 
 impl ClusterMetadata {

@@ -219,6 +219,7 @@ mod tests {
         store.apply(&encode_command(&Command::RegisterNode(NodeInfo {
             id: 1,
             address: "a".into(),
+            warnings: Vec::new(),
         })));
         store.apply(&encode_command(&create("t", 2, 1)));
         assert!(rx.metadata.borrow().topics.contains_key(&topic("t")));

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use futures::{StreamExt, stream};
 use tokio::time::Instant;
-use tonic::transport::Channel;
+use weir_raft::PeerChannel;
 use tonic::{Request, Response, Status};
 use weir_proto::v1 as pb;
 use weir_proto::v1::broker_client::BrokerClient;
@@ -34,7 +34,7 @@ enum Coordinator {
     /// Here, in this controller term.
     Here(u64),
     /// At the controller leader.
-    There(BrokerClient<Channel>),
+    There(BrokerClient<PeerChannel>),
 }
 
 /// Sends `request` on to the controller leader, keeping the client's address.

@@ -1,0 +1,268 @@
+//! Authentication: who a request comes from, from its `authorization` metadata (a user's
+//! password), its client certificate, or the cluster secret.
+//!
+//! A password is checked against the user's SCRAM-SHA-256 credential, which costs PBKDF2's
+//! rounds; a password once verified is remembered per user as a keyed hash (the key is random
+//! per process), so later requests cost one HMAC. At most [`KDF_PERMITS`] derivations run at
+//! once and at most [`KDF_WAITERS`] wait: beyond that a request is refused as overloaded,
+//! retriable, so a flood of wrong passwords cannot take every core.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use ring::hmac;
+use rustls::pki_types::CertificateDer;
+use tokio::sync::Semaphore;
+use tonic::metadata::MetadataMap;
+use weir_types::scram::{ScramCredential, constant_time_eq};
+
+use super::principal::Principal;
+
+/// The metadata key of a user's credentials: `Basic base64(user:password)`, as HTTP's.
+pub const AUTHORIZATION: &str = "authorization";
+/// The metadata key of the cluster secret, on requests between nodes.
+pub const CLUSTER_SECRET: &str = weir_raft::CLUSTER_SECRET_METADATA;
+/// Password derivations running at once.
+const KDF_PERMITS: usize = 2;
+/// Password derivations waiting at most, beyond those running.
+const KDF_WAITERS: usize = 64;
+
+/// Why a request's credentials were refused. The text a client sees does not tell an unknown
+/// user from a wrong password; the audit log does.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthFailure {
+    /// No such user.
+    #[error("authentication failed for user '{0}': unknown user or wrong password")]
+    UnknownUser(String),
+    /// The password does not match.
+    #[error("authentication failed for user '{0}': unknown user or wrong password")]
+    WrongPassword(String),
+    /// The metadata is not `Basic base64(user:password)`.
+    #[error("malformed authorization metadata: expected 'Basic ' and base64 of USER:PASSWORD")]
+    Malformed,
+    /// A client certificate without a subject common name to take a principal from.
+    #[error("the client certificate has no subject common name (CN) to name a user")]
+    NamelessCertificate,
+    /// Too many password checks are running; retry.
+    #[error("too many password checks at once; retry")]
+    Overloaded,
+}
+
+impl AuthFailure {
+    /// A stable label for metrics and the audit log.
+    pub fn label(&self) -> &'static str {
+        match self {
+            AuthFailure::UnknownUser(_) => "unknown_user",
+            AuthFailure::WrongPassword(_) => "wrong_password",
+            AuthFailure::Malformed => "malformed",
+            AuthFailure::NamelessCertificate => "nameless_certificate",
+            AuthFailure::Overloaded => "overloaded",
+        }
+    }
+}
+
+/// What a request presents.
+pub struct Presented<'a> {
+    /// Its metadata.
+    pub metadata: &'a MetadataMap,
+    /// The client certificate chain the TLS handshake verified, if any.
+    pub certificates: Option<Arc<Vec<CertificateDer<'static>>>>,
+}
+
+/// Decides who calls.
+pub struct Authenticator {
+    /// The cluster secret, when nodes show one.
+    cluster_secret: Option<String>,
+    /// Per user, the stored key of the credential a password was verified against and that
+    /// password's keyed hash.
+    verified: Mutex<HashMap<String, (Vec<u8>, hmac::Tag)>>,
+    /// Key of those hashes; random per process, never stored.
+    tag_key: hmac::Key,
+    kdf: Semaphore,
+    waiting: AtomicUsize,
+}
+
+impl Authenticator {
+    /// An authenticator that recognises nodes by `cluster_secret` (besides their certificates).
+    pub fn new(cluster_secret: Option<String>) -> Self {
+        let rng = ring::rand::SystemRandom::new();
+        Self {
+            cluster_secret,
+            verified: Mutex::new(HashMap::new()),
+            tag_key: hmac::Key::generate(hmac::HMAC_SHA256, &rng)
+                .expect("the system's random source"),
+            kdf: Semaphore::new(KDF_PERMITS),
+            waiting: AtomicUsize::new(0),
+        }
+    }
+
+    /// Whether the request comes from a node: the cluster secret, or a certificate named
+    /// `node`.
+    pub fn is_node(&self, presented: &Presented<'_>) -> bool {
+        if let (Some(secret), Some(shown)) = (
+            &self.cluster_secret,
+            presented.metadata.get(CLUSTER_SECRET),
+        ) {
+            return constant_time_eq(secret.as_bytes(), shown.as_bytes());
+        }
+        certificate_name(presented).is_some_and(|cn| cn == Principal::NODE_CN)
+    }
+
+    /// The principal of a request: a user by password when it carries `authorization`
+    /// metadata, else a node, else the user its client certificate names, else anonymous.
+    pub async fn principal(
+        &self,
+        presented: Presented<'_>,
+        users: &BTreeMap<String, ScramCredential>,
+    ) -> Result<Principal, AuthFailure> {
+        if let Some(value) = presented.metadata.get(AUTHORIZATION) {
+            let (user, password) = basic_credentials(value.as_bytes())?;
+            self.verify(&user, password, users).await?;
+            return Ok(Principal::User(user));
+        }
+        if self.is_node(&presented) {
+            return Ok(Principal::Node);
+        }
+        match presented.certificates {
+            Some(_) => certificate_name(&presented)
+                .map(Principal::User)
+                .ok_or(AuthFailure::NamelessCertificate),
+            None => Ok(Principal::Anonymous),
+        }
+    }
+
+    async fn verify(
+        &self,
+        user: &str,
+        password: Vec<u8>,
+        users: &BTreeMap<String, ScramCredential>,
+    ) -> Result<(), AuthFailure> {
+        let Some(credential) = users.get(user) else {
+            return Err(AuthFailure::UnknownUser(user.to_owned()));
+        };
+        let tag = hmac::sign(&self.tag_key, &password);
+        if let Some((stored_key, known)) = self.lock().get(user)
+            && *stored_key == credential.stored_key
+            && constant_time_eq(known.as_ref(), tag.as_ref())
+        {
+            return Ok(());
+        }
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= KDF_PERMITS + KDF_WAITERS {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(AuthFailure::Overloaded);
+        }
+        let permit = self.kdf.acquire().await;
+        let checked = credential.clone();
+        let matches = tokio::task::spawn_blocking(move || checked.verify(&password))
+            .await
+            .unwrap_or(false);
+        drop(permit);
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        if !matches {
+            return Err(AuthFailure::WrongPassword(user.to_owned()));
+        }
+        // One entry per user, and users are bounded by the metadata's limit.
+        self.lock()
+            .insert(user.to_owned(), (credential.stored_key.clone(), tag));
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Vec<u8>, hmac::Tag)>> {
+        self.verified.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// User and password from `Basic base64(user:password)`.
+fn basic_credentials(value: &[u8]) -> Result<(String, Vec<u8>), AuthFailure> {
+    let encoded = value
+        .strip_prefix(b"Basic ")
+        .ok_or(AuthFailure::Malformed)?;
+    let decoded = STANDARD
+        .decode(encoded.trim_ascii())
+        .map_err(|_| AuthFailure::Malformed)?;
+    let colon = decoded
+        .iter()
+        .position(|&b| b == b':')
+        .ok_or(AuthFailure::Malformed)?;
+    let user = std::str::from_utf8(&decoded[..colon]).map_err(|_| AuthFailure::Malformed)?;
+    if user.is_empty() {
+        return Err(AuthFailure::Malformed);
+    }
+    Ok((user.to_owned(), decoded[colon + 1..].to_vec()))
+}
+
+/// The subject common name of the verified client certificate (the leaf, first in the chain).
+fn certificate_name(presented: &Presented<'_>) -> Option<String> {
+    let leaf = presented.certificates.as_ref()?.first()?;
+    let (_, certificate) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    let name = certificate
+        .subject()
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_owned();
+    Some(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_credentials_split_at_the_first_colon() {
+        let value = format!("Basic {}", STANDARD.encode("alice:pa:ss"));
+        assert_eq!(
+            basic_credentials(value.as_bytes()),
+            Ok(("alice".to_owned(), b"pa:ss".to_vec()))
+        );
+        assert_eq!(
+            basic_credentials(b"Bearer abc"),
+            Err(AuthFailure::Malformed)
+        );
+        let nameless = format!("Basic {}", STANDARD.encode(":pw"));
+        assert_eq!(
+            basic_credentials(nameless.as_bytes()),
+            Err(AuthFailure::Malformed)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_verified_password_is_remembered_until_the_credential_changes() {
+        let authenticator = Authenticator::new(None);
+        let salt = [3u8; 16];
+        let mut users = BTreeMap::new();
+        users.insert(
+            "alice".to_owned(),
+            ScramCredential::derive(b"right", &salt, 4096).unwrap(),
+        );
+        authenticator
+            .verify("alice", b"right".to_vec(), &users)
+            .await
+            .unwrap();
+        assert_eq!(
+            authenticator.verify("alice", b"wrong".to_vec(), &users).await,
+            Err(AuthFailure::WrongPassword("alice".into()))
+        );
+        assert_eq!(
+            authenticator.verify("bob", b"right".to_vec(), &users).await,
+            Err(AuthFailure::UnknownUser("bob".into()))
+        );
+        // A new password: the remembered one no longer passes.
+        users.insert(
+            "alice".to_owned(),
+            ScramCredential::derive(b"new", &salt, 4096).unwrap(),
+        );
+        assert_eq!(
+            authenticator.verify("alice", b"right".to_vec(), &users).await,
+            Err(AuthFailure::WrongPassword("alice".into()))
+        );
+        authenticator
+            .verify("alice", b"new".to_vec(), &users)
+            .await
+            .unwrap();
+    }
+}
