@@ -8,7 +8,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use weir_server::{Broker, BrokerConfig, ClientAuth, Peer};
+use weir_server::{BootstrapUser, Broker, BrokerConfig, ClientAuth, Peer};
+
+/// The environment variable naming a user to create at start-up if missing, as
+/// `NAME:PASSWORD` (Redpanda's `RP_BOOTSTRAP_USER`): the first administrator.
+const BOOTSTRAP_USER_ENV: &str = "WEIR_BOOTSTRAP_USER";
 
 /// Flags of `weir broker`.
 #[derive(Debug, clap::Args)]
@@ -45,6 +49,17 @@ pub struct BrokerArgs {
     /// must chain to the CA) or required [default: optional with --tls-ca, else none].
     #[arg(long, value_name = "none|optional|required")]
     tls_client_auth: Option<ClientAuth>,
+    /// Enforce ACLs: once on, a request is served only when ACL bindings allow everything it
+    /// needs (super users and nodes excepted). See docs/security.md.
+    #[arg(long)]
+    authorization: bool,
+    /// A principal allowed everything, as User:NAME; repeat or separate with commas.
+    #[arg(long = "super-user", value_name = "User:NAME", value_delimiter = ',')]
+    super_users: Vec<String>,
+    /// A file holding the secret nodes show each other on every peer request (for clusters
+    /// whose nodes do not verify each other's certificates).
+    #[arg(long, value_name = "FILE")]
+    cluster_secret_file: Option<PathBuf>,
     /// TOML config file; flags override what it sets.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -101,6 +116,22 @@ impl BrokerArgs {
         }
         if let Some(auth) = self.tls_client_auth {
             config.tls.client_auth = Some(auth);
+        }
+        if self.authorization {
+            config.security.authorization = true;
+        }
+        if !self.super_users.is_empty() {
+            config.security.super_users = self.super_users;
+        }
+        if let Some(secret) = self.cluster_secret_file {
+            config.security.cluster_secret_file = Some(secret);
+        }
+        // Only from the environment: a password has no place in a flag or a file.
+        if let Ok(user) = std::env::var(BOOTSTRAP_USER_ENV) {
+            config.security.bootstrap_user = Some(
+                user.parse::<BootstrapUser>()
+                    .map_err(|e| anyhow::anyhow!("{BOOTSTRAP_USER_ENV}: {e}"))?,
+            );
         }
         config.validate()?;
         Ok(config)

@@ -136,11 +136,18 @@ fn status(cluster: &ClusterInfo) -> String {
         || "none (election in progress)".to_owned(),
         |id| id.to_string(),
     );
-    format!(
-        "CLUSTER: {}  CONTROLLER: {controller}\n\n{}",
+    let authorization = if cluster.authorization { "on" } else { "off" };
+    let mut out = format!(
+        "CLUSTER: {}  CONTROLLER: {controller}  AUTHORIZATION: {authorization}\n\n{}",
         cluster.cluster_id,
         table::render(["NODE", "ADDRESS", "ROLE"], &rows)
-    )
+    );
+    for node in &cluster.nodes {
+        for warning in &node.warnings {
+            out.push_str(&format!("WARNING: node {}: {warning}\n", node.node_id));
+        }
+    }
+    out
 }
 
 /// Asks every node of `cluster` at once, each over a connection of its own, and returns each
@@ -261,7 +268,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn status_marks_the_controller() {
+    fn status_marks_the_controller_and_shows_warnings() {
         let cluster = ClusterInfo {
             cluster_id: "c1".to_owned(),
             controller: Some(2),
@@ -269,20 +276,24 @@ mod tests {
                 NodeInfo {
                     node_id: 1,
                     address: "10.0.0.1:7070".to_owned(),
+                    warnings: vec!["listening beyond loopback without TLS".to_owned()],
                 },
                 NodeInfo {
                     node_id: 2,
                     address: "10.0.0.2:7070".to_owned(),
+                    warnings: Vec::new(),
                 },
             ],
+            authorization: false,
         };
         assert_eq!(
             status(&cluster),
-            "CLUSTER: c1  CONTROLLER: 2\n\
+            "CLUSTER: c1  CONTROLLER: 2  AUTHORIZATION: off\n\
              \n\
              NODE  ADDRESS        ROLE\n\
              1     10.0.0.1:7070\n\
-             2     10.0.0.2:7070  controller\n"
+             2     10.0.0.2:7070  controller\n\
+             WARNING: node 1: listening beyond loopback without TLS\n"
         );
     }
 

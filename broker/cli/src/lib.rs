@@ -3,10 +3,12 @@
 //! (DESIGN §7).
 //!
 //! Every command talks to the broker given by `--broker HOST:PORT` (env `WEIR_BROKER`, default
-//! `127.0.0.1:7070`), over TLS when `--tls-ca FILE` is given (docs/security.md). Results go to
+//! `127.0.0.1:7070`), over TLS when `--tls-ca FILE` is given, as the user `--user NAME` (env
+//! `WEIR_USER`; the password from `WEIR_PASSWORD` or a prompt) when given (docs/security.md). Results go to
 //! stdout; diagnostics go to stderr; a failure prints one line `error: ...` with the broker's
 //! reason and exits with status 1.
 
+mod acl;
 mod bench;
 mod broker;
 mod cluster;
@@ -18,11 +20,13 @@ mod log_limit;
 mod module;
 mod module_new;
 pub mod module_test;
+mod password;
 mod pipeline;
 mod produce;
 mod retry;
 mod table;
 mod topic;
+mod user;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -80,6 +84,11 @@ struct Cli {
     )]
     tls_client_key: Option<PathBuf>,
 
+    /// Authenticate as this user; the password comes from WEIR_PASSWORD or a prompt on the
+    /// terminal, never from a flag. Use with --tls-ca: over plaintext it travels in clear.
+    #[arg(long, global = true, env = "WEIR_USER", value_name = "NAME")]
+    user: Option<String>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -93,6 +102,8 @@ pub(crate) struct Connection {
     tls_ca: Option<PathBuf>,
     /// `--tls-client-cert` and `--tls-client-key`.
     identity: Option<(PathBuf, PathBuf)>,
+    /// `--user`.
+    user: Option<String>,
 }
 
 impl Connection {
@@ -117,10 +128,11 @@ impl Connection {
 
     /// Connects to the broker named by `--broker`.
     pub(crate) async fn connect(&self) -> anyhow::Result<Client> {
-        Ok(Client::builder(self.broker.as_str())
-            .tls(self.tls()?)
-            .connect()
-            .await?)
+        let mut builder = Client::builder(self.broker.as_str()).tls(self.tls()?);
+        if let Some(user) = &self.user {
+            builder = builder.credentials(user, password::for_login(user)?);
+        }
+        Ok(builder.connect().await?)
     }
 }
 
@@ -152,6 +164,16 @@ enum Command {
         #[command(subcommand)]
         command: cluster::ClusterCommand,
     },
+    /// Create, list and delete users, and change their passwords.
+    User {
+        #[command(subcommand)]
+        command: user::UserCommand,
+    },
+    /// Create, list and delete ACL bindings.
+    Acl {
+        #[command(subcommand)]
+        command: acl::AclCommand,
+    },
     /// Measure produce and consume throughput and latency against the disk's limits.
     Bench {
         /// Measure a broker started inside this process, with its data in a temporary
@@ -176,6 +198,8 @@ impl Command {
             | Self::Module { .. }
             | Self::Group { .. }
             | Self::Cluster { .. }
+            | Self::User { .. }
+            | Self::Acl { .. }
             | Self::Bench { .. } => "warn",
         }
     }
@@ -189,6 +213,8 @@ impl Command {
             Self::Module { command } => command.run(broker).await,
             Self::Group { command } => command.run(&broker.connect().await?).await,
             Self::Cluster { command } => command.run(&broker.connect().await?).await,
+            Self::User { command } => command.run(&broker.connect().await?).await,
+            Self::Acl { command } => command.run(&broker.connect().await?).await,
             Self::Bench { embedded, command } => command.run(broker, embedded).await,
         }
     }
@@ -222,6 +248,7 @@ pub fn main() -> ExitCode {
         broker: cli.broker,
         tls_ca: cli.tls_ca,
         identity: cli.tls_client_cert.zip(cli.tls_client_key),
+        user: cli.user,
     };
     let plaintext = connection.tls_ca.is_none();
     let result = runtime.block_on(cli.command.run(&connection));

@@ -136,6 +136,8 @@ pub struct ClusterInfo {
     pub controller: Option<u64>,
     /// The member nodes.
     pub nodes: Vec<NodeInfo>,
+    /// Whether the broker answering enforces ACLs.
+    pub authorization: bool,
 }
 
 /// One node of a cluster.
@@ -145,6 +147,9 @@ pub struct NodeInfo {
     pub node_id: u64,
     /// The address clients reach it at.
     pub address: String,
+    /// What leaves the node open, as it reported at its start (listening beyond loopback
+    /// without TLS or without authorization).
+    pub warnings: Vec<String>,
 }
 
 impl From<TopicSpec> for v1::CreateTopicRequest {
@@ -239,8 +244,10 @@ impl From<v1::DescribeClusterResponse> for ClusterInfo {
                 .map(|node| NodeInfo {
                     node_id: node.node_id,
                     address: node.address,
+                    warnings: node.warnings,
                 })
                 .collect(),
+            authorization: cluster.authorization,
         }
     }
 }

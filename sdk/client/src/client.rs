@@ -6,12 +6,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use futures::StreamExt;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, ClientTlsConfig};
 use weir_proto::v1::{self, broker_client::BrokerClient};
 
 use crate::address::BrokerAddress;
 use crate::module::attach_request;
 use crate::routing::{self, LeaderCache, follow_leader};
+use crate::security::Credentials;
 use crate::tls::ClientTls;
 use crate::{
     Acks, BatchStream, ClientError, ClusterInfo, ConsumedRecord, FetchSpec, Fetched, ListedOffset,
@@ -23,6 +25,10 @@ use crate::{
 /// Largest gRPC message the client sends or accepts, in bytes. tonic's default of 4 MiB is below
 /// one full fetch of large records plus framing.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// A connection to one broker: the channel, with the client's credentials added to every
+/// request.
+pub type Connection = InterceptedService<Channel, Credentials>;
 
 /// A client of a Weir cluster, bootstrapped from one broker.
 ///
@@ -44,18 +50,20 @@ pub struct Client {
 #[derive(Debug)]
 struct Shared {
     /// The broker the client was created for; it serves cluster-wide requests.
-    bootstrap: BrokerClient<Channel>,
+    bootstrap: BrokerClient<Connection>,
     /// A connection per broker address, the bootstrap broker's included when its address is
     /// known; created on first use, never closed while the client lives (a cluster has few
     /// nodes).
-    pool: Mutex<HashMap<BrokerAddress, BrokerClient<Channel>>>,
+    pool: Mutex<HashMap<BrokerAddress, BrokerClient<Connection>>>,
     /// The known leaders of partitions.
     leaders: Mutex<LeaderCache>,
     /// TLS to every broker, when the client was built with it.
     tls: Option<ClientTlsConfig>,
+    /// Sent with every request to every broker.
+    credentials: Credentials,
 }
 
-/// Builds a [`Client`] with settings beyond [`Client::connect`]'s: TLS.
+/// Builds a [`Client`] with settings beyond [`Client::connect`]'s: TLS, credentials.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), weir_client::ClientError> {
@@ -70,6 +78,7 @@ struct Shared {
 pub struct ClientBuilder {
     addr: String,
     tls: Option<ClientTls>,
+    credentials: Option<(String, String)>,
 }
 
 impl ClientBuilder {
@@ -102,6 +111,13 @@ impl ClientBuilder {
         self
     }
 
+    /// Authenticates as `user` with `password` on every request (docs/security.md). Use it
+    /// with TLS: over plaintext the password travels in clear.
+    pub fn credentials(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.credentials = Some((user.into(), password.into()));
+        self
+    }
+
     /// Connects to the bootstrap broker, as [`Client::connect`] does.
     ///
     /// Fails with [`ClientError::Tls`] for TLS settings that cannot be used (a CA or certificate
@@ -109,12 +125,20 @@ impl ClientBuilder {
     /// when no connection is established, a failed TLS handshake included.
     pub async fn connect(self) -> Result<Client, ClientError> {
         let tls = self.tls.as_ref().map(ClientTls::config).transpose()?;
-        connect(self.addr, tls).await
+        let credentials = match &self.credentials {
+            Some((user, password)) => Credentials::new(user, password)?,
+            None => Credentials::default(),
+        };
+        connect(self.addr, tls, credentials).await
     }
 }
 
 /// Connects to the broker at `addr` over TLS with `tls`, else plaintext.
-async fn connect(addr: String, tls: Option<ClientTlsConfig>) -> Result<Client, ClientError> {
+async fn connect(
+    addr: String,
+    tls: Option<ClientTlsConfig>,
+    credentials: Credentials,
+) -> Result<Client, ClientError> {
     let address: BrokerAddress = addr.parse().map_err(|source| ClientError::InvalidAddress {
         addr: addr.clone(),
         source,
@@ -124,9 +148,9 @@ async fn connect(addr: String, tls: Option<ClientTlsConfig>) -> Result<Client, C
         .connect()
         .await
         .map_err(|source| ClientError::Connect { addr, source })?;
-    let bootstrap = broker_client(channel);
+    let bootstrap = broker_client(channel, &credentials);
     let pool = HashMap::from([(address, bootstrap.clone())]);
-    Ok(Client::new(bootstrap, pool, tls))
+    Ok(Client::new(bootstrap, pool, tls, credentials))
 }
 
 impl Client {
@@ -148,6 +172,7 @@ impl Client {
         ClientBuilder {
             addr: addr.into(),
             tls: None,
+            credentials: None,
         }
     }
 
@@ -155,7 +180,12 @@ impl Client {
     /// connection of its own: for asking one node in particular, which requests routed by
     /// the cluster cannot.
     pub async fn connect_to(&self, addr: impl Into<String>) -> Result<Self, ClientError> {
-        connect(addr.into(), self.shared.tls.clone()).await
+        connect(
+            addr.into(),
+            self.shared.tls.clone(),
+            self.shared.credentials.clone(),
+        )
+        .await
     }
 
     /// A client over an existing channel, for transports [`Client::connect`] does not set up
@@ -166,13 +196,20 @@ impl Client {
     /// may not accept; such requests then fail, and the next attempt starts from the bootstrap
     /// broker again.
     pub fn from_channel(channel: Channel) -> Self {
-        Self::new(broker_client(channel), HashMap::new(), None)
+        let credentials = Credentials::default();
+        Self::new(
+            broker_client(channel, &credentials),
+            HashMap::new(),
+            None,
+            credentials,
+        )
     }
 
     fn new(
-        bootstrap: BrokerClient<Channel>,
-        pool: HashMap<BrokerAddress, BrokerClient<Channel>>,
+        bootstrap: BrokerClient<Connection>,
+        pool: HashMap<BrokerAddress, BrokerClient<Connection>>,
         tls: Option<ClientTlsConfig>,
+        credentials: Credentials,
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
@@ -180,6 +217,7 @@ impl Client {
                 pool: Mutex::new(pool),
                 leaders: Mutex::new(LeaderCache::default()),
                 tls,
+                credentials,
             }),
         }
     }
@@ -196,18 +234,24 @@ impl Client {
     /// bootstrap broker (its TLS settings and message size limits), for tools that call the
     /// API directly, such as `weir bench consume` fetching stored batches. Requests through it
     /// are not routed: a `NOT_LEADER` answer is the caller's to handle.
-    pub fn raw_broker(&self) -> BrokerClient<Channel> {
+    pub fn raw_broker(&self) -> BrokerClient<Connection> {
         self.bootstrap()
     }
 
     /// The connection to the bootstrap broker.
-    fn bootstrap(&self) -> BrokerClient<Channel> {
+    fn bootstrap(&self) -> BrokerClient<Connection> {
         self.shared.bootstrap.clone()
+    }
+
+    /// Where cluster administration requests (users, ACLs) go: the bootstrap broker, which
+    /// forwards what must run on the controller.
+    pub(crate) fn admin(&self) -> BrokerClient<Connection> {
+        self.bootstrap()
     }
 
     /// Where consumer group requests go: any broker forwards them to the coordinator (the
     /// controller leader), so the bootstrap broker.
-    pub(crate) fn coordinator(&self) -> BrokerClient<Channel> {
+    pub(crate) fn coordinator(&self) -> BrokerClient<Connection> {
         self.bootstrap()
     }
 
@@ -215,7 +259,7 @@ impl Client {
     fn connection(
         &self,
         target: Option<&BrokerAddress>,
-    ) -> Result<BrokerClient<Channel>, ClientError> {
+    ) -> Result<BrokerClient<Connection>, ClientError> {
         let Some(address) = target else {
             return Ok(self.bootstrap());
         };
@@ -228,7 +272,10 @@ impl Client {
         if let Some(client) = pool.get(address) {
             return Ok(client.clone());
         }
-        let client = broker_client(address.endpoint(self.shared.tls.as_ref())?.connect_lazy());
+        let client = broker_client(
+            address.endpoint(self.shared.tls.as_ref())?.connect_lazy(),
+            &self.shared.credentials,
+        );
         pool.insert(address.clone(), client.clone());
         Ok(client)
     }
@@ -242,7 +289,7 @@ impl Client {
         mut call: F,
     ) -> Result<T, ClientError>
     where
-        F: FnMut(BrokerClient<Channel>) -> Fut,
+        F: FnMut(BrokerClient<Connection>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         follow_leader(&self.shared.leaders, topic, partition, |target| {
@@ -776,8 +823,8 @@ fn topic_of(
         .ok_or(ClientError::UnexpectedResponse(missing))
 }
 
-fn broker_client(channel: Channel) -> BrokerClient<Channel> {
-    BrokerClient::new(channel)
+fn broker_client(channel: Channel, credentials: &Credentials) -> BrokerClient<Connection> {
+    BrokerClient::new(InterceptedService::new(channel, credentials.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }

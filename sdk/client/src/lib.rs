@@ -160,13 +160,14 @@ mod module;
 mod produce;
 mod producer;
 mod routing;
+mod security;
 mod tls;
 
 pub use admin::{
     ClusterInfo, ConfigEntry, NodeInfo, PartitionInfo, ReplicaStatus, TopicInfo, TopicSpec,
     TopicSummary,
 };
-pub use client::{Client, ClientBuilder, MAX_MESSAGE_BYTES};
+pub use client::{Client, ClientBuilder, Connection, MAX_MESSAGE_BYTES};
 pub use consume::{
     BatchStream, ConsumedRecord, FetchSpec, Fetched, ListedOffset, OffsetSpec, RecordStream,
     StartAt, SubscribeSpec, SubscribedBatch,
@@ -184,6 +185,10 @@ pub use module::{
 };
 pub use produce::{
     Acks, ParseAcksError, ProduceOutcome, ProducerId, ProducerRecord, RejectedRecord,
+};
+pub use security::{
+    AclBinding, AclFilter, AclOperation, AclPermission, CLUSTER_RESOURCE, Credentials,
+    PatternType, ResourceType, UserInfo,
 };
 pub use tls::{ClientTls, TlsError};
 

@@ -15,7 +15,7 @@ use std::fmt;
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::ValueEnum;
-use tonic::transport::Channel;
+use weir_client::Connection;
 use weir_client::ClientError;
 use weir_client::codec::EncodedBatch;
 use weir_proto::v1::{self, broker_client::BrokerClient};
@@ -57,7 +57,7 @@ impl Format {
 
 /// A raw connection to one broker, which must hold a replica of the partitions read (any
 /// replica serves fetches). Not routed: a `NOT_LEADER` answer is an error.
-pub type RawBroker = BrokerClient<Channel>;
+pub type RawBroker = BrokerClient<Connection>;
 
 /// What one fetch brought below the end offset asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
