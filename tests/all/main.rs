@@ -38,6 +38,7 @@ mod producer;
 mod record_batches;
 mod recovery;
 mod retention;
+mod security;
 mod tls;
 mod tombstones;
 mod topic_configs;

@@ -14,7 +14,7 @@
 //! and shown when the test fails (or live with `--nocapture`).
 
 use std::collections::BTreeMap;
-use std::io::BufRead;
+use std::io::{BufRead, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -144,6 +144,8 @@ pub struct ProcessCluster {
     built_in_faults: Vec<BuiltInFault>,
     /// How the test's clients reach the nodes when they serve TLS.
     client_tls: Option<ClientTlsConfig>,
+    /// Environment variables every node's process gets.
+    env: Vec<(String, String)>,
     temp: tempfile::TempDir,
 }
 
@@ -208,8 +210,24 @@ impl ProcessCluster {
             disk: None,
             built_in_faults: Vec::new(),
             client_tls: None,
+            env: Vec::new(),
             temp,
         })
+    }
+
+    /// Gives every node process started from now on the environment variable `key` (which
+    /// may be `RUST_LOG`).
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.push((key.to_owned(), value.to_owned()));
+    }
+
+    /// Everything node `id` has written to stderr so far, over all its runs.
+    pub fn log(&self, id: NodeId) -> String {
+        std::fs::read_to_string(self.log_path(id)).unwrap_or_default()
+    }
+
+    fn log_path(&self, id: NodeId) -> PathBuf {
+        self.temp.path().join(format!("node-{id}.log"))
     }
 
     /// Starts the processes of `ids` (none may be running) and waits until each one serves
@@ -776,6 +794,8 @@ impl ProcessCluster {
         let log = std::env::var("WEIR_CHILD_LOG").unwrap_or_else(|_| "warn".to_owned());
         let disk = self.disk;
         let built_in_faults = self.built_in_faults.clone();
+        let env = self.env.clone();
+        let log_path = self.log_path(id);
         let slot = self.slot_mut(id);
         let mut command = Command::new(&weir);
         if let Some(mode) = disk {
@@ -787,6 +807,8 @@ impl ProcessCluster {
         let mut child = command
             .args(&args)
             .env("RUST_LOG", log)
+            // The test's own variables last: they may set RUST_LOG.
+            .envs(env)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -794,10 +816,15 @@ impl ProcessCluster {
             .with_context(|| format!("cannot run {}", weir.display()))?;
         let stdout = child.stdout.take().context("no stdout")?;
         let stderr = child.stderr.take().context("no stderr")?;
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 eprintln!("[node {id}] {line}");
+                let _ = writeln!(log, "{line}");
             }
         });
         let (tx, rx) = tokio::sync::oneshot::channel();

@@ -42,6 +42,13 @@ pub const UNARY_RPCS: &[&str] = &[
     "DescribeGroup",
     "ResetGroupOffsets",
     "DeleteGroup",
+    "CreateUser",
+    "SetUserPassword",
+    "DeleteUser",
+    "ListUsers",
+    "CreateAcls",
+    "DeleteAcls",
+    "ListAcls",
 ];
 
 /// A client of any RPC, sending and receiving messages as bytes.

@@ -3,7 +3,9 @@
 //! certificate of its own.
 //!
 //! Node certificates carry the SANs `IP:127.0.0.1` and `DNS:localhost`, where every test node
-//! listens, so one certificate serves every node of a [`crate::cluster::ProcessCluster`].
+//! listens, so one certificate serves every node of a [`crate::cluster::ProcessCluster`], and
+//! the subject CN `node` that marks a node (docs/security.md). A client certificate's CN names
+//! its user.
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +14,9 @@ use rcgen::{
     KeyPair, KeyUsagePurpose,
 };
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+
+/// The subject CN of a node's certificate.
+pub const NODE_CN: &str = "node";
 
 /// A certificate with its key, as PEM text and as the files holding them.
 #[derive(Debug, Clone)]
@@ -32,7 +37,7 @@ pub struct TestPki {
     pub ca: Pem,
     /// A node certificate signed by `ca` for 127.0.0.1 and localhost (server and client use).
     pub node: Pem,
-    /// A client certificate signed by `ca`.
+    /// A client certificate signed by `ca`, for the user `weir-client`.
     pub client: Pem,
     /// A CA unrelated to `ca`.
     pub other_ca: Pem,
@@ -40,6 +45,7 @@ pub struct TestPki {
     pub other_node: Pem,
     /// A client certificate signed by `other_ca`.
     pub other_client: Pem,
+    issuer: CertifiedIssuer<'static, KeyPair>,
     dir: tempfile::TempDir,
 }
 
@@ -49,9 +55,9 @@ impl TestPki {
         let dir = tempfile::tempdir()?;
         let (ca, ca_issuer) = new_ca(dir.path(), "ca", "Weir test CA")?;
         let (other_ca, other_issuer) = new_ca(dir.path(), "other-ca", "Unrelated test CA")?;
-        let node = leaf(dir.path(), "node", "weir-node", true, &ca_issuer)?;
+        let node = leaf(dir.path(), "node", NODE_CN, true, &ca_issuer)?;
         let client = leaf(dir.path(), "client", "weir-client", false, &ca_issuer)?;
-        let other_node = leaf(dir.path(), "other-node", "weir-node", true, &other_issuer)?;
+        let other_node = leaf(dir.path(), "other-node", NODE_CN, true, &other_issuer)?;
         let other_client = leaf(dir.path(), "other-client", "intruder", false, &other_issuer)?;
         Ok(TestPki {
             ca,
@@ -60,8 +66,21 @@ impl TestPki {
             other_ca,
             other_node,
             other_client,
+            issuer: ca_issuer,
             dir,
         })
+    }
+
+    /// A client certificate signed by `ca` whose subject CN is `common_name`: the user
+    /// `User:{common_name}`, or a node with [`NODE_CN`].
+    pub fn client_named(&self, common_name: &str) -> anyhow::Result<Pem> {
+        leaf(
+            self.dir.path(),
+            &format!("client-{common_name}"),
+            common_name,
+            false,
+            &self.issuer,
+        )
     }
 
     /// The directory the files are in.
