@@ -1,6 +1,7 @@
 r"""Weir from Python: the gRPC API with stubs generated from proto/weir/v1/broker.proto.
 
-Shows: creating a topic (tolerating TOPIC_ALREADY_EXISTS), producing keyed records with headers
+Shows: connecting over TLS with a password (when $WEIR_TLS_CA, $WEIR_USER and $WEIR_PASSWORD are
+set), creating a topic (tolerating TOPIC_ALREADY_EXISTS), producing keyed records with headers
 and printing their offsets, fetching them back from offset 0, a consumer-group round trip
 (JoinGroup, GroupHeartbeat until an assignment arrives, CommitOffsets, FetchCommittedOffsets,
 LeaveGroup), and reading the stable `reason` of an error from the google.rpc.ErrorInfo in the
@@ -13,9 +14,13 @@ Run it from this directory against a running broker (see README.md):
         --pyi_out=gen --grpc_python_out=gen ../../proto/weir/v1/broker.proto
     python weir_example.py [HOST:PORT]
 
-The broker address is the argument, else $WEIR_BROKER, else 127.0.0.1:7070.
+The broker address is the argument, else $WEIR_BROKER, else 127.0.0.1:7070. With $WEIR_TLS_CA
+(a CA certificate file) the channel speaks TLS, trusting that CA; with $WEIR_USER and
+$WEIR_PASSWORD every call carries `authorization: Basic base64(user:password)`, as
+docs/security.md describes.
 """
 
+import base64
 import os
 import sys
 import time
@@ -39,6 +44,58 @@ TOPIC = "py-example"
 GROUP = "py-example-group"
 # Deadline of every call: a gRPC call without one waits forever on a broker that is stuck.
 TIMEOUT_S = 10.0
+
+
+class BasicAuth(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Adds a user's credentials to every call. Weir checks them on every request; send them
+    only over TLS, or the password travels in clear."""
+
+    def __init__(self, user: str, password: str) -> None:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        self._metadata = ("authorization", f"Basic {token}")
+
+    def _with_credentials(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        return _Details(
+            method=details.method,
+            timeout=details.timeout,
+            metadata=list(details.metadata or []) + [self._metadata],
+            credentials=details.credentials,
+            wait_for_ready=details.wait_for_ready,
+            compression=details.compression,
+        )
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._with_credentials(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._with_credentials(details), request)
+
+
+class _Details(grpc.ClientCallDetails):
+    """Call details with the metadata replaced (grpc's own are read-only)."""
+
+    def __init__(self, *, method, timeout, metadata, credentials, wait_for_ready, compression):
+        self.method = method
+        self.timeout = timeout
+        self.metadata = metadata
+        self.credentials = credentials
+        self.wait_for_ready = wait_for_ready
+        self.compression = compression
+
+
+def open_channel(address: str) -> grpc.Channel:
+    """A channel to `address`: TLS when $WEIR_TLS_CA names a CA file, with the credentials of
+    $WEIR_USER and $WEIR_PASSWORD on every call when both are set."""
+    ca_file = os.environ.get("WEIR_TLS_CA")
+    if ca_file:
+        with open(ca_file, "rb") as ca:
+            channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(ca.read()))
+    else:
+        channel = grpc.insecure_channel(address)
+    user, password = os.environ.get("WEIR_USER"), os.environ.get("WEIR_PASSWORD")
+    if user and password:
+        return grpc.intercept_channel(channel, BasicAuth(user, password))
+    return channel
 
 
 def error_info(error: grpc.RpcError) -> error_details_pb2.ErrorInfo | None:
@@ -184,12 +241,14 @@ def main() -> None:
     # The weir CLI also accepts http://HOST:PORT; grpc wants the bare target.
     address = address.removeprefix("http://")
     partitions = 2
-    with grpc.insecure_channel(address) as channel:
-        try:
-            grpc.channel_ready_future(channel).result(timeout=5)
-        except grpc.FutureTimeoutError:
-            sys.exit(f"no broker at {address}: start one with `weir broker` (see README.md)")
+    with open_channel(address) as channel:
         broker = broker_pb2_grpc.BrokerStub(channel)
+        try:
+            broker.DescribeCluster(pb.DescribeClusterRequest(), timeout=5)
+        except grpc.RpcError as error:
+            if error.code() == grpc.StatusCode.UNAVAILABLE:
+                sys.exit(f"no broker at {address}: start one with `weir broker` (see README.md)")
+            sys.exit(f"the broker at {address} refused: {error.code().name}: {error.details()}")
         print(f"connected to {address}")
 
         print("== create topic")
