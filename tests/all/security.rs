@@ -3,19 +3,20 @@
 //! certificate or cluster secret, and passwords kept out of everything the broker writes.
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
 use tonic::Code;
 use weir_client::{
-    AclBinding, AclFilter, AclOperation, AclPermission, Acks, CLUSTER_RESOURCE, Client,
+    Acks, AclBinding, AclFilter, AclOperation, AclPermission, CLUSTER_RESOURCE, Client,
     ClientError, FetchSpec, ModulePath, ModuleRef, PatternType, ProducerRecord, RejectPolicy,
     ResourceType, TopicPartition, TopicSpec,
 };
 use weir_proto::internal::raft_client::RaftClient;
 use weir_server::{BootstrapUser, TlsSettings};
 use weir_tests::tls::{NODE_CN, Pem, TestPki};
-use weir_tests::{InProcessBroker, ProcessCluster, scrape_metrics};
+use weir_tests::{InProcessBroker, ProcessCluster, eventually, scrape_metrics};
 
 use crate::weir;
 
@@ -82,7 +83,11 @@ fn assert_refused<T: std::fmt::Debug>(
 
 /// Asserts `PERMISSION_DENIED` naming `missing` exactly.
 #[track_caller]
-fn assert_denied<T: std::fmt::Debug>(result: Result<T, ClientError>, principal: &str, missing: &str) {
+fn assert_denied<T: std::fmt::Debug>(
+    result: Result<T, ClientError>,
+    principal: &str,
+    missing: &str,
+) {
     assert_refused(
         result,
         Code::PermissionDenied,
@@ -153,7 +158,13 @@ async fn wrong_passwords_unknown_users_and_anonymous_callers_are_refused_and_cha
     let broker = secured_broker(Some(&pki)).await?;
     let admin = connect(&broker, Some(&pki), None, Some(("admin", ADMIN_PASSWORD))).await?;
 
-    let wrong = connect(&broker, Some(&pki), None, Some(("admin", "not-the-password"))).await?;
+    let wrong = connect(
+        &broker,
+        Some(&pki),
+        None,
+        Some(("admin", "not-the-password")),
+    )
+    .await?;
     let refused = wrong.create_topic(TopicSpec::new("by-wrong", 1)).await;
     let message = refused.as_ref().unwrap_err().to_string();
     assert!(!message.contains("not-the-password"), "{message}");
@@ -173,13 +184,20 @@ async fn wrong_passwords_unknown_users_and_anonymous_callers_are_refused_and_cha
     // No credentials: the anonymous caller, whom no binding allows anything.
     let anonymous = connect(&broker, Some(&pki), None, None).await?;
     assert_denied(
-        anonymous.create_topic(TopicSpec::new("by-anonymous", 1)).await,
+        anonymous
+            .create_topic(TopicSpec::new("by-anonymous", 1))
+            .await,
         "User:ANONYMOUS",
         "CREATE on the cluster or CREATE on topic 'by-anonymous'",
     );
     // Even a binding for every user leaves the anonymous caller out.
     admin
-        .create_acls(&[allow("User:*", AclOperation::Describe, ResourceType::Cluster, CLUSTER_RESOURCE)])
+        .create_acls(&[allow(
+            "User:*",
+            AclOperation::Describe,
+            ResourceType::Cluster,
+            CLUSTER_RESOURCE,
+        )])
         .await?;
     assert_denied(
         anonymous.list_acls(&AclFilter::default()).await,
@@ -187,13 +205,26 @@ async fn wrong_passwords_unknown_users_and_anonymous_callers_are_refused_and_cha
         "DESCRIBE on the cluster",
     );
 
-    assert!(admin.list_topics().await?.is_empty(), "a refused request created a topic");
+    assert!(
+        admin.list_topics().await?.is_empty(),
+        "a refused request created a topic"
+    );
     assert_eq!(
-        counter(&broker, "weir_authentication_failures_total", "{reason=\"wrong_password\"}").await?,
+        counter(
+            &broker,
+            "weir_authentication_failures_total",
+            "{reason=\"wrong_password\"}"
+        )
+        .await?,
         1
     );
     assert_eq!(
-        counter(&broker, "weir_authentication_failures_total", "{reason=\"unknown_user\"}").await?,
+        counter(
+            &broker,
+            "weir_authentication_failures_total",
+            "{reason=\"unknown_user\"}"
+        )
+        .await?,
         1
     );
     assert_eq!(
@@ -217,11 +248,18 @@ async fn the_acl_matrix_allows_exactly_what_the_bindings_say() -> anyhow::Result
     for topic in ["orders", "orders-eu", "audit"] {
         admin.create_topic(TopicSpec::new(topic, 1)).await?;
         admin
-            .produce(topic, Some(0), vec![record(&format!("{topic}-0"))], Acks::All)
+            .produce(
+                topic,
+                Some(0),
+                vec![record(&format!("{topic}-0"))],
+                Acks::All,
+            )
             .await?;
     }
     let keep_all = weir_tests::modules::bytes("keep-all")?;
-    admin.register_module("keep-all", None, keep_all.clone()).await?;
+    admin
+        .register_module("keep-all", None, keep_all.clone())
+        .await?;
     let alice = connect(&broker, None, None, Some(("alice", ALICE_PASSWORD))).await?;
     let bob = connect(&broker, None, None, Some(("bob", "bob-pw-5521"))).await?;
     let me = "User:alice";
@@ -230,65 +268,152 @@ async fn the_acl_matrix_allows_exactly_what_the_bindings_say() -> anyhow::Result
         async move { admin.create_acls(&[binding]).await }
     };
 
-    // Produce: write on the topic. A denied request stores nothing.
+    // Produce: write on the topic (an idempotent producer's id: write on any topic). A denied
+    // request stores nothing.
+    assert_denied(alice.init_producer_id().await, me, "WRITE on any topic");
     assert_denied(
-        alice.produce("orders", Some(0), vec![record("denied")], Acks::All).await,
+        alice
+            .produce("orders", Some(0), vec![record("denied")], Acks::All)
+            .await,
         me,
         "WRITE on topic 'orders'",
     );
-    grant(allow(me, AclOperation::Write, ResourceType::Topic, "orders")).await?;
+    grant(allow(
+        me,
+        AclOperation::Write,
+        ResourceType::Topic,
+        "orders",
+    ))
+    .await?;
     alice
         .produce("orders", Some(0), vec![record("by-alice")], Acks::All)
         .await?;
-    assert_eq!(read_values(&admin, "orders", vec![]).await?, ["orders-0", "by-alice"]);
+    alice.init_producer_id().await?;
+    assert_eq!(
+        read_values(&admin, "orders", vec![]).await?,
+        ["orders-0", "by-alice"]
+    );
 
     // Consume: read on the topic; a prefixed binding covers every topic starting with it.
-    assert_denied(read_values(&alice, "orders", vec![]).await, me, "READ on topic 'orders'");
-    grant(prefixed(allow(me, AclOperation::Read, ResourceType::Topic, "orders"))).await?;
-    assert_eq!(read_values(&alice, "orders-eu", vec![]).await?, ["orders-eu-0"]);
-    assert_denied(read_values(&alice, "audit", vec![]).await, me, "READ on topic 'audit'");
+    assert_denied(
+        read_values(&alice, "orders", vec![]).await,
+        me,
+        "READ on topic 'orders'",
+    );
+    grant(prefixed(allow(
+        me,
+        AclOperation::Read,
+        ResourceType::Topic,
+        "orders",
+    )))
+    .await?;
+    assert_eq!(
+        read_values(&alice, "orders-eu", vec![]).await?,
+        ["orders-eu-0"]
+    );
+    assert_denied(
+        read_values(&alice, "audit", vec![]).await,
+        me,
+        "READ on topic 'audit'",
+    );
 
     // A consumer-chosen module: read on the module too.
     let chain = || vec![ModuleRef::new("keep-all")];
-    assert_denied(read_values(&alice, "orders", chain()).await, me, "READ on module 'keep-all'");
-    grant(allow(me, AclOperation::Read, ResourceType::Module, "keep-all")).await?;
-    assert_eq!(read_values(&alice, "orders", chain()).await?, ["orders-0", "by-alice"]);
+    assert_denied(
+        read_values(&alice, "orders", chain()).await,
+        me,
+        "READ on module 'keep-all'",
+    );
+    grant(allow(
+        me,
+        AclOperation::Read,
+        ResourceType::Module,
+        "keep-all",
+    ))
+    .await?;
+    assert_eq!(
+        read_values(&alice, "orders", chain()).await?,
+        ["orders-0", "by-alice"]
+    );
 
     // Deny wins over the prefixed allow.
-    grant(deny(allow(me, AclOperation::Read, ResourceType::Topic, "orders-eu"))).await?;
-    assert_denied(read_values(&alice, "orders-eu", vec![]).await, me, "READ on topic 'orders-eu'");
+    grant(deny(allow(
+        me,
+        AclOperation::Read,
+        ResourceType::Topic,
+        "orders-eu",
+    )))
+    .await?;
+    assert_denied(
+        read_values(&alice, "orders-eu", vec![]).await,
+        me,
+        "READ on topic 'orders-eu'",
+    );
     assert_eq!(read_values(&alice, "orders", vec![]).await?.len(), 2);
 
     // Groups: read on the group to join or commit, and read on the topics committed.
-    let offsets = [(TopicPartition { topic: "orders".into(), partition: 0 }, 1)];
-    assert_denied(alice.commit_offsets("g1", "", &offsets).await, me, "READ on group 'g1'");
+    let offsets = [(
+        TopicPartition {
+            topic: "orders".into(),
+            partition: 0,
+        },
+        1,
+    )];
     assert_denied(
-        alice.join_group("g1", &["orders".into()], "range", 10_000, "a").await,
+        alice.commit_offsets("g1", "", &offsets).await,
+        me,
+        "READ on group 'g1'",
+    );
+    assert_denied(
+        alice
+            .join_group("g1", &["orders".into()], "range", 10_000, "a")
+            .await,
         me,
         "READ on group 'g1'",
     );
     grant(allow(me, AclOperation::Read, ResourceType::Group, "g1")).await?;
     alice.commit_offsets("g1", "", &offsets).await?;
-    let joined = alice.join_group("g1", &["orders".into()], "range", 10_000, "a").await?;
+    let joined = alice
+        .join_group("g1", &["orders".into()], "range", 10_000, "a")
+        .await?;
     alice.leave_group("g1", &joined.member_id).await?;
     // Listing shows only the groups one may describe (read implies describe).
     assert_eq!(
-        bob.list_groups().await?.into_iter().map(|g| g.group).collect::<Vec<_>>(),
+        bob.list_groups()
+            .await?
+            .into_iter()
+            .map(|g| g.group)
+            .collect::<Vec<_>>(),
         Vec::<String>::new()
     );
     assert_eq!(
-        alice.list_groups().await?.into_iter().map(|g| g.group).collect::<Vec<_>>(),
+        alice
+            .list_groups()
+            .await?
+            .into_iter()
+            .map(|g| g.group)
+            .collect::<Vec<_>>(),
         ["g1"]
     );
 
     // Modules: alter on the module to register; alter on the module and the topic to attach.
     assert_denied(
-        alice.register_module("alice-keep", None, keep_all.clone()).await,
+        alice
+            .register_module("alice-keep", None, keep_all.clone())
+            .await,
         me,
         "ALTER on module 'alice-keep'",
     );
-    grant(prefixed(allow(me, AclOperation::Alter, ResourceType::Module, "alice-"))).await?;
-    alice.register_module("alice-keep", None, keep_all.clone()).await?;
+    grant(prefixed(allow(
+        me,
+        AclOperation::Alter,
+        ResourceType::Module,
+        "alice-",
+    )))
+    .await?;
+    alice
+        .register_module("alice-keep", None, keep_all.clone())
+        .await?;
     let attach = || {
         alice.attach_module(
             "orders",
@@ -298,7 +423,13 @@ async fn the_acl_matrix_allows_exactly_what_the_bindings_say() -> anyhow::Result
         )
     };
     assert_denied(attach().await, me, "ALTER on topic 'orders'");
-    grant(allow(me, AclOperation::Alter, ResourceType::Topic, "orders")).await?;
+    grant(allow(
+        me,
+        AclOperation::Alter,
+        ResourceType::Topic,
+        "orders",
+    ))
+    .await?;
     let attached = attach().await?;
     assert_eq!(attached.consume_chain.len(), 1);
 
@@ -308,7 +439,13 @@ async fn the_acl_matrix_allows_exactly_what_the_bindings_say() -> anyhow::Result
         me,
         "CREATE on the cluster or CREATE on topic 'alice-t'",
     );
-    grant(prefixed(allow(me, AclOperation::Create, ResourceType::Topic, "alice-"))).await?;
+    grant(prefixed(allow(
+        me,
+        AclOperation::Create,
+        ResourceType::Topic,
+        "alice-",
+    )))
+    .await?;
     alice.create_topic(TopicSpec::new("alice-t", 1)).await?;
     let retention = || {
         alice.alter_topic_configs(
@@ -318,23 +455,54 @@ async fn the_acl_matrix_allows_exactly_what_the_bindings_say() -> anyhow::Result
         )
     };
     assert_denied(retention().await, me, "ALTER_CONFIGS on topic 'alice-t'");
-    grant(allow(me, AclOperation::AlterConfigs, ResourceType::Topic, "alice-t")).await?;
+    grant(allow(
+        me,
+        AclOperation::AlterConfigs,
+        ResourceType::Topic,
+        "alice-t",
+    ))
+    .await?;
     retention().await?;
-    assert_denied(alice.delete_topic("alice-t").await, me, "DELETE on topic 'alice-t'");
-    grant(allow(me, AclOperation::Delete, ResourceType::Topic, "alice-t")).await?;
+    assert_denied(
+        alice.delete_topic("alice-t").await,
+        me,
+        "DELETE on topic 'alice-t'",
+    );
+    grant(allow(
+        me,
+        AclOperation::Delete,
+        ResourceType::Topic,
+        "alice-t",
+    ))
+    .await?;
     alice.delete_topic("alice-t").await?;
 
     // Users and ACLs are the cluster's: alter to change, describe to list.
-    assert_denied(alice.create_user("carol", "carol-pw-1").await, me, "ALTER on the cluster");
-    assert_denied(alice.delete_user("bob").await, me, "ALTER on the cluster");
     assert_denied(
-        alice.create_acls(&[allow(me, AclOperation::All, ResourceType::Topic, "*")]).await,
+        alice.create_user("carol", "carol-pw-1").await,
         me,
         "ALTER on the cluster",
     );
-    assert_denied(alice.list_acls(&AclFilter::default()).await, me, "DESCRIBE on the cluster");
+    assert_denied(alice.delete_user("bob").await, me, "ALTER on the cluster");
+    assert_denied(
+        alice
+            .create_acls(&[allow(me, AclOperation::All, ResourceType::Topic, "*")])
+            .await,
+        me,
+        "ALTER on the cluster",
+    );
+    assert_denied(
+        alice.list_acls(&AclFilter::default()).await,
+        me,
+        "DESCRIBE on the cluster",
+    );
     assert_denied(alice.list_users().await, me, "DESCRIBE on the cluster");
-    let names: Vec<String> = admin.list_users().await?.into_iter().map(|u| u.name).collect();
+    let names: Vec<String> = admin
+        .list_users()
+        .await?
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
     assert_eq!(names, ["admin", "alice", "bob"]);
 
     // Topic lists show what one may describe; a binding for every user reaches bob too.
@@ -346,16 +514,29 @@ async fn the_acl_matrix_allows_exactly_what_the_bindings_say() -> anyhow::Result
     };
     assert_eq!(listed(bob.clone()).await?, Vec::<String>::new());
     assert_eq!(listed(alice.clone()).await?, ["orders", "orders-eu"]);
-    grant(allow("User:*", AclOperation::Describe, ResourceType::Topic, "audit")).await?;
+    grant(allow(
+        "User:*",
+        AclOperation::Describe,
+        ResourceType::Topic,
+        "audit",
+    ))
+    .await?;
     assert_eq!(listed(bob.clone()).await?, ["audit"]);
 
     // Deleting the bindings takes the permission away again.
     let removed = admin
-        .delete_acls(&[allow(me, AclOperation::Write, ResourceType::Topic, "orders")])
+        .delete_acls(&[allow(
+            me,
+            AclOperation::Write,
+            ResourceType::Topic,
+            "orders",
+        )])
         .await?;
     assert_eq!(removed, 1);
     assert_denied(
-        alice.produce("orders", Some(0), vec![record("again")], Acks::All).await,
+        alice
+            .produce("orders", Some(0), vec![record("again")], Acks::All)
+            .await,
         me,
         "WRITE on topic 'orders'",
     );
@@ -371,24 +552,37 @@ async fn the_acl_matrix_allows_exactly_what_the_bindings_say() -> anyhow::Result
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_certificates_name_users_and_only_nodes_reach_the_peer_service()
--> anyhow::Result<()> {
+async fn client_certificates_name_users_and_only_nodes_reach_the_peer_service() -> anyhow::Result<()>
+{
     let pki = TestPki::generate()?;
     let broker = secured_broker(Some(&pki)).await?;
     let admin = connect(&broker, Some(&pki), None, Some(("admin", ADMIN_PASSWORD))).await?;
     admin
-        .create_acls(&[allow("User:carol", AclOperation::Describe, ResourceType::Cluster, CLUSTER_RESOURCE)])
+        .create_acls(&[allow(
+            "User:carol",
+            AclOperation::Describe,
+            ResourceType::Cluster,
+            CLUSTER_RESOURCE,
+        )])
         .await?;
     let carol_pem = pki.client_named("carol")?;
     let carol = connect(&broker, Some(&pki), Some(&carol_pem), None).await?;
     assert_eq!(carol.list_acls(&AclFilter::default()).await?.len(), 1);
     let dave = connect(&broker, Some(&pki), Some(&pki.client_named("dave")?), None).await?;
-    assert_denied(dave.list_acls(&AclFilter::default()).await, "User:dave", "DESCRIBE on the cluster");
+    assert_denied(
+        dave.list_acls(&AclFilter::default()).await,
+        "User:dave",
+        "DESCRIBE on the cluster",
+    );
 
     // The peer service: a client certificate from the same CA is not a node's.
     let vote = |identity: &Pem| {
         let channel = tonic::transport::Endpoint::from_shared(format!("https://{}", broker.addr()))
-            .and_then(|e| e.tls_config(TestPki::client_config(&pki.ca, Some(identity)).domain_name("localhost")))
+            .and_then(|e| {
+                e.tls_config(
+                    TestPki::client_config(&pki.ca, Some(identity)).domain_name("localhost"),
+                )
+            })
             .map(|e| e.connect_lazy());
         async move {
             RaftClient::new(channel?)
@@ -401,15 +595,29 @@ async fn client_certificates_name_users_and_only_nodes_reach_the_peer_service()
                 .map_err(anyhow::Error::from)
         }
     };
-    let refused = vote(&carol_pem).await.expect_err("a client reached the peer service");
-    let status = refused.downcast_ref::<tonic::Status>().context("not a status")?;
+    let refused = vote(&carol_pem)
+        .await
+        .expect_err("a client reached the peer service");
+    let status = refused
+        .downcast_ref::<tonic::Status>()
+        .context("not a status")?;
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
-    assert!(status.message().contains("answers only nodes"), "{status:?}");
+    assert!(
+        status.message().contains("answers only nodes"),
+        "{status:?}"
+    );
     // A node's certificate passes the guard: the message then fails as the garbage it is.
-    let passed = vote(&pki.client_named(NODE_CN)?).await.expect_err("garbage was a vote");
-    let status = passed.downcast_ref::<tonic::Status>().context("not a status")?;
+    let passed = vote(&pki.client_named(NODE_CN)?)
+        .await
+        .expect_err("garbage was a vote");
+    let status = passed
+        .downcast_ref::<tonic::Status>()
+        .context("not a status")?;
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    assert_eq!(counter(&broker, "weir_peer_requests_refused_total", "").await?, 1);
+    assert_eq!(
+        counter(&broker, "weir_peer_requests_refused_total", "").await?,
+        1
+    );
     Ok(())
 }
 
@@ -435,13 +643,25 @@ async fn a_cluster_secret_lets_nodes_replicate_and_forward_and_keeps_clients_out
         .credentials("admin", ADMIN_PASSWORD)
         .connect()
         .await?;
-    admin.create_topic(TopicSpec::new("replicated", 1).with_replication_factor(3)).await?;
+    admin
+        .create_topic(TopicSpec::new("replicated", 1).with_replication_factor(3))
+        .await?;
     admin.create_user("alice", ALICE_PASSWORD).await?;
     admin
         .create_acls(&[
             allow("User:alice", AclOperation::Read, ResourceType::Group, "g"),
-            allow("User:alice", AclOperation::Read, ResourceType::Topic, "replicated"),
-            allow("User:alice", AclOperation::Write, ResourceType::Topic, "replicated"),
+            allow(
+                "User:alice",
+                AclOperation::Read,
+                ResourceType::Topic,
+                "replicated",
+            ),
+            allow(
+                "User:alice",
+                AclOperation::Write,
+                ResourceType::Topic,
+                "replicated",
+            ),
         ])
         .await?;
     // Replication among the nodes: acks=all needs a quorum of them.
@@ -452,15 +672,49 @@ async fn a_cluster_secret_lets_nodes_replicate_and_forward_and_keeps_clients_out
     };
     let alice = alice_at(1).await?;
     let outcome = alice
-        .produce("replicated", Some(0), vec![record("one"), record("two")], Acks::All)
+        .produce(
+            "replicated",
+            Some(0),
+            vec![record("one"), record("two")],
+            Acks::All,
+        )
         .await?;
     assert_eq!(outcome.base_offset, Some(0));
     // Group requests reach the coordinator through whichever node a client asks: a node that
-    // is not the controller leader forwards them in its own name, having checked alice's.
+    // is not the controller leader forwards them in its own name, having checked alice's
+    // permissions against the bindings it has applied (within about a heartbeat of the grant).
+    for id in [1, 2, 3] {
+        let at_node = Client::builder(cluster.addr(id).to_string())
+            .credentials("admin", ADMIN_PASSWORD)
+            .connect()
+            .await?;
+        eventually(
+            Duration::from_secs(10),
+            "the bindings reach every node",
+            || {
+                let at_node = at_node.clone();
+                async move {
+                    let bindings = at_node.list_acls(&AclFilter::default()).await.ok()?;
+                    (bindings.len() == 3).then_some(())
+                }
+            },
+        )
+        .await?;
+    }
     for id in [1, 2, 3] {
         let client = alice_at(id).await?;
         client
-            .commit_offsets("g", "", &[(TopicPartition { topic: "replicated".into(), partition: 0 }, 2)])
+            .commit_offsets(
+                "g",
+                "",
+                &[(
+                    TopicPartition {
+                        topic: "replicated".into(),
+                        partition: 0,
+                    },
+                    2,
+                )],
+            )
             .await
             .with_context(|| format!("committing through node {id}"))?;
     }
@@ -473,7 +727,11 @@ async fn a_cluster_secret_lets_nodes_replicate_and_forward_and_keeps_clients_out
             })
             .await
             .expect_err("a client proposed a controller command");
-        assert_eq!(status.code(), Code::PermissionDenied, "node {id}: {status:?}");
+        assert_eq!(
+            status.code(),
+            Code::PermissionDenied,
+            "node {id}: {status:?}"
+        );
     }
     let topics = admin.list_topics().await?;
     assert_eq!(topics.len(), 1, "{topics:?}");
@@ -496,20 +754,38 @@ async fn passwords_stay_out_of_logs_metrics_errors_and_the_controller_state() ->
     let ca = pki.ca.cert_file.to_string_lossy().into_owned();
     let weir_as = |user: Option<(&str, &str)>, args: &[&str], stdin: &str| {
         let mut command = std::process::Command::new(crate::WEIR);
-        command.args(["--broker", &addr, "--tls-ca", &ca]).args(args);
+        command
+            .args(["--broker", &addr, "--tls-ca", &ca])
+            .args(args);
         if let Some((user, password)) = user {
-            command.args(["--user", user]).env("WEIR_PASSWORD", password);
+            command
+                .args(["--user", user])
+                .env("WEIR_PASSWORD", password);
         }
         run_with_stdin(command, stdin)
     };
     let admin = Some(("admin", ADMIN_PASSWORD));
 
     // Users through the CLI: the new password on stdin, never a flag.
-    let created = weir_as(admin, &["user", "create", "alice"], &format!("{ALICE_PASSWORD}\n"))?;
+    let created = weir_as(
+        admin,
+        &["user", "create", "alice"],
+        &format!("{ALICE_PASSWORD}\n"),
+    )?;
     assert_eq!(created.stdout, "created user alice\n", "{created:?}");
     let granted = weir_as(
         admin,
-        &["acl", "create", "--allow", "--principal", "User:alice", "--operation", "describe", "--topic", "*"],
+        &[
+            "acl",
+            "create",
+            "--allow",
+            "--principal",
+            "User:alice",
+            "--operation",
+            "describe",
+            "--topic",
+            "*",
+        ],
         "",
     )?;
     assert_eq!(granted.stdout, "created 1 ACL binding(s)\n", "{granted:?}");
@@ -534,20 +810,39 @@ async fn passwords_stay_out_of_logs_metrics_errors_and_the_controller_state() ->
     assert!(!wrong.success);
     assert!(wrong.stderr.contains("UNAUTHENTICATED"), "{wrong:?}");
     assert!(!wrong.stderr.contains("guessed-pw-1234"), "{wrong:?}");
-    let denied = weir_as(Some(("alice", ALICE_PASSWORD)), &["topic", "create", "x"], "")?;
+    let denied = weir_as(
+        Some(("alice", ALICE_PASSWORD)),
+        &["topic", "create", "x"],
+        "",
+    )?;
     assert!(
-        denied.stderr.contains("PERMISSION_DENIED") && denied.stderr.contains("CREATE on the cluster"),
+        denied.stderr.contains("PERMISSION_DENIED")
+            && denied.stderr.contains("CREATE on the cluster"),
         "{denied:?}"
     );
 
     // A new password: the old one stops working.
-    let changed = weir_as(admin, &["user", "set-password", "alice"], "alice-pw-second-9\n")?;
+    let changed = weir_as(
+        admin,
+        &["user", "set-password", "alice"],
+        "alice-pw-second-9\n",
+    )?;
     assert!(changed.success, "{changed:?}");
     let old = weir_as(Some(("alice", ALICE_PASSWORD)), &["topic", "list"], "")?;
     assert!(old.stderr.contains("UNAUTHENTICATED"), "{old:?}");
     let deleted = weir_as(
         admin,
-        &["acl", "delete", "--allow", "--principal", "User:alice", "--operation", "describe", "--topic", "*"],
+        &[
+            "acl",
+            "delete",
+            "--allow",
+            "--principal",
+            "User:alice",
+            "--operation",
+            "describe",
+            "--topic",
+            "*",
+        ],
         "",
     )?;
     assert_eq!(deleted.stdout, "deleted 1 ACL binding(s)\n", "{deleted:?}");
@@ -560,15 +855,28 @@ async fn passwords_stay_out_of_logs_metrics_errors_and_the_controller_state() ->
     let after = weir_as(Some(("alice", "alice-pw-second-9")), &["topic", "list"], "")?;
     assert!(after.success, "{after:?}");
 
-    let passwords = [ADMIN_PASSWORD, ALICE_PASSWORD, "alice-pw-second-9", "guessed-pw-1234"];
+    let passwords = [
+        ADMIN_PASSWORD,
+        ALICE_PASSWORD,
+        "alice-pw-second-9",
+        "guessed-pw-1234",
+    ];
     let log = cluster.log(1);
-    assert!(log.contains("authentication failed"), "the failure was not audited");
+    assert!(
+        log.contains("authentication failed"),
+        "the failure was not audited"
+    );
     for password in passwords {
-        assert!(!log.contains(password), "the log holds the password {password:?}");
+        assert!(
+            !log.contains(password),
+            "the log holds the password {password:?}"
+        );
         for file in files_under(cluster.data_dir(1))? {
             let bytes = std::fs::read(&file)?;
             assert!(
-                !bytes.windows(password.len()).any(|w| w == password.as_bytes()),
+                !bytes
+                    .windows(password.len())
+                    .any(|w| w == password.as_bytes()),
                 "{} holds the password {password:?}",
                 file.display()
             );
@@ -630,13 +938,24 @@ async fn a_broker_open_beyond_loopback_says_so_in_cluster_status() -> anyhow::Re
     let warnings = &cluster.nodes[0].warnings;
     assert_eq!(warnings.len(), 2, "{warnings:?}");
     assert!(warnings[0].contains("without TLS"), "{warnings:?}");
-    assert!(warnings[1].contains("without authorization"), "{warnings:?}");
+    assert!(
+        warnings[1].contains("without authorization"),
+        "{warnings:?}"
+    );
     assert!(!cluster.authorization);
     let status = std::process::Command::new(crate::WEIR)
-        .args(["--broker", &format!("127.0.0.1:{}", broker.addr().port()), "cluster", "status"])
+        .args([
+            "--broker",
+            &format!("127.0.0.1:{}", broker.addr().port()),
+            "cluster",
+            "status",
+        ])
         .output()?;
     let stdout = String::from_utf8_lossy(&status.stdout);
     assert!(stdout.contains("AUTHORIZATION: off"), "{stdout}");
-    assert!(stdout.contains("WARNING: node 1: listening on 0.0.0.0:"), "{stdout}");
+    assert!(
+        stdout.contains("WARNING: node 1: listening on 0.0.0.0:"),
+        "{stdout}"
+    );
     Ok(())
 }

@@ -178,7 +178,14 @@ fn render(bindings: &[AclBinding]) -> String {
         })
         .collect();
     table::render(
-        ["PRINCIPAL", "RESOURCE", "NAME", "PATTERN", "OPERATION", "PERMISSION"],
+        [
+            "PRINCIPAL",
+            "RESOURCE",
+            "NAME",
+            "PATTERN",
+            "OPERATION",
+            "PERMISSION",
+        ],
         &rows,
     )
 }
@@ -198,8 +205,18 @@ mod tests {
     #[test]
     fn create_makes_one_binding_per_operation() {
         let parsed = Wrapper::try_parse_from([
-            "acl", "create", "--deny", "--principal", "User:bob", "--operation", "read",
-            "--operation", "write", "--topic", "orders-", "--prefixed",
+            "acl",
+            "create",
+            "--deny",
+            "--principal",
+            "User:bob",
+            "--operation",
+            "read",
+            "--operation",
+            "write",
+            "--topic",
+            "orders-",
+            "--prefixed",
         ])
         .unwrap();
         let AclCommand::Create(args) = parsed.command else {
@@ -216,16 +233,38 @@ mod tests {
     #[test]
     fn a_binding_needs_one_resource_and_allow_or_deny() {
         let two = Wrapper::try_parse_from([
-            "acl", "create", "--allow", "--principal", "User:a", "--operation", "read",
-            "--topic", "t", "--group", "g",
+            "acl",
+            "create",
+            "--allow",
+            "--principal",
+            "User:a",
+            "--operation",
+            "read",
+            "--topic",
+            "t",
+            "--group",
+            "g",
         ]);
         assert!(two.is_err());
         let neither = Wrapper::try_parse_from([
-            "acl", "create", "--principal", "User:a", "--operation", "read", "--topic", "t",
+            "acl",
+            "create",
+            "--principal",
+            "User:a",
+            "--operation",
+            "read",
+            "--topic",
+            "t",
         ]);
         assert!(neither.unwrap_err().to_string().contains("--allow"));
         let parsed = Wrapper::try_parse_from([
-            "acl", "create", "--allow", "--principal", "User:a", "--operation", "read",
+            "acl",
+            "create",
+            "--allow",
+            "--principal",
+            "User:a",
+            "--operation",
+            "read",
         ])
         .unwrap();
         let AclCommand::Create(args) = parsed.command else {

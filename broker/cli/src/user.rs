@@ -48,7 +48,10 @@ impl UserCommand {
                     .into_iter()
                     .map(|u| [u.name, u.mechanism, u.iterations.to_string()])
                     .collect();
-                print!("{}", table::render(["NAME", "MECHANISM", "ITERATIONS"], &rows));
+                print!(
+                    "{}",
+                    table::render(["NAME", "MECHANISM", "ITERATIONS"], &rows)
+                );
             }
             Self::Delete { name } => {
                 client

@@ -469,9 +469,7 @@ impl BrokerConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
         let clustered = !self.peers.is_empty() || self.join;
-        self.tls
-            .validate(clustered)
-            .map_err(ConfigError::Invalid)?;
+        self.tls.validate(clustered).map_err(ConfigError::Invalid)?;
         self.security
             .validate(&self.tls, clustered)
             .map_err(ConfigError::Invalid)?;

@@ -105,8 +105,12 @@ impl BrokerService {
 
     /// Whether the caller may do `operation` on `resource` (for lists).
     fn may(&self, caller: &Caller, operation: Operation, resource: Resource<'_>) -> bool {
-        self.security
-            .allows(&caller.principal, &caller.metadata.acls, operation, resource)
+        self.security.allows(
+            &caller.principal,
+            &caller.metadata.acls,
+            operation,
+            resource,
+        )
     }
 
     fn node(&self) -> Result<&Arc<Node>, BrokerError> {
@@ -394,7 +398,10 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::CreateTopicRequest>,
     ) -> Result<Response<pb::CreateTopicResponse>, Status> {
-        self.serve("CreateTopic", request, |request, _| self.handle_create_topic(request)).await
+        self.serve("CreateTopic", request, |request, _| {
+            self.handle_create_topic(request)
+        })
+        .await
     }
 
     #[tracing::instrument(skip_all, fields(topic = %request.get_ref().name))]
@@ -402,7 +409,10 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::DeleteTopicRequest>,
     ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
-        self.serve("DeleteTopic", request, |request, _| self.handle_delete_topic(request)).await
+        self.serve("DeleteTopic", request, |request, _| {
+            self.handle_delete_topic(request)
+        })
+        .await
     }
 
     async fn list_topics(
@@ -423,7 +433,10 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::DescribeTopicRequest>,
     ) -> Result<Response<pb::DescribeTopicResponse>, Status> {
-        self.serve("DescribeTopic", request, |request, _| self.handle_describe_topic(request)).await
+        self.serve("DescribeTopic", request, |request, _| {
+            self.handle_describe_topic(request)
+        })
+        .await
     }
 
     #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic))]
@@ -431,7 +444,10 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::AlterTopicConfigsRequest>,
     ) -> Result<Response<pb::DescribeTopicResponse>, Status> {
-        self.serve("AlterTopicConfigs", request, |request, _| self.handle_alter_topic_configs(request)).await
+        self.serve("AlterTopicConfigs", request, |request, _| {
+            self.handle_alter_topic_configs(request)
+        })
+        .await
     }
 
     #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, records = request.get_ref().records.len()))]
@@ -439,7 +455,10 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::ProduceRequest>,
     ) -> Result<Response<pb::ProduceResponse>, Status> {
-        self.serve("Produce", request, |request, _| self.handle_produce(request)).await
+        self.serve("Produce", request, |request, _| {
+            self.handle_produce(request)
+        })
+        .await
     }
 
     #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition, offset = request.get_ref().offset))]
@@ -447,7 +466,8 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::FetchRequest>,
     ) -> Result<Response<pb::FetchResponse>, Status> {
-        self.serve("Fetch", request, |request, _| self.handle_fetch(request)).await
+        self.serve("Fetch", request, |request, _| self.handle_fetch(request))
+            .await
     }
 
     type SubscribeStream = ResponseStream<pb::SubscribeResponse>;
@@ -457,56 +477,80 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        self.serve("Subscribe", request, |request, _| self.handle_subscribe(request)).await
+        self.serve("Subscribe", request, |request, _| {
+            self.handle_subscribe(request)
+        })
+        .await
     }
 
     async fn list_offsets(
         &self,
         request: Request<pb::ListOffsetsRequest>,
     ) -> Result<Response<pb::ListOffsetsResponse>, Status> {
-        self.serve("ListOffsets", request, |request, _| self.handle_list_offsets(request)).await
+        self.serve("ListOffsets", request, |request, _| {
+            self.handle_list_offsets(request)
+        })
+        .await
     }
 
     async fn init_producer_id(
         &self,
         request: Request<pb::InitProducerIdRequest>,
     ) -> Result<Response<pb::InitProducerIdResponse>, Status> {
-        self.serve("InitProducerId", request, |request, _| self.handle_init_producer_id(request)).await
+        self.serve("InitProducerId", request, |request, _| {
+            self.handle_init_producer_id(request)
+        })
+        .await
     }
 
     async fn delete_records(
         &self,
         request: Request<pb::DeleteRecordsRequest>,
     ) -> Result<Response<pb::DeleteRecordsResponse>, Status> {
-        self.serve("DeleteRecords", request, |request, _| self.handle_delete_records(request)).await
+        self.serve("DeleteRecords", request, |request, _| {
+            self.handle_delete_records(request)
+        })
+        .await
     }
 
     async fn describe_cluster(
         &self,
         request: Request<pb::DescribeClusterRequest>,
     ) -> Result<Response<pb::DescribeClusterResponse>, Status> {
-        self.serve("DescribeCluster", request, |request, _| self.handle_describe_cluster(request)).await
+        self.serve("DescribeCluster", request, |request, _| {
+            self.handle_describe_cluster(request)
+        })
+        .await
     }
 
     async fn add_node(
         &self,
         request: Request<pb::AddNodeRequest>,
     ) -> Result<Response<pb::DescribeClusterResponse>, Status> {
-        self.serve("AddNode", request, |request, _| self.handle_add_node(request)).await
+        self.serve("AddNode", request, |request, _| {
+            self.handle_add_node(request)
+        })
+        .await
     }
 
     async fn remove_node(
         &self,
         request: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::DescribeClusterResponse>, Status> {
-        self.serve("RemoveNode", request, |request, _| self.handle_remove_node(request)).await
+        self.serve("RemoveNode", request, |request, _| {
+            self.handle_remove_node(request)
+        })
+        .await
     }
 
     async fn move_replica(
         &self,
         request: Request<pb::MoveReplicaRequest>,
     ) -> Result<Response<pb::DescribeTopicResponse>, Status> {
-        self.serve("MoveReplica", request, |request, _| self.handle_move_replica(request)).await
+        self.serve("MoveReplica", request, |request, _| {
+            self.handle_move_replica(request)
+        })
+        .await
     }
 
     #[tracing::instrument(skip_all, fields(module = %request.get_ref().name, bytes = request.get_ref().wasm.len()))]
@@ -514,7 +558,10 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::RegisterModuleRequest>,
     ) -> Result<Response<pb::ModuleDescription>, Status> {
-        self.serve("RegisterModule", request, |request, _| self.handle_register_module(request)).await
+        self.serve("RegisterModule", request, |request, _| {
+            self.handle_register_module(request)
+        })
+        .await
     }
 
     async fn list_modules(
@@ -535,7 +582,10 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::DescribeModuleRequest>,
     ) -> Result<Response<pb::ModuleDescription>, Status> {
-        self.serve("DescribeModule", request, |request, _| self.handle_describe_module(request)).await
+        self.serve("DescribeModule", request, |request, _| {
+            self.handle_describe_module(request)
+        })
+        .await
     }
 
     #[tracing::instrument(skip_all, fields(module = %request.get_ref().name))]
@@ -543,7 +593,10 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::DeleteModuleRequest>,
     ) -> Result<Response<pb::DeleteModuleResponse>, Status> {
-        self.serve("DeleteModule", request, |request, _| self.handle_delete_module(request)).await
+        self.serve("DeleteModule", request, |request, _| {
+            self.handle_delete_module(request)
+        })
+        .await
     }
 
     #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic))]
@@ -551,7 +604,10 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::AttachModuleRequest>,
     ) -> Result<Response<pb::DescribeTopicResponse>, Status> {
-        self.serve("AttachModule", request, |request, _| self.handle_attach_module(request)).await
+        self.serve("AttachModule", request, |request, _| {
+            self.handle_attach_module(request)
+        })
+        .await
     }
 
     #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, module = %request.get_ref().name))]
@@ -559,7 +615,10 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::DetachModuleRequest>,
     ) -> Result<Response<pb::DescribeTopicResponse>, Status> {
-        self.serve("DetachModule", request, |request, _| self.handle_detach_module(request)).await
+        self.serve("DetachModule", request, |request, _| {
+            self.handle_detach_module(request)
+        })
+        .await
     }
 
     #[tracing::instrument(skip_all, fields(group = %request.get_ref().group))]
@@ -567,14 +626,20 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::JoinGroupRequest>,
     ) -> Result<Response<pb::JoinGroupResponse>, Status> {
-        self.serve("JoinGroup", request, |request, _| self.handle_join_group(request)).await
+        self.serve("JoinGroup", request, |request, _| {
+            self.handle_join_group(request)
+        })
+        .await
     }
 
     async fn group_heartbeat(
         &self,
         request: Request<pb::GroupHeartbeatRequest>,
     ) -> Result<Response<pb::GroupHeartbeatResponse>, Status> {
-        self.serve("GroupHeartbeat", request, |request, _| self.handle_group_heartbeat(request)).await
+        self.serve("GroupHeartbeat", request, |request, _| {
+            self.handle_group_heartbeat(request)
+        })
+        .await
     }
 
     #[tracing::instrument(skip_all, fields(group = %request.get_ref().group))]
@@ -582,7 +647,10 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::LeaveGroupRequest>,
     ) -> Result<Response<pb::LeaveGroupResponse>, Status> {
-        self.serve("LeaveGroup", request, |request, _| self.handle_leave_group(request)).await
+        self.serve("LeaveGroup", request, |request, _| {
+            self.handle_leave_group(request)
+        })
+        .await
     }
 
     #[tracing::instrument(skip_all, fields(group = %request.get_ref().group))]
@@ -590,14 +658,20 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::CommitOffsetsRequest>,
     ) -> Result<Response<pb::CommitOffsetsResponse>, Status> {
-        self.serve("CommitOffsets", request, |request, _| self.handle_commit_offsets(request)).await
+        self.serve("CommitOffsets", request, |request, _| {
+            self.handle_commit_offsets(request)
+        })
+        .await
     }
 
     async fn fetch_committed_offsets(
         &self,
         request: Request<pb::FetchCommittedOffsetsRequest>,
     ) -> Result<Response<pb::FetchCommittedOffsetsResponse>, Status> {
-        self.serve("FetchCommittedOffsets", request, |request, _| self.handle_fetch_committed_offsets(request)).await
+        self.serve("FetchCommittedOffsets", request, |request, _| {
+            self.handle_fetch_committed_offsets(request)
+        })
+        .await
     }
 
     async fn list_groups(
@@ -618,7 +692,10 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::DescribeGroupRequest>,
     ) -> Result<Response<pb::GroupDescription>, Status> {
-        self.serve("DescribeGroup", request, |request, _| self.handle_describe_group(request)).await
+        self.serve("DescribeGroup", request, |request, _| {
+            self.handle_describe_group(request)
+        })
+        .await
     }
 
     #[tracing::instrument(skip_all, fields(group = %request.get_ref().group))]
@@ -626,7 +703,10 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::ResetGroupOffsetsRequest>,
     ) -> Result<Response<pb::ResetGroupOffsetsResponse>, Status> {
-        self.serve("ResetGroupOffsets", request, |request, _| self.handle_reset_group_offsets(request)).await
+        self.serve("ResetGroupOffsets", request, |request, _| {
+            self.handle_reset_group_offsets(request)
+        })
+        .await
     }
 
     #[tracing::instrument(skip_all, fields(group = %request.get_ref().group))]
@@ -634,7 +714,10 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::DeleteGroupRequest>,
     ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
-        self.serve("DeleteGroup", request, |request, _| self.handle_delete_group(request)).await
+        self.serve("DeleteGroup", request, |request, _| {
+            self.handle_delete_group(request)
+        })
+        .await
     }
 
     #[tracing::instrument(skip_all, fields(user = %request.get_ref().name))]
@@ -664,39 +747,49 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::DeleteUserRequest>,
     ) -> Result<Response<pb::DeleteUserResponse>, Status> {
-        self.serve("DeleteUser", request, |request, _| self.handle_delete_user(request))
-            .await
+        self.serve("DeleteUser", request, |request, _| {
+            self.handle_delete_user(request)
+        })
+        .await
     }
 
     async fn list_users(
         &self,
         request: Request<pb::ListUsersRequest>,
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
-        self.serve("ListUsers", request, |request, _| self.handle_list_users(request))
-            .await
+        self.serve("ListUsers", request, |request, _| {
+            self.handle_list_users(request)
+        })
+        .await
     }
 
     async fn create_acls(
         &self,
         request: Request<pb::CreateAclsRequest>,
     ) -> Result<Response<pb::CreateAclsResponse>, Status> {
-        self.serve("CreateAcls", request, |request, _| self.handle_create_acls(request))
-            .await
+        self.serve("CreateAcls", request, |request, _| {
+            self.handle_create_acls(request)
+        })
+        .await
     }
 
     async fn delete_acls(
         &self,
         request: Request<pb::DeleteAclsRequest>,
     ) -> Result<Response<pb::DeleteAclsResponse>, Status> {
-        self.serve("DeleteAcls", request, |request, _| self.handle_delete_acls(request))
-            .await
+        self.serve("DeleteAcls", request, |request, _| {
+            self.handle_delete_acls(request)
+        })
+        .await
     }
 
     async fn list_acls(
         &self,
         request: Request<pb::ListAclsRequest>,
     ) -> Result<Response<pb::ListAclsResponse>, Status> {
-        self.serve("ListAcls", request, |request, _| self.handle_list_acls(request))
-            .await
+        self.serve("ListAcls", request, |request, _| {
+            self.handle_list_acls(request)
+        })
+        .await
     }
 }

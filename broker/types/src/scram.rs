@@ -71,11 +71,7 @@ pub enum CredentialError {
 
 impl ScramCredential {
     /// Derives the credential of `password` with `salt` and `iterations`.
-    pub fn derive(
-        password: &[u8],
-        salt: &[u8],
-        iterations: u32,
-    ) -> Result<Self, CredentialError> {
+    pub fn derive(password: &[u8], salt: &[u8], iterations: u32) -> Result<Self, CredentialError> {
         if password.is_empty() || password.len() > MAX_PASSWORD_LEN {
             return Err(CredentialError::Password);
         }

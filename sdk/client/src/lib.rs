@@ -187,8 +187,8 @@ pub use produce::{
     Acks, ParseAcksError, ProduceOutcome, ProducerId, ProducerRecord, RejectedRecord,
 };
 pub use security::{
-    AclBinding, AclFilter, AclOperation, AclPermission, CLUSTER_RESOURCE, Credentials,
-    PatternType, ResourceType, UserInfo,
+    AclBinding, AclFilter, AclOperation, AclPermission, CLUSTER_RESOURCE, Credentials, PatternType,
+    ResourceType, UserInfo,
 };
 pub use tls::{ClientTls, TlsError};
 

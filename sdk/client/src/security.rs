@@ -63,7 +63,10 @@ impl fmt::Debug for Credentials {
 }
 
 impl Interceptor for Credentials {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(header) = &self.header {
             request
                 .metadata_mut()
@@ -126,7 +129,11 @@ const OPERATIONS: [(AclOperation, &str, v1::AclOperation); 9] = [
     (AclOperation::Create, "create", v1::AclOperation::Create),
     (AclOperation::Delete, "delete", v1::AclOperation::Delete),
     (AclOperation::Alter, "alter", v1::AclOperation::Alter),
-    (AclOperation::Describe, "describe", v1::AclOperation::Describe),
+    (
+        AclOperation::Describe,
+        "describe",
+        v1::AclOperation::Describe,
+    ),
     (
         AclOperation::DescribeConfigs,
         "describe-configs",
@@ -269,14 +276,18 @@ impl TryFrom<v1::AclBinding> for AclBinding {
             v1::ResourceType::Module => ResourceType::Module,
             v1::ResourceType::Cluster => ResourceType::Cluster,
             v1::ResourceType::Unspecified => {
-                return Err(ClientError::UnexpectedResponse("an ACL binding without a resource type"));
+                return Err(ClientError::UnexpectedResponse(
+                    "an ACL binding without a resource type",
+                ));
             }
         };
         let operation = OPERATIONS
             .iter()
             .find(|(_, _, pb)| *pb == b.operation())
             .map(|(op, _, _)| *op)
-            .ok_or(ClientError::UnexpectedResponse("an ACL binding without an operation"))?;
+            .ok_or(ClientError::UnexpectedResponse(
+                "an ACL binding without an operation",
+            ))?;
         Ok(AclBinding {
             resource_type,
             operation,
@@ -295,7 +306,10 @@ impl TryFrom<v1::AclBinding> for AclBinding {
 }
 
 /// The request carrying `name`'s credential derived from `password` with a fresh salt.
-fn credential_request(name: &str, password: &str) -> Result<v1::UserCredentialRequest, ClientError> {
+fn credential_request(
+    name: &str,
+    password: &str,
+) -> Result<v1::UserCredentialRequest, ClientError> {
     let mut salt = [0u8; SALT_LEN];
     ring::rand::SystemRandom::new()
         .fill(&mut salt)
@@ -425,7 +439,10 @@ mod tests {
 
     #[test]
     fn operations_parse_kafka_names() {
-        assert_eq!("describe-configs".parse(), Ok(AclOperation::DescribeConfigs));
+        assert_eq!(
+            "describe-configs".parse(),
+            Ok(AclOperation::DescribeConfigs)
+        );
         assert_eq!("ALTER_CONFIGS".parse(), Ok(AclOperation::AlterConfigs));
         assert!("fly".parse::<AclOperation>().unwrap_err().contains("read"));
         assert_eq!(AclOperation::Write.to_string(), "write");

@@ -15,8 +15,8 @@ use std::fmt;
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::ValueEnum;
-use weir_client::Connection;
 use weir_client::ClientError;
+use weir_client::Connection;
 use weir_client::codec::EncodedBatch;
 use weir_proto::v1::{self, broker_client::BrokerClient};
 

@@ -41,14 +41,27 @@ pub(crate) struct Audit {
 
 impl Audit {
     /// Records an authentication failure.
-    pub(crate) fn authentication_failed(&self, rpc: &str, reason: &str, user: Option<&str>, client: &str) {
+    pub(crate) fn authentication_failed(
+        &self,
+        rpc: &str,
+        reason: &str,
+        user: Option<&str>,
+        client: &str,
+    ) {
         self.authentication_failures
             .get_or_create(&FailureLabels {
                 reason: reason.to_owned(),
             })
             .inc();
         if let Some(suppressed) = self.failures_log.admit() {
-            tracing::warn!(rpc, reason, user, client, suppressed, "authentication failed");
+            tracing::warn!(
+                rpc,
+                reason,
+                user,
+                client,
+                suppressed,
+                "authentication failed"
+            );
         }
     }
 
@@ -70,7 +83,15 @@ impl Audit {
             })
             .inc();
         if let Some(suppressed) = self.denials_log.admit() {
-            tracing::warn!(rpc, principal, operation, resource, client, suppressed, "request denied");
+            tracing::warn!(
+                rpc,
+                principal,
+                operation,
+                resource,
+                client,
+                suppressed,
+                "request denied"
+            );
         }
     }
 
@@ -78,7 +99,13 @@ impl Audit {
     pub(crate) fn peer_refused(&self, path: &str, principal: &str, client: &str) {
         self.peer_refusals.inc();
         if let Some(suppressed) = self.peers_log.admit() {
-            tracing::warn!(rpc = path, principal, client, suppressed, "peer request from a caller that is not a node refused");
+            tracing::warn!(
+                rpc = path,
+                principal,
+                client,
+                suppressed,
+                "peer request from a caller that is not a node refused"
+            );
         }
     }
 }

@@ -29,6 +29,8 @@ pub const CLUSTER_SECRET: &str = weir_raft::CLUSTER_SECRET_METADATA;
 const KDF_PERMITS: usize = 2;
 /// Password derivations waiting at most, beyond those running.
 const KDF_WAITERS: usize = 64;
+/// Client certificates whose names are remembered; the memory is cleared when it is full.
+const NAMED_CERTIFICATES: usize = 1024;
 
 /// Why a request's credentials were refused. The text a client sees does not tell an unknown
 /// user from a wrong password; the audit log does.
@@ -83,6 +85,10 @@ pub struct Authenticator {
     tag_key: hmac::Key,
     kdf: Semaphore,
     waiting: AtomicUsize,
+    /// Subject CNs of the client certificates seen, by their DER bytes: a connection shows the
+    /// same certificate on every request (every raft message of a peer), and parsing one costs
+    /// more than looking it up.
+    names: Mutex<HashMap<Vec<u8>, Option<String>>>,
 }
 
 impl Authenticator {
@@ -96,19 +102,20 @@ impl Authenticator {
                 .expect("the system's random source"),
             kdf: Semaphore::new(KDF_PERMITS),
             waiting: AtomicUsize::new(0),
+            names: Mutex::new(HashMap::new()),
         }
     }
 
     /// Whether the request comes from a node: the cluster secret, or a certificate named
     /// `node`.
     pub fn is_node(&self, presented: &Presented<'_>) -> bool {
-        if let (Some(secret), Some(shown)) = (
-            &self.cluster_secret,
-            presented.metadata.get(CLUSTER_SECRET),
-        ) {
+        if let (Some(secret), Some(shown)) =
+            (&self.cluster_secret, presented.metadata.get(CLUSTER_SECRET))
+        {
             return constant_time_eq(secret.as_bytes(), shown.as_bytes());
         }
-        certificate_name(presented).is_some_and(|cn| cn == Principal::NODE_CN)
+        self.certificate_name(presented)
+            .is_some_and(|cn| cn == Principal::NODE_CN)
     }
 
     /// The principal of a request: a user by password when it carries `authorization`
@@ -127,7 +134,8 @@ impl Authenticator {
             return Ok(Principal::Node);
         }
         match presented.certificates {
-            Some(_) => certificate_name(&presented)
+            Some(_) => self
+                .certificate_name(&presented)
                 .map(Principal::User)
                 .ok_or(AuthFailure::NamelessCertificate),
             None => Ok(Principal::Anonymous),
@@ -173,6 +181,22 @@ impl Authenticator {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Vec<u8>, hmac::Tag)>> {
         self.verified.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// The subject common name of the verified client certificate (the leaf, first in the
+    /// chain), if it has one.
+    fn certificate_name(&self, presented: &Presented<'_>) -> Option<String> {
+        let leaf = presented.certificates.as_ref()?.first()?;
+        let mut names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(name) = names.get(leaf.as_ref()) {
+            return name.clone();
+        }
+        let name = common_name(leaf);
+        if names.len() >= NAMED_CERTIFICATES {
+            names.clear();
+        }
+        names.insert(leaf.to_vec(), name.clone());
+        name
+    }
 }
 
 /// User and password from `Basic base64(user:password)`.
@@ -194,10 +218,9 @@ fn basic_credentials(value: &[u8]) -> Result<(String, Vec<u8>), AuthFailure> {
     Ok((user.to_owned(), decoded[colon + 1..].to_vec()))
 }
 
-/// The subject common name of the verified client certificate (the leaf, first in the chain).
-fn certificate_name(presented: &Presented<'_>) -> Option<String> {
-    let leaf = presented.certificates.as_ref()?.first()?;
-    let (_, certificate) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+/// The first subject common name of `certificate`.
+fn common_name(certificate: &CertificateDer<'_>) -> Option<String> {
+    let (_, certificate) = x509_parser::parse_x509_certificate(certificate.as_ref()).ok()?;
     let name = certificate
         .subject()
         .iter_common_name()
@@ -244,7 +267,9 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            authenticator.verify("alice", b"wrong".to_vec(), &users).await,
+            authenticator
+                .verify("alice", b"wrong".to_vec(), &users)
+                .await,
             Err(AuthFailure::WrongPassword("alice".into()))
         );
         assert_eq!(
@@ -257,7 +282,9 @@ mod tests {
             ScramCredential::derive(b"new", &salt, 4096).unwrap(),
         );
         assert_eq!(
-            authenticator.verify("alice", b"right".to_vec(), &users).await,
+            authenticator
+                .verify("alice", b"right".to_vec(), &users)
+                .await,
             Err(AuthFailure::WrongPassword("alice".into()))
         );
         authenticator

@@ -31,8 +31,8 @@ pub(crate) use acl::{AclBinding, Operation, Resource, ResourceType};
 pub(crate) use audit::Audit;
 pub(crate) use authorize::Need;
 pub(crate) use principal::{Principal, check_user_name};
-pub use settings::{BootstrapUser, SecuritySettings};
 pub(crate) use settings::read_cluster_secret;
+pub use settings::{BootstrapUser, SecuritySettings};
 
 use authenticate::{AuthFailure, Authenticator, Presented};
 use authorize::Authorizer;
@@ -103,12 +103,8 @@ impl Security {
                     }
                     _ => None,
                 };
-                self.audit.authentication_failed(
-                    rpc,
-                    failure.label(),
-                    user,
-                    &client_of(request),
-                );
+                self.audit
+                    .authentication_failed(rpc, failure.label(), user, &client_of(request));
                 match failure {
                     AuthFailure::Overloaded => BrokerError::Overloaded(failure.to_string()),
                     failure => BrokerError::Unauthenticated(failure.to_string()),
@@ -152,8 +148,7 @@ impl Security {
         operation: Operation,
         resource: Resource<'_>,
     ) -> bool {
-        self.authorizer
-            .allows(principal, acls, operation, resource)
+        self.authorizer.allows(principal, acls, operation, resource)
     }
 
     /// The guard of the peer (raft and controller forwarding) service: only nodes pass.

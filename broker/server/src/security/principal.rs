@@ -37,9 +37,14 @@ impl fmt::Display for Principal {
 /// principal) and not a reserved name.
 pub fn check_user_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 255 {
-        return Err(format!("invalid user name {name:?}: must be 1 to 255 bytes"));
+        return Err(format!(
+            "invalid user name {name:?}: must be 1 to 255 bytes"
+        ));
     }
-    if name.chars().any(|c| c.is_control() || c.is_whitespace() || c == ':') {
+    if name
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace() || c == ':')
+    {
         return Err(format!(
             "invalid user name {name:?}: no spaces, control characters or ':'"
         ));

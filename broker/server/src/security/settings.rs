@@ -87,8 +87,7 @@ impl SecuritySettings {
                     .into(),
             );
         }
-        if clustered && self.authorization && !tls.enabled() && self.cluster_secret_file.is_none()
-        {
+        if clustered && self.authorization && !tls.enabled() && self.cluster_secret_file.is_none() {
             return Err(
                 "security.authorization in a cluster needs nodes to authenticate each other: TLS with tls.ca (node certificates), or security.cluster_secret_file"
                     .into(),

@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use futures::{StreamExt, stream};
 use tokio::time::Instant;
-use weir_raft::PeerChannel;
 use tonic::{Request, Response, Status};
 use weir_proto::v1 as pb;
 use weir_proto::v1::broker_client::BrokerClient;
+use weir_raft::PeerChannel;
 use weir_types::{GroupName, PartitionId, TopicName};
 
 use super::{BrokerService, now_ms};

@@ -1,5 +1,9 @@
 //! User and ACL administration RPCs. A user's credential arrives derived (SCRAM-SHA-256 by the
 //! client), so no password passes through here.
+//!
+//! Each change is answered once the node that took it has applied it, so a client's next
+//! request to that node sees it; other nodes apply it within about a heartbeat (as Kafka's
+//! brokers apply ACL changes from the metadata log).
 
 use tonic::Request;
 use weir_proto::v1 as pb;
@@ -43,13 +47,15 @@ impl BrokerService {
             .check()
             .map_err(|e| BrokerError::InvalidArgument(e.to_string()))?;
         let description = user_description(&req.name, &credential);
-        self.node()?
-            .propose(Command::PutUser {
-                name: req.name.clone(),
-                credential,
-                replace,
-            })
-            .await?;
+        let node = self.node()?;
+        node.propose(Command::PutUser {
+            name: req.name.clone(),
+            credential: credential.clone(),
+            replace,
+        })
+        .await?;
+        node.wait_for_metadata(|m| m.users.get(&req.name) == Some(&credential))
+            .await;
         tracing::info!(user = %req.name, replace, "user credential stored");
         Ok(description)
     }
@@ -59,9 +65,11 @@ impl BrokerService {
         request: Request<pb::DeleteUserRequest>,
     ) -> Result<pb::DeleteUserResponse, BrokerError> {
         let name = request.into_inner().name;
-        self.node()?
-            .propose(Command::DeleteUser { name: name.clone() })
+        let node = self.node()?;
+        node.propose(Command::DeleteUser { name: name.clone() })
             .await?;
+        node.wait_for_metadata(|m| !m.users.contains_key(&name))
+            .await;
         tracing::info!(user = %name, "user deleted");
         Ok(pb::DeleteUserResponse {})
     }
@@ -86,9 +94,13 @@ impl BrokerService {
     ) -> Result<pb::CreateAclsResponse, BrokerError> {
         let bindings = bindings_of(request.into_inner().bindings)?;
         let count = bindings.len();
-        self.node()?
-            .propose(Command::CreateAcls { bindings })
-            .await?;
+        let node = self.node()?;
+        node.propose(Command::CreateAcls {
+            bindings: bindings.clone(),
+        })
+        .await?;
+        node.wait_for_metadata(|m| bindings.iter().all(|b| m.acls.contains(b)))
+            .await;
         tracing::info!(bindings = count, "ACL bindings created");
         Ok(pb::CreateAclsResponse {})
     }
@@ -98,14 +110,18 @@ impl BrokerService {
         request: Request<pb::DeleteAclsRequest>,
     ) -> Result<pb::DeleteAclsResponse, BrokerError> {
         let bindings = bindings_of(request.into_inner().bindings)?;
-        let deleted = match self
-            .node()?
-            .propose(Command::DeleteAcls { bindings })
+        let node = self.node()?;
+        let deleted = match node
+            .propose(Command::DeleteAcls {
+                bindings: bindings.clone(),
+            })
             .await?
         {
             crate::metadata::Applied::Removed(n) => n,
             _ => 0,
         };
+        node.wait_for_metadata(|m| bindings.iter().all(|b| !m.acls.contains(b)))
+            .await;
         tracing::info!(deleted, "ACL bindings deleted");
         Ok(pb::DeleteAclsResponse { deleted })
     }
