@@ -163,17 +163,9 @@ fn render(bindings: &[AclBinding]) -> String {
                 b.principal.clone(),
                 b.resource_type.to_string(),
                 b.resource_name.clone(),
-                match b.pattern_type {
-                    PatternType::Literal => "literal",
-                    PatternType::Prefixed => "prefixed",
-                }
-                .to_owned(),
+                b.pattern_type.to_string(),
                 b.operation.to_string(),
-                match b.permission {
-                    AclPermission::Allow => "allow",
-                    AclPermission::Deny => "deny",
-                }
-                .to_owned(),
+                b.permission.to_string(),
             ]
         })
         .collect();

@@ -22,7 +22,7 @@ use crate::metadata::{
 };
 use crate::metrics::RequestMetrics;
 use crate::node::{Node, blocking};
-use crate::security::{Operation, Principal, Resource, Security};
+use crate::security::{AclOperation, Principal, Resource, Security};
 use permissions::Permissions;
 
 mod consume;
@@ -104,7 +104,7 @@ impl BrokerService {
     }
 
     /// Whether the caller may do `operation` on `resource` (for lists).
-    fn may(&self, caller: &Caller, operation: Operation, resource: Resource<'_>) -> bool {
+    fn may(&self, caller: &Caller, operation: AclOperation, resource: Resource<'_>) -> bool {
         self.security.allows(
             &caller.principal,
             &caller.metadata.acls,
@@ -423,7 +423,7 @@ impl Broker for BrokerService {
             let mut listed = self.handle_list_topics(request).await?;
             listed
                 .topics
-                .retain(|t| self.may(&caller, Operation::Describe, Resource::topic(&t.name)));
+                .retain(|t| self.may(&caller, AclOperation::Describe, Resource::topic(&t.name)));
             Ok(listed)
         })
         .await
@@ -572,7 +572,7 @@ impl Broker for BrokerService {
             let mut listed = self.handle_list_modules(request).await?;
             listed
                 .modules
-                .retain(|m| self.may(&caller, Operation::Describe, Resource::module(&m.name)));
+                .retain(|m| self.may(&caller, AclOperation::Describe, Resource::module(&m.name)));
             Ok(listed)
         })
         .await
@@ -682,7 +682,7 @@ impl Broker for BrokerService {
             let mut listed = self.handle_list_groups(request).await?;
             listed
                 .groups
-                .retain(|g| self.may(&caller, Operation::Describe, Resource::group(&g.group)));
+                .retain(|g| self.may(&caller, AclOperation::Describe, Resource::group(&g.group)));
             Ok(listed)
         })
         .await

@@ -1,9 +1,11 @@
 //! Weir's domain vocabulary and the record batch codec.
 //!
 //! This crate is pure: no I/O, no async, no knowledge of redb, openraft or gRPC. Everything the
-//! other crates agree on about names, offsets and the bytes of a record batch lives here, so the
-//! storage layer, the replication layer and the broker cannot drift apart.
+//! other crates agree on about names, offsets, the bytes of a record batch, ACL bindings and
+//! users' credentials lives here, so the storage layer, the replication layer, the broker and
+//! the client cannot drift apart.
 
+pub mod acl;
 mod batch;
 mod names;
 mod partitioner;

@@ -6,7 +6,6 @@
 //! the SCRAM-SHA-256 credential here, so the password never reaches the broker then.
 
 use std::fmt;
-use std::str::FromStr;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -14,12 +13,12 @@ use ring::rand::SecureRandom;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use weir_proto::v1;
+pub use weir_types::acl::{
+    AclBinding, AclOperation, AclPermission, CLUSTER_RESOURCE, PatternType, ResourceType,
+};
 use weir_types::scram::{DEFAULT_ITERATIONS, SALT_LEN, ScramCredential};
 
 use crate::{Client, ClientError};
-
-/// The name of the cluster resource in ACL bindings.
-pub const CLUSTER_RESOURCE: &str = "weir-cluster";
 
 /// A user's name and password, added to every request. Its `Debug` never shows the password.
 #[derive(Clone, Default)]
@@ -76,140 +75,6 @@ impl Interceptor for Credentials {
     }
 }
 
-/// What an ACL binding is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ResourceType {
-    /// Topics.
-    Topic,
-    /// Consumer groups.
-    Group,
-    /// WebAssembly modules.
-    Module,
-    /// The cluster (its name is [`CLUSTER_RESOURCE`]).
-    Cluster,
-}
-
-/// How a binding's resource name matches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum PatternType {
-    /// The exact name; `*` matches every name.
-    #[default]
-    Literal,
-    /// Every name starting with it.
-    Prefixed,
-}
-
-/// An operation in an ACL binding (Kafka's names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AclOperation {
-    /// Every operation.
-    All,
-    /// Read records; join a group.
-    Read,
-    /// Produce.
-    Write,
-    /// Create topics.
-    Create,
-    /// Delete topics, records, groups.
-    Delete,
-    /// Change modules, chains, replicas, users, ACLs.
-    Alter,
-    /// See a resource.
-    Describe,
-    /// See configs.
-    DescribeConfigs,
-    /// Change configs.
-    AlterConfigs,
-}
-
-const OPERATIONS: [(AclOperation, &str, v1::AclOperation); 9] = [
-    (AclOperation::All, "all", v1::AclOperation::All),
-    (AclOperation::Read, "read", v1::AclOperation::Read),
-    (AclOperation::Write, "write", v1::AclOperation::Write),
-    (AclOperation::Create, "create", v1::AclOperation::Create),
-    (AclOperation::Delete, "delete", v1::AclOperation::Delete),
-    (AclOperation::Alter, "alter", v1::AclOperation::Alter),
-    (
-        AclOperation::Describe,
-        "describe",
-        v1::AclOperation::Describe,
-    ),
-    (
-        AclOperation::DescribeConfigs,
-        "describe-configs",
-        v1::AclOperation::DescribeConfigs,
-    ),
-    (
-        AclOperation::AlterConfigs,
-        "alter-configs",
-        v1::AclOperation::AlterConfigs,
-    ),
-];
-
-impl fmt::Display for AclOperation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = OPERATIONS
-            .iter()
-            .find(|(op, _, _)| op == self)
-            .map_or("?", |(_, name, _)| name);
-        f.write_str(name)
-    }
-}
-
-impl FromStr for AclOperation {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let wanted = s.to_ascii_lowercase().replace('_', "-");
-        OPERATIONS
-            .iter()
-            .find(|(_, name, _)| *name == wanted)
-            .map(|(op, _, _)| *op)
-            .ok_or_else(|| {
-                let names: Vec<&str> = OPERATIONS.iter().map(|(_, name, _)| *name).collect();
-                format!("unknown operation {s:?}: one of {}", names.join(", "))
-            })
-    }
-}
-
-impl fmt::Display for ResourceType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ResourceType::Topic => "topic",
-            ResourceType::Group => "group",
-            ResourceType::Module => "module",
-            ResourceType::Cluster => "cluster",
-        })
-    }
-}
-
-/// Allow or deny. A deny binding wins over every allow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AclPermission {
-    /// Allows.
-    Allow,
-    /// Denies.
-    Deny,
-}
-
-/// One ACL binding: `principal` may (or may not) do `operation` on the resources of
-/// `resource_type` that `resource_name` matches.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct AclBinding {
-    /// `User:NAME`, or `User:*` for every authenticated user.
-    pub principal: String,
-    /// The resource type.
-    pub resource_type: ResourceType,
-    /// The name or prefix; [`CLUSTER_RESOURCE`] for the cluster.
-    pub resource_name: String,
-    /// How the name matches.
-    pub pattern_type: PatternType,
-    /// The operation.
-    pub operation: AclOperation,
-    /// Allow or deny.
-    pub permission: AclPermission,
-}
-
 /// Narrows [`Client::list_acls`]; the default lists every binding.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AclFilter {
@@ -230,79 +95,6 @@ pub struct UserInfo {
     pub mechanism: String,
     /// PBKDF2 rounds of the credential.
     pub iterations: u32,
-}
-
-fn resource_type_to_pb(kind: ResourceType) -> v1::ResourceType {
-    match kind {
-        ResourceType::Topic => v1::ResourceType::Topic,
-        ResourceType::Group => v1::ResourceType::Group,
-        ResourceType::Module => v1::ResourceType::Module,
-        ResourceType::Cluster => v1::ResourceType::Cluster,
-    }
-}
-
-impl From<&AclBinding> for v1::AclBinding {
-    fn from(b: &AclBinding) -> Self {
-        let operation = OPERATIONS
-            .iter()
-            .find(|(op, _, _)| *op == b.operation)
-            .map_or(v1::AclOperation::Unspecified, |(_, _, pb)| *pb);
-        v1::AclBinding {
-            principal: b.principal.clone(),
-            resource_type: resource_type_to_pb(b.resource_type).into(),
-            resource_name: b.resource_name.clone(),
-            pattern_type: match b.pattern_type {
-                PatternType::Literal => v1::PatternType::Literal,
-                PatternType::Prefixed => v1::PatternType::Prefixed,
-            }
-            .into(),
-            operation: operation.into(),
-            permission: match b.permission {
-                AclPermission::Allow => v1::AclPermission::Allow,
-                AclPermission::Deny => v1::AclPermission::Deny,
-            }
-            .into(),
-        }
-    }
-}
-
-impl TryFrom<v1::AclBinding> for AclBinding {
-    type Error = ClientError;
-
-    fn try_from(b: v1::AclBinding) -> Result<Self, ClientError> {
-        let resource_type = match b.resource_type() {
-            v1::ResourceType::Topic => ResourceType::Topic,
-            v1::ResourceType::Group => ResourceType::Group,
-            v1::ResourceType::Module => ResourceType::Module,
-            v1::ResourceType::Cluster => ResourceType::Cluster,
-            v1::ResourceType::Unspecified => {
-                return Err(ClientError::UnexpectedResponse(
-                    "an ACL binding without a resource type",
-                ));
-            }
-        };
-        let operation = OPERATIONS
-            .iter()
-            .find(|(_, _, pb)| *pb == b.operation())
-            .map(|(op, _, _)| *op)
-            .ok_or(ClientError::UnexpectedResponse(
-                "an ACL binding without an operation",
-            ))?;
-        Ok(AclBinding {
-            resource_type,
-            operation,
-            pattern_type: match b.pattern_type() {
-                v1::PatternType::Prefixed => PatternType::Prefixed,
-                _ => PatternType::Literal,
-            },
-            permission: match b.permission() {
-                v1::AclPermission::Deny => AclPermission::Deny,
-                _ => AclPermission::Allow,
-            },
-            principal: b.principal,
-            resource_name: b.resource_name,
-        })
-    }
 }
 
 /// The request carrying `name`'s credential derived from `password` with a fresh salt.
@@ -413,14 +205,24 @@ impl Client {
                 principal: filter.principal.clone(),
                 resource_type: filter
                     .resource_type
-                    .map_or(v1::ResourceType::Unspecified, resource_type_to_pb)
+                    .map_or(
+                        v1::ResourceType::Unspecified,
+                        weir_proto::acl::resource_type_to_pb,
+                    )
                     .into(),
                 resource_name: filter.resource_name.clone(),
             })
             .await?
             .into_inner()
             .bindings;
-        bindings.into_iter().map(AclBinding::try_from).collect()
+        bindings
+            .into_iter()
+            .map(|b| {
+                AclBinding::try_from(b).map_err(|_| {
+                    ClientError::UnexpectedResponse("an ACL binding with unset fields")
+                })
+            })
+            .collect()
     }
 }
 
@@ -435,16 +237,5 @@ mod tests {
         assert!(shown.contains("alice"), "{shown}");
         assert!(!shown.contains("s3cret"), "{shown}");
         assert!(Credentials::new("a:b", "pw").is_err());
-    }
-
-    #[test]
-    fn operations_parse_kafka_names() {
-        assert_eq!(
-            "describe-configs".parse(),
-            Ok(AclOperation::DescribeConfigs)
-        );
-        assert_eq!("ALTER_CONFIGS".parse(), Ok(AclOperation::AlterConfigs));
-        assert!("fly".parse::<AclOperation>().unwrap_err().contains("read"));
-        assert_eq!(AclOperation::Write.to_string(), "write");
     }
 }

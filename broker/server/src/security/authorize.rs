@@ -5,34 +5,38 @@
 use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 
-use super::acl::{AclBinding, Operation, Permission, Resource, ResourceType};
+use super::acl::{
+    AclBinding, AclOperation, AclPermission, PatternType, Resource, ResourceType, names,
+};
 use super::principal::Principal;
 
 /// One thing a request needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Need<'a> {
     /// An operation on a resource.
-    On(Operation, Resource<'a>),
+    On(AclOperation, Resource<'a>),
     /// Any one of these (creating a topic: create on the cluster or on the topic).
-    AnyOf(Vec<(Operation, Resource<'a>)>),
+    AnyOf(Vec<(AclOperation, Resource<'a>)>),
     /// An operation on at least one topic (Kafka's rule for an idempotent producer's id).
-    AnyTopic(Operation),
+    AnyTopic(AclOperation),
 }
 
 impl fmt::Display for Need<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Need::On(operation, resource) => write!(f, "{operation} on {resource}"),
+            Need::On(operation, resource) => {
+                write!(f, "{} on {resource}", operation.kafka_name())
+            }
             Need::AnyOf(alternatives) => {
                 for (i, (operation, resource)) in alternatives.iter().enumerate() {
                     if i > 0 {
                         f.write_str(" or ")?;
                     }
-                    write!(f, "{operation} on {resource}")?;
+                    write!(f, "{} on {resource}", operation.kafka_name())?;
                 }
                 Ok(())
             }
-            Need::AnyTopic(operation) => write!(f, "{operation} on any topic"),
+            Need::AnyTopic(operation) => write!(f, "{} on any topic", operation.kafka_name()),
         }
     }
 }
@@ -44,7 +48,7 @@ impl Need<'_> {
             Need::On(operation, resource) => (*operation, Some(*resource)),
             Need::AnyOf(alternatives) => match alternatives.last() {
                 Some((operation, resource)) => (*operation, Some(*resource)),
-                None => (Operation::All, None),
+                None => (AclOperation::All, None),
             },
             Need::AnyTopic(operation) => (*operation, None),
         };
@@ -55,7 +59,7 @@ impl Need<'_> {
             ResourceType::Cluster => "cluster",
         };
         let name = resource.map_or_else(|| "*".to_owned(), |r| r.name.to_owned());
-        (operation.to_string(), kind, name)
+        (operation.kafka_name(), kind, name)
     }
 }
 
@@ -74,7 +78,7 @@ impl Authorizer {
         &self,
         principal: &Principal,
         acls: &BTreeSet<AclBinding>,
-        operation: Operation,
+        operation: AclOperation,
         resource: Resource<'_>,
     ) -> bool {
         if self.unrestricted(principal) {
@@ -83,11 +87,11 @@ impl Authorizer {
         let mut allowed = false;
         for binding in acls
             .iter()
-            .filter(|b| b.names(principal) && b.matches(resource) && b.covers(operation))
+            .filter(|b| names(b, principal) && resource.matched_by(b) && b.covers(operation))
         {
             match binding.permission {
-                Permission::Deny => return false,
-                Permission::Allow => allowed = true,
+                AclPermission::Deny => return false,
+                AclPermission::Allow => allowed = true,
             }
         }
         allowed
@@ -117,10 +121,10 @@ impl Authorizer {
                 .any(|(operation, resource)| self.allows(principal, acls, *operation, *resource)),
             Need::AnyTopic(operation) => !acls.iter().any(|b| {
                 b.resource_type == ResourceType::Topic
-                    && b.permission == Permission::Allow
-                    && b.names(principal)
+                    && b.permission == AclPermission::Allow
+                    && names(b, principal)
                     && b.covers(*operation)
-                    && (b.pattern_type != super::acl::PatternType::Literal
+                    && (b.pattern_type != PatternType::Literal
                         || self.allows(
                             principal,
                             acls,
@@ -135,9 +139,8 @@ impl Authorizer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::security::acl::PatternType;
 
-    fn acl(principal: &str, name: &str, op: Operation, permission: Permission) -> AclBinding {
+    fn acl(principal: &str, name: &str, op: AclOperation, permission: AclPermission) -> AclBinding {
         AclBinding {
             principal: principal.into(),
             resource_type: ResourceType::Topic,
@@ -160,15 +163,25 @@ mod tests {
         };
         let mut acls = BTreeSet::new();
         let orders = Resource::topic("orders");
-        assert!(!authorizer.allows(&alice(), &acls, Operation::Read, orders));
-        acls.insert(acl("User:*", "orders", Operation::Read, Permission::Allow));
-        assert!(authorizer.allows(&alice(), &acls, Operation::Read, orders));
-        assert!(!authorizer.allows(&Principal::Anonymous, &acls, Operation::Read, orders));
-        acls.insert(acl("User:alice", "*", Operation::All, Permission::Deny));
-        assert!(!authorizer.allows(&alice(), &acls, Operation::Read, orders));
+        assert!(!authorizer.allows(&alice(), &acls, AclOperation::Read, orders));
+        acls.insert(acl(
+            "User:*",
+            "orders",
+            AclOperation::Read,
+            AclPermission::Allow,
+        ));
+        assert!(authorizer.allows(&alice(), &acls, AclOperation::Read, orders));
+        assert!(!authorizer.allows(&Principal::Anonymous, &acls, AclOperation::Read, orders));
+        acls.insert(acl(
+            "User:alice",
+            "*",
+            AclOperation::All,
+            AclPermission::Deny,
+        ));
+        assert!(!authorizer.allows(&alice(), &acls, AclOperation::Read, orders));
         let root = Principal::User("root".into());
-        assert!(authorizer.allows(&root, &acls, Operation::Delete, orders));
-        assert!(authorizer.allows(&Principal::Node, &acls, Operation::Delete, orders));
+        assert!(authorizer.allows(&root, &acls, AclOperation::Delete, orders));
+        assert!(authorizer.allows(&Principal::Node, &acls, AclOperation::Delete, orders));
     }
 
     #[test]
@@ -177,12 +190,17 @@ mod tests {
             enabled: true,
             ..Default::default()
         };
-        let acls = BTreeSet::from([acl("User:alice", "t", Operation::Write, Permission::Allow)]);
+        let acls = BTreeSet::from([acl(
+            "User:alice",
+            "t",
+            AclOperation::Write,
+            AclPermission::Allow,
+        )]);
         let needs = [
-            Need::AnyTopic(Operation::Write),
+            Need::AnyTopic(AclOperation::Write),
             Need::AnyOf(vec![
-                (Operation::Create, Resource::cluster()),
-                (Operation::Create, Resource::topic("t")),
+                (AclOperation::Create, Resource::cluster()),
+                (AclOperation::Create, Resource::topic("t")),
             ]),
         ];
         let missing = authorizer.missing(&alice(), &acls, &needs).unwrap();

@@ -27,7 +27,7 @@ use tonic::Request;
 use tonic::service::Interceptor;
 use weir_types::scram::ScramCredential;
 
-pub(crate) use acl::{AclBinding, Operation, Resource, ResourceType};
+pub(crate) use acl::{AclBinding, AclOperation, Resource};
 pub(crate) use audit::Audit;
 pub(crate) use authorize::Need;
 pub(crate) use principal::{Principal, check_user_name};
@@ -145,7 +145,7 @@ impl Security {
         &self,
         principal: &Principal,
         acls: &BTreeSet<AclBinding>,
-        operation: Operation,
+        operation: AclOperation,
         resource: Resource<'_>,
     ) -> bool {
         self.authorizer.allows(principal, acls, operation, resource)

@@ -12,7 +12,7 @@ use weir_types::scram::ScramCredential;
 use super::BrokerService;
 use crate::error::BrokerError;
 use crate::metadata::Command;
-use crate::security::{AclBinding, ResourceType, check_user_name};
+use crate::security::{AclBinding, check_user_name};
 
 /// The one mechanism users have.
 const MECHANISM: &str = "SCRAM-SHA-256";
@@ -131,13 +131,7 @@ impl BrokerService {
         request: Request<pb::ListAclsRequest>,
     ) -> Result<pb::ListAclsResponse, BrokerError> {
         let filter = request.into_inner();
-        let resource_type = match filter.resource_type() {
-            pb::ResourceType::Unspecified => None,
-            pb::ResourceType::Topic => Some(ResourceType::Topic),
-            pb::ResourceType::Group => Some(ResourceType::Group),
-            pb::ResourceType::Module => Some(ResourceType::Module),
-            pb::ResourceType::Cluster => Some(ResourceType::Cluster),
-        };
+        let resource_type = weir_proto::acl::resource_type_from_pb(filter.resource_type());
         let metadata = self.node()?.metadata();
         let bindings = metadata
             .acls
@@ -150,7 +144,7 @@ impl BrokerService {
                     .as_ref()
                     .is_none_or(|n| *n == b.resource_name)
             })
-            .map(AclBinding::to_pb)
+            .map(pb::AclBinding::from)
             .collect();
         Ok(pb::ListAclsResponse { bindings })
     }
@@ -164,6 +158,10 @@ fn bindings_of(bindings: Vec<pb::AclBinding>) -> Result<Vec<AclBinding>, BrokerE
     }
     bindings
         .into_iter()
-        .map(|b| AclBinding::from_pb(b).map_err(BrokerError::InvalidArgument))
+        .map(|b| {
+            let binding = AclBinding::try_from(b).map_err(BrokerError::InvalidArgument)?;
+            binding.check().map_err(BrokerError::InvalidArgument)?;
+            Ok(binding)
+        })
         .collect()
 }
