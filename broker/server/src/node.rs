@@ -239,17 +239,24 @@ impl Node {
         }
     }
 
-    /// [`Self::register`], retried while the controller changes leaders or the leader is not
-    /// reachable yet, for at most `wait`: nodes of a forming cluster start in any order.
+    /// [`Self::register`], retried while the controller changes leaders (also when a change
+    /// left a write's outcome unknown) or the leader is not reachable yet, for at most `wait`:
+    /// nodes of a forming cluster start in any order.
     async fn register_while_forming(&self, wait: Duration) -> Result<(), BrokerError> {
         let deadline = tokio::time::Instant::now() + wait;
         let mut backoff = Duration::from_millis(50);
         loop {
             match self.register().await {
                 Ok(()) => return Ok(()),
-                Err(e @ (BrokerError::NotLeader { .. } | BrokerError::Unavailable(_)))
-                    if tokio::time::Instant::now() + backoff < deadline =>
-                {
+                // Every registration step may run twice (naming the cluster sets a name only
+                // once, registering the node again changes nothing, a user that exists is
+                // left alone), so a write whose outcome a leader change made unknown is tried
+                // again like one that never reached a leader.
+                Err(
+                    e @ (BrokerError::NotLeader { .. }
+                    | BrokerError::Unavailable(_)
+                    | BrokerError::Indeterminate(_)),
+                ) if tokio::time::Instant::now() + backoff < deadline => {
                     tracing::info!(error = %e, "controller not ready for registration; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
