@@ -11,7 +11,7 @@ use tonic::Code;
 use weir_client::{
     Acks, AclBinding, AclFilter, AclOperation, AclPermission, CLUSTER_RESOURCE, Client,
     ClientError, FetchSpec, ModulePath, ModuleRef, PatternType, ProducerRecord, RejectPolicy,
-    ResourceType, TopicPartition, TopicSpec,
+    ResourceType, StartAt, TopicPartition, TopicSpec,
 };
 use weir_proto::internal::raft_client::RaftClient;
 use weir_server::{BootstrapUser, TlsSettings};
@@ -549,6 +549,54 @@ async fn the_acl_matrix_allows_exactly_what_the_bindings_say() -> anyhow::Result
         .await?;
     assert_eq!(bindings.len(), 6, "{bindings:#?}");
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_read_ends_an_open_subscription_at_its_next_read() -> anyhow::Result<()> {
+    let broker = secured_broker(None).await?;
+    let admin = connect(&broker, None, None, Some(("admin", ADMIN_PASSWORD))).await?;
+    admin.create_user("alice", ALICE_PASSWORD).await?;
+    admin.create_topic(TopicSpec::new("feed", 1)).await?;
+    admin
+        .produce("feed", Some(0), vec![record("one")], Acks::All)
+        .await?;
+    let read = allow(
+        "User:alice",
+        AclOperation::Read,
+        ResourceType::Topic,
+        "feed",
+    );
+    admin.create_acls(std::slice::from_ref(&read)).await?;
+    let alice = connect(&broker, None, None, Some(("alice", ALICE_PASSWORD))).await?;
+    let mut stream = alice.subscribe("feed", 0, StartAt::Earliest).await?;
+    let first = next_within(&mut stream)
+        .await?
+        .context("the stream ended")??;
+    assert_eq!(first.value.as_ref(), b"one");
+
+    assert_eq!(admin.delete_acls(&[read]).await?, 1);
+    admin
+        .produce("feed", Some(0), vec![record("two")], Acks::All)
+        .await?;
+    let refused = next_within(&mut stream)
+        .await?
+        .context("the stream ended without an error")?;
+    assert_denied(refused, "User:alice", "READ on topic 'feed'");
+    assert!(
+        next_within(&mut stream).await?.is_none(),
+        "the stream went on"
+    );
+    Ok(())
+}
+
+/// The next item of `stream`, within 10 s.
+async fn next_within<S: futures::Stream + Unpin>(
+    stream: &mut S,
+) -> anyhow::Result<Option<S::Item>> {
+    use futures::StreamExt;
+    tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .context("nothing from the stream within 10 s")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,9 +1,11 @@
 //! The `weir.v1.Broker` gRPC service: request validation and translation, nothing else.
 //!
 //! Every handler validates its whole request before changing anything, and fails through
-//! [`BrokerError`], which is the only place statuses are built. This file holds the service,
-//! the topic and cluster administration RPCs and the trait's dispatch; each other RPC family
-//! has its own file: produce, consume (fetch, subscribe, offsets), groups, modules.
+//! [`BrokerError`], which is the only place statuses are built. Every RPC first authenticates
+//! its caller and checks the permissions `permissions` lists for it ([`BrokerService::serve`]).
+//! This file holds the service, the topic and cluster administration RPCs and the trait's
+//! dispatch; each other RPC family has its own file: produce, consume (fetch, subscribe,
+//! offsets), groups, modules, security administration (users, ACLs).
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -42,10 +44,36 @@ pub(crate) struct BrokerService {
     security: Arc<Security>,
 }
 
-/// Who made a request, and the metadata (users, ACLs) it was judged against.
+/// Who made a request, from where, and the metadata (users, ACLs) it was judged against.
 pub(crate) struct Caller {
     principal: Principal,
+    client: Option<std::net::SocketAddr>,
     metadata: Arc<ClusterMetadata>,
+}
+
+/// The permissions a long-lived request needed when it started, checked again against the
+/// bindings of the moment: revoking them ends what they allowed.
+struct Standing<Req> {
+    security: Arc<Security>,
+    rpc: &'static str,
+    caller: Caller,
+    request: Req,
+}
+
+impl<Req: Permissions> Standing<Req> {
+    /// Refuses, as the request would be refused now, if the caller lost a permission it needs.
+    fn check(&self, metadata: &ClusterMetadata) -> Result<(), BrokerError> {
+        if !self.security.authorization() {
+            return Ok(());
+        }
+        self.security.authorize(
+            self.rpc,
+            self.caller.client,
+            &self.caller.principal,
+            &metadata.acls,
+            &self.request.needs(),
+        )
+    }
 }
 
 impl BrokerService {
@@ -92,15 +120,33 @@ impl BrokerService {
             .security
             .authenticate(rpc, request, &metadata.users)
             .await?;
+        let client = request.remote_addr();
         if self.security.authorization() {
             let needs = request.get_ref().needs();
             self.security
-                .authorize(rpc, request, &principal, &metadata.acls, &needs)?;
+                .authorize(rpc, client, &principal, &metadata.acls, &needs)?;
         }
         Ok(Caller {
             principal,
+            client,
             metadata,
         })
+    }
+
+    /// What `request` needed when `caller` made it, to check again later (a long-lived request:
+    /// a subscription, at each read).
+    fn standing<Req: Permissions>(
+        &self,
+        rpc: &'static str,
+        caller: Caller,
+        request: Req,
+    ) -> Standing<Req> {
+        Standing {
+            security: self.security.clone(),
+            rpc,
+            caller,
+            request,
+        }
     }
 
     /// Whether the caller may do `operation` on `resource` (for lists).
@@ -477,8 +523,8 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        self.serve("Subscribe", request, |request, _| {
-            self.handle_subscribe(request)
+        self.serve("Subscribe", request, |request, caller| {
+            self.handle_subscribe(request, caller)
         })
         .await
     }

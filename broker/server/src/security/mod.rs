@@ -21,6 +21,7 @@ mod principal;
 mod settings;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tonic::Request;
@@ -114,10 +115,10 @@ impl Security {
 
     /// Refuses with `PERMISSION_DENIED`, naming the missing permission, unless `principal`
     /// has everything in `needs`.
-    pub(crate) fn authorize<T>(
+    pub(crate) fn authorize(
         &self,
         rpc: &str,
-        request: &Request<T>,
+        client: Option<SocketAddr>,
         principal: &Principal,
         acls: &BTreeSet<AclBinding>,
         needs: &[Need<'_>],
@@ -132,7 +133,7 @@ impl Security {
             &operation,
             resource_type,
             &resource,
-            &client_of(request),
+            &client_label(client),
         );
         Err(BrokerError::PermissionDenied(format!(
             "{principal} lacks {missing}"
@@ -200,9 +201,11 @@ pub(crate) fn exposure_warnings(
 
 /// Where a request came from, for the audit log.
 fn client_of<T>(request: &Request<T>) -> String {
-    request
-        .remote_addr()
-        .map_or_else(|| "unknown".to_owned(), |a| a.to_string())
+    client_label(request.remote_addr())
+}
+
+fn client_label(client: Option<SocketAddr>) -> String {
+    client.map_or_else(|| "unknown".to_owned(), |a| a.to_string())
 }
 
 /// Lets through the peer service only requests from nodes: a certificate named `node` or the

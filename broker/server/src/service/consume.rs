@@ -17,7 +17,7 @@ use weir_storage::ReadError;
 use weir_types::{BatchEncoder, BatchLimits, EncodedBatch, Header, Offset, Record};
 use weir_wasm::{Chain, ChainRecord};
 
-use super::{BrokerService, ResponseStream, module_admin};
+use super::{BrokerService, Caller, ResponseStream, module_admin};
 use crate::error::BrokerError;
 use crate::fault_injection;
 use crate::metadata::TopicInfo;
@@ -504,10 +504,21 @@ impl BrokerService {
     pub(super) async fn handle_subscribe(
         &self,
         request: Request<pb::SubscribeRequest>,
+        caller: Caller,
     ) -> Result<ResponseStream<pb::SubscribeResponse>, BrokerError> {
         let node = self.node()?;
         let open = node.budgets.subscription()?;
         let req = request.into_inner();
+        // Checked again before each read: revoking READ ends the stream.
+        let grant = self.standing(
+            "Subscribe",
+            caller,
+            pb::SubscribeRequest {
+                topic: req.topic.clone(),
+                modules: req.modules.clone(),
+                ..Default::default()
+            },
+        );
         let (topic, hosted) = self.readable(&req.topic, req.partition).await?;
         let progress = *hosted.replica.progress().borrow();
         use pb::start_position::Position;
@@ -532,6 +543,10 @@ impl BrokerService {
             loop {
                 let progress = *hosted.replica.progress().borrow();
                 if position < progress.high_watermark {
+                    if let Err(e) = grant.check(&node.metadata()) {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
                     let (read, kept_chain) = match read(
                         &node,
                         &hosted,
