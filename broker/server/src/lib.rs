@@ -155,11 +155,10 @@ impl Broker {
             .map(security::read_cluster_secret)
             .transpose()
             .map_err(ConfigError::Invalid)?;
-        let security = Arc::new(Security::new(
-            &config.security,
-            &config.tls,
-            cluster_secret.clone(),
-        ));
+        let security = Arc::new(
+            Security::new(&config.security, &config.tls, cluster_secret.clone())
+                .map_err(BrokerError::Internal)?,
+        );
         let metrics_listener = match config.metrics_listen {
             Some(addr) => Some(
                 TcpListener::bind(addr)

@@ -84,7 +84,10 @@ pub struct Authenticator {
     /// Key of those hashes; random per process, never stored.
     tag_key: hmac::Key,
     kdf: Semaphore,
+    /// Password checks running or waiting for a derivation slot.
     waiting: AtomicUsize,
+    /// A credential of no user, checked against when a login names a user that does not exist.
+    unknown_user: ScramCredential,
     /// Subject CNs of the client certificates seen, by their DER bytes: a connection shows the
     /// same certificate on every request (every raft message of a peer), and parsing one costs
     /// more than looking it up.
@@ -93,17 +96,28 @@ pub struct Authenticator {
 
 impl Authenticator {
     /// An authenticator that recognises nodes by `cluster_secret` (besides their certificates).
-    pub fn new(cluster_secret: Option<String>) -> Self {
+    /// Fails only if the system's random source does.
+    pub fn new(cluster_secret: Option<String>) -> Result<Self, String> {
         let rng = ring::rand::SystemRandom::new();
-        Self {
+        let random = |what: &str| format!("the system's random source failed ({what})");
+        let mut nonsense = [0u8; 32];
+        ring::rand::SecureRandom::fill(&rng, &mut nonsense).map_err(|_| random("a password"))?;
+        let mut salt = [0u8; weir_types::scram::SALT_LEN];
+        ring::rand::SecureRandom::fill(&rng, &mut salt).map_err(|_| random("a salt"))?;
+        Ok(Self {
             cluster_secret,
             verified: Mutex::new(HashMap::new()),
-            tag_key: hmac::Key::generate(hmac::HMAC_SHA256, &rng)
-                .expect("the system's random source"),
+            tag_key: hmac::Key::generate(hmac::HMAC_SHA256, &rng).map_err(|_| random("a key"))?,
             kdf: Semaphore::new(KDF_PERMITS),
             waiting: AtomicUsize::new(0),
+            unknown_user: ScramCredential::derive(
+                &nonsense,
+                &salt,
+                weir_types::scram::DEFAULT_ITERATIONS,
+            )
+            .map_err(|e| e.to_string())?,
             names: Mutex::new(HashMap::new()),
-        }
+        })
     }
 
     /// Whether the request comes from a node: the cluster secret, or a certificate named
@@ -149,6 +163,10 @@ impl Authenticator {
         users: &BTreeMap<String, ScramCredential>,
     ) -> Result<(), AuthFailure> {
         let Some(credential) = users.get(user) else {
+            // The same work as for a wrong password, so the time taken does not tell whether
+            // a user exists.
+            self.derive_and_compare(&self.unknown_user, password)
+                .await?;
             return Err(AuthFailure::UnknownUser(user.to_owned()));
         };
         let tag = hmac::sign(&self.tag_key, &password);
@@ -158,24 +176,30 @@ impl Authenticator {
         {
             return Ok(());
         }
-        if self.waiting.fetch_add(1, Ordering::AcqRel) >= KDF_PERMITS + KDF_WAITERS {
-            self.waiting.fetch_sub(1, Ordering::AcqRel);
-            return Err(AuthFailure::Overloaded);
-        }
-        let permit = self.kdf.acquire().await;
-        let checked = credential.clone();
-        let matches = tokio::task::spawn_blocking(move || checked.verify(&password))
-            .await
-            .unwrap_or(false);
-        drop(permit);
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
-        if !matches {
+        if !self.derive_and_compare(credential, password).await? {
             return Err(AuthFailure::WrongPassword(user.to_owned()));
         }
         // One entry per user, and users are bounded by the metadata's limit.
         self.lock()
             .insert(user.to_owned(), (credential.stored_key.clone(), tag));
         Ok(())
+    }
+
+    /// Whether `password` is `credential`'s, derived on a blocking thread once a derivation
+    /// slot is free; `Overloaded` when too many checks wait already.
+    async fn derive_and_compare(
+        &self,
+        credential: &ScramCredential,
+        password: Vec<u8>,
+    ) -> Result<bool, AuthFailure> {
+        let _waiting = Waiting::enter(&self.waiting).ok_or(AuthFailure::Overloaded)?;
+        let _permit = self.kdf.acquire().await;
+        let checked = credential.clone();
+        Ok(
+            tokio::task::spawn_blocking(move || checked.verify(&password))
+                .await
+                .unwrap_or(false),
+        )
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Vec<u8>, hmac::Tag)>> {
@@ -196,6 +220,28 @@ impl Authenticator {
         }
         names.insert(leaf.to_vec(), name.clone());
         name
+    }
+}
+
+/// A password check counted among those running or waiting for as long as it lives, also
+/// when its request is dropped midway (the client went away).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    /// Counts one more check, unless as many as may run and wait are counted already.
+    fn enter(count: &'a AtomicUsize) -> Option<Self> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < KDF_PERMITS + KDF_WAITERS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self(count))
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -254,8 +300,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn checks_wait_for_a_derivation_and_leave_no_waiter_behind_when_given_up() {
+        use futures::FutureExt;
+        let authenticator = Authenticator::new(None).unwrap();
+        let mut users = BTreeMap::new();
+        users.insert(
+            "alice".to_owned(),
+            ScramCredential::derive(b"right", &[3u8; 16], 4096).unwrap(),
+        );
+        // Every derivation slot taken: the check waits, and its client goes away meanwhile.
+        let busy = authenticator
+            .kdf
+            .acquire_many(KDF_PERMITS as u32)
+            .await
+            .unwrap();
+        let given_up = authenticator
+            .verify("alice", b"right".to_vec(), &users)
+            .now_or_never();
+        assert!(given_up.is_none(), "the check did not wait");
+        assert_eq!(authenticator.waiting.load(Ordering::Acquire), 0);
+        // A user that does not exist waits for a derivation too: answering at once would tell
+        // that the user does not exist.
+        let unknown = authenticator
+            .verify("mallory", b"right".to_vec(), &users)
+            .now_or_never();
+        assert!(
+            unknown.is_none(),
+            "an unknown user was answered without a derivation"
+        );
+        assert_eq!(authenticator.waiting.load(Ordering::Acquire), 0);
+        drop(busy);
+    }
+
+    #[tokio::test]
     async fn a_verified_password_is_remembered_until_the_credential_changes() {
-        let authenticator = Authenticator::new(None);
+        let authenticator = Authenticator::new(None).unwrap();
         let salt = [3u8; 16];
         let mut users = BTreeMap::new();
         users.insert(

@@ -53,23 +53,23 @@ pub(crate) struct Security {
 
 impl Security {
     /// The security of a node with these settings, its TLS and the cluster secret read from
-    /// `security.cluster_secret_file`.
+    /// `security.cluster_secret_file`. Fails only if the system's random source does.
     pub(crate) fn new(
         settings: &SecuritySettings,
         tls: &TlsSettings,
         cluster_secret: Option<String>,
-    ) -> Self {
+    ) -> Result<Self, String> {
         let certificates_verified =
             tls.enabled() && tls.effective_client_auth() != ClientAuth::None;
-        Self {
+        Ok(Self {
             peers_open: !certificates_verified && cluster_secret.is_none(),
-            authenticator: Authenticator::new(cluster_secret),
+            authenticator: Authenticator::new(cluster_secret)?,
             authorizer: Authorizer {
                 enabled: settings.authorization,
                 super_users: settings.super_users.iter().cloned().collect(),
             },
             audit: Arc::new(Audit::default()),
-        }
+        })
     }
 
     /// The audit counters, for the metrics endpoint.
