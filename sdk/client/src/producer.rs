@@ -5,10 +5,11 @@
 mod sender;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::{OnceCell, Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{Notify, OnceCell, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
 use self::sender::{Pending, Sender};
@@ -170,13 +171,18 @@ struct Inner {
     config: ProducerConfig,
     /// Partition counts of topics sent to.
     partitions: Mutex<HashMap<String, u32>>,
-    /// The queue of each partition's sender task.
-    queues: Mutex<HashMap<(String, u32), mpsc::UnboundedSender<Pending>>>,
+    /// The queue of each partition's sender task, by topic and partition (looked up by the
+    /// topic's `&str` on every record, so no name is copied).
+    queues: Mutex<HashMap<String, HashMap<u32, mpsc::UnboundedSender<Pending>>>>,
     /// Where keyless records of each topic go now.
     sticky: Mutex<HashMap<String, Sticky>>,
     buffer: Arc<Semaphore>,
     /// Records enqueued and not yet answered.
-    outstanding: watch::Sender<usize>,
+    outstanding: AtomicUsize,
+    /// Woken when `outstanding` drops to zero, for [`Producer::flush`]. A counter and a
+    /// notification rather than a watch channel: a watch wakes its receivers on every change,
+    /// which cost a notification per record.
+    drained: Notify,
     /// The producer id, asked for when the first batch is sent.
     producer_id: OnceCell<ProducerId>,
 }
@@ -263,7 +269,9 @@ impl Inner {
 
     /// Counts `count` records answered.
     fn answered(&self, count: usize) {
-        self.outstanding.send_modify(|n| *n -= count);
+        if self.outstanding.fetch_sub(count, Ordering::AcqRel) == count {
+            self.drained.notify_waiters();
+        }
     }
 }
 
@@ -279,7 +287,8 @@ impl Producer {
                 queues: Mutex::default(),
                 sticky: Mutex::default(),
                 buffer,
-                outstanding: watch::Sender::new(0),
+                outstanding: AtomicUsize::new(0),
+                drained: Notify::new(),
                 producer_id: OnceCell::new(),
             }),
         }
@@ -329,21 +338,27 @@ impl Producer {
             .await
             .map_err(|_| ClientError::InvalidArgument("the producer is closed".into()))?;
         let (done, delivery) = oneshot::channel();
-        self.inner.outstanding.send_modify(|n| *n += 1);
+        self.inner.outstanding.fetch_add(1, Ordering::AcqRel);
         let pending = Pending {
             record,
             bytes,
             done,
             _buffered: permit,
         };
-        let key = (topic.to_owned(), partition);
         let mut queues = lock(&self.inner.queues);
-        let queue = queues.entry(key.clone()).or_insert_with(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            let sender = Sender::new(self.inner.clone(), key.0.clone(), key.1);
-            tokio::spawn(sender.run(rx));
-            tx
-        });
+        if !queues.contains_key(topic) {
+            queues.insert(topic.to_owned(), HashMap::new());
+        }
+        let queue = queues
+            .get_mut(topic)
+            .expect("inserted above")
+            .entry(partition)
+            .or_insert_with(|| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let sender = Sender::new(self.inner.clone(), topic.to_owned(), partition);
+                tokio::spawn(sender.run(rx));
+                tx
+            });
         if let Err(mpsc::error::SendError(pending)) = queue.send(pending) {
             // The task ended (it never does while the producer lives); answer here.
             self.inner.answered(1);
@@ -354,8 +369,16 @@ impl Producer {
 
     /// Waits until every record enqueued so far has been answered (stored or failed).
     pub async fn flush(&self) {
-        let mut outstanding = self.inner.outstanding.subscribe();
-        let _ = outstanding.wait_for(|n| *n == 0).await;
+        loop {
+            // Registered before the count is read, so a drop to zero in between is not missed.
+            let drained = self.inner.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if self.inner.outstanding.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            drained.await;
+        }
     }
 
     async fn partition_for(
