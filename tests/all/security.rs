@@ -821,21 +821,17 @@ async fn passwords_stay_out_of_logs_metrics_errors_and_the_controller_state() ->
         &format!("{ALICE_PASSWORD}\n"),
     )?;
     assert_eq!(created.stdout, "created user alice\n", "{created:?}");
-    let granted = weir_as(
-        admin,
-        &[
-            "acl",
-            "create",
-            "--allow",
-            "--principal",
-            "User:alice",
-            "--operation",
-            "describe",
-            "--topic",
-            "*",
-        ],
-        "",
-    )?;
+    // One binding, created and later deleted with the same flags.
+    let binding = [
+        "--allow",
+        "--principal",
+        "User:alice",
+        "--operation",
+        "describe",
+        "--topic",
+        "*",
+    ];
+    let granted = weir_as(admin, &[&["acl", "create"][..], &binding].concat(), "")?;
     assert_eq!(granted.stdout, "created 1 ACL binding(s)\n", "{granted:?}");
     let acls = weir_as(admin, &["acl", "list", "--principal", "User:alice"], "")?;
     assert_eq!(
@@ -878,21 +874,7 @@ async fn passwords_stay_out_of_logs_metrics_errors_and_the_controller_state() ->
     assert!(changed.success, "{changed:?}");
     let old = weir_as(Some(("alice", ALICE_PASSWORD)), &["topic", "list"], "")?;
     assert!(old.stderr.contains("UNAUTHENTICATED"), "{old:?}");
-    let deleted = weir_as(
-        admin,
-        &[
-            "acl",
-            "delete",
-            "--allow",
-            "--principal",
-            "User:alice",
-            "--operation",
-            "describe",
-            "--topic",
-            "*",
-        ],
-        "",
-    )?;
+    let deleted = weir_as(admin, &[&["acl", "delete"][..], &binding].concat(), "")?;
     assert_eq!(deleted.stdout, "deleted 1 ACL binding(s)\n", "{deleted:?}");
     let status = weir_as(admin, &["cluster", "status"], "")?;
     assert!(status.stdout.contains("AUTHORIZATION: on"), "{status:?}");
