@@ -7,7 +7,8 @@
 //!
 //! One job per file:
 //! - `principal`: the identities and user names;
-//! - `acl`: ACL bindings, their validation and matching;
+//! - `acl`: the resources requests touch and which principals a binding names (the bindings
+//!   themselves, their validation and matching are `weir_types::acl`);
 //! - `authenticate`: credentials and certificates to a principal;
 //! - `authorize`: a principal and the bindings to allowed or the missing permission;
 //! - `audit`: refusals logged (rate-limited) and counted;
