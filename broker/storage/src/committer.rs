@@ -31,7 +31,8 @@ use crate::db::{GroupId, LogDbOptions, MetaKey, StorageStats, WriteBatch, WriteO
 use crate::error::WriteError;
 use crate::tables::{
     IndexRow, LOG_BYTES_META_KEY, OFFSET_INDEX, PRODUCERS, RAFT_LOG, RAFT_META, RESETS_META_KEY,
-    decode_envelope, encode_envelope, index_row, stored_batch_crc, stored_log_bytes,
+    decode_envelope, encode_envelope, envelope_len, index_row, stored_batch_crc, stored_log_bytes,
+    write_envelope,
 };
 
 type Done = Box<dyn FnOnce(Result<(), WriteError>) + Send>;
@@ -273,21 +274,23 @@ impl Tables<'_, '_> {
                 let before = self.log_bytes(group)?;
                 let mut next_offset = self.tail(group)?;
                 for entry in entries {
-                    let value = match &entry.batch {
-                        Some(batch) => {
-                            self.offsets
-                                .insert((group, next_offset), index_row(entry.index, batch))?;
-                            let value = encode_envelope(
-                                &entry.meta,
-                                Some((batch.bytes(), Offset(next_offset), entry.leader_epoch)),
-                            );
-                            next_offset += batch.header().offset_count();
-                            value
-                        }
-                        None => encode_envelope(&entry.meta, None),
-                    };
-                    appended += value.len();
-                    self.log.insert((group, entry.index), value.as_slice())?;
+                    let batch = entry.batch.as_ref().map(|batch| {
+                        (
+                            batch.bytes().as_ref(),
+                            Offset(next_offset),
+                            entry.leader_epoch,
+                        )
+                    });
+                    if let Some(batch) = &entry.batch {
+                        self.offsets
+                            .insert((group, next_offset), index_row(entry.index, batch))?;
+                        next_offset += batch.header().offset_count();
+                    }
+                    // Written straight into the page redb reserves: the batch is copied once.
+                    let len = envelope_len(&entry.meta, batch);
+                    let mut value = self.log.insert_reserve((group, entry.index), len)?;
+                    write_envelope(value.as_mut(), &entry.meta, batch);
+                    appended += len;
                 }
                 self.tails.insert(group, next_offset);
                 self.set_log_bytes(group, before + appended as u64);

@@ -78,31 +78,47 @@ pub(crate) struct StoredBatch<'a> {
 /// Writes an envelope for `meta` and an optional batch, stamping the batch's base offset and
 /// leader epoch into the stored copy (and into the envelope, under its CRC).
 pub(crate) fn encode_envelope(meta: &[u8], batch: Option<(&[u8], Offset, i32)>) -> Vec<u8> {
-    let mut out = envelope_as_is(meta, batch);
-    if let Some((bytes, base_offset, leader_epoch)) = batch {
-        let at = out.len() - bytes.len();
-        stamp(&mut out[at..], base_offset, leader_epoch);
-    }
+    let mut out = vec![0; envelope_len(meta, batch)];
+    write_envelope(&mut out, meta, batch);
     out
 }
 
 /// Writes an envelope for `meta` and batch bytes exactly as given (with the base offset and
 /// leader epoch the envelope records for them).
 pub(crate) fn envelope_as_is(meta: &[u8], batch: Option<(&[u8], Offset, i32)>) -> Vec<u8> {
-    let batch_len = batch.map_or(0, |(b, _, _)| b.len());
-    let (base_offset, leader_epoch) = batch.map_or((0, 0), |(_, o, e)| (o.0, e));
-    let mut out = Vec::with_capacity(ENVELOPE_HEADER + meta.len() + batch_len);
-    out.push(if batch.is_some() { FLAG_HAS_BATCH } else { 0 });
-    out.extend_from_slice(&(meta.len() as u32).to_le_bytes());
-    out.extend_from_slice(&base_offset.to_le_bytes());
-    out.extend_from_slice(&leader_epoch.to_le_bytes());
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&out), meta);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(meta);
-    if let Some((bytes, _, _)) = batch {
-        out.extend_from_slice(bytes);
-    }
+    let mut out = vec![0; envelope_len(meta, batch)];
+    write_envelope_as_is(&mut out, meta, batch);
     out
+}
+
+/// The length of the envelope of `meta` and `batch`.
+pub(crate) fn envelope_len(meta: &[u8], batch: Option<(&[u8], Offset, i32)>) -> usize {
+    ENVELOPE_HEADER + meta.len() + batch.map_or(0, |(b, _, _)| b.len())
+}
+
+/// [`encode_envelope`] into `out`, which is [`envelope_len`] long: for writing straight into the
+/// space the database reserved for the value, without a copy in between.
+pub(crate) fn write_envelope(out: &mut [u8], meta: &[u8], batch: Option<(&[u8], Offset, i32)>) {
+    write_envelope_as_is(out, meta, batch);
+    if let Some((bytes, base_offset, leader_epoch)) = batch {
+        let at = out.len() - bytes.len();
+        stamp(&mut out[at..], base_offset, leader_epoch);
+    }
+}
+
+fn write_envelope_as_is(out: &mut [u8], meta: &[u8], batch: Option<(&[u8], Offset, i32)>) {
+    let (base_offset, leader_epoch) = batch.map_or((0, 0), |(_, o, e)| (o.0, e));
+    out[0] = if batch.is_some() { FLAG_HAS_BATCH } else { 0 };
+    out[1..5].copy_from_slice(&(meta.len() as u32).to_le_bytes());
+    out[5..13].copy_from_slice(&base_offset.to_le_bytes());
+    out[13..CRC_AT].copy_from_slice(&leader_epoch.to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&out[..CRC_AT]), meta);
+    out[CRC_AT..ENVELOPE_HEADER].copy_from_slice(&crc.to_le_bytes());
+    let meta_end = ENVELOPE_HEADER + meta.len();
+    out[ENVELOPE_HEADER..meta_end].copy_from_slice(meta);
+    if let Some((bytes, _, _)) = batch {
+        out[meta_end..].copy_from_slice(bytes);
+    }
 }
 
 /// Splits an envelope into metadata and batch, checking its CRC.
