@@ -91,8 +91,7 @@ where
             learner_stall: timings.learner_stall,
             membership_changes: Arc::default(),
         };
-        tokio::spawn(group.clone().finish_joint_configurations());
-        tokio::spawn(tick_only_with_company(group.raft.clone()));
+        tokio::spawn(group.clone().follow_membership());
         Ok(group)
     }
 
@@ -236,16 +235,29 @@ where
     /// majority of both halves, which is one node failure from no leader at all, and a node
     /// of either half cannot be retired. The change is finished forwards (to its new half),
     /// whose nodes all caught up as learners before the joint configuration was proposed.
-    async fn finish_joint_configurations(self) {
+    ///
+    /// The same watch of the group's metrics stops the raft timer while this node leads the
+    /// group alone and starts it again when the group has another member (a learner joining
+    /// for a replica move) or this node stops leading it. The timer drives elections and
+    /// heartbeats only: a lone leader needs neither, and with a thousand partitions on one node
+    /// their timers alone kept a third of a core busy while nothing happened.
+    async fn follow_membership(self) {
         let mut metrics = self.raft.metrics();
         // The (term, membership) last tried, so a failure is tried once, not in a loop.
         let mut tried = None;
+        let mut ticking = true;
         loop {
-            let stuck = {
+            let (stuck, alone) = {
                 let m = metrics.borrow_watched();
-                (leads_with_latest_state(&m) && is_joint(m.membership_config.membership()))
-                    .then(|| (m.current_term, *m.membership_config.log_id()))
+                let stuck = (leads_with_latest_state(&m)
+                    && is_joint(m.membership_config.membership()))
+                .then(|| (m.current_term, *m.membership_config.log_id()));
+                (stuck, leads_alone(&m))
             };
+            if alone == ticking {
+                ticking = !alone;
+                self.raft.runtime_config().tick(ticking);
+            }
             if let Some(stuck) = stuck
                 && tried.as_ref() != Some(&stuck)
             {
@@ -619,31 +631,17 @@ fn is_lone_voter<SM: RaftStateMachine<TypeConfig>>(
     voters.next() == Some(node_id) && voters.next().is_none()
 }
 
-/// Stops the raft timer of a group this node leads alone and starts it again when the group
-/// has another member (a learner joining for a replica move) or this node stops leading it.
-///
-/// The timer drives elections and heartbeats only: a lone leader needs neither, and with a
-/// thousand partitions on one node their timers alone kept a third of a core busy while
-/// nothing happened. Writes, reads and membership changes do not wait on it.
-async fn tick_only_with_company<SM: RaftStateMachine<TypeConfig>>(raft: Raft<TypeConfig, SM>) {
-    let mut metrics = raft.metrics();
-    let mut ticking = true;
-    loop {
-        let alone = {
-            let m = metrics.borrow_watched();
-            let mut members = m.membership_config.membership().nodes().map(|(id, _)| *id);
-            m.state == ServerState::Leader
-                && members.next() == Some(m.id)
-                && members.next().is_none()
-        };
-        if alone == ticking {
-            ticking = !alone;
-            raft.runtime_config().tick(ticking);
-        }
-        if metrics.changed().await.is_err() {
-            return; // raft stopped
-        }
-    }
+/// Whether the node these metrics are of leads the group and is its only member (voter or
+/// learner).
+fn leads_alone(metrics: &openraft::RaftMetrics<TypeConfig>) -> bool {
+    let mut members = metrics
+        .membership_config
+        .membership()
+        .nodes()
+        .map(|(id, _)| *id);
+    metrics.state == ServerState::Leader
+        && members.next() == Some(metrics.id)
+        && members.next().is_none()
 }
 
 /// Whether `membership` has two configurations (old and new voters) rather than one.

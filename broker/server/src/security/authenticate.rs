@@ -123,13 +123,16 @@ impl Authenticator {
     /// Whether the request comes from a node: the cluster secret, or a certificate named
     /// `node`.
     pub fn is_node(&self, presented: &Presented<'_>) -> bool {
-        if let (Some(secret), Some(shown)) =
-            (&self.cluster_secret, presented.metadata.get(CLUSTER_SECRET))
-        {
-            return constant_time_eq(secret.as_bytes(), shown.as_bytes());
+        self.node_by(presented, self.certificate_name(presented).as_deref())
+    }
+
+    /// [`Self::is_node`], given the name of the request's certificate: a secret shown decides
+    /// (a node shows the right one), else the name.
+    fn node_by(&self, presented: &Presented<'_>, certificate_name: Option<&str>) -> bool {
+        match (&self.cluster_secret, presented.metadata.get(CLUSTER_SECRET)) {
+            (Some(secret), Some(shown)) => constant_time_eq(secret.as_bytes(), shown.as_bytes()),
+            _ => certificate_name == Some(Principal::NODE_CN),
         }
-        self.certificate_name(presented)
-            .is_some_and(|cn| cn == Principal::NODE_CN)
     }
 
     /// The principal of a request: a user by password when it carries `authorization`
@@ -144,12 +147,13 @@ impl Authenticator {
             self.verify(&user, password, users).await?;
             return Ok(Principal::User(user));
         }
-        if self.is_node(&presented) {
+        // Looked up once: it decides both whether this is a node and which user it names.
+        let name = self.certificate_name(&presented);
+        if self.node_by(&presented, name.as_deref()) {
             return Ok(Principal::Node);
         }
         match presented.certificates {
-            Some(_) => self
-                .certificate_name(&presented)
+            Some(_) => name
                 .map(Principal::User)
                 .ok_or(AuthFailure::NamelessCertificate),
             None => Ok(Principal::Anonymous),
