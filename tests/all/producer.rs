@@ -166,3 +166,85 @@ async fn batches_in_flight_when_answers_are_lost_are_stored_once_in_order() -> a
     );
     Ok(())
 }
+
+/// A producer dropped with records still lingering sends them at once (it does not wait out
+/// the linger), and every delivery taken before the drop is answered with its offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_producer_sends_its_lingering_records_at_once() -> anyhow::Result<()> {
+    let broker = InProcessBroker::start().await?;
+    let client = Client::connect(broker.url()).await?;
+    client.create_topic(TopicSpec::new("orders", 1)).await?;
+    let producer = Producer::new(
+        client.clone(),
+        ProducerConfig {
+            // Longer than any test: only a full batch or the drop sends anything.
+            linger: Duration::from_secs(3600),
+            batch_max_records: 3,
+            ..ProducerConfig::default()
+        },
+    );
+    let value = |i: u64| format!("order-{i}");
+    let mut deliveries = Vec::new();
+    for i in 0..7 {
+        deliveries.push(
+            producer
+                .enqueue("orders", ProducerRecord::new(value(i)))
+                .await?,
+        );
+    }
+    // Two full batches went; the seventh record lingers until the drop.
+    drop(producer);
+    let mut offsets = Vec::new();
+    for delivery in deliveries {
+        let stored = tokio::time::timeout(SETTLE, delivery)
+            .await
+            .context("a record enqueued before the drop was never answered")??;
+        assert_eq!((&*stored.topic, stored.partition), ("orders", 0));
+        offsets.push(stored.offset.context("an offset")?);
+    }
+    assert_eq!(offsets, (0..7).collect::<Vec<u64>>());
+    assert_eq!(
+        values(&client, "orders").await?,
+        (0..7).map(value).collect::<Vec<_>>()
+    );
+    Ok(())
+}
+
+/// The buffer's bytes come back as batches are answered: ten times the buffer goes through a
+/// producer whose buffer holds four records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_buffer_is_reused_as_batches_are_answered() -> anyhow::Result<()> {
+    let broker = InProcessBroker::start().await?;
+    let client = Client::connect(broker.url()).await?;
+    client.create_topic(TopicSpec::new("orders", 1)).await?;
+    let producer = Producer::new(
+        client.clone(),
+        ProducerConfig {
+            linger: Duration::from_millis(1),
+            batch_max_records: 2,
+            buffer_max_bytes: 4 * 1024,
+            ..ProducerConfig::default()
+        },
+    );
+    let value = |i: u64| format!("{i:04}").repeat(256);
+    let mut deliveries = Vec::new();
+    for i in 0..40 {
+        let enqueued = tokio::time::timeout(
+            SETTLE,
+            producer.enqueue("orders", ProducerRecord::new(value(i))),
+        )
+        .await
+        .context("the buffer never had room again")??;
+        deliveries.push(enqueued);
+    }
+    let mut offsets = Vec::new();
+    for delivery in deliveries {
+        offsets.push(delivery.await?.offset.context("an offset")?);
+    }
+    assert_eq!(offsets, (0..40).collect::<Vec<u64>>());
+    assert_eq!(
+        values(&client, "orders").await?,
+        (0..40).map(value).collect::<Vec<_>>()
+    );
+    Ok(())
+}

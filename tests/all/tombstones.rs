@@ -322,8 +322,7 @@ async fn a_tombstone_with_a_value_is_refused_and_nothing_is_stored() -> anyhow::
     let err = producer
         .enqueue("users", record)
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert!(err.to_string().contains("tombstone"), "{err}");
     let stored = producer
         .send("users", ProducerRecord::tombstone("b").with_partition(0))

@@ -2,6 +2,8 @@
 //! by default, with linger, size bounds, a window of requests in flight per partition, and
 //! retries.
 
+mod accumulator;
+mod delivery;
 mod sender;
 
 use std::collections::HashMap;
@@ -9,10 +11,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::{Notify, OnceCell, Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, OnceCell, Semaphore};
 use tokio::time::Instant;
 
-use self::sender::{Pending, Sender};
+use self::accumulator::PartitionQueue;
+pub use self::delivery::Delivery;
+use self::sender::Sender;
 use crate::{Acks, Client, ClientError, ProducerId, ProducerRecord, RejectedRecord};
 
 /// Batches in flight per partition at most with idempotence: a partition remembers the last 5
@@ -73,8 +77,8 @@ impl Default for ProducerConfig {
 /// Where an acknowledged record was stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordMetadata {
-    /// The topic.
-    pub topic: String,
+    /// The topic (shared by the records of a batch).
+    pub topic: Arc<str>,
     /// The partition.
     pub partition: u32,
     /// Its offset; `None` with [`Acks::None`], or when the topic's produce chain changed the
@@ -96,25 +100,10 @@ pub enum DeliveryError {
     /// and its other records fail with the `RECORD_REJECTED` error).
     #[error("record rejected by {}: {}", .0.module, .0.reason)]
     Rejected(RejectedRecord),
-    /// The producer was dropped before the record was sent.
-    #[error("the producer was closed before the record was sent")]
+    /// The producer's background task ended before the record's batch was answered (its
+    /// runtime shut down). Records enqueued before the producer was dropped are still sent.
+    #[error("the producer's task ended before the record was answered")]
     Closed,
-}
-
-/// A record's acknowledgement, from [`Producer::enqueue`].
-pub struct Delivery(oneshot::Receiver<Result<RecordMetadata, DeliveryError>>);
-
-impl Future for Delivery {
-    type Output = Result<RecordMetadata, DeliveryError>;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        std::pin::Pin::new(&mut self.0)
-            .poll(cx)
-            .map(|r| r.unwrap_or(Err(DeliveryError::Closed)))
-    }
 }
 
 /// A batching producer, following the Kafka producer's model: records are grouped per
@@ -161,9 +150,27 @@ impl Future for Delivery {
 /// # Ok(())
 /// # }
 /// ```
+///
+/// Dropping the last clone of a producer sends what it holds at once (without waiting for the
+/// linger), and its background tasks end once every batch is answered.
 #[derive(Clone)]
 pub struct Producer {
+    handle: Arc<Handle>,
+}
+
+/// The producer's handles share this; its drop closes the partitions' queues.
+struct Handle {
     inner: Arc<Inner>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        for partitions in lock(&self.inner.queues).values() {
+            for queue in partitions.values() {
+                queue.close();
+            }
+        }
+    }
 }
 
 struct Inner {
@@ -171,12 +178,14 @@ struct Inner {
     config: ProducerConfig,
     /// Partition counts of topics sent to.
     partitions: Mutex<HashMap<String, u32>>,
-    /// The queue of each partition's sender task, by topic and partition (looked up by the
-    /// topic's `&str` on every record, so no name is copied).
-    queues: Mutex<HashMap<String, HashMap<u32, mpsc::UnboundedSender<Pending>>>>,
+    /// The batches of each partition, by topic and partition (looked up by the topic's `&str`
+    /// on every record, so no name is copied), each with a sender task.
+    queues: Mutex<HashMap<String, HashMap<u32, Arc<PartitionQueue>>>>,
     /// Where keyless records of each topic go now.
     sticky: Mutex<HashMap<String, Sticky>>,
-    buffer: Arc<Semaphore>,
+    /// Payload bytes buffered and not yet answered; each record takes its bytes and its
+    /// batch's answer gives them back.
+    buffer: Semaphore,
     /// Records enqueued and not yet answered.
     outstanding: AtomicUsize,
     /// Woken when `outstanding` drops to zero, for [`Producer::flush`]. A counter and a
@@ -267,31 +276,54 @@ impl Inner {
         }
     }
 
-    /// Counts `count` records answered.
-    fn answered(&self, count: usize) {
+    /// Counts `count` records of `bytes` payload bytes answered.
+    fn answered(&self, count: usize, bytes: usize) {
+        self.buffer.add_permits(bytes);
         if self.outstanding.fetch_sub(count, Ordering::AcqRel) == count {
             self.drained.notify_waiters();
         }
+    }
+
+    /// The queue of `topic`'s `partition`, with its sender task started when new.
+    fn queue(self: &Arc<Self>, topic: &str, partition: u32) -> Arc<PartitionQueue> {
+        let mut queues = lock(&self.queues);
+        if !queues.contains_key(topic) {
+            queues.insert(topic.to_owned(), HashMap::new());
+        }
+        let partitions = queues.get_mut(topic).expect("inserted above");
+        partitions
+            .entry(partition)
+            .or_insert_with(|| {
+                let queue = Arc::new(PartitionQueue::new(topic.into(), partition));
+                tokio::spawn(Sender::new(self.clone(), queue.clone()).run());
+                queue
+            })
+            .clone()
     }
 }
 
 impl Producer {
     /// A producer over `client`.
     pub fn new(client: Client, config: ProducerConfig) -> Self {
-        let buffer = Arc::new(Semaphore::new(config.buffer_max_bytes.max(1)));
+        let buffer = Semaphore::new(config.buffer_max_bytes.max(1));
+        let inner = Arc::new(Inner {
+            client,
+            config,
+            partitions: Mutex::default(),
+            queues: Mutex::default(),
+            sticky: Mutex::default(),
+            buffer,
+            outstanding: AtomicUsize::new(0),
+            drained: Notify::new(),
+            producer_id: OnceCell::new(),
+        });
         Self {
-            inner: Arc::new(Inner {
-                client,
-                config,
-                partitions: Mutex::default(),
-                queues: Mutex::default(),
-                sticky: Mutex::default(),
-                buffer,
-                outstanding: AtomicUsize::new(0),
-                drained: Notify::new(),
-                producer_id: OnceCell::new(),
-            }),
+            handle: Arc::new(Handle { inner }),
         }
+    }
+
+    fn inner(&self) -> &Arc<Inner> {
+        &self.handle.inner
     }
 
     /// Sends one record and waits until it is acknowledged (batched with whatever else is
@@ -323,58 +355,40 @@ impl Producer {
             )));
         }
         let partition = self.partition_for(topic, &record).await?;
+        let inner = self.inner();
         let bytes = record.payload_len().max(1);
-        if bytes > self.inner.config.buffer_max_bytes {
+        if bytes > inner.config.buffer_max_bytes {
             return Err(ClientError::InvalidArgument(format!(
                 "a record of {bytes} bytes is larger than the producer's buffer ({} bytes)",
-                self.inner.config.buffer_max_bytes
+                inner.config.buffer_max_bytes
             )));
         }
-        let permit = self
-            .inner
+        // Given back when the record's batch is answered (`Inner::answered`), not per record.
+        inner
             .buffer
-            .clone()
-            .acquire_many_owned(bytes as u32)
+            .acquire_many(bytes as u32)
             .await
-            .map_err(|_| ClientError::InvalidArgument("the producer is closed".into()))?;
-        let (done, delivery) = oneshot::channel();
-        self.inner.outstanding.fetch_add(1, Ordering::AcqRel);
-        let pending = Pending {
-            record,
-            bytes,
-            done,
-            _buffered: permit,
-        };
-        let mut queues = lock(&self.inner.queues);
-        if !queues.contains_key(topic) {
-            queues.insert(topic.to_owned(), HashMap::new());
+            .map_err(|_| ClientError::InvalidArgument("the producer is closed".into()))?
+            .forget();
+        inner.outstanding.fetch_add(1, Ordering::AcqRel);
+        let (delivery, formed) = inner
+            .queue(topic, partition)
+            .append(record, bytes, &inner.config);
+        if formed {
+            // The next keyless records go elsewhere, so they fill a batch of their own.
+            inner.batch_formed(topic, partition);
         }
-        let queue = queues
-            .get_mut(topic)
-            .expect("inserted above")
-            .entry(partition)
-            .or_insert_with(|| {
-                let (tx, rx) = mpsc::unbounded_channel();
-                let sender = Sender::new(self.inner.clone(), topic.to_owned(), partition);
-                tokio::spawn(sender.run(rx));
-                tx
-            });
-        if let Err(mpsc::error::SendError(pending)) = queue.send(pending) {
-            // The task ended (it never does while the producer lives); answer here.
-            self.inner.answered(1);
-            let _ = pending.done.send(Err(DeliveryError::Closed));
-        }
-        Ok(Delivery(delivery))
+        Ok(delivery)
     }
 
     /// Waits until every record enqueued so far has been answered (stored or failed).
     pub async fn flush(&self) {
         loop {
             // Registered before the count is read, so a drop to zero in between is not missed.
-            let drained = self.inner.drained.notified();
+            let drained = self.inner().drained.notified();
             tokio::pin!(drained);
             drained.as_mut().enable();
-            if self.inner.outstanding.load(Ordering::Acquire) == 0 {
+            if self.inner().outstanding.load(Ordering::Acquire) == 0 {
                 return;
             }
             drained.await;
@@ -386,13 +400,13 @@ impl Producer {
         topic: &str,
         record: &ProducerRecord,
     ) -> Result<u32, ClientError> {
-        let known = lock(&self.inner.partitions).get(topic).copied();
+        let known = lock(&self.inner().partitions).get(topic).copied();
         let count = match known {
             Some(count) => count,
             None => {
-                let info = self.inner.client.describe_topic(topic).await?;
+                let info = self.inner().client.describe_topic(topic).await?;
                 let count = info.partitions.len() as u32;
-                lock(&self.inner.partitions).insert(topic.to_owned(), count);
+                lock(&self.inner().partitions).insert(topic.to_owned(), count);
                 count
             }
         };
@@ -404,14 +418,22 @@ impl Producer {
                 )));
             }
             (None, Some(key)) => partition_for_key(key, count),
-            (None, None) => lock(&self.inner.sticky)
-                .entry(topic.to_owned())
-                .or_insert_with(|| Sticky {
+            (None, None) => {
+                let mut sticky = lock(&self.inner().sticky);
+                if !sticky.contains_key(topic) {
                     // A random start, as Kafka's: many short-lived producers spread out.
-                    partition: rand_partition(count),
-                    ..Sticky::default()
-                })
-                .assign(record.payload_len().max(1), count, &self.inner.config),
+                    let start = Sticky {
+                        partition: rand_partition(count),
+                        ..Sticky::default()
+                    };
+                    sticky.insert(topic.to_owned(), start);
+                }
+                sticky.get_mut(topic).expect("inserted above").assign(
+                    record.payload_len().max(1),
+                    count,
+                    &self.inner().config,
+                )
+            }
         })
     }
 }

@@ -265,7 +265,7 @@ mod tests {
 
     fn stored(partition: u32, offset: u64) -> Result<RecordMetadata, DeliveryError> {
         Ok(RecordMetadata {
-            topic: "t".to_owned(),
+            topic: "t".into(),
             partition,
             offset: Some(offset),
         })

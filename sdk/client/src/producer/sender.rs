@@ -1,5 +1,6 @@
-//! One partition's sender: forms batches from the partition's queue, keeps up to a window of
-//! them in flight, and answers each record once its batch's fate is known.
+//! One partition's sender: takes the partition's batches as they are formed (full, or lingered),
+//! keeps up to a window of them in flight, and answers each batch's records once its fate is
+//! known.
 //!
 //! Invariants (idempotent mode):
 //! - batches are sent in the order they were formed, each with the next sequence numbers, and
@@ -27,26 +28,19 @@
 //! Without idempotence the window is one batch, retried as it is: order is kept, and a retry
 //! after an unknown outcome may store the batch twice.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use weir_types::{BatchEncoder, BatchLimits, EncodedBatch, Header, ProducerStamp, Record};
 
-use super::{DeliveryError, Inner, RecordMetadata};
-use crate::{ClientError, ProduceOutcome, ProducerId, ProducerRecord, RejectedRecord};
-
-/// A record waiting in a partition's queue or batch.
-pub(super) struct Pending {
-    pub(super) record: ProducerRecord,
-    pub(super) bytes: usize,
-    pub(super) done: oneshot::Sender<Result<RecordMetadata, DeliveryError>>,
-    pub(super) _buffered: tokio::sync::OwnedSemaphorePermit,
-}
+use super::Inner;
+use super::accumulator::{Batch, Next, PartitionQueue};
+use super::delivery::{Answers, BatchAnswer};
+use crate::{ClientError, ProduceOutcome, ProducerId, ProducerRecord};
 
 /// The sequence numbers of one partition (pure bookkeeping).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,9 +98,13 @@ impl Sequence {
 
 type Answer = Result<ProduceOutcome, ClientError>;
 
-/// A batch sent (or to be sent again) and its records.
+/// A batch sent (or to be sent again), and the answering side of its records' deliveries.
 struct InFlight {
-    records: Vec<Pending>,
+    answers: Answers,
+    /// Its records.
+    count: usize,
+    /// Its records' payload bytes, held in the producer's buffer until it is answered.
+    bytes: usize,
     batch: EncodedBatch,
     deadline: Instant,
     /// Whether an earlier batch was unanswered when this one was last sent: it may have
@@ -146,28 +144,28 @@ fn classify(e: &ClientError, idempotent: bool, sent_behind: bool) -> Failure {
 /// One partition's sender task.
 pub(super) struct Sender {
     inner: Arc<Inner>,
-    topic: String,
-    partition: u32,
+    queue: Arc<PartitionQueue>,
     sequence: Option<Sequence>,
     window: VecDeque<InFlight>,
     backoff: Duration,
 }
 
 impl Sender {
-    pub(super) fn new(inner: Arc<Inner>, topic: String, partition: u32) -> Self {
+    pub(super) fn new(inner: Arc<Inner>, queue: Arc<PartitionQueue>) -> Self {
         let backoff = inner.config.retry_backoff;
         Self {
             inner,
-            topic,
-            partition,
+            queue,
             sequence: None,
             window: VecDeque::new(),
             backoff,
         }
     }
 
-    /// Runs until the queue closes and every batch is answered.
-    pub(super) async fn run(mut self, mut queue: mpsc::UnboundedReceiver<Pending>) {
+    /// Runs until the producer is dropped and every batch is answered.
+    pub(super) async fn run(mut self) {
+        let queue = self.queue.clone();
+        let linger = self.inner.config.linger;
         let mut open = true;
         loop {
             let room = self.window.len() < self.inner.window();
@@ -177,12 +175,16 @@ impl Sender {
                     answer = front_answer(&mut self.window), if !self.window.is_empty() => {
                         self.on_answer(answer).await;
                     }
-                    first = queue.recv() => match first {
-                        Some(first) => {
-                            let records = self.gather(first, &mut queue).await;
-                            self.send_new(records).await;
+                    (next, lingered) = queue.next(linger) => match next {
+                        Next::Batch(batch) => {
+                            if lingered {
+                                // The next keyless records go elsewhere, so they fill a batch
+                                // of their own.
+                                self.inner.batch_formed(queue.topic(), queue.partition());
+                            }
+                            self.send_new(batch).await;
                         }
-                        None => open = false,
+                        Next::Closed => open = false,
                     },
                 }
             } else if !self.window.is_empty() {
@@ -194,52 +196,37 @@ impl Sender {
         }
     }
 
-    /// Collects a batch: `first`, then what arrives within the linger, up to the size bounds.
-    async fn gather(
-        &self,
-        first: Pending,
-        queue: &mut mpsc::UnboundedReceiver<Pending>,
-    ) -> Vec<Pending> {
-        let config = &self.inner.config;
-        let mut bytes = first.bytes;
-        let mut records = vec![first];
-        let linger_until = Instant::now() + config.linger;
-        while bytes < config.batch_max_bytes && records.len() < config.batch_max_records {
-            match tokio::time::timeout_at(linger_until, queue.recv()).await {
-                Ok(Some(next)) => {
-                    bytes += next.bytes;
-                    records.push(next);
-                }
-                Ok(None) | Err(_) => break,
-            }
-        }
-        // The next keyless records go elsewhere, so they fill a batch of their own.
-        self.inner.batch_formed(&self.topic, self.partition);
-        records
-    }
-
     /// Encodes and sends a new batch with the next sequence numbers.
-    async fn send_new(&mut self, records: Vec<Pending>) {
+    async fn send_new(&mut self, batch: Batch) {
+        let Batch {
+            records,
+            bytes,
+            answers,
+            ..
+        } = batch;
+        let count = records.len();
         let sequence = match self.sequence().await {
             Ok(sequence) => sequence,
-            Err(e) => return answer_all(&self.inner, records, &Err(Arc::new(e))),
+            Err(e) => return self.inner.answer(answers, count, bytes, failed(e)),
         };
-        let stamp = sequence.take(records.len());
-        let batch = match encode(&records, stamp) {
+        let stamp = sequence.take(count);
+        let batch = match encode(records, stamp) {
             Ok(batch) => batch,
             Err(e) => {
                 // Never sent: give the sequence numbers back.
                 if let (Some(sequence), Some(stamp)) = (self.sequence.as_mut(), stamp) {
                     sequence.rewind(stamp.base_sequence);
                 }
-                return answer_all(&self.inner, records, &Err(Arc::new(e)));
+                return self.inner.answer(answers, count, bytes, failed(e));
             }
         };
         let deadline = Instant::now() + self.inner.config.delivery_timeout;
         let sent_behind = !self.window.is_empty();
         let request = self.request(batch.bytes().clone());
         self.window.push_back(InFlight {
-            records,
+            answers,
+            count,
+            bytes,
             batch,
             deadline,
             sent_behind,
@@ -261,7 +248,7 @@ impl Sender {
 
     fn request(&self, batch: Bytes) -> JoinHandle<Answer> {
         let client = self.inner.client.clone();
-        let (topic, partition) = (self.topic.clone(), self.partition);
+        let (topic, partition) = (self.queue.topic().to_string(), self.queue.partition());
         let (acks, timeout) = (self.inner.config.acks, self.inner.config.request_timeout);
         tokio::spawn(async move {
             match tokio::time::timeout(timeout, client.produce_batch(topic, partition, batch, acks))
@@ -284,7 +271,7 @@ impl Sender {
         let error = match answer {
             Ok(outcome) => {
                 self.backoff = self.inner.config.retry_backoff;
-                return deliver(&self.inner, &self.topic, self.partition, front, outcome);
+                return self.inner.stored(front, outcome);
             }
             Err(e) => e,
         };
@@ -292,13 +279,13 @@ impl Sender {
         match classify(&error, idempotent, front.sent_behind) {
             Failure::StoredEarlier => {
                 let outcome = ProduceOutcome {
-                    partition: self.partition,
+                    partition: self.queue.partition(),
                     base_offset: None,
-                    record_count: front.records.len() as u32,
+                    record_count: front.count as u32,
                     duplicate: true,
                     rejected: Vec::new(),
                 };
-                deliver(&self.inner, &self.topic, self.partition, front, outcome);
+                self.inner.stored(front, outcome);
             }
             Failure::Overtook if Instant::now() < front.deadline => {
                 let unstored = self.drain(front).await;
@@ -306,7 +293,7 @@ impl Sender {
                     self.resend(batch, None);
                 }
             }
-            Failure::Overtook => answer_all(&self.inner, front.records, &Err(Arc::new(error))),
+            Failure::Overtook => self.inner.failed(front, error),
             Failure::Retry if Instant::now() + self.backoff < front.deadline => {
                 let unstored = self.drain(front).await;
                 tokio::time::sleep(self.backoff).await;
@@ -318,10 +305,10 @@ impl Sender {
             // Out of time: the records fail with what was last heard, which may be an unknown
             // outcome. The batches behind go on; if this one was not stored they meet
             // OUT_OF_ORDER_SEQUENCE, and a new epoch follows.
-            Failure::Retry => answer_all(&self.inner, front.records, &Err(Arc::new(error))),
+            Failure::Retry => self.inner.failed(front, error),
             Failure::Refused => {
                 let first = front.batch.header().base_sequence;
-                answer_refused(&self.inner, front.records, error);
+                self.inner.failed(front, error);
                 if idempotent {
                     let unstored = self.drain_behind().await;
                     if let Some(sequence) = self.sequence.as_mut() {
@@ -336,14 +323,14 @@ impl Sender {
                 if !renewed {
                     return self.fail_all(unstored, error);
                 }
-                tracing::warn!(topic = %self.topic, partition = self.partition, "the partition expects a sequence this producer gave up on; continuing in a new epoch");
+                tracing::warn!(topic = %self.queue.topic(), partition = self.queue.partition(), "the partition expects a sequence this producer gave up on; continuing in a new epoch");
                 self.resequence(unstored);
             }
             Failure::Fenced => {
                 let unstored = self.drain(front).await;
                 match self.inner.client.init_producer_id().await {
                     Ok(producer) => {
-                        tracing::warn!(topic = %self.topic, partition = self.partition, error = %error, "producer fenced on this partition; continuing with a new producer id");
+                        tracing::warn!(topic = %self.queue.topic(), partition = self.queue.partition(), error = %error, "producer fenced on this partition; continuing with a new producer id");
                         if let Some(sequence) = self.sequence.as_mut() {
                             sequence.reset(producer);
                         }
@@ -368,9 +355,7 @@ impl Sender {
         let mut unstored = Vec::new();
         while let Some(mut batch) = self.window.pop_front() {
             match (&mut batch.request).await {
-                Ok(Ok(outcome)) => {
-                    deliver(&self.inner, &self.topic, self.partition, batch, outcome);
-                }
+                Ok(Ok(outcome)) => self.inner.stored(batch, outcome),
                 _ => unstored.push(batch),
             }
         }
@@ -380,8 +365,7 @@ impl Sender {
     /// Gives `batches` the next sequence numbers (in order) and sends them again.
     fn resequence(&mut self, batches: Vec<InFlight>) {
         for batch in batches {
-            let count = batch.records.len();
-            let stamp = self.sequence.as_mut().and_then(|s| s.take(count));
+            let stamp = self.sequence.as_mut().and_then(|s| s.take(batch.count));
             self.resend(batch, stamp);
         }
     }
@@ -397,9 +381,14 @@ impl Sender {
     }
 
     fn fail_all(&mut self, batches: Vec<InFlight>, error: ClientError) {
-        let error = Err(Arc::new(error));
+        let error = Arc::new(error);
         for batch in batches {
-            answer_all(&self.inner, batch.records, &error);
+            self.inner.answer(
+                batch.answers,
+                batch.count,
+                batch.bytes,
+                BatchAnswer::failed(error.clone()),
+            );
         }
     }
 }
@@ -419,27 +408,26 @@ async fn front_answer(window: &mut VecDeque<InFlight>) -> Answer {
 
 /// Encodes `records` as one batch. Timestamps not set are the producer's clock now, as in
 /// Kafka's clients.
-fn encode(records: &[Pending], stamp: Option<ProducerStamp>) -> Result<EncodedBatch, ClientError> {
+fn encode(
+    records: Vec<ProducerRecord>,
+    stamp: Option<ProducerStamp>,
+) -> Result<EncodedBatch, ClientError> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
     let records: Vec<Record> = records
-        .iter()
-        .map(|p| Record {
-            key: p.record.key.clone(),
-            value: p.record.value.clone(),
-            headers: p
-                .record
+        .into_iter()
+        .map(|record| Record {
+            key: record.key,
+            value: record.value,
+            headers: record
                 .headers
-                .iter()
-                .map(|(key, value)| Header {
-                    key: key.clone(),
-                    value: value.clone(),
-                })
+                .into_iter()
+                .map(|(key, value)| Header { key, value })
                 .collect(),
-            timestamp_ms: p.record.timestamp_ms.unwrap_or(now),
+            timestamp_ms: record.timestamp_ms.unwrap_or(now),
             // Encoded as a null value; `Producer::enqueue` refused a tombstone with a value.
-            tombstone: p.record.tombstone,
+            tombstone: record.tombstone,
         })
         .collect();
     // The broker applies its own limits and refuses what is over them.
@@ -453,62 +441,29 @@ fn encode(records: &[Pending], stamp: Option<ProducerStamp>) -> Result<EncodedBa
         .map_err(|e| ClientError::InvalidArgument(format!("cannot encode the batch: {e}")))
 }
 
-/// Answers every record of a stored batch.
-fn deliver(inner: &Inner, topic: &str, partition: u32, batch: InFlight, outcome: ProduceOutcome) {
-    let count = batch.records.len();
-    let one_to_one = outcome.rejected.is_empty() && outcome.record_count as usize == count;
-    let mut rejected: HashMap<u32, RejectedRecord> =
-        outcome.rejected.into_iter().map(|r| (r.index, r)).collect();
-    for (i, pending) in batch.records.into_iter().enumerate() {
-        let answer = match rejected.remove(&(i as u32)) {
-            Some(r) => Err(DeliveryError::Rejected(r)),
-            None => Ok(RecordMetadata {
-                topic: topic.to_owned(),
-                partition,
-                offset: outcome
-                    .base_offset
-                    .filter(|_| one_to_one)
-                    .map(|base| base + i as u64),
-            }),
-        };
-        let _ = pending.done.send(answer);
-    }
-    inner.answered(count);
+fn failed(error: ClientError) -> BatchAnswer {
+    BatchAnswer::failed(Arc::new(error))
 }
 
-/// Answers the records of a batch the broker refused: those a produce chain rejected (under
-/// `RECORD_REJECTED`) with their rejection, the others with the error.
-fn answer_refused(inner: &Inner, records: Vec<Pending>, error: ClientError) {
-    let mut rejected: HashMap<u32, RejectedRecord> = error
-        .rejected_records()
-        .into_iter()
-        .map(|r| (r.index, r))
-        .collect();
-    let count = records.len();
-    let error = Arc::new(error);
-    for (i, pending) in records.into_iter().enumerate() {
-        let answer = match rejected.remove(&(i as u32)) {
-            Some(r) => DeliveryError::Rejected(r),
-            None => DeliveryError::Failed(error.clone()),
-        };
-        let _ = pending.done.send(Err(answer));
+impl Inner {
+    /// Answers the records of a batch the partition stored.
+    fn stored(&self, batch: InFlight, outcome: ProduceOutcome) {
+        let answer = BatchAnswer::stored(outcome, batch.count);
+        self.answer(batch.answers, batch.count, batch.bytes, answer);
     }
-    inner.answered(count);
-}
 
-/// Answers every one of `records` with `answer`.
-fn answer_all(
-    inner: &Inner,
-    records: Vec<Pending>,
-    answer: &Result<RecordMetadata, Arc<ClientError>>,
-) {
-    let count = records.len();
-    for pending in records {
-        let _ = pending
-            .done
-            .send(answer.clone().map_err(DeliveryError::Failed));
+    /// Answers the records of a batch that was not stored with `error` (those a produce chain
+    /// rejected, under `RECORD_REJECTED`, with their rejection).
+    fn failed(&self, batch: InFlight, error: ClientError) {
+        self.answer(batch.answers, batch.count, batch.bytes, failed(error));
     }
-    inner.answered(count);
+
+    /// Answers a batch of `count` records and `bytes` payload bytes, giving its bytes back to
+    /// the buffer.
+    fn answer(&self, answers: Answers, count: usize, bytes: usize, answer: BatchAnswer) {
+        answers.answer(answer);
+        self.answered(count, bytes);
+    }
 }
 
 #[cfg(test)]
