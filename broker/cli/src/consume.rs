@@ -318,7 +318,7 @@ async fn print_records(
         // Records not printed (--max-messages reached) must not count as consumed (in a group
         // they would be committed): move their partitions back to the first of them.
         for record in records.iter().skip(take).rev() {
-            let tp = TopicPartition::new(record.topic.clone(), record.partition);
+            let tp = TopicPartition::new(record.topic.to_string(), record.partition);
             consumer.seek(&tp, record.record.offset)?;
         }
         if let Err(err) = write_all(&mut out, &buffer).await {

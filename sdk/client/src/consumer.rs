@@ -90,8 +90,8 @@ impl ConsumerConfig {
 /// A record and where it was read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumerRecord {
-    /// The topic.
-    pub topic: String,
+    /// The topic (shared by the records of a fetch).
+    pub topic: Arc<str>,
     /// The partition.
     pub partition: u32,
     /// The record, with its offset.
@@ -132,6 +132,43 @@ struct Membership {
 
 type FetchResult = (TopicPartition, u64, u64, Result<Fetched, ClientError>);
 
+/// A fetch running on a task of its own, so that the response of each partition is decoded on
+/// whichever worker thread is free rather than on the task calling [`Consumer::poll`], which
+/// would then decode every partition's records alone. Aborted when dropped (a consumer closed
+/// or dropped does not leave its fetches running).
+struct FetchTask(tokio::task::JoinHandle<FetchResult>);
+
+impl FetchTask {
+    fn spawn(
+        tp: TopicPartition,
+        from: u64,
+        epoch: u64,
+        fetch: impl Future<Output = Result<Fetched, ClientError>> + Send + 'static,
+    ) -> Self {
+        Self(tokio::spawn(async move {
+            let result = fetch.await;
+            (tp, from, epoch, result)
+        }))
+    }
+}
+
+impl Future for FetchTask {
+    type Output = Result<FetchResult, tokio::task::JoinError>;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl Drop for FetchTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// A consumer: `subscribe` to topics as a member of a group, or `assign` partitions yourself,
 /// then `poll` for records (or use [`Consumer::stream`]) and `commit` the position.
 ///
@@ -166,7 +203,7 @@ pub struct Consumer {
     client: Client,
     config: ConsumerConfig,
     positions: BTreeMap<TopicPartition, Position>,
-    fetches: FuturesUnordered<Pin<Box<dyn Future<Output = FetchResult> + Send>>>,
+    fetches: FuturesUnordered<FetchTask>,
     fetching: BTreeSet<TopicPartition>,
     membership: Arc<Mutex<Membership>>,
     /// Wakes the heartbeat task when `poll` applied an assignment, so the release is reported
@@ -322,7 +359,7 @@ impl Consumer {
         position.next = offset;
         position.epoch += 1;
         self.buffered
-            .retain(|r| r.topic != partition.topic || r.partition != partition.partition);
+            .retain(|r| *r.topic != *partition.topic || r.partition != partition.partition);
         Ok(())
     }
 
@@ -374,8 +411,9 @@ impl Consumer {
         for tp in &revoked {
             self.positions.remove(tp);
         }
-        self.buffered
-            .retain(|r| assignment.contains(&TopicPartition::new(r.topic.clone(), r.partition)));
+        self.buffered.retain(|r| {
+            assignment.contains(&TopicPartition::new(r.topic.to_string(), r.partition))
+        });
         let added: BTreeSet<TopicPartition> = assignment
             .iter()
             .filter(|tp| !self.positions.contains_key(*tp))
@@ -420,6 +458,30 @@ impl Consumer {
         Ok(out)
     }
 
+    /// Takes a fetch task's result; a task that panicked is a bug of this crate, reported as
+    /// such (its partition is fetched again by the next poll).
+    fn take(
+        &mut self,
+        finished: Result<FetchResult, tokio::task::JoinError>,
+        out: &mut Vec<ConsumerRecord>,
+    ) -> Result<(), ClientError> {
+        match finished {
+            Ok(result) => self.take_fetched(result, out),
+            Err(e) => {
+                // The task's partition is unknown here: forget every fetch in flight, so each
+                // partition is fetched again (results of the others are discarded by epoch).
+                for position in self.positions.values_mut() {
+                    position.epoch += 1;
+                }
+                self.fetching.clear();
+                self.fetches.clear();
+                Err(ClientError::InvalidArgument(format!(
+                    "a fetch task failed: {e}"
+                )))
+            }
+        }
+    }
+
     fn start_fetches(&mut self) {
         for (tp, position) in &self.positions {
             if self.fetching.contains(tp) {
@@ -432,18 +494,18 @@ impl Consumer {
             let (tp2, from, epoch) = (tp.clone(), position.next, position.epoch);
             let retry_at = position.retry_at;
             self.fetching.insert(tp.clone());
-            self.fetches.push(Box::pin(async move {
-                if let Some(at) = retry_at {
-                    tokio::time::sleep_until(at).await;
-                }
-                let result = client.fetch(spec).await;
-                (tp2, from, epoch, result)
-            }));
+            self.fetches
+                .push(FetchTask::spawn(tp2, from, epoch, async move {
+                    if let Some(at) = retry_at {
+                        tokio::time::sleep_until(at).await;
+                    }
+                    client.fetch(spec).await
+                }));
         }
     }
 
     /// Takes one fetch's records if they still continue the partition's position.
-    fn take(
+    fn take_fetched(
         &mut self,
         result: FetchResult,
         out: &mut Vec<ConsumerRecord>,
@@ -466,8 +528,9 @@ impl Consumer {
                     }
                     self.rejected.push_back((tp.clone(), rejected));
                 }
+                let topic: Arc<str> = tp.topic.as_str().into();
                 out.extend(fetched.records.into_iter().map(|record| ConsumerRecord {
-                    topic: tp.topic.clone(),
+                    topic: topic.clone(),
                     partition: tp.partition,
                     record,
                 }));
@@ -482,19 +545,18 @@ impl Consumer {
                 let tp2 = tp.clone();
                 self.fetching.insert(tp.clone());
                 let epoch = position.epoch;
-                self.fetches.push(Box::pin(async move {
-                    let listed = client
-                        .list_offsets(tp2.topic.clone(), tp2.partition, spec)
-                        .await;
-                    let result = listed.map(|l| Fetched {
-                        records: Vec::new(),
-                        high_watermark: l.high_watermark,
-                        next_offset: l.offset.unwrap_or(l.high_watermark),
-                        rejected: Vec::new(),
-                        log_start_offset: l.log_start_offset,
-                    });
-                    (tp2, REPOSITION, epoch, result)
-                }));
+                let (topic, partition) = (tp2.topic.clone(), tp2.partition);
+                self.fetches
+                    .push(FetchTask::spawn(tp2, REPOSITION, epoch, async move {
+                        let listed = client.list_offsets(topic, partition, spec).await;
+                        listed.map(|l| Fetched {
+                            records: Vec::new(),
+                            high_watermark: l.high_watermark,
+                            next_offset: l.offset.unwrap_or(l.high_watermark),
+                            rejected: Vec::new(),
+                            log_start_offset: l.log_start_offset,
+                        })
+                    }));
                 Ok(())
             }
             Err(e) if e.is_retriable() => {
