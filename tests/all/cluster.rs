@@ -1923,3 +1923,63 @@ async fn a_leader_reaching_only_a_minority_gives_way_to_the_connected_majority()
     assert_eq!(created.name, "after-the-old-leader");
     Ok(())
 }
+
+/// A client given every node (`a,b,c`, Kafka's `bootstrap.servers`) outlives its bootstrap
+/// broker: with the node it bootstrapped from killed, cluster-wide requests move on to the next
+/// node after one transport failure, and a producer's records keep being stored, once each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_given_every_node_outlives_its_bootstrap_broker() -> anyhow::Result<()> {
+    const TOPIC: &str = "orders";
+    let mut cluster = ProcessCluster::start(weir(), 3).await?;
+    create_replicated_topic(&cluster, TOPIC, 1).await?;
+    let bootstrap: Vec<String> = cluster
+        .node_ids()
+        .iter()
+        .map(|&id| cluster.addr(id).to_string())
+        .collect();
+    let client = weir_client::Client::connect(bootstrap.join(",")).await?;
+    let producer = weir_client::Producer::new(
+        client.clone(),
+        weir_client::ProducerConfig {
+            retry_backoff: Duration::from_millis(50),
+            ..weir_client::ProducerConfig::default()
+        },
+    );
+    let value = |i: usize| format!("order-{i}");
+    for i in 0..10 {
+        producer
+            .send(TOPIC, weir_client::ProducerRecord::new(value(i)))
+            .await?;
+    }
+
+    // The client bootstrapped from node 1, the first of the list; it dies.
+    cluster.kill(1)?;
+    let described = eventually(
+        GENEROUS,
+        "the cluster described through another node",
+        || {
+            let client = client.clone();
+            async move { client.describe_cluster().await.ok() }
+        },
+    )
+    .await?;
+    assert_eq!(described.nodes.len(), 3, "{described:?}");
+    for i in 10..20 {
+        tokio::time::timeout(
+            GENEROUS,
+            producer.send(TOPIC, weir_client::ProducerRecord::new(value(i))),
+        )
+        .await
+        .context("a record sent after the bootstrap broker died was never stored")??;
+    }
+    let fetched = client
+        .fetch(weir_client::FetchSpec::new(TOPIC, 0, 0))
+        .await?;
+    let values: Vec<String> = fetched
+        .records
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.value).into_owned())
+        .collect();
+    assert_eq!(values, (0..20).map(value).collect::<Vec<_>>());
+    Ok(())
+}

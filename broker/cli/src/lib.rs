@@ -3,7 +3,7 @@
 //! (DESIGN §7).
 //!
 //! Every command talks to the broker given by `--broker HOST:PORT` (env `WEIR_BROKER`, default
-//! `127.0.0.1:7070`), over TLS when `--tls-ca FILE` is given, as the user `--user NAME` (env
+//! `127.0.0.1:7070`; a comma-separated list outlives any one of them), over TLS when `--tls-ca FILE` is given, as the user `--user NAME` (env
 //! `WEIR_USER`; the password from `WEIR_PASSWORD` or a prompt) when given (docs/security.md). Results go to
 //! stdout; diagnostics go to stderr; a failure prints one line `error: ...` with the broker's
 //! reason and exits with status 1.
@@ -48,7 +48,8 @@ use weir_client::{Client, ClientTls};
     about = "Weir streaming platform: admin, produce, consume, bench"
 )]
 struct Cli {
-    /// Broker to talk to, as HOST:PORT or http://HOST:PORT.
+    /// Broker to talk to, as HOST:PORT or http://HOST:PORT, or a comma-separated list of them
+    /// (the first that answers is used, the next after it fails).
     #[arg(
         long,
         global = true,

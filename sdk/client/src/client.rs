@@ -11,6 +11,7 @@ use tonic::transport::{Channel, ClientTlsConfig};
 use weir_proto::v1::{self, broker_client::BrokerClient};
 
 use crate::address::BrokerAddress;
+use crate::bootstrap::BrokerChannel;
 use crate::module::attach_request;
 use crate::routing::{self, LeaderCache, follow_leader};
 use crate::security::Credentials;
@@ -28,16 +29,18 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// A connection to one broker: the channel, with the client's credentials added to every
 /// request.
-pub type Connection = InterceptedService<Channel, Credentials>;
+pub type Connection = InterceptedService<BrokerChannel, Credentials>;
 
-/// A client of a Weir cluster, bootstrapped from one broker.
+/// A client of a Weir cluster, bootstrapped from one broker or from the first live one of a
+/// list.
 ///
 /// Cloning is cheap and clones share the connections and the leader cache; requests from many
 /// tasks are multiplexed on them. If a connection drops, the next request over it reconnects.
 ///
 /// Requests about one partition (produce to a given partition, fetch, list offsets, subscribe)
 /// go to the partition's leader once a `NOT_LEADER` answer has named it; everything else goes to
-/// the bootstrap broker. See the crate's "Routing" section.
+/// the bootstrap broker: with several, the current one, and the next after a transport failure
+/// there. See the crate's "Routing" section.
 ///
 /// Cancel safety: dropping a method's future abandons its request on the client side only; the
 /// broker may still carry it out (a produce may still be stored).
@@ -49,7 +52,8 @@ pub struct Client {
 /// What the clones of a [`Client`] share.
 #[derive(Debug)]
 struct Shared {
-    /// The broker the client was created for; it serves cluster-wide requests.
+    /// The broker (or the current one of the brokers) the client was created for; it serves
+    /// cluster-wide requests.
     bootstrap: BrokerClient<Connection>,
     /// A connection per broker address, the bootstrap broker's included when its address is
     /// known; created on first use, never closed while the client lives (a cluster has few
@@ -133,31 +137,72 @@ impl ClientBuilder {
     }
 }
 
-/// Connects to the broker at `addr` over TLS with `tls`, else plaintext.
+/// Connects to the broker at `addrs` (or the first of a comma-separated list that answers) over
+/// TLS with `tls`, else plaintext.
 async fn connect(
-    addr: String,
+    addrs: String,
     tls: Option<ClientTlsConfig>,
     credentials: Credentials,
 ) -> Result<Client, ClientError> {
-    let address: BrokerAddress = addr.parse().map_err(|source| ClientError::InvalidAddress {
-        addr: addr.clone(),
-        source,
-    })?;
-    let channel = address
-        .endpoint(tls.as_ref())?
-        .connect()
-        .await
-        .map_err(|source| ClientError::Connect { addr, source })?;
-    let bootstrap = broker_client(channel, &credentials);
-    let pool = HashMap::from([(address, bootstrap.clone())]);
+    let addresses = addrs
+        .split(',')
+        .map(|addr| {
+            addr.parse::<BrokerAddress>()
+                .map_err(|source| ClientError::InvalidAddress {
+                    addr: addr.trim().to_owned(),
+                    source,
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut channels = Vec::with_capacity(addresses.len());
+    for address in &addresses {
+        channels.push(address.endpoint(tls.as_ref())?);
+    }
+    // The first that connects is where requests start; the others connect on first use.
+    let mut first = None;
+    let mut last_failure = None;
+    for (index, endpoint) in channels.iter().enumerate() {
+        match endpoint.connect().await {
+            Ok(channel) => {
+                first = Some((index, channel));
+                break;
+            }
+            Err(source) => last_failure = Some((addresses[index].to_string(), source)),
+        }
+    }
+    let Some((start, connected)) = first else {
+        let (addr, source) = last_failure.expect("at least one address was parsed");
+        return Err(ClientError::Connect { addr, source });
+    };
+    let channels: Vec<Channel> = channels
+        .into_iter()
+        .enumerate()
+        .map(|(index, endpoint)| match index == start {
+            true => connected.clone(),
+            false => endpoint.connect_lazy(),
+        })
+        .collect();
+    let pool = addresses
+        .into_iter()
+        .zip(&channels)
+        .map(|(address, channel)| {
+            let single = BrokerChannel::single(channel.clone());
+            (address, broker_client(single, &credentials))
+        })
+        .collect();
+    let bootstrap = broker_client(BrokerChannel::first_of(channels, start), &credentials);
     Ok(Client::new(bootstrap, pool, tls, credentials))
 }
 
 impl Client {
-    /// Connects to the broker at `addr`, given as `HOST:PORT` or `http://HOST:PORT`.
+    /// Connects to the broker at `addr`, given as `HOST:PORT` or `http://HOST:PORT`, or to the
+    /// first that answers of a comma-separated list of them (`a:7070,b:7070,c:7070`, Kafka's
+    /// `bootstrap.servers`): cluster-wide requests then go to that broker, and move on to the
+    /// next of the list after a transport failure there.
     ///
     /// Fails with [`ClientError::InvalidAddress`] for an address it cannot parse and with
-    /// [`ClientError::Connect`] when no connection is established within 5 seconds.
+    /// [`ClientError::Connect`] when no connection is established within 5 seconds (to any of
+    /// the list, tried in order).
     ///
     /// Connections to the other brokers of the cluster are opened when a `NOT_LEADER` answer
     /// first sends a request to them, with the same settings. Plaintext; for TLS, see
@@ -198,7 +243,7 @@ impl Client {
     pub fn from_channel(channel: Channel) -> Self {
         let credentials = Credentials::default();
         Self::new(
-            broker_client(channel, &credentials),
+            broker_client(BrokerChannel::single(channel), &credentials),
             HashMap::new(),
             None,
             credentials,
@@ -273,7 +318,7 @@ impl Client {
             return Ok(client.clone());
         }
         let client = broker_client(
-            address.endpoint(self.shared.tls.as_ref())?.connect_lazy(),
+            BrokerChannel::single(address.endpoint(self.shared.tls.as_ref())?.connect_lazy()),
             &self.shared.credentials,
         );
         pool.insert(address.clone(), client.clone());
@@ -823,8 +868,33 @@ fn topic_of(
         .ok_or(ClientError::UnexpectedResponse(missing))
 }
 
-fn broker_client(channel: Channel, credentials: &Credentials) -> BrokerClient<Connection> {
+fn broker_client(channel: BrokerChannel, credentials: &Credentials) -> BrokerClient<Connection> {
     BrokerClient::new(InterceptedService::new(channel, credentials.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_bootstrap_list_names_the_address_it_cannot_use() {
+        let err = Client::connect("127.0.0.1:7070, broker-2")
+            .await
+            .expect_err("no port");
+        assert!(
+            matches!(&err, ClientError::InvalidAddress { addr, .. } if addr == "broker-2"),
+            "{err}"
+        );
+        // Nothing listens on port 1 of loopback: every address of the list was tried, and the
+        // error names the last.
+        let err = Client::connect("127.0.0.1:1,127.0.0.2:1")
+            .await
+            .expect_err("nothing listens");
+        assert!(
+            matches!(&err, ClientError::Connect { addr, .. } if addr == "127.0.0.2:1"),
+            "{err}"
+        );
+    }
 }

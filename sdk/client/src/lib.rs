@@ -33,6 +33,13 @@
 //! list, describe cluster), the module registry and attachments, and [`Client::produce`] without
 //! a partition always go to the bootstrap broker. [`Client::cached_leader`] tells where a partition's requests go.
 //!
+//! A client connected to a list of brokers (`Client::connect("a:7070,b:7070,c:7070")`, Kafka's
+//! `bootstrap.servers`) uses the first that answers as its bootstrap broker and moves on to the
+//! next of the list after a transport failure there (refused, unreachable, cut off): the request
+//! that met the failure fails, retriable, and the retry goes to the next broker. With one
+//! address, a client whose bootstrap broker is down can reach no partition whose leader it
+//! does not know yet; give it every node (or several) in a cluster.
+//!
 //! Fetches, offset look-ups and subscriptions may be served by any node holding a replica of the
 //! partition; a node answers `NOT_LEADER` to them if it holds none, or if the offset asked for
 //! is past what its replica has applied yet (a follower that is behind sends the reader to the
@@ -151,6 +158,7 @@
 
 mod address;
 mod admin;
+mod bootstrap;
 mod client;
 mod consume;
 mod consumer;
@@ -167,6 +175,7 @@ pub use admin::{
     ClusterInfo, ConfigEntry, NodeInfo, PartitionInfo, ReplicaStatus, TopicInfo, TopicSpec,
     TopicSummary,
 };
+pub use bootstrap::BrokerChannel;
 pub use client::{Client, ClientBuilder, Connection, MAX_MESSAGE_BYTES};
 pub use consume::{
     BatchStream, ConsumedRecord, FetchSpec, Fetched, ListedOffset, OffsetSpec, RecordStream,
