@@ -9,6 +9,7 @@
 
 mod compare;
 mod consume;
+mod failover;
 mod fetch;
 mod probe;
 mod produce;
@@ -29,13 +30,48 @@ pub enum BenchCommand {
     Produce(produce::ProduceBenchArgs),
     /// Read a topic from the beginning with large fetches; compare answer formats (--format).
     Consume(consume::ConsumeBenchArgs),
+    /// Start a cluster of this executable's brokers, write steadily, SIGKILL the partition
+    /// leader again and again, and report how long writes take to resume (--broker and
+    /// --embedded do not apply: the benchmark runs its own nodes).
+    Failover(failover::FailoverBenchArgs),
 }
 
 impl BenchCommand {
     /// Runs the benchmark and prints its report to stdout: against the broker at `broker`, or,
     /// with `embedded`, against a broker started in this process on a temporary directory under
-    /// the current one (so the disk probe and the broker share a file system).
+    /// the current one (so the disk probe and the broker share a file system). `failover` runs
+    /// its own cluster.
     pub async fn run(self, broker: &crate::Connection, embedded: bool) -> anyhow::Result<()> {
+        match self {
+            Self::Produce(args) => {
+                let target = Target::open(broker, embedded).await?;
+                let produced = produce::run(&target.client, &args).await?;
+                if let Some(consume_args) = args.consume_after(produced.last_topic) {
+                    let probe = produced.probe_mb_per_sec;
+                    consume::run(&target.client, &target.address, consume_args, probe).await?;
+                }
+                target.close().await;
+            }
+            Self::Consume(args) => {
+                let target = Target::open(broker, embedded).await?;
+                consume::run(&target.client, &target.address, args, None).await?;
+                target.close().await;
+            }
+            Self::Failover(args) => failover::run(args).await?,
+        }
+        Ok(())
+    }
+}
+
+/// The broker a benchmark runs against, and a client of it.
+struct Target {
+    client: Client,
+    address: String,
+    embedded: Option<Embedded>,
+}
+
+impl Target {
+    async fn open(broker: &crate::Connection, embedded: bool) -> anyhow::Result<Self> {
         let embedded = match embedded {
             true => Some(Embedded::start().await?),
             false => None,
@@ -49,20 +85,17 @@ impl BenchCommand {
             Some(_) => Client::connect(address.as_str()).await?,
             None => broker.connect().await?,
         };
-        match self {
-            Self::Produce(args) => {
-                let produced = produce::run(&client, &args).await?;
-                if let Some(consume_args) = args.consume_after(produced.last_topic) {
-                    consume::run(&client, &address, consume_args, produced.probe_mb_per_sec)
-                        .await?;
-                }
-            }
-            Self::Consume(args) => consume::run(&client, &address, args, None).await?,
-        }
-        if let Some(embedded) = embedded {
+        Ok(Self {
+            client,
+            address,
+            embedded,
+        })
+    }
+
+    async fn close(self) {
+        if let Some(embedded) = self.embedded {
             embedded.broker.shutdown().await;
         }
-        Ok(())
     }
 }
 
