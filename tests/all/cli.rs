@@ -665,3 +665,57 @@ async fn topic_trim_deletes_the_records_below_an_offset() -> anyhow::Result<()> 
     );
     Ok(())
 }
+
+/// `weir bench failover` runs its own three nodes, kills the partition leader twice, reports
+/// how long writes took to resume each time, and finds every acknowledged record stored once.
+#[test]
+fn bench_failover_kills_the_leader_and_finds_every_record_stored_once() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let output = Command::new(crate::WEIR)
+        .args([
+            "bench",
+            "failover",
+            "--kills",
+            "2",
+            "--rate",
+            "500",
+            "--record-size",
+            "100",
+            "--settle-secs",
+            "0",
+            "--heartbeat-ms",
+            "50",
+            "--election-min-ms",
+            "300",
+            "--election-max-ms",
+            "600",
+        ])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .output()?;
+    let printed = stdout(&output);
+    assert!(output.status.success(), "{printed}\n{}", stderr(&output));
+    for kill in [
+        "kill 1: node",
+        "kill 2: node",
+        "writes resume after a leader SIGKILL",
+    ] {
+        assert!(printed.contains(kill), "no '{kill}' in:\n{printed}");
+    }
+    let counts = printed
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("records: "))
+        .ok_or_else(|| anyhow::anyhow!("no record counts in:\n{printed}"))?;
+    let numbers: Vec<u64> = counts
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let [acknowledged, failed, stored] = numbers[..] else {
+        anyhow::bail!("unexpected counts: {counts}");
+    };
+    assert!(acknowledged > 0, "{counts}");
+    assert_eq!((failed, stored), (0, acknowledged), "{counts}");
+    // The nodes' directory under the current one is removed afterwards.
+    assert_eq!(std::fs::read_dir(dir.path())?.count(), 0);
+    Ok(())
+}

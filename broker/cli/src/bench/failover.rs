@@ -18,7 +18,7 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::Args;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::{Child, ChildStdout, Command};
 use tokio::sync::mpsc;
 use weir_client::{Client, Delivery, Producer, ProducerConfig, ProducerRecord, TopicSpec};
 
@@ -354,8 +354,13 @@ impl Cluster {
             })
             .collect();
         let mut cluster = Self { exe, nodes };
+        // All at once: a node of a forming cluster listens only once it has heard its peers.
+        let mut launched = Vec::new();
         for id in 1..=u64::from(args.nodes) {
-            cluster.restart(id).await?;
+            launched.push((id, cluster.launch(id)?));
+        }
+        for (id, stdout) in launched {
+            cluster.await_listening(id, stdout).await?;
         }
         Ok(cluster)
     }
@@ -380,8 +385,14 @@ impl Cluster {
             .with_context(|| format!("no node {id} in the cluster"))
     }
 
-    /// Starts node `id` and waits until it reports that it listens.
+    /// Starts node `id` again and waits until it reports that it listens.
     async fn restart(&mut self, id: u64) -> anyhow::Result<()> {
+        let stdout = self.launch(id)?;
+        self.await_listening(id, stdout).await
+    }
+
+    /// Starts node `id`'s process; returns its stdout.
+    fn launch(&mut self, id: u64) -> anyhow::Result<ChildStdout> {
         let exe = self.exe.clone();
         let node = self.node(id)?;
         let log = std::fs::OpenOptions::new()
@@ -402,6 +413,13 @@ impl Cluster {
             .spawn()
             .context("cannot start a node")?;
         let stdout = child.stdout.take().context("the node's stdout")?;
+        node.process = Some(child);
+        Ok(stdout)
+    }
+
+    /// Waits until node `id` prints that it listens.
+    async fn await_listening(&mut self, id: u64, stdout: ChildStdout) -> anyhow::Result<()> {
+        let log = self.node(id)?.log.clone();
         let mut lines = BufReader::new(stdout).lines();
         let listening = tokio::time::timeout(PATIENCE, async {
             while let Some(line) = lines.next_line().await? {
@@ -415,12 +433,11 @@ impl Cluster {
         if !matches!(listening, Ok(Ok(true))) {
             bail!(
                 "node {id} did not report listening within {PATIENCE:?}; see {}",
-                node.log.display()
+                log.display()
             );
         }
         // Whatever else it prints is read and dropped, so it never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        node.process = Some(child);
         Ok(())
     }
 
