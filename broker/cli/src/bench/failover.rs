@@ -50,6 +50,11 @@ pub struct FailoverBenchArgs {
     #[arg(long, value_name = "BYTES", default_value_t = 1024)]
     record_size: usize,
 
+    /// The Producer's first retry backoff (doubling up to 1 s), in milliseconds; its default
+    /// (100) if not given. A short one shows what the cluster takes apart from the client.
+    #[arg(long, value_name = "MS")]
+    retry_backoff_ms: Option<u64>,
+
     /// Seconds of writes with every replica in sync before each kill.
     #[arg(long, default_value_t = 2)]
     settle_secs: u64,
@@ -105,12 +110,16 @@ pub async fn run(args: FailoverBenchArgs) -> anyhow::Result<()> {
     let client = Client::connect(cluster.bootstrap()).await?;
     create_topic(&client, args.nodes).await?;
 
+    let defaults = ProducerConfig::default();
     let producer = Producer::new(
         client.clone(),
         ProducerConfig {
             // A failover must never fail a record: the figure is how long it takes.
             delivery_timeout: PATIENCE,
-            ..ProducerConfig::default()
+            retry_backoff: args
+                .retry_backoff_ms
+                .map_or(defaults.retry_backoff, Duration::from_millis),
+            ..defaults
         },
     );
     let armed = Arc::new(Mutex::new(None));
