@@ -140,10 +140,18 @@ pub async fn run(args: FailoverBenchArgs) -> anyhow::Result<()> {
         let killed_at = Instant::now();
         *armed.lock().unwrap_or_else(|e| e.into_inner()) = Some(killed_at);
         cluster.kill(leader).await?;
-        let resume = tokio::time::timeout(PATIENCE, resumes.recv())
-            .await
-            .with_context(|| format!("writes did not resume within {PATIENCE:?} of kill {kill}"))?
-            .context("the writer stopped")?;
+        let resume = match tokio::time::timeout(PATIENCE, resumes.recv()).await {
+            Ok(Some(resume)) => resume,
+            // The collector ended: the writer stopped, and says why.
+            Ok(None) => {
+                return Err(match writer.await {
+                    Ok(Err(e)) => e.context("the writer stopped"),
+                    Ok(Ok(())) => anyhow::anyhow!("the writer stopped"),
+                    Err(e) => anyhow::anyhow!("the writer failed: {e}"),
+                });
+            }
+            Err(_) => bail!("writes did not resume within {PATIENCE:?} of kill {kill}"),
+        };
         resume_times.record(resume);
         println!(
             "  kill {kill}: node {leader} led; writes resumed after {:.0} ms",
@@ -251,7 +259,8 @@ async fn write(
             let enqueued_at = Instant::now();
             let delivery = producer
                 .enqueue(TOPIC, ProducerRecord::new(value.clone()))
-                .await?;
+                .await
+                .context("cannot enqueue a record")?;
             if deliveries.send((enqueued_at, delivery)).is_err() {
                 return Ok(());
             }
