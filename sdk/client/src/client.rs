@@ -158,21 +158,29 @@ async fn connect(
     for address in &addresses {
         channels.push(address.endpoint(tls.as_ref())?);
     }
-    // The first that connects is where requests start; the others connect on first use.
+    // The first that connects is where requests start; the others connect on first use. The
+    // last is tried alone, so its failure (naming it) is the error when none connects.
+    let last = channels.len() - 1; // `split` yields at least one address
     let mut first = None;
-    let mut last_failure = None;
-    for (index, endpoint) in channels.iter().enumerate() {
-        match endpoint.connect().await {
-            Ok(channel) => {
-                first = Some((index, channel));
-                break;
-            }
-            Err(source) => last_failure = Some((addresses[index].to_string(), source)),
+    for (index, endpoint) in channels[..last].iter().enumerate() {
+        if let Ok(channel) = endpoint.connect().await {
+            first = Some((index, channel));
+            break;
         }
     }
-    let Some((start, connected)) = first else {
-        let (addr, source) = last_failure.expect("at least one address was parsed");
-        return Err(ClientError::Connect { addr, source });
+    let (start, connected) = match first {
+        Some(first) => first,
+        None => {
+            let channel =
+                channels[last]
+                    .connect()
+                    .await
+                    .map_err(|source| ClientError::Connect {
+                        addr: addresses[last].to_string(),
+                        source,
+                    })?;
+            (last, channel)
+        }
     };
     let channels: Vec<Channel> = channels
         .into_iter()

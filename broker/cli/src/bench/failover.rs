@@ -8,6 +8,8 @@
 //! kill to the acknowledgement of the first record enqueued after it; then starts the killed node
 //! again. At the end every record must have been acknowledged, and stored once.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -167,7 +169,13 @@ pub async fn run(args: FailoverBenchArgs) -> anyhow::Result<()> {
         .context("the last records were never answered")?;
     drop(producer);
     let collected = collector.await.context("the delivery collector failed")?;
-    let stored = client.describe_topic(TOPIC).await?.partitions[0].high_watermark;
+    let stored = client
+        .describe_topic(TOPIC)
+        .await?
+        .partitions
+        .first()
+        .context("the topic was described without its partition")?
+        .high_watermark;
 
     if let Some(summary) = resume_times.summary() {
         println!(
@@ -218,8 +226,10 @@ async fn create_topic(client: &Client, replicas: u32) -> anyhow::Result<()> {
 /// The partition's leader, once it reports every replica in sync.
 async fn in_sync_leader(client: &Client, cluster: &Cluster) -> anyhow::Result<u64> {
     let deadline = Instant::now() + PATIENCE;
+    // A connection to each node asked, kept across the polls.
+    let mut at_node = HashMap::new();
     loop {
-        if let Some(leader) = in_sync_leader_now(client, cluster).await {
+        if let Some(leader) = in_sync_leader_now(client, cluster, &mut at_node).await {
             return Ok(leader);
         }
         if Instant::now() >= deadline {
@@ -229,14 +239,28 @@ async fn in_sync_leader(client: &Client, cluster: &Cluster) -> anyhow::Result<u6
     }
 }
 
-async fn in_sync_leader_now(client: &Client, cluster: &Cluster) -> Option<u64> {
-    let leader = client.describe_topic(TOPIC).await.ok()?.partitions[0].leader?;
-    // Only the leader reports its replicas' state.
-    let at_leader = client
-        .connect_to(cluster.addr(leader)?.to_string())
+async fn in_sync_leader_now(
+    client: &Client,
+    cluster: &Cluster,
+    at_node: &mut HashMap<u64, Client>,
+) -> Option<u64> {
+    let leader = client
+        .describe_topic(TOPIC)
         .await
-        .ok()?;
-    let partition = at_leader.describe_topic(TOPIC).await.ok()?.partitions[0].clone();
+        .ok()?
+        .partitions
+        .first()?
+        .leader?;
+    // Only the leader reports its replicas' state.
+    let at_leader = match at_node.entry(leader) {
+        Entry::Occupied(known) => known.into_mut(),
+        Entry::Vacant(new) => {
+            let addr = cluster.addr(leader)?.to_string();
+            new.insert(client.connect_to(addr).await.ok()?)
+        }
+    };
+    let described = at_leader.describe_topic(TOPIC).await.ok()?;
+    let partition = described.partitions.first()?;
     let all_in_sync = partition.leader == Some(leader)
         && partition.replica_status.len() == cluster.nodes.len()
         && partition.replica_status.iter().all(|r| r.in_sync);
