@@ -1983,3 +1983,86 @@ async fn a_client_given_every_node_outlives_its_bootstrap_broker() -> anyhow::Re
     assert_eq!(values, (0..20).map(value).collect::<Vec<_>>());
     Ok(())
 }
+
+/// A node's gauge `name`, once it satisfies `reached`.
+async fn node_gauge_reaches(
+    cluster: &ProcessCluster,
+    id: NodeId,
+    name: &str,
+    reached: impl Fn(u64) -> bool,
+) -> anyhow::Result<u64> {
+    let addr = cluster.metrics_addr(id);
+    eventually(GENEROUS, &format!("{name} of node {id}"), || async {
+        let value = weir_tests::scraped_gauge(addr, name).await.ok()?;
+        reached(value).then_some(value)
+    })
+    .await
+}
+
+/// Partitions nobody writes to run no raft timers: each node heartbeats its peers once per
+/// interval for all of them, and a follower starts its election timer only when its leader's
+/// node falls silent. A leader quiet past its lease still takes the next write at once, and a
+/// quiet leader's death still ends in a new leader that takes writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_partitions_run_no_raft_timers_yet_take_writes_and_fail_over() -> anyhow::Result<()> {
+    const TOPIC: &str = "quiet";
+    const PARTITIONS: u32 = 4;
+    let mut cluster = ProcessCluster::start(weir(), 3).await?;
+    create_replicated_topic(&cluster, TOPIC, PARTITIONS).await?;
+    let ids = cluster.node_ids();
+    for partition in 0..PARTITIONS {
+        let (_, base) =
+            produce_acked(&cluster, &ids, TOPIC, partition, batch("before", 0, 2)).await?;
+        assert_eq!(base, 0);
+    }
+
+    // Every replica of every partition goes quiet, and every leader's lease lapses.
+    for &id in &ids {
+        node_gauge_reaches(&cluster, id, "weir_raft_partition_timers", |t| t == 0).await?;
+    }
+    eventually(GENEROUS, "every leader's lease to lapse", || async {
+        let mut lapsed = 0;
+        for &id in &ids {
+            let addr = cluster.metrics_addr(id);
+            lapsed += weir_tests::scraped_gauge(addr, "weir_partition_leases_lapsed")
+                .await
+                .ok()?;
+        }
+        (lapsed == u64::from(PARTITIONS)).then_some(())
+    })
+    .await?;
+
+    // The leader takes the next write at once: it renews its lease first.
+    for partition in 0..PARTITIONS {
+        let leader = cluster.leader_of(TOPIC, partition).await?;
+        let answer = cluster
+            .client(leader)?
+            .produce(produce_request(TOPIC, partition, batch("after", 2, 2)))
+            .await?
+            .into_inner();
+        assert_eq!(answer.base_offset, Some(2), "partition {partition}");
+    }
+
+    // A quiet leader dies: its followers' timers start once its node falls silent, and they
+    // elect one of them.
+    let dead = cluster.leader_of(TOPIC, 0).await?;
+    let survivors: Vec<NodeId> = ids.iter().copied().filter(|&id| id != dead).collect();
+    cluster.kill(dead)?;
+    let (new_leader, base) =
+        produce_acked(&cluster, &survivors, TOPIC, 0, batch("after", 4, 2)).await?;
+    assert_ne!(new_leader, dead);
+    assert_eq!(base, 4);
+    let stored = cluster.read_partition(new_leader, TOPIC, 0).await?;
+    let values: Vec<String> = stored.iter().map(value_of).collect();
+    assert_eq!(
+        values,
+        [
+            "before-0", "before-1", "after-2", "after-3", "after-4", "after-5"
+        ]
+    );
+    // With a node down the survivors go quiet again: every partition has a leader they hear.
+    for &id in &survivors {
+        node_gauge_reaches(&cluster, id, "weir_raft_partition_timers", |t| t == 0).await?;
+    }
+    Ok(())
+}

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use anyhow::Context;
 use bytes::Bytes;
 use prost::Message;
 use tonic::Code;
@@ -258,12 +259,8 @@ async fn gauge_reaches(
 }
 
 async fn scraped_gauge(broker: &InProcessBroker, name: &str) -> anyhow::Result<u64> {
-    let metrics = weir_tests::scrape_metrics(broker.metrics_addr().expect("metrics")).await?;
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no {name} in\n{metrics}"))
+    let addr = broker.metrics_addr().context("the broker serves metrics")?;
+    weir_tests::scraped_gauge(addr, name).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

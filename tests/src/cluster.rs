@@ -73,6 +73,8 @@ struct NodeSlot {
     id: NodeId,
     /// The node's real listen address, fixed for its lifetime so restarts keep it.
     addr: SocketAddr,
+    /// Where the node serves its metrics (`GET /metrics`), fixed likewise.
+    metrics_addr: SocketAddr,
     data_dir: PathBuf,
     config: PathBuf,
     /// What the config file holds after the raft timings.
@@ -356,6 +358,11 @@ impl ProcessCluster {
             .join(",")
     }
 
+    /// Where node `id` serves its metrics (read them with `crate::scrape_metrics`).
+    pub fn metrics_addr(&self, id: NodeId) -> SocketAddr {
+        self.slot(id).metrics_addr
+    }
+
     /// Node `id`'s data directory.
     pub fn data_dir(&self, id: NodeId) -> &Path {
         &self.slot(id).data_dir
@@ -370,7 +377,7 @@ impl ProcessCluster {
         let mut args: Vec<String> = [
             "broker",
             "--metrics-listen",
-            "none",
+            &slot.metrics_addr.to_string(),
             "--node-id",
             &id.to_string(),
             "--listen",
@@ -887,6 +894,7 @@ impl NodeSlot {
         Ok(NodeSlot {
             id,
             addr,
+            metrics_addr: free_port()?,
             data_dir: dir.join(format!("node-{id}")),
             config,
             extra_config: extra_config.to_owned(),

@@ -197,6 +197,17 @@ pub async fn scrape_metrics(addr: SocketAddr) -> anyhow::Result<String> {
     Ok(response)
 }
 
+/// The value of the unlabelled gauge or counter `name` that the metrics endpoint at `addr`
+/// serves now.
+pub async fn scraped_gauge(addr: SocketAddr, name: &str) -> anyhow::Result<u64> {
+    let metrics = scrape_metrics(addr).await?;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no {name} in\n{metrics}"))
+}
+
 /// Installs a tracing subscriber for test output, once (RUST_LOG controls it).
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()

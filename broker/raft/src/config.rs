@@ -45,6 +45,14 @@ pub(crate) enum GroupKind {
     Controller,
 }
 
+/// How long a leader whose lease lapsed and could not be renewed holds back from trying again:
+/// long enough for the followers it still reaches to let their leases lapse too and vote for
+/// another node (openraft issue #2080). The least openraft accepts for its own suppression:
+/// the lease (the longest election timeout) plus one election timeout.
+pub(crate) fn lease_retry_pause(timings: GroupTimings) -> Duration {
+    2 * timings.election_max
+}
+
 pub(crate) fn raft_config(
     timings: GroupTimings,
     kind: GroupKind,
@@ -61,8 +69,14 @@ pub(crate) fn raft_config(
         // elect another (openraft issue #2080; on four controller voters, leader + one
         // follower against two, nobody can make progress). After its lease expires such a
         // leader goes quiet for this long, its followers' leases lapse, and the others elect.
-        // The least openraft accepts: the lease plus one election timeout.
-        quorum_loss_probe_interval: Some(2 * millis(timings.election_max)),
+        // The least openraft accepts: the lease plus one election timeout. Partition groups
+        // send no raft heartbeats of their own (`crate::liveness`): their leaders renew a
+        // lapsed lease on demand and hold back from renewing for as long after a failed
+        // renewal (`crate::group`), which openraft's suppression would block instead.
+        quorum_loss_probe_interval: match kind {
+            GroupKind::Partition => None,
+            GroupKind::Controller => Some(lease_retry_pause(timings).as_millis() as u64),
+        },
         // A leader sends entries to its followers before its own write of them is durable. If
         // it crashes in between and restarts as leader of the same term (openraft's default),
         // its next entries take log ids its followers already hold different entries under,

@@ -16,6 +16,8 @@ use weir_storage::GroupId;
 
 use crate::config::{GroupKind, GroupTimings, raft_config};
 use crate::error::{ReplicaError, StartError};
+use crate::lease::Lease;
+use crate::liveness::{GroupView, Reporter, Standing};
 use crate::log_store::GroupLogStore;
 use crate::network::Peers;
 use crate::types::{NodeId, Request, Response, SnapshotBytes, TypeConfig};
@@ -29,6 +31,16 @@ pub(crate) struct Group<SM: RaftStateMachine<TypeConfig>> {
     /// Held by whoever changes the membership on this node ([`Group::replace_voter`] and the
     /// task that finishes joint configurations), so they never race each other.
     membership_changes: Arc<tokio::sync::Mutex<()>>,
+    /// For a partition group, which runs no raft timer while its leader is known alive: the
+    /// node-level heartbeats it reports to, and its lease kept before writes
+    /// ([`crate::liveness`]). `None` for the controller, which keeps openraft's timers.
+    quiet: Option<Quiet>,
+}
+
+#[derive(Clone)]
+struct Quiet {
+    reporter: Arc<Reporter>,
+    lease: Arc<Lease>,
 }
 
 impl<SM: RaftStateMachine<TypeConfig>> Clone for Group<SM> {
@@ -39,6 +51,7 @@ impl<SM: RaftStateMachine<TypeConfig>> Clone for Group<SM> {
             peers: self.peers.clone(),
             learner_stall: self.learner_stall,
             membership_changes: self.membership_changes.clone(),
+            quiet: self.quiet.clone(),
         }
     }
 }
@@ -84,12 +97,18 @@ where
                     source: Box::new(e),
                 })?;
         }
+        let liveness = peers.liveness(node_id, timings);
+        let quiet = (kind == GroupKind::Partition).then(|| Quiet {
+            reporter: Arc::new(liveness.reporter(id)),
+            lease: Arc::new(Lease::new(timings)),
+        });
         let group = Self {
             id,
             raft,
             peers: peers.clone(),
             learner_stall: timings.learner_stall,
             membership_changes: Arc::default(),
+            quiet,
         };
         tokio::spawn(group.clone().follow_membership());
         Ok(group)
@@ -116,6 +135,7 @@ where
 
     /// Proposes `request` and returns the state machine's response once it is applied.
     pub(crate) async fn write(&self, request: Request) -> Result<Response, ReplicaError> {
+        self.keep_lease().await;
         self.raft
             .client_write(request)
             .await
@@ -127,6 +147,7 @@ where
     /// response once the entry is applied, or why it was not (raft may refuse a write even
     /// while this node leads, for example when its leader lease lapsed).
     pub(crate) async fn propose(&self, request: Request) -> Result<Proposal, ReplicaError> {
+        self.keep_lease().await;
         let (responder, answer) = ProgressResponder::complete_only();
         self.raft
             .client_write_ff(request, Some(responder))
@@ -136,6 +157,21 @@ where
             group: self.id,
             answer,
         })
+    }
+
+    /// Before a write: renews a quiet partition leader's lapsed lease (see [`crate::lease`]).
+    async fn keep_lease(&self) {
+        if let Some(quiet) = &self.quiet {
+            quiet.lease.keep(&self.raft).await;
+        }
+    }
+
+    /// Whether this node leads the group and its lease lapsed while the group was quiet (only
+    /// partition groups go quiet).
+    pub(crate) fn lease_lapsed(&self) -> bool {
+        self.quiet
+            .as_ref()
+            .is_some_and(|quiet| quiet.lease.lapsed(&self.raft))
     }
 
     /// Returns once raft has handled every write handed to it before the call: each is then in
@@ -161,6 +197,7 @@ where
         remove: Option<NodeId>,
     ) -> Result<(), ReplicaError> {
         let _changing = self.membership_changes.lock().await;
+        self.keep_lease().await;
         let mut voters = self.target_voters();
         let mut changed = false;
         if let Some((node, address)) = add
@@ -220,6 +257,7 @@ where
             return Ok(false);
         }
         if learner {
+            self.keep_lease().await;
             self.raft
                 .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([node])), false)
                 .await
@@ -236,25 +274,35 @@ where
     /// of either half cannot be retired. The change is finished forwards (to its new half),
     /// whose nodes all caught up as learners before the joint configuration was proposed.
     ///
-    /// The same watch of the group's metrics stops the raft timer while this node leads the
-    /// group alone and starts it again when the group has another member (a learner joining
-    /// for a replica move) or this node stops leading it. The timer drives elections and
-    /// heartbeats only: a lone leader needs neither, and with a thousand partitions on one node
-    /// their timers alone kept a third of a core busy while nothing happened.
+    /// The same watch of the group's metrics decides when the raft timer runs. The timer drives
+    /// elections and heartbeats only. A partition group reports where it stands to the
+    /// node-level heartbeats, which decide ([`crate::liveness`]). The controller stops its
+    /// timer while this node leads it alone and starts it again when the group has another
+    /// member or this node stops leading it: a lone leader needs neither elections nor
+    /// heartbeats.
     async fn follow_membership(self) {
         let mut metrics = self.raft.metrics();
         // The (term, membership) last tried, so a failure is tried once, not in a loop.
         let mut tried = None;
         let mut ticking = true;
+        // What was last reported to the node-level heartbeats: (standing, membership).
+        let mut reported = None;
         loop {
             let (stuck, alone) = {
                 let m = metrics.borrow_watched();
                 let stuck = (leads_with_latest_state(&m)
                     && is_joint(m.membership_config.membership()))
                 .then(|| (m.current_term, *m.membership_config.log_id()));
+                if let Some(quiet) = &self.quiet {
+                    let now = (standing(&m), *m.membership_config.log_id());
+                    if reported != Some(now) {
+                        reported = Some(now);
+                        quiet.reporter.update(view(&m));
+                    }
+                }
                 (stuck, leads_alone(&m))
             };
-            if alone == ticking {
+            if self.quiet.is_none() && alone == ticking {
                 ticking = !alone;
                 self.raft.runtime_config().tick(ticking);
             }
@@ -277,7 +325,11 @@ where
                 }
             }
             if metrics.changed().await.is_err() {
-                return; // raft stopped
+                // Raft stopped: whatever its last metrics said, this replica leads nothing.
+                if let Some(quiet) = &self.quiet {
+                    quiet.reporter.stopped();
+                }
+                return;
             }
         }
     }
@@ -642,6 +694,34 @@ fn leads_alone(metrics: &openraft::RaftMetrics<TypeConfig>) -> bool {
     metrics.state == ServerState::Leader
         && members.next() == Some(metrics.id)
         && members.next().is_none()
+}
+
+/// Where the node these metrics are of stands in the group.
+fn standing(metrics: &openraft::RaftMetrics<TypeConfig>) -> Standing {
+    match metrics.state {
+        ServerState::Leader => Standing::Leads {
+            term: metrics.current_term,
+        },
+        ServerState::Candidate => Standing::Campaigns,
+        _ => Standing::Follows {
+            term: metrics.current_term,
+        },
+    }
+}
+
+/// The group as the node-level heartbeats need it: where this node stands, and who the other
+/// members are.
+fn view(metrics: &openraft::RaftMetrics<TypeConfig>) -> GroupView {
+    GroupView {
+        standing: standing(metrics),
+        members: metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .filter(|(id, _)| **id != metrics.id)
+            .map(|(id, node)| (*id, node.addr.clone()))
+            .collect(),
+    }
 }
 
 /// Whether `membership` has two configurations (old and new voters) rather than one.

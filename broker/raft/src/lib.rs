@@ -19,6 +19,8 @@ mod controller;
 mod error;
 pub mod fault_injection;
 mod group;
+mod lease;
+mod liveness;
 mod log_store;
 mod network;
 mod partition;

@@ -9,13 +9,16 @@
 //! with entries that the node's [`EntryGate`] holds back (its disk is below its reserve): the
 //! leader backs off and sends them again, and heartbeats still pass, so the replica keeps its
 //! leader and catches up once the gate opens.
+//!
+//! Besides every group's raft messages, each node sends each peer one node-level heartbeat per
+//! interval, for all the partitions they share ([`crate::liveness`]).
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, OnceLock, RwLock, Weak};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use openraft::errors::{
@@ -37,11 +40,14 @@ use tonic::{Code, Status};
 use weir_proto::internal::raft_client::RaftClient;
 use weir_proto::internal::raft_server::{Raft as RaftService, RaftServer};
 use weir_proto::internal::{
-    ControllerProposal, ControllerReply, RaftRequest, RaftResponse, raft_response,
+    ControllerProposal, ControllerReply, GroupLeadership, NodeHeartbeat, NodeHeartbeatReply,
+    RaftRequest, RaftResponse, raft_response,
 };
 use weir_storage::GroupId;
 
+use crate::config::GroupTimings;
 use crate::error::ReplicaError;
+use crate::liveness::{HeartbeatDue, Liveness, MAX_LEADS_PER_HEARTBEAT};
 use crate::types::{NodeId, Snapshot, SnapshotBytes, SnapshotMeta, TypeConfig, Vote};
 
 /// An AppendEntries without entries (a heartbeat: vote, log ids, commit index) encodes in far
@@ -94,6 +100,8 @@ trait GroupEndpoint: Send + Sync {
         vote: Vote,
         snapshot: Snapshot,
     ) -> BoxFuture<'_, Result<SnapshotResponse<TypeConfig>, Fatal<TypeConfig>>>;
+    /// Turns the group's raft timer (elections and heartbeats) on or off.
+    fn set_ticking(&self, on: bool);
 }
 
 impl<SM> GroupEndpoint for Raft<TypeConfig, SM>
@@ -128,6 +136,10 @@ where
     ) -> BoxFuture<'_, Result<SnapshotResponse<TypeConfig>, Fatal<TypeConfig>>> {
         Box::pin(Raft::install_full_snapshot(self, vote, snapshot))
     }
+
+    fn set_ticking(&self, on: bool) {
+        self.runtime_config().tick(on);
+    }
 }
 
 /// Says, for a group, why this node takes no new log entries for now (`None`: it takes them).
@@ -151,6 +163,8 @@ struct Shared {
     tls: RwLock<Option<ClientTlsConfig>>,
     /// The secret shown to peers on every request, if the cluster has one.
     secret: RwLock<ClusterSecret>,
+    /// The node-level heartbeats, once this node runs a group.
+    liveness: OnceLock<Arc<Liveness>>,
 }
 
 /// A node's transport: outgoing channels to peers (one per address, shared by every group) and
@@ -242,6 +256,45 @@ impl Peers {
 
     pub(crate) fn unregister(&self, group: GroupId) {
         write(&self.shared.groups).remove(&group);
+        if let Some(liveness) = self.shared.liveness.get() {
+            liveness.remove(group);
+        }
+    }
+
+    /// The node-level heartbeats (see [`crate::liveness`]), started on first use: this node
+    /// heartbeats each peer it shares a partition with every `timings.heartbeat`, for as long as
+    /// the transport lives.
+    pub(crate) fn liveness(&self, node_id: NodeId, timings: GroupTimings) -> Arc<Liveness> {
+        self.shared
+            .liveness
+            .get_or_init(|| {
+                let shared = Arc::downgrade(&self.shared);
+                let set_ticking = Arc::new(move |group, on| {
+                    let endpoint = shared
+                        .upgrade()
+                        .and_then(|shared| read(&shared.groups).get(&group).cloned());
+                    if let Some(endpoint) = endpoint {
+                        endpoint.set_ticking(on);
+                    }
+                });
+                let liveness = Arc::new(Liveness::new(node_id, timings, set_ticking));
+                tokio::spawn(send_heartbeats(
+                    Arc::downgrade(&self.shared),
+                    node_id,
+                    liveness.clone(),
+                ));
+                liveness
+            })
+            .clone()
+    }
+
+    /// Partition groups on this node whose raft timer runs (the others are quiet: see
+    /// [`crate::liveness`]), and each peer heard from with whether it counts as alive.
+    pub fn heartbeat_status(&self) -> (usize, Vec<(NodeId, bool)>) {
+        self.shared
+            .liveness
+            .get()
+            .map_or((0, Vec::new()), |l| (l.ticking(), l.alive_peers()))
     }
 
     pub(crate) fn set_controller(&self, proposer: ControllerProposer) {
@@ -327,6 +380,50 @@ fn server_name(addr: &str) -> String {
     host.trim_start_matches('[')
         .trim_end_matches(']')
         .to_owned()
+}
+
+/// Sends this node's heartbeats every interval until the transport is dropped.
+async fn send_heartbeats(shared: Weak<Shared>, node_id: NodeId, liveness: Arc<Liveness>) {
+    let mut interval = tokio::time::interval(liveness.interval);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let peers = Peers { shared };
+        liveness.expire(Instant::now());
+        let sends = liveness
+            .due()
+            .into_iter()
+            .map(|due| peers.send_heartbeat(node_id, due, liveness.interval));
+        futures::future::join_all(sends).await;
+    }
+}
+
+impl Peers {
+    /// Sends one heartbeat; a failure is left to the peer's side to notice (it stops hearing
+    /// from this node), so it is logged at debug level only.
+    async fn send_heartbeat(&self, from: NodeId, due: HeartbeatDue, timeout: Duration) {
+        let address = self.address_of(due.node, &due.advertised);
+        let mut client = match self.client(&address) {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::debug!(node = due.node, error = %e, "cannot heartbeat peer");
+                return;
+            }
+        };
+        let leads = due
+            .leads
+            .into_iter()
+            .map(|(group, term)| GroupLeadership { group, term })
+            .collect();
+        let mut request = tonic::Request::new(NodeHeartbeat { from, leads });
+        request.set_timeout(timeout);
+        if let Err(status) = client.heartbeat(request).await {
+            tracing::debug!(node = due.node, %status, "heartbeat to peer failed");
+        }
+    }
 }
 
 fn client(channel: PeerChannel) -> RaftClient<PeerChannel> {
@@ -441,6 +538,29 @@ impl RaftService for Receiver {
             )),
             Err(e) => Err(Status::unavailable(e.to_string())),
         }
+    }
+
+    async fn heartbeat(
+        &self,
+        request: tonic::Request<NodeHeartbeat>,
+    ) -> Result<tonic::Response<NodeHeartbeatReply>, Status> {
+        let heartbeat = request.into_inner();
+        if heartbeat.leads.len() > MAX_LEADS_PER_HEARTBEAT {
+            return Err(Status::invalid_argument(format!(
+                "a heartbeat names {} groups, more than {MAX_LEADS_PER_HEARTBEAT}",
+                heartbeat.leads.len()
+            )));
+        }
+        // A node that runs no group yet has nothing a heartbeat could change.
+        if let Some(liveness) = self.peers.shared.liveness.get() {
+            let leads = heartbeat
+                .leads
+                .iter()
+                .map(|lead| (lead.group, lead.term))
+                .collect();
+            liveness.heard(heartbeat.from, leads);
+        }
+        Ok(tonic::Response::new(NodeHeartbeatReply {}))
     }
 }
 

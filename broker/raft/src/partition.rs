@@ -273,6 +273,12 @@ impl PartitionReplica {
         self.group.is_leader()
     }
 
+    /// Whether this node leads the partition and its leader lease lapsed while nothing was
+    /// written: its next write first confirms its leadership with one heartbeat round.
+    pub fn lease_lapsed(&self) -> bool {
+        self.group.lease_lapsed()
+    }
+
     /// Whether this node's high watermark is the partition's: it leads the partition and has
     /// applied an entry of its own term. Any other replica's may be behind, so only such a
     /// leader can tell that an offset lies past the end of the log.

@@ -167,6 +167,40 @@ impl Collector for AdmissionCollector {
     }
 }
 
+/// The node-level heartbeats: partition groups whose raft timer runs, and each peer heard from.
+fn encode_heartbeat_status(
+    encoder: &mut DescriptorEncoder,
+    node: &Node,
+    hosted: &[HostedPartition],
+) -> Result<(), std::fmt::Error> {
+    let lapsed = hosted.iter().filter(|p| p.replica.lease_lapsed()).count();
+    ConstGauge::new(lapsed as i64).encode(encoder.encode_descriptor(
+        "weir_partition_leases_lapsed",
+        "Partitions this node leads that were quiet past their leader lease: the next write confirms leadership with one heartbeat round first",
+        None,
+        MetricType::Gauge,
+    )?)?;
+    let (ticking, peers) = node.peers.heartbeat_status();
+    ConstGauge::new(ticking as i64).encode(encoder.encode_descriptor(
+        "weir_raft_partition_timers",
+        "Partition raft groups on this node whose election and heartbeat timer runs (the others are quiet while their leader's node is heard)",
+        None,
+        MetricType::Gauge,
+    )?)?;
+    let mut alive = encoder.encode_descriptor(
+        "weir_peer_alive",
+        "1 while a peer's node-level heartbeats arrive within the shortest election timeout",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (peer, is_alive) in peers {
+        let peer = peer.to_string();
+        ConstGauge::new(i64::from(is_alive))
+            .encode(alive.encode_family(&[("peer", peer.as_str())])?)?;
+    }
+    Ok(())
+}
+
 /// Reads node-wide figures at scrape time.
 #[derive(Debug)]
 struct NodeCollector {
@@ -251,6 +285,7 @@ impl Collector for NodeCollector {
                 .encode(held.encode_family(&partition_labels(partition))?)?;
         }
         encode_module_counters(&mut encoder, &node)?;
+        encode_heartbeat_status(&mut encoder, &node, &hosted)?;
         let (instances, max_instances) = node.modules.instances();
         ConstGauge::new(i64::from(instances)).encode(encoder.encode_descriptor(
             "weir_module_instances",

@@ -59,7 +59,7 @@ pub(crate) struct Node {
     pub(crate) address: String,
     /// What leaves this node open, registered in the metadata for `weir cluster status`.
     warnings: Vec<String>,
-    peers: Peers,
+    pub(crate) peers: Peers,
     pub(crate) partition_db: LogDb,
     controller_db: LogDb,
     controller: ControllerReplica<MetadataStore>,

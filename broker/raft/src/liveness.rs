@@ -1,0 +1,550 @@
+//! Node-level heartbeats, and partition groups that are quiet while nothing happens.
+//!
+//! openraft keeps a group alive with timers: every `heartbeat_ms` its leader sends each follower
+//! a heartbeat, and every group on every node ticks five times per heartbeat interval to check
+//! them. With hundreds of partitions that costs most of a core while nothing is written
+//! (docs/benchmarks.md, 2026-12-06). A partition group here runs no raft timer at all while its
+//! leader is known to be alive:
+//!
+//! - Each node sends each peer one heartbeat per `heartbeat_ms` ([`NodeHeartbeat`], Redpanda's
+//!   coalesced heartbeats), naming the partition groups it shares with that peer which it leads,
+//!   with their terms.
+//! - A leader's raft timer is off: it sends no raft heartbeats. Its entries, and its commit
+//!   index, still reach followers at once, as openraft replicates them without a timer.
+//! - A follower's timer is off while a node it hears from says it leads the group in the
+//!   follower's term or a later one. When that node misses its heartbeats for
+//!   `election_min_ms`, or stops naming the group, the follower's timer starts again (after a
+//!   random delay of up to `election_max_ms - election_min_ms`, so that the followers of a dead
+//!   node do not all stand for election at the same instant and split the vote), and raft
+//!   elects a new leader as it would have without the change.
+//! - A leader whose lease lapsed while it was quiet (no quorum acknowledged anything for
+//!   `election_max_ms`) is refused writes by openraft; the group confirms its leadership with
+//!   one heartbeat round first ([`crate::group::Group`]'s lease keeping).
+//!
+//! The controller group keeps openraft's own timers: it is one group, and its elections decide
+//! who runs the cluster.
+//!
+//! [`NodeHeartbeat`]: weir_proto::internal::NodeHeartbeat
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use weir_storage::GroupId;
+
+use crate::config::GroupTimings;
+use crate::types::NodeId;
+
+/// Most groups one heartbeat may name; a larger one is refused (no node hosts that many).
+pub(crate) const MAX_LEADS_PER_HEARTBEAT: usize = 1 << 20;
+
+/// Where a partition group stands on this node, as its metrics show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Standing {
+    /// This node leads the group in `term`.
+    Leads { term: u64 },
+    /// This node is a follower or a learner in `term`, whether or not it knows the leader.
+    Follows { term: u64 },
+    /// This node is a candidate: it needs its timer to retry elections.
+    Campaigns,
+}
+
+/// A partition group as the node-level heartbeats see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct GroupView {
+    pub(crate) standing: Standing,
+    /// Every other member (voters and learners), with the address it advertises.
+    pub(crate) members: Vec<(NodeId, String)>,
+}
+
+/// Turns a group's raft timer on or off.
+pub(crate) type SetTicking = Arc<dyn Fn(GroupId, bool) + Send + Sync>;
+
+/// A heartbeat this node owes a peer.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct HeartbeatDue {
+    pub(crate) node: NodeId,
+    /// The address the peer advertises in the groups' membership.
+    pub(crate) advertised: String,
+    /// The groups shared with the peer that this node leads, with their terms.
+    pub(crate) leads: Vec<(GroupId, u64)>,
+}
+
+/// A peer as the heartbeats it sends show it.
+#[derive(Debug, Default)]
+struct Peer {
+    /// When its last heartbeat arrived; `None` before the first.
+    heard: Option<Instant>,
+    /// Whether it counts as alive: heard within the timeout.
+    alive: bool,
+    /// The groups its last heartbeat said it leads, with their terms.
+    leads: HashMap<GroupId, u64>,
+}
+
+#[derive(Debug)]
+struct Group {
+    /// The running instance of the group that reported it ([`Reporter`]).
+    instance: u64,
+    view: GroupView,
+    /// Whether the group's raft timer is on, as last set here (openraft starts it on).
+    ticking: bool,
+    /// Bumped whenever the timer's fate is decided again, so a delayed start that is no
+    /// longer wanted does nothing.
+    decision: u64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    peers: HashMap<NodeId, Peer>,
+    groups: HashMap<GroupId, Group>,
+}
+
+/// What one change asks of the groups' timers.
+#[derive(Debug, Default)]
+struct Changes {
+    stop: Vec<GroupId>,
+    /// Timers to start after a random delay, with the decision they belong to.
+    start: Vec<(GroupId, u64)>,
+}
+
+/// This node's view of its peers' liveness, and of which partition groups can do without their
+/// raft timers. Shared by the transport (which sends and receives the heartbeats) and the
+/// groups (which report where they stand).
+pub(crate) struct Liveness {
+    node_id: NodeId,
+    /// How often heartbeats are sent.
+    pub(crate) interval: Duration,
+    /// How long a peer may go unheard before the groups it leads start their timers.
+    timeout: Duration,
+    /// The longest random delay before a follower's timer starts again.
+    stagger: Duration,
+    set_ticking: SetTicking,
+    state: Mutex<State>,
+    random: std::collections::hash_map::RandomState,
+}
+
+impl std::fmt::Debug for Liveness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Liveness")
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Liveness {
+    pub(crate) fn new(node_id: NodeId, timings: GroupTimings, set_ticking: SetTicking) -> Self {
+        Self {
+            node_id,
+            interval: timings.heartbeat,
+            timeout: timings.election_min,
+            stagger: timings.election_max.saturating_sub(timings.election_min),
+            set_ticking,
+            state: Mutex::default(),
+            random: std::collections::hash_map::RandomState::new(),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records where `reporter`'s group stands now (called whenever its metrics change it).
+    fn update(self: &Arc<Self>, reporter: &Reporter, view: GroupView) {
+        let (group, instance) = (reporter.group, reporter.instance);
+        let changes = {
+            let mut state = self.state();
+            match state.groups.get_mut(&group) {
+                Some(entry) if entry.instance == instance && entry.view == view => return,
+                Some(entry) => {
+                    entry.instance = instance;
+                    entry.view = view;
+                }
+                None => {
+                    // openraft starts a group with its timer on.
+                    let entry = Group {
+                        instance,
+                        view,
+                        ticking: true,
+                        decision: 0,
+                    };
+                    state.groups.insert(group, entry);
+                }
+            }
+            let mut changes = Changes::default();
+            state.decide(group, &mut changes);
+            changes
+        };
+        self.apply(changes);
+    }
+
+    /// Forgets `group` (it is shut down on this node).
+    pub(crate) fn remove(&self, group: GroupId) {
+        self.state().groups.remove(&group);
+    }
+
+    /// A reporter for a newly started instance of `group`.
+    pub(crate) fn reporter(self: &Arc<Self>, group: GroupId) -> Reporter {
+        static INSTANCES: AtomicU64 = AtomicU64::new(0);
+        Reporter {
+            liveness: self.clone(),
+            group,
+            instance: INSTANCES.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// Records a heartbeat from `node`, naming the groups it leads.
+    pub(crate) fn heard(self: &Arc<Self>, node: NodeId, leads: HashMap<GroupId, u64>) {
+        let changes = {
+            let mut state = self.state();
+            let peer = state.peers.entry(node).or_default();
+            peer.heard = Some(Instant::now());
+            let revived = !peer.alive;
+            peer.alive = true;
+            if !revived && peer.leads == leads {
+                return;
+            }
+            if revived {
+                tracing::debug!(node, "heard from peer");
+            }
+            // Every group the peer named before or names now may decide differently.
+            let mut touched: Vec<GroupId> = peer.leads.keys().copied().collect();
+            touched.extend(leads.keys().filter(|g| !peer.leads.contains_key(g)));
+            peer.leads = leads;
+            let mut changes = Changes::default();
+            for group in touched {
+                state.decide(group, &mut changes);
+            }
+            changes
+        };
+        self.apply(changes);
+    }
+
+    /// Marks the peers not heard from within the timeout as dead, so the groups they led start
+    /// their timers.
+    pub(crate) fn expire(self: &Arc<Self>, now: Instant) {
+        let changes = {
+            let mut state = self.state();
+            let mut touched = Vec::new();
+            for (node, peer) in &mut state.peers {
+                let silent = peer
+                    .heard
+                    .is_none_or(|heard| now.saturating_duration_since(heard) > self.timeout);
+                if peer.alive && silent {
+                    peer.alive = false;
+                    touched.extend(peer.leads.keys().copied());
+                    tracing::info!(
+                        node,
+                        led = peer.leads.len(),
+                        "peer missed its heartbeats; the partition groups it led start their election timers"
+                    );
+                }
+            }
+            let mut changes = Changes::default();
+            for group in touched {
+                state.decide(group, &mut changes);
+            }
+            changes
+        };
+        self.apply(changes);
+    }
+
+    /// The heartbeats this node owes its peers now: one per node it shares a group with.
+    pub(crate) fn due(&self) -> Vec<HeartbeatDue> {
+        let state = self.state();
+        let mut due: HashMap<NodeId, HeartbeatDue> = HashMap::new();
+        for (&group, entry) in &state.groups {
+            let leads = match entry.view.standing {
+                Standing::Leads { term } => Some(term),
+                _ => None,
+            };
+            for (node, advertised) in &entry.view.members {
+                let heartbeat = due.entry(*node).or_insert_with(|| HeartbeatDue {
+                    node: *node,
+                    advertised: advertised.clone(),
+                    leads: Vec::new(),
+                });
+                if let Some(term) = leads {
+                    heartbeat.leads.push((group, term));
+                }
+            }
+        }
+        due.into_values().collect()
+    }
+
+    /// Partition groups on this node whose raft timer runs.
+    pub(crate) fn ticking(&self) -> usize {
+        self.state().groups.values().filter(|g| g.ticking).count()
+    }
+
+    /// Peers that count as alive, of those that ever sent a heartbeat.
+    pub(crate) fn alive_peers(&self) -> Vec<(NodeId, bool)> {
+        let mut peers: Vec<_> = self
+            .state()
+            .peers
+            .iter()
+            .map(|(node, peer)| (*node, peer.alive))
+            .collect();
+        peers.sort_unstable();
+        peers
+    }
+
+    fn apply(self: &Arc<Self>, changes: Changes) {
+        for group in changes.stop {
+            (self.set_ticking)(group, false);
+        }
+        for (group, decision) in changes.start {
+            let delay = self.start_delay(group);
+            if delay.is_zero() {
+                self.start_if_still_wanted(group, decision);
+                continue;
+            }
+            let liveness = Arc::clone(self);
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                liveness.start_if_still_wanted(group, decision);
+            });
+        }
+    }
+
+    fn start_if_still_wanted(&self, group: GroupId, decision: u64) {
+        let start = {
+            let mut state = self.state();
+            match state.groups.get_mut(&group) {
+                Some(entry) if entry.decision == decision && !entry.ticking => {
+                    entry.ticking = true;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if start {
+            (self.set_ticking)(group, true);
+        }
+    }
+
+    /// A random delay in `[0, stagger]`, different for each group and call.
+    fn start_delay(&self, group: GroupId) -> Duration {
+        if self.stagger.is_zero() {
+            return Duration::ZERO;
+        }
+        let random = self.random.hash_one((group, self.node_id, Instant::now()));
+        let nanos = self.stagger.as_nanos().max(1) as u64;
+        Duration::from_nanos(random % nanos)
+    }
+}
+
+/// How one running instance of a partition group reports where it stands. A group that stops
+/// on a failure and is started again is a new instance: the old one's last words cannot
+/// remove the new one's report.
+pub(crate) struct Reporter {
+    liveness: Arc<Liveness>,
+    group: GroupId,
+    instance: u64,
+}
+
+impl Reporter {
+    /// Records where the group stands now.
+    pub(crate) fn update(&self, view: GroupView) {
+        self.liveness.update(self, view);
+    }
+
+    /// The group stopped: it leads nothing any more, whatever its last metrics said.
+    pub(crate) fn stopped(&self) {
+        let mut state = self.liveness.state();
+        if state
+            .groups
+            .get(&self.group)
+            .is_some_and(|entry| entry.instance == self.instance)
+        {
+            state.groups.remove(&self.group);
+        }
+    }
+}
+
+impl State {
+    /// Decides whether `group`'s timer must run, and records the change in `changes`.
+    fn decide(&mut self, group: GroupId, changes: &mut Changes) {
+        let led_elsewhere = |term: u64| {
+            self.peers
+                .values()
+                .any(|peer| peer.alive && peer.leads.get(&group).is_some_and(|&led| led >= term))
+        };
+        let Some(entry) = self.groups.get(&group) else {
+            return;
+        };
+        let tick = match entry.view.standing {
+            // A leader needs no timer: it sends no raft heartbeats, and elects no one.
+            Standing::Leads { .. } => false,
+            Standing::Follows { term } => !led_elsewhere(term),
+            Standing::Campaigns => true,
+        };
+        let Some(entry) = self.groups.get_mut(&group) else {
+            return;
+        };
+        entry.decision += 1;
+        match (entry.ticking, tick) {
+            (true, false) => {
+                entry.ticking = false;
+                changes.stop.push(group);
+            }
+            (false, true) => changes.start.push((group, entry.decision)),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    type Ticks = Arc<Mutex<HashMap<GroupId, bool>>>;
+
+    fn liveness() -> (Arc<Liveness>, Ticks) {
+        let ticks: Ticks = Arc::default();
+        let seen = ticks.clone();
+        let timings = GroupTimings {
+            heartbeat: Duration::from_millis(100),
+            election_min: Duration::from_millis(500),
+            // No random delay: a timer that must start starts at once.
+            election_max: Duration::from_millis(500),
+            ..GroupTimings::default()
+        };
+        let set: SetTicking = Arc::new(move |group, on| {
+            seen.lock().unwrap().insert(group, on);
+        });
+        (Arc::new(Liveness::new(1, timings, set)), ticks)
+    }
+
+    fn follows(term: u64) -> GroupView {
+        GroupView {
+            standing: Standing::Follows { term },
+            members: vec![(2, "b:1".to_owned()), (3, "c:1".to_owned())],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_follower_stops_its_timer_while_its_leaders_node_is_heard_and_starts_it_when_that_node_falls_silent()
+     {
+        let (liveness, ticks) = liveness();
+        liveness.reporter(7).update(follows(3));
+        assert_eq!(liveness.ticking(), 1, "no leader heard of yet");
+
+        liveness.heard(2, HashMap::from([(7, 3)]));
+        assert_eq!(ticks.lock().unwrap().get(&7), Some(&false));
+        assert_eq!(liveness.ticking(), 0);
+
+        // Heard again, saying the same: nothing changes.
+        liveness.heard(2, HashMap::from([(7, 3)]));
+        assert_eq!(liveness.ticking(), 0);
+
+        // Node 2 falls silent past the timeout.
+        liveness.expire(Instant::now() + Duration::from_secs(1));
+        assert_eq!(ticks.lock().unwrap().get(&7), Some(&true));
+        assert_eq!(liveness.ticking(), 1);
+        assert_eq!(liveness.alive_peers(), vec![(2, false)]);
+    }
+
+    #[tokio::test]
+    async fn a_leadership_claim_of_an_older_term_does_not_stop_a_followers_timer() {
+        let (liveness, _ticks) = liveness();
+        liveness.reporter(7).update(follows(4));
+        liveness.heard(2, HashMap::from([(7, 3)]));
+        assert_eq!(
+            liveness.ticking(),
+            1,
+            "node 2 led term 3; this replica is in term 4"
+        );
+        // A claim of a later term will do: that leader will catch this replica up.
+        liveness.heard(3, HashMap::from([(7, 5)]));
+        assert_eq!(liveness.ticking(), 0);
+        // The claim withdrawn (node 3 no longer leads): the timer starts again.
+        liveness.heard(3, HashMap::new());
+        assert_eq!(liveness.ticking(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_leader_runs_no_timer_and_names_its_groups_to_their_members_only() {
+        let (liveness, _ticks) = liveness();
+        liveness.reporter(7).update(GroupView {
+            standing: Standing::Leads { term: 2 },
+            members: vec![(2, "b:1".to_owned())],
+        });
+        liveness.reporter(8).update(follows(1));
+        assert_eq!(liveness.ticking(), 1, "group 8 has heard of no leader");
+        let mut due = liveness.due();
+        due.sort_unstable_by_key(|d| d.node);
+        assert_eq!(
+            due,
+            vec![
+                HeartbeatDue {
+                    node: 2,
+                    advertised: "b:1".to_owned(),
+                    leads: vec![(7, 2)],
+                },
+                HeartbeatDue {
+                    node: 3,
+                    advertised: "c:1".to_owned(),
+                    leads: vec![],
+                },
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_timer_start_that_is_no_longer_wanted_does_nothing() {
+        let starts = Arc::new(AtomicUsize::new(0));
+        let counted = starts.clone();
+        let timings = GroupTimings {
+            heartbeat: Duration::from_millis(100),
+            election_min: Duration::from_millis(500),
+            // Starts are delayed by up to 10 s: none runs during the test on its own.
+            election_max: Duration::from_secs(10),
+            ..GroupTimings::default()
+        };
+        let set: SetTicking = Arc::new(move |_, on| {
+            if on {
+                counted.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        let liveness = Arc::new(Liveness::new(1, timings, set));
+        liveness.reporter(7).update(follows(3));
+        liveness.heard(2, HashMap::from([(7, 3)]));
+        // Silent: a start is scheduled; then heard again before it runs.
+        liveness.expire(Instant::now() + Duration::from_secs(1));
+        let scheduled = liveness.state().groups[&7].decision;
+        liveness.heard(2, HashMap::from([(7, 3)]));
+        liveness.start_if_still_wanted(7, scheduled);
+        assert_eq!(starts.load(Ordering::Relaxed), 0);
+        assert_eq!(liveness.ticking(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_stopped_instance_withdraws_its_claim_but_not_its_successors() {
+        let (liveness, _ticks) = liveness();
+        let leads = GroupView {
+            standing: Standing::Leads { term: 2 },
+            members: vec![(2, "b:1".to_owned())],
+        };
+        let first = liveness.reporter(7);
+        first.update(leads.clone());
+        first.stopped();
+        assert!(
+            liveness.due().iter().all(|due| due.leads.is_empty()),
+            "a stopped group leads nothing"
+        );
+
+        first.update(leads.clone());
+        let second = liveness.reporter(7);
+        second.update(GroupView {
+            standing: Standing::Leads { term: 3 },
+            ..leads
+        });
+        // The first instance's task ends late, after the second started.
+        first.stopped();
+        assert_eq!(liveness.due()[0].leads, vec![(7, 3)]);
+    }
+}
