@@ -13,10 +13,12 @@
 //!   index, still reach followers at once, as openraft replicates them without a timer.
 //! - A follower's timer is off while a node it hears from says it leads the group in the
 //!   follower's term or a later one. When that node misses its heartbeats for
-//!   `election_min_ms`, or stops naming the group, the follower's timer starts again (after a
-//!   random delay of up to `election_max_ms - election_min_ms`, so that the followers of a dead
-//!   node do not all stand for election at the same instant and split the vote), and raft
-//!   elects a new leader as it would have without the change.
+//!   `election_min_ms`, or stops naming the group, the follower's timer starts again and raft
+//!   elects a new leader as it would have without the change. After a dead node, the timer
+//!   starts once the followers' leader leases from it have run out (`election_max_ms` after
+//!   its last message: a pre-vote refused under a lease is tried again only an election
+//!   timeout later), then after a random delay of up to two heartbeat intervals, so that the
+//!   followers of a dead node do not all stand at the same instant and split the vote.
 //! - A leader whose lease lapsed while it was quiet (no quorum acknowledged anything for
 //!   `election_max_ms`) is refused writes by openraft; the group confirms its leadership with
 //!   one heartbeat round first ([`crate::group::Group`]'s lease keeping).
@@ -105,8 +107,9 @@ struct State {
 #[derive(Debug, Default)]
 struct Changes {
     stop: Vec<GroupId>,
-    /// Timers to start after a random delay, with the decision they belong to.
-    start: Vec<(GroupId, u64)>,
+    /// Timers to start, with the decision they belong to, not before the instant given (and
+    /// then after a random delay).
+    start: Vec<(GroupId, u64, Instant)>,
 }
 
 /// This node's view of its peers' liveness, and of which partition groups can do without their
@@ -118,6 +121,9 @@ pub(crate) struct Liveness {
     pub(crate) interval: Duration,
     /// How long a peer may go unheard before the groups it leads start their timers.
     timeout: Duration,
+    /// openraft's leader lease: how long after a leader's last message its followers refuse
+    /// to vote for another.
+    lease: Duration,
     /// The longest random delay before a follower's timer starts again.
     stagger: Duration,
     set_ticking: SetTicking,
@@ -139,7 +145,9 @@ impl Liveness {
             node_id,
             interval: timings.heartbeat,
             timeout: timings.election_min,
-            stagger: timings.election_max.saturating_sub(timings.election_min),
+            lease: timings.election_max,
+            stagger: (2 * timings.heartbeat)
+                .min(timings.election_max.saturating_sub(timings.election_min)),
             set_ticking,
             state: Mutex::default(),
             random: std::collections::hash_map::RandomState::new(),
@@ -172,11 +180,12 @@ impl Liveness {
                     state.groups.insert(group, entry);
                 }
             }
+            let now = Instant::now();
             let mut changes = Changes::default();
-            state.decide(group, &mut changes);
-            changes
+            state.decide(group, now, &mut changes);
+            (changes, now)
         };
-        self.apply(changes);
+        self.apply(changes.0, changes.1);
     }
 
     /// Forgets `group` (it is shut down on this node).
@@ -212,17 +221,20 @@ impl Liveness {
             let mut touched: Vec<GroupId> = peer.leads.keys().copied().collect();
             touched.extend(leads.keys().filter(|g| !peer.leads.contains_key(g)));
             peer.leads = leads;
+            let now = Instant::now();
             let mut changes = Changes::default();
             for group in touched {
-                state.decide(group, &mut changes);
+                state.decide(group, now, &mut changes);
             }
-            changes
+            (changes, now)
         };
-        self.apply(changes);
+        self.apply(changes.0, changes.1);
     }
 
     /// Marks the peers not heard from within the timeout as dead, so the groups they led start
-    /// their timers.
+    /// their timers: not before the followers' leases from those leaders have run out (a
+    /// pre-vote refused under a lease is tried again only an election timeout later), then
+    /// after a random delay.
     pub(crate) fn expire(self: &Arc<Self>, now: Instant) {
         let changes = {
             let mut state = self.state();
@@ -233,7 +245,12 @@ impl Liveness {
                     .is_none_or(|heard| now.saturating_duration_since(heard) > self.timeout);
                 if peer.alive && silent {
                     peer.alive = false;
-                    touched.extend(peer.leads.keys().copied());
+                    // The leader's last entries may have reached the followers up to one
+                    // interval after its last heartbeat reached this node.
+                    let leases_end = peer
+                        .heard
+                        .map_or(now, |heard| heard + self.lease + self.interval);
+                    touched.extend(peer.leads.keys().map(|&group| (group, leases_end)));
                     tracing::info!(
                         node,
                         led = peer.leads.len(),
@@ -242,12 +259,12 @@ impl Liveness {
                 }
             }
             let mut changes = Changes::default();
-            for group in touched {
-                state.decide(group, &mut changes);
+            for (group, leases_end) in touched {
+                state.decide(group, leases_end, &mut changes);
             }
             changes
         };
-        self.apply(changes);
+        self.apply(changes, now);
     }
 
     /// The heartbeats this node owes its peers now: one per node it shares a group with.
@@ -290,12 +307,14 @@ impl Liveness {
         peers
     }
 
-    fn apply(self: &Arc<Self>, changes: Changes) {
+    /// Stops and starts timers as `changes` asks; `now` is the instant the changes were
+    /// decided at.
+    fn apply(self: &Arc<Self>, changes: Changes, now: Instant) {
         for group in changes.stop {
             (self.set_ticking)(group, false);
         }
-        for (group, decision) in changes.start {
-            let delay = self.start_delay(group);
+        for (group, decision, not_before) in changes.start {
+            let delay = not_before.saturating_duration_since(now) + self.start_delay(group);
             if delay.is_zero() {
                 self.start_if_still_wanted(group, decision);
                 continue;
@@ -364,8 +383,9 @@ impl Reporter {
 }
 
 impl State {
-    /// Decides whether `group`'s timer must run, and records the change in `changes`.
-    fn decide(&mut self, group: GroupId, changes: &mut Changes) {
+    /// Decides whether `group`'s timer must run, and records the change in `changes`; a timer
+    /// to start starts not before `not_before`.
+    fn decide(&mut self, group: GroupId, not_before: Instant, changes: &mut Changes) {
         let led_elsewhere = |term: u64| {
             self.peers
                 .values()
@@ -389,7 +409,7 @@ impl State {
                 entry.ticking = false;
                 changes.stop.push(group);
             }
-            (false, true) => changes.start.push((group, entry.decision)),
+            (false, true) => changes.start.push((group, entry.decision, not_before)),
             _ => {}
         }
     }
@@ -546,5 +566,16 @@ mod tests {
         // The first instance's task ends late, after the second started.
         first.stopped();
         assert_eq!(liveness.due()[0].leads, vec![(7, 3)]);
+    }
+
+    #[tokio::test]
+    async fn after_a_dead_leader_a_timer_waits_for_the_leases_it_granted_to_run_out() {
+        let (liveness, _ticks) = liveness();
+        liveness.reporter(7).update(follows(3));
+        liveness.heard(2, HashMap::from([(7, 3)]));
+        // Silent past the timeout (500 ms), not yet past the lease and one interval (600 ms).
+        liveness.expire(Instant::now() + Duration::from_millis(550));
+        assert_eq!(liveness.alive_peers(), vec![(2, false)]);
+        assert_eq!(liveness.ticking(), 0, "the start waits for the leases");
     }
 }
