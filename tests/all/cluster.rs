@@ -2042,6 +2042,12 @@ async fn quiet_partitions_run_no_raft_timers_yet_take_writes_and_fail_over() -> 
             .into_inner();
         assert_eq!(answer.base_offset, Some(2), "partition {partition}");
     }
+    // Followers learn the commit index without raft heartbeats: every replica serves the
+    // records.
+    for partition in 0..PARTITIONS {
+        let copies = converged_copies(&cluster, &ids, TOPIC, partition).await?;
+        assert_eq!(assert_identical(&copies).len(), 4, "partition {partition}");
+    }
 
     // A quiet leader dies: its followers' timers start once its node falls silent, and they
     // elect one of them.
@@ -2064,5 +2070,10 @@ async fn quiet_partitions_run_no_raft_timers_yet_take_writes_and_fail_over() -> 
     for &id in &survivors {
         node_gauge_reaches(&cluster, id, "weir_raft_partition_timers", |t| t == 0).await?;
     }
+    // The dead node comes back, quiet leaders catch it up, and it goes quiet too.
+    cluster.restart(dead).await?;
+    let copies = converged_copies(&cluster, &ids, TOPIC, 0).await?;
+    assert_eq!(assert_identical(&copies).len(), 6);
+    node_gauge_reaches(&cluster, dead, "weir_raft_partition_timers", |t| t == 0).await?;
     Ok(())
 }

@@ -169,7 +169,14 @@ pub async fn run(args: FailoverBenchArgs) -> anyhow::Result<()> {
         .context("the last records were never answered")?;
     drop(producer);
     let collected = collector.await.context("the delivery collector failed")?;
+    // Counted by the leader: a follower learns the last commit a moment after the leader.
+    let leader = in_sync_leader(&client, &cluster).await?;
+    let leader_addr = cluster
+        .addr(leader)
+        .with_context(|| format!("node {leader} is not one of the cluster's"))?;
     let stored = client
+        .connect_to(leader_addr.to_string())
+        .await?
         .describe_topic(TOPIC)
         .await?
         .partitions
