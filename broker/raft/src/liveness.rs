@@ -15,10 +15,12 @@
 //!   follower's term or a later one. When that node misses its heartbeats for
 //!   `election_min_ms`, or stops naming the group, the follower's timer starts again and raft
 //!   elects a new leader as it would have without the change. After a dead node, the timer
-//!   starts once the followers' leader leases from it have run out (`election_max_ms` after
-//!   its last message: a pre-vote refused under a lease is tried again only an election
-//!   timeout later), then after a random delay of up to two heartbeat intervals, so that the
-//!   followers of a dead node do not all stand at the same instant and split the vote.
+//!   starts, and the follower stands for election at once, when the leader leases the
+//!   followers granted that node have run out (`election_max_ms` after its last message; a
+//!   pre-vote refused under a lease is tried again only an election timeout later, and
+//!   openraft's own timer waits for the lease plus an election timeout), after a random delay
+//!   of up to two heartbeat intervals, so that the followers of a dead node do not all stand
+//!   at the same instant and split the vote.
 //! - A leader whose lease lapsed while it was quiet (no quorum acknowledged anything for
 //!   `election_max_ms`) is refused writes by openraft; the group confirms its leadership with
 //!   one heartbeat round first ([`crate::group::Group`]'s lease keeping).
@@ -61,8 +63,14 @@ pub(crate) struct GroupView {
     pub(crate) members: Vec<(NodeId, String)>,
 }
 
-/// Turns a group's raft timer on or off.
-pub(crate) type SetTicking = Arc<dyn Fn(GroupId, bool) + Send + Sync>;
+/// What the node-level heartbeats do to a partition group's raft.
+pub(crate) trait GroupTimers: Send + Sync {
+    /// Turns the group's raft timer (elections and heartbeats) on or off.
+    fn set_ticking(&self, group: GroupId, on: bool);
+    /// Starts a pre-vote round for the group now. openraft's own timer would wait for a whole
+    /// election timeout past the leader's lease; this is called once that lease has run out.
+    fn campaign(&self, group: GroupId);
+}
 
 /// A heartbeat this node owes a peer.
 #[derive(Debug, PartialEq, Eq)]
@@ -107,9 +115,19 @@ struct State {
 #[derive(Debug, Default)]
 struct Changes {
     stop: Vec<GroupId>,
-    /// Timers to start, with the decision they belong to, not before the instant given (and
-    /// then after a random delay).
-    start: Vec<(GroupId, u64, Instant)>,
+    start: Vec<Start>,
+}
+
+/// A group's timer to start, after a random delay.
+#[derive(Debug)]
+struct Start {
+    group: GroupId,
+    /// The decision it belongs to.
+    decision: u64,
+    /// Not before then.
+    not_before: Instant,
+    /// Whether to stand for election at once too (its leader's node is dead).
+    campaign: bool,
 }
 
 /// This node's view of its peers' liveness, and of which partition groups can do without their
@@ -126,7 +144,7 @@ pub(crate) struct Liveness {
     lease: Duration,
     /// The longest random delay before a follower's timer starts again.
     stagger: Duration,
-    set_ticking: SetTicking,
+    timers: Arc<dyn GroupTimers>,
     state: Mutex<State>,
     random: std::collections::hash_map::RandomState,
 }
@@ -140,7 +158,11 @@ impl std::fmt::Debug for Liveness {
 }
 
 impl Liveness {
-    pub(crate) fn new(node_id: NodeId, timings: GroupTimings, set_ticking: SetTicking) -> Self {
+    pub(crate) fn new(
+        node_id: NodeId,
+        timings: GroupTimings,
+        timers: Arc<dyn GroupTimers>,
+    ) -> Self {
         Self {
             node_id,
             interval: timings.heartbeat,
@@ -148,7 +170,7 @@ impl Liveness {
             lease: timings.election_max,
             stagger: (2 * timings.heartbeat)
                 .min(timings.election_max.saturating_sub(timings.election_min)),
-            set_ticking,
+            timers,
             state: Mutex::default(),
             random: std::collections::hash_map::RandomState::new(),
         }
@@ -182,7 +204,7 @@ impl Liveness {
             }
             let now = Instant::now();
             let mut changes = Changes::default();
-            state.decide(group, now, &mut changes);
+            state.decide(group, now, false, &mut changes);
             (changes, now)
         };
         self.apply(changes.0, changes.1);
@@ -224,7 +246,7 @@ impl Liveness {
             let now = Instant::now();
             let mut changes = Changes::default();
             for group in touched {
-                state.decide(group, now, &mut changes);
+                state.decide(group, now, false, &mut changes);
             }
             (changes, now)
         };
@@ -260,7 +282,7 @@ impl Liveness {
             }
             let mut changes = Changes::default();
             for (group, leases_end) in touched {
-                state.decide(group, leases_end, &mut changes);
+                state.decide(group, leases_end, true, &mut changes);
             }
             changes
         };
@@ -311,35 +333,39 @@ impl Liveness {
     /// decided at.
     fn apply(self: &Arc<Self>, changes: Changes, now: Instant) {
         for group in changes.stop {
-            (self.set_ticking)(group, false);
+            self.timers.set_ticking(group, false);
         }
-        for (group, decision, not_before) in changes.start {
-            let delay = not_before.saturating_duration_since(now) + self.start_delay(group);
+        for start in changes.start {
+            let delay =
+                start.not_before.saturating_duration_since(now) + self.start_delay(start.group);
             if delay.is_zero() {
-                self.start_if_still_wanted(group, decision);
+                self.start_if_still_wanted(&start);
                 continue;
             }
             let liveness = Arc::clone(self);
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
-                liveness.start_if_still_wanted(group, decision);
+                liveness.start_if_still_wanted(&start);
             });
         }
     }
 
-    fn start_if_still_wanted(&self, group: GroupId, decision: u64) {
-        let start = {
+    fn start_if_still_wanted(&self, start: &Start) {
+        let wanted = {
             let mut state = self.state();
-            match state.groups.get_mut(&group) {
-                Some(entry) if entry.decision == decision && !entry.ticking => {
+            match state.groups.get_mut(&start.group) {
+                Some(entry) if entry.decision == start.decision && !entry.ticking => {
                     entry.ticking = true;
                     true
                 }
                 _ => false,
             }
         };
-        if start {
-            (self.set_ticking)(group, true);
+        if wanted {
+            self.timers.set_ticking(start.group, true);
+            if start.campaign {
+                self.timers.campaign(start.group);
+            }
         }
     }
 
@@ -384,8 +410,14 @@ impl Reporter {
 
 impl State {
     /// Decides whether `group`'s timer must run, and records the change in `changes`; a timer
-    /// to start starts not before `not_before`.
-    fn decide(&mut self, group: GroupId, not_before: Instant, changes: &mut Changes) {
+    /// to start starts not before `not_before`, and with an election at once if `campaign`.
+    fn decide(
+        &mut self,
+        group: GroupId,
+        not_before: Instant,
+        campaign: bool,
+        changes: &mut Changes,
+    ) {
         let led_elsewhere = |term: u64| {
             self.peers
                 .values()
@@ -409,7 +441,12 @@ impl State {
                 entry.ticking = false;
                 changes.stop.push(group);
             }
-            (false, true) => changes.start.push((group, entry.decision, not_before)),
+            (false, true) => changes.start.push(Start {
+                group,
+                decision: entry.decision,
+                not_before,
+                campaign,
+            }),
             _ => {}
         }
     }
@@ -421,22 +458,52 @@ mod tests {
 
     use super::*;
 
-    type Ticks = Arc<Mutex<HashMap<GroupId, bool>>>;
+    /// What the heartbeats asked of the groups' rafts.
+    #[derive(Default)]
+    struct Recorded {
+        ticking: Mutex<HashMap<GroupId, bool>>,
+        starts: AtomicUsize,
+        campaigns: Mutex<Vec<GroupId>>,
+    }
 
-    fn liveness() -> (Arc<Liveness>, Ticks) {
-        let ticks: Ticks = Arc::default();
-        let seen = ticks.clone();
+    impl GroupTimers for Recorded {
+        fn set_ticking(&self, group: GroupId, on: bool) {
+            self.ticking.lock().unwrap().insert(group, on);
+            if on {
+                self.starts.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+
+        fn campaign(&self, group: GroupId) {
+            self.campaigns.lock().unwrap().push(group);
+        }
+    }
+
+    impl Recorded {
+        fn ticking(&self, group: GroupId) -> Option<bool> {
+            self.ticking.lock().unwrap().get(&group).copied()
+        }
+
+        fn campaigns(&self) -> Vec<GroupId> {
+            self.campaigns.lock().unwrap().clone()
+        }
+    }
+
+    fn liveness_with(election_max: Duration) -> (Arc<Liveness>, Arc<Recorded>) {
+        let recorded = Arc::new(Recorded::default());
         let timings = GroupTimings {
             heartbeat: Duration::from_millis(100),
             election_min: Duration::from_millis(500),
-            // No random delay: a timer that must start starts at once.
-            election_max: Duration::from_millis(500),
+            election_max,
             ..GroupTimings::default()
         };
-        let set: SetTicking = Arc::new(move |group, on| {
-            seen.lock().unwrap().insert(group, on);
-        });
-        (Arc::new(Liveness::new(1, timings, set)), ticks)
+        let liveness = Liveness::new(1, timings, recorded.clone());
+        (Arc::new(liveness), recorded)
+    }
+
+    /// No random delay: a timer that must start starts at once.
+    fn liveness() -> (Arc<Liveness>, Arc<Recorded>) {
+        liveness_with(Duration::from_millis(500))
     }
 
     fn follows(term: u64) -> GroupView {
@@ -449,12 +516,12 @@ mod tests {
     #[tokio::test]
     async fn a_follower_stops_its_timer_while_its_leaders_node_is_heard_and_starts_it_when_that_node_falls_silent()
      {
-        let (liveness, ticks) = liveness();
+        let (liveness, recorded) = liveness();
         liveness.reporter(7).update(follows(3));
         assert_eq!(liveness.ticking(), 1, "no leader heard of yet");
 
         liveness.heard(2, HashMap::from([(7, 3)]));
-        assert_eq!(ticks.lock().unwrap().get(&7), Some(&false));
+        assert_eq!(recorded.ticking(7), Some(false));
         assert_eq!(liveness.ticking(), 0);
 
         // Heard again, saying the same: nothing changes.
@@ -463,14 +530,19 @@ mod tests {
 
         // Node 2 falls silent past the timeout.
         liveness.expire(Instant::now() + Duration::from_secs(1));
-        assert_eq!(ticks.lock().unwrap().get(&7), Some(&true));
+        assert_eq!(recorded.ticking(7), Some(true));
         assert_eq!(liveness.ticking(), 1);
         assert_eq!(liveness.alive_peers(), vec![(2, false)]);
+        assert_eq!(
+            recorded.campaigns(),
+            vec![7],
+            "its leader is dead: it stands at once"
+        );
     }
 
     #[tokio::test]
     async fn a_leadership_claim_of_an_older_term_does_not_stop_a_followers_timer() {
-        let (liveness, _ticks) = liveness();
+        let (liveness, recorded) = liveness();
         liveness.reporter(7).update(follows(4));
         liveness.heard(2, HashMap::from([(7, 3)]));
         assert_eq!(
@@ -481,14 +553,16 @@ mod tests {
         // A claim of a later term will do: that leader will catch this replica up.
         liveness.heard(3, HashMap::from([(7, 5)]));
         assert_eq!(liveness.ticking(), 0);
-        // The claim withdrawn (node 3 no longer leads): the timer starts again.
+        // The claim withdrawn (node 3 no longer leads): the timer starts again, and raft's
+        // own timer decides when to stand.
         liveness.heard(3, HashMap::new());
         assert_eq!(liveness.ticking(), 1);
+        assert!(recorded.campaigns().is_empty());
     }
 
     #[tokio::test]
     async fn a_leader_runs_no_timer_and_names_its_groups_to_their_members_only() {
-        let (liveness, _ticks) = liveness();
+        let (liveness, _recorded) = liveness();
         liveness.reporter(7).update(GroupView {
             standing: Standing::Leads { term: 2 },
             members: vec![(2, "b:1".to_owned())],
@@ -516,35 +590,28 @@ mod tests {
 
     #[tokio::test]
     async fn a_timer_start_that_is_no_longer_wanted_does_nothing() {
-        let starts = Arc::new(AtomicUsize::new(0));
-        let counted = starts.clone();
-        let timings = GroupTimings {
-            heartbeat: Duration::from_millis(100),
-            election_min: Duration::from_millis(500),
-            // Starts are delayed by up to 10 s: none runs during the test on its own.
-            election_max: Duration::from_secs(10),
-            ..GroupTimings::default()
-        };
-        let set: SetTicking = Arc::new(move |_, on| {
-            if on {
-                counted.fetch_add(1, Ordering::Relaxed);
-            }
-        });
-        let liveness = Arc::new(Liveness::new(1, timings, set));
+        // Starts wait for a 10 s lease: none runs during the test on its own.
+        let (liveness, recorded) = liveness_with(Duration::from_secs(10));
         liveness.reporter(7).update(follows(3));
         liveness.heard(2, HashMap::from([(7, 3)]));
         // Silent: a start is scheduled; then heard again before it runs.
         liveness.expire(Instant::now() + Duration::from_secs(1));
         let scheduled = liveness.state().groups[&7].decision;
         liveness.heard(2, HashMap::from([(7, 3)]));
-        liveness.start_if_still_wanted(7, scheduled);
-        assert_eq!(starts.load(Ordering::Relaxed), 0);
+        liveness.start_if_still_wanted(&Start {
+            group: 7,
+            decision: scheduled,
+            not_before: Instant::now(),
+            campaign: true,
+        });
+        assert_eq!(recorded.starts.load(Ordering::Relaxed), 0);
+        assert!(recorded.campaigns().is_empty());
         assert_eq!(liveness.ticking(), 0);
     }
 
     #[tokio::test]
     async fn a_stopped_instance_withdraws_its_claim_but_not_its_successors() {
-        let (liveness, _ticks) = liveness();
+        let (liveness, _recorded) = liveness();
         let leads = GroupView {
             standing: Standing::Leads { term: 2 },
             members: vec![(2, "b:1".to_owned())],
@@ -570,7 +637,7 @@ mod tests {
 
     #[tokio::test]
     async fn after_a_dead_leader_a_timer_waits_for_the_leases_it_granted_to_run_out() {
-        let (liveness, _ticks) = liveness();
+        let (liveness, _recorded) = liveness();
         liveness.reporter(7).update(follows(3));
         liveness.heard(2, HashMap::from([(7, 3)]));
         // Silent past the timeout (500 ms), not yet past the lease and one interval (600 ms).

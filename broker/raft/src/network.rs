@@ -47,7 +47,7 @@ use weir_storage::GroupId;
 
 use crate::config::GroupTimings;
 use crate::error::ReplicaError;
-use crate::liveness::{HeartbeatDue, Liveness, MAX_LEADS_PER_HEARTBEAT};
+use crate::liveness::{GroupTimers, HeartbeatDue, Liveness, MAX_LEADS_PER_HEARTBEAT};
 use crate::types::{NodeId, Snapshot, SnapshotBytes, SnapshotMeta, TypeConfig, Vote};
 
 /// An AppendEntries without entries (a heartbeat: vote, log ids, commit index) encodes in far
@@ -102,6 +102,8 @@ trait GroupEndpoint: Send + Sync {
     ) -> BoxFuture<'_, Result<SnapshotResponse<TypeConfig>, Fatal<TypeConfig>>>;
     /// Turns the group's raft timer (elections and heartbeats) on or off.
     fn set_ticking(&self, on: bool);
+    /// Starts a pre-vote round now, if this node is a voter and does not lead.
+    fn campaign(&self) -> BoxFuture<'_, Result<(), Fatal<TypeConfig>>>;
 }
 
 impl<SM> GroupEndpoint for Raft<TypeConfig, SM>
@@ -139,6 +141,10 @@ where
 
     fn set_ticking(&self, on: bool) {
         self.runtime_config().tick(on);
+    }
+
+    fn campaign(&self) -> BoxFuture<'_, Result<(), Fatal<TypeConfig>>> {
+        Box::pin(async move { self.trigger().elect(true).await })
     }
 }
 
@@ -268,16 +274,10 @@ impl Peers {
         self.shared
             .liveness
             .get_or_init(|| {
-                let shared = Arc::downgrade(&self.shared);
-                let set_ticking = Arc::new(move |group, on| {
-                    let endpoint = shared
-                        .upgrade()
-                        .and_then(|shared| read(&shared.groups).get(&group).cloned());
-                    if let Some(endpoint) = endpoint {
-                        endpoint.set_ticking(on);
-                    }
+                let timers = Arc::new(LocalGroups {
+                    shared: Arc::downgrade(&self.shared),
                 });
-                let liveness = Arc::new(Liveness::new(node_id, timings, set_ticking));
+                let liveness = Arc::new(Liveness::new(node_id, timings, timers));
                 tokio::spawn(send_heartbeats(
                     Arc::downgrade(&self.shared),
                     node_id,
@@ -380,6 +380,36 @@ fn server_name(addr: &str) -> String {
     host.trim_start_matches('[')
         .trim_end_matches(']')
         .to_owned()
+}
+
+/// The node's registered groups, as the node-level heartbeats drive their timers.
+struct LocalGroups {
+    shared: Weak<Shared>,
+}
+
+impl LocalGroups {
+    fn endpoint(&self, group: GroupId) -> Option<Arc<dyn GroupEndpoint>> {
+        let shared = self.shared.upgrade()?;
+        read(&shared.groups).get(&group).cloned()
+    }
+}
+
+impl GroupTimers for LocalGroups {
+    fn set_ticking(&self, group: GroupId, on: bool) {
+        if let Some(endpoint) = self.endpoint(group) {
+            endpoint.set_ticking(on);
+        }
+    }
+
+    fn campaign(&self, group: GroupId) {
+        if let Some(endpoint) = self.endpoint(group) {
+            tokio::spawn(async move {
+                if let Err(e) = endpoint.campaign().await {
+                    tracing::debug!(group, error = %e, "cannot stand for election");
+                }
+            });
+        }
+    }
 }
 
 /// Sends this node's heartbeats every interval until the transport is dropped.
