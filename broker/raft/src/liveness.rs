@@ -23,7 +23,7 @@
 //!   at the same instant and split the vote.
 //! - A leader whose lease lapsed while it was quiet (no quorum acknowledged anything for
 //!   `election_max_ms`) is refused writes by openraft; the group confirms its leadership with
-//!   one heartbeat round first ([`crate::group::Group`]'s lease keeping).
+//!   one heartbeat round first ([`crate::lease`]).
 //!
 //! The controller group keeps openraft's own timers: it is one group, and its elections decide
 //! who runs the cluster.
@@ -230,14 +230,15 @@ impl Liveness {
         let changes = {
             let mut state = self.state();
             let peer = state.peers.entry(node).or_default();
-            peer.heard = Some(Instant::now());
             let revived = !peer.alive;
+            let first = peer.heard.is_none();
+            peer.heard = Some(Instant::now());
             peer.alive = true;
             if !revived && peer.leads == leads {
                 return;
             }
-            if revived {
-                tracing::debug!(node, "heard from peer");
+            if revived && !first {
+                tracing::info!(node, "peer's heartbeats arrive again");
             }
             // Every group the peer named before or names now may decide differently.
             let mut touched: Vec<GroupId> = peer.leads.keys().copied().collect();
