@@ -7,6 +7,7 @@
 //! Each benchmark is a function of a [`Client`] and its options that prints its reports; how the
 //! client is obtained is decided in one place, [`BenchCommand::run`].
 
+mod cluster;
 mod compare;
 mod consume;
 mod failover;
