@@ -4,8 +4,8 @@
 //! Each node has its data directory and its log (stderr) under a directory the caller owns, and
 //! a port of its own on 127.0.0.1; every node shares one config file that carries the raft
 //! timings given on the command line. Nodes are started all at once (a node of a forming cluster
-//! listens only once it has heard its peers), and killed and started again by id. A node's
-//! process is killed when the cluster is dropped, so an error leaves none behind.
+//! listens only once it has heard its peers), and killed, stopped gracefully and started again
+//! by id. A node's process is killed when the cluster is dropped, so an error leaves none behind.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -58,6 +58,20 @@ impl RaftTimingArgs {
     }
 }
 
+/// The timings the nodes run with: those given, the broker's defaults for the others.
+impl std::fmt::Display for RaftTimingArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let defaults = weir_server::RaftTimings::default();
+        write!(
+            f,
+            "heartbeat {} ms, elections {}–{} ms",
+            self.heartbeat_ms.unwrap_or(defaults.heartbeat_ms),
+            self.election_min_ms.unwrap_or(defaults.election_min_ms),
+            self.election_max_ms.unwrap_or(defaults.election_max_ms),
+        )
+    }
+}
+
 /// Creates a topic, retrying while the cluster forms (no controller leader yet).
 pub(super) async fn create_topic(client: &Client, spec: TopicSpec) -> anyhow::Result<()> {
     let deadline = Instant::now() + PATIENCE;
@@ -88,7 +102,8 @@ pub(super) struct Cluster {
 }
 
 impl Cluster {
-    /// Starts `nodes` nodes (ids 1 to `nodes`) under `dir` and waits until each listens.
+    /// Starts `nodes` nodes (ids 1 to `nodes`) under `dir` and waits until each listens. A
+    /// cluster of one is a plain broker, without `--peers`.
     pub(super) async fn start(
         dir: &Path,
         nodes: u32,
@@ -108,39 +123,27 @@ impl Cluster {
             .map(TcpListener::local_addr)
             .collect::<Result<Vec<_>, _>>()?;
         drop(listeners);
-        let peers = (1..)
-            .zip(&addrs)
-            .map(|(id, addr)| format!("{id}={addr}"))
-            .collect::<Vec<_>>()
-            .join(",");
+        let peers = (addrs.len() > 1).then(|| {
+            (1..)
+                .zip(&addrs)
+                .map(|(id, addr)| format!("{id}={addr}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        });
         let nodes = (1..)
             .zip(addrs)
-            .map(|(id, addr)| {
-                let data_dir = dir.join(format!("node-{id}"));
-                let args = [
-                    "broker",
-                    "--node-id",
-                    &id.to_string(),
-                    "--listen",
-                    &addr.to_string(),
-                    "--peers",
-                    &peers,
-                    "--data-dir",
-                    &data_dir.to_string_lossy(),
-                    "--metrics-listen",
-                    "none",
-                    "--config",
-                    &config.to_string_lossy(),
-                ]
-                .map(str::to_owned)
-                .to_vec();
-                Node {
+            .map(|(id, addr)| Node {
+                id,
+                addr,
+                args: node_args(
                     id,
                     addr,
-                    args,
-                    log: dir.join(format!("node-{id}.log")),
-                    process: None,
-                }
+                    peers.as_deref(),
+                    &dir.join(format!("node-{id}")),
+                    &config,
+                ),
+                log: dir.join(format!("node-{id}.log")),
+                process: None,
             })
             .collect();
         let mut cluster = Self { exe, nodes };
@@ -182,6 +185,14 @@ impl Cluster {
     /// Node `id`'s address.
     pub(super) fn addr(&self, id: u64) -> Option<SocketAddr> {
         self.nodes.iter().find(|n| n.id == id).map(|n| n.addr)
+    }
+
+    /// The process id of each running node, by node id.
+    pub(super) fn pids(&self) -> Vec<(u64, u32)> {
+        self.nodes
+            .iter()
+            .filter_map(|n| Some((n.id, n.process.as_ref()?.id()?)))
+            .collect()
     }
 
     fn node(&mut self, id: u64) -> anyhow::Result<&mut Node> {
@@ -258,6 +269,48 @@ impl Cluster {
         Ok(())
     }
 
+    /// Sends every node SIGTERM (a graceful shutdown) and waits until each has exited, which it
+    /// must do successfully. A node that does not exit within [`PATIENCE`] is killed.
+    pub(super) async fn terminate_all(&mut self) -> anyhow::Result<()> {
+        for node in &self.nodes {
+            let Some(pid) = node.process.as_ref().and_then(Child::id) else {
+                continue;
+            };
+            let pid = i32::try_from(pid)
+                .ok()
+                .and_then(rustix::process::Pid::from_raw)
+                .with_context(|| format!("node {} has an invalid process id {pid}", node.id))?;
+            rustix::process::kill_process(pid, rustix::process::Signal::TERM)
+                .with_context(|| format!("cannot send SIGTERM to node {}", node.id))?;
+        }
+        for node in &mut self.nodes {
+            let Some(mut process) = node.process.take() else {
+                continue;
+            };
+            let status = match tokio::time::timeout(PATIENCE, process.wait()).await {
+                Ok(status) => {
+                    status.with_context(|| format!("cannot wait for node {}", node.id))?
+                }
+                Err(_) => {
+                    let _ = process.kill().await;
+                    bail!(
+                        "node {} did not exit within {PATIENCE:?} of SIGTERM; see {}",
+                        node.id,
+                        node.log.display()
+                    );
+                }
+            };
+            if !status.success() {
+                bail!(
+                    "node {} exited with {status} after SIGTERM; see {}",
+                    node.id,
+                    node.log.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Stops every node.
     pub(super) async fn stop(mut self) {
         for node in &mut self.nodes {
@@ -266,6 +319,36 @@ impl Cluster {
             }
         }
     }
+}
+
+/// The `weir broker` arguments of node `id`: a member of the cluster of `peers`, or, without
+/// peers, a plain broker (node 1, a cluster of one).
+fn node_args(
+    id: u64,
+    addr: SocketAddr,
+    peers: Option<&str>,
+    data_dir: &Path,
+    config: &Path,
+) -> Vec<String> {
+    let mut args = vec!["broker".to_owned()];
+    if let Some(peers) = peers {
+        args.extend(["--node-id".to_owned(), id.to_string()]);
+        args.extend(["--peers".to_owned(), peers.to_owned()]);
+    }
+    args.extend(
+        [
+            "--listen",
+            &addr.to_string(),
+            "--data-dir",
+            &data_dir.to_string_lossy(),
+            "--metrics-listen",
+            "none",
+            "--config",
+            &config.to_string_lossy(),
+        ]
+        .map(str::to_owned),
+    );
+    args
 }
 
 #[cfg(test)]
@@ -281,14 +364,52 @@ mod tests {
     }
 
     #[test]
-    fn only_the_raft_timings_given_reach_the_nodes_config() {
+    fn only_the_raft_timings_given_reach_the_config_and_the_others_show_their_defaults() {
         let defaults = Cli::parse_from(["bench"]).raft;
         assert_eq!(defaults.config(), "[raft]\n");
+        let broker = weir_server::RaftTimings::default();
+        assert_eq!(
+            defaults.to_string(),
+            format!(
+                "heartbeat {} ms, elections {}–{} ms",
+                broker.heartbeat_ms, broker.election_min_ms, broker.election_max_ms
+            )
+        );
         let some =
             Cli::parse_from(["bench", "--heartbeat-ms", "100", "--election-max-ms", "900"]).raft;
         assert_eq!(
             some.config(),
             "[raft]\nheartbeat_ms = 100\nelection_max_ms = 900\n"
         );
+        assert!(some.to_string().starts_with("heartbeat 100 ms, elections "));
+        assert!(some.to_string().ends_with("–900 ms"));
+    }
+
+    #[test]
+    fn a_node_of_a_cluster_names_its_peers_and_a_cluster_of_one_is_a_plain_broker() {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 7001));
+        let (data, config) = (Path::new("d/node-2"), Path::new("d/weir.toml"));
+        let member = node_args(2, addr, Some("1=a:1,2=a:2"), data, config);
+        assert_eq!(
+            member,
+            [
+                "broker",
+                "--node-id",
+                "2",
+                "--peers",
+                "1=a:1,2=a:2",
+                "--listen",
+                "127.0.0.1:7001",
+                "--data-dir",
+                "d/node-2",
+                "--metrics-listen",
+                "none",
+                "--config",
+                "d/weir.toml"
+            ]
+        );
+        let alone = node_args(1, addr, None, data, config);
+        assert_eq!(alone[..3], ["broker", "--listen", "127.0.0.1:7001"]);
+        assert!(!alone.iter().any(|a| a == "--peers" || a == "--node-id"));
     }
 }
