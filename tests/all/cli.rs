@@ -719,3 +719,93 @@ fn bench_failover_kills_the_leader_and_finds_every_record_stored_once() -> anyho
     assert_eq!(std::fs::read_dir(dir.path())?.count(), 0);
     Ok(())
 }
+
+/// `weir bench idle` runs its own three nodes with a topic of six partitions, reports each
+/// node's CPU and their total over its sample, restarts every node, and reports how long until
+/// they listen and every partition is led again.
+#[test]
+fn bench_idle_reports_the_cpu_of_every_node_and_the_restart_time() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let output = Command::new(crate::WEIR)
+        .args([
+            "bench",
+            "idle",
+            "--nodes",
+            "3",
+            "--partitions",
+            "6",
+            "--settle-secs",
+            "1",
+            "--sample-secs",
+            "1",
+            "--heartbeat-ms",
+            "50",
+            "--election-min-ms",
+            "300",
+            "--election-max-ms",
+            "600",
+        ])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .output()?;
+    let printed = stdout(&output);
+    assert!(output.status.success(), "{printed}\n{}", stderr(&output));
+    assert!(
+        printed.starts_with("idle: 3 nodes, 6 partitions × 3 replicas, heartbeat 50 ms"),
+        "{printed}"
+    );
+
+    let cpu = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("idle CPU over "))
+        .ok_or_else(|| anyhow::anyhow!("no CPU figures in:\n{printed}"))?;
+    let (_, figures) = cpu
+        .split_once(": ")
+        .ok_or_else(|| anyhow::anyhow!("unexpected CPU figures: {cpu}"))?;
+    let (mut nodes, mut total) = (Vec::new(), None);
+    for figure in figures.split(", ") {
+        if let Some(node) = figure.strip_prefix("node ") {
+            let (id, percent) = node
+                .split_once(' ')
+                .ok_or_else(|| anyhow::anyhow!("unexpected node figure: {figure}"))?;
+            nodes.push((
+                id.parse::<u64>()?,
+                percent.trim_end_matches('%').parse::<f64>()?,
+            ));
+        } else if let Some(all) = figure.strip_prefix("total ") {
+            total = Some(all.trim_end_matches("% of a core").parse::<f64>()?);
+        }
+    }
+    let ids: Vec<u64> = nodes.iter().map(|&(id, _)| id).collect();
+    assert_eq!(ids, [1, 2, 3], "{cpu}");
+    let total = total.ok_or_else(|| anyhow::anyhow!("no total in: {cpu}"))?;
+    let sum: f64 = nodes.iter().map(|&(_, percent)| percent).sum();
+    // Heartbeats every 50 ms to two followers of six partitions cost something.
+    assert!(total > 0.0, "{cpu}");
+    // Four figures rounded to 0.1: the total and the sum of the nodes' differ by at most 0.2.
+    assert!(
+        (total - sum).abs() <= 0.2 + 1e-9,
+        "the total is not the nodes' sum: {cpu}"
+    );
+
+    assert!(
+        printed.contains("stop on SIGTERM: every node exited after "),
+        "{printed}"
+    );
+    let restart = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("restart to serving: listening after "))
+        .ok_or_else(|| anyhow::anyhow!("no restart time in:\n{printed}"))?;
+    let seconds: Vec<f64> = restart
+        .split(" s")
+        .filter_map(|part| part.rsplit(' ').next()?.parse().ok())
+        .collect();
+    let [listening, led] = seconds[..] else {
+        anyhow::bail!("unexpected restart times: {restart}");
+    };
+    assert!(restart.contains("every partition led after"), "{restart}");
+    assert!(0.0 < listening && listening <= led, "{restart}");
+    // The nodes' directory under the current one is removed afterwards.
+    assert_eq!(std::fs::read_dir(dir.path())?.count(), 0);
+    Ok(())
+}

@@ -175,7 +175,9 @@ enum Command {
         #[command(subcommand)]
         command: acl::AclCommand,
     },
-    /// Measure produce and consume throughput and latency against the disk's limits.
+    /// Measure produce and consume throughput and latency against the disk's limits, and, on
+    /// clusters of their own, writes resuming after leader kills and the idle cost of many
+    /// partitions.
     Bench {
         /// Measure a broker started inside this process, with its data in a temporary
         /// directory under the current one, instead of the one at --broker.

@@ -10,28 +10,20 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::Args;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, ChildStdout, Command};
 use tokio::sync::mpsc;
 use weir_client::{Client, Delivery, Producer, ProducerConfig, ProducerRecord, TopicSpec};
 
+use super::cluster::{Cluster, PATIENCE, RaftTimingArgs, create_topic};
 use super::stats::LatencyRecorder;
 
 /// The topic written to.
 const TOPIC: &str = "failover";
-
-/// How long a node may take to report that it listens, the cluster to take a topic, the
-/// replicas to get in sync, or writes to resume, before the benchmark gives up.
-const PATIENCE: Duration = Duration::from_secs(120);
 
 /// Options of `weir bench failover`.
 #[derive(Debug, Clone, Args)]
@@ -61,35 +53,8 @@ pub struct FailoverBenchArgs {
     #[arg(long, default_value_t = 2)]
     settle_secs: u64,
 
-    /// The nodes' raft heartbeat interval (`[raft] heartbeat_ms`); the broker's default if not
-    /// given.
-    #[arg(long, value_name = "MS")]
-    heartbeat_ms: Option<u64>,
-
-    /// The nodes' shortest election timeout (`[raft] election_min_ms`).
-    #[arg(long, value_name = "MS")]
-    election_min_ms: Option<u64>,
-
-    /// The nodes' longest election timeout (`[raft] election_max_ms`).
-    #[arg(long, value_name = "MS")]
-    election_max_ms: Option<u64>,
-}
-
-impl FailoverBenchArgs {
-    /// The `[raft]` section of the nodes' config file, with the timings given.
-    fn raft_config(&self) -> String {
-        let mut config = String::from("[raft]\n");
-        for (key, value) in [
-            ("heartbeat_ms", self.heartbeat_ms),
-            ("election_min_ms", self.election_min_ms),
-            ("election_max_ms", self.election_max_ms),
-        ] {
-            if let Some(value) = value {
-                config.push_str(&format!("{key} = {value}\n"));
-            }
-        }
-        config
-    }
+    #[command(flatten)]
+    raft: RaftTimingArgs,
 }
 
 /// Runs the benchmark and prints its report.
@@ -98,7 +63,7 @@ pub async fn run(args: FailoverBenchArgs) -> anyhow::Result<()> {
         .prefix("weir-failover-")
         .tempdir_in(".")
         .context("cannot make the nodes' directory under the current one")?;
-    let mut cluster = Cluster::start(dir.path(), &args).await?;
+    let mut cluster = Cluster::start(dir.path(), args.nodes, &args.raft).await?;
     println!(
         "failover: {} nodes, 1 partition with {} replicas, {} records/s of {} B through an \
          idempotent Producer, {} leader kills (SIGKILL); node logs in {}",
@@ -110,7 +75,11 @@ pub async fn run(args: FailoverBenchArgs) -> anyhow::Result<()> {
         dir.path().display()
     );
     let client = Client::connect(cluster.bootstrap()).await?;
-    create_topic(&client, args.nodes).await?;
+    create_topic(
+        &client,
+        TopicSpec::new(TOPIC, 1).with_replication_factor(args.nodes),
+    )
+    .await?;
 
     let defaults = ProducerConfig::default();
     let producer = Producer::new(
@@ -215,21 +184,6 @@ pub async fn run(args: FailoverBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Creates the topic, retrying while the cluster forms (no controller leader yet).
-async fn create_topic(client: &Client, replicas: u32) -> anyhow::Result<()> {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let spec = TopicSpec::new(TOPIC, 1).with_replication_factor(replicas);
-        match client.create_topic(spec).await {
-            Ok(_) => return Ok(()),
-            Err(e) if e.is_retriable() && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => return Err(e).context("cannot create the topic"),
-        }
-    }
-}
-
 /// The partition's leader, once it reports every replica in sync.
 async fn in_sync_leader(client: &Client, cluster: &Cluster) -> anyhow::Result<u64> {
     let deadline = Instant::now() + PATIENCE;
@@ -269,7 +223,7 @@ async fn in_sync_leader_now(
     let described = at_leader.describe_topic(TOPIC).await.ok()?;
     let partition = described.partitions.first()?;
     let all_in_sync = partition.leader == Some(leader)
-        && partition.replica_status.len() == cluster.nodes.len()
+        && partition.replica_status.len() == cluster.len()
         && partition.replica_status.iter().all(|r| r.in_sync);
     all_in_sync.then_some(leader)
 }
@@ -335,182 +289,6 @@ async fn collect(
     collected
 }
 
-/// One `weir broker` process of the cluster.
-struct Node {
-    id: u64,
-    addr: SocketAddr,
-    args: Vec<String>,
-    log: PathBuf,
-    process: Option<Child>,
-}
-
-/// The cluster's processes.
-struct Cluster {
-    exe: PathBuf,
-    nodes: Vec<Node>,
-}
-
-impl Cluster {
-    /// Starts `args.nodes` nodes under `dir` and waits until each listens.
-    async fn start(dir: &Path, args: &FailoverBenchArgs) -> anyhow::Result<Self> {
-        let exe = std::env::current_exe().context("cannot find this executable")?;
-        let config = dir.join("weir.toml");
-        std::fs::write(&config, args.raft_config())
-            .with_context(|| format!("cannot write {}", config.display()))?;
-        // Ports chosen by the system, held until all are chosen so they differ.
-        let listeners = (0..args.nodes)
-            .map(|_| TcpListener::bind("127.0.0.1:0"))
-            .collect::<Result<Vec<_>, _>>()
-            .context("cannot find free ports on 127.0.0.1")?;
-        let addrs = listeners
-            .iter()
-            .map(TcpListener::local_addr)
-            .collect::<Result<Vec<_>, _>>()?;
-        drop(listeners);
-        let peers = (1..)
-            .zip(&addrs)
-            .map(|(id, addr)| format!("{id}={addr}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        let nodes = (1..)
-            .zip(addrs)
-            .map(|(id, addr)| {
-                let data_dir = dir.join(format!("node-{id}"));
-                let args = [
-                    "broker",
-                    "--node-id",
-                    &id.to_string(),
-                    "--listen",
-                    &addr.to_string(),
-                    "--peers",
-                    &peers,
-                    "--data-dir",
-                    &data_dir.to_string_lossy(),
-                    "--metrics-listen",
-                    "none",
-                    "--config",
-                    &config.to_string_lossy(),
-                ]
-                .map(str::to_owned)
-                .to_vec();
-                Node {
-                    id,
-                    addr,
-                    args,
-                    log: dir.join(format!("node-{id}.log")),
-                    process: None,
-                }
-            })
-            .collect();
-        let mut cluster = Self { exe, nodes };
-        // All at once: a node of a forming cluster listens only once it has heard its peers.
-        let mut launched = Vec::new();
-        for id in 1..=u64::from(args.nodes) {
-            launched.push((id, cluster.launch(id)?));
-        }
-        for (id, stdout) in launched {
-            cluster.await_listening(id, stdout).await?;
-        }
-        Ok(cluster)
-    }
-
-    /// Every node's address, comma-separated: what the client bootstraps from.
-    fn bootstrap(&self) -> String {
-        self.nodes
-            .iter()
-            .map(|n| n.addr.to_string())
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    fn addr(&self, id: u64) -> Option<SocketAddr> {
-        self.nodes.iter().find(|n| n.id == id).map(|n| n.addr)
-    }
-
-    fn node(&mut self, id: u64) -> anyhow::Result<&mut Node> {
-        self.nodes
-            .iter_mut()
-            .find(|n| n.id == id)
-            .with_context(|| format!("no node {id} in the cluster"))
-    }
-
-    /// Starts node `id` again and waits until it reports that it listens.
-    async fn restart(&mut self, id: u64) -> anyhow::Result<()> {
-        let stdout = self.launch(id)?;
-        self.await_listening(id, stdout).await
-    }
-
-    /// Starts node `id`'s process; returns its stdout.
-    fn launch(&mut self, id: u64) -> anyhow::Result<ChildStdout> {
-        let exe = self.exe.clone();
-        let node = self.node(id)?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&node.log)
-            .with_context(|| format!("cannot open {}", node.log.display()))?;
-        let mut child = Command::new(exe)
-            .args(&node.args)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .context("cannot start a node")?;
-        let stdout = child.stdout.take().context("the node's stdout")?;
-        node.process = Some(child);
-        Ok(stdout)
-    }
-
-    /// Waits until node `id` prints that it listens.
-    async fn await_listening(&mut self, id: u64, stdout: ChildStdout) -> anyhow::Result<()> {
-        let log = self.node(id)?.log.clone();
-        let mut lines = BufReader::new(stdout).lines();
-        let listening = tokio::time::timeout(PATIENCE, async {
-            while let Some(line) = lines.next_line().await? {
-                if line.contains("listening on") {
-                    return Ok(true);
-                }
-            }
-            Ok::<_, std::io::Error>(false)
-        })
-        .await;
-        if !matches!(listening, Ok(Ok(true))) {
-            bail!(
-                "node {id} did not report listening within {PATIENCE:?}; see {}",
-                log.display()
-            );
-        }
-        // Whatever else it prints is read and dropped, so it never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(())
-    }
-
-    /// SIGKILLs node `id` and waits until it is gone.
-    async fn kill(&mut self, id: u64) -> anyhow::Result<()> {
-        if let Some(mut process) = self.node(id)?.process.take() {
-            process
-                .kill()
-                .await
-                .with_context(|| format!("cannot kill node {id}"))?;
-        }
-        Ok(())
-    }
-
-    /// Stops every node.
-    async fn stop(mut self) {
-        for node in &mut self.nodes {
-            if let Some(mut process) = node.process.take() {
-                let _ = process.kill().await;
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use clap::Parser;
@@ -524,15 +302,10 @@ mod tests {
     }
 
     #[test]
-    fn only_the_raft_timings_given_reach_the_nodes_config() {
-        let defaults = Cli::parse_from(["bench"]).args;
-        assert_eq!(defaults.raft_config(), "[raft]\n");
-        let some =
-            Cli::parse_from(["bench", "--heartbeat-ms", "100", "--election-max-ms", "900"]).args;
-        assert_eq!(
-            some.raft_config(),
-            "[raft]\nheartbeat_ms = 100\nelection_max_ms = 900\n"
-        );
+    fn a_cluster_needs_three_nodes_and_takes_the_raft_timings() {
+        let args = Cli::parse_from(["bench", "--nodes", "5", "--heartbeat-ms", "100"]).args;
+        assert_eq!(args.nodes, 5);
         assert!(Cli::try_parse_from(["bench", "--nodes", "2"]).is_err());
+        assert!(Cli::try_parse_from(["bench", "--heartbeat-ms", "soon"]).is_err());
     }
 }

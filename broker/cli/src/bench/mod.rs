@@ -2,15 +2,20 @@
 //! and latency percentiles, and, for produce, a physical-limit probe of the disk in the same run
 //! so that durable throughput reads as a fraction of what the disk can do. Variants of one
 //! benchmark (how records are sent, what a fetch asks for) can run in turn in one process, so
-//! they compare as ratios within one run ([`compare`]).
+//! they compare as ratios within one run ([`compare`]). `weir bench failover | idle` start a
+//! cluster of `weir broker` processes of their own ([`cluster`]) to measure what a cluster does
+//! when a leader dies (issue #15's P7) and what it costs when nothing happens (P8).
 //!
-//! Each benchmark is a function of a [`Client`] and its options that prints its reports; how the
-//! client is obtained is decided in one place, [`BenchCommand::run`].
+//! Each benchmark against a broker is a function of a [`Client`] and its options that prints its
+//! reports; how the client is obtained is decided in one place, [`BenchCommand::run`].
 
+mod cluster;
 mod compare;
 mod consume;
+mod cpu;
 mod failover;
 mod fetch;
+mod idle;
 mod probe;
 mod produce;
 mod producer;
@@ -34,13 +39,18 @@ pub enum BenchCommand {
     /// leader again and again, and report how long writes take to resume (--broker and
     /// --embedded do not apply: the benchmark runs its own nodes).
     Failover(failover::FailoverBenchArgs),
+    /// Start a cluster of this executable's brokers with a topic of many partitions, report
+    /// each node's CPU while nothing happens, then restart every node (SIGTERM) and report how
+    /// long until all listen and every partition has a leader (--broker and --embedded do not
+    /// apply: the benchmark runs its own nodes).
+    Idle(idle::IdleBenchArgs),
 }
 
 impl BenchCommand {
     /// Runs the benchmark and prints its report to stdout: against the broker at `broker`, or,
     /// with `embedded`, against a broker started in this process on a temporary directory under
-    /// the current one (so the disk probe and the broker share a file system). `failover` runs
-    /// its own cluster.
+    /// the current one (so the disk probe and the broker share a file system). `failover` and
+    /// `idle` run their own cluster.
     pub async fn run(self, broker: &crate::Connection, embedded: bool) -> anyhow::Result<()> {
         match self {
             Self::Produce(args) => {
@@ -58,6 +68,7 @@ impl BenchCommand {
                 target.close().await;
             }
             Self::Failover(args) => failover::run(args).await?,
+            Self::Idle(args) => idle::run(args).await?,
         }
         Ok(())
     }
