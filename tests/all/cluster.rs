@@ -2077,3 +2077,58 @@ async fn quiet_partitions_run_no_raft_timers_yet_take_writes_and_fail_over() -> 
     node_gauge_reaches(&cluster, dead, "weir_raft_partition_timers", |t| t == 0).await?;
     Ok(())
 }
+
+/// A quiet partition leader that reaches one follower but not the two others (four replicas)
+/// must not keep that follower from voting by renewing its lease on every write it is sent: it
+/// holds back after a failed renewal, the follower's lease lapses, and the three connected
+/// replicas elect one of them and take writes. (openraft issue #2080, for partitions; the
+/// controller's case is the test above.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_leader_reaching_only_a_minority_gives_way_to_the_connected_majority()
+-> anyhow::Result<()> {
+    const TOPIC: &str = "four";
+    let cluster = ProcessCluster::start(weir(), 4).await?;
+    cluster
+        .client(1)?
+        .create_topic(pb::CreateTopicRequest {
+            name: TOPIC.into(),
+            partitions: 1,
+            replication_factor: 4,
+            configs: HashMap::new(),
+        })
+        .await?;
+    let ids = cluster.node_ids();
+    let (leader, base) = produce_acked(&cluster, &ids, TOPIC, 0, batch("before", 0, 2)).await?;
+    assert_eq!(base, 0);
+    let others: Vec<NodeId> = ids.iter().copied().filter(|&n| n != leader).collect();
+    for &node in &others[1..] {
+        cluster.cut(leader, node);
+        cluster.cut(node, leader);
+    }
+
+    // Writes keep reaching the old leader, which tries to renew its lease with them.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut at_old_leader = cluster.client(leader)?;
+    let writing = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let request = produce_request(TOPIC, 0, batch("to-the-old-leader", 0, 1));
+                let _ = tokio::time::timeout(GENEROUS, at_old_leader.produce(request)).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let (new_leader, base) =
+        produce_acked(&cluster, &others, TOPIC, 0, batch("after", 2, 2)).await?;
+    stop.store(true, Ordering::Relaxed);
+    writing.await?;
+    assert_ne!(new_leader, leader);
+    // Whatever the old leader was sent was never acknowledged: it could not commit it.
+    let stored = cluster.read_partition(new_leader, TOPIC, 0).await?;
+    let values: Vec<String> = stored.iter().map(value_of).collect();
+    assert_eq!(values[..2], ["before-0", "before-1"]);
+    assert_eq!(values.last().map(String::as_str), Some("after-3"));
+    assert_eq!(base as usize, values.len() - 2);
+    Ok(())
+}

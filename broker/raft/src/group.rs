@@ -16,7 +16,7 @@ use weir_storage::GroupId;
 
 use crate::config::{GroupKind, GroupTimings, raft_config};
 use crate::error::{ReplicaError, StartError};
-use crate::lease::Lease;
+use crate::lease::{Kept, Lease};
 use crate::liveness::{GroupView, Reporter, Standing};
 use crate::log_store::GroupLogStore;
 use crate::network::Peers;
@@ -160,9 +160,14 @@ where
     }
 
     /// Before a write: renews a quiet partition leader's lapsed lease (see [`crate::lease`]).
+    /// While no quorum renews it, this node's heartbeats stop saying it leads the group.
     async fn keep_lease(&self) {
         if let Some(quiet) = &self.quiet {
-            quiet.lease.keep(&self.raft).await;
+            match quiet.lease.keep(&self.raft).await {
+                Kept::Held => {}
+                Kept::Renewed => quiet.reporter.resume_claim(),
+                Kept::Lost { until } => quiet.reporter.suspend_claim(until.into_std()),
+            }
         }
     }
 

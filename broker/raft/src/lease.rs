@@ -22,6 +22,18 @@ use tokio::time::Instant;
 use crate::config::{GroupTimings, lease_retry_pause};
 use crate::types::TypeConfig;
 
+/// What keeping the lease before a write came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kept {
+    /// Nothing to do: the lease holds, or this node does not lead, or leads alone.
+    Held,
+    /// A heartbeat round renewed it.
+    Renewed,
+    /// No quorum answered the heartbeat round (or a failure a moment ago holds this node
+    /// back) until the instant given: the write will be refused.
+    Lost { until: Instant },
+}
+
 /// Keeps a partition leader's lease before it writes.
 #[derive(Debug)]
 pub(crate) struct Lease {
@@ -49,20 +61,27 @@ impl Lease {
     /// Returns once the lease holds, as far as this node can make it: at once while it holds
     /// (or this node does not lead, or leads alone: then openraft answers the write itself),
     /// after a heartbeat round otherwise. A renewal that fails leaves the write to be refused.
-    pub(crate) async fn keep<SM: RaftStateMachine<TypeConfig>>(&self, raft: &Raft<TypeConfig, SM>) {
+    pub(crate) async fn keep<SM: RaftStateMachine<TypeConfig>>(
+        &self,
+        raft: &Raft<TypeConfig, SM>,
+    ) -> Kept {
         if self.holds(raft) {
-            return;
+            return Kept::Held;
         }
         let mut failed_at = self.failed_at.lock().await;
         if self.holds(raft) {
-            return; // renewed by the writer that held the lock
+            return Kept::Held; // renewed by the writer that held the lock
         }
-        if failed_at.is_some_and(|at| at.elapsed() < self.pause) {
-            return;
+        if let Some(at) = *failed_at
+            && at.elapsed() < self.pause
+        {
+            return Kept::Lost {
+                until: at + self.pause,
+            };
         }
         let asked = TokioInstant::now();
         if raft.trigger().heartbeat().await.is_err() {
-            return; // stopped: the write fails with that
+            return Kept::Held; // stopped: the write fails with that
         }
         let renewed = raft
             .wait(Some(self.patience))
@@ -75,14 +94,21 @@ impl Lease {
             )
             .await;
         match renewed {
-            Ok(m) if m.state == ServerState::Leader => *failed_at = None,
-            Ok(_) => {} // no longer the leader: nothing to hold back from
+            Ok(m) if m.state == ServerState::Leader => {
+                *failed_at = None;
+                Kept::Renewed
+            }
+            Ok(_) => Kept::Held, // no longer the leader: nothing to hold back from
             Err(_) => {
                 tracing::info!(
                     pause = ?self.pause,
                     "a partition leader's lease lapsed and no quorum renewed it; holding back"
                 );
-                *failed_at = Some(Instant::now());
+                let now = Instant::now();
+                *failed_at = Some(now);
+                Kept::Lost {
+                    until: now + self.pause,
+                }
             }
         }
     }

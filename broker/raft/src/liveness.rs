@@ -103,6 +103,9 @@ struct Group {
     /// Bumped whenever the timer's fate is decided again, so a delayed start that is no
     /// longer wanted does nothing.
     decision: u64,
+    /// While this node leads the group but failed to renew its lease: until then its
+    /// heartbeats do not say it leads the group ([`Reporter::suspend_claim`]).
+    claim_suspended_until: Option<Instant>,
 }
 
 #[derive(Debug, Default)]
@@ -198,6 +201,7 @@ impl Liveness {
                         view,
                         ticking: true,
                         decision: 0,
+                        claim_suspended_until: None,
                     };
                     state.groups.insert(group, entry);
                 }
@@ -240,14 +244,18 @@ impl Liveness {
             if revived && !first {
                 tracing::info!(node, "peer's heartbeats arrive again");
             }
-            // Every group the peer named before or names now may decide differently.
+            // Every group the peer named before or names now may decide differently. One it no
+            // longer names has no leader this node knows of: its followers stand once the
+            // leases they granted that node run out (it may have heartbeated them a moment ago,
+            // when it found it could not reach a quorum).
             let mut touched: Vec<GroupId> = peer.leads.keys().copied().collect();
             touched.extend(leads.keys().filter(|g| !peer.leads.contains_key(g)));
             peer.leads = leads;
             let now = Instant::now();
+            let leases_end = now + self.lease + self.interval;
             let mut changes = Changes::default();
             for group in touched {
-                state.decide(group, now, false, &mut changes);
+                state.decide(group, leases_end, true, &mut changes);
             }
             (changes, now)
         };
@@ -294,9 +302,11 @@ impl Liveness {
     pub(crate) fn due(&self) -> Vec<HeartbeatDue> {
         let state = self.state();
         let mut due: HashMap<NodeId, HeartbeatDue> = HashMap::new();
+        let now = Instant::now();
         for (&group, entry) in &state.groups {
+            let suspended = entry.claim_suspended_until.is_some_and(|until| until > now);
             let leads = match entry.view.standing {
-                Standing::Leads { term } => Some(term),
+                Standing::Leads { term } if !suspended => Some(term),
                 _ => None,
             };
             for (node, advertised) in &entry.view.members {
@@ -394,6 +404,28 @@ impl Reporter {
     /// Records where the group stands now.
     pub(crate) fn update(&self, view: GroupView) {
         self.liveness.update(self, view);
+    }
+
+    /// This node leads the group but could not renew its lease (no quorum answered): its
+    /// heartbeats stop saying it leads the group until `until`, so the followers it still
+    /// reaches stand for election with the rest (one of them may hold entries the others
+    /// lack, and only it can win).
+    pub(crate) fn suspend_claim(&self, until: Instant) {
+        self.set_claim_suspension(Some(until));
+    }
+
+    /// The lease was renewed: heartbeats say again that this node leads the group.
+    pub(crate) fn resume_claim(&self) {
+        self.set_claim_suspension(None);
+    }
+
+    fn set_claim_suspension(&self, until: Option<Instant>) {
+        let mut state = self.liveness.state();
+        if let Some(entry) = state.groups.get_mut(&self.group)
+            && entry.instance == self.instance
+        {
+            entry.claim_suspended_until = until;
+        }
     }
 
     /// The group stopped: it leads nothing any more, whatever its last metrics said.
@@ -554,11 +586,19 @@ mod tests {
         // A claim of a later term will do: that leader will catch this replica up.
         liveness.heard(3, HashMap::from([(7, 5)]));
         assert_eq!(liveness.ticking(), 0);
-        // The claim withdrawn (node 3 no longer leads): the timer starts again, and raft's
-        // own timer decides when to stand.
+        // The claim withdrawn (node 3 no longer leads): the timer starts again, with an
+        // election, once the leases node 3 may have renewed a moment ago have run out.
         liveness.heard(3, HashMap::new());
+        assert_eq!(liveness.ticking(), 0, "not before the leases run out");
+        let decision = liveness.state().groups[&7].decision;
+        liveness.start_if_still_wanted(&Start {
+            group: 7,
+            decision,
+            not_before: Instant::now(),
+            campaign: true,
+        });
         assert_eq!(liveness.ticking(), 1);
-        assert!(recorded.campaigns().is_empty());
+        assert_eq!(recorded.campaigns(), vec![7]);
     }
 
     #[tokio::test]
@@ -645,5 +685,22 @@ mod tests {
         liveness.expire(Instant::now() + Duration::from_millis(550));
         assert_eq!(liveness.alive_peers(), vec![(2, false)]);
         assert_eq!(liveness.ticking(), 0, "the start waits for the leases");
+    }
+
+    #[tokio::test]
+    async fn a_leader_that_could_not_renew_its_lease_stops_saying_it_leads() {
+        let (liveness, _recorded) = liveness();
+        let reporter = liveness.reporter(7);
+        reporter.update(GroupView {
+            standing: Standing::Leads { term: 2 },
+            members: vec![(2, "b:1".to_owned())],
+        });
+        reporter.suspend_claim(Instant::now() + Duration::from_secs(60));
+        assert_eq!(liveness.due()[0].leads, vec![]);
+        reporter.resume_claim();
+        assert_eq!(liveness.due()[0].leads, vec![(7, 2)]);
+        // A suspension that ran out is over by itself.
+        reporter.suspend_claim(Instant::now());
+        assert_eq!(liveness.due()[0].leads, vec![(7, 2)]);
     }
 }
