@@ -9,15 +9,19 @@ use crate::error::StartError;
 
 /// Heartbeat and election timings shared by all groups of a node.
 ///
-/// Many groups per node make heartbeats the dominant background cost, so the defaults are
-/// slower than openraft's (DESIGN §4: heartbeat 250–500 ms, election 1.5–3 s).
+/// The defaults are slower than openraft's (DESIGN §4: heartbeat 250–500 ms, election 1.5–3 s),
+/// chosen when every group heartbeated on its own. Partition groups now share one heartbeat per
+/// pair of nodes while quiet ([`crate::liveness`]), so shorter timings no longer cost more per
+/// idle partition; they shorten failovers (docs/benchmarks.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GroupTimings {
-    /// Leader heartbeat interval.
+    /// The controller leader's heartbeat interval, and the interval of the node-level
+    /// heartbeats that stand in for the partition groups' own.
     pub heartbeat: Duration,
-    /// Lower bound of the randomised election timeout.
+    /// Lower bound of the randomised election timeout; a peer unheard for this long is taken
+    /// for dead by the node-level heartbeats.
     pub election_min: Duration,
-    /// Upper bound of the randomised election timeout.
+    /// Upper bound of the randomised election timeout, and openraft's leader lease.
     pub election_max: Duration,
     /// How long a learner catching up (a replica being added) may make no progress before
     /// adding it fails.

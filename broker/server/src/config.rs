@@ -359,11 +359,14 @@ impl Limits {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RaftTimings {
-    /// Leader heartbeat interval.
+    /// Heartbeat interval: the controller leader's, and that of the one heartbeat per pair of
+    /// nodes that stands in for the partitions' own while they are quiet.
     pub heartbeat_ms: u64,
-    /// Minimum election timeout.
+    /// Minimum election timeout; also how long a peer may go unheard before the partitions it
+    /// leads elect another leader.
     pub election_min_ms: u64,
-    /// Maximum election timeout.
+    /// Maximum election timeout, and the leader lease: how long a follower refuses to vote for
+    /// another after its leader's last message.
     pub election_max_ms: u64,
     /// How long a replica being added (a replica move, a node joining the controller) may make
     /// no progress catching up before the change fails.
