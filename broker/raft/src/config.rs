@@ -11,8 +11,8 @@ use crate::error::StartError;
 ///
 /// The defaults are slower than openraft's (DESIGN §4: heartbeat 250–500 ms, election 1.5–3 s),
 /// chosen when every group heartbeated on its own. Partition groups now share one heartbeat per
-/// pair of nodes while quiet ([`crate::liveness`]), so shorter timings no longer cost more per
-/// idle partition; they shorten failovers (docs/benchmarks.md).
+/// pair of nodes while quiet (`broker/raft/src/liveness.rs`), so shorter timings no longer cost
+/// more per idle partition; they shorten failovers (docs/benchmarks.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GroupTimings {
     /// The controller leader's heartbeat interval, and the interval of the node-level

@@ -289,7 +289,7 @@ impl Peers {
     }
 
     /// Partition groups on this node whose raft timer runs (the others are quiet: see
-    /// [`crate::liveness`]), and each peer heard from with whether it counts as alive.
+    /// `broker/raft/src/liveness.rs`), and each peer heard from with whether it counts as alive.
     pub fn heartbeat_status(&self) -> (usize, Vec<(NodeId, bool)>) {
         self.shared
             .liveness
