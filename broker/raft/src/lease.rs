@@ -100,7 +100,10 @@ impl Lease {
             }
             Ok(_) => Kept::Held, // no longer the leader: nothing to hold back from
             Err(_) => {
-                tracing::info!(
+                // Debug only: a node cut off from its peers meets this once per pause for
+                // every partition it leads and is written to; `weir_partition_leases_lapsed`
+                // and the peers' own lines about this node tell the operator.
+                tracing::debug!(
                     pause = ?self.pause,
                     "a partition leader's lease lapsed and no quorum renewed it; holding back"
                 );
