@@ -191,6 +191,10 @@ impl Liveness {
             match state.groups.get_mut(&group) {
                 Some(entry) if entry.instance == instance && entry.view == view => return,
                 Some(entry) => {
+                    if entry.view.standing != view.standing {
+                        // A suspended claim was of the leadership that just ended.
+                        entry.claim_suspended_until = None;
+                    }
                     entry.instance = instance;
                     entry.view = view;
                 }
