@@ -167,7 +167,8 @@ impl Collector for AdmissionCollector {
     }
 }
 
-/// The node-level heartbeats: partition groups whose raft timer runs, and each peer heard from.
+/// Quiet partitions: leaders whose lease lapsed, groups whose raft timer runs, and each peer
+/// the node-level heartbeats heard from.
 fn encode_heartbeat_status(
     encoder: &mut DescriptorEncoder,
     node: &Node,
