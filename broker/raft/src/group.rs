@@ -293,20 +293,23 @@ where
         // What was last reported to the node-level heartbeats: (standing, membership).
         let mut reported = None;
         loop {
-            let (stuck, alone) = {
+            let (stuck, alone, report) = {
                 let m = metrics.borrow_watched();
                 let stuck = (leads_with_latest_state(&m)
                     && is_joint(m.membership_config.membership()))
                 .then(|| (m.current_term, *m.membership_config.log_id()));
-                if let Some(quiet) = &self.quiet {
-                    let now = (standing(&m), *m.membership_config.log_id());
-                    if reported != Some(now) {
-                        reported = Some(now);
-                        quiet.reporter.update(view(&m));
-                    }
-                }
-                (stuck, leads_alone(&m))
+                let now = (standing(&m), *m.membership_config.log_id());
+                let report = (self.quiet.is_some() && reported != Some(now)).then(|| {
+                    reported = Some(now);
+                    view(&m)
+                });
+                (stuck, leads_alone(&m), report)
             };
+            // Reported with the metrics guard dropped: the report may turn the group's timer
+            // on or off, and the raft core cannot publish metrics while the guard is held.
+            if let (Some(quiet), Some(view)) = (&self.quiet, report) {
+                quiet.reporter.update(view);
+            }
             if self.quiet.is_none() && alone == ticking {
                 ticking = !alone;
                 self.raft.runtime_config().tick(ticking);
