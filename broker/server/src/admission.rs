@@ -47,7 +47,7 @@ pub const MIN_RECORD_BYTES: usize = 7;
 /// How long a request's body may go without a byte arriving.
 pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The gRPC message prefix: a compression flag and a 4-byte length.
-const GRPC_PREFIX: usize = 5;
+pub(crate) const GRPC_PREFIX: usize = 5;
 
 /// The admission limits of one node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

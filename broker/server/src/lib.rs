@@ -12,6 +12,7 @@ mod config;
 mod disk;
 mod error;
 pub mod fault_injection;
+mod fetch_answer;
 mod groups;
 mod metadata;
 mod metrics;
@@ -44,6 +45,7 @@ pub use security::{BootstrapUser, SecuritySettings};
 pub use tls::{ClientAuth, TlsError, TlsSettings};
 
 use crate::admission::{Admission, AdmissionLayer, AdmissionLimits, MIN_RECORD_BYTES};
+use crate::fetch_answer::FetchAnswers;
 use crate::metrics::{Metrics, RequestMetrics};
 use crate::node::Node;
 use crate::security::Security;
@@ -213,13 +215,18 @@ impl Broker {
             peer_bytes: 2 * weir_raft::MAX_PEER_MESSAGE_BYTES,
             max_produce_records: limits.max_batch_bytes / MIN_RECORD_BYTES,
         });
-        let broker = BrokerServer::new(BrokerService::new(
+        let service = Arc::new(BrokerService::new(
             node_cell.clone(),
             request_metrics.clone(),
             security.clone(),
-        ))
-        .max_decoding_message_size(max_request_bytes)
-        .max_encoding_message_size(MAX_RESPONSE_BYTES);
+        ));
+        let broker = FetchAnswers::new(
+            BrokerServer::from_arc(service.clone())
+                .max_decoding_message_size(max_request_bytes)
+                .max_encoding_message_size(MAX_RESPONSE_BYTES),
+            service,
+            MAX_RESPONSE_BYTES,
+        );
         // Small produce requests must not wait for Nagle's algorithm and delayed ACKs: without
         // TCP_NODELAY a ~100 KiB request gained ~40 ms of latency.
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -312,4 +319,10 @@ impl Broker {
         self.node.stop().await;
         tracing::info!("shut down");
     }
+}
+
+/// Locks `m`, taking a poisoned lock as it is. For locks whose sections only move whole values
+/// in and out (of maps, queues), so that a panic under them cannot leave the state half-updated.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -18,6 +18,7 @@ use weir_wasm::{
 };
 
 use crate::error::BrokerError;
+use crate::lock;
 use crate::metadata::{Attachment, ClusterMetadata, ModuleVersionInfo, TopicInfo};
 use crate::node::blocking;
 
@@ -375,10 +376,4 @@ fn module_failure(e: ChainError) -> BrokerError {
             message: e.error.to_string(),
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // The sections under these locks only move values in and out of maps: a panic cannot
-    // leave them half-updated, so a poisoned lock is still consistent.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

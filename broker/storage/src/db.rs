@@ -16,8 +16,8 @@ use crate::compaction::CompactionState;
 use crate::error::{OpenError, ReadError, WriteError};
 use crate::format;
 use crate::tables::{
-    IndexRow, LOG_BYTES_META_KEY, OFFSET_INDEX, PRODUCERS, RAFT_LOG, RAFT_META, decode_envelope,
-    stored_log_bytes, verify_stored,
+    IndexRow, LOG_BYTES_META_KEY, OFFSET_INDEX, PRODUCERS, RAFT_LOG, RAFT_META, StoredValue,
+    decode_envelope, stored_log_bytes, verify_stored,
 };
 
 /// Identifies one raft log inside a database. Group ids are never reused, so a deleted topic's
@@ -629,7 +629,12 @@ impl LogDb {
                 meta: Bytes::copy_from_slice(envelope.meta),
                 batch: envelope
                     .batch
-                    .map(|batch| verify_stored(group, index, batch, None))
+                    .map(|batch| {
+                        // Raft keeps entries for a while (in flight to followers): a copy, so
+                        // that no read transaction lives as long.
+                        let bytes = Bytes::copy_from_slice(batch.bytes);
+                        verify_stored(group, index, batch, bytes, None)
+                    })
                     .transpose()?,
             });
         }
@@ -721,9 +726,11 @@ impl LogDb {
             reason,
         };
         let stored = log
-            .get((group, index))?
+            .get_owned((group, index))?
             .ok_or(corrupt("the offset index points at a missing raft entry"))?;
-        let envelope = decode_envelope(group, index, stored.value()).map_err(|e| match e {
+        // The batch is served straight from the stored value, not copied out of it.
+        let stored = Bytes::from_owner(StoredValue(stored));
+        let envelope = decode_envelope(group, index, &stored).map_err(|e| match e {
             ReadError::CorruptEntry { reason, .. } => corrupt(reason),
             other => other,
         })?;
@@ -735,7 +742,8 @@ impl LogDb {
                 "the raft entry's batch has another base offset than the offset index says",
             ));
         }
-        verify_stored(group, index, batch, Some(row))
+        let bytes = stored.slice_ref(batch.bytes);
+        verify_stored(group, index, batch, bytes, Some(row))
     }
 
     /// The bytes of the log entries `group` stores (their envelopes: the record batches and
@@ -916,6 +924,39 @@ mod tests {
 
     fn open(dir: &tempfile::TempDir) -> LogDb {
         LogDb::open(dir.path().join("log.redb"), LogDbOptions::default()).unwrap()
+    }
+
+    /// Batches are served straight from the stored values (no copy), so a reader holding them
+    /// holds their read transaction: the log may be purged and written on meanwhile, and what
+    /// the reader holds stays what it read (redb frees the pages only after the reader lets go;
+    /// in a debug build redb asserts that no page still referenced is freed or reused).
+    #[test]
+    fn batches_a_reader_holds_outlive_the_purge_of_their_entries_and_later_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(&dir);
+        let big = |tag: char| tag.to_string().repeat(20_000);
+        let (a, b) = (big('a'), big('b'));
+        append(&db, 4, vec![data(1, &[&a, &b]), data(2, &[&a])]);
+        let held = db
+            .read_batches(4, Offset(0), Offset(u64::MAX), u64::MAX, usize::MAX)
+            .unwrap()
+            .batches;
+        db.write(WriteBatch::one(WriteOp::PurgeUpTo { group: 4, index: 2 }))
+            .unwrap();
+        for index in 3..10 {
+            let c = big(char::from(b'c' + index as u8));
+            append(&db, 4, vec![data(index, &[&c, &c])]);
+        }
+        let read: Vec<(u64, String)> = held
+            .iter()
+            .flat_map(|b| b.records().map(Result::unwrap))
+            .map(|(o, r)| (o.0, String::from_utf8(r.value.to_vec()).unwrap()))
+            .collect();
+        assert_eq!(read, vec![(0, a.clone()), (1, b), (2, a)]);
+        drop(held);
+        // Once let go, the purged entries' pages are reused without complaint.
+        append(&db, 4, vec![data(10, &[&big('z')])]);
+        assert_eq!(values(&db, 4, 17, u64::MAX), vec![(17, big('z'))]);
     }
 
     /// A replica moved away may still be applying when its data is deleted: its lazily

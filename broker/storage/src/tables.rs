@@ -17,6 +17,7 @@
 //! length, leader epoch and magic, and those are checked against the envelope and the stored
 //! length. Keys are fixed-width tuples so a group's rows are contiguous and ranges are cheap.
 
+use bytes::Bytes;
 use redb::TableDefinition;
 use weir_types::{EncodedBatch, Offset, stamp};
 
@@ -73,6 +74,18 @@ pub(crate) struct StoredBatch<'a> {
     pub(crate) bytes: &'a [u8],
     pub(crate) base_offset: Offset,
     pub(crate) leader_epoch: i32,
+}
+
+/// A value read from a table, kept as it is: its bytes serve as [`Bytes`] without a copy, and
+/// the read transaction it came from lives as long as they do, so that redb frees none of its
+/// pages meanwhile. For values that leave the storage crate briefly (a fetch answer on its way
+/// out); a copy is better for anything kept longer, which would hold back the reuse of pages.
+pub(crate) struct StoredValue(pub(crate) redb::OwnedAccessGuard<&'static [u8]>);
+
+impl AsRef<[u8]> for StoredValue {
+    fn as_ref(&self) -> &[u8] {
+        self.0.value()
+    }
 }
 
 /// Writes an envelope for `meta` and an optional batch, stamping the batch's base offset and
@@ -170,23 +183,27 @@ pub(crate) fn decode_envelope(
 /// Verifies a stored batch: the batch itself (CRC, structure, records), then what its CRC does
 /// not cover against what the log recorded (base offset and leader epoch in the envelope), and,
 /// when given, the batch's offset index row. Any difference is corruption at the offset the
-/// envelope gives the batch.
+/// envelope gives the batch. `bytes` are `stored.bytes` taken out of the read transaction: a
+/// copy, or the stored value itself ([`StoredValue`]).
 pub(crate) fn verify_stored(
     group: GroupId,
     index: u64,
     stored: StoredBatch<'_>,
+    bytes: Bytes,
     row: Option<IndexRow>,
 ) -> Result<EncodedBatch, ReadError> {
+    debug_assert_eq!(
+        bytes.len(),
+        stored.bytes.len(),
+        "the stored batch's own bytes"
+    );
     let offset = stored.base_offset;
-    let batch =
-        EncodedBatch::verify(bytes::Bytes::copy_from_slice(stored.bytes)).map_err(|source| {
-            ReadError::Corrupt {
-                group,
-                index,
-                offset,
-                source,
-            }
-        })?;
+    let batch = EncodedBatch::verify(bytes).map_err(|source| ReadError::Corrupt {
+        group,
+        index,
+        offset,
+        source,
+    })?;
     let header = batch.header();
     let disagrees = if header.base_offset != offset {
         Some("the batch's base offset is not the one the log assigned")

@@ -79,6 +79,7 @@ async fn committed_batches(
     (from, until): (Offset, Offset),
     progress: PartitionProgress,
     max_bytes: usize,
+    holding: Holding,
 ) -> Result<Vec<EncodedBatch>, BrokerError> {
     if from >= progress.high_watermark {
         return Ok(Vec::new());
@@ -101,7 +102,23 @@ async fn committed_batches(
             offset: Some(from),
         });
     }
-    Ok(read.batches)
+    Ok(match holding {
+        Holding::WhileSent => read.batches,
+        Holding::Queued => read.batches.iter().map(EncodedBatch::detached).collect(),
+    })
+}
+
+/// How long what a read serves may share the memory of the storage read it came from: stored
+/// batches are served without a copy, and they hold that read transaction open meanwhile, which
+/// keeps redb from reusing the pages freed since (retention's, compaction's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Holding {
+    /// While the answer is sent: a fetch's (one a client is slow to take copies what it has
+    /// not sent after a while and lets go, see `fetch_answer`).
+    WhileSent,
+    /// For as long as a slow reader leaves it queued: a subscription's messages, copied out of
+    /// storage at once.
+    Queued,
 }
 
 /// A read error, naming the partition.
@@ -173,14 +190,14 @@ fn records_of(
 }
 
 /// Reads from `from` and shapes the answer: records (cut by the limits) or the stored batches
-/// as they are, passed through `chain` when there is one.
+/// as they are, passed through `chain` when there is one, and held as `holding` says.
 async fn read(
     node: &Node,
     hosted: &HostedPartition,
     from: Offset,
     progress: PartitionProgress,
     limits: ReadLimits,
-    form: Form,
+    (form, holding): (Form, Holding),
     chain: Option<Chain>,
 ) -> Result<(Read, Option<Chain>), BrokerError> {
     // Records are cut at `max_records`: what lies past them need not be read (or verified).
@@ -188,8 +205,15 @@ async fn read(
         Form::Records => from.plus(limits.max_records as u64),
         Form::Batches => Offset(u64::MAX),
     };
-    let batches =
-        committed_batches(node, hosted, (from, until), progress, limits.max_bytes).await?;
+    let batches = committed_batches(
+        node,
+        hosted,
+        (from, until),
+        progress,
+        limits.max_bytes,
+        holding,
+    )
+    .await?;
     if form == Form::Batches && chain.is_none() {
         let next_offset = batches.last().map(|b| b.header().next_offset());
         let served = batches
@@ -489,7 +513,8 @@ impl BrokerService {
             .await?;
         }
         let form = Form::of(req.record_batches);
-        let (read, _) = read(node, &hosted, offset, progress, limits, form, chain).await?;
+        let answer = (form, Holding::WhileSent);
+        let (read, _) = read(node, &hosted, offset, progress, limits, answer, chain).await?;
         self.metrics.fetched(&req.topic, read.served);
         Ok(pb::FetchResponse {
             next_offset: read.next_offset.unwrap_or(offset).0,
@@ -553,7 +578,7 @@ impl BrokerService {
                         position,
                         progress,
                         limits,
-                        form,
+                        (form, Holding::Queued),
                         chain.take(),
                     )
                     .await

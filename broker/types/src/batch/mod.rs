@@ -269,6 +269,15 @@ impl EncodedBatch {
         &self.bytes
     }
 
+    /// The same batch in memory of its own, for a holder that keeps it longer than the memory
+    /// its bytes share should live (a stored value holding a read transaction open).
+    pub fn detached(&self) -> Self {
+        Self {
+            bytes: Bytes::copy_from_slice(&self.bytes),
+            header: self.header,
+        }
+    }
+
     /// Consumes the batch, returning its bytes.
     pub fn into_bytes(self) -> Bytes {
         self.bytes
