@@ -147,6 +147,49 @@ async fn committing_chosen_offsets_resumes_after_the_last_processed_record() {
     successor.close().await.unwrap();
 }
 
+/// As in Kafka's consumer, `poll` sends each partition's next fetch before it returns the
+/// records it took: the broker reads on while the application works on them, and records
+/// produced meanwhile are on their way before the next poll asks.
+#[tokio::test]
+async fn poll_fetches_ahead_while_the_application_works() -> anyhow::Result<()> {
+    let broker = InProcessBroker::start().await?;
+    let metrics = broker
+        .metrics_addr()
+        .context("the test broker serves metrics")?;
+    let client = Client::connect(broker.url()).await?;
+    client.create_topic(TopicSpec::new("work", 1)).await?;
+    let values: Vec<String> = (0..5).map(|i| format!("w{i}")).collect();
+    produce_values(&client, "work", 0, &values[..3]).await;
+    let config = ConsumerConfig {
+        offset_reset: OffsetReset::Earliest,
+        // A fetch at the end of the log waits this long for records (longer than the test needs).
+        fetch_max_wait: SETTLE,
+        ..ConsumerConfig::default()
+    };
+    let mut consumer = Consumer::new(client.clone(), config);
+    consumer.assign(&[TopicPartition::new("work", 0)]).await?;
+    let first = poll_n(&mut consumer, 3).await;
+    assert_eq!(offsets(&first), [0, 1, 2]);
+
+    // The application is busy with the first three; two more records arrive.
+    produce_values(&client, "work", 0, &values[3..]).await;
+    let fetched = r#"weir_fetched_records_total{topic="work"}"#;
+    eventually(
+        SETTLE,
+        "the fetch sent ahead to take the new records",
+        || async {
+            let served = weir_tests::scraped_gauge(metrics, fetched).await.ok()?;
+            (served == 5).then_some(())
+        },
+    )
+    .await?;
+    let second = consumer.poll().await?;
+    assert_eq!(offsets(&second), [3, 4]);
+    assert_eq!(second[1].record.value, "w4".as_bytes());
+    consumer.close().await?;
+    Ok(())
+}
+
 /// Polls every consumer once (each applies its assignment changes in `poll`), collecting
 /// the records each got, and commits after "processing" them.
 /// Polls until `done` holds for the consumer's assignment (or fails after SETTLE); poll errors

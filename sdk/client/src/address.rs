@@ -18,6 +18,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// middleboxes, and detect a dead broker within interval + timeout.
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest HTTP/2 frame a broker may send this client (HTTP/2's default is 16 KiB). A
+/// fetch answer of 4 MiB comes in 4 frames rather than 256: a fraction of the reads, wake-ups
+/// and frame handling on both sides (consume throughput +13% in `weir bench consume`, both
+/// processes spending less CPU; 256 KiB gained half as much). The price is that a frame of a
+/// large answer delays other answers on the same connection for as long as it takes to send,
+/// 1 ms at 1 GB/s, 8 ms on a 1 Gbit/s link.
+const MAX_FRAME_BYTES: u32 = 1 << 20;
 
 /// A broker address as an `http` URI with a host and a port. Two spellings of one address
 /// (`broker:7070`, `http://broker:7070/`) are equal, so it keys the connection pool.
@@ -46,6 +53,7 @@ impl BrokerAddress {
         Ok(endpoint
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
+            .max_frame_size(MAX_FRAME_BYTES)
             .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
             .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
             .keep_alive_while_idle(true))

@@ -455,6 +455,11 @@ impl Consumer {
         while let Some(Some(result)) = self.fetches.next().now_or_never() {
             self.take(result, &mut out)?;
         }
+        // As Kafka's consumer does, fetch on from the new positions before the application
+        // takes the records, so that the broker reads the next answer while it works on these
+        // (the next poll finds it ready). Still one fetch per partition, so as much is buffered
+        // as before.
+        self.start_fetches();
         Ok(out)
     }
 
