@@ -666,6 +666,60 @@ async fn topic_trim_deletes_the_records_below_an_offset() -> anyhow::Result<()> 
     Ok(())
 }
 
+/// `weir bench consume` reads back exactly what `weir bench produce` wrote, in both formats,
+/// with one fetch running ahead per partition and answers much smaller than a partition, so that
+/// each partition takes a dozen fetches, each sent at the offset the one before said to continue
+/// from before that answer was counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_consume_reads_every_record_once_with_a_fetch_running_ahead() -> anyhow::Result<()> {
+    let broker = InProcessBroker::start().await?;
+    let produce = [
+        "bench",
+        "produce",
+        "--topic",
+        "ahead",
+        "--records",
+        "3000",
+        "--record-size",
+        "200",
+        "--batch-size",
+        "50",
+        "--partitions",
+        "3",
+        "--probe-mib",
+        "0",
+    ];
+    let produced = weir(&broker, &produce, "")?;
+    anyhow::ensure!(produced.status.success(), "{}", stderr(&produced));
+    // 16 KiB answers: about 75 records of 200 B, so ~13 fetches per partition of 1 000.
+    let consume = [
+        "bench",
+        "consume",
+        "--topic",
+        "ahead",
+        "--max-bytes",
+        "16384",
+        "--format",
+        "records,batches",
+    ];
+    let output = weir(&broker, &consume, "")?;
+    let printed = stdout(&output);
+    assert!(output.status.success(), "{printed}\n{}", stderr(&output));
+    let reads: Vec<&str> = printed
+        .lines()
+        .filter(|l| l.starts_with("consume from"))
+        .collect();
+    assert_eq!(reads.len(), 2, "one read per format in:\n{printed}");
+    for read in reads {
+        // Every record once: 3 000 of them, 200 B values (600 000 B of payload).
+        assert!(
+            read.contains("(3000 records, 0.6 MB in"),
+            "not every record once: {read}"
+        );
+    }
+    Ok(())
+}
+
 /// `weir bench failover` runs its own three nodes, kills the partition leader twice, reports
 /// how long writes took to resume each time, and finds every acknowledged record stored once.
 #[test]

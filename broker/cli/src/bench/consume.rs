@@ -1,6 +1,8 @@
 //! `weir bench consume`: reads every partition of a topic from its log start to the high
 //! watermark seen at the start, with large `Fetch` requests, and reports records/s and MB/s.
-//! Partitions are read concurrently over one connection, one request in flight per partition.
+//! Partitions are read concurrently over one connection, each on a task of its own with one
+//! fetch running ahead (sent before the answer in hand is decoded, as a consumer fetching while
+//! its application works would).
 //!
 //! The answer format is a variant ([`Format`], see [`fetch`](super::fetch)): per-record
 //! messages or the stored record batches. Given several formats and `--rounds`, they run in
@@ -8,6 +10,7 @@
 //! throughputs follows.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -133,15 +136,24 @@ async fn read_topic(
 ) -> anyhow::Result<Throughput> {
     let progress = super::progress_bar(total, "records");
     let started = Instant::now();
-    let read = try_join_all(
-        partitions
-            .iter()
-            .map(|partition| read_partition(broker, args, format, partition, &progress)),
-    )
+    let topic: Arc<str> = args.topic.as_str().into();
+    // A task per partition, so that answers are decoded on every worker thread.
+    let read = try_join_all(partitions.iter().map(|partition| {
+        tokio::spawn(read_partition(
+            broker.clone(),
+            topic.clone(),
+            args.max_bytes,
+            format,
+            partition.clone(),
+            progress.clone(),
+        ))
+    }))
     .await;
     let elapsed = started.elapsed();
     progress.finish_and_clear();
     let (records, bytes) = read?
+        .into_iter()
+        .collect::<anyhow::Result<Vec<_>>>()?
         .into_iter()
         .fold((0, 0), |(records, bytes), (r, b)| (records + r, bytes + b));
     Ok(Throughput {
@@ -152,38 +164,62 @@ async fn read_topic(
 }
 
 /// Reads one partition in `format` up to the high watermark in `partition`; returns records and
-/// payload bytes read.
+/// payload bytes read. One fetch runs ahead: the next is sent as soon as an answer arrives (at
+/// the offset the broker says to continue from), and the answer is decoded while the broker
+/// reads the next, as a consumer that fetches while its application works would.
 async fn read_partition(
-    broker: &RawBroker,
-    args: &ConsumeBenchArgs,
+    broker: RawBroker,
+    topic: Arc<str>,
+    max_bytes: u32,
     format: Format,
-    partition: &PartitionInfo,
-    progress: &indicatif::ProgressBar,
+    partition: PartitionInfo,
+    progress: indicatif::ProgressBar,
 ) -> anyhow::Result<(u64, u64)> {
     let end = partition.high_watermark;
-    let mut offset = partition.log_start_offset;
-    let (mut records, mut bytes) = (0, 0);
-    while offset < end {
-        let fetched = fetch::fetch(
-            broker,
-            &args.topic,
-            partition.partition,
-            offset,
-            end,
-            args.max_bytes,
-            format,
-        )
-        .await
-        .with_context(|| {
-            format!(
-                "cannot fetch {}/{} at offset {offset}",
-                args.topic, partition.partition
+    let send = |offset: u64| {
+        let (broker, topic) = (broker.clone(), topic.clone());
+        tokio::spawn(async move {
+            fetch::request(
+                &broker,
+                &topic,
+                partition.partition,
+                offset,
+                max_bytes,
+                format,
             )
-        })?;
+            .await
+        })
+    };
+    let mut offset = partition.log_start_offset;
+    let mut in_flight = (offset < end).then(|| send(offset));
+    let (mut records, mut bytes) = (0, 0);
+    while let Some(answer) = in_flight.take() {
+        let fetch_failed = || {
+            format!(
+                "cannot fetch {topic}/{} at offset {offset}",
+                partition.partition
+            )
+        };
+        let response = answer.await?.with_context(fetch_failed)?;
+        let next = fetch::next_offset(&response, offset);
+        in_flight = next.filter(|&next| next < end).map(send);
+        let fetched = fetch::count(response, offset, end, format).with_context(fetch_failed)?;
+        if next.is_some_and(|next| next != fetched.next_offset) {
+            bail!(
+                "{topic}/{}: the fetch at offset {offset} said to continue at {next:?} but its \
+                 records end at {}",
+                partition.partition,
+                fetched.next_offset
+            );
+        }
         offset = fetched.next_offset;
         records += fetched.records;
         bytes += fetched.bytes;
         progress.inc(fetched.records);
+        if in_flight.is_none() && offset < end {
+            // The broker named no offset to go on from: the records do.
+            in_flight = Some(send(offset));
+        }
     }
     Ok((records, bytes))
 }

@@ -70,16 +70,16 @@ pub struct Fetched {
     pub next_offset: u64,
 }
 
-/// Fetches `topic`/`partition` from `offset` in `format`, counting what lies before `end`.
-pub async fn fetch(
+/// Sends one fetch of `topic`/`partition` from `offset` in `format`; [`count`] takes its
+/// answer apart. Split in two so that a reader can send its next fetch before decoding this one.
+pub async fn request(
     broker: &RawBroker,
     topic: &str,
     partition: u32,
     offset: u64,
-    end: u64,
     max_bytes: u32,
     format: Format,
-) -> anyhow::Result<Fetched> {
+) -> anyhow::Result<v1::FetchResponse> {
     let request = v1::FetchRequest {
         topic: topic.to_owned(),
         partition,
@@ -88,22 +88,38 @@ pub async fn fetch(
         record_batches: format == Format::Batches,
         ..v1::FetchRequest::default()
     };
-    let response = broker
+    Ok(broker
         .clone()
         .fetch(request)
         .await
         .map_err(ClientError::from)?
-        .into_inner();
+        .into_inner())
+}
+
+/// Where the fetch after `response` (asked for at `offset`) starts, by the broker's word alone,
+/// so that it can be sent before this answer is decoded; `None` if the answer does not move
+/// forward.
+pub fn next_offset(response: &v1::FetchResponse, offset: u64) -> Option<u64> {
+    (response.next_offset > offset).then_some(response.next_offset)
+}
+
+/// Verifies and decodes the answer to a fetch at `offset` in `format`, counting what lies
+/// before `end`.
+pub fn count(
+    response: v1::FetchResponse,
+    offset: u64,
+    end: u64,
+    format: Format,
+) -> anyhow::Result<Fetched> {
+    let next_offset = response.next_offset;
     let fetched = match format {
         Format::Records => count_records(&response.records, offset, end),
         Format::Batches => count_batches(response.record_batches, offset, end)?,
     };
     // A broker answers where to continue; never go backwards, nor stand still.
-    let next_offset = response.next_offset.max(fetched.next_offset);
+    let next_offset = next_offset.max(fetched.next_offset);
     if next_offset <= offset {
-        bail!(
-            "fetch of {topic}/{partition} at offset {offset} returned nothing below the end {end}"
-        );
+        bail!("the fetch at offset {offset} returned nothing below the end {end}");
     }
     Ok(Fetched {
         next_offset,
