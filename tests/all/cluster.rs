@@ -804,72 +804,74 @@ async fn paused_leader_is_replaced_and_rejoins_as_follower() -> anyhow::Result<(
 ///
 /// The lost tail is made by restarting the leader over an image of its data directory taken
 /// before the last writes (copied while the process was stopped, so it is what a crash at that
-/// moment leaves), once both followers hold those writes. Only the leader times out quickly: the followers elect no one while it
-/// restarts, so a leader that resumes its old term would meet them unchanged.
+/// moment leaves), once both followers hold those writes. The followers are slow to time out
+/// (restarted with long election timeouts once the partition has a leader), so they elect no
+/// one while the leader restarts: a leader that resumed its old term would meet them unchanged.
+/// The partition's first election runs with the quick timings of the other tests: replicas that
+/// all stand at once can split the vote, and a retry must not wait out a long timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_that_lost_its_log_tail_does_not_lead_its_old_term_again() -> anyhow::Result<()> {
     const TOPIC: &str = "amnesia";
     let mut cluster = ProcessCluster::new(weir(), 3).await?;
+    let all = cluster.node_ids();
+    cluster.start_nodes(&all).await?;
+    create_replicated_topic(&cluster, TOPIC, 1).await?;
+    let leader = cluster.leader_of(TOPIC, 0).await?;
+    let followers: Vec<NodeId> = all.iter().copied().filter(|&n| n != leader).collect();
     let patient = RaftTimings {
         heartbeat_ms: 100,
         election_min_ms: 10_000,
         election_max_ms: 12_000,
     };
-    cluster.set_raft_timings(2, patient)?;
-    cluster.set_raft_timings(3, patient)?;
-    let all = cluster.node_ids();
-    cluster.start_nodes(&all).await?;
-    create_replicated_topic(&cluster, TOPIC, 1).await?;
-    // A new partition's replicas all stand for election at once; if another one won, stopping
-    // it hands the partition to node 1, the only one that times out quickly.
-    let first = cluster.leader_of(TOPIC, 0).await?;
-    if first != 1 {
-        cluster.pause(first)?;
-        let others: Vec<NodeId> = all.iter().copied().filter(|&n| n != first).collect();
-        let next = cluster.leader_among(&others, TOPIC, 0).await?;
-        cluster.resume(first)?;
-        assert_eq!(next, 1, "only node 1 times out quickly");
+    for &follower in &followers {
+        cluster.set_raft_timings(follower, patient)?;
+        cluster.terminate(follower)?;
+        cluster.restart(follower).await?;
     }
-    assert_eq!(cluster.leader_of(TOPIC, 0).await?, 1);
+    assert_eq!(
+        cluster.leader_of(TOPIC, 0).await?,
+        leader,
+        "restarting the followers moved no leadership"
+    );
     let kept = batch("kept", 0, 5);
-    let (_, kept_base) = produce_acked(&cluster, &[1], TOPIC, 0, kept.clone()).await?;
+    let (_, kept_base) = produce_acked(&cluster, &[leader], TOPIC, 0, kept.clone()).await?;
 
     let temp = tempfile::tempdir()?;
-    let image = temp.path().join("node-1");
-    cluster.pause(1)?;
-    let copied = weir_tests::copy_dir(cluster.data_dir(1), &image);
-    cluster.resume(1)?;
+    let image = temp.path().join("leader");
+    cluster.pause(leader)?;
+    let copied = weir_tests::copy_dir(cluster.data_dir(leader), &image);
+    cluster.resume(leader)?;
     copied?;
 
     let mut forgotten = Vec::new();
     for i in 0..3 {
         let records = batch("forgotten", i * 4, 4);
-        let (by, base) = produce_acked(&cluster, &[1], TOPIC, 0, records.clone()).await?;
-        assert_eq!(by, 1);
+        let (by, base) = produce_acked(&cluster, &[leader], TOPIC, 0, records.clone()).await?;
+        assert_eq!(by, leader);
         forgotten.push((base, records));
     }
-    // Both followers hold them, so they are committed without node 1: what node 1 forgets
+    // Both followers hold them, so they are committed without the leader: what it forgets
     // is only what a crash before its own fsync may take.
-    for follower in [2, 3] {
+    for &follower in &followers {
         cluster
             .wait_for_high_watermark(follower, TOPIC, 0, 5 + 12)
             .await?;
     }
-    cluster.kill(1)?;
-    std::fs::remove_dir_all(cluster.data_dir(1))?;
-    std::fs::rename(&image, cluster.data_dir(1))?;
-    cluster.restart(1).await?;
+    cluster.kill(leader)?;
+    std::fs::remove_dir_all(cluster.data_dir(leader))?;
+    std::fs::rename(&image, cluster.data_dir(leader))?;
+    cluster.restart(leader).await?;
 
-    let leader = cluster.leader_of(TOPIC, 0).await?;
+    let next = cluster.leader_of(TOPIC, 0).await?;
     let after = batch("after", 0, 6);
-    let (_, after_base) = produce_acked(&cluster, &[leader], TOPIC, 0, after.clone()).await?;
+    let (_, after_base) = produce_acked(&cluster, &[next], TOPIC, 0, after.clone()).await?;
     let copies = converged_copies(&cluster, &all, TOPIC, 0).await?;
     let log = assert_identical(&copies);
-    assert_stored_at(&log, kept_base, &kept, 1);
+    assert_stored_at(&log, kept_base, &kept, leader);
     for (base, records) in &forgotten {
-        assert_stored_at(&log, *base, records, 1);
+        assert_stored_at(&log, *base, records, leader);
     }
-    assert_stored_at(&log, after_base, &after, 1);
+    assert_stored_at(&log, after_base, &after, leader);
     assert_eq!(log.len(), 5 + 12 + 6, "nothing else is stored");
     Ok(())
 }
@@ -1780,7 +1782,17 @@ async fn a_move_cut_short_in_joint_consensus_is_finished_by_the_next_leader() ->
                     let mut voters: Vec<NodeId> =
                         view.replica_status.iter().map(|r| r.node_id).collect();
                     voters.sort_unstable();
-                    if voters == new_voters {
+                    // The leader's view of the final voters shows only that the leader appended
+                    // the final configuration. `from` is killed next, and a voter left in joint
+                    // consensus (which needs a majority of the old voters too) could then never
+                    // elect a leader: wait until the live new voters, a majority of the final
+                    // configuration, hold the whole log.
+                    let caught_up = view
+                        .replica_status
+                        .iter()
+                        .filter(|r| r.node_id != leader)
+                        .all(|r| r.lag == 0);
+                    if voters == new_voters && caught_up {
                         return Some(());
                     }
                 }
