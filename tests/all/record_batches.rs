@@ -268,26 +268,36 @@ fn assert_refused<T: std::fmt::Debug>(
     status.message().to_owned()
 }
 
+/// Produces two records to partition 0 of `topic`, then [`kafka_records`] as one batch
+/// `kafka-protocol` encodes (so its base offset, 0 as sent, must be replaced by the log's 2);
+/// returns those records, the batch as sent and the answer to it.
+async fn produce_a_kafka_batch_after_two_records(
+    c: &mut RawClient,
+    topic: &str,
+) -> anyhow::Result<(Vec<Record>, Bytes, pb::ProduceResponse)> {
+    c.produce(produce_records(
+        topic,
+        0,
+        vec![weir_record("before-0", 0), weir_record("before-1", 1)],
+    ))
+    .await?;
+    let records = kafka_records();
+    let sent = kafka_encode(&records)?;
+    let produced = c
+        .produce(produce_batch(topic, 0, sent.clone()))
+        .await?
+        .into_inner();
+    Ok((records, sent, produced))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_encoded_by_another_kafka_codec_is_stored_as_sent_and_served_record_for_record()
 -> anyhow::Result<()> {
     let broker = InProcessBroker::start().await?;
     let mut c = broker.raw_client().await?;
     create(&mut c, "interop", 1).await?;
-    // Two records first, so the batch's base offset (0 as sent) must be replaced by the log's.
-    c.produce(produce_records(
-        "interop",
-        0,
-        vec![weir_record("before-0", 0), weir_record("before-1", 1)],
-    ))
-    .await?;
-
-    let records = kafka_records();
-    let sent = kafka_encode(&records)?;
-    let produced = c
-        .produce(produce_batch("interop", 0, sent.clone()))
-        .await?
-        .into_inner();
+    let (records, sent, produced) =
+        produce_a_kafka_batch_after_two_records(&mut c, "interop").await?;
     assert_eq!(produced.base_offset, Some(2));
     assert_eq!(produced.record_count, 4);
     assert_eq!(high_watermark(&mut c, "interop", 0).await?, 6);
@@ -772,6 +782,69 @@ async fn a_consume_chain_serves_its_survivors_as_batches_at_their_original_offse
     }
     assert_eq!(streamed, expected(&[1, 3, 5, 7, 9]));
     assert_eq!(next_offset, 10);
+    Ok(())
+}
+
+/// A chain that keeps every record as it is changes nothing, so the batches are stored and
+/// served as they came: the producer's bytes (another codec's, which Weir's encoder would not
+/// reproduce), not the records encoded again. A batch the consume chain saw only part of (a
+/// fetch from inside it) is still encoded again with the records the chain saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chains_that_keep_every_record_store_and_serve_the_batches_as_sent() -> anyhow::Result<()> {
+    let broker = InProcessBroker::start().await?;
+    let mut c = broker.raw_client().await?;
+    weir_tests::modules::register(&mut c, "keep-all").await?;
+    create(&mut c, "kept", 1).await?;
+    let keep_all = weir_tests::modules::module_ref("keep-all", &[]);
+    c.attach_module(pb::AttachModuleRequest {
+        topic: "kept".into(),
+        module: Some(keep_all.clone()),
+        path: pb::ModulePath::Produce as i32,
+        ..Default::default()
+    })
+    .await?;
+    let (records, sent, produced) = produce_a_kafka_batch_after_two_records(&mut c, "kept").await?;
+    assert_eq!(produced.base_offset, Some(2));
+    assert!(produced.rejected.is_empty());
+
+    let as_sent = |stored: &Bytes| {
+        assert_eq!(stored.len(), sent.len());
+        assert_eq!(
+            stored[..8],
+            2i64.to_be_bytes(),
+            "the base offset is the log's"
+        );
+        assert_eq!(
+            stored[16..],
+            sent[16..],
+            "CRC, attributes, producer fields and records are the producer's"
+        );
+    };
+    // Stored as sent by the produce chain: read with no chain.
+    let fetched = c.fetch(fetch_batches("kept", 0, 2, 0)).await?.into_inner();
+    assert_eq!(fetched.record_batches.len(), 1);
+    as_sent(&fetched.record_batches[0]);
+
+    // Served as stored through a consume chain that keeps everything.
+    let mut request = fetch_batches("kept", 0, 0, 0);
+    request.modules = vec![keep_all.clone()];
+    let fetched = c.fetch(request).await?.into_inner();
+    assert_eq!(fetched.record_batches.len(), 2);
+    as_sent(&fetched.record_batches[1]);
+    assert_eq!(fetched.next_offset, 6);
+
+    // From inside the batch: only what the chain saw (offsets 3 to 5), in a batch of its own.
+    let mut request = fetch_batches("kept", 0, 3, 0);
+    request.modules = vec![keep_all];
+    let fetched = c.fetch(request).await?.into_inner();
+    assert_eq!(fetched.record_batches.len(), 1);
+    let served = kafka_decode(&fetched.record_batches[0])?;
+    let offsets: Vec<i64> = served.iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, [3, 4, 5]);
+    let values: Vec<_> = served.iter().map(|r| r.value.clone()).collect();
+    let expected: Vec<_> = records[1..].iter().map(|r| r.value.clone()).collect();
+    assert_eq!(values, expected);
+    assert_eq!(fetched.next_offset, 6);
     Ok(())
 }
 

@@ -36,6 +36,11 @@ pub struct ChainOutput {
     pub records: Vec<ChainRecord>,
     /// The records some stage rejected, in the order they were rejected (stage by stage).
     pub rejected: Vec<Rejection>,
+    /// Every input came out as it went in: each stage kept each of its inputs once (KEEP), and
+    /// dropped, rejected, derived or repeated none. `records` are then the input records, so a
+    /// caller holding the input's own encoding (a produced or stored batch) may use it instead
+    /// of encoding the output again.
+    pub unchanged: bool,
 }
 
 /// A record a stage rejected.
@@ -151,18 +156,25 @@ impl Chain {
             (input, Vec::new())
         };
         let mut rejected = Vec::new();
+        let mut unchanged = true;
         for stage in 0..self.slots.len() {
             if records.is_empty() {
                 break;
             }
-            records = self
+            let applied = self
                 .run_stage(stage, records, &mut rejected)
                 .map_err(|error| ChainError { stage, error })?;
+            records = applied.records;
+            unchanged &= applied.untouched;
         }
         if !tombstones.is_empty() {
             records = merge_by_position(records, tombstones);
         }
-        Ok(ChainOutput { records, rejected })
+        Ok(ChainOutput {
+            records,
+            rejected,
+            unchanged,
+        })
     }
 
     /// Gives a stage an instance (instantiated and initialized) if it has none.
@@ -187,7 +199,7 @@ impl Chain {
         stage: usize,
         records: Vec<ChainRecord>,
         rejected: &mut Vec<Rejection>,
-    ) -> Result<Vec<ChainRecord>, ModuleError> {
+    ) -> Result<Applied, ModuleError> {
         self.ensure_instance(stage)?;
         let slot = &mut self.slots[stage];
         let module = slot.stage.module.clone();
@@ -207,10 +219,11 @@ impl Chain {
         let result = instance.process_raw(&batch).and_then(|outcome| {
             let before = rejected.len();
             match apply(outcome, records, stage, module.id(), rejected) {
-                Ok(out) => {
+                Ok(applied) => {
                     let rejects = (rejected.len() - before) as u64;
-                    module.count_records(u64::from(inputs), out.len() as u64, rejects);
-                    Ok(out)
+                    let out = applied.records.len() as u64;
+                    module.count_records(u64::from(inputs), out, rejects);
+                    Ok(applied)
                 }
                 Err(error) => {
                     rejected.truncate(before);
@@ -272,6 +285,14 @@ fn view(record: &Record) -> RecordView<'_> {
     }
 }
 
+/// What one stage let through.
+#[derive(Debug)]
+struct Applied {
+    records: Vec<ChainRecord>,
+    /// The outcome was one KEEP per input, nothing else: `records` are the inputs.
+    untouched: bool,
+}
+
 /// Applies a stage's outcome to its inputs: the records that go on, plus rejections appended
 /// to `rejected`. Derived records share the outcome buffer instead of copying their fields.
 fn apply(
@@ -280,8 +301,9 @@ fn apply(
     stage: usize,
     module: &ModuleId,
     rejected: &mut Vec<Rejection>,
-) -> Result<Vec<ChainRecord>, AbiError> {
-    let count = u32::try_from(inputs.len()).unwrap_or(u32::MAX);
+) -> Result<Applied, AbiError> {
+    let input_count = inputs.len();
+    let count = u32::try_from(input_count).unwrap_or(u32::MAX);
     let buf = Bytes::from(outcome);
     let mut entries = OutcomeReader::new(&buf, count)?.peekable();
     let mut cursor = Cursor {
@@ -289,6 +311,9 @@ fn apply(
         current: None,
     };
     let mut out = Vec::with_capacity(count as usize);
+    // Only KEEP entries, none naming an input twice; with one entry per input, that is each
+    // input once, in order (entries are in non-decreasing input order).
+    let mut only_single_keeps = true;
     while let Some(entry) = entries.next() {
         let entry = entry?;
         let index = entry.index();
@@ -300,6 +325,7 @@ fn apply(
         };
         // The input is moved out on its last entry and cloned for earlier ones.
         let again = matches!(entries.peek(), Some(Ok(next)) if next.index() == index);
+        only_single_keeps &= !again && matches!(entry, Entry::Keep { .. });
         match entry {
             Entry::Keep { .. } => out.extend(cursor.take(again)),
             Entry::Record { record, .. } => out.push(ChainRecord {
@@ -319,7 +345,11 @@ fn apply(
             }
         }
     }
-    Ok(out)
+    let untouched = only_single_keeps && out.len() == input_count;
+    Ok(Applied {
+        records: out,
+        untouched,
+    })
 }
 
 /// Walks the inputs of a batch in step with its outcome entries.
@@ -457,6 +487,8 @@ mod tests {
             &mut rejected,
         )
         .expect("valid outcome");
+        assert!(!out.untouched);
+        let out = out.records;
         assert_eq!(out.len(), 3);
         assert_eq!(out[0], inputs(&["a"])[0]);
         for r in &out[1..] {
@@ -487,6 +519,8 @@ mod tests {
         w.reject(1, "and rejected");
         let mut rejected = Vec::new();
         let out = apply(w.finish(), inputs(&["a", "b"]), 0, &id(), &mut rejected).expect("valid");
+        assert!(!out.untouched);
+        let out = out.records;
         assert_eq!(out.len(), 2);
         assert!(
             out.iter()
@@ -503,7 +537,48 @@ mod tests {
         let mut w = OutcomeWriter::default();
         w.keep(0);
         let out = apply(w.finish(), records, 0, &id(), &mut Vec::new()).expect("valid");
-        assert_eq!(out[0].record.value.as_ptr(), pointer);
+        assert_eq!(out.records[0].record.value.as_ptr(), pointer);
+    }
+
+    #[test]
+    fn only_one_keep_per_input_leaves_the_inputs_untouched() {
+        let outcome = |build: &dyn Fn(&mut OutcomeWriter)| {
+            let mut w = OutcomeWriter::default();
+            build(&mut w);
+            let applied = apply(
+                w.finish(),
+                inputs(&["a", "b", "c"]),
+                0,
+                &id(),
+                &mut Vec::new(),
+            )
+            .expect("valid");
+            (applied.untouched, applied.records.len())
+        };
+        assert_eq!(outcome(&|w| (0..3).for_each(|i| w.keep(i))), (true, 3));
+        // One dropped.
+        assert_eq!(
+            outcome(&|w| [0, 2].into_iter().for_each(|i| w.keep(i))),
+            (false, 2)
+        );
+        // One kept twice and one dropped: as many records as inputs, yet not the inputs.
+        assert_eq!(
+            outcome(&|w| [0, 0, 2].into_iter().for_each(|i| w.keep(i))),
+            (false, 3)
+        );
+        // One derived, even if it equals its input.
+        let derived = |w: &mut OutcomeWriter| {
+            w.keep(0);
+            w.record(1, &view(&record("b")));
+            w.keep(2);
+        };
+        assert_eq!(outcome(&derived), (false, 3));
+        let rejecting = |w: &mut OutcomeWriter| {
+            w.keep(0);
+            w.keep(1);
+            w.reject(2, "no");
+        };
+        assert_eq!(outcome(&rejecting), (false, 2));
     }
 
     #[test]

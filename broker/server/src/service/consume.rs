@@ -251,12 +251,12 @@ async fn read(
         Form::Records => after,
         Form::Batches => batches.last().map(|b| b.header().next_offset()),
     };
-    let (records, rejected, chain) = match chain {
+    let (records, rejected, unchanged, chain) = match chain {
         Some(chain) if !records.is_empty() => {
-            let (chain, records, rejected) = run_consume_chain(chain, records).await?;
-            (records, rejected, Some(chain))
+            let ran = run_consume_chain(chain, records).await?;
+            (ran.records, ran.rejected, ran.unchanged, Some(ran.chain))
         }
-        chain => (records, Vec::new(), chain),
+        chain => (records, Vec::new(), true, chain),
     };
     let served = records.len() as u64;
     let mut out = Read {
@@ -272,9 +272,36 @@ async fn read(
                 .map(|(offset, record)| consumed(offset, record))
                 .collect();
         }
+        Form::Batches if unchanged => {
+            out.record_batches = as_stored(batches, from, &records)?;
+        }
         Form::Batches => out.record_batches = reencode(&records)?,
     }
     Ok((out, chain))
+}
+
+/// The batches a consume chain left unchanged: `records` are every record of `batches` from
+/// `from` on. A batch the chain saw whole goes out as stored; one holding records before
+/// `from`, which the chain did not see, is encoded again with the records it did.
+fn as_stored(
+    batches: Vec<EncodedBatch>,
+    from: Offset,
+    records: &[(Offset, Record)],
+) -> Result<Vec<Bytes>, BrokerError> {
+    let mut out = Vec::with_capacity(batches.len());
+    let mut rest = records;
+    for batch in batches {
+        let end = batch.header().next_offset();
+        let within = rest.partition_point(|(offset, _)| *offset < end);
+        let (seen, after) = rest.split_at(within);
+        rest = after;
+        if batch.header().base_offset >= from {
+            out.push(batch.into_bytes());
+        } else if !seen.is_empty() {
+            out.extend(reencode(seen)?);
+        }
+    }
+    Ok(out)
 }
 
 /// Encodes a consume chain's survivors into batches that keep their offsets: a new batch
@@ -300,11 +327,21 @@ fn reencode(records: &[(Offset, Record)]) -> Result<Vec<Bytes>, BrokerError> {
     Ok(batches)
 }
 
+/// What a consume chain made of a read.
+struct ConsumeChainRun {
+    chain: Chain,
+    /// The survivors, at their offsets.
+    records: Vec<(Offset, Record)>,
+    rejected: Vec<pb::RejectedOffset>,
+    /// `records` are the input records (see `ChainOutput::unchanged`).
+    unchanged: bool,
+}
+
 /// Runs a consume chain over records: survivors keep their offsets.
 async fn run_consume_chain(
     chain: Chain,
     records: Vec<(Offset, Record)>,
-) -> Result<(Chain, Vec<(Offset, Record)>, Vec<pb::RejectedOffset>), BrokerError> {
+) -> Result<ConsumeChainRun, BrokerError> {
     let input = records
         .into_iter()
         .map(|(offset, record)| ChainRecord {
@@ -327,7 +364,12 @@ async fn run_consume_chain(
             module: r.module.to_string(),
         })
         .collect();
-    Ok((chain, records, rejected))
+    Ok(ConsumeChainRun {
+        chain,
+        records,
+        rejected,
+        unchanged: output.unchanged,
+    })
 }
 
 fn consumed(offset: Offset, record: Record) -> pb::ConsumedRecord {

@@ -175,6 +175,16 @@ fn to_pb_record(record: Record) -> pb::Record {
     }
 }
 
+/// What a produce chain left to store.
+struct ProduceChainRun {
+    /// The records to store.
+    kept: Vec<Record>,
+    /// The records dropped or dead-lettered.
+    report: Vec<pb::RejectedRecord>,
+    /// `kept` are the request's records (see `ChainOutput::unchanged`).
+    unchanged: bool,
+}
+
 /// Refuses records a produce chain cannot take: tombstones, since the module ABI has no null
 /// value (a module could neither see nor keep one).
 fn check_chain_input(records: &[Record], topic: &TopicName) -> Result<(), BrokerError> {
@@ -261,9 +271,13 @@ impl BrokerService {
                 .map_err(BrokerError::from)?
                 .unwrap_or_default();
             check_chain_input(&records, &topic.name)?;
-            let kept;
-            (kept, rejected) = self.run_produce_chain(&topic, records).await?;
-            batch = if kept.is_empty() {
+            let ran = self.run_produce_chain(&topic, records).await?;
+            rejected = ran.report;
+            let kept = ran.kept;
+            batch = if ran.unchanged {
+                // Every record as the producer sent it: its batch is stored as it came.
+                batch
+            } else if kept.is_empty() {
                 None
             } else {
                 // The broker changed the records, so it encodes the batch again: the producer's
@@ -370,12 +384,11 @@ impl BrokerService {
     /// Runs a topic's produce chain and applies each rejecting attachment's policy: `reject`
     /// fails the request (listing every rejected record), `dead-letter` produces the records to
     /// the dead-letter topic before anything of the request is stored, `drop` drops them.
-    /// Returns the records to store and the report of those dropped or dead-lettered.
     async fn run_produce_chain(
         &self,
         topic: &TopicInfo,
         records: Vec<Record>,
-    ) -> Result<(Vec<Record>, Vec<pb::RejectedRecord>), BrokerError> {
+    ) -> Result<ProduceChainRun, BrokerError> {
         let node = self.node()?;
         let metadata = node.metadata();
         let output = node.modules.run_produce(&metadata, topic, records).await?;
@@ -420,10 +433,11 @@ impl BrokerService {
             let dead_letter = node.topic(&dead_letter).await?;
             node.produce_to(&dead_letter, records).await?;
         }
-        Ok((
-            output.records.into_iter().map(|r| r.record).collect(),
+        Ok(ProduceChainRun {
+            kept: output.records.into_iter().map(|r| r.record).collect(),
             report,
-        ))
+            unchanged: output.unchanged,
+        })
     }
 
     pub(super) async fn handle_init_producer_id(
