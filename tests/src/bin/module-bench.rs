@@ -5,9 +5,10 @@
 //!    the broker's wasm host (weir-wasm) on the same records, at 100 B and 1 KiB values; and
 //!    how long an instance takes to create.
 //! 2. Through a broker started in this process (data in a temporary directory under the current
-//!    one): produce and consume throughput of 1 KiB records with no module, a keep-all filter,
-//!    a field filter keeping half the records, and a map rewriting every value; the time from
-//!    registering a module to its first use; and the cost of a fresh consume-side chain.
+//!    one): produce and consume throughput (as records and as record batches) of 1 KiB records
+//!    with no module, a keep-all filter, a field filter keeping half the records, and a map
+//!    rewriting every value; the time from registering a module to its first use; and the cost
+//!    of a fresh consume-side chain.
 //!
 //! Run it with `cargo run --release -p weir-tests --bin module-bench` (add `-- --records N` to
 //! change the record count, default 200 000).
@@ -22,7 +23,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use weir_proto::v1 as pb;
 use weir_tests::RawClient;
 use weir_tests::modules::{self, module_ref as module, register};
-use weir_types::Record;
+use weir_types::{EncodedBatch, Record};
 use weir_wasm::{Chain, ChainRecord, ModuleId, Runtime, Stage, WasmLimits};
 
 /// Records per produce request and per call into a module.
@@ -188,7 +189,14 @@ async fn through_the_broker(count: usize) -> anyhow::Result<()> {
     create(&mut client, "first-use").await?;
     produce(&mut client, "first-use", 0, 1).await?;
     let started = Instant::now();
-    fetch_all(&mut client, "first-use", 1, vec![module("keep-all", &[])]).await?;
+    fetch_all(
+        &mut client,
+        "first-use",
+        1,
+        vec![module("keep-all", &[])],
+        false,
+    )
+    .await?;
     println!(
         "   register keep-all: {:.1} ms (validate + compile); first fetch through it: {:.1} ms",
         registered.as_secs_f64() * 1e3,
@@ -211,10 +219,10 @@ async fn through_the_broker(count: usize) -> anyhow::Result<()> {
     ];
 
     println!(
-        "   {:<18}  {:>12}  {:>7}  {:>12}  {:>7}",
-        "", "produce rec/s", "ratio", "consume rec/s", "ratio"
+        "   {:<18}  {:>12}  {:>7}  {:>12}  {:>7}  {:>12}  {:>7}",
+        "", "produce rec/s", "ratio", "records rec/s", "ratio", "batches rec/s", "ratio"
     );
-    let mut baseline: Option<(f64, f64)> = None;
+    let mut baseline: Option<[f64; 3]> = None;
     for (i, (label, chain)) in chains.iter().enumerate() {
         let topic = format!("bench-{i}");
         create(&mut client, &topic).await?;
@@ -237,23 +245,31 @@ async fn through_the_broker(count: usize) -> anyhow::Result<()> {
         if i == 0 {
             anyhow::ensure!(stored == count as u64, "stored {stored} of {count}");
         }
-        let started = Instant::now();
-        let read = fetch_all(&mut client, "bench-0", count as u64, chain.clone()).await?;
-        let consume_rate = rate(count, started.elapsed());
         let expected = if label.contains("50%") {
             count / 2
         } else {
             count
         };
-        anyhow::ensure!(
-            read == expected,
-            "{label}: consumed {read}, expected {expected}"
-        );
-        let (p0, c0) = *baseline.get_or_insert((produce_rate, consume_rate));
+        let mut rates = [produce_rate, 0.0, 0.0];
+        for (form, batches) in [(1, false), (2, true)] {
+            let started = Instant::now();
+            let read =
+                fetch_all(&mut client, "bench-0", count as u64, chain.clone(), batches).await?;
+            rates[form] = rate(count, started.elapsed());
+            anyhow::ensure!(
+                read == expected,
+                "{label}: consumed {read}, expected {expected} (batches: {batches})"
+            );
+        }
+        let base = *baseline.get_or_insert(rates);
         println!(
-            "   {label:<18}  {produce_rate:>12.0}  {:>7.2}  {consume_rate:>12.0}  {:>7.2}",
-            produce_rate / p0,
-            consume_rate / c0
+            "   {label:<18}  {:>12.0}  {:>7.2}  {:>12.0}  {:>7.2}  {:>12.0}  {:>7.2}",
+            rates[0],
+            rates[0] / base[0],
+            rates[1],
+            rates[1] / base[1],
+            rates[2],
+            rates[2] / base[2],
         );
     }
 
@@ -264,7 +280,7 @@ async fn through_the_broker(count: usize) -> anyhow::Result<()> {
         let started = Instant::now();
         for _ in 0..fetches {
             let fetched = client
-                .fetch(fetch_request("bench-0", 0, 1, chain.clone()))
+                .fetch(fetch_request("bench-0", 0, 1, chain.clone(), false))
                 .await?
                 .into_inner();
             anyhow::ensure!(
@@ -360,6 +376,7 @@ fn fetch_request(
     offset: u64,
     max_records: u32,
     modules: Vec<pb::ModuleRef>,
+    record_batches: bool,
 ) -> pb::FetchRequest {
     pb::FetchRequest {
         topic: topic.into(),
@@ -369,16 +386,18 @@ fn fetch_request(
         max_bytes: 0,
         max_wait_ms: 0,
         modules,
-        record_batches: false,
+        record_batches,
     }
 }
 
-/// Reads `topic` from offset 0 to `end` through `chain`; returns the records that came back.
+/// Reads `topic` from offset 0 to `end` through `chain`, as records or as record batches
+/// (verified and decoded here, as a client would); returns the records that came back.
 async fn fetch_all(
     client: &mut RawClient,
     topic: &str,
     end: u64,
     chain: Vec<pb::ModuleRef>,
+    batches: bool,
 ) -> anyhow::Result<usize> {
     let bar = progress(end, "consumed");
     let (mut offset, mut read) = (0, 0);
@@ -389,6 +408,7 @@ async fn fetch_all(
                 offset,
                 BATCH as u32 * 4,
                 chain.clone(),
+                batches,
             ))
             .await?
             .into_inner();
@@ -397,6 +417,13 @@ async fn fetch_all(
             "no progress at offset {offset}"
         );
         bar.inc(fetched.next_offset - offset);
+        for bytes in fetched.record_batches {
+            let batch = EncodedBatch::verify(bytes).context("a fetched batch is damaged")?;
+            for record in batch.records() {
+                let (at, _) = record.context("a fetched batch has an undecodable record")?;
+                read += usize::from(at.0 >= offset);
+            }
+        }
         offset = fetched.next_offset;
         read += fetched.records.len();
     }
