@@ -25,6 +25,7 @@ fn main() -> Result<()> {
         .context("the tests crate lives in the workspace root")?
         .to_path_buf();
     for input in [
+        ".cargo/config.toml",
         "sdk/module",
         "sdk/abi",
         "sdk/wit",
