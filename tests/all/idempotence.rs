@@ -693,6 +693,44 @@ async fn unissued_producer_ids_and_unacknowledged_idempotence_are_refused() -> a
     Ok(())
 }
 
+/// A node takes producer ids from the controller a thousand at a time (one controller write
+/// per block, as Kafka's brokers do) and hands them out one by one, to concurrent callers too;
+/// a restart forgets the rest of its block and takes a new one, so no id is handed out twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producer_ids_come_from_blocks_and_a_restart_takes_a_new_one() -> anyhow::Result<()> {
+    let broker = InProcessBroker::start().await?;
+    let raw = broker.raw_client().await?;
+    let calls: Vec<_> = (0..20)
+        .map(|_| {
+            let raw = raw.clone();
+            tokio::spawn(async move { init_producer_id(&raw).await })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for call in calls {
+        ids.push(call.await??);
+    }
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        (0..20).collect::<Vec<i64>>(),
+        "the first block's first ids"
+    );
+
+    let (dir, temp) = broker.stop().await;
+    let broker = InProcessBroker::start_in(&dir).await?;
+    let raw = broker.raw_client().await?;
+    assert_eq!(
+        init_producer_id(&raw).await?,
+        1000,
+        "the next block's first id"
+    );
+    assert_eq!(init_producer_id(&raw).await?, 1001);
+    broker.stop().await;
+    drop(temp);
+    Ok(())
+}
+
 /// Writes batches 0..3 of one producer (two records each, sequences 0, 2, 4) to partition 0 of
 /// `topic`; returns the producer id and the batches.
 async fn write_three_batches(

@@ -53,6 +53,9 @@ impl HostedPartition {
     }
 }
 
+/// Producer ids a node takes from the controller at once (Kafka takes blocks of 1,000 too).
+const PRODUCER_ID_BLOCK: u32 = 1000;
+
 /// The running node.
 pub(crate) struct Node {
     pub(crate) config: BrokerConfig,
@@ -67,6 +70,9 @@ pub(crate) struct Node {
     group_offsets: watch::Receiver<Arc<GroupOffsets>>,
     /// The next producer id the controller will issue, as this node has applied it.
     next_producer_id: watch::Receiver<i64>,
+    /// Producer ids the controller issued to this node and it has not handed out yet. A
+    /// restart forgets them (they are never issued again).
+    producer_ids: tokio::sync::Mutex<std::ops::Range<i64>>,
     /// Live consumer group membership, used while this node leads the controller.
     pub(crate) coordinator: Coordinator,
     partitions: RwLock<HashMap<GroupId, HostedPartition>>,
@@ -196,6 +202,7 @@ impl Node {
             metadata: receivers.metadata,
             group_offsets: receivers.groups,
             next_producer_id: receivers.next_producer_id,
+            producer_ids: tokio::sync::Mutex::new(0..0),
             coordinator: Coordinator::default(),
             partitions: RwLock::default(),
             failed: RwLock::default(),
@@ -343,15 +350,25 @@ impl Node {
         Ok(decode_reply(&reply)?)
     }
 
-    /// Issues a new producer id (through the controller, so it is unique in the cluster and
-    /// never reused).
+    /// A producer id no producer was given before, from this node's block; an empty block
+    /// takes the next one from the controller, one write for [`PRODUCER_ID_BLOCK`] producers.
+    /// Concurrent callers wait for that one write rather than each making their own.
     pub(crate) async fn init_producer_id(&self) -> Result<i64, BrokerError> {
-        match self.propose(Command::AllocateProducerId).await? {
-            Applied::ProducerId(id) => Ok(id),
-            other => Err(BrokerError::Internal(format!(
-                "the controller answered {other:?} to a producer id request"
-            ))),
+        let mut block = self.producer_ids.lock().await;
+        if block.is_empty() {
+            let count = PRODUCER_ID_BLOCK;
+            *block = match self.propose(Command::AllocateProducerIds { count }).await? {
+                Applied::ProducerIds { first, count } => first..first + i64::from(count),
+                other => {
+                    return Err(BrokerError::Internal(format!(
+                        "the controller answered {other:?} to a producer id request"
+                    )));
+                }
+            };
         }
+        let id = block.start;
+        block.start += 1;
+        Ok(id)
     }
 
     /// Checks that the controller issued `producer_id`. A node's controller state trails the

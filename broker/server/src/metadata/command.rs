@@ -149,9 +149,19 @@ pub enum Command {
     /// Changes consumer groups' committed offsets, which live beside the cluster metadata
     /// ([`ControllerState`](super::store::ControllerState)).
     Group(GroupCommand),
-    /// Issues the next producer id to an idempotent producer.
+    /// Issues the next producer id to an idempotent producer. Written by brokers before
+    /// [`Command::AllocateProducerIds`]; still applied when a log holds it.
     AllocateProducerId,
+    /// Issues `count` consecutive producer ids to a node, which hands them out one per
+    /// `InitProducerId` (Kafka's producer id blocks): one controller write per block.
+    AllocateProducerIds {
+        /// How many, from 1 to [`MAX_PRODUCER_ID_BLOCK`].
+        count: u32,
+    },
 }
+
+/// Most producer ids one [`Command::AllocateProducerIds`] may take.
+pub const MAX_PRODUCER_ID_BLOCK: u32 = 1 << 20;
 
 /// Why a command was refused. Refusals change nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -265,6 +275,13 @@ pub enum Applied {
     ModuleVersion(u32),
     /// The issued producer id.
     ProducerId(i64),
+    /// The issued producer ids: `first` and the `count - 1` after it.
+    ProducerIds {
+        /// The first id of the block.
+        first: i64,
+        /// How many.
+        count: u32,
+    },
     /// How many things the command removed.
     Removed(u32),
 }
@@ -639,7 +656,9 @@ impl ClusterMetadata {
                 let removed = bindings.iter().filter(|b| self.acls.remove(b)).count();
                 Ok(Applied::Removed(removed as u32))
             }
-            Command::Group(_) | Command::AllocateProducerId => Err(CommandError::Invalid(
+            Command::Group(_)
+            | Command::AllocateProducerId
+            | Command::AllocateProducerIds { .. } => Err(CommandError::Invalid(
                 "consumer group and producer id commands apply to the controller state beside \
                  the cluster metadata"
                     .into(),

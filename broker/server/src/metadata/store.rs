@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use weir_raft::MetadataState;
 
 use super::bounds::MAX_COMMAND_BYTES;
-use super::command::{Applied, Command, CommandError, CommandReply};
+use super::command::{Applied, Command, CommandError, CommandReply, MAX_PRODUCER_ID_BLOCK};
 use super::model::ClusterMetadata;
 use crate::groups::GroupOffsets;
 
@@ -25,6 +25,23 @@ pub struct ControllerState {
     pub groups: GroupOffsets,
     /// The producer id the controller issues next: every id below it was issued, none above.
     pub next_producer_id: i64,
+}
+
+impl ControllerState {
+    /// Issues `count` consecutive producer ids; returns the first and the count.
+    fn issue_producer_ids(&mut self, count: u32) -> Result<(i64, u32), CommandError> {
+        if count == 0 || count > MAX_PRODUCER_ID_BLOCK {
+            return Err(CommandError::Invalid(format!(
+                "a block of {count} producer ids: from 1 to {MAX_PRODUCER_ID_BLOCK} may be issued at once"
+            )));
+        }
+        let next = self
+            .next_producer_id
+            .checked_add(i64::from(count))
+            .ok_or_else(|| CommandError::Invalid("every producer id was issued".into()))?;
+        let first = std::mem::replace(&mut self.next_producer_id, next);
+        Ok((first, count))
+    }
 }
 
 /// The snapshot layout since consumer groups; before, a snapshot was the bare
@@ -63,17 +80,18 @@ impl ControllerState {
                 let changed = reply.is_ok();
                 (reply, false, changed)
             }
-            Command::AllocateProducerId => match self.next_producer_id.checked_add(1) {
-                Some(next) => {
-                    let id = std::mem::replace(&mut self.next_producer_id, next);
-                    (Ok(Applied::ProducerId(id)), false, false)
-                }
-                None => (
-                    Err(CommandError::Invalid("every producer id was issued".into())),
-                    false,
-                    false,
-                ),
-            },
+            Command::AllocateProducerId => {
+                let reply = self
+                    .issue_producer_ids(1)
+                    .map(|(id, _)| Applied::ProducerId(id));
+                (reply, false, false)
+            }
+            Command::AllocateProducerIds { count } => {
+                let reply = self
+                    .issue_producer_ids(count)
+                    .map(|(first, count)| Applied::ProducerIds { first, count });
+                (reply, false, false)
+            }
             Command::DeleteTopic { name } => {
                 let reply = self
                     .metadata
@@ -293,6 +311,51 @@ mod tests {
             Ok(Applied::ProducerId(3)),
             "never reused after a restore"
         );
+    }
+
+    #[test]
+    fn producer_ids_are_issued_in_blocks_that_never_overlap() {
+        let (mut store, receivers) = MetadataStore::new();
+        let block = |count| encode_command(&Command::AllocateProducerIds { count });
+        assert_eq!(
+            decode_reply(&store.apply(&block(1000))),
+            Ok(Applied::ProducerIds {
+                first: 0,
+                count: 1000
+            })
+        );
+        assert_eq!(
+            decode_reply(&store.apply(&encode_command(&Command::AllocateProducerId))),
+            Ok(Applied::ProducerId(1000)),
+            "a single id, as logs written before blocks hold, comes after the block"
+        );
+        for refused in [0, MAX_PRODUCER_ID_BLOCK + 1] {
+            assert!(
+                matches!(
+                    decode_reply(&store.apply(&block(refused))),
+                    Err(CommandError::Invalid(_))
+                ),
+                "a block of {refused}"
+            );
+        }
+        assert_eq!(
+            *receivers.next_producer_id.borrow(),
+            1001,
+            "refusals issue nothing"
+        );
+        assert_eq!(
+            decode_reply(&store.apply(&block(5))),
+            Ok(Applied::ProducerIds {
+                first: 1001,
+                count: 5
+            })
+        );
+        store.state.next_producer_id = i64::MAX - 2;
+        assert!(matches!(
+            decode_reply(&store.apply(&block(3))),
+            Err(CommandError::Invalid(_))
+        ));
+        assert_eq!(store.state.next_producer_id, i64::MAX - 2);
     }
 
     #[test]
