@@ -26,6 +26,7 @@ mod tls;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -62,6 +63,8 @@ const MAX_RESPONSE_BYTES: usize = 320 * 1024 * 1024;
 /// and closing the connection then fails every request still waiting on it. Resets stay
 /// bounded per connection.
 const PENDING_RESET_STREAMS: usize = 1024;
+/// How long [`Broker::shutdown`] waits for the tasks that still hold a database to let go.
+const CLOSE_FILES_WITHIN: Duration = Duration::from_secs(10);
 
 /// Log events the broker's command line suppressed as repeats (openraft's warnings about an
 /// unreachable peer, once per group and heartbeat), exposed as
@@ -308,15 +311,42 @@ impl Broker {
     /// Stops accepting requests, ends streams, stops every raft group and flushes the
     /// databases. Acknowledged data was durable before it was acknowledged; this only makes
     /// the next start faster.
+    ///
+    /// Returns once the database files are closed, so that they can be opened again at once
+    /// (by a broker started in this process, or by another): the tasks that still held them
+    /// (raft's state machine workers, the node's background tasks) end on their own shortly
+    /// after the raft groups stop. If one has not let go after [`CLOSE_FILES_WITHIN`], this
+    /// warns and returns anyway.
     pub async fn shutdown(self) {
         tracing::info!("shutting down");
-        self.shutdown.cancel();
-        match self.server.await {
+        let Self {
+            node,
+            shutdown,
+            server,
+            ..
+        } = self;
+        shutdown.cancel();
+        match server.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "gRPC server ended with an error"),
             Err(e) => tracing::warn!(error = %e, "gRPC server task failed"),
         }
-        self.node.stop().await;
+        let databases = node.databases_closed();
+        node.stop().await;
+        drop(node);
+        let _ = tokio::task::spawn_blocking(move || {
+            for (path, closed) in databases {
+                if !closed.wait(CLOSE_FILES_WITHIN) {
+                    tracing::warn!(
+                        path = %path.display(),
+                        "the database is still open {}s after the node stopped; a task \
+                         holds it",
+                        CLOSE_FILES_WITHIN.as_secs()
+                    );
+                }
+            }
+        })
+        .await;
         tracing::info!("shut down");
     }
 }

@@ -7,6 +7,7 @@
 //! removes data a crash left behind mid-delete.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -17,7 +18,7 @@ use tracing::Instrument;
 use weir_raft::{
     Compactions, ControllerReplica, GroupId, NodeId, PartitionReplica, Peers, ReplicaError,
 };
-use weir_storage::{LogDb, LogDbOptions, WriteBatch, WriteOp};
+use weir_storage::{Closed, LogDb, LogDbOptions, WriteBatch, WriteOp};
 use weir_types::{BatchLimits, Offset, PartitionId, TopicName};
 
 use crate::StartError;
@@ -1149,6 +1150,12 @@ impl Node {
             controller_db.shutdown();
         })
         .await;
+    }
+
+    /// Tells when each of the node's database files is closed (see [`Closed`]): once the node
+    /// and every task still holding one of its databases are gone.
+    pub(crate) fn databases_closed(&self) -> [(PathBuf, Closed); 2] {
+        [&self.partition_db, &self.controller_db].map(|db| (db.path().to_owned(), db.closed()))
     }
 
     /// Why this node's replica of `group` failed, if it did (failed to start, or stopped).

@@ -24,9 +24,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
-use redb::{Database, ReadableTable, Table};
+use redb::{ReadableTable, Table};
 use weir_types::{EncodedBatch, Offset};
 
+use crate::closing::OpenDatabase;
 use crate::db::{GroupId, LogDbOptions, MetaKey, StorageStats, WriteBatch, WriteOp};
 use crate::error::WriteError;
 use crate::tables::{
@@ -97,7 +98,7 @@ impl Drop for Job {
 const MAX_PENDING_LAZY: usize = 4096;
 
 pub(crate) struct Committer {
-    db: Arc<Database>,
+    db: Arc<OpenDatabase>,
     receiver: mpsc::Receiver<Job>,
     options: LogDbOptions,
     stats: Arc<StorageStats>,
@@ -113,7 +114,7 @@ pub(crate) struct Committer {
 
 impl Committer {
     pub(crate) fn new(
-        db: Arc<Database>,
+        db: Arc<OpenDatabase>,
         receiver: mpsc::Receiver<Job>,
         options: LogDbOptions,
         stats: Arc<StorageStats>,

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable};
 use weir_types::{EncodedBatch, Offset};
 
+use crate::closing::{Closed, OpenDatabase};
 use crate::committer::{Committer, Job};
 use crate::compaction::CompactionState;
 use crate::error::{OpenError, ReadError, WriteError};
@@ -285,7 +286,7 @@ pub struct BatchRead {
 
 struct Shared {
     path: PathBuf,
-    db: Arc<Database>,
+    db: Arc<OpenDatabase>,
     sender: Mutex<Option<mpsc::Sender<Job>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     stats: Arc<StorageStats>,
@@ -333,7 +334,7 @@ impl LogDb {
         })?;
         format::prepare(&db, &path)?;
 
-        let db = Arc::new(db);
+        let db = Arc::new(OpenDatabase::new(db));
         let stats = Arc::new(StorageStats::default());
         let (sender, receiver) = mpsc::channel();
         let committer = Committer::new(db.clone(), receiver, options, stats.clone());
@@ -364,6 +365,14 @@ impl LogDb {
     /// Counters of the committer.
     pub fn stats(&self) -> &StorageStats {
         &self.shared.stats
+    }
+
+    /// Tells when the file is closed: every handle to this database dropped (this one and its
+    /// clones) and the committer thread ended. Until then a second open of the file fails.
+    /// Batches read without a copy hold their read transaction, and with it the file, until
+    /// they are dropped too.
+    pub fn closed(&self) -> Closed {
+        self.shared.db.closed()
     }
 
     /// Queues `batch` for the next group commit; `done` runs on the committer thread once it is
@@ -1368,6 +1377,41 @@ mod tests {
         }
         let db = LogDb::open(&path, LogDbOptions::default()).unwrap();
         assert_eq!(values(&db, 1, 2, u64::MAX).len(), 2);
+    }
+
+    /// The file stays open (a second open fails) while any handle lives, shut down or not, and
+    /// `closed` says when the last one let go and the file can be opened again.
+    #[test]
+    fn closed_tells_when_the_last_handle_let_go_of_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.redb");
+        let db = LogDb::open(&path, LogDbOptions::default()).unwrap();
+        append(&db, 1, vec![data(1, &["v"])]);
+        let held = db.clone();
+        let closed = db.closed();
+        db.shutdown();
+        drop(db);
+        assert!(
+            !closed.wait(Duration::ZERO),
+            "a handle still holds the file"
+        );
+        let err = LogDb::open(&path, LogDbOptions::default()).unwrap_err();
+        let cause = std::error::Error::source(&err).map(ToString::to_string);
+        assert!(
+            cause.as_ref().is_some_and(|c| c.contains("already open")),
+            "{err}: {cause:?}"
+        );
+        drop(held);
+        assert!(closed.wait(Duration::from_secs(30)));
+        let reopened = LogDb::open(&path, LogDbOptions::default()).unwrap();
+        assert_eq!(values(&reopened, 1, 0, u64::MAX), vec![(0, "v".to_owned())]);
+
+        // Without a shutdown, the file closes once the committer thread has seen the last
+        // handle go.
+        let closed = reopened.closed();
+        drop(reopened);
+        assert!(closed.wait(Duration::from_secs(30)));
+        LogDb::open(&path, LogDbOptions::default()).unwrap();
     }
 
     #[test]

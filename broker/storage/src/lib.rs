@@ -21,6 +21,7 @@
 //! ([`STORAGE_FORMAT`]); an older file is converted at open, a newer one refused.
 
 mod backend;
+mod closing;
 mod committer;
 mod compaction;
 mod db;
@@ -31,6 +32,7 @@ mod migrate;
 mod tables;
 
 pub use backend::{CreateDatabase, install_database_backend};
+pub use closing::Closed;
 pub use compaction::{CompactionError, CompactionOutcome, CompactionState, crash_mid_compaction};
 pub use db::{
     BatchRead, GroupId, LogBounds, LogDb, LogDbOptions, MetaKey, NewEntry, OnFailure, StorageStats,
