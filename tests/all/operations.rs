@@ -68,6 +68,45 @@ async fn metrics_count_produced_records_errors_and_commits() -> anyhow::Result<(
     Ok(())
 }
 
+/// A task holding every worker thread of the broker's runtime (here: blocking them outright,
+/// as a task calling something that blocks would) stops the node; the stall watchdog counts
+/// it, so that an operator can tell a stalled node from a dead or cut-off one. Before and
+/// after, the runtime runs and nothing is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_whose_workers_are_all_held_is_counted_as_stalled() -> anyhow::Result<()> {
+    const STALLS: &str = "weir_runtime_stalls_total ";
+    let broker = InProcessBroker::start().await?;
+    let addr = broker
+        .metrics_addr()
+        .ok_or_else(|| anyhow::anyhow!("metrics disabled"))?;
+    let stalls = |text: String| -> anyhow::Result<f64> {
+        Ok(text
+            .lines()
+            .find_map(|l| l.strip_prefix(STALLS))
+            .ok_or_else(|| anyhow::anyhow!("no stall counter in {text}"))?
+            .trim()
+            .parse()?)
+    };
+    assert_eq!(stalls(scrape(addr).await?)?, 0.0);
+    // Both workers held for twice the 3 s a stall takes to count (the fault itself, not
+    // synchronisation: the watchdog thread must see the runtime stand).
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait();
+                std::thread::sleep(std::time::Duration::from_secs(6));
+            })
+        })
+        .collect();
+    for task in held {
+        task.await?;
+    }
+    assert_eq!(stalls(scrape(addr).await?)?, 1.0);
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_reports_serving() -> anyhow::Result<()> {
     let broker = InProcessBroker::start().await?;

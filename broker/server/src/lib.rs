@@ -21,6 +21,7 @@ mod node;
 mod retention;
 mod security;
 mod service;
+mod stall;
 mod storage_failure;
 mod tls;
 
@@ -51,6 +52,7 @@ use crate::metrics::{Metrics, RequestMetrics};
 use crate::node::Node;
 use crate::security::Security;
 use crate::service::BrokerService;
+use crate::stall::StallWatch;
 use crate::storage_failure::StorageFailure;
 
 /// Largest gRPC response sent; above the largest fetch response.
@@ -122,6 +124,8 @@ pub struct Broker {
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     metrics_addr: Option<SocketAddr>,
     storage_failure: StorageFailure,
+    /// Warns when the runtime runs no task for a while; ends with the broker.
+    _stall_watch: StallWatch,
 }
 
 impl Broker {
@@ -134,6 +138,10 @@ impl Broker {
 
     async fn start_in_span(config: BrokerConfig) -> Result<Self, StartError> {
         config.validate()?;
+        let runtime_stalls = prometheus_client::metrics::counter::Counter::default();
+        let stall_watch = StallWatch::start(runtime_stalls.clone()).map_err(|e| {
+            BrokerError::Internal(format!("cannot start the runtime stall watchdog: {e}"))
+        })?;
         let tls = config.tls.load()?;
         let listener =
             TcpListener::bind(config.listen)
@@ -276,6 +284,7 @@ impl Broker {
                 &request_metrics,
                 &admission,
                 security.audit(),
+                &runtime_stalls,
             ));
             tokio::spawn(metrics::serve(listener, metrics, shutdown.clone()));
         }
@@ -287,6 +296,7 @@ impl Broker {
             server,
             metrics_addr,
             storage_failure,
+            _stall_watch: stall_watch,
         })
     }
 

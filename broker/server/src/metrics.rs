@@ -478,8 +478,14 @@ impl Metrics {
         requests: &RequestMetrics,
         admission: &Arc<Admission>,
         audit: &Audit,
+        runtime_stalls: &Counter,
     ) -> Self {
         let mut registry = Registry::default();
+        registry.register(
+            "weir_runtime_stalls",
+            "Times the node's async runtime ran no task for 3 s (its worker threads held)",
+            runtime_stalls.clone(),
+        );
         registry.register(
             "weir_authentication_failures",
             "Requests refused as UNAUTHENTICATED (or overloaded password checks), by reason",
