@@ -10,7 +10,10 @@
 //!   coalesced heartbeats), naming the partition groups it shares with that peer which it leads,
 //!   with their terms.
 //! - A leader's raft timer is off: it sends no raft heartbeats. Its entries, and its commit
-//!   index, still reach followers at once, as openraft replicates them without a timer.
+//!   index, still reach followers at once, as openraft replicates them without a timer. A
+//!   peer that restarted (a new incarnation in its heartbeats) or is heard again after falling
+//!   silent may have missed the last commit index, so each group this node leads it in sends
+//!   it one raft heartbeat ([`Liveness::heard`]).
 //! - A follower's timer is off while a node it hears from says it leads the group in the
 //!   follower's term or a later one. When that node misses its heartbeats for
 //!   `election_min_ms`, or stops naming the group, the follower's timer starts again and raft
@@ -70,6 +73,10 @@ pub(crate) trait GroupTimers: Send + Sync {
     /// Starts a pre-vote round for the group now. openraft's own timer would wait for a whole
     /// election timeout past the leader's lease; this is called once that lease has run out.
     fn campaign(&self, group: GroupId);
+    /// Sends the group's followers one raft heartbeat now, which carries the leader's commit
+    /// index: a quiet leader sends none by itself, and a follower that restarted (its commit
+    /// index is written lazily) or was cut off may have missed the last one it sent.
+    fn remind(&self, group: GroupId);
 }
 
 /// A heartbeat this node owes a peer.
@@ -91,6 +98,8 @@ struct Peer {
     alive: bool,
     /// The groups its last heartbeat said it leads, with their terms.
     leads: HashMap<GroupId, u64>,
+    /// Its process's incarnation, as its last heartbeat said.
+    incarnation: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -138,6 +147,8 @@ struct Start {
 /// groups (which report where they stand).
 pub(crate) struct Liveness {
     node_id: NodeId,
+    /// This process's incarnation, sent in every heartbeat.
+    pub(crate) incarnation: u64,
     /// How often heartbeats are sent.
     pub(crate) interval: Duration,
     /// How long a peer may go unheard before the groups it leads start their timers.
@@ -166,8 +177,10 @@ impl Liveness {
         timings: GroupTimings,
         timers: Arc<dyn GroupTimers>,
     ) -> Self {
+        let random = std::collections::hash_map::RandomState::new();
         Self {
             node_id,
+            incarnation: random.hash_one((node_id, std::time::SystemTime::now())),
             interval: timings.heartbeat,
             timeout: timings.election_min,
             lease: timings.election_max,
@@ -175,7 +188,7 @@ impl Liveness {
                 .min(timings.election_max.saturating_sub(timings.election_min)),
             timers,
             state: Mutex::default(),
-            random: std::collections::hash_map::RandomState::new(),
+            random,
         }
     }
 
@@ -233,19 +246,31 @@ impl Liveness {
         }
     }
 
-    /// Records a heartbeat from `node`, naming the groups it leads.
-    pub(crate) fn heard(self: &Arc<Self>, node: NodeId, leads: HashMap<GroupId, u64>) {
-        let changes = {
+    /// Records a heartbeat from `node` (its process's `incarnation`), naming the groups it
+    /// leads. A peer heard again after it fell silent, or that restarted, gets a raft heartbeat
+    /// from each group this node leads it in: a quiet leader sends none by itself, and that
+    /// peer may have missed the commit index that went out last.
+    pub(crate) fn heard(
+        self: &Arc<Self>,
+        node: NodeId,
+        incarnation: u64,
+        leads: HashMap<GroupId, u64>,
+    ) {
+        let (changes, now, remind) = {
             let mut state = self.state();
             let peer = state.peers.entry(node).or_default();
-            let revived = !peer.alive;
+            let revived = !peer.alive && peer.heard.is_some();
+            let restarted = peer.incarnation.is_some_and(|known| known != incarnation);
             let first = peer.heard.is_none();
             peer.heard = Some(Instant::now());
             peer.alive = true;
-            if !revived && peer.leads == leads {
+            peer.incarnation = Some(incarnation);
+            if !first && !revived && !restarted && peer.leads == leads {
                 return;
             }
-            if revived && !first {
+            if restarted {
+                tracing::info!(node, "peer restarted");
+            } else if revived {
                 tracing::info!(node, "peer's heartbeats arrive again");
             }
             // Every group the peer named before or names now may decide differently. One it no
@@ -261,9 +286,17 @@ impl Liveness {
             for group in touched {
                 state.decide(group, leases_end, true, &mut changes);
             }
-            (changes, now)
+            let remind = if revived || restarted {
+                state.led_with(node)
+            } else {
+                Vec::new()
+            };
+            (changes, now, remind)
         };
-        self.apply(changes.0, changes.1);
+        self.apply(changes, now);
+        for group in remind {
+            self.timers.remind(group);
+        }
     }
 
     /// Marks the peers not heard from within the timeout as dead, so the groups they led start
@@ -446,6 +479,18 @@ impl Reporter {
 }
 
 impl State {
+    /// The groups this node leads that `node` is a member of.
+    fn led_with(&self, node: NodeId) -> Vec<GroupId> {
+        self.groups
+            .iter()
+            .filter(|(_, entry)| {
+                matches!(entry.view.standing, Standing::Leads { .. })
+                    && entry.view.members.iter().any(|(member, _)| *member == node)
+            })
+            .map(|(&group, _)| group)
+            .collect()
+    }
+
     /// Decides whether `group`'s timer must run, and records the change in `changes`; a timer
     /// to start starts not before `not_before`, and with an election at once if `campaign`.
     fn decide(
@@ -501,6 +546,7 @@ mod tests {
         ticking: Mutex<HashMap<GroupId, bool>>,
         starts: AtomicUsize,
         campaigns: Mutex<Vec<GroupId>>,
+        reminders: Mutex<Vec<GroupId>>,
     }
 
     impl GroupTimers for Recorded {
@@ -514,6 +560,10 @@ mod tests {
         fn campaign(&self, group: GroupId) {
             self.campaigns.lock().unwrap().push(group);
         }
+
+        fn remind(&self, group: GroupId) {
+            self.reminders.lock().unwrap().push(group);
+        }
     }
 
     impl Recorded {
@@ -523,6 +573,12 @@ mod tests {
 
         fn campaigns(&self) -> Vec<GroupId> {
             self.campaigns.lock().unwrap().clone()
+        }
+
+        fn reminders(&self) -> Vec<GroupId> {
+            let mut groups = self.reminders.lock().unwrap().clone();
+            groups.sort_unstable();
+            groups
         }
     }
 
@@ -557,12 +613,12 @@ mod tests {
         liveness.reporter(7).update(follows(3));
         assert_eq!(liveness.ticking(), 1, "no leader heard of yet");
 
-        liveness.heard(2, HashMap::from([(7, 3)]));
+        liveness.heard(2, 1, HashMap::from([(7, 3)]));
         assert_eq!(recorded.ticking(7), Some(false));
         assert_eq!(liveness.ticking(), 0);
 
         // Heard again, saying the same: nothing changes.
-        liveness.heard(2, HashMap::from([(7, 3)]));
+        liveness.heard(2, 1, HashMap::from([(7, 3)]));
         assert_eq!(liveness.ticking(), 0);
 
         // Node 2 falls silent past the timeout.
@@ -581,18 +637,18 @@ mod tests {
     async fn a_leadership_claim_of_an_older_term_does_not_stop_a_followers_timer() {
         let (liveness, recorded) = liveness();
         liveness.reporter(7).update(follows(4));
-        liveness.heard(2, HashMap::from([(7, 3)]));
+        liveness.heard(2, 1, HashMap::from([(7, 3)]));
         assert_eq!(
             liveness.ticking(),
             1,
             "node 2 led term 3; this replica is in term 4"
         );
         // A claim of a later term will do: that leader will catch this replica up.
-        liveness.heard(3, HashMap::from([(7, 5)]));
+        liveness.heard(3, 1, HashMap::from([(7, 5)]));
         assert_eq!(liveness.ticking(), 0);
         // The claim withdrawn (node 3 no longer leads): the timer starts again, with an
         // election, once the leases node 3 may have renewed a moment ago have run out.
-        liveness.heard(3, HashMap::new());
+        liveness.heard(3, 1, HashMap::new());
         assert_eq!(liveness.ticking(), 0, "not before the leases run out");
         let decision = liveness.state().groups[&7].decision;
         liveness.start_if_still_wanted(&Start {
@@ -638,11 +694,11 @@ mod tests {
         // Starts wait for a 10 s lease: none runs during the test on its own.
         let (liveness, recorded) = liveness_with(Duration::from_secs(10));
         liveness.reporter(7).update(follows(3));
-        liveness.heard(2, HashMap::from([(7, 3)]));
+        liveness.heard(2, 1, HashMap::from([(7, 3)]));
         // Silent: a start is scheduled; then heard again before it runs.
         liveness.expire(Instant::now() + Duration::from_secs(1));
         let scheduled = liveness.state().groups[&7].decision;
-        liveness.heard(2, HashMap::from([(7, 3)]));
+        liveness.heard(2, 1, HashMap::from([(7, 3)]));
         liveness.start_if_still_wanted(&Start {
             group: 7,
             decision: scheduled,
@@ -684,7 +740,7 @@ mod tests {
     async fn after_a_dead_leader_a_timer_waits_for_the_leases_it_granted_to_run_out() {
         let (liveness, _recorded) = liveness();
         liveness.reporter(7).update(follows(3));
-        liveness.heard(2, HashMap::from([(7, 3)]));
+        liveness.heard(2, 1, HashMap::from([(7, 3)]));
         // Silent past the timeout (500 ms), not yet past the lease and one interval (600 ms).
         liveness.expire(Instant::now() + Duration::from_millis(550));
         assert_eq!(liveness.alive_peers(), vec![(2, false)]);
@@ -706,5 +762,40 @@ mod tests {
         // A suspension that ran out is over by itself.
         reporter.suspend_claim(Instant::now());
         assert_eq!(liveness.due()[0].leads, vec![(7, 2)]);
+    }
+
+    /// A quiet leader sends its followers nothing while nothing is written, so a follower that
+    /// restarted (or was cut off) may never learn the commit index of the last entries it
+    /// holds. When its node restarts (a new incarnation) or is heard again after falling
+    /// silent, each group this node leads it in sends one raft heartbeat; other heartbeats,
+    /// and groups it is no member of or this node does not lead, send none.
+    #[tokio::test]
+    async fn a_peer_that_restarted_or_was_silent_is_reminded_of_the_groups_led_here() {
+        let (liveness, recorded) = liveness();
+        let leads = |term| GroupView {
+            standing: Standing::Leads { term },
+            members: vec![(2, "b:1".to_owned()), (3, "c:1".to_owned())],
+        };
+        liveness.reporter(7).update(leads(3));
+        liveness.reporter(8).update(leads(4));
+        liveness.reporter(9).update(GroupView {
+            standing: Standing::Leads { term: 1 },
+            members: vec![(3, "c:1".to_owned())],
+        });
+        liveness.reporter(10).update(follows(3));
+        liveness.heard(2, 1, HashMap::new());
+        liveness.heard(2, 1, HashMap::new());
+        assert_eq!(recorded.reminders(), Vec::<GroupId>::new(), "nothing new");
+
+        // Node 2's process restarted.
+        liveness.heard(2, 2, HashMap::new());
+        assert_eq!(recorded.reminders(), [7, 8]);
+        liveness.heard(2, 2, HashMap::new());
+        assert_eq!(recorded.reminders(), [7, 8]);
+
+        // Node 2 falls silent, then is heard again.
+        liveness.expire(Instant::now() + Duration::from_secs(5));
+        liveness.heard(2, 2, HashMap::new());
+        assert_eq!(recorded.reminders(), [7, 7, 8, 8]);
     }
 }

@@ -104,6 +104,8 @@ trait GroupEndpoint: Send + Sync {
     fn set_ticking(&self, on: bool);
     /// Starts a pre-vote round now, if this node is a voter and does not lead.
     fn campaign(&self) -> BoxFuture<'_, Result<(), Fatal<TypeConfig>>>;
+    /// Sends one raft heartbeat to every follower now, if this node leads.
+    fn remind(&self) -> BoxFuture<'_, Result<(), Fatal<TypeConfig>>>;
 }
 
 impl<SM> GroupEndpoint for Raft<TypeConfig, SM>
@@ -145,6 +147,10 @@ where
 
     fn campaign(&self) -> BoxFuture<'_, Result<(), Fatal<TypeConfig>>> {
         Box::pin(async move { self.trigger().elect(true).await })
+    }
+
+    fn remind(&self) -> BoxFuture<'_, Result<(), Fatal<TypeConfig>>> {
+        Box::pin(async move { self.trigger().heartbeat().await })
     }
 }
 
@@ -410,6 +416,16 @@ impl GroupTimers for LocalGroups {
             });
         }
     }
+
+    fn remind(&self, group: GroupId) {
+        if let Some(endpoint) = self.endpoint(group) {
+            tokio::spawn(async move {
+                if let Err(e) = endpoint.remind().await {
+                    tracing::debug!(group, error = %e, "cannot heartbeat the group's followers");
+                }
+            });
+        }
+    }
 }
 
 /// Sends this node's heartbeats every interval until the transport is dropped.
@@ -426,7 +442,7 @@ async fn send_heartbeats(shared: Weak<Shared>, node_id: NodeId, liveness: Arc<Li
         let sends = liveness
             .due()
             .into_iter()
-            .map(|due| peers.send_heartbeat(node_id, due, liveness.interval));
+            .map(|due| peers.send_heartbeat(node_id, liveness.incarnation, due, liveness.interval));
         futures::future::join_all(sends).await;
     }
 }
@@ -434,7 +450,13 @@ async fn send_heartbeats(shared: Weak<Shared>, node_id: NodeId, liveness: Arc<Li
 impl Peers {
     /// Sends one heartbeat; a failure is left to the peer's side to notice (it stops hearing
     /// from this node), so it is logged at debug level only.
-    async fn send_heartbeat(&self, from: NodeId, due: HeartbeatDue, timeout: Duration) {
+    async fn send_heartbeat(
+        &self,
+        from: NodeId,
+        incarnation: u64,
+        due: HeartbeatDue,
+        timeout: Duration,
+    ) {
         let address = self.address_of(due.node, &due.advertised);
         let mut client = match self.client(&address) {
             Ok(client) => client,
@@ -448,7 +470,11 @@ impl Peers {
             .into_iter()
             .map(|(group, term)| GroupLeadership { group, term })
             .collect();
-        let mut request = tonic::Request::new(NodeHeartbeat { from, leads });
+        let mut request = tonic::Request::new(NodeHeartbeat {
+            from,
+            leads,
+            incarnation,
+        });
         request.set_timeout(timeout);
         if let Err(status) = client.heartbeat(request).await {
             tracing::debug!(node = due.node, %status, "heartbeat to peer failed");
@@ -588,7 +614,7 @@ impl RaftService for Receiver {
                 .iter()
                 .map(|lead| (lead.group, lead.term))
                 .collect();
-            liveness.heard(heartbeat.from, leads);
+            liveness.heard(heartbeat.from, heartbeat.incarnation, leads);
         }
         Ok(tonic::Response::new(NodeHeartbeatReply {}))
     }
