@@ -139,24 +139,48 @@ async fn nodes_joining_and_leaving_under_faults_lose_nothing() -> anyhow::Result
 /// and the checker must say so. One node: on three, such a disk also breaks raft's own
 /// invariants (openraft panics when a node's log loses committed entries it had
 /// acknowledged), so the run stops before any checker can look.
+///
+/// Such a disk may also lose writes redb's commit protocol relies on, and then the broker
+/// cannot open its database after the power loss ("DB corrupted: Primary is corrupted despite
+/// 2-phase commit"): the run ends with the node that did not start, before the checker can
+/// look. That is the defect showing too, but not the checker catching it, so up to three
+/// schedules run, and the checker must catch the lost records in one that restarted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_checker_catches_a_broker_that_acknowledges_before_fsync() -> anyhow::Result<()> {
     weir_tests::init_tracing();
-    let report = nemesis::run(NemesisConfig {
-        disk: Some(DiskMode::Lying),
-        kinds: vec![FaultKind::PowerLossAll],
-        ..config(1, 1, 10)
-    })
-    .await?;
-    println!("{report}");
-    assert!(
-        report
+    let mut outcomes = Vec::new();
+    for attempt in 0..3 {
+        let base = config(1, 1, 10);
+        let run = nemesis::run(NemesisConfig {
+            seed: base.seed + attempt,
+            disk: Some(DiskMode::Lying),
+            kinds: vec![FaultKind::PowerLossAll],
+            ..base
+        })
+        .await;
+        let report = match run {
+            Ok(report) => report,
+            Err(e) if format!("{e:#}").contains("did not start") => {
+                println!("the broker could not restart after losing power: {e:#}");
+                outcomes.push(format!("no restart: {e:#}"));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        println!("{report}");
+        if report
             .violations
             .iter()
-            .any(|v| matches!(v, nemesis::Violation::Lost { .. })),
-        "the checker found no lost record: {report}"
-    );
-    Ok(())
+            .any(|v| matches!(v, nemesis::Violation::Lost { .. }))
+        {
+            return Ok(());
+        }
+        outcomes.push(report.to_string());
+    }
+    anyhow::bail!(
+        "the checker found no lost record in three schedules:\n{}",
+        outcomes.join("\n")
+    )
 }
 
 /// The checker itself: brokers that serve records past the high watermark (as a broker built
