@@ -1626,9 +1626,20 @@ async fn a_move_to_a_stopped_node_fails_and_can_be_run_again() -> anyhow::Result
     assert!(listed.is_ok(), "{listed:?}");
 
     cluster.resume(spare)?;
-    let moved = tokio::time::timeout(GENEROUS, client.move_replica(TOPIC, 0, follower, spare))
-        .await
-        .context("the move after healing")??;
+    // The resumed node catches up on what it missed while stopped, and its replica may disturb
+    // the partition's leader once (the move then fails NOT_LEADER, leader unknown): the move is
+    // retried while its error is retriable, as a client would.
+    let client = &client;
+    let moved = eventually(GENEROUS, "the move after healing", || async move {
+        let answer = tokio::time::timeout(GENEROUS, client.move_replica(TOPIC, 0, follower, spare));
+        match answer.await {
+            Ok(Ok(moved)) => Some(Ok(moved)),
+            Ok(Err(e)) if e.is_retriable() => None,
+            Ok(Err(e)) => Some(Err(anyhow::Error::from(e))),
+            Err(_) => Some(Err(anyhow::anyhow!("the move after healing got no answer"))),
+        }
+    })
+    .await??;
     let mut now: Vec<NodeId> = moved.partitions[0].replicas.clone();
     now.sort_unstable();
     let mut expected = vec![leader, spare];
