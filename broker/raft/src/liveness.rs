@@ -13,7 +13,11 @@
 //!   index, still reach followers at once, as openraft replicates them without a timer. A
 //!   peer that restarted (a new incarnation in its heartbeats) or is heard again after falling
 //!   silent may have missed the last commit index, so each group this node leads it in sends
-//!   it one raft heartbeat ([`Liveness::heard`]).
+//!   it one raft heartbeat ([`Liveness::heard`]). Heartbeats also name the leader's commit
+//!   index per group: a follower that stays behind it while it does not move (the message
+//!   that carried it was lost, or reached the follower before its group ran) says so in its
+//!   reply, and the leader sends that group's followers one raft heartbeat
+//!   ([`Liveness::remind_behind`]).
 //! - A follower's timer is off while a node it hears from says it leads the group in the
 //!   follower's term or a later one. When that node misses its heartbeats for
 //!   `election_min_ms`, or stops naming the group, the follower's timer starts again and raft
@@ -77,6 +81,18 @@ pub(crate) trait GroupTimers: Send + Sync {
     /// index: a quiet leader sends none by itself, and a follower that restarted (its commit
     /// index is written lazily) or was cut off may have missed the last one it sent.
     fn remind(&self, group: GroupId);
+    /// The group's commit index (raft log index) on this node; `None` while the group does
+    /// not run here or has committed nothing.
+    fn committed(&self, group: GroupId) -> Option<u64>;
+}
+
+/// A group a heartbeat's sender leads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Leadership {
+    /// The term the sender leads it in.
+    pub(crate) term: u64,
+    /// The sender's commit index there (0: none).
+    pub(crate) committed: u64,
 }
 
 /// A heartbeat this node owes a peer.
@@ -85,8 +101,8 @@ pub(crate) struct HeartbeatDue {
     pub(crate) node: NodeId,
     /// The address the peer advertises in the groups' membership.
     pub(crate) advertised: String,
-    /// The groups shared with the peer that this node leads, with their terms.
-    pub(crate) leads: Vec<(GroupId, u64)>,
+    /// The groups shared with the peer that this node leads.
+    pub(crate) leads: Vec<(GroupId, Leadership)>,
 }
 
 /// A peer as the heartbeats it sends show it.
@@ -96,8 +112,8 @@ struct Peer {
     heard: Option<Instant>,
     /// Whether it counts as alive: heard within the timeout.
     alive: bool,
-    /// The groups its last heartbeat said it leads, with their terms.
-    leads: HashMap<GroupId, u64>,
+    /// The groups its last heartbeat said it leads.
+    leads: HashMap<GroupId, Leadership>,
     /// Its process's incarnation, as its last heartbeat said.
     incarnation: Option<u64>,
 }
@@ -250,13 +266,18 @@ impl Liveness {
     /// leads. A peer heard again after it fell silent, or that restarted, gets a raft heartbeat
     /// from each group this node leads it in: a quiet leader sends none by itself, and that
     /// peer may have missed the commit index that went out last.
+    ///
+    /// Returns the groups whose commit index here is behind the one `node` names, although
+    /// that did not move since its previous heartbeat: `node` should remind them
+    /// ([`Liveness::remind_behind`]). While entries are committed the leader's index moves,
+    /// and the follower's lag is only what is in flight.
     pub(crate) fn heard(
         self: &Arc<Self>,
         node: NodeId,
         incarnation: u64,
-        leads: HashMap<GroupId, u64>,
-    ) {
-        let (changes, now, remind) = {
+        leads: HashMap<GroupId, Leadership>,
+    ) -> Vec<GroupId> {
+        let (changes, now, remind, unmoved) = {
             let mut state = self.state();
             let peer = state.peers.entry(node).or_default();
             let revived = !peer.alive && peer.heard.is_some();
@@ -265,8 +286,19 @@ impl Liveness {
             peer.heard = Some(Instant::now());
             peer.alive = true;
             peer.incarnation = Some(incarnation);
-            if !first && !revived && !restarted && peer.leads == leads {
-                return;
+            let unmoved: Vec<(GroupId, u64)> = leads
+                .iter()
+                .filter(|&(group, lead)| lead.committed > 0 && peer.leads.get(group) == Some(lead))
+                .map(|(&group, lead)| (group, lead.committed))
+                .collect();
+            let same_claims = peer.leads.len() == leads.len()
+                && leads
+                    .iter()
+                    .all(|(group, lead)| peer.leads.get(group).map(|l| l.term) == Some(lead.term));
+            if !first && !revived && !restarted && same_claims {
+                peer.leads = leads;
+                drop(state);
+                return self.behind(unmoved);
             }
             if restarted {
                 tracing::info!(node, "peer restarted");
@@ -291,9 +323,48 @@ impl Liveness {
             } else {
                 Vec::new()
             };
-            (changes, now, remind)
+            (changes, now, remind, unmoved)
         };
         self.apply(changes, now);
+        for group in remind {
+            self.timers.remind(group);
+        }
+        self.behind(unmoved)
+    }
+
+    /// Which of `(group, leader's commit index)` this node's replica has not reached.
+    fn behind(&self, unmoved: Vec<(GroupId, u64)>) -> Vec<GroupId> {
+        unmoved
+            .into_iter()
+            .filter(|&(group, committed)| {
+                self.timers
+                    .committed(group)
+                    .is_some_and(|here| here < committed)
+            })
+            .map(|(group, _)| group)
+            .collect()
+    }
+
+    /// `node` answered a heartbeat saying its replicas of `groups` are behind the commit index
+    /// this node named: each of them that this node leads with `node` a member sends its
+    /// followers one raft heartbeat.
+    pub(crate) fn remind_behind(&self, node: NodeId, groups: &[GroupId]) {
+        let remind: Vec<GroupId> = {
+            let state = self.state();
+            groups
+                .iter()
+                .copied()
+                .filter(|group| {
+                    state
+                        .groups
+                        .get(group)
+                        .is_some_and(|entry| entry.leads_with(node))
+                })
+                .collect()
+        };
+        if !remind.is_empty() {
+            tracing::debug!(node, groups = ?remind, "peer is behind the commit index; reminding it");
+        }
         for group in remind {
             self.timers.remind(group);
         }
@@ -337,24 +408,42 @@ impl Liveness {
 
     /// The heartbeats this node owes its peers now: one per node it shares a group with.
     pub(crate) fn due(&self) -> Vec<HeartbeatDue> {
-        let state = self.state();
         let mut due: HashMap<NodeId, HeartbeatDue> = HashMap::new();
-        let now = Instant::now();
-        for (&group, entry) in &state.groups {
-            let suspended = entry.claim_suspended_until.is_some_and(|until| until > now);
-            let leads = match entry.view.standing {
-                Standing::Leads { term } if !suspended => Some(term),
-                _ => None,
-            };
-            for (node, advertised) in &entry.view.members {
-                let heartbeat = due.entry(*node).or_insert_with(|| HeartbeatDue {
-                    node: *node,
-                    advertised: advertised.clone(),
-                    leads: Vec::new(),
-                });
-                if let Some(term) = leads {
-                    heartbeat.leads.push((group, term));
+        let mut led = Vec::new();
+        {
+            let state = self.state();
+            let now = Instant::now();
+            for (&group, entry) in &state.groups {
+                let suspended = entry.claim_suspended_until.is_some_and(|until| until > now);
+                let term = match entry.view.standing {
+                    Standing::Leads { term } if !suspended => Some(term),
+                    _ => None,
+                };
+                for (node, advertised) in &entry.view.members {
+                    let heartbeat = due.entry(*node).or_insert_with(|| HeartbeatDue {
+                        node: *node,
+                        advertised: advertised.clone(),
+                        leads: Vec::new(),
+                    });
+                    if let Some(term) = term {
+                        heartbeat
+                            .leads
+                            .push((group, Leadership { term, committed: 0 }));
+                    }
                 }
+                if term.is_some() {
+                    led.push(group);
+                }
+            }
+        }
+        // The commit indexes are read outside the state's lock (each from its group's raft).
+        let committed: HashMap<GroupId, u64> = led
+            .into_iter()
+            .map(|group| (group, self.timers.committed(group).unwrap_or(0)))
+            .collect();
+        for heartbeat in due.values_mut() {
+            for (group, lead) in &mut heartbeat.leads {
+                lead.committed = committed.get(group).copied().unwrap_or(0);
             }
         }
         due.into_values().collect()
@@ -478,15 +567,20 @@ impl Reporter {
     }
 }
 
+impl Group {
+    /// Whether this node leads the group and `node` is a member of it.
+    fn leads_with(&self, node: NodeId) -> bool {
+        matches!(self.view.standing, Standing::Leads { .. })
+            && self.view.members.iter().any(|(member, _)| *member == node)
+    }
+}
+
 impl State {
     /// The groups this node leads that `node` is a member of.
     fn led_with(&self, node: NodeId) -> Vec<GroupId> {
         self.groups
             .iter()
-            .filter(|(_, entry)| {
-                matches!(entry.view.standing, Standing::Leads { .. })
-                    && entry.view.members.iter().any(|(member, _)| *member == node)
-            })
+            .filter(|(_, entry)| entry.leads_with(node))
             .map(|(&group, _)| group)
             .collect()
     }
@@ -501,9 +595,9 @@ impl State {
         changes: &mut Changes,
     ) {
         let led_elsewhere = |term: u64| {
-            self.peers
-                .values()
-                .any(|peer| peer.alive && peer.leads.get(&group).is_some_and(|&led| led >= term))
+            self.peers.values().any(|peer| {
+                peer.alive && peer.leads.get(&group).is_some_and(|led| led.term >= term)
+            })
         };
         let Some(entry) = self.groups.get(&group) else {
             return;
@@ -547,6 +641,7 @@ mod tests {
         starts: AtomicUsize,
         campaigns: Mutex<Vec<GroupId>>,
         reminders: Mutex<Vec<GroupId>>,
+        committed: Mutex<HashMap<GroupId, u64>>,
     }
 
     impl GroupTimers for Recorded {
@@ -563,6 +658,10 @@ mod tests {
 
         fn remind(&self, group: GroupId) {
             self.reminders.lock().unwrap().push(group);
+        }
+
+        fn committed(&self, group: GroupId) -> Option<u64> {
+            self.committed.lock().unwrap().get(&group).copied()
         }
     }
 
@@ -599,6 +698,18 @@ mod tests {
         liveness_with(Duration::from_millis(500))
     }
 
+    fn lead(term: u64, committed: u64) -> Leadership {
+        Leadership { term, committed }
+    }
+
+    /// A heartbeat's claims: `(group, term)`, nothing committed.
+    fn claims(pairs: &[(GroupId, u64)]) -> HashMap<GroupId, Leadership> {
+        pairs
+            .iter()
+            .map(|&(group, term)| (group, lead(term, 0)))
+            .collect()
+    }
+
     fn follows(term: u64) -> GroupView {
         GroupView {
             standing: Standing::Follows { term },
@@ -613,12 +724,12 @@ mod tests {
         liveness.reporter(7).update(follows(3));
         assert_eq!(liveness.ticking(), 1, "no leader heard of yet");
 
-        liveness.heard(2, 1, HashMap::from([(7, 3)]));
+        liveness.heard(2, 1, claims(&[(7, 3)]));
         assert_eq!(recorded.ticking(7), Some(false));
         assert_eq!(liveness.ticking(), 0);
 
         // Heard again, saying the same: nothing changes.
-        liveness.heard(2, 1, HashMap::from([(7, 3)]));
+        liveness.heard(2, 1, claims(&[(7, 3)]));
         assert_eq!(liveness.ticking(), 0);
 
         // Node 2 falls silent past the timeout.
@@ -637,18 +748,18 @@ mod tests {
     async fn a_leadership_claim_of_an_older_term_does_not_stop_a_followers_timer() {
         let (liveness, recorded) = liveness();
         liveness.reporter(7).update(follows(4));
-        liveness.heard(2, 1, HashMap::from([(7, 3)]));
+        liveness.heard(2, 1, claims(&[(7, 3)]));
         assert_eq!(
             liveness.ticking(),
             1,
             "node 2 led term 3; this replica is in term 4"
         );
         // A claim of a later term will do: that leader will catch this replica up.
-        liveness.heard(3, 1, HashMap::from([(7, 5)]));
+        liveness.heard(3, 1, claims(&[(7, 5)]));
         assert_eq!(liveness.ticking(), 0);
         // The claim withdrawn (node 3 no longer leads): the timer starts again, with an
         // election, once the leases node 3 may have renewed a moment ago have run out.
-        liveness.heard(3, 1, HashMap::new());
+        liveness.heard(3, 1, claims(&[]));
         assert_eq!(liveness.ticking(), 0, "not before the leases run out");
         let decision = liveness.state().groups[&7].decision;
         liveness.start_if_still_wanted(&Start {
@@ -678,7 +789,7 @@ mod tests {
                 HeartbeatDue {
                     node: 2,
                     advertised: "b:1".to_owned(),
-                    leads: vec![(7, 2)],
+                    leads: vec![(7, lead(2, 0))],
                 },
                 HeartbeatDue {
                     node: 3,
@@ -694,11 +805,11 @@ mod tests {
         // Starts wait for a 10 s lease: none runs during the test on its own.
         let (liveness, recorded) = liveness_with(Duration::from_secs(10));
         liveness.reporter(7).update(follows(3));
-        liveness.heard(2, 1, HashMap::from([(7, 3)]));
+        liveness.heard(2, 1, claims(&[(7, 3)]));
         // Silent: a start is scheduled; then heard again before it runs.
         liveness.expire(Instant::now() + Duration::from_secs(1));
         let scheduled = liveness.state().groups[&7].decision;
-        liveness.heard(2, 1, HashMap::from([(7, 3)]));
+        liveness.heard(2, 1, claims(&[(7, 3)]));
         liveness.start_if_still_wanted(&Start {
             group: 7,
             decision: scheduled,
@@ -733,14 +844,14 @@ mod tests {
         });
         // The first instance's task ends late, after the second started.
         first.stopped();
-        assert_eq!(liveness.due()[0].leads, vec![(7, 3)]);
+        assert_eq!(liveness.due()[0].leads, vec![(7, lead(3, 0))]);
     }
 
     #[tokio::test]
     async fn after_a_dead_leader_a_timer_waits_for_the_leases_it_granted_to_run_out() {
         let (liveness, _recorded) = liveness();
         liveness.reporter(7).update(follows(3));
-        liveness.heard(2, 1, HashMap::from([(7, 3)]));
+        liveness.heard(2, 1, claims(&[(7, 3)]));
         // Silent past the timeout (500 ms), not yet past the lease and one interval (600 ms).
         liveness.expire(Instant::now() + Duration::from_millis(550));
         assert_eq!(liveness.alive_peers(), vec![(2, false)]);
@@ -758,10 +869,10 @@ mod tests {
         reporter.suspend_claim(Instant::now() + Duration::from_secs(60));
         assert_eq!(liveness.due()[0].leads, vec![]);
         reporter.resume_claim();
-        assert_eq!(liveness.due()[0].leads, vec![(7, 2)]);
+        assert_eq!(liveness.due()[0].leads, vec![(7, lead(2, 0))]);
         // A suspension that ran out is over by itself.
         reporter.suspend_claim(Instant::now());
-        assert_eq!(liveness.due()[0].leads, vec![(7, 2)]);
+        assert_eq!(liveness.due()[0].leads, vec![(7, lead(2, 0))]);
     }
 
     /// A quiet leader sends its followers nothing while nothing is written, so a follower that
@@ -783,19 +894,75 @@ mod tests {
             members: vec![(3, "c:1".to_owned())],
         });
         liveness.reporter(10).update(follows(3));
-        liveness.heard(2, 1, HashMap::new());
-        liveness.heard(2, 1, HashMap::new());
+        liveness.heard(2, 1, claims(&[]));
+        liveness.heard(2, 1, claims(&[]));
         assert_eq!(recorded.reminders(), Vec::<GroupId>::new(), "nothing new");
 
         // Node 2's process restarted.
-        liveness.heard(2, 2, HashMap::new());
+        liveness.heard(2, 2, claims(&[]));
         assert_eq!(recorded.reminders(), [7, 8]);
-        liveness.heard(2, 2, HashMap::new());
+        liveness.heard(2, 2, claims(&[]));
         assert_eq!(recorded.reminders(), [7, 8]);
 
         // Node 2 falls silent, then is heard again.
         liveness.expire(Instant::now() + Duration::from_secs(5));
-        liveness.heard(2, 2, HashMap::new());
+        liveness.heard(2, 2, claims(&[]));
         assert_eq!(recorded.reminders(), [7, 7, 8, 8]);
+    }
+
+    /// A follower that missed the message carrying its leader's last commit index (lost, or
+    /// sent before its group ran again after a restart) hears nothing more from a quiet
+    /// leader. Heartbeats name the leader's commit index; a follower still behind it after it
+    /// stood still for a heartbeat says so, and the leader reminds that group alone. While
+    /// the leader's index moves (entries in flight), nobody is reminded.
+    #[tokio::test]
+    async fn a_follower_behind_a_quiet_leaders_commit_index_gets_that_group_reminded() {
+        let (follower, here) = liveness();
+        follower.reporter(7).update(follows(3));
+        follower.reporter(8).update(follows(3));
+        here.committed.lock().unwrap().extend([(7, 10), (8, 4)]);
+        let heartbeat =
+            |seven: u64, eight: u64| HashMap::from([(7, lead(3, seven)), (8, lead(3, eight))]);
+        assert_eq!(
+            follower.heard(2, 1, heartbeat(10, 5)),
+            [] as [GroupId; 0],
+            "first heard"
+        );
+        assert_eq!(
+            follower.heard(2, 1, heartbeat(12, 6)),
+            [] as [GroupId; 0],
+            "moving"
+        );
+        let mut behind = follower.heard(2, 1, heartbeat(12, 6));
+        behind.sort_unstable();
+        assert_eq!(behind, [7, 8], "both stood still ahead of this replica");
+        here.committed.lock().unwrap().insert(7, 12);
+        assert_eq!(follower.heard(2, 1, heartbeat(12, 6)), [8]);
+        here.committed.lock().unwrap().insert(8, 6);
+        assert_eq!(
+            follower.heard(2, 1, heartbeat(12, 6)),
+            [] as [GroupId; 0],
+            "caught up"
+        );
+
+        // The leader's side: it reminds the groups it leads with that peer as a member only.
+        let (leader, recorded) = liveness();
+        leader.reporter(7).update(GroupView {
+            standing: Standing::Leads { term: 3 },
+            members: vec![(1, "a:1".to_owned())],
+        });
+        leader.reporter(8).update(follows(3));
+        leader.reporter(9).update(GroupView {
+            standing: Standing::Leads { term: 3 },
+            members: vec![(4, "d:1".to_owned())],
+        });
+        leader.remind_behind(1, &[7, 8, 9, 10]);
+        assert_eq!(recorded.reminders(), [7]);
+        // The commit index it names is its replica's.
+        recorded.committed.lock().unwrap().insert(7, 12);
+        assert_eq!(
+            leader.due().iter().find(|d| d.node == 1).unwrap().leads,
+            vec![(7, lead(3, 12))]
+        );
     }
 }

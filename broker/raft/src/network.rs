@@ -21,6 +21,7 @@ use std::sync::{Arc, OnceLock, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{
     Fatal, NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable,
 };
@@ -47,7 +48,7 @@ use weir_storage::GroupId;
 
 use crate::config::GroupTimings;
 use crate::error::ReplicaError;
-use crate::liveness::{GroupTimers, HeartbeatDue, Liveness, MAX_LEADS_PER_HEARTBEAT};
+use crate::liveness::{GroupTimers, HeartbeatDue, Leadership, Liveness, MAX_LEADS_PER_HEARTBEAT};
 use crate::types::{NodeId, Snapshot, SnapshotBytes, SnapshotMeta, TypeConfig, Vote};
 
 /// An AppendEntries without entries (a heartbeat: vote, log ids, commit index) encodes in far
@@ -106,6 +107,8 @@ trait GroupEndpoint: Send + Sync {
     fn campaign(&self) -> BoxFuture<'_, Result<(), Fatal<TypeConfig>>>;
     /// Sends one raft heartbeat to every follower now, if this node leads.
     fn remind(&self) -> BoxFuture<'_, Result<(), Fatal<TypeConfig>>>;
+    /// The group's commit index on this node (`None`: nothing committed).
+    fn committed(&self) -> Option<u64>;
 }
 
 impl<SM> GroupEndpoint for Raft<TypeConfig, SM>
@@ -151,6 +154,13 @@ where
 
     fn remind(&self) -> BoxFuture<'_, Result<(), Fatal<TypeConfig>>> {
         Box::pin(async move { self.trigger().heartbeat().await })
+    }
+
+    fn committed(&self) -> Option<u64> {
+        self.metrics()
+            .borrow_watched()
+            .local_committed
+            .map(|committed| committed.index)
     }
 }
 
@@ -417,6 +427,10 @@ impl GroupTimers for LocalGroups {
         }
     }
 
+    fn committed(&self, group: GroupId) -> Option<u64> {
+        self.endpoint(group)?.committed()
+    }
+
     fn remind(&self, group: GroupId) {
         if let Some(endpoint) = self.endpoint(group) {
             tokio::spawn(async move {
@@ -442,21 +456,16 @@ async fn send_heartbeats(shared: Weak<Shared>, node_id: NodeId, liveness: Arc<Li
         let sends = liveness
             .due()
             .into_iter()
-            .map(|due| peers.send_heartbeat(node_id, liveness.incarnation, due, liveness.interval));
+            .map(|due| peers.send_heartbeat(node_id, &liveness, due));
         futures::future::join_all(sends).await;
     }
 }
 
 impl Peers {
-    /// Sends one heartbeat; a failure is left to the peer's side to notice (it stops hearing
-    /// from this node), so it is logged at debug level only.
-    async fn send_heartbeat(
-        &self,
-        from: NodeId,
-        incarnation: u64,
-        due: HeartbeatDue,
-        timeout: Duration,
-    ) {
+    /// Sends one heartbeat, and reminds the groups the peer answers it is behind in. A
+    /// failure is left to the peer's side to notice (it stops hearing from this node), so it
+    /// is logged at debug level only.
+    async fn send_heartbeat(&self, from: NodeId, liveness: &Liveness, due: HeartbeatDue) {
         let address = self.address_of(due.node, &due.advertised);
         let mut client = match self.client(&address) {
             Ok(client) => client,
@@ -468,16 +477,26 @@ impl Peers {
         let leads = due
             .leads
             .into_iter()
-            .map(|(group, term)| GroupLeadership { group, term })
+            .map(|(group, lead)| GroupLeadership {
+                group,
+                term: lead.term,
+                committed: lead.committed,
+            })
             .collect();
         let mut request = tonic::Request::new(NodeHeartbeat {
             from,
             leads,
-            incarnation,
+            incarnation: liveness.incarnation,
         });
-        request.set_timeout(timeout);
-        if let Err(status) = client.heartbeat(request).await {
-            tracing::debug!(node = due.node, %status, "heartbeat to peer failed");
+        request.set_timeout(liveness.interval);
+        match client.heartbeat(request).await {
+            Ok(reply) => {
+                let behind = reply.into_inner().behind;
+                if behind.len() <= MAX_LEADS_PER_HEARTBEAT {
+                    liveness.remind_behind(due.node, &behind);
+                }
+            }
+            Err(status) => tracing::debug!(node = due.node, %status, "heartbeat to peer failed"),
         }
     }
 }
@@ -608,15 +627,24 @@ impl RaftService for Receiver {
             )));
         }
         // A node that runs no group yet has nothing a heartbeat could change.
-        if let Some(liveness) = self.peers.shared.liveness.get() {
-            let leads = heartbeat
-                .leads
-                .iter()
-                .map(|lead| (lead.group, lead.term))
-                .collect();
-            liveness.heard(heartbeat.from, heartbeat.incarnation, leads);
-        }
-        Ok(tonic::Response::new(NodeHeartbeatReply {}))
+        let behind = match self.peers.shared.liveness.get() {
+            Some(liveness) => {
+                let leads = heartbeat
+                    .leads
+                    .iter()
+                    .map(|lead| {
+                        let claim = Leadership {
+                            term: lead.term,
+                            committed: lead.committed,
+                        };
+                        (lead.group, claim)
+                    })
+                    .collect();
+                liveness.heard(heartbeat.from, heartbeat.incarnation, leads)
+            }
+            None => Vec::new(),
+        };
+        Ok(tonic::Response::new(NodeHeartbeatReply { behind }))
     }
 }
 
