@@ -1094,6 +1094,31 @@ async fn partitions_created_while_a_node_is_down_elect_leaders() -> anyhow::Resu
     Ok(())
 }
 
+/// A new topic's partitions are first led by their preferred replicas (each listed first, spread
+/// over the nodes by placement). Before, every replica initialised the group and stood for
+/// election when its own timer fired: the first leader was whichever fired first, and two
+/// replicas standing in the same first term made one that had already won step down again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_partition_is_first_led_by_its_preferred_replica() -> anyhow::Result<()> {
+    const TOPIC: &str = "preferred";
+    const PARTITIONS: u32 = 6;
+    let cluster = ProcessCluster::start(weir(), 3).await?;
+    create_replicated_topic(&cluster, TOPIC, PARTITIONS).await?;
+    let described = cluster.describe(1, TOPIC).await.context("describe")?;
+    assert_eq!(described.partitions.len(), PARTITIONS as usize);
+    let mut led = Vec::new();
+    for p in &described.partitions {
+        let leader = cluster.leader_of(TOPIC, p.partition).await?;
+        led.push((p.partition, leader, p.replicas.first().copied()));
+    }
+    assert!(
+        led.iter()
+            .all(|&(_, leader, preferred)| Some(leader) == preferred),
+        "(partition, leader, preferred leader): {led:?}"
+    );
+    Ok(())
+}
+
 /// `weir topic describe` through any node shows each partition as its leader sees it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn describe_through_any_node_shows_the_leaders_view() -> anyhow::Result<()> {

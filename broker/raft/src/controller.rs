@@ -188,9 +188,16 @@ impl<S: MetadataState> ControllerReplica<S> {
         Ok(Self { group })
     }
 
-    /// Makes `members` the controller's first voters if it was never initialised.
-    pub async fn initialize(&self, members: &BTreeMap<NodeId, String>) -> Result<(), ReplicaError> {
-        self.group.initialize(members).await
+    /// Forms the group with `members` as its first voters and `preferred` as its first leader,
+    /// if this replica never belonged to it (a no-op otherwise). Only the preferred leader
+    /// stands for election at once; the others initialise the group only if it is not heard
+    /// from within an election timeout.
+    pub async fn form(
+        &self,
+        members: &BTreeMap<NodeId, String>,
+        preferred: NodeId,
+    ) -> Result<(), ReplicaError> {
+        self.group.form(members, preferred).await
     }
 
     /// Proposes an encoded command; returns the state machine's encoded reply once the

@@ -1,13 +1,11 @@
 //! What every raft group on a node has in common, whatever its state machine.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
-use openraft::errors::{
-    ClientWriteError, Fatal, InitializeError, LinearizableReadError, RaftError,
-};
+use openraft::errors::{ClientWriteError, Fatal, LinearizableReadError, RaftError};
 use openraft::impls::ProgressResponder;
 use openraft::raft::ClientWriteResult;
 use openraft::storage::RaftStateMachine;
@@ -27,7 +25,7 @@ pub(crate) struct Group<SM: RaftStateMachine<TypeConfig>> {
     pub(crate) id: GroupId,
     pub(crate) raft: Raft<TypeConfig, SM>,
     pub(crate) peers: Peers,
-    learner_stall: Duration,
+    pub(crate) timings: GroupTimings,
     /// Held by whoever changes the membership on this node ([`Group::replace_voter`] and the
     /// task that finishes joint configurations), so they never race each other.
     membership_changes: Arc<tokio::sync::Mutex<()>>,
@@ -49,7 +47,7 @@ impl<SM: RaftStateMachine<TypeConfig>> Clone for Group<SM> {
             id: self.id,
             raft: self.raft.clone(),
             peers: self.peers.clone(),
-            learner_stall: self.learner_stall,
+            timings: self.timings,
             membership_changes: self.membership_changes.clone(),
             quiet: self.quiet.clone(),
         }
@@ -106,31 +104,12 @@ where
             id,
             raft,
             peers: peers.clone(),
-            learner_stall: timings.learner_stall,
+            timings,
             membership_changes: Arc::default(),
             quiet,
         };
         tokio::spawn(group.clone().follow_membership());
         Ok(group)
-    }
-
-    /// Makes `members` the group's first voters, if it was never initialised; a no-op on a
-    /// group that already has a membership.
-    pub(crate) async fn initialize(
-        &self,
-        members: &BTreeMap<NodeId, String>,
-    ) -> Result<(), ReplicaError> {
-        let nodes: BTreeMap<NodeId, BasicNode> = members
-            .iter()
-            .map(|(id, addr)| (*id, BasicNode::new(addr.clone())))
-            .collect();
-        match self.raft.initialize(nodes).await {
-            Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
-            Err(e) => Err(ReplicaError::Unavailable {
-                group: self.id,
-                reason: e.to_string(),
-            }),
-        }
     }
 
     /// Proposes `request` and returns the state machine's response once it is applied.
@@ -387,7 +366,7 @@ where
         loop {
             let waited = self
                 .raft
-                .wait(Some(self.learner_stall))
+                .wait(Some(self.timings.learner_stall))
                 .metrics(
                     |m| {
                         m.state != ServerState::Leader
@@ -404,7 +383,7 @@ where
                         group: self.id,
                         reason: format!(
                             "node {node} made no progress catching up for {:?} (it has index {} of {target}); it stays a learner: run the change again once it is reachable",
-                            self.learner_stall,
+                            self.timings.learner_stall,
                             seen.unwrap_or(0)
                         ),
                     });

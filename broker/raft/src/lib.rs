@@ -18,6 +18,7 @@ mod config;
 mod controller;
 mod error;
 pub mod fault_injection;
+mod formation;
 mod group;
 mod lease;
 mod liveness;

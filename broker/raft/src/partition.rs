@@ -100,10 +100,16 @@ impl PartitionReplica {
         })
     }
 
-    /// Makes `members` the group's first voters, if the group was never initialised. A no-op
-    /// (not an error) on a group that already has a membership.
-    pub async fn initialize(&self, members: &BTreeMap<NodeId, String>) -> Result<(), ReplicaError> {
-        self.group.initialize(members).await
+    /// Forms the group with `members` as its first voters and `preferred` as its first leader,
+    /// if this replica never belonged to it (a no-op otherwise). Only the preferred leader
+    /// stands for election at once; the others initialise the group only if it is not heard
+    /// from within an election timeout.
+    pub async fn form(
+        &self,
+        members: &BTreeMap<NodeId, String>,
+        preferred: NodeId,
+    ) -> Result<(), ReplicaError> {
+        self.group.form(members, preferred).await
     }
 
     /// The raft group id.

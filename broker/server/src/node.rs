@@ -142,9 +142,11 @@ impl Node {
             // A joining node is added by an operator; give them time.
             CLUSTER_FORMING_WAIT
         } else {
-            // Every node initialises the controller with the same voters; openraft accepts
-            // that and the first election settles it. A restarted node's call is a no-op.
-            controller.initialize(&voters).await?;
+            // Every node may initialise the controller with the same voters (openraft accepts
+            // that); the first voter stands first (see `ControllerReplica::form`). A restarted
+            // node's call is a no-op.
+            let preferred = *voters.keys().next().unwrap_or(&config.node_id);
+            controller.form(&voters, preferred).await?;
             if voters.len() > 1 {
                 CLUSTER_FORMING_WAIT
             } else {
@@ -1077,13 +1079,14 @@ impl Node {
                 )
             })
             .collect();
-        // Every initial replica initialises the group with the same voters (openraft allows
-        // that, and the first election settles it), so a partition gets a leader even when its
-        // preferred leader is down at creation; on a group that already has a membership this
-        // is a no-op. A replica added later by a move joins as a learner instead: initialising
-        // it would start a second history.
+        // Every initial replica may initialise the group with the same voters (openraft allows
+        // that), so a partition gets a leader even when its preferred leader is down at
+        // creation; the preferred leader stands first (see `PartitionReplica::form`). On a
+        // group that already has a membership this is a no-op. A replica added later by a move
+        // joins as a learner instead: initialising it would start a second history.
         if info.initialised_by(me) {
-            replica.initialize(&voters).await?;
+            let preferred = info.replicas.first().copied().unwrap_or(me);
+            replica.form(&voters, preferred).await?;
         }
         Ok(replica)
     }
