@@ -177,12 +177,11 @@ fn to_pb_record(record: Record) -> pb::Record {
 
 /// What a produce chain left to store.
 struct ProduceChainRun {
-    /// The records to store.
-    kept: Vec<Record>,
+    /// The records to store; `None` when they are the request's records, every one as the
+    /// producer sent it (see `ChainOutput::unchanged`).
+    kept: Option<Vec<Record>>,
     /// The records dropped or dead-lettered.
     report: Vec<pb::RejectedRecord>,
-    /// `kept` are the request's records (see `ChainOutput::unchanged`).
-    unchanged: bool,
 }
 
 /// Refuses records a produce chain cannot take: tombstones, since the module ABI has no null
@@ -273,21 +272,20 @@ impl BrokerService {
             check_chain_input(&records, &topic.name)?;
             let ran = self.run_produce_chain(&topic, records).await?;
             rejected = ran.report;
-            let kept = ran.kept;
-            batch = if ran.unchanged {
+            batch = match ran.kept {
                 // Every record as the producer sent it: its batch is stored as it came.
-                batch
-            } else if kept.is_empty() {
-                None
-            } else {
-                // The broker changed the records, so it encodes the batch again: the producer's
-                // id, epoch and base sequence stay, the CRC is new.
-                let encoder = BatchEncoder::new(limits).with_producer(produced.producer);
-                Some(encoder.encode(&kept).map_err(|e| {
-                    BrokerError::InvalidRecord(format!(
-                        "the produce chain's output cannot be stored: {e}"
-                    ))
-                })?)
+                None => batch,
+                Some(kept) if kept.is_empty() => None,
+                Some(kept) => {
+                    // The broker changed the records, so it encodes the batch again: the
+                    // producer's id, epoch and base sequence stay, the CRC is new.
+                    let encoder = BatchEncoder::new(limits).with_producer(produced.producer);
+                    Some(encoder.encode(&kept).map_err(|e| {
+                        BrokerError::InvalidRecord(format!(
+                            "the produce chain's output cannot be stored: {e}"
+                        ))
+                    })?)
+                }
             };
             if batch.is_none() && producer.is_none() {
                 // Nothing to store, and no sequence to record.
@@ -434,9 +432,9 @@ impl BrokerService {
             node.produce_to(&dead_letter, records).await?;
         }
         Ok(ProduceChainRun {
-            kept: output.records.into_iter().map(|r| r.record).collect(),
+            kept: (!output.unchanged)
+                .then(|| output.records.into_iter().map(|r| r.record).collect()),
             report,
-            unchanged: output.unchanged,
         })
     }
 
