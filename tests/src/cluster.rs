@@ -101,6 +101,30 @@ enum Membership {
     Retired,
 }
 
+/// A node's process exited before it reported that it serves requests (for example because it
+/// refused its data or its configuration).
+#[derive(Debug)]
+pub struct NodeDidNotStart {
+    /// The node.
+    pub id: NodeId,
+    /// What it printed instead of reporting where it listens.
+    pub printed: String,
+    /// How it exited.
+    pub status: String,
+}
+
+impl std::fmt::Display for NodeDidNotStart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "node {} did not start: it printed {:?} and exited {}",
+            self.id, self.printed, self.status
+        )
+    }
+}
+
+impl std::error::Error for NodeDidNotStart {}
+
 /// A node process started by [`ProcessCluster::launch`] that has not reported ready yet.
 #[must_use = "pass it to ProcessCluster::await_started"]
 pub struct Launch {
@@ -872,9 +896,12 @@ impl ProcessCluster {
                     let _ = c.kill();
                     c.wait()
                 });
-                anyhow::bail!(
-                    "node {id} did not start: it printed {printed:?} and exited {status:?}"
-                )
+                Err(NodeDidNotStart {
+                    id,
+                    printed,
+                    status: format!("{status:?}"),
+                }
+                .into())
             }
         }
     }

@@ -23,8 +23,8 @@ pub mod tls;
 pub mod tmpfs;
 
 pub use cluster::{
-    Launch, LeaderRoute, NodeId, ProcessCluster, RaftTimings, fetch_all, free_port, lazy_channel,
-    lazy_channel_with, run_to_exit,
+    Launch, LeaderRoute, NodeDidNotStart, NodeId, ProcessCluster, RaftTimings, fetch_all,
+    free_port, lazy_channel, lazy_channel_with, run_to_exit,
 };
 pub use proxy::LinkProxy;
 pub use raw_grpc::{RawGrpc, RawProducer, UNARY_RPCS};
