@@ -284,6 +284,24 @@ impl ProcessCluster {
         self.await_listening(launch.id, launch.listening).await
     }
 
+    /// [`ProcessCluster::await_started`] for at most `within`: gives the launch back when the
+    /// node has not reported by then (it may wait for a link a fault cut).
+    pub async fn await_started_within(
+        &mut self,
+        mut launch: Launch,
+        within: Duration,
+    ) -> anyhow::Result<Option<Launch>> {
+        match tokio::time::timeout(within, &mut launch.listening).await {
+            Err(_) => Ok(Some(launch)),
+            Ok(reported) => {
+                let reported =
+                    reported.with_context(|| format!("node {}'s output ended", launch.id))?;
+                self.listening_reported(launch.id, reported)?;
+                Ok(None)
+            }
+        }
+    }
+
     /// The members' ids: `1..=N` at first, then as [`ProcessCluster::admit`] and
     /// [`ProcessCluster::retire`] change them.
     pub fn node_ids(&self) -> Vec<NodeId> {
@@ -881,13 +899,22 @@ impl ProcessCluster {
         id: NodeId,
         listening: tokio::sync::oneshot::Receiver<Result<SocketAddr, String>>,
     ) -> anyhow::Result<()> {
-        let expected = self.addr(id);
         let line = tokio::time::timeout(START_TIMEOUT, listening)
             .await
             .with_context(|| {
                 format!("node {id} did not report listening within {START_TIMEOUT:?}")
             })?
             .with_context(|| format!("node {id}'s output ended"))?;
+        self.listening_reported(id, line)
+    }
+
+    /// Checks what node `id` reported instead of or as its listening address.
+    fn listening_reported(
+        &mut self,
+        id: NodeId,
+        line: Result<SocketAddr, String>,
+    ) -> anyhow::Result<()> {
+        let expected = self.addr(id);
         match line {
             Ok(addr) if addr == expected => Ok(()),
             Ok(addr) => anyhow::bail!("node {id} listens on {addr}, expected {expected}"),

@@ -13,7 +13,8 @@
 //! `AddNode` and `RemoveNode` are sent, again while unanswered or retriable, while the faults
 //! of their round are active, for a few seconds; a change still in doubt is completed once
 //! those faults are healed, before the next round (`MembershipChanges::complete`), and must
-//! then take effect. So that no node restarts while the controller's voters are in doubt (a
+//! then take effect. So must an added node's start: it registers with the controller leader
+//! before it serves, and a fault may cut it off from that leader until it heals. So that no node restarts while the controller's voters are in doubt (a
 //! node whose `--peers` differ from them refuses to start), a membership step is never
 //! combined with a fault that stops processes (see
 //! [`Fault::combines_with`](super::Fault::combines_with)).
@@ -72,6 +73,13 @@ enum Pending {
     None,
     /// Node `id`, launched, is being added; `pick` chooses the replica moved onto it.
     Join {
+        id: NodeId,
+        launch: Launch,
+        pick: u64,
+    },
+    /// Node `id` was added and has not reported that it serves yet: it registers itself with
+    /// the controller leader first, which a fault may keep it from.
+    Start {
         id: NodeId,
         launch: Launch,
         pick: u64,
@@ -183,6 +191,9 @@ impl MembershipChanges {
             Pending::Join { id, .. } => anyhow::bail!(
                 "adding node {id} did not take effect within {CHANGE_DEADLINE:?} of every fault healed"
             ),
+            Pending::Start { id, .. } => anyhow::bail!(
+                "node {id} was added but did not serve within {CHANGE_DEADLINE:?} of every fault healed"
+            ),
             Pending::Remove(id) => anyhow::bail!(
                 "removing node {id} did not take effect within {CHANGE_DEADLINE:?} of every fault healed"
             ),
@@ -214,16 +225,14 @@ impl MembershipChanges {
                     }
                     Some(Change::Refused(e)) => anyhow::bail!("adding node {id} was refused: {e}"),
                     Some(Change::Done) => {
-                        cluster.await_started(launch).await?;
-                        cluster.admit(id);
-                        moves.set_targets(cluster.node_ids());
-                        self.joined = Some(id);
-                        self.counts.joined += 1;
-                        self.history.event(format!("node {id} joined"));
-                        moves.start(pick as u32 % self.partitions, pick, None);
-                        Ok(())
+                        self.await_start(cluster, moves, (id, launch, pick), deadline)
+                            .await
                     }
                 }
+            }
+            Pending::Start { id, launch, pick } => {
+                self.await_start(cluster, moves, (id, launch, pick), deadline)
+                    .await
             }
             Pending::Remove(id) => {
                 let removed = change(&self.addrs, "UNKNOWN_NODE", deadline, |client| async move {
@@ -250,6 +259,30 @@ impl MembershipChanges {
                 Ok(())
             }
         }
+    }
+
+    /// Waits until `deadline` for the added node to serve; it joined then, and a replica moves
+    /// onto it. Otherwise its start stays pending.
+    async fn await_start(
+        &mut self,
+        cluster: &mut ProcessCluster,
+        moves: &mut Moves,
+        (id, launch, pick): (NodeId, Launch, u64),
+        deadline: Instant,
+    ) -> anyhow::Result<()> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match cluster.await_started_within(launch, left).await? {
+            Some(launch) => self.pending = Pending::Start { id, launch, pick },
+            None => {
+                cluster.admit(id);
+                moves.set_targets(cluster.node_ids());
+                self.joined = Some(id);
+                self.counts.joined += 1;
+                self.history.event(format!("node {id} joined"));
+                moves.start(pick as u32 % self.partitions, pick, None);
+            }
+        }
+        Ok(())
     }
 }
 
