@@ -81,8 +81,8 @@ pub(crate) trait GroupTimers: Send + Sync {
     /// index: a quiet leader sends none by itself, and a follower that restarted (its commit
     /// index is written lazily) or was cut off may have missed the last one it sent.
     fn remind(&self, group: GroupId);
-    /// The group's commit index (raft log index) on this node; `None` while the group does
-    /// not run here or has committed nothing.
+    /// How many of the group's entries this node knows committed (its commit index + 1, 0 for
+    /// none); `None` while the group does not run here.
     fn committed(&self, group: GroupId) -> Option<u64>;
 }
 
@@ -91,7 +91,7 @@ pub(crate) trait GroupTimers: Send + Sync {
 pub(crate) struct Leadership {
     /// The term the sender leads it in.
     pub(crate) term: u64,
-    /// The sender's commit index there (0: none).
+    /// How many entries the sender committed there: its commit index + 1 (0: none).
     pub(crate) committed: u64,
 }
 
@@ -920,7 +920,8 @@ mod tests {
         let (follower, here) = liveness();
         follower.reporter(7).update(follows(3));
         follower.reporter(8).update(follows(3));
-        here.committed.lock().unwrap().extend([(7, 10), (8, 4)]);
+        // Group 8's replica knows nothing committed (a restarted one may not).
+        here.committed.lock().unwrap().extend([(7, 10), (8, 0)]);
         let heartbeat =
             |seven: u64, eight: u64| HashMap::from([(7, lead(3, seven)), (8, lead(3, eight))]);
         assert_eq!(

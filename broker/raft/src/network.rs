@@ -107,8 +107,9 @@ trait GroupEndpoint: Send + Sync {
     fn campaign(&self) -> BoxFuture<'_, Result<(), Fatal<TypeConfig>>>;
     /// Sends one raft heartbeat to every follower now, if this node leads.
     fn remind(&self) -> BoxFuture<'_, Result<(), Fatal<TypeConfig>>>;
-    /// The group's commit index on this node (`None`: nothing committed).
-    fn committed(&self) -> Option<u64>;
+    /// How many of the group's entries this node knows committed: its commit index + 1, 0
+    /// when it knows none.
+    fn committed(&self) -> u64;
 }
 
 impl<SM> GroupEndpoint for Raft<TypeConfig, SM>
@@ -156,11 +157,11 @@ where
         Box::pin(async move { self.trigger().heartbeat().await })
     }
 
-    fn committed(&self) -> Option<u64> {
+    fn committed(&self) -> u64 {
         self.metrics()
             .borrow_watched()
             .local_committed
-            .map(|committed| committed.index)
+            .map_or(0, |committed| committed.index + 1)
     }
 }
 
@@ -428,7 +429,7 @@ impl GroupTimers for LocalGroups {
     }
 
     fn committed(&self, group: GroupId) -> Option<u64> {
-        self.endpoint(group)?.committed()
+        Some(self.endpoint(group)?.committed())
     }
 
     fn remind(&self, group: GroupId) {
