@@ -1057,7 +1057,6 @@ async fn partitions_created_while_a_node_is_down_elect_leaders() -> anyhow::Resu
     cluster.kill(1)?;
     let mut admin = cluster.client(2)?;
     let created = loop {
-        // The controller may need a new leader first if node 1 led it.
         match admin
             .create_topic(pb::CreateTopicRequest {
                 name: TOPIC.into(),
@@ -1068,7 +1067,13 @@ async fn partitions_created_while_a_node_is_down_elect_leaders() -> anyhow::Resu
             .await
         {
             Ok(created) => break created.into_inner().topic,
-            Err(status) if reason_of(&status).as_deref() == Some("UNAVAILABLE") => {
+            // Node 1 is the controller's first leader: the controller elects another first.
+            Err(status)
+                if matches!(
+                    reason_of(&status).as_deref(),
+                    Some("UNAVAILABLE" | "NOT_LEADER")
+                ) =>
+            {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             // An earlier attempt created it but timed out waiting for leaders.
