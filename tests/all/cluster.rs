@@ -1961,18 +1961,36 @@ async fn a_leader_reaching_only_a_minority_gives_way_to_the_connected_majority()
     .await?;
     assert!(others.contains(&new_leader), "{new_leader}");
     // And it changes the metadata, with the old leader and its follower's links as they are.
-    let created = cluster
-        .client(asked)?
-        .create_topic(pb::CreateTopicRequest {
-            name: "after-the-old-leader".into(),
-            partitions: 1,
-            replication_factor: 1,
-            configs: HashMap::new(),
-        })
-        .await?
-        .into_inner()
-        .topic
-        .context("CreateTopic describes the topic")?;
+    // Right after the election the majority may still answer NOT_LEADER or UNAVAILABLE (its
+    // leader has not committed an entry of its term yet, or two of the cut-off nodes stood at
+    // once and the one with the higher id deposes the other in the same term, as openraft's
+    // leader ids order them): such answers are tried again, as a client would.
+    let created = eventually(GENEROUS, "the majority to create a topic", || async {
+        let answer = cluster
+            .client(asked)
+            .ok()?
+            .create_topic(pb::CreateTopicRequest {
+                name: "after-the-old-leader".into(),
+                partitions: 1,
+                replication_factor: 1,
+                configs: HashMap::new(),
+            })
+            .await;
+        match answer {
+            Ok(created) => Some(Ok(created.into_inner().topic)),
+            Err(status)
+                if matches!(
+                    reason_of(&status).as_deref(),
+                    Some("NOT_LEADER" | "UNAVAILABLE")
+                ) =>
+            {
+                None
+            }
+            Err(status) => Some(Err(status)),
+        }
+    })
+    .await??
+    .context("CreateTopic describes the topic")?;
     assert_eq!(created.name, "after-the-old-leader");
     Ok(())
 }
