@@ -187,8 +187,16 @@ impl Moves {
         }
         for chosen in std::mem::take(&mut self.unfinished) {
             let deadline = Instant::now() + Duration::from_secs(120);
+            let mut tries = 0;
             let moot = loop {
-                let outcome = match any_node(&self.addrs).await {
+                // Each try starts from the next node: a node whose replica a move cut short
+                // removed from the raft group still describes the partition as its own, with
+                // no leader, and a client bootstrapped there alone would ask it every time.
+                let mut addrs = self.addrs.clone();
+                let start = tries % addrs.len().max(1);
+                addrs.rotate_left(start);
+                tries += 1;
+                let outcome = match any_node(&addrs).await {
                     Ok((client, _)) => attempt(&client, chosen).await,
                     Err(e) => Err(e.to_string()),
                 };
