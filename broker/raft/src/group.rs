@@ -429,14 +429,25 @@ where
             .collect()
     }
 
-    /// Every member of the group's current membership: voters and learners.
+    /// Every member of the group, voters and learners, of its current membership and of the
+    /// last one committed: a change not committed yet may still be undone (its leader fails and
+    /// the next one was elected without it), so the members it drops still count until then.
     pub(crate) fn members(&self) -> Vec<NodeId> {
-        let metrics = self.raft.metrics().borrow_watched().clone();
-        let membership = metrics.membership_config.membership();
-        membership
-            .voter_ids()
-            .chain(membership.learner_ids())
-            .collect()
+        let watched = self.raft.metrics();
+        let metrics = watched.borrow_watched();
+        let mut members: Vec<NodeId> = [
+            &metrics.membership_config,
+            &metrics.committed_membership_config,
+        ]
+        .into_iter()
+        .flat_map(|stored| {
+            let membership = stored.membership();
+            membership.voter_ids().chain(membership.learner_ids())
+        })
+        .collect();
+        members.sort_unstable();
+        members.dedup();
+        members
     }
 
     /// [`Group::members`], confirmed current: a read-index round with a quorum shows this node

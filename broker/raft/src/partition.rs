@@ -256,10 +256,17 @@ impl PartitionReplica {
         self.group.drop_learner(node).await
     }
 
-    /// The group's members, voters and learners, as this node's membership config has them
-    /// (during a change, the old and the new ones), once a round with a quorum has confirmed
-    /// that this node still leads the group (`NOT_LEADER` otherwise): a view another leader
-    /// cannot have made stale.
+    /// The group's members, voters and learners, as this node's membership configs have them:
+    /// the current one (during a change, the old and the new voters) and, until it is
+    /// committed, the last committed one too. Unconfirmed: a deposed leader that has not
+    /// noticed yet may have a stale view (see [`PartitionReplica::confirmed_members`]).
+    pub fn members(&self) -> Vec<NodeId> {
+        self.group.members()
+    }
+
+    /// [`PartitionReplica::members`], once a round with a quorum has confirmed that this node
+    /// still leads the group (`NOT_LEADER` otherwise): a view another leader cannot have made
+    /// stale.
     pub async fn confirmed_members(&self) -> Result<Vec<NodeId>, ReplicaError> {
         self.group.confirmed_members().await
     }

@@ -223,6 +223,7 @@ impl Node {
         node.clone().spawn_reconciler();
         crate::groups::expiry::spawn(node.clone());
         crate::retention::spawn(node.clone());
+        node.clone().spawn_settler();
         Ok(node)
     }
 

@@ -2,7 +2,8 @@
 //! partition's leader, and the settling of what a move cut short left listed.
 
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use weir_raft::{GroupId, NodeId};
 use weir_types::PartitionId;
@@ -11,14 +12,69 @@ use super::{HostedPartition, Node, partition_info};
 use crate::error::BrokerError;
 use crate::metadata::{Command, PartitionInfo, TopicInfo};
 
+/// How often a node looks, in the partitions it leads, for replicas the metadata lists and the
+/// raft group no longer has.
+const SETTLE_EVERY: Duration = Duration::from_secs(5);
+
 impl Node {
+    /// Starts the periodic settling of the partitions this node leads, until shutdown: a
+    /// replica the metadata lists and the partition's raft group no longer has is dropped from
+    /// the metadata ([`Node::settle_replicas`]). A move cut short after its membership change
+    /// leaves one (its leader died before the last step, or the controller refused it); its
+    /// node, no longer sent anything, would otherwise describe the partition as its own without
+    /// a leader, and hold the requests routed to it, until the next move of the partition
+    /// settled it.
+    pub(crate) fn spawn_settler(self: Arc<Self>) {
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = self.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(SETTLE_EVERY) => {}
+                }
+                for hosted in self.hosted_partitions() {
+                    if let Err(e) = self.settle_if_strays(&hosted).await {
+                        tracing::warn!(topic = %hosted.topic, partition = %hosted.partition, error = %e, "dropping replicas left by a move cut short failed; will retry");
+                    }
+                }
+            }
+        });
+    }
+
+    /// Settles `hosted` if this node leads it, no move of it runs, and its raft group, as this
+    /// node sees it, lacks a replica the metadata lists. Only then does it ask a quorum
+    /// whether it still leads ([`Node::settle_replicas`]), so a pass costs nothing per
+    /// settled partition but a look at its metadata.
+    async fn settle_if_strays(&self, hosted: &HostedPartition) -> Result<(), BrokerError> {
+        if !hosted.replica.is_leader() {
+            return Ok(());
+        }
+        let metadata = self.metadata();
+        let Some(topic) = metadata.topics.get(&hosted.topic) else {
+            return Ok(()); // deleted meanwhile
+        };
+        let info = partition_info(topic, hosted.partition)?;
+        let members = hosted.replica.members();
+        if info.replicas.iter().all(|r| members.contains(r)) {
+            return Ok(());
+        }
+        // A running move lists its new replica before the raft group takes it, and settles
+        // the partition itself first.
+        let Some(_settling) = MoveGuard::take(&self.moving, hosted.group()) else {
+            return Ok(());
+        };
+        self.settle_replicas(topic, hosted.partition, info.clone(), hosted)
+            .await
+            .map(drop)
+    }
+
     /// Moves the replica of `topic`/`partition` on `from` to `to`, on the partition's leader:
     /// the metadata adds `to` (whose node starts an empty replica), the raft group takes `to`
     /// as a learner until it has caught up and then swaps it for `from`, and finally the
     /// metadata drops `from` (whose node stops its replica and deletes the data). A move
-    /// interrupted halfway leaves an extra replica in the metadata, never a missing one; the
-    /// next move of the partition (the same one run again, or another) first drops every
-    /// replica the raft group does not have. One move per partition runs at a time.
+    /// interrupted halfway leaves an extra replica in the metadata, never a missing one: the
+    /// partition's leader drops every replica its raft group does not have, within
+    /// [`SETTLE_EVERY`] ([`Node::spawn_settler`]), and so does the next move of the partition
+    /// before it starts. One move (or settling) per partition runs at a time.
     pub(crate) async fn move_replica(
         &self,
         topic: &TopicInfo,
@@ -93,7 +149,7 @@ impl Node {
         moved.replicas.retain(|&r| r != from);
         // The membership change removed the learners an earlier move cut short had added; the
         // metadata drops them too, if this node still leads (a leader that moved its own
-        // replica away does not, and no longer knows the group: the next move settles them).
+        // replica away does not, and no longer knows the group: the next leader settles them).
         let mut settled = if from == self.config.node_id {
             moved.replicas
         } else {
@@ -103,7 +159,7 @@ impl Node {
             {
                 Ok(settled) => settled.replicas,
                 Err(e) => {
-                    tracing::warn!(partition = %what, error = %e, "the move is done, but dropping the replicas left by moves cut short failed; the next move drops them");
+                    tracing::warn!(partition = %what, error = %e, "the move is done, but dropping the replicas left by moves cut short failed; the partition's leader drops them later");
                     moved.replicas
                 }
             }
@@ -131,7 +187,7 @@ impl Node {
     /// it as a learner, then the metadata drops it, and its node deletes what it received.
     /// Without this, every move cut short left one more replica listed, until moves found no
     /// node without one (the nemesis saw six listed for a partition of three). Best effort: a
-    /// leader that lost its leadership meanwhile leaves it to the next move's settling.
+    /// leader that lost its leadership meanwhile leaves it to the next leader's settling.
     async fn roll_back_move(&self, what: &str, added: Command, hosted: &HostedPartition) {
         let Command::AddReplica {
             topic,
@@ -155,7 +211,7 @@ impl Node {
                         tracing::info!(partition = %what, node, "move failed; its new replica was dropped")
                     }
                     Err(e) => {
-                        tracing::warn!(partition = %what, node, error = %e, "move failed, and dropping its new replica from the metadata failed too; the next move drops it")
+                        tracing::warn!(partition = %what, node, error = %e, "move failed, and dropping its new replica from the metadata failed too; the partition's leader drops it later")
                     }
                 }
             }
@@ -167,8 +223,8 @@ impl Node {
     }
 
     /// Drops from the metadata every replica of `topic`/`partition` that its raft group (led
-    /// here) does not have, as a voter or a learner: what a move cut short and followed by
-    /// another move left behind. Returns the partition as it is then.
+    /// here) does not have, as a voter or a learner: what a move cut short left behind. Returns
+    /// the partition as it is then.
     ///
     /// A learner stays listed: its node keeps the entries it has, which the leader counts as
     /// replicated to it; dropping it would delete them, and a move back to that node would then
