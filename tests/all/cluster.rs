@@ -1124,6 +1124,58 @@ async fn a_new_partition_is_first_led_by_its_preferred_replica() -> anyhow::Resu
     Ok(())
 }
 
+/// After the whole cluster restarted, no partition has a leader. Each one's preferred replica
+/// stands as soon as it hears from the other members and none of them claims the partition, so
+/// it leads again. Before, openraft's timers elected whichever replica's timer fired first, an
+/// election timeout after its start and often in vain while the others were still starting
+/// theirs (1,000 partitions on three nodes took 8.3 s to be led).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_whole_cluster_restart_partitions_are_led_by_their_preferred_replicas()
+-> anyhow::Result<()> {
+    const TOPIC: &str = "restarted";
+    const PARTITIONS: u32 = 6;
+    let mut cluster = ProcessCluster::start(weir(), 3).await?;
+    create_replicated_topic(&cluster, TOPIC, PARTITIONS).await?;
+    for partition in 0..PARTITIONS {
+        let (_, base) = produce_acked(
+            &cluster,
+            &cluster.node_ids(),
+            TOPIC,
+            partition,
+            batch("before", 0, 1),
+        )
+        .await?;
+        assert_eq!(base, 0);
+    }
+    for node in cluster.node_ids() {
+        assert!(cluster.terminate(node)?, "node {node} stopped cleanly");
+    }
+    cluster.start_nodes(&cluster.node_ids()).await?;
+
+    let described = cluster.describe(1, TOPIC).await.context("describe")?;
+    assert_eq!(described.partitions.len(), PARTITIONS as usize);
+    let mut led = Vec::new();
+    for p in &described.partitions {
+        let leader = cluster.leader_of(TOPIC, p.partition).await?;
+        led.push((p.partition, leader, p.replicas.first().copied()));
+    }
+    assert!(
+        led.iter()
+            .all(|&(_, leader, preferred)| Some(leader) == preferred),
+        "(partition, leader, preferred leader): {led:?}"
+    );
+    let (_, next) = produce_acked(
+        &cluster,
+        &cluster.node_ids(),
+        TOPIC,
+        0,
+        batch("after", 1, 1),
+    )
+    .await?;
+    assert_eq!(next, 1, "the restarted partition continues its log");
+    Ok(())
+}
+
 /// `weir topic describe` through any node shows each partition as its leader sees it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn describe_through_any_node_shows_the_leaders_view() -> anyhow::Result<()> {

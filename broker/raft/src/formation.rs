@@ -13,6 +13,13 @@
 //! its own election timer takes over. The other replicas give it one election timeout to be
 //! heard from and initialise the group themselves only if it was not: then it is down, and they
 //! elect among themselves as before.
+//!
+//! A restarted preferred leader stands too, once every other member is heard from and none of
+//! them claims the group ([`crate::liveness`]). After the whole cluster restarted, no group has
+//! a leader, and openraft's timers elect one an election timeout after each replica started,
+//! often in vain while its peers are still starting theirs: 1,000 partitions on three nodes
+//! took over 8 s to be led (docs/benchmarks.md). A group led elsewhere is left alone: its
+//! leader's node claims it.
 
 use std::collections::BTreeMap;
 
@@ -32,8 +39,9 @@ where
     SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotBytes>,
 {
     /// Forms the group with `members` as its first voters and `preferred` as its first leader.
-    /// A no-op on a replica that already belongs to the group (a restart, or one the leader
-    /// reached first); the waiting (see the module documentation) happens in the background.
+    /// On a replica that already belongs to the group (a restart, or one the leader reached
+    /// first) only the preferred leader acts: it stands if no one leads the group. The waiting
+    /// (see the module documentation) happens in the background.
     pub(crate) async fn form(
         &self,
         members: &BTreeMap<NodeId, String>,
@@ -42,7 +50,9 @@ where
         let me = self.raft.metrics().borrow_watched().id;
         if me == preferred || !members.contains_key(&preferred) {
             if self.initialize(members).await? {
-                tokio::spawn(self.clone().stand_until_led());
+                tokio::spawn(self.clone().stand_until_led(Occasion::Formed));
+            } else if me == preferred {
+                tokio::spawn(self.clone().stand_until_led(Occasion::Restarted));
             }
         } else if !has_joined(&self.raft.metrics().borrow_watched()) {
             tokio::spawn(self.clone().initialize_unless_heard(members.clone()));
@@ -70,16 +80,21 @@ where
     /// Stands for election now, and again every heartbeat interval while the group has no
     /// leader and this replica is not a candidate already (an election still under way is
     /// left to finish: standing again would only move it to the next term), for at most the
-    /// shortest election timeout; from then on its own timer stands for it. An attempt fails
-    /// while the other replicas have not started the group yet.
-    async fn stand_until_led(self) {
-        let until = Instant::now() + self.timings.election_min;
+    /// occasion's window; from then on its own timer stands for it. An attempt fails while the
+    /// other replicas have not started the group yet. After a restart, only while no other
+    /// member is known to lead the group ([`Group::unclaimed`]).
+    async fn stand_until_led(self, occasion: Occasion) {
+        let (within, only_unclaimed) = match occasion {
+            Occasion::Formed => (self.timings.election_min, false),
+            Occasion::Restarted => (self.timings.election_max, true),
+        };
+        let until = Instant::now() + within;
         loop {
             let idle = {
                 let metrics = self.raft.metrics();
                 let metrics = metrics.borrow_watched();
                 metrics.current_leader.is_none() && metrics.state == ServerState::Follower
-            };
+            } && (!only_unclaimed || self.unclaimed());
             if idle && self.raft.trigger().elect(true).await.is_err() {
                 return;
             }
@@ -114,6 +129,17 @@ where
             tracing::warn!(group = self.id, error = %e, "could not initialise the group");
         }
     }
+}
+
+/// Why a group's preferred leader stands for election outside its election timer.
+#[derive(Debug, Clone, Copy)]
+enum Occasion {
+    /// It has just formed the group: no one can lead it yet.
+    Formed,
+    /// It restarted, and the group may have a leader elsewhere, or none at all (the whole
+    /// cluster restarted, or the leader did): it stands only while no member claims the group,
+    /// for up to the longest election timeout, as the members come up.
+    Restarted,
 }
 
 /// Whether the replica these metrics are of has a log or has heard from a candidate or leader

@@ -150,6 +150,15 @@ where
         }
     }
 
+    /// Whether no other member is known to lead the group: for a partition group, as the
+    /// node-level heartbeats tell ([`Reporter::unclaimed`]); the controller keeps openraft's
+    /// timers and leases, under which a pre-vote is refused while a leader is alive.
+    pub(crate) fn unclaimed(&self) -> bool {
+        self.quiet
+            .as_ref()
+            .is_none_or(|quiet| quiet.reporter.unclaimed())
+    }
+
     /// Whether this node leads the group and its lease lapsed while the group was quiet (only
     /// partition groups go quiet).
     pub(crate) fn lease_lapsed(&self) -> bool {

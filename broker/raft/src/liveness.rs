@@ -554,6 +554,26 @@ impl Reporter {
         }
     }
 
+    /// Whether no one is known to lead the group although every other member of it is heard
+    /// from: none of their heartbeats claims it. After a restart of the whole cluster, or of
+    /// the node that led the group, nobody does; the group's preferred leader may then stand
+    /// at once. While a member is not heard from, this is false: it may lead the group, and
+    /// a pre-vote would not protect it (the leases its followers granted lapse while the
+    /// group is quiet).
+    pub(crate) fn unclaimed(&self) -> bool {
+        let state = self.liveness.state();
+        let Some(entry) = state.groups.get(&self.group) else {
+            return false;
+        };
+        !entry.view.members.is_empty()
+            && entry.view.members.iter().all(|(member, _)| {
+                state
+                    .peers
+                    .get(member)
+                    .is_some_and(|peer| peer.alive && !peer.leads.contains_key(&self.group))
+            })
+    }
+
     /// The group stopped: it leads nothing any more, whatever its last metrics said.
     pub(crate) fn stopped(&self) {
         let mut state = self.liveness.state();
@@ -742,6 +762,32 @@ mod tests {
             vec![7],
             "its leader is dead: it stands at once"
         );
+    }
+
+    #[tokio::test]
+    async fn a_group_is_unclaimed_only_once_every_other_member_is_heard_and_none_claims_it() {
+        let (liveness, _recorded) = liveness();
+        let reporter = liveness.reporter(7);
+        assert!(!reporter.unclaimed(), "the group has not reported yet");
+        reporter.update(follows(3));
+        assert!(!reporter.unclaimed(), "no member heard from yet");
+        liveness.heard(2, 1, claims(&[]));
+        assert!(
+            !reporter.unclaimed(),
+            "node 3, not heard from yet, may lead it"
+        );
+        liveness.heard(3, 1, claims(&[(8, 3)]));
+        assert!(reporter.unclaimed(), "both heard, neither leads group 7");
+
+        liveness.heard(3, 1, claims(&[(7, 3), (8, 3)]));
+        assert!(!reporter.unclaimed(), "node 3 leads it");
+        liveness.heard(3, 2, claims(&[]));
+        assert!(
+            reporter.unclaimed(),
+            "node 3 restarted, and leads it no more"
+        );
+        liveness.expire(Instant::now() + Duration::from_secs(1));
+        assert!(!reporter.unclaimed(), "both members fell silent");
     }
 
     #[tokio::test]
