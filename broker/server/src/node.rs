@@ -78,6 +78,11 @@ pub(crate) struct Node {
     producer_ids: tokio::sync::Mutex<std::ops::Range<i64>>,
     /// Live consumer group membership, used while this node leads the controller.
     pub(crate) coordinator: Coordinator,
+    /// The running partition replicas. Never locked together with `failed`: take one, let
+    /// it go, then the other. A request that held this one while it read `failed`, and a
+    /// reconciliation that held `failed` while it inserted here, stopped each other, and
+    /// then every worker thread of the node queued behind them (a node of the nemesis went
+    /// silent for good).
     partitions: RwLock<HashMap<GroupId, HostedPartition>>,
     /// Assigned partitions whose replica failed to start, with the reason; retried by the
     /// next reconciliation.
@@ -677,15 +682,15 @@ impl Node {
         partition: PartitionId,
     ) -> Result<HostedPartition, BrokerError> {
         let info = partition_info(topic, partition)?;
-        let partitions = self.partitions.read().unwrap_or_else(|p| p.into_inner());
-        match partitions.get(&info.group) {
-            Some(hosted) => Ok(hosted.clone()),
-            None if let Some(reason) = self
-                .failed
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&info.group) =>
-            {
+        let hosted = self
+            .partitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&info.group)
+            .cloned();
+        match hosted {
+            Some(hosted) => Ok(hosted),
+            None if let Some(reason) = self.start_failure(info.group) => {
                 Err(BrokerError::Unavailable(format!(
                     "{}/{} failed to start on this node: {reason}",
                     topic.name, partition
@@ -806,10 +811,13 @@ impl Node {
                 .start_replica(group, &info, &metadata)
                 .instrument(span)
                 .await;
-            let mut failed = self.failed.write().unwrap_or_else(|p| p.into_inner());
             match started {
                 Ok(replica) => {
-                    failed.remove(&group);
+                    // Until the replica is inserted below, requests find it still starting.
+                    self.failed
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&group);
                     // Supervision: a group that dies is logged once, loudly; requests and
                     // metrics report it from then on (it needs a restart of the node).
                     let watched = replica.clone();
@@ -841,7 +849,10 @@ impl Node {
                     // One damaged partition must not take the node down: report it and serve
                     // the others.
                     tracing::error!(group, topic = %topic, partition = %partition, error = %e, "partition replica failed to start");
-                    failed.insert(group, e.to_string());
+                    self.failed
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(group, e.to_string());
                 }
             }
         }
@@ -961,15 +972,19 @@ impl Node {
         [&self.partition_db, &self.controller_db].map(|db| (db.path().to_owned(), db.closed()))
     }
 
-    /// Why this node's replica of `group` failed, if it did (failed to start, or stopped).
-    pub(crate) fn partition_failure(&self, group: GroupId) -> Option<String> {
-        if let Some(reason) = self
-            .failed
+    /// Why this node's replica of `group` failed to start, if it did.
+    fn start_failure(&self, group: GroupId) -> Option<String> {
+        self.failed
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(&group)
-        {
-            return Some(reason.clone());
+            .cloned()
+    }
+
+    /// Why this node's replica of `group` failed, if it did (failed to start, or stopped).
+    pub(crate) fn partition_failure(&self, group: GroupId) -> Option<String> {
+        if let Some(reason) = self.start_failure(group) {
+            return Some(reason);
         }
         self.partitions
             .read()
