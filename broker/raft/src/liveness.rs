@@ -116,6 +116,8 @@ struct Peer {
     leads: HashMap<GroupId, Leadership>,
     /// Its process's incarnation, as its last heartbeat said.
     incarnation: Option<u64>,
+    /// Whether its last heartbeat said it has started every partition replica assigned to it.
+    serving: bool,
 }
 
 #[derive(Debug)]
@@ -260,6 +262,11 @@ impl Liveness {
             group,
             instance: INSTANCES.fetch_add(1, Ordering::Relaxed),
         }
+    }
+
+    /// Records whether `node` says it has started every partition replica assigned to it.
+    pub(crate) fn serving(&self, node: NodeId, serving: bool) {
+        self.state().peers.entry(node).or_default().serving = serving;
     }
 
     /// Records a heartbeat from `node` (its process's `incarnation`), naming the groups it
@@ -555,11 +562,12 @@ impl Reporter {
     }
 
     /// Whether no one is known to lead the group although every other member of it is heard
-    /// from: none of their heartbeats claims it. After a restart of the whole cluster, or of
-    /// the node that led the group, nobody does; the group's preferred leader may then stand
-    /// at once. While a member is not heard from, this is false: it may lead the group, and
-    /// a pre-vote would not protect it (the leases its followers granted lapse while the
-    /// group is quiet).
+    /// from and serves (has started its partition replicas): none of their heartbeats claims
+    /// it. After a restart of the whole cluster, or of the node that led the group, nobody
+    /// does; the group's preferred leader may then stand at once. While a member is not heard
+    /// from, this is false: it may lead the group, and a pre-vote would not protect it (the
+    /// leases its followers granted lapse while the group is quiet). While one is still
+    /// starting, the group may not run there yet, and an election would be asked in vain.
     pub(crate) fn unclaimed(&self) -> bool {
         let state = self.liveness.state();
         let Some(entry) = state.groups.get(&self.group) else {
@@ -567,10 +575,9 @@ impl Reporter {
         };
         !entry.view.members.is_empty()
             && entry.view.members.iter().all(|(member, _)| {
-                state
-                    .peers
-                    .get(member)
-                    .is_some_and(|peer| peer.alive && !peer.leads.contains_key(&self.group))
+                state.peers.get(member).is_some_and(|peer| {
+                    peer.alive && peer.serving && !peer.leads.contains_key(&self.group)
+                })
             })
     }
 
@@ -771,12 +778,15 @@ mod tests {
         assert!(!reporter.unclaimed(), "the group has not reported yet");
         reporter.update(follows(3));
         assert!(!reporter.unclaimed(), "no member heard from yet");
+        liveness.serving(2, true);
         liveness.heard(2, 1, claims(&[]));
         assert!(
             !reporter.unclaimed(),
             "node 3, not heard from yet, may lead it"
         );
         liveness.heard(3, 1, claims(&[(8, 3)]));
+        assert!(!reporter.unclaimed(), "node 3 is still starting");
+        liveness.serving(3, true);
         assert!(reporter.unclaimed(), "both heard, neither leads group 7");
 
         liveness.heard(3, 1, claims(&[(7, 3), (8, 3)]));

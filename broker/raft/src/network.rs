@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -188,6 +189,9 @@ struct Shared {
     secret: RwLock<ClusterSecret>,
     /// The node-level heartbeats, once this node runs a group.
     liveness: OnceLock<Arc<Liveness>>,
+    /// Whether this node has started every partition replica assigned to it (see
+    /// [`Peers::set_serving`]); its heartbeats say so.
+    serving: AtomicBool,
 }
 
 /// A node's transport: outgoing channels to peers (one per address, shared by every group) and
@@ -248,6 +252,13 @@ impl Peers {
         read(&self.shared.entry_gate)
             .as_ref()
             .and_then(|gate| gate(group))
+    }
+
+    /// Says in this node's heartbeats from now on that it has started every partition replica
+    /// assigned to it at start-up: a restarted peer's preferred leaders wait for that before
+    /// they stand for election (see `broker/raft/src/formation.rs`).
+    pub fn set_serving(&self) {
+        self.shared.serving.store(true, Ordering::Relaxed);
     }
 
     /// Reaches `node` at `address` instead of the address the cluster metadata gives for it.
@@ -488,6 +499,7 @@ impl Peers {
             from,
             leads,
             incarnation: liveness.incarnation,
+            serving: self.shared.serving.load(Ordering::Relaxed),
         });
         request.set_timeout(liveness.interval);
         match client.heartbeat(request).await {
@@ -641,6 +653,7 @@ impl RaftService for Receiver {
                         (lead.group, claim)
                     })
                     .collect();
+                liveness.serving(heartbeat.from, heartbeat.serving);
                 liveness.heard(heartbeat.from, heartbeat.incarnation, leads)
             }
             None => Vec::new(),

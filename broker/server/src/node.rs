@@ -224,6 +224,8 @@ impl Node {
         });
         node.register_while_forming(wait).await?;
         node.reconcile().await?;
+        // Every assigned replica runs: the peers' restarted preferred leaders may stand.
+        node.peers.set_serving();
         node.settle_lone_replicas().await;
         node.clone().spawn_reconciler();
         crate::groups::expiry::spawn(node.clone());
