@@ -15,11 +15,11 @@
 //! elect among themselves as before.
 //!
 //! A restarted preferred leader stands too, once every other member is heard from, has started
-//! its partition replicas, and does not claim the group ([`crate::liveness`]). After the whole cluster restarted, no group has
-//! a leader, and openraft's timers elect one an election timeout after each replica started,
-//! often in vain while its peers are still starting theirs: 1,000 partitions on three nodes
-//! took over 8 s to be led (docs/benchmarks.md). A group led elsewhere is left alone: its
-//! leader's node claims it.
+//! its partition replicas, and does not claim the group ([`crate::liveness`]). After the whole
+//! cluster restarted, no group has a leader, and openraft's timers elect one an election
+//! timeout after each replica started, often in vain while its peers are still starting
+//! theirs: 1,000 partitions on three nodes took 7–9 s to be led (docs/benchmarks.md). A group
+//! led elsewhere is left alone: its leader's node claims it.
 
 use std::collections::BTreeMap;
 

@@ -772,7 +772,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_group_is_unclaimed_only_once_every_other_member_is_heard_and_none_claims_it() {
+    async fn a_group_is_unclaimed_only_once_every_other_member_is_heard_serving_and_claims_none() {
         let (liveness, _recorded) = liveness();
         let reporter = liveness.reporter(7);
         assert!(!reporter.unclaimed(), "the group has not reported yet");
