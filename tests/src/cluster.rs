@@ -515,6 +515,29 @@ impl ProcessCluster {
             .with_context(|| format!("setting node {id}'s fsync to fail: {failing}"))
     }
 
+    /// The stack of every thread of node `id`'s process, as gdb prints them, to show where a
+    /// node that answers nothing is stuck; `None` if it does not run or gdb is not installed
+    /// (or takes more than a minute).
+    pub async fn thread_stacks(&self, id: NodeId) -> Option<String> {
+        let pid = self.slot(id).process.as_ref()?.id();
+        let gdb = tokio::process::Command::new("gdb")
+            .args([
+                "-p",
+                &pid.to_string(),
+                "-batch",
+                "-ex",
+                "thread apply all bt 25",
+            ])
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output();
+        let output = tokio::time::timeout(Duration::from_secs(60), gdb)
+            .await
+            .ok()?
+            .ok()?;
+        Some(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
     /// Whether node `id`'s process runs (it may be paused).
     pub fn is_running(&self, id: NodeId) -> bool {
         self.slot(id).process.is_some()

@@ -547,8 +547,9 @@ async fn final_state(
             Ok(agreed) => agreed,
             Err(e) => {
                 anyhow::bail!(
-                    "{e}; the nodes' views:\n{}",
-                    views(cluster, &[partition]).await
+                    "{e}; the nodes' views:\n{}{}",
+                    views(cluster, &[partition]).await,
+                    silent_nodes_stacks(cluster).await
                 );
             }
         };
@@ -595,6 +596,24 @@ async fn views(cluster: &ProcessCluster, partitions: &[u32]) -> String {
         }
     }
     views.join("\n")
+}
+
+/// The threads of every running node that does not answer a description of the topic: a
+/// node whose async runtime stalled for good (its stall watchdog says so in its log) shows
+/// where its worker threads wait. Seen twice in full test runs, never reproduced alone.
+async fn silent_nodes_stacks(cluster: &ProcessCluster) -> String {
+    let mut stacks = String::new();
+    for node in cluster.node_ids() {
+        if !cluster.is_running(node) || cluster.describe(node, TOPIC).await.is_some() {
+            continue;
+        }
+        let dump = cluster.thread_stacks(node).await;
+        stacks.push_str(&format!(
+            "\nnode {node} answers nothing; its threads:\n{}",
+            dump.as_deref().unwrap_or("(gdb is not available)")
+        ));
+    }
+    stacks
 }
 
 /// Whether every node answers that the topic does not exist: a broker that lost the
