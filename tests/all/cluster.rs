@@ -1099,6 +1099,27 @@ async fn partitions_created_while_a_node_is_down_elect_leaders() -> anyhow::Resu
     Ok(())
 }
 
+/// Asserts that each of `topic`'s `partitions` is led by its preferred replica (listed first).
+async fn assert_led_by_preferred_replicas(
+    cluster: &ProcessCluster,
+    topic: &str,
+    partitions: u32,
+) -> anyhow::Result<()> {
+    let described = cluster.describe(1, topic).await.context("describe")?;
+    assert_eq!(described.partitions.len(), partitions as usize);
+    let mut led = Vec::new();
+    for p in &described.partitions {
+        let leader = cluster.leader_of(topic, p.partition).await?;
+        led.push((p.partition, leader, p.replicas.first().copied()));
+    }
+    assert!(
+        led.iter()
+            .all(|&(_, leader, preferred)| Some(leader) == preferred),
+        "(partition, leader, preferred leader): {led:?}"
+    );
+    Ok(())
+}
+
 /// A new topic's partitions are first led by their preferred replicas (each listed first, spread
 /// over the nodes by placement). Before, every replica initialised the group and stood for
 /// election when its own timer fired: the first leader was whichever fired first, and two
@@ -1109,18 +1130,7 @@ async fn a_new_partition_is_first_led_by_its_preferred_replica() -> anyhow::Resu
     const PARTITIONS: u32 = 6;
     let cluster = ProcessCluster::start(weir(), 3).await?;
     create_replicated_topic(&cluster, TOPIC, PARTITIONS).await?;
-    let described = cluster.describe(1, TOPIC).await.context("describe")?;
-    assert_eq!(described.partitions.len(), PARTITIONS as usize);
-    let mut led = Vec::new();
-    for p in &described.partitions {
-        let leader = cluster.leader_of(TOPIC, p.partition).await?;
-        led.push((p.partition, leader, p.replicas.first().copied()));
-    }
-    assert!(
-        led.iter()
-            .all(|&(_, leader, preferred)| Some(leader) == preferred),
-        "(partition, leader, preferred leader): {led:?}"
-    );
+    assert_led_by_preferred_replicas(&cluster, TOPIC, PARTITIONS).await?;
     Ok(())
 }
 
@@ -1152,18 +1162,7 @@ async fn after_a_whole_cluster_restart_partitions_are_led_by_their_preferred_rep
     }
     cluster.start_nodes(&cluster.node_ids()).await?;
 
-    let described = cluster.describe(1, TOPIC).await.context("describe")?;
-    assert_eq!(described.partitions.len(), PARTITIONS as usize);
-    let mut led = Vec::new();
-    for p in &described.partitions {
-        let leader = cluster.leader_of(TOPIC, p.partition).await?;
-        led.push((p.partition, leader, p.replicas.first().copied()));
-    }
-    assert!(
-        led.iter()
-            .all(|&(_, leader, preferred)| Some(leader) == preferred),
-        "(partition, leader, preferred leader): {led:?}"
-    );
+    assert_led_by_preferred_replicas(&cluster, TOPIC, PARTITIONS).await?;
     let (_, next) = produce_acked(
         &cluster,
         &cluster.node_ids(),
