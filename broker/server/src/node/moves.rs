@@ -62,9 +62,16 @@ impl Node {
         let Some(_settling) = MoveGuard::take(&self.moving, hosted.group()) else {
             return Ok(());
         };
-        self.settle_replicas(topic, hosted.partition, info.clone(), hosted)
-            .await
-            .map(drop)
+        // Bounded: a leader cut off from its quorum must not hold the partition's move guard,
+        // or the passes over the partitions after it, for as long as the cut lasts.
+        let settled = self.settle_replicas(topic, hosted.partition, info.clone(), hosted);
+        match tokio::time::timeout(SETTLE_EVERY, settled).await {
+            Ok(settled) => settled.map(drop),
+            Err(_) => Err(BrokerError::Unavailable(format!(
+                "no quorum confirmed the leadership of {}/{} within {SETTLE_EVERY:?}",
+                topic.name, hosted.partition
+            ))),
+        }
     }
 
     /// Moves the replica of `topic`/`partition` on `from` to `to`, on the partition's leader:
