@@ -80,9 +80,9 @@ pub(crate) struct Node {
     pub(crate) coordinator: Coordinator,
     /// The running partition replicas. Never locked together with `failed`: take one, let
     /// it go, then the other. A request that held this one while it read `failed`, and a
-    /// reconciliation that held `failed` while it inserted here, stopped each other, and
-    /// then every worker thread of the node queued behind them (a node of the nemesis went
-    /// silent for good).
+    /// reconciliation that held `failed` while it inserted here, could stop each other, and
+    /// then every worker thread of the node queued behind them (found by review after a node
+    /// of the nemesis went silent for good).
     partitions: RwLock<HashMap<GroupId, HostedPartition>>,
     /// Assigned partitions whose replica failed to start, with the reason; retried by the
     /// next reconciliation.
