@@ -189,9 +189,10 @@ impl Moves {
             let deadline = Instant::now() + Duration::from_secs(120);
             let mut tries = 0;
             let moot = loop {
-                // Each try starts from the next node: a node whose replica a move cut short
-                // removed from the raft group still describes the partition as its own, with
-                // no leader, and a client bootstrapped there alone would ask it every time.
+                // Each try starts from the next node, as a client given every node would: a
+                // node whose replica a move cut short removed from the raft group describes
+                // the partition as its own, with no leader, until the partition's leader drops
+                // that replica from the metadata (within 5 s of its election).
                 let mut addrs = self.addrs.clone();
                 let start = tries % addrs.len().max(1);
                 addrs.rotate_left(start);
