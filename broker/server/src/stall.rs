@@ -7,7 +7,8 @@
 //! (without its backtraces): a task on the runtime marks the time every [`TICK`]; once the mark
 //! is [`STALL`] old the watchdog warns, once per stall, and again when the runtime runs tasks
 //! after it, with how long it stood; stalls are counted for the metrics
-//! (`weir_runtime_stalls_total`).
+//! (`weir_runtime_stalls_total`). The warning says what each thread of the process is doing
+//! ([`threads`]), which tells a blocked runtime from a spinning one and where it waits.
 //!
 //! A process stopped as a whole (SIGSTOP, a suspended machine) stops the watchdog too: time the
 //! watchdog itself did not run is not counted as a stall.
@@ -17,6 +18,8 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
+
+mod threads;
 
 /// How often the runtime's task marks the time.
 const TICK: Duration = Duration::from_millis(100);
@@ -109,6 +112,7 @@ fn watch(shared: &Weak<Shared>, runtime_gone: &AtomicBool) {
                 shared.stalls.inc();
                 tracing::warn!(
                     stalled_ms = now_ms.saturating_sub(mark_ms),
+                    threads = %threads::summary(),
                     "the async runtime has run no task for {}s: its worker threads are held \
                      (a task blocking or computing without awaiting); the node answers nothing \
                      meanwhile",
