@@ -82,7 +82,8 @@ pub(crate) struct Node {
     /// it go, then the other. A request that held this one while it read `failed`, and a
     /// reconciliation that held `failed` while it inserted here, could stop each other, and
     /// then every worker thread of the node queued behind them (found by review after a node
-    /// of the nemesis went silent for good).
+    /// of the nemesis went silent for good). Nor is a watch borrowed with it held (a replica's
+    /// raft metrics or progress): a borrow takes the watch's own `RwLock`.
     partitions: RwLock<HashMap<GroupId, HostedPartition>>,
     /// Assigned partitions whose replica failed to start, with the reason; retried by the
     /// next reconciliation.
@@ -988,20 +989,22 @@ impl Node {
         if let Some(reason) = self.start_failure(group) {
             return Some(reason);
         }
-        self.partitions
+        // Cloned out first: the failure is read from the replica's raft metrics watch, which
+        // is not borrowed with `partitions` held.
+        let hosted = self
+            .partitions
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(&group)
-            .and_then(|h| h.replica.failure())
+            .cloned();
+        hosted.and_then(|h| h.replica.failure())
     }
 
     /// How many assigned partitions failed to start or stopped after a failure.
     pub(crate) fn failed_partitions(&self) -> usize {
         let stopped = self
-            .partitions
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
+            .hosted_partitions()
+            .iter()
             .filter(|h| h.replica.failure().is_some())
             .count();
         self.failed.read().unwrap_or_else(|p| p.into_inner()).len() + stopped
