@@ -1175,6 +1175,59 @@ async fn after_a_whole_cluster_restart_partitions_are_led_by_their_preferred_rep
     Ok(())
 }
 
+/// The restarted replicas that are not a partition's preferred leader hold their election
+/// timers while it may stand; when its node stays down, they elect one of themselves once the
+/// hold is over, and the partition takes writes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_whole_cluster_restart_without_a_preferred_leaders_node_its_partitions_are_led_by_another()
+-> anyhow::Result<()> {
+    const TOPIC: &str = "restarted-without-one";
+    const PARTITIONS: u32 = 3;
+    let mut cluster = ProcessCluster::start(weir(), 3).await?;
+    create_replicated_topic(&cluster, TOPIC, PARTITIONS).await?;
+    let described = cluster.describe(1, TOPIC).await.context("describe")?;
+    let down: NodeId = 1;
+    let orphaned: Vec<u32> = described
+        .partitions
+        .iter()
+        .filter(|p| p.replicas.first() == Some(&down))
+        .map(|p| p.partition)
+        .collect();
+    assert!(
+        !orphaned.is_empty(),
+        "node {down} is some partition's preferred leader"
+    );
+    for &partition in &orphaned {
+        let (_, base) = produce_acked(
+            &cluster,
+            &cluster.node_ids(),
+            TOPIC,
+            partition,
+            batch("before", 0, 1),
+        )
+        .await?;
+        assert_eq!(base, 0);
+    }
+    for node in cluster.node_ids() {
+        assert!(cluster.terminate(node)?, "node {node} stopped cleanly");
+    }
+    let up: Vec<NodeId> = cluster
+        .node_ids()
+        .into_iter()
+        .filter(|&n| n != down)
+        .collect();
+    cluster.start_nodes(&up).await?;
+
+    for &partition in &orphaned {
+        let leader = cluster.leader_among(&up, TOPIC, partition).await?;
+        assert_ne!(leader, down);
+        let (_, next) =
+            produce_acked(&cluster, &up, TOPIC, partition, batch("after", 1, 1)).await?;
+        assert_eq!(next, 1, "{TOPIC}/{partition} continues its log");
+    }
+    Ok(())
+}
+
 /// `weir topic describe` through any node shows each partition as its leader sees it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn describe_through_any_node_shows_the_leaders_view() -> anyhow::Result<()> {

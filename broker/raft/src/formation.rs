@@ -19,7 +19,12 @@
 //! cluster restarted, no group has a leader, and openraft's timers elect one an election
 //! timeout after each replica started, often in vain while its peers are still starting
 //! theirs: 1,000 partitions on three nodes took 7–9 s to be led (docs/benchmarks.md). A group
-//! led elsewhere is left alone: its leader's node claims it.
+//! led elsewhere is left alone: its leader's node claims it. The other restarted replicas hold
+//! their election timers for as long as the preferred leader may stand (the longest election
+//! timeout), unless a leader is heard of first: a timer that fires while thousands of groups
+//! elect at once, before the new leader's first message arrived, makes a second candidate whose
+//! higher term deposes that leader. If the preferred leader is down, its group is elected up
+//! to that long later than it would have been.
 
 use std::collections::BTreeMap;
 
@@ -40,8 +45,9 @@ where
 {
     /// Forms the group with `members` as its first voters and `preferred` as its first leader.
     /// On a replica that already belongs to the group (a restart, or one the leader reached
-    /// first) only the preferred leader acts: it stands if no one leads the group. The waiting
-    /// (see the module documentation) happens in the background.
+    /// first) the preferred leader stands if no one leads the group, and the others hold their
+    /// election timers meanwhile. The waiting (see the module documentation) happens in the
+    /// background.
     pub(crate) async fn form(
         &self,
         members: &BTreeMap<NodeId, String>,
@@ -54,10 +60,26 @@ where
             } else if me == preferred {
                 tokio::spawn(self.clone().stand_until_led(Occasion::Restarted));
             }
-        } else if !has_joined(&self.raft.metrics().borrow_watched()) {
+        } else if self.joined().await? {
+            // Restarted (or reached by the leader already), and not the preferred leader:
+            // leave it the first election, for as long as it may stand.
+            self.hold_timer(Instant::now() + self.timings.election_max);
+        } else {
             tokio::spawn(self.clone().initialize_unless_heard(members.clone()));
         }
         Ok(())
+    }
+
+    /// Whether this replica has a log or has heard from a candidate or leader of its group, as
+    /// its raft core knows (the metrics may not show a restarted replica's stored state yet).
+    async fn joined(&self) -> Result<bool, ReplicaError> {
+        self.raft
+            .is_initialized()
+            .await
+            .map_err(|e| ReplicaError::Unavailable {
+                group: self.id,
+                reason: e.to_string(),
+            })
     }
 
     /// Makes `members` the group's first voters; whether it did (`false` on a group that

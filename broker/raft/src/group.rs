@@ -159,6 +159,14 @@ where
             .is_none_or(|quiet| quiet.reporter.unclaimed())
     }
 
+    /// Keeps a partition replica's raft timer off until `until` while it follows and no leader
+    /// is heard of ([`Reporter::hold_timer`]); the controller keeps openraft's timers.
+    pub(crate) fn hold_timer(&self, until: tokio::time::Instant) {
+        if let Some(quiet) = &self.quiet {
+            quiet.reporter.hold_timer(until.into_std());
+        }
+    }
+
     /// Whether this node leads the group and its lease lapsed while the group was quiet (only
     /// partition groups go quiet).
     pub(crate) fn lease_lapsed(&self) -> bool {

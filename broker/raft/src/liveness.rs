@@ -139,6 +139,16 @@ struct Group {
 struct State {
     peers: HashMap<NodeId, Peer>,
     groups: HashMap<GroupId, Group>,
+    /// Followers' timers held off for a while ([`Reporter::hold_timer`]); kept apart from
+    /// `groups` because a hold may come before the group's first report.
+    holds: HashMap<GroupId, Hold>,
+}
+
+/// A follower's raft timer kept off until `until`, for one running instance of its group.
+#[derive(Debug, Clone, Copy)]
+struct Hold {
+    instance: u64,
+    until: Instant,
 }
 
 /// What one change asks of the groups' timers.
@@ -251,7 +261,9 @@ impl Liveness {
 
     /// Forgets `group` (it is shut down on this node).
     pub(crate) fn remove(&self, group: GroupId) {
-        self.state().groups.remove(&group);
+        let mut state = self.state();
+        state.groups.remove(&group);
+        state.holds.remove(&group);
     }
 
     /// A reporter for a newly started instance of `group`.
@@ -591,6 +603,45 @@ impl Reporter {
         {
             state.groups.remove(&self.group);
         }
+        if state
+            .holds
+            .get(&self.group)
+            .is_some_and(|hold| hold.instance == self.instance)
+        {
+            state.holds.remove(&self.group);
+        }
+    }
+
+    /// Keeps the group's raft timer off until `until` while this replica follows and no
+    /// leader is heard of, then lets it start as it would have (after the random delay). A
+    /// restarted replica that is not the group's preferred leader calls this: the preferred
+    /// leader stands at once when no one leads the group, and a timer of this replica that
+    /// fired meanwhile would only make a second candidate, whose higher term deposes the
+    /// leader just elected (after a restart of the whole cluster, thousands of groups elect
+    /// at once and their messages are slow). A leader heard of in the meantime stops the
+    /// timer as usual.
+    pub(crate) fn hold_timer(&self, until: Instant) {
+        let (changes, now) = {
+            let mut state = self.liveness.state();
+            state.holds.insert(
+                self.group,
+                Hold {
+                    instance: self.instance,
+                    until,
+                },
+            );
+            let now = Instant::now();
+            let mut changes = Changes::default();
+            if state
+                .groups
+                .get(&self.group)
+                .is_some_and(|entry| entry.instance == self.instance)
+            {
+                state.decide(self.group, now, false, &mut changes);
+            }
+            (changes, now)
+        };
+        self.liveness.apply(changes, now);
     }
 }
 
@@ -635,21 +686,36 @@ impl State {
             Standing::Follows { term } => !led_elsewhere(term),
             Standing::Campaigns => true,
         };
+        // A follower's timer held past `not_before` starts when the hold ends.
+        let held_until = match (entry.view.standing, self.holds.get(&group)) {
+            (Standing::Follows { .. }, Some(hold))
+                if hold.instance == entry.instance && hold.until > not_before =>
+            {
+                Some(hold.until)
+            }
+            _ => None,
+        };
         let Some(entry) = self.groups.get_mut(&group) else {
             return;
         };
         entry.decision += 1;
+        let start = Start {
+            group,
+            decision: entry.decision,
+            not_before: held_until.unwrap_or(not_before),
+            campaign,
+        };
         match (entry.ticking, tick) {
             (true, false) => {
                 entry.ticking = false;
                 changes.stop.push(group);
             }
-            (false, true) => changes.start.push(Start {
-                group,
-                decision: entry.decision,
-                not_before,
-                campaign,
-            }),
+            (true, true) if held_until.is_some() => {
+                entry.ticking = false;
+                changes.stop.push(group);
+                changes.start.push(start);
+            }
+            (false, true) => changes.start.push(start),
             _ => {}
         }
     }
@@ -901,6 +967,51 @@ mod tests {
         // The first instance's task ends late, after the second started.
         first.stopped();
         assert_eq!(liveness.due()[0].leads, vec![(7, lead(3, 0))]);
+    }
+
+    #[tokio::test]
+    async fn a_held_followers_timer_starts_when_the_hold_ends_unless_a_leader_is_heard_first() {
+        let (liveness, recorded) = liveness();
+        let reporter = liveness.reporter(7);
+        reporter.update(follows(3));
+        assert_eq!(liveness.ticking(), 1, "no leader heard of");
+        let until = Instant::now() + Duration::from_secs(60);
+        reporter.hold_timer(until);
+        assert_eq!(recorded.ticking(7), Some(false), "held");
+        assert_eq!(liveness.ticking(), 0);
+        // The hold ends: the start decided with it goes ahead.
+        let held = liveness.state().groups[&7].decision;
+        liveness.start_if_still_wanted(&Start {
+            group: 7,
+            decision: held,
+            not_before: until,
+            campaign: false,
+        });
+        assert_eq!(recorded.ticking(7), Some(true));
+
+        // A new instance of the group, held before its first report: held from that report.
+        let reporter = liveness.reporter(7);
+        reporter.hold_timer(until);
+        reporter.update(follows(4));
+        assert_eq!(liveness.ticking(), 0, "held from the first report");
+        let held = liveness.state().groups[&7].decision;
+        // Its leader is heard of before the hold ends: the held start is void.
+        liveness.heard(2, 1, claims(&[(7, 4)]));
+        liveness.start_if_still_wanted(&Start {
+            group: 7,
+            decision: held,
+            not_before: until,
+            campaign: false,
+        });
+        assert_eq!(liveness.ticking(), 0, "led by node 2");
+        assert!(recorded.campaigns().is_empty());
+
+        // A hold already over holds nothing.
+        let reporter = liveness.reporter(8);
+        reporter.hold_timer(Instant::now());
+        reporter.update(follows(1));
+        assert_eq!(recorded.ticking(8), None, "never turned off");
+        assert_eq!(liveness.ticking(), 1);
     }
 
     #[tokio::test]
