@@ -979,6 +979,79 @@ async fn an_isolated_controller_leader_does_not_answer_stale_committed_offsets()
     Ok(())
 }
 
+/// Group membership lives only in the coordinator's memory (the controller leader's). A
+/// controller leader cut off from the other voters believes it leads until it hears of a newer
+/// term; once its lease is over (no quorum acknowledged it within the longest election
+/// timeout) it must stop coordinating: the others elect a leader whose coordinator may give
+/// the same partitions to other members. Before, the isolated node kept answering heartbeats
+/// with its stale assignment and took new members.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_controller_leader_stops_coordinating_once_its_lease_is_over()
+-> anyhow::Result<()> {
+    let cluster = ProcessCluster::start(weir(), 3).await?;
+    let old = controller_leader(&cluster, 1, None).await?;
+    let others: Vec<NodeId> = cluster
+        .node_ids()
+        .into_iter()
+        .filter(|&n| n != old)
+        .collect();
+    let via_other = Client::connect(cluster.addr(others[0]).to_string()).await?;
+    via_other
+        .create_topic(TopicSpec::new("shared", 2).with_replication_factor(3))
+        .await?;
+    let mut at_old = cluster.client(old)?;
+    let join = |client_id: &str| pb::JoinGroupRequest {
+        group: "g".into(),
+        topics: vec!["shared".into()],
+        client_id: client_id.into(),
+        ..Default::default()
+    };
+    let member = at_old.join_group(join("a")).await?.into_inner().member_id;
+    let heartbeat = pb::GroupHeartbeatRequest {
+        group: "g".into(),
+        member_id: member,
+        owned: Vec::new(),
+    };
+    let assignment = eventually(SETTLE, "the member's assignment", || {
+        let mut at_old = at_old.clone();
+        let heartbeat = heartbeat.clone();
+        async move {
+            let assignment = at_old.group_heartbeat(heartbeat).await.ok()?;
+            Some(assignment.into_inner().assignment).filter(|a| !a.is_empty())
+        }
+    })
+    .await?;
+    assert_eq!(assignment.len(), 1, "{assignment:?}");
+
+    cluster.isolate(old);
+    controller_leader(&cluster, others[0], Some(old)).await?;
+    // The others elected a leader only after the old one's lease was over.
+    let refused = at_old
+        .group_heartbeat(heartbeat.clone())
+        .await
+        .expect_err("a heartbeat answered by a leader without a lease");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(refused.message().contains("lease"), "{refused:?}");
+    let refused = at_old
+        .join_group(join("b"))
+        .await
+        .expect_err("a join answered by a leader without a lease");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+
+    // Healed, the old leader learns of the new term and forwards to the new coordinator.
+    cluster.heal_all();
+    let joined = eventually(SETTLE, "a join through the old leader", || {
+        let mut at_old = at_old.clone();
+        async move { at_old.join_group(join("c")).await.ok() }
+    })
+    .await?;
+    assert!(
+        joined.into_inner().member_id.starts_with("c-"),
+        "a member id made from the client id"
+    );
+    Ok(())
+}
+
 /// Members cost the coordinator memory until they leave or expire, so a group and the node
 /// have a most: a join beyond the group's is refused for good (`GROUP_MAX_SIZE_REACHED`), one
 /// beyond the node's is overload, retriable once members leave.

@@ -362,6 +362,14 @@ impl<S: MetadataState> ControllerReplica<S> {
         self.group.leader_term()
     }
 
+    /// Whether this node leads the controller but no quorum of voters acknowledged it within
+    /// the longest election timeout (openraft's leader lease): it may be cut off from them,
+    /// and another may lead in a newer term. The controller keeps openraft's heartbeats, so a
+    /// leader that reaches a quorum renews its lease every heartbeat interval.
+    pub fn lease_lost(&self) -> bool {
+        self.group.lease_lost()
+    }
+
     /// The address this node uses to reach `node`: its own route if it has one, else the
     /// address in the controller membership.
     pub fn route_to(&self, node: NodeId) -> Option<String> {

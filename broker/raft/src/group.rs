@@ -577,6 +577,18 @@ where
         (metrics.state == ServerState::Leader).then_some(metrics.current_term)
     }
 
+    /// Whether this node, leading the group, has lost its lease: no quorum acknowledged it
+    /// within the longest election timeout. A leader cut off from the other voters believes it
+    /// leads until it hears of a newer term, but once its lease is over the others may have
+    /// elected another. False when it does not lead, or leads alone.
+    pub(crate) fn lease_lost(&self) -> bool {
+        crate::lease::lease_left(
+            &self.raft.metrics().borrow_watched(),
+            self.timings.election_max,
+        )
+        .is_some_and(|left| left.is_zero())
+    }
+
     /// Waits until some node leads the group, for at most `timeout`.
     pub(crate) async fn wait_for_leader(&self, timeout: Duration) -> Result<NodeId, ReplicaError> {
         let unavailable = |reason: String| ReplicaError::Unavailable {

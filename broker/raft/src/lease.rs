@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
 use openraft::storage::RaftStateMachine;
-use openraft::{Instant as _, Raft, ServerState, TokioInstant};
+use openraft::{Instant as _, Raft, RaftMetrics, ServerState, TokioInstant};
 use tokio::time::Instant;
 
 use crate::config::{GroupTimings, lease_retry_pause};
@@ -137,18 +137,21 @@ impl Lease {
         &self,
         raft: &Raft<TypeConfig, SM>,
     ) -> Option<Duration> {
-        let metrics = raft.metrics();
-        let metrics = metrics.borrow_watched();
-        if metrics.state != ServerState::Leader {
-            return None;
-        }
-        let mut voters = metrics.membership_config.membership().voter_ids();
-        if voters.next().is_some() && voters.next().is_none() {
-            return None;
-        }
-        let acked = metrics.last_quorum_acked.as_ref();
-        Some(acked.map_or(Duration::ZERO, |at| {
-            self.length.saturating_sub(at.elapsed())
-        }))
+        lease_left(&raft.metrics().borrow_watched(), self.length)
     }
+}
+
+/// What is left of the lease of length `length` of the leader these metrics are of: how long
+/// until a quorum's last acknowledgement is that old. `None` when there is no lease to keep
+/// (the node does not lead, or leads alone).
+pub(crate) fn lease_left(metrics: &RaftMetrics<TypeConfig>, length: Duration) -> Option<Duration> {
+    if metrics.state != ServerState::Leader {
+        return None;
+    }
+    let mut voters = metrics.membership_config.membership().voter_ids();
+    if voters.next().is_some() && voters.next().is_none() {
+        return None;
+    }
+    let acked = metrics.last_quorum_acked.as_ref();
+    Some(acked.map_or(Duration::ZERO, |at| length.saturating_sub(at.elapsed())))
 }

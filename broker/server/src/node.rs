@@ -353,6 +353,12 @@ impl Node {
         self.controller.leader_term()
     }
 
+    /// Whether this node leads the controller but lost its lease: no quorum of voters
+    /// acknowledged it within the longest election timeout, so another node may lead now.
+    pub(crate) fn controller_lease_lost(&self) -> bool {
+        self.controller.lease_lost()
+    }
+
     /// The controller leader this node knows of.
     pub(crate) fn controller_leader(&self) -> Option<NodeId> {
         self.controller.leader()

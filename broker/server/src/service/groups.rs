@@ -127,9 +127,24 @@ fn expire(group: &GroupName, live: &mut LiveGroup, now: Instant) {
 impl BrokerService {
     /// Where `request` is served: here when this node leads the controller, else at the
     /// leader (unless it was forwarded already, which means leadership is moving).
+    ///
+    /// A leader that lost its lease coordinates nothing: cut off from the other voters, it
+    /// believes it leads until it hears of a newer term, while they may have elected another
+    /// leader whose coordinator hands the same partitions to other members. Group membership
+    /// lives only in the coordinator's memory, so no raft write would stop it otherwise. The
+    /// lease ends before the others can elect anyone (they refuse their votes for as long after
+    /// the last heartbeat they acknowledged), so two coordinators never answer at once.
     fn coordinator<T>(&self, request: &Request<T>) -> Result<Coordinator, BrokerError> {
         let node = self.node()?;
         if let Some(term) = node.controller_term() {
+            if node.controller_lease_lost() {
+                return Err(BrokerError::Unavailable(
+                    "this node leads the controller, but its lease is over (no quorum of voters \
+                     acknowledged it within the longest election timeout): it may be cut off, \
+                     and another node may coordinate consumer groups now"
+                        .into(),
+                ));
+            }
             return Ok(Coordinator::Here(term));
         }
         if request.metadata().contains_key(FORWARDED) {
