@@ -621,7 +621,14 @@ async fn example_modules_work_on_real_produce_and_consume_paths() -> anyhow::Res
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_modules_fail_their_chain_only() -> anyhow::Result<()> {
     weir_tests::init_tracing();
-    let broker = InProcessBroker::start().await?;
+    // An output cap of 1 MiB: a module writing just over the default 16 MiB could outlast the
+    // time limit on a loaded machine (seen under two parallel suites), which is contained too
+    // but is not the limit under test.
+    const OUTPUT_CAP: usize = 1 << 20;
+    let broker = InProcessBroker::start_adjusted(|config| {
+        config.modules.max_output_bytes = OUTPUT_CAP;
+    })
+    .await?;
     let mut client = broker.raw_client().await?;
     register(&mut client, "hostile").await?;
     register(&mut client, "keep-all").await?;
@@ -639,11 +646,11 @@ async fn hostile_modules_fail_their_chain_only() -> anyhow::Result<()> {
         ("huge-output", "output"),
         ("bad-output", "malformed outcome"),
     ] {
-        // Just over the 16 MiB output cap: a bigger outcome can outlast the time limit on a
-        // loaded machine, which is contained too but is not the limit under test.
+        // Just over the output cap.
+        let bytes = (OUTPUT_CAP + OUTPUT_CAP / 16).to_string();
         let hostile = module(
             "hostile",
-            &[("behaviour", behaviour), ("bytes", "17000000")],
+            &[("behaviour", behaviour), ("bytes", bytes.as_str())],
         );
         // The hostile fetch and a healthy produce + fetch on another topic, at the same time.
         let mut healthy_client = client.clone();
