@@ -286,10 +286,18 @@ struct MoveGuard<'a> {
 }
 
 impl<'a> MoveGuard<'a> {
-    /// Marks `group`'s move as running; `None` if one already is.
+    /// Marks `group`'s move as running; `None` if one already is. No guard is built for a
+    /// refusal: dropping it would take the lock held here, and unmark the running move.
     fn take(moving: &'a Mutex<HashSet<GroupId>>, group: GroupId) -> Option<Self> {
-        let mut running = moving.lock().unwrap_or_else(|p| p.into_inner());
-        running.insert(group).then_some(MoveGuard { moving, group })
+        let newly_marked = moving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(group);
+        if newly_marked {
+            Some(MoveGuard { moving, group })
+        } else {
+            None
+        }
     }
 }
 
@@ -299,5 +307,40 @@ impl Drop for MoveGuard<'_> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&self.group);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::time::Duration;
+
+    /// A second move of a partition, or a settling pass, while one runs is refused. Before, the
+    /// refusal built a guard anyway and dropped it with the set locked: the thread waited for
+    /// itself for good (a node's whole runtime stopped under the nemesis once the settler ran
+    /// during moves), and the dropped guard would have cleared the running move's mark.
+    #[test]
+    fn a_partition_whose_move_runs_is_refused_a_second_guard_and_keeps_the_first() {
+        let moving: &'static Mutex<HashSet<GroupId>> = Box::leak(Box::default());
+        let first = MoveGuard::take(moving, 7).expect("no move runs yet");
+        let (told, answer) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let second = MoveGuard::take(moving, 7).is_some();
+            let _ = told.send(second);
+        });
+        let Ok(second) = answer.recv_timeout(Duration::from_secs(10)) else {
+            // Dropping the first guard would wait for the stuck thread's lock too.
+            std::mem::forget(first);
+            panic!("the second take never returned: it waits for the lock it holds");
+        };
+        assert!(!second, "a second guard for a running move");
+        assert!(
+            moving.lock().unwrap().contains(&7),
+            "the running move is still marked"
+        );
+        drop(first);
+        assert!(moving.lock().unwrap().is_empty());
+        assert!(MoveGuard::take(moving, 7).is_some(), "free again");
     }
 }
