@@ -28,6 +28,9 @@
 //!   openraft's own timer waits for the lease plus an election timeout), after a random delay
 //!   of up to two heartbeat intervals, so that the followers of a dead node do not all stand
 //!   at the same instant and split the vote.
+//! - After a restart, a replica that is not its group's preferred leader holds its timer off for
+//!   `election_max_ms` unless a leader is heard of first ([`Reporter::hold_timer`]): the
+//!   preferred leader stands at once, and stays the only candidate (see `crate::formation`).
 //! - A leader whose lease lapsed while it was quiet (no quorum acknowledged anything for
 //!   `election_max_ms`) is refused writes by openraft; the group confirms its leadership with
 //!   one heartbeat round first ([`crate::lease`]).
@@ -686,13 +689,19 @@ impl State {
             Standing::Follows { term } => !led_elsewhere(term),
             Standing::Campaigns => true,
         };
-        // A follower's timer held past `not_before` starts when the hold ends.
-        let held_until = match (entry.view.standing, self.holds.get(&group)) {
-            (Standing::Follows { .. }, Some(hold))
-                if hold.instance == entry.instance && hold.until > not_before =>
-            {
-                Some(hold.until)
+        // A follower's timer held past `not_before` starts when the hold ends; a leader heard
+        // of ends the hold (the timer then waits for that leader as any other's).
+        let hold = self
+            .holds
+            .get(&group)
+            .filter(|hold| hold.instance == entry.instance)
+            .copied();
+        let held_until = match (entry.view.standing, hold) {
+            (Standing::Follows { .. }, Some(_)) if !tick => {
+                self.holds.remove(&group);
+                None
             }
+            (Standing::Follows { .. }, Some(hold)) if hold.until > not_before => Some(hold.until),
             _ => None,
         };
         let Some(entry) = self.groups.get_mut(&group) else {
@@ -995,7 +1004,8 @@ mod tests {
         reporter.update(follows(4));
         assert_eq!(liveness.ticking(), 0, "held from the first report");
         let held = liveness.state().groups[&7].decision;
-        // Its leader is heard of before the hold ends: the held start is void.
+        // Its leader is heard of before the hold ends: the held start is void, and so is the
+        // hold.
         liveness.heard(2, 1, claims(&[(7, 4)]));
         liveness.start_if_still_wanted(&Start {
             group: 7,
@@ -1005,6 +1015,7 @@ mod tests {
         });
         assert_eq!(liveness.ticking(), 0, "led by node 2");
         assert!(recorded.campaigns().is_empty());
+        assert!(liveness.state().holds.is_empty(), "the hold ended");
 
         // A hold already over holds nothing.
         let reporter = liveness.reporter(8);
