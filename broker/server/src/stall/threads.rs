@@ -2,10 +2,11 @@
 //! stall warning carries it, so that a runtime whose workers are blocked (on a lock, a pipe, the
 //! disk) can be told from one whose workers spin, and where they wait, without a debugger.
 //!
-//! For each thread: its name, its scheduler state (`R` running, `S` sleeping, `D` waiting for
-//! the disk), the kernel function it waits in (`wchan`: a `futex_…` function for a lock or a
-//! condition variable, `pipe_write` for a full pipe, `ep_poll` for an idle runtime worker) and
-//! the system call it is in. Threads alike in all four are counted together, so a pool of idle
+//! For each thread: its name, its scheduler state (`R` running, `S` sleeping, `D` in an
+//! uninterruptible wait, usually the disk), the kernel function it waits in (`wchan`: a
+//! `futex_…` function for a lock, a condition variable or a parked runtime worker, `pipe_write`
+//! for a full pipe, `ep_poll` for the worker waiting for I/O events) and the system call it is
+//! in. Threads alike in all four are counted together, so a pool of idle
 //! threads takes one entry.
 
 use std::collections::BTreeMap;
@@ -97,8 +98,13 @@ mod tests {
                 .expect("spawn")
         };
         // The thread sleeps in the kernel once it finds the lock taken; until then it runs.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let entry = loop {
             let summary = summary();
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the blocked thread never showed as sleeping: {summary}"
+            );
             let entry = summary
                 .split("; ")
                 .find(|e| e.starts_with("weir-held-test"))
