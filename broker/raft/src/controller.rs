@@ -18,6 +18,7 @@ use weir_storage::{GroupId, LogDb};
 use crate::config::{GroupKind, GroupTimings};
 use crate::error::{ReplicaError, StartError};
 use crate::group::{Group, stopped};
+use crate::lease::LeaderLease;
 use crate::log_store::GroupLogStore;
 use crate::network::Peers;
 use crate::snapshot::{self, PreparedSnapshot};
@@ -362,12 +363,20 @@ impl<S: MetadataState> ControllerReplica<S> {
         self.group.leader_term()
     }
 
-    /// Whether this node leads the controller but no quorum of voters acknowledged it within
-    /// the longest election timeout (openraft's leader lease): it may be cut off from them,
-    /// and another may lead in a newer term. The controller keeps openraft's heartbeats, so a
-    /// leader that reaches a quorum renews its lease every heartbeat interval.
-    pub fn lease_lost(&self) -> bool {
-        self.group.lease_lost()
+    /// This node's leadership of the controller and its lease, read together; `None` when it
+    /// does not lead. A leader cut off from the other voters believes it leads until it hears
+    /// of a newer term; once no quorum acknowledged it within the longest election timeout
+    /// (openraft's leader lease) the others may have elected another. The controller keeps
+    /// openraft's heartbeats, so a leader that reaches a quorum renews its lease every
+    /// heartbeat interval.
+    pub fn leader_lease(&self) -> Option<LeaderLease> {
+        self.group.leader_lease()
+    }
+
+    /// Like [`ControllerReplica::leader_lease`], but a leader elected a moment ago is given up
+    /// to two heartbeat intervals for a quorum to acknowledge it.
+    pub async fn confirmed_leader_lease(&self) -> Option<LeaderLease> {
+        self.group.confirmed_leader_lease().await
     }
 
     /// The address this node uses to reach `node`: its own route if it has one, else the

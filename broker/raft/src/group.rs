@@ -14,7 +14,7 @@ use weir_storage::GroupId;
 
 use crate::config::{GroupKind, GroupTimings, raft_config};
 use crate::error::{ReplicaError, StartError};
-use crate::lease::{Kept, Lease};
+use crate::lease::{Kept, LeaderLease, Lease};
 use crate::liveness::{GroupView, Reporter, Standing};
 use crate::log_store::GroupLogStore;
 use crate::network::Peers;
@@ -577,16 +577,44 @@ where
         (metrics.state == ServerState::Leader).then_some(metrics.current_term)
     }
 
-    /// Whether this node, leading the group, has lost its lease: no quorum acknowledged it
-    /// within the longest election timeout. A leader cut off from the other voters believes it
-    /// leads until it hears of a newer term, but once its lease is over the others may have
-    /// elected another. False when it does not lead, or leads alone.
-    pub(crate) fn lease_lost(&self) -> bool {
-        crate::lease::lease_left(
-            &self.raft.metrics().borrow_watched(),
-            self.timings.election_max,
+    /// This node's leadership of the group and its lease (openraft's: a quorum acknowledged
+    /// it within the longest election timeout), read together; `None` when it does not lead.
+    /// For a group that keeps openraft's heartbeats (the controller): a quiet partition
+    /// group's lease lapses whenever it is quiet ([`crate::lease`]).
+    pub(crate) fn leader_lease(&self) -> Option<LeaderLease> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow_watched();
+        if metrics.state != ServerState::Leader {
+            return None;
+        }
+        let term = metrics.current_term;
+        Some(
+            match crate::lease::lease_left(&metrics, self.timings.election_max) {
+                None => LeaderLease::Held { term }, // leads alone
+                Some(_) if metrics.last_quorum_acked.is_none() => LeaderLease::Unconfirmed { term },
+                Some(left) if left.is_zero() => LeaderLease::Over { term },
+                Some(_) => LeaderLease::Held { term },
+            },
         )
-        .is_some_and(|left| left.is_zero())
+    }
+
+    /// Like [`Group::leader_lease`], but a leader elected a moment ago is given up to two
+    /// heartbeat intervals for a quorum to acknowledge it (its first entry's replication).
+    pub(crate) async fn confirmed_leader_lease(&self) -> Option<LeaderLease> {
+        let lease = self.leader_lease();
+        if !matches!(lease, Some(LeaderLease::Unconfirmed { .. })) {
+            return lease;
+        }
+        // A timeout leaves it unconfirmed, which the caller refuses.
+        let _ = self
+            .raft
+            .wait(Some(self.timings.heartbeat * 2))
+            .metrics(
+                |m| m.state != ServerState::Leader || m.last_quorum_acked.is_some(),
+                "a quorum to acknowledge the new leader",
+            )
+            .await;
+        self.leader_lease()
     }
 
     /// Waits until some node leads the group, for at most `timeout`.

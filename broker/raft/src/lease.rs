@@ -22,6 +22,30 @@ use tokio::time::Instant;
 use crate::config::{GroupTimings, lease_retry_pause};
 use crate::types::TypeConfig;
 
+/// A leader's standing under openraft's leader lease ([`ControllerReplica::leader_lease`]).
+///
+/// [`ControllerReplica::leader_lease`]: crate::ControllerReplica::leader_lease
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaderLease {
+    /// A quorum acknowledged this node as leader within the lease (or it leads alone): no
+    /// other node can have been elected since.
+    Held {
+        /// The term it leads in.
+        term: u64,
+    },
+    /// Elected a moment ago: no quorum has acknowledged it yet.
+    Unconfirmed {
+        /// The term it leads in.
+        term: u64,
+    },
+    /// It leads, but no quorum acknowledged it within the lease: it may be cut off from the
+    /// other voters, and they may have elected another leader.
+    Over {
+        /// The term it believes it leads in.
+        term: u64,
+    },
+}
+
 /// What keeping the lease before a write came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kept {

@@ -36,6 +36,7 @@ pub use compactor::Compactions;
 pub use config::GroupTimings;
 pub use controller::{ControllerReplica, MetadataState};
 pub use error::{ReplicaError, SequenceError, StartError};
+pub use lease::LeaderLease;
 pub use network::{
     CLUSTER_SECRET_METADATA, ClusterSecret, EntryGate, MAX_PEER_MESSAGE_BYTES, PeerChannel, Peers,
 };

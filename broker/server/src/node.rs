@@ -16,7 +16,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use weir_raft::{
-    Compactions, ControllerReplica, GroupId, NodeId, PartitionReplica, Peers, ReplicaError,
+    Compactions, ControllerReplica, GroupId, LeaderLease, NodeId, PartitionReplica, Peers,
+    ReplicaError,
 };
 use weir_storage::{Closed, LogDb, LogDbOptions, WriteBatch, WriteOp};
 use weir_types::{BatchLimits, Offset, PartitionId, TopicName};
@@ -353,10 +354,14 @@ impl Node {
         self.controller.leader_term()
     }
 
-    /// Whether this node leads the controller but lost its lease: no quorum of voters
-    /// acknowledged it within the longest election timeout, so another node may lead now.
-    pub(crate) fn controller_lease_lost(&self) -> bool {
-        self.controller.lease_lost()
+    /// This node's leadership of the controller and its lease; `None` when it does not lead.
+    pub(crate) fn controller_lease(&self) -> Option<LeaderLease> {
+        self.controller.leader_lease()
+    }
+
+    /// The same, a leader elected a moment ago given a little time for a quorum to confirm it.
+    pub(crate) async fn confirmed_controller_lease(&self) -> Option<LeaderLease> {
+        self.controller.confirmed_leader_lease().await
     }
 
     /// The controller leader this node knows of.

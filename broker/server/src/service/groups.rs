@@ -2,13 +2,15 @@
 //! the request there once, marked so that it is never forwarded again.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use futures::{StreamExt, stream};
+use tokio::sync::OwnedMutexGuard;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 use weir_proto::v1 as pb;
 use weir_proto::v1::broker_client::BrokerClient;
-use weir_raft::PeerChannel;
+use weir_raft::{LeaderLease, PeerChannel};
 use weir_types::{GroupName, PartitionId, TopicName};
 
 use super::{BrokerService, now_ms};
@@ -117,6 +119,46 @@ fn new_member_id(client_id: &str) -> String {
     format!("{prefix}-{:016x}", rand::random::<u64>())
 }
 
+/// The controller term this node coordinates groups in, given its lease as leader; a leader
+/// not confirmed by a quorum (elected a moment ago, or cut off) is refused, retriably.
+fn coordinating_term(lease: LeaderLease) -> Result<u64, BrokerError> {
+    match lease {
+        LeaderLease::Held { term } => Ok(term),
+        LeaderLease::Unconfirmed { .. } => Err(BrokerError::Unavailable(
+            "this node was elected controller leader a moment ago and no quorum of voters has \
+             acknowledged it yet"
+                .into(),
+        )),
+        LeaderLease::Over { .. } => Err(BrokerError::Unavailable(
+            "this node leads the controller, but its lease is over (no quorum of voters \
+             acknowledged it within the longest election timeout): it may be cut off, and \
+             another node may coordinate consumer groups now"
+                .into(),
+        )),
+    }
+}
+
+/// Locks a group's `live` state of controller term `term`. A request may wait for that lock
+/// behind another (a commit holds it until its raft write applies, which on a cut-off leader
+/// takes until it hears of the new one): once it has it, this node must still coordinate in
+/// `term`, with its lease, or the request is refused as [`BrokerService::coordinator`] would.
+async fn lock_live(
+    node: &Node,
+    term: u64,
+    live: Arc<tokio::sync::Mutex<LiveGroup>>,
+) -> Result<OwnedMutexGuard<LiveGroup>, BrokerError> {
+    let live = live.lock_owned().await;
+    match node.controller_lease().map(coordinating_term) {
+        Some(Ok(now)) if now == term => Ok(live),
+        Some(Err(refused)) => Err(refused),
+        Some(Ok(_)) | None => Err(BrokerError::Unavailable(
+            "this node stopped coordinating consumer groups (its controller term ended) while \
+             the request waited"
+                .into(),
+        )),
+    }
+}
+
 /// Removes expired members, saying so in the log.
 fn expire(group: &GroupName, live: &mut LiveGroup, now: Instant) {
     for member in live.expire(now) {
@@ -128,24 +170,18 @@ impl BrokerService {
     /// Where `request` is served: here when this node leads the controller, else at the
     /// leader (unless it was forwarded already, which means leadership is moving).
     ///
-    /// A leader that lost its lease coordinates nothing: cut off from the other voters, it
+    /// A leader whose lease is over coordinates nothing: cut off from the other voters, it
     /// believes it leads until it hears of a newer term, while they may have elected another
     /// leader whose coordinator hands the same partitions to other members. Group membership
     /// lives only in the coordinator's memory, so no raft write would stop it otherwise. The
-    /// lease ends before the others can elect anyone (they refuse their votes for as long after
-    /// the last heartbeat they acknowledged), so two coordinators never answer at once.
-    fn coordinator<T>(&self, request: &Request<T>) -> Result<Coordinator, BrokerError> {
+    /// others refuse their votes for as long after the last heartbeat they acknowledged, so
+    /// they elect another leader only after this lease is over (unless one of them restarted
+    /// meanwhile: openraft starts a voter without a lease). A request that waited for a
+    /// group's lock checks again once it has it ([`lock_live`]).
+    async fn coordinator<T>(&self, request: &Request<T>) -> Result<Coordinator, BrokerError> {
         let node = self.node()?;
-        if let Some(term) = node.controller_term() {
-            if node.controller_lease_lost() {
-                return Err(BrokerError::Unavailable(
-                    "this node leads the controller, but its lease is over (no quorum of voters \
-                     acknowledged it within the longest election timeout): it may be cut off, \
-                     and another node may coordinate consumer groups now"
-                        .into(),
-                ));
-            }
-            return Ok(Coordinator::Here(term));
+        if let Some(lease) = node.confirmed_controller_lease().await {
+            return coordinating_term(lease).map(Coordinator::Here);
         }
         if request.metadata().contains_key(FORWARDED) {
             return Err(BrokerError::Unavailable(
@@ -190,7 +226,7 @@ impl BrokerService {
         &self,
         request: Request<pb::JoinGroupRequest>,
     ) -> Result<pb::JoinGroupResponse, BrokerError> {
-        let term = match self.coordinator(&request)? {
+        let term = match self.coordinator(&request).await? {
             Coordinator::Here(term) => term,
             Coordinator::There(mut leader) => {
                 return forward(request, |r| async move { leader.join_group(r).await }).await;
@@ -234,8 +270,7 @@ impl BrokerService {
             session_timeout_ms: member.session_timeout.as_millis() as u32,
             assignor: assignor.to_string(),
         };
-        let live = node.coordinator.group(term, &group);
-        let mut live = live.lock().await;
+        let mut live = lock_live(node, term, node.coordinator.group(term, &group)).await?;
         expire(&group, &mut live, now);
         let limits = &node.config.groups;
         if live.members().len() >= limits.max_members_per_group {
@@ -259,7 +294,7 @@ impl BrokerService {
         &self,
         request: Request<pb::GroupHeartbeatRequest>,
     ) -> Result<pb::GroupHeartbeatResponse, BrokerError> {
-        let term = match self.coordinator(&request)? {
+        let term = match self.coordinator(&request).await? {
             Coordinator::Here(term) => term,
             Coordinator::There(mut leader) => {
                 return forward(request, |r| async move { leader.group_heartbeat(r).await }).await;
@@ -273,7 +308,7 @@ impl BrokerService {
             .coordinator
             .existing(term, &group)
             .ok_or_else(|| unknown_member(&group, &req.member_id))?;
-        let mut live = live.lock().await;
+        let mut live = lock_live(node, term, live).await?;
         let now = Instant::now();
         expire(&group, &mut live, now);
         let metadata = node.metadata();
@@ -297,7 +332,7 @@ impl BrokerService {
         &self,
         request: Request<pb::LeaveGroupRequest>,
     ) -> Result<pb::LeaveGroupResponse, BrokerError> {
-        let term = match self.coordinator(&request)? {
+        let term = match self.coordinator(&request).await? {
             Coordinator::Here(term) => term,
             Coordinator::There(mut leader) => {
                 return forward(request, |r| async move { leader.leave_group(r).await }).await;
@@ -310,7 +345,7 @@ impl BrokerService {
             .coordinator
             .existing(term, &group)
             .ok_or_else(|| unknown_member(&group, &req.member_id))?;
-        let mut live = live.lock().await;
+        let mut live = lock_live(node, term, live).await?;
         expire(&group, &mut live, Instant::now());
         live.leave(&group, &req.member_id)?;
         tracing::info!(%group, member = %req.member_id, "consumer group member left");
@@ -321,7 +356,7 @@ impl BrokerService {
         &self,
         request: Request<pb::CommitOffsetsRequest>,
     ) -> Result<pb::CommitOffsetsResponse, BrokerError> {
-        let term = match self.coordinator(&request)? {
+        let term = match self.coordinator(&request).await? {
             Coordinator::Here(term) => term,
             Coordinator::There(mut leader) => {
                 return forward(request, |r| async move { leader.commit_offsets(r).await }).await;
@@ -367,8 +402,7 @@ impl BrokerService {
         }
         // Held until the commit is applied: a partition moving to another member is granted
         // only after this commit is visible to its new owner.
-        let live = node.coordinator.group(term, &group);
-        let mut live = live.lock().await;
+        let mut live = lock_live(node, term, node.coordinator.group(term, &group)).await?;
         expire(&group, &mut live, Instant::now());
         live.check_commit(&group, &req.member_id, offsets.keys())?;
         for ((topic, partition), committed) in &offsets {
@@ -404,7 +438,7 @@ impl BrokerService {
         &self,
         request: Request<pb::FetchCommittedOffsetsRequest>,
     ) -> Result<pb::FetchCommittedOffsetsResponse, BrokerError> {
-        if let Coordinator::There(mut leader) = self.coordinator(&request)? {
+        if let Coordinator::There(mut leader) = self.coordinator(&request).await? {
             return forward(request, |r| async move {
                 leader.fetch_committed_offsets(r).await
             })
@@ -437,7 +471,7 @@ impl BrokerService {
         &self,
         request: Request<pb::ListGroupsRequest>,
     ) -> Result<pb::ListGroupsResponse, BrokerError> {
-        let term = match self.coordinator(&request)? {
+        let term = match self.coordinator(&request).await? {
             Coordinator::Here(term) => term,
             Coordinator::There(mut leader) => {
                 return forward(request, |r| async move { leader.list_groups(r).await }).await;
@@ -458,7 +492,7 @@ impl BrokerService {
             .collect();
         let now = Instant::now();
         for (name, live) in node.coordinator.groups(term) {
-            let mut live = live.lock().await;
+            let mut live = lock_live(node, term, live).await?;
             expire(&name, &mut live, now);
             if live.members().is_empty() {
                 continue;
@@ -481,7 +515,7 @@ impl BrokerService {
         &self,
         request: Request<pb::DescribeGroupRequest>,
     ) -> Result<pb::GroupDescription, BrokerError> {
-        let term = match self.coordinator(&request)? {
+        let term = match self.coordinator(&request).await? {
             Coordinator::Here(term) => term,
             Coordinator::There(mut leader) => {
                 return forward(request, |r| async move { leader.describe_group(r).await }).await;
@@ -497,7 +531,7 @@ impl BrokerService {
         };
         let mut owners: BTreeMap<TopicPartition, String> = BTreeMap::new();
         if let Some(live) = node.coordinator.existing(term, &group) {
-            let mut live = live.lock().await;
+            let mut live = lock_live(node, term, live).await?;
             let now = Instant::now();
             expire(&group, &mut live, now);
             if !live.members().is_empty() {
@@ -583,7 +617,7 @@ impl BrokerService {
         use pb::list_offsets_request::Spec;
         use pb::reset_group_offsets_request::To;
 
-        let term = match self.coordinator(&request)? {
+        let term = match self.coordinator(&request).await? {
             Coordinator::Here(term) => term,
             Coordinator::There(mut leader) => {
                 return forward(
@@ -610,8 +644,7 @@ impl BrokerService {
             }
             req.partitions.clone()
         };
-        let live = node.coordinator.group(term, &group);
-        let mut live = live.lock().await;
+        let mut live = lock_live(node, term, node.coordinator.group(term, &group)).await?;
         expire(&group, &mut live, Instant::now());
         if !live.members().is_empty() {
             return Err(BrokerError::GroupNotEmpty(format!(
@@ -684,7 +717,7 @@ impl BrokerService {
         &self,
         request: Request<pb::DeleteGroupRequest>,
     ) -> Result<pb::DeleteGroupResponse, BrokerError> {
-        let term = match self.coordinator(&request)? {
+        let term = match self.coordinator(&request).await? {
             Coordinator::Here(term) => term,
             Coordinator::There(mut leader) => {
                 return forward(request, |r| async move { leader.delete_group(r).await }).await;
@@ -692,8 +725,7 @@ impl BrokerService {
         };
         let node = self.node()?;
         let group = BrokerError::group_name(&request.into_inner().group)?;
-        let live = node.coordinator.group(term, &group);
-        let mut live = live.lock().await;
+        let mut live = lock_live(node, term, node.coordinator.group(term, &group)).await?;
         expire(&group, &mut live, Instant::now());
         if !live.members().is_empty() {
             return Err(BrokerError::GroupNotEmpty(format!(
