@@ -1120,6 +1120,29 @@ async fn assert_led_by_preferred_replicas(
     Ok(())
 }
 
+/// Writes each of `partitions`' first record (at offset 0), then stops every node (SIGTERM).
+async fn write_first_records_and_stop(
+    cluster: &mut ProcessCluster,
+    topic: &str,
+    partitions: impl IntoIterator<Item = u32>,
+) -> anyhow::Result<()> {
+    for partition in partitions {
+        let (_, base) = produce_acked(
+            cluster,
+            &cluster.node_ids(),
+            topic,
+            partition,
+            batch("before", 0, 1),
+        )
+        .await?;
+        assert_eq!(base, 0);
+    }
+    for node in cluster.node_ids() {
+        assert!(cluster.terminate(node)?, "node {node} stopped cleanly");
+    }
+    Ok(())
+}
+
 /// A new topic's partitions are first led by their preferred replicas (each listed first, spread
 /// over the nodes by placement). Before, every replica initialised the group and stood for
 /// election when its own timer fired: the first leader was whichever fired first, and two
@@ -1146,20 +1169,7 @@ async fn after_a_whole_cluster_restart_partitions_are_led_by_their_preferred_rep
     const PARTITIONS: u32 = 6;
     let mut cluster = ProcessCluster::start(weir(), 3).await?;
     create_replicated_topic(&cluster, TOPIC, PARTITIONS).await?;
-    for partition in 0..PARTITIONS {
-        let (_, base) = produce_acked(
-            &cluster,
-            &cluster.node_ids(),
-            TOPIC,
-            partition,
-            batch("before", 0, 1),
-        )
-        .await?;
-        assert_eq!(base, 0);
-    }
-    for node in cluster.node_ids() {
-        assert!(cluster.terminate(node)?, "node {node} stopped cleanly");
-    }
+    write_first_records_and_stop(&mut cluster, TOPIC, 0..PARTITIONS).await?;
     cluster.start_nodes(&cluster.node_ids()).await?;
 
     assert_led_by_preferred_replicas(&cluster, TOPIC, PARTITIONS).await?;
@@ -1197,20 +1207,7 @@ async fn after_a_whole_cluster_restart_without_a_preferred_leaders_node_its_part
         !orphaned.is_empty(),
         "node {down} is some partition's preferred leader"
     );
-    for &partition in &orphaned {
-        let (_, base) = produce_acked(
-            &cluster,
-            &cluster.node_ids(),
-            TOPIC,
-            partition,
-            batch("before", 0, 1),
-        )
-        .await?;
-        assert_eq!(base, 0);
-    }
-    for node in cluster.node_ids() {
-        assert!(cluster.terminate(node)?, "node {node} stopped cleanly");
-    }
+    write_first_records_and_stop(&mut cluster, TOPIC, orphaned.iter().copied()).await?;
     let up: Vec<NodeId> = cluster
         .node_ids()
         .into_iter()

@@ -540,6 +540,20 @@ async fn controller_leader(
     .await
 }
 
+/// The controller leader, the other nodes, and a client of the first of them.
+async fn controller_leader_and_the_others(
+    cluster: &ProcessCluster,
+) -> anyhow::Result<(NodeId, Vec<NodeId>, Client)> {
+    let leader = controller_leader(cluster, 1, None).await?;
+    let others: Vec<NodeId> = cluster
+        .node_ids()
+        .into_iter()
+        .filter(|&n| n != leader)
+        .collect();
+    let via_other = Client::connect(cluster.addr(others[0]).to_string()).await?;
+    Ok((leader, others, via_other))
+}
+
 /// Committed offsets of `group` as the node behind `client` serves them (forwarded to the
 /// controller leader), once that works, keyed by partition.
 async fn committed_by_partition(
@@ -924,13 +938,7 @@ async fn offsets_of_a_group_that_stays_empty_expire_and_a_live_groups_do_not() -
 async fn an_isolated_controller_leader_does_not_answer_stale_committed_offsets()
 -> anyhow::Result<()> {
     let cluster = ProcessCluster::start(weir(), 3).await?;
-    let old = controller_leader(&cluster, 1, None).await?;
-    let others: Vec<NodeId> = cluster
-        .node_ids()
-        .into_iter()
-        .filter(|&n| n != old)
-        .collect();
-    let via_other = Client::connect(cluster.addr(others[0]).to_string()).await?;
+    let (old, others, via_other) = controller_leader_and_the_others(&cluster).await?;
     via_other
         .create_topic(TopicSpec::new("audit", 1).with_replication_factor(3))
         .await?;
@@ -989,13 +997,7 @@ async fn an_isolated_controller_leader_does_not_answer_stale_committed_offsets()
 async fn an_isolated_controller_leader_stops_coordinating_once_its_lease_is_over()
 -> anyhow::Result<()> {
     let cluster = ProcessCluster::start(weir(), 3).await?;
-    let old = controller_leader(&cluster, 1, None).await?;
-    let others: Vec<NodeId> = cluster
-        .node_ids()
-        .into_iter()
-        .filter(|&n| n != old)
-        .collect();
-    let via_other = Client::connect(cluster.addr(others[0]).to_string()).await?;
+    let (old, others, via_other) = controller_leader_and_the_others(&cluster).await?;
     via_other
         .create_topic(TopicSpec::new("shared", 2).with_replication_factor(3))
         .await?;
