@@ -600,7 +600,8 @@ async fn views(cluster: &ProcessCluster, partitions: &[u32]) -> String {
 
 /// The threads of every running node that does not answer a description of the topic: a
 /// node whose async runtime stalled for good (its stall watchdog says so in its log) shows
-/// where its worker threads wait. Seen twice in full test runs, never reproduced alone.
+/// where its worker threads wait. This is how a move guard dropped inside its own lock was
+/// found (docs/reliability.md).
 async fn silent_nodes_stacks(cluster: &ProcessCluster) -> String {
     let mut stacks = String::new();
     for node in cluster.node_ids() {

@@ -6,8 +6,8 @@
 //! uninterruptible wait, usually the disk), the kernel function it waits in (`wchan`: a
 //! `futex_…` function for a lock, a condition variable or a parked runtime worker, `pipe_write`
 //! for a full pipe, `ep_poll` for the worker waiting for I/O events) and the system call it is
-//! in. Threads alike in all four are counted together, so a pool of idle
-//! threads takes one entry.
+//! in. Threads alike in all four are counted together, so a pool of idle threads takes one
+//! entry.
 
 use std::collections::BTreeMap;
 use std::fs;
