@@ -449,6 +449,31 @@ mod tests {
 
     use super::*;
 
+    /// weir-storage checks that a batch of `STORED_BATCH_OVERHEAD` less than a power of two
+    /// fills one page run with 1 KiB of metadata; a batch entry's metadata at its longest (every
+    /// number at its widest) stays under that.
+    #[test]
+    fn a_batch_entrys_metadata_is_under_a_kibibyte_at_its_longest() {
+        let producer = ProducerBatch {
+            producer_id: i64::MIN,
+            producer_epoch: i16::MIN,
+            first_sequence: i32::MIN,
+            last_sequence: i32::MIN,
+        };
+        let batch =
+            weir_types::EncodedBatch::encode(&[weir_types::Record::default()], Default::default())
+                .expect("encode");
+        let entry = Entry::new_normal(
+            log_id::<TypeConfig>(u64::MAX, u64::MAX, u64::MAX),
+            Request::Append(AppendBatch {
+                batch: Some(batch),
+                producer: Some(producer),
+            }),
+        );
+        let meta = to_new_entry(&entry).expect("entry").meta;
+        assert!(meta.len() <= 1024, "{} bytes: {meta:?}", meta.len());
+    }
+
     /// A follower behind a few large controller commands (module registrations) must get them
     /// over several messages: counting only record batches sent them all at once, past the
     /// peer message limit, and retried that forever.

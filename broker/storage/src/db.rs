@@ -935,6 +935,73 @@ mod tests {
         LogDb::open(dir.path().join("log.redb"), LogDbOptions::default()).unwrap()
     }
 
+    /// Bytes of the database's allocated pages, read in a write transaction that is dropped:
+    /// the committer is idle between the test's writes.
+    fn allocated_bytes(db: &LogDb) -> u64 {
+        let stats = db.shared.db.begin_write().unwrap().stats().unwrap();
+        stats.allocated_pages() * stats.page_size() as u64
+    }
+
+    /// An entry holding a batch of `batch_len` bytes, with `meta_len` bytes of metadata.
+    fn entry_of_len(index: u64, meta_len: usize, batch_len: usize) -> NewEntry {
+        // 1 KiB records and one sized so that the encoded batch is exactly `batch_len` bytes.
+        let mut records = vec![
+            Record {
+                value: Bytes::from(vec![b'v'; 1024]),
+                ..Record::default()
+            };
+            batch_len / 1100
+        ];
+        let mut last = Record::default();
+        let short = EncodedBatch::encode(
+            &[records.clone(), vec![last.clone()]].concat(),
+            BatchLimits::default(),
+        )
+        .unwrap()
+        .bytes()
+        .len();
+        last.value = Bytes::from(vec![b'w'; batch_len - short]);
+        records.push(last.clone());
+        // A longer value may take a wider length field: shorten it by what it overshoots.
+        let over = EncodedBatch::encode(&records, BatchLimits::default())
+            .unwrap()
+            .bytes()
+            .len()
+            - batch_len;
+        records.last_mut().unwrap().value = Bytes::from(vec![b'w'; batch_len - short - over]);
+        let batch = EncodedBatch::encode(&records, BatchLimits::default()).unwrap();
+        assert_eq!(batch.bytes().len(), batch_len);
+        NewEntry {
+            index,
+            meta: Bytes::from(vec![b'm'; meta_len]),
+            batch: Some(batch),
+            leader_epoch: 3,
+        }
+    }
+
+    /// The log keeps each entry in a power-of-two run of pages, so the batch size that
+    /// `STORED_BATCH_OVERHEAD` promises fills 1 MiB with 1 KiB of metadata (more than any
+    /// entry's, see weir-raft's log store), and one byte more than 1 MiB takes 2 MiB.
+    #[test]
+    fn a_batch_within_the_stored_overhead_of_a_power_of_two_fills_one_page_run() {
+        const MIB: usize = 1024 * 1024;
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(&dir);
+        append(&db, 4, vec![data(1, &["first"])]);
+        let cost = |index, batch_len| {
+            let before = allocated_bytes(&db);
+            append(&db, 4, vec![entry_of_len(index, 1024, batch_len)]);
+            allocated_bytes(&db) - before
+        };
+        let fitting = cost(2, MIB - weir_types::STORED_BATCH_OVERHEAD);
+        assert!(
+            (MIB as u64..MIB as u64 + 64 * 1024).contains(&fitting),
+            "{fitting}"
+        );
+        let over = cost(3, MIB + 1);
+        assert!(over >= 2 * MIB as u64, "{over}");
+    }
+
     /// Batches are served straight from the stored values (no copy), so a reader holding them
     /// holds their read transaction: the log may be purged and written on meanwhile, and what
     /// the reader holds stays what it read (redb frees the pages only after the reader lets go;

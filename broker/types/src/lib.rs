@@ -15,7 +15,8 @@ mod varint;
 pub use batch::{
     BASE_OFFSET_AT, BATCH_HEADER_LEN, BatchAttributes, BatchEncoder, BatchError, BatchHeader,
     BatchLimits, CompactionRecord, Compression, EncodedBatch, Header, LEADER_EPOCH_AT, MAGIC,
-    NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE, ProducerStamp, Record, RecordIter, stamp,
+    NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE, ProducerStamp, Record, RecordIter,
+    STORED_BATCH_OVERHEAD, record_len_bound, stamp,
 };
 pub use names::{GroupName, InvalidName, MAX_TOPIC_NAME_LEN, Offset, PartitionId, TopicName};
 pub use partitioner::{murmur2, partition_for_key};

@@ -41,6 +41,7 @@ pub use header::{
     MAGIC, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE, ProducerStamp, stamp,
 };
 use header::{CRC_COVERS_FROM, LOG_OVERHEAD, read_header, seal, write_header};
+pub use record::record_len_bound;
 use record::{MIN_RECORD_LEN, RawRecord, encode_record};
 
 /// A record header: a UTF-8 key and an opaque value, as in Kafka.
@@ -81,6 +82,14 @@ impl Record {
         self.key.as_ref().map_or(0, Bytes::len) + self.value.len() + headers + 30
     }
 }
+
+/// Bytes the broker's log stores around a batch at most: the entry's envelope, its raft
+/// metadata and the database page's own header. The log keeps each entry in a run of pages whose
+/// size is a power of two (4 KiB, 8 KiB, ... 1 MiB, ...), so a batch of `2^k × 4 KiB −
+/// STORED_BATCH_OVERHEAD` bytes or less fills one run, and a batch just over a power of two
+/// takes twice its size on disk and in every write. Producers that size batches near a power of
+/// two stay this far under it (as `weir-client`'s does).
+pub const STORED_BATCH_OVERHEAD: usize = 4096;
 
 /// Size limits applied to batches from untrusted input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
