@@ -207,12 +207,12 @@ pub use tls::{ClientTls, TlsError};
 pub mod codec {
     pub use weir_types::{
         BatchEncoder, BatchError, BatchHeader, BatchLimits, EncodedBatch, Header, ProducerStamp,
-        Record,
+        Record, STORED_BATCH_OVERHEAD,
     };
 }
 pub use producer::{
-    Delivery, DeliveryError, MAX_IN_FLIGHT_IDEMPOTENT, Producer, ProducerConfig, RecordMetadata,
-    partition_for_key,
+    DEFAULT_BATCH_MAX_BYTES, Delivery, DeliveryError, MAX_IN_FLIGHT_IDEMPOTENT, Producer,
+    ProducerConfig, RecordMetadata, partition_for_key,
 };
 
 /// Bytes of a record's key, value and headers: its payload size, excluding framing.

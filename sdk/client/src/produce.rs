@@ -94,6 +94,17 @@ impl ProducerRecord {
     pub fn payload_len(&self) -> usize {
         crate::payload_len(self.key.as_ref(), &self.value, &self.headers)
     }
+
+    /// The most bytes the record takes in an encoded batch, wherever it lies in it.
+    pub(crate) fn encoded_len_bound(&self) -> usize {
+        weir_types::record_len_bound(
+            self.key.as_ref().map(bytes::Bytes::len),
+            (!self.tombstone).then_some(self.value.len()),
+            self.headers
+                .iter()
+                .map(|(key, value)| (key.len(), value.len())),
+        )
+    }
 }
 
 impl From<ProducerRecord> for v1::Record {

@@ -23,14 +23,22 @@ use crate::{Acks, Client, ClientError, ProducerId, ProducerRecord, RejectedRecor
 /// batches of each producer, so a retry is always of one it remembers.
 pub const MAX_IN_FLIGHT_IDEMPOTENT: usize = 5;
 
+/// The default [`ProducerConfig::batch_max_bytes`]: 1 MiB less what the broker stores beside a
+/// batch, so that a full batch fills one 1 MiB run of the broker's pages.
+pub const DEFAULT_BATCH_MAX_BYTES: usize = 1024 * 1024 - weir_types::STORED_BATCH_OVERHEAD;
+
 /// How a [`Producer`] batches, retries and bounds its memory.
 #[derive(Debug, Clone)]
 pub struct ProducerConfig {
     /// How long a partition's batch waits for more records before it is sent (Kafka's
     /// `linger.ms`); 5 ms by default.
     pub linger: Duration,
-    /// A batch is sent once its records reach this many payload bytes; 1 MiB by default
-    /// (the broker refuses batches over its `limits.max_batch_bytes`, 8 MiB by default).
+    /// A batch is sent before a record would take it over this many bytes encoded (Kafka's
+    /// `batch.size`: the batch header and the records' framing count, each record at its
+    /// widest); [`DEFAULT_BATCH_MAX_BYTES`] by default. The broker refuses batches over its
+    /// `limits.max_batch_bytes`, 8 MiB by default. A size just under a power of two, less
+    /// [`codec::STORED_BATCH_OVERHEAD`](crate::codec::STORED_BATCH_OVERHEAD), fills the broker's storage pages; one just over
+    /// it writes twice as many bytes.
     pub batch_max_bytes: usize,
     /// A batch is sent once it holds this many records; unbounded by default.
     pub batch_max_records: usize,
@@ -61,7 +69,7 @@ impl Default for ProducerConfig {
     fn default() -> Self {
         Self {
             linger: Duration::from_millis(5),
-            batch_max_bytes: 1024 * 1024,
+            batch_max_bytes: DEFAULT_BATCH_MAX_BYTES,
             batch_max_records: usize::MAX,
             acks: Acks::All,
             idempotence: true,

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
+use weir_types::BATCH_HEADER_LEN;
 
 use super::delivery::{Answers, Delivery};
 use super::{ProducerConfig, lock};
@@ -19,6 +20,8 @@ pub(super) struct Batch {
     pub(super) records: Vec<ProducerRecord>,
     /// The records' payload bytes, held in the producer's buffer until the batch is answered.
     pub(super) bytes: usize,
+    /// The most bytes the batch takes encoded (its header, and each record at its widest).
+    encoded_bound: usize,
     pub(super) answers: Answers,
     /// When its first record arrived; it is sent at the latest a linger after.
     started: Instant,
@@ -26,15 +29,16 @@ pub(super) struct Batch {
 
 impl Batch {
     fn is_full(&self, config: &ProducerConfig) -> bool {
-        self.records.len() >= config.batch_max_records || self.bytes >= config.batch_max_bytes
+        self.records.len() >= config.batch_max_records
+            || self.encoded_bound >= config.batch_max_bytes
     }
 
-    /// Whether a record of `bytes` would take it over a bound (a record larger than a whole
-    /// batch still goes, alone).
-    fn overflows_with(&self, bytes: usize, config: &ProducerConfig) -> bool {
+    /// Whether a record taking `encoded` bytes at most would take it over a bound (a record
+    /// larger than a whole batch still goes, alone).
+    fn overflows_with(&self, encoded: usize, config: &ProducerConfig) -> bool {
         !self.records.is_empty()
             && (self.records.len() >= config.batch_max_records
-                || self.bytes.saturating_add(bytes) > config.batch_max_bytes)
+                || self.encoded_bound.saturating_add(encoded) > config.batch_max_bytes)
     }
 }
 
@@ -99,12 +103,13 @@ impl PartitionQueue {
         bytes: usize,
         config: &ProducerConfig,
     ) -> (Delivery, bool) {
+        let encoded = record.encoded_len_bound();
         let mut batches = lock(&self.batches);
         let mut formed = false;
         if batches
             .open
             .as_ref()
-            .is_some_and(|open| open.overflows_with(bytes, config))
+            .is_some_and(|open| open.overflows_with(encoded, config))
         {
             batches.form();
             formed = true;
@@ -113,12 +118,14 @@ impl PartitionQueue {
         let open = batches.open.get_or_insert_with(|| Batch {
             records: Vec::new(),
             bytes: 0,
+            encoded_bound: BATCH_HEADER_LEN,
             answers: Answers::new(self.topic.clone(), self.partition),
             started: Instant::now(),
         });
         let delivery = open.answers.delivery(open.records.len() as u32);
         open.records.push(record);
         open.bytes = open.bytes.saturating_add(bytes);
+        open.encoded_bound = open.encoded_bound.saturating_add(encoded);
         if open.is_full(config) {
             batches.form();
             formed = true;
@@ -170,5 +177,46 @@ impl PartitionQueue {
                 None => self.changed.notified().await,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DEFAULT_BATCH_MAX_BYTES;
+    use crate::producer::sender::encode;
+
+    /// A batch formed by size is as large as the bound allows once encoded, and no larger: at
+    /// the default bound the broker stores it in one 1 MiB run of pages.
+    #[test]
+    fn a_full_batch_encodes_within_the_batch_bound_and_nearly_fills_it() {
+        let config = ProducerConfig::default();
+        let queue = PartitionQueue::new("t".into(), 0);
+        let record = |i: usize| {
+            ProducerRecord::new(vec![b'v'; 1000 + i % 50])
+                .with_key(format!("key-{i}"))
+                .with_header("trace", "0123456789")
+        };
+        let mut i = 0;
+        let formed = loop {
+            let record = record(i);
+            let bytes = record.payload_len();
+            let (_, formed) = queue.append(record, bytes, &config);
+            i += 1;
+            if formed {
+                break lock(&queue.batches)
+                    .formed
+                    .pop_front()
+                    .expect("a formed batch");
+            }
+        };
+        let count = formed.records.len();
+        let encoded = encode(formed.records, None).expect("encode").bytes().len();
+        assert!(encoded <= DEFAULT_BATCH_MAX_BYTES, "{encoded} bytes");
+        assert!(
+            encoded > DEFAULT_BATCH_MAX_BYTES / 100 * 98,
+            "{encoded} bytes in {count} records"
+        );
+        assert_eq!(DEFAULT_BATCH_MAX_BYTES, 1024 * 1024 - 4096);
     }
 }

@@ -408,7 +408,7 @@ async fn front_answer(window: &mut VecDeque<InFlight>) -> Answer {
 
 /// Encodes `records` as one batch. Timestamps not set are the producer's clock now, as in
 /// Kafka's clients.
-fn encode(
+pub(super) fn encode(
     records: Vec<ProducerRecord>,
     stamp: Option<ProducerStamp>,
 ) -> Result<EncodedBatch, ClientError> {
