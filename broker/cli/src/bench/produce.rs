@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use weir_client::{Acks, Client};
+use weir_client::{Acks, Client, DEFAULT_BATCH_MAX_BYTES};
 
 use super::compare::{Comparison, round_order};
 use super::consume::ConsumeBenchArgs;
@@ -64,6 +64,11 @@ pub struct ProduceBenchArgs {
     /// Records per produce request (with --producer: per batch).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     batch_size: u32,
+
+    /// With --producer: a batch's bound in encoded bytes (`ProducerConfig::batch_max_bytes`),
+    /// besides --batch-size records. Default: the `Producer`'s own, 1 MiB less 4 KiB.
+    #[arg(long, value_name = "BYTES", requires = "producer")]
+    batch_bytes: Option<usize>,
 
     /// Partitions of the topic if it has to be created; requests go round-robin over them.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
@@ -162,6 +167,7 @@ impl ProduceBenchArgs {
             record_size: self.record_size,
             keys: self.keys,
             batch_size: self.batch_size,
+            batch_bytes: self.batch_bytes.unwrap_or(DEFAULT_BATCH_MAX_BYTES),
             concurrency: self.concurrency,
             acks: self.acks,
             rate: self.rate,
@@ -211,6 +217,8 @@ pub struct Load<'a> {
     pub keys: u64,
     /// Records per request or batch.
     pub batch_size: u32,
+    /// A `Producer` batch's bound in encoded bytes.
+    pub batch_bytes: usize,
     /// Requests in flight (batches per partition for the `Producer`).
     pub concurrency: u32,
     /// The acknowledgement level.

@@ -14,8 +14,8 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 use weir_client::{
-    Acks, Client, Delivery, DeliveryError, MAX_IN_FLIGHT_IDEMPOTENT, Producer, ProducerConfig,
-    ProducerRecord,
+    Acks, Client, Delivery, DeliveryError, MAX_IN_FLIGHT_IDEMPOTENT,
+    Producer, ProducerConfig, ProducerRecord,
 };
 
 use super::produce::{Load, Measured};
@@ -41,13 +41,13 @@ impl fmt::Display for Idempotence {
 }
 
 impl Idempotence {
-    /// The producer's configuration for `load`: batches of `--batch-size` records (not bounded
-    /// by bytes), `--concurrency` batches in flight per partition as far as the producer allows,
-    /// everything else the default.
+    /// The producer's configuration for `load`: batches of `--batch-size` records and
+    /// `--batch-bytes` encoded bytes at most, `--concurrency` batches in flight per partition as
+    /// far as the producer allows, everything else the default.
     pub fn config(self, load: &Load<'_>) -> ProducerConfig {
         ProducerConfig {
             batch_max_records: load.batch_size as usize,
-            batch_max_bytes: usize::MAX,
+            batch_max_bytes: load.batch_bytes,
             acks: load.acks,
             idempotence: self == Self::Idempotent,
             max_in_flight: load.concurrency as usize,
@@ -190,6 +190,7 @@ mod tests {
             record_size: 1024,
             keys: 0,
             batch_size: 100,
+            batch_bytes: 500_000,
             concurrency,
             acks,
             rate: 0,
@@ -204,7 +205,7 @@ mod tests {
         assert!(idempotent.idempotence && !plain.idempotence);
         for config in [&idempotent, &plain] {
             assert_eq!(config.batch_max_records, 100);
-            assert_eq!(config.batch_max_bytes, usize::MAX);
+            assert_eq!(config.batch_max_bytes, 500_000);
             assert_eq!((config.acks, config.max_in_flight), (Acks::All, 5));
         }
     }
