@@ -51,12 +51,40 @@ async fn producer(url: String, id: usize, acked: Acknowledged) {
     }
 }
 
+/// Whether the broker's log shows a repair that walked the partition log database.
+fn walked_the_partition_log(log: &str) -> bool {
+    log.lines().any(|line| {
+        line.contains("repairing log database after an unclean shutdown")
+            && line.contains("partitions.redb")
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_produce_loses_no_acknowledged_record() -> anyhow::Result<()> {
+    let log = sigkill_during_produce_and_check("").await?;
+    assert!(
+        !walked_the_partition_log(&log),
+        "quick-repair commits: the restart loads the allocator state, no walk: {log}"
+    );
+    Ok(())
+}
+
+/// Without quick-repair (docs/operations.md, "Crash recovery") the restart walks the whole
+/// file, and still finds every acknowledged record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_without_quick_repair_loses_no_acknowledged_record() -> anyhow::Result<()> {
+    let log = sigkill_during_produce_and_check("[storage]\nquick_repair = false\n").await?;
+    assert!(walked_the_partition_log(&log), "{log}");
+    Ok(())
+}
+
+/// Kills a broker started with `config` while producers are acknowledged, restarts it, checks
+/// that every acknowledged record is stored and that it appends after them; returns its log.
+async fn sigkill_during_produce_and_check(config: &str) -> anyhow::Result<String> {
     let temp = tempfile::tempdir()?;
     let data_dir = temp.path().join("data");
     let weir = std::path::Path::new(crate::WEIR);
-    let broker = BrokerProcess::start(weir, &data_dir)?;
+    let broker = BrokerProcess::start_logged(weir, &data_dir, config)?;
     let mut admin = BrokerClient::connect(broker.url()).await?;
     admin
         .create_topic(pb::CreateTopicRequest {
@@ -89,7 +117,7 @@ async fn sigkill_during_produce_loses_no_acknowledged_record() -> anyhow::Result
     let acked = acked.lock().expect("lock").clone();
     assert!(acked.len() >= kill_after);
 
-    let broker = BrokerProcess::start(weir, &data_dir)?;
+    let broker = BrokerProcess::start_logged(weir, &data_dir, config)?;
     let mut client = BrokerClient::connect(broker.url()).await?;
     let mut stored: BTreeMap<(u32, u64), String> = BTreeMap::new();
     for partition in 0..PARTITIONS {
@@ -141,6 +169,7 @@ async fn sigkill_during_produce_loses_no_acknowledged_record() -> anyhow::Result
         .into_inner();
     let stored_in_0 = stored.keys().filter(|(p, _)| *p == 0).count() as u64;
     assert_eq!(next.base_offset, Some(stored_in_0));
+    let log = broker.log()?;
     assert!(broker.terminate()?, "graceful shutdown on SIGTERM exits 0");
-    Ok(())
+    Ok(log)
 }

@@ -225,18 +225,56 @@ pub struct BrokerProcess {
     addr: SocketAddr,
     /// The broker's data directory.
     pub data_dir: PathBuf,
+    /// Where its log (standard error) goes, when not to the test's.
+    log: Option<PathBuf>,
 }
 
 impl BrokerProcess {
     /// Starts `weir broker` (the binary at `weir`) on `127.0.0.1:0` over `data_dir` and waits
     /// until it reports its address.
     pub fn start(weir: &Path, data_dir: &Path) -> anyhow::Result<Self> {
+        Self::spawn(weir, data_dir, "", None)
+    }
+
+    /// As [`BrokerProcess::start`], with `config` (TOML sections) added to the configuration,
+    /// and the broker's log kept in a file of its own, appended to across restarts
+    /// ([`BrokerProcess::log`]).
+    pub fn start_logged(weir: &Path, data_dir: &Path, config: &str) -> anyhow::Result<Self> {
+        Self::spawn(weir, data_dir, config, Some(data_dir.with_extension("log")))
+    }
+
+    /// What the broker has logged so far (empty unless started with
+    /// [`BrokerProcess::start_logged`]).
+    pub fn log(&self) -> anyhow::Result<String> {
+        match &self.log {
+            Some(path) => Ok(std::fs::read_to_string(path)?),
+            None => Ok(String::new()),
+        }
+    }
+
+    fn spawn(
+        weir: &Path,
+        data_dir: &Path,
+        config: &str,
+        log: Option<PathBuf>,
+    ) -> anyhow::Result<Self> {
         use std::io::BufRead;
         let config_path = data_dir.with_extension("toml");
         std::fs::write(
             &config_path,
-            "[raft]\nheartbeat_ms = 100\nelection_min_ms = 400\nelection_max_ms = 800\n",
+            format!(
+                "[raft]\nheartbeat_ms = 100\nelection_min_ms = 400\nelection_max_ms = 800\n{config}"
+            ),
         )?;
+        let stderr = match &log {
+            Some(path) => std::process::Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            ),
+            None => std::process::Stdio::inherit(),
+        };
         let mut child = std::process::Command::new(weir)
             .args([
                 "broker",
@@ -251,7 +289,7 @@ impl BrokerProcess {
             .arg(&config_path)
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
+            .stderr(stderr)
             .spawn()?;
         let stdout = child
             .stdout
@@ -270,6 +308,7 @@ impl BrokerProcess {
             child,
             addr,
             data_dir: data_dir.to_path_buf(),
+            log,
         })
     }
 

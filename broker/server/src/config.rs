@@ -52,6 +52,8 @@ pub struct BrokerConfig {
     pub retention: RetentionSettings,
     /// The free-space reserve of the data directory (docs/operations.md, "Disk space").
     pub disk: DiskSettings,
+    /// How the partition log database commits (docs/operations.md, "Crash recovery").
+    pub storage: StorageSettings,
     /// This node's defaults for topic configs a topic does not set, with Kafka's names
     /// (`"max.message.bytes" = 1048576`). Give every node the same.
     pub topic_defaults: BTreeMap<String, TopicConfigValue>,
@@ -153,6 +155,23 @@ impl Default for DiskSettings {
             min_free_bytes: 256 * 1024 * 1024,
             check_interval_ms: 100,
         }
+    }
+}
+
+/// How the partition log database commits (docs/operations.md, "Crash recovery").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageSettings {
+    /// Every commit of the partition log also writes the database's allocator state, so that
+    /// the node restarts after a crash without reading the whole file. That state grows with
+    /// the file and is written whole at each commit, so on a large log it costs throughput and
+    /// latency; off, a restart after a crash reads every page of the file first. On by default.
+    pub quick_repair: bool,
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        Self { quick_repair: true }
     }
 }
 
@@ -390,6 +409,7 @@ impl Default for BrokerConfig {
             producers: ProducerSettings::default(),
             retention: RetentionSettings::default(),
             disk: DiskSettings::default(),
+            storage: StorageSettings::default(),
             topic_defaults: BTreeMap::new(),
             tls: TlsSettings::default(),
             security: SecuritySettings::default(),

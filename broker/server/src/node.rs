@@ -120,6 +120,7 @@ impl Node {
             config.data_dir.join("partitions.redb"),
             LogDbOptions {
                 on_failure: storage_failure.hook("partition log"),
+                quick_repair: config.storage.quick_repair,
                 ..LogDbOptions::default()
             },
         )?;

@@ -214,7 +214,7 @@ impl Committer {
     /// Applies every job in one transaction and commits it; returns the bytes appended.
     fn write(&mut self, jobs: &[Job]) -> Result<usize, WriteError> {
         let mut txn = self.db.begin_write().map_err(WriteError::commit)?;
-        txn.set_quick_repair(true);
+        txn.set_quick_repair(self.options.quick_repair);
         let mut appended = 0;
         {
             let mut log = txn.open_table(RAFT_LOG).map_err(WriteError::commit)?;

@@ -209,6 +209,12 @@ pub struct LogDbOptions {
     pub lazy_flush_interval: Duration,
     /// Told when a commit fails, after which the database refuses every write.
     pub on_failure: OnFailure,
+    /// Commit with redb's quick-repair: each commit also writes the allocator's state, so that
+    /// a reopen after a crash loads it instead of walking the whole file. That state grows with
+    /// the file (about 150 KB per commit at 3 GB, 1.4 MB at 10 GB), and a commit writes it
+    /// whole; without it a commit takes one fsync instead of two, and a reopen after a crash
+    /// reads every page (about 23 s for 10 GB here). On by default.
+    pub quick_repair: bool,
 }
 
 /// What to do when a commit of a [`LogDb`] fails (an fsync error, a full disk, a broken
@@ -251,6 +257,7 @@ impl Default for LogDbOptions {
             max_commit_bytes: 64 * 1024 * 1024,
             lazy_flush_interval: Duration::from_millis(500),
             on_failure: OnFailure::default(),
+            quick_repair: true,
         }
     }
 }
@@ -311,8 +318,8 @@ impl std::fmt::Debug for LogDb {
 impl LogDb {
     /// Opens (or creates) the database at `path` and starts its committer thread.
     ///
-    /// After an unclean shutdown redb repairs the file; with quick-repair commits that costs
-    /// O(1) rather than a walk of the whole file.
+    /// After an unclean shutdown redb repairs the file; when the last commit was a quick-repair
+    /// one ([`LogDbOptions::quick_repair`]) that costs O(1) rather than a walk of the whole file.
     pub fn open(path: impl AsRef<Path>, options: LogDbOptions) -> Result<Self, OpenError> {
         let path = path.as_ref().to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {

@@ -7,9 +7,10 @@
 //!
 //! Writes go to one committer thread per database ([`LogDb::submit`]). It takes the first
 //! request, drains everything else queued (appends of every group, votes, truncations, purges),
-//! commits once with `Durability::Immediate` and quick-repair, and only then completes every
-//! caller: group commit, with no timer, so the bytes per fsync grow with the load. Reads run on
-//! the caller's thread in short read transactions; async callers use `spawn_blocking`.
+//! commits once with `Durability::Immediate` (and quick-repair, unless
+//! [`LogDbOptions::quick_repair`] is off), and only then completes every caller: group commit,
+//! with no timer, so the bytes per fsync grow with the load. Reads run on the caller's thread in
+//! short read transactions; async callers use `spawn_blocking`.
 //!
 //! The API is synchronous and knows nothing of openraft: the raft layer hands in opaque entry
 //! metadata and, for data entries, an [`EncodedBatch`](weir_types::EncodedBatch) (Kafka's

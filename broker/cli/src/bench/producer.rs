@@ -14,8 +14,8 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 use weir_client::{
-    Acks, Client, Delivery, DeliveryError, MAX_IN_FLIGHT_IDEMPOTENT,
-    Producer, ProducerConfig, ProducerRecord,
+    Acks, Client, Delivery, DeliveryError, MAX_IN_FLIGHT_IDEMPOTENT, Producer, ProducerConfig,
+    ProducerRecord,
 };
 
 use super::produce::{Load, Measured};
