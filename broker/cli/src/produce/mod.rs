@@ -36,9 +36,10 @@ use self::report::{InputEnd, Report};
 use crate::pipeline::DELIVERY_TIMEOUT;
 use crate::retry::with_retries;
 
-/// Upper bound on the payload bytes of one batch, well under the broker's default batch limit
-/// (8 MiB) so that long lines split into more batches instead of being refused.
-const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// Upper bound on the encoded bytes of one batch, well under the broker's default batch limit
+/// (8 MiB) so that long lines split into more batches instead of being refused, and far enough
+/// under 4 MiB that the broker stores a full batch in a 4 MiB run of pages, not an 8 MiB one.
+const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024 - weir_types::STORED_BATCH_OVERHEAD;
 
 /// Chunks of records queued between the reader thread and the sender.
 const INPUT_QUEUE_CHUNKS: usize = 4;
