@@ -243,13 +243,13 @@ impl BrokerProcess {
         Self::spawn(weir, data_dir, config, Some(data_dir.with_extension("log")))
     }
 
-    /// What the broker has logged so far (empty unless started with
-    /// [`BrokerProcess::start_logged`]).
+    /// What the broker has logged so far; an error unless it was started with
+    /// [`BrokerProcess::start_logged`] (its log went to the test's standard error).
     pub fn log(&self) -> anyhow::Result<String> {
-        match &self.log {
-            Some(path) => Ok(std::fs::read_to_string(path)?),
-            None => Ok(String::new()),
-        }
+        let path = self.log.as_ref().ok_or_else(|| {
+            anyhow::anyhow!("the broker's log is not kept: start it with start_logged")
+        })?;
+        Ok(std::fs::read_to_string(path)?)
     }
 
     fn spawn(

@@ -211,9 +211,9 @@ pub struct LogDbOptions {
     pub on_failure: OnFailure,
     /// Commit with redb's quick-repair: each commit also writes the allocator's state, so that
     /// a reopen after a crash loads it instead of walking the whole file. That state grows with
-    /// the file (about 150 KB per commit at 3 GB, 1.4 MB at 10 GB), and a commit writes it
-    /// whole; without it a commit takes one fsync instead of two, and a reopen after a crash
-    /// reads every page (about 23 s for 10 GB here). On by default.
+    /// the file and a commit writes it whole; without it a commit takes one fsync instead of
+    /// two, and a reopen after a crash reads every page (measured in docs/operations.md, "Crash
+    /// recovery"). On by default.
     pub quick_repair: bool,
 }
 
@@ -949,35 +949,29 @@ mod tests {
         stats.allocated_pages() * stats.page_size() as u64
     }
 
-    /// An entry holding a batch of `batch_len` bytes, with `meta_len` bytes of metadata.
+    /// An entry holding a batch of exactly `batch_len` bytes, with `meta_len` bytes of metadata.
     fn entry_of_len(index: u64, meta_len: usize, batch_len: usize) -> NewEntry {
-        // 1 KiB records and one sized so that the encoded batch is exactly `batch_len` bytes.
-        let mut records = vec![
-            Record {
-                value: Bytes::from(vec![b'v'; 1024]),
-                ..Record::default()
-            };
-            batch_len / 1100
-        ];
-        let mut last = Record::default();
-        let short = EncodedBatch::encode(
-            &[records.clone(), vec![last.clone()]].concat(),
-            BatchLimits::default(),
-        )
-        .unwrap()
-        .bytes()
-        .len();
-        last.value = Bytes::from(vec![b'w'; batch_len - short]);
-        records.push(last.clone());
-        // A longer value may take a wider length field: shorten it by what it overshoots.
-        let over = EncodedBatch::encode(&records, BatchLimits::default())
-            .unwrap()
-            .bytes()
-            .len()
-            - batch_len;
-        records.last_mut().unwrap().value = Bytes::from(vec![b'w'; batch_len - short - over]);
-        let batch = EncodedBatch::encode(&records, BatchLimits::default()).unwrap();
-        assert_eq!(batch.bytes().len(), batch_len);
+        // Records of 1 KiB, and a last one grown or shrunk by what the batch lacks or overshoots
+        // (a longer value may take a wider length field, hence a second round).
+        let kib = Record {
+            value: Bytes::from(vec![b'v'; 1024]),
+            ..Record::default()
+        };
+        let mut records = vec![kib; batch_len / 1100];
+        records.push(Record::default());
+        let batch = (0..4)
+            .find_map(|_| {
+                let batch = EncodedBatch::encode(&records, BatchLimits::default()).unwrap();
+                let len = batch.bytes().len();
+                if len == batch_len {
+                    return Some(batch);
+                }
+                let last = records.last_mut().unwrap();
+                let wanted = (last.value.len() + batch_len).checked_sub(len).unwrap();
+                last.value = Bytes::from(vec![b'w'; wanted]);
+                None
+            })
+            .expect("a batch of exactly the length asked for");
         NewEntry {
             index,
             meta: Bytes::from(vec![b'm'; meta_len]),
