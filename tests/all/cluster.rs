@@ -1048,6 +1048,71 @@ async fn the_rust_client_follows_not_leader_to_the_leader() -> anyhow::Result<()
     Ok(())
 }
 
+/// A write sent to a follower whose leader's node died is answered once a successor is elected,
+/// naming it, not at once naming the dead node: a client's next attempt then lands at once
+/// instead of after its retry backoff (issue #15, P7). Long leases hold the election back well
+/// past the moment the follower presumes the leader dead, so that the old answer, which named
+/// the dead node, cannot pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_of_a_dead_leader_sends_writes_to_its_successor() -> anyhow::Result<()> {
+    const TOPIC: &str = "succession";
+    let long_leases = RaftTimings {
+        heartbeat_ms: 100,
+        election_min_ms: 400,
+        election_max_ms: 4_000,
+    };
+    let mut cluster = ProcessCluster::new(weir(), 3).await?;
+    let ids = cluster.node_ids();
+    for &id in &ids {
+        cluster.set_raft_timings(id, long_leases)?;
+    }
+    cluster.start_nodes(&ids).await?;
+    create_replicated_topic(&cluster, TOPIC, 1).await?;
+    let (_, base) = produce_acked(&cluster, &ids, TOPIC, 0, batch("before", 0, 1)).await?;
+    assert_eq!(base, 0);
+    // Quiet: the followers know the leader by its node's heartbeats, which they then miss.
+    for &id in &ids {
+        node_gauge_reaches(&cluster, id, "weir_raft_partition_timers", |t| t == 0).await?;
+    }
+    let dead = cluster.leader_of(TOPIC, 0).await?;
+    let follower = ids
+        .iter()
+        .copied()
+        .find(|&id| id != dead)
+        .context("a 3-node cluster has a follower")?;
+
+    cluster.kill(dead)?;
+    let alive_gauge = format!("weir_peer_alive{{peer=\"{dead}\"}}");
+    node_gauge_reaches(&cluster, follower, &alive_gauge, |alive| alive == 0).await?;
+    let answer = cluster
+        .client(follower)?
+        .produce(produce_request(TOPIC, 0, batch("after", 1, 1)))
+        .await;
+    let successor = match answer {
+        Ok(stored) => {
+            assert_eq!(stored.into_inner().base_offset, Some(1));
+            follower
+        }
+        Err(status) => {
+            assert_eq!(
+                reason_of(&status).as_deref(),
+                Some("NOT_LEADER"),
+                "{status:?}"
+            );
+            let named = weir_proto::error::metadata_of(&status, "leader")
+                .context("NOT_LEADER names the leader")?;
+            assert_ne!(
+                named,
+                dead.to_string(),
+                "the dead node was named: {status:?}"
+            );
+            named.parse()?
+        }
+    };
+    assert_eq!(cluster.leader_of(TOPIC, 0).await?, successor);
+    Ok(())
+}
+
 /// A topic created while a node is down still gets a leader for every partition, including the
 /// ones whose preferred leader is the missing node, and takes writes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -634,6 +634,40 @@ where
             .ok_or_else(|| unavailable("no leader".to_owned()))
     }
 
+    /// Where a write this node cannot take as leader should go: the group's leader, waiting
+    /// for at most `timeout` while there is none. While the leader it knows is a node whose
+    /// heartbeats stopped, waits for its successor instead, for as long as electing one may
+    /// take ([`Reporter::succession`]), so that the writer is sent to the new leader as soon
+    /// as there is one, rather than to a dead node and then into its retry backoff; with no
+    /// successor by then, the leader it knows.
+    pub(crate) async fn leader_for_writes(
+        &self,
+        timeout: Duration,
+    ) -> Result<NodeId, ReplicaError> {
+        let Some(leader) = self.leader() else {
+            return self.wait_for_leader(timeout).await;
+        };
+        let Some(quiet) = self
+            .quiet
+            .as_ref()
+            .filter(|q| q.reporter.presumed_dead(leader))
+        else {
+            return Ok(leader);
+        };
+        let successor = self
+            .raft
+            .wait(Some(quiet.reporter.succession().min(timeout)))
+            .metrics(
+                |m| m.current_leader.is_some_and(|l| l != leader),
+                "a successor to a leader presumed dead",
+            )
+            .await;
+        Ok(successor
+            .ok()
+            .and_then(|m| m.current_leader)
+            .unwrap_or(leader))
+    }
+
     /// Each voter's replication state, when this node leads the group.
     pub(crate) fn replica_status(&self) -> Option<Vec<crate::partition::ReplicaStatus>> {
         let metrics = self.raft.metrics().borrow_watched().clone();

@@ -476,6 +476,23 @@ impl Liveness {
         self.state().groups.values().filter(|g| g.ticking).count()
     }
 
+    /// Whether `node` sent heartbeats and then fell silent for longer than the timeout: the
+    /// groups it leads are being taken over.
+    pub(crate) fn presumed_dead(&self, node: NodeId) -> bool {
+        self.state()
+            .peers
+            .get(&node)
+            .is_some_and(|peer| peer.heard.is_some() && !peer.alive)
+    }
+
+    /// The longest the followers of a node presumed dead take to elect a new leader, counted
+    /// from the moment it was presumed dead: their leases run out at most one lease and one
+    /// interval after its last heartbeat ([`Liveness::expire`]), which came before that moment;
+    /// they stand within the stagger after that, and one more interval covers the vote.
+    pub(crate) fn succession(&self) -> Duration {
+        self.lease + 2 * self.interval + self.stagger
+    }
+
     /// Peers that count as alive, of those that ever sent a heartbeat.
     pub(crate) fn alive_peers(&self) -> Vec<(NodeId, bool)> {
         let mut peers: Vec<_> = self
@@ -594,6 +611,18 @@ impl Reporter {
                     peer.alive && peer.serving && !peer.leads.contains_key(&self.group)
                 })
             })
+    }
+
+    /// Whether `node`, which this group knows as its leader, fell silent: see
+    /// [`Liveness::presumed_dead`].
+    pub(crate) fn presumed_dead(&self, node: NodeId) -> bool {
+        self.liveness.presumed_dead(node)
+    }
+
+    /// How long electing a successor to a leader presumed dead may take: see
+    /// [`Liveness::succession`].
+    pub(crate) fn succession(&self) -> Duration {
+        self.liveness.succession()
     }
 
     /// The group stopped: it leads nothing any more, whatever its last metrics said.
@@ -873,6 +902,23 @@ mod tests {
         );
         liveness.expire(Instant::now() + Duration::from_secs(1));
         assert!(!reporter.unclaimed(), "both members fell silent");
+    }
+
+    #[tokio::test]
+    async fn a_peer_is_presumed_dead_only_after_it_was_heard_and_then_missed() {
+        let (liveness, _recorded) = liveness();
+        assert!(
+            !liveness.presumed_dead(2),
+            "never heard: nothing is known of it"
+        );
+        liveness.serving(2, true);
+        assert!(!liveness.presumed_dead(2), "still never heard");
+        liveness.heard(2, 1, claims(&[(7, 3)]));
+        assert!(!liveness.presumed_dead(2));
+        liveness.expire(Instant::now() + Duration::from_secs(1));
+        assert!(liveness.presumed_dead(2), "silent past the timeout");
+        liveness.heard(2, 1, claims(&[(7, 3)]));
+        assert!(!liveness.presumed_dead(2), "heard again");
     }
 
     #[tokio::test]

@@ -334,6 +334,13 @@ impl PartitionReplica {
         self.group.failure()
     }
 
+    /// Where a write this node cannot take as leader should go: the partition's leader,
+    /// waiting for at most `timeout` while it has none, or while the one it has is a node whose
+    /// heartbeats stopped and its successor is being elected.
+    pub async fn leader_for_writes(&self, timeout: Duration) -> Result<NodeId, ReplicaError> {
+        self.group.leader_for_writes(timeout).await
+    }
+
     /// Waits until some node leads the group, for at most `timeout`.
     pub async fn wait_for_leader(&self, timeout: Duration) -> Result<NodeId, ReplicaError> {
         self.group.wait_for_leader(timeout).await

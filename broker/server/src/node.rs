@@ -724,7 +724,9 @@ impl Node {
         }
     }
 
-    /// The local replica of a partition, waiting (briefly) until this node leads it.
+    /// The local replica of a partition if this node leads it; otherwise `NOT_LEADER` naming
+    /// the leader, once there is one, and a live one if its predecessor died
+    /// ([`PartitionReplica::leader_for_writes`](weir_raft::PartitionReplica::leader_for_writes)).
     pub(crate) async fn leader_of(
         &self,
         topic: &TopicInfo,
@@ -734,10 +736,7 @@ impl Node {
         if hosted.replica.is_leader() {
             return Ok(hosted);
         }
-        let leader = match hosted.replica.leader() {
-            Some(leader) => leader,
-            None => hosted.replica.wait_for_leader(LEADER_WAIT).await?,
-        };
+        let leader = hosted.replica.leader_for_writes(LEADER_WAIT).await?;
         if leader == self.config.node_id && hosted.replica.is_leader() {
             Ok(hosted)
         } else {
