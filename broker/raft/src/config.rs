@@ -9,10 +9,12 @@ use crate::error::StartError;
 
 /// Heartbeat and election timings shared by all groups of a node.
 ///
-/// The defaults are slower than openraft's (DESIGN §4: heartbeat 250–500 ms, election 1.5–3 s),
-/// chosen when every group heartbeated on its own. Partition groups now share one heartbeat per
-/// pair of nodes while quiet (`broker/raft/src/liveness.rs`), so shorter timings no longer cost
-/// more per idle partition; they shorten failovers (docs/benchmarks.md).
+/// The defaults are slower than openraft's, within DESIGN §4's ranges (heartbeat 250–500 ms,
+/// election 1.5–3 s). Partition groups share one heartbeat per pair of nodes while quiet
+/// (`broker/raft/src/liveness.rs`), so shorter timings cost no more per idle partition. The
+/// longest election timeout is also the leader lease, which a dead leader's followers wait out
+/// before they elect another: 2 s rather than 3 keeps writes stopped for under 3 s after a
+/// leader dies (issue #15's P7; docs/benchmarks.md), as Redpanda's 1.5 s election timeout does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GroupTimings {
     /// The controller leader's heartbeat interval, and the interval of the node-level
@@ -33,7 +35,7 @@ impl Default for GroupTimings {
         Self {
             heartbeat: Duration::from_millis(250),
             election_min: Duration::from_millis(1500),
-            election_max: Duration::from_millis(3000),
+            election_max: Duration::from_millis(2000),
             learner_stall: Duration::from_secs(30),
         }
     }
