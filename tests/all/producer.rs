@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use weir_client::{
-    Client, FetchSpec, Producer, ProducerConfig, ProducerRecord, RecordMetadata, TopicSpec,
+    Client, ClientError, Delivery, FetchSpec, Producer, ProducerConfig, ProducerRecord,
+    RecordMetadata, TopicSpec,
 };
 use weir_tests::{InProcessBroker, LinkProxy, eventually};
 
@@ -246,5 +247,90 @@ async fn a_small_buffer_is_reused_as_batches_are_answered() -> anyhow::Result<()
         values(&client, "orders").await?,
         (0..40).map(value).collect::<Vec<_>>()
     );
+    Ok(())
+}
+
+/// A record goes to the partition it names, else to its key's (Kafka's partitioner), else with
+/// the other keyless records to one partition until their batch is full, then to the next; a
+/// partition the topic does not have, or a topic that does not exist, is refused before
+/// anything is buffered. Each delivery names its partition from the start and is answered
+/// with where the record was stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_go_to_the_partition_they_name_their_keys_or_a_sticky_one() -> anyhow::Result<()> {
+    let broker = InProcessBroker::start().await?;
+    let client = Client::connect(broker.url()).await?;
+    client.create_topic(TopicSpec::new("orders", 3)).await?;
+    let producer = Producer::new(
+        client.clone(),
+        ProducerConfig {
+            linger: Duration::from_millis(1),
+            batch_max_records: 4,
+            ..ProducerConfig::default()
+        },
+    );
+    let refused = producer
+        .enqueue("orders", ProducerRecord::new("nowhere").with_partition(3))
+        .await
+        .expect_err("the topic has no partition 3");
+    assert!(
+        matches!(&refused, ClientError::InvalidArgument(m) if m.contains("topic 'orders' has no partition 3 (it has 3)")),
+        "{refused}"
+    );
+    let unknown = producer
+        .enqueue("no-such-topic", ProducerRecord::new("lost"))
+        .await
+        .expect_err("the topic does not exist");
+    assert_eq!(unknown.reason(), Some("UNKNOWN_TOPIC"), "{unknown}");
+
+    // Keyless first: a named or keyed record that fills a batch moves the sticky partition on.
+    let mut sent: Vec<(String, Delivery)> = Vec::new();
+    let mut keyless = Vec::new();
+    for i in 0..8 {
+        let delivery = producer
+            .enqueue("orders", ProducerRecord::new(format!("keyless-{i}")))
+            .await?;
+        keyless.push(delivery.partition());
+        sent.push((format!("keyless-{i}"), delivery));
+    }
+    let first = keyless[0];
+    let next = (first + 1) % 3;
+    assert_eq!(keyless, [[first; 4], [next; 4]].concat(), "four per batch");
+    let named = producer
+        .enqueue("orders", ProducerRecord::new("named").with_partition(2))
+        .await?;
+    assert_eq!(named.partition(), 2);
+    sent.push(("named".into(), named));
+    let keyed = producer
+        .enqueue(
+            "orders",
+            ProducerRecord::new("keyed").with_key("customer-7"),
+        )
+        .await?;
+    assert_eq!(
+        keyed.partition(),
+        weir_client::partition_for_key(b"customer-7", 3)
+    );
+    sent.push(("keyed".into(), keyed));
+
+    let mut expected: Vec<Vec<String>> = vec![Vec::new(); 3];
+    for (value, delivery) in sent {
+        let partition = delivery.partition();
+        let stored = tokio::time::timeout(SETTLE, delivery)
+            .await
+            .context("a record was never answered")??;
+        assert_eq!(stored.partition, partition, "{value}");
+        expected[partition as usize].push(value);
+    }
+    for (partition, values) in expected.iter().enumerate() {
+        let fetched = client
+            .fetch(FetchSpec::new("orders", partition as u32, 0))
+            .await?;
+        let stored: Vec<String> = fetched
+            .records
+            .iter()
+            .map(|r| String::from_utf8_lossy(&r.value).into_owned())
+            .collect();
+        assert_eq!(&stored, values, "partition {partition}");
+    }
     Ok(())
 }

@@ -173,8 +173,8 @@ struct Handle {
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        for partitions in lock(&self.inner.queues).values() {
-            for queue in partitions.values() {
+        for topic in lock(&self.inner.topics).values() {
+            for queue in topic.queues.iter().flatten() {
                 queue.close();
             }
         }
@@ -184,13 +184,9 @@ impl Drop for Handle {
 struct Inner {
     client: Client,
     config: ProducerConfig,
-    /// Partition counts of topics sent to.
-    partitions: Mutex<HashMap<String, u32>>,
-    /// The batches of each partition, by topic and partition (looked up by the topic's `&str`
-    /// on every record, so no name is copied), each with a sender task.
-    queues: Mutex<HashMap<String, HashMap<u32, Arc<PartitionQueue>>>>,
-    /// Where keyless records of each topic go now.
-    sticky: Mutex<HashMap<String, Sticky>>,
+    /// What the producer keeps per topic sent to, looked up once per record (by the topic's
+    /// `&str`, so no name is copied).
+    topics: Mutex<HashMap<String, Topic>>,
     /// Payload bytes buffered and not yet answered; each record takes its bytes and its
     /// batch's answer gives them back.
     buffer: Semaphore,
@@ -202,6 +198,56 @@ struct Inner {
     drained: Notify,
     /// The producer id, asked for when the first batch is sent.
     producer_id: OnceCell<ProducerId>,
+}
+
+/// One topic's routing: its partition count (learnt when the first record is sent to it),
+/// where its keyless records go now, and its partitions' batches, each with a sender task
+/// (started with the partition's first record).
+struct Topic {
+    partitions: u32,
+    sticky: Sticky,
+    queues: Vec<Option<Arc<PartitionQueue>>>,
+}
+
+impl Topic {
+    fn new(partitions: u32) -> Self {
+        Self {
+            partitions,
+            // A random start, as Kafka's: many short-lived producers spread out.
+            sticky: Sticky {
+                partition: rand_partition(partitions),
+                ..Sticky::default()
+            },
+            queues: vec![None; partitions as usize],
+        }
+    }
+
+    /// The partition of `record` (of `bytes` payload bytes): the one it names, its key's, or
+    /// the sticky one.
+    fn partition_of(
+        &mut self,
+        topic: &str,
+        record: &ProducerRecord,
+        bytes: usize,
+        config: &ProducerConfig,
+    ) -> Result<u32, ClientError> {
+        let count = self.partitions;
+        if count == 0 {
+            return Err(ClientError::InvalidArgument(format!(
+                "topic '{topic}' has no partitions"
+            )));
+        }
+        Ok(match (record.partition, &record.key) {
+            (Some(partition), _) if partition < count => partition,
+            (Some(partition), _) => {
+                return Err(ClientError::InvalidArgument(format!(
+                    "topic '{topic}' has no partition {partition} (it has {count})"
+                )));
+            }
+            (None, Some(key)) => partition_for_key(key, count),
+            (None, None) => self.sticky.assign(bytes, count, config),
+        })
+    }
 }
 
 /// Where a topic's records without key or partition go: one partition until a batch of them
@@ -275,12 +321,10 @@ impl Inner {
 
     /// Moves the topic's keyless records on from `partition` once a batch of it was formed.
     fn batch_formed(&self, topic: &str, partition: u32) {
-        let partitions = lock(&self.partitions).get(topic).copied().unwrap_or(1);
-        let mut sticky = lock(&self.sticky);
-        if let Some(current) = sticky.get_mut(topic)
-            && current.partition == partition
+        if let Some(topic) = lock(&self.topics).get_mut(topic)
+            && topic.sticky.partition == partition
         {
-            current.move_on(partitions);
+            topic.sticky.move_on(topic.partitions);
         }
     }
 
@@ -292,21 +336,26 @@ impl Inner {
         }
     }
 
-    /// The queue of `topic`'s `partition`, with its sender task started when new.
-    fn queue(self: &Arc<Self>, topic: &str, partition: u32) -> Arc<PartitionQueue> {
-        let mut queues = lock(&self.queues);
-        if !queues.contains_key(topic) {
-            queues.insert(topic.to_owned(), HashMap::new());
-        }
-        let partitions = queues.get_mut(topic).expect("inserted above");
-        partitions
-            .entry(partition)
-            .or_insert_with(|| {
-                let queue = Arc::new(PartitionQueue::new(topic.into(), partition));
-                tokio::spawn(Sender::new(self.clone(), queue.clone()).run());
-                queue
-            })
-            .clone()
+    /// The queue of `record`'s partition of `topic` (its sender task started when new), or
+    /// `None` while the topic's partition count is not known.
+    fn route(
+        self: &Arc<Self>,
+        topic: &str,
+        record: &ProducerRecord,
+        bytes: usize,
+    ) -> Option<Result<Arc<PartitionQueue>, ClientError>> {
+        let mut topics = lock(&self.topics);
+        let known = topics.get_mut(topic)?;
+        let partition = match known.partition_of(topic, record, bytes, &self.config) {
+            Ok(partition) => partition,
+            Err(e) => return Some(Err(e)),
+        };
+        let queue = known.queues[partition as usize].get_or_insert_with(|| {
+            let queue = Arc::new(PartitionQueue::new(topic.into(), partition));
+            tokio::spawn(Sender::new(self.clone(), queue.clone()).run());
+            queue
+        });
+        Some(Ok(queue.clone()))
     }
 }
 
@@ -317,9 +366,7 @@ impl Producer {
         let inner = Arc::new(Inner {
             client,
             config,
-            partitions: Mutex::default(),
-            queues: Mutex::default(),
-            sticky: Mutex::default(),
+            topics: Mutex::default(),
             buffer,
             outstanding: AtomicUsize::new(0),
             drained: Notify::new(),
@@ -362,9 +409,9 @@ impl Producer {
                 record.value.len()
             )));
         }
-        let partition = self.partition_for(topic, &record).await?;
         let inner = self.inner();
         let bytes = record.payload_len().max(1);
+        let queue = self.route(topic, &record, bytes).await?;
         if bytes > inner.config.buffer_max_bytes {
             return Err(ClientError::InvalidArgument(format!(
                 "a record of {bytes} bytes is larger than the producer's buffer ({} bytes)",
@@ -379,12 +426,10 @@ impl Producer {
             .map_err(|_| ClientError::InvalidArgument("the producer is closed".into()))?
             .forget();
         inner.outstanding.fetch_add(1, Ordering::AcqRel);
-        let (delivery, formed) = inner
-            .queue(topic, partition)
-            .append(record, bytes, &inner.config);
+        let (delivery, formed) = queue.append(record, bytes, &inner.config);
         if formed {
             // The next keyless records go elsewhere, so they fill a batch of their own.
-            inner.batch_formed(topic, partition);
+            inner.batch_formed(topic, queue.partition());
         }
         Ok(delivery)
     }
@@ -403,46 +448,26 @@ impl Producer {
         }
     }
 
-    async fn partition_for(
+    /// The queue of `record`'s partition of `topic`, asking the cluster for the topic's
+    /// partition count the first time.
+    async fn route(
         &self,
         topic: &str,
         record: &ProducerRecord,
-    ) -> Result<u32, ClientError> {
-        let known = lock(&self.inner().partitions).get(topic).copied();
-        let count = match known {
-            Some(count) => count,
-            None => {
-                let info = self.inner().client.describe_topic(topic).await?;
-                let count = info.partitions.len() as u32;
-                lock(&self.inner().partitions).insert(topic.to_owned(), count);
-                count
-            }
-        };
-        Ok(match (record.partition, &record.key) {
-            (Some(partition), _) if partition < count => partition,
-            (Some(partition), _) => {
-                return Err(ClientError::InvalidArgument(format!(
-                    "topic '{topic}' has no partition {partition} (it has {count})"
-                )));
-            }
-            (None, Some(key)) => partition_for_key(key, count),
-            (None, None) => {
-                let mut sticky = lock(&self.inner().sticky);
-                if !sticky.contains_key(topic) {
-                    // A random start, as Kafka's: many short-lived producers spread out.
-                    let start = Sticky {
-                        partition: rand_partition(count),
-                        ..Sticky::default()
-                    };
-                    sticky.insert(topic.to_owned(), start);
-                }
-                sticky.get_mut(topic).expect("inserted above").assign(
-                    record.payload_len().max(1),
-                    count,
-                    &self.inner().config,
-                )
-            }
-        })
+        bytes: usize,
+    ) -> Result<Arc<PartitionQueue>, ClientError> {
+        let inner = self.inner();
+        if let Some(routed) = inner.route(topic, record, bytes) {
+            return routed;
+        }
+        let info = inner.client.describe_topic(topic).await?;
+        let partitions = info.partitions.len() as u32;
+        lock(&inner.topics)
+            .entry(topic.to_owned())
+            .or_insert_with(|| Topic::new(partitions));
+        inner
+            .route(topic, record, bytes)
+            .expect("the topic was learnt above")
     }
 }
 

@@ -141,6 +141,14 @@ pub struct Delivery {
     slot: Option<usize>,
 }
 
+impl Delivery {
+    /// The partition the record was put in (chosen when it was enqueued). A partition answers
+    /// its records in the order they were enqueued.
+    pub fn partition(&self) -> u32 {
+        self.shared.partition
+    }
+}
+
 impl Future for Delivery {
     type Output = Result<RecordMetadata, DeliveryError>;
 
