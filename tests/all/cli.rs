@@ -720,6 +720,53 @@ async fn bench_consume_reads_every_record_once_with_a_fetch_running_ahead() -> a
     Ok(())
 }
 
+/// `weir bench produce --producer` counts every record of every partition as acknowledged
+/// (its collector waits on each partition's deliveries in order), and the broker holds them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_produce_through_the_producer_counts_every_record_of_every_partition()
+-> anyhow::Result<()> {
+    let broker = InProcessBroker::start().await?;
+    let produce = [
+        "bench",
+        "produce",
+        "--topic",
+        "through",
+        "--records",
+        "3000",
+        "--record-size",
+        "200",
+        "--batch-size",
+        "50",
+        "--partitions",
+        "3",
+        "--producer",
+        "idempotent,plain",
+        "--probe-mib",
+        "0",
+    ];
+    let output = weir(&broker, &produce, "")?;
+    let printed = stdout(&output);
+    assert!(output.status.success(), "{printed}\n{}", stderr(&output));
+    let runs: Vec<&str> = printed
+        .lines()
+        .filter(|l| l.trim_start().starts_with("throughput:"))
+        .collect();
+    assert_eq!(runs.len(), 2, "one run per producer in:\n{printed}");
+    for run in runs {
+        assert!(run.contains("(3000 records, 0.6 MB in"), "{run}");
+    }
+    // The last run's topic is kept (each earlier one is deleted once measured).
+    let client = weir_client::Client::connect(broker.url()).await?;
+    let info = client.describe_topic("through-2").await?;
+    let stored: Vec<u64> = info.partitions.iter().map(|p| p.high_watermark).collect();
+    assert_eq!(stored.iter().sum::<u64>(), 3000, "{stored:?}");
+    assert!(
+        stored.iter().all(|&n| n > 0),
+        "every partition takes batches in turn: {stored:?}"
+    );
+    Ok(())
+}
+
 /// `weir bench failover` runs its own three nodes, kills the partition leader twice, reports
 /// how long writes took to resume each time, and finds every acknowledged record stored once.
 #[test]

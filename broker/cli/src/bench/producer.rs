@@ -4,18 +4,20 @@
 //! per record, from its enqueue (or its scheduled time, open-loop) to its acknowledgement, so it
 //! includes the time spent in the producer's buffer.
 
+use std::collections::VecDeque;
 use std::fmt;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::ValueEnum;
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
+use futures::FutureExt;
 use tokio::sync::mpsc;
 use weir_client::{
     Acks, Client, Delivery, DeliveryError, MAX_IN_FLIGHT_IDEMPOTENT, Producer, ProducerConfig,
-    ProducerRecord,
+    ProducerRecord, RecordMetadata,
 };
 
 use super::produce::{Load, Measured};
@@ -139,8 +141,14 @@ struct Collected {
     latencies: LatencyRecorder,
 }
 
-/// Awaits every delivery sent on `received` as it resolves, in any order, until the channel
-/// closes; fails at the first record that was not delivered.
+/// Awaits every delivery sent on `received`, until the channel closes; fails at the first
+/// record that was not delivered.
+///
+/// A partition answers its records in the order they were enqueued, a batch at a time, so each
+/// partition's deliveries wait in a queue and only its oldest is awaited: once that one
+/// resolves, the rest of its batch has too, and is taken at the same instant without a wake-up
+/// or a clock read per record (a `FuturesUnordered` of deliveries cost an eighth of the
+/// client's CPU, charged to the `Producer`).
 async fn collect(
     mut received: mpsc::UnboundedReceiver<(Instant, Delivery)>,
     progress: indicatif::ProgressBar,
@@ -150,32 +158,93 @@ async fn collect(
         rejected: 0,
         latencies: LatencyRecorder::default(),
     };
-    let mut pending = FuturesUnordered::new();
+    let mut waiting = Waiting::default();
     let mut open = true;
-    while open || !pending.is_empty() {
+    while open || !waiting.is_empty() {
         tokio::select! {
             next = received.recv(), if open => match next {
-                Some((intended, delivery)) => pending.push(async move {
-                    let result = delivery.await;
-                    (intended, Instant::now(), result)
-                }),
+                Some((intended, delivery)) => waiting.push(intended, delivery),
                 None => open = false,
             },
-            Some((intended, answered, result)) = pending.next(), if !pending.is_empty() => {
-                match result {
-                    Ok(_) => {}
-                    Err(DeliveryError::Rejected(_)) => collected.rejected += 1,
-                    Err(e) => bail!("a record was not delivered: {e}"),
+            (partition, first) = waiting.oldest_resolved(), if !waiting.is_empty() => {
+                let answered = Instant::now();
+                let mut taken = 0;
+                let mut result = Some(first);
+                while let Some((intended, outcome)) = result {
+                    match outcome {
+                        Ok(_) => {}
+                        Err(DeliveryError::Rejected(_)) => collected.rejected += 1,
+                        Err(e) => bail!("a record was not delivered: {e}"),
+                    }
+                    collected
+                        .latencies
+                        .record(answered.saturating_duration_since(intended));
+                    taken += 1;
+                    result = waiting.resolved_next(partition);
                 }
-                collected.acknowledged += 1;
-                collected
-                    .latencies
-                    .record(answered.saturating_duration_since(intended));
-                progress.inc(1);
+                collected.acknowledged += taken;
+                progress.inc(taken);
             }
         }
     }
     Ok(collected)
+}
+
+type Outcome = Result<RecordMetadata, DeliveryError>;
+
+/// The deliveries not yet resolved, by partition, in the order they were enqueued.
+#[derive(Default)]
+struct Waiting {
+    partitions: Vec<VecDeque<(Instant, Delivery)>>,
+    count: usize,
+}
+
+impl Waiting {
+    fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    fn push(&mut self, intended: Instant, delivery: Delivery) {
+        let partition = delivery.partition() as usize;
+        if partition >= self.partitions.len() {
+            self.partitions.resize_with(partition + 1, VecDeque::new);
+        }
+        self.partitions[partition].push_back((intended, delivery));
+        self.count += 1;
+    }
+
+    /// Waits until the oldest delivery of some partition resolves, and takes it; returns the
+    /// partition and the delivery's intended time and outcome.
+    async fn oldest_resolved(&mut self) -> (usize, (Instant, Outcome)) {
+        let (partition, outcome) = std::future::poll_fn(|cx| {
+            for (partition, queue) in self.partitions.iter_mut().enumerate() {
+                if let Some((_, oldest)) = queue.front_mut()
+                    && let Poll::Ready(outcome) = Pin::new(oldest).poll(cx)
+                {
+                    return Poll::Ready((partition, outcome));
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        (partition, (self.take_oldest(partition), outcome))
+    }
+
+    /// The oldest delivery of `partition` if it has resolved (it is then taken).
+    fn resolved_next(&mut self, partition: usize) -> Option<(Instant, Outcome)> {
+        let (_, oldest) = self.partitions[partition].front_mut()?;
+        let outcome = oldest.now_or_never()?;
+        Some((self.take_oldest(partition), outcome))
+    }
+
+    /// Takes the oldest delivery of `partition` (resolved), returning its intended time.
+    fn take_oldest(&mut self, partition: usize) -> Instant {
+        let (intended, _) = self.partitions[partition]
+            .pop_front()
+            .expect("a resolved delivery is waiting");
+        self.count -= 1;
+        intended
+    }
 }
 
 #[cfg(test)]
