@@ -21,12 +21,12 @@ use crate::group::{Group, stopped};
 use crate::lease::LeaderLease;
 use crate::log_store::GroupLogStore;
 use crate::network::Peers;
+use crate::recent::RecentEntries;
 use crate::snapshot::{self, PreparedSnapshot};
 use crate::types::{
     LogId, NodeId, Request, Response, Snapshot, SnapshotBytes, SnapshotMeta, StoredMembership,
     TypeConfig,
 };
-use crate::unflushed::Unflushed;
 
 /// Cluster metadata as a deterministic state machine, defined by the broker.
 ///
@@ -168,7 +168,7 @@ impl<S: MetadataState> ControllerReplica<S> {
         };
         // The controller's state lives in memory: applying an entry before it is flushed
         // publishes nothing a reader looks for in the log.
-        let log_store = GroupLogStore::open(db, group, Unflushed::default())
+        let log_store = GroupLogStore::open(db, group, RecentEntries::default())
             .await
             .map_err(|source| StartError::Storage { group, source })?;
         let group = Group::start(

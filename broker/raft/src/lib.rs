@@ -27,10 +27,10 @@ mod network;
 mod partition;
 mod partition_state;
 mod producers;
+mod recent;
 mod sequencer;
 mod snapshot;
 mod types;
-mod unflushed;
 
 pub use compactor::Compactions;
 pub use config::GroupTimings;

@@ -2,12 +2,12 @@
 //!
 //! Correctness (openraft's storage contract, and how it is met):
 //! - Entries are readable as soon as `append` returns, but `IOFlushed` is signalled only after
-//!   the committer's fsync. Appended entries therefore sit in `unflushed` (shared with every
-//!   reader of the group) until their commit completes; readers overlay it on what redb holds.
-//!   A reader copies the overlay *before* opening its read transaction, and an entry leaves the
-//!   overlay only *after* its commit, so no entry is ever invisible to a reader. openraft may
-//!   apply an entry before it is flushed; a partition's state machine waits for it (see
-//!   [`crate::unflushed`]).
+//!   the committer's fsync. Appended entries therefore sit in `recent` (shared with every
+//!   reader of the group) at least until their commit completes (a partition's until they are
+//!   applied too); readers overlay it on what redb holds. A reader copies the overlay *before*
+//!   opening its read transaction, and an entry leaves the overlay only *after* its commit, so
+//!   no entry is ever invisible to a reader. openraft may apply an entry before it is flushed;
+//!   a partition's state machine waits for it (see [`crate::recent`]).
 //! - Votes, truncations and purges are written through the same ordered committer queue and
 //!   awaited before returning, so they are durable in order with the appends around them.
 //! - The committed log id is written lazily: a stale value only makes recovery re-apply a few
@@ -29,10 +29,10 @@ use weir_storage::{GroupId, LogDb, MetaKey, NewEntry, StoredEntry, WriteBatch, W
 use weir_types::Offset;
 
 use crate::producers::ProducerBatch;
+use crate::recent::RecentEntries;
 use crate::types::{
     AppendBatch, CompactionTarget, Entry, LogId, NodeId, Request, TypeConfig, Vote,
 };
-use crate::unflushed::Unflushed;
 
 /// Everything about an entry except its record batch, as stored in the entry's metadata.
 #[derive(Serialize, Deserialize)]
@@ -207,7 +207,7 @@ const MAX_APPEND_BYTES: usize = 16 * 1024 * 1024;
 pub(crate) struct GroupLogReader {
     db: LogDb,
     group: GroupId,
-    unflushed: Unflushed,
+    recent: RecentEntries,
 }
 
 impl RaftLogReader<TypeConfig> for GroupLogReader {
@@ -230,7 +230,7 @@ impl RaftLogReader<TypeConfig> for GroupLogReader {
             return Ok(Vec::new());
         }
         // Copy the overlay first (see the module docs for why the order matters).
-        let overlay: BTreeMap<u64, Entry> = self.unflushed.overlay(start..=end);
+        let overlay: BTreeMap<u64, Entry> = self.recent.overlay(start..=end);
         // Entries below the overlay's first index come from disk; none above it do, because
         // the overlay always holds the log's newest entries.
         let disk_end = overlay
@@ -293,13 +293,14 @@ pub(crate) struct GroupLogStore {
 }
 
 impl GroupLogStore {
-    /// Loads the group's log bounds from `db`. `unflushed` tracks the entries appended but
-    /// not yet durable; the group's state machine may share it to wait for them.
-    pub(crate) async fn open(db: LogDb, group: GroupId, unflushed: Unflushed) -> io::Result<Self> {
+    /// Loads the group's log bounds from `db`. `recent` holds the group's newest entries (those
+    /// not yet durable, and a partition's not yet applied); the group's state machine may share
+    /// it to wait for them.
+    pub(crate) async fn open(db: LogDb, group: GroupId, recent: RecentEntries) -> io::Result<Self> {
         let reader = GroupLogReader {
             db: db.clone(),
             group,
-            unflushed,
+            recent,
         };
         let (last_purged, last_stored) = blocking(move || {
             let purged: Option<LogId> = read_meta_json(&db, group, MetaKey::Purged)?;
@@ -382,9 +383,9 @@ impl RaftLogStorage<TypeConfig> for GroupLogStore {
             .map(to_new_entry)
             .collect::<io::Result<Vec<_>>>()?;
         let flushed: Vec<LogId> = entries.iter().map(|e| e.log_id).collect();
-        self.reader.unflushed.insert(entries);
+        self.reader.recent.insert(entries);
         self.last_log_id = Some(last);
-        let unflushed = self.reader.unflushed.clone();
+        let recent = self.reader.recent.clone();
         let group = self.group();
         self.db().submit(
             WriteBatch::one(WriteOp::Append {
@@ -393,8 +394,8 @@ impl RaftLogStorage<TypeConfig> for GroupLogStore {
             }),
             move |result| {
                 match &result {
-                    Ok(()) => unflushed.flushed(&flushed),
-                    Err(_) => unflushed.write_failed(),
+                    Ok(()) => recent.flushed(&flushed),
+                    Err(_) => recent.write_failed(),
                 }
                 callback.io_completed(result.map_err(storage_err));
             },
@@ -404,7 +405,7 @@ impl RaftLogStorage<TypeConfig> for GroupLogStore {
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         let from = last_log_id.map_or(0, |l| l.index + 1);
-        self.reader.unflushed.truncate_from(from);
+        self.reader.recent.truncate_from(from);
         let op = WriteOp::TruncateAfter {
             group: self.group(),
             last_kept: last_log_id.map(|l| l.index),
@@ -418,7 +419,7 @@ impl RaftLogStorage<TypeConfig> for GroupLogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
-        self.reader.unflushed.purge_through(log_id.index);
+        self.reader.recent.purge_through(log_id.index);
         let group = self.group();
         let batch = WriteBatch {
             ops: vec![
@@ -482,7 +483,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let db =
             LogDb::open(dir.path().join("log.redb"), LogDbOptions::default()).expect("open log db");
-        let mut log = GroupLogStore::open(db, 0, Unflushed::default())
+        let mut log = GroupLogStore::open(db, 0, RecentEntries::default())
             .await
             .expect("open log store");
         const COMMAND_BYTES: usize = 4 * 1024 * 1024;

@@ -17,11 +17,11 @@ use crate::partition_state::{
     PartitionProgress, PartitionStateMachine, SharedProducers, lock_producers,
 };
 use crate::producers::{ProducerBatch, ProducerEntry, ProducerLimits, Verdict};
+use crate::recent::RecentEntries;
 use crate::sequencer::Sequencer;
 use crate::types::{
     AppendBatch, AppendOutcome, Appended, CompactionTarget, NodeId, Request, Response,
 };
-use crate::unflushed::Unflushed;
 
 /// A replica's replication state, as the leader sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,11 +63,12 @@ impl PartitionReplica {
         producer_limits: ProducerLimits,
         compactions: Compactions,
     ) -> Result<Self, StartError> {
-        // The state machine applies only what the log holds durably (see `crate::unflushed`).
-        let unflushed = Unflushed::default();
+        // The state machine applies only what the log holds durably, and reads what it applies
+        // from memory (see `crate::recent`).
+        let recent = RecentEntries::kept_until_applied();
         let storage = |source| StartError::Storage { group, source };
         let state_machine =
-            PartitionStateMachine::open(db.clone(), group, producer_limits, unflushed.clone())
+            PartitionStateMachine::open(db.clone(), group, producer_limits, recent.clone())
                 .await
                 .map_err(storage)?;
         let progress = state_machine.progress.subscribe();
@@ -78,7 +79,7 @@ impl PartitionReplica {
             progress.clone(),
             compactions,
         ));
-        let log_store = GroupLogStore::open(db, group, unflushed)
+        let log_store = GroupLogStore::open(db, group, recent)
             .await
             .map_err(storage)?;
         let group = Group::start(
@@ -400,11 +401,11 @@ mod tests {
             let dir = tempfile::tempdir().expect("temp dir");
             let db = LogDb::open(dir.path().join("log.redb"), LogDbOptions::default())
                 .expect("open log db");
-            let unflushed = Unflushed::default();
-            let log = GroupLogStore::open(db.clone(), 9, unflushed.clone())
+            let recent = RecentEntries::kept_until_applied();
+            let log = GroupLogStore::open(db.clone(), 9, recent.clone())
                 .await
                 .expect("open log store");
-            let sm = PartitionStateMachine::open(db, 9, ProducerLimits::default(), unflushed)
+            let sm = PartitionStateMachine::open(db, 9, ProducerLimits::default(), recent)
                 .await
                 .expect("open state machine");
             Ok((dir, log, sm))
@@ -426,18 +427,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let db =
             LogDb::open(dir.path().join("log.redb"), LogDbOptions::default()).expect("open log db");
-        let unflushed = Unflushed::default();
-        let mut log = GroupLogStore::open(db.clone(), 9, unflushed.clone())
+        let recent = RecentEntries::kept_until_applied();
+        let mut log = GroupLogStore::open(db.clone(), 9, recent.clone())
             .await
             .expect("open log store");
-        let mut sm = PartitionStateMachine::open(
-            db.clone(),
-            9,
-            ProducerLimits::default(),
-            unflushed.clone(),
-        )
-        .await
-        .expect("open state machine");
+        let mut sm =
+            PartitionStateMachine::open(db.clone(), 9, ProducerLimits::default(), recent.clone())
+                .await
+                .expect("open state machine");
         let progress = sm.progress.subscribe();
 
         // Hold the committer thread: a write whose completion blocks it until released.
@@ -471,7 +468,7 @@ mod tests {
         });
         // The state machine either finishes applying (publishing offset 0 over a batch the
         // held committer has not written) or waits for the write.
-        while unflushed.waiters() == 0 && !applying.is_finished() {
+        while recent.waiters() == 0 && !applying.is_finished() {
             tokio::task::yield_now().await;
         }
         assert_eq!(
@@ -495,6 +492,11 @@ mod tests {
             .expect("read");
         assert_eq!(read.batches.len(), 1, "the batch the high watermark covers");
         assert_eq!(read.batches[0].header().base_offset, Offset(0));
+        // Held in memory until applied, for the state machine to read (see `crate::recent`).
+        assert!(
+            recent.durable_indexes().is_empty(),
+            "an applied entry is let go"
+        );
         drop(sm);
     }
 }

@@ -26,12 +26,12 @@ use weir_types::Offset;
 
 use crate::log_store::{blocking, read_meta_json, storage_err, stored_log_id};
 use crate::producers::{Changes, ProducerEntry, ProducerLimits, ProducerState};
+use crate::recent::RecentEntries;
 use crate::snapshot::{self, PreparedSnapshot};
 use crate::types::{
     AppendBatch, AppendOutcome, CompactionTarget, LogId, Request, Response, Snapshot,
     SnapshotBytes, SnapshotMeta, StoredMembership, TypeConfig,
 };
-use crate::unflushed::Unflushed;
 
 /// How often idle producers are looked for.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(60);
@@ -221,7 +221,7 @@ pub(crate) struct PartitionStateMachine {
     pub(crate) producers: SharedProducers,
     next_expiry_ms: i64,
     /// The log's entries not yet durable: an entry is applied only once it is not among them.
-    unflushed: Unflushed,
+    recent: RecentEntries,
     /// See [`PartitionProgress::log_resets`].
     log_resets: u64,
 }
@@ -237,7 +237,7 @@ impl PartitionStateMachine {
         db: LogDb,
         group: GroupId,
         limits: ProducerLimits,
-        unflushed: Unflushed,
+        recent: RecentEntries,
     ) -> io::Result<Self> {
         let (applied, rows) = {
             let db = db.clone();
@@ -278,7 +278,7 @@ impl PartitionStateMachine {
             progress,
             producers: Arc::new(Mutex::new(producers)),
             next_expiry_ms: now_ms() + EXPIRY_INTERVAL.as_millis() as i64,
-            unflushed,
+            recent,
             log_resets: 0,
         })
     }
@@ -357,8 +357,8 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
         let mut changes = Changes::default();
         while let Some((entry, responder)) = entries.try_next().await? {
             // Readers read the log in redb up to the high watermark this publishes: it must
-            // not count an entry redb does not hold yet (`crate::unflushed` says why it can).
-            self.unflushed.wait_durable(entry.log_id.index).await?;
+            // not count an entry redb does not hold yet (`crate::recent` says why it can).
+            self.recent.wait_durable(entry.log_id.index).await?;
             self.state.last_applied = Some(entry.log_id);
             let response = match entry.payload {
                 EntryPayload::Normal(Request::Append(AppendBatch { batch, producer })) => {
@@ -430,6 +430,9 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
             if let Some(responder) = responder {
                 responder.send(response);
             }
+        }
+        if let Some(last) = self.state.last_applied {
+            self.recent.applied(last.index);
         }
         if now >= self.next_expiry_ms {
             self.next_expiry_ms = now + EXPIRY_INTERVAL.as_millis() as i64;
@@ -592,7 +595,7 @@ mod tests {
             db.clone(),
             GROUP,
             ProducerLimits::default(),
-            Unflushed::default(),
+            RecentEntries::default(),
         )
         .await
     }

@@ -2,7 +2,7 @@
 //! answered as the retriable `OVERLOADED`:
 //! - acks=none batches handed to raft and not applied yet (`limits.max_unacknowledged_bytes`):
 //!   a producer that does not wait for acknowledgements otherwise grows the raft queue, the
-//!   unflushed overlay and the committer's queue without limit. Past the budget a request
+//!   log's in-memory overlay and the committer's queue without limit. Past the budget a request
 //!   waits for room, as long as an acknowledged produce may wait for its quorum;
 //! - open subscriptions (`limits.max_subscriptions`): each holds a task, a read buffer and
 //!   maybe module instances for as long as its client keeps it open.
