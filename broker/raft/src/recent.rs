@@ -36,7 +36,7 @@ use crate::types::{Entry, LogId};
 
 /// The most bytes of durable, unapplied entries a partition keeps in memory for its state
 /// machine (each entry counted as its payload plus [`ENTRY_OVERHEAD`]).
-pub(crate) const KEPT_MAX_BYTES: usize = 8 * 1024 * 1024;
+pub(crate) const KEPT_MAX_BYTES: usize = 4 * 1024 * 1024;
 
 /// What an entry counts for besides its payload, so that entries without one are bounded too.
 const ENTRY_OVERHEAD: usize = 256;
