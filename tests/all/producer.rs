@@ -14,7 +14,11 @@ use weir_tests::{InProcessBroker, LinkProxy, eventually};
 const SETTLE: Duration = Duration::from_secs(30);
 
 async fn values(client: &Client, topic: &str) -> anyhow::Result<Vec<String>> {
-    let fetched = client.fetch(FetchSpec::new(topic, 0, 0)).await?;
+    values_of(client, topic, 0).await
+}
+
+async fn values_of(client: &Client, topic: &str, partition: u32) -> anyhow::Result<Vec<String>> {
+    let fetched = client.fetch(FetchSpec::new(topic, partition, 0)).await?;
     Ok(fetched
         .records
         .iter()
@@ -321,15 +325,8 @@ async fn records_go_to_the_partition_they_name_their_keys_or_a_sticky_one() -> a
         assert_eq!(stored.partition, partition, "{value}");
         expected[partition as usize].push(value);
     }
-    for (partition, values) in expected.iter().enumerate() {
-        let fetched = client
-            .fetch(FetchSpec::new("orders", partition as u32, 0))
-            .await?;
-        let stored: Vec<String> = fetched
-            .records
-            .iter()
-            .map(|r| String::from_utf8_lossy(&r.value).into_owned())
-            .collect();
+    for (partition, values) in (0..).zip(&expected) {
+        let stored = values_of(&client, "orders", partition).await?;
         assert_eq!(&stored, values, "partition {partition}");
     }
     Ok(())
