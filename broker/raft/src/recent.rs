@@ -25,7 +25,7 @@
 //! reader takes from redb exactly the indexes below the first one held. Entries leave from the
 //! front (durable, applied or over the bound; a purge) or from the back (a truncation) only.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, btree_map};
 use std::io;
 use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -144,11 +144,9 @@ impl RecentEntries {
     pub(crate) fn flushed(&self, log_ids: &[LogId]) {
         let mut held = self.lock();
         for log_id in log_ids {
-            if held.pending.get(&log_id.index).map(|e| e.log_id) != Some(*log_id) {
-                continue;
-            }
-            let Some(entry) = held.pending.remove(&log_id.index) else {
-                continue;
+            let entry = match held.pending.entry(log_id.index) {
+                btree_map::Entry::Occupied(slot) if slot.get().log_id == *log_id => slot.remove(),
+                _ => continue,
             };
             if self.keep_until_applied {
                 held.durable_bytes += counted_bytes(&entry);
