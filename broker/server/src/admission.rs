@@ -16,9 +16,12 @@
 //! record batch, so more than `max_batch_bytes / MIN_RECORD_BYTES` of them can never be stored,
 //! and such a request is refused unread.
 //!
+//! A body is passed on in the frames it came in (small ones joined, see [`ReadBody`]), not
+//! copied into one buffer: the gRPC decoder behind copies them into its own anyway.
+//!
 //! Health checks and reflection pass through untouched: they are small, and reflection streams.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -27,8 +30,9 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use http_body_util::{BodyExt, Full};
+use bytes::{Buf, Bytes, BytesMut};
+use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::body::Body;
 use tonic::transport::server::TcpConnectInfo;
@@ -48,6 +52,10 @@ pub const MIN_RECORD_BYTES: usize = 7;
 pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The gRPC message prefix: a compression flag and a 4-byte length.
 pub(crate) const GRPC_PREFIX: usize = 5;
+/// Frames of a request body smaller than this are joined with their neighbours rather than
+/// kept each on its own, so a body of tiny frames costs its bytes, not a frame's bookkeeping
+/// per byte.
+const JOIN_FRAMES_BELOW: usize = 4096;
 
 /// The admission limits of one node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,8 +160,8 @@ impl Admission {
         budget: &Budget,
         max_bytes: usize,
         mut body: Body,
-    ) -> Result<(Bytes, Charge), BrokerError> {
-        let mut buffer = BytesMut::new();
+    ) -> Result<(Frames, Charge), BrokerError> {
+        let mut read = ReadBody::default();
         let mut permits = Vec::new();
         loop {
             // A body may take long (a large snapshot over a slow link), but not stall.
@@ -171,15 +179,15 @@ impl Admission {
             let Ok(data) = frame.into_data() else {
                 continue;
             };
-            if buffer.len() + data.len() > max_bytes {
+            if read.len + data.len() > max_bytes {
                 return Err(BrokerError::RequestTooLarge(format!(
                     "the request is over {max_bytes} bytes, the most this node accepts"
                 )));
             }
             permits.extend(self.charge(budget, data.len())?);
-            buffer.extend_from_slice(&data);
+            read.push(data);
         }
-        Ok((buffer.freeze(), Charge { _permits: permits }))
+        Ok((read.finish(), Charge { _permits: permits }))
     }
 
     /// Takes `bytes` from the budgets, or fails without taking any.
@@ -225,7 +233,7 @@ impl Admission {
     }
 
     /// Refuses a produce request whose `records` could never fit in a batch, before decoding.
-    fn check_produce(&self, message: &[u8]) -> Result<(), BrokerError> {
+    fn check_produce(&self, message: impl Buf) -> Result<(), BrokerError> {
         let records = count_produce_records(message);
         if records > self.limits.max_produce_records {
             return Err(BrokerError::RequestTooLarge(format!(
@@ -258,12 +266,14 @@ impl Admission {
         };
         let is_produce = path == PRODUCE;
         let (parts, body) = request.into_parts();
-        let (bytes, charge) = self.read(&budget, max_bytes, body).await?;
-        if is_produce && bytes.first() == Some(&0) {
-            self.check_produce(bytes.get(GRPC_PREFIX..).unwrap_or_default())?;
+        let (body, charge) = self.read(&budget, max_bytes, body).await?;
+        if is_produce && body.chunk().first() == Some(&0) {
+            let mut message = body.clone();
+            message.advance(GRPC_PREFIX);
+            self.check_produce(message)?;
         }
         Ok((
-            http::Request::from_parts(parts, Body::new(Full::new(bytes))),
+            http::Request::from_parts(parts, Body::new(body)),
             Some(charge),
         ))
     }
@@ -272,43 +282,133 @@ impl Admission {
 /// How many `records` (field 3) a `ProduceRequest` message holds, read from its top-level
 /// fields without decoding them. A malformed message counts what precedes the damage; the
 /// decoder reports the damage itself.
-fn count_produce_records(message: &[u8]) -> usize {
+fn count_produce_records(mut message: impl Buf) -> usize {
     const RECORDS_FIELD: u64 = 3;
-    let mut rest = message;
     let mut records = 0;
-    while let Some((key, after)) = varint(rest) {
+    while let Some(key) = varint(&mut message) {
         let skip = match key & 7 {
-            0 => varint(after).map(|(_, a)| after.len() - a.len()),
+            0 => varint(&mut message).map(|_| 0),
             1 => Some(8),
-            2 => varint(after).and_then(|(len, a)| {
-                usize::try_from(len)
-                    .ok()
-                    .map(|len| after.len() - a.len() + len)
-            }),
+            2 => varint(&mut message).and_then(|len| usize::try_from(len).ok()),
             5 => Some(4),
             _ => None,
         };
-        let Some(skip) = skip.filter(|&s| s <= after.len()) else {
+        let Some(skip) = skip.filter(|&s| s <= message.remaining()) else {
             break;
         };
         if key >> 3 == RECORDS_FIELD && key & 7 == 2 {
             records += 1;
         }
-        rest = &after[skip..];
+        message.advance(skip);
     }
     records
 }
 
-/// A protobuf varint and the bytes after it.
-fn varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
+/// Takes a protobuf varint off the front of `bytes`.
+fn varint(bytes: &mut impl Buf) -> Option<u64> {
     let mut value = 0u64;
-    for (i, &byte) in bytes.iter().enumerate().take(10) {
+    for i in 0..10 {
+        if !bytes.has_remaining() {
+            return None;
+        }
+        let byte = bytes.get_u8();
         value |= u64::from(byte & 0x7f) << (7 * i);
         if byte & 0x80 == 0 {
-            return Some((value, &bytes[i + 1..]));
+            return Some(value);
         }
     }
     None
+}
+
+/// A request body as it is read: frames of [`JOIN_FRAMES_BELOW`] bytes or more kept as they
+/// arrived, smaller ones joined.
+#[derive(Default)]
+struct ReadBody {
+    frames: VecDeque<Bytes>,
+    /// Small frames read since the last large one, joined.
+    small: BytesMut,
+    /// Bytes read.
+    len: usize,
+}
+
+impl ReadBody {
+    fn push(&mut self, data: Bytes) {
+        self.len += data.len();
+        if data.len() < JOIN_FRAMES_BELOW {
+            self.small.extend_from_slice(&data);
+            return;
+        }
+        self.take_small();
+        self.frames.push_back(data);
+    }
+
+    fn take_small(&mut self) {
+        if !self.small.is_empty() {
+            self.frames.push_back(self.small.split().freeze());
+        }
+    }
+
+    fn finish(mut self) -> Frames {
+        self.take_small();
+        Frames {
+            frames: self.frames,
+            remaining: self.len,
+        }
+    }
+}
+
+/// A request body read in full, passed on in the frames it came in; none of them empty.
+#[derive(Clone)]
+struct Frames {
+    frames: VecDeque<Bytes>,
+    remaining: usize,
+}
+
+impl Buf for Frames {
+    fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.frames.front().map_or(&[], |frame| frame)
+    }
+
+    fn advance(&mut self, count: usize) {
+        let mut count = count.min(self.remaining);
+        self.remaining -= count;
+        while let Some(front) = self.frames.front_mut() {
+            if count < front.len() {
+                front.advance(count);
+                return;
+            }
+            count -= front.len();
+            self.frames.pop_front();
+        }
+    }
+}
+
+impl http_body::Body for Frames {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let frame = self.frames.pop_front();
+        if let Some(frame) = &frame {
+            self.remaining -= frame.len();
+        }
+        Poll::Ready(frame.map(|frame| Ok(Frame::data(frame))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining as u64)
+    }
 }
 
 /// The tower layer that puts [`Admission`] in front of the gRPC services.
@@ -398,11 +498,40 @@ mod tests {
             ..Default::default()
         };
         let bytes = request.encode_to_vec();
-        assert_eq!(count_produce_records(&bytes), 1000);
+        assert_eq!(count_produce_records(&bytes[..]), 1000);
         // A cut message counts what precedes the cut.
         assert!(count_produce_records(&bytes[..bytes.len() / 2]) < 1000);
-        assert_eq!(count_produce_records(&[0xff; 16]), 0);
-        assert_eq!(count_produce_records(&[]), 0);
+        assert_eq!(count_produce_records(&[0xffu8; 16][..]), 0);
+        assert_eq!(count_produce_records(&[][..]), 0);
+        // In frames cut anywhere, even inside a varint, the count is the same.
+        for frame_len in [1, 2, 3, 7, 4096, 5000] {
+            let mut read = ReadBody::default();
+            for frame in bytes.chunks(frame_len) {
+                read.push(Bytes::copy_from_slice(frame));
+            }
+            assert_eq!(count_produce_records(read.finish()), 1000, "{frame_len}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_passes_on_in_its_large_frames_with_small_ones_joined() {
+        let sizes = [10, 20, 5000, 1, 4096, 4095, 6000, 3];
+        let mut read = ReadBody::default();
+        let mut sent = Vec::new();
+        for (i, &size) in sizes.iter().enumerate() {
+            let frame = vec![i as u8; size];
+            sent.extend_from_slice(&frame);
+            read.push(Bytes::from(frame));
+        }
+        let body = read.finish();
+        let lens: Vec<usize> = body.frames.iter().map(Bytes::len).collect();
+        assert_eq!(lens, [30, 5000, 1, 4096, 4095, 6000, 3]);
+        assert_eq!(
+            http_body::Body::size_hint(&body).exact(),
+            Some(sent.len() as u64)
+        );
+        let received = body.collect().await.unwrap().to_bytes();
+        assert_eq!(received, sent);
     }
 
     fn limits() -> AdmissionLimits {
