@@ -529,9 +529,52 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 }
 
 fn encode(value: &impl Serialize) -> Result<Bytes, Status> {
-    postcard::to_stdvec(value)
+    encode_sized(value, 0)
+}
+
+/// `value` encoded into a buffer of `capacity` bytes to start with: a message carrying record
+/// batches is written once into a buffer of its size, not copied each time a small one fills.
+fn encode_sized(value: &impl Serialize, capacity: usize) -> Result<Bytes, Status> {
+    postcard::serialize_with_flavor(value, SizedVec(Vec::with_capacity(capacity)))
         .map(Bytes::from)
         .map_err(|e| Status::internal(format!("cannot encode raft message: {e}")))
+}
+
+/// postcard's output into a `Vec` given its capacity up front.
+struct SizedVec(Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for SizedVec {
+    type Output = Vec<u8>;
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<Vec<u8>> {
+        Ok(self.0)
+    }
+}
+
+/// Room for an AppendEntries: its entries' payloads, and a generous allowance for each entry's
+/// log id and framing and for the message's own fields.
+fn append_entries_capacity(rpc: &AppendEntriesRequest<TypeConfig>) -> usize {
+    const PER_ENTRY: usize = 64;
+    const MESSAGE: usize = 256;
+    let payloads: usize = rpc
+        .entries
+        .iter()
+        .map(|entry| match &entry.payload {
+            openraft::EntryPayload::Normal(request) => request.payload_bytes(),
+            _ => 0,
+        })
+        .sum();
+    payloads + PER_ENTRY * rpc.entries.len() + MESSAGE
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Status> {
@@ -697,14 +740,17 @@ enum Rpc {
 }
 
 impl PeerClient {
-    /// Encodes `request`, sends it as `rpc` and decodes the answer.
+    /// Encodes `request` (into a buffer of `capacity` bytes to start with), sends it as `rpc`
+    /// and decodes the answer.
     async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &mut self,
         rpc: Rpc,
         request: &Req,
+        capacity: usize,
         timeout: Duration,
     ) -> Result<Resp, CallError> {
-        let payload = encode(request).map_err(|s| CallError::network(s.message()))?;
+        let payload =
+            encode_sized(request, capacity).map_err(|s| CallError::network(s.message()))?;
         let client = self
             .client
             .as_mut()
@@ -797,8 +843,9 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let capacity = append_entries_capacity(&rpc);
         Ok(self
-            .call(Rpc::AppendEntries, &rpc, option.hard_ttl())
+            .call(Rpc::AppendEntries, &rpc, capacity, option.hard_ttl())
             .await?)
     }
 
@@ -807,7 +854,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        Ok(self.call(Rpc::Vote, &rpc, option.hard_ttl()).await?)
+        Ok(self.call(Rpc::Vote, &rpc, 0, option.hard_ttl()).await?)
     }
 
     async fn pre_vote(
@@ -815,7 +862,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        Ok(self.call(Rpc::PreVote, &rpc, option.hard_ttl()).await?)
+        Ok(self.call(Rpc::PreVote, &rpc, 0, option.hard_ttl()).await?)
     }
 
     async fn full_snapshot(
@@ -825,9 +872,10 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         _cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let capacity = snapshot.snapshot.len() + 1024;
         let request = (vote, snapshot.meta, snapshot.snapshot);
         Ok(self
-            .call(Rpc::InstallSnapshot, &request, option.hard_ttl())
+            .call(Rpc::InstallSnapshot, &request, capacity, option.hard_ttl())
             .await?)
     }
 }
@@ -835,6 +883,40 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_append_entries_is_encoded_once_into_a_buffer_of_its_size() {
+        use openraft::entry::RaftEntry;
+        use openraft::testing::common::log_id;
+
+        use crate::types::{Entry, Request};
+
+        let rpc = AppendEntriesRequest::<TypeConfig> {
+            vote: Vote::new_committed(u64::MAX, u64::MAX),
+            prev_log_id: Some(log_id::<TypeConfig>(u64::MAX, u64::MAX, u64::MAX)),
+            entries: [0, 1, 300, 1 << 20]
+                .into_iter()
+                .zip(u64::MAX - 10..)
+                .map(|(payload, index)| {
+                    Entry::new_normal(
+                        log_id::<TypeConfig>(u64::MAX, u64::MAX, index),
+                        Request::Controller(Bytes::from(vec![7; payload])),
+                    )
+                })
+                .collect(),
+            leader_commit: Some(log_id::<TypeConfig>(u64::MAX, u64::MAX, u64::MAX)),
+        };
+        let capacity = append_entries_capacity(&rpc);
+        let encoded = encode_sized(&rpc, capacity).unwrap();
+        assert_eq!(encoded, postcard::to_stdvec(&rpc).unwrap());
+        assert!(
+            encoded.len() <= capacity,
+            "{} bytes encoded into room for {capacity}",
+            encoded.len()
+        );
+        let decoded: AppendEntriesRequest<TypeConfig> = decode(&encoded).unwrap();
+        assert_eq!(decoded.entries, rpc.entries);
+    }
 
     #[test]
     fn the_server_name_of_a_peer_is_the_host_of_its_address() {
