@@ -3,13 +3,13 @@
 //! tonic encodes a response message into one buffer of its own before sending it, which copies
 //! every byte of a fetch's record batches once more: at 1 KiB records that copy and the fresh
 //! memory it takes were a third of the broker's work per fetched byte. Here the `Fetch` RPC is
-//! served beside tonic's generated service: the request is decoded and handled by the same
-//! [`Broker::fetch`] (authentication, authorization, metrics and errors all as before), and the
-//! answer goes out as a gRPC message of several pieces: the response's other fields as prost
-//! encodes them, then each stored batch's field key and length, then the batch's bytes
-//! themselves, which hyper hands to the socket without copying. The bytes on the wire are the
-//! ones prost would write (the batches are the last field, written last in either case).
-//! Every other RPC goes to tonic's service unchanged.
+//! served beside tonic's generated service ([`crate::beside_tonic`]): the request is decoded
+//! and handled by the same [`Broker::fetch`] (authentication, authorization, metrics and errors
+//! all as before), and the answer goes out as a gRPC message of several pieces: the response's
+//! other fields as prost encodes them, then each stored batch's field key and length, then the
+//! batch's bytes themselves, which hyper hands to the socket without copying. The bytes on the
+//! wire are the ones prost would write (the batches are the last field, written last in either
+//! case).
 //!
 //! A stored batch served this way shares the memory of the storage read it came from, which
 //! holds that read transaction open, and an open read transaction keeps redb from reusing the
@@ -19,7 +19,6 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -27,24 +26,19 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http_body::Frame;
-use http_body_util::BodyExt;
 use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 use tokio::task::AbortHandle;
+use tonic::Status;
 use tonic::body::Body;
-use tonic::metadata::MetadataMap;
-use tonic::server::NamedService;
-use tonic::{Code, Status};
-use tower_service::Service;
 use weir_proto::v1::broker_server::Broker;
 use weir_proto::v1::{FetchRequest, FetchResponse};
 
 use crate::admission::GRPC_PREFIX;
+use crate::beside_tonic::{grpc_response, ok_trailers, read_request};
 use crate::lock;
 use crate::service::BrokerService;
 
-/// The path of the RPC served here.
-const FETCH: &str = "/weir.v1.Broker/Fetch";
 /// `FetchResponse.record_batches`'s field number.
 const RECORD_BATCHES_FIELD: u32 = 6;
 /// Batches smaller than this are copied into the piece before them rather than sent as pieces
@@ -54,114 +48,17 @@ const COPY_BELOW: usize = 4 * 1024;
 /// sent yet.
 const HOLD_STORAGE_FOR: Duration = Duration::from_secs(10);
 
-/// tonic's service for `weir.v1.Broker` (`inner`), with `Fetch` answered here.
-#[derive(Clone)]
-pub(crate) struct FetchAnswers<S> {
-    inner: S,
-    service: Arc<BrokerService>,
-    /// The largest answer sent, as tonic's `max_encoding_message_size` would bound it.
-    max_answer_bytes: usize,
-}
-
-impl<S> FetchAnswers<S> {
-    /// Serves `Fetch` with `service` (the one `inner` serves every other RPC with).
-    pub(crate) fn new(inner: S, service: Arc<BrokerService>, max_answer_bytes: usize) -> Self {
-        Self {
-            inner,
-            service,
-            max_answer_bytes,
-        }
-    }
-}
-
-impl<S: NamedService> NamedService for FetchAnswers<S> {
-    const NAME: &'static str = S::NAME;
-}
-
-impl<S> Service<http::Request<Body>> for FetchAnswers<S>
-where
-    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>,
-    S::Future: Send + 'static,
-{
-    type Response = http::Response<Body>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        if request.uri().path() != FETCH {
-            return Box::pin(self.inner.call(request));
-        }
-        let (service, max_answer_bytes) = (self.service.clone(), self.max_answer_bytes);
-        Box::pin(async move {
-            Ok(match fetch(&service, request, max_answer_bytes).await {
-                Ok(answer) => answer,
-                Err(status) => status.into_http(),
-            })
-        })
-    }
-}
-
 /// Decodes a `Fetch` request, handles it as tonic's service would, and frames the answer.
-async fn fetch(
+pub(crate) async fn fetch(
     service: &BrokerService,
     request: http::Request<Body>,
     max_answer_bytes: usize,
 ) -> Result<http::Response<Body>, Status> {
-    let (parts, body) = request.into_parts();
-    // Admission has read the whole body already (and bounded it).
-    let body = body
-        .collect()
-        .await
-        .map_err(|e| Status::internal(format!("reading the request: {e}")))?
-        .to_bytes();
-    let message = FetchRequest::decode(unframe(body)?)
-        .map_err(|e| Status::internal(format!("failed to decode the FetchRequest: {e}")))?;
-    let request = tonic::Request::from_parts(
-        MetadataMap::from_headers(parts.headers),
-        parts.extensions,
-        message,
-    );
+    let request = read_request::<FetchRequest>(request, "FetchRequest").await?;
     let (metadata, answer, _) = Broker::fetch(service, request).await?.into_parts();
     let pieces = frame(answer, max_answer_bytes)?;
-    let mut trailers = http::HeaderMap::new();
-    Status::ok("").add_header(&mut trailers)?;
-    let mut response =
-        http::Response::new(Body::new(Pieces::new(pieces, trailers, HOLD_STORAGE_FOR)));
-    *response.headers_mut() = metadata.into_headers();
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/grpc"),
-    );
-    Ok(response)
-}
-
-/// The one gRPC message of a unary request's body: its 5-byte prefix checked and taken off.
-fn unframe(mut body: Bytes) -> Result<Bytes, Status> {
-    if body.len() < GRPC_PREFIX {
-        return Err(Status::internal(
-            "the request holds no complete gRPC message",
-        ));
-    }
-    let compressed = body[0];
-    let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
-    if compressed != 0 {
-        // As tonic's service answers, compression being off on this server.
-        return Err(Status::new(
-            Code::Unimplemented,
-            "the request is compressed, and this server takes no compressed requests",
-        ));
-    }
-    if body.len() - GRPC_PREFIX != len {
-        return Err(Status::internal(format!(
-            "the request's gRPC message says {len} bytes but {} follow",
-            body.len() - GRPC_PREFIX
-        )));
-    }
-    Ok(body.split_off(GRPC_PREFIX))
+    let body = Pieces::new(pieces, ok_trailers()?, HOLD_STORAGE_FOR);
+    Ok(grpc_response(metadata, Body::new(body)))
 }
 
 /// `answer` as a gRPC message in pieces: the prefix and every field but the batches first, then
@@ -276,6 +173,8 @@ impl http_body::Body for Pieces {
 #[cfg(test)]
 mod tests {
     use weir_proto::v1::{ConsumedRecord, RejectedOffset};
+
+    use tonic::Code;
 
     use super::*;
 
@@ -422,33 +321,5 @@ mod tests {
         let err = frame(answer, len - 1).unwrap_err();
         assert_eq!(err.code(), Code::OutOfRange);
         assert!(err.message().contains("larger than"), "{err}");
-    }
-
-    #[test]
-    fn requests_must_be_one_whole_uncompressed_message() {
-        let request = FetchRequest {
-            topic: "t".into(),
-            offset: 5,
-            ..FetchRequest::default()
-        };
-        let framed = Bytes::from(grpc_framed(&request));
-        let decoded = FetchRequest::decode(unframe(framed.clone()).unwrap()).unwrap();
-        assert_eq!(decoded, request);
-        assert_eq!(
-            unframe(framed.slice(..framed.len() - 1))
-                .unwrap_err()
-                .code(),
-            Code::Internal
-        );
-        assert_eq!(
-            unframe(Bytes::from_static(b"\0\0")).unwrap_err().code(),
-            Code::Internal
-        );
-        let mut compressed = framed.to_vec();
-        compressed[0] = 1;
-        assert_eq!(
-            unframe(Bytes::from(compressed)).unwrap_err().code(),
-            Code::Unimplemented
-        );
     }
 }

@@ -7,6 +7,7 @@
 //! [`Broker::shutdown`].
 
 mod admission;
+mod beside_tonic;
 mod budgets;
 mod config;
 mod disk;
@@ -47,7 +48,7 @@ pub use security::{BootstrapUser, SecuritySettings};
 pub use tls::{ClientAuth, TlsError, TlsSettings};
 
 use crate::admission::{Admission, AdmissionLayer, AdmissionLimits, MIN_RECORD_BYTES};
-use crate::fetch_answer::FetchAnswers;
+use crate::beside_tonic::BesideTonic;
 use crate::metrics::{Metrics, RequestMetrics};
 use crate::node::Node;
 use crate::security::Security;
@@ -231,7 +232,7 @@ impl Broker {
             request_metrics.clone(),
             security.clone(),
         ));
-        let broker = FetchAnswers::new(
+        let broker = BesideTonic::new(
             BrokerServer::from_arc(service.clone())
                 .max_decoding_message_size(max_request_bytes)
                 .max_encoding_message_size(MAX_RESPONSE_BYTES),
