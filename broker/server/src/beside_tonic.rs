@@ -180,14 +180,14 @@ pub(crate) fn grpc_response(metadata: MetadataMap, body: Body) -> http::Response
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use bytes::Bytes;
     use weir_proto::v1::{FetchRequest, Record};
 
     use super::*;
 
     /// `message` as tonic frames it: the prefix, then prost's encoding.
-    fn grpc_framed(message: &impl Message) -> Vec<u8> {
+    pub(crate) fn grpc_framed(message: &impl Message) -> Vec<u8> {
         let message = message.encode_to_vec();
         let mut framed = vec![0];
         framed.extend_from_slice(&(message.len() as u32).to_be_bytes());

@@ -177,6 +177,7 @@ mod tests {
     use tonic::Code;
 
     use super::*;
+    use crate::beside_tonic::tests::grpc_framed;
 
     fn answer(batch_sizes: &[usize]) -> FetchResponse {
         FetchResponse {
@@ -199,15 +200,6 @@ mod tests {
                 .map(|(i, &n)| Bytes::from(vec![i as u8 + 1; n]))
                 .collect(),
         }
-    }
-
-    /// A message as tonic frames it: the prefix, then prost's encoding.
-    fn grpc_framed(message: &impl Message) -> Vec<u8> {
-        let message = message.encode_to_vec();
-        let mut framed = vec![0];
-        framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
-        framed.extend_from_slice(&message);
-        framed
     }
 
     #[test]
