@@ -17,7 +17,8 @@
 //! and such a request is refused unread.
 //!
 //! A body is passed on in the frames it came in (small ones joined, see [`ReadBody`]), not
-//! copied into one buffer: the gRPC decoder behind copies them into its own anyway.
+//! copied into one buffer: tonic's decoder copies them into its own, and `Produce`, which
+//! carries record batches, is decoded from them where they lie ([`crate::beside_tonic`]).
 //!
 //! Health checks and reflection pass through untouched: they are small, and reflection streams.
 
