@@ -5,13 +5,15 @@
 //! `Broker` service ([`v1`]), the encoded descriptor set for server reflection
 //! ([`FILE_DESCRIPTOR_SET`]), and the helpers that put Weir's machine-readable error reason into a
 //! `tonic::Status` and read it back ([`error`]), and the conversions of ACL bindings between the
-//! wire and `weir_types` ([`acl`]). It has no broker logic.
+//! wire and `weir_types` ([`acl`]), and the framing of one gRPC message for the RPCs read and
+//! written beside tonic ([`framing`]). It has no broker logic.
 //!
 //! The protos are compiled at build time by protox, a pure-Rust protobuf compiler, so building
 //! needs no system `protoc`.
 
 pub mod acl;
 pub mod error;
+pub mod framing;
 
 /// Generated code for package `weir.v1`: messages, the `Acks` enum, `broker_client::BrokerClient`
 /// and `broker_server::{Broker, BrokerServer}`.

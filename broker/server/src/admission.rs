@@ -52,7 +52,7 @@ pub const MIN_RECORD_BYTES: usize = 7;
 /// How long a request's body may go without a byte arriving.
 pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The gRPC message prefix: a compression flag and a 4-byte length.
-pub(crate) const GRPC_PREFIX: usize = 5;
+pub(crate) const GRPC_PREFIX: usize = weir_proto::framing::PREFIX_BYTES;
 /// Frames of a request body smaller than this are joined with their neighbours rather than
 /// kept each on its own, so a body of tiny frames costs its bytes, not a frame's bookkeeping
 /// per byte.

@@ -17,7 +17,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, BufMut, BytesMut};
 use http_body_util::{BodyExt, Full};
 use prost::Message;
 use tonic::body::Body;
@@ -25,10 +24,10 @@ use tonic::metadata::MetadataMap;
 use tonic::server::NamedService;
 use tonic::{Code, Status};
 use tower_service::Service;
+use weir_proto::framing::{self, UnframeError};
 use weir_proto::v1::ProduceRequest;
 use weir_proto::v1::broker_server::Broker;
 
-use crate::admission::GRPC_PREFIX;
 use crate::fetch_answer;
 use crate::service::BrokerService;
 
@@ -101,14 +100,10 @@ async fn produce(
 ) -> Result<http::Response<Body>, Status> {
     let request = read_request::<ProduceRequest>(request, "ProduceRequest").await?;
     let (metadata, answer, _) = Broker::produce(service, request).await?.into_parts();
-    let len = answer.encoded_len();
-    let mut message = BytesMut::with_capacity(GRPC_PREFIX + len);
-    message.put_u8(0);
-    message
-        .put_u32(u32::try_from(len).map_err(|_| Status::internal("a produce answer over 4 GiB"))?);
-    answer.encode_raw(&mut message);
+    let message =
+        framing::framed(&answer).ok_or_else(|| Status::internal("a produce answer over 4 GiB"))?;
     let trailers = ok_trailers()?;
-    let body = Full::new(message.freeze()).with_trailers(async move { Some(Ok(trailers)) });
+    let body = Full::new(message).with_trailers(async move { Some(Ok(trailers)) });
     Ok(grpc_response(metadata, Body::new(body)))
 }
 
@@ -125,7 +120,14 @@ pub(crate) async fn read_request<M: Message + Default>(
         .await
         .map_err(|e| Status::internal(format!("reading the request: {e}")))?
         .aggregate();
-    unframe(&mut body)?;
+    framing::unframe(&mut body).map_err(|e| {
+        let code = match e {
+            // As tonic's service answers, compression being off on this server.
+            UnframeError::Compressed => Code::Unimplemented,
+            _ => Code::Internal,
+        };
+        Status::new(code, format!("the request {e}"))
+    })?;
     let message = M::decode(body)
         .map_err(|e| Status::internal(format!("failed to decode the {name}: {e}")))?;
     Ok(tonic::Request::from_parts(
@@ -133,32 +135,6 @@ pub(crate) async fn read_request<M: Message + Default>(
         parts.extensions,
         message,
     ))
-}
-
-/// Takes the 5-byte gRPC prefix off `body`, checking that one whole uncompressed message
-/// follows.
-fn unframe(body: &mut impl Buf) -> Result<(), Status> {
-    if body.remaining() < GRPC_PREFIX {
-        return Err(Status::internal(
-            "the request holds no complete gRPC message",
-        ));
-    }
-    let compressed = body.get_u8();
-    let len = body.get_u32() as usize;
-    if compressed != 0 {
-        // As tonic's service answers, compression being off on this server.
-        return Err(Status::new(
-            Code::Unimplemented,
-            "the request is compressed, and this server takes no compressed requests",
-        ));
-    }
-    if body.remaining() != len {
-        return Err(Status::internal(format!(
-            "the request's gRPC message says {len} bytes but {} follow",
-            body.remaining()
-        )));
-    }
-    Ok(())
 }
 
 /// The trailers of a successful call.
@@ -187,12 +163,8 @@ pub(crate) mod tests {
     use super::*;
 
     /// `message` as tonic frames it: the prefix, then prost's encoding.
-    pub(crate) fn grpc_framed(message: &impl Message) -> Vec<u8> {
-        let message = message.encode_to_vec();
-        let mut framed = vec![0];
-        framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
-        framed.extend_from_slice(&message);
-        framed
+    pub(crate) fn grpc_framed(message: &impl Message) -> Bytes {
+        framing::framed(message).expect("a test message is small")
     }
 
     /// A request whose body comes in the frames `frames`.
@@ -212,7 +184,7 @@ pub(crate) mod tests {
             offset: 5,
             ..FetchRequest::default()
         };
-        let framed = Bytes::from(grpc_framed(&message));
+        let framed = grpc_framed(&message);
         let read = |frames| read_request::<FetchRequest>(request(frames), "FetchRequest");
         let decoded = read(vec![framed.clone()]).await.unwrap();
         assert_eq!(decoded.into_inner(), message);
@@ -242,7 +214,7 @@ pub(crate) mod tests {
             }],
             ..ProduceRequest::default()
         };
-        let framed = Bytes::from(grpc_framed(&message));
+        let framed = grpc_framed(&message);
         // In one frame: the decoded batch is that frame's memory.
         let one = read_request::<ProduceRequest>(request(vec![framed.clone()]), "ProduceRequest")
             .await
