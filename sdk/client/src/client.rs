@@ -12,6 +12,7 @@ use weir_proto::v1::{self, broker_client::BrokerClient};
 
 use crate::address::BrokerAddress;
 use crate::bootstrap::BrokerChannel;
+use crate::fetch_frames;
 use crate::module::attach_request;
 use crate::routing::{self, LeaderCache, follow_leader};
 use crate::security::Credentials;
@@ -54,11 +55,11 @@ pub struct Client {
 struct Shared {
     /// The broker (or the current one of the brokers) the client was created for; it serves
     /// cluster-wide requests.
-    bootstrap: BrokerClient<Connection>,
+    bootstrap: Connection,
     /// A connection per broker address, the bootstrap broker's included when its address is
     /// known; created on first use, never closed while the client lives (a cluster has few
     /// nodes).
-    pool: Mutex<HashMap<BrokerAddress, BrokerClient<Connection>>>,
+    pool: Mutex<HashMap<BrokerAddress, Connection>>,
     /// The known leaders of partitions.
     leaders: Mutex<LeaderCache>,
     /// TLS to every broker, when the client was built with it.
@@ -195,10 +196,10 @@ async fn connect(
         .zip(&channels)
         .map(|(address, channel)| {
             let single = BrokerChannel::single(channel.clone());
-            (address, broker_client(single, &credentials))
+            (address, connection_over(single, &credentials))
         })
         .collect();
-    let bootstrap = broker_client(BrokerChannel::first_of(channels, start), &credentials);
+    let bootstrap = connection_over(BrokerChannel::first_of(channels, start), &credentials);
     Ok(Client::new(bootstrap, pool, tls, credentials))
 }
 
@@ -251,7 +252,7 @@ impl Client {
     pub fn from_channel(channel: Channel) -> Self {
         let credentials = Credentials::default();
         Self::new(
-            broker_client(BrokerChannel::single(channel), &credentials),
+            connection_over(BrokerChannel::single(channel), &credentials),
             HashMap::new(),
             None,
             credentials,
@@ -259,8 +260,8 @@ impl Client {
     }
 
     fn new(
-        bootstrap: BrokerClient<Connection>,
-        pool: HashMap<BrokerAddress, BrokerClient<Connection>>,
+        bootstrap: Connection,
+        pool: HashMap<BrokerAddress, Connection>,
         tls: Option<ClientTlsConfig>,
         credentials: Credentials,
     ) -> Self {
@@ -285,15 +286,27 @@ impl Client {
 
     /// The generated gRPC client of the `weir.v1` API over this client's connection to its
     /// bootstrap broker (its TLS settings and message size limits), for tools that call the
-    /// API directly, such as `weir bench consume` fetching stored batches. Requests through it
-    /// are not routed: a `NOT_LEADER` answer is the caller's to handle.
+    /// API directly. Requests through it are not routed: a `NOT_LEADER` answer is the caller's
+    /// to handle.
     pub fn raw_broker(&self) -> BrokerClient<Connection> {
         self.bootstrap()
     }
 
+    /// Sends `request` as it is to the bootstrap broker, not routed, and returns the answer as
+    /// protobuf decoded it, read from its frames as [`Client::fetch`] reads answers (record
+    /// batches within a frame not copied): for tools that ask for what `fetch` does not, such
+    /// as `weir bench consume` asking for one message per record. A `NOT_LEADER` answer is the
+    /// caller's to handle.
+    pub async fn fetch_raw(
+        &self,
+        request: &v1::FetchRequest,
+    ) -> Result<v1::FetchResponse, ClientError> {
+        Ok(fetch_frames::fetch(self.shared.bootstrap.clone(), request).await?)
+    }
+
     /// The connection to the bootstrap broker.
     fn bootstrap(&self) -> BrokerClient<Connection> {
-        self.shared.bootstrap.clone()
+        broker_client(self.shared.bootstrap.clone())
     }
 
     /// Where cluster administration requests (users, ACLs) go: the bootstrap broker, which
@@ -309,12 +322,9 @@ impl Client {
     }
 
     /// The connection to `target` (`None`: the bootstrap broker), opened lazily on first use.
-    fn connection(
-        &self,
-        target: Option<&BrokerAddress>,
-    ) -> Result<BrokerClient<Connection>, ClientError> {
+    fn connection(&self, target: Option<&BrokerAddress>) -> Result<Connection, ClientError> {
         let Some(address) = target else {
-            return Ok(self.bootstrap());
+            return Ok(self.shared.bootstrap.clone());
         };
         // Every change is one insert, so a poisoned pool is still consistent.
         let mut pool = self
@@ -322,15 +332,15 @@ impl Client {
             .pool
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(client) = pool.get(address) {
-            return Ok(client.clone());
+        if let Some(connection) = pool.get(address) {
+            return Ok(connection.clone());
         }
-        let client = broker_client(
+        let connection = connection_over(
             BrokerChannel::single(address.endpoint(self.shared.tls.as_ref())?.connect_lazy()),
             &self.shared.credentials,
         );
-        pool.insert(address.clone(), client.clone());
-        Ok(client)
+        pool.insert(address.clone(), connection.clone());
+        Ok(connection)
     }
 
     /// Sends a request about `topic`/`partition` to its leader: `call` makes the request over
@@ -345,14 +355,28 @@ impl Client {
         F: FnMut(BrokerClient<Connection>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
+        self.to_leader_over(topic, partition, |connection| {
+            let response = call(broker_client(connection));
+            async move { response.await.map(tonic::Response::into_inner) }
+        })
+        .await
+    }
+
+    /// Sends a request about `topic`/`partition` to its leader as [`Client::to_leader`] does,
+    /// `call` making it over the bare connection (for RPCs answered beside tonic's codec).
+    async fn to_leader_over<T, F, Fut>(
+        &self,
+        topic: &str,
+        partition: u32,
+        mut call: F,
+    ) -> Result<T, ClientError>
+    where
+        F: FnMut(Connection) -> Fut,
+        Fut: Future<Output = Result<T, tonic::Status>>,
+    {
         follow_leader(&self.shared.leaders, topic, partition, |target| {
             let response = self.connection(target.as_ref()).map(&mut call);
-            async move {
-                response?
-                    .await
-                    .map(tonic::Response::into_inner)
-                    .map_err(ClientError::from)
-            }
+            async move { response?.await.map_err(ClientError::from) }
         })
         .await
     }
@@ -541,9 +565,8 @@ impl Client {
         let (requested, max_records) = (spec.offset, spec.max_records);
         let request = v1::FetchRequest::try_from(spec)?;
         let response = self
-            .to_leader(&request.topic, request.partition, |mut broker| {
-                let request = request.clone();
-                async move { broker.fetch(request).await }
+            .to_leader_over(&request.topic, request.partition, |connection| {
+                fetch_frames::fetch(connection, &request)
             })
             .await?;
         Fetched::from_wire(response, requested, max_records)
@@ -876,8 +899,14 @@ fn topic_of(
         .ok_or(ClientError::UnexpectedResponse(missing))
 }
 
-fn broker_client(channel: BrokerChannel, credentials: &Credentials) -> BrokerClient<Connection> {
-    BrokerClient::new(InterceptedService::new(channel, credentials.clone()))
+/// A connection over `channel` that sends `credentials` with every request.
+fn connection_over(channel: BrokerChannel, credentials: &Credentials) -> Connection {
+    InterceptedService::new(channel, credentials.clone())
+}
+
+/// The generated gRPC client over `connection`, with the message size limits raised.
+fn broker_client(connection: Connection) -> BrokerClient<Connection> {
+    BrokerClient::new(connection)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }

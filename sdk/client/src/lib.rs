@@ -163,6 +163,7 @@ mod client;
 mod consume;
 mod consumer;
 mod error;
+mod fetch_frames;
 mod group;
 mod module;
 mod produce;

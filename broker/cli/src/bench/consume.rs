@@ -89,8 +89,7 @@ pub async fn run(
     let broker = client
         .connect_to(address)
         .await
-        .with_context(|| format!("cannot connect to {address}"))?
-        .raw_broker();
+        .with_context(|| format!("cannot connect to {address}"))?;
     let mut comparison = Comparison::new(
         "consume",
         args.format.iter().map(ToString::to_string).collect(),

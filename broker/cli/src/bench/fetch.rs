@@ -1,6 +1,7 @@
-//! One `Fetch` of `weir bench consume`, in either answer format the broker offers, over a raw
-//! gRPC connection: weir-client's `Client::fetch` always asks for record batches, and the
-//! per-record format is only reachable with a `FetchRequest` of one's own.
+//! One `Fetch` of `weir bench consume`, in either answer format the broker offers, sent as it is
+//! (`Client::fetch_raw`, answers read as `Client::fetch` reads them): weir-client's
+//! `Client::fetch` always asks for record batches, and the per-record format is only reachable
+//! with a `FetchRequest` of one's own.
 //!
 //! - `records` (`FetchRequest.record_batches = false`): the broker decodes its stored batches
 //!   and answers one protobuf message per record; the client decodes nothing beyond what prost
@@ -15,10 +16,9 @@ use std::fmt;
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::ValueEnum;
-use weir_client::ClientError;
-use weir_client::Connection;
+use weir_client::Client;
 use weir_client::codec::EncodedBatch;
-use weir_proto::v1::{self, broker_client::BrokerClient};
+use weir_proto::v1;
 
 /// The answer format a fetch asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -55,9 +55,9 @@ impl Format {
     }
 }
 
-/// A raw connection to one broker, which must hold a replica of the partitions read (any
-/// replica serves fetches). Not routed: a `NOT_LEADER` answer is an error.
-pub type RawBroker = BrokerClient<Connection>;
+/// A client of one broker, which must hold a replica of the partitions read (any replica serves
+/// fetches). Not routed: a `NOT_LEADER` answer is an error.
+pub type RawBroker = Client;
 
 /// What one fetch brought below the end offset asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -88,12 +88,7 @@ pub async fn request(
         record_batches: format == Format::Batches,
         ..v1::FetchRequest::default()
     };
-    Ok(broker
-        .clone()
-        .fetch(request)
-        .await
-        .map_err(ClientError::from)?
-        .into_inner())
+    Ok(broker.fetch_raw(&request).await?)
 }
 
 /// Where the fetch after `response` (asked for at `offset`) starts, by the broker's word alone,
