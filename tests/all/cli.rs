@@ -669,7 +669,7 @@ async fn topic_trim_deletes_the_records_below_an_offset() -> anyhow::Result<()> 
 /// `weir bench consume` reads back exactly what `weir bench produce` wrote, in both formats,
 /// with one fetch running ahead per partition and answers much smaller than a partition, so that
 /// each partition takes a dozen fetches, each sent at the offset the one before said to continue
-/// from before that answer was counted.
+/// from before that answer was counted; and with weir-client's `Consumer`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_consume_reads_every_record_once_with_a_fetch_running_ahead() -> anyhow::Result<()> {
     let broker = InProcessBroker::start().await?;
@@ -700,7 +700,7 @@ async fn bench_consume_reads_every_record_once_with_a_fetch_running_ahead() -> a
         "--max-bytes",
         "16384",
         "--format",
-        "records,batches",
+        "records,batches,consumer",
     ];
     let output = weir(&broker, &consume, "")?;
     let printed = stdout(&output);
@@ -709,7 +709,11 @@ async fn bench_consume_reads_every_record_once_with_a_fetch_running_ahead() -> a
         .lines()
         .filter(|l| l.starts_with("consume from"))
         .collect();
-    assert_eq!(reads.len(), 2, "one read per format in:\n{printed}");
+    assert_eq!(reads.len(), 3, "one read per reader in:\n{printed}");
+    assert!(
+        printed.contains("as consumer: weir-client's Consumer"),
+        "{printed}"
+    );
     for read in reads {
         // Every record once: 3 000 of them, 200 B values (600 000 B of payload).
         assert!(

@@ -4,23 +4,68 @@
 //! fetch running ahead (sent before the answer in hand is decoded, as a consumer fetching while
 //! its application works would).
 //!
-//! The answer format is a variant ([`Format`], see [`fetch`](super::fetch)): per-record
-//! messages or the stored record batches. Given several formats and `--rounds`, they run in
-//! turn over the same data after an unmeasured warm-up read, and a comparison of their
-//! throughputs follows.
+//! The reader is a variant ([`Reader`]): tasks asking for per-record messages or for the stored
+//! record batches (see [`fetch`](super::fetch)), or weir-client's `Consumer` (see
+//! [`consumer`](super::consumer)). Given several and `--rounds`, they run in turn over the same
+//! data after an unmeasured warm-up read, and a comparison of their throughputs follows.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use futures::future::try_join_all;
 use weir_client::{Client, PartitionInfo};
 
 use super::compare::{Comparison, round_order};
+use super::consumer;
 use super::fetch::{self, Format, RawBroker};
 use super::stats::Throughput;
+
+/// Who reads the topic in one run of `weir bench consume`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Reader {
+    /// A task per partition, fetches answered with one protobuf message per record.
+    Records,
+    /// A task per partition, fetches answered with the stored record batches.
+    Batches,
+    /// weir-client's `Consumer`, every partition assigned.
+    Consumer,
+}
+
+impl fmt::Display for Reader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Records => "records",
+            Self::Batches => "batches",
+            Self::Consumer => "consumer",
+        })
+    }
+}
+
+impl Reader {
+    /// The answer format of a task-per-partition reader; `None` for the `Consumer`.
+    fn fetch_format(self) -> Option<Format> {
+        match self {
+            Self::Records => Some(Format::Records),
+            Self::Batches => Some(Format::Batches),
+            Self::Consumer => None,
+        }
+    }
+
+    /// What a run with this reader includes, for the report.
+    fn describe(self) -> &'static str {
+        match self.fetch_format() {
+            Some(format) => format.describe(),
+            None => {
+                "weir-client's Consumer, every partition assigned, polled in a loop; it asks for \
+                 the stored batches and decodes them as the batches reader does, and hands each \
+                 record to the caller"
+            }
+        }
+    }
+}
 
 /// Bytes asked for per fetch by default: the broker's default bound.
 const DEFAULT_MAX_BYTES: u32 = 4 * 1024 * 1024;
@@ -36,10 +81,12 @@ pub struct ConsumeBenchArgs {
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_BYTES)]
     max_bytes: u32,
 
-    /// What fetches ask for: `batches` (the stored record batches, decoded here) or `records`
-    /// (one message per record). A comma-separated list compares them.
+    /// Who reads: `batches` (a task per partition asking for the stored record batches,
+    /// decoded here), `records` (the same, asking for one message per record) or `consumer`
+    /// (weir-client's `Consumer`, whose fetches ask for the broker's default size whatever
+    /// `--max-bytes` says). A comma-separated list compares them.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "batches")]
-    format: Vec<Format>,
+    format: Vec<Reader>,
 
     /// Reads of each format, in alternating order (A B, B A, A B, ...); with more than one read
     /// in all, an unmeasured warm-up read in the first format comes first.
@@ -49,7 +96,7 @@ pub struct ConsumeBenchArgs {
 
 impl ConsumeBenchArgs {
     /// The reads `weir bench produce --consume` asks for: `topic` in `formats`, `rounds` times.
-    pub fn after_produce(topic: String, formats: Vec<Format>, rounds: u32) -> Self {
+    pub fn after_produce(topic: String, formats: Vec<Reader>, rounds: u32) -> Self {
         Self {
             topic,
             max_bytes: DEFAULT_MAX_BYTES,
@@ -106,13 +153,13 @@ pub async fn run(
     }
     for round in 0..args.rounds {
         for variant in round_order(args.format.len(), round) {
-            let format = args.format[variant];
-            let throughput = read_topic(&broker, &args, format, &topic.partitions, total).await?;
+            let reader = args.format[variant];
+            let throughput = read_topic(&broker, &args, reader, &topic.partitions, total).await?;
             comparison.record(round, variant, throughput);
             let report = ConsumeReport {
                 topic: &args.topic,
                 partitions: topic.partitions.len(),
-                format,
+                reader,
                 throughput,
                 probe_mb_per_sec,
             };
@@ -125,8 +172,22 @@ pub async fn run(
     Ok(())
 }
 
-/// Reads `partitions` (of `total` records) in `format`, concurrently, and measures.
+/// Reads `partitions` (of `total`) records with `reader` and measures.
 async fn read_topic(
+    broker: &RawBroker,
+    args: &ConsumeBenchArgs,
+    reader: Reader,
+    partitions: &[PartitionInfo],
+    total: u64,
+) -> anyhow::Result<Throughput> {
+    match reader.fetch_format() {
+        Some(format) => read_by_partition(broker, args, format, partitions, total).await,
+        None => consumer::read_topic(broker, &args.topic, partitions, total).await,
+    }
+}
+
+/// Reads `partitions` (of `total` records) in `format`, concurrently, and measures.
+async fn read_by_partition(
     broker: &RawBroker,
     args: &ConsumeBenchArgs,
     format: Format,
@@ -228,7 +289,7 @@ async fn read_partition(
 struct ConsumeReport<'a> {
     topic: &'a str,
     partitions: usize,
-    format: Format,
+    reader: Reader,
     throughput: Throughput,
     probe_mb_per_sec: Option<f64>,
 }
@@ -248,7 +309,7 @@ impl fmt::Display for ConsumeReport<'_> {
             )?,
             _ => writeln!(f)?,
         }
-        writeln!(f, "  as {}: {}", self.format, self.format.describe())
+        writeln!(f, "  as {}: {}", self.reader, self.reader.describe())
     }
 }
 
@@ -273,11 +334,14 @@ mod tests {
             (args.topic.as_str(), args.max_bytes),
             ("weir-bench", 4 << 20)
         );
-        assert_eq!((args.format, args.rounds), (vec![Format::Batches], 1));
-        let both = Cli::try_parse_from(["consume", "--format", "records,batches"])
+        assert_eq!((args.format, args.rounds), (vec![Reader::Batches], 1));
+        let all = Cli::try_parse_from(["consume", "--format", "records,batches,consumer"])
             .expect("valid")
             .args;
-        assert_eq!(both.format, [Format::Records, Format::Batches]);
+        assert_eq!(
+            all.format,
+            [Reader::Records, Reader::Batches, Reader::Consumer]
+        );
         assert!(Cli::try_parse_from(["consume", "--format", "json"]).is_err());
     }
 
@@ -286,7 +350,7 @@ mod tests {
         let report = ConsumeReport {
             topic: "weir-bench",
             partitions: 1,
-            format: Format::Records,
+            reader: Reader::Records,
             throughput: Throughput {
                 records: 1000,
                 bytes: 800_000_000,

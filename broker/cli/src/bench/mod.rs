@@ -12,6 +12,7 @@
 mod cluster;
 mod compare;
 mod consume;
+mod consumer;
 mod cpu;
 mod failover;
 mod fetch;

@@ -23,8 +23,7 @@ use clap::Args;
 use weir_client::{Acks, Client, DEFAULT_BATCH_MAX_BYTES};
 
 use super::compare::{Comparison, round_order};
-use super::consume::ConsumeBenchArgs;
-use super::fetch::Format;
+use super::consume::{ConsumeBenchArgs, Reader};
 use super::probe::{self, SequentialWrite};
 use super::producer::Idempotence;
 use super::requests::Encoding;
@@ -130,7 +129,7 @@ pub struct ProduceBenchArgs {
         num_args = 0..=1,
         default_missing_value = "batches"
     )]
-    consume: Option<Vec<Format>>,
+    consume: Option<Vec<Reader>>,
 }
 
 impl ProduceBenchArgs {
@@ -560,7 +559,7 @@ mod tests {
             plain.consume_after("t".into()),
             Some(ConsumeBenchArgs::after_produce(
                 "t".into(),
-                vec![Format::Batches],
+                vec![Reader::Batches],
                 1
             ))
         );
@@ -569,7 +568,7 @@ mod tests {
             both.consume_after("t-4".into()),
             Some(ConsumeBenchArgs::after_produce(
                 "t-4".into(),
-                vec![Format::Records, Format::Batches],
+                vec![Reader::Records, Reader::Batches],
                 2
             ))
         );
