@@ -252,20 +252,42 @@ impl EncodedBatch {
     /// record twice.
     pub fn verify_and_decode(bytes: Bytes) -> Result<(Self, Vec<(Offset, Record)>), BatchError> {
         let mut records = Vec::new();
-        let header = check_each(&bytes, Gate::Stored, |header, record| {
-            if records.capacity() == 0 {
+        let batch = Self::verify_and_decode_into(bytes, &mut records, |offset, record| {
+            Some((offset, record))
+        })?;
+        Ok((batch, records))
+    }
+
+    /// Verifies and decodes as [`verify_and_decode`](Self::verify_and_decode) does, appending
+    /// what `make` makes of each record (`None`: nothing) to `out`, so that the records of
+    /// several batches land in one vector, each written once. If the batch fails, `out` is
+    /// truncated back to its length at the call: nothing of a damaged batch is kept.
+    pub fn verify_and_decode_into<T>(
+        bytes: Bytes,
+        out: &mut Vec<T>,
+        mut make: impl FnMut(Offset, Record) -> Option<T>,
+    ) -> Result<Self, BatchError> {
+        let kept = out.len();
+        let mut reserved = false;
+        let checked = check_each(&bytes, Gate::Stored, |header, record| {
+            if !reserved {
                 // The count is the header's claim, checked only once every record is decoded:
                 // reserve no more than the bytes can hold.
                 let fits = (bytes.len() - BATCH_HEADER_LEN) / MIN_RECORD_LEN;
-                records.reserve_exact((header.record_count as usize).min(fits));
+                out.reserve((header.record_count as usize).min(fits));
+                reserved = true;
             }
             let offset = header.base_offset.plus(record.offset_delta as u64);
-            records.push((
-                offset,
-                record.to_record(&bytes, |delta| header.record_timestamp_ms(delta)),
-            ));
-        })?;
-        Ok((Self { bytes, header }, records))
+            let record = record.to_record(&bytes, |delta| header.record_timestamp_ms(delta));
+            out.extend(make(offset, record));
+        });
+        match checked {
+            Ok(header) => Ok(Self { bytes, header }),
+            Err(e) => {
+                out.truncate(kept);
+                Err(e)
+            }
+        }
     }
 
     /// The verified header.

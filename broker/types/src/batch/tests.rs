@@ -109,6 +109,40 @@ fn verifying_and_decoding_in_one_pass_gives_the_same_records() {
     assert!(EncodedBatch::verify_and_decode(Bytes::from(damaged)).is_err());
 }
 
+/// Decoding into a caller's vector appends what the caller makes of each record after what it
+/// held, and a damaged batch leaves the vector as it was, even when records before the damage
+/// had been decoded.
+#[test]
+fn decoding_into_a_vector_appends_and_a_damaged_batch_leaves_it_as_it_was() {
+    let batch = EncodedBatch::encode(&three(), BatchLimits::default())
+        .unwrap()
+        .stamped(Offset(9), 2);
+    let mut out = vec![1];
+    let verified =
+        EncodedBatch::verify_and_decode_into(batch.bytes().clone(), &mut out, |offset, record| {
+            (offset.0 >= 10).then_some(offset.0 * 100 + record.value.len() as u64)
+        })
+        .unwrap();
+    assert_eq!(verified.header(), batch.header());
+    let values: Vec<u64> = three().iter().map(|r| r.value.len() as u64).collect();
+    assert_eq!(out, [1, 1000 + values[1], 1100 + values[2]]);
+
+    // A header claiming a fourth record, with a CRC made to match: the three records decode
+    // before the count shows the batch is damaged.
+    let mut lying = batch.bytes().to_vec();
+    lying[57..61].copy_from_slice(&4i32.to_be_bytes());
+    let crc = crc32c::crc32c(&lying[CRC_COVERS_FROM..]);
+    lying[17..21].copy_from_slice(&crc.to_be_bytes());
+    let mut made = 0;
+    let err = EncodedBatch::verify_and_decode_into(Bytes::from(lying), &mut out, |offset, _| {
+        made += 1;
+        Some(offset.0)
+    });
+    assert!(err.is_err());
+    assert_eq!(made, 3);
+    assert_eq!(out, [1, 1000 + values[1], 1100 + values[2]]);
+}
+
 /// A header that claims two billion records, with a CRC made to match (anyone can compute
 /// one), must be refused without allocating for them: decoding reserved room for the claimed
 /// count up front, 200 GB here, and aborted the process (found by `cargo fuzz`, target
