@@ -52,27 +52,27 @@ impl ConsumedRecord {
     }
 }
 
-/// The records of the record batches a broker answered with, from offset `from` on (the first
-/// batch may start before it). Every batch is verified first (CRC, lengths, record count), so
-/// nothing damaged on the way is taken for data.
-pub(crate) fn records_of_batches(
+/// Appends to `records` the records of the record batches a broker answered with, from offset
+/// `from` on (the first batch may start before it), each decoded straight into place. Every
+/// batch is verified first (CRC, lengths, record count), so nothing damaged on the way is taken
+/// for data: on an error `records` holds what it held before.
+pub(crate) fn append_records_of_batches(
+    records: &mut Vec<ConsumedRecord>,
     batches: Vec<Bytes>,
     from: u64,
-) -> Result<Vec<ConsumedRecord>, ClientError> {
-    let mut records = Vec::new();
+) -> Result<(), ClientError> {
+    let held = records.len();
     for bytes in batches {
         // One pass: every record is checked and decoded together.
-        let (_, decoded) =
-            EncodedBatch::verify_and_decode(bytes).map_err(ClientError::CorruptBatch)?;
-        records.reserve(decoded.len());
-        records.extend(
-            decoded
-                .into_iter()
-                .filter(|(offset, _)| offset.0 >= from)
-                .map(|(offset, record)| ConsumedRecord::from_batch_record(offset.0, record)),
-        );
+        let decoded = EncodedBatch::verify_and_decode_into(bytes, records, |offset, record| {
+            (offset.0 >= from).then(|| ConsumedRecord::from_batch_record(offset.0, record))
+        });
+        if let Err(e) = decoded {
+            records.truncate(held);
+            return Err(ClientError::CorruptBatch(e));
+        }
     }
-    Ok(records)
+    Ok(())
 }
 
 impl From<v1::ConsumedRecord> for ConsumedRecord {
@@ -215,7 +215,7 @@ impl Fetched {
             .into_iter()
             .map(ConsumedRecord::from)
             .collect();
-        records.extend(records_of_batches(response.record_batches, requested)?);
+        append_records_of_batches(&mut records, response.record_batches, requested)?;
         let mut next_offset = response.next_offset;
         // The broker serves whole batches; the records past the bound are read again next time.
         if max_records > 0 && records.len() > max_records as usize {
@@ -347,7 +347,7 @@ impl SubscribedBatch {
             .into_iter()
             .map(ConsumedRecord::from)
             .collect();
-        records.extend(records_of_batches(response.record_batches, from)?);
+        append_records_of_batches(&mut records, response.record_batches, from)?;
         // A broker older than the field sends 0; it never filtered anything.
         let after_last = records.last().map_or(0, |r| r.offset + 1);
         Ok(Self {
@@ -586,7 +586,7 @@ mod tests {
         *damaged.last_mut().unwrap() ^= 1;
         let err = Fetched::from_wire(
             v1::FetchResponse {
-                record_batches: vec![Bytes::from(damaged)],
+                record_batches: vec![Bytes::from(damaged.clone())],
                 ..Default::default()
             },
             8,
@@ -594,6 +594,17 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, ClientError::CorruptBatch(_)), "{err}");
+        // A good batch before a damaged one: nothing of the answer is appended.
+        let mut records = Fetched::from_wire(response(), 9, 1).unwrap().records;
+        let err = append_records_of_batches(
+            &mut records,
+            vec![stored_batch(20, &["e"]), Bytes::from(damaged)],
+            0,
+        )
+        .unwrap_err();
+        assert!(matches!(err, ClientError::CorruptBatch(_)), "{err}");
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].offset, 9);
     }
 
     #[test]
@@ -639,7 +650,8 @@ mod tests {
             weir_types::BatchLimits::default(),
         )
         .unwrap();
-        let records = records_of_batches(vec![batch.into_bytes()], 0).unwrap();
+        let mut records = Vec::new();
+        append_records_of_batches(&mut records, vec![batch.into_bytes()], 0).unwrap();
         let kinds: Vec<(u64, bool, usize)> = records
             .iter()
             .map(|r| (r.offset, r.tombstone, r.value.len()))

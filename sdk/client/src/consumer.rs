@@ -130,7 +130,35 @@ struct Membership {
     closed: bool,
 }
 
-type FetchResult = (TopicPartition, u64, u64, Result<Fetched, ClientError>);
+type FetchResult = (TopicPartition, u64, u64, Result<Answer, ClientError>);
+
+/// A fetch's answer as [`Consumer::poll`] takes it: its records already made
+/// [`ConsumerRecord`]s on the fetch's task, so that `poll` moves each partition's records as one
+/// block rather than one by one.
+struct Answer {
+    records: Vec<ConsumerRecord>,
+    next_offset: u64,
+    rejected: Vec<RejectedOffset>,
+}
+
+impl Answer {
+    fn new(tp: &TopicPartition, fetched: Fetched) -> Self {
+        let topic: Arc<str> = tp.topic.as_str().into();
+        Self {
+            records: fetched
+                .records
+                .into_iter()
+                .map(|record| ConsumerRecord {
+                    topic: topic.clone(),
+                    partition: tp.partition,
+                    record,
+                })
+                .collect(),
+            next_offset: fetched.next_offset,
+            rejected: fetched.rejected,
+        }
+    }
+}
 
 /// A fetch running on a task of its own, so that the response of each partition is decoded on
 /// whichever worker thread is free rather than on the task calling [`Consumer::poll`], which
@@ -146,8 +174,8 @@ impl FetchTask {
         fetch: impl Future<Output = Result<Fetched, ClientError>> + Send + 'static,
     ) -> Self {
         Self(tokio::spawn(async move {
-            let result = fetch.await;
-            (tp, from, epoch, result)
+            let answer = fetch.await.map(|fetched| Answer::new(&tp, fetched));
+            (tp, from, epoch, answer)
         }))
     }
 }
@@ -525,20 +553,19 @@ impl Consumer {
         }
         position.retry_at = None;
         match fetched {
-            Ok(fetched) => {
-                position.next = fetched.next_offset;
-                for rejected in fetched.rejected {
+            Ok(mut answer) => {
+                position.next = answer.next_offset;
+                for rejected in answer.rejected {
                     if self.rejected.len() == MAX_REJECTED_KEPT {
                         self.rejected.pop_front();
                     }
                     self.rejected.push_back((tp.clone(), rejected));
                 }
-                let topic: Arc<str> = tp.topic.as_str().into();
-                out.extend(fetched.records.into_iter().map(|record| ConsumerRecord {
-                    topic: topic.clone(),
-                    partition: tp.partition,
-                    record,
-                }));
+                if out.is_empty() {
+                    *out = answer.records;
+                } else {
+                    out.append(&mut answer.records);
+                }
                 Ok(())
             }
             Err(e) if e.reason() == Some("OFFSET_OUT_OF_RANGE") => {
