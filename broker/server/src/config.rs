@@ -158,7 +158,11 @@ impl Default for DiskSettings {
     }
 }
 
-/// How the partition log database commits (docs/operations.md, "Crash recovery").
+/// The most `storage.cache_mib` may be: 1 TiB.
+pub const MAX_CACHE_MIB: u64 = 1024 * 1024;
+
+/// How the partition log database commits and caches (docs/operations.md, "Crash recovery"
+/// and "Read cache").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageSettings {
@@ -167,11 +171,25 @@ pub struct StorageSettings {
     /// the file and is written whole at each commit, so on a large log it costs throughput and
     /// latency; off, a restart after a crash reads every page of the file first. On by default.
     pub quick_repair: bool,
+    /// MiB of the partition log's pages kept in memory (redb's page cache, pages written and
+    /// read alike): a fetch of a page held there is served from that memory, with no read of
+    /// the file and no copy. 256 by default.
+    pub cache_mib: u64,
+}
+
+impl StorageSettings {
+    /// The partition log's page cache, in bytes.
+    pub fn cache_bytes(&self) -> usize {
+        usize::try_from(self.cache_mib.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX)
+    }
 }
 
 impl Default for StorageSettings {
     fn default() -> Self {
-        Self { quick_repair: true }
+        Self {
+            quick_repair: true,
+            cache_mib: 256,
+        }
     }
 }
 
@@ -522,6 +540,12 @@ impl BrokerConfig {
             return invalid(format!(
                 "disk.check_interval_ms ({}) must be between 10 and 60000 (a minute)",
                 self.disk.check_interval_ms
+            ));
+        }
+        if !(1..=MAX_CACHE_MIB).contains(&self.storage.cache_mib) {
+            return invalid(format!(
+                "storage.cache_mib ({}) must be between 1 and {MAX_CACHE_MIB} (1 TiB)",
+                self.storage.cache_mib
             ));
         }
         if l.produce_timeout_ms == 0 {
@@ -954,6 +978,24 @@ mod tests {
         c.disk.check_interval_ms = 0;
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("disk.check_interval_ms"), "{err}");
+        let mut c = BrokerConfig::default();
+        c.storage.cache_mib = 0;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("storage.cache_mib (0)"), "{err}");
+        c.storage.cache_mib = MAX_CACHE_MIB + 1;
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn the_page_cache_size_is_read_from_the_file() {
+        assert_eq!(BrokerConfig::default().storage.cache_bytes(), 256 << 20);
+        let c: BrokerConfig = toml::from_str("[storage]\ncache_mib = 2048\n").unwrap();
+        assert_eq!(c.storage.cache_bytes(), 2048 << 20);
+        assert!(
+            c.storage.quick_repair,
+            "the other storage settings keep their defaults"
+        );
+        assert!(c.validate().is_ok());
     }
 
     #[test]

@@ -121,6 +121,7 @@ impl Node {
             LogDbOptions {
                 on_failure: storage_failure.hook("partition log"),
                 quick_repair: config.storage.quick_repair,
+                cache_bytes: config.storage.cache_bytes(),
                 ..LogDbOptions::default()
             },
         )?;
