@@ -193,13 +193,11 @@ async fn poll_fetches_ahead_while_the_application_works() -> anyhow::Result<()> 
 /// A partition's next fetch is sent as soon as an answer arrives, before `poll` takes it, so
 /// the broker serves an answer beyond the one the next `poll` returns (and, while `poll`
 /// takes nothing, no more). Every record still comes once, in order, and a seek discards
-/// what was fetched ahead.
+/// what was fetched ahead. `fetch_max_bytes` bounds each answer.
 #[tokio::test]
 async fn each_partition_fetches_an_answer_beyond_the_one_the_next_poll_returns()
 -> anyhow::Result<()> {
-    // Every answer holds one stored batch, and every batch one record.
-    let broker =
-        InProcessBroker::start_adjusted(|config| config.limits.max_fetch_bytes = 1).await?;
+    let broker = InProcessBroker::start().await?;
     let metrics = broker
         .metrics_addr()
         .context("the test broker serves metrics")?;
@@ -212,6 +210,8 @@ async fn each_partition_fetches_an_answer_beyond_the_one_the_next_poll_returns()
     let config = ConsumerConfig {
         offset_reset: OffsetReset::Earliest,
         fetch_max_wait: SETTLE,
+        // Every answer holds one stored batch, and every batch here one record.
+        fetch_max_bytes: 1,
         ..ConsumerConfig::default()
     };
     let mut consumer = Consumer::new(client.clone(), config);

@@ -58,6 +58,11 @@ pub struct ConsumerConfig {
     pub offset_reset: OffsetReset,
     /// How long one fetch waits at the end of a partition; 500 ms by default.
     pub fetch_max_wait: Duration,
+    /// Bytes of record batches one fetch of one partition asks for (Kafka's
+    /// `max.partition.fetch.bytes`); a batch larger than this still comes, alone. 0, the default,
+    /// asks for the broker's `limits.max_fetch_bytes` (4 MiB unless configured). A consumer holds
+    /// up to two answers per partition that `poll` has not returned: this bounds its memory.
+    pub fetch_max_bytes: u32,
     /// A module chain run over every fetch (empty: the topics' consume chains).
     pub modules: Vec<ModuleRef>,
 }
@@ -73,6 +78,7 @@ impl Default for ConsumerConfig {
             assignor: "range".into(),
             offset_reset: OffsetReset::Latest,
             fetch_max_wait: Duration::from_millis(500),
+            fetch_max_bytes: 0,
             modules: Vec::new(),
         }
     }
@@ -217,6 +223,7 @@ struct FetchPlan {
     client: Client,
     tp: TopicPartition,
     max_wait_ms: u32,
+    max_bytes: u32,
     modules: Vec<ModuleRef>,
 }
 
@@ -226,13 +233,15 @@ impl FetchPlan {
             client: client.clone(),
             tp: tp.clone(),
             max_wait_ms: u32::try_from(config.fetch_max_wait.as_millis()).unwrap_or(u32::MAX),
+            max_bytes: config.fetch_max_bytes,
             modules: config.modules.clone(),
         }
     }
 
     fn spec(&self, from: u64) -> FetchSpec {
         let mut spec = FetchSpec::new(self.tp.topic.clone(), self.tp.partition, from)
-            .with_max_wait_ms(self.max_wait_ms);
+            .with_max_wait_ms(self.max_wait_ms)
+            .with_max_bytes(self.max_bytes);
         spec.modules = self.modules.clone();
         spec
     }

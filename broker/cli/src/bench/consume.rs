@@ -83,8 +83,7 @@ pub struct ConsumeBenchArgs {
 
     /// Who reads: `batches` (a task per partition asking for the stored record batches,
     /// decoded here), `records` (the same, asking for one message per record) or `consumer`
-    /// (weir-client's `Consumer`, whose fetches ask for the broker's default size whatever
-    /// `--max-bytes` says). A comma-separated list compares them.
+    /// (weir-client's `Consumer`). A comma-separated list compares them.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "batches")]
     format: Vec<Reader>,
 
@@ -182,7 +181,10 @@ async fn read_topic(
 ) -> anyhow::Result<Throughput> {
     match reader.fetch_format() {
         Some(format) => read_by_partition(broker, args, format, partitions, total).await,
-        None => consumer::read_topic(broker, &args.topic, partitions, total).await,
+        None => {
+            let (topic, max_bytes) = (&args.topic, args.max_bytes);
+            consumer::read_topic(broker, topic, max_bytes, partitions, total).await
+        }
     }
 }
 

@@ -15,12 +15,13 @@ use weir_client::{Client, Consumer, ConsumerConfig, OffsetReset, PartitionInfo, 
 use super::stats::Throughput;
 
 /// Reads `partitions` of `topic` (`total` records in all) from their log start to their high
-/// watermark with one `Consumer` over `client`'s connection, checking that every record comes
-/// once and in order. The clock starts after the partitions are assigned (which asks the broker
+/// watermark with one `Consumer` over `client`'s connection, asking for `max_bytes` per fetch,
+/// checking that every record comes once and in order. The clock starts after the partitions are assigned (which asks the broker
 /// where each starts), at the first `poll`.
 pub async fn read_topic(
     client: &Client,
     topic: &str,
+    max_bytes: u32,
     partitions: &[PartitionInfo],
     total: u64,
 ) -> anyhow::Result<Throughput> {
@@ -28,6 +29,7 @@ pub async fn read_topic(
         client_id: "weir-bench".into(),
         auto_commit: false,
         offset_reset: OffsetReset::Earliest,
+        fetch_max_bytes: max_bytes,
         ..ConsumerConfig::default()
     };
     let mut consumer = Consumer::new(client.clone(), config);
