@@ -147,9 +147,9 @@ async fn committing_chosen_offsets_resumes_after_the_last_processed_record() {
     successor.close().await.unwrap();
 }
 
-/// Each partition's next fetch is sent before `poll` returns the records it took: the broker
-/// reads on while the application works on them, and records produced meanwhile are on their
-/// way before the next poll asks.
+/// As in Kafka's consumer, `poll` sends each partition's next fetch before it returns the
+/// records it took: the broker reads on while the application works on them, and records
+/// produced meanwhile are on their way before the next poll asks.
 #[tokio::test]
 async fn poll_fetches_ahead_while_the_application_works() -> anyhow::Result<()> {
     let broker = InProcessBroker::start().await?;
@@ -190,60 +190,30 @@ async fn poll_fetches_ahead_while_the_application_works() -> anyhow::Result<()> 
     Ok(())
 }
 
-/// A partition's next fetch is sent as soon as an answer arrives, before `poll` takes it, so
-/// the broker serves an answer beyond the one the next `poll` returns (and, while `poll`
-/// takes nothing, no more). Every record still comes once, in order, and a seek discards
-/// what was fetched ahead. `fetch_max_bytes` bounds each answer.
+/// `fetch_max_bytes` bounds each answer: asking for one byte, every fetch brings one stored
+/// batch (at least one always comes), so each `poll` of a single partition returns one.
 #[tokio::test]
-async fn each_partition_fetches_an_answer_beyond_the_one_the_next_poll_returns()
--> anyhow::Result<()> {
+async fn fetch_max_bytes_bounds_each_answer_to_at_least_one_batch() -> anyhow::Result<()> {
     let broker = InProcessBroker::start().await?;
-    let metrics = broker
-        .metrics_addr()
-        .context("the test broker serves metrics")?;
     let client = Client::connect(broker.url()).await?;
-    client.create_topic(TopicSpec::new("ahead", 1)).await?;
-    let total = 12;
+    client.create_topic(TopicSpec::new("small", 1)).await?;
+    // A batch per record.
+    let total = 4;
     for i in 0..total {
-        produce_values(&client, "ahead", 0, &[format!("a{i}")]).await;
+        produce_values(&client, "small", 0, &[format!("s{i}")]).await;
     }
     let config = ConsumerConfig {
         offset_reset: OffsetReset::Earliest,
-        fetch_max_wait: SETTLE,
-        // Every answer holds one stored batch, and every batch here one record.
         fetch_max_bytes: 1,
         ..ConsumerConfig::default()
     };
     let mut consumer = Consumer::new(client.clone(), config);
-    consumer.assign(&[TopicPartition::new("ahead", 0)]).await?;
-    let first = poll_n(&mut consumer, 1).await;
-    assert_eq!(offsets(&first), [0], "one answer per partition and poll");
-
-    // The answer the next poll returns is on its way or in; so is the one after it.
-    let fetched = r#"weir_fetched_records_total{topic="ahead"}"#;
-    eventually(
-        SETTLE,
-        "two answers fetched beyond the first poll",
-        || async {
-            let served = weir_tests::scraped_gauge(metrics, fetched).await.ok()?;
-            (served == 3).then_some(())
-        },
-    )
-    .await?;
-
-    let second = consumer.poll().await?;
-    assert_eq!(offsets(&second), [1]);
-
-    // A seek discards what was fetched ahead from the old position.
-    let tp = TopicPartition::new("ahead", 0);
-    consumer.seek(&tp, 7)?;
-    let rest = poll_n(&mut consumer, total as usize - 7).await;
-    assert_eq!(offsets(&rest), (7..total).collect::<Vec<_>>());
-    assert_eq!(
-        rest.last().map(|r| r.record.value.clone()),
-        Some("a11".into())
-    );
-    assert_eq!(consumer.position(&tp), Some(total));
+    consumer.assign(&[TopicPartition::new("small", 0)]).await?;
+    for offset in 0..total {
+        let polled = poll_n(&mut consumer, 1).await;
+        assert_eq!(offsets(&polled), [offset]);
+        assert_eq!(polled[0].record.value, format!("s{offset}").as_bytes());
+    }
     consumer.close().await?;
     Ok(())
 }

@@ -12,7 +12,6 @@ use weir_proto::v1::{self, broker_client::BrokerClient};
 
 use crate::address::BrokerAddress;
 use crate::bootstrap::BrokerChannel;
-use crate::consume::WireFetch;
 use crate::fetch_frames;
 use crate::module::attach_request;
 use crate::routing::{self, LeaderCache, follow_leader};
@@ -563,12 +562,6 @@ impl Client {
     /// Broker reasons: `UNKNOWN_TOPIC`, `UNKNOWN_PARTITION`, `OFFSET_OUT_OF_RANGE`, `NOT_LEADER`;
     /// with modules also `UNKNOWN_MODULE`, `INVALID_MODULE_PARAMS` and `MODULE_FAILED`.
     pub async fn fetch(&self, spec: FetchSpec) -> Result<Fetched, ClientError> {
-        self.fetch_undecoded(spec).await?.decode()
-    }
-
-    /// [`Client::fetch`] up to the answer as it arrived, for a caller that acts on where the
-    /// next fetch starts before it decodes this one's records.
-    pub(crate) async fn fetch_undecoded(&self, spec: FetchSpec) -> Result<WireFetch, ClientError> {
         let (requested, max_records) = (spec.offset, spec.max_records);
         let request = v1::FetchRequest::try_from(spec)?;
         let response = self
@@ -576,11 +569,7 @@ impl Client {
                 fetch_frames::fetch(connection, &request)
             })
             .await?;
-        Ok(WireFetch {
-            response,
-            requested,
-            max_records,
-        })
+        Fetched::from_wire(response, requested, max_records)
     }
 
     /// Subscribes to one partition: the stream yields each committed record from `start` on, as

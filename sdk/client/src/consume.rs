@@ -237,30 +237,6 @@ impl Fetched {
     }
 }
 
-/// A fetch's answer as it came off the wire, its batches not yet verified nor decoded: what
-/// the [`crate::Consumer`] holds while it sends the partition's next fetch.
-pub(crate) struct WireFetch {
-    pub(crate) response: v1::FetchResponse,
-    /// The offset asked for.
-    pub(crate) requested: u64,
-    /// The record bound asked for (0: none).
-    pub(crate) max_records: u32,
-}
-
-impl WireFetch {
-    /// Where the broker says the next fetch starts, before decoding. [`Fetched::next_offset`]
-    /// is the one to trust: it is the same for a broker that sends the field and a fetch
-    /// without a record bound, and later otherwise.
-    pub(crate) fn continues_at(&self) -> u64 {
-        self.response.next_offset.max(self.requested)
-    }
-
-    /// Verifies and decodes the answer.
-    pub(crate) fn decode(self) -> Result<Fetched, ClientError> {
-        Fetched::from_wire(self.response, self.requested, self.max_records)
-    }
-}
-
 /// Where a subscription starts reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartAt {

@@ -11,7 +11,6 @@ use futures::{FutureExt, Stream, StreamExt};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::consume::WireFetch;
 use crate::group::TopicPartition;
 use crate::{
     Client, ClientError, ConsumedRecord, FetchSpec, Fetched, ModuleRef, OffsetSpec, RejectedOffset,
@@ -61,7 +60,7 @@ pub struct ConsumerConfig {
     /// Bytes of record batches one fetch of one partition asks for (Kafka's
     /// `max.partition.fetch.bytes`); a batch larger than this still comes, alone. 0, the default,
     /// asks for the broker's `limits.max_fetch_bytes` (4 MiB unless configured). A consumer holds
-    /// up to two answers per partition that `poll` has not returned: this bounds its memory.
+    /// up to one answer per partition that `poll` has not returned: this bounds its memory.
     pub fetch_max_bytes: u32,
     /// A module chain run over every fetch (empty: the topics' consume chains).
     pub modules: Vec<ModuleRef>,
@@ -137,26 +136,7 @@ struct Membership {
     closed: bool,
 }
 
-/// A partition's fetch as [`Consumer::poll`] takes it: which position it was sent for, its
-/// answer, and the partition's next fetch, already sent.
-struct FetchResult {
-    tp: TopicPartition,
-    /// The offset asked for ([`REPOSITION`] for a reset's look-up).
-    from: u64,
-    /// The partition's epoch when the fetch was sent.
-    epoch: u64,
-    answer: Result<Answer, ClientError>,
-    /// Sent as soon as the answer arrived, before it was decoded, from where the broker said to
-    /// continue: while the application works on this answer, the broker reads the next. `poll`
-    /// continues with it when this answer is taken and the position is where it started.
-    ahead: Option<Ahead>,
-}
-
-/// A partition's next fetch, sent ahead of the answer in hand being taken.
-struct Ahead {
-    from: u64,
-    fetch: Spawned<Result<WireFetch, ClientError>>,
-}
+type FetchResult = (TopicPartition, u64, u64, Result<Answer, ClientError>);
 
 /// A fetch's answer as [`Consumer::poll`] takes it: its records already made
 /// [`ConsumerRecord`]s on the fetch's task, so that `poll` moves each partition's records as one
@@ -186,22 +166,28 @@ impl Answer {
     }
 }
 
-/// A task of its own, aborted when dropped (a consumer closed or dropped, or a fetch whose
-/// position moved, does not leave it running).
-///
-/// Fetches run on tasks so that each partition's answer is decoded on whichever worker thread
-/// is free rather than on the task calling [`Consumer::poll`], which would then decode every
-/// partition's records alone.
-struct Spawned<T>(tokio::task::JoinHandle<T>);
+/// A fetch running on a task of its own, so that the response of each partition is decoded on
+/// whichever worker thread is free rather than on the task calling [`Consumer::poll`], which
+/// would then decode every partition's records alone. Aborted when dropped (a consumer closed
+/// or dropped does not leave its fetches running).
+struct FetchTask(tokio::task::JoinHandle<FetchResult>);
 
-impl<T: Send + 'static> Spawned<T> {
-    fn new(task: impl Future<Output = T> + Send + 'static) -> Self {
-        Self(tokio::spawn(task))
+impl FetchTask {
+    fn spawn(
+        tp: TopicPartition,
+        from: u64,
+        epoch: u64,
+        fetch: impl Future<Output = Result<Fetched, ClientError>> + Send + 'static,
+    ) -> Self {
+        Self(tokio::spawn(async move {
+            let answer = fetch.await.map(|fetched| Answer::new(&tp, fetched));
+            (tp, from, epoch, answer)
+        }))
     }
 }
 
-impl<T> Future for Spawned<T> {
-    type Output = Result<T, tokio::task::JoinError>;
+impl Future for FetchTask {
+    type Output = Result<FetchResult, tokio::task::JoinError>;
 
     fn poll(
         mut self: Pin<&mut Self>,
@@ -211,95 +197,9 @@ impl<T> Future for Spawned<T> {
     }
 }
 
-impl<T> Drop for Spawned<T> {
+impl Drop for FetchTask {
     fn drop(&mut self) {
         self.0.abort();
-    }
-}
-
-/// What every fetch of a partition asks for besides its offset; each fetch task holds one, so
-/// that it can send the partition's next fetch itself.
-struct FetchPlan {
-    client: Client,
-    tp: TopicPartition,
-    max_wait_ms: u32,
-    max_bytes: u32,
-    modules: Vec<ModuleRef>,
-}
-
-impl FetchPlan {
-    fn new(client: &Client, config: &ConsumerConfig, tp: &TopicPartition) -> Self {
-        Self {
-            client: client.clone(),
-            tp: tp.clone(),
-            max_wait_ms: u32::try_from(config.fetch_max_wait.as_millis()).unwrap_or(u32::MAX),
-            max_bytes: config.fetch_max_bytes,
-            modules: config.modules.clone(),
-        }
-    }
-
-    fn spec(&self, from: u64) -> FetchSpec {
-        let mut spec = FetchSpec::new(self.tp.topic.clone(), self.tp.partition, from)
-            .with_max_wait_ms(self.max_wait_ms)
-            .with_max_bytes(self.max_bytes);
-        spec.modules = self.modules.clone();
-        spec
-    }
-
-    /// Sends a fetch from `from` on a task of its own, to be taken up by
-    /// [`FetchPlan::continue_with`].
-    fn send(&self, from: u64) -> Spawned<Result<WireFetch, ClientError>> {
-        let (client, spec) = (self.client.clone(), self.spec(from));
-        Spawned::new(async move { client.fetch_undecoded(spec).await })
-    }
-
-    /// A fetch from `from`, sent once `retry_at` (after a failed fetch) has passed.
-    fn fetch(self, from: u64, epoch: u64, retry_at: Option<Instant>) -> Spawned<FetchResult> {
-        Spawned::new(async move {
-            if let Some(at) = retry_at {
-                tokio::time::sleep_until(at).await;
-            }
-            let arrived = self.client.fetch_undecoded(self.spec(from)).await;
-            self.take_answer(from, epoch, arrived)
-        })
-    }
-
-    /// Continues with the fetch sent `ahead`.
-    fn continue_with(self, ahead: Ahead, epoch: u64) -> Spawned<FetchResult> {
-        Spawned::new(async move {
-            let arrived = ahead.fetch.await.unwrap_or_else(|e| {
-                Err(ClientError::InvalidArgument(format!(
-                    "a fetch task failed: {e}"
-                )))
-            });
-            self.take_answer(ahead.from, epoch, arrived)
-        })
-    }
-
-    /// Sends the partition's next fetch if this one got an answer, then decodes the answer.
-    fn take_answer(
-        self,
-        from: u64,
-        epoch: u64,
-        arrived: Result<WireFetch, ClientError>,
-    ) -> FetchResult {
-        let ahead = arrived.as_ref().ok().map(|wire| {
-            let from = wire.continues_at();
-            Ahead {
-                from,
-                fetch: self.send(from),
-            }
-        });
-        let answer = arrived
-            .and_then(WireFetch::decode)
-            .map(|fetched| Answer::new(&self.tp, fetched));
-        FetchResult {
-            tp: self.tp,
-            from,
-            epoch,
-            answer,
-            ahead,
-        }
     }
 }
 
@@ -337,10 +237,7 @@ pub struct Consumer {
     client: Client,
     config: ConsumerConfig,
     positions: BTreeMap<TopicPartition, Position>,
-    fetches: FuturesUnordered<Spawned<FetchResult>>,
-    /// The fetches sent ahead of the answers this `poll` took, moved to `fetches` as it ends
-    /// (so that one `poll` takes at most one answer per partition, as before).
-    continuing: Vec<Spawned<FetchResult>>,
+    fetches: FuturesUnordered<FetchTask>,
     fetching: BTreeSet<TopicPartition>,
     membership: Arc<Mutex<Membership>>,
     /// Wakes the heartbeat task when `poll` applied an assignment, so the release is reported
@@ -367,7 +264,6 @@ impl Consumer {
             config,
             positions: BTreeMap::new(),
             fetches: FuturesUnordered::new(),
-            continuing: Vec::new(),
             fetching: BTreeSet::new(),
             membership: Arc::default(),
             applied: Arc::new(Notify::new()),
@@ -593,9 +489,10 @@ impl Consumer {
         while let Some(Some(result)) = self.fetches.next().now_or_never() {
             self.take(result, &mut out)?;
         }
-        // A partition whose answer came with no fetch sent ahead (after a reset, or one whose
-        // position moved) fetches on from its new position before the application takes the
-        // records, as Kafka's consumer does.
+        // As Kafka's consumer does, fetch on from the new positions before the application
+        // takes the records, so that the broker reads the next answer while it works on these
+        // (the next poll finds it ready). Still one fetch per partition, so as much is buffered
+        // as before.
         self.start_fetches();
         Ok(out)
     }
@@ -617,7 +514,6 @@ impl Consumer {
                 }
                 self.fetching.clear();
                 self.fetches.clear();
-                self.continuing.clear();
                 Err(ClientError::InvalidArgument(format!(
                     "a fetch task failed: {e}"
                 )))
@@ -625,35 +521,36 @@ impl Consumer {
         }
     }
 
-    /// Sends a fetch for each partition that has none in flight, after taking up the fetches
-    /// sent ahead of the answers this `poll` took.
     fn start_fetches(&mut self) {
-        self.fetches.extend(self.continuing.drain(..));
         for (tp, position) in &self.positions {
             if self.fetching.contains(tp) {
                 continue;
             }
+            let mut spec = FetchSpec::new(tp.topic.clone(), tp.partition, position.next)
+                .with_max_wait_ms(self.config.fetch_max_wait.as_millis() as u32)
+                .with_max_bytes(self.config.fetch_max_bytes);
+            spec.modules = self.config.modules.clone();
+            let client = self.client.clone();
+            let (tp2, from, epoch) = (tp.clone(), position.next, position.epoch);
+            let retry_at = position.retry_at;
             self.fetching.insert(tp.clone());
-            let plan = FetchPlan::new(&self.client, &self.config, tp);
             self.fetches
-                .push(plan.fetch(position.next, position.epoch, position.retry_at));
+                .push(FetchTask::spawn(tp2, from, epoch, async move {
+                    if let Some(at) = retry_at {
+                        tokio::time::sleep_until(at).await;
+                    }
+                    client.fetch(spec).await
+                }));
         }
     }
 
-    /// Takes one fetch's records if they still continue the partition's position, and goes on
-    /// with the fetch sent ahead of it.
+    /// Takes one fetch's records if they still continue the partition's position.
     fn take_fetched(
         &mut self,
         result: FetchResult,
         out: &mut Vec<ConsumerRecord>,
     ) -> Result<(), ClientError> {
-        let FetchResult {
-            tp,
-            from,
-            epoch,
-            answer,
-            ahead,
-        } = result;
+        let (tp, from, epoch, fetched) = result;
         self.fetching.remove(&tp);
         let Some(position) = self.positions.get_mut(&tp) else {
             return Ok(());
@@ -662,7 +559,7 @@ impl Consumer {
             return Ok(());
         }
         position.retry_at = None;
-        match answer {
+        match fetched {
             Ok(mut answer) => {
                 position.next = answer.next_offset;
                 for rejected in answer.rejected {
@@ -676,13 +573,6 @@ impl Consumer {
                 } else {
                     out.append(&mut answer.records);
                 }
-                // The fetch sent ahead continues the partition unless the decoded answer moved
-                // the position elsewhere (a broker that does not say where to continue).
-                if let Some(ahead) = ahead.filter(|ahead| ahead.from == answer.next_offset) {
-                    let plan = FetchPlan::new(&self.client, &self.config, &tp);
-                    self.fetching.insert(tp);
-                    self.continuing.push(plan.continue_with(ahead, epoch));
-                }
                 Ok(())
             }
             Err(e) if e.reason() == Some("OFFSET_OUT_OF_RANGE") => {
@@ -691,23 +581,21 @@ impl Consumer {
                 position.epoch += 1;
                 let spec = OffsetSpec::from(self.config.offset_reset);
                 let client = self.client.clone();
-                let epoch = position.epoch;
+                let tp2 = tp.clone();
                 self.fetching.insert(tp.clone());
-                self.fetches.push(Spawned::new(async move {
-                    let listed = client.list_offsets(&tp.topic, tp.partition, spec).await;
-                    let answer = listed.map(|listed| Answer {
-                        records: Vec::new(),
-                        next_offset: listed.offset.unwrap_or(listed.high_watermark),
-                        rejected: Vec::new(),
-                    });
-                    FetchResult {
-                        tp,
-                        from: REPOSITION,
-                        epoch,
-                        answer,
-                        ahead: None,
-                    }
-                }));
+                let epoch = position.epoch;
+                let (topic, partition) = (tp2.topic.clone(), tp2.partition);
+                self.fetches
+                    .push(FetchTask::spawn(tp2, REPOSITION, epoch, async move {
+                        let listed = client.list_offsets(topic, partition, spec).await;
+                        listed.map(|l| Fetched {
+                            records: Vec::new(),
+                            high_watermark: l.high_watermark,
+                            next_offset: l.offset.unwrap_or(l.high_watermark),
+                            rejected: Vec::new(),
+                            log_start_offset: l.log_start_offset,
+                        })
+                    }));
                 Ok(())
             }
             Err(e) if e.is_retriable() => {
