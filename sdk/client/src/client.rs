@@ -12,6 +12,7 @@ use weir_proto::v1::{self, broker_client::BrokerClient};
 
 use crate::address::BrokerAddress;
 use crate::bootstrap::BrokerChannel;
+use crate::consume::AtOffset;
 use crate::fetch_frames;
 use crate::module::attach_request;
 use crate::routing::{self, LeaderCache, follow_leader};
@@ -562,6 +563,15 @@ impl Client {
     /// Broker reasons: `UNKNOWN_TOPIC`, `UNKNOWN_PARTITION`, `OFFSET_OUT_OF_RANGE`, `NOT_LEADER`;
     /// with modules also `UNKNOWN_MODULE`, `INVALID_MODULE_PARAMS` and `MODULE_FAILED`.
     pub async fn fetch(&self, spec: FetchSpec) -> Result<Fetched, ClientError> {
+        self.fetch_into(spec, |record| record).await
+    }
+
+    /// [`Client::fetch`], each record made what the caller keeps (`make`) as it is decoded.
+    pub(crate) async fn fetch_into<R: AtOffset>(
+        &self,
+        spec: FetchSpec,
+        make: impl FnMut(ConsumedRecord) -> R,
+    ) -> Result<Fetched<R>, ClientError> {
         let (requested, max_records) = (spec.offset, spec.max_records);
         let request = v1::FetchRequest::try_from(spec)?;
         let response = self
@@ -569,7 +579,7 @@ impl Client {
                 fetch_frames::fetch(connection, &request)
             })
             .await?;
-        Fetched::from_wire(response, requested, max_records)
+        Fetched::from_wire_into(response, requested, max_records, make)
     }
 
     /// Subscribes to one partition: the stream yields each committed record from `start` on, as

@@ -52,20 +52,35 @@ impl ConsumedRecord {
     }
 }
 
+/// A consumed record as the caller keeps it: [`ConsumedRecord`] itself, or one wrapped with
+/// where it came from (the `Consumer`'s records), made as each is decoded.
+pub(crate) trait AtOffset {
+    /// The record's offset in its partition.
+    fn offset(&self) -> u64;
+}
+
+impl AtOffset for ConsumedRecord {
+    fn offset(&self) -> u64 {
+        self.offset
+    }
+}
+
 /// Appends to `records` the records of the record batches a broker answered with, from offset
-/// `from` on (the first batch may start before it), each decoded straight into place. Every
-/// batch is verified first (CRC, lengths, record count), so nothing damaged on the way is taken
-/// for data: on an error `records` holds what it held before.
-pub(crate) fn append_records_of_batches(
-    records: &mut Vec<ConsumedRecord>,
+/// `from` on (the first batch may start before it), each decoded and made what the caller keeps
+/// (`make`) straight into place. Every batch is verified first (CRC, lengths, record count), so
+/// nothing damaged on the way is taken for data: on an error `records` holds what it held
+/// before.
+pub(crate) fn append_records_of_batches<R>(
+    records: &mut Vec<R>,
     batches: Vec<Bytes>,
     from: u64,
+    mut make: impl FnMut(ConsumedRecord) -> R,
 ) -> Result<(), ClientError> {
     let held = records.len();
     for bytes in batches {
         // One pass: every record is checked and decoded together.
         let decoded = EncodedBatch::verify_and_decode_into(bytes, records, |offset, record| {
-            (offset.0 >= from).then(|| ConsumedRecord::from_batch_record(offset.0, record))
+            (offset.0 >= from).then(|| make(ConsumedRecord::from_batch_record(offset.0, record)))
         });
         if let Err(e) = decoded {
             records.truncate(held);
@@ -181,12 +196,14 @@ impl TryFrom<FetchSpec> for v1::FetchRequest {
 
 /// The answer to a fetch: the records read, where to read next, and the partition's bounds at
 /// that moment.
+///
+/// `R` is what each record is kept as: [`ConsumedRecord`] for [`crate::Client::fetch`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fetched {
+pub struct Fetched<R = ConsumedRecord> {
     /// The records, in offset order, with their original offsets; with a module chain, only
     /// those that came out of it. Empty when nothing arrived within the wait, or when the chain
     /// kept nothing of what was read.
-    pub records: Vec<ConsumedRecord>,
+    pub records: Vec<R>,
     /// Where the next fetch should start: one past the last offset this fetch read, whether or
     /// not a module kept it; the requested offset when nothing was read. With a filter this can
     /// be past the last record returned, so a consumer continues from here, not from the last
@@ -200,29 +217,33 @@ pub struct Fetched {
     pub log_start_offset: u64,
 }
 
-impl Fetched {
+impl<R> Fetched<R> {
     /// Reads a fetch answer to a request for `requested` (`max_records` as asked, 0 for no
-    /// bound). `next_offset` is never before the requested offset nor before the last record
-    /// returned: a broker older than the field sends 0, and a consumer must never be sent
-    /// backwards.
-    pub(crate) fn from_wire(
+    /// bound), each record made what the caller keeps (`make`) as it is decoded. `next_offset`
+    /// is never before the requested offset nor before the last record returned: a broker older
+    /// than the field sends 0, and a consumer must never be sent backwards.
+    pub(crate) fn from_wire_into(
         response: v1::FetchResponse,
         requested: u64,
         max_records: u32,
-    ) -> Result<Self, ClientError> {
-        let mut records: Vec<ConsumedRecord> = response
+        mut make: impl FnMut(ConsumedRecord) -> R,
+    ) -> Result<Self, ClientError>
+    where
+        R: AtOffset,
+    {
+        let mut records: Vec<R> = response
             .records
             .into_iter()
-            .map(ConsumedRecord::from)
+            .map(|record| make(ConsumedRecord::from(record)))
             .collect();
-        append_records_of_batches(&mut records, response.record_batches, requested)?;
+        append_records_of_batches(&mut records, response.record_batches, requested, make)?;
         let mut next_offset = response.next_offset;
         // The broker serves whole batches; the records past the bound are read again next time.
         if max_records > 0 && records.len() > max_records as usize {
             records.truncate(max_records as usize);
-            next_offset = records.last().map_or(requested, |r| r.offset + 1);
+            next_offset = records.last().map_or(requested, |r| r.offset() + 1);
         }
-        let after_last = records.last().map_or(requested, |r| r.offset + 1);
+        let after_last = records.last().map_or(requested, |r| r.offset() + 1);
         Ok(Self {
             next_offset: next_offset.max(requested).max(after_last),
             records,
@@ -347,7 +368,7 @@ impl SubscribedBatch {
             .into_iter()
             .map(ConsumedRecord::from)
             .collect();
-        append_records_of_batches(&mut records, response.record_batches, from)?;
+        append_records_of_batches(&mut records, response.record_batches, from, |record| record)?;
         // A broker older than the field sends 0; it never filtered anything.
         let after_last = records.last().map_or(0, |r| r.offset + 1);
         Ok(Self {
@@ -421,6 +442,15 @@ pub type BatchStream = Pin<Box<dyn Stream<Item = Result<SubscribedBatch, ClientE
 mod tests {
     use super::*;
 
+    /// A fetch answer read as `Client::fetch` reads it.
+    fn from_wire(
+        response: v1::FetchResponse,
+        requested: u64,
+        max_records: u32,
+    ) -> Result<Fetched, ClientError> {
+        Fetched::from_wire_into(response, requested, max_records, |record| record)
+    }
+
     #[test]
     fn fetch_offsets_beyond_i64_are_refused_before_sending() {
         let err = v1::FetchRequest::try_from(FetchSpec::new("t", 0, u64::MAX))
@@ -479,7 +509,7 @@ mod tests {
             ..Default::default()
         };
         // A filter kept offset 10 of the 10..20 read: continue at 20, not 11.
-        let filtered = Fetched::from_wire(
+        let filtered = from_wire(
             v1::FetchResponse {
                 records: vec![record(10)],
                 high_watermark: 30,
@@ -511,17 +541,12 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            Fetched::from_wire(old(vec![record(5), record(6)]), 5, 0)
+            from_wire(old(vec![record(5), record(6)]), 5, 0)
                 .unwrap()
                 .next_offset,
             7
         );
-        assert_eq!(
-            Fetched::from_wire(old(Vec::new()), 5, 0)
-                .unwrap()
-                .next_offset,
-            5
-        );
+        assert_eq!(from_wire(old(Vec::new()), 5, 0).unwrap().next_offset, 5);
 
         let batch = SubscribedBatch::from_wire(
             v1::SubscribeResponse {
@@ -565,7 +590,7 @@ mod tests {
             high_watermark: 12,
             ..Default::default()
         };
-        let fetched = Fetched::from_wire(response(), 9, 0).unwrap();
+        let fetched = from_wire(response(), 9, 0).unwrap();
         let offsets: Vec<u64> = fetched.records.iter().map(|r| r.offset).collect();
         assert_eq!(
             offsets,
@@ -578,13 +603,13 @@ mod tests {
             fetched.records[0].headers,
             [("h".to_owned(), Bytes::from_static(b"x"))]
         );
-        let cut = Fetched::from_wire(response(), 9, 2).unwrap();
+        let cut = from_wire(response(), 9, 2).unwrap();
         assert_eq!(cut.records.len(), 2);
         assert_eq!(cut.next_offset, 11, "the rest is read again next time");
 
         let mut damaged = stored_batch(8, &["a"]).to_vec();
         *damaged.last_mut().unwrap() ^= 1;
-        let err = Fetched::from_wire(
+        let err = from_wire(
             v1::FetchResponse {
                 record_batches: vec![Bytes::from(damaged.clone())],
                 ..Default::default()
@@ -595,11 +620,12 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, ClientError::CorruptBatch(_)), "{err}");
         // A good batch before a damaged one: nothing of the answer is appended.
-        let mut records = Fetched::from_wire(response(), 9, 1).unwrap().records;
+        let mut records = from_wire(response(), 9, 1).unwrap().records;
         let err = append_records_of_batches(
             &mut records,
             vec![stored_batch(20, &["e"]), Bytes::from(damaged)],
             0,
+            |record| record,
         )
         .unwrap_err();
         assert!(matches!(err, ClientError::CorruptBatch(_)), "{err}");
@@ -651,7 +677,7 @@ mod tests {
         )
         .unwrap();
         let mut records = Vec::new();
-        append_records_of_batches(&mut records, vec![batch.into_bytes()], 0).unwrap();
+        append_records_of_batches(&mut records, vec![batch.into_bytes()], 0, |r| r).unwrap();
         let kinds: Vec<(u64, bool, usize)> = records
             .iter()
             .map(|r| (r.offset, r.tombstone, r.value.len()))

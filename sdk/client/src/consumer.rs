@@ -11,6 +11,7 @@ use futures::{FutureExt, Stream, StreamExt};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::consume::AtOffset;
 use crate::group::TopicPartition;
 use crate::{
     Client, ClientError, ConsumedRecord, FetchSpec, Fetched, ModuleRef, OffsetSpec, RejectedOffset,
@@ -136,33 +137,16 @@ struct Membership {
     closed: bool,
 }
 
-type FetchResult = (TopicPartition, u64, u64, Result<Answer, ClientError>);
-
-/// A fetch's answer as [`Consumer::poll`] takes it: its records already made
+/// A fetch's answer as [`Consumer::poll`] takes it: its records decoded straight into
 /// [`ConsumerRecord`]s on the fetch's task, so that `poll` moves each partition's records as one
 /// block rather than one by one.
-struct Answer {
-    records: Vec<ConsumerRecord>,
-    next_offset: u64,
-    rejected: Vec<RejectedOffset>,
-}
+type Answer = Fetched<ConsumerRecord>;
 
-impl Answer {
-    fn new(tp: &TopicPartition, fetched: Fetched) -> Self {
-        let topic: Arc<str> = tp.topic.as_str().into();
-        Self {
-            records: fetched
-                .records
-                .into_iter()
-                .map(|record| ConsumerRecord {
-                    topic: topic.clone(),
-                    partition: tp.partition,
-                    record,
-                })
-                .collect(),
-            next_offset: fetched.next_offset,
-            rejected: fetched.rejected,
-        }
+type FetchResult = (TopicPartition, u64, u64, Result<Answer, ClientError>);
+
+impl AtOffset for ConsumerRecord {
+    fn offset(&self) -> u64 {
+        self.record.offset
     }
 }
 
@@ -177,10 +161,10 @@ impl FetchTask {
         tp: TopicPartition,
         from: u64,
         epoch: u64,
-        fetch: impl Future<Output = Result<Fetched, ClientError>> + Send + 'static,
+        fetch: impl Future<Output = Result<Answer, ClientError>> + Send + 'static,
     ) -> Self {
         Self(tokio::spawn(async move {
-            let answer = fetch.await.map(|fetched| Answer::new(&tp, fetched));
+            let answer = fetch.await;
             (tp, from, epoch, answer)
         }))
     }
@@ -532,6 +516,7 @@ impl Consumer {
             spec.modules = self.config.modules.clone();
             let client = self.client.clone();
             let (tp2, from, epoch) = (tp.clone(), position.next, position.epoch);
+            let (topic, partition): (Arc<str>, u32) = (tp.topic.as_str().into(), tp.partition);
             let retry_at = position.retry_at;
             self.fetching.insert(tp.clone());
             self.fetches
@@ -539,7 +524,12 @@ impl Consumer {
                     if let Some(at) = retry_at {
                         tokio::time::sleep_until(at).await;
                     }
-                    client.fetch(spec).await
+                    let keep = |record| ConsumerRecord {
+                        topic: topic.clone(),
+                        partition,
+                        record,
+                    };
+                    client.fetch_into(spec, keep).await
                 }));
         }
     }
