@@ -16,8 +16,8 @@ use super::stats::Throughput;
 
 /// Reads `partitions` of `topic` (`total` records in all) from their log start to their high
 /// watermark with one `Consumer` over `client`'s connection, asking for `max_bytes` per fetch,
-/// checking that every record comes once and in order. The clock starts after the partitions are assigned (which asks the broker
-/// where each starts), at the first `poll`.
+/// checking that every record comes once and in order. The clock starts after the partitions
+/// are assigned (which asks the broker where each starts), at the first `poll`.
 pub async fn read_topic(
     client: &Client,
     topic: &str,
