@@ -65,6 +65,18 @@ async fn metrics_count_produced_records_errors_and_commits() -> anyhow::Result<(
         .trim()
         .parse()?;
     assert!(commits >= 1.0);
+    // The bound on what the node's partitions keep in memory for their state machines.
+    assert!(
+        text.contains("weir_raft_kept_entries_max_bytes 67108864"),
+        "{text}"
+    );
+    let kept: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("weir_raft_kept_entries_bytes "))
+        .ok_or_else(|| anyhow::anyhow!("no kept entries gauge in {text}"))?
+        .trim()
+        .parse()?;
+    assert!(kept <= 64 << 20, "{kept}");
     Ok(())
 }
 

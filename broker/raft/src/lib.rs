@@ -40,9 +40,10 @@ pub use lease::LeaderLease;
 pub use network::{
     CLUSTER_SECRET_METADATA, ClusterSecret, EntryGate, MAX_PEER_MESSAGE_BYTES, PeerChannel, Peers,
 };
-pub use partition::{PartitionReplica, ReplicaStatus};
+pub use partition::{PartitionReplica, ReplicaStatus, SharedByReplicas};
 pub use partition_state::PartitionProgress;
 pub use producers::{ProducerBatch, ProducerLimits, REMEMBERED_BATCHES};
+pub use recent::{KeptEntries, NODE_KEPT_MAX_BYTES};
 pub use types::{
     AppendBatch, AppendOutcome, Appended, CompactionTarget, NodeId, Request, Response, TypeConfig,
 };

@@ -17,7 +17,7 @@ use crate::partition_state::{
     PartitionProgress, PartitionStateMachine, SharedProducers, lock_producers,
 };
 use crate::producers::{ProducerBatch, ProducerEntry, ProducerLimits, Verdict};
-use crate::recent::RecentEntries;
+use crate::recent::{KeptEntries, RecentEntries};
 use crate::sequencer::Sequencer;
 use crate::types::{
     AppendBatch, AppendOutcome, Appended, CompactionTarget, NodeId, Request, Response,
@@ -32,6 +32,16 @@ pub struct ReplicaStatus {
     pub in_sync: bool,
     /// Raft log entries it is behind the leader's log.
     pub lag: u64,
+}
+
+/// What all of a node's partition replicas share.
+#[derive(Debug, Clone, Default)]
+pub struct SharedByReplicas {
+    /// Their compaction passes: one at a time, and what they did.
+    pub compactions: Compactions,
+    /// The durable, unapplied entries they keep in memory for their state machines, and the
+    /// bound on them all.
+    pub kept_entries: KeptEntries,
 }
 
 /// A running replica of one partition on this node.
@@ -61,11 +71,11 @@ impl PartitionReplica {
         peers: Peers,
         timings: GroupTimings,
         producer_limits: ProducerLimits,
-        compactions: Compactions,
+        shared: SharedByReplicas,
     ) -> Result<Self, StartError> {
         // The state machine applies only what the log holds durably, and reads what it applies
         // from memory (see `crate::recent`).
-        let recent = RecentEntries::kept_until_applied();
+        let recent = RecentEntries::kept_until_applied(shared.kept_entries);
         let storage = |source| StartError::Storage { group, source };
         let state_machine =
             PartitionStateMachine::open(db.clone(), group, producer_limits, recent.clone())
@@ -77,7 +87,7 @@ impl PartitionReplica {
             db.clone(),
             group,
             progress.clone(),
-            compactions,
+            shared.compactions,
         ));
         let log_store = GroupLogStore::open(db, group, recent)
             .await
@@ -401,7 +411,7 @@ mod tests {
             let dir = tempfile::tempdir().expect("temp dir");
             let db = LogDb::open(dir.path().join("log.redb"), LogDbOptions::default())
                 .expect("open log db");
-            let recent = RecentEntries::kept_until_applied();
+            let recent = RecentEntries::kept_until_applied(KeptEntries::default());
             let log = GroupLogStore::open(db.clone(), 9, recent.clone())
                 .await
                 .expect("open log store");
@@ -427,7 +437,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let db =
             LogDb::open(dir.path().join("log.redb"), LogDbOptions::default()).expect("open log db");
-        let recent = RecentEntries::kept_until_applied();
+        let recent = RecentEntries::kept_until_applied(KeptEntries::default());
         let mut log = GroupLogStore::open(db.clone(), 9, recent.clone())
             .await
             .expect("open log store");

@@ -18,8 +18,10 @@
 //! is committed only after its own write is durable, so without them here every applied entry
 //! would be read back from redb (a read transaction, a copy of the batch and its checksum),
 //! although the state machine needs little more than the batch's header. They are kept up to
-//! [`KEPT_MAX_BYTES`]: past it (a leader that lost its quorum keeps appending entries nobody
-//! commits) the oldest are let go, and readers find them in redb as before.
+//! [`KEPT_MAX_BYTES`] per partition, and up to [`KeptEntries`]' bound for all of a node's
+//! partitions together: past either (a leader that lost its quorum keeps appending entries
+//! nobody commits, and a node may lead a thousand such partitions) the oldest are let go, and
+//! readers find them in redb as before.
 //!
 //! The entries held are always the log's newest: a contiguous run up to its last entry, so a
 //! reader takes from redb exactly the indexes below the first one held. Entries leave from the
@@ -28,6 +30,7 @@
 use std::collections::{BTreeMap, btree_map};
 use std::io;
 use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::watch;
@@ -38,8 +41,58 @@ use crate::types::{Entry, LogId};
 /// machine (each entry counted as its payload plus [`ENTRY_OVERHEAD`]).
 pub(crate) const KEPT_MAX_BYTES: usize = 4 * 1024 * 1024;
 
+/// The most bytes of durable, unapplied entries all of a node's partitions keep in memory
+/// together, by default.
+pub const NODE_KEPT_MAX_BYTES: usize = 64 * 1024 * 1024;
+
 /// What an entry counts for besides its payload, so that entries without one are bounded too.
 const ENTRY_OVERHEAD: usize = 256;
+
+/// What a node's partitions keep in memory, together, of durable entries not yet applied, and
+/// its bound. Clones share the count.
+///
+/// In a healthy cluster an entry is applied within a round trip of being durable, so the count
+/// stays near what is in flight; it grows where entries are durable but not committed (a
+/// leader without its quorum). Past the bound, a partition adding entries lets its own oldest
+/// go until the node is under it again, so the node's total stays within the bound plus what
+/// one flush adds.
+#[derive(Debug, Clone)]
+pub struct KeptEntries {
+    bytes: Arc<AtomicUsize>,
+    max_bytes: usize,
+}
+
+impl Default for KeptEntries {
+    /// Bounded by [`NODE_KEPT_MAX_BYTES`].
+    fn default() -> Self {
+        Self::with_max_bytes(NODE_KEPT_MAX_BYTES)
+    }
+}
+
+impl KeptEntries {
+    /// A count bounded by `max_bytes`.
+    pub fn with_max_bytes(max_bytes: usize) -> Self {
+        Self {
+            bytes: Arc::default(),
+            max_bytes,
+        }
+    }
+
+    /// Bytes kept now, by all of the node's partitions (each entry counted as its payload plus
+    /// a fixed overhead).
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// The bound.
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
+    fn over(&self) -> bool {
+        self.bytes() > self.max_bytes
+    }
+}
 
 /// What waiters need to know of the entries not yet durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -57,16 +110,54 @@ struct Held {
     /// Durable, kept until applied (only with [`RecentEntries::kept_until_applied`]); all
     /// below the pending ones.
     durable: BTreeMap<u64, Entry>,
-    /// What `durable` counts for against [`KEPT_MAX_BYTES`].
+    /// What `durable` counts for against [`KEPT_MAX_BYTES`]; also counted in `node`.
     durable_bytes: usize,
+    /// The node's count, which `durable` is part of.
+    node: KeptEntries,
 }
 
 impl Held {
+    /// Every change to `durable` goes through `keep` and `forget`, so both counts follow it.
+    fn keep(&mut self, index: u64, entry: Entry) {
+        let bytes = counted_bytes(&entry);
+        self.durable_bytes += bytes;
+        self.node.bytes.fetch_add(bytes, Ordering::Relaxed);
+        if let Some(replaced) = self.durable.insert(index, entry) {
+            self.forget([replaced]);
+        }
+    }
+
+    /// Uncounts entries taken out of `durable`.
+    fn forget(&mut self, dropped: impl IntoIterator<Item = Entry>) {
+        let bytes: usize = dropped.into_iter().map(|e| counted_bytes(&e)).sum();
+        self.durable_bytes -= bytes;
+        self.node.bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
     fn drop_durable_through(&mut self, through: u64) {
         let kept = self.durable.split_off(&through.saturating_add(1));
-        for entry in std::mem::replace(&mut self.durable, kept).values() {
-            self.durable_bytes -= counted_bytes(entry);
+        let dropped = std::mem::replace(&mut self.durable, kept);
+        self.forget(dropped.into_values());
+    }
+
+    /// Lets the oldest durable entries go while this partition is over its bound or the node
+    /// over its own.
+    fn trim(&mut self) {
+        while self.durable_bytes > KEPT_MAX_BYTES || self.node.over() {
+            let Some((_, oldest)) = self.durable.pop_first() else {
+                break;
+            };
+            self.forget([oldest]);
         }
+    }
+}
+
+impl Drop for Held {
+    /// A partition stopped: what it kept no longer counts for the node.
+    fn drop(&mut self) {
+        self.node
+            .bytes
+            .fetch_sub(self.durable_bytes, Ordering::Relaxed);
     }
 }
 
@@ -100,10 +191,16 @@ impl Default for RecentEntries {
 }
 
 impl RecentEntries {
-    /// Entries held until they are durable and applied (or over [`KEPT_MAX_BYTES`]): a
-    /// partition's, whose state machine reports what it applied.
-    pub(crate) fn kept_until_applied() -> Self {
+    /// Entries held until they are durable and applied (or over [`KEPT_MAX_BYTES`], or the
+    /// node over `node`'s bound): a partition's, whose state machine reports what it applied.
+    pub(crate) fn kept_until_applied(node: KeptEntries) -> Self {
         Self {
+            held: Arc::new(Mutex::new(Held {
+                pending: BTreeMap::new(),
+                durable: BTreeMap::new(),
+                durable_bytes: 0,
+                node,
+            })),
             keep_until_applied: true,
             ..Self::default()
         }
@@ -132,7 +229,7 @@ impl RecentEntries {
         for entry in entries {
             let index = entry.log_id.index;
             if let Some(replaced) = held.durable.remove(&index) {
-                held.durable_bytes -= counted_bytes(&replaced);
+                held.forget([replaced]);
             }
             held.pending.insert(index, entry);
         }
@@ -149,16 +246,10 @@ impl RecentEntries {
                 _ => continue,
             };
             if self.keep_until_applied {
-                held.durable_bytes += counted_bytes(&entry);
-                held.durable.insert(log_id.index, entry);
+                held.keep(log_id.index, entry);
             }
         }
-        while held.durable_bytes > KEPT_MAX_BYTES {
-            let Some((_, oldest)) = held.durable.pop_first() else {
-                break;
-            };
-            held.durable_bytes -= counted_bytes(&oldest);
-        }
+        held.trim();
         self.publish(&held);
     }
 
@@ -179,9 +270,7 @@ impl RecentEntries {
         let mut held = self.lock();
         held.pending.split_off(&from);
         let dropped = held.durable.split_off(&from);
-        for entry in dropped.values() {
-            held.durable_bytes -= counted_bytes(entry);
-        }
+        held.forget(dropped.into_values());
         self.publish(&held);
     }
 
@@ -261,7 +350,7 @@ mod tests {
 
     #[test]
     fn a_partition_keeps_durable_entries_until_they_are_applied() {
-        let recent = RecentEntries::kept_until_applied();
+        let recent = RecentEntries::kept_until_applied(KeptEntries::default());
         recent.insert((1..=4).map(|i| entry(i, 10)));
         recent.flushed(&ids(1..=3));
         assert_eq!(recent.durable_indexes(), [1, 2, 3]);
@@ -293,7 +382,7 @@ mod tests {
     /// held stays the log's newest entries without a gap.
     #[test]
     fn durable_entries_over_the_bound_go_oldest_first() {
-        let recent = RecentEntries::kept_until_applied();
+        let recent = RecentEntries::kept_until_applied(KeptEntries::default());
         let third = KEPT_MAX_BYTES / 3 - ENTRY_OVERHEAD;
         recent.insert((1..=6).map(|i| entry(i, third)));
         recent.flushed(&ids(1..=5));
@@ -302,11 +391,46 @@ mod tests {
         assert!(recent.lock().durable_bytes <= KEPT_MAX_BYTES);
     }
 
+    /// A node's partitions together keep no more than the node's bound: once over it, a
+    /// partition adding entries lets its own oldest go (a thousand leaders without a quorum
+    /// must not hold 4 MiB each). What a stopped partition kept stops counting.
+    #[test]
+    fn a_nodes_partitions_together_keep_no_more_than_its_bound() {
+        let node = KeptEntries::with_max_bytes(1024 * 1024);
+        let payload = 100 * 1024 - ENTRY_OVERHEAD;
+        let first = RecentEntries::kept_until_applied(node.clone());
+        first.insert((1..=8).map(|i| entry(i, payload)));
+        first.flushed(&ids(1..=8));
+        assert_eq!(node.bytes(), 800 * 1024, "under the bound, all are kept");
+
+        let second = RecentEntries::kept_until_applied(node.clone());
+        second.insert((1..=5).map(|i| entry(i, payload)));
+        second.flushed(&ids(1..=5));
+        assert_eq!(
+            second.durable_indexes(),
+            [4, 5],
+            "the partition adding entries lets its own oldest go"
+        );
+        assert_eq!(first.durable_indexes(), (1..=8).collect::<Vec<_>>());
+        assert_eq!(node.bytes(), 1000 * 1024);
+        assert_eq!(overlaid(&second), [4, 5], "readers find 1 to 3 in the log");
+
+        // Applying, truncating and stopping all give bytes back.
+        first.applied(4);
+        assert_eq!(node.bytes(), 600 * 1024);
+        second.truncate_from(5);
+        assert_eq!(node.bytes(), 500 * 1024);
+        drop(first);
+        assert_eq!(node.bytes(), 100 * 1024);
+        drop(second);
+        assert_eq!(node.bytes(), 0);
+    }
+
     /// An index rewritten after a truncation keeps the newer entry: the older one's late
     /// completion does not mark it durable.
     #[test]
     fn a_late_completion_of_a_replaced_entry_changes_nothing() {
-        let recent = RecentEntries::kept_until_applied();
+        let recent = RecentEntries::kept_until_applied(KeptEntries::default());
         recent.insert([entry(1, 10)]);
         recent.truncate_from(1);
         let newer = Entry::new_normal(

@@ -338,7 +338,23 @@ impl Collector for NodeCollector {
             None,
             MetricType::Counter,
         )?)?;
-        let compactions = &node.compactions;
+        let kept = &node.shared_by_replicas.kept_entries;
+        for (name, help, value) in [
+            (
+                "weir_raft_kept_entries_bytes",
+                "Bytes of durable, not yet applied entries this node's partitions keep in memory",
+                kept.bytes(),
+            ),
+            (
+                "weir_raft_kept_entries_max_bytes",
+                "The bound on weir_raft_kept_entries_bytes: past it, the oldest are read back from the log instead",
+                kept.max_bytes(),
+            ),
+        ] {
+            ConstGauge::new(value.min(i64::MAX as usize) as i64)
+                .encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)?;
+        }
+        let compactions = &node.shared_by_replicas.compactions;
         for (name, help, value) in [
             (
                 "weir_compaction_passes",

@@ -16,8 +16,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use weir_raft::{
-    Compactions, ControllerReplica, GroupId, LeaderLease, NodeId, PartitionReplica, Peers,
-    ReplicaError,
+    ControllerReplica, GroupId, LeaderLease, NodeId, PartitionReplica, Peers, ReplicaError,
+    SharedByReplicas,
 };
 use weir_storage::{Closed, LogDb, LogDbOptions, WriteBatch, WriteOp};
 use weir_types::{BatchLimits, Offset, PartitionId, TopicName};
@@ -99,8 +99,9 @@ pub(crate) struct Node {
     pub(crate) budgets: Budgets,
     /// The data directory's free space, and its reserve.
     pub(crate) disk: Arc<DiskSpace>,
-    /// Compaction passes of this node's replicas: one at a time, and what they did.
-    pub(crate) compactions: Compactions,
+    /// What this node's partition replicas share: their compaction passes, and the entries
+    /// they keep in memory for their state machines.
+    pub(crate) shared_by_replicas: SharedByReplicas,
     /// `[topic_defaults]` of the config, checked and normalised.
     topic_defaults: BTreeMap<String, String>,
     pub(crate) shutdown: CancellationToken,
@@ -206,7 +207,7 @@ impl Node {
             modules,
             budgets,
             disk,
-            compactions: Compactions::default(),
+            shared_by_replicas: SharedByReplicas::default(),
             address,
             warnings,
             peers,
@@ -888,7 +889,7 @@ impl Node {
             self.peers.clone(),
             self.config.group_timings(),
             self.config.producers.limits(),
-            self.compactions.clone(),
+            self.shared_by_replicas.clone(),
         )
         .await?;
         let voters: BTreeMap<NodeId, String> = info
