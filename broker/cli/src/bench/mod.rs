@@ -17,6 +17,7 @@ mod cpu;
 mod failover;
 mod fetch;
 mod idle;
+mod pace;
 mod probe;
 mod produce;
 mod producer;

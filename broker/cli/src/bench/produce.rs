@@ -16,7 +16,6 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
@@ -24,6 +23,7 @@ use weir_client::{Acks, Client, DEFAULT_BATCH_MAX_BYTES};
 
 use super::compare::{Comparison, round_order};
 use super::consume::{ConsumeBenchArgs, Reader};
+use super::pace::Plan;
 use super::probe::{self, SequentialWrite};
 use super::producer::Idempotence;
 use super::requests::Encoding;
@@ -227,22 +227,14 @@ pub struct Load<'a> {
 }
 
 impl Load<'_> {
-    /// When the chunk that begins with record number `sent` is due, open-loop; `None`
-    /// closed-loop.
-    pub fn due(&self, started: Instant, sent: u64) -> Option<Instant> {
-        (self.rate > 0).then(|| started + send_offset(sent, self.rate))
+    /// How the records are cut into requests or batches, and when each is due.
+    pub fn plan(&self) -> Plan {
+        Plan {
+            records: self.records,
+            chunk_records: self.batch_size,
+            rate: self.rate,
+        }
     }
-
-    /// Records in the chunk (request or batch) that begins with record number `sent`.
-    pub fn chunk(&self, sent: u64) -> u64 {
-        u64::from(self.batch_size).min(self.records.saturating_sub(sent))
-    }
-}
-
-/// When, after the start, the request that begins with record number `records_before` is due at
-/// `rate` records per second.
-fn send_offset(records_before: u64, rate: u64) -> Duration {
-    Duration::from_secs_f64(records_before as f64 / rate as f64)
 }
 
 /// What one run measured.
@@ -475,6 +467,8 @@ impl fmt::Display for RunReport<'_> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use clap::Parser;
 
     use super::*;
@@ -490,23 +484,17 @@ mod tests {
     }
 
     #[test]
-    fn open_loop_schedule_spaces_requests_by_their_records() {
-        assert_eq!(send_offset(0, 1000), Duration::ZERO);
-        assert_eq!(send_offset(100, 1000), Duration::from_millis(100));
-        assert_eq!(send_offset(2500, 1000), Duration::from_millis(2500));
+    fn a_load_plans_chunks_of_its_batch_size_at_its_rate() {
         let args = parse(&["--records", "250", "--rate", "1000"]).expect("valid");
-        let load = args.load("t", 1);
-        let started = Instant::now();
         assert_eq!(
-            load.due(started, 100),
-            Some(started + Duration::from_millis(100))
+            args.load("t", 1).plan(),
+            Plan {
+                records: 250,
+                chunk_records: 100,
+                rate: 1000
+            }
         );
-        assert_eq!(
-            (load.chunk(0), load.chunk(200), load.chunk(250)),
-            (100, 50, 0)
-        );
-        let closed = parse(&[]).expect("defaults").load("t", 1);
-        assert_eq!(closed.due(started, 100), None);
+        assert_eq!(parse(&[]).expect("defaults").load("t", 1).plan().rate, 0);
     }
 
     #[test]

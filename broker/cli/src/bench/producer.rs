@@ -20,6 +20,7 @@ use weir_client::{
     ProducerRecord, RecordMetadata,
 };
 
+use super::pace::Schedule;
 use super::produce::{Load, Measured};
 use super::stats::{LatencyRecorder, Throughput};
 
@@ -99,15 +100,10 @@ pub async fn run(
     let collector = tokio::spawn(collect(received, progress.clone()));
 
     let started = Instant::now();
-    let mut sent: u64 = 0;
-    while sent < load.records {
-        let scheduled = load.due(started, sent);
-        if let Some(scheduled) = scheduled {
-            tokio::time::sleep_until(scheduled.into()).await;
-        }
-        let count = load.chunk(sent);
-        for _ in 0..count {
-            let intended = scheduled.unwrap_or_else(Instant::now);
+    let mut schedule = Schedule::start(load.plan(), started).context("cannot start the pacer")?;
+    while let Some(chunk) = schedule.next().await {
+        for _ in 0..chunk.records {
+            let intended = chunk.due.unwrap_or_else(Instant::now);
             let delivery = producer
                 .enqueue(load.topic, ProducerRecord::new(value.clone()))
                 .await
@@ -117,7 +113,6 @@ pub async fn run(
                 break;
             }
         }
-        sent += count;
     }
     drop(deliveries);
     let collected = collector.await.context("the delivery collector failed")??;

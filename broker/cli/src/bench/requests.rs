@@ -14,6 +14,7 @@ use clap::ValueEnum;
 use weir_client::codec::{BatchEncoder, BatchLimits, Header, Record};
 use weir_client::{Client, ProducerRecord};
 
+use super::pace::Schedule;
 use super::produce::{Load, Measured};
 use super::stats::{LatencyRecorder, Throughput};
 use crate::pipeline::{Completion, ProducePipeline};
@@ -102,30 +103,26 @@ pub async fn run(
     };
 
     let started = Instant::now();
-    let mut sent: u64 = 0;
+    let mut schedule = Schedule::start(load.plan(), started).context("cannot start the pacer")?;
     let mut request: u64 = 0;
-    while sent < load.records {
-        let scheduled = load.due(started, sent);
-        if let Some(scheduled) = scheduled {
-            tokio::time::sleep_until(scheduled.into()).await;
-        }
+    while let Some(chunk) = schedule.next().await {
         while !pipeline.has_room() {
             if let Some(completion) = pipeline.next_completion().await? {
                 handle(completion)?;
             }
         }
-        let count = load.chunk(sent);
         if !keys.is_empty() {
-            for (n, record) in (sent..).zip(batch.iter_mut()) {
+            for (n, record) in (chunk.first..).zip(batch.iter_mut()) {
                 record.key = Some(keys[(n % keys.len() as u64) as usize].clone());
             }
         }
-        let records = &batch[..usize::try_from(count).context("--batch-size is too large")?];
+        let records =
+            &batch[..usize::try_from(chunk.records).context("--batch-size is too large")?];
         let partition = u32::try_from(request % u64::from(load.partitions))
             .context("partition index overflow")?;
         let tag = Sent {
-            intended: scheduled.unwrap_or_else(Instant::now),
-            records: count,
+            intended: chunk.due.unwrap_or_else(Instant::now),
+            records: chunk.records,
         };
         match encoding {
             Encoding::Records => pipeline.send(Some(partition), records.to_vec(), tag),
@@ -134,7 +131,6 @@ pub async fn run(
                 pipeline.send_batch(partition, batch, tag);
             }
         }
-        sent += count;
         request += 1;
     }
     while let Some(completion) = pipeline.next_completion().await? {
