@@ -12,7 +12,8 @@
 //!
 //! Open-loop latency is measured from each request's *scheduled* send time, not from when it was
 //! actually sent: when the broker falls behind and the window stays full, the wait counts, so
-//! the percentiles do not suffer from coordinated omission.
+//! the percentiles do not suffer from coordinated omission. A thread of its own paces the
+//! requests ([`pace`](super::pace)), so the benchmark's own lateness stays out of the figures.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
