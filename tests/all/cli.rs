@@ -771,6 +771,55 @@ async fn bench_produce_through_the_producer_counts_every_record_of_every_partiti
     Ok(())
 }
 
+/// `weir bench produce --rate` (open loop, paced by a thread of its own) sends every record
+/// once, through its own requests and through the `Producer`, and reports the offered load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_produce_open_loop_sends_every_record_once() -> anyhow::Result<()> {
+    let broker = InProcessBroker::start().await?;
+    for (topic, sender) in [("paced-a", "--encoding"), ("paced-b", "--producer")] {
+        let kind = if sender == "--encoding" {
+            "batch"
+        } else {
+            "plain"
+        };
+        let produce = [
+            "bench",
+            "produce",
+            "--topic",
+            topic,
+            "--records",
+            "1000",
+            "--record-size",
+            "100",
+            "--batch-size",
+            "100",
+            "--rate",
+            "20000",
+            "--concurrency",
+            "16",
+            sender,
+            kind,
+            "--probe-mib",
+            "0",
+        ];
+        let output = weir(&broker, &produce, "")?;
+        let printed = stdout(&output);
+        assert!(output.status.success(), "{printed}\n{}", stderr(&output));
+        assert!(
+            printed.contains("open loop at 20000 records/s"),
+            "{printed}"
+        );
+        assert!(printed.contains("(1000 records, 0.1 MB in"), "{printed}");
+    }
+    let client = weir_client::Client::connect(broker.url()).await?;
+    for topic in ["paced-a", "paced-b"] {
+        let info = client.describe_topic(topic).await?;
+        let stored: u64 = info.partitions.iter().map(|p| p.high_watermark).sum();
+        assert_eq!(stored, 1000, "{topic}");
+    }
+    Ok(())
+}
+
 /// `weir bench failover` runs its own three nodes, kills the partition leader twice, reports
 /// how long writes took to resume each time, and finds every acknowledged record stored once.
 #[test]

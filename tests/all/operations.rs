@@ -58,26 +58,25 @@ async fn metrics_count_produced_records_errors_and_commits() -> anyhow::Result<(
         text.contains("weir_partition_is_leader{topic=\"m\",partition=\"0\"} 1"),
         "{text}"
     );
-    let commits: f64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("weir_storage_commits_total "))
-        .ok_or_else(|| anyhow::anyhow!("no commit counter in {text}"))?
-        .trim()
-        .parse()?;
-    assert!(commits >= 1.0);
+    assert!(sample(&text, "weir_storage_commits_total")? >= 1.0);
     // The bound on what the node's partitions keep in memory for their state machines.
     assert!(
         text.contains("weir_raft_kept_entries_max_bytes 67108864"),
         "{text}"
     );
-    let kept: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("weir_raft_kept_entries_bytes "))
-        .ok_or_else(|| anyhow::anyhow!("no kept entries gauge in {text}"))?
-        .trim()
-        .parse()?;
-    assert!(kept <= 64 << 20, "{kept}");
+    let kept = sample(&text, "weir_raft_kept_entries_bytes")?;
+    assert!(kept <= f64::from(64 << 20), "{kept}");
     Ok(())
+}
+
+/// The value of the unlabelled metric `name` in scraped `text`.
+fn sample(text: &str, name: &str) -> anyhow::Result<f64> {
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .ok_or_else(|| anyhow::anyhow!("no {name} in {text}"))?
+        .trim()
+        .parse()?)
 }
 
 /// A task holding every worker thread of the broker's runtime (here: blocking them outright,
@@ -86,19 +85,11 @@ async fn metrics_count_produced_records_errors_and_commits() -> anyhow::Result<(
 /// after, the runtime runs and nothing is counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runtime_whose_workers_are_all_held_is_counted_as_stalled() -> anyhow::Result<()> {
-    const STALLS: &str = "weir_runtime_stalls_total ";
     let broker = InProcessBroker::start().await?;
     let addr = broker
         .metrics_addr()
         .ok_or_else(|| anyhow::anyhow!("metrics disabled"))?;
-    let stalls = |text: String| -> anyhow::Result<f64> {
-        Ok(text
-            .lines()
-            .find_map(|l| l.strip_prefix(STALLS))
-            .ok_or_else(|| anyhow::anyhow!("no stall counter in {text}"))?
-            .trim()
-            .parse()?)
-    };
+    let stalls = |text: String| sample(&text, "weir_runtime_stalls_total");
     assert_eq!(stalls(scrape(addr).await?)?, 0.0);
     // Both workers held for twice the 3 s a stall takes to count (the fault itself, not
     // synchronisation: the watchdog thread must see the runtime stand).
