@@ -59,6 +59,16 @@ async fn metrics_count_produced_records_errors_and_commits() -> anyhow::Result<(
         "{text}"
     );
     assert!(sample(&text, "weir_storage_commits_total")? >= 1.0);
+    // Every commit counted once in the commit duration histogram.
+    let commits = sample(&text, "weir_storage_commit_duration_seconds_count")?;
+    assert!(commits >= 1.0, "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            "weir_storage_commit_duration_seconds_bucket{le=\"+Inf\"}"
+        )?,
+        commits
+    );
     // The bound on what the node's partitions keep in memory for their state machines.
     assert!(
         text.contains("weir_raft_kept_entries_max_bytes 67108864"),

@@ -14,7 +14,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
@@ -240,6 +240,20 @@ impl Collector for NodeCollector {
             let metric = ConstCounter::new(value);
             metric.encode(encoder.encode_descriptor(name, help, None, MetricType::Counter)?)?;
         }
+        let durations = stats.commit_durations.buckets();
+        encoder
+            .encode_descriptor(
+                "weir_storage_commit_duration_seconds",
+                "How long each commit of the partition log took (writing and fsyncing); every durable write of the node waits for the commit in progress",
+                None,
+                MetricType::Histogram,
+            )?
+            .encode_histogram::<NoLabelSet>(
+                stats.commit_micros.load(Ordering::Relaxed) as f64 / 1e6,
+                durations.iter().map(|(_, count)| count).sum(),
+                &durations,
+                None,
+            )?;
 
         let hosted = node.hosted_partitions();
         encode_partition_gauge(

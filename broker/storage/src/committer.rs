@@ -22,14 +22,15 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use redb::{ReadableTable, Table};
 use weir_types::{EncodedBatch, Offset};
 
 use crate::closing::OpenDatabase;
-use crate::db::{GroupId, LogDbOptions, MetaKey, StorageStats, WriteBatch, WriteOp};
+use crate::db::{GroupId, LogDbOptions, MetaKey, WriteBatch, WriteOp};
 use crate::error::WriteError;
+use crate::stats::StorageStats;
 use crate::tables::{
     IndexRow, LOG_BYTES_META_KEY, OFFSET_INDEX, PRODUCERS, RAFT_LOG, RAFT_META, RESETS_META_KEY,
     decode_envelope, encode_envelope, envelope_len, index_row, stored_batch_crc, stored_log_bytes,
@@ -97,6 +98,12 @@ impl Drop for Job {
 /// Lazy jobs waiting for a commit; flushed on their own when this many pile up.
 const MAX_PENDING_LAZY: usize = 4096;
 
+/// A commit taking at least this long is logged: every durable write of the node waited for it.
+const SLOW_COMMIT: Duration = Duration::from_secs(1);
+
+/// Slow commits are logged at most once per this interval, with the count since the last line.
+const SLOW_COMMIT_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
 pub(crate) struct Committer {
     db: Arc<OpenDatabase>,
     receiver: mpsc::Receiver<Job>,
@@ -110,6 +117,7 @@ pub(crate) struct Committer {
     deleted: HashSet<GroupId>,
     lazy: Vec<Job>,
     failed: bool,
+    slow_commits: SlowCommits,
 }
 
 impl Committer {
@@ -129,6 +137,7 @@ impl Committer {
             deleted: HashSet::new(),
             lazy: Vec::new(),
             failed: false,
+            slow_commits: SlowCommits::default(),
         }
     }
 
@@ -182,13 +191,16 @@ impl Committer {
         } else {
             let started = Instant::now();
             let result = self.write(&jobs);
-            let micros = started.elapsed().as_micros() as u64;
+            let took = started.elapsed();
+            let micros = took.as_micros() as u64;
             match &result {
                 Ok(appended) => {
                     self.stats.commits.fetch_add(1, Ordering::Relaxed);
                     self.stats
                         .commit_micros
                         .fetch_add(micros, Ordering::Relaxed);
+                    self.stats.commit_durations.record(micros);
+                    self.slow_commits.note(took, jobs.len(), *appended);
                     self.stats
                         .appended_bytes
                         .fetch_add(*appended as u64, Ordering::Relaxed);
@@ -252,6 +264,39 @@ impl Committer {
         }
         txn.commit().map_err(WriteError::commit)?;
         Ok(appended)
+    }
+}
+
+/// Commits that took [`SLOW_COMMIT`] or longer, logged without flooding the log.
+#[derive(Default)]
+struct SlowCommits {
+    /// Slow commits since the last line logged.
+    unreported: u64,
+    last_logged: Option<Instant>,
+}
+
+impl SlowCommits {
+    fn note(&mut self, took: Duration, jobs: usize, appended_bytes: usize) {
+        if took < SLOW_COMMIT {
+            return;
+        }
+        self.unreported += 1;
+        let now = Instant::now();
+        if self
+            .last_logged
+            .is_some_and(|at| now.duration_since(at) < SLOW_COMMIT_LOG_INTERVAL)
+        {
+            return;
+        }
+        tracing::warn!(
+            took_ms = took.as_millis() as u64,
+            jobs,
+            appended_bytes,
+            slow_commits = self.unreported,
+            "slow log commit: every durable write of this node waited for it (usually the disk's fsync or the kernel's writeback)"
+        );
+        self.unreported = 0;
+        self.last_logged = Some(now);
     }
 }
 

@@ -2,7 +2,6 @@
 
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -16,6 +15,7 @@ use crate::committer::{Committer, Job};
 use crate::compaction::CompactionState;
 use crate::error::{OpenError, ReadError, WriteError};
 use crate::format;
+use crate::stats::StorageStats;
 use crate::tables::{
     IndexRow, LOG_BYTES_META_KEY, OFFSET_INDEX, PRODUCERS, RAFT_LOG, RAFT_META, StoredValue,
     decode_envelope, stored_log_bytes, verify_stored,
@@ -260,19 +260,6 @@ impl Default for LogDbOptions {
             quick_repair: true,
         }
     }
-}
-
-/// Counters kept by the committer, for metrics and benchmarks.
-#[derive(Debug, Default)]
-pub struct StorageStats {
-    /// Transactions committed (each one fsync).
-    pub commits: AtomicU64,
-    /// Write requests completed (each a caller waiting for durability).
-    pub requests: AtomicU64,
-    /// Bytes of entries appended.
-    pub appended_bytes: AtomicU64,
-    /// Total time spent in commit, in microseconds.
-    pub commit_micros: AtomicU64,
 }
 
 /// The log range of one group.

@@ -30,14 +30,16 @@ mod error;
 pub mod fault;
 mod format;
 mod migrate;
+mod stats;
 mod tables;
 
 pub use backend::{CreateDatabase, install_database_backend};
 pub use closing::Closed;
 pub use compaction::{CompactionError, CompactionOutcome, CompactionState, crash_mid_compaction};
 pub use db::{
-    BatchRead, GroupId, LogBounds, LogDb, LogDbOptions, MetaKey, NewEntry, OnFailure, StorageStats,
-    StoredEntry, WriteBatch, WriteOp,
+    BatchRead, GroupId, LogBounds, LogDb, LogDbOptions, MetaKey, NewEntry, OnFailure, StoredEntry,
+    WriteBatch, WriteOp,
 };
 pub use error::{OpenError, ReadError, WriteError};
 pub use format::STORAGE_FORMAT;
+pub use stats::{COMMIT_DURATION_BOUNDS_MICROS, DurationBuckets, StorageStats};
