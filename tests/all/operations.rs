@@ -69,6 +69,16 @@ async fn metrics_count_produced_records_errors_and_commits() -> anyhow::Result<(
         )?,
         commits
     );
+    // Every durable write's wait counted (a request is counted after its wait, and the
+    // histogram is read after the counter, so the waits are never fewer).
+    let writes = sample(&text, "weir_storage_write_requests_total")?;
+    assert!(writes >= 1.0, "{text}");
+    let waits = sample(&text, "weir_storage_write_wait_seconds_count")?;
+    assert!(waits >= writes, "{waits} waits for {writes} writes: {text}");
+    assert!(
+        sample(&text, "weir_storage_write_wait_seconds_sum")? > 0.0,
+        "{text}"
+    );
     // The bound on what the node's partitions keep in memory for their state machines.
     assert!(
         text.contains("weir_raft_kept_entries_max_bytes 67108864"),

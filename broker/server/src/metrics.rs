@@ -240,20 +240,18 @@ impl Collector for NodeCollector {
             let metric = ConstCounter::new(value);
             metric.encode(encoder.encode_descriptor(name, help, None, MetricType::Counter)?)?;
         }
-        let durations = stats.commit_durations.buckets();
-        encoder
-            .encode_descriptor(
-                "weir_storage_commit_duration_seconds",
-                "How long each commit of the partition log took (writing and fsyncing); every durable write of the node waits for the commit in progress",
-                None,
-                MetricType::Histogram,
-            )?
-            .encode_histogram::<NoLabelSet>(
-                stats.commit_micros.load(Ordering::Relaxed) as f64 / 1e6,
-                durations.iter().map(|(_, count)| count).sum(),
-                &durations,
-                None,
-            )?;
+        encode_duration_histogram(
+            &mut encoder,
+            "weir_storage_commit_duration_seconds",
+            "How long each commit of the partition log took (writing and fsyncing); every durable write of the node waits for the commit in progress",
+            &stats.commit_durations,
+        )?;
+        encode_duration_histogram(
+            &mut encoder,
+            "weir_storage_write_wait_seconds",
+            "How long each durable write of the partition log waited from its submission until the commit that made it durable (the commit in progress, then its own): storage's share of produce latency",
+            &stats.write_waits,
+        )?;
 
         let hosted = node.hosted_partitions();
         encode_partition_gauge(
@@ -472,6 +470,24 @@ fn encode_module_counters(
         }
     }
     Ok(())
+}
+
+/// Encodes durations the storage counted in fixed buckets as a histogram.
+fn encode_duration_histogram(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    durations: &weir_storage::DurationBuckets,
+) -> Result<(), std::fmt::Error> {
+    let buckets = durations.buckets();
+    encoder
+        .encode_descriptor(name, help, None, MetricType::Histogram)?
+        .encode_histogram::<NoLabelSet>(
+            durations.sum_seconds(),
+            buckets.iter().map(|(_, count)| count).sum(),
+            &buckets,
+            None,
+        )
 }
 
 /// Encodes one gauge per hosted partition, labelled by topic and partition.

@@ -43,6 +43,8 @@ type Done = Box<dyn FnOnce(Result<(), WriteError>) + Send>;
 pub(crate) struct Job {
     batch: WriteBatch,
     done: Option<Done>,
+    /// When the job was handed to the committer.
+    submitted: Instant,
 }
 
 impl Job {
@@ -50,11 +52,16 @@ impl Job {
         Self {
             batch,
             done: Some(done),
+            submitted: Instant::now(),
         }
     }
 
     pub(crate) fn lazy(batch: WriteBatch) -> Self {
-        Self { batch, done: None }
+        Self {
+            batch,
+            done: None,
+            submitted: Instant::now(),
+        }
     }
 
     fn is_lazy(&self) -> bool {
@@ -216,11 +223,20 @@ impl Committer {
             }
             result.map(|_| ())
         };
-        let requests = jobs.iter().filter(|j| !j.is_lazy()).count() as u64;
-        self.stats.requests.fetch_add(requests, Ordering::Relaxed);
+        let committed = Instant::now();
+        let mut requests = 0;
         for job in jobs {
+            if !job.is_lazy() {
+                requests += 1;
+                if result.is_ok() {
+                    let waited = committed.saturating_duration_since(job.submitted);
+                    self.stats.write_waits.record(waited.as_micros() as u64);
+                }
+            }
             job.complete(result.clone());
         }
+        // After the waits, so a scrape never counts more requests than waits.
+        self.stats.requests.fetch_add(requests, Ordering::Relaxed);
     }
 
     /// Applies every job in one transaction and commits it; returns the bytes appended.

@@ -42,4 +42,4 @@ pub use db::{
 };
 pub use error::{OpenError, ReadError, WriteError};
 pub use format::STORAGE_FORMAT;
-pub use stats::{COMMIT_DURATION_BOUNDS_MICROS, DurationBuckets, StorageStats};
+pub use stats::{DURATION_BOUNDS_MICROS, DurationBuckets, StorageStats};
