@@ -235,7 +235,8 @@ impl Committer {
             }
             job.complete(result.clone());
         }
-        // After the waits, so a scrape never counts more requests than waits.
+        // After the waits, so a scrape never counts more requests than waits while commits
+        // succeed (a failed commit's writes are counted, their waits are not).
         self.stats.requests.fetch_add(requests, Ordering::Relaxed);
     }
 
