@@ -173,14 +173,16 @@ pub struct StorageSettings {
     pub quick_repair: bool,
     /// MiB of the partition log's pages kept in memory (redb's page cache, pages written and
     /// read alike): a fetch of a page held there is served from that memory, with no read of
-    /// the file and no copy. 256 by default.
-    pub cache_mib: u64,
+    /// the file and no copy. Unset, [`default_cache_mib`] of the memory the broker may use.
+    pub cache_mib: Option<u64>,
 }
 
 impl StorageSettings {
-    /// The partition log's page cache, in bytes.
-    pub fn cache_bytes(&self) -> usize {
-        usize::try_from(self.cache_mib.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX)
+    /// The partition log's page cache in MiB: the setting, or sized from `usable_memory`
+    /// (bytes; `None` where unknown) when it is unset.
+    pub fn cache_mib(&self, usable_memory: Option<u64>) -> u64 {
+        self.cache_mib
+            .unwrap_or_else(|| default_cache_mib(usable_memory))
     }
 }
 
@@ -188,10 +190,27 @@ impl Default for StorageSettings {
     fn default() -> Self {
         Self {
             quick_repair: true,
-            cache_mib: 256,
+            cache_mib: None,
         }
     }
 }
+
+/// The partition log's page cache when `[storage] cache_mib` is unset: an eighth of the memory
+/// the broker may use (`usable_memory`, bytes), at least [`MIN_DEFAULT_CACHE_MIB`] and at most
+/// [`MAX_DEFAULT_CACHE_MIB`]; [`FALLBACK_CACHE_MIB`] where that memory is unknown. A warm log
+/// is served from this cache without reading the file (docs/operations.md, "Read cache").
+pub fn default_cache_mib(usable_memory: Option<u64>) -> u64 {
+    usable_memory.map_or(FALLBACK_CACHE_MIB, |bytes| {
+        ((bytes / 8) >> 20).clamp(MIN_DEFAULT_CACHE_MIB, MAX_DEFAULT_CACHE_MIB)
+    })
+}
+
+/// The smallest page cache [`default_cache_mib`] picks.
+pub const MIN_DEFAULT_CACHE_MIB: u64 = 64;
+/// The largest page cache [`default_cache_mib`] picks: larger caches are an operator's choice.
+pub const MAX_DEFAULT_CACHE_MIB: u64 = 4096;
+/// The page cache where the memory the broker may use cannot be read.
+pub const FALLBACK_CACHE_MIB: u64 = 256;
 
 /// Consumer group session timeouts (docs/consumer-groups.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -542,10 +561,13 @@ impl BrokerConfig {
                 self.disk.check_interval_ms
             ));
         }
-        if !(1..=MAX_CACHE_MIB).contains(&self.storage.cache_mib) {
+        if let Some(mib) = self
+            .storage
+            .cache_mib
+            .filter(|m| !(1..=MAX_CACHE_MIB).contains(m))
+        {
             return invalid(format!(
-                "storage.cache_mib ({}) must be between 1 and {MAX_CACHE_MIB} (1 TiB)",
-                self.storage.cache_mib
+                "storage.cache_mib ({mib}) must be between 1 and {MAX_CACHE_MIB} (1 TiB)"
             ));
         }
         if l.produce_timeout_ms == 0 {
@@ -979,18 +1001,30 @@ mod tests {
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("disk.check_interval_ms"), "{err}");
         let mut c = BrokerConfig::default();
-        c.storage.cache_mib = 0;
+        c.storage.cache_mib = Some(0);
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("storage.cache_mib (0)"), "{err}");
-        c.storage.cache_mib = MAX_CACHE_MIB + 1;
+        c.storage.cache_mib = Some(MAX_CACHE_MIB + 1);
         assert!(c.validate().is_err());
     }
 
     #[test]
+    fn an_unset_page_cache_is_an_eighth_of_memory_within_bounds() {
+        assert_eq!(default_cache_mib(Some(24 << 30)), 3072);
+        assert_eq!(default_cache_mib(Some(1 << 30)), 128);
+        assert_eq!(default_cache_mib(Some(256 << 20)), MIN_DEFAULT_CACHE_MIB);
+        assert_eq!(default_cache_mib(Some(0)), MIN_DEFAULT_CACHE_MIB);
+        assert_eq!(default_cache_mib(Some(1 << 40)), MAX_DEFAULT_CACHE_MIB);
+        assert_eq!(default_cache_mib(None), FALLBACK_CACHE_MIB);
+    }
+
+    #[test]
     fn the_page_cache_size_is_read_from_the_file() {
-        assert_eq!(BrokerConfig::default().storage.cache_bytes(), 256 << 20);
+        let unset = BrokerConfig::default().storage;
+        assert_eq!(unset.cache_mib(Some(24 << 30)), 3072, "an eighth of 24 GiB");
         let c: BrokerConfig = toml::from_str("[storage]\ncache_mib = 2048\n").unwrap();
-        assert_eq!(c.storage.cache_bytes(), 2048 << 20);
+        assert_eq!(c.storage.cache_mib(Some(24 << 30)), 2048);
+        assert_eq!(c.storage.cache_mib(None), 2048);
         assert!(
             c.storage.quick_repair,
             "the other storage settings keep their defaults"

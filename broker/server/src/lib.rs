@@ -15,6 +15,7 @@ mod error;
 pub mod fault_injection;
 mod fetch_answer;
 mod groups;
+mod memory;
 mod metadata;
 mod metrics;
 mod modules;

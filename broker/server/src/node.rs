@@ -117,12 +117,20 @@ impl Node {
         shutdown: CancellationToken,
         storage_failure: StorageFailure,
     ) -> Result<Arc<Self>, StartError> {
+        let usable_memory = crate::memory::usable_memory_bytes();
+        let cache_mib = config.storage.cache_mib(usable_memory);
+        tracing::info!(
+            cache_mib,
+            configured = config.storage.cache_mib.is_some(),
+            usable_memory_mib = usable_memory.map(|bytes| bytes >> 20),
+            "partition log page cache"
+        );
         let partition_db = LogDb::open(
             config.data_dir.join("partitions.redb"),
             LogDbOptions {
                 on_failure: storage_failure.hook("partition log"),
                 quick_repair: config.storage.quick_repair,
-                cache_bytes: config.storage.cache_bytes(),
+                cache_bytes: usize::try_from(cache_mib << 20).unwrap_or(usize::MAX),
                 ..LogDbOptions::default()
             },
         )?;
