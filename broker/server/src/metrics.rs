@@ -233,7 +233,7 @@ impl Collector for NodeCollector {
             (
                 "weir_storage_commit_seconds",
                 "Time spent committing (writing and fsyncing)",
-                stats.commit_micros.load(Ordering::Relaxed) as f64 / 1e6,
+                stats.commit_durations.sum_seconds(),
             ),
         ];
         for (name, help, value) in counters {

@@ -203,9 +203,6 @@ impl Committer {
             match &result {
                 Ok(appended) => {
                     self.stats.commits.fetch_add(1, Ordering::Relaxed);
-                    self.stats
-                        .commit_micros
-                        .fetch_add(micros, Ordering::Relaxed);
                     self.stats.commit_durations.record(micros);
                     self.slow_commits.note(took, jobs.len(), *appended);
                     self.stats

@@ -11,9 +11,7 @@ pub struct StorageStats {
     pub requests: AtomicU64,
     /// Bytes of entries appended.
     pub appended_bytes: AtomicU64,
-    /// Total time spent in commit, in microseconds.
-    pub commit_micros: AtomicU64,
-    /// How long each commit took.
+    /// How long each commit took (their sum is the total time spent committing).
     pub commit_durations: DurationBuckets,
     /// How long each durable write waited, from its submission to the commit that made it
     /// durable: the commit in progress when it came, plus its own. Storage's share of a
