@@ -180,7 +180,7 @@ pub struct StorageSettings {
 impl StorageSettings {
     /// The partition log's page cache in MiB: the setting, or sized from `usable_memory`
     /// (bytes; `None` where unknown) when it is unset.
-    pub fn cache_mib(&self, usable_memory: Option<u64>) -> u64 {
+    pub fn cache_mib_for(&self, usable_memory: Option<u64>) -> u64 {
         self.cache_mib
             .unwrap_or_else(|| default_cache_mib(usable_memory))
     }
@@ -1021,10 +1021,14 @@ mod tests {
     #[test]
     fn the_page_cache_size_is_read_from_the_file() {
         let unset = BrokerConfig::default().storage;
-        assert_eq!(unset.cache_mib(Some(24 << 30)), 3072, "an eighth of 24 GiB");
+        assert_eq!(
+            unset.cache_mib_for(Some(24 << 30)),
+            3072,
+            "an eighth of 24 GiB"
+        );
         let c: BrokerConfig = toml::from_str("[storage]\ncache_mib = 2048\n").unwrap();
-        assert_eq!(c.storage.cache_mib(Some(24 << 30)), 2048);
-        assert_eq!(c.storage.cache_mib(None), 2048);
+        assert_eq!(c.storage.cache_mib_for(Some(24 << 30)), 2048);
+        assert_eq!(c.storage.cache_mib_for(None), 2048);
         assert!(
             c.storage.quick_repair,
             "the other storage settings keep their defaults"

@@ -118,7 +118,7 @@ impl Node {
         storage_failure: StorageFailure,
     ) -> Result<Arc<Self>, StartError> {
         let usable_memory = crate::memory::usable_memory_bytes();
-        let cache_mib = config.storage.cache_mib(usable_memory);
+        let cache_mib = config.storage.cache_mib_for(usable_memory);
         tracing::info!(
             cache_mib,
             configured = config.storage.cache_mib.is_some(),
