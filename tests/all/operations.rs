@@ -69,6 +69,14 @@ async fn metrics_count_produced_records_errors_and_commits() -> anyhow::Result<(
         )?,
         commits
     );
+    // The total time committing is the histogram's sum (the counter is read first, so it is
+    // never more than the sum read after it).
+    let committing = sample(&text, "weir_storage_commit_seconds_total")?;
+    assert!(committing > 0.0, "{text}");
+    assert!(
+        committing <= sample(&text, "weir_storage_commit_duration_seconds_sum")?,
+        "{text}"
+    );
     // Every durable write's wait counted (a request is counted after its wait, and the
     // histogram is read after the counter, so the waits are never fewer).
     let writes = sample(&text, "weir_storage_write_requests_total")?;
