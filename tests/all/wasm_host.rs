@@ -12,8 +12,8 @@ use weir_abi::AbiError;
 use weir_tests::modules;
 use weir_types::{Header, Record};
 use weir_wasm::{
-    Chain, ChainRecord, LogLevel, MemoryLayout, Module, ModuleError, ModuleId, Runtime, Stage,
-    WasmError, WasmLimits,
+    Chain, ChainRecord, LogLevel, MAX_CALL_BYTES, MemoryLayout, Module, ModuleError, ModuleId,
+    Runtime, Stage, WasmError, WasmLimits,
 };
 
 /// Limits for tests: a short time limit (errors are asserted by kind, never by duration), and
@@ -220,6 +220,63 @@ fn stage_state_carries_over_between_runs() {
     let output = chain.run(Vec::new()).expect("empty run");
     assert!(output.records.is_empty());
     assert_eq!(sum.stats().invocations, before);
+}
+
+#[test]
+fn an_input_larger_than_an_instance_memory_runs_in_calls_of_bounded_size() {
+    let runtime = runtime();
+    let contains = load(&runtime, "contains");
+    let sum = load(&runtime, "sum");
+    // 17 MiB of 1 KiB records, more than an instance's 16 MiB of memory could take in one call,
+    // and one record larger than a call's bound, which goes alone.
+    let memory = limits().memory_bytes;
+    let mut texts: Vec<String> = (0..memory / 1024 + 1024)
+        .map(|i| {
+            let word = if i % 3 == 0 { "needle" } else { "thread" };
+            format!("{i} {word} {}", "x".repeat(1000))
+        })
+        .collect();
+    texts.push(format!("needle {}", "y".repeat(MAX_CALL_BYTES)));
+    let input = records(&texts.iter().map(String::as_str).collect::<Vec<_>>());
+    let input_bytes: usize = texts.iter().map(String::len).sum();
+    assert!(input_bytes > memory);
+
+    let mut chain = Chain::new(vec![
+        stage(&contains, &[("needle", "needle")]),
+        stage(&sum, &[]),
+    ]);
+    let output = chain.run(input.clone()).expect("the chain runs");
+
+    let kept: Vec<&ChainRecord> = input
+        .iter()
+        .filter(|r| r.record.value.windows(6).any(|w| w == b"needle"))
+        .collect();
+    assert_eq!(kept.len(), texts.len() / 3 + 1);
+    assert_eq!(output.records.len(), kept.len());
+    for (n, (out, input)) in output.records.iter().zip(&kept).enumerate() {
+        assert_eq!(out.position, input.position);
+        assert_eq!(out.record.key, input.record.key);
+        // The aggregate's state runs on from one call to the next.
+        let value: serde_json::Value =
+            serde_json::from_slice(&out.record.value).expect("sum emits JSON");
+        assert_eq!(value["count"].as_u64(), Some(n as u64 + 1), "{value}");
+    }
+    assert!(output.rejected.is_empty());
+    let calls = contains.stats().invocations;
+    assert!(
+        calls > (input_bytes / MAX_CALL_BYTES) as u64,
+        "{calls} calls for {input_bytes} bytes"
+    );
+    assert_eq!(contains.stats().records_in, input.len() as u64);
+
+    // A keep-all stage over many calls still reports its inputs untouched.
+    let keep_all = load(&runtime, "keep-all");
+    let output = Chain::new(vec![stage(&keep_all, &[])])
+        .run(input.clone())
+        .expect("keep-all runs");
+    assert!(output.unchanged);
+    assert_eq!(output.records, input);
+    assert!(keep_all.stats().invocations > 1);
 }
 
 /// Runs `hostile` with `params` in a fresh chain and returns the chain's error.

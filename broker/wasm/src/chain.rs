@@ -1,7 +1,9 @@
 //! Chains: modules run one after the other over a batch of records, each stage seeing what the
 //! previous one let through, with one reusable instance per stage.
 
+use std::iter::Peekable;
 use std::sync::Arc;
+use std::vec;
 
 use bytes::Bytes;
 use weir_abi::{AbiError, BatchWriter, Entry, OutcomeReader, RecordView};
@@ -194,6 +196,7 @@ impl Chain {
         Ok(())
     }
 
+    /// Runs one stage over `records`, in as many `process` calls as [`MAX_CALL_BYTES`] asks.
     fn run_stage(
         &mut self,
         stage: usize,
@@ -209,35 +212,93 @@ impl Chain {
                 message: "the stage has no instance".into(),
             });
         };
-        let Ok(inputs) = u32::try_from(records.len()) else {
-            return Err(ModuleError::Host {
-                module: module.id().clone(),
-                message: format!("a batch of {} records is too large", records.len()),
-            });
+        let mut applied = Applied {
+            records: Vec::with_capacity(records.len()),
+            untouched: true,
         };
-        let batch = encode(&records);
-        let result = instance.process_raw(&batch).and_then(|outcome| {
-            let before = rejected.len();
-            match apply(outcome, records, stage, module.id(), rejected) {
-                Ok(applied) => {
-                    let rejects = (rejected.len() - before) as u64;
-                    let out = applied.records.len() as u64;
-                    module.count_records(u64::from(inputs), out, rejects);
-                    Ok(applied)
-                }
-                Err(error) => {
-                    rejected.truncate(before);
-                    Err(instance.bad_output(error))
-                }
+        let mut rest = records.into_iter().peekable();
+        let mut result = Ok(());
+        while rest.peek().is_some() {
+            let call = next_call(&mut rest);
+            result = process(instance, &module, stage, call, rejected).map(|call| {
+                applied.records.extend(call.records);
+                applied.untouched &= call.untouched;
+            });
+            if self.capture_logs {
+                self.logs.extend(instance.take_logs());
             }
+            if result.is_err() {
+                break;
+            }
+        }
+        match result {
+            Ok(()) => Ok(applied),
+            Err(error) => {
+                slot.instance = None;
+                Err(error)
+            }
+        }
+    }
+}
+
+/// Input bytes handed to a module in one `process` call, at most (a record larger than this
+/// goes alone). A stage runs over a larger input in several calls to the same instance, which
+/// sees the same records in the same order as in one call. Bounded calls bound the guest memory
+/// a call needs, so an input may be larger than an instance's memory limit, and the memory a
+/// fresh instance (each `Fetch` gets one) touches for the first time, paying a page fault for
+/// each page: nearly half of what a keep-all chain cost a fetch of 2 MiB (docs/benchmarks.md).
+pub const MAX_CALL_BYTES: usize = 256 * 1024;
+
+/// The records of the next `process` call: at least one, then as many as fit in
+/// [`MAX_CALL_BYTES`].
+fn next_call(records: &mut Peekable<vec::IntoIter<ChainRecord>>) -> Vec<ChainRecord> {
+    let mut call = Vec::new();
+    let mut bytes = 0;
+    while let Some(record) = records.next_if(|r| {
+        let len = INPUT_OVERHEAD + r.record.encoded_len_hint();
+        let fits = call.is_empty() || bytes + len <= MAX_CALL_BYTES;
+        if fits {
+            bytes += len;
+        }
+        fits
+    }) {
+        call.push(record);
+    }
+    call
+}
+
+/// The offset an input carries in a batch, beside its body.
+const INPUT_OVERHEAD: usize = 8;
+
+/// One `process` call of a stage's instance over `records`; rejections are appended to
+/// `rejected` only when the whole outcome is valid.
+fn process(
+    instance: &mut Instance,
+    module: &Module,
+    stage: usize,
+    records: Vec<ChainRecord>,
+    rejected: &mut Vec<Rejection>,
+) -> Result<Applied, ModuleError> {
+    let Ok(inputs) = u32::try_from(records.len()) else {
+        return Err(ModuleError::Host {
+            module: module.id().clone(),
+            message: format!("a batch of {} records is too large", records.len()),
         });
-        if self.capture_logs {
-            self.logs.extend(instance.take_logs());
+    };
+    let batch = encode(&records);
+    let outcome = instance.process_raw(&batch)?;
+    let before = rejected.len();
+    match apply(outcome, records, stage, module.id(), rejected) {
+        Ok(applied) => {
+            let rejects = (rejected.len() - before) as u64;
+            let out = applied.records.len() as u64;
+            module.count_records(u64::from(inputs), out, rejects);
+            Ok(applied)
         }
-        if result.is_err() {
-            slot.instance = None;
+        Err(error) => {
+            rejected.truncate(before);
+            Err(instance.bad_output(error))
         }
-        result
     }
 }
 

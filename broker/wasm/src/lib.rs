@@ -50,7 +50,7 @@ mod runtime;
 mod world;
 
 pub use cache::CacheStats;
-pub use chain::{Chain, ChainError, ChainOutput, ChainRecord, Rejection, Stage};
+pub use chain::{Chain, ChainError, ChainOutput, ChainRecord, MAX_CALL_BYTES, Rejection, Stage};
 pub use error::{ModuleError, WasmError};
 pub use limits::{MemoryLayout, WasmLimits};
 pub use module::{Instance, LogLevel, LogLine, Module, ModuleId, ModuleStats};
