@@ -219,8 +219,8 @@ impl Chain {
         let mut rest = records.into_iter().peekable();
         let mut result = Ok(());
         while rest.peek().is_some() {
-            let call = next_call(&mut rest);
-            result = process(instance, &module, stage, call, rejected).map(|call| {
+            let (call, bytes) = next_call(&mut rest);
+            result = process(instance, &module, stage, call, bytes, rejected).map(|call| {
                 applied.records.extend(call.records);
                 applied.untouched &= call.untouched;
             });
@@ -249,9 +249,9 @@ impl Chain {
 /// each page: nearly half of what a keep-all chain cost a fetch of 2 MiB (docs/benchmarks.md).
 pub const MAX_CALL_BYTES: usize = 256 * 1024;
 
-/// The records of the next `process` call: at least one, then as many as fit in
-/// [`MAX_CALL_BYTES`].
-fn next_call(records: &mut Peekable<vec::IntoIter<ChainRecord>>) -> Vec<ChainRecord> {
+/// The records of the next `process` call, at least one and then as many as fit in
+/// [`MAX_CALL_BYTES`], and the bytes they take in a batch.
+fn next_call(records: &mut Peekable<vec::IntoIter<ChainRecord>>) -> (Vec<ChainRecord>, usize) {
     let mut call = Vec::new();
     let mut bytes = 0;
     while let Some(record) = records.next_if(|r| {
@@ -264,35 +264,31 @@ fn next_call(records: &mut Peekable<vec::IntoIter<ChainRecord>>) -> Vec<ChainRec
     }) {
         call.push(record);
     }
-    call
+    (call, bytes)
 }
 
 /// The offset an input carries in a batch, beside its body.
 const INPUT_OVERHEAD: usize = 8;
 
-/// One `process` call of a stage's instance over `records`; rejections are appended to
-/// `rejected` only when the whole outcome is valid.
+/// One `process` call of a stage's instance over `records` (from [`next_call`], taking `bytes`
+/// in the batch); rejections are appended to `rejected` only when the whole outcome is valid.
 fn process(
     instance: &mut Instance,
     module: &Module,
     stage: usize,
     records: Vec<ChainRecord>,
+    bytes: usize,
     rejected: &mut Vec<Rejection>,
 ) -> Result<Applied, ModuleError> {
-    let Ok(inputs) = u32::try_from(records.len()) else {
-        return Err(ModuleError::Host {
-            module: module.id().clone(),
-            message: format!("a batch of {} records is too large", records.len()),
-        });
-    };
-    let batch = encode(&records);
+    let inputs = records.len() as u64;
+    let batch = encode(&records, bytes);
     let outcome = instance.process_raw(&batch)?;
     let before = rejected.len();
     match apply(outcome, records, stage, module.id(), rejected) {
         Ok(applied) => {
             let rejects = (rejected.len() - before) as u64;
             let out = applied.records.len() as u64;
-            module.count_records(u64::from(inputs), out, rejects);
+            module.count_records(inputs, out, rejects);
             Ok(applied)
         }
         Err(error) => {
@@ -320,13 +316,10 @@ fn merge_by_position(
     out
 }
 
-/// The input batch for a stage: positions travel in the `offset` field.
-fn encode(records: &[ChainRecord]) -> Vec<u8> {
-    let capacity = 4 + records
-        .iter()
-        .map(|r| r.record.encoded_len_hint())
-        .sum::<usize>();
-    let mut writer = BatchWriter::with_capacity(capacity);
+/// The input batch for a stage: positions travel in the `offset` field. `bytes` is the records'
+/// size in it as [`next_call`] counted them, a capacity hint.
+fn encode(records: &[ChainRecord], bytes: usize) -> Vec<u8> {
+    let mut writer = BatchWriter::with_capacity(4 + bytes);
     for r in records {
         writer.push(r.position, &view(&r.record));
     }
@@ -513,7 +506,7 @@ mod tests {
                 record: keyless.clone(),
             },
         ];
-        let batch = encode(&records);
+        let batch = encode(&records, 0);
         let read: Vec<_> = BatchReader::new(&batch)
             .expect("header")
             .collect::<Result<_, _>>()
