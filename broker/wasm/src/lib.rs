@@ -54,4 +54,4 @@ pub use chain::{Chain, ChainError, ChainOutput, ChainRecord, MAX_CALL_BYTES, Rej
 pub use error::{ModuleError, WasmError};
 pub use limits::{MemoryLayout, WasmLimits};
 pub use module::{Instance, LogLevel, LogLine, Module, ModuleId, ModuleStats};
-pub use runtime::{Runtime, sha256_hex};
+pub use runtime::{PERF_MAP_VAR, Runtime, sha256_hex};

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 
 use sha2::{Digest, Sha256};
-use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
+use wasmtime::{Engine, ProfilingStrategy};
 
 use std::hash::{Hash, Hasher};
 
@@ -74,6 +74,10 @@ impl Drop for PoolSlot {
     }
 }
 
+/// Set to `1`, the environment variable that makes a runtime write `/tmp/perf-<pid>.map`, naming
+/// the compiled modules' functions for `perf report` (docs/benchmarks.md, "Profiling modules").
+pub const PERF_MAP_VAR: &str = "WEIR_WASM_PERFMAP";
+
 /// The WebAssembly runtime of a node: compiles modules once and runs them in a bounded pool of
 /// sandboxed instances.
 ///
@@ -116,8 +120,11 @@ impl Runtime {
         limits.check().map_err(|problem| WasmError::InvalidLimits {
             reason: problem.to_string(),
         })?;
-        let engine = Engine::new(&limits.engine_config(layout))
-            .map_err(|e| WasmError::Engine { source: e.into() })?;
+        let mut config = limits.engine_config(layout);
+        if std::env::var_os(PERF_MAP_VAR).is_some_and(|v| v == "1") {
+            config.profiler(ProfilingStrategy::PerfMap);
+        }
+        let engine = Engine::new(&config).map_err(|e| WasmError::Engine { source: e.into() })?;
         let engine_tag = {
             let mut hasher = StableHasher::default();
             engine.precompile_compatibility_hash().hash(&mut hasher);

@@ -11,7 +11,8 @@
 //!    of a fresh consume-side chain.
 //!
 //! Run it with `cargo run --release -p weir-tests --bin module-bench` (add `-- --records N` to
-//! change the record count, default 200 000).
+//! change the record count, default 200 000, and `--fetches N` the one-record fetches timed with
+//! and without a fresh chain, default 300).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,20 +34,41 @@ const IN_FLIGHT: usize = 8;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let records = parse_records()?;
-    println!("module benchmark: {records} records per run\n");
-    native_versus_wasm(records)?;
-    through_the_broker(records).await
+    let options = Options::parse()?;
+    println!("module benchmark: {} records per run\n", options.records);
+    native_versus_wasm(options.records)?;
+    through_the_broker(options).await
 }
 
-fn parse_records() -> anyhow::Result<usize> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.as_slice() {
-        [] => Ok(200_000),
-        [flag, n] if flag == "--records" => n
-            .parse()
-            .with_context(|| format!("--records {n}: not a number")),
-        _ => anyhow::bail!("usage: module-bench [--records N]"),
+/// The command line.
+struct Options {
+    /// Records per run.
+    records: usize,
+    /// One-record fetches timed with and without a fresh chain.
+    fetches: u32,
+}
+
+impl Options {
+    fn parse() -> anyhow::Result<Options> {
+        const USAGE: &str = "usage: module-bench [--records N] [--fetches N]";
+        let mut options = Options {
+            records: 200_000,
+            fetches: 300,
+        };
+        let mut args = std::env::args().skip(1);
+        while let Some(flag) = args.next() {
+            let value = args
+                .next()
+                .with_context(|| format!("{flag}: no value; {USAGE}"))?;
+            let number = || format!("{flag} {value}: not a number");
+            match flag.as_str() {
+                "--records" => options.records = value.parse().with_context(number)?,
+                "--fetches" => options.fetches = value.parse().with_context(number)?,
+                _ => anyhow::bail!("{flag}: unknown flag; {USAGE}"),
+            }
+        }
+        anyhow::ensure!(options.fetches > 0, "--fetches 0: at least one is needed");
+        Ok(options)
     }
 }
 
@@ -164,7 +186,8 @@ fn native_versus_wasm(count: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn through_the_broker(count: usize) -> anyhow::Result<()> {
+async fn through_the_broker(options: Options) -> anyhow::Result<()> {
+    let count = options.records;
     println!("2. through a broker in this process, 1 KiB records, acks=all");
     let dir = tempfile::Builder::new()
         .prefix("weir-module-bench-")
@@ -274,7 +297,7 @@ async fn through_the_broker(count: usize) -> anyhow::Result<()> {
     }
 
     // A fresh chain per fetch: one-record fetches with and without a module.
-    let fetches = 300;
+    let fetches = options.fetches;
     let mut times = Vec::new();
     for chain in [vec![], vec![module("keep-all", &[])]] {
         let started = Instant::now();
