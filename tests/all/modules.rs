@@ -489,6 +489,14 @@ async fn chains_apply_in_order_and_params_reach_init() -> anyhow::Result<()> {
         "{}",
         refused.message()
     );
+    // At the end of the log too, where there is nothing to run the chain over.
+    let refused = fetch(&mut client, "words", 3, vec![module("contains", &[])])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        reason_of(&refused).as_deref(),
+        Some("INVALID_MODULE_PARAMS")
+    );
     // ... and so does attaching it.
     let refused = attach(
         &mut client,
@@ -889,6 +897,11 @@ async fn idle_produce_chains_give_way_and_a_full_instance_pool_is_retriable() ->
         values(&fetch(&mut client, "a", 0, vec![]).await?),
         ["first", "second"]
     );
+
+    // The remaining subscription and a's warm produce chain fill the pool again: a fetch through
+    // a chain makes room the same way.
+    let fetched = fetch(&mut client, "c", 0, vec![module("keep-all", &[])]).await?;
+    assert_eq!(values(&fetched), ["c0", "c1"]);
     Ok(())
 }
 

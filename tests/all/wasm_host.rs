@@ -144,7 +144,9 @@ fn refused_parameters_fail_at_prepare_naming_the_module() {
     let runtime = runtime();
     let contains = load(&runtime, "contains");
     let mut chain = Chain::new(vec![stage(&contains, &[])]);
+    assert!(!chain.is_prepared());
     let err = chain.prepare().expect_err("the needle is required");
+    assert!(!chain.is_prepared(), "a refused stage keeps no instance");
     assert_eq!(err.stage, 0);
     assert!(err.error.is_invalid_params(), "{}", err.error);
     assert_eq!(err.error.module(), &id("contains"));
@@ -158,6 +160,11 @@ fn refused_parameters_fail_at_prepare_naming_the_module() {
 
     let mut chain = Chain::new(vec![stage(&contains, &[("needle", "x")])]);
     chain.prepare().expect("valid parameters");
+    assert!(chain.is_prepared());
+    assert!(
+        Chain::new(Vec::new()).is_prepared(),
+        "no stage, nothing to prepare"
+    );
 }
 
 #[test]

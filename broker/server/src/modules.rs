@@ -220,16 +220,44 @@ impl ModuleHost {
             .collect()
     }
 
-    /// Runs `chain` over `input` on the blocking pool. The chain comes back only when it ran
-    /// cleanly; after a failure its instances are not trusted again.
+    /// Runs `chain` over `input` on the blocking pool. Stages without an instance get one (and
+    /// run their `init`) first, on the same trip to the pool: a chain built for one request
+    /// costs one hand-off to a blocking thread, not two. When the node's instance pool is full
+    /// the idle produce chains give way, as for [`ModuleHost::prepare`].
+    ///
+    /// The chain comes back only when it ran cleanly; after a failure its instances are not
+    /// trusted again.
     pub(crate) async fn run(
+        &self,
         chain: Chain,
         input: Vec<ChainRecord>,
     ) -> Result<(Chain, ChainOutput), BrokerError> {
+        match Self::prepare_and_run(chain, input).await? {
+            Ran::Done(chain, output) => Ok((chain, output)),
+            Ran::PoolFull(chain, input) => {
+                let chain = self.prepare(chain).await?;
+                match Self::prepare_and_run(chain, input).await? {
+                    Ran::Done(chain, output) => Ok((chain, output)),
+                    Ran::PoolFull(..) => Err(BrokerError::Internal(
+                        "a prepared chain found the instance pool full".into(),
+                    )),
+                }
+            }
+        }
+    }
+
+    /// [`ModuleHost::run`]'s trip to the blocking pool: the chain comes back unrun when a
+    /// stage found the instance pool full.
+    async fn prepare_and_run(chain: Chain, input: Vec<ChainRecord>) -> Result<Ran, BrokerError> {
         blocking(move || {
             let mut chain = chain;
+            match chain.prepare() {
+                Ok(()) => {}
+                Err(e) if e.error.is_pool_exhausted() => return Ok(Ran::PoolFull(chain, input)),
+                Err(e) => return Err(module_failure(e)),
+            }
             let output = chain.run(input).map_err(module_failure)?;
-            Ok((chain, output))
+            Ok(Ran::Done(chain, output))
         })
         .await
     }
@@ -252,8 +280,7 @@ impl ModuleHost {
         };
         let chain = match idle {
             Some(chain) => chain,
-            // Instantiated before it runs, so a full instance pool can still be made room in.
-            None => self.chain(metadata, &specs, true).await?,
+            None => self.chain(metadata, &specs, false).await?,
         };
         let input = records
             .into_iter()
@@ -263,7 +290,7 @@ impl ModuleHost {
                 record,
             })
             .collect();
-        let (chain, output) = Self::run(chain, input).await?;
+        let (chain, output) = self.run(chain, input).await?;
         let mut pools = lock(&self.produce_chains);
         let pool = pools
             .entry(topic.name.clone())
@@ -362,6 +389,15 @@ fn invalid_module(name: &str, e: &WasmError) -> BrokerError {
         name: name.to_owned(),
         reason: crate::error::error_chain(e),
     }
+}
+
+/// What became of a chain sent to run.
+enum Ran {
+    /// It ran: the chain and its output.
+    Done(Chain, ChainOutput),
+    /// A stage found the instance pool full: the chain (with the instances it got) and its
+    /// input, not run.
+    PoolFull(Chain, Vec<ChainRecord>),
 }
 
 fn module_failure(e: ChainError) -> BrokerError {

@@ -117,6 +117,12 @@ impl Chain {
         self.slots.is_empty()
     }
 
+    /// Whether every stage has its instance (and ran its `init`): [`Chain::prepare`] has nothing
+    /// left to do.
+    pub fn is_prepared(&self) -> bool {
+        self.slots.iter().all(|slot| slot.instance.is_some())
+    }
+
     /// Keeps the modules' log lines for [`Chain::take_logs`] instead of sending them to
     /// `tracing`. Lines accumulate until taken.
     pub fn capture_logs(&mut self, capture: bool) {

@@ -252,8 +252,10 @@ async fn read(
         Form::Batches => batches.last().map(|b| b.header().next_offset()),
     };
     let (records, rejected, unchanged, chain) = match chain {
-        Some(chain) if !records.is_empty() => {
-            let ran = run_consume_chain(chain, records).await?;
+        // A chain not prepared yet runs even over nothing: its stages' `init`s run, so refused
+        // parameters fail the request wherever it reads.
+        Some(chain) if !records.is_empty() || !chain.is_prepared() => {
+            let ran = run_consume_chain(&node.modules, chain, records).await?;
             (ran.records, ran.rejected, ran.unchanged, Some(ran.chain))
         }
         chain => (records, Vec::new(), true, chain),
@@ -337,8 +339,10 @@ struct ConsumeChainRun {
     unchanged: bool,
 }
 
-/// Runs a consume chain over records: survivors keep their offsets.
+/// Runs a consume chain over records (preparing it first if need be): survivors keep their
+/// offsets.
 async fn run_consume_chain(
+    modules: &ModuleHost,
     chain: Chain,
     records: Vec<(Offset, Record)>,
 ) -> Result<ConsumeChainRun, BrokerError> {
@@ -349,7 +353,7 @@ async fn run_consume_chain(
             record,
         })
         .collect();
-    let (chain, output) = ModuleHost::run(chain, input).await?;
+    let (chain, output) = modules.run(chain, input).await?;
     let records = output
         .records
         .into_iter()
@@ -515,11 +519,13 @@ impl BrokerService {
     }
 
     /// The chain a consume request names, or else the topic's consume chain; `None` when
-    /// there is neither. Every stage is instantiated and initialised.
+    /// there is neither. With `prepare`, every stage is instantiated and initialised now;
+    /// without, when the chain first runs ([`ModuleHost::run`]).
     async fn consume_chain(
         &self,
         topic: &TopicInfo,
         modules: &[pb::ModuleRef],
+        prepare: bool,
     ) -> Result<Option<Chain>, BrokerError> {
         if modules.is_empty() && topic.consume_chain.is_empty() {
             return Ok(None);
@@ -530,7 +536,7 @@ impl BrokerService {
         if specs.is_empty() {
             return Ok(None);
         }
-        Ok(Some(node.modules.chain(&metadata, &specs, true).await?))
+        Ok(Some(node.modules.chain(&metadata, &specs, prepare).await?))
     }
 
     pub(super) async fn handle_fetch(
@@ -541,11 +547,14 @@ impl BrokerService {
         let req = request.into_inner();
         let (topic, hosted) = self.readable(&req.topic, req.partition).await?;
         let (offset, mut progress, log_start) = self.check_offset(&hosted, req.offset).await?;
-        // Built (and its `init`s run) before waiting, so bad parameters fail at once.
-        let chain = self.consume_chain(&topic, &req.modules).await?;
-        let limits = Self::read_limits(&node.config.limits, req.max_records, req.max_bytes);
         let wait = req.max_wait_ms.min(node.config.limits.max_fetch_wait_ms);
-        if offset >= progress.high_watermark && wait > 0 {
+        let waits = offset >= progress.high_watermark && wait > 0;
+        // A fetch that waits has its chain's `init`s run first, so bad parameters fail at once;
+        // one that reads now has them run on the trip that runs the chain (one hand-off to a
+        // blocking thread instead of two).
+        let chain = self.consume_chain(&topic, &req.modules, waits).await?;
+        let limits = Self::read_limits(&node.config.limits, req.max_records, req.max_bytes);
+        if waits {
             progress = wait_for_records(
                 node,
                 &hosted,
@@ -600,7 +609,7 @@ impl BrokerService {
         let limits = Self::read_limits(&node.config.limits, 0, req.max_bytes);
         let form = Form::of(req.record_batches);
         // One chain for the whole subscription: an aggregate's state runs across its messages.
-        let mut chain = self.consume_chain(&topic, &req.modules).await?;
+        let mut chain = self.consume_chain(&topic, &req.modules, true).await?;
         let (tx, rx) = mpsc::channel(4);
         let node = node.clone();
         let metrics = self.metrics.clone();
