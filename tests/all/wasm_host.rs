@@ -520,6 +520,36 @@ fn fuel_limits_calls_when_enabled() {
 }
 
 #[test]
+fn a_freed_instance_slot_is_reset_to_the_module_image() {
+    // One slot, so every instance below runs in the same linear memory, which its predecessor
+    // wrote 2 MiB of (more than the part the host resets in place, the rest is unmapped).
+    let runtime = Runtime::new(
+        WasmLimits {
+            max_instances: 1,
+            ..limits()
+        },
+        None,
+    )
+    .expect("runtime");
+    let hostile = load(&runtime, "hostile");
+    for instance in 0..3 {
+        let mut chain = Chain::new(vec![stage(&hostile, &[("behaviour", "count-memory")])]);
+        let reasons: Vec<String> = (0..2)
+            .map(|_| {
+                let output = chain.run(records(&["a"])).expect("runs");
+                assert!(output.records.is_empty());
+                output.rejected[0].reason.clone()
+            })
+            .collect();
+        assert_eq!(
+            reasons,
+            ["call 1 of this memory", "call 2 of this memory"],
+            "instance {instance}"
+        );
+    }
+}
+
+#[test]
 fn the_instance_pool_is_bounded_and_slots_come_back() {
     let runtime = Runtime::new(
         WasmLimits {

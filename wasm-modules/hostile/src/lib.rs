@@ -22,11 +22,13 @@
 //! | `log-flood` | logs `lines` lines of about 100 bytes, then keeps every record |
 //! | `init-fails` | `init` returns an error |
 //! | `loop-in-init` | `init` loops forever |
+//! | `count-memory` | writes 2 MiB of its heap, then rejects every record with the reason `call N of this memory`, N counting the `process` calls its linear memory has seen in a static that `init` does not reset: a fresh instance must say `call 1` (not misbehaving, but checking the host) |
 //!
 //! An unknown behaviour is an init error.
 
 use std::cell::Cell;
 use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use weir_abi::{BatchReader, OutcomeWriter, RecordView};
 use weir_module::{Error, Params, Result};
@@ -52,6 +54,8 @@ pub enum Behaviour {
     InitFails,
     /// `init` loops forever.
     LoopInInit,
+    /// Counts the `process` calls its memory has seen.
+    CountMemory,
 }
 
 impl std::str::FromStr for Behaviour {
@@ -68,6 +72,7 @@ impl std::str::FromStr for Behaviour {
             "log-flood" => Behaviour::LogFlood,
             "init-fails" => Behaviour::InitFails,
             "loop-in-init" => Behaviour::LoopInInit,
+            "count-memory" => Behaviour::CountMemory,
             other => return Err(Error::new(format!("unknown behaviour `{other}`"))),
         })
     }
@@ -126,8 +131,25 @@ pub fn process(hostile: &Hostile, batch: &[u8]) -> Result<Vec<u8>> {
             }
             keep_all(batch)
         }
+        Behaviour::CountMemory => count_memory(batch),
         Behaviour::InitFails | Behaviour::LoopInInit => keep_all(batch),
     }
+}
+
+/// `process` calls this instance's linear memory has seen. A static, so `init` does not reset
+/// it: only a memory set back to the module's image does.
+static MEMORY_CALLS: AtomicU64 = AtomicU64::new(0);
+
+fn count_memory(batch: &[u8]) -> Result<Vec<u8>> {
+    // More than the host keeps mapped when it resets a freed instance's memory.
+    black_box(vec![7u8; 2 << 20]);
+    let seen = MEMORY_CALLS.fetch_add(1, Ordering::Relaxed) + 1;
+    let reason = format!("call {seen} of this memory");
+    let mut out = OutcomeWriter::default();
+    for index in 0..inputs(batch)? {
+        out.reject(index, &reason);
+    }
+    Ok(out.finish())
 }
 
 fn inputs(batch: &[u8]) -> Result<u32> {
